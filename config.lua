@@ -1,0 +1,58 @@
+-- config.lua: the whole local cluster. A plain Lua table; `env(NAME, default)` reads an
+-- environment variable. Secrets (passwords) come only from the environment: `make run`
+-- generates them into .run/secrets.env, `make test` per run. Any value left out takes the
+-- default shown here. CHATHOST_REDIS_HOST/PORT/PASSWORD, CHATHOST_MYSQL_HOST/PORT/USER/
+-- PASSWORD/DATABASE and CHATHOST_LOG_LEVEL override the values below.
+return {
+    log = { level = "info" },               -- debug | info | warn | error | off
+
+    scripts = {
+        dir = "scripts",                    -- relative to this file
+        watch = true,                       -- reload when a script changes on disk
+        reload_debounce_ms = 100,
+    },
+
+    redis = {
+        host = "127.0.0.1", port = 6380,
+        password = env("CHATHOST_REDIS_PASSWORD"),
+        db = 0,
+        pool_size = 2,                      -- connections per process
+        connect_timeout_ms = 1000,
+        command_timeout_ms = 1000,          -- a command without reply by then: nil, "timeout"
+        reconnect_min_ms = 100,             -- reconnect backoff, doubling up to the max
+        reconnect_max_ms = 2000,
+        max_pending = 10000,                -- commands in flight per process; beyond: nil, "busy"
+    },
+
+    mysql = {
+        host = "127.0.0.1", port = 3308,
+        user = "chathost", password = env("CHATHOST_MYSQL_PASSWORD"), database = "chathost",
+        pool_size = 4,                      -- worker threads, one connection each
+        connect_timeout_s = 3, read_timeout_s = 10, write_timeout_s = 10,
+        acquire_timeout_ms = 2000,          -- wait for a free connection, then nil, "busy"
+        max_waiting = 10000,                -- queued requests; beyond: nil, "busy"
+        stmt_cache = 64,                    -- prepared statements kept per connection
+        ping_idle_ms = 30000,               -- ping a connection idle this long before use
+    },
+
+    crypto = {
+        argon2_opslimit = 2,                -- argon2id passes (OWASP minimum: 2)
+        argon2_memlimit_kib = 19456,        -- argon2id memory (OWASP minimum: 19 MiB)
+        max_concurrent = 2,                 -- hashes running at once (each takes the memory above)
+        max_waiting = 1000,                 -- hashes waiting for a turn; beyond: nil, "busy"
+        wait_timeout_ms = 5000,
+    },
+
+    test = { timeout_ms = 10000 },          -- per-test timeout of `chathost test`
+
+    -- Roles. Each process runs one; the addresses below are where they listen.
+    gate = { host = "0.0.0.0", port = 8080, admin_port = 9100 },
+    verify = { host = "127.0.0.1", port = 50051, admin_port = 9101 },
+    status = { host = "127.0.0.1", port = 50052, admin_port = 9102 },
+    chat = {
+        instances = {
+            chat1 = { host = "127.0.0.1", port = 8090, rpc_port = 50055, admin_port = 9110 },
+            chat2 = { host = "127.0.0.1", port = 8091, rpc_port = 50056, admin_port = 9111 },
+        },
+    },
+}

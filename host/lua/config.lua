@@ -1,0 +1,223 @@
+-- chathost.config: loads config.lua in a sandbox, applies environment overrides, checks
+-- every known key against the schema below (filling defaults), and resolves the role's
+-- own section as config.self. Errors are one line naming the key: the caller prints them
+-- and exits with status 2.
+local M = {}
+
+local ROLES = { gate = true, verify = true, status = true, chat = true, client = true }
+
+-- Each entry: { type, default, min, max } or a nested schema table. `false` default means
+-- optional with no default.
+local function int(default, min, max) return { "integer", default, min, max } end
+local function str(default) return { "string", default } end
+local function bool(default) return { "boolean", default } end
+
+local SCHEMA = {
+    log = { level = { "level", "info" } },
+    scripts = {
+        dir = str("scripts"),
+        watch = bool(true),
+        reload_debounce_ms = int(100, 0, 60000),
+    },
+    redis = {
+        host = str("127.0.0.1"), port = int(6380, 1, 65535), password = str(false),
+        db = int(0, 0, 255),
+        pool_size = int(2, 1, 64),
+        connect_timeout_ms = int(1000, 10, 60000),
+        command_timeout_ms = int(1000, 10, 600000),
+        reconnect_min_ms = int(100, 10, 60000),
+        reconnect_max_ms = int(2000, 10, 600000),
+        max_pending = int(10000, 1, 10000000),
+    },
+    mysql = {
+        host = str("127.0.0.1"), port = int(3308, 1, 65535),
+        user = str("chathost"), password = str(false), database = str("chathost"),
+        pool_size = int(4, 1, 256),
+        connect_timeout_s = int(3, 1, 600),
+        read_timeout_s = int(10, 1, 3600),
+        write_timeout_s = int(10, 1, 3600),
+        acquire_timeout_ms = int(2000, 0, 600000),
+        max_waiting = int(10000, 0, 10000000),
+        stmt_cache = int(64, 1, 4096),
+        ping_idle_ms = int(30000, 0, 86400000),
+    },
+    crypto = {
+        argon2_opslimit = int(2, 1, 64),
+        argon2_memlimit_kib = int(19456, 8, 4194304),
+        max_concurrent = int(2, 1, 256),
+        max_waiting = int(1000, 0, 1000000),
+        wait_timeout_ms = int(5000, 0, 600000),
+    },
+    test = { timeout_ms = int(10000, 1, 3600000) },
+}
+
+-- Environment variables that override config values (tests, containers).
+local ENV = {
+    CHATHOST_REDIS_HOST = { "redis", "host" }, CHATHOST_REDIS_PORT = { "redis", "port" },
+    CHATHOST_REDIS_PASSWORD = { "redis", "password" },
+    CHATHOST_MYSQL_HOST = { "mysql", "host" }, CHATHOST_MYSQL_PORT = { "mysql", "port" },
+    CHATHOST_MYSQL_USER = { "mysql", "user" }, CHATHOST_MYSQL_PASSWORD = { "mysql", "password" },
+    CHATHOST_MYSQL_DATABASE = { "mysql", "database" },
+    CHATHOST_LOG_LEVEL = { "log", "level" },
+}
+
+local LEVELS = { debug = true, info = true, warn = true, error = true, off = true }
+
+local function check(path, spec, v)
+    local kind, default, min, max = spec[1], spec[2], spec[3], spec[4]
+    if v == nil then
+        if default == false then return nil end
+        return default
+    end
+    if kind == "integer" then
+        if type(v) == "string" and v:match("^%-?%d+$") then v = tonumber(v) end
+        if type(v) ~= "number" or v ~= math.floor(v) then
+            error(("%s: expected an integer, got %s"):format(path, tostring(v)), 0)
+        end
+        if (min and v < min) or (max and v > max) then
+            error(("%s: %d is out of range %d..%d"):format(path, v, min, max), 0)
+        end
+    elseif kind == "level" then
+        if not LEVELS[v] then
+            error(("%s: expected debug, info, warn, error or off, got %s"):format(path, tostring(v)), 0)
+        end
+    elseif type(v) ~= kind then
+        error(("%s: expected a %s, got %s"):format(path, kind, type(v)), 0)
+    end
+    return v
+end
+
+local function apply_schema(tbl, schema, prefix)
+    for k, v in pairs(tbl) do
+        if schema[k] == nil then
+            error(("%s%s: unknown setting"):format(prefix, tostring(k)), 0)
+        end
+    end
+    for k, spec in pairs(schema) do
+        local path = prefix .. k
+        if spec[1] == nil then -- nested section
+            local sub = tbl[k]
+            if sub == nil then sub = {} tbl[k] = sub end
+            if type(sub) ~= "table" then error(path .. ": expected a table", 0) end
+            apply_schema(sub, spec, path .. ".")
+        else
+            tbl[k] = check(path, spec, tbl[k])
+        end
+    end
+end
+
+local function load_file(path)
+    local env = {
+        env = function(name, default)
+            local v = os.getenv(name)
+            if v == nil or v == "" then return default end
+            return v
+        end,
+        tonumber = tonumber, tostring = tostring, string = string, math = math,
+        table = table, pairs = pairs, ipairs = ipairs, type = type,
+    }
+    local f, err = loadfile(path)
+    if not f then
+        if err:find("No such file", 1, true) or err:find("cannot open", 1, true) then
+            error(path .. ": no such file", 0)
+        end
+        error(err, 0)
+    end
+    setfenv(f, env)
+    local ok, cfg = pcall(f)
+    if not ok then error(tostring(cfg), 0) end
+    if type(cfg) ~= "table" then error(path .. ": must return a table", 0) end
+    return cfg
+end
+
+local function apply_env(cfg)
+    for var, where in pairs(ENV) do
+        local v = os.getenv(var)
+        if v and v ~= "" then
+            local section = cfg[where[1]]
+            if section == nil then section = {} cfg[where[1]] = section end
+            if type(section) == "table" then section[where[2]] = v end
+        end
+    end
+end
+
+-- The role's own section: config[role], and for chat the shared chat settings merged
+-- with chat.instances[name].
+local function resolve_self(cfg, role, name)
+    if not ROLES[role] then return {} end
+    local section = cfg[role]
+    if section ~= nil and type(section) ~= "table" then error(role .. ": expected a table", 0) end
+    section = section or {}
+    local instances = section.instances
+    if instances == nil then return section end
+    if type(instances) ~= "table" then error(role .. ".instances: expected a table", 0) end
+    local own = instances[name]
+    if own == nil then
+        local known = {}
+        for k in pairs(instances) do known[#known + 1] = k end
+        table.sort(known)
+        error(("%s.instances.%s: no such instance (known: %s)"):format(role, tostring(name),
+            table.concat(known, ", ")), 0)
+    end
+    local merged = {}
+    for k, v in pairs(section) do if k ~= "instances" then merged[k] = v end end
+    for k, v in pairs(own) do merged[k] = v end
+    merged.name = name
+    return merged
+end
+
+function M.load(path, role, name)
+    local cfg = load_file(path)
+    apply_env(cfg)
+    local known = {}
+    for k, v in pairs(cfg) do
+        if SCHEMA[k] then known[k] = v cfg[k] = nil end
+    end
+    apply_schema(known, SCHEMA, "")
+    for k, v in pairs(known) do cfg[k] = v end
+    cfg.self = resolve_self(cfg, role, name)
+    return cfg
+end
+
+-- A read-only view: reading works as on the table, assigning raises an error.
+function M.readonly(tbl, path)
+    local cache = {}
+    local proxy = {}
+    setmetatable(proxy, {
+        __index = function(_, k)
+            local v = tbl[k]
+            if type(v) ~= "table" then return v end
+            local p = cache[k]
+            if not p then
+                p = M.readonly(v, path .. "." .. tostring(k))
+                cache[k] = p
+            end
+            return p
+        end,
+        __newindex = function(_, k)
+            error(("%s.%s: host.config is read-only"):format(path, tostring(k)), 2)
+        end,
+        __len = function() return #tbl end,
+        __metatable = false,
+    })
+    return proxy
+end
+
+-- A deep copy of a (possibly read-only) config section, for code that needs pairs().
+function M.copy(tbl)
+    local out = {}
+    for k, v in pairs(tbl) do
+        out[k] = type(v) == "table" and M.copy(v) or v
+    end
+    return out
+end
+
+-- Publishes cfg to scripts: host.config (read-only) and host.config_copy() (a deep copy
+-- of the whole config, for code that needs pairs()).
+function M.publish(host, cfg)
+    host.config = M.readonly(cfg, "config")
+    host.config_copy = function() return M.copy(cfg) end
+end
+
+M.ROLES = ROLES
+return M

@@ -1,0 +1,95 @@
+-- chathost.migrate: applies the numbered migrations in sql/ that the database does not
+-- have yet (`chathost migrate`). Each file NNN_name.sql is split into statements at
+-- semicolons that end a line; `--` comment lines are dropped. The table
+-- schema_migrations records every applied version.
+local host = require "host"
+
+local M = {}
+
+local function statements(sql)
+    local out, cur = {}, {}
+    for line in (sql .. "\n"):gmatch("([^\n]*)\n") do
+        if not line:match("^%s*%-%-") then
+            cur[#cur + 1] = line
+            if line:match(";%s*$") then
+                local stmt = table.concat(cur, "\n"):gsub(";%s*$", "")
+                if stmt:match("%S") then out[#out + 1] = stmt end
+                cur = {}
+            end
+        end
+    end
+    local rest = table.concat(cur, "\n")
+    if rest:match("%S") then out[#out + 1] = rest end
+    return out
+end
+M.statements = statements
+
+-- The migrations on disk, sorted: { {version=1, name="001_init.sql", path=...}, ... }
+function M.list(dir)
+    dir = dir or (host.root .. "/sql")
+    local names, err = host.fs.list(dir)
+    if not names then return nil, err end
+    local out = {}
+    for _, name in ipairs(names) do
+        local v = name:match("^(%d+)_[%w_%-]+%.sql$")
+        if v then out[#out + 1] = { version = tonumber(v), name = name, path = dir .. "/" .. name } end
+    end
+    table.sort(out, function(a, b) return a.version < b.version end)
+    for i = 2, #out do
+        if out[i].version == out[i - 1].version then
+            return nil, ("%s and %s have the same version"):format(out[i - 1].name, out[i].name)
+        end
+    end
+    return out
+end
+
+-- Applies what is missing. Returns the number applied, or nil, err.
+function M.apply(dir)
+    local migrations, err = M.list(dir)
+    if not migrations then return nil, err end
+    local ok, derr = host.db.exec([[CREATE TABLE IF NOT EXISTS schema_migrations (
+        version INT NOT NULL PRIMARY KEY,
+        name VARCHAR(255) NOT NULL,
+        applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4]])
+    if not ok then return nil, "cannot create schema_migrations: " .. tostring(derr) end
+    local rows, qerr = host.db.query("SELECT version FROM schema_migrations")
+    if not rows then return nil, qerr end
+    local have = {}
+    for _, r in ipairs(rows) do have[r.version] = true end
+    local applied = 0
+    for _, m in ipairs(migrations) do
+        if not have[m.version] then
+            local sql, rerr = host.fs.read(m.path)
+            if not sql then return nil, rerr end
+            for i, stmt in ipairs(statements(sql)) do
+                local res, serr = host.db.exec(stmt)
+                if not res then
+                    return nil, ("%s, statement %d: %s"):format(m.name, i, tostring(serr))
+                end
+            end
+            local res, ierr = host.db.exec(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", m.version, m.name)
+            if not res then return nil, ierr end
+            host.log.info("applied migration ", m.name)
+            applied = applied + 1
+        end
+    end
+    return applied
+end
+
+function M.main(args)
+    if #args > 0 then
+        io.stderr:write("chathost migrate: unexpected argument '", args[1], "'\n")
+        return 2
+    end
+    local n, err = M.apply()
+    if not n then
+        host.log.error("migrate: ", err)
+        return 1
+    end
+    host.log.info(n == 0 and "schema is up to date" or ("applied " .. n .. " migration(s)"))
+    return 0
+end
+
+return M

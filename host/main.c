@@ -1,0 +1,198 @@
+/* main.c: argv -> a role, `test` or `migrate`. Sets up the loop, the Lua state and the
+ * config, runs the command's Lua entry point (host/lua/<command>.lua) as the first task,
+ * and owns the orderly shutdown on SIGINT/SIGTERM. */
+#include <lauxlib.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "reload.h"
+#include "sched.h"
+
+void redis_shutdown(struct app *app);
+void db_shutdown(struct app *app);
+void db_free(struct app *app);
+void crypto_shutdown(struct app *app);
+
+static const char USAGE[] =
+    "usage: chathost ROLE [--name NAME] [-c config.lua]   run a role: gate, verify, status, chat, client\n"
+    "       chathost test [-c config.lua] [--filter PATTERN] [--verbose] [--list] [paths...]\n"
+    "       chathost migrate [-c config.lua]              apply the missing sql/ migrations\n";
+
+static const char *const COMMANDS[] = {"gate", "verify", "status", "chat", "client",
+                                       "test", "migrate", NULL};
+
+struct options {
+    const char *command;
+    const char *config;
+    const char *name;
+    int nargs;        /* the rest, passed to the command's Lua main */
+    char **args;
+};
+
+static int die(const char *fmt, const char *a) {
+    fprintf(stderr, "chathost: ");
+    fprintf(stderr, fmt, a);
+    fputc('\n', stderr);
+    return 2;
+}
+
+static int parse_options(int argc, char **argv, struct options *o) {
+    o->command = argv[1];
+    int known = 0;
+    for (int i = 0; COMMANDS[i]; i++) known |= strcmp(COMMANDS[i], o->command) == 0;
+    if (!known)
+        return die("unknown role or command '%s' (expected gate, verify, status, chat, client, "
+                   "test or migrate)", o->command);
+    o->args = calloc((size_t)argc, sizeof *o->args);
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 || strcmp(a, "--name") == 0) {
+            if (i + 1 >= argc) return die("%s needs a value", a);
+            if (strcmp(a, "--name") == 0)
+                o->name = argv[++i];
+            else
+                o->config = argv[++i];
+        } else {
+            o->args[o->nargs++] = argv[i];
+        }
+    }
+    if (!o->config) o->config = getenv("CHATHOST_CONFIG");
+    if (!o->config) o->config = "config.lua";
+    return 0;
+}
+
+static int resolve_paths(struct app *app, const char *config) {
+    if (!realpath(config, app->config_path)) return die("%s: no such file", config);
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", app->config_path);
+    snprintf(app->root, sizeof app->root, "%s", dirname(tmp));
+    return 0;
+}
+
+/* ---- shutdown ------------------------------------------------------------------------ */
+
+static void close_any(uv_handle_t *h, void *arg) {
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* Last resort: a handle still open 5 s after the shutdown began is closed by force. */
+static void shutdown_deadline(uv_timer_t *t) {
+    log_warn("shutdown: handles still open after 5 s, closing them");
+    uv_walk(t->loop, close_any, NULL);
+}
+
+void app_stop(struct app *app, int exit_code) {
+    if (app->stopping) return;
+    app->stopping = 1;
+    app->exit_code = exit_code;
+    while (!list_empty(&app->tracked_list)) {
+        tracked *t = LIST_ENTRY(app->tracked_list.next, tracked, link);
+        list_remove(&t->link);
+        t->close(t);
+    }
+    reload_close_all(app);
+    redis_shutdown(app);
+    db_shutdown(app);
+    crypto_shutdown(app);
+    uv_close((uv_handle_t *)&app->sig_int, NULL);
+    uv_close((uv_handle_t *)&app->sig_term, NULL);
+    uv_close((uv_handle_t *)&app->sig_hup, NULL);
+    static uv_timer_t deadline;
+    uv_timer_init(app->loop, &deadline);
+    uv_timer_start(&deadline, shutdown_deadline, 5000, 0);
+    uv_unref((uv_handle_t *)&deadline);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    struct app *app = h->data;
+    if (signum == SIGHUP) {
+        reload_all(app);
+        return;
+    }
+    log_info("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    app_stop(app, 0);
+}
+
+static void watch_signals(struct app *app) {
+    uv_signal_t *sigs[] = {&app->sig_int, &app->sig_term, &app->sig_hup};
+    int nums[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(app->loop, sigs[i]);
+        sigs[i]->data = app;
+        uv_signal_start(sigs[i], on_signal, nums[i]);
+    }
+}
+
+/* ---- the main task ------------------------------------------------------------------- */
+
+/* The command's main returns an exit status (the process ends), or nothing (a server:
+ * it runs until a signal). */
+static int main_done(void *ud, task_t *t, int ok, int nres) {
+    struct app *app = ud;
+    if (!ok) {
+        app_stop(app, 1);
+        return 0; /* logged by the scheduler */
+    }
+    if (nres > 0 && lua_isnumber(t->co, -nres)) app_stop(app, (int)lua_tointeger(t->co, -nres));
+    return 0;
+}
+
+static int start_main(struct app *app, struct options *o) {
+    lua_State *L = app->L;
+    char module[64];
+    const char *cmd = o->command;
+    if (strcmp(cmd, "test") == 0) cmd = "harness";
+    else if (strcmp(cmd, "migrate") != 0) cmd = "role";
+    snprintf(module, sizeof module, "chathost.%s", cmd);
+    int rc = vm_require_embedded(L, "chathost.hostlib");
+    lua_pop(L, 1);
+    if (rc != 0 || vm_require_embedded(L, module) != 0) {
+        if (rc != 0) vm_require_embedded(L, "chathost.hostlib");
+        fprintf(stderr, "chathost: %s\n", lua_tostring(L, -1));
+        return 1;
+    }
+    lua_getfield(L, -1, "main");
+    lua_remove(L, -2);
+    lua_createtable(L, o->nargs, 0);
+    for (int i = 0; i < o->nargs; i++) {
+        lua_pushstring(L, o->args[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    sched_spawn(app, L, 1, cmd, main_done, app);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(USAGE, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct options o = {0};
+    static struct app app;
+    if (parse_options(argc, argv, &o) != 0) return 2;
+    if (resolve_paths(&app, o.config) != 0) return 2;
+    app.loop = uv_default_loop();
+    app.role = o.command;
+    app.name = o.name ? o.name : o.command;
+    list_init(&app.tracked_list);
+    log_setup(app.role, app.name);
+    if (vm_open(&app) != 0) return die("%s", "cannot create the Lua state");
+    char err[1024];
+    if (config_load(&app, err, sizeof err) != 0) return die("config: %s", err);
+    watch_signals(&app);
+    if (start_main(&app, &o) != 0) app_stop(&app, 1);
+    uv_run(app.loop, UV_RUN_DEFAULT);
+    db_free(&app);
+    vm_close(&app);
+    uv_run(app.loop, UV_RUN_NOWAIT); /* close callbacks of handles freed by __gc */
+    uv_loop_close(app.loop);
+    free(o.args);
+    return app.exit_code;
+}

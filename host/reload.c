@@ -1,0 +1,280 @@
+/* reload.c: host.scripts.open: the script generations of a role, the folder watchers with
+ * their debounce timer, and reload on demand. The loading itself is Lua (chathost.loader). */
+#include "reload.h"
+
+#include <dirent.h>
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "log.h"
+
+#define LOADER_MT "chathost.scripts"
+#define MAX_WATCH 64
+
+struct loader_ud;
+
+struct reloader {
+    tracked track;
+    struct loader_ud *ud; /* the Lua object, while it is alive */
+    list_node link; /* in the app's list of reloaders */
+    struct app *app;
+    char *dir, *role;
+    int handlers_ref, validate_ref;
+    uv_fs_event_t *watch[MAX_WATCH];
+    int nwatch;
+    uv_timer_t *debounce;
+    unsigned debounce_ms;
+    unsigned generation, reloads, failures;
+    char last_error[1024];
+};
+
+typedef struct loader_ud {
+    reloader *r; /* NULL once closed */
+} loader_ud;
+
+static list_node reloaders = {&reloaders, &reloaders};
+
+static void handle_free(uv_handle_t *h) { free(h); }
+
+/* Loads a new generation. Returns 0 and swaps it in, or -1 (old generation kept). */
+static int reload_once(reloader *r) {
+    lua_State *L = r->app->L;
+    int top = lua_gettop(L);
+    if (vm_require_embedded(L, "chathost.loader") != 0) goto fail;
+    lua_getfield(L, -1, "load");
+    lua_pushstring(L, r->dir);
+    lua_pushstring(L, r->role);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->validate_ref);
+    if (lua_pcall(L, 3, 2, 0) != 0) goto fail;
+    if (lua_isnil(L, -2)) goto fail;
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, r->handlers_ref);
+    r->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->generation++;
+    r->last_error[0] = '\0';
+    lua_settop(L, top);
+    return 0;
+fail:
+    snprintf(r->last_error, sizeof r->last_error, "%s",
+             lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error");
+    r->failures++;
+    lua_settop(L, top);
+    return -1;
+}
+
+static void reload_logged(reloader *r, const char *why) {
+    r->reloads++;
+    if (reload_once(r) == 0)
+        log_info("scripts reloaded (%s): %s/%s generation %u", why, r->dir, r->role,
+                 r->generation);
+    else
+        log_error("script reload failed (%s), still serving generation %u: %s", why,
+                  r->generation, r->last_error);
+}
+
+void reload_all(struct app *app) {
+    for (list_node *n = reloaders.next; n != &reloaders; n = n->next) {
+        reloader *r = LIST_ENTRY(n, reloader, link);
+        if (r->app == app) reload_logged(r, "SIGHUP");
+    }
+}
+
+void reload_push_handlers(reloader *r, lua_State *L) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->handlers_ref);
+}
+
+static void debounce_fired(uv_timer_t *t) { reload_logged(t->data, "file change"); }
+
+static void fs_changed(uv_fs_event_t *h, const char *file, int events, int status) {
+    reloader *r = h->data;
+    if (status < 0) {
+        log_warn("script watcher: %s", uv_strerror(status));
+        return;
+    }
+    if (file && file[0] == '.') return; /* editor swap files */
+    uv_timer_start(r->debounce, debounce_fired, r->debounce_ms, 0);
+}
+
+/* Watches path and, recursively, its subfolders. */
+static void watch_tree(reloader *r, const char *path) {
+    if (r->nwatch >= MAX_WATCH) {
+        log_warn("script watcher: more than %d folders, %s is not watched", MAX_WATCH, path);
+        return;
+    }
+    uv_fs_event_t *h = malloc(sizeof *h);
+    uv_fs_event_init(r->app->loop, h);
+    h->data = r;
+    if (uv_fs_event_start(h, fs_changed, path, 0) != 0) {
+        uv_close((uv_handle_t *)h, handle_free);
+        return;
+    }
+    r->watch[r->nwatch++] = h;
+    DIR *d = opendir(path);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char sub[PATH_MAX];
+        struct stat st;
+        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        if (stat(sub, &st) == 0 && S_ISDIR(st.st_mode)) watch_tree(r, sub);
+    }
+    closedir(d);
+}
+
+static void reloader_close(reloader *r) {
+    lua_State *L = r->app->L;
+    for (int i = 0; i < r->nwatch; i++) uv_close((uv_handle_t *)r->watch[i], handle_free);
+    if (r->debounce) uv_close((uv_handle_t *)r->debounce, handle_free);
+    luaL_unref(L, LUA_REGISTRYINDEX, r->handlers_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, r->validate_ref);
+    list_remove(&r->link);
+    track_del(&r->track);
+    if (r->ud) r->ud->r = NULL;
+    free(r->dir);
+    free(r->role);
+    free(r);
+}
+
+static void reloader_track_close(tracked *t) {
+    reloader_close(LIST_ENTRY(t, reloader, track));
+}
+
+void reload_close_all(struct app *app) {
+    while (!list_empty(&reloaders)) reloader_close(LIST_ENTRY(reloaders.next, reloader, link));
+}
+
+static reloader *check_loader(lua_State *L) {
+    loader_ud *u = luaL_checkudata(L, 1, LOADER_MT);
+    if (!u->r) luaL_error(L, "scripts loader is closed");
+    return u->r;
+}
+
+static char *opt_field_str(lua_State *L, const char *k, const char *def) {
+    lua_getfield(L, 1, k);
+    const char *s = luaL_optstring(L, -1, def);
+    char *copy = s ? strdup(s) : NULL;
+    lua_pop(L, 1);
+    return copy;
+}
+
+static void start_watching(reloader *r) {
+    char path[PATH_MAX];
+    r->debounce = malloc(sizeof *r->debounce);
+    uv_timer_init(r->app->loop, r->debounce);
+    r->debounce->data = r;
+    snprintf(path, sizeof path, "%s/%s", r->dir, r->role);
+    watch_tree(r, path);
+    snprintf(path, sizeof path, "%s/lib", r->dir);
+    watch_tree(r, path);
+}
+
+/* host.scripts.open{role=, dir=?, watch=?, debounce_ms=?, validate=?} -> loader | nil, err */
+static int l_open(lua_State *L) {
+    struct app *app = app_from(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    reloader *r = calloc(1, sizeof *r);
+    r->app = app;
+    r->role = opt_field_str(L, "role", app->role);
+    char *dir_cfg = cfg_str(app, "scripts.dir", "scripts");
+    char def_dir[PATH_MAX];
+    snprintf(def_dir, sizeof def_dir, "%s%s%s", dir_cfg[0] == '/' ? "" : app->root,
+             dir_cfg[0] == '/' ? "" : "/", dir_cfg);
+    free(dir_cfg);
+    r->dir = opt_field_str(L, "dir", def_dir);
+    lua_getfield(L, 1, "debounce_ms");
+    r->debounce_ms = (unsigned)luaL_optinteger(L, -1, cfg_int(app, "scripts.reload_debounce_ms", 100));
+    lua_getfield(L, 1, "watch");
+    int watch = lua_isnil(L, -1) ? cfg_bool(app, "scripts.watch", 1) : lua_toboolean(L, -1);
+    lua_getfield(L, 1, "validate");
+    r->validate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 2);
+    r->handlers_ref = LUA_NOREF;
+    list_init(&r->link);
+    if (reload_once(r) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, r->last_error);
+        luaL_unref(L, LUA_REGISTRYINDEX, r->validate_ref);
+        free(r->dir);
+        free(r->role);
+        free(r);
+        return 2;
+    }
+    list_push_back(&reloaders, &r->link);
+    track_add(app, &r->track, "script watcher", reloader_track_close);
+    if (watch) start_watching(r);
+    loader_ud *u = lua_newuserdata(L, sizeof *u);
+    u->r = r;
+    r->ud = u;
+    luaL_getmetatable(L, LOADER_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int l_handlers(lua_State *L) {
+    reload_push_handlers(check_loader(L), L);
+    return 1;
+}
+
+static int l_reload(lua_State *L) {
+    reloader *r = check_loader(L);
+    r->reloads++;
+    if (reload_once(r) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, r->last_error);
+        return 2;
+    }
+    lua_pushinteger(L, r->generation);
+    return 1;
+}
+
+static int l_stats(lua_State *L) {
+    reloader *r = check_loader(L);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, r->generation);
+    lua_setfield(L, -2, "generation");
+    lua_pushinteger(L, r->reloads);
+    lua_setfield(L, -2, "reloads");
+    lua_pushinteger(L, r->failures);
+    lua_setfield(L, -2, "failures");
+    lua_pushstring(L, r->last_error);
+    lua_setfield(L, -2, "last_error");
+    lua_pushstring(L, r->dir);
+    lua_setfield(L, -2, "dir");
+    return 1;
+}
+
+static int l_close(lua_State *L) {
+    loader_ud *u = luaL_checkudata(L, 1, LOADER_MT);
+    if (u->r) reloader_close(u->r);
+    return 0;
+}
+
+/* A dropped loader keeps serving (a role holds its handlers through C); it stops only on
+ * close() or at shutdown. */
+static int l_gc(lua_State *L) {
+    loader_ud *u = luaL_checkudata(L, 1, LOADER_MT);
+    if (u->r) u->r->ud = NULL;
+    return 0;
+}
+
+int reload_open(lua_State *L) {
+    static const luaL_Reg methods[] = {{"handlers", l_handlers}, {"reload", l_reload},
+                                       {"stats", l_stats},       {"close", l_close},
+                                       {NULL, NULL}};
+    luaL_newmetatable(L, LOADER_MT);
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, l_open, 1);
+    lua_setfield(L, -2, "open");
+    return 1;
+}

@@ -1,0 +1,312 @@
+/* sched.c: tasks (coroutines anchored while alive) and host.spawn. The registry table at
+ * &tasks_key maps each task's thread to its task_t; being a key there is also what keeps
+ * the coroutine from being collected while it waits. */
+#include "sched.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+static char tasks_key;
+
+static void tasks_table(lua_State *L) {
+    lua_pushlightuserdata(L, &tasks_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+}
+
+void sched_init(struct app *app) {
+    lua_State *L = app->L;
+    lua_pushlightuserdata(L, &tasks_key);
+    lua_newtable(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+task_t *sched_current(lua_State *L) {
+    if (lua_pushthread(L)) { /* 1 means L is the main thread: never a task */
+        lua_pop(L, 1);
+        return NULL;
+    }
+    tasks_table(L);
+    lua_insert(L, -2);
+    lua_rawget(L, -2);
+    task_t *t = lua_touserdata(L, -1);
+    lua_pop(L, 2);
+    return t;
+}
+
+task_t *sched_need(lua_State *L, const char *fname) {
+    task_t *t = sched_current(L);
+    if (!t)
+        luaL_error(L, "%s must be called from a host coroutine (a handler, a timer or host.spawn)",
+                   fname);
+    return t;
+}
+
+/* Drops the thread -> task entry, which lets the coroutine be collected. */
+static void task_release(task_t *t) {
+    lua_State *L = t->app->L;
+    lua_checkstack(L, 3);
+    tasks_table(L);
+    lua_pushthread(t->co);
+    lua_xmove(t->co, L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    track_del(&t->track);
+    t->app->tasks_alive--;
+    free(t);
+}
+
+/* Replaces the error value on top of co with "message + traceback of co". */
+static void task_traceback(task_t *t) {
+    lua_State *co = t->co;
+    size_t len;
+    const char *msg = vm_tostring(co, -1, &len);
+    luaL_traceback(co, co, msg, 0);
+    lua_remove(co, -2); /* the tostring copy */
+    lua_remove(co, -2); /* the original error value */
+}
+
+/* Runs the done callback and releases t. While the callback runs (it may resume other
+ * tasks), t is no longer tracked and cannot be cancelled. */
+static void task_finish(task_t *t, int ok, int nres) {
+    int handled = 0;
+    track_del(&t->track);
+    t->running = 1;
+    if (!ok) task_traceback(t);
+    if (t->done) handled = t->done(t->done_ud, t, ok, nres);
+    if (!ok && !handled) {
+        size_t len;
+        const char *msg = lua_tolstring(t->co, -1, &len);
+        log_msg(LOG_ERROR, "error in %s: %.*s", t->label, (int)len, msg);
+    }
+    task_release(t);
+}
+
+/* Resumes t's coroutine with nargs values and handles what it does next. Returns t if it
+ * is still alive (waiting), NULL if it ended. */
+static task_t *task_run(task_t *t, int nargs) {
+    t->running = 1;
+    int status = lua_resume(t->co, nargs);
+    t->running = 0;
+    if (status == LUA_YIELD && t->suspended) return t;
+    if (status == LUA_YIELD) {
+        lua_settop(t->co, 0);
+        lua_pushstring(t->co, "coroutine.yield() called outside host I/O in a host coroutine "
+                              "(use host.timer.sleep or a coroutine of your own)");
+        task_finish(t, 0, 0);
+        return NULL;
+    }
+    if (status == 0) {
+        task_finish(t, 1, lua_gettop(t->co));
+        return NULL;
+    }
+    task_finish(t, 0, 0);
+    return NULL;
+}
+
+static void task_track_close(tracked *tr) {
+    sched_cancel(LIST_ENTRY(tr, task_t, track));
+}
+
+task_t *sched_spawn(struct app *app, lua_State *L, int nargs, const char *label,
+                    task_done_fn done, void *ud) {
+    task_t *t = calloc(1, sizeof *t);
+    lua_State *co = lua_newthread(L);
+    tasks_table(L);
+    lua_pushvalue(L, -2);
+    lua_pushlightuserdata(L, t);
+    lua_rawset(L, -3);
+    lua_pop(L, 2); /* tasks table, thread */
+    lua_xmove(L, co, nargs + 1);
+    t->app = app;
+    t->co = co;
+    t->id = ++app->tasks_started;
+    t->done = done;
+    t->done_ud = ud;
+    t->label = label ? label : "task";
+    app->tasks_alive++;
+    track_add(app, &t->track, "coroutine", task_track_close);
+    return task_run(t, nargs);
+}
+
+void sched_suspend(task_t *t, task_cancel_fn cancel, void *op) {
+    t->suspended = 1;
+    t->cancel = cancel;
+    t->cancel_op = op;
+}
+
+void sched_resume(task_t *t, int nargs) {
+    if (!t->suspended || t->running) {
+        log_error("internal: resume of a task that is not waiting (%s)", t->label);
+        lua_pop(t->co, nargs);
+        return;
+    }
+    t->suspended = 0;
+    t->cancel = NULL;
+    t->cancel_op = NULL;
+    task_run(t, nargs);
+}
+
+void sched_resume_error(task_t *t, const char *err) {
+    lua_checkstack(t->co, 2);
+    lua_pushnil(t->co);
+    lua_pushstring(t->co, err);
+    sched_resume(t, 2);
+}
+
+void sched_cancel(task_t *t) {
+    if (t->running) return;
+    if (t->suspended && t->cancel) t->cancel(t->cancel_op);
+    t->suspended = 0;
+    t->cancel = NULL;
+    if (t->done) {
+        lua_checkstack(t->co, 1);
+        lua_pushliteral(t->co, "cancelled");
+        t->done(t->done_ud, t, 0, 0);
+    }
+    task_release(t);
+}
+
+/* ---- host.spawn ---------------------------------------------------------------------- */
+
+#define SPAWN_MT "chathost.spawn"
+
+typedef struct spawn_handle {
+    task_t *task;      /* NULL once ended */
+    int self_ref;      /* anchors the handle while the task runs */
+    int result_ref;    /* table {ok, ...} once ended */
+    task_t *waiter;
+    uv_timer_t *wait_timer;
+} spawn_handle;
+
+static void wait_timer_closed(uv_handle_t *h) { free(h); }
+
+static void wait_timer_stop(spawn_handle *h) {
+    if (!h->wait_timer) return;
+    uv_close((uv_handle_t *)h->wait_timer, wait_timer_closed);
+    h->wait_timer = NULL;
+}
+
+/* Pushes the stored results of an ended task onto co: true, ... or false, err. */
+static int spawn_push_result(lua_State *L, spawn_handle *h, lua_State *co) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->result_ref);
+    int n = (int)lua_objlen(L, -1);
+    lua_checkstack(co, n + 1);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_xmove(L, co, 1);
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+static int spawn_done(void *ud, task_t *t, int ok, int nres) {
+    spawn_handle *h = ud;
+    lua_State *L = t->app->L, *co = t->co;
+    int n = ok ? nres : 1;
+    lua_createtable(L, n + 1, 0);
+    lua_pushboolean(L, ok);
+    lua_rawseti(L, -2, 1);
+    lua_checkstack(L, 2);
+    for (int i = 0; i < n; i++) {
+        lua_pushvalue(co, -n + i);
+        lua_xmove(co, L, 1);
+        lua_rawseti(L, -2, i + 2);
+    }
+    h->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    h->task = NULL;
+    int had_waiter = h->waiter != NULL;
+    if (h->waiter) {
+        task_t *w = h->waiter;
+        h->waiter = NULL;
+        wait_timer_stop(h);
+        sched_resume(w, spawn_push_result(L, h, w->co));
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, h->self_ref);
+    h->self_ref = LUA_NOREF;
+    return had_waiter; /* a waiter receives the error; otherwise it is logged */
+}
+
+static int l_spawn(lua_State *L) {
+    struct app *app = app_from(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int nargs = lua_gettop(L) - 1;
+    spawn_handle *h = lua_newuserdata(L, sizeof *h);
+    memset(h, 0, sizeof *h);
+    h->result_ref = LUA_NOREF;
+    luaL_getmetatable(L, SPAWN_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    h->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_insert(L, 1); /* handle below the function and its arguments */
+    h->task = (task_t *)1; /* marks "running" during the first slice */
+    task_t *t = sched_spawn(app, L, nargs, "spawn", spawn_done, h);
+    if (h->task) h->task = t;
+    lua_settop(L, 1);
+    return 1;
+}
+
+static void spawn_wait_cancel(void *op) {
+    spawn_handle *h = op;
+    h->waiter = NULL;
+    wait_timer_stop(h);
+}
+
+static void spawn_wait_timeout(uv_timer_t *timer) {
+    spawn_handle *h = timer->data;
+    task_t *w = h->waiter;
+    h->waiter = NULL;
+    wait_timer_stop(h);
+    if (w) sched_resume_error(w, "timeout");
+}
+
+static int l_spawn_wait(lua_State *L) {
+    spawn_handle *h = luaL_checkudata(L, 1, SPAWN_MT);
+    lua_Integer timeout = luaL_optinteger(L, 2, -1);
+    if (!h->task) return spawn_push_result(L, h, L);
+    task_t *t = sched_need(L, "handle:wait");
+    if (h->waiter) return luaL_error(L, "handle:wait: another coroutine is already waiting");
+    if (h->task == t) return luaL_error(L, "handle:wait: a coroutine cannot wait for itself");
+    h->waiter = t;
+    if (timeout >= 0) {
+        h->wait_timer = malloc(sizeof *h->wait_timer);
+        uv_timer_init(app_from(L)->loop, h->wait_timer);
+        h->wait_timer->data = h;
+        uv_timer_start(h->wait_timer, spawn_wait_timeout, (uint64_t)timeout, 0);
+    }
+    sched_suspend(t, spawn_wait_cancel, h);
+    return lua_yield(L, 0);
+}
+
+static int l_spawn_done(lua_State *L) {
+    spawn_handle *h = luaL_checkudata(L, 1, SPAWN_MT);
+    lua_pushboolean(L, h->task == NULL);
+    return 1;
+}
+
+static int l_spawn_gc(lua_State *L) {
+    spawn_handle *h = luaL_checkudata(L, 1, SPAWN_MT);
+    if (h->result_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, h->result_ref);
+    h->result_ref = LUA_NOREF;
+    return 0;
+}
+
+int sched_open(lua_State *L) {
+    /* expects the app upvalue on top; leaves host.spawn's function on the stack */
+    luaL_newmetatable(L, SPAWN_MT);
+    lua_pushcfunction(L, l_spawn_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, l_spawn_wait, 1);
+    lua_setfield(L, -2, "wait");
+    lua_pushcfunction(L, l_spawn_done);
+    lua_setfield(L, -2, "done");
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    lua_pushcclosure(L, l_spawn, 1);
+    return 1;
+}

@@ -1,0 +1,199 @@
+/* vm.c: the Lua state and the `host` module. Each sub-module (timer, redis, db, ...) lives
+ * in its own file and is attached here; embedded Lua modules (the files in host/lua, compiled into
+ * the binary) are reachable as require "chathost.<name>". */
+#include <lauxlib.h>
+#include <lua-cjson.h>
+#include <lualib.h>
+#include <string.h>
+
+#include "log.h"
+#include "sched.h"
+
+extern const struct embedded_lua {
+    const char *name;
+    const unsigned char *data;
+    size_t len;
+} embedded_lua[];
+
+int luaopen_cjson_safe(lua_State *L);
+int timer_open(lua_State *L);
+int crypto_open(lua_State *L);
+int redis_open(lua_State *L);
+int db_open(lua_State *L);
+int proc_open(lua_State *L);
+int reload_open(lua_State *L);
+int fs_open(lua_State *L);
+int harness_core_open(lua_State *L);
+
+const char *vm_tostring(lua_State *L, int idx, size_t *len) {
+    idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
+    lua_checkstack(L, 3);
+    if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER) {
+        lua_pushvalue(L, idx);
+    } else {
+        lua_getglobal(L, "tostring");
+        lua_pushvalue(L, idx);
+        if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushliteral(L, "(error object is not a string)");
+        }
+    }
+    return lua_tolstring(L, -1, len);
+}
+
+static int embedded_loader(lua_State *L) {
+    const struct embedded_lua *e = lua_touserdata(L, lua_upvalueindex(1));
+    char chunk[128];
+    snprintf(chunk, sizeof chunk, "@host/lua/%s.lua", e->name + strlen("chathost."));
+    if (luaL_loadbuffer(L, (const char *)e->data, e->len, chunk) != 0) return lua_error(L);
+    lua_pushstring(L, e->name);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+int vm_require_embedded(lua_State *L, const char *name) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, name);
+    return lua_pcall(L, 1, 1, 0) == 0 ? 0 : -1;
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction fn, void *up) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    if (up) {
+        lua_pushlightuserdata(L, up);
+        lua_pushcclosure(L, fn, 1);
+    } else {
+        lua_pushcfunction(L, fn);
+    }
+    lua_setfield(L, -2, name);
+    lua_pop(L, 2);
+}
+
+/* ---- host.log ------------------------------------------------------------------------ */
+
+static int log_lua(lua_State *L, enum log_level level) {
+    if (!log_enabled(level)) return 0;
+    int n = lua_gettop(L);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        if (i > 1) luaL_addchar(&b, ' ');
+        vm_tostring(L, i, &len);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    log_raw(level, msg, len);
+    return 0;
+}
+
+static int l_log_debug(lua_State *L) { return log_lua(L, LOG_DEBUG); }
+static int l_log_info(lua_State *L) { return log_lua(L, LOG_INFO); }
+static int l_log_warn(lua_State *L) { return log_lua(L, LOG_WARN); }
+static int l_log_error(lua_State *L) { return log_lua(L, LOG_ERROR); }
+
+static int l_log_enabled(lua_State *L) {
+    int level = log_parse_level(luaL_checkstring(L, 1));
+    luaL_argcheck(L, level >= 0, 1, "expected debug, info, warn or error");
+    lua_pushboolean(L, log_enabled((enum log_level)level));
+    return 1;
+}
+
+static void open_log(lua_State *L) {
+    static const luaL_Reg fns[] = {{"debug", l_log_debug}, {"info", l_log_info},
+                                   {"warn", l_log_warn},   {"error", l_log_error},
+                                   {"enabled", l_log_enabled}, {NULL, NULL}};
+    lua_newtable(L);
+    luaL_setfuncs(L, fns, 0);
+}
+
+/* ---- the host table ------------------------------------------------------------------ */
+
+/* Calls open(L) with the app as upvalue on the stack and stores its result as host[name]. */
+static void attach(lua_State *L, struct app *app, const char *name, lua_CFunction open) {
+    lua_pushlightuserdata(L, app);
+    lua_pushcfunction(L, open);
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 1);
+    lua_setfield(L, -3, name);
+    lua_pop(L, 1);
+}
+
+/* luaopen-style wrappers: each sub-module's open expects the app on top of the stack. */
+#define WRAP(fn)                                                      \
+    static int wrap_##fn(lua_State *L) { return fn(L); }
+WRAP(timer_open)
+WRAP(crypto_open)
+WRAP(redis_open)
+WRAP(db_open)
+WRAP(proc_open)
+WRAP(reload_open)
+WRAP(fs_open)
+
+static int open_spawn(lua_State *L) { return sched_open(L); }
+
+static void build_host_table(lua_State *L, struct app *app) {
+    lua_newtable(L);
+    attach(L, app, "spawn", open_spawn);
+    attach(L, app, "timer", wrap_timer_open);
+    attach(L, app, "crypto", wrap_crypto_open);
+    attach(L, app, "redis", wrap_redis_open);
+    attach(L, app, "db", wrap_db_open);
+    attach(L, app, "proc", wrap_proc_open);
+    attach(L, app, "scripts", wrap_reload_open);
+    attach(L, app, "fs", wrap_fs_open);
+    open_log(L);
+    lua_setfield(L, -2, "log");
+    lua_getfield(L, -1, "timer");
+    lua_getfield(L, -1, "now");
+    lua_setfield(L, -3, "now");
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "null");
+    lua_setfield(L, -3, "null");
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson.safe");
+    lua_call(L, 1, 1);
+    lua_setfield(L, -2, "safe");
+    lua_setfield(L, -2, "json");
+    lua_pushstring(L, app->role);
+    lua_setfield(L, -2, "role");
+    lua_pushstring(L, app->name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, app->root);
+    lua_setfield(L, -2, "root");
+}
+
+int vm_open(struct app *app) {
+    lua_State *L = luaL_newstate();
+    if (!L) return -1;
+    app->L = L;
+    luaL_openlibs(L);
+    preload(L, "cjson", luaopen_cjson, NULL);
+    preload(L, "cjson.safe", luaopen_cjson_safe, NULL);
+    for (const struct embedded_lua *e = embedded_lua; e->name; e++)
+        preload(L, e->name, embedded_loader, (void *)e);
+    preload(L, "chathost.harness_core", harness_core_open, app);
+    sched_init(app);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    build_host_table(L, app);
+    lua_setfield(L, -2, "host");
+    lua_pop(L, 2);
+    /* Scripts find their modules through the reloader, never through package.path. */
+    lua_getglobal(L, "package");
+    lua_pushliteral(L, "");
+    lua_setfield(L, -2, "cpath");
+    lua_pop(L, 1);
+    return 0;
+}
+
+void vm_close(struct app *app) {
+    if (app->L) lua_close(app->L);
+    app->L = NULL;
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages chathost builds and tests with. Idempotent: when every
+# package is already installed it only runs dpkg-query and returns in well under a second.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config git
+  libluajit-5.1-dev luajit libuv1-dev lua-cjson-dev libhiredis-dev libmariadb-dev
+  libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libhttp-parser-dev libsodium-dev
+  libcurl4-openssl-dev
+  mariadb-server redis-server
+  python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc python3-aiosmtpd
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "installed" ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+$SUDO apt-get update -qq
+# policy-rc.d keeps the packages' own redis/mariadb services from starting: chathost runs
+# private instances on its own ports and never uses the system ones.
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

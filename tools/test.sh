@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# tools/test.sh: `make test`. Starts a private Redis and MariaDB on free loopback ports in a
+# temporary directory, applies the migrations, runs every spec (or the paths/options given:
+# tools/test.sh --filter redis tests/redis_spec.lua), stops the servers, and exits with
+# the harness's status.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
+. "$ROOT/tools/services.sh"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/chathost-test.XXXXXX")
+cleanup() {
+  redis_stop "$TMP/redis" || true
+  mariadb_stop "$TMP/mysql" || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+REDIS_PORT=$(free_port 26380)
+MYSQL_PORT=$(free_port 23308)
+MYSQL_PASSWORD=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+redis_start "$TMP/redis" "$REDIS_PORT"
+mariadb_start "$TMP/mysql" "$MYSQL_PORT"
+mariadb_setup "$TMP/mysql" chathost_test chathost "$MYSQL_PASSWORD"
+
+export CHATHOST_CONFIG="$ROOT/config.lua"
+export CHATHOST_REDIS_HOST=127.0.0.1 CHATHOST_REDIS_PORT=$REDIS_PORT CHATHOST_REDIS_PASSWORD=
+export CHATHOST_MYSQL_HOST=127.0.0.1 CHATHOST_MYSQL_PORT=$MYSQL_PORT
+export CHATHOST_MYSQL_USER=chathost CHATHOST_MYSQL_PASSWORD=$MYSQL_PASSWORD
+export CHATHOST_MYSQL_DATABASE=chathost_test
+export CHATHOST_TEST_TMP=$TMP CHATHOST_BIN=$BIN
+export CHATHOST_LOG_LEVEL=${CHATHOST_LOG_LEVEL:-warn}
+
+[ -n "${CHATHOST_SKIP_MIGRATE:-}" ] || "$BIN" migrate
+"$BIN" test "$@"

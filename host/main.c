@@ -22,10 +22,11 @@ void crypto_shutdown(struct app *app);
 static const char USAGE[] =
     "usage: chathost ROLE [--name NAME] [-c config.lua]   run a role: gate, verify, status, chat, client\n"
     "       chathost test [-c config.lua] [--filter PATTERN] [--verbose] [--list] [paths...]\n"
-    "       chathost migrate [-c config.lua]              apply the missing sql/ migrations\n";
+    "       chathost migrate [-c config.lua]              apply the missing sql/ migrations\n"
+    "       chathost config KEY... | roles [-c config.lua] print config values, or the roles to run\n";
 
 static const char *const COMMANDS[] = {"gate", "verify", "status", "chat", "client",
-                                       "test", "migrate", NULL};
+                                       "test", "migrate", "config", NULL};
 
 struct options {
     const char *command;
@@ -48,7 +49,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     for (int i = 0; COMMANDS[i]; i++) known |= strcmp(COMMANDS[i], o->command) == 0;
     if (!known)
         return die("unknown role or command '%s' (expected gate, verify, status, chat, client, "
-                   "test or migrate)", o->command);
+                   "test, migrate or config)", o->command);
     o->args = calloc((size_t)argc, sizeof *o->args);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -148,6 +149,7 @@ static int start_main(struct app *app, struct options *o) {
     char module[64];
     const char *cmd = o->command;
     if (strcmp(cmd, "test") == 0) cmd = "harness";
+    else if (strcmp(cmd, "config") == 0) cmd = "cli";
     else if (strcmp(cmd, "migrate") != 0) cmd = "role";
     snprintf(module, sizeof module, "chathost.%s", cmd);
     int rc = vm_require_embedded(L, "chathost.hostlib");

@@ -134,7 +134,7 @@ static char **string_array(lua_State *L, int idx) {
     return v;
 }
 
-/* The parent's environment with opts.env (a name -> value table) applied on top. The
+/* The parent's environment with opts.env (name -> value; false removes a variable) on top. The
  * strings live on the Lua stack in a table at the returned index until the spawn. */
 static char **build_env(lua_State *L, int opts) {
     lua_getfield(L, opts, "env");

@@ -190,16 +190,17 @@ static void wait_timer_stop(spawn_handle *h) {
     h->wait_timer = NULL;
 }
 
-/* Pushes the stored results of an ended task onto co: true, ... or false, err. */
+/* Pushes the stored results of an ended task onto co: true, ... or false, err. L is the
+ * main state (or co itself). */
 static int spawn_push_result(lua_State *L, spawn_handle *h, lua_State *co) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->result_ref);
-    int n = (int)lua_objlen(L, -1);
+    int tbl = lua_gettop(L);
+    int n = (int)lua_objlen(L, tbl);
     lua_checkstack(co, n + 1);
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, i);
-        lua_xmove(L, co, 1);
-    }
-    lua_pop(L, 1);
+    lua_checkstack(L, n + 1);
+    for (int i = 1; i <= n; i++) lua_rawgeti(L, tbl, i);
+    lua_remove(L, tbl);
+    if (L != co) lua_xmove(L, co, n);
     return n;
 }
 

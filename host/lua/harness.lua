@@ -327,16 +327,16 @@ function Runner:run_test(node)
     local afters = chain(node.parent, "after_each", false)
     local body = function()
         for _, h in ipairs(befores) do h() end
-        local ok, err = pcall(node.fn)
-        for _, h in ipairs(afters) do
-            local ok2, err2 = pcall(h)
-            if ok and not ok2 then ok, err = false, err2 end
-        end
-        if not ok then error(err, 0) end
+        node.fn()
     end
     local mark = core.mark()
     local t0 = host.timer.monotonic()
     local ok, err = core.run(body, self.timeout_ms)
+    -- after_each hooks run in tasks of their own, so they clean up after a timeout too
+    for _, h in ipairs(afters) do
+        local ok2, err2 = core.run(h, self.timeout_ms)
+        if ok and not ok2 then ok, err = false, err2 end
+    end
     local left = core.leftovers(mark, true)
     local ms = host.timer.monotonic() - t0
     local parts = {}
@@ -394,8 +394,15 @@ function Runner:list_suite(suite)
     end
 end
 
+-- Specs require their helpers relative to their own folder ("helpers.util" from tests/).
+local function add_search_dir(dir)
+    local entry = dir .. "/?.lua;"
+    if not package.path:find(entry, 1, true) then package.path = entry .. package.path end
+end
+
 function Runner:run_file(file)
     current_file = file
+    add_search_dir(file:match("^(.*)/[^/]*$") or ".")
     local chunk, err = loadfile(file)
     if not chunk then
         self:failure(file, "(loading the spec file)", err)

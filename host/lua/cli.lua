@@ -1,0 +1,63 @@
+-- chathost.cli: `chathost config KEY...` prints validated config values (tools/run.sh reads
+-- ports with it), and `chathost config roles` lists the role processes the config and the
+-- scripts present describe ("gate", "chat chat1", ...), in start order.
+local host = require "host"
+
+local M = {}
+
+local ROLE_ORDER = { "verify", "status", "chat", "gate" }
+
+local function has_scripts(role)
+    local dir = host.config.scripts.dir
+    if dir:sub(1, 1) ~= "/" then dir = host.root .. "/" .. dir end
+    return host.fs.kind(dir .. "/" .. role .. "/init.lua") == "file"
+end
+
+local function roles()
+    local cfg = host.config_copy()
+    local out = {}
+    for _, role in ipairs(ROLE_ORDER) do
+        if has_scripts(role) and type(cfg[role]) == "table" then
+            if cfg[role].instances then
+                local names = {}
+                for name in pairs(cfg[role].instances) do names[#names + 1] = name end
+                table.sort(names)
+                for _, name in ipairs(names) do out[#out + 1] = role .. " " .. name end
+            else
+                out[#out + 1] = role
+            end
+        end
+    end
+    return out
+end
+
+local function get(path)
+    local v = host.config_copy()
+    for part in path:gmatch("[^%.]+") do
+        if type(v) ~= "table" then return nil end
+        v = v[part]
+    end
+    return v
+end
+
+function M.main(args)
+    if #args == 0 then
+        io.stderr:write("usage: chathost config roles | chathost config KEY [KEY...]\n")
+        return 2
+    end
+    if args[1] == "roles" then
+        for _, r in ipairs(roles()) do io.stdout:write(r, "\n") end
+        return 0
+    end
+    for _, key in ipairs(args) do
+        local v = get(key)
+        if v == nil or type(v) == "table" then
+            io.stderr:write("chathost config: ", key, ": not a value\n")
+            return 2
+        end
+        io.stdout:write(tostring(v), "\n")
+    end
+    return 0
+end
+
+return M

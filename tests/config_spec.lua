@@ -1,0 +1,92 @@
+-- Command line and config.lua: every mistake is one line on stderr naming the problem,
+-- and exit status 2; scripts see the config read-only.
+local host = require "host"
+local util = require "helpers.util"
+
+describe("command line and config", function()
+    local dir
+
+    setup(function() dir = assert(host.fs.mkdtemp("config")) end)
+    teardown(function() host.fs.rmtree(dir) end)
+
+    local function with_config(text, args, env)
+        local path = dir .. "/config.lua"
+        assert(host.fs.write(path, text))
+        local argv = { }
+        for _, a in ipairs(args or { "chat", "--name", "chat1" }) do argv[#argv + 1] = a end
+        argv[#argv + 1] = "-c"
+        argv[#argv + 1] = path
+        -- the addresses that `make test` exports would override the file: unset them
+        local e = { CHATHOST_REDIS_PORT = false, CHATHOST_MYSQL_PORT = false }
+        for k, v in pairs(env or {}) do e[k] = v end
+        return util.chathost(argv, { env = e })
+    end
+
+    local function assert_one_line_error(res, pattern)
+        assert.equal(2, res.code)
+        assert.matches("^chathost: [^\n]*" .. pattern .. "[^\n]*\n$", res.stderr)
+    end
+
+    it("rejects an unknown role", function()
+        local r = util.chathost({ "bogus" })
+        assert_one_line_error(r, "unknown role or command 'bogus'")
+    end)
+
+    it("rejects a missing config file", function()
+        local r = util.chathost({ "status", "-c", dir .. "/nope.lua" })
+        assert_one_line_error(r, "nope%.lua: no such file")
+    end)
+
+    it("rejects a value of the wrong type, naming the key", function()
+        local r = with_config('return { redis = { port = "abc" } }')
+        assert_one_line_error(r, "config: redis%.port: expected an integer, got abc")
+    end)
+
+    it("rejects a value out of range", function()
+        local r = with_config('return { mysql = { pool_size = 0 } }')
+        assert_one_line_error(r, "mysql%.pool_size: 0 is out of range 1%.%.256")
+    end)
+
+    it("rejects an unknown setting (a typo) in a known section", function()
+        local r = with_config('return { redis = { pool_sise = 4 } }')
+        assert_one_line_error(r, "redis%.pool_sise: unknown setting")
+    end)
+
+    it("rejects a config file with a syntax error, naming the line", function()
+        local r = with_config('return {\n redis = \n}')
+        assert_one_line_error(r, "config%.lua:3:")
+    end)
+
+    it("rejects a chat instance that the config does not define", function()
+        local r = with_config('return { chat = { instances = { chat1 = {} } } }',
+            { "chat", "--name", "chat9" })
+        assert_one_line_error(r, "chat%.instances%.chat9: no such instance %(known: chat1%)")
+    end)
+
+    it("lets environment variables override the Redis and MySQL addresses", function()
+        local r = with_config('return {}', nil, { CHATHOST_REDIS_PORT = "70000" })
+        assert_one_line_error(r, "redis%.port: 70000 is out of range")
+    end)
+
+    it("rejects an option without its value", function()
+        local r = util.chathost({ "status", "-c" })
+        assert_one_line_error(r, "%-c needs a value")
+    end)
+end)
+
+describe("host.config", function()
+    it("is read-only", function()
+        assert.has_error(function() host.config.redis.port = 1 end, "read-only")
+        assert.has_error(function() host.config.newkey = 1 end, "read-only")
+    end)
+
+    it("has every default filled in and a deep copy for iteration", function()
+        assert.equal(1000, host.config.redis.command_timeout_ms)
+        local copy = host.config_copy()
+        local n = 0
+        for _ in pairs(copy.redis) do n = n + 1 end
+        assert.truthy(n >= 9)
+        copy.redis.port = 1 -- a copy is the caller's own
+        assert.are_not.equal(1, host.config.redis.port)
+    end)
+end)

@@ -1,0 +1,89 @@
+-- host.crypto: argon2id password hashes off the loop with a concurrency cap, and random
+-- tokens and codes from the OS's CSPRNG.
+local host = require "host"
+local util = require "helpers.util"
+
+describe("password hashing", function()
+    it("makes argon2id hashes with the configured cost that verify", function()
+        local h = assert(host.crypto.hash_password("Passw0rd!"))
+        assert.matches("^%$argon2id%$v=19%$m=19456,t=2,p=1%$", h)
+        assert.is_true(host.crypto.verify_password(h, "Passw0rd!"))
+        assert.is_false(host.crypto.verify_password(h, "passw0rd!"))
+        assert.is_false(host.crypto.needs_rehash(h))
+    end)
+
+    it("salts: the same password hashes differently each time", function()
+        local a = assert(host.crypto.hash_password("same"))
+        local b = assert(host.crypto.hash_password("same"))
+        assert.are_not.equal(a, b)
+    end)
+
+    it("never matches something that is not an argon2id hash", function()
+        assert.is_false(host.crypto.verify_password("abc123", "abc123"))
+        assert.is_false(host.crypto.verify_password("", ""))
+    end)
+
+    it("flags hashes made with other cost parameters for rehashing", function()
+        -- an argon2id hash string with m=65536,t=2 (libsodium's INTERACTIVE preset)
+        local other = "$argon2id$v=19$m=65536,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$" ..
+            "wU2t0vZc3wKq4dYkOn0dY0KJx5bX3lO5ZKxXc9yWv2w"
+        assert.is_true(host.crypto.needs_rehash(other))
+    end)
+
+    it("runs at most crypto.max_concurrent hashes at once and never blocks the loop", function()
+        local max_active, done = 0, 0
+        for _ = 1, 5 do
+            host.spawn(function()
+                assert(host.crypto.hash_password("x"))
+                done = done + 1
+            end)
+        end
+        local ticks = 0
+        while done < 5 do
+            local s = host.crypto.stats()
+            if s.active > max_active then max_active = s.active end
+            host.timer.sleep(1)
+            ticks = ticks + 1
+        end
+        assert.equal(host.config.crypto.max_concurrent, max_active)
+        -- the loop kept turning while hashes ran on other threads
+        assert.truthy(ticks > 5)
+    end)
+
+    it("answers busy when too many hashes wait (crypto.max_waiting)", function()
+        local dir = assert(host.fs.mkdtemp("crypto"))
+        assert(host.fs.write(dir .. "/config.lua",
+            "return { crypto = { max_concurrent = 1, max_waiting = 1 } }"))
+        local r = util.chathost({ "test", "-c", dir .. "/config.lua",
+            host.root .. "/tests/fixtures/crypto/busy.lua" }, { env = { CHATHOST_LOG_LEVEL = "off" } })
+        host.fs.rmtree(dir)
+        assert.equal(0, r.code, r.stdout)
+        assert.matches("1 passed, 0 failed\n$", r.stdout)
+    end)
+end)
+
+describe("random values", function()
+    it("random_hex gives 2n hex characters, different every time", function()
+        local a, b = host.crypto.random_hex(16), host.crypto.random_hex(16)
+        assert.matches("^%x+$", a)
+        assert.equal(32, #a)
+        assert.are_not.equal(a, b)
+        assert.has_error(function() host.crypto.random_hex(0) end)
+    end)
+
+    it("random_uniform stays in range and covers it", function()
+        local seen = {}
+        for _ = 1, 2000 do
+            local v = host.crypto.random_uniform(10)
+            assert.truthy(v >= 0 and v < 10 and v == math.floor(v))
+            seen[v] = true
+        end
+        for v = 0, 9 do assert.truthy(seen[v]) end
+    end)
+
+    it("compares secrets in constant time", function()
+        assert.is_true(host.crypto.constant_time_equal("abc", "abc"))
+        assert.is_false(host.crypto.constant_time_equal("abc", "abd"))
+        assert.is_false(host.crypto.constant_time_equal("abc", "abcd"))
+    end)
+end)

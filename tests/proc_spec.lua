@@ -1,0 +1,48 @@
+-- host.proc: child processes on the loop, for tests and tools.
+local host = require "host"
+
+describe("child processes", function()
+    it("runs a command and captures its output and exit status", function()
+        local r = assert(host.proc.run({ "sh", "-c", "echo out; echo err >&2; exit 3" }))
+        assert.equal(3, r.code)
+        assert.equal(0, r.signal)
+        assert.equal("out\n", r.stdout)
+        assert.equal("err\n", r.stderr)
+    end)
+
+    it("passes environment changes and removes variables set to false", function()
+        local r = assert(host.proc.run({ "sh", "-c", 'echo "$A:${HOME:-unset}"' },
+            { env = { A = "1", HOME = false } }))
+        assert.equal("1:unset\n", r.stdout)
+    end)
+
+    it("bounds captured output", function()
+        local r = assert(host.proc.run({ "sh", "-c", "head -c 100000 /dev/zero" }, { max_output = 1000 }))
+        assert.equal(1000, #r.stdout)
+    end)
+
+    it("kills a command that outlives its timeout", function()
+        local r, err = host.proc.run({ "sleep", "10" }, { timeout_ms = 50 })
+        assert.is_nil(r)
+        assert.equal("timeout", err)
+    end)
+
+    it("signals a running process and reports the signal", function()
+        local p = assert(host.proc.spawn({ "sleep", "10" }))
+        assert.truthy(p.pid > 0)
+        assert.is_nil(p:wait(10))
+        assert(p:kill("TERM"))
+        local code, sig = p:wait()
+        assert.equal(15, sig)
+        assert.is_true(p.exited)
+        local ok, err = p:kill()
+        assert.is_nil(ok)
+        assert.equal("process has exited", err)
+    end)
+
+    it("reports a command that cannot start", function()
+        local p, err = host.proc.spawn({ "/nonexistent/binary" })
+        assert.is_nil(p)
+        assert.matches("cannot start /nonexistent/binary", err)
+    end)
+end)

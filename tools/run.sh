@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# tools/run.sh: `make run`. Starts the private Redis and MariaDB under .run/ (data kept
+# between runs, ports from config.lua), applies the migrations, then every role whose
+# scripts exist (`chathost config roles`) in the foreground, each line prefixed with the
+# process's name. Ctrl-C stops the roles, then Redis and MariaDB.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
+RUN=$ROOT/.run
+. "$ROOT/tools/services.sh"
+export CHATHOST_CONFIG=${CHATHOST_CONFIG:-$ROOT/config.lua}
+
+mkdir -p "$RUN"
+# Secrets are generated once, kept out of git (.run/ is ignored) and passed by environment.
+if [ ! -f "$RUN/secrets.env" ]; then
+  umask 077
+  echo "CHATHOST_MYSQL_PASSWORD=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$RUN/secrets.env"
+  umask 022
+fi
+set -a; . "$RUN/secrets.env"; set +a
+
+read -r REDIS_PORT MYSQL_PORT MYSQL_USER MYSQL_DB < <("$BIN" config redis.port mysql.port \
+  mysql.user mysql.database | tr '\n' ' ')
+
+pids=()
+stopping=0
+stop_all() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  echo "[run] stopping..."
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  redis_stop "$RUN/redis"
+  mariadb_stop "$RUN/mysql"
+  echo "[run] stopped"
+}
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
+
+port_free "$REDIS_PORT" || { echo "[run] port $REDIS_PORT is taken (is another 'make run' up?)" >&2; exit 1; }
+port_free "$MYSQL_PORT" || { echo "[run] port $MYSQL_PORT is taken (is another 'make run' up?)" >&2; exit 1; }
+redis_start "$RUN/redis" "$REDIS_PORT"
+echo "[run] redis on 127.0.0.1:$REDIS_PORT (data in .run/redis)"
+mariadb_start "$RUN/mysql" "$MYSQL_PORT"
+mariadb_setup "$RUN/mysql" "$MYSQL_DB" "$MYSQL_USER" "$CHATHOST_MYSQL_PASSWORD"
+echo "[run] mariadb on 127.0.0.1:$MYSQL_PORT (data in .run/mysql)"
+"$BIN" migrate 2>&1 | sed -u 's/^/[migrate] /'
+
+mapfile -t roles < <("$BIN" config roles)
+for r in "${roles[@]}"; do
+  read -r role name <<<"$r"
+  name=${name:-$role}
+  "$BIN" "$role" --name "$name" > >(sed -u "s/^/[$name] /") 2>&1 &
+  pids+=($!)
+  echo "[run] started $name (pid $!)"
+done
+if [ ${#roles[@]} -eq 0 ]; then
+  echo "[run] no role has scripts yet; Redis and MariaDB are up. Ctrl-C to stop."
+  sleep infinity &
+  pids+=($!)
+else
+  echo "[run] all up. Ctrl-C to stop."
+fi
+while [ ${#pids[@]} -gt 0 ]; do
+  wait -n "${pids[@]}" 2>/dev/null || true
+  [ "$stopping" = 1 ] && break
+  live=()
+  for p in "${pids[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then live+=("$p"); else echo "[run] process $p exited" >&2; fi
+  done
+  pids=("${live[@]}")
+done

@@ -24,6 +24,8 @@ int proc_open(lua_State *L);
 int reload_open(lua_State *L);
 int fs_open(lua_State *L);
 int harness_core_open(lua_State *L);
+int json_open(lua_State *L);
+int pb_open(lua_State *L);
 
 const char *vm_tostring(lua_State *L, int idx, size_t *len) {
     idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
@@ -151,16 +153,12 @@ static void build_host_table(lua_State *L, struct app *app) {
     lua_getfield(L, -1, "now");
     lua_setfield(L, -3, "now");
     lua_pop(L, 1);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "cjson");
-    lua_call(L, 1, 1);
+    json_open(L);
     lua_getfield(L, -1, "null");
     lua_setfield(L, -3, "null");
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "cjson.safe");
-    lua_call(L, 1, 1);
-    lua_setfield(L, -2, "safe");
     lua_setfield(L, -2, "json");
+    pb_open(L);
+    lua_setfield(L, -2, "pb");
     lua_pushstring(L, app->role);
     lua_setfield(L, -2, "role");
     lua_pushstring(L, app->name);

@@ -1,0 +1,278 @@
+/* json.c: host.json. Decoding is lua-cjson's; encoding is ours, because the Debian build
+ * of lua-cjson cannot encode an empty array as [] and rounds integers to 14 digits. Here a
+ * table marked with host.json.array() (as decoded protobuf repeated fields are) is always
+ * an array, integers up to 2^53 are exact, and the output buffer is reused across calls. */
+#include "json.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JSON_MAX_DEPTH 128
+
+static char array_mt_key;
+
+typedef struct jbuf {
+    char *data;
+    size_t len, cap;
+} jbuf;
+
+static jbuf out_buf; /* reused: Lua runs on one thread */
+
+static void jb_reserve(jbuf *b, size_t more) {
+    if (b->len + more <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more) cap *= 2;
+    b->data = realloc(b->data, cap);
+    b->cap = cap;
+}
+
+static void jb_add(jbuf *b, const char *s, size_t n) {
+    jb_reserve(b, n);
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+static void jb_char(jbuf *b, char c) {
+    jb_reserve(b, 1);
+    b->data[b->len++] = c;
+}
+
+void json_mark_array(lua_State *L, int idx) {
+    if (idx < 0) idx = lua_gettop(L) + idx + 1;
+    lua_pushlightuserdata(L, &array_mt_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_setmetatable(L, idx);
+}
+
+int json_is_null(lua_State *L, int idx) {
+    return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
+}
+
+static int is_marked_array(lua_State *L, int idx) {
+    if (!lua_getmetatable(L, idx)) return 0;
+    lua_pushlightuserdata(L, &array_mt_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same;
+}
+
+static void encode_string(jbuf *b, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    jb_reserve(b, n + 2);
+    b->data[b->len++] = '"';
+    size_t run = 0; /* bytes copied in bulk until the next one that needs escaping */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        jb_add(b, s + run, i - run);
+        run = i + 1;
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            jb_add(b, "\\u00", 4);
+            jb_char(b, hex[c >> 4]);
+            jb_char(b, hex[c & 15]);
+            continue;
+        }
+        jb_add(b, esc, 2);
+    }
+    jb_add(b, s + run, n - run);
+    jb_char(b, '"');
+}
+
+static int encode_number(lua_State *L, jbuf *b, double v) {
+    char num[32];
+    int n;
+    if (isnan(v) || isinf(v)) return luaL_error(L, "json: cannot encode NaN or infinity");
+    if (v == floor(v) && fabs(v) < 9007199254740992.0)
+        n = snprintf(num, sizeof num, "%lld", (long long)v);
+    else
+        n = snprintf(num, sizeof num, "%.17g", v);
+    jb_add(b, num, (size_t)n);
+    return 0;
+}
+
+/* Returns n > 0 when the table at idx is the sequence 1..n, 0 otherwise. */
+static size_t sequence_length(lua_State *L, int idx) {
+    size_t n = lua_objlen(L, idx), count = 0;
+    if (n == 0) return 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        count++;
+        lua_pop(L, 1);
+        if (count > n) {
+            lua_pop(L, 1);
+            return 0;
+        }
+    }
+    return count == n ? n : 0;
+}
+
+static void encode_value(lua_State *L, jbuf *b, int idx, int depth);
+
+static void encode_array(lua_State *L, jbuf *b, int idx, size_t n, int depth) {
+    jb_char(b, '[');
+    for (size_t i = 1; i <= n; i++) {
+        if (i > 1) jb_char(b, ',');
+        lua_rawgeti(L, idx, (int)i);
+        encode_value(L, b, lua_gettop(L), depth + 1);
+        lua_pop(L, 1);
+    }
+    jb_char(b, ']');
+}
+
+static void encode_object(lua_State *L, jbuf *b, int idx, int depth) {
+    int first = 1;
+    jb_char(b, '{');
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        int kt = lua_type(L, -2);
+        if (kt != LUA_TSTRING && kt != LUA_TNUMBER)
+            luaL_error(L, "json: cannot encode a table key of type %s", lua_typename(L, kt));
+        if (!first) jb_char(b, ',');
+        first = 0;
+        if (kt == LUA_TSTRING) {
+            size_t kl;
+            const char *k = lua_tolstring(L, -2, &kl);
+            encode_string(b, k, kl);
+        } else {
+            char num[32];
+            double v = lua_tonumber(L, -2);
+            int n = v == floor(v) ? snprintf(num, sizeof num, "%lld", (long long)v)
+                                  : snprintf(num, sizeof num, "%.17g", v);
+            encode_string(b, num, (size_t)n);
+        }
+        jb_char(b, ':');
+        encode_value(L, b, lua_gettop(L), depth + 1);
+        lua_pop(L, 1);
+    }
+    jb_char(b, '}');
+}
+
+static void encode_value(lua_State *L, jbuf *b, int idx, int depth) {
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: jb_add(b, "null", 4); return;
+    case LUA_TBOOLEAN:
+        lua_toboolean(L, idx) ? jb_add(b, "true", 4) : jb_add(b, "false", 5);
+        return;
+    case LUA_TNUMBER: encode_number(L, b, lua_tonumber(L, idx)); return;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        encode_string(b, s, n);
+        return;
+    }
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL) {
+            jb_add(b, "null", 4);
+            return;
+        }
+        break;
+    case LUA_TTABLE: {
+        if (depth > JSON_MAX_DEPTH) luaL_error(L, "json: nesting deeper than %d", JSON_MAX_DEPTH);
+        lua_checkstack(L, 4);
+        if (is_marked_array(L, idx)) {
+            encode_array(L, b, idx, lua_objlen(L, idx), depth);
+            return;
+        }
+        size_t n = sequence_length(L, idx);
+        if (n > 0)
+            encode_array(L, b, idx, n, depth);
+        else
+            encode_object(L, b, idx, depth);
+        return;
+    }
+    }
+    luaL_error(L, "json: cannot encode a value of type %s", luaL_typename(L, idx));
+}
+
+static int l_encode(lua_State *L) {
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    out_buf.len = 0;
+    encode_value(L, &out_buf, 1, 0);
+    lua_pushlstring(L, out_buf.data, out_buf.len);
+    if (out_buf.cap > (1 << 20)) { /* do not keep a huge buffer around */
+        free(out_buf.data);
+        out_buf.data = NULL;
+        out_buf.cap = 0;
+    }
+    return 1;
+}
+
+static int l_safe_encode(lua_State *L) {
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    lua_pushcfunction(L, l_encode);
+    lua_insert(L, 1);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    return 1;
+}
+
+/* array(t?) -> t marked as a JSON array (a new empty one without t) */
+static int l_array(lua_State *L) {
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    json_mark_array(L, 1);
+    return 1;
+}
+
+static int l_is_array(lua_State *L) {
+    lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && is_marked_array(L, 1));
+    return 1;
+}
+
+int json_open(lua_State *L) {
+    lua_pushlightuserdata(L, &array_mt_key);
+    lua_newtable(L);
+    lua_pushliteral(L, "array");
+    lua_setfield(L, -2, "__name");
+    lua_rawset(L, LUA_REGISTRYINDEX);
+
+    lua_newtable(L); /* host.json */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "decode");
+    lua_setfield(L, -3, "decode");
+    lua_getfield(L, -1, "null");
+    lua_setfield(L, -3, "null");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_encode);
+    lua_setfield(L, -2, "encode");
+    lua_pushcfunction(L, l_array);
+    lua_setfield(L, -2, "array");
+    lua_pushcfunction(L, l_is_array);
+    lua_setfield(L, -2, "is_array");
+
+    lua_newtable(L); /* host.json.safe: nil, err instead of errors */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson.safe");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "decode");
+    lua_setfield(L, -3, "decode");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_safe_encode);
+    lua_setfield(L, -2, "encode");
+    lua_setfield(L, -2, "safe");
+    return 1;
+}

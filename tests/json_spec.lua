@@ -1,0 +1,58 @@
+-- host.json: cjson decoding; an encoder that keeps arrays (also empty ones) and exact
+-- integers up to 2^53.
+local host = require "host"
+local json = host.json
+
+describe("json", function()
+    it("round-trips objects, arrays, strings, numbers, booleans and null", function()
+        local v = { a = 1, b = { 1, 2, 3 }, c = "x\"y\\z\n\t/é😀", d = true, e = false, f = 1.5 }
+        local back = json.decode(json.encode(v))
+        assert.same(v, back)
+        assert.equal('{"n":null}', json.encode({ n = host.null }))
+        assert.equal(host.null, json.decode('{"n":null}').n)
+    end)
+
+    it("encodes a table marked with json.array as an array, also when empty", function()
+        assert.equal("[]", json.encode(json.array()))
+        assert.equal('{"list":[]}', json.encode({ list = json.array({}) }))
+        assert.equal("{}", json.encode({}))
+        assert.equal("[1,2]", json.encode({ 1, 2 }))
+        assert.is_true(json.is_array(json.array({})))
+    end)
+
+    it("keeps integers exact up to 2^53", function()
+        assert.equal("1234567890123456", json.encode(1234567890123456))
+        assert.equal("9007199254740991", json.encode(2 ^ 53 - 1))
+        assert.equal("-42", json.encode(-42))
+        assert.equal("0.1", json.encode(0.1):sub(1, 3))
+    end)
+
+    it("escapes control characters", function()
+        assert.equal('"\\u0001\\u001f"', json.encode("\1\31"))
+    end)
+
+    it("encodes sparse or mixed tables as objects", function()
+        local s = json.encode({ [1] = "a", [3] = "c" })
+        assert.same({ ["1"] = "a", ["3"] = "c" }, json.decode(s))
+        assert.same({ ["1"] = "a", x = 1 }, json.decode(json.encode({ "a", x = 1 })))
+    end)
+
+    it("raises on values JSON cannot hold, and the safe variants return nil, err", function()
+        assert.has_error(function() json.encode({ f = print }) end, "cannot encode")
+        assert.has_error(function() json.encode(0 / 0) end, "NaN")
+        local v, err = json.safe.encode({ f = print })
+        assert.is_nil(v)
+        assert.matches("cannot encode", err)
+        local d, derr = json.safe.decode("{bad")
+        assert.is_nil(d)
+        assert.truthy(derr)
+        assert.has_error(function() json.decode("{bad") end)
+    end)
+
+    it("refuses to nest deeper than 128 levels", function()
+        local t = {}
+        local cur = t
+        for _ = 1, 200 do cur.x = {} cur = cur.x end
+        assert.has_error(function() json.encode(t) end, "nesting deeper")
+    end)
+end)

@@ -15,6 +15,7 @@ struct redis_pool;
 struct db_pool;
 struct crypto_pool;
 struct reloader;
+struct grpc_bridge;
 
 /* A host resource that a test could leave behind: a coroutine, a repeating timer, a socket,
  * a child process. The harness compares what is alive before and after each test. */
@@ -42,9 +43,10 @@ struct app {
     uint64_t tasks_started;
 
     struct redis_pool *redis;
-    struct db_pool *db;
+    struct db_pool *db;         /* the default MySQL pool, built on first use */
+    list_node db_pools;         /* every MySQL pool alive (db.c) */
     struct crypto_pool *crypto;
-    struct reloader *reloader;
+    struct grpc_bridge *grpc;
     uv_signal_t sig_int, sig_term, sig_hup;
 };
 

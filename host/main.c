@@ -18,6 +18,7 @@ void redis_shutdown(struct app *app);
 void db_shutdown(struct app *app);
 void db_free(struct app *app);
 void crypto_shutdown(struct app *app);
+void grpc_bridge_shutdown(struct app *app);
 
 static const char USAGE[] =
     "usage: chathost ROLE [--name NAME] [-c config.lua]   run a role: gate, verify, status, chat, client\n"
@@ -101,6 +102,7 @@ void app_stop(struct app *app, int exit_code) {
     redis_shutdown(app);
     db_shutdown(app);
     crypto_shutdown(app);
+    grpc_bridge_shutdown(app);
     uv_close((uv_handle_t *)&app->sig_int, NULL);
     uv_close((uv_handle_t *)&app->sig_term, NULL);
     uv_close((uv_handle_t *)&app->sig_hup, NULL);

@@ -48,6 +48,10 @@ local SCHEMA = {
         max_waiting = int(1000, 0, 1000000),
         wait_timeout_ms = int(5000, 0, 600000),
     },
+    grpc = {
+        deadline_ms = int(2000, 1, 3600000),
+        max_message_bytes = int(4194304, 1024, 67108864),
+    },
     test = { timeout_ms = int(10000, 1, 3600000) },
 }
 

@@ -1,6 +1,7 @@
 /* main.c: argv -> a role, `test` or `migrate`. Sets up the loop, the Lua state and the
  * config, runs the command's Lua entry point (host/lua/<command>.lua) as the first task,
  * and owns the orderly shutdown on SIGINT/SIGTERM. */
+#include <curl/curl.h>
 #include <lauxlib.h>
 #include <libgen.h>
 #include <signal.h>
@@ -19,6 +20,7 @@ void db_shutdown(struct app *app);
 void db_free(struct app *app);
 void crypto_shutdown(struct app *app);
 void grpc_bridge_shutdown(struct app *app);
+void mail_shutdown(struct app *app);
 
 static const char USAGE[] =
     "usage: chathost ROLE [--name NAME] [-c config.lua]   run a role: gate, verify, status, chat, client\n"
@@ -102,6 +104,7 @@ void app_stop(struct app *app, int exit_code) {
     redis_shutdown(app);
     db_shutdown(app);
     crypto_shutdown(app);
+    mail_shutdown(app);
     grpc_bridge_shutdown(app);
     uv_close((uv_handle_t *)&app->sig_int, NULL);
     uv_close((uv_handle_t *)&app->sig_term, NULL);
@@ -178,6 +181,9 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Blocking work (hashing, SMTP) shares libuv's pool with fs work: give it room. */
+    setenv("UV_THREADPOOL_SIZE", "8", 0);
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread exists */
     struct options o = {0};
     static struct app app;
     if (parse_options(argc, argv, &o) != 0) return 2;

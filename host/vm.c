@@ -27,6 +27,7 @@ int harness_core_open(lua_State *L);
 int json_open(lua_State *L);
 int pb_open(lua_State *L);
 int grpc_open(lua_State *L);
+int mail_open(lua_State *L);
 
 const char *vm_tostring(lua_State *L, int idx, size_t *len) {
     idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
@@ -136,6 +137,7 @@ WRAP(proc_open)
 WRAP(reload_open)
 WRAP(fs_open)
 WRAP(grpc_open)
+WRAP(mail_open)
 
 static int open_spawn(lua_State *L) { return sched_open(L); }
 
@@ -150,6 +152,7 @@ static void build_host_table(lua_State *L, struct app *app) {
     attach(L, app, "scripts", wrap_reload_open);
     attach(L, app, "fs", wrap_fs_open);
     attach(L, app, "grpc", wrap_grpc_open);
+    attach(L, app, "mail", wrap_mail_open);
     open_log(L);
     lua_setfield(L, -2, "log");
     lua_getfield(L, -1, "timer");

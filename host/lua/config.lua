@@ -52,6 +52,15 @@ local SCHEMA = {
         deadline_ms = int(2000, 1, 3600000),
         max_message_bytes = int(4194304, 1024, 67108864),
     },
+    mail = {
+        url = str("smtp://127.0.0.1:2525"),     -- smtp:// or smtps:// (TLS from the start)
+        from = str("chathost <noreply@chathost.local>"),
+        user = str(false), password = str(false),
+        tls = { "tls", "none" },                -- none | try | starttls (required)
+        timeout_ms = int(10000, 100, 600000),
+        max_concurrent = int(2, 1, 64),
+        max_waiting = int(100, 0, 100000),
+    },
     test = { timeout_ms = int(10000, 1, 3600000) },
 }
 
@@ -63,6 +72,8 @@ local ENV = {
     CHATHOST_MYSQL_USER = { "mysql", "user" }, CHATHOST_MYSQL_PASSWORD = { "mysql", "password" },
     CHATHOST_MYSQL_DATABASE = { "mysql", "database" },
     CHATHOST_LOG_LEVEL = { "log", "level" },
+    CHATHOST_MAIL_URL = { "mail", "url" },
+    CHATHOST_MAIL_USER = { "mail", "user" }, CHATHOST_MAIL_PASSWORD = { "mail", "password" },
 }
 
 local LEVELS = { debug = true, info = true, warn = true, error = true, off = true }
@@ -80,6 +91,10 @@ local function check(path, spec, v)
         end
         if (min and v < min) or (max and v > max) then
             error(("%s: %d is out of range %d..%d"):format(path, v, min, max), 0)
+        end
+    elseif kind == "tls" then
+        if v ~= "none" and v ~= "try" and v ~= "starttls" then
+            error(("%s: expected none, try or starttls, got %s"):format(path, tostring(v)), 0)
         end
     elseif kind == "level" then
         if not LEVELS[v] then

@@ -1,0 +1,45 @@
+-- host.mail: SMTP with libcurl off the event loop, against a real local SMTP server.
+local host = require "host"
+local util = require "helpers.util"
+local smtp_sink = require "helpers.smtp_sink"
+
+describe("mail", function()
+    local sink
+
+    setup(function() sink = smtp_sink.start() end)
+    teardown(function() sink:stop() end)
+
+    it("delivers a UTF-8 mail with CRLF lines and an encoded subject", function()
+        local r = util.chathost({ "test", host.root .. "/tests/fixtures/mail_send.lua" }, {
+            env = { CHATHOST_MAIL_URL = "smtp://127.0.0.1:" .. sink.port, MAIL_TO = "alice@example.com" } })
+        assert.equal(0, r.code, r.stdout .. r.stderr)
+        local m = assert(sink:wait_for(function(m) return m.headers["x-rcptto"] == "alice@example.com" end))
+        assert.equal("=?UTF-8?B?6aqM6K+B56CBIGNvZGU=?=", m.headers.subject)
+        assert.matches("your code is 123456", m.body)
+        assert.matches("\n%.leading dot line", m.body)
+        assert.equal("noreply@chathost.local", m.headers["x-mailfrom"])
+    end)
+
+    it("returns nil, err when the SMTP server is unreachable", function()
+        local dir = assert(host.fs.mkdtemp("mail"))
+        assert(host.fs.write(dir .. "/config.lua",
+            'return { mail = { url = "smtp://127.0.0.1:1", timeout_ms = 2000 } }'))
+        assert(host.fs.write(dir .. "/down_spec.lua", [[
+local host = require "host"
+describe("down", function() it("fails", function()
+    local ok, err = host.mail.send { to = "a@b.c", subject = "s", body = "b" }
+    assert.is_nil(ok)
+    assert.matches("^smtp: ", err)
+end) end)]]))
+        local r = util.chathost({ "test", "-c", dir .. "/config.lua", dir .. "/down_spec.lua" },
+            { env = { CHATHOST_LOG_LEVEL = "off" } })
+        host.fs.rmtree(dir)
+        assert.equal(0, r.code, r.stdout)
+    end)
+
+    it("refuses header injection", function()
+        assert.has_error(function()
+            host.mail.send { to = "a@b.c\r\nBcc: x@y.z", subject = "s", body = "b" }
+        end, "line break")
+    end)
+end)

@@ -26,10 +26,11 @@ static const char USAGE[] =
     "usage: chathost ROLE [--name NAME] [-c config.lua]   run a role: gate, verify, status, chat, client\n"
     "       chathost test [-c config.lua] [--filter PATTERN] [--verbose] [--list] [paths...]\n"
     "       chathost migrate [-c config.lua]              apply the missing sql/ migrations\n"
-    "       chathost config KEY... | roles [-c config.lua] print config values, or the roles to run\n";
+    "       chathost config KEY... | roles [-c config.lua] print config values, or the roles to run\n"
+    "       chathost exec FILE [args...]                  run a Lua file with the host API\n";
 
 static const char *const COMMANDS[] = {"gate", "verify", "status", "chat", "client",
-                                       "test", "migrate", "config", NULL};
+                                       "test", "migrate", "config", "exec", NULL};
 
 struct options {
     const char *command;
@@ -52,7 +53,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     for (int i = 0; COMMANDS[i]; i++) known |= strcmp(COMMANDS[i], o->command) == 0;
     if (!known)
         return die("unknown role or command '%s' (expected gate, verify, status, chat, client, "
-                   "test, migrate or config)", o->command);
+                   "test, migrate, config or exec)", o->command);
     o->args = calloc((size_t)argc, sizeof *o->args);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -155,7 +156,7 @@ static int start_main(struct app *app, struct options *o) {
     const char *cmd = o->command;
     if (strcmp(cmd, "test") == 0) cmd = "harness";
     else if (strcmp(cmd, "config") == 0) cmd = "cli";
-    else if (strcmp(cmd, "migrate") != 0) cmd = "role";
+    else if (strcmp(cmd, "migrate") != 0 && strcmp(cmd, "exec") != 0) cmd = "role";
     snprintf(module, sizeof module, "chathost.%s", cmd);
     int rc = vm_require_embedded(L, "chathost.hostlib");
     lua_pop(L, 1);
@@ -186,8 +187,10 @@ int main(int argc, char **argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread exists */
     struct options o = {0};
     static struct app app;
-    if (parse_options(argc, argv, &o) != 0) return 2;
-    if (resolve_paths(&app, o.config) != 0) return 2;
+    if (parse_options(argc, argv, &o) != 0 || resolve_paths(&app, o.config) != 0) {
+        free(o.args);
+        return 2;
+    }
     app.loop = uv_default_loop();
     app.role = o.command;
     app.name = o.name ? o.name : o.command;
@@ -195,7 +198,11 @@ int main(int argc, char **argv) {
     log_setup(app.role, app.name);
     if (vm_open(&app) != 0) return die("%s", "cannot create the Lua state");
     char err[1024];
-    if (config_load(&app, err, sizeof err) != 0) return die("config: %s", err);
+    if (config_load(&app, err, sizeof err) != 0) {
+        vm_close(&app);
+        free(o.args);
+        return die("config: %s", err);
+    }
     watch_signals(&app);
     if (start_main(&app, &o) != 0) app_stop(&app, 1);
     uv_run(app.loop, UV_RUN_DEFAULT);

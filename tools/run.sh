@@ -19,8 +19,8 @@ if [ ! -f "$RUN/secrets.env" ]; then
 fi
 set -a; . "$RUN/secrets.env"; set +a
 
-read -r REDIS_PORT MYSQL_PORT MYSQL_USER MYSQL_DB < <("$BIN" config redis.port mysql.port \
-  mysql.user mysql.database | tr '\n' ' ')
+read -r REDIS_PORT MYSQL_PORT MYSQL_USER MYSQL_DB MAIL_URL < <("$BIN" config redis.port \
+  mysql.port mysql.user mysql.database mail.url | tr '\n' ' ')
 
 pids=()
 stopping=0
@@ -30,6 +30,7 @@ stop_all() {
   echo "[run] stopping..."
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "${SINK_PID:-}" ]; then kill "$SINK_PID" 2>/dev/null || true; fi
   redis_stop "$RUN/redis"
   mariadb_stop "$RUN/mysql"
   echo "[run] stopped"
@@ -45,6 +46,16 @@ mariadb_start "$RUN/mysql" "$MYSQL_PORT"
 mariadb_setup "$RUN/mysql" "$MYSQL_DB" "$MYSQL_USER" "$CHATHOST_MYSQL_PASSWORD"
 echo "[run] mariadb on 127.0.0.1:$MYSQL_PORT (data in .run/mysql)"
 "$BIN" migrate 2>&1 | sed -u 's/^/[migrate] /'
+
+# Mail goes to a local sink that keeps every message under .run/mail/new (one file each),
+# unless config.lua points mail.url at a real SMTP server.
+if [[ "$MAIL_URL" =~ ^smtp://127\.0\.0\.1:([0-9]+)$ ]]; then
+  SINK_PORT=${BASH_REMATCH[1]}
+  /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$SINK_PORT" -c aiosmtpd.handlers.Mailbox \
+    "$RUN/mail" >"$RUN/smtp-sink.log" 2>&1 &
+  SINK_PID=$!
+  echo "[run] SMTP sink on 127.0.0.1:$SINK_PORT: mails land in .run/mail/new/"
+fi
 
 mapfile -t roles < <("$BIN" config roles)
 for r in "${roles[@]}"; do

@@ -36,8 +36,11 @@ redis_stop() {
   local dir=$1
   [ -f "$dir/redis.pid" ] || return 0
   local pid; pid=$(cat "$dir/redis.pid" 2>/dev/null || true)
-  [ -n "$pid" ] && kill -CONT "$pid" 2>/dev/null; [ -n "$pid" ] && kill "$pid" 2>/dev/null
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  if [ -n "$pid" ]; then
+    kill -CONT "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  fi
   rm -f "$dir/redis.pid"
 }
 
@@ -80,6 +83,8 @@ mariadb_stop() {
   local dir=$1
   [ -f "$dir/mysqld.pid" ] || return 0
   local pid; pid=$(cat "$dir/mysqld.pid" 2>/dev/null || true)
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null
-  for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  fi
 }

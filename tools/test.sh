@@ -17,8 +17,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-REDIS_PORT=$(free_port 26380)
-MYSQL_PORT=$(free_port 23308)
+# Random starting points, so two runs started at once rarely race for the same port.
+REDIS_PORT=$(free_port $((26000 + RANDOM % 2000)))
+MYSQL_PORT=$(free_port $((23000 + RANDOM % 2000)))
 MYSQL_PASSWORD=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 redis_start "$TMP/redis" "$REDIS_PORT"

@@ -62,6 +62,16 @@ local SCHEMA = {
         max_waiting = int(100, 0, 100000),
     },
     test = { timeout_ms = int(10000, 1, 3600000) },
+    verify = {
+        host = str("127.0.0.1"), port = int(50051, 1, 65535), admin_port = int(9101, 0, 65535),
+        code_ttl_s = int(600, 60, 86400),           -- a verification code lives this long
+        resend_interval_s = int(60, 0, 86400),      -- at most one mail per address per interval
+        mail_subject = str("Your chathost verification code"),
+    },
+    status = {
+        host = str("127.0.0.1"), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
+        token_ttl_s = int(86400, 60, 31536000),     -- chat login tokens (utoken_<uid>)
+    },
 }
 
 -- Environment variables that override config values (tests, containers).

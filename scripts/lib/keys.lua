@@ -1,0 +1,17 @@
+-- lib.keys: every Redis key the roles share (shared/PROTOCOL.md §7). Keys written for a
+-- user or a session always get a TTL where they are written.
+local M = {}
+
+function M.code(email) return "code_" .. email end                 -- verification code
+function M.code_tries(email) return "code_tries_" .. email end     -- wrong guesses so far
+function M.token(uid) return "utoken_" .. uid end                  -- chat login token
+function M.user_server(uid) return "uip_" .. uid end               -- chat server of a user
+function M.user_session(uid) return "usession_" .. uid end         -- session id of a user
+function M.lock(uid) return "lock:lock_" .. uid end                -- per-user login lock
+M.LOGIN_COUNT = "logincount"                                       -- hash: server -> sessions
+M.CHAT_SERVERS = "chatservers"                                     -- set of chat server names
+function M.chat_server(name) return "chatserver_" .. name end      -- liveness: {host,port,rpc}
+M.STATUS_ROUND_ROBIN = "status_rr"                                  -- tie-breaker counter
+function M.rate(kind, id) return "rate:" .. kind .. ":" .. id end  -- rate-limit counters
+
+return M

@@ -1,0 +1,44 @@
+-- The status role (StatusService): sends each user to a live chat server chosen by
+-- status.policy and issues the login token the chat server will check.
+local host = require "host"
+local errors = require "lib.errors"
+local keys = require "lib.keys"
+local validate = require "lib.validate"
+local servers = require "status.servers"
+local policy = require "status.policy"
+
+local M = {}
+
+M["StatusService.GetChatServer"] = function(req)
+    if not validate.uid(req.uid) then return { error = errors.UidInvalid } end
+    local token = host.crypto.random_hex(16) -- 128 bits
+    -- the token is stored in the same round trip that reads the servers' state
+    local alive, tie = servers.live({ "SET", keys.token(req.uid), token, "EX",
+        host.config.self.token_ttl_s })
+    if not alive then
+        host.log.warn("GetChatServer: redis: ", tie)
+        return { error = errors.RPCFailed }
+    end
+    local s = #alive > 0 and policy.choose(alive, tie)
+    if not s then
+        host.log.warn("GetChatServer: no live chat server")
+        return { error = errors.RPCFailed }
+    end
+    return { error = errors.Success, host = s.host, port = s.port, token = token }
+end
+
+M["StatusService.Login"] = function(req)
+    local rsp = { error = errors.TokenInvalid, uid = req.uid, token = "" }
+    if not validate.uid(req.uid) or req.token == "" then return rsp end
+    local stored, err = host.redis.call("GET", keys.token(req.uid))
+    if err then
+        host.log.warn("Login: redis: ", err)
+        return { error = errors.RPCFailed, uid = req.uid }
+    end
+    if stored and host.crypto.constant_time_equal(stored, req.token) then
+        rsp.error, rsp.token = errors.Success, req.token
+    end
+    return rsp
+end
+
+return M

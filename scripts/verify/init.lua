@@ -1,0 +1,70 @@
+-- The verify role (VarifyService): creates or reuses a 6-digit code for an e-mail address,
+-- stores it in Redis with a TTL, and mails it. The code never leaves this process other
+-- than by mail: not in the reply, not in the logs.
+local host = require "host"
+local errors = require "lib.errors"
+local keys = require "lib.keys"
+local validate = require "lib.validate"
+
+local M = {}
+
+local function new_code()
+    return ("%06d"):format(host.crypto.random_uniform(1000000))
+end
+
+-- The live code for email, or a new one; second value true when it is new.
+local function code_for(email, ttl)
+    for _ = 1, 3 do
+        local code = new_code()
+        local set, err = host.redis.call("SET", keys.code(email), code, "NX", "EX", ttl)
+        if err then return nil, err end
+        if set then return code, true end
+        local live, gerr = host.redis.call("GET", keys.code(email))
+        if gerr then return nil, gerr end
+        if live then return live, false end
+        -- expired between SET NX and GET: try again
+    end
+    return nil, "could not store a code"
+end
+
+local function mask(email)
+    return (email:gsub("^(.).-@", "%1***@"))
+end
+
+M["VarifyService.GetVarifyCode"] = function(req)
+    local cfg = host.config.self
+    local email = req.email
+    if not validate.email(email) then return { error = errors.InvalidParams, email = email } end
+    email = email:lower()
+    local rate_key = keys.rate("mail", email)
+    local fresh, err = host.redis.call("SET", rate_key, "1", "NX", "EX", cfg.resend_interval_s)
+    if err then
+        host.log.warn("GetVarifyCode: redis: ", err)
+        return { error = errors.Internal, email = email }
+    end
+    if not fresh then return { error = errors.RateLimited, email = email } end
+    local code, is_new = code_for(email, cfg.code_ttl_s)
+    if not code then
+        host.log.warn("GetVarifyCode: redis: ", is_new)
+        host.redis.call("DEL", rate_key)
+        return { error = errors.Internal, email = email }
+    end
+    if is_new then host.redis.call("DEL", keys.code_tries(email)) end
+    local minutes = math.floor(cfg.code_ttl_s / 60)
+    local sent, merr = host.mail.send {
+        to = email,
+        subject = cfg.mail_subject,
+        body = ("Your chathost verification code is %s.\n\nIt is valid for %d minutes. If you did "
+            .. "not ask for it, ignore this mail.\n"):format(code, minutes),
+    }
+    if not sent then
+        host.log.warn("GetVarifyCode: mail to ", mask(email), " failed: ", merr)
+        host.redis.call("DEL", rate_key) -- the user may ask again at once
+        if is_new then host.redis.call("DEL", keys.code(email)) end
+        return { error = errors.RPCFailed, email = email }
+    end
+    host.log.info("verification code ", is_new and "sent" or "re-sent", " to ", mask(email))
+    return { error = errors.Success, email = email }
+end
+
+return M

@@ -1,0 +1,101 @@
+-- helpers.roles: start real role processes (`chathost status`, ...) for specs, each with a
+-- config of its own in a temporary folder (Redis and MySQL addresses come from the
+-- environment `make test` exports), on free ports, optionally with a private copy of
+-- scripts/ that the spec may edit.
+local host = require "host"
+local util = require "helpers.util"
+
+local M = {}
+M.__index = M
+
+-- Lua source for a plain table (strings, numbers, booleans, nested tables).
+local function serialize(v, indent)
+    indent = indent or ""
+    if type(v) == "string" then return string.format("%q", v) end
+    if type(v) ~= "table" then return tostring(v) end
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    local out = { "{\n" }
+    for _, k in ipairs(keys) do
+        local key = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or "[" .. serialize(k) .. "]"
+        out[#out + 1] = indent .. "  " .. key .. " = " .. serialize(v[k], indent .. "  ") .. ",\n"
+    end
+    out[#out + 1] = indent .. "}"
+    return table.concat(out)
+end
+M.serialize = serialize
+
+function M.free_port()
+    return 20000 + host.crypto.random_uniform(12000)
+end
+
+-- Copies the repository's scripts/ into dir/scripts and returns that path.
+function M.copy_scripts(dir)
+    local r = assert(host.proc.run({ "cp", "-r", host.root .. "/scripts", dir .. "/scripts" }))
+    assert(r.code == 0, r.stderr)
+    return dir .. "/scripts"
+end
+
+-- start{role=, name=?, config=function(port) -> table, copy_scripts=?, env=?, ready=pattern?}
+-- The config function gets a fresh free port (retried if the role cannot bind it).
+function M.start(opts)
+    local dir = assert(host.fs.mkdtemp("role"))
+    local scripts = opts.copy_scripts and M.copy_scripts(dir) or (host.root .. "/scripts")
+    for _ = 1, 5 do
+        local port = M.free_port()
+        local cfg = opts.config(port)
+        cfg.scripts = cfg.scripts or {}
+        cfg.scripts.dir = scripts
+        cfg.scripts.reload_debounce_ms = cfg.scripts.reload_debounce_ms or 20
+        local path = dir .. "/config.lua"
+        assert(host.fs.write(path, "return " .. serialize(cfg) .. "\n"))
+        local argv = { util.bin(), opts.role, "-c", path }
+        if opts.name then argv[#argv + 1] = "--name" argv[#argv + 1] = opts.name end
+        local env = { CHATHOST_LOG_LEVEL = "info" }
+        for k, v in pairs(opts.env or {}) do env[k] = v end
+        local p = assert(host.proc.spawn(argv, { stdout = "capture", stderr = "capture", env = env }))
+        local self = setmetatable({ proc = p, port = port, dir = dir, scripts = scripts,
+            config_path = path }, M)
+        local ok, why = self:await(opts.ready or "started;", 10000)
+        if ok then return self end
+        p:kill("KILL")
+        p:wait()
+        local _, err = p:output()
+        if not err:find("cannot listen", 1, true) then
+            error("role " .. opts.role .. " did not start: " .. tostring(why) .. "\n" .. err)
+        end
+    end
+    error("no free port for role " .. opts.role)
+end
+
+-- Waits until the process's log contains pattern (plain text); false if it exited first.
+function M:await(pattern, timeout_ms)
+    local deadline = host.timer.monotonic() + (timeout_ms or 5000)
+    repeat
+        local _, err = self.proc:output()
+        if err:find(pattern, 1, true) then return true end
+        if self.proc.exited then return false, "exited" end
+        host.timer.sleep(20)
+    until host.timer.monotonic() > deadline
+    return false, "timed out waiting for '" .. pattern .. "'"
+end
+
+function M:log()
+    local _, err = self.proc:output()
+    return err
+end
+
+-- Stops the process (SIGTERM, then SIGKILL after 5 s); returns its exit status.
+function M:stop()
+    if not self.proc.exited then self.proc:kill("TERM") end
+    local code = self.proc:wait(5000)
+    if not code then
+        self.proc:kill("KILL")
+        code = self.proc:wait()
+    end
+    host.fs.rmtree(self.dir)
+    return code
+end
+
+return M

@@ -1,0 +1,148 @@
+-- The status role: least-loaded live chat server, tokens with a TTL, a hot-reloadable
+-- selection policy; driven over real gRPC, with chat servers' liveness and load written to
+-- Redis the way chat servers write them.
+local host = require "host"
+local roles = require "helpers.roles"
+local util = require "helpers.util"
+local py = require "helpers.grpc_py"
+local redis = host.redis
+
+local function alive(name, port, ttl)
+    assert(redis.call("SET", "chatserver_" .. name,
+        host.json.encode({ host = "127.0.0.1", port = port }), "EX", ttl or 30))
+    assert(redis.call("SADD", "chatservers", name))
+end
+
+describe("status role", function()
+    local status, target
+
+    setup(function()
+        status = roles.start { role = "status", copy_scripts = true, config = function(port)
+            return { status = { port = port, admin_port = 0 }, chat = { instances = {
+                chat1 = { host = "127.0.0.1", port = 8090, rpc_port = 50055 },
+                chat2 = { host = "127.0.0.1", port = 8091, rpc_port = 50056 } } } }
+        end }
+        target = "127.0.0.1:" .. status.port
+    end)
+
+    teardown(function() assert.equal(0, status:stop()) end)
+
+    before_each(function()
+        redis.call("DEL", "chatserver_chat1", "chatserver_chat2", "chatserver_chat3", "chatservers",
+            "logincount", "status_rr")
+    end)
+
+    local function pick(uid)
+        return assert(host.grpc.call(target, "StatusService.GetChatServer", { uid = uid or 1001 }))
+    end
+
+    it("sends a user to the less loaded of two live chat servers", function()
+        alive("chat1", 8090)
+        alive("chat2", 8091)
+        redis.call("HSET", "logincount", "chat1", 5, "chat2", 2)
+        local rsp = pick()
+        assert.equal(0, rsp.error)
+        assert.equal("8091", rsp.port)
+        redis.call("HSET", "logincount", "chat1", 1)
+        assert.equal("8090", pick().port)
+    end)
+
+    it("spreads ties round-robin", function()
+        alive("chat1", 8090)
+        alive("chat2", 8091)
+        local seen = {}
+        for _ = 1, 4 do seen[pick().port] = true end
+        assert.truthy(seen["8090"] and seen["8091"])
+    end)
+
+    it("never picks a server whose liveness key expired", function()
+        alive("chat1", 8090)
+        alive("chat2", 8091, 1)
+        redis.call("HSET", "logincount", "chat1", 50, "chat2", 0)
+        assert.equal("8091", pick().port)
+        assert(util.wait_until(function() return redis.call("EXISTS", "chatserver_chat2") == 0 end,
+            3000, "the liveness key to expire"))
+        for _ = 1, 3 do assert.equal("8090", pick().port) end
+    end)
+
+    it("knows chat servers that only announce themselves in Redis", function()
+        alive("chat3", 9999)
+        assert.equal("9999", pick().port)
+    end)
+
+    it("answers 1002 when no chat server is alive", function()
+        local rsp = pick()
+        assert.equal(1002, rsp.error)
+        assert.equal("", rsp.token)
+    end)
+
+    it("issues a fresh 128-bit token per call, stored with a TTL, that Login accepts", function()
+        alive("chat1", 8090)
+        local a, b = pick(4242), pick(4242)
+        assert.matches("^%x+$", a.token)
+        assert.equal(32, #a.token)
+        assert.are_not.equal(a.token, b.token)
+        assert.equal(b.token, redis.call("GET", "utoken_4242"))
+        local ttl = redis.call("TTL", "utoken_4242")
+        assert.truthy(ttl > 86000 and ttl <= 86400)
+        local ok = assert(host.grpc.call(target, "StatusService.Login", { uid = 4242, token = b.token }))
+        assert.same({ error = 0, uid = 4242, token = b.token }, ok)
+        local old = assert(host.grpc.call(target, "StatusService.Login", { uid = 4242, token = a.token }))
+        assert.equal(1010, old.error)
+        local none = assert(host.grpc.call(target, "StatusService.Login", { uid = 4243, token = "" }))
+        assert.equal(1010, none.error)
+    end)
+
+    it("rejects a uid that is not positive", function()
+        alive("chat1", 8090)
+        assert.equal(1011, pick(0).error)
+        assert.equal(1011, pick(-5).error)
+    end)
+
+    it("applies an edited policy script without a restart", function()
+        alive("chat1", 8090)
+        alive("chat2", 8091)
+        redis.call("HSET", "logincount", "chat1", 9, "chat2", 1)
+        assert.equal("8091", pick().port)
+        local path = status.scripts .. "/status/policy.lua"
+        local original = assert(host.fs.read(path))
+        assert(host.fs.write(path, [[
+local M = {}
+-- the most loaded server (a test policy)
+function M.choose(servers)
+    local best
+    for _, s in ipairs(servers) do if not best or s.load > best.load then best = s end end
+    return best
+end
+return M
+]]))
+        assert(util.wait_until(function() return pick().port == "8090" end, 5000, "the new policy"))
+        assert(host.fs.write(path, original))
+        assert(util.wait_until(function() return pick().port == "8091" end, 5000, "the old policy"))
+    end)
+
+    it("answers Python grpcio clients", function()
+        alive("chat1", 8090)
+        local r = py.call(target, "StatusService.GetChatServer", { uid = 77 })
+        assert.is_true(r.ok)
+        assert.equal("8090", r.reply.port)
+        local l = py.call(target, "StatusService.Login", { uid = 77, token = r.reply.token })
+        assert.is_true(l.ok)
+        assert.equal(0, l.reply.error)
+    end)
+end)
+
+describe("role start-up", function()
+    it("exits 2 with one line when its gRPC port is taken", function()
+        local blocker = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = {} })
+        local dir = assert(host.fs.mkdtemp("status"))
+        assert(host.fs.write(dir .. "/config.lua", "return " .. roles.serialize {
+            scripts = { dir = host.root .. "/scripts" },
+            status = { port = blocker.port, admin_port = 0 } }))
+        local r = util.chathost({ "status", "-c", dir .. "/config.lua" }, { timeout_ms = 10000 })
+        blocker:close()
+        host.fs.rmtree(dir)
+        assert.equal(2, r.code)
+        assert.matches("chathost: cannot listen on 127%.0%.0%.1:%d+", r.stderr)
+    end)
+end)

@@ -1,0 +1,105 @@
+-- The verify role: 6-digit codes in Redis with a TTL, mailed through a real SMTP server,
+-- reused while alive, rate limited per address, never returned over gRPC.
+local host = require "host"
+local roles = require "helpers.roles"
+local smtp_sink = require "helpers.smtp_sink"
+local py = require "helpers.grpc_py"
+local redis = host.redis
+
+describe("verify role", function()
+    local verify, sink, target
+    local n = 0
+
+    local function fresh_email()
+        n = n + 1
+        return ("user%d.%s@example.com"):format(n, host.crypto.random_hex(3))
+    end
+
+    local function code_in_mail(email)
+        local m = assert(sink:wait_for(function(m) return m.headers["x-rcptto"] == email end))
+        return m.body:match("code is (%d%d%d%d%d%d)")
+    end
+
+    local function ask(email)
+        return assert(host.grpc.call(target, "VarifyService.GetVarifyCode", { email = email }))
+    end
+
+    setup(function()
+        sink = smtp_sink.start()
+        verify = roles.start { role = "verify", config = function(port)
+            return { verify = { port = port, admin_port = 0 },
+                mail = { url = "smtp://127.0.0.1:" .. sink.port } }
+        end }
+        target = "127.0.0.1:" .. verify.port
+    end)
+
+    teardown(function()
+        assert.equal(0, verify:stop())
+        sink:stop()
+    end)
+
+    it("mails a 6-digit code, stores it with a TTL, and never returns it", function()
+        local email = fresh_email()
+        local rsp = ask(email)
+        assert.same({ error = 0, email = email, code = "" }, rsp)
+        local code = code_in_mail(email)
+        assert.matches("^%d%d%d%d%d%d$", code)
+        assert.equal(code, redis.call("GET", "code_" .. email))
+        local ttl = redis.call("TTL", "code_" .. email)
+        assert.truthy(ttl > 590 and ttl <= 600)
+        assert.is_nil(verify:log():find(code, 1, true))
+    end)
+
+    it("refuses a second request for the address within the rate window", function()
+        local email = fresh_email()
+        assert.equal(0, ask(email).error)
+        assert.equal(1017, ask(email).error)
+        local ttl = redis.call("TTL", "rate:mail:" .. email)
+        assert.truthy(ttl > 0 and ttl <= 60)
+    end)
+
+    it("reuses a live code when the address asks again after the window", function()
+        local email = fresh_email()
+        assert.equal(0, ask(email).error)
+        local first = code_in_mail(email)
+        redis.call("DEL", "rate:mail:" .. email) -- as if the window had passed
+        assert.equal(0, ask(email).error)
+        local mails = 0
+        for _, m in ipairs(sink:messages()) do
+            if m.headers["x-rcptto"] == email then
+                mails = mails + 1
+                assert.equal(first, m.body:match("code is (%d+)"))
+            end
+        end
+        assert.equal(2, mails)
+    end)
+
+    it("rejects an invalid address with 1016 and sends nothing", function()
+        for _, bad in ipairs({ "", "no-at-sign", "a@b", "a@@b.com", "a@b..com", ("x"):rep(300) .. "@b.com" }) do
+            assert.equal(1016, ask(bad).error)
+        end
+    end)
+
+    it("answers 1002 and keeps no code when the mail cannot be sent", function()
+        local down = roles.start { role = "verify", config = function(port)
+            return { verify = { port = port, admin_port = 0 },
+                mail = { url = "smtp://127.0.0.1:1", timeout_ms = 1000 } }
+        end }
+        local email = fresh_email()
+        local rsp = assert(host.grpc.call("127.0.0.1:" .. down.port, "VarifyService.GetVarifyCode",
+            { email = email }, { timeout_ms = 5000 }))
+        assert.equal(1002, rsp.error)
+        assert.equal(0, redis.call("EXISTS", "code_" .. email))
+        assert.equal(0, redis.call("EXISTS", "rate:mail:" .. email))
+        assert.equal(0, down:stop())
+    end)
+
+    it("answers Python grpcio clients", function()
+        local email = fresh_email()
+        local r = py.call(target, "VarifyService.GetVarifyCode", { email = email })
+        assert.is_true(r.ok)
+        assert.equal(0, r.reply.error)
+        assert.equal("", r.reply.code)
+        assert.truthy(code_in_mail(email))
+    end)
+end)

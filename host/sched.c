@@ -195,7 +195,9 @@ static void wait_timer_stop(spawn_handle *h) {
 static int spawn_push_result(lua_State *L, spawn_handle *h, lua_State *co) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->result_ref);
     int tbl = lua_gettop(L);
-    int n = (int)lua_objlen(L, tbl);
+    lua_getfield(L, tbl, "n"); /* not lua_objlen: results may hold nils */
+    int n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
     lua_checkstack(co, n + 1);
     lua_checkstack(L, n + 1);
     for (int i = 1; i <= n; i++) lua_rawgeti(L, tbl, i);
@@ -217,6 +219,8 @@ static int spawn_done(void *ud, task_t *t, int ok, int nres) {
         lua_xmove(co, L, 1);
         lua_rawseti(L, -2, i + 2);
     }
+    lua_pushinteger(L, n + 1);
+    lua_setfield(L, -2, "n");
     h->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     h->task = NULL;
     int had_waiter = h->waiter != NULL;

@@ -32,6 +32,15 @@ describe("tasks", function()
         assert.matches("^boom", err)
     end)
 
+    it("returns results that contain nils", function()
+        local r = { host.spawn(function() host.timer.sleep(1) return nil, "x", nil end):wait() }
+        assert.equal(true, r[1])
+        assert.is_nil(r[2])
+        assert.equal("x", r[3])
+        local r2 = { host.spawn(function() return nil, "y" end):wait() }
+        assert.equal("y", r2[3])
+    end)
+
     it("wait with a timeout returns nil, 'timeout' and leaves the task running", function()
         local h = host.spawn(function() host.timer.sleep(200) return 1 end)
         local v, err = h:wait(10)

@@ -60,7 +60,7 @@ mariadb_start() {
     --skip-name-resolve --log-error="$dir/error.log" --innodb-buffer-pool-size=64M \
     --innodb-log-file-size=16M --skip-log-bin --character-set-server=utf8mb4 \
     --collation-server=utf8mb4_unicode_ci --max-connections=500 >/dev/null 2>&1 &
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 600); do # 30 s: a loaded machine can be slow to start InnoDB
     mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && return 0
     sleep 0.05
   done

@@ -34,5 +34,5 @@ export CHATHOST_MYSQL_DATABASE=chathost_test
 export CHATHOST_TEST_TMP=$TMP CHATHOST_BIN=$BIN
 export CHATHOST_LOG_LEVEL=${CHATHOST_LOG_LEVEL:-warn}
 
-[ -n "${CHATHOST_SKIP_MIGRATE:-}" ] || "$BIN" migrate
+"$BIN" migrate
 "$BIN" test "$@"

@@ -1,0 +1,547 @@
+/* db_worker.c: the thread side of host.db. Each worker thread owns one blocking MariaDB
+ * connection and its prepared statements (an LRU cache); it runs one job at a time, posted
+ * by the loop (db.c), and hands it back through the pool's completion queue and uv_async_t.
+ * No Lua here: rows are encoded into a compact buffer that db.c turns into tables. */
+#include <errmsg.h>
+#include <mysqld_error.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "log.h"
+
+#define EXACT_INT_LIMIT (1LL << 53) /* beyond it a double loses integers: sent as a string */
+#define MIN_COLUMN_BUFFER 64
+
+typedef struct db_stmt {
+    list_node link;
+    uint64_t hash;
+    char *sql;
+    size_t len;
+    MYSQL_STMT *stmt;
+} db_stmt;
+
+static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
+
+/* ---- result buffer ------------------------------------------------------------------- */
+
+static void buf_put(db_buf *b, const void *p, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *data = realloc(b->data, cap);
+        if (!data) {
+            log_error("host.db: out of memory for a result set of %zu bytes", b->len + n);
+            abort();
+        }
+        b->data = data;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void buf_u8(db_buf *b, uint8_t v) { buf_put(b, &v, 1); }
+static void buf_u32(db_buf *b, uint32_t v) { buf_put(b, &v, sizeof v); }
+
+static void buf_string(db_buf *b, const char *s, size_t len) {
+    buf_u8(b, DB_CELL_STRING);
+    buf_u32(b, (uint32_t)len);
+    buf_put(b, s, len);
+}
+
+static void buf_number(db_buf *b, double d) {
+    buf_u8(b, DB_CELL_NUMBER);
+    buf_put(b, &d, sizeof d);
+}
+
+/* Integers are numbers while a double holds them exactly, decimal strings beyond. */
+static void buf_integer(db_buf *b, long long v, int is_unsigned) {
+    char s[24];
+    unsigned long long u = (unsigned long long)v;
+    if (is_unsigned ? u < (unsigned long long)EXACT_INT_LIMIT
+                    : (v > -EXACT_INT_LIMIT && v < EXACT_INT_LIMIT)) {
+        buf_number(b, is_unsigned ? (double)u : (double)v);
+        return;
+    }
+    int n = is_unsigned ? snprintf(s, sizeof s, "%llu", u) : snprintf(s, sizeof s, "%lld", v);
+    buf_string(b, s, (size_t)n);
+}
+
+void db_buf_free(db_buf *b) {
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* ---- errors -------------------------------------------------------------------------- */
+
+/* Errors after which the connection cannot be trusted: it is reconnected before reuse. */
+static int is_connection_error(unsigned e) {
+    return e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST || e == CR_SERVER_LOST_EXTENDED ||
+           e == CR_COMMANDS_OUT_OF_SYNC || e == ER_CONNECTION_KILLED || e == ER_SERVER_SHUTDOWN;
+}
+
+static void job_fail(db_job *j, unsigned err_no, const char *prefix, const char *msg) {
+    j->failed = 1;
+    j->err_no = err_no;
+    snprintf(j->err, sizeof j->err, "%s%s", prefix, msg);
+}
+
+static void fail_conn(db_worker *w, db_job *j) {
+    unsigned e = mysql_errno(w->conn);
+    if (is_connection_error(e) || e == 0) w->broken = 1;
+    job_fail(j, e, "", e ? mysql_error(w->conn) : "connection error");
+}
+
+static void fail_stmt(db_worker *w, db_job *j, MYSQL_STMT *st) {
+    unsigned e = mysql_stmt_errno(st);
+    if (is_connection_error(e)) w->broken = 1;
+    job_fail(j, e, "", mysql_stmt_error(st));
+}
+
+/* ---- statement cache ----------------------------------------------------------------- */
+
+static uint64_t sql_hash(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void stmt_drop(db_worker *w, db_stmt *s) {
+    list_remove(&s->link);
+    mysql_stmt_close(s->stmt);
+    free(s->sql);
+    free(s);
+    w->nstmts--;
+}
+
+static void stmt_cache_clear(db_worker *w) {
+    while (!list_empty(&w->stmts))
+        stmt_drop(w, LIST_ENTRY(w->stmts.next, db_stmt, link));
+}
+
+static db_stmt *stmt_find(db_worker *w, const char *sql, size_t len, uint64_t h) {
+    for (list_node *n = w->stmts.prev; n != &w->stmts; n = n->prev) {
+        db_stmt *s = LIST_ENTRY(n, db_stmt, link);
+        if (s->hash == h && s->len == len && memcmp(s->sql, sql, len) == 0) return s;
+    }
+    return NULL;
+}
+
+static MYSQL_STMT *stmt_prepare(db_worker *w, db_job *j) {
+    MYSQL_STMT *st = mysql_stmt_init(w->conn);
+    if (!st) {
+        fail_conn(w, j);
+        return NULL;
+    }
+    my_bool on = 1; /* fills max_length on store_result: buffers big enough for every value */
+    mysql_stmt_attr_set(st, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
+    if (mysql_stmt_prepare(st, j->sql, j->sql_len) != 0) {
+        fail_stmt(w, j, st);
+        mysql_stmt_close(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* The prepared statement for j's SQL, from the cache or newly prepared (and cached, which
+ * may evict the least recently used one). NULL with j failed on error. */
+static db_stmt *stmt_get(db_worker *w, db_job *j) {
+    uint64_t h = sql_hash(j->sql, j->sql_len);
+    db_stmt *s = stmt_find(w, j->sql, j->sql_len, h);
+    if (s) {
+        list_remove(&s->link);
+        list_push_back(&w->stmts, &s->link);
+        return s;
+    }
+    MYSQL_STMT *st = stmt_prepare(w, j);
+    if (!st) return NULL;
+    s = calloc(1, sizeof *s);
+    s->sql = malloc(j->sql_len + 1);
+    memcpy(s->sql, j->sql, j->sql_len + 1);
+    s->len = j->sql_len;
+    s->hash = h;
+    s->stmt = st;
+    list_push_back(&w->stmts, &s->link);
+    if (++w->nstmts > w->pool->cfg.stmt_cache)
+        stmt_drop(w, LIST_ENTRY(w->stmts.next, db_stmt, link));
+    return s;
+}
+
+/* ---- connection ---------------------------------------------------------------------- */
+
+/* Closes the connection first: that detaches its statements, which are then freed without
+ * talking to a server that may be gone. */
+static void worker_disconnect(db_worker *w) {
+    if (w->conn) mysql_close(w->conn);
+    w->conn = NULL;
+    stmt_cache_clear(w);
+    w->broken = 0;
+}
+
+static int worker_connect(db_worker *w, db_job *j) {
+    const db_config *c = &w->pool->cfg;
+    MYSQL *m = mysql_init(NULL);
+    if (!m) {
+        job_fail(j, 0, "cannot connect: ", "out of memory");
+        return -1;
+    }
+    unsigned ct = c->connect_timeout_s, rt = c->read_timeout_s, wt = c->write_timeout_s;
+    my_bool off = 0;
+    mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
+    mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &rt);
+    mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &wt);
+    mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    mysql_options(m, MYSQL_OPT_RECONNECT, &off);
+    if (!mysql_real_connect(m, c->host, c->user, c->password, c->database, c->port, NULL, 0)) {
+        job_fail(j, mysql_errno(m), "cannot connect: ", mysql_error(m));
+        mysql_close(m);
+        return -1;
+    }
+    if (w->ever_connected) j->reconnected = 1;
+    w->ever_connected = 1;
+    w->conn = m;
+    return 0;
+}
+
+/* Makes sure the connection is usable before a job that may start on a fresh one (a plain
+ * statement or BEGIN): reconnects a broken one, pings one idle longer than ping_idle_ms. */
+static int worker_ready(db_worker *w, db_job *j) {
+    uint64_t idle = now_ms() - w->last_used_ms;
+    if (w->conn && !w->broken && idle > w->pool->cfg.ping_idle_ms && mysql_ping(w->conn) != 0)
+        w->broken = 1;
+    if (w->conn && !w->broken) return 0;
+    worker_disconnect(w);
+    return worker_connect(w, j);
+}
+
+/* Inside a transaction a lost connection must not be replaced silently: the statements
+ * would run outside the transaction. */
+static int worker_in_tx(db_worker *w, db_job *j) {
+    if (w->conn && !w->broken) return 0;
+    job_fail(j, CR_SERVER_LOST, "", "connection lost during the transaction");
+    return -1;
+}
+
+/* ---- statements ---------------------------------------------------------------------- */
+
+static void bind_param(MYSQL_BIND *b, db_param *p) {
+    switch (p->kind) {
+    case DB_PARAM_NULL:
+        b->buffer_type = MYSQL_TYPE_NULL;
+        break;
+    case DB_PARAM_INT:
+        b->buffer_type = MYSQL_TYPE_LONGLONG;
+        b->buffer = &p->i;
+        break;
+    case DB_PARAM_DOUBLE:
+        b->buffer_type = MYSQL_TYPE_DOUBLE;
+        b->buffer = &p->d;
+        break;
+    case DB_PARAM_STRING:
+        b->buffer_type = MYSQL_TYPE_STRING;
+        b->buffer = (void *)p->s;
+        b->buffer_length = p->len;
+        b->length = &p->len;
+        break;
+    case DB_PARAM_BOOL:
+        b->buffer_type = MYSQL_TYPE_TINY;
+        b->buffer = &p->flag;
+        break;
+    }
+}
+
+static int bind_params(db_worker *w, db_job *j, MYSQL_STMT *st) {
+    unsigned long expected = mysql_stmt_param_count(st);
+    if (expected != (unsigned long)j->nparams) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the statement has %lu placeholders but %d parameters were given",
+                 expected, j->nparams);
+        job_fail(j, CR_INVALID_PARAMETER_NO, "", msg);
+        return -1;
+    }
+    if (j->nparams == 0) return 0;
+    MYSQL_BIND *b = calloc((size_t)j->nparams, sizeof *b);
+    for (int i = 0; i < j->nparams; i++)
+        bind_param(&b[i], &j->params[i]);
+    int rc = mysql_stmt_bind_param(st, b) ? -1 : 0; /* the library copies the binds */
+    free(b);
+    if (rc) fail_stmt(w, j, st);
+    return rc;
+}
+
+typedef enum { COL_INT, COL_DOUBLE, COL_STRING } col_kind;
+
+typedef struct column {
+    col_kind kind;
+    int is_unsigned;
+    long long i;
+    double d;
+    char *buf;
+    unsigned long len;
+    my_bool is_null, error;
+} column;
+
+static col_kind column_kind(enum enum_field_types t) {
+    switch (t) {
+    case MYSQL_TYPE_TINY:
+    case MYSQL_TYPE_SHORT:
+    case MYSQL_TYPE_LONG:
+    case MYSQL_TYPE_INT24:
+    case MYSQL_TYPE_LONGLONG:
+    case MYSQL_TYPE_YEAR:
+        return COL_INT;
+    case MYSQL_TYPE_FLOAT:
+    case MYSQL_TYPE_DOUBLE:
+        return COL_DOUBLE;
+    default: /* DECIMAL stays exact as a string; dates come as "YYYY-MM-DD HH:MM:SS" */
+        return COL_STRING;
+    }
+}
+
+static void bind_column(MYSQL_BIND *b, column *c, const MYSQL_FIELD *f) {
+    c->kind = column_kind(f->type);
+    c->is_unsigned = (f->flags & UNSIGNED_FLAG) != 0;
+    b->is_null = &c->is_null;
+    b->error = &c->error;
+    b->length = &c->len;
+    if (c->kind == COL_INT) {
+        b->buffer_type = MYSQL_TYPE_LONGLONG;
+        b->buffer = &c->i;
+        b->is_unsigned = (my_bool)c->is_unsigned;
+    } else if (c->kind == COL_DOUBLE) {
+        b->buffer_type = MYSQL_TYPE_DOUBLE;
+        b->buffer = &c->d;
+    } else {
+        size_t size = f->max_length > MIN_COLUMN_BUFFER ? f->max_length : MIN_COLUMN_BUFFER;
+        c->buf = malloc(size);
+        b->buffer_type = MYSQL_TYPE_STRING;
+        b->buffer = c->buf;
+        b->buffer_length = size;
+    }
+}
+
+/* A value longer than its buffer (max_length was not enough): fetched again whole. */
+static int put_truncated(db_job *j, MYSQL_STMT *st, column *c, unsigned idx) {
+    MYSQL_BIND b;
+    memset(&b, 0, sizeof b);
+    char *whole = malloc(c->len ? c->len : 1);
+    unsigned long len = 0;
+    b.buffer_type = MYSQL_TYPE_STRING;
+    b.buffer = whole;
+    b.buffer_length = c->len;
+    b.length = &len;
+    int rc = mysql_stmt_fetch_column(st, &b, idx, 0);
+    if (rc == 0)
+        buf_string(&j->result, whole, len);
+    else
+        job_fail(j, mysql_stmt_errno(st), "", mysql_stmt_error(st));
+    free(whole);
+    return rc ? -1 : 0;
+}
+
+static int put_row(db_job *j, MYSQL_STMT *st, column *cols, unsigned n) {
+    for (unsigned i = 0; i < n; i++) {
+        column *c = &cols[i];
+        if (c->is_null)
+            buf_u8(&j->result, DB_CELL_NULL);
+        else if (c->kind == COL_INT)
+            buf_integer(&j->result, c->i, c->is_unsigned);
+        else if (c->kind == COL_DOUBLE)
+            buf_number(&j->result, c->d);
+        else if (c->error) {
+            if (put_truncated(j, st, c, i) != 0) return -1;
+        } else
+            buf_string(&j->result, c->buf, c->len);
+    }
+    j->nrows++;
+    return 0;
+}
+
+static int fetch_rows(db_worker *w, db_job *j, MYSQL_STMT *st, MYSQL_RES *meta) {
+    unsigned n = mysql_num_fields(meta);
+    MYSQL_FIELD *f = mysql_fetch_fields(meta);
+    column *cols = calloc(n, sizeof *cols);
+    MYSQL_BIND *b = calloc(n, sizeof *b);
+    buf_u32(&j->result, n);
+    for (unsigned i = 0; i < n; i++) {
+        buf_u32(&j->result, f[i].name_length);
+        buf_put(&j->result, f[i].name, f[i].name_length);
+        bind_column(&b[i], &cols[i], &f[i]);
+    }
+    int rc = mysql_stmt_bind_result(st, b) ? -1 : 0;
+    if (rc) fail_stmt(w, j, st);
+    while (rc == 0) {
+        int fr = mysql_stmt_fetch(st);
+        if (fr == MYSQL_NO_DATA) break;
+        if (fr == 1) {
+            fail_stmt(w, j, st);
+            rc = -1;
+        } else {
+            rc = put_row(j, st, cols, n);
+        }
+    }
+    for (unsigned i = 0; i < n; i++)
+        free(cols[i].buf);
+    free(cols);
+    free(b);
+    return rc;
+}
+
+/* Buffers the result set, converts it for a query (an exec discards it), and drains any
+ * further result sets (CALL) so the connection stays in sync. */
+static int read_results(db_worker *w, db_job *j, MYSQL_STMT *st) {
+    int rc = 0;
+    do {
+        MYSQL_RES *meta = mysql_stmt_result_metadata(st);
+        if (!meta) continue;
+        if (mysql_stmt_store_result(st) != 0) {
+            fail_stmt(w, j, st);
+            rc = -1;
+        } else if (j->kind == DB_JOB_QUERY && j->result.len == 0) {
+            rc = fetch_rows(w, j, st, meta);
+        }
+        mysql_free_result(meta);
+        mysql_stmt_free_result(st);
+    } while (rc == 0 && mysql_stmt_more_results(st) && mysql_stmt_next_result(st) == 0);
+    return rc;
+}
+
+/* Runs j's statement once. Returns 0, -1 on failure (j failed), or 1 when the cached
+ * statement must be prepared again (it was evicted). */
+static int execute_once(db_worker *w, db_job *j) {
+    db_stmt *s = stmt_get(w, j);
+    if (!s) return -1;
+    if (bind_params(w, j, s->stmt) != 0) return -1;
+    j->ran = 1;
+    if (mysql_stmt_execute(s->stmt) != 0) {
+        if (mysql_stmt_errno(s->stmt) == ER_NEED_REPREPARE) {
+            stmt_drop(w, s);
+            return 1;
+        }
+        fail_stmt(w, j, s->stmt);
+        return -1;
+    }
+    if (read_results(w, j, s->stmt) != 0) return -1;
+    j->affected = mysql_stmt_affected_rows(s->stmt);
+    j->insert_id = mysql_stmt_insert_id(s->stmt);
+    return 0;
+}
+
+static void run_statement(db_worker *w, db_job *j) {
+    if (execute_once(w, j) == 1 && execute_once(w, j) == 1)
+        job_fail(j, ER_NEED_REPREPARE, "", "the statement had to be prepared again twice");
+}
+
+/* ---- transactions -------------------------------------------------------------------- */
+
+/* Pooled connections always go back with autocommit on; one where that cannot be ensured
+ * is dropped (a new connection starts with autocommit on). */
+static void restore_autocommit(db_worker *w) {
+    if (w->conn && !w->broken && mysql_autocommit(w->conn, 1) != 0) w->broken = 1;
+}
+
+static void run_begin(db_worker *w, db_job *j) {
+    if (worker_ready(w, j) != 0) return;
+    if (mysql_autocommit(w->conn, 0) != 0 ||
+        mysql_real_query(w->conn, "START TRANSACTION", 17) != 0) {
+        fail_conn(w, j);
+        restore_autocommit(w);
+    }
+}
+
+static void run_finish(db_worker *w, db_job *j) {
+    int commit = j->kind == DB_JOB_COMMIT;
+    if (worker_in_tx(w, j) != 0) return; /* the server rolled back when the connection went */
+    if ((commit ? mysql_commit(w->conn) : mysql_rollback(w->conn)) != 0) {
+        fail_conn(w, j);
+        if (commit && !w->broken) mysql_rollback(w->conn);
+    }
+    restore_autocommit(w);
+}
+
+/* ---- the thread ---------------------------------------------------------------------- */
+
+static void run_job(db_worker *w, db_job *j) {
+    switch (j->kind) {
+    case DB_JOB_BEGIN:
+        run_begin(w, j);
+        break;
+    case DB_JOB_COMMIT:
+    case DB_JOB_ROLLBACK:
+        run_finish(w, j);
+        break;
+    case DB_JOB_QUERY:
+    case DB_JOB_EXEC:
+        if ((j->tx ? worker_in_tx(w, j) : worker_ready(w, j)) == 0) run_statement(w, j);
+        break;
+    }
+    w->last_used_ms = now_ms();
+}
+
+/* Signalling under done_mu: once the loop has seen the job, the send is over, so the loop
+ * may close the async handle as soon as every worker is idle. */
+static void complete(db_worker *w, db_job *j) {
+    struct db_pool *p = w->pool;
+    uv_mutex_lock(&p->done_mu);
+    list_push_back(&p->done, &j->link);
+    if (!p->async_closed) uv_async_send(&p->async);
+    uv_mutex_unlock(&p->done_mu);
+}
+
+static db_job *take_job(db_worker *w) {
+    uv_mutex_lock(&w->mu);
+    while (!w->next && !w->quit)
+        uv_cond_wait(&w->cv, &w->mu);
+    db_job *j = w->next;
+    w->next = NULL;
+    uv_mutex_unlock(&w->mu);
+    return j;
+}
+
+static void worker_main(void *arg) {
+    db_worker *w = arg;
+    mysql_thread_init();
+    db_job *j;
+    while ((j = take_job(w)) != NULL) {
+        run_job(w, j);
+        complete(w, j);
+    }
+    worker_disconnect(w);
+    mysql_thread_end();
+}
+
+int db_worker_start(db_worker *w, struct db_pool *p) {
+    w->pool = p;
+    list_init(&w->stmts);
+    list_init(&w->idle_link);
+    uv_mutex_init(&w->mu);
+    uv_cond_init(&w->cv);
+    int rc = uv_thread_create(&w->thread, worker_main, w);
+    if (rc != 0) {
+        uv_cond_destroy(&w->cv);
+        uv_mutex_destroy(&w->mu);
+    }
+    return rc;
+}
+
+void db_worker_post(db_worker *w, db_job *j) {
+    uv_mutex_lock(&w->mu);
+    w->next = j;
+    uv_cond_signal(&w->cv);
+    uv_mutex_unlock(&w->mu);
+}
+
+void db_worker_stop(db_worker *w) {
+    uv_mutex_lock(&w->mu);
+    w->quit = 1;
+    uv_cond_signal(&w->cv);
+    uv_mutex_unlock(&w->mu);
+    uv_thread_join(&w->thread);
+    uv_cond_destroy(&w->cv);
+    uv_mutex_destroy(&w->mu);
+}

@@ -11,7 +11,6 @@ function M.lock(uid) return "lock:lock_" .. uid end                -- per-user l
 M.LOGIN_COUNT = "logincount"                                       -- hash: server -> sessions
 M.CHAT_SERVERS = "chatservers"                                     -- set of chat server names
 function M.chat_server(name) return "chatserver_" .. name end      -- liveness: {host,port,rpc}
-M.STATUS_ROUND_ROBIN = "status_rr"                                  -- tie-breaker counter
 function M.rate(kind, id) return "rate:" .. kind .. ":" .. id end  -- rate-limit counters
 
 return M

@@ -11,10 +11,7 @@ local M = {}
 
 M["StatusService.GetChatServer"] = function(req)
     if not validate.uid(req.uid) then return { error = errors.UidInvalid } end
-    local token = host.crypto.random_hex(16) -- 128 bits
-    -- the token is stored in the same round trip that reads the servers' state
-    local alive, tie = servers.live({ "SET", keys.token(req.uid), token, "EX",
-        host.config.self.token_ttl_s })
+    local alive, tie = servers.live()
     if not alive then
         host.log.warn("GetChatServer: redis: ", tie)
         return { error = errors.RPCFailed }
@@ -22,6 +19,12 @@ M["StatusService.GetChatServer"] = function(req)
     local s = #alive > 0 and policy.choose(alive, tie)
     if not s then
         host.log.warn("GetChatServer: no live chat server")
+        return { error = errors.RPCFailed }
+    end
+    local token = host.crypto.random_hex(16) -- 128 bits
+    local ok, err = host.redis.call("SET", keys.token(req.uid), token, "EX", host.config.self.token_ttl_s)
+    if not ok then
+        host.log.warn("GetChatServer: redis: ", err)
         return { error = errors.RPCFailed }
     end
     return { error = errors.Success, host = s.host, port = s.port, token = token }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# bench/grpc_status.sh [CALLS] [IN_FLIGHT]: GetChatServer against one status process with
+# a private Redis and two live chat servers announced in it. Prints what grpc_load.lua
+# measures. Needs a built tree (make build).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
+. "$ROOT/tools/services.sh"
+TMP=$(mktemp -d /tmp/chathost-bench.XXXXXX)
+STATUS_PID=
+cleanup() {
+  [ -n "$STATUS_PID" ] && kill "$STATUS_PID" 2>/dev/null || true
+  redis_stop "$TMP/redis" || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+REDIS_PORT=$(free_port $((27000 + RANDOM % 1000)))
+STATUS_PORT=$(free_port $((21000 + RANDOM % 1000)))
+redis_start "$TMP/redis" "$REDIS_PORT"
+cat >"$TMP/config.lua" <<CFG
+return {
+  log = { level = "warn" },
+  scripts = { dir = "$ROOT/scripts", watch = false },
+  redis = { port = $REDIS_PORT },
+  status = { port = $STATUS_PORT, admin_port = 0 },
+  chat = { instances = { chat1 = { host = "127.0.0.1", port = 8090 }, chat2 = { host = "127.0.0.1", port = 8091 } } },
+}
+CFG
+for s in chat1:8090 chat2:8091; do
+  redis-cli -p "$REDIS_PORT" set "chatserver_${s%%:*}" "{\"host\":\"127.0.0.1\",\"port\":${s##*:}}" >/dev/null
+done
+redis-cli -p "$REDIS_PORT" hset logincount chat1 10 chat2 12 >/dev/null
+${STATUS_WRAPPER:-} "$BIN" status -c "$TMP/config.lua" &
+STATUS_PID=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$STATUS_PORT") 2>/dev/null && break; sleep 0.05; done
+"$BIN" exec "$ROOT/bench/grpc_load.lua" "127.0.0.1:$STATUS_PORT" "$STATUS_PID" "${1:-100000}" "${2:-64}" \
+  -c "$TMP/config.lua"

@@ -81,9 +81,8 @@ static int log_lua(lua_State *L, enum log_level level) {
     int n = lua_gettop(L);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    for (int i = 1; i <= n; i++) {
+    for (int i = 1; i <= n; i++) { /* concatenated as they are, like ngx.log */
         size_t len;
-        if (i > 1) luaL_addchar(&b, ' ');
         vm_tostring(L, i, &len);
         luaL_addvalue(&b);
     }

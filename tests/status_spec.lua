@@ -135,7 +135,39 @@ return M
     end)
 end)
 
-describe("role start-up", function()
+describe("role start-up and shutdown", function()
+    it("shuts down cleanly on SIGTERM with calls in flight", function()
+        local slow = roles.start { role = "status", copy_scripts = true,
+            edit = function(dir)
+                local path = dir .. "/status/init.lua"
+                local src = assert(host.fs.read(path))
+                src = src:gsub('(M%["StatusService.Login"%] = function%(req%))', "%1 host.timer.sleep(5000)")
+                assert(host.fs.write(path, src))
+            end,
+            config = function(port) return { status = { port = port, admin_port = 0 } } end }
+        local calls = {}
+        for i = 1, 5 do
+            calls[i] = host.spawn(host.grpc.call, "127.0.0.1:" .. slow.port, "StatusService.Login",
+                { uid = i, token = "x" }, { timeout_ms = 20000 })
+        end
+        assert(slow:await("", 100))
+        host.timer.sleep(200) -- the calls reach their handlers
+        local t0 = host.timer.monotonic()
+        assert(slow.proc:kill("TERM"))
+        for i = 1, 5 do
+            local ok, rsp, err, code = calls[i]:wait()
+            assert.is_true(ok)
+            assert.is_nil(rsp)
+            assert.equal(host.grpc.status.UNAVAILABLE, code, err)
+        end
+        local log = slow:log()
+        local status, sig = slow.proc:wait(10000)
+        assert.same({ 0, 0 }, { status, sig })
+        assert.truthy(host.timer.monotonic() - t0 < 3000) -- did not wait for the sleeping handlers
+        assert.is_nil(log:find("assertion failed", 1, true))
+        slow:stop()
+    end)
+
     it("exits 2 with one line when its gRPC port is taken", function()
         local blocker = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = {} })
         local dir = assert(host.fs.mkdtemp("status"))

@@ -19,8 +19,8 @@ if [ ! -f "$RUN/secrets.env" ]; then
 fi
 set -a; . "$RUN/secrets.env"; set +a
 
-read -r REDIS_PORT MYSQL_PORT MYSQL_USER MYSQL_DB MAIL_URL < <("$BIN" config redis.port \
-  mysql.port mysql.user mysql.database mail.url | tr '\n' ' ')
+settings=$("$BIN" config redis.port mysql.port mysql.user mysql.database mail.url) || exit 2
+read -r REDIS_PORT MYSQL_PORT MYSQL_USER MYSQL_DB MAIL_URL <<<"$(echo $settings)"
 
 pids=()
 stopping=0
@@ -61,7 +61,8 @@ mapfile -t roles < <("$BIN" config roles)
 for r in "${roles[@]}"; do
   read -r role name <<<"$r"
   name=${name:-$role}
-  "$BIN" "$role" --name "$name" > >(sed -u "s/^/[$name] /") 2>&1 &
+  # the prefixer ignores Ctrl-C so it prints the role's last lines as it shuts down
+  "$BIN" "$role" --name "$name" > >(trap '' INT; exec sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
   echo "[run] started $name (pid $!)"
 done

@@ -37,11 +37,13 @@ function M.copy_scripts(dir)
     return dir .. "/scripts"
 end
 
--- start{role=, name=?, config=function(port) -> table, copy_scripts=?, env=?, ready=pattern?}
+-- start{role=, name=?, config=function(port) -> table, copy_scripts=?, edit=function(dir)?,
+--       env=?, ready=pattern?}  (edit changes the private scripts copy before the start)
 -- The config function gets a fresh free port (retried if the role cannot bind it).
 function M.start(opts)
     local dir = assert(host.fs.mkdtemp("role"))
     local scripts = opts.copy_scripts and M.copy_scripts(dir) or (host.root .. "/scripts")
+    if opts.edit then opts.edit(scripts) end
     for _ = 1, 5 do
         local port = M.free_port()
         local cfg = opts.config(port)

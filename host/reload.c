@@ -180,11 +180,13 @@ static int l_open(lua_State *L) {
     r->app = app;
     r->role = opt_field_str(L, "role", app->role);
     char *dir_cfg = cfg_str(app, "scripts.dir", "scripts");
-    char def_dir[PATH_MAX];
-    snprintf(def_dir, sizeof def_dir, "%s%s%s", dir_cfg[0] == '/' ? "" : app->root,
-             dir_cfg[0] == '/' ? "" : "/", dir_cfg);
+    char *def_dir = NULL; /* scripts.dir, relative to the config file's folder */
+    if (asprintf(&def_dir, "%s%s%s", dir_cfg[0] == '/' ? "" : app->root,
+                 dir_cfg[0] == '/' ? "" : "/", dir_cfg) < 0)
+        def_dir = NULL;
     free(dir_cfg);
     r->dir = opt_field_str(L, "dir", def_dir);
+    free(def_dir);
     lua_getfield(L, 1, "debounce_ms");
     r->debounce_ms = (unsigned)luaL_optinteger(L, -1, cfg_int(app, "scripts.reload_debounce_ms", 100));
     lua_getfield(L, 1, "watch");

@@ -1,34 +1,26 @@
 /* crypto.c: host.crypto. Random tokens and codes from libsodium, and argon2id password
- * hashing on libuv's thread pool: at most crypto.max_concurrent hashes run at once (each
- * takes crypto.argon2_memlimit_kib of memory), at most crypto.max_waiting wait for a turn,
- * and none waits longer than crypto.wait_timeout_ms; beyond those limits: nil, "busy". */
+ * hashing on libuv's thread pool through a workq: at most crypto.max_concurrent hashes run
+ * at once (each takes crypto.argon2_memlimit_kib of memory), at most crypto.max_waiting
+ * wait for a turn, none longer than crypto.wait_timeout_ms; beyond: nil, "busy". */
 #include <lauxlib.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-#include "sched.h"
+#include "workq.h"
 
 struct crypto_pool {
-    struct app *app;
-    int active, max_active;
-    size_t waiting, max_waiting;
+    workq q;
     unsigned long long opslimit;
     size_t memlimit;
-    uint64_t wait_timeout_ms;
-    list_node queue;
-    uv_timer_t timer; /* expires waiting jobs */
-    unsigned long hashes, verifies, busy;
+    unsigned long hashes, verifies;
 };
 
 typedef struct hash_job {
-    uv_work_t work;
-    list_node link;
+    workq_job base;
     struct crypto_pool *pool;
-    task_t *task;           /* NULL once cancelled */
     int verify;
-    uint64_t queued_at;
     char *password;
     size_t password_len;
     char hash[crypto_pwhash_STRBYTES];
@@ -38,20 +30,17 @@ typedef struct hash_job {
 static struct crypto_pool *pool_get(struct app *app) {
     if (app->crypto) return app->crypto;
     struct crypto_pool *p = calloc(1, sizeof *p);
-    p->app = app;
-    p->max_active = (int)cfg_int(app, "crypto.max_concurrent", 2);
-    p->max_waiting = (size_t)cfg_int(app, "crypto.max_waiting", 1000);
+    workq_init(&p->q, app, (int)cfg_int(app, "crypto.max_concurrent", 2),
+               (size_t)cfg_int(app, "crypto.max_waiting", 1000),
+               (uint64_t)cfg_int(app, "crypto.wait_timeout_ms", 5000));
     p->opslimit = (unsigned long long)cfg_int(app, "crypto.argon2_opslimit", 2);
     p->memlimit = (size_t)cfg_int(app, "crypto.argon2_memlimit_kib", 19456) * 1024;
-    p->wait_timeout_ms = (uint64_t)cfg_int(app, "crypto.wait_timeout_ms", 5000);
-    list_init(&p->queue);
-    uv_timer_init(app->loop, &p->timer);
-    p->timer.data = p;
     app->crypto = p;
     return p;
 }
 
-static void job_free(hash_job *j) {
+static void job_release(workq_job *base) {
+    hash_job *j = (hash_job *)base;
     if (j->password) {
         sodium_memzero(j->password, j->password_len);
         free(j->password);
@@ -60,8 +49,9 @@ static void job_free(hash_job *j) {
     free(j);
 }
 
-static void work_run(uv_work_t *w) {
-    hash_job *j = w->data;
+/* On a pool thread. */
+static void job_run(workq_job *base) {
+    hash_job *j = (hash_job *)base;
     struct crypto_pool *p = j->pool;
     if (j->verify)
         j->rc = crypto_pwhash_str_verify(j->hash, j->password, j->password_len);
@@ -69,138 +59,54 @@ static void work_run(uv_work_t *w) {
         j->rc = crypto_pwhash_str(j->hash, j->password, j->password_len, p->opslimit, p->memlimit);
 }
 
-static void pool_next(struct crypto_pool *p);
-
-static void work_done(uv_work_t *w, int status) {
-    hash_job *j = w->data;
-    struct crypto_pool *p = j->pool;
-    p->active--;
-    task_t *t = j->task;
-    if (t) {
-        if (j->verify) {
-            lua_pushboolean(t->co, j->rc == 0);
-            sched_resume(t, 1);
-        } else if (j->rc == 0) {
-            lua_pushstring(t->co, j->hash);
-            sched_resume(t, 1);
-        } else {
-            sched_resume_error(t, "out of memory while hashing");
-        }
-    }
-    job_free(j);
-    if (!p->app->stopping) pool_next(p);
-}
-
-static void job_start(struct crypto_pool *p, hash_job *j) {
-    p->active++;
-    j->verify ? p->verifies++ : p->hashes++;
-    j->work.data = j;
-    uv_queue_work(p->app->loop, &j->work, work_run, work_done);
-}
-
-static void expire_waiting(uv_timer_t *timer);
-
-static void arm_timer(struct crypto_pool *p) {
-    if (list_empty(&p->queue)) {
-        uv_timer_stop(&p->timer);
-        return;
-    }
-    hash_job *head = LIST_ENTRY(p->queue.next, hash_job, link);
-    uint64_t now = uv_now(p->app->loop), due = head->queued_at + p->wait_timeout_ms;
-    uv_timer_start(&p->timer, expire_waiting, due > now ? due - now : 0, 0);
-}
-
-static void pool_next(struct crypto_pool *p) {
-    while (p->active < p->max_active && !list_empty(&p->queue)) {
-        hash_job *j = LIST_ENTRY(list_pop_front(&p->queue), hash_job, link);
-        p->waiting--;
-        job_start(p, j);
-    }
-    arm_timer(p);
-}
-
-static void expire_waiting(uv_timer_t *timer) {
-    struct crypto_pool *p = timer->data;
-    uint64_t now = uv_now(p->app->loop);
-    while (!list_empty(&p->queue)) {
-        hash_job *j = LIST_ENTRY(p->queue.next, hash_job, link);
-        if (j->queued_at + p->wait_timeout_ms > now) break;
-        list_remove(&j->link);
-        p->waiting--;
-        p->busy++;
-        task_t *t = j->task;
-        job_free(j);
-        if (t) sched_resume_error(t, "busy");
-    }
-    arm_timer(p);
-}
-
-static void job_cancel(void *op) {
-    hash_job *j = op;
-    if (j->link.next != &j->link) { /* still waiting for a turn */
-        list_remove(&j->link);
-        j->pool->waiting--;
-        job_free(j);
-        return;
-    }
-    j->task = NULL; /* running on a worker: dropped when it completes */
-}
-
-/* Queues the job or runs it now; returns lua_yield's value, or pushes nil, "busy". */
-static int job_submit(lua_State *L, hash_job *j, const char *fname) {
-    struct crypto_pool *p = j->pool;
-    if (p->app->stopping || (p->active >= p->max_active && p->waiting >= p->max_waiting)) {
-        p->busy++;
-        job_free(j);
-        lua_pushnil(L);
-        lua_pushliteral(L, "busy");
-        return 2;
-    }
-    j->task = sched_need(L, fname);
-    list_init(&j->link);
-    if (p->active < p->max_active) {
-        job_start(p, j);
+static void job_finish(workq_job *base, task_t *t) {
+    hash_job *j = (hash_job *)base;
+    if (j->verify) {
+        lua_pushboolean(t->co, j->rc == 0);
+        sched_resume(t, 1);
+    } else if (j->rc == 0) {
+        lua_pushstring(t->co, j->hash);
+        sched_resume(t, 1);
     } else {
-        j->queued_at = uv_now(p->app->loop);
-        list_push_back(&p->queue, &j->link);
-        p->waiting++;
-        if (p->waiting == 1) arm_timer(p);
+        sched_resume_error(t, "out of memory while hashing");
     }
-    sched_suspend(j->task, job_cancel, j);
-    return lua_yield(L, 0);
 }
 
-static hash_job *job_new(lua_State *L, int pw_idx) {
+static hash_job *job_new(lua_State *L, int pw_idx, int verify) {
     size_t len;
     const char *pw = luaL_checklstring(L, pw_idx, &len);
     hash_job *j = calloc(1, sizeof *j);
     j->pool = pool_get(app_from(L));
+    j->verify = verify;
+    verify ? j->pool->verifies++ : j->pool->hashes++;
     j->password = malloc(len + 1);
     memcpy(j->password, pw, len + 1);
     j->password_len = len;
+    j->base.run = job_run;
+    j->base.finish = job_finish;
+    j->base.release = job_release;
     return j;
 }
 
 /* hash_password(pw) -> "$argon2id$..." | nil, err   (yields) */
 static int l_hash_password(lua_State *L) {
-    sched_need(L, "host.crypto.hash_password");
-    return job_submit(L, job_new(L, 1), "host.crypto.hash_password");
+    hash_job *j = job_new(L, 1, 0);
+    return workq_submit(L, &j->pool->q, &j->base, "host.crypto.hash_password");
 }
 
 /* verify_password(hash, pw) -> true | false | nil, err   (yields) */
 static int l_verify_password(lua_State *L) {
     size_t hlen;
     const char *hash = luaL_checklstring(L, 1, &hlen);
-    sched_need(L, "host.crypto.verify_password");
+    luaL_checkstring(L, 2);
     if (hlen >= crypto_pwhash_STRBYTES || strncmp(hash, "$argon2id$", 10) != 0) {
-        luaL_checkstring(L, 2);
+        sched_need(L, "host.crypto.verify_password");
         lua_pushboolean(L, 0); /* not an argon2id hash: never matches */
         return 1;
     }
-    hash_job *j = job_new(L, 2);
-    j->verify = 1;
+    hash_job *j = job_new(L, 2, 1);
     memcpy(j->hash, hash, hlen + 1);
-    return job_submit(L, j, "host.crypto.verify_password");
+    return workq_submit(L, &j->pool->q, &j->base, "host.crypto.verify_password");
 }
 
 /* needs_rehash(hash) -> bool: made with other cost parameters than the configured ones */
@@ -241,32 +147,16 @@ static int l_equal(lua_State *L) {
 
 static int l_stats(lua_State *L) {
     struct crypto_pool *p = pool_get(app_from(L));
-    lua_createtable(L, 0, 5);
-    lua_pushinteger(L, p->active);
-    lua_setfield(L, -2, "active");
-    lua_pushinteger(L, (lua_Integer)p->waiting);
-    lua_setfield(L, -2, "waiting");
+    workq_push_stats(L, &p->q);
     lua_pushnumber(L, (lua_Number)p->hashes);
     lua_setfield(L, -2, "hashes");
     lua_pushnumber(L, (lua_Number)p->verifies);
     lua_setfield(L, -2, "verifies");
-    lua_pushnumber(L, (lua_Number)p->busy);
-    lua_setfield(L, -2, "busy");
     return 1;
 }
 
 void crypto_shutdown(struct app *app) {
-    struct crypto_pool *p = app->crypto;
-    if (!p) return;
-    while (!list_empty(&p->queue)) {
-        hash_job *j = LIST_ENTRY(list_pop_front(&p->queue), hash_job, link);
-        task_t *t = j->task;
-        job_free(j);
-        if (t) sched_resume_error(t, "shutting down");
-    }
-    uv_close((uv_handle_t *)&p->timer, NULL);
-    /* running jobs finish on the thread pool; uv_run waits for them; p is freed with the
-     * process */
+    if (app->crypto) workq_close(&app->crypto->q);
 }
 
 int crypto_open(lua_State *L) {

@@ -1,6 +1,7 @@
 /* mail.c: host.mail.send{to=, subject=, body=} -> true | nil, err. SMTP with libcurl on
- * libuv's thread pool (curl_easy_perform blocks), at most mail.max_concurrent at once and
- * mail.max_waiting queued; server, TLS mode, credentials and timeout from config `mail`. */
+ * libuv's thread pool through a workq (curl_easy_perform blocks): at most
+ * mail.max_concurrent at once, mail.max_waiting queued; server, TLS mode, credentials and
+ * timeout from config `mail`. */
 #include <curl/curl.h>
 #include <sodium.h>
 #include <lauxlib.h>
@@ -9,27 +10,22 @@
 #include <time.h>
 
 #include "log.h"
-#include "sched.h"
+#include "workq.h"
 
 typedef struct mail_pool {
-    struct app *app;
+    workq q;
     char *url, *from, *from_addr, *user, *password, *tls;
     long timeout_ms;
-    int active, max_active;
-    size_t waiting, max_waiting;
-    list_node queue;
-    unsigned long sent, failed, busy;
+    unsigned long sent, failed;
 } mail_pool;
 
 typedef struct mail_job {
-    uv_work_t work;
-    list_node link;
+    workq_job base;
     mail_pool *pool;
-    task_t *task;
     char *to, *message;
     size_t len, pos;
+    int ran; /* run() happened: the outcome is counted and failures logged */
     CURLcode rc;
-    long smtp_code;
     char errbuf[CURL_ERROR_SIZE];
 } mail_job;
 
@@ -45,7 +41,10 @@ static char *bare_address(const char *s) {
 static mail_pool *pool_get(struct app *app) {
     if (pool_instance) return pool_instance;
     mail_pool *p = calloc(1, sizeof *p);
-    p->app = app;
+    /* a mail waits for a turn at most as long as one may take to send */
+    workq_init(&p->q, app, (int)cfg_int(app, "mail.max_concurrent", 2),
+               (size_t)cfg_int(app, "mail.max_waiting", 100),
+               (uint64_t)cfg_int(app, "mail.timeout_ms", 10000));
     p->url = cfg_str(app, "mail.url", "smtp://127.0.0.1:2525");
     p->from = cfg_str(app, "mail.from", "chathost <noreply@chathost.local>");
     p->from_addr = bare_address(p->from);
@@ -53,9 +52,6 @@ static mail_pool *pool_get(struct app *app) {
     p->password = cfg_str(app, "mail.password", NULL);
     p->tls = cfg_str(app, "mail.tls", "none");
     p->timeout_ms = (long)cfg_int(app, "mail.timeout_ms", 10000);
-    p->max_active = (int)cfg_int(app, "mail.max_concurrent", 2);
-    p->max_waiting = (size_t)cfg_int(app, "mail.max_waiting", 100);
-    list_init(&p->queue);
     pool_instance = p;
     return p;
 }
@@ -70,8 +66,9 @@ static size_t read_body(char *buf, size_t size, size_t n, void *ud) {
 }
 
 /* Runs on a pool thread. */
-static void work_send(uv_work_t *w) {
-    mail_job *j = w->data;
+static void job_run(workq_job *base) {
+    mail_job *j = (mail_job *)base;
+    j->ran = 1;
     mail_pool *p = j->pool;
     CURL *c = curl_easy_init();
     struct curl_slist *rcpt = curl_slist_append(NULL, j->to);
@@ -89,65 +86,39 @@ static void work_send(uv_work_t *w) {
     if (p->user) curl_easy_setopt(c, CURLOPT_USERNAME, p->user);
     if (p->password) curl_easy_setopt(c, CURLOPT_PASSWORD, p->password);
     j->rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &j->smtp_code);
     curl_slist_free_all(rcpt);
     curl_easy_cleanup(c);
 }
 
-static void job_free(mail_job *j) {
+static void job_release(workq_job *base) {
+    mail_job *j = (mail_job *)base;
     free(j->to);
     free(j->message);
     free(j);
 }
 
-static void pool_next(mail_pool *p);
-
-static void work_done(uv_work_t *w, int status) {
-    mail_job *j = w->data;
-    mail_pool *p = j->pool;
-    p->active--;
+static void job_finish(workq_job *base, task_t *t) {
+    mail_job *j = (mail_job *)base;
     if (j->rc == CURLE_OK) {
-        p->sent++;
-    } else {
-        p->failed++;
-        log_warn("mail to %s failed: %s (%s)", j->to, curl_easy_strerror(j->rc), j->errbuf);
-    }
-    if (j->task) {
-        if (j->rc == CURLE_OK) {
-            lua_pushboolean(j->task->co, 1);
-            sched_resume(j->task, 1);
-        } else {
-            char err[CURL_ERROR_SIZE + 64];
-            snprintf(err, sizeof err, "smtp: %s", j->errbuf[0] ? j->errbuf : curl_easy_strerror(j->rc));
-            sched_resume_error(j->task, err);
-        }
-    }
-    job_free(j);
-    if (!p->app->stopping) pool_next(p);
-}
-
-static void job_start(mail_pool *p, mail_job *j) {
-    p->active++;
-    j->work.data = j;
-    uv_queue_work(p->app->loop, &j->work, work_send, work_done);
-}
-
-static void pool_next(mail_pool *p) {
-    while (p->active < p->max_active && !list_empty(&p->queue)) {
-        p->waiting--;
-        job_start(p, LIST_ENTRY(list_pop_front(&p->queue), mail_job, link));
-    }
-}
-
-static void job_cancel(void *op) {
-    mail_job *j = op;
-    if (j->link.next != &j->link) {
-        list_remove(&j->link);
-        j->pool->waiting--;
-        job_free(j);
+        lua_pushboolean(t->co, 1);
+        sched_resume(t, 1);
         return;
     }
-    j->task = NULL;
+    char err[CURL_ERROR_SIZE + 64];
+    snprintf(err, sizeof err, "smtp: %s", j->errbuf[0] ? j->errbuf : curl_easy_strerror(j->rc));
+    sched_resume_error(t, err);
+}
+
+/* Counts and logs every outcome, also of mails whose task is gone. */
+static void job_release_counted(workq_job *base) {
+    mail_job *j = (mail_job *)base;
+    if (j->ran && j->rc == CURLE_OK) {
+        j->pool->sent++;
+    } else if (j->ran) {
+        j->pool->failed++;
+        log_warn("mail to %s failed: %s (%s)", j->to, curl_easy_strerror(j->rc), j->errbuf);
+    }
+    job_release(base);
 }
 
 /* RFC 2047 encoded word for a header value that is not plain ASCII. */
@@ -217,57 +188,31 @@ static int l_send(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     const char *to = field(L, "to", 1), *subject = field(L, "subject", 1);
     const char *body = field(L, "body", 0);
-    task_t *t = sched_need(L, "host.mail.send");
+    sched_need(L, "host.mail.send");
     mail_pool *p = pool_get(app);
-    if (app->stopping || (p->active >= p->max_active && p->waiting >= p->max_waiting)) {
-        p->busy++;
-        lua_pushnil(L);
-        lua_pushliteral(L, "busy");
-        return 2;
-    }
     mail_job *j = calloc(1, sizeof *j);
     j->pool = p;
-    j->task = t;
     j->to = bare_address(to);
     build_message(L, p, to, subject, body);
     j->message = strdup(lua_tolstring(L, -1, &j->len));
-    list_init(&j->link);
-    if (p->active < p->max_active) {
-        job_start(p, j);
-    } else {
-        list_push_back(&p->queue, &j->link);
-        p->waiting++;
-    }
-    sched_suspend(t, job_cancel, j);
-    return lua_yield(L, 0);
+    j->base.run = job_run;
+    j->base.finish = job_finish;
+    j->base.release = job_release_counted;
+    return workq_submit(L, &p->q, &j->base, "host.mail.send");
 }
 
 static int l_stats(lua_State *L) {
     mail_pool *p = pool_get(app_from(L));
-    lua_createtable(L, 0, 5);
-    lua_pushinteger(L, p->active);
-    lua_setfield(L, -2, "active");
-    lua_pushinteger(L, (lua_Integer)p->waiting);
-    lua_setfield(L, -2, "waiting");
+    workq_push_stats(L, &p->q);
     lua_pushnumber(L, (lua_Number)p->sent);
     lua_setfield(L, -2, "sent");
     lua_pushnumber(L, (lua_Number)p->failed);
     lua_setfield(L, -2, "failed");
-    lua_pushnumber(L, (lua_Number)p->busy);
-    lua_setfield(L, -2, "busy");
     return 1;
 }
 
 void mail_shutdown(struct app *app) {
-    mail_pool *p = pool_instance;
-    if (!p) return;
-    while (!list_empty(&p->queue)) {
-        mail_job *j = LIST_ENTRY(list_pop_front(&p->queue), mail_job, link);
-        task_t *t = j->task;
-        p->waiting--;
-        job_free(j);
-        if (t) sched_resume_error(t, "shutting down");
-    }
+    if (pool_instance) workq_close(&pool_instance->q);
 }
 
 int mail_open(lua_State *L) {

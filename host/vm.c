@@ -28,6 +28,7 @@ int json_open(lua_State *L);
 int pb_open(lua_State *L);
 int grpc_open(lua_State *L);
 int mail_open(lua_State *L);
+int tcp_client_open(lua_State *L);
 
 const char *vm_tostring(lua_State *L, int idx, size_t *len) {
     idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
@@ -137,6 +138,7 @@ WRAP(reload_open)
 WRAP(fs_open)
 WRAP(grpc_open)
 WRAP(mail_open)
+WRAP(tcp_client_open)
 
 static int open_spawn(lua_State *L) { return sched_open(L); }
 
@@ -152,6 +154,7 @@ static void build_host_table(lua_State *L, struct app *app) {
     attach(L, app, "fs", wrap_fs_open);
     attach(L, app, "grpc", wrap_grpc_open);
     attach(L, app, "mail", wrap_mail_open);
+    attach(L, app, "tcp", wrap_tcp_client_open);
     open_log(L);
     lua_setfield(L, -2, "log");
     lua_getfield(L, -1, "timer");

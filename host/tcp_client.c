@@ -1,0 +1,481 @@
+/* tcp_client.c: host.tcp.connect, an outgoing TCP stream for scripts and specs (the
+ * terminal client, raw-socket tests of the gate and chat servers). Reads are buffered in C
+ * up to a bound (reading pauses beyond it) and served by mode: some bytes, exactly n, a
+ * line, up to a delimiter, or everything until the peer closes. Every wait has a timeout. */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "sched.h"
+
+#define CONN_MT "chathost.tcp"
+#define DEFAULT_TIMEOUT_MS 10000
+#define DEFAULT_MAX_BUFFER (16 << 20)
+
+enum read_mode { READ_SOME, READ_EXACT, READ_UNTIL, READ_ALL };
+
+typedef struct tcp_ud tcp_ud;
+
+typedef struct tcp_conn {
+    tracked track;
+    struct app *app;
+    uv_tcp_t handle;
+    uv_timer_t timer;       /* the current read's (or connect's) timeout */
+    uv_timer_t wtimer;      /* the current send's timeout */
+    uv_connect_t connect_req;
+    char *buf;
+    size_t len, cap, max_buffer;
+    int eof, error;         /* peer closed / last read error (negative errno) */
+    int connected, closing, reading;
+    int open_handles;
+    /* one pending read (or connect) and one pending send, each with its timeout */
+    task_t *waiter;
+    task_t *writer;
+    enum read_mode mode;
+    size_t want;            /* bytes for READ_SOME/EXACT */
+    char *delim;
+    size_t delim_len;
+    int writes_pending;
+    struct write_req *pending_write; /* the send the waiter waits for */
+    int connect_ref;        /* the Lua object, anchored until the connect completes */
+    tcp_ud *ud;
+    int timeout_ms;
+} tcp_conn;
+
+struct tcp_ud {
+    tcp_conn *c;
+};
+
+typedef struct write_req {
+    uv_write_t req;
+    tcp_conn *c;
+    task_t *task; /* NULL once nobody waits for it */
+    char data[];
+} write_req;
+
+static void detach_write(tcp_conn *c) {
+    if (!c->pending_write) return;
+    c->pending_write->task = NULL;
+    c->pending_write = NULL;
+}
+
+static void conn_maybe_free(tcp_conn *c) {
+    if (c->open_handles > 0 || c->ud || c->writes_pending > 0) return;
+    free(c->buf);
+    free(c->delim);
+    free(c);
+}
+
+static void handle_closed(uv_handle_t *h) {
+    tcp_conn *c = h->data;
+    c->open_handles--;
+    conn_maybe_free(c);
+}
+
+/* ---- waiting --------------------------------------------------------------------------- */
+
+static void wait_end(tcp_conn *c) {
+    c->waiter = NULL;
+    uv_timer_stop(&c->timer);
+    free(c->delim);
+    c->delim = NULL;
+}
+
+static void wait_cancel(void *op) {
+    tcp_conn *c = op;
+    wait_end(c);
+}
+
+static void wait_timeout(uv_timer_t *t) {
+    tcp_conn *c = t->data;
+    task_t *w = c->waiter;
+    wait_end(c);
+    if (w) sched_resume_error(w, "timeout");
+}
+
+static void wait_begin(lua_State *L, tcp_conn *c, task_t *t, int timeout_ms) {
+    c->waiter = t;
+    uv_timer_start(&c->timer, wait_timeout, (uint64_t)timeout_ms, 0);
+    sched_suspend(t, wait_cancel, c);
+}
+
+static void write_wait_end(tcp_conn *c) {
+    c->writer = NULL;
+    detach_write(c);
+    uv_timer_stop(&c->wtimer);
+}
+
+static void write_wait_cancel(void *op) { write_wait_end(op); }
+
+static void write_timeout(uv_timer_t *t) {
+    tcp_conn *c = t->data;
+    task_t *w = c->writer;
+    write_wait_end(c);
+    if (w) sched_resume_error(w, "timeout");
+}
+
+static void buf_consume(tcp_conn *c, size_t n) {
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+static void reading_resume(tcp_conn *c);
+
+/* If the buffered data satisfies the read mode, pushes the result onto L (consuming it)
+ * and returns the number of values; 0 when it must wait. */
+static int try_read(tcp_conn *c, lua_State *L, enum read_mode mode, size_t want,
+                    const char *delim, size_t dlen) {
+    size_t take = 0;
+    switch (mode) {
+    case READ_SOME:
+        if (c->len == 0) break;
+        take = c->len < want ? c->len : want;
+        break;
+    case READ_EXACT:
+        if (c->len >= want) take = want;
+        break;
+    case READ_UNTIL: {
+        if (c->len < dlen) break;
+        for (size_t i = 0; i + dlen <= c->len; i++)
+            if (memcmp(c->buf + i, delim, dlen) == 0) {
+                take = i + dlen;
+                break;
+            }
+        break;
+    }
+    case READ_ALL:
+        if (!c->eof && !c->error) return 0;
+        lua_pushlstring(L, c->buf ? c->buf : "", c->len);
+        buf_consume(c, c->len);
+        return 1;
+    }
+    if (take > 0) {
+        size_t keep = mode == READ_UNTIL ? take - dlen : take; /* the delimiter is dropped */
+        lua_pushlstring(L, c->buf, keep);
+        buf_consume(c, take);
+        reading_resume(c);
+        return 1;
+    }
+    if (c->error || c->eof) {
+        lua_pushnil(L);
+        lua_pushstring(L, c->error ? uv_strerror(c->error) : "closed");
+        if (c->len > 0) { /* what arrived before the end, for diagnostics */
+            lua_pushlstring(L, c->buf, c->len);
+            return 3;
+        }
+        return 2;
+    }
+    return 0;
+}
+
+static void wake_reader(tcp_conn *c) {
+    task_t *w = c->waiter;
+    if (!w) return;
+    int n = try_read(c, w->co, c->mode, c->want, c->delim, c->delim_len);
+    if (n == 0) return;
+    wait_end(c);
+    sched_resume(w, n);
+}
+
+/* ---- reading ------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+    tcp_conn *c = h->data;
+    if (c->cap - c->len < 65536) {
+        size_t cap = c->cap ? c->cap : 65536;
+        while (cap - c->len < 65536) cap *= 2;
+        c->buf = realloc(c->buf, cap);
+        c->cap = cap;
+    }
+    *b = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+    tcp_conn *c = s->data;
+    if (n > 0) {
+        c->len += (size_t)n;
+        if (c->len >= c->max_buffer) { /* the script is not reading: stop until it does */
+            uv_read_stop(s);
+            c->reading = 0;
+        }
+    } else if (n == UV_EOF) {
+        c->eof = 1;
+    } else if (n < 0) {
+        c->error = (int)n;
+    }
+    if (n < 0) {
+        uv_read_stop(s);
+        c->reading = 0;
+    }
+    wake_reader(c);
+}
+
+static void reading_resume(tcp_conn *c) {
+    if (c->reading || c->eof || c->error || c->closing || !c->connected) return;
+    if (c->len >= c->max_buffer) return;
+    if (uv_read_start((uv_stream_t *)&c->handle, on_alloc, on_read) == 0) c->reading = 1;
+}
+
+/* ---- connecting ------------------------------------------------------------------------ */
+
+static void unref_connect(tcp_conn *c) {
+    if (c->connect_ref == LUA_NOREF) return;
+    luaL_unref(c->app->L, LUA_REGISTRYINDEX, c->connect_ref);
+    c->connect_ref = LUA_NOREF;
+}
+
+
+static void conn_close(tcp_conn *c) {
+    if (c->closing) return;
+    c->closing = 1;
+    track_del(&c->track);
+    task_t *w = c->waiter, *wr = c->writer;
+    if (w) wait_end(c);
+    if (wr) write_wait_end(c);
+    unref_connect(c);
+    uv_close((uv_handle_t *)&c->handle, handle_closed);
+    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    uv_close((uv_handle_t *)&c->wtimer, handle_closed);
+    if (w) sched_resume_error(w, "closed");
+    if (wr) sched_resume_error(wr, "closed");
+}
+
+static void track_close(tracked *t) { conn_close(LIST_ENTRY(t, tcp_conn, track)); }
+
+static void on_connect(uv_connect_t *req, int status) {
+    tcp_conn *c = req->data;
+    task_t *w = c->waiter;
+    if (status == UV_ECANCELED) return; /* closed while connecting */
+    if (w) wait_end(c);
+    if (status != 0) { /* the connection is useless: close it now, not at collection */
+        c->error = status;
+        conn_close(c);
+        if (w) sched_resume_error(w, uv_strerror(status));
+        return;
+    }
+    c->connected = 1;
+    reading_resume(c);
+    if (w) lua_rawgeti(w->co, LUA_REGISTRYINDEX, c->connect_ref);
+    unref_connect(c);
+    if (w) sched_resume(w, 1);
+}
+
+static int opt_int(lua_State *L, int idx, const char *k, int def) {
+    if (!lua_istable(L, idx)) return def;
+    lua_getfield(L, idx, k);
+    int v = (int)luaL_optinteger(L, -1, def);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* connect(host, port, {timeout_ms=, max_buffer=}?) -> conn | nil, err   (yields) */
+static int l_connect(lua_State *L) {
+    struct app *app = app_from(L);
+    const char *host = luaL_checkstring(L, 1);
+    int port = (int)luaL_checkinteger(L, 2);
+    int timeout = opt_int(L, 3, "timeout_ms", DEFAULT_TIMEOUT_MS);
+    task_t *t = sched_need(L, "host.tcp.connect");
+    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    const struct sockaddr *addr;
+    if (uv_ip4_addr(host, port, &a4) == 0)
+        addr = (const struct sockaddr *)&a4;
+    else if (uv_ip6_addr(host, port, &a6) == 0)
+        addr = (const struct sockaddr *)&a6;
+    else
+        return luaL_argerror(L, 1, "expected an IP address or localhost");
+    tcp_conn *c = calloc(1, sizeof *c);
+    c->app = app;
+    c->timeout_ms = opt_int(L, 3, "read_timeout_ms", timeout);
+    c->max_buffer = (size_t)opt_int(L, 3, "max_buffer", DEFAULT_MAX_BUFFER);
+    uv_tcp_init(app->loop, &c->handle);
+    uv_timer_init(app->loop, &c->timer);
+    uv_timer_init(app->loop, &c->wtimer);
+    c->handle.data = c->timer.data = c->wtimer.data = c->connect_req.data = c;
+    c->open_handles = 3;
+    c->connect_ref = LUA_NOREF;
+    uv_tcp_nodelay(&c->handle, 1);
+    tcp_ud *u = lua_newuserdata(L, sizeof *u);
+    u->c = c;
+    c->ud = u;
+    luaL_getmetatable(L, CONN_MT);
+    lua_setmetatable(L, -2);
+    track_add(app, &c->track, "socket", track_close);
+    int rc = uv_tcp_connect(&c->connect_req, &c->handle, addr, on_connect);
+    if (rc != 0) {
+        conn_close(c);
+        lua_pushnil(L);
+        lua_pushstring(L, uv_strerror(rc));
+        return 2;
+    }
+    lua_pushvalue(L, -1);
+    c->connect_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pushed as the result on connect */
+    wait_begin(L, c, t, timeout);
+    return lua_yield(L, 0);
+}
+
+/* ---- methods ------------------------------------------------------------------------- */
+
+static tcp_conn *check_conn(lua_State *L) {
+    tcp_ud *u = luaL_checkudata(L, 1, CONN_MT);
+    if (!u->c || u->c->closing) luaL_error(L, "tcp connection is closed");
+    return u->c;
+}
+
+static void on_write(uv_write_t *req, int status) {
+    write_req *w = (write_req *)req;
+    tcp_conn *c = w->c;
+    task_t *t = w->task;
+    c->writes_pending--;
+    if (c->pending_write == w) c->pending_write = NULL;
+    free(w);
+    if (t) write_wait_end(c);
+    if (t && status == 0) {
+        lua_pushboolean(t->co, 1);
+        sched_resume(t, 1);
+    } else if (t) {
+        sched_resume_error(t, uv_strerror(status));
+    }
+    conn_maybe_free(c);
+}
+
+/* conn:send(data) -> true | nil, err: waits until the kernel took the data */
+static int l_send(lua_State *L) {
+    tcp_conn *c = check_conn(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    task_t *t = sched_need(L, "conn:send");
+    if (c->error || !c->connected) {
+        lua_pushnil(L);
+        lua_pushstring(L, c->error ? uv_strerror(c->error) : "not connected");
+        return 2;
+    }
+    if (c->writer) return luaL_error(L, "conn:send: another send is pending");
+    write_req *w = malloc(sizeof *w + (len ? len : 1));
+    memcpy(w->data, data, len);
+    w->c = c;
+    w->task = t;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->handle, &b, 1, on_write);
+    if (rc != 0) {
+        free(w);
+        lua_pushnil(L);
+        lua_pushstring(L, uv_strerror(rc));
+        return 2;
+    }
+    c->writes_pending++;
+    c->pending_write = w;
+    /* the timeout bounds a peer that never reads */
+    c->writer = t;
+    uv_timer_start(&c->wtimer, write_timeout, (uint64_t)c->timeout_ms, 0);
+    sched_suspend(t, write_wait_cancel, c);
+    return lua_yield(L, 0);
+}
+
+static int read_common(lua_State *L, tcp_conn *c, enum read_mode mode, size_t want,
+                       const char *delim, size_t dlen, int timeout_arg) {
+    int timeout = (int)luaL_optinteger(L, timeout_arg, c->timeout_ms);
+    if (c->waiter) return luaL_error(L, "conn: another read is pending");
+    int n = try_read(c, L, mode, want, delim, dlen);
+    if (n > 0) return n;
+    task_t *t = sched_need(L, "conn:read");
+    c->mode = mode;
+    c->want = want;
+    c->delim = NULL;
+    c->delim_len = dlen;
+    if (delim) {
+        c->delim = malloc(dlen);
+        memcpy(c->delim, delim, dlen);
+    }
+    reading_resume(c);
+    wait_begin(L, c, t, timeout);
+    return lua_yield(L, 0);
+}
+
+/* conn:read(max?, timeout_ms?) -> 1..max bytes as soon as any arrived | nil, err */
+static int l_read(lua_State *L) {
+    tcp_conn *c = check_conn(L);
+    size_t max = (size_t)luaL_optinteger(L, 2, 65536);
+    luaL_argcheck(L, max > 0, 2, "must be > 0");
+    return read_common(L, c, READ_SOME, max, NULL, 0, 3);
+}
+
+/* conn:read_exactly(n, timeout_ms?) -> n bytes | nil, err, partial */
+static int l_read_exactly(lua_State *L) {
+    tcp_conn *c = check_conn(L);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n > 0, 2, "must be > 0");
+    return read_common(L, c, READ_EXACT, (size_t)n, NULL, 0, 3);
+}
+
+/* conn:read_until(delim, timeout_ms?) -> data before delim (delim consumed) | nil, err */
+static int l_read_until(lua_State *L) {
+    tcp_conn *c = check_conn(L);
+    size_t dlen;
+    const char *delim = luaL_checklstring(L, 2, &dlen);
+    luaL_argcheck(L, dlen > 0, 2, "must not be empty");
+    return read_common(L, c, READ_UNTIL, 0, delim, dlen, 3);
+}
+
+/* conn:read_all(timeout_ms?) -> everything until the peer closes */
+static int l_read_all(lua_State *L) {
+    tcp_conn *c = check_conn(L);
+    return read_common(L, c, READ_ALL, 0, NULL, 0, 2);
+}
+
+static void shutdown_done(uv_shutdown_t *req, int status) { free(req); }
+
+/* conn:shutdown() -> true: no more sends (the peer sees EOF); reading goes on */
+static int l_shutdown(lua_State *L) {
+    tcp_conn *c = check_conn(L);
+    uv_shutdown_t *req = malloc(sizeof *req);
+    if (uv_shutdown(req, (uv_stream_t *)&c->handle, shutdown_done) != 0) free(req);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_close(lua_State *L) {
+    tcp_ud *u = luaL_checkudata(L, 1, CONN_MT);
+    if (u->c) conn_close(u->c);
+    return 0;
+}
+
+/* conn:closed() -> true once the peer closed or the connection failed */
+static int l_closed(lua_State *L) {
+    tcp_ud *u = luaL_checkudata(L, 1, CONN_MT);
+    tcp_conn *c = u->c;
+    lua_pushboolean(L, !c || c->closing || c->eof || c->error);
+    return 1;
+}
+
+static int l_gc(lua_State *L) {
+    tcp_ud *u = luaL_checkudata(L, 1, CONN_MT);
+    tcp_conn *c = u->c;
+    if (!c) return 0;
+    u->c = NULL;
+    c->ud = NULL;
+    conn_close(c);
+    conn_maybe_free(c);
+    return 0;
+}
+
+int tcp_client_open(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"send", l_send},         {"read", l_read},   {"read_exactly", l_read_exactly},
+        {"read_until", l_read_until}, {"read_all", l_read_all}, {"shutdown", l_shutdown},
+        {"close", l_close},       {"closed", l_closed}, {NULL, NULL}};
+    luaL_newmetatable(L, CONN_MT);
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, l_connect, 1);
+    lua_setfield(L, -2, "connect");
+    return 1;
+}

@@ -1,0 +1,111 @@
+-- host.tcp: an outgoing TCP stream with buffered, mode-based reads and timeouts, tested
+-- against a real server (a Python echo/scripted peer).
+local host = require "host"
+
+-- A peer that sends `greeting`, then echoes what it reads until the client closes.
+local PEER = [[
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    mode = c.recv(1)
+    if mode == b"E":
+        while True:
+            d = c.recv(65536)
+            if not d: break
+            c.sendall(d)
+    elif mode == b"S":   # silent: read nothing, never answer
+        threading.Event().wait(30)
+    elif mode == b"C":   # send a line, then close
+        c.sendall(b"bye\r\npartial"); c.close(); return
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+]]
+
+describe("tcp client", function()
+    local peer, port
+
+    setup(function()
+        local dir = assert(host.fs.mkdtemp("tcp"))
+        assert(host.fs.write(dir .. "/peer.py", PEER))
+        peer = assert(host.proc.spawn({ "/usr/bin/python3", dir .. "/peer.py" }, { stdout = "capture" }))
+        while not port do
+            local out = peer:output()
+            port = tonumber(out:match("^(%d+)\n"))
+            if not port then host.timer.sleep(20) end
+        end
+    end)
+
+    teardown(function()
+        peer:kill("KILL")
+        peer:wait()
+    end)
+
+    it("connects, sends and reads in every mode", function()
+        local c = assert(host.tcp.connect("127.0.0.1", port))
+        assert(c:send("E"))
+        assert(c:send("line one\r\nline two\r\nABCDEFGH"))
+        assert.equal("line one", c:read_until("\r\n"))
+        assert.equal("line two", c:read_until("\r\n"))
+        assert.equal("ABCD", c:read_exactly(4))
+        assert.equal("EF", c:read(2))
+        assert.equal("GH", c:read())
+        c:close()
+    end)
+
+    it("moves a megabyte both ways", function()
+        local c = assert(host.tcp.connect("127.0.0.1", port))
+        assert(c:send("E"))
+        local blob = ("0123456789abcdef"):rep(65536)
+        local reader = host.spawn(function() return c:read_exactly(#blob) end)
+        assert(c:send(blob))
+        local ok, back = reader:wait()
+        assert.is_true(ok)
+        assert.equal(#blob, #back)
+        assert.equal(blob, back)
+        c:close()
+    end)
+
+    it("times out a read that gets nothing", function()
+        local c = assert(host.tcp.connect("127.0.0.1", port))
+        assert(c:send("S"))
+        local v, err = c:read(10, 50)
+        assert.is_nil(v)
+        assert.equal("timeout", err)
+        c:close()
+    end)
+
+    it("reports the peer closing, with what arrived before", function()
+        local c = assert(host.tcp.connect("127.0.0.1", port))
+        assert(c:send("C"))
+        assert.equal("bye", c:read_until("\r\n"))
+        local v, err, partial = c:read_until("\r\n")
+        assert.is_nil(v)
+        assert.equal("closed", err)
+        assert.equal("partial", partial)
+        assert.is_true(c:closed())
+        c:close()
+    end)
+
+    it("reads everything until the peer closes", function()
+        local c = assert(host.tcp.connect("127.0.0.1", port))
+        assert(c:send("C"))
+        assert.equal("bye\r\npartial", c:read_all())
+        c:close()
+    end)
+
+    it("fails to connect to a closed port with an error", function()
+        local c, err = host.tcp.connect("127.0.0.1", 1)
+        assert.is_nil(c)
+        assert.matches("refused", err)
+    end)
+
+    it("raises when used after close", function()
+        local c = assert(host.tcp.connect("127.0.0.1", port))
+        c:close()
+        assert.has_error(function() c:send("x") end, "closed")
+    end)
+end)

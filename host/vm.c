@@ -29,6 +29,8 @@ int pb_open(lua_State *L);
 int grpc_open(lua_State *L);
 int mail_open(lua_State *L);
 int tcp_client_open(lua_State *L);
+int http_server_open(lua_State *L);
+int metrics_open(lua_State *L);
 
 const char *vm_tostring(lua_State *L, int idx, size_t *len) {
     idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
@@ -139,8 +141,21 @@ WRAP(fs_open)
 WRAP(grpc_open)
 WRAP(mail_open)
 WRAP(tcp_client_open)
+WRAP(http_server_open)
+WRAP(metrics_open)
 
 static int open_spawn(lua_State *L) { return sched_open(L); }
+
+/* host.stats() -> {tasks_alive=, tasks_started=} */
+static int l_stats(lua_State *L) {
+    struct app *app = app_from(L);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, app->tasks_alive);
+    lua_setfield(L, -2, "tasks_alive");
+    lua_pushnumber(L, (lua_Number)app->tasks_started);
+    lua_setfield(L, -2, "tasks_started");
+    return 1;
+}
 
 static void build_host_table(lua_State *L, struct app *app) {
     lua_newtable(L);
@@ -155,8 +170,13 @@ static void build_host_table(lua_State *L, struct app *app) {
     attach(L, app, "grpc", wrap_grpc_open);
     attach(L, app, "mail", wrap_mail_open);
     attach(L, app, "tcp", wrap_tcp_client_open);
+    attach(L, app, "http", wrap_http_server_open);
+    attach(L, app, "metrics", wrap_metrics_open);
     open_log(L);
     lua_setfield(L, -2, "log");
+    lua_pushlightuserdata(L, app);
+    lua_pushcclosure(L, l_stats, 1);
+    lua_setfield(L, -2, "stats");
     lua_getfield(L, -1, "timer");
     lua_getfield(L, -1, "now");
     lua_setfield(L, -3, "now");

@@ -68,6 +68,20 @@ local SCHEMA = {
         resend_interval_s = int(60, 0, 86400),      -- at most one mail per address per interval
         mail_subject = str("Your chathost verification code"),
     },
+    gate = {
+        host = str("0.0.0.0"), port = int(8080, 1, 65535), admin_port = int(9100, 0, 65535),
+        workers = int(1, 1, 64),                    -- processes sharing the port (SO_REUSEPORT)
+        max_url_bytes = int(8192, 64, 1048576),     -- request target: beyond -> 414
+        max_header_bytes = int(16384, 256, 1048576),-- request line + headers: beyond -> 431
+        max_body_bytes = int(65536, 0, 67108864),   -- beyond -> 413
+        read_timeout_ms = int(10000, 10, 600000),   -- a whole request, from its first byte -> 408
+        idle_timeout_ms = int(60000, 10, 3600000),  -- a keep-alive connection with no request
+        handler_timeout_ms = int(30000, 10, 600000),-- a route handler's answer -> 504
+        max_connections = int(10000, 1, 1000000),   -- beyond: 503 and close
+        access_log = bool(true),                    -- one info line per request
+        accounts = { "table", false },              -- the account routes' settings (scripts/gate)
+    },
+    admin = { host = str("127.0.0.1") },            -- every role's /healthz and /metrics listener
     status = {
         host = str("127.0.0.1"), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
         token_ttl_s = int(86400, 60, 31536000),     -- chat login tokens (utoken_<uid>)
@@ -103,6 +117,8 @@ local function check(path, spec, v)
         if (min and v < min) or (max and v > max) then
             error(("%s: %d is out of range %d..%d"):format(path, v, min, max), 0)
         end
+    elseif kind == "table" then
+        if type(v) ~= "table" then error(("%s: expected a table"):format(path), 0) end
     elseif kind == "tls" then
         if v ~= "none" and v ~= "try" and v ~= "starttls" then
             error(("%s: expected none, try or starttls, got %s"):format(path, tostring(v)), 0)

@@ -1,8 +1,10 @@
 -- chathost.role: the entry point of a role process. Loads the role's scripts with hot
--- reload, starts the servers the role needs (gRPC for status, verify and chat), and runs
--- the scripts' optional start(). Servers find handlers through the loader on every call,
--- so a reload takes effect on the next request.
+-- reload, starts the servers the role needs (HTTP for the gate, gRPC for status, verify
+-- and chat, the admin listener for all), then runs the scripts' optional start(). Servers
+-- look handlers up in the current generation on every request, so a reload takes effect
+-- on the next one.
 local host = require "host"
+local admin = require "chathost.admin"
 
 local M = {}
 
@@ -10,8 +12,8 @@ local M = {}
 local GRPC_PORT = { status = "port", verify = "port", chat = "rpc_port" }
 
 local known_methods
--- Every "Service.Method" key of a handler table must name a method of the proto and hold a
--- function: a typo is caught when the scripts load, not when a call never arrives.
+-- "Service.Method" keys must name a method of the proto and hold a function; gate routes
+-- must be "METHOD /path" -> function. A typo fails the load, not a request much later.
 local function validate(handlers)
     if not known_methods then
         known_methods = {}
@@ -23,12 +25,50 @@ local function validate(handlers)
             if type(v) ~= "function" then return nil, k .. " must be a function" end
         end
     end
+    if host.role == "gate" then
+        if type(handlers.routes) ~= "table" then return nil, "routes must be a table" end
+        for k, v in pairs(handlers.routes) do
+            if type(k) ~= "string" or not k:match("^%u+ /%S*$") then
+                return nil, ("route %s must look like \"POST /path\""):format(tostring(k))
+            end
+            if type(v) ~= "function" then return nil, "route " .. k .. " must be a function" end
+        end
+    end
     return true
 end
 
 local function fail(msg)
     io.stderr:write("chathost: ", msg, "\n")
     return 2
+end
+
+local function start_grpc(scripts, self)
+    local port_field = GRPC_PORT[host.role]
+    if not port_field then return true end
+    local address = (self.host or "127.0.0.1") .. ":" .. tostring(self[port_field])
+    local server, err = host.grpc.serve { address = address,
+        handlers = function(name) return scripts:handlers()[name] end }
+    if not server then return nil, err end
+    M.grpc = server
+    host.log.info("gRPC listening on ", address)
+    return true
+end
+
+local function start_http(scripts, self)
+    if host.role ~= "gate" then return true end
+    local address = self.host .. ":" .. self.port
+    local server, err = host.http.serve {
+        address = address, name = "gate", reuseport = self.workers > 1,
+        routes = function() return scripts:handlers().routes end,
+        max_url_bytes = self.max_url_bytes, max_header_bytes = self.max_header_bytes,
+        max_body_bytes = self.max_body_bytes, read_timeout_ms = self.read_timeout_ms,
+        idle_timeout_ms = self.idle_timeout_ms, handler_timeout_ms = self.handler_timeout_ms,
+        max_connections = self.max_connections, access_log = self.access_log,
+    }
+    if not server then return nil, err end
+    M.http = server
+    host.log.info("HTTP listening on ", address)
+    return true
 end
 
 function M.main(args)
@@ -42,15 +82,13 @@ function M.main(args)
     -- the current generation's handler table, for code that must follow reloads (timers)
     host.handlers = function() return scripts:handlers() end
     local self = host.config.self
-    local port_field = GRPC_PORT[host.role]
-    if port_field then
-        local address = (self.host or "127.0.0.1") .. ":" .. tostring(self[port_field])
-        local server, serr = host.grpc.serve { address = address,
-            handlers = function(name) return scripts:handlers()[name] end }
-        if not server then return fail(serr) end
-        M.grpc = server
-        host.log.info("gRPC listening on ", address)
+    local ok, serr = start_grpc(scripts, self)
+    if ok then ok, serr = start_http(scripts, self) end
+    if ok then
+        M.admin, serr = admin.start(self.admin_port, scripts)
+        ok = M.admin ~= nil
     end
+    if not ok then return fail(serr) end
     local handlers = scripts:handlers()
     if type(handlers.start) == "function" then handlers.start() end
     host.log.info("started; scripts from ", scripts:stats().dir)

@@ -1,0 +1,787 @@
+/* http_server.c: host.http.serve, an HTTP/1.1 server on the loop. Keep-alive and
+ * pipelining with one request handled at a time per connection, in order; each request
+ * runs its route's Lua handler in a task of its own. Limits (header, target and body size,
+ * read, idle and handler timeouts, connections) come from the caller; every violation gets
+ * a JSON answer with its status before the close, never a silent close. Parsing lives in
+ * http_parse.c; Lua's view of a request (req) in host/lua/http.lua. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_parse.h"
+#include "log.h"
+#include "metrics.h"
+#include "sched.h"
+
+#define SERVER_MT "chathost.http_server"
+
+typedef struct server_ud server_ud;
+
+typedef struct http_server {
+    tracked track;
+    struct app *app;
+    uv_tcp_t listener;
+    int port;
+    char name[32];          /* metrics label: "gate", "admin" */
+    int routes_ref;         /* a routes table, or a function returning the current one */
+    int req_mt_ref;
+    hreq_limits limits;
+    uint64_t read_timeout_ms, idle_timeout_ms, handler_timeout_ms;
+    int max_connections, nconns;
+    int access_log;
+    list_node conns;
+    int closing, listener_open;
+    server_ud *ud;
+    metric *m_conns;
+} http_server;
+
+struct server_ud {
+    http_server *s;
+};
+
+enum conn_state { C_READING, C_HANDLING, C_WRITING, C_CLOSING };
+
+typedef struct http_conn {
+    list_node link;
+    http_server *srv;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    int open_handles;
+    hreq req;
+    char *in;               /* received bytes; [in_off, in_len) not parsed yet */
+    size_t in_off, in_len, in_cap;
+    enum conn_state state;
+    int reading, eof;
+    int keep_alive, close_after, sent_continue, timed_out;
+    int deadline_set;       /* the read timer counts down the request under way */
+    task_t *task;
+    uint64_t t0;            /* hrtime when the request was complete */
+    char peer[64];
+    char route[160];        /* the route key, or "unmatched", for logs and metrics */
+    uv_write_t wreq;
+    char *out;
+    size_t out_len, out_cap;
+    uv_buf_t cont_buf;
+    uv_write_t creq;        /* 100 Continue */
+} http_conn;
+
+static void conn_process(http_conn *c);
+static void conn_close(http_conn *c);
+static void conn_resume_reading(http_conn *c);
+
+/* ---- response bytes -------------------------------------------------------------------- */
+
+static void out_reserve(http_conn *c, size_t more) {
+    if (c->out_len + more <= c->out_cap) return;
+    size_t cap = c->out_cap ? c->out_cap : 1024;
+    while (cap < c->out_len + more) cap *= 2;
+    c->out = realloc(c->out, cap);
+    c->out_cap = cap;
+}
+
+static void out_add(http_conn *c, const char *s, size_t n) {
+    out_reserve(c, n);
+    memcpy(c->out + c->out_len, s, n);
+    c->out_len += n;
+}
+
+static void out_str(http_conn *c, const char *s) { out_add(c, s, strlen(s)); }
+
+static const char *reason(int status) {
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+/* The Date header value, formatted at most once a second. */
+static const char *http_date(void) {
+    static char buf[64];
+    static time_t last;
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        last = now;
+    }
+    return buf;
+}
+
+/* Starts the response: status line and the standard headers. extra: more header lines. */
+static void out_head(http_conn *c, int status, const char *ctype, size_t body_len,
+                     const char *extra, size_t extra_len) {
+    char line[256];
+    int n = snprintf(line, sizeof line,
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n",
+                     status, reason(status), http_date(), ctype, body_len);
+    c->out_len = 0;
+    out_add(c, line, (size_t)n);
+    if (!c->keep_alive || c->close_after) out_str(c, "Connection: close\r\n");
+    if (extra_len) out_add(c, extra, extra_len);
+    out_add(c, "\r\n", 2);
+}
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+static void observe(http_conn *c, int status, size_t bytes) {
+    http_server *s = c->srv;
+    double secs = (double)(uv_hrtime() - c->t0) / 1e9;
+    char labels[320];
+    snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\",status=\"%d\"", s->name, c->route,
+             status);
+    metric_add(metrics_get(METRIC_COUNTER, "chathost_http_requests_total", labels,
+                           "HTTP requests by server, route and status."), 1);
+    snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\"", s->name, c->route);
+    metric_observe(metrics_get(METRIC_HISTOGRAM, "chathost_http_request_duration_seconds", labels,
+                               "Time from a complete request to its response."), secs);
+    if (s->access_log && log_enabled(LOG_INFO))
+        log_info("%s %s %d %zu %.1fms %s", c->req.complete ? hreq_method(&c->req) : "-",
+                 c->route, status, bytes, secs * 1e3, c->peer);
+}
+
+static void on_written(uv_write_t *w, int status) {
+    http_conn *c = w->data;
+    if (c->state == C_CLOSING) return;
+    if (status < 0 || c->close_after || !c->keep_alive || c->srv->closing) {
+        conn_close(c);
+        return;
+    }
+    hreq_reset(&c->req);
+    c->state = C_READING;
+    c->sent_continue = c->deadline_set = 0;
+    c->route[0] = '\0';
+    conn_resume_reading(c);
+    conn_process(c); /* pipelined requests already received */
+}
+
+static void write_timeout(uv_timer_t *t) {
+    conn_close(t->data); /* the client does not read its response */
+}
+
+/* Sends the response in c->out; the connection goes on (or closes) when it is written. */
+static void conn_send(http_conn *c, int status, size_t body_len) {
+    if (c->state == C_CLOSING) return;
+    observe(c, status, body_len);
+    c->state = C_WRITING;
+    uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, write_timeout, c->srv->read_timeout_ms, 0);
+}
+
+/* A JSON error answer from the server itself: {"error":code,"message":msg}. */
+static void send_error(http_conn *c, int status, int code, const char *msg, const char *extra) {
+    char body[512];
+    int n = snprintf(body, sizeof body, "{\"error\":%d,\"message\":\"%s\"}", code, msg);
+    out_head(c, status, "application/json", (size_t)n, extra, extra ? strlen(extra) : 0);
+    out_add(c, body, (size_t)n);
+    conn_send(c, status, (size_t)n);
+}
+
+/* ---- handing requests to Lua -------------------------------------------------------- */
+
+static void push_req(lua_State *L, http_conn *c) {
+    hreq *r = &c->req;
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, hreq_method(r));
+    lua_setfield(L, -2, "method");
+    const char *url = r->hbuf;
+    const char *q = memchr(url, '?', r->url_len);
+    size_t plen = q ? (size_t)(q - url) : r->url_len;
+    lua_pushlstring(L, url, plen);
+    lua_setfield(L, -2, "path");
+    if (q) {
+        lua_pushlstring(L, q + 1, r->url_len - plen - 1);
+        lua_setfield(L, -2, "query_string");
+    }
+    lua_createtable(L, 0, (int)r->nheaders);
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const hreq_header *h = &r->headers[i];
+        lua_pushlstring(L, r->hbuf + h->name, h->name_len);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isstring(L, -1)) { /* a repeated header: values joined with ", " */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, r->hbuf + h->value, h->value_len);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, r->hbuf + h->value, h->value_len);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, r->body ? r->body : "", r->body_len);
+    lua_setfield(L, -2, "body");
+    lua_pushstring(L, c->peer);
+    lua_setfield(L, -2, "peer");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->srv->req_mt_ref);
+    lua_setmetatable(L, -2);
+}
+
+/* Pushes the current routes table (the routes function is called for it). */
+static void push_routes(lua_State *L, http_server *s) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->routes_ref);
+    if (!lua_isfunction(L, -1)) return;
+    if (lua_pcall(L, 0, 1, 0) != 0) {
+        log_error("http: looking up routes: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+}
+
+/* Finds the handler for c's request; pushes it, or answers 404/405 and returns 0. */
+static int find_handler(lua_State *L, http_conn *c, size_t path_len) {
+    static const char *const methods[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
+    http_server *s = c->srv;
+    const char *method = hreq_method(&c->req);
+    snprintf(c->route, sizeof c->route, "%s %.*s", method, (int)path_len, c->req.hbuf);
+    push_routes(L, s);
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, c->route);
+        if (lua_isfunction(L, -1)) {
+            lua_remove(L, -2);
+            return 1;
+        }
+        lua_pop(L, 1);
+    }
+    char allow[128] = "";
+    size_t alen = 0;
+    for (size_t i = 0; lua_istable(L, -1) && i < sizeof methods / sizeof *methods; i++) {
+        lua_pushfstring(L, "%s %s", methods[i], c->route + strlen(method) + 1);
+        lua_rawget(L, -2);
+        if (lua_isfunction(L, -1))
+            alen += (size_t)snprintf(allow + alen, sizeof allow - alen, "%s%s", alen ? ", " : "",
+                                     methods[i]);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (alen) {
+        char extra[160];
+        snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
+        send_error(c, 405, 405, "method not allowed", extra);
+    } else {
+        snprintf(c->route, sizeof c->route, "unmatched");
+        send_error(c, 404, 404, "not found", NULL);
+    }
+    return 0;
+}
+
+/* Pushes the body value at idx as a string: strings as they are, tables as JSON. Returns
+ * the content type, or NULL when the value cannot be encoded (message pushed instead). */
+static const char *body_of(lua_State *L, int idx, const char *ctype) {
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        lua_pushvalue(L, idx);
+        return ctype ? ctype : "text/plain; charset=utf-8";
+    }
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_getfield(L, -1, "host");
+    lua_getfield(L, -1, "json");
+    lua_getfield(L, -1, "encode");
+    lua_replace(L, -5);
+    lua_pop(L, 3);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) != 0) return NULL;
+    return ctype ? ctype : "application/json";
+}
+
+/* Extra header lines from a {name = value} table at idx into buf (at most cap bytes);
+ * content-type is returned apart. Lines with CR/LF or that do not fit are dropped. */
+static size_t collect_headers(lua_State *L, int idx, char *buf, size_t cap, const char **ctype) {
+    size_t len = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+        if (k && v && !strpbrk(k, "\r\n:") && !strpbrk(v, "\r\n")) {
+            if (strcasecmp(k, "content-type") == 0) {
+                *ctype = v; /* stays alive: the table is on the stack */
+            } else if (strcasecmp(k, "content-length") != 0 && strcasecmp(k, "connection") != 0 &&
+                       strcasecmp(k, "date") != 0) {
+                int n = snprintf(buf + len, cap - len, "%s: %s\r\n", k, v);
+                if (n > 0 && (size_t)n < cap - len) len += (size_t)n;
+                else log_warn("http: response header %s dropped: headers too large", k);
+                buf[len] = '\0';
+            }
+        }
+        lua_pop(L, 1);
+    }
+    return len;
+}
+
+/* Turns a handler's results (on co, from base) into the response. */
+static void respond(http_conn *c, lua_State *co, int base, int nres) {
+    lua_checkstack(co, 12);
+    int status = 200, body_idx = base, headers_idx = 0;
+    if (nres >= 1 && lua_type(co, base) == LUA_TNUMBER) {
+        status = (int)lua_tointeger(co, base);
+        headers_idx = nres >= 2 && lua_istable(co, base + 1) ? base + 1 : 0;
+        body_idx = nres >= 3 ? base + 2 : 0;
+        if (status < 200 || status > 599) status = 500;
+    } else if (nres < 1 || !lua_istable(co, base)) {
+        log_error("http: %s returned no response (a table, or status, headers, body)", c->route);
+        send_error(c, 500, 1019, "internal error", NULL);
+        return;
+    }
+    const char *ctype = NULL;
+    char extra[4096];
+    size_t elen = headers_idx ? collect_headers(co, headers_idx, extra, sizeof extra, &ctype) : 0;
+    size_t blen = 0;
+    const char *body = "";
+    if (body_idx && !lua_isnil(co, body_idx)) {
+        ctype = body_of(co, body_idx, ctype);
+        if (!ctype) {
+            log_error("http: %s: cannot encode the response: %s", c->route, lua_tostring(co, -1));
+            send_error(c, 500, 1019, "internal error", NULL);
+            return;
+        }
+        body = lua_tolstring(co, -1, &blen);
+    }
+    out_head(c, status, ctype ? ctype : "application/json", blen, extra, elen);
+    out_add(c, body, blen);
+    conn_send(c, status, blen);
+}
+
+static int handler_done(void *ud, task_t *t, int ok, int nres) {
+    http_conn *c = ud;
+    c->task = NULL;
+    uv_timer_stop(&c->timer);
+    if (c->state == C_CLOSING) return 1; /* cancelled because the client went away */
+    if (!ok) {
+        const char *err = lua_tostring(t->co, -1);
+        int cancelled = err && strcmp(err, "cancelled") == 0;
+        c->close_after = cancelled;
+        if (cancelled && c->timed_out)
+            send_error(c, 504, 1019, "the handler did not answer in time", NULL);
+        else if (cancelled)
+            send_error(c, 503, 1018, "server shutting down", NULL);
+        else
+            send_error(c, 500, 1019, "internal error", NULL);
+        return cancelled; /* a real error is logged with its traceback */
+    }
+    respond(c, t->co, lua_gettop(t->co) - nres + 1, nres);
+    return 0;
+}
+
+static void handler_timeout(uv_timer_t *timer) {
+    http_conn *c = timer->data;
+    log_warn("http: %s did not answer within %llu ms: cancelled", c->route,
+             (unsigned long long)c->srv->handler_timeout_ms);
+    c->timed_out = 1;
+    if (c->task) sched_cancel(c->task);
+}
+
+static void dispatch(http_conn *c) {
+    lua_State *L = c->srv->app->L;
+    c->state = C_HANDLING;
+    c->t0 = uv_hrtime();
+    c->timed_out = 0;
+    c->keep_alive = hreq_keep_alive(&c->req);
+    uv_timer_stop(&c->timer);
+    const char *q = memchr(c->req.hbuf, '?', c->req.url_len);
+    size_t path_len = q ? (size_t)(q - c->req.hbuf) : c->req.url_len;
+    if (!find_handler(L, c, path_len)) return;
+    push_req(L, c);
+    uv_timer_start(&c->timer, handler_timeout, c->srv->handler_timeout_ms, 0);
+    c->task = sched_spawn(c->srv->app, L, 1, c->route, handler_done, c);
+}
+
+/* ---- reading -------------------------------------------------------------------------- */
+
+static void read_timeout(uv_timer_t *t) {
+    http_conn *c = t->data;
+    if (c->state != C_READING) return;
+    if (!c->req.started) { /* idle keep-alive connection: nothing to answer */
+        conn_close(c);
+        return;
+    }
+    c->close_after = 1;
+    snprintf(c->route, sizeof c->route, "unmatched");
+    send_error(c, 408, 408, "request not received in time", NULL);
+}
+
+static void on_continue_written(uv_write_t *w, int status) { (void)w; }
+
+/* Parses what was received; dispatches a complete request or answers a bad one. */
+static void conn_process(http_conn *c) {
+    while (c->state == C_READING) {
+        size_t used;
+        enum hreq_status st =
+            hreq_feed(&c->req, c->in + c->in_off, c->in_len - c->in_off, &used);
+        c->in_off += used;
+        if (st == HREQ_DONE) {
+            dispatch(c);
+            return;
+        }
+        if (st == HREQ_ERROR) {
+            c->close_after = 1; /* the stream cannot be trusted past a bad request */
+            snprintf(c->route, sizeof c->route, "unmatched");
+            send_error(c, c->req.err_status, c->req.err_status, c->req.err_msg, NULL);
+            return;
+        }
+        break; /* HREQ_MORE */
+    }
+    if (c->state != C_READING) return;
+    if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
+    if (c->req.expect_continue && !c->sent_continue) {
+        c->sent_continue = 1;
+        c->cont_buf = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
+        uv_write(&c->creq, (uv_stream_t *)&c->tcp, &c->cont_buf, 1, on_continue_written);
+    }
+    if (c->eof) {
+        if (hreq_eof(&c->req) == HREQ_ERROR) {
+            c->close_after = 1;
+            snprintf(c->route, sizeof c->route, "unmatched");
+            send_error(c, 400, 400, c->req.err_msg, NULL);
+        } else {
+            conn_close(c);
+        }
+        return;
+    }
+    /* idle between requests, or the deadline of a request under way (from its first byte) */
+    if (!c->req.started) {
+        uv_timer_start(&c->timer, read_timeout, c->srv->idle_timeout_ms, 0);
+    } else if (!c->deadline_set) {
+        c->deadline_set = 1;
+        uv_timer_start(&c->timer, read_timeout, c->srv->read_timeout_ms, 0);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+    http_conn *c = h->data;
+    if (c->in_off > 0 && c->in_off == c->in_len) c->in_off = c->in_len = 0;
+    if (c->in_cap - c->in_len < 16384) {
+        if (c->in_off > 0) { /* compact before growing */
+            memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+            c->in_len -= c->in_off;
+            c->in_off = 0;
+        }
+        size_t cap = c->in_cap ? c->in_cap : 16384;
+        while (cap - c->in_len < 16384) cap *= 2;
+        c->in = realloc(c->in, cap);
+        c->in_cap = cap;
+    }
+    *b = uv_buf_init(c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+    http_conn *c = s->data;
+    if (n == 0) return;
+    if (n < 0) {
+        uv_read_stop(s);
+        c->reading = 0;
+        if (n != UV_EOF || c->state == C_CLOSING) {
+            conn_close(c);
+            return;
+        }
+        c->eof = 1;
+        if (c->state == C_READING) conn_process(c);
+        return;
+    }
+    c->in_len += (size_t)n;
+    /* a client pipelining far ahead of us waits until we catch up */
+    size_t pending = c->in_len - c->in_off;
+    if (c->state != C_READING && pending > c->srv->limits.max_header + c->srv->limits.max_body) {
+        uv_read_stop(s);
+        c->reading = 0;
+    }
+    if (c->state == C_READING) conn_process(c);
+}
+
+/* ---- connections ---------------------------------------------------------------------- */
+
+static void server_maybe_free(http_server *s);
+
+static void conn_closed(uv_handle_t *h) {
+    http_conn *c = h->data;
+    if (--c->open_handles > 0) return;
+    http_server *s = c->srv;
+    hreq_free(&c->req);
+    free(c->in);
+    free(c->out);
+    free(c);
+    server_maybe_free(s);
+}
+
+static void conn_close(http_conn *c) {
+    if (c->state == C_CLOSING) return;
+    c->state = C_CLOSING;
+    list_remove(&c->link);
+    c->srv->nconns--;
+    metric_add(c->srv->m_conns, -1);
+    if (c->task) sched_cancel(c->task); /* its done callback sees C_CLOSING */
+    uv_close((uv_handle_t *)&c->tcp, conn_closed);
+    uv_close((uv_handle_t *)&c->timer, conn_closed);
+}
+
+static void peer_name(http_conn *c) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    c->peer[0] = '\0';
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
+    if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+    else if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+    http_server *s = l->data;
+    if (status < 0 || s->closing) return;
+    http_conn *c = calloc(1, sizeof *c);
+    c->srv = s;
+    uv_tcp_init(s->app->loop, &c->tcp);
+    uv_timer_init(s->app->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->open_handles = 2;
+    hreq_init(&c->req, &s->limits);
+    list_push_back(&s->conns, &c->link);
+    s->nconns++;
+    metric_add(s->m_conns, 1);
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    peer_name(c);
+    if (s->nconns > s->max_connections) {
+        c->close_after = 1;
+        c->state = C_HANDLING;
+        c->t0 = uv_hrtime();
+        snprintf(c->route, sizeof c->route, "unmatched");
+        send_error(c, 503, 1018, "too many connections", NULL);
+        return;
+    }
+    c->state = C_READING;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
+    uv_timer_start(&c->timer, read_timeout, s->idle_timeout_ms, 0);
+}
+
+/* Reading resumes after a pause (pipelining backlog) once the connection reads again. */
+static void conn_resume_reading(http_conn *c) {
+    if (c->reading || c->eof || c->state == C_CLOSING) return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
+}
+
+/* ---- the server ----------------------------------------------------------------------- */
+
+static void server_maybe_free(http_server *s) {
+    if (!s->closing || s->listener_open || !list_empty(&s->conns) || s->ud) return;
+    lua_State *L = s->app->L;
+    luaL_unref(L, LUA_REGISTRYINDEX, s->routes_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->req_mt_ref);
+    free(s);
+}
+
+static void listener_closed(uv_handle_t *h) {
+    http_server *s = h->data;
+    s->listener_open = 0;
+    server_maybe_free(s);
+}
+
+/* Stops accepting; idle connections close now, busy ones after their response. */
+static void server_close(http_server *s) {
+    if (s->closing) return;
+    s->closing = 1;
+    track_del(&s->track);
+    uv_close((uv_handle_t *)&s->listener, listener_closed);
+    list_node *n = s->conns.next;
+    while (n != &s->conns) {
+        http_conn *c = LIST_ENTRY(n, http_conn, link);
+        n = n->next;
+        if (c->state == C_READING) conn_close(c);
+    }
+}
+
+static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, http_server, track)); }
+
+/* Binds host:port (IPv4, or [IPv6]:port); SO_REUSEPORT when asked (several gate
+ * processes on one port). Returns the fd or -errno. */
+static int bind_socket(const char *address, int reuseport, int *port) {
+    char host[64];
+    const char *colon = strrchr(address, ':');
+    if (!colon || (size_t)(colon - address) >= sizeof host) return -EINVAL;
+    snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
+    int p = atoi(colon + 1);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int family;
+    if (host[0] == '[') {
+        host[strlen(host) - 1] = '\0';
+        if (uv_ip6_addr(host + 1, p, (struct sockaddr_in6 *)&ss) != 0) return -EINVAL;
+        family = AF_INET6, len = sizeof(struct sockaddr_in6);
+    } else {
+        if (uv_ip4_addr(host, p, (struct sockaddr_in *)&ss) != 0) return -EINVAL;
+        family = AF_INET, len = sizeof(struct sockaddr_in);
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0) return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    *port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                    : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    return fd;
+}
+
+static lua_Integer opt_field(lua_State *L, const char *k, lua_Integer def) {
+    lua_getfield(L, 1, k);
+    lua_Integer v = luaL_optinteger(L, -1, def);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void read_options(lua_State *L, http_server *s) {
+    s->limits.max_url = (size_t)opt_field(L, "max_url_bytes", 8192);
+    s->limits.max_header = (size_t)opt_field(L, "max_header_bytes", 16384);
+    s->limits.max_body = (size_t)opt_field(L, "max_body_bytes", 1 << 20);
+    s->limits.max_headers = (unsigned)opt_field(L, "max_headers", 100);
+    s->read_timeout_ms = (uint64_t)opt_field(L, "read_timeout_ms", 10000);
+    s->idle_timeout_ms = (uint64_t)opt_field(L, "idle_timeout_ms", 60000);
+    s->handler_timeout_ms = (uint64_t)opt_field(L, "handler_timeout_ms", 30000);
+    s->max_connections = (int)opt_field(L, "max_connections", 10000);
+    lua_getfield(L, 1, "access_log");
+    s->access_log = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_getfield(L, 1, "name");
+    snprintf(s->name, sizeof s->name, "%s", luaL_optstring(L, -1, "http"));
+    lua_pop(L, 2);
+}
+
+/* serve{address=, routes=table|function, name=?, reuseport=?, limits...} -> server | nil, err */
+static int l_serve(lua_State *L) {
+    struct app *app = app_from(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "address");
+    const char *address = luaL_checkstring(L, -1);
+    lua_getfield(L, 1, "routes");
+    if (!lua_istable(L, -1) && !lua_isfunction(L, -1))
+        return luaL_argerror(L, 1, "routes must be a table or a function returning one");
+    lua_getfield(L, 1, "reuseport");
+    int reuseport = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    int port = 0, fd = bind_socket(address, reuseport, &port);
+    if (fd < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot listen on %s: %s", address, strerror(-fd));
+        return 2;
+    }
+    http_server *s = calloc(1, sizeof *s);
+    s->app = app;
+    s->port = port;
+    read_options(L, s);
+    list_init(&s->conns);
+    uv_tcp_init(app->loop, &s->listener);
+    s->listener.data = s;
+    s->listener_open = 1;
+    int rc = uv_tcp_open(&s->listener, fd);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    if (rc != 0) {
+        s->closing = 1;
+        uv_close((uv_handle_t *)&s->listener, listener_closed);
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
+        return 2;
+    }
+    s->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the routes value on top */
+    if (vm_require_embedded(L, "chathost.http") != 0) return lua_error(L);
+    lua_getfield(L, -1, "req_mt");
+    s->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    char labels[64];
+    snprintf(labels, sizeof labels, "server=\"%s\"", s->name);
+    s->m_conns = metrics_get(METRIC_GAUGE, "chathost_http_connections", labels,
+                             "Open HTTP connections.");
+    track_add(app, &s->track, "http server", server_track_close);
+    server_ud *u = lua_newuserdata(L, sizeof *u);
+    u->s = s;
+    s->ud = u;
+    luaL_getmetatable(L, SERVER_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int l_index(lua_State *L) {
+    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "port") == 0 && u->s) {
+        lua_pushinteger(L, u->s->port);
+        return 1;
+    }
+    if (strcmp(k, "connections") == 0 && u->s) {
+        lua_pushinteger(L, u->s->nconns);
+        return 1;
+    }
+    if (strcmp(k, "close") == 0) {
+        lua_getmetatable(L, 1);
+        lua_getfield(L, -1, "close_fn");
+        return 1;
+    }
+    return 0;
+}
+
+static int l_close(lua_State *L) {
+    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    if (u->s) server_close(u->s);
+    return 0;
+}
+
+static int l_gc(lua_State *L) {
+    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    http_server *s = u->s;
+    if (!s) return 0;
+    u->s = NULL;
+    s->ud = NULL;
+    server_maybe_free(s);
+    return 0;
+}
+
+int http_server_open(lua_State *L) {
+    luaL_newmetatable(L, SERVER_MT);
+    lua_pushcfunction(L, l_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "close_fn");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, l_serve, 1);
+    lua_setfield(L, -2, "serve");
+    return 1;
+}

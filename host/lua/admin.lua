@@ -1,0 +1,95 @@
+-- chathost.admin: the admin HTTP listener every role runs on its admin_port (0: none).
+-- GET /healthz checks the stores the role uses; GET /metrics is Prometheus text: the HTTP
+-- metrics the host records, plus gauges read at scrape time (coroutines, pools, reloads).
+local host = require "host"
+
+local M = {}
+
+-- Which stores each role depends on (what /healthz checks).
+local USES = {
+    gate = { redis = true, mysql = true },
+    chat = { redis = true, mysql = true },
+    status = { redis = true },
+    verify = { redis = true },
+}
+
+local function check_redis()
+    local pong, err = host.redis.call("PING")
+    if pong == "PONG" then return "ok" end
+    return "failing: " .. tostring(err)
+end
+
+local function check_mysql()
+    local rows, err = host.db.query("SELECT 1 AS ok")
+    if rows and rows[1] and rows[1].ok == 1 then return "ok" end
+    return "failing: " .. tostring(err)
+end
+
+local function healthz()
+    local uses = USES[host.role] or {}
+    local checks, healthy = {}, true
+    if uses.redis then checks.redis = check_redis() end
+    if uses.mysql then checks.mysql = check_mysql() end
+    for _, v in pairs(checks) do healthy = healthy and v == "ok" end
+    return healthy and 200 or 503, nil, {
+        status = healthy and "ok" or "failing", role = host.role, name = host.name, checks = checks }
+end
+
+local function gauge(name, value, help, labels)
+    if value then host.metrics.set(name, value, labels, help) end
+end
+
+-- Gauges that are cheapest read when scraped.
+local function sample(scripts)
+    local s = host.stats()
+    local who = { role = host.role, name = host.name }
+    gauge("chathost_coroutines", s.tasks_alive, "Coroutines alive.", who)
+    gauge("chathost_coroutines_started", s.tasks_started, "Coroutines started since start-up.", who)
+    local uses = USES[host.role] or {}
+    if uses.redis then
+        local r = host.redis.stats()
+        gauge("chathost_redis_connected", r.connected, "Redis connections ready.")
+        gauge("chathost_redis_pending", r.pending, "Redis commands in flight.")
+        gauge("chathost_redis_timeouts", r.timeouts, "Redis commands that timed out.")
+    end
+    if uses.mysql then
+        local d = host.db.stats()
+        gauge("chathost_mysql_busy", d.busy, "MySQL connections in use.")
+        gauge("chathost_mysql_idle", d.idle, "MySQL connections idle.")
+        gauge("chathost_mysql_waiting", d.waiting, "Requests waiting for a MySQL connection.")
+        gauge("chathost_mysql_busy_rejections", d.busy_rejections, "MySQL requests refused: busy.")
+    end
+    local c = host.crypto.stats()
+    gauge("chathost_hash_active", c.active, "Password hashes running.")
+    gauge("chathost_hash_waiting", c.waiting, "Password hashes waiting for a turn.")
+    if scripts then
+        local st = scripts:stats()
+        gauge("chathost_script_generation", st.generation, "Script generation serving requests.")
+        gauge("chathost_script_reloads", st.reloads, "Script reloads attempted.")
+        gauge("chathost_script_reload_failures", st.failures, "Script reloads that failed.")
+    end
+end
+
+function M.routes(scripts)
+    return {
+        ["GET /healthz"] = healthz,
+        ["GET /metrics"] = function()
+            sample(scripts)
+            return 200, { ["Content-Type"] = "text/plain; version=0.0.4" }, host.metrics.render()
+        end,
+    }
+end
+
+-- Starts the listener on host.config.admin.host:<port>; nil, err when the port is taken.
+function M.start(port, scripts)
+    if not port or port == 0 then return true end
+    local address = host.config.admin.host .. ":" .. port
+    local server, err = host.http.serve { address = address, name = "admin",
+        routes = M.routes(scripts), access_log = false, max_body_bytes = 0,
+        read_timeout_ms = 5000, max_connections = 64 }
+    if not server then return nil, err end
+    host.log.info("admin listening on ", address)
+    return server
+end
+
+return M

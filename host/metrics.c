@@ -1,0 +1,211 @@
+/* metrics.c: counters, gauges and histograms of the process, rendered in Prometheus text
+ * format by the admin listener's /metrics. C code (the HTTP server) updates them directly;
+ * scripts through host.metrics. A metric is a name plus a label string ('route="x"'); the
+ * registry is a small open hash, bounded (label values from the outside must not grow it
+ * without limit: beyond METRICS_MAX series, new series are dropped and counted). */
+#include "metrics.h"
+
+#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define METRICS_MAX 4096
+#define TABLE_SIZE 8192 /* power of two, > METRICS_MAX */
+
+static const double DEFAULT_BOUNDS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                        0.1,    0.25,  0.5,    1,     2.5,  5,    10};
+#define NBOUNDS (sizeof DEFAULT_BOUNDS / sizeof DEFAULT_BOUNDS[0])
+
+struct metric {
+    char *name, *labels, *help;
+    enum metric_kind kind;
+    double value;          /* counter, gauge; histogram: sum */
+    uint64_t count;        /* histogram */
+    uint64_t buckets[NBOUNDS];
+    metric *next_in_order; /* registration order, for stable output */
+    unsigned order;
+};
+
+static metric *table[TABLE_SIZE];
+static metric *first, *last;
+static unsigned nmetrics;
+static unsigned long dropped;
+
+static unsigned hash(const char *name, const char *labels) {
+    unsigned h = 2166136261u;
+    for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ '|') * 16777619u;
+    for (const char *p = labels; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+metric *metrics_get(enum metric_kind kind, const char *name, const char *labels, const char *help) {
+    labels = labels ? labels : "";
+    unsigned i = hash(name, labels) & (TABLE_SIZE - 1);
+    while (table[i]) {
+        metric *m = table[i];
+        if (strcmp(m->name, name) == 0 && strcmp(m->labels, labels) == 0) return m;
+        i = (i + 1) & (TABLE_SIZE - 1);
+    }
+    if (nmetrics >= METRICS_MAX) {
+        dropped++;
+        return NULL;
+    }
+    metric *m = calloc(1, sizeof *m);
+    m->name = strdup(name);
+    m->labels = strdup(labels);
+    m->help = strdup(help ? help : "");
+    m->kind = kind;
+    m->order = nmetrics;
+    table[i] = m;
+    nmetrics++;
+    if (last)
+        last->next_in_order = m;
+    else
+        first = m;
+    last = m;
+    return m;
+}
+
+void metric_add(metric *m, double v) {
+    if (m) m->value += v;
+}
+
+void metric_set(metric *m, double v) {
+    if (m) m->value = v;
+}
+
+void metric_observe(metric *m, double v) {
+    if (!m) return;
+    m->value += v;
+    m->count++;
+    for (size_t i = 0; i < NBOUNDS; i++)
+        if (v <= DEFAULT_BOUNDS[i]) m->buckets[i]++;
+}
+
+/* ---- rendering ------------------------------------------------------------------------- */
+
+typedef struct out {
+    char *data;
+    size_t len, cap;
+} out;
+
+static void out_printf(out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(out *o, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->data + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        o->cap = o->cap ? o->cap * 2 : 4096;
+        o->data = realloc(o->data, o->cap);
+    }
+}
+
+static const char *kind_name(enum metric_kind k) {
+    return k == METRIC_COUNTER ? "counter" : k == METRIC_GAUGE ? "gauge" : "histogram";
+}
+
+static void render_histogram(out *o, const metric *m) {
+    const char *sep = m->labels[0] ? "," : "";
+    for (size_t i = 0; i < NBOUNDS; i++)
+        out_printf(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", m->name, m->labels, sep, DEFAULT_BOUNDS[i],
+                   (unsigned long long)m->buckets[i]);
+    out_printf(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", m->name, m->labels, sep,
+               (unsigned long long)m->count);
+    out_printf(o, "%s_sum{%s} %.9g\n%s_count{%s} %llu\n", m->name, m->labels, m->value, m->name,
+               m->labels, (unsigned long long)m->count);
+}
+
+static int by_name(const void *a, const void *b) {
+    const metric *x = *(metric *const *)a, *y = *(metric *const *)b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->order > y->order) - (x->order < y->order);
+}
+
+static void render_series(out *o, const metric *s) {
+    if (s->kind == METRIC_HISTOGRAM)
+        render_histogram(o, s);
+    else if (s->labels[0])
+        out_printf(o, "%s{%s} %.17g\n", s->name, s->labels, s->value);
+    else
+        out_printf(o, "%s %.17g\n", s->name, s->value);
+}
+
+/* Pushes the whole registry as Prometheus text: series grouped by name, HELP/TYPE once. */
+static int l_render(lua_State *L) {
+    out o = {0};
+    metric **all = malloc((nmetrics ? nmetrics : 1) * sizeof *all);
+    unsigned n = 0;
+    for (metric *m = first; m; m = m->next_in_order) all[n++] = m;
+    qsort(all, n, sizeof *all, by_name);
+    for (unsigned i = 0; i < n; i++) {
+        if (i == 0 || strcmp(all[i - 1]->name, all[i]->name) != 0)
+            out_printf(&o, "# HELP %s %s\n# TYPE %s %s\n", all[i]->name, all[i]->help,
+                       all[i]->name, kind_name(all[i]->kind));
+        render_series(&o, all[i]);
+    }
+    free(all);
+    out_printf(&o, "# HELP chathost_metrics_dropped_total Series not recorded: over %d.\n"
+                   "# TYPE chathost_metrics_dropped_total counter\n"
+                   "chathost_metrics_dropped_total %lu\n", METRICS_MAX, dropped);
+    lua_pushlstring(L, o.data, o.len);
+    free(o.data);
+    return 1;
+}
+
+/* ---- Lua: host.metrics ---------------------------------------------------------------- */
+
+/* Label strings from a table {route="x", status=200}, sorted by key, values escaped. */
+static void push_labels(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) {
+        lua_pushliteral(L, "");
+        return;
+    }
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "chathost.metrics_labels");
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 1);
+}
+
+static metric *check_metric(lua_State *L, enum metric_kind kind) {
+    const char *name = luaL_checkstring(L, 1);
+    push_labels(L, 3);
+    metric *m = metrics_get(kind, name, lua_tostring(L, -1), luaL_optstring(L, 4, ""));
+    lua_pop(L, 1);
+    return m;
+}
+
+/* inc(name, v?, labels?, help?) */
+static int l_inc(lua_State *L) {
+    metric_add(check_metric(L, METRIC_COUNTER), luaL_optnumber(L, 2, 1));
+    return 0;
+}
+
+/* set(name, v, labels?, help?) */
+static int l_set(lua_State *L) {
+    metric_set(check_metric(L, METRIC_GAUGE), luaL_checknumber(L, 2));
+    return 0;
+}
+
+/* observe(name, seconds, labels?, help?) */
+static int l_observe(lua_State *L) {
+    metric_observe(check_metric(L, METRIC_HISTOGRAM), luaL_checknumber(L, 2));
+    return 0;
+}
+
+int metrics_open(lua_State *L) {
+    static const luaL_Reg fns[] = {{"inc", l_inc}, {"set", l_set}, {"observe", l_observe},
+                                   {"render", l_render}, {NULL, NULL}};
+    lua_newtable(L);
+    luaL_setfuncs(L, fns, 0);
+    return 1;
+}

@@ -1,0 +1,236 @@
+-- The HTTP/1.1 server of the host (host.http.serve): routes, keep-alive, pipelining, and a
+-- clear answer for every bad request, over real sockets.
+local host = require "host"
+local http = require "helpers.http"
+
+local function raw(port, bytes, timeout_ms)
+    local c = assert(host.tcp.connect("127.0.0.1", port))
+    assert(c:send(bytes))
+    local all = c:read_all(timeout_ms or 5000)
+    c:close()
+    return all
+end
+
+local function status_of(response) return tonumber(response:match("^HTTP/1%.1 (%d%d%d)")) end
+
+describe("http server", function()
+    local server, port
+    local seen
+
+    local routes = {
+        ["POST /echo"] = function(req)
+            seen = req
+            return { error = 0, method = req.method, path = req.path, json = req.json,
+                json_error = req.json_error, query = req.query, ua = req.headers["user-agent"],
+                peer = req.peer, body_len = #req.body }
+        end,
+        ["GET /echo"] = function(req) return { error = 0, query = req.query } end,
+        ["GET /text"] = function()
+            return 201, { ["Content-Type"] = "text/plain", ["X-Extra"] = "yes" }, "hello"
+        end,
+        ["GET /crash"] = function() error("handler exploded") end,
+        ["GET /slow"] = function() host.timer.sleep(2000) return { error = 0 } end,
+        ["GET /nothing"] = function() end,
+        ["POST /sleep"] = function(req)
+            host.timer.sleep(tonumber(req.json.ms))
+            return { error = 0, n = req.json.n }
+        end,
+    }
+
+    setup(function()
+        server = assert(host.http.serve { address = "127.0.0.1:0", name = "spec", routes = routes,
+            max_body_bytes = 4096, max_url_bytes = 1024, max_header_bytes = 4096,
+            read_timeout_ms = 300, idle_timeout_ms = 500, handler_timeout_ms = 500,
+            max_connections = 20, access_log = false })
+        port = server.port
+    end)
+
+    teardown(function() server:close() end)
+
+    it("answers a JSON route with a JSON body and Content-Length", function()
+        local res = assert(http.post(port, "/echo?a=1&b=x%20y", { hello = "world", n = 5 }))
+        assert.equal(200, res.status)
+        assert.equal("application/json", res.headers["content-type"])
+        assert.equal(#res.body, tonumber(res.headers["content-length"]))
+        local j = res.json
+        assert.same({ hello = "world", n = 5 }, j.json)
+        assert.same({ a = "1", b = "x y" }, j.query)
+        assert.equal("/echo", j.path)
+        assert.equal("POST", j.method)
+        assert.equal("127.0.0.1", j.peer)
+    end)
+
+    it("gives handlers the headers with lower-case names and the raw body", function()
+        local c = http.connect(port)
+        local res = assert(c:request("POST", "/echo", "not json", { ["User-Agent"] = "spec/1" }))
+        c:close()
+        assert.equal("spec/1", res.headers and host.json.decode(res.body).ua)
+        assert.equal("not json", seen.body)
+        assert.truthy(host.json.decode(res.body).json_error)
+    end)
+
+    it("keeps the connection alive across requests", function()
+        local c = http.connect(port)
+        for i = 1, 5 do
+            local res = assert(c:post_json("/echo", { i = i }))
+            assert.equal(i, res.json.json.i)
+        end
+        c:close()
+    end)
+
+    it("answers pipelined requests in order", function()
+        local c = http.connect(port)
+        local bytes = http.format("POST", "/sleep", '{"ms":30,"n":1}') ..
+            http.format("POST", "/sleep", '{"ms":1,"n":2}') .. http.format("GET", "/echo?x=3")
+        assert(c.conn:send(bytes))
+        assert.equal(1, host.json.decode(assert(c:read_response()).body).n)
+        assert.equal(2, host.json.decode(assert(c:read_response()).body).n)
+        assert.equal("3", host.json.decode(assert(c:read_response()).body).query.x)
+        c:close()
+    end)
+
+    it("lets a handler choose status, headers and body", function()
+        local res = assert(http.get(port, "/text"))
+        assert.equal(201, res.status)
+        assert.equal("hello", res.body)
+        assert.equal("text/plain", res.headers["content-type"])
+        assert.equal("yes", res.headers["x-extra"])
+    end)
+
+    it("answers 404 and 405 with JSON bodies", function()
+        local r404 = assert(http.get(port, "/nope"))
+        assert.equal(404, r404.status)
+        assert.equal(404, host.json.decode(r404.body).error)
+        local r405 = assert(http.get(port, "/crash") and http.post(port, "/text", {}))
+        assert.equal(405, r405.status)
+        assert.equal("GET", r405.headers.allow)
+    end)
+
+    it("answers 500 with error 1019 when a handler raises, and keeps serving", function()
+        local res = assert(http.get(port, "/crash"))
+        assert.equal(500, res.status)
+        assert.equal(1019, host.json.decode(res.body).error)
+        local nothing = assert(http.get(port, "/nothing"))
+        assert.equal(500, nothing.status)
+        assert.equal(200, assert(http.get(port, "/echo")).status)
+    end)
+
+    it("answers 504 when a handler takes longer than handler_timeout_ms", function()
+        local res = assert(http.get(port, "/slow"))
+        assert.equal(504, res.status)
+        assert.equal(1019, host.json.decode(res.body).error)
+    end)
+
+    it("answers 400 to a malformed request and closes", function()
+        local out = raw(port, "POST /echo HTTP/1.1\r\nContent-Length: abc\r\n\r\n")
+        assert.equal(400, status_of(out))
+        assert.matches('"error":400', out)
+        assert.matches("Connection: close", out)
+    end)
+
+    it("answers 501 to an unknown method", function()
+        local out = raw(port, "BREW /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.equal(501, status_of(out))
+    end)
+
+    it("answers 413 to a body over the limit without reading it", function()
+        local c = assert(host.tcp.connect("127.0.0.1", port))
+        assert(c:send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n"))
+        local res = assert(c:read_all(5000))
+        c:close()
+        assert.equal(413, status_of(res))
+        assert.matches('"error":413', res)
+    end)
+
+    it("answers 413 to a chunked body that grows over the limit", function()
+        local chunk = ("x"):rep(3000)
+        local out = raw(port, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+            ("%x\r\n%s\r\n"):format(#chunk, chunk):rep(2) .. "0\r\n\r\n")
+        assert.equal(413, status_of(out))
+    end)
+
+    it("answers 414 to a 100 KB request line and 431 to oversized headers", function()
+        local long = raw(port, "GET /" .. ("a"):rep(100 * 1024) .. " HTTP/1.1\r\n\r\n")
+        assert.equal(414, status_of(long))
+        local big = raw(port, "GET /echo HTTP/1.1\r\nX-Big: " .. ("b"):rep(8000) .. "\r\n\r\n")
+        assert.equal(431, status_of(big))
+    end)
+
+    it("answers 408 to a client that sends one byte at a time too slowly, and serves others", function()
+        local slow = assert(host.tcp.connect("127.0.0.1", port))
+        local request = http.format("GET", "/echo")
+        local writer = host.spawn(function()
+            for i = 1, #request do
+                if not slow:send(request:sub(i, i)) then return end
+                host.timer.sleep(100)
+            end
+        end)
+        -- others are served meanwhile
+        for _ = 1, 3 do assert.equal(200, assert(http.get(port, "/echo")).status) end
+        local out = assert(slow:read_all(3000))
+        assert.equal(408, status_of(out))
+        slow:close()
+        writer:wait()
+    end)
+
+    it("closes an idle keep-alive connection after idle_timeout_ms", function()
+        local c = http.connect(port)
+        assert.equal(200, assert(c:request("GET", "/echo")).status)
+        local v, err = c.conn:read(1, 3000)
+        assert.is_nil(v)
+        assert.equal("closed", err)
+        c:close()
+    end)
+
+    it("answers a client that announced it is done (half-close) before closing", function()
+        local c = assert(host.tcp.connect("127.0.0.1", port))
+        assert(c:send(http.format("GET", "/echo")))
+        c:shutdown()
+        local out = assert(c:read_all())
+        assert.equal(200, status_of(out))
+        c:close()
+    end)
+
+    it("honours Connection: close and HTTP/1.0", function()
+        local out = raw(port, "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert.equal(200, status_of(out))
+        assert.matches("Connection: close", out)
+        local out10 = raw(port, "GET /echo HTTP/1.0\r\n\r\n")
+        assert.equal(200, status_of(out10))
+    end)
+
+    it("sends 100 Continue to a client that expects it", function()
+        local c = assert(host.tcp.connect("127.0.0.1", port))
+        assert(c:send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"))
+        assert.equal("HTTP/1.1 100 Continue", c:read_until("\r\n\r\n"))
+        assert(c:send("{}"))
+        local head = c:read_until("\r\n\r\n")
+        assert.equal(200, status_of(head))
+        c:close()
+    end)
+
+    it("answers 503 beyond max_connections and keeps serving after", function()
+        local held = {}
+        for i = 1, 20 do held[i] = assert(host.tcp.connect("127.0.0.1", port)) end
+        local extra = assert(host.tcp.connect("127.0.0.1", port))
+        local out = extra:read_all(3000)
+        extra:close()
+        assert.equal(503, status_of(out or ""))
+        for _, c in ipairs(held) do c:close() end
+        assert(require("helpers.util").wait_until(function() return server.connections == 0 end, 3000))
+        assert.equal(200, assert(http.get(port, "/echo")).status)
+    end)
+
+    it("counts requests by route and status in the metrics", function()
+        assert(http.get(port, "/echo"))
+        local text = host.metrics.render()
+        assert.matches('chathost_http_requests_total{server="spec",route="GET /echo",status="200"} %d+', text)
+        assert.matches('chathost_http_request_duration_seconds_bucket{server="spec",route="GET /echo",le="0.005"}', text)
+    end)
+
+    it("refuses a second server on a port in use", function()
+        local s2, err = host.http.serve { address = "127.0.0.1:" .. port, routes = {} }
+        assert.is_nil(s2)
+        assert.matches("cannot listen on 127%.0%.0%.1:%d+: Address already in use", err)
+    end)
+end)

@@ -57,6 +57,20 @@ char *cfg_str(struct app *app, const char *path, const char *def) {
     return copy;
 }
 
+void cfg_set_int(struct app *app, const char *path, long long v) {
+    lua_State *L = app->L;
+    const char *dot = strrchr(path, '.');
+    if (!dot) return;
+    char parent[128];
+    snprintf(parent, sizeof parent, "%.*s", (int)(dot - path), path);
+    cfg_push(app, parent);
+    if (lua_istable(L, -1)) {
+        lua_pushnumber(L, (lua_Number)v);
+        lua_setfield(L, -2, dot + 1);
+    }
+    lua_pop(L, 1);
+}
+
 int cfg_bool(struct app *app, const char *path, int def) {
     cfg_push(app, path);
     int v = lua_isboolean(app->L, -1) ? lua_toboolean(app->L, -1) : def;

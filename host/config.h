@@ -10,5 +10,7 @@
  * message in err; nothing is published on failure. */
 int config_load(struct app *app, char *err, size_t errlen);
 int cfg_bool(struct app *app, const char *path, int def);
+/* Sets an integer at a dotted path whose parent table exists (start-up adjustments). */
+void cfg_set_int(struct app *app, const char *path, long long v);
 
 #endif

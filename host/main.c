@@ -14,6 +14,7 @@
 #include "log.h"
 #include "reload.h"
 #include "sched.h"
+#include "workers.h"
 
 void redis_shutdown(struct app *app);
 void db_shutdown(struct app *app);
@@ -202,6 +203,22 @@ int main(int argc, char **argv) {
         vm_close(&app);
         free(o.args);
         return die("config: %s", err);
+    }
+    if (strcmp(app.role, "gate") == 0 && cfg_int(&app, "gate.workers", 1) > 1) {
+        static char name[32];
+        int code = 0, index = workers_supervise((int)cfg_int(&app, "gate.workers", 1), &code);
+        if (index < 0) {
+            vm_close(&app);
+            free(o.args);
+            return code;
+        }
+        /* a worker: its own name in logs, its own admin port (admin_port + index) */
+        snprintf(name, sizeof name, "%s-%d", app.name, index + 1);
+        app.name = name;
+        log_setup(app.role, app.name);
+        long long admin = cfg_int(&app, "gate.admin_port", 0);
+        if (admin > 0) cfg_set_int(&app, "gate.admin_port", admin + index);
+        uv_loop_fork(app.loop);
     }
     watch_signals(&app);
     if (start_main(&app, &o) != 0) app_stop(&app, 1);

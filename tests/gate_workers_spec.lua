@@ -1,0 +1,62 @@
+-- gate.workers = N: N gate processes share the HTTP port under a supervisor that restarts
+-- a worker that dies and stops them all on SIGTERM.
+local host = require "host"
+local roles = require "helpers.roles"
+local http = require "helpers.http"
+local util = require "helpers.util"
+
+local PID_ROUTE = [[
+local host = require "host"
+return { routes = { ["GET /pid"] = function() return { pid = host.proc.pid() } end } }
+]]
+
+describe("multi-process gate", function()
+    local gate
+
+    setup(function()
+        gate = roles.start { role = "gate", copy_scripts = true, ready = "HTTP listening",
+            edit = function(dir) assert(host.fs.write(dir .. "/gate/init.lua", PID_ROUTE)) end,
+            config = function(port) return { gate = { port = port, admin_port = 0, workers = 2,
+                host = "127.0.0.1" } } end }
+    end)
+
+    teardown(function() gate:stop() end)
+
+    local function pids_seen(n)
+        local seen, count = {}, 0
+        for _ = 1, n do
+            local res = http.get(gate.port, "/pid")
+            if res and res.status == 200 then
+                local pid = host.json.decode(res.body).pid
+                if not seen[pid] then seen[pid], count = true, count + 1 end
+            end
+        end
+        return seen, count
+    end
+
+    it("spreads connections over both workers", function()
+        assert(util.wait_until(function() return select(2, pids_seen(40)) == 2 end, 5000,
+            "both workers to answer"))
+    end)
+
+    it("restarts a worker that dies", function()
+        local seen = pids_seen(40)
+        local victim = next(seen)
+        assert(host.proc.signal(victim, "KILL"))
+        assert(util.wait_until(function()
+            local now, count = pids_seen(40)
+            return count == 2 and not now[victim]
+        end, 10000, "a new worker"))
+        assert.matches("restarting it", gate:log())
+    end)
+
+    it("stops every worker on SIGTERM and exits 0", function()
+        local seen = pids_seen(40)
+        assert(gate.proc:kill("TERM"))
+        local code = gate.proc:wait(10000)
+        assert.equal(0, code)
+        for pid in pairs(seen) do
+            assert(util.wait_until(function() return not host.proc.signal(pid, 0) end, 5000))
+        end
+    end)
+end)

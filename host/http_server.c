@@ -23,6 +23,19 @@
 
 typedef struct server_ud server_ud;
 
+/* Metric series of one route, found once and kept (a hash lookup with string building per
+ * request was a measurable share of a trivial request). */
+#define ROUTE_STATS 64
+#define ROUTE_STATUSES 4
+typedef struct route_stat {
+    char key[160];
+    metric *latency;
+    struct {
+        int status;
+        metric *count;
+    } by_status[ROUTE_STATUSES];
+} route_stat;
+
 typedef struct http_server {
     tracked track;
     struct app *app;
@@ -39,6 +52,8 @@ typedef struct http_server {
     int closing, listener_open;
     server_ud *ud;
     metric *m_conns;
+    int encode_ref;         /* host.json.encode */
+    route_stat *stats[ROUTE_STATS];
 } http_server;
 
 struct server_ud {
@@ -60,6 +75,7 @@ typedef struct http_conn {
     int reading, eof;
     int keep_alive, close_after, sent_continue, timed_out;
     int deadline_set;       /* the read timer counts down the request under way */
+    int processing, again;  /* conn_process runs; asked to run once more (see there) */
     task_t *task;
     uint64_t t0;            /* hrtime when the request was complete */
     char peer[64];
@@ -134,15 +150,32 @@ static const char *http_date(void) {
     return buf;
 }
 
+static void out_size(http_conn *c, size_t v) {
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    out_reserve(c, (size_t)n);
+    while (n > 0) c->out[c->out_len++] = digits[--n];
+}
+
 /* Starts the response: status line and the standard headers. extra: more header lines. */
 static void out_head(http_conn *c, int status, const char *ctype, size_t body_len,
                      const char *extra, size_t extra_len) {
-    char line[256];
-    int n = snprintf(line, sizeof line,
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n",
-                     status, reason(status), http_date(), ctype, body_len);
     c->out_len = 0;
-    out_add(c, line, (size_t)n);
+    out_str(c, "HTTP/1.1 ");
+    out_size(c, (size_t)status);
+    out_add(c, " ", 1);
+    out_str(c, reason(status));
+    out_str(c, "\r\nDate: ");
+    out_str(c, http_date());
+    out_str(c, "\r\nContent-Type: ");
+    out_str(c, ctype);
+    out_str(c, "\r\nContent-Length: ");
+    out_size(c, body_len);
+    out_add(c, "\r\n", 2);
     if (!c->keep_alive || c->close_after) out_str(c, "Connection: close\r\n");
     if (extra_len) out_add(c, extra, extra_len);
     out_add(c, "\r\n", 2);
@@ -150,24 +183,65 @@ static void out_head(http_conn *c, int status, const char *ctype, size_t body_le
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
+static unsigned route_hash(const char *key) {
+    unsigned h = 2166136261u;
+    for (const char *p = key; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+/* The route's cached series (NULL when the cache is full: looked up the slow way). */
+static route_stat *route_stats(http_server *s, const char *key) {
+    unsigned h = route_hash(key);
+    for (unsigned i = 0; i < ROUTE_STATS; i++) {
+        route_stat **slot = &s->stats[(h + i) % ROUTE_STATS];
+        if (*slot && strcmp((*slot)->key, key) == 0) return *slot;
+        if (*slot) continue;
+        route_stat *st = calloc(1, sizeof *st);
+        snprintf(st->key, sizeof st->key, "%s", key);
+        char labels[320];
+        snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\"", s->name, key);
+        st->latency = metrics_get(METRIC_HISTOGRAM, "chathost_http_request_duration_seconds",
+                                  labels, "Time from a complete request to its response.");
+        *slot = st;
+        return st;
+    }
+    return NULL;
+}
+
+static metric *status_counter(http_server *s, route_stat *st, const char *key, int status) {
+    for (int i = 0; st && i < ROUTE_STATUSES; i++) {
+        if (st->by_status[i].status == status) return st->by_status[i].count;
+        if (st->by_status[i].status == 0) {
+            st->by_status[i].status = status;
+            return st->by_status[i].count = status_counter(s, NULL, key, status);
+        }
+    }
+    char labels[320];
+    snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\",status=\"%d\"", s->name, key,
+             status);
+    return metrics_get(METRIC_COUNTER, "chathost_http_requests_total", labels,
+                       "HTTP requests by server, route and status.");
+}
+
 static void observe(http_conn *c, int status, size_t bytes) {
     http_server *s = c->srv;
     double secs = (double)(uv_hrtime() - c->t0) / 1e9;
-    char labels[320];
-    snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\",status=\"%d\"", s->name, c->route,
-             status);
-    metric_add(metrics_get(METRIC_COUNTER, "chathost_http_requests_total", labels,
-                           "HTTP requests by server, route and status."), 1);
-    snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\"", s->name, c->route);
-    metric_observe(metrics_get(METRIC_HISTOGRAM, "chathost_http_request_duration_seconds", labels,
-                               "Time from a complete request to its response."), secs);
-    if (s->access_log && log_enabled(LOG_INFO))
-        log_info("%s %s %d %zu %.1fms %s", c->req.complete ? hreq_method(&c->req) : "-",
-                 c->route, status, bytes, secs * 1e3, c->peer);
+    route_stat *st = route_stats(s, c->route);
+    metric_add(status_counter(s, st, c->route, status), 1);
+    if (st) {
+        metric_observe(st->latency, secs);
+    } else {
+        char labels[320];
+        snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\"", s->name, c->route);
+        metric_observe(metrics_get(METRIC_HISTOGRAM, "chathost_http_request_duration_seconds",
+                                   labels, "Time from a complete request to its response."), secs);
+    }
+    if (s->access_log && log_enabled(LOG_INFO)) /* the route key holds the method and path */
+        log_info("%s %d %zuB %.1fms %s", c->route, status, bytes, secs * 1e3, c->peer);
 }
 
 static void on_written(uv_write_t *w, int status) {
-    http_conn *c = w->data;
+    http_conn *c = LIST_ENTRY(w, http_conn, wreq);
     if (c->state == C_CLOSING) return;
     if (status < 0 || c->close_after || !c->keep_alive || c->srv->closing) {
         conn_close(c);
@@ -185,12 +259,23 @@ static void write_timeout(uv_timer_t *t) {
     conn_close(t->data); /* the client does not read its response */
 }
 
-/* Sends the response in c->out; the connection goes on (or closes) when it is written. */
+/* Sends the response in c->out; the connection goes on (or closes) when it is written.
+ * Most responses fit the socket buffer: written at once, with no write request or timer. */
 static void conn_send(http_conn *c, int status, size_t body_len) {
     if (c->state == C_CLOSING) return;
     observe(c, status, body_len);
     c->state = C_WRITING;
     uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)c->out_len) {
+        on_written(&c->wreq, 0);
+        return;
+    }
+    if (n > 0) b = uv_buf_init(c->out + n, (unsigned)(c->out_len - (size_t)n));
+    else if (n != UV_EAGAIN) {
+        conn_close(c);
+        return;
+    }
     c->wreq.data = c;
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
         conn_close(c);
@@ -265,7 +350,12 @@ static int find_handler(lua_State *L, http_conn *c, size_t path_len) {
     static const char *const methods[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
     http_server *s = c->srv;
     const char *method = hreq_method(&c->req);
-    snprintf(c->route, sizeof c->route, "%s %.*s", method, (int)path_len, c->req.hbuf);
+    size_t mlen = strlen(method);
+    if (mlen + 1 + path_len >= sizeof c->route) path_len = sizeof c->route - mlen - 2;
+    memcpy(c->route, method, mlen);
+    c->route[mlen] = ' ';
+    memcpy(c->route + mlen + 1, c->req.hbuf, path_len);
+    c->route[mlen + 1 + path_len] = '\0';
     push_routes(L, s);
     if (lua_istable(L, -1)) {
         lua_getfield(L, -1, c->route);
@@ -299,18 +389,12 @@ static int find_handler(lua_State *L, http_conn *c, size_t path_len) {
 
 /* Pushes the body value at idx as a string: strings as they are, tables as JSON. Returns
  * the content type, or NULL when the value cannot be encoded (message pushed instead). */
-static const char *body_of(lua_State *L, int idx, const char *ctype) {
+static const char *body_of(lua_State *L, int idx, const char *ctype, int encode_ref) {
     if (lua_type(L, idx) == LUA_TSTRING) {
         lua_pushvalue(L, idx);
         return ctype ? ctype : "text/plain; charset=utf-8";
     }
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_getfield(L, -1, "host");
-    lua_getfield(L, -1, "json");
-    lua_getfield(L, -1, "encode");
-    lua_replace(L, -5);
-    lua_pop(L, 3);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, encode_ref);
     lua_pushvalue(L, idx);
     if (lua_pcall(L, 1, 1, 0) != 0) return NULL;
     return ctype ? ctype : "application/json";
@@ -359,7 +443,7 @@ static void respond(http_conn *c, lua_State *co, int base, int nres) {
     size_t blen = 0;
     const char *body = "";
     if (body_idx && !lua_isnil(co, body_idx)) {
-        ctype = body_of(co, body_idx, ctype);
+        ctype = body_of(co, body_idx, ctype, c->srv->encode_ref);
         if (!ctype) {
             log_error("http: %s: cannot encode the response: %s", c->route, lua_tostring(co, -1));
             send_error(c, 500, 1019, "internal error", NULL);
@@ -374,8 +458,7 @@ static void respond(http_conn *c, lua_State *co, int base, int nres) {
 
 static int handler_done(void *ud, task_t *t, int ok, int nres) {
     http_conn *c = ud;
-    c->task = NULL;
-    uv_timer_stop(&c->timer);
+    c->task = NULL; /* the handler timer is re-armed by what follows the response */
     if (c->state == C_CLOSING) return 1; /* cancelled because the client went away */
     if (!ok) {
         const char *err = lua_tostring(t->co, -1);
@@ -407,7 +490,6 @@ static void dispatch(http_conn *c) {
     c->t0 = uv_hrtime();
     c->timed_out = 0;
     c->keep_alive = hreq_keep_alive(&c->req);
-    uv_timer_stop(&c->timer);
     const char *q = memchr(c->req.hbuf, '?', c->req.url_len);
     size_t path_len = q ? (size_t)(q - c->req.hbuf) : c->req.url_len;
     if (!find_handler(L, c, path_len)) return;
@@ -433,7 +515,7 @@ static void read_timeout(uv_timer_t *t) {
 static void on_continue_written(uv_write_t *w, int status) { (void)w; }
 
 /* Parses what was received; dispatches a complete request or answers a bad one. */
-static void conn_process(http_conn *c) {
+static void process_once(http_conn *c) {
     while (c->state == C_READING) {
         size_t used;
         enum hreq_status st =
@@ -475,6 +557,22 @@ static void conn_process(http_conn *c) {
         c->deadline_set = 1;
         uv_timer_start(&c->timer, read_timeout, c->srv->read_timeout_ms, 0);
     }
+}
+
+/* A handler that answers at once completes the request inside dispatch(), and the next
+ * pipelined one would start there too: instead of recursing (once per pipelined request)
+ * the nested call asks the running one to go round again. */
+static void conn_process(http_conn *c) {
+    if (c->processing) {
+        c->again = 1;
+        return;
+    }
+    c->processing = 1;
+    do {
+        c->again = 0;
+        process_once(c);
+    } while (c->again && c->state == C_READING);
+    c->processing = 0;
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
@@ -600,6 +698,8 @@ static void server_maybe_free(http_server *s) {
     lua_State *L = s->app->L;
     luaL_unref(L, LUA_REGISTRYINDEX, s->routes_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, s->req_mt_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->encode_ref);
+    for (int i = 0; i < ROUTE_STATS; i++) free(s->stats[i]);
     free(s);
 }
 
@@ -722,6 +822,13 @@ static int l_serve(lua_State *L) {
     lua_getfield(L, -1, "req_mt");
     s->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_getfield(L, -1, "host");
+    lua_getfield(L, -1, "json");
+    lua_getfield(L, -1, "encode");
+    s->encode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 4);
     char labels[64];
     snprintf(labels, sizeof labels, "server=\"%s\"", s->name);
     s->m_conns = metrics_get(METRIC_GAUGE, "chathost_http_connections", labels,

@@ -9,18 +9,77 @@
 
 #include "log.h"
 
-static char tasks_key;
+static char tasks_key, pool_key, trampoline_key;
+static char done_mark; /* yielded first by the trampoline when the task's function returned */
+static int pool_size;  /* coroutines waiting in the pool (one Lua state per process) */
+
+#define POOL_MAX 256
+
+/* Tasks run in reusable coroutines: the trampoline calls the task's function, yields its
+ * results behind done_mark, and, resumed with the next function and arguments, tail-calls
+ * itself. Creating a coroutine (and collecting it) per request was a measurable cost. */
+static const char TRAMPOLINE[] =
+    "local MARK, yield = ...\n"
+    "local function trampoline(fn, ...) return trampoline(yield(MARK, fn(...))) end\n"
+    "return trampoline\n";
 
 static void tasks_table(lua_State *L) {
     lua_pushlightuserdata(L, &tasks_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
 }
 
+static void registry_set(lua_State *L, void *key) { /* registry[key] = value on top */
+    lua_pushlightuserdata(L, key);
+    lua_insert(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+static void registry_get(lua_State *L, void *key) {
+    lua_pushlightuserdata(L, key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+}
+
 void sched_init(struct app *app) {
     lua_State *L = app->L;
-    lua_pushlightuserdata(L, &tasks_key);
     lua_newtable(L);
-    lua_rawset(L, LUA_REGISTRYINDEX);
+    registry_set(L, &tasks_key);
+    lua_newtable(L);
+    registry_set(L, &pool_key);
+    luaL_loadbuffer(L, TRAMPOLINE, sizeof TRAMPOLINE - 1, "=trampoline");
+    lua_pushlightuserdata(L, &done_mark);
+    lua_getglobal(L, "coroutine");
+    lua_getfield(L, -1, "yield");
+    lua_remove(L, -2);
+    lua_call(L, 2, 1);
+    registry_set(L, &trampoline_key);
+}
+
+/* Pushes a coroutine onto L and returns it: from the pool (parked in the trampoline's
+ * yield), or new, holding the trampoline. Either way, resuming it with fn, ... runs fn. */
+static lua_State *coroutine_take(lua_State *L) {
+    if (pool_size > 0) {
+        registry_get(L, &pool_key);
+        lua_rawgeti(L, -1, pool_size);
+        lua_pushnil(L);
+        lua_rawseti(L, -3, pool_size--);
+        lua_remove(L, -2);
+        return lua_tothread(L, -1);
+    }
+    lua_State *co = lua_newthread(L);
+    registry_get(L, &trampoline_key);
+    lua_xmove(L, co, 1);
+    return co;
+}
+
+/* A coroutine parked in the trampoline's yield goes back to the pool (or is dropped). */
+static void coroutine_give(lua_State *L, lua_State *co) {
+    if (pool_size >= POOL_MAX) return;
+    lua_settop(co, 0);
+    registry_get(L, &pool_key);
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    lua_rawseti(L, -2, ++pool_size);
+    lua_pop(L, 1);
 }
 
 task_t *sched_current(lua_State *L) {
@@ -44,7 +103,8 @@ task_t *sched_need(lua_State *L, const char *fname) {
     return t;
 }
 
-/* Drops the thread -> task entry, which lets the coroutine be collected. */
+/* Drops the thread -> task entry; a coroutine whose function returned is pooled, any
+ * other (failed, cancelled mid-call) is left to the collector. */
 static void task_release(task_t *t) {
     lua_State *L = t->app->L;
     lua_checkstack(L, 3);
@@ -54,6 +114,7 @@ static void task_release(task_t *t) {
     lua_pushnil(L);
     lua_rawset(L, -3);
     lua_pop(L, 1);
+    if (t->reusable) coroutine_give(L, t->co);
     track_del(&t->track);
     t->app->tasks_alive--;
     free(t);
@@ -92,6 +153,12 @@ static task_t *task_run(task_t *t, int nargs) {
     int status = lua_resume(t->co, nargs);
     t->running = 0;
     if (status == LUA_YIELD && t->suspended) return t;
+    if (status == LUA_YIELD && lua_gettop(t->co) >= 1 &&
+        lua_touserdata(t->co, 1) == &done_mark) { /* the function returned */
+        t->reusable = 1;
+        task_finish(t, 1, lua_gettop(t->co) - 1);
+        return NULL;
+    }
     if (status == LUA_YIELD) {
         lua_settop(t->co, 0);
         lua_pushstring(t->co, "coroutine.yield() called outside host I/O in a host coroutine "
@@ -114,13 +181,13 @@ static void task_track_close(tracked *tr) {
 task_t *sched_spawn(struct app *app, lua_State *L, int nargs, const char *label,
                     task_done_fn done, void *ud) {
     task_t *t = calloc(1, sizeof *t);
-    lua_State *co = lua_newthread(L);
+    lua_State *co = coroutine_take(L);
     tasks_table(L);
     lua_pushvalue(L, -2);
     lua_pushlightuserdata(L, t);
     lua_rawset(L, -3);
     lua_pop(L, 2); /* tasks table, thread */
-    lua_xmove(L, co, nargs + 1);
+    lua_xmove(L, co, nargs + 1); /* the function and its arguments */
     t->app = app;
     t->co = co;
     t->id = ++app->tasks_started;
@@ -129,7 +196,7 @@ task_t *sched_spawn(struct app *app, lua_State *L, int nargs, const char *label,
     t->label = label ? label : "task";
     app->tasks_alive++;
     track_add(app, &t->track, "coroutine", task_track_close);
-    return task_run(t, nargs);
+    return task_run(t, nargs + 1);
 }
 
 void sched_suspend(task_t *t, task_cancel_fn cancel, void *op) {

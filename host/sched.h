@@ -33,6 +33,7 @@ struct task {
     const char *label;
     unsigned running : 1;
     unsigned suspended : 1;
+    unsigned reusable : 1; /* its coroutine is back in the trampoline: pool it */
 };
 
 /* Runs the function below nargs arguments on L's stack as a new task (popping them) until

@@ -79,7 +79,18 @@ local SCHEMA = {
         handler_timeout_ms = int(30000, 10, 600000),-- a route handler's answer -> 504
         max_connections = int(10000, 1, 1000000),   -- beyond: 503 and close
         access_log = bool(true),                    -- one info line per request
-        accounts = { "table", false },              -- the account routes' settings (scripts/gate)
+        accounts = {                                -- the account routes (scripts/gate)
+            code_max_tries = int(5, 1, 100),        -- wrong codes; the last one deletes the code
+            code_ip_limit = int(20, 1, 1000000),    -- code requests per client IP per window
+            code_ip_window_s = int(3600, 1, 86400),
+            login_email_limit = int(5, 1, 1000000), -- failed logins per e-mail per window
+            login_ip_limit = int(50, 1, 1000000),   -- failed logins per client IP per window
+            login_window_s = int(900, 1, 86400),
+            rehash_on_login = bool(true),           -- re-hash passwords made with other costs
+            verify_target = str(false),             -- host:port; default verify.host:port
+            status_target = str(false),             -- host:port; default status.host:port
+            rpc_timeout_ms = int(false, 1, 3600000),-- gRPC deadline; default grpc.deadline_ms
+        },
     },
     admin = { host = str("127.0.0.1") },            -- every role's /healthz and /metrics listener
     status = {

@@ -12,5 +12,7 @@ M.LOGIN_COUNT = "logincount"                                       -- hash: serv
 M.CHAT_SERVERS = "chatservers"                                     -- set of chat server names
 function M.chat_server(name) return "chatserver_" .. name end      -- liveness: {host,port,rpc}
 function M.rate(kind, id) return "rate:" .. kind .. ":" .. id end  -- rate-limit counters
+-- rate-limit kinds: mail (verify: one mail per address per interval), code_ip (gate: code
+-- requests per client IP), login_email / login_ip (gate: login failures)
 
 return M

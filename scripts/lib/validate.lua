@@ -18,4 +18,37 @@ function M.uid(v)
     return type(v) == "number" and v >= 1 and v < 2147483648 and v == math.floor(v)
 end
 
+-- A user name: 3..20 ASCII letters, digits, '_' or '-', not all digits (chat search reads an
+-- all-digit text as a uid). The database compares names case-insensitively, so "Bob" and
+-- "bob" are one name.
+function M.user_name(s)
+    return type(s) == "string" and #s >= 3 and #s <= 20 and s:match("^[%a%d_%-]+$") ~= nil
+        and s:match("^%d+$") == nil
+end
+
+-- Valid UTF-8 without control characters, at most max_bytes bytes (free text such as a
+-- nickname or an icon path).
+function M.text(s, max_bytes)
+    if type(s) ~= "string" or #s > max_bytes or s:find("[%z\1-\31\127]") then return false end
+    local i, n = 1, #s
+    while i <= n do
+        local c = s:byte(i)
+        local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2
+            or (c >= 0xE0 and c <= 0xEF) and 3 or (c >= 0xF0 and c <= 0xF4) and 4
+        if not len or i + len - 1 > n then return false end
+        for k = i + 1, i + len - 1 do
+            local cc = s:byte(k)
+            if cc < 0x80 or cc > 0xBF then return false end
+        end
+        -- overlong 3/4-byte forms, surrogates and code points above U+10FFFF
+        local c2 = s:byte(i + 1)
+        if (c == 0xE0 and c2 < 0xA0) or (c == 0xED and c2 > 0x9F)
+            or (c == 0xF0 and c2 < 0x90) or (c == 0xF4 and c2 > 0x8F) then
+            return false
+        end
+        i = i + len
+    end
+    return true
+end
+
 return M

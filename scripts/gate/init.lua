@@ -1,0 +1,12 @@
+-- The gate role's business logic: the account routes of shared/PROTOCOL.md §3. The host's
+-- HTTP server calls routes["METHOD /path"](req) in a coroutine per request and sends the
+-- returned table as HTTP 200 JSON. One module per route; shared pieces are in scripts/lib/
+-- (password, ratelimit, users) and gate.request/reply/codes/rpc/settings.
+return {
+    routes = {
+        ["POST /get_varifycode"] = require "gate.get_varifycode",
+        ["POST /user_register"] = require "gate.register",
+        ["POST /reset_pwd"] = require "gate.reset_pwd",
+        ["POST /user_login"] = require "gate.login",
+    },
+}

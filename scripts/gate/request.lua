@@ -1,0 +1,50 @@
+-- gate.request: reads a route's fields from the JSON body in the order of
+-- shared/PROTOCOL.md §3: first the body and every field's JSON type (1001), then presence
+-- and validity field by field in the route's order (1016 naming the first bad field).
+-- Fields the route does not know are ignored; JSON null counts as absent.
+local host = require "host"
+local errors = require "lib.errors"
+
+local M = {}
+
+local JSON_TYPE = { string = "string", integer = "number" }
+
+local function wrong_type(body, fields)
+    for _, f in ipairs(fields) do
+        local v = body[f.name]
+        if v ~= nil and v ~= host.null and type(v) ~= JSON_TYPE[f.kind] then return f.name end
+    end
+    return nil
+end
+
+-- read(req, fields) -> values | nil, reply
+-- fields: array of { name=, kind="string"|"integer", required=bool?, check=fn(v)?,
+-- default=? }; check(v) is true when v is valid. An empty string counts as absent.
+function M.read(req, fields)
+    local body = req.json
+    if type(body) ~= "table" or body[1] ~= nil then return nil, { error = errors.Error_Json } end
+    local bad = wrong_type(body, fields)
+    if bad then return nil, { error = errors.Error_Json, field = bad } end
+    local values = {}
+    for _, f in ipairs(fields) do
+        local v = body[f.name]
+        if v == host.null or v == "" then v = nil end
+        if v == nil then
+            if f.required then return nil, { error = errors.InvalidParams, field = f.name } end
+            v = f.default
+        elseif f.check and not f.check(v) then
+            return nil, { error = errors.InvalidParams, field = f.name }
+        end
+        values[f.name] = v
+    end
+    return values
+end
+
+-- The client's IP, the identity of its rate-limit counters ("-" if the server had none).
+function M.peer(req)
+    local peer = req.peer
+    if type(peer) ~= "string" or peer == "" then return "-" end
+    return peer
+end
+
+return M

@@ -1,0 +1,66 @@
+-- lib.users: the `user` table (sql/001_schema.sql), shared by the gate (accounts) and the
+-- chat role (profiles). Uniqueness of names and e-mails is the database's job (UNIQUE
+-- keys): callers insert and handle "exists", they never check first. E-mails are stored
+-- lower-case; names compare case-insensitively (the column's collation).
+local host = require "host"
+
+local M = {}
+
+local ER_DUP_ENTRY = 1062
+
+local COLUMNS = "uid, name, email, pwd_hash, nick, `desc`, sex, icon"
+
+-- create{name=, email=, pwd_hash=, nick=?, icon=?, sex=?} -> uid | nil, "exists" | nil, err
+function M.create(u)
+    local duplicate = false
+    local uid, err = host.db.tx(function(tx)
+        local res, ierr, errno = tx:exec(
+            "INSERT INTO user (name, email, pwd_hash, nick, icon, sex) VALUES (?, ?, ?, ?, ?, ?)",
+            u.name, u.email, u.pwd_hash, u.nick or "", u.icon or "", u.sex or 0)
+        if not res then
+            duplicate = errno == ER_DUP_ENTRY
+            error(ierr, 0)
+        end
+        return res.insert_id
+    end)
+    if duplicate then return nil, "exists" end
+    if not uid then return nil, err end
+    return uid
+end
+
+local function one(sql, ...)
+    local rows, err = host.db.query(sql, ...)
+    if not rows then return nil, err end
+    return rows[1]
+end
+
+-- by_email(email) -> row | nil (no such user) | nil, err
+function M.by_email(email)
+    return one("SELECT " .. COLUMNS .. " FROM user WHERE email = ?", email)
+end
+
+-- by_name(name) -> row | nil (no such user) | nil, err
+function M.by_name(name)
+    return one("SELECT " .. COLUMNS .. " FROM user WHERE name = ?", name)
+end
+
+-- by_uid(uid) -> row | nil (no such user) | nil, err
+function M.by_uid(uid)
+    return one("SELECT " .. COLUMNS .. " FROM user WHERE uid = ?", uid)
+end
+
+-- set_password(uid, new_hash, old_hash?) -> true | false (no such user, or the hash is no
+-- longer old_hash: someone changed it meanwhile) | nil, err
+function M.set_password(uid, new_hash, old_hash)
+    local res, err
+    if old_hash then
+        res, err = host.db.exec("UPDATE user SET pwd_hash = ? WHERE uid = ? AND pwd_hash = ?",
+            new_hash, uid, old_hash)
+    else
+        res, err = host.db.exec("UPDATE user SET pwd_hash = ? WHERE uid = ?", new_hash, uid)
+    end
+    if not res then return nil, err end
+    return res.affected == 1
+end
+
+return M

@@ -12,6 +12,8 @@ return {
         reload_debounce_ms = 100,
     },
 
+    migrations = { dir = "sql" },           -- numbered .sql files applied by `chathost migrate`
+
     redis = {
         host = "127.0.0.1", port = 6380,
         password = env("CHATHOST_REDIS_PASSWORD"),

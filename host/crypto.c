@@ -6,6 +6,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "workq.h"
@@ -15,6 +16,7 @@ struct crypto_pool {
     unsigned long long opslimit;
     size_t memlimit;
     unsigned long hashes, verifies;
+    double cpu_seconds; /* thread CPU spent hashing, for the share of a login it costs */
 };
 
 typedef struct hash_job {
@@ -25,6 +27,7 @@ typedef struct hash_job {
     size_t password_len;
     char hash[crypto_pwhash_STRBYTES];
     int rc;
+    double cpu_seconds;
 } hash_job;
 
 static struct crypto_pool *pool_get(struct app *app) {
@@ -50,17 +53,26 @@ static void job_release(workq_job *base) {
 }
 
 /* On a pool thread. */
+static double thread_cpu(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void job_run(workq_job *base) {
     hash_job *j = (hash_job *)base;
     struct crypto_pool *p = j->pool;
+    double t0 = thread_cpu();
     if (j->verify)
         j->rc = crypto_pwhash_str_verify(j->hash, j->password, j->password_len);
     else
         j->rc = crypto_pwhash_str(j->hash, j->password, j->password_len, p->opslimit, p->memlimit);
+    j->cpu_seconds = thread_cpu() - t0;
 }
 
 static void job_finish(workq_job *base, task_t *t) {
     hash_job *j = (hash_job *)base;
+    j->pool->cpu_seconds += j->cpu_seconds;
     if (j->verify) {
         lua_pushboolean(t->co, j->rc == 0);
         sched_resume(t, 1);
@@ -152,6 +164,8 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "hashes");
     lua_pushnumber(L, (lua_Number)p->verifies);
     lua_setfield(L, -2, "verifies");
+    lua_pushnumber(L, p->cpu_seconds);
+    lua_setfield(L, -2, "cpu_seconds");
     return 1;
 }
 

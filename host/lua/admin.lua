@@ -62,6 +62,7 @@ local function sample(scripts)
     local c = host.crypto.stats()
     gauge("chathost_hash_active", c.active, "Password hashes running.")
     gauge("chathost_hash_waiting", c.waiting, "Password hashes waiting for a turn.")
+    gauge("chathost_hash_cpu_seconds", c.cpu_seconds, "Thread CPU spent hashing passwords.")
     if scripts then
         local st = scripts:stats()
         gauge("chathost_script_generation", st.generation, "Script generation serving requests.")

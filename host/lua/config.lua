@@ -19,6 +19,7 @@ local SCHEMA = {
         watch = bool(true),
         reload_debounce_ms = int(100, 0, 60000),
     },
+    migrations = { dir = str("sql") },              -- relative to the config file's folder
     redis = {
         host = str("127.0.0.1"), port = int(6380, 1, 65535), password = str(false),
         db = int(0, 0, 255),

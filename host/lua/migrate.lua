@@ -26,7 +26,10 @@ M.statements = statements
 
 -- The migrations on disk, sorted: { {version=1, name="001_init.sql", path=...}, ... }
 function M.list(dir)
-    dir = dir or (host.root .. "/sql")
+    if not dir then
+        dir = host.config.migrations.dir
+        if dir:sub(1, 1) ~= "/" then dir = host.root .. "/" .. dir end
+    end
     local names, err = host.fs.list(dir)
     if not names then return nil, err end
     local out = {}

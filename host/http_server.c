@@ -60,7 +60,13 @@ struct server_ud {
     http_server *s;
 };
 
-enum conn_state { C_READING, C_HANDLING, C_WRITING, C_CLOSING };
+enum conn_state { C_READING, C_HANDLING, C_WRITING, C_LINGERING, C_CLOSING };
+
+/* After an error answer that ends the connection, the client may still be sending (a
+ * body we refused): closing at once would reset the connection before it reads our
+ * answer. So the write side is shut (FIN) and input is read and dropped for a while. */
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (16u << 20)
 
 typedef struct http_conn {
     list_node link;
@@ -85,6 +91,8 @@ typedef struct http_conn {
     size_t out_len, out_cap;
     uv_buf_t cont_buf;
     uv_write_t creq;        /* 100 Continue */
+    uv_shutdown_t shutdown_req;
+    size_t lingered;        /* bytes dropped while lingering */
 } http_conn;
 
 static void conn_process(http_conn *c);
@@ -240,11 +248,38 @@ static void observe(http_conn *c, int status, size_t bytes) {
         log_info("%s %d %zuB %.1fms %s", c->route, status, bytes, secs * 1e3, c->peer);
 }
 
+static void linger_timeout(uv_timer_t *t) { conn_close(t->data); }
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    http_conn *c = req->data;
+    if (status < 0 && c->state == C_LINGERING) conn_close(c);
+}
+
+/* Ends the connection gracefully (see LINGER_MS). */
+static void conn_linger(http_conn *c) {
+    if (c->eof) {
+        conn_close(c);
+        return;
+    }
+    c->state = C_LINGERING;
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        conn_close(c);
+        return;
+    }
+    conn_resume_reading(c);
+    uv_timer_start(&c->timer, linger_timeout, LINGER_MS, 0);
+}
+
 static void on_written(uv_write_t *w, int status) {
     http_conn *c = LIST_ENTRY(w, http_conn, wreq);
     if (c->state == C_CLOSING) return;
-    if (status < 0 || c->close_after || !c->keep_alive || c->srv->closing) {
+    if (status < 0) {
         conn_close(c);
+        return;
+    }
+    if (c->close_after || !c->keep_alive || c->srv->closing) {
+        conn_linger(c);
         return;
     }
     hreq_reset(&c->req);
@@ -595,6 +630,12 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     http_conn *c = s->data;
     if (n == 0) return;
+    if (c->state == C_LINGERING) { /* drop it; the peer's close or the timer ends it */
+        c->in_off = c->in_len = 0;
+        c->lingered += n > 0 ? (size_t)n : 0;
+        if (n < 0 || c->lingered > LINGER_MAX_BYTES) conn_close(c);
+        return;
+    }
     if (n < 0) {
         uv_read_stop(s);
         c->reading = 0;
@@ -688,6 +729,7 @@ static void on_connection(uv_stream_t *l, int status) {
 /* Reading resumes after a pause (pipelining backlog) once the connection reads again. */
 static void conn_resume_reading(http_conn *c) {
     if (c->reading || c->eof || c->state == C_CLOSING) return;
+    if (c->state == C_LINGERING) c->in_off = c->in_len = 0;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
 }
 
@@ -719,7 +761,7 @@ static void server_close(http_server *s) {
     while (n != &s->conns) {
         http_conn *c = LIST_ENTRY(n, http_conn, link);
         n = n->next;
-        if (c->state == C_READING) conn_close(c);
+        if (c->state == C_READING || c->state == C_LINGERING) conn_close(c);
     }
 }
 

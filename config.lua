@@ -52,9 +52,17 @@ return {
     verify = { host = "127.0.0.1", port = 50051, admin_port = 9101 },
     status = { host = "127.0.0.1", port = 50052, admin_port = 9102 },
     chat = {
+        host = "127.0.0.1",                 -- "0.0.0.0" to accept clients from elsewhere
+        heartbeat_timeout_ms = 60000,       -- clients send 1023 every 10 s
+        max_body_bytes = 8192,              -- frames above: 1016 and close (never above 65535)
+        send_queue_bytes = 1048576, send_queue_frames = 1000, -- a client that does not read
+        page_size = 50,                     -- 1025/1029 paging
+        presence_ttl_s = 120,               -- uip_/usession_ keys, refreshed by heartbeats
+        alive_ttl_s = 15, report_interval_ms = 5000, -- liveness and load seen by status
+        batch_window_ms = 2, batch_max = 64, -- group commit of chat messages
         instances = {
-            chat1 = { host = "127.0.0.1", port = 8090, rpc_port = 50055, admin_port = 9110 },
-            chat2 = { host = "127.0.0.1", port = 8091, rpc_port = 50056, admin_port = 9111 },
+            chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110 },
+            chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },
         },
     },
 }

@@ -34,7 +34,11 @@ struct app {
     char root[PATH_MAX];        /* directory holding the config file: scripts/, sql/ live here */
     char config_path[PATH_MAX];
     int config_ref;   /* registry ref of the validated config table */
-    int stopping;     /* set once shutdown has begun: no new work is started */
+    int draining;     /* host.on_stop hooks run (bounded by shutdown.grace_ms) */
+    int stopping;     /* set once the final shutdown has begun: no new work is started */
+    int stop_hooks_ref;
+    int stop_pending;
+    uv_timer_t stop_timer;
     int exit_code;
 
     list_node tracked_list;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "http_parse.h"
+#include "listen.h"
 #include "log.h"
 #include "metrics.h"
 #include "sched.h"
@@ -767,40 +768,6 @@ static void server_close(http_server *s) {
 
 static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, http_server, track)); }
 
-/* Binds host:port (IPv4, or [IPv6]:port); SO_REUSEPORT when asked (several gate
- * processes on one port). Returns the fd or -errno. */
-static int bind_socket(const char *address, int reuseport, int *port) {
-    char host[64];
-    const char *colon = strrchr(address, ':');
-    if (!colon || (size_t)(colon - address) >= sizeof host) return -EINVAL;
-    snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
-    int p = atoi(colon + 1);
-    struct sockaddr_storage ss;
-    socklen_t len;
-    int family;
-    if (host[0] == '[') {
-        host[strlen(host) - 1] = '\0';
-        if (uv_ip6_addr(host + 1, p, (struct sockaddr_in6 *)&ss) != 0) return -EINVAL;
-        family = AF_INET6, len = sizeof(struct sockaddr_in6);
-    } else {
-        if (uv_ip4_addr(host, p, (struct sockaddr_in *)&ss) != 0) return -EINVAL;
-        family = AF_INET, len = sizeof(struct sockaddr_in);
-    }
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    if (fd < 0) return -errno;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    getsockname(fd, (struct sockaddr *)&ss, &len);
-    *port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                    : ((struct sockaddr_in6 *)&ss)->sin6_port);
-    return fd;
-}
-
 static lua_Integer opt_field(lua_State *L, const char *k, lua_Integer def) {
     lua_getfield(L, 1, k);
     lua_Integer v = luaL_optinteger(L, -1, def);
@@ -836,7 +803,7 @@ static int l_serve(lua_State *L) {
     lua_getfield(L, 1, "reuseport");
     int reuseport = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    int port = 0, fd = bind_socket(address, reuseport, &port);
+    int port = 0, fd = listen_socket(address, reuseport, &port);
     if (fd < 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s: %s", address, strerror(-fd));

@@ -93,10 +93,75 @@ static void shutdown_deadline(uv_timer_t *t) {
     uv_walk(t->loop, close_any, NULL);
 }
 
+static void app_stop_finish(struct app *app);
+
+static void stop_timer_fired(uv_timer_t *t) {
+    struct app *app = t->data;
+    log_warn("shutdown: stop hooks still running after %llu ms, going on",
+             (unsigned long long)cfg_int(app, "shutdown.grace_ms", 3000));
+    app_stop_finish(app);
+}
+
+static int stop_hook_done(void *ud, task_t *t, int ok, int nres) {
+    struct app *app = ud;
+    if (--app->stop_pending == 0 && !app->stopping) app_stop_finish(app);
+    return 0;
+}
+
+/* Phase one: the scripts' stop hooks (host.on_stop) run while everything still works. */
+static int run_stop_hooks(struct app *app) {
+    lua_State *L = app->L;
+    if (app->stop_hooks_ref == LUA_NOREF || app->stop_hooks_ref == 0) return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, app->stop_hooks_ref);
+    int n = (int)lua_objlen(L, -1);
+    app->stop_pending = n;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        sched_spawn(app, L, 0, "stop hook", stop_hook_done, app);
+    }
+    lua_pop(L, 1);
+    return app->stop_pending > 0;
+}
+
 void app_stop(struct app *app, int exit_code) {
     if (app->stopping) return;
-    app->stopping = 1;
+    if (app->draining) { /* asked again (a second Ctrl-C): no more waiting */
+        app_stop_finish(app);
+        return;
+    }
+    app->draining = 1;
     app->exit_code = exit_code;
+    if (run_stop_hooks(app)) {
+        uv_timer_init(app->loop, &app->stop_timer);
+        app->stop_timer.data = app;
+        uv_timer_start(&app->stop_timer, stop_timer_fired,
+                       (uint64_t)cfg_int(app, "shutdown.grace_ms", 3000), 0);
+        return;
+    }
+    app_stop_finish(app);
+}
+
+/* host.on_stop(fn): fn runs (in a task) when the process is asked to stop, before its
+ * servers and clients close; all hooks together get shutdown.grace_ms. */
+static int l_on_stop(lua_State *L) {
+    struct app *app = app_from(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (app->stop_hooks_ref == LUA_NOREF || app->stop_hooks_ref == 0) {
+        lua_newtable(L);
+        app->stop_hooks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, app->stop_hooks_ref);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    return 0;
+}
+
+/* Phase two: everything still running is cancelled and closed. */
+static void app_stop_finish(struct app *app) {
+    if (app->stopping) return;
+    app->stopping = 1;
+    if (app->stop_timer.loop && !uv_is_closing((uv_handle_t *)&app->stop_timer))
+        uv_close((uv_handle_t *)&app->stop_timer, NULL); /* initialised: hooks ran */
     while (!list_empty(&app->tracked_list)) {
         tracked *t = LIST_ENTRY(app->tracked_list.next, tracked, link);
         list_remove(&t->link);
@@ -124,7 +189,7 @@ static void on_signal(uv_signal_t *h, int signum) {
         return;
     }
     log_info("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
-    app_stop(app, 0);
+    app_stop(app, app->draining ? app->exit_code : 0);
 }
 
 static void watch_signals(struct app *app) {
@@ -221,6 +286,14 @@ int main(int argc, char **argv) {
         uv_loop_fork(app.loop);
     }
     watch_signals(&app);
+    app.stop_hooks_ref = LUA_NOREF;
+    lua_getglobal(app.L, "package");
+    lua_getfield(app.L, -1, "loaded");
+    lua_getfield(app.L, -1, "host");
+    lua_pushlightuserdata(app.L, &app);
+    lua_pushcclosure(app.L, l_on_stop, 1);
+    lua_setfield(app.L, -2, "on_stop");
+    lua_pop(app.L, 3);
     if (start_main(&app, &o) != 0) app_stop(&app, 1);
     uv_run(app.loop, UV_RUN_DEFAULT);
     db_free(&app);

@@ -31,6 +31,10 @@ int mail_open(lua_State *L);
 int tcp_client_open(lua_State *L);
 int http_server_open(lua_State *L);
 int metrics_open(lua_State *L);
+int promise_open(lua_State *L);
+int frame_open(lua_State *L);
+int tcp_server_open(lua_State *L);
+int sessions_open(lua_State *L);
 
 const char *vm_tostring(lua_State *L, int idx, size_t *len) {
     idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
@@ -143,6 +147,8 @@ WRAP(mail_open)
 WRAP(tcp_client_open)
 WRAP(http_server_open)
 WRAP(metrics_open)
+WRAP(tcp_server_open)
+static int open_promise(lua_State *L) { return promise_open(L); }
 
 static int open_spawn(lua_State *L) { return sched_open(L); }
 
@@ -172,6 +178,12 @@ static void build_host_table(lua_State *L, struct app *app) {
     attach(L, app, "tcp", wrap_tcp_client_open);
     attach(L, app, "http", wrap_http_server_open);
     attach(L, app, "metrics", wrap_metrics_open);
+    attach(L, app, "promise", open_promise);
+    attach(L, app, "chat", wrap_tcp_server_open);
+    frame_open(L);
+    lua_setfield(L, -2, "frame");
+    sessions_open(L);
+    lua_setfield(L, -2, "sessions");
     open_log(L);
     lua_setfield(L, -2, "log");
     lua_pushlightuserdata(L, app);

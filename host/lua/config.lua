@@ -94,6 +94,34 @@ local SCHEMA = {
         },
     },
     admin = { host = str("127.0.0.1") },            -- every role's /healthz and /metrics listener
+    shutdown = { grace_ms = int(3000, 0, 600000) }, -- stop hooks (host.on_stop) get this long
+    chat = {
+        -- shared by every chat instance (an instance sets its own host, public_host, port,
+        -- rpc_port and admin_port)
+        host = str("127.0.0.1"),                    -- bind address of the client port
+        public_host = str(false),                   -- announced to clients; default: host
+        heartbeat_timeout_ms = int(60000, 100, 3600000), -- a silent connection is closed
+        max_body_bytes = int(8192, 64, 65535),      -- a bigger frame: 1016 and close
+        send_queue_bytes = int(1048576, 4096, 1073741824), -- per connection; beyond: closed
+        send_queue_frames = int(1000, 1, 1000000),
+        max_connections = int(200000, 1, 10000000),
+        page_size = int(50, 1, 1000),               -- 1025/1029 paging
+        presence_ttl_s = int(120, 5, 86400),        -- uip_/usession_, refreshed by heartbeats
+        alive_ttl_s = int(15, 2, 3600),             -- the liveness key status reads
+        report_interval_ms = int(5000, 100, 600000),-- logincount and liveness refresh
+        lock_ttl_ms = int(10000, 100, 600000),      -- per-user login lock
+        lock_wait_ms = int(3000, 0, 600000),        -- then 1018
+        text_max_items = int(32, 1, 1000),
+        text_max_bytes = int(4096, 1, 65000),
+        batch_window_ms = int(2, 0, 1000),          -- group commit of chat messages
+        batch_max = int(64, 1, 10000),
+        kick_timeout_ms = int(1000, 10, 600000),    -- NotifyKickUser deadline
+        instances = { "map", {
+            host = str(false), public_host = str(false),
+            port = int(8090, 1, 65535), rpc_port = int(50055, 1, 65535),
+            admin_port = int(0, 0, 65535),
+        } },
+    },
     status = {
         host = str("127.0.0.1"), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
         token_ttl_s = int(86400, 60, 31536000),     -- chat login tokens (utoken_<uid>)
@@ -158,6 +186,14 @@ local function apply_schema(tbl, schema, prefix)
             if sub == nil then sub = {} tbl[k] = sub end
             if type(sub) ~= "table" then error(path .. ": expected a table", 0) end
             apply_schema(sub, spec, path .. ".")
+        elseif spec[1] == "map" then -- name -> section, each checked against spec[2]
+            local map = tbl[k]
+            if map == nil then map = {} tbl[k] = map end
+            if type(map) ~= "table" then error(path .. ": expected a table", 0) end
+            for name, sub in pairs(map) do
+                if type(sub) ~= "table" then error(path .. "." .. tostring(name) .. ": expected a table", 0) end
+                apply_schema(sub, spec[2], path .. "." .. tostring(name) .. ".")
+            end
         else
             tbl[k] = check(path, spec, tbl[k])
         end
@@ -221,6 +257,9 @@ local function resolve_self(cfg, role, name)
     for k, v in pairs(section) do if k ~= "instances" then merged[k] = v end end
     for k, v in pairs(own) do merged[k] = v end
     merged.name = name
+    if merged.public_host == nil then
+        merged.public_host = merged.host == "0.0.0.0" and "127.0.0.1" or merged.host
+    end
     return merged
 end
 

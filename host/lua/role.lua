@@ -25,6 +25,15 @@ local function validate(handlers)
             if type(v) ~= "function" then return nil, k .. " must be a function" end
         end
     end
+    if host.role == "chat" then
+        if type(handlers.messages) ~= "table" then return nil, "messages must be a table" end
+        for k, v in pairs(handlers.messages) do
+            if type(k) ~= "number" or k < 0 or k > 65535 or k % 1 ~= 0 then
+                return nil, ("messages key %s must be a msg_id (0..65535)"):format(tostring(k))
+            end
+            if type(v) ~= "function" then return nil, "messages[" .. k .. "] must be a function" end
+        end
+    end
     if host.role == "gate" then
         if type(handlers.routes) ~= "table" then return nil, "routes must be a table" end
         for k, v in pairs(handlers.routes) do
@@ -71,6 +80,33 @@ local function start_http(scripts, self)
     return true
 end
 
+local function start_chat(scripts, self)
+    if host.role ~= "chat" then return true end
+    local address = self.host .. ":" .. self.port
+    local server, err = host.chat.serve {
+        address = address, name = self.name,
+        handlers = function() return scripts:handlers() end,
+        max_body_bytes = self.max_body_bytes, send_queue_bytes = self.send_queue_bytes,
+        send_queue_frames = self.send_queue_frames, idle_timeout_ms = self.heartbeat_timeout_ms,
+        max_connections = self.max_connections,
+    }
+    if not server then return nil, err end
+    M.chat = server
+    host.log.info("chat listening on ", address)
+    return true
+end
+
+-- At SIGTERM/SIGINT, before servers and clients close: the scripts' stop(), then the chat
+-- server closes its sessions (queued frames flushed, on_close run).
+local function on_stop(scripts)
+    local handlers = scripts:handlers()
+    if type(handlers.stop) == "function" then
+        local ok, err = pcall(handlers.stop)
+        if not ok then host.log.error("stop(): ", err) end
+    end
+    if M.chat then M.chat:close() end
+end
+
 function M.main(args)
     if #args > 0 then return fail("unexpected argument '" .. args[1] .. "'") end
     local scripts, err = host.scripts.open { role = host.role, validate = validate }
@@ -84,11 +120,13 @@ function M.main(args)
     local self = host.config.self
     local ok, serr = start_grpc(scripts, self)
     if ok then ok, serr = start_http(scripts, self) end
+    if ok then ok, serr = start_chat(scripts, self) end
     if ok then
         M.admin, serr = admin.start(self.admin_port, scripts)
         ok = M.admin ~= nil
     end
     if not ok then return fail(serr) end
+    host.on_stop(function() on_stop(scripts) end)
     local handlers = scripts:handlers()
     if type(handlers.start) == "function" then handlers.start() end
     host.log.info("started; scripts from ", scripts:stats().dir)

@@ -1,0 +1,48 @@
+/* listen.c: a bound listening-ready socket for the HTTP and chat servers (libuv 1.44
+ * cannot set SO_REUSEPORT itself, so the socket is made here and given to uv_tcp_open). */
+#include "listen.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+/* Binds host:port (IPv4, or [IPv6]:port); SO_REUSEPORT when asked (several gate
+ * processes on one port). Returns the fd or -errno. */
+int listen_socket(const char *address, int reuseport, int *port) {
+    char host[64];
+    const char *colon = strrchr(address, ':');
+    if (!colon || (size_t)(colon - address) >= sizeof host) return -EINVAL;
+    snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
+    int p = atoi(colon + 1);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int family;
+    if (host[0] == '[') {
+        host[strlen(host) - 1] = '\0';
+        if (uv_ip6_addr(host + 1, p, (struct sockaddr_in6 *)&ss) != 0) return -EINVAL;
+        family = AF_INET6, len = sizeof(struct sockaddr_in6);
+    } else {
+        if (uv_ip4_addr(host, p, (struct sockaddr_in *)&ss) != 0) return -EINVAL;
+        family = AF_INET, len = sizeof(struct sockaddr_in);
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0) return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    *port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                    : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    return fd;
+}
+

@@ -1,0 +1,952 @@
+/* tcp_server.c: host.chat.serve, the chat role's long connections. Frames (frame.c) are
+ * handled one at a time per session, in order, each by the script's messages[id] in a
+ * task of its own; a returned table is the reply (id + 1). Sessions are host objects: they
+ * survive script reloads, and the uid -> session index lives here (host.sessions). Bounds:
+ * the body size (a bigger header is answered and the connection closed without reading
+ * the body), the inbound backlog (reading pauses), the send queue in bytes and frames (a
+ * client that does not read is disconnected, never dropped frame by frame), the idle time
+ * (a periodic sweep) and the connection count. Replies to a session are coalesced into as
+ * few writes as possible. */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "log.h"
+#include "metrics.h"
+#include "sched.h"
+#include <sodium.h>
+
+#include "listen.h"
+
+#define SESSION_MT "chathost.session"
+#define SERVER_MT "chathost.chat_server"
+#define INBOX_MAX_FRAMES 256
+#define INBOX_MAX_BYTES (256 * 1024)
+#define FLUSH_ON_CLOSE_MS 2000
+
+typedef struct chat_server chat_server;
+
+typedef struct out_buf {
+    char *data;
+    size_t len, cap;
+    unsigned frames;
+} out_buf;
+
+typedef struct inframe {
+    list_node link;
+    uint16_t id, len;
+    char body[];
+} inframe;
+
+enum session_state { S_OPEN, S_DRAINING, S_CLOSED };
+
+typedef struct session {
+    list_node link;
+    chat_server *srv;
+    uv_tcp_t tcp;
+    uv_timer_t *flush_timer;
+    char id[48];
+    double uid;
+    int bound;
+    char peer[48];
+    uint64_t last_recv;
+    uint8_t *part;          /* the bytes of a frame not complete yet */
+    size_t part_len, part_cap;
+    list_node inbox;        /* complete frames waiting for the running handler */
+    size_t inbox_bytes;
+    unsigned inbox_frames;
+    int busy, processing, again, reading;
+    out_buf pending, inflight;
+    int writing;
+    uv_write_t wreq;
+    int ud_ref, data_ref;
+    enum session_state state;
+    const char *reason;
+    int ud_alive;           /* the Lua object exists: it frees the session once closed */
+} session;
+
+typedef struct session_ud {
+    session *s;
+} session_ud;
+
+typedef struct server_ud {
+    chat_server *srv;
+} server_ud;
+
+struct chat_server {
+    tracked track;
+    struct app *app;
+    uv_tcp_t listener;
+    uv_timer_t sweep;
+    int port;
+    char name[32];
+    int handlers_ref, decode_ref, encode_ref, by_uid_ref;
+    size_t max_body, queue_bytes;
+    unsigned queue_frames;
+    uint64_t idle_ms;
+    int max_connections, nconns, nbound;
+    list_node sessions;
+    char id_prefix[24];
+    uint64_t next_id;
+    int closing, open_handles;
+    server_ud *ud;
+    metric *m_conns, *m_in, *m_out, *m_unknown, *m_slow;
+    unsigned long unknown_logged;
+};
+
+static chat_server *current; /* host.sessions speaks of this process's chat server */
+
+static void session_process(session *s);
+static void session_close(session *s, const char *reason, int flush);
+static void session_read_start(session *s);
+
+/* ---- sending ------------------------------------------------------------------------- */
+
+static void buf_add(out_buf *b, const void *data, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 512;
+        while (cap < b->len + n) cap *= 2;
+        b->data = realloc(b->data, cap);
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+}
+
+static void start_write(session *s);
+
+static void on_written(uv_write_t *w, int status) {
+    session *s = w->data;
+    s->writing = 0;
+    s->inflight.len = 0;
+    s->inflight.frames = 0;
+    if (status < 0) {
+        session_close(s, "write error", 0);
+        return;
+    }
+    if (s->pending.len > 0) {
+        start_write(s);
+    } else if (s->state == S_DRAINING) {
+        session_close(s, s->reason, 0);
+    }
+}
+
+/* Sends everything pending: at once if the socket takes it, else with one write request. */
+static void start_write(session *s) {
+    if (s->writing || s->pending.len == 0 || s->state == S_CLOSED) return;
+    out_buf t = s->inflight;
+    s->inflight = s->pending;
+    s->pending = t;
+    s->pending.len = 0;
+    s->pending.frames = 0;
+    uv_buf_t b = uv_buf_init(s->inflight.data, (unsigned)s->inflight.len);
+    int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+    if (n == (int)s->inflight.len) {
+        s->inflight.len = 0;
+        s->inflight.frames = 0;
+        if (s->state == S_DRAINING && s->pending.len == 0) session_close(s, s->reason, 0);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        session_close(s, "write error", 0);
+        return;
+    }
+    if (n > 0) b = uv_buf_init(s->inflight.data + n, (unsigned)(s->inflight.len - (size_t)n));
+    s->writing = 1;
+    s->wreq.data = s;
+    if (uv_write(&s->wreq, (uv_stream_t *)&s->tcp, &b, 1, on_written) != 0) {
+        s->writing = 0;
+        session_close(s, "write error", 0);
+    }
+}
+
+/* Queues one frame. Returns 0, or -1 when the client reads too slowly (it is closed). */
+static int session_send_raw(session *s, uint16_t id, const char *body, size_t len) {
+    chat_server *srv = s->srv;
+    size_t queued = s->pending.len + s->inflight.len + FRAME_HEADER + len;
+    unsigned frames = s->pending.frames + s->inflight.frames + 1;
+    if (queued > srv->queue_bytes || frames > srv->queue_frames) {
+        log_warn("chat: session %s (uid %.0f) does not read: %zu bytes / %u frames queued, "
+                 "disconnecting", s->id, s->uid, queued, frames);
+        metric_add(srv->m_slow, 1);
+        session_close(s, "send queue full", 0);
+        return -1;
+    }
+    uint8_t head[FRAME_HEADER];
+    frame_header(head, id, (uint16_t)len);
+    buf_add(&s->pending, head, FRAME_HEADER);
+    buf_add(&s->pending, body, len);
+    s->pending.frames++;
+    metric_add(srv->m_out, 1);
+    if (!s->processing) start_write(s); /* else: one write once the frames are handled */
+    return 0;
+}
+
+/* ---- the Lua session object ---------------------------------------------------------- */
+
+static session *check_session(lua_State *L, int idx) {
+    session_ud *u = luaL_checkudata(L, idx, SESSION_MT);
+    return u->s;
+}
+
+/* Encodes the value at idx (a table or a string) as the body; NULL + message on failure. */
+static const char *encode_body(lua_State *L, chat_server *srv, int idx, size_t *len) {
+    if (lua_type(L, idx) == LUA_TSTRING) return lua_tolstring(L, idx, len);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->encode_ref);
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 1); /* an unencodable value is the script's bug: it raises */
+    return lua_tolstring(L, -1, len);
+}
+
+/* session:send(msg_id, tbl|string) -> true | nil, "closed" | "too large" | "queue full" */
+static int l_send(lua_State *L) {
+    session *s = check_session(L, 1);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, id >= 0 && id <= 65535, 2, "must be 0..65535");
+    if (lua_type(L, 3) != LUA_TTABLE && lua_type(L, 3) != LUA_TSTRING)
+        return luaL_argerror(L, 3, "expected a table or a string");
+    if (!s || s->state != S_OPEN) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    size_t len;
+    const char *body = encode_body(L, s->srv, 3, &len);
+    if (len > FRAME_MAX_BODY) {
+        log_error("chat: frame %d for uid %.0f is %zu bytes, above 65535: not sent", (int)id,
+                  s->uid, len);
+        lua_pushnil(L);
+        lua_pushliteral(L, "too large");
+        return 2;
+    }
+    if (session_send_raw(s, (uint16_t)id, body, len) != 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "queue full");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* session:close(reason?): queued frames are sent first */
+static int l_close(lua_State *L) {
+    session *s = check_session(L, 1);
+    if (s) session_close(s, luaL_optstring(L, 2, "closed by the server"), 1);
+    return 0;
+}
+
+static void push_by_uid(lua_State *L, chat_server *srv) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->by_uid_ref);
+}
+
+/* Removes s from the uid index if the index points at it. */
+static void index_remove(lua_State *L, session *s) {
+    if (!s->bound) return;
+    chat_server *srv = s->srv;
+    push_by_uid(L, srv);
+    lua_pushnumber(L, s->uid);
+    lua_rawget(L, -2);
+    session_ud *u = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (u && u->s == s) {
+        lua_pushnumber(L, s->uid);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+    s->bound = 0;
+    srv->nbound--;
+}
+
+/* session:bind(uid) -> the session this uid had on this server before, or nil */
+static int l_bind(lua_State *L) {
+    session *s = check_session(L, 1);
+    lua_Number uid = luaL_checknumber(L, 2);
+    luaL_argcheck(L, uid >= 1 && uid < 4294967296.0, 2, "must be a positive uid");
+    if (!s || s->state != S_OPEN) return luaL_error(L, "session:bind: the session is closed");
+    if (s->bound && s->uid != uid) index_remove(L, s);
+    chat_server *srv = s->srv;
+    push_by_uid(L, srv);
+    lua_pushnumber(L, uid);
+    lua_rawget(L, -2);
+    session_ud *prev = lua_touserdata(L, -1);
+    int had_prev = prev && prev->s && prev->s != s;
+    lua_pushnumber(L, uid);
+    lua_pushvalue(L, 1);
+    lua_rawset(L, -4);
+    if (!s->bound) srv->nbound++;
+    s->uid = uid;
+    s->bound = 1;
+    if (had_prev) prev->s->bound = 0; /* it stays open until the script closes it */
+    if (!had_prev) lua_pushnil(L);
+    return 1;
+}
+
+/* session:unbind(): the session loses its identity (and its place in the index) */
+static int l_unbind(lua_State *L) {
+    session *s = check_session(L, 1);
+    if (s) {
+        index_remove(L, s);
+        s->uid = 0;
+    }
+    return 0;
+}
+
+static int l_session_index(lua_State *L) {
+    session *s = check_session(L, 1);
+    const char *k = luaL_checkstring(L, 2);
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, "methods");
+    lua_getfield(L, -1, k);
+    if (!lua_isnil(L, -1)) return 1;
+    if (!s) return 0;
+    if (strcmp(k, "uid") == 0) {
+        if (s->uid > 0) lua_pushnumber(L, s->uid); else lua_pushnil(L);
+    } else if (strcmp(k, "id") == 0) {
+        lua_pushstring(L, s->id);
+    } else if (strcmp(k, "peer") == 0) {
+        lua_pushstring(L, s->peer);
+    } else if (strcmp(k, "closed") == 0) {
+        lua_pushboolean(L, s->state != S_OPEN);
+    } else if (strcmp(k, "data") == 0) {
+        if (s->data_ref == LUA_NOREF) {
+            lua_newtable(L);
+            s->data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->data_ref);
+    } else {
+        lua_pushnil(L);
+    }
+    return 1;
+}
+
+static void session_free(session *s) {
+    lua_State *L = s->srv->app->L;
+    if (s->data_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, s->data_ref);
+    while (!list_empty(&s->inbox)) free(LIST_ENTRY(list_pop_front(&s->inbox), inframe, link));
+    free(s->part);
+    free(s->pending.data);
+    free(s->inflight.data);
+    free(s);
+}
+
+static int l_session_gc(lua_State *L) {
+    session_ud *u = luaL_checkudata(L, 1, SESSION_MT);
+    session *s = u->s;
+    if (!s) return 0;
+    s->ud_alive = 0;
+    if (s->state == S_CLOSED) session_free(s);
+    return 0;
+}
+
+static int l_session_tostring(lua_State *L) {
+    session *s = check_session(L, 1);
+    lua_pushfstring(L, "session %s", s ? s->id : "(freed)");
+    return 1;
+}
+
+/* ---- closing --------------------------------------------------------------------------- */
+
+static int on_close_done(void *ud, task_t *t, int ok, int nres) { return 0; }
+
+/* Runs the script's on_close(session, reason) in a task of its own. */
+static void call_on_close(session *s) {
+    chat_server *srv = s->srv;
+    lua_State *L = srv->app->L;
+    if (srv->app->stopping) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->handlers_ref);
+    if (lua_pcall(L, 0, 1, 0) != 0 || !lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_getfield(L, -1, "on_close");
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->ud_ref);
+    lua_pushstring(L, s->reason);
+    sched_spawn(srv->app, L, 2, "on_close", on_close_done, NULL);
+}
+
+static void server_maybe_free(chat_server *srv);
+
+static void tcp_closed(uv_handle_t *h) {
+    session *s = h->data;
+    chat_server *srv = s->srv;
+    lua_State *L = srv->app->L;
+    call_on_close(s);
+    int ref = s->ud_ref;
+    s->ud_ref = LUA_NOREF;
+    luaL_unref(L, LUA_REGISTRYINDEX, ref); /* the Lua object frees s when collected */
+    if (!s->ud_alive) session_free(s);
+    server_maybe_free(srv);
+}
+
+static void flush_timer_closed(uv_handle_t *h) { free(h); }
+
+static void flush_timeout(uv_timer_t *t) { session_close(t->data, "flush timed out", 0); }
+
+/* Closes s. flush: send what is queued first (bounded by FLUSH_ON_CLOSE_MS). */
+static void session_close(session *s, const char *reason, int flush) {
+    if (s->state == S_CLOSED) return;
+    chat_server *srv = s->srv;
+    if (s->state == S_OPEN) {
+        s->reason = reason;
+        if (s->reading) uv_read_stop((uv_stream_t *)&s->tcp);
+        s->reading = 0;
+        index_remove(srv->app->L, s);
+    }
+    if (flush && (s->pending.len > 0 || s->writing)) {
+        if (s->state == S_OPEN) {
+            s->state = S_DRAINING;
+            start_write(s);
+            s->flush_timer = malloc(sizeof *s->flush_timer);
+            uv_timer_init(srv->app->loop, s->flush_timer);
+            s->flush_timer->data = s;
+            uv_timer_start(s->flush_timer, flush_timeout, FLUSH_ON_CLOSE_MS, 0);
+        }
+        return;
+    }
+    s->state = S_CLOSED;
+    if (s->flush_timer) {
+        uv_close((uv_handle_t *)s->flush_timer, flush_timer_closed);
+        s->flush_timer = NULL;
+    }
+    list_remove(&s->link);
+    srv->nconns--;
+    metric_add(srv->m_conns, -1);
+    uv_close((uv_handle_t *)&s->tcp, tcp_closed);
+}
+
+/* ---- handling frames ------------------------------------------------------------------ */
+
+static void reply_error(session *s, uint16_t id, const char *body) {
+    session_send_raw(s, (uint16_t)(id + 1), body, strlen(body));
+}
+
+typedef struct running {
+    session *s;
+    uint16_t id;
+} running;
+
+static int frame_done(void *ud, task_t *t, int ok, int nres) {
+    running *r = ud;
+    session *s = r->s;
+    uint16_t id = r->id;
+    free(r);
+    lua_State *co = t->co;
+    int cancelled = 0;
+    if (!ok) {
+        const char *err = lua_tostring(co, -1);
+        cancelled = err && strcmp(err, "cancelled") == 0;
+        if (s->state == S_OPEN && !cancelled) reply_error(s, id, "{\"error\":1019}");
+    } else if (nres >= 1 && lua_istable(co, -nres) && s->state == S_OPEN) {
+        size_t len;
+        lua_pushvalue(co, -nres);
+        int top = lua_gettop(co);
+        lua_rawgeti(co, LUA_REGISTRYINDEX, s->srv->encode_ref);
+        lua_insert(co, top);
+        if (lua_pcall(co, 1, 1, 0) != 0) {
+            log_error("chat: reply to %d cannot be encoded: %s", id, lua_tostring(co, -1));
+            reply_error(s, id, "{\"error\":1019}");
+        } else {
+            const char *body = lua_tolstring(co, -1, &len);
+            if (len > FRAME_MAX_BODY) {
+                log_error("chat: reply to %d is %zu bytes, above 65535: not sent", id, len);
+                reply_error(s, id, "{\"error\":1019}");
+            } else {
+                session_send_raw(s, (uint16_t)(id + 1), body, len);
+            }
+        }
+    }
+    s->busy = 0;
+    if (s->state != S_CLOSED) session_process(s);
+    return cancelled;
+}
+
+/* Decodes the body into a table on L; 0 when it is not a JSON object. */
+static int decode_object(lua_State *L, chat_server *srv, const char *body, size_t len) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->decode_ref);
+    lua_pushlstring(L, body, len);
+    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_rawgeti(L, -1, 1); /* an array is not an object */
+    int array = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (array) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    return 1;
+}
+
+/* Pushes messages[id] of the current generation, or nothing and returns 0. */
+static int push_handler(lua_State *L, chat_server *srv, uint16_t id) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->handlers_ref);
+    if (lua_pcall(L, 0, 1, 0) != 0 || !lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_getfield(L, -1, "messages");
+    lua_remove(L, -2);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_rawgeti(L, -1, id);
+    lua_remove(L, -2);
+    if (lua_isfunction(L, -1)) return 1;
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Starts the handler of one frame. */
+static void handle_frame(session *s, uint16_t id, const char *body, size_t len) {
+    chat_server *srv = s->srv;
+    lua_State *L = srv->app->L;
+    metric_add(srv->m_in, 1);
+    if (!push_handler(L, srv, id)) {
+        metric_add(srv->m_unknown, 1);
+        if (srv->unknown_logged++ % 1000 == 0)
+            log_warn("chat: unknown msg_id %u from %s (uid %.0f): ignored (%lu so far)", id,
+                     s->peer, s->uid, srv->unknown_logged);
+        return;
+    }
+    if (!decode_object(L, srv, body, len)) {
+        lua_pop(L, 1);
+        reply_error(s, id, "{\"error\":1001}");
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->ud_ref);
+    lua_insert(L, -2); /* handler, session, msg */
+    running *r = malloc(sizeof *r);
+    r->s = s;
+    r->id = id;
+    s->busy = 1;
+    sched_spawn(srv->app, L, 2, "chat message", frame_done, r);
+}
+
+/* Handles queued frames while no handler runs. Re-entered from a handler that answered at
+ * once; instead of recursing, the running call goes round again (as in http_server.c). */
+static void session_process(session *s) {
+    if (s->processing) {
+        s->again = 1;
+        return;
+    }
+    s->processing = 1;
+    do {
+        s->again = 0;
+        while (!s->busy && s->state == S_OPEN && !list_empty(&s->inbox)) {
+            inframe *f = LIST_ENTRY(list_pop_front(&s->inbox), inframe, link);
+            s->inbox_frames--;
+            s->inbox_bytes -= f->len;
+            handle_frame(s, f->id, f->body, f->len);
+            free(f);
+        }
+    } while (s->again);
+    s->processing = 0;
+    start_write(s); /* replies of all frames handled above, in one write */
+    if (s->state == S_OPEN && !s->reading && s->inbox_frames < INBOX_MAX_FRAMES / 2)
+        session_read_start(s);
+}
+
+/* ---- reading -------------------------------------------------------------------------- */
+
+static uint8_t read_buf[65536]; /* shared: on_read consumes it before returning */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+    *b = uv_buf_init((char *)read_buf, sizeof read_buf);
+}
+
+static void enqueue(session *s, const frame *f) {
+    inframe *in = malloc(sizeof *in + f->len);
+    in->id = f->id;
+    in->len = f->len;
+    memcpy(in->body, f->body, f->len);
+    list_push_back(&s->inbox, &in->link);
+    s->inbox_frames++;
+    s->inbox_bytes += f->len;
+}
+
+/* Takes the complete frames out of data; returns the bytes consumed. */
+static size_t take_frames(session *s, const uint8_t *data, size_t len) {
+    size_t off = 0;
+    for (;;) {
+        frame f;
+        size_t used;
+        enum frame_status st = frame_parse(data + off, len - off, s->srv->max_body, &f, &used);
+        if (st == FRAME_MORE) return off;
+        if (st == FRAME_TOO_BIG) {
+            log_warn("chat: %s announced a %u-byte body (limit %zu): closing", s->peer, f.len,
+                     s->srv->max_body);
+            reply_error(s, f.id, "{\"error\":1016,\"field\":\"body_len\"}");
+            session_close(s, "frame too large", 1);
+            return len;
+        }
+        if (!s->busy && list_empty(&s->inbox) && !s->processing) {
+            s->processing = 1; /* replies of a burst of frames go out in one write */
+            handle_frame(s, f.id, (const char *)f.body, f.len);
+            s->processing = 0;
+        } else {
+            enqueue(s, &f);
+        }
+        off += used;
+        if (s->state != S_OPEN) return len;
+    }
+}
+
+static void keep_partial(session *s, const uint8_t *data, size_t len) {
+    if (len == 0) return;
+    if (s->part_len + len > s->part_cap) {
+        size_t cap = s->part_cap ? s->part_cap : 256;
+        while (cap < s->part_len + len) cap *= 2;
+        s->part = realloc(s->part, cap);
+        s->part_cap = cap;
+    }
+    memmove(s->part + s->part_len, data, len);
+    s->part_len += len;
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
+    session *s = st->data;
+    if (n == 0) return;
+    if (n < 0) {
+        session_close(s, n == UV_EOF ? "closed by the client" : "read error", 0);
+        return;
+    }
+    s->last_recv = uv_now(s->srv->app->loop);
+    const uint8_t *data = (const uint8_t *)b->base;
+    size_t len = (size_t)n;
+    if (s->part_len > 0) { /* complete the pending frame first, then parse from it */
+        keep_partial(s, data, len);
+        size_t used = take_frames(s, s->part, s->part_len);
+        if (s->state == S_CLOSED || used >= s->part_len) {
+            s->part_len = 0;
+        } else {
+            memmove(s->part, s->part + used, s->part_len - used);
+            s->part_len -= used;
+        }
+    } else {
+        size_t used = take_frames(s, data, len);
+        if (s->state == S_OPEN) keep_partial(s, data + used, len - used);
+    }
+    if (s->state != S_OPEN) return;
+    start_write(s);
+    if (s->inbox_frames >= INBOX_MAX_FRAMES || s->inbox_bytes >= INBOX_MAX_BYTES) {
+        uv_read_stop(st); /* the client runs ahead of its handlers: wait */
+        s->reading = 0;
+    }
+}
+
+static void session_read_start(session *s) {
+    if (s->reading || s->state != S_OPEN) return;
+    if (uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0) s->reading = 1;
+}
+
+/* ---- accepting ------------------------------------------------------------------------- */
+
+static void peer_name(session *s) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    s->peer[0] = '\0';
+    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) != 0) return;
+    char ip[40] = "";
+    int port = 0;
+    if (ss.ss_family == AF_INET) {
+        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    snprintf(s->peer, sizeof s->peer, "%s:%d", ip, port);
+}
+
+static void refuse_closed(uv_handle_t *h) { free(h); }
+
+static void refuse_closed_session(uv_handle_t *h) { free(h->data); }
+
+static void on_connection(uv_stream_t *l, int status) {
+    chat_server *srv = l->data;
+    lua_State *L = srv->app->L;
+    if (status < 0 || srv->closing) return;
+    if (srv->nconns >= srv->max_connections) { /* accept and close: the kernel queue drains */
+        uv_tcp_t *t = malloc(sizeof *t);
+        uv_tcp_init(srv->app->loop, t);
+        if (uv_accept(l, (uv_stream_t *)t) == 0 && srv->unknown_logged % 1000 == 0)
+            log_warn("chat: %d connections: refusing more", srv->nconns);
+        uv_close((uv_handle_t *)t, refuse_closed);
+        return;
+    }
+    session *s = calloc(1, sizeof *s);
+    s->srv = srv;
+    s->ud_ref = s->data_ref = LUA_NOREF;
+    list_init(&s->inbox);
+    uv_tcp_init(srv->app->loop, &s->tcp);
+    s->tcp.data = s;
+    if (uv_accept(l, (uv_stream_t *)&s->tcp) != 0) {
+        uv_close((uv_handle_t *)&s->tcp, refuse_closed_session);
+        return;
+    }
+    uv_tcp_nodelay(&s->tcp, 1);
+    snprintf(s->id, sizeof s->id, "%s-%llx", srv->id_prefix, (unsigned long long)++srv->next_id);
+    peer_name(s);
+    s->last_recv = uv_now(srv->app->loop);
+    session_ud *u = lua_newuserdata(L, sizeof *u);
+    u->s = s;
+    s->ud_alive = 1;
+    luaL_getmetatable(L, SESSION_MT);
+    lua_setmetatable(L, -2);
+    s->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    list_push_back(&srv->sessions, &s->link);
+    srv->nconns++;
+    metric_add(srv->m_conns, 1);
+    session_read_start(s);
+}
+
+/* Closes the sessions silent for longer than the idle limit. */
+static void on_sweep(uv_timer_t *t) {
+    chat_server *srv = t->data;
+    uint64_t now = uv_now(srv->app->loop);
+    list_node *n = srv->sessions.next;
+    while (n != &srv->sessions) {
+        session *s = LIST_ENTRY(n, session, link);
+        n = n->next; /* s may leave the list */
+        if (s->state == S_OPEN && now - s->last_recv > srv->idle_ms) session_close(s, "idle", 0);
+    }
+}
+
+/* ---- the server ------------------------------------------------------------------------ */
+
+static void server_maybe_free(chat_server *srv) {
+    if (!srv->closing || srv->open_handles > 0 || !list_empty(&srv->sessions) || srv->ud) return;
+    lua_State *L = srv->app->L;
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->handlers_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->decode_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->encode_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->by_uid_ref);
+    if (current == srv) current = NULL;
+    free(srv);
+}
+
+static void server_handle_closed(uv_handle_t *h) {
+    chat_server *srv = h->data;
+    srv->open_handles--;
+    server_maybe_free(srv);
+}
+
+/* Stops accepting and closes every session (queued frames are flushed first). */
+static void server_close(chat_server *srv) {
+    if (srv->closing) return;
+    srv->closing = 1;
+    track_del(&srv->track);
+    uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
+    uv_close((uv_handle_t *)&srv->sweep, server_handle_closed);
+    list_node *n = srv->sessions.next;
+    while (n != &srv->sessions) {
+        session *s = LIST_ENTRY(n, session, link);
+        n = n->next;
+        session_close(s, "server shutting down", 1);
+    }
+}
+
+static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, chat_server, track)); }
+
+static lua_Integer opt_field(lua_State *L, const char *k, lua_Integer def) {
+    lua_getfield(L, 1, k);
+    lua_Integer v = luaL_optinteger(L, -1, def);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int ref_json(lua_State *L, const char *fn) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_getfield(L, -1, "host");
+    lua_getfield(L, -1, "json");
+    if (strcmp(fn, "decode") == 0) lua_getfield(L, -1, "safe");
+    lua_getfield(L, -1, fn);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, strcmp(fn, "decode") == 0 ? 5 : 4);
+    return ref;
+}
+
+/* serve{address=, handlers=function() -> table, name=?, max_body_bytes=?,
+ *       send_queue_bytes=?, send_queue_frames=?, idle_timeout_ms=?, max_connections=?}
+ *   -> server | nil, err */
+static int l_serve(lua_State *L) {
+    struct app *app = app_from(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "address");
+    const char *address = luaL_checkstring(L, -1);
+    lua_getfield(L, 1, "handlers");
+    luaL_argcheck(L, lua_isfunction(L, -1), 1, "handlers must be a function returning the table");
+    int port = 0, fd = listen_socket(address, 0, &port);
+    if (fd < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot listen on %s: %s", address, strerror(-fd));
+        return 2;
+    }
+    chat_server *srv = calloc(1, sizeof *srv);
+    srv->app = app;
+    srv->port = port;
+    srv->max_body = (size_t)opt_field(L, "max_body_bytes", 8192);
+    if (srv->max_body > FRAME_MAX_BODY) srv->max_body = FRAME_MAX_BODY;
+    srv->queue_bytes = (size_t)opt_field(L, "send_queue_bytes", 1 << 20);
+    srv->queue_frames = (unsigned)opt_field(L, "send_queue_frames", 1000);
+    srv->idle_ms = (uint64_t)opt_field(L, "idle_timeout_ms", 60000);
+    srv->max_connections = (int)opt_field(L, "max_connections", 200000);
+    lua_getfield(L, 1, "name");
+    snprintf(srv->name, sizeof srv->name, "%s", luaL_optstring(L, -1, "chat"));
+    lua_pop(L, 1);
+    list_init(&srv->sessions);
+    uv_tcp_init(app->loop, &srv->listener);
+    srv->listener.data = srv;
+    srv->open_handles = 1;
+    int rc = uv_tcp_open(&srv->listener, fd);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
+    if (rc != 0) {
+        srv->closing = 1;
+        uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
+        return 2;
+    }
+    srv->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    srv->decode_ref = ref_json(L, "decode");
+    srv->encode_ref = ref_json(L, "encode");
+    lua_newtable(L);
+    srv->by_uid_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    unsigned char rnd[8];
+    randombytes_buf(rnd, sizeof rnd);
+    sodium_bin2hex(srv->id_prefix, sizeof srv->id_prefix, rnd, sizeof rnd);
+    uint64_t sweep = srv->idle_ms / 4 < 1000 ? srv->idle_ms / 4 : 1000;
+    uv_timer_init(app->loop, &srv->sweep);
+    srv->sweep.data = srv;
+    srv->open_handles++;
+    uv_timer_start(&srv->sweep, on_sweep, sweep ? sweep : 1, sweep ? sweep : 1);
+    char labels[64];
+    snprintf(labels, sizeof labels, "server=\"%s\"", srv->name);
+    srv->m_conns = metrics_get(METRIC_GAUGE, "chathost_chat_connections", labels, "Open chat connections.");
+    srv->m_in = metrics_get(METRIC_COUNTER, "chathost_chat_frames_in_total", labels, "Frames received.");
+    srv->m_out = metrics_get(METRIC_COUNTER, "chathost_chat_frames_out_total", labels, "Frames queued to send.");
+    srv->m_unknown = metrics_get(METRIC_COUNTER, "chathost_chat_unknown_frames_total", labels,
+                                 "Frames with a msg_id no handler takes.");
+    srv->m_slow = metrics_get(METRIC_COUNTER, "chathost_chat_slow_readers_total", labels,
+                              "Sessions closed because they did not read their frames.");
+    track_add(app, &srv->track, "chat server", server_track_close);
+    current = srv;
+    server_ud *u = lua_newuserdata(L, sizeof *u);
+    u->srv = srv;
+    srv->ud = u;
+    luaL_getmetatable(L, SERVER_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int l_server_index(lua_State *L) {
+    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "port") == 0 && u->srv) {
+        lua_pushinteger(L, u->srv->port);
+        return 1;
+    }
+    if (strcmp(k, "close") == 0) {
+        lua_getmetatable(L, 1);
+        lua_getfield(L, -1, "close_fn");
+        return 1;
+    }
+    return 0;
+}
+
+static int l_server_close(lua_State *L) {
+    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    if (u->srv) server_close(u->srv);
+    return 0;
+}
+
+static int l_server_gc(lua_State *L) {
+    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    chat_server *srv = u->srv;
+    if (!srv) return 0;
+    u->srv = NULL;
+    srv->ud = NULL;
+    server_maybe_free(srv);
+    return 0;
+}
+
+/* ---- host.sessions ------------------------------------------------------------------- */
+
+static int l_sessions_get(lua_State *L) {
+    lua_Number uid = luaL_checknumber(L, 1);
+    if (!current) return 0;
+    push_by_uid(L, current);
+    lua_pushnumber(L, uid);
+    lua_rawget(L, -2);
+    return 1;
+}
+
+static int l_sessions_count(lua_State *L) {
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, current ? current->nconns : 0);
+    lua_setfield(L, -2, "connected");
+    lua_pushinteger(L, current ? current->nbound : 0);
+    lua_setfield(L, -2, "bound");
+    return 1;
+}
+
+static int l_sessions_list(lua_State *L) {
+    lua_newtable(L);
+    if (!current) return 1;
+    int n = 0;
+    push_by_uid(L, current);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_rawseti(L, -4, ++n);
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* host.chat = {serve=}, host.sessions = {get=, count=, list=} */
+int tcp_server_open(lua_State *L) {
+    static const luaL_Reg methods[] = {{"send", l_send}, {"close", l_close}, {"bind", l_bind},
+                                       {"unbind", l_unbind}, {NULL, NULL}};
+    luaL_newmetatable(L, SESSION_MT);
+    lua_pushcfunction(L, l_session_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_session_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_session_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "methods");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, SERVER_MT);
+    lua_pushcfunction(L, l_server_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_server_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_server_close);
+    lua_setfield(L, -2, "close_fn");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, l_serve, 1);
+    lua_setfield(L, -2, "serve");
+    return 1;
+}
+
+int sessions_open(lua_State *L) {
+    static const luaL_Reg fns[] = {{"get", l_sessions_get}, {"count", l_sessions_count},
+                                   {"list", l_sessions_list}, {NULL, NULL}};
+    lua_newtable(L);
+    luaL_setfuncs(L, fns, 0);
+    return 1;
+}

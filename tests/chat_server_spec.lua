@@ -1,0 +1,173 @@
+-- The chat connection server of the host (host.chat.serve): frames, one handler at a time
+-- per session, the uid index, and a clear answer to every bad frame, over real sockets.
+local host = require "host"
+local chat_client = require "helpers.chat_client"
+local util = require "helpers.util"
+
+local function header(id, len)
+    return string.char(math.floor(id / 256), id % 256, math.floor(len / 256), len % 256)
+end
+
+describe("chat server", function()
+    local server, port
+    local closed = {}
+    local H = {
+        messages = {
+            [100] = function(session, msg) return { error = 0, echo = msg.x, uid = session.uid } end,
+            [102] = function(session, msg)
+                host.timer.sleep(msg.ms or 0)
+                return { n = msg.n }
+            end,
+            [104] = function(session, msg)
+                local prev = session:bind(msg.uid)
+                session.data.note = msg.note
+                return { bound = session.uid, had_prev = prev ~= nil and prev.id or false }
+            end,
+            [106] = function(session) error("handler exploded") end,
+            [108] = function(session, msg) -- pushes n frames without the client reading
+                for i = 1, msg.n do
+                    if not session:send(2000, { i = i, pad = ("x"):rep(1000) }) then return end
+                end
+            end,
+            [110] = function(session) return { note = session.data.note, id = session.id } end,
+            [112] = function(session)
+                local ok, err = session:send(2001, { big = ("y"):rep(70000) })
+                return { ok = ok or false, err = err }
+            end,
+        },
+        on_close = function(session, reason) closed[#closed + 1] = { uid = session.uid, reason = reason } end,
+    }
+
+    setup(function()
+        server = assert(host.chat.serve { address = "127.0.0.1:0", name = "spec",
+            handlers = function() return H end, max_body_bytes = 1024,
+            send_queue_frames = 50, send_queue_bytes = 64 * 1024, idle_timeout_ms = 400 })
+        port = server.port
+    end)
+
+    teardown(function() server:close() end)
+
+    it("answers a frame with the handler's table as frame id + 1", function()
+        local c = assert(chat_client.connect(port))
+        local r = assert(c:request(100, { x = "hi 😀" }))
+        assert.same({ error = 0, echo = "hi 😀" }, r)
+        c:close()
+    end)
+
+    it("handles the frames of one session in order, one at a time", function()
+        local c = assert(chat_client.connect(port))
+        assert(c:send(102, { ms = 50, n = 1 }))
+        assert(c:send(102, { ms = 0, n = 2 }))
+        assert(c:send(102, { ms = 10, n = 3 }))
+        for n = 1, 3 do assert.equal(n, assert(c:wait_push(103)).n) end
+        c:close()
+    end)
+
+    it("answers a body that is not a JSON object with 1001", function()
+        local c = assert(chat_client.connect(port))
+        for _, body in ipairs({ "not json", "[1,2]", "", '"str"' }) do
+            assert(c:send(100, body))
+            assert.same({ error = 1001 }, assert(c:wait_push(101)))
+        end
+        assert.equal("ok", assert(c:request(100, { x = "ok" })).echo) -- still served
+        c:close()
+    end)
+
+    it("ignores an unknown msg_id and keeps the connection", function()
+        local c = assert(chat_client.connect(port))
+        assert(c:send(4242, { a = 1 }))
+        assert.equal("after", assert(c:request(100, { x = "after" })).echo)
+        assert.is_true(c:no_push(4243, 100))
+        c:close()
+    end)
+
+    it("answers a header above the body limit with 1016 and closes without reading the body", function()
+        local c = assert(chat_client.connect(port))
+        assert(c:send_raw(header(100, 65535)))
+        local id, body = c:read_frame()
+        assert.equal(101, id)
+        assert.same({ error = 1016, field = "body_len" }, body)
+        local v, err = c:read_frame(2000)
+        assert.is_nil(v)
+        assert.equal("closed", err)
+        c:close()
+    end)
+
+    it("answers 1019 when a handler raises and goes on", function()
+        local c = assert(chat_client.connect(port))
+        assert.same({ error = 1019 }, assert(c:request(106, {})))
+        assert.equal("x", assert(c:request(100, { x = "x" })).echo)
+        c:close()
+    end)
+
+    it("survives half a frame followed by a close, and serves others", function()
+        local c = assert(chat_client.connect(port))
+        assert(c:send_raw(header(100, 50) .. '{"x":'))
+        c:close()
+        local d = assert(chat_client.connect(port))
+        assert.equal("y", assert(d:request(100, { x = "y" })).echo)
+        d:close()
+    end)
+
+    it("takes frames split at any byte and several frames in one write", function()
+        local c = assert(chat_client.connect(port))
+        local bytes = host.frame.encode(100, '{"x":1}') .. host.frame.encode(100, '{"x":2}')
+        for i = 1, #bytes do assert(c:send_raw(bytes:sub(i, i))) end
+        assert.equal(1, assert(c:wait_push(101)).echo)
+        assert.equal(2, assert(c:wait_push(101)).echo)
+        c:close()
+    end)
+
+    it("binds uids: the index finds the session, a second bind returns the first", function()
+        local a = assert(chat_client.connect(port))
+        local b = assert(chat_client.connect(port))
+        local ra = assert(a:request(104, { uid = 777, note = "first" }))
+        assert.same({ bound = 777, had_prev = false }, ra)
+        assert.truthy(host.sessions.get(777))
+        local rb = assert(b:request(104, { uid = 777, note = "second" }))
+        assert.equal(777, rb.bound)
+        assert.equal(assert(a:request(110, {})).id, rb.had_prev)
+        assert.equal("second", assert(b:request(110, {})).note)
+        assert.equal(assert(b:request(110, {})).id, host.sessions.get(777).id)
+        assert.truthy(host.sessions.count().bound >= 1)
+        a:close()
+        b:close()
+        assert(util.wait_until(function() return host.sessions.get(777) == nil end, 2000))
+    end)
+
+    it("refuses to send a frame above 65535 bytes", function()
+        local c = assert(chat_client.connect(port))
+        local r = assert(c:request(112, {}))
+        assert.same({ ok = false, err = "too large" }, r)
+        c:close()
+    end)
+
+    it("disconnects a client that never reads while being sent to", function()
+        local c = assert(chat_client.connect(port))
+        assert(c:send(104, { uid = 4321 }))
+        assert(c:send(108, { n = 5000 }))
+        assert(util.wait_until(function()
+            for _, e in ipairs(closed) do
+                if e.reason == "send queue full" and e.uid == 4321 then return true end
+            end
+        end, 5000, "the slow reader to be closed"))
+        c:close()
+        local d = assert(chat_client.connect(port)) -- others are served
+        assert.equal("z", assert(d:request(100, { x = "z" })).echo)
+        d:close()
+    end)
+
+    it("closes a silent connection after the idle limit and calls on_close", function()
+        local c = assert(chat_client.connect(port))
+        assert(c:request(104, { uid = 999 }))
+        local v, err = c:read_frame(3000)
+        assert.is_nil(v)
+        assert.equal("closed", err)
+        c:close()
+        assert(util.wait_until(function()
+            for _, e in ipairs(closed) do
+                if e.uid == 999 and e.reason == "idle" then return true end
+            end
+        end, 2000, "on_close(idle)"))
+    end)
+end)

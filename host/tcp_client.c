@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "frame.h"
 #include "log.h"
 #include "sched.h"
 
@@ -13,7 +14,7 @@
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_MAX_BUFFER (16 << 20)
 
-enum read_mode { READ_SOME, READ_EXACT, READ_UNTIL, READ_ALL };
+enum read_mode { READ_SOME, READ_EXACT, READ_UNTIL, READ_ALL, READ_FRAME };
 
 typedef struct tcp_ud tcp_ud;
 
@@ -142,6 +143,24 @@ static int try_read(tcp_conn *c, lua_State *L, enum read_mode mode, size_t want,
                 take = i + dlen;
                 break;
             }
+        break;
+    }
+    case READ_FRAME: { /* the chat frame format, parsed by the server's own code */
+        frame f;
+        size_t used;
+        enum frame_status st = frame_parse((const uint8_t *)c->buf, c->len, want, &f, &used);
+        if (st == FRAME_TOO_BIG) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "frame of %d bytes above the limit", (int)f.len);
+            return 2;
+        }
+        if (st == FRAME_OK) {
+            lua_pushinteger(L, f.id);
+            lua_pushlstring(L, (const char *)f.body, f.len);
+            buf_consume(c, used);
+            reading_resume(c);
+            return 2;
+        }
         break;
     }
     case READ_ALL:
@@ -427,6 +446,30 @@ static int l_read_all(lua_State *L) {
 
 static void shutdown_done(uv_shutdown_t *req, int status) { free(req); }
 
+/* conn:read_frame(timeout_ms?, max_body?) -> msg_id, body | nil, err: one chat frame */
+static int l_read_frame(lua_State *L) {
+    tcp_conn *c = check_conn(L);
+    lua_Integer max = luaL_optinteger(L, 3, FRAME_MAX_BODY);
+    return read_common(L, c, READ_FRAME, (size_t)max, NULL, 0, 2);
+}
+
+/* conn:send_frame(msg_id, body) -> true | nil, err */
+static int l_send_frame(lua_State *L) {
+    lua_Integer id = luaL_checkinteger(L, 2);
+    size_t len;
+    luaL_checklstring(L, 3, &len);
+    luaL_argcheck(L, id >= 0 && id <= 65535, 2, "must be 0..65535");
+    luaL_argcheck(L, len <= FRAME_MAX_BODY, 3, "body longer than 65535 bytes");
+    uint8_t head[FRAME_HEADER];
+    frame_header(head, (uint16_t)id, (uint16_t)len);
+    lua_settop(L, 3);
+    lua_pushlstring(L, (const char *)head, FRAME_HEADER);
+    lua_insert(L, 3);
+    lua_concat(L, 2);
+    lua_remove(L, 2);
+    return l_send(L);
+}
+
 /* conn:shutdown() -> true: no more sends (the peer sees EOF); reading goes on */
 static int l_shutdown(lua_State *L) {
     tcp_conn *c = check_conn(L);
@@ -465,7 +508,8 @@ int tcp_client_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"send", l_send},         {"read", l_read},   {"read_exactly", l_read_exactly},
         {"read_until", l_read_until}, {"read_all", l_read_all}, {"shutdown", l_shutdown},
-        {"close", l_close},       {"closed", l_closed}, {NULL, NULL}};
+        {"close", l_close},       {"closed", l_closed}, {"read_frame", l_read_frame},
+        {"send_frame", l_send_frame}, {NULL, NULL}};
     luaL_newmetatable(L, CONN_MT);
     lua_pushcfunction(L, l_gc);
     lua_setfield(L, -2, "__gc");

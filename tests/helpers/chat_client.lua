@@ -1,6 +1,6 @@
--- helpers.chat_client: a chat protocol client for specs, over host.tcp with the host's
--- frame codec: [msg_id u16 BE][body_len u16 BE][JSON body]. Pushes that arrive while a
--- reply is awaited are kept for wait_push.
+-- helpers.chat_client: a chat protocol client for specs, over host.tcp's framed reads
+-- (the server's own frame code): [msg_id u16 BE][body_len u16 BE][JSON body]. Pushes that
+-- arrive while a reply is awaited are kept for wait_push.
 local host = require "host"
 
 local M = {}
@@ -9,7 +9,7 @@ M.__index = M
 function M.connect(port, addr)
     local conn, err = host.tcp.connect(addr or "127.0.0.1", port, { timeout_ms = 5000 })
     if not conn then return nil, err end
-    return setmetatable({ conn = conn, buf = "", pushes = {} }, M)
+    return setmetatable({ conn = conn, pushes = {} }, M)
 end
 
 function M:close() self.conn:close() end
@@ -20,22 +20,15 @@ function M:send_raw(bytes) return self.conn:send(bytes) end
 -- send(id, tbl_or_string) -> true | nil, err
 function M:send(id, body)
     if type(body) ~= "string" then body = host.json.encode(body) end
-    return self.conn:send(host.frame.encode(id, body))
+    return self.conn:send_frame(id, body)
 end
 
 -- Reads the next frame: id, decoded body (or the raw string when not JSON) | nil, err
 function M:read_frame(timeout_ms)
-    while true do
-        local id, body, used = host.frame.decode(self.buf)
-        if id then
-            self.buf = self.buf:sub(used + 1)
-            local decoded = host.json.safe.decode(body)
-            return id, decoded ~= nil and decoded or body
-        end
-        local data, err = self.conn:read(65536, timeout_ms or 5000)
-        if not data then return nil, err end
-        self.buf = self.buf .. data
-    end
+    local id, body = self.conn:read_frame(timeout_ms or 5000)
+    if not id then return nil, body end
+    local decoded = host.json.safe.decode(body)
+    return id, decoded ~= nil and decoded or body
 end
 
 -- request(id, tbl) -> the reply body (frame id + 1); frames of other ids are kept as pushes

@@ -23,6 +23,7 @@ void crypto_shutdown(struct app *app);
 void grpc_bridge_shutdown(struct app *app);
 void mail_shutdown(struct app *app);
 void http_client_shutdown(struct app *app);
+void tty_shutdown(struct app *app);
 
 static const char USAGE[] =
     "usage: chathost ROLE [--name NAME] [-c config.lua]   run a role: gate, verify, status, chat, client\n"
@@ -174,6 +175,7 @@ static void app_stop_finish(struct app *app) {
     crypto_shutdown(app);
     mail_shutdown(app);
     http_client_shutdown(app);
+    tty_shutdown(app);
     grpc_bridge_shutdown(app);
     uv_close((uv_handle_t *)&app->sig_int, NULL);
     uv_close((uv_handle_t *)&app->sig_term, NULL);

@@ -33,6 +33,7 @@ int http_server_open(lua_State *L);
 int metrics_open(lua_State *L);
 int promise_open(lua_State *L);
 int http_client_open(lua_State *L);
+int tty_open_lua(lua_State *L);
 int frame_open(lua_State *L);
 int tcp_server_open(lua_State *L);
 int sessions_open(lua_State *L);
@@ -149,6 +150,7 @@ WRAP(tcp_client_open)
 WRAP(http_server_open)
 WRAP(metrics_open)
 WRAP(tcp_server_open)
+WRAP(tty_open_lua)
 static int open_promise(lua_State *L) { return promise_open(L); }
 
 static int open_spawn(lua_State *L) { return sched_open(L); }
@@ -186,6 +188,7 @@ static void build_host_table(lua_State *L, struct app *app) {
     lua_setfield(L, -3, "request");
     lua_pop(L, 2);
     attach(L, app, "chat", wrap_tcp_server_open);
+    attach(L, app, "tty", wrap_tty_open_lua);
     frame_open(L);
     lua_setfield(L, -2, "frame");
     sessions_open(L);

@@ -90,8 +90,12 @@ static void config_publish(struct app *app, int mod) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, app->config_ref);
     lua_call(L, 2, 0);
     char *level = cfg_str(app, "log.level", "info");
-    log_set_level((enum log_level)log_parse_level(level));
+    int lv = log_parse_level(level);
     free(level);
+    /* the terminal client's screen is its UI: only warnings and errors unless asked */
+    if (strcmp(app->role, "client") == 0 && !getenv("CHATHOST_LOG_LEVEL") && lv < LOG_WARN)
+        lv = LOG_WARN;
+    log_set_level((enum log_level)lv);
 }
 
 int config_load(struct app *app, char *err, size_t errlen) {

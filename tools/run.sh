@@ -66,12 +66,43 @@ for r in "${roles[@]}"; do
   pids+=($!)
   echo "[run] started $name (pid $!)"
 done
+# Waits (bounded) until a port accepts connections.
+wait_port() { for _ in $(seq 1 100); do port_free "$1" || return 0; sleep 0.1; done; return 1; }
+
+summary() {
+  local lines=() role name port admin
+  for r in "${roles[@]}"; do
+    read -r role name <<<"$r"
+    if [ "$role" = chat ]; then
+      read -r port rpc admin < <("$BIN" config "chat.instances.$name.port" \
+        "chat.instances.$name.rpc_port" "chat.instances.$name.admin_port" | tr '\n' ' ')
+      wait_port "$port" || true
+      lines+=("  $name    chat clients on 127.0.0.1:$port, gRPC $rpc, admin http://127.0.0.1:$admin")
+    else
+      read -r port admin < <("$BIN" config "$role.port" "$role.admin_port" | tr '\n' ' ')
+      wait_port "$port" || true
+      if [ "$role" = gate ]; then
+        lines+=("  gate     http://127.0.0.1:$port (POST /get_varifycode, /user_register, /reset_pwd, /user_login), admin http://127.0.0.1:$admin")
+      else
+        lines+=("  $role   gRPC 127.0.0.1:$port, admin http://127.0.0.1:$admin")
+      fi
+    fi
+  done
+  echo "[run] chathost is up:"
+  printf '%s\n' "${lines[@]}"
+  echo "  redis    127.0.0.1:$REDIS_PORT    mariadb 127.0.0.1:$MYSQL_PORT    mail: .run/mail/new/"
+  if [ -f "$ROOT/scripts/client/init.lua" ]; then
+    echo "[run] to chat, run in two other terminals:  $BIN client"
+  fi
+  echo "[run] Ctrl-C stops everything."
+}
+
 if [ ${#roles[@]} -eq 0 ]; then
   echo "[run] no role has scripts yet; Redis and MariaDB are up. Ctrl-C to stop."
   sleep infinity &
   pids+=($!)
 else
-  echo "[run] all up. Ctrl-C to stop."
+  summary
 fi
 while [ ${#pids[@]} -gt 0 ]; do
   wait -n "${pids[@]}" 2>/dev/null || true

@@ -122,6 +122,13 @@ local SCHEMA = {
             admin_port = int(0, 0, 65535),
         } },
     },
+    client = {                                      -- `chathost client`
+        gate_url = str("http://127.0.0.1:8080"),
+        heartbeat_ms = int(10000, 100, 600000),     -- 1023 to the chat server
+        http_timeout_ms = int(5000, 100, 600000),
+        retry_min_ms = int(200, 10, 600000),        -- network failures: backoff from..to
+        retry_max_ms = int(5000, 10, 600000),
+    },
     status = {
         host = str("127.0.0.1"), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
         token_ttl_s = int(86400, 60, 31536000),     -- chat login tokens (utoken_<uid>)

@@ -107,7 +107,27 @@ local function on_stop(scripts)
     if M.chat then M.chat:close() end
 end
 
+-- The terminal client is a program, not a server: its scripts' main(args) runs and its
+-- result is the exit status.
+local function run_client(args)
+    local scripts, err = host.scripts.open { role = "client", watch = false }
+    if not scripts then
+        io.stderr:write("chathost client: ", err, "\n")
+        return 1
+    end
+    local main = scripts:handlers().main
+    if type(main) ~= "function" then
+        io.stderr:write("chathost client: scripts/client/init.lua has no main(args)\n")
+        scripts:close()
+        return 1
+    end
+    local code = main(args)
+    scripts:close()
+    return type(code) == "number" and code or 0
+end
+
 function M.main(args)
+    if host.role == "client" then return run_client(args) end
     if #args > 0 then return fail("unexpected argument '" .. args[1] .. "'") end
     local scripts, err = host.scripts.open { role = host.role, validate = validate }
     if not scripts then

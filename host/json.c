@@ -91,14 +91,27 @@ static void encode_string(jbuf *b, const char *s, size_t n) {
     jb_char(b, '"');
 }
 
+static void encode_integer(jbuf *b, long long v) {
+    char digits[24];
+    int n = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        digits[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    jb_reserve(b, (size_t)n + 1);
+    if (v < 0) b->data[b->len++] = '-';
+    while (n > 0) b->data[b->len++] = digits[--n];
+}
+
 static int encode_number(lua_State *L, jbuf *b, double v) {
-    char num[32];
-    int n;
     if (isnan(v) || isinf(v)) return luaL_error(L, "json: cannot encode NaN or infinity");
-    if (v == floor(v) && fabs(v) < 9007199254740992.0)
-        n = snprintf(num, sizeof num, "%lld", (long long)v);
-    else
-        n = snprintf(num, sizeof num, "%.17g", v);
+    if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+        encode_integer(b, (long long)v);
+        return 0;
+    }
+    char num[32];
+    int n = snprintf(num, sizeof num, "%.17g", v);
     jb_add(b, num, (size_t)n);
     return 0;
 }
@@ -195,6 +208,21 @@ static void encode_value(lua_State *L, jbuf *b, int idx, int depth) {
     }
     }
     luaL_error(L, "json: cannot encode a value of type %s", luaL_typename(L, idx));
+}
+
+/* A Lua C function: encodes its argument into the static buffer (json_static_result) and
+ * returns nothing, so a C caller that copies the bytes anyway creates no Lua string. */
+int json_encode_static(lua_State *L) {
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    out_buf.len = 0;
+    encode_value(L, &out_buf, 1, 0);
+    return 0;
+}
+
+const char *json_static_result(size_t *len) {
+    *len = out_buf.len;
+    return out_buf.data ? out_buf.data : "";
 }
 
 static int l_encode(lua_State *L) {

@@ -10,5 +10,9 @@ void json_mark_array(lua_State *L, int idx);
 /* True for host.null (cjson.null, a NULL light userdata). */
 int json_is_null(lua_State *L, int idx);
 int json_open(lua_State *L);
+/* Encodes argument 1 into a reused static buffer (call it with lua_pcall); the bytes stay
+ * valid until the next encode. */
+int json_encode_static(lua_State *L);
+const char *json_static_result(size_t *len);
 
 #endif

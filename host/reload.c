@@ -36,6 +36,9 @@ typedef struct loader_ud {
 } loader_ud;
 
 static list_node reloaders = {&reloaders, &reloaders};
+static unsigned epoch; /* grows at every generation swapped in, of any reloader */
+
+unsigned reload_epoch(void) { return epoch; }
 
 static void handle_free(uv_handle_t *h) { free(h); }
 
@@ -54,6 +57,7 @@ static int reload_once(reloader *r) {
     luaL_unref(L, LUA_REGISTRYINDEX, r->handlers_ref);
     r->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     r->generation++;
+    epoch++;
     r->last_error[0] = '\0';
     lua_settop(L, top);
     return 0;

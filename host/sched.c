@@ -1,6 +1,5 @@
-/* sched.c: tasks (coroutines anchored while alive) and host.spawn. The registry table at
- * &tasks_key maps each task's thread to its task_t; being a key there is also what keeps
- * the coroutine from being collected while it waits. */
+/* sched.c: tasks (coroutines from a pool of numbered slots) and host.spawn. The running
+ * task is known by a pointer set around each resume. */
 #include "sched.h"
 
 #include <lauxlib.h>
@@ -9,11 +8,8 @@
 
 #include "log.h"
 
-static char tasks_key, pool_key, trampoline_key;
+static char slots_key, trampoline_key;
 static char done_mark; /* yielded first by the trampoline when the task's function returned */
-static int pool_size;  /* coroutines waiting in the pool (one Lua state per process) */
-
-#define POOL_MAX 256
 
 /* Tasks run in reusable coroutines: the trampoline calls the task's function, yields its
  * results behind done_mark, and, resumed with the next function and arguments, tail-calls
@@ -23,10 +19,19 @@ static const char TRAMPOLINE[] =
     "local function trampoline(fn, ...) return trampoline(yield(MARK, fn(...))) end\n"
     "return trampoline\n";
 
-static void tasks_table(lua_State *L) {
-    lua_pushlightuserdata(L, &tasks_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-}
+/* Coroutines live in numbered slots: slots_table[slot] anchors each one for the
+ * collector, C keeps the pointers, and the slots whose coroutine is parked in the
+ * trampoline form a free stack. Taking and giving back a coroutine is then plain C. Tasks
+ * beyond SLOTS_MAX at once get a coroutine of their own, anchored by a registry ref. */
+#define SLOTS_MAX 4096
+static lua_State *slot_co[SLOTS_MAX + 1];
+static int free_slots[SLOTS_MAX];
+static int nfree, nslots;
+
+/* Finished task structs are kept for the next tasks (no allocation per request). */
+#define SPARE_TASKS 1024
+static task_t *spare_tasks[SPARE_TASKS];
+static int nspare;
 
 static void registry_set(lua_State *L, void *key) { /* registry[key] = value on top */
     lua_pushlightuserdata(L, key);
@@ -42,9 +47,7 @@ static void registry_get(lua_State *L, void *key) {
 void sched_init(struct app *app) {
     lua_State *L = app->L;
     lua_newtable(L);
-    registry_set(L, &tasks_key);
-    lua_newtable(L);
-    registry_set(L, &pool_key);
+    registry_set(L, &slots_key);
     luaL_loadbuffer(L, TRAMPOLINE, sizeof TRAMPOLINE - 1, "=trampoline");
     lua_pushlightuserdata(L, &done_mark);
     lua_getglobal(L, "coroutine");
@@ -54,45 +57,60 @@ void sched_init(struct app *app) {
     registry_set(L, &trampoline_key);
 }
 
-/* Pushes a coroutine onto L and returns it: from the pool (parked in the trampoline's
- * yield), or new, holding the trampoline. Either way, resuming it with fn, ... runs fn. */
-static lua_State *coroutine_take(lua_State *L) {
-    if (pool_size > 0) {
-        registry_get(L, &pool_key);
-        lua_rawgeti(L, -1, pool_size);
-        lua_pushnil(L);
-        lua_rawseti(L, -3, pool_size--);
-        lua_remove(L, -2);
-        return lua_tothread(L, -1);
-    }
+/* Pushes a new coroutine holding the trampoline onto L and returns it. */
+static lua_State *coroutine_new(lua_State *L) {
     lua_State *co = lua_newthread(L);
     registry_get(L, &trampoline_key);
     lua_xmove(L, co, 1);
     return co;
 }
 
-/* A coroutine parked in the trampoline's yield goes back to the pool (or is dropped). */
-static void coroutine_give(lua_State *L, lua_State *co) {
-    if (pool_size >= POOL_MAX) return;
-    lua_settop(co, 0);
-    registry_get(L, &pool_key);
-    lua_pushthread(co);
-    lua_xmove(co, L, 1);
-    lua_rawseti(L, -2, ++pool_size);
+/* Puts a fresh coroutine in slot (anchored there) and returns it. */
+static lua_State *slot_fill(lua_State *L, int slot) {
+    registry_get(L, &slots_key);
+    lua_State *co = coroutine_new(L);
+    lua_rawseti(L, -2, slot);
     lua_pop(L, 1);
+    slot_co[slot] = co;
+    return co;
 }
 
-task_t *sched_current(lua_State *L) {
-    if (lua_pushthread(L)) { /* 1 means L is the main thread: never a task */
-        lua_pop(L, 1);
-        return NULL;
+/* A coroutine ready to run fn, ...: resuming it with them runs fn. Sets t->slot, or
+ * t->co_ref for a coroutine outside the slots. */
+static lua_State *coroutine_take(lua_State *L, task_t *t) {
+    if (nfree > 0) {
+        t->slot = free_slots[--nfree];
+        return slot_co[t->slot];
     }
-    tasks_table(L);
-    lua_insert(L, -2);
-    lua_rawget(L, -2);
-    task_t *t = lua_touserdata(L, -1);
-    lua_pop(L, 2);
-    return t;
+    if (nslots < SLOTS_MAX) {
+        t->slot = ++nslots;
+        return slot_fill(L, t->slot);
+    }
+    lua_State *co = coroutine_new(L);
+    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return co;
+}
+
+/* Gives t's coroutine back: a parked one to the free slots; a dead or abandoned one is
+ * replaced in its slot (the old one goes to the collector). */
+static void coroutine_give(lua_State *L, task_t *t) {
+    if (!t->slot) {
+        luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+        return;
+    }
+    if (t->reusable)
+        lua_settop(t->co, 0);
+    else
+        slot_fill(L, t->slot);
+    free_slots[nfree++] = t->slot;
+}
+
+/* The task whose coroutine runs now (Lua runs one coroutine at a time; a task resumed
+ * from inside another restores the outer one when it yields). */
+static task_t *running_task;
+
+task_t *sched_current(lua_State *L) {
+    return running_task && running_task->co == L ? running_task : NULL;
 }
 
 task_t *sched_need(lua_State *L, const char *fname) {
@@ -103,21 +121,18 @@ task_t *sched_need(lua_State *L, const char *fname) {
     return t;
 }
 
-/* Drops the thread -> task entry; a coroutine whose function returned is pooled, any
+/* Drops the anchor of t's coroutine; a coroutine whose function returned is pooled, any
  * other (failed, cancelled mid-call) is left to the collector. */
 static void task_release(task_t *t) {
     lua_State *L = t->app->L;
     lua_checkstack(L, 3);
-    tasks_table(L);
-    lua_pushthread(t->co);
-    lua_xmove(t->co, L, 1);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-    if (t->reusable) coroutine_give(L, t->co);
+    coroutine_give(L, t);
     track_del(&t->track);
     t->app->tasks_alive--;
-    free(t);
+    if (nspare < SPARE_TASKS)
+        spare_tasks[nspare++] = t;
+    else
+        free(t);
 }
 
 /* Replaces the error value on top of co with "message + traceback of co". */
@@ -149,8 +164,11 @@ static void task_finish(task_t *t, int ok, int nres) {
 /* Resumes t's coroutine with nargs values and handles what it does next. Returns t if it
  * is still alive (waiting), NULL if it ended. */
 static task_t *task_run(task_t *t, int nargs) {
+    task_t *outer = running_task;
     t->running = 1;
+    running_task = t;
     int status = lua_resume(t->co, nargs);
+    running_task = outer;
     t->running = 0;
     if (status == LUA_YIELD && t->suspended) return t;
     if (status == LUA_YIELD && lua_gettop(t->co) >= 1 &&
@@ -180,13 +198,9 @@ static void task_track_close(tracked *tr) {
 
 task_t *sched_spawn(struct app *app, lua_State *L, int nargs, const char *label,
                     task_done_fn done, void *ud) {
-    task_t *t = calloc(1, sizeof *t);
-    lua_State *co = coroutine_take(L);
-    tasks_table(L);
-    lua_pushvalue(L, -2);
-    lua_pushlightuserdata(L, t);
-    lua_rawset(L, -3);
-    lua_pop(L, 2); /* tasks table, thread */
+    task_t *t = nspare > 0 ? spare_tasks[--nspare] : malloc(sizeof *t);
+    memset(t, 0, sizeof *t);
+    lua_State *co = coroutine_take(L, t);
     lua_xmove(L, co, nargs + 1); /* the function and its arguments */
     t->app = app;
     t->co = co;

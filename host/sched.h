@@ -25,6 +25,8 @@ struct task {
     tracked track;
     struct app *app;
     lua_State *co;
+    int slot;     /* its coroutine's slot (see sched.c), or 0 and co_ref */
+    int co_ref;
     uint64_t id;
     task_cancel_fn cancel; /* set while suspended in a host operation */
     void *cancel_op;

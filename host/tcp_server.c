@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "frame.h"
+#include "json.h"
+#include "reload.h"
 #include "log.h"
 #include "metrics.h"
 #include "sched.h"
@@ -57,6 +59,7 @@ typedef struct session {
     size_t inbox_bytes;
     unsigned inbox_frames;
     int busy, processing, again, reading;
+    uint16_t current_id;    /* the frame whose handler runs */
     out_buf pending, inflight;
     int writing;
     uv_write_t wreq;
@@ -82,6 +85,9 @@ struct chat_server {
     int port;
     char name[32];
     int handlers_ref, decode_ref, encode_ref, by_uid_ref;
+    int messages_ref;       /* the current generation's messages table, cached */
+    int encode_static_ref;  /* json_encode_static as a Lua function (made once) */
+    unsigned messages_epoch;
     size_t max_body, queue_bytes;
     unsigned queue_frames;
     uint64_t idle_ms;
@@ -427,16 +433,30 @@ static void reply_error(session *s, uint16_t id, const char *body) {
     session_send_raw(s, (uint16_t)(id + 1), body, strlen(body));
 }
 
-typedef struct running {
-    session *s;
-    uint16_t id;
-} running;
+/* Sends the table at idx as the reply to frame id (id + 1), encoded straight into the
+ * session's queue (no Lua string). */
+static void send_reply(session *s, lua_State *co, uint16_t id, int idx) {
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->srv->encode_static_ref);
+    lua_pushvalue(co, idx);
+    if (lua_pcall(co, 1, 0, 0) != 0) {
+        log_error("chat: reply to %d cannot be encoded: %s", id, lua_tostring(co, -1));
+        lua_pop(co, 1);
+        reply_error(s, id, "{\"error\":1019}");
+        return;
+    }
+    size_t len;
+    const char *body = json_static_result(&len);
+    if (len > FRAME_MAX_BODY) {
+        log_error("chat: reply to %d is %zu bytes, above 65535: not sent", id, len);
+        reply_error(s, id, "{\"error\":1019}");
+        return;
+    }
+    session_send_raw(s, (uint16_t)(id + 1), body, len);
+}
 
 static int frame_done(void *ud, task_t *t, int ok, int nres) {
-    running *r = ud;
-    session *s = r->s;
-    uint16_t id = r->id;
-    free(r);
+    session *s = ud;
+    uint16_t id = s->current_id;
     lua_State *co = t->co;
     int cancelled = 0;
     if (!ok) {
@@ -444,23 +464,7 @@ static int frame_done(void *ud, task_t *t, int ok, int nres) {
         cancelled = err && strcmp(err, "cancelled") == 0;
         if (s->state == S_OPEN && !cancelled) reply_error(s, id, "{\"error\":1019}");
     } else if (nres >= 1 && lua_istable(co, -nres) && s->state == S_OPEN) {
-        size_t len;
-        lua_pushvalue(co, -nres);
-        int top = lua_gettop(co);
-        lua_rawgeti(co, LUA_REGISTRYINDEX, s->srv->encode_ref);
-        lua_insert(co, top);
-        if (lua_pcall(co, 1, 1, 0) != 0) {
-            log_error("chat: reply to %d cannot be encoded: %s", id, lua_tostring(co, -1));
-            reply_error(s, id, "{\"error\":1019}");
-        } else {
-            const char *body = lua_tolstring(co, -1, &len);
-            if (len > FRAME_MAX_BODY) {
-                log_error("chat: reply to %d is %zu bytes, above 65535: not sent", id, len);
-                reply_error(s, id, "{\"error\":1019}");
-            } else {
-                session_send_raw(s, (uint16_t)(id + 1), body, len);
-            }
-        }
+        send_reply(s, co, id, lua_gettop(co) - nres + 1);
     }
     s->busy = 0;
     if (s->state != S_CLOSED) session_process(s);
@@ -485,8 +489,12 @@ static int decode_object(lua_State *L, chat_server *srv, const char *body, size_
     return 1;
 }
 
-/* Pushes messages[id] of the current generation, or nothing and returns 0. */
-static int push_handler(lua_State *L, chat_server *srv, uint16_t id) {
+/* Pushes the messages table of the current generation (read again after a reload). */
+static int push_messages(lua_State *L, chat_server *srv) {
+    if (srv->messages_ref != LUA_NOREF && srv->messages_epoch == reload_epoch()) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, srv->messages_ref);
+        return 1;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, srv->handlers_ref);
     if (lua_pcall(L, 0, 1, 0) != 0 || !lua_istable(L, -1)) {
         lua_pop(L, 1);
@@ -498,6 +506,16 @@ static int push_handler(lua_State *L, chat_server *srv, uint16_t id) {
         lua_pop(L, 1);
         return 0;
     }
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
+    lua_pushvalue(L, -1);
+    srv->messages_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    srv->messages_epoch = reload_epoch();
+    return 1;
+}
+
+/* Pushes messages[id] of the current generation, or nothing and returns 0. */
+static int push_handler(lua_State *L, chat_server *srv, uint16_t id) {
+    if (!push_messages(L, srv)) return 0;
     lua_rawgeti(L, -1, id);
     lua_remove(L, -2);
     if (lua_isfunction(L, -1)) return 1;
@@ -524,11 +542,9 @@ static void handle_frame(session *s, uint16_t id, const char *body, size_t len) 
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->ud_ref);
     lua_insert(L, -2); /* handler, session, msg */
-    running *r = malloc(sizeof *r);
-    r->s = s;
-    r->id = id;
+    s->current_id = id;
     s->busy = 1;
-    sched_spawn(srv->app, L, 2, "chat message", frame_done, r);
+    sched_spawn(srv->app, L, 2, "chat message", frame_done, s);
 }
 
 /* Handles queued frames while no handler runs. Re-entered from a handler that answered at
@@ -730,6 +746,8 @@ static void server_maybe_free(chat_server *srv) {
     luaL_unref(L, LUA_REGISTRYINDEX, srv->decode_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->encode_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->by_uid_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->encode_static_ref);
     if (current == srv) current = NULL;
     free(srv);
 }
@@ -769,10 +787,9 @@ static int ref_json(lua_State *L, const char *fn) {
     lua_getfield(L, -1, "loaded");
     lua_getfield(L, -1, "host");
     lua_getfield(L, -1, "json");
-    if (strcmp(fn, "decode") == 0) lua_getfield(L, -1, "safe");
-    lua_getfield(L, -1, fn);
+    lua_getfield(L, -1, fn); /* decode raises on bad input: called under our own pcall */
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, strcmp(fn, "decode") == 0 ? 5 : 4);
+    lua_pop(L, 4);
     return ref;
 }
 
@@ -818,6 +835,9 @@ static int l_serve(lua_State *L) {
         return 2;
     }
     srv->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    srv->messages_ref = LUA_NOREF;
+    lua_pushcfunction(L, json_encode_static);
+    srv->encode_static_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     srv->decode_ref = ref_json(L, "decode");
     srv->encode_ref = ref_json(L, "encode");
     lua_newtable(L);

@@ -1,0 +1,386 @@
+/* bench/chat_load.c: load generator for the chat role (and for the echo floor). One libuv
+ * loop, one connection per user, the chat frame format [id u16 BE][len u16 BE][JSON].
+ *
+ *   chat_load msg  USERS_FILE SERVERS [--rate N] [--window W] [--seconds S]
+ *       logs in every user of USERS_FILE ("uid token peer thread server_index" lines),
+ *       then each user sends 1017 texts to its peer: with --rate, N messages/s in total
+ *       (spread over senders); without, W messages in flight per sender. Counts acks
+ *       (1018) and pushes (1019 at the peer) and reports messages/s and latency
+ *       percentiles (send -> ack, send -> push; one clock: same process).
+ *   chat_load idle USERS_FILE SERVERS [--sources A,B,...] [--seconds S]
+ *       logs in every user and holds the connections (a heartbeat every 20 s), binding
+ *       source addresses in turn (many connections need several 127.0.0.x).
+ *   chat_load echo - SERVER [--conns C] [--window W] [--seconds S] [--id ID]
+ *       C connections keep W frames {"n":k} of msg_id ID in flight; the server answers
+ *       ID+1. Reports frames/s.
+ *
+ * SERVERS: host:port[,host:port]; a user goes to servers[server_index].
+ * Build: cc -O2 -o chat_load chat_load.c -luv */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define MAX_SERVERS 8
+#define MAX_SOURCES 64
+#define RING 4096 /* in-flight send times per connection */
+
+typedef struct user {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    int index;
+    long uid, peer, thread;
+    char token[80];
+    int server;
+    int logged_in, closed;
+    uint8_t *in;
+    size_t in_len, in_cap;
+    uint64_t sent_at[RING];  /* send times of unacked messages, in order */
+    unsigned head, count;
+    unsigned long next_msg;
+} user;
+
+static uv_loop_t *loop;
+static user *users;
+static int nusers;
+static struct sockaddr_in servers[MAX_SERVERS];
+static int nservers;
+static struct sockaddr_in sources[MAX_SOURCES];
+static int nsources;
+static const char *mode;
+static double rate;
+static int window = 8, seconds = 10, echo_id = 1, conns = 50;
+static int logged_in, connected, login_failed, conn_failed;
+static uint64_t t_start, t_end;
+static int measuring, done;
+static unsigned long acks, pushes, errors_seen, sent;
+static double *ack_lat, *push_lat;
+static size_t nack_lat, npush_lat, lat_cap = 4u << 20;
+static uv_timer_t tick, stopper, beat;
+static long rate_cursor;
+static double rate_credit;
+
+static uint64_t now_ns(void) { return uv_hrtime(); }
+
+static void on_write(uv_write_t *w, int status) { free(w); }
+
+static void send_frame(user *u, uint16_t id, const char *body, size_t len) {
+    if (u->closed) return;
+    uv_write_t *w = malloc(sizeof *w + 4 + len);
+    uint8_t *p = (uint8_t *)(w + 1);
+    p[0] = (uint8_t)(id >> 8);
+    p[1] = (uint8_t)id;
+    p[2] = (uint8_t)(len >> 8);
+    p[3] = (uint8_t)len;
+    memcpy(p + 4, body, len);
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)(4 + len));
+    if (uv_write(w, (uv_stream_t *)&u->tcp, &b, 1, on_write) != 0) free(w);
+}
+
+static void send_text(user *u) {
+    char body[512];
+    uint64_t t = now_ns();
+    int n = snprintf(body, sizeof body,
+                     "{\"fromuid\":%ld,\"touid\":%ld,\"thread_id\":%ld,\"text_array\":"
+                     "[{\"content\":\"hello from %ld, message %lu\",\"unique_id\":\"t%llu\"}]}",
+                     u->uid, u->peer, u->thread, u->uid, u->next_msg++, (unsigned long long)t);
+    if (u->count < RING) u->sent_at[(u->head + u->count++) % RING] = t;
+    sent++;
+    send_frame(u, 1017, body, (size_t)n);
+}
+
+static void send_echo(user *u) {
+    char body[64];
+    int n = snprintf(body, sizeof body, "{\"n\":%lu}", u->next_msg++);
+    if (u->count < RING) u->sent_at[(u->head + u->count++) % RING] = now_ns();
+    sent++;
+    send_frame(u, (uint16_t)echo_id, body, (size_t)n);
+}
+
+static void record(double **arr, size_t *n, double v) {
+    if (!measuring || *n >= lat_cap) return;
+    if (!*arr) *arr = malloc(lat_cap * sizeof **arr);
+    (*arr)[(*n)++] = v;
+}
+
+static void on_frame(user *u, uint16_t id, const char *body, size_t len) {
+    if (id == 1006) {
+        if (strstr(body, "\"error\":0") && !u->logged_in) {
+            u->logged_in = 1;
+            logged_in++;
+        } else if (!u->logged_in) {
+            login_failed++;
+            if (login_failed < 5) fprintf(stderr, "login failed for %ld: %.*s\n", u->uid, (int)len, body);
+        }
+        return;
+    }
+    if (id == 1018 || (strcmp(mode, "echo") == 0 && id == echo_id + 1)) {
+        if (u->count > 0) {
+            record(&ack_lat, &nack_lat, (double)(now_ns() - u->sent_at[u->head]) / 1e6);
+            u->head = (u->head + 1) % RING;
+            u->count--;
+        }
+        if (id == 1018 && !strstr(body, "\"error\":0")) {
+            if (errors_seen++ < 5) fprintf(stderr, "text refused: %.*s\n", (int)len, body);
+        }
+        if (measuring) acks++;
+        if (!done && rate == 0) { /* window mode: keep it full */
+            if (strcmp(mode, "echo") == 0) send_echo(u); else send_text(u);
+        }
+        return;
+    }
+    if (id == 1019) {
+        const char *p = strstr(body, "\"unique_id\":\"t");
+        if (p && measuring) {
+            unsigned long long t = strtoull(p + 14, NULL, 10);
+            record(&push_lat, &npush_lat, (double)(now_ns() - t) / 1e6);
+            pushes++;
+        }
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+    user *u = h->data;
+    if (u->in_cap - u->in_len < 65536) {
+        u->in_cap = u->in_cap ? u->in_cap * 2 : 65536 * 2;
+        u->in = realloc(u->in, u->in_cap);
+    }
+    *b = uv_buf_init((char *)u->in + u->in_len, (unsigned)(u->in_cap - u->in_len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+    user *u = s->data;
+    if (n < 0) {
+        if (!u->closed && !done) fprintf(stderr, "connection of %ld closed: %s\n", u->uid, uv_strerror((int)n));
+        u->closed = 1;
+        uv_read_stop(s);
+        return;
+    }
+    u->in_len += (size_t)n;
+    size_t off = 0;
+    while (u->in_len - off >= 4) {
+        uint16_t id = (uint16_t)(u->in[off] << 8 | u->in[off + 1]);
+        uint16_t len = (uint16_t)(u->in[off + 2] << 8 | u->in[off + 3]);
+        if (u->in_len - off < 4u + len) break;
+        char save = 0;
+        char *body = (char *)u->in + off + 4;
+        if (off + 4 + len < u->in_cap) {
+            save = body[len];
+            body[len] = '\0';
+        }
+        on_frame(u, id, body, len);
+        if (off + 4 + len < u->in_cap) body[len] = save;
+        off += 4u + len;
+    }
+    memmove(u->in, u->in + off, u->in_len - off);
+    u->in_len -= off;
+    if (u->in_cap > (1 << 20) && u->in_len < 4096) { /* do not keep a big buffer */
+        u->in_cap = 65536 * 2;
+        u->in = realloc(u->in, u->in_cap);
+    }
+}
+
+static void login(user *u) {
+    char body[200];
+    int n = snprintf(body, sizeof body, "{\"uid\":%ld,\"token\":\"%s\"}", u->uid, u->token);
+    send_frame(u, 1005, body, (size_t)n);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+    user *u = req->data;
+    if (status < 0) {
+        if (conn_failed++ < 5) fprintf(stderr, "connect failed: %s\n", uv_strerror(status));
+        u->closed = 1;
+        return;
+    }
+    connected++;
+    uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_read);
+    if (strcmp(mode, "echo") == 0) {
+        u->logged_in = 1;
+        logged_in++;
+    } else {
+        login(u);
+    }
+}
+
+static int connect_next;
+
+/* Opens connections in batches, so the server's accept queue is not flooded. */
+static void connect_some(uv_timer_t *t) {
+    int batch = 500;
+    while (batch-- > 0 && connect_next < nusers) {
+        user *u = &users[connect_next];
+        u->index = connect_next++;
+        uv_tcp_init(loop, &u->tcp);
+        u->tcp.data = u->creq.data = u;
+        if (nsources > 0) {
+            uv_tcp_bind(&u->tcp, (struct sockaddr *)&sources[u->index % nsources], 0);
+        }
+        uv_tcp_connect(&u->creq, &u->tcp, (struct sockaddr *)&servers[u->server % nservers], on_connect);
+    }
+    if (connect_next >= nusers) uv_timer_stop(t);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(double *v, size_t n, double p) {
+    if (n == 0) return 0;
+    size_t i = (size_t)(p * (double)(n - 1));
+    return v[i];
+}
+
+static void report(void) {
+    double secs = (double)(t_end - t_start) / 1e9;
+    qsort(ack_lat, nack_lat, sizeof *ack_lat, cmp_double);
+    qsort(push_lat, npush_lat, sizeof *push_lat, cmp_double);
+    if (strcmp(mode, "echo") == 0) {
+        printf("echo: %d connections, window %d: %.0f frames/s; latency ms p50 %.3f p99 %.3f\n",
+               conns, window, (double)acks / secs, pct(ack_lat, nack_lat, 0.5), pct(ack_lat, nack_lat, 0.99));
+        return;
+    }
+    printf("users %d (pairs %d), logged in %d, login failures %d\n", nusers, nusers / 2, logged_in, login_failed);
+    printf("acked: %.0f msgs/s; pushed: %.0f msgs/s over %.1f s; refused %lu\n", (double)acks / secs,
+           (double)pushes / secs, secs, errors_seen);
+    printf("ack latency ms:  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", pct(ack_lat, nack_lat, 0.5),
+           pct(ack_lat, nack_lat, 0.9), pct(ack_lat, nack_lat, 0.99), pct(ack_lat, nack_lat, 1));
+    printf("push latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", pct(push_lat, npush_lat, 0.5),
+           pct(push_lat, npush_lat, 0.9), pct(push_lat, npush_lat, 0.99), pct(push_lat, npush_lat, 1));
+}
+
+static void stop_all(uv_timer_t *t) {
+    t_end = now_ns();
+    measuring = 0;
+    done = 1;
+    report();
+    fflush(stdout);
+    exit(0);
+}
+
+/* Fixed-rate mode: every millisecond, the messages the rate owes go out round-robin. */
+static void on_tick(uv_timer_t *t) {
+    rate_credit += rate / 1000.0;
+    while (rate_credit >= 1) {
+        user *u = &users[(rate_cursor++ % (nusers / 2)) * 2];
+        if (!u->closed && u->logged_in) send_text(u);
+        rate_credit -= 1;
+    }
+}
+
+static void heartbeat(uv_timer_t *t) {
+    for (int i = 0; i < nusers; i++)
+        if (users[i].logged_in && !users[i].closed) {
+            char body[64];
+            int n = snprintf(body, sizeof body, "{\"fromuid\":%ld}", users[i].uid);
+            send_frame(&users[i], 1023, body, (size_t)n);
+        }
+}
+
+static void start_load(void) {
+    t_start = now_ns();
+    measuring = 1;
+    uv_timer_init(loop, &stopper);
+    uv_timer_start(&stopper, stop_all, (uint64_t)seconds * 1000, 0);
+    if (strcmp(mode, "idle") == 0) {
+        printf("idle: %d connections logged in; holding for %d s\n", logged_in, seconds);
+        fflush(stdout);
+        uv_timer_init(loop, &beat);
+        uv_timer_start(&beat, heartbeat, 20000, 20000);
+        return;
+    }
+    if (rate > 0) {
+        uv_timer_init(loop, &tick);
+        uv_timer_start(&tick, on_tick, 1, 1);
+        return;
+    }
+    for (int i = 0; i < nusers; i++) {
+        user *u = &users[i];
+        if (strcmp(mode, "echo") != 0 && i % 2 == 1) continue; /* the peers only receive */
+        for (int k = 0; k < window; k++) {
+            if (strcmp(mode, "echo") == 0) send_echo(u); else send_text(u);
+        }
+    }
+}
+
+static void wait_logins(uv_timer_t *t) {
+    static int waited;
+    if (logged_in + login_failed + conn_failed >= nusers || ++waited > 6000) {
+        uv_timer_stop(t);
+        if (logged_in < nusers)
+            fprintf(stderr, "%d of %d users logged in; going on with them\n", logged_in, nusers);
+        /* a moment for the servers to settle (presence writes) before measuring */
+        static uv_timer_t settle;
+        uv_timer_init(loop, &settle);
+        uv_timer_start(&settle, (uv_timer_cb)start_load, 500, 0);
+    }
+}
+
+static void parse_addrs(const char *list, struct sockaddr_in *out, int *n, int max, int with_port) {
+    char *copy = strdup(list), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok && *n < max; tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strrchr(tok, ':');
+        int port = 0;
+        if (with_port && colon) {
+            *colon = '\0';
+            port = atoi(colon + 1);
+        }
+        uv_ip4_addr(tok, port, &out[(*n)++]);
+    }
+    free(copy);
+}
+
+static void load_users(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    int cap = 1024;
+    users = calloc((size_t)cap, sizeof *users);
+    user u;
+    memset(&u, 0, sizeof u);
+    while (fscanf(f, "%ld %79s %ld %ld %d", &u.uid, u.token, &u.peer, &u.thread, &u.server) == 5) {
+        if (nusers == cap) {
+            cap *= 2;
+            users = realloc(users, (size_t)cap * sizeof *users);
+        }
+        users[nusers] = u;
+        memset(&users[nusers].tcp, 0, sizeof u.tcp);
+        nusers++;
+    }
+    fclose(f);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: chat_load msg|idle|echo USERS_FILE|- SERVERS [options]\n");
+        return 2;
+    }
+    mode = argv[1];
+    parse_addrs(argv[3], servers, &nservers, MAX_SERVERS, 1);
+    for (int i = 4; i < argc; i++) {
+        if (!strcmp(argv[i], "--rate") && i + 1 < argc) rate = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--window") && i + 1 < argc) window = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--conns") && i + 1 < argc) conns = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--id") && i + 1 < argc) echo_id = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--sources") && i + 1 < argc)
+            parse_addrs(argv[++i], sources, &nsources, MAX_SOURCES, 0);
+    }
+    loop = uv_default_loop();
+    if (strcmp(mode, "echo") == 0) {
+        nusers = conns;
+        users = calloc((size_t)nusers, sizeof *users);
+    } else {
+        load_users(argv[2]);
+    }
+    static uv_timer_t connector, waiter;
+    uv_timer_init(loop, &connector);
+    uv_timer_start(&connector, connect_some, 0, 10);
+    uv_timer_init(loop, &waiter);
+    uv_timer_start(&waiter, wait_logins, 10, 10);
+    return uv_run(loop, UV_RUN_DEFAULT);
+}

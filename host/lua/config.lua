@@ -116,6 +116,9 @@ local SCHEMA = {
         batch_window_ms = int(2, 0, 1000),          -- group commit of chat messages
         batch_max = int(64, 1, 10000),
         kick_timeout_ms = int(1000, 10, 600000),    -- NotifyKickUser deadline
+        push_timeout_ms = int(2000, 10, 600000),    -- pushes through a peer chat server
+        apply_list_max = int(100, 0, 100000),       -- applications in the 1006 reply
+        friend_list_max = int(1000, 0, 1000000),    -- friends in the 1006 reply (then cut to fit)
         instances = { "map", {
             host = str(false), public_host = str(false),
             port = int(8090, 1, 65535), rpc_port = int(50055, 1, 65535),

@@ -49,6 +49,27 @@ function M.by_uid(uid)
     return one("SELECT " .. COLUMNS .. " FROM user WHERE uid = ?", uid)
 end
 
+-- public(row) -> the fields any user may see of another: never pwd_hash or email
+-- (shared/PROTOCOL.md §9).
+function M.public(row)
+    return { uid = row.uid, name = row.name, nick = row.nick, icon = row.icon, sex = row.sex,
+        desc = row.desc }
+end
+
+-- profile(uid) -> public fields | nil (no such user) | nil, err
+function M.profile(uid)
+    local row, err = one("SELECT uid, name, nick, `desc`, sex, icon FROM user WHERE uid = ?", uid)
+    if not row then return nil, err end
+    return M.public(row)
+end
+
+-- exists(uid) -> true | false | nil, err
+function M.exists(uid)
+    local row, err = one("SELECT 1 AS found FROM user WHERE uid = ?", uid)
+    if err then return nil, err end
+    return row ~= nil
+end
+
 -- set_password(uid, new_hash, old_hash?) -> true | false (no such user, or the hash is no
 -- longer old_hash: someone changed it meanwhile) | nil, err
 function M.set_password(uid, new_hash, old_hash)

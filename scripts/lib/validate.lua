@@ -26,10 +26,10 @@ function M.user_name(s)
         and s:match("^%d+$") == nil
 end
 
--- Valid UTF-8 without control characters, at most max_bytes bytes (free text such as a
--- nickname or an icon path).
-function M.text(s, max_bytes)
-    if type(s) ~= "string" or #s > max_bytes or s:find("[%z\1-\31\127]") then return false end
+-- Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF), at most
+-- max_bytes bytes; control characters allowed (chat text has line breaks).
+function M.utf8(s, max_bytes)
+    if type(s) ~= "string" or #s > max_bytes then return false end
     local i, n = 1, #s
     while i <= n do
         local c = s:byte(i)
@@ -49,6 +49,13 @@ function M.text(s, max_bytes)
         i = i + len
     end
     return true
+end
+
+-- Valid UTF-8 without control characters, at most max_bytes bytes (free text such as a
+-- nickname or an icon path).
+function M.text(s, max_bytes)
+    if type(s) ~= "string" or s:find("[%z\1-\31\127]") then return false end
+    return M.utf8(s, max_bytes)
 end
 
 return M

@@ -1,0 +1,82 @@
+-- chat.batch: group commit of text messages. Rows stored by every session within
+-- batch_window_ms (or until batch_max rows) go to MySQL as one multi-row INSERT; each
+-- caller waits on the batch's promise and gets its own ids back only after the batch is
+-- committed, so a 1018 never acknowledges a message that is not stored.
+--
+-- The open batch is a module local: after a reload the old generation's flusher still
+-- completes the batch it has (its waiters hold it), and the new generation opens its own.
+local host = require "host"
+local messages = require "lib.messages"
+local settings = require "chat.settings"
+
+local M = {}
+
+-- The waiters' bound: well above a flush's worst case (pool wait + statement timeouts),
+-- only there so no coroutine can wait forever.
+local WAIT_MS = host.config.mysql.acquire_timeout_ms + 2 * host.config.mysql.write_timeout_s * 1000
+
+local open        -- the batch taking rows: { rows = {}, promise = p, closed = bool }
+local consecutive -- nil: not checked yet; true/false: multi-row INSERT ids are consecutive
+
+local function insert(rows)
+    if consecutive == nil then
+        local ok, err = messages.consecutive_ids()
+        if ok == nil then
+            host.log.warn("batch: cannot read innodb_autoinc_lock_mode: ", tostring(err))
+        else
+            consecutive = ok
+            if not ok then host.log.info("batch: ids not consecutive, one INSERT per row") end
+        end
+    end
+    if consecutive then return messages.insert_multi(rows) end
+    return messages.insert_each(rows)
+end
+
+local function flush(batch)
+    local ids, err = insert(batch.rows)
+    if ids then
+        host.metrics.inc("chat_batches_total", 1, nil, "group commits of text messages")
+        host.metrics.inc("chat_messages_stored_total", #batch.rows, nil, "text messages stored")
+    else
+        host.log.warn("batch: storing ", #batch.rows, " messages failed: ", tostring(err))
+    end
+    batch.promise:resolve(ids, err)
+end
+
+-- Takes the batch no more rows and sends it now (once, whoever asks first).
+local function close(batch)
+    if batch.closed then return end
+    batch.closed = true
+    if open == batch then open = nil end
+    host.spawn(flush, batch)
+end
+
+local function new_batch()
+    local batch = { rows = {}, promise = host.promise(), closed = false }
+    host.spawn(function()
+        host.timer.sleep(settings.batch_window_ms)
+        close(batch)
+    end)
+    return batch
+end
+
+-- store(rows) -> ids (one per row, in order) | nil, err
+-- rows: array of {thread_id, sender_id, recv_id, content, created_at, status, msg_type?}.
+function M.store(rows)
+    if open and #open.rows + #rows > settings.batch_max then close(open) end
+    local batch = open
+    if not batch then
+        batch = new_batch()
+        open = batch
+    end
+    local first = #batch.rows
+    for i, r in ipairs(rows) do batch.rows[first + i] = r end
+    if #batch.rows >= settings.batch_max then close(batch) end
+    local ids, err = batch.promise:wait(WAIT_MS)
+    if not ids then return nil, err end
+    local own = {}
+    for i = 1, #rows do own[i] = ids[first + i] end
+    return own
+end
+
+return M

@@ -1,0 +1,42 @@
+-- chat.fit: keeps replies within one frame (a body of at most 65535 bytes, PROTOCOL §5):
+-- counts how many leading items of a list fit into a byte budget once encoded as JSON,
+-- so a long list is cut (and marked by the caller) instead of producing a frame the
+-- length field cannot carry.
+local host = require "host"
+local settings = require "chat.settings"
+
+local M = {}
+
+M.MAX = settings.MAX_REPLY_BYTES
+
+-- size(value) -> bytes of its JSON encoding
+function M.size(value)
+    return #host.json.encode(value)
+end
+
+-- count(items, budget) -> n, bytes: the first n items, encoded as a JSON array, take
+-- `bytes` <= budget.
+function M.count(items, budget)
+    local used = 2 -- "[]"
+    for i, item in ipairs(items) do
+        local size = M.size(item) + (i > 1 and 1 or 0)
+        if used + size > budget then return i - 1, used end
+        used = used + size
+    end
+    return #items, used
+end
+
+-- head(items, n) -> a JSON array of the first n items
+function M.head(items, n)
+    local out = {}
+    for i = 1, n do out[i] = items[i] end
+    return host.json.array(out)
+end
+
+-- budget(envelope) -> bytes left for lists in a reply whose other fields are envelope
+-- (with its lists empty), keeping room for the "..._more" marks
+function M.budget(envelope)
+    return M.MAX - M.size(envelope) - 64
+end
+
+return M

@@ -1,0 +1,92 @@
+-- 1009 apply -> 1010 (+ push 1011 to the target) and 1013 accept -> 1014 (+ push 1015 to
+-- the applicant), shared/PROTOCOL.md §6. The applicant and the acceptor are always the
+-- session's user. Accepting is one transaction (lib.friends.accept): both friend rows,
+-- the pair's one private thread and the greeting messages, which the reply and the push
+-- both carry. Pushes reach the other user on this server or through its chat server.
+local host = require "host"
+local errors = require "lib.errors"
+local users = require "lib.users"
+local friends = require "lib.friends"
+local request = require "chat.request"
+local reply = require "chat.reply"
+local push = require "chat.push"
+local wire = require "chat.wire"
+
+local M = {}
+
+local TEXT_MAX = 255 -- friend_apply.descs, back_name and friend.back are VARCHAR(255)
+
+local APPLY_FIELDS = {
+    { name = "uid", kind = "uid", self = true },
+    { name = "touid", kind = "uid", required = true },
+    { name = "applyname", kind = "text", max = TEXT_MAX, default = "" },
+    { name = "bakname", kind = "text", max = TEXT_MAX, default = "" },
+}
+
+local ACCEPT_FIELDS = {
+    { name = "fromuid", kind = "uid", self = true },
+    { name = "touid", kind = "uid", required = true },
+    { name = "back", kind = "text", max = TEXT_MAX, default = "" },
+}
+
+local function notify_apply(applicant, touid, greeting)
+    local body = { error = errors.Success, applyuid = applicant.uid, name = applicant.name,
+        desc = greeting, icon = applicant.icon, nick = applicant.nick, sex = applicant.sex }
+    local req = { applyuid = applicant.uid, name = applicant.name, desc = greeting,
+        icon = applicant.icon, nick = applicant.nick, sex = applicant.sex, touid = touid }
+    local where, err = push.send(touid, 1011, body, "ChatService.NotifyAddFriend", req)
+    if not where then host.log.warn("1011 to uid ", touid, " failed: ", tostring(err)) end
+end
+
+-- 1009 {uid, applyname, bakname, touid}
+function M.apply(session, body)
+    local f, bad = request.read(session, body, APPLY_FIELDS)
+    if not f then return bad end
+    local uid = session.uid
+    local oneself = request.not_self(f, "touid", uid)
+    if oneself then return oneself end
+    local exists, err = users.exists(f.touid)
+    if exists == nil then return reply.failed(1009, "target", err) end
+    if not exists then return { error = errors.UidInvalid } end
+    local already, ferr = friends.are_friends(uid, f.touid)
+    if already == nil then return reply.failed(1009, "friendship", ferr) end
+    if already then return { error = errors.Success } end -- nothing left to ask
+    local applicant, perr = users.profile(uid)
+    if not applicant then return reply.failed(1009, "profile", perr or "own user is gone") end
+    local ok, aerr = friends.apply(uid, f.touid, f.applyname, f.bakname)
+    if not ok then return reply.failed(1009, "apply", aerr) end
+    notify_apply(applicant, f.touid, f.applyname)
+    return { error = errors.Success }
+end
+
+local function notify_accept(acceptor, applicant_uid, result)
+    local body = { error = errors.Success, fromuid = acceptor.uid, touid = applicant_uid,
+        name = acceptor.name, nick = acceptor.nick, icon = acceptor.icon, sex = acceptor.sex,
+        thread_id = result.thread_id, chat_datas = wire.greetings(result.messages) }
+    local req = { fromuid = acceptor.uid, touid = applicant_uid,
+        textmsgs = wire.greetings_pb(result.messages) }
+    local where, err = push.send(applicant_uid, 1015, body, "ChatService.NotifyAuthFriend", req)
+    if not where then host.log.warn("1015 to uid ", applicant_uid, " failed: ", tostring(err)) end
+end
+
+-- 1013 {fromuid, touid, back}
+function M.accept(session, body)
+    local f, bad = request.read(session, body, ACCEPT_FIELDS)
+    if not f then return bad end
+    local uid = session.uid
+    local oneself = request.not_self(f, "touid", uid)
+    if oneself then return oneself end
+    local applicant, err = users.profile(f.touid)
+    if err then return reply.failed(1013, "applicant", err) end
+    if not applicant then return { error = errors.UidInvalid } end
+    local result, aerr = friends.accept(uid, f.touid, f.back)
+    if result == nil then return reply.failed(1013, "accept", aerr) end
+    if not result then return { error = errors.PermissionDenied, field = "touid" } end
+    local acceptor = users.profile(uid)
+    if acceptor then notify_accept(acceptor, f.touid, result) end
+    return { error = errors.Success, uid = applicant.uid, name = applicant.name,
+        nick = applicant.nick, icon = applicant.icon, sex = applicant.sex,
+        thread_id = result.thread_id, chat_datas = wire.greetings(result.messages) }
+end
+
+return M

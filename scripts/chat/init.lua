@@ -1,0 +1,103 @@
+-- The chat role's business logic (shared/PROTOCOL.md §5-6). The host's TCP server decodes
+-- frames and calls messages[msg_id](session, body) in a coroutine, one frame of a session
+-- at a time; a returned table is sent as the reply (msg_id + 1). Every message but 1005
+-- needs a logged-in session (1014), whose uid is the only identity a request has.
+-- on_close cleans up presence, start/stop announce and withdraw the server, and the
+-- ChatService handlers take pushes from the other chat servers.
+local host = require "host"
+local errors = require "lib.errors"
+local request = require "chat.request"
+local presence = require "chat.presence"
+local load = require "chat.load"
+local login = require "chat.login"
+local search = require "chat.search"
+local friends = require "chat.friends"
+local text = require "chat.text"
+local threads = require "chat.threads"
+local rpc = require "chat.rpc"
+local settings = require "chat.settings"
+
+local M = {}
+
+-- (A handler that raises is logged by the host and answered 1019.)
+local function logged_in(handler)
+    return function(session, body)
+        if not session.uid then return { error = errors.NotLoggedIn } end
+        return handler(session, body)
+    end
+end
+
+local HEARTBEAT_FIELDS = { { name = "fromuid", kind = "uid", self = true } }
+
+-- 1023 {fromuid} -> 1024: keeps the presence keys alive. When they belong to a newer login
+-- (whose kick did not reach this server), this session is the one left over: 1021, closed.
+local function heartbeat(session, body)
+    local f, bad = request.read(session, body, HEARTBEAT_FIELDS)
+    if not f then return bad end
+    local fresh, err = presence.refresh(session.uid, session.id)
+    if fresh == nil then
+        host.log.warn("heartbeat of uid ", session.uid, ": ", tostring(err))
+    elseif not fresh then
+        host.log.info("uid ", session.uid, " logged in elsewhere: closing session ", session.id)
+        session.data.kicked = true
+        session:send(1021, { error = errors.Success, uid = session.uid })
+        session:close("kicked")
+        return nil
+    end
+    return { error = errors.Success }
+end
+
+M.messages = {
+    [1005] = login,
+    [1007] = logged_in(search),
+    [1009] = logged_in(friends.apply),
+    [1013] = logged_in(friends.accept),
+    [1017] = logged_in(text),
+    [1023] = logged_in(heartbeat),
+    [1025] = logged_in(threads.list),
+    [1027] = logged_in(threads.create),
+    [1029] = logged_in(threads.messages),
+}
+
+-- After the connection is gone (closed by either side, idle, kicked): the presence keys go
+-- unless a newer login owns them. A login this session had in flight counts too.
+function M.on_close(session, reason)
+    local uid = session.uid or session.data.login_uid
+    if not uid or session.data.kicked or session.data.cleaned then return end
+    local removed, err = presence.cleanup(uid, session.id)
+    if removed == nil then
+        host.log.warn("cleanup of uid ", uid, " (", tostring(reason), "): ", tostring(err))
+    end
+end
+
+-- The timer calls the current generation's report_load, so an edited chat.load is used
+-- from its next tick.
+function M.report_load()
+    local ok, err = load.report()
+    if not ok then host.log.warn("load report: ", tostring(err)) end
+end
+
+function M.start()
+    M.report_load()
+    host.timer.every(settings.report_interval_ms, function()
+        local current = host.handlers()
+        if current.report_load then current.report_load() end
+    end)
+    host.log.info("chat server ", tostring(settings.name), " announced (rpc ",
+        settings.rpc_address, ")")
+end
+
+-- Graceful shutdown: withdraw from the status role's choice first, then drop the presence
+-- of every session here (one round trip; on_close then has nothing left to do).
+function M.stop()
+    local ok, err = load.withdraw()
+    if not ok then host.log.warn("withdraw: ", tostring(err)) end
+    local sessions = host.sessions.list()
+    for _, s in ipairs(sessions) do s.data.cleaned = true end
+    local removed, rerr = presence.remove_all(sessions)
+    if not removed then host.log.warn("presence at stop: ", tostring(rerr)) end
+end
+
+for name, fn in pairs(rpc) do M[name] = fn end
+
+return M

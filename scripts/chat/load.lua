@@ -1,0 +1,45 @@
+-- chat.load: what the status role reads to pick a chat server (scripts/status/servers.lua):
+-- the hash field logincount[<name>] = this server's logged-in sessions, the liveness key
+-- chatserver_<name> = {host, port, rpc} with alive_ttl_s, and membership of the set
+-- chatservers. Written at start and every report_interval_ms; a server that dies stops
+-- refreshing and its liveness key expires, so the status role stops choosing it. A clean
+-- stop removes all three at once.
+local host = require "host"
+local keys = require "lib.keys"
+local settings = require "chat.settings"
+
+local M = {}
+
+local function liveness()
+    return host.json.encode { host = settings.host, port = settings.port,
+        rpc = settings.rpc_address }
+end
+
+-- report() -> true | nil, err
+function M.report()
+    local bound = host.sessions.count().bound
+    local res, err = host.redis.pipeline {
+        { "HSET", keys.LOGIN_COUNT, settings.name, bound },
+        { "SET", keys.chat_server(settings.name), liveness(), "EX", settings.alive_ttl_s },
+        { "SADD", keys.CHAT_SERVERS, settings.name },
+    }
+    if not res then return nil, err end
+    for i = 1, #res do
+        if type(res[i]) == "table" then return nil, res[i].err end
+    end
+    host.metrics.set("chat_sessions_bound", bound, nil, "logged-in sessions on this server")
+    return true
+end
+
+-- withdraw() -> true | nil, err: the status role no longer chooses this server
+function M.withdraw()
+    local res, err = host.redis.pipeline {
+        { "DEL", keys.chat_server(settings.name) },
+        { "HDEL", keys.LOGIN_COUNT, settings.name },
+        { "SREM", keys.CHAT_SERVERS, settings.name },
+    }
+    if not res then return nil, err end
+    return true
+end
+
+return M

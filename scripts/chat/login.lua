@@ -1,0 +1,122 @@
+-- 1005 login -> 1006 (shared/PROTOCOL.md §6). The token must equal utoken_<uid> (issued by
+-- the status role; valid on every chat server). Then, holding lock:lock_<uid>, the last
+-- login wins: the user's session on another server is kicked through that server's
+-- ChatService.NotifyKickUser, presence is written, the session is bound, and an older
+-- session on this server gets 1021 and is closed. No lock in time: 1018, nothing bound.
+-- The reply carries the user's own profile (e-mail included, never the password hash),
+-- the applications to the user and the friends, cut to fit one frame.
+local host = require "host"
+local errors = require "lib.errors"
+local keys = require "lib.keys"
+local lock = require "lib.lock"
+local users = require "lib.users"
+local friends = require "lib.friends"
+local request = require "chat.request"
+local presence = require "chat.presence"
+local push = require "chat.push"
+local fit = require "chat.fit"
+local reply = require "chat.reply"
+local settings = require "chat.settings"
+
+local MSG = 1005
+
+local FIELDS = {
+    { name = "uid", kind = "uid", required = true },
+    { name = "token", kind = "string" },
+}
+
+local function token_valid(uid, token)
+    if not token or token == "" then return false end
+    local stored, err = host.redis.call("GET", keys.token(uid))
+    if err then return nil, err end
+    return stored ~= nil and host.crypto.constant_time_equal(stored, token)
+end
+
+-- Kicks the user's session on another chat server; a server that does not answer in time
+-- is dead or stuck: the login goes on and overwrites its presence.
+local function kick_remote(server, uid)
+    local rsp = push.call(server, "ChatService.NotifyKickUser", { uid = uid },
+        settings.kick_timeout_ms)
+    host.log.info("login uid=", uid, ": kicked on ", server, ": ",
+        rsp and tostring(rsp.error) or "no answer")
+end
+
+local function kick_local(old, uid)
+    old.data.kicked = true -- its keys are the new login's now: no cleanup on close
+    old:send(1021, { error = errors.Success, uid = uid })
+    old:close("kicked")
+    host.log.info("login uid=", uid, ": kicked session ", old.id, " on this server")
+end
+
+-- Runs holding the user's lock: -> true | nil, err
+local function bind_locked(session, uid)
+    if session.closed then return nil, "closed" end
+    local server, err = presence.where(uid)
+    if err then return nil, err end
+    if server and server ~= settings.name then kick_remote(server, uid) end
+    local ok, serr = presence.set(uid, session.id)
+    if not ok then return nil, serr end
+    -- closed meanwhile: its on_close waits for this lock and then removes the keys
+    if session.closed then return nil, "closed" end
+    local old = session:bind(uid)
+    if old and old ~= session then kick_local(old, uid) end
+    return true
+end
+
+-- bind(session, uid) -> true | nil, reply
+local function bind(session, uid)
+    local locked, bound, err = lock.with(keys.lock(uid), settings.lock_ttl_ms,
+        settings.lock_wait_ms, bind_locked, session, uid)
+    if not locked then -- bound is why: "timeout" (answered 1018 as "busy") or a Redis error
+        return nil, reply.failed(MSG, "lock of uid " .. uid, bound == "timeout" and "busy" or bound)
+    end
+    if not bound then return nil, reply.failed(MSG, "bind of uid " .. uid, err) end
+    return true
+end
+
+-- The reply: profile, then applications (at most a quarter of the room) and friends, each
+-- cut to what fits and marked "<list>_more" when cut.
+local function login_reply(user, token)
+    local rsp = { error = errors.Success, uid = user.uid, name = user.name, nick = user.nick,
+        icon = user.icon, sex = user.sex, desc = user.desc, email = user.email, token = token,
+        apply_list = host.json.array {}, friend_list = host.json.array {} }
+    local applies, err = friends.applications(user.uid, settings.apply_list_max)
+    if not applies then return reply.failed(MSG, "apply list", err) end
+    local list, ferr = friends.list(user.uid, settings.friend_list_max + 1)
+    if not list then return reply.failed(MSG, "friend list", ferr) end
+    local room = fit.budget(rsp)
+    local n, used = fit.count(applies, math.floor(room / 4))
+    rsp.apply_list = fit.head(applies, n)
+    if n < #applies then rsp.apply_list_more = true end
+    local m = fit.count(list, room - used)
+    if m > settings.friend_list_max then m = settings.friend_list_max end
+    rsp.friend_list = fit.head(list, m)
+    if m < #list then rsp.friend_list_more = true end
+    if rsp.apply_list_more or rsp.friend_list_more then
+        host.log.warn("1006 of uid ", user.uid, " cut to one frame: ", n, " of ", #applies,
+            " applications, ", m, " of ", #list, " friends (more marked)")
+    end
+    return rsp
+end
+
+return function(session, body)
+    local f, bad = request.read(session, body, FIELDS)
+    if not f then return bad end
+    local uid = f.uid
+    if session.uid and session.uid ~= uid then
+        return { error = errors.PermissionDenied, field = "uid" }
+    end
+    local valid, terr = token_valid(uid, f.token)
+    if valid == nil then return reply.failed(MSG, "token check", terr) end
+    if not valid then return { error = errors.TokenInvalid } end
+    local user, uerr = users.by_uid(uid)
+    if uerr then return reply.failed(MSG, "user", uerr) end
+    if not user then return { error = errors.UidInvalid } end
+    local rsp = login_reply(user, f.token) -- before binding: a failure here binds nothing
+    if rsp.error ~= errors.Success then return rsp end
+    session.data.login_uid = uid -- on_close cleans up after a login it interrupted
+    local ok, failed = bind(session, uid)
+    if not ok then return failed end
+    host.log.info("login uid=", uid, " session=", session.id, " peer=", tostring(session.peer))
+    return rsp
+end

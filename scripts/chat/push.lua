@@ -1,0 +1,83 @@
+-- chat.push: delivers a push (1011, 1015, 1019, 1021) to a user wherever the user is
+-- connected: a session on this server directly, else the chat server named by uip_<uid>
+-- through its ChatService (gRPC with a deadline), which delivers to its own session. An
+-- offline user gets nothing: what matters is stored and read at the next login.
+--
+-- A peer's gRPC address is what it announces in its liveness key chatserver_<name>
+-- ({host, port, rpc}), else chat.instances[name] of the config; a server without a
+-- liveness key is dead and not called (no deadline spent on it). Looked up at most every
+-- ADDRESS_TTL_MS per name.
+local host = require "host"
+local keys = require "lib.keys"
+local presence = require "chat.presence"
+local settings = require "chat.settings"
+
+local M = {}
+
+local ADDRESS_TTL_MS = 2000
+local addresses = {} -- name -> { address, at }
+
+local function configured(name)
+    local chat = host.config.chat
+    local own = chat and chat.instances and chat.instances[name]
+    if not own or not own.rpc_port then return nil end
+    local addr = own.public_host or own.host or chat.public_host or chat.host or "127.0.0.1"
+    if addr == "0.0.0.0" then addr = "127.0.0.1" end
+    return addr .. ":" .. tostring(own.rpc_port)
+end
+
+-- The address a live server announces: its rpc field, else (an announcement without
+-- one) the config's. No liveness key: the server is dead, nil.
+local function lookup(name)
+    local info, err = host.redis.call("GET", keys.chat_server(name))
+    if err then return configured(name) end -- Redis trouble: the config is the best guess
+    if not info then return nil end
+    local d = host.json.safe.decode(info)
+    if type(d) == "table" and type(d.rpc) == "string" then return d.rpc end
+    return configured(name)
+end
+
+-- address(name) -> "host:port" of chat server name's gRPC | nil (dead or unknown)
+function M.address(name)
+    local now = host.timer.monotonic()
+    local hit = addresses[name]
+    if hit and now - hit.at < ADDRESS_TTL_MS then return hit.address end
+    local address = lookup(name)
+    addresses[name] = { address = address, at = now }
+    return address
+end
+
+-- call(server, method, req, timeout_ms?) -> rsp | nil, err
+function M.call(server, method, req, timeout_ms)
+    local address = M.address(server)
+    if not address then return nil, "chat server " .. tostring(server) .. " is not alive" end
+    local rsp, err, code = host.grpc.call(address, method, req,
+        { timeout_ms = timeout_ms or settings.rpc_timeout_ms })
+    if not rsp then
+        host.log.warn(method, " to ", server, " (", address, ") failed: ", tostring(err),
+            " (", tostring(code), ")")
+        return nil, err
+    end
+    return rsp
+end
+
+-- send(uid, msg_id, body, method, req) -> "local" | "remote" | "offline" | nil, err
+-- body goes to uid's session here; else req goes to method at uid's server.
+function M.send(uid, msg_id, body, method, req)
+    local session = host.sessions.get(uid)
+    if session then
+        local ok, err = session:send(msg_id, body)
+        if not ok then return nil, err end
+        return "local"
+    end
+    local server, err = presence.where(uid)
+    if err then return nil, err end
+    if not server or server == settings.name then return "offline" end
+    if not M.address(server) then return "offline" end -- its server died with it
+    local rsp, cerr = M.call(server, method, req)
+    if not rsp then return nil, cerr end
+    if rsp.error ~= 0 then return "offline" end -- not (or no longer) connected there
+    return "remote"
+end
+
+return M

@@ -1,0 +1,128 @@
+-- 1017 text -> 1018 (+ push 1019 to the peer), shared/PROTOCOL.md §6. Only between
+-- friends, in their own private thread (1015 otherwise); at most text_max_items items of at
+-- most text_max_bytes bytes each (1016 naming the field). Every message is stored (group
+-- commit, chat.batch) before the 1018 that reports its message_id next to the client's
+-- unique_id; the peer then gets the same body as 1019 wherever it is connected.
+local host = require "host"
+local errors = require "lib.errors"
+local validate = require "lib.validate"
+local friends = require "lib.friends"
+local sql = require "lib.sql"
+local request = require "chat.request"
+local reply = require "chat.reply"
+local batch = require "chat.batch"
+local push = require "chat.push"
+local wire = require "chat.wire"
+local fit = require "chat.fit"
+local settings = require "chat.settings"
+
+local MSG = 1017
+local UNIQUE_ID_MAX = 128 -- the client sends a braced UUID (38 bytes)
+local KNOWN_THREADS_MAX = 64 -- per session: threads already checked (there is no unfriending)
+
+local FIELDS = {
+    { name = "fromuid", kind = "uid", self = true },
+    { name = "touid", kind = "uid", required = true },
+    { name = "thread_id", kind = "id", required = true },
+    { name = "text_array", kind = "array", required = true },
+}
+
+local function invalid(field) return { error = errors.InvalidParams, field = field } end
+local function wrong_type(field) return { error = errors.Error_Json, field = field } end
+
+-- The items: -> array of {content, unique_id} | nil, reply
+local function read_items(list)
+    if #list == 0 or #list > settings.text_max_items then return nil, invalid("text_array") end
+    local items = {}
+    for i, it in ipairs(list) do
+        if type(it) ~= "table" then return nil, wrong_type("text_array") end
+        local content, unique_id = it.content, it.unique_id
+        if unique_id == nil or unique_id == host.null then unique_id = "" end
+        if type(content) ~= "string" then
+            if content == nil or content == host.null then return nil, invalid("content") end
+            return nil, wrong_type("content")
+        end
+        if type(unique_id) ~= "string" then return nil, wrong_type("unique_id") end
+        if content == "" or not validate.utf8(content, settings.text_max_bytes) then
+            return nil, invalid("content")
+        end
+        if #unique_id > UNIQUE_ID_MAX then return nil, invalid("unique_id") end
+        items[i] = { content = content, unique_id = unique_id }
+    end
+    return items
+end
+
+-- Friends with touid, and thread_id is their thread: -> true | false | nil, err.
+-- Remembered per session once true.
+local function allowed(session, touid, thread_id)
+    local known = session.data.threads
+    if known and known[thread_id] == touid then return true end
+    local ok, err = friends.shares_thread(session.uid, touid, thread_id)
+    if not ok then return ok, err end
+    if not known or session.data.threads_n >= KNOWN_THREADS_MAX then
+        known = {}
+        session.data.threads, session.data.threads_n = known, 0
+    end
+    known[thread_id] = touid
+    session.data.threads_n = session.data.threads_n + 1
+    return true
+end
+
+local function store(uid, touid, thread_id, items)
+    local now, rows = sql.now(), {}
+    for i, it in ipairs(items) do
+        rows[i] = { thread_id = thread_id, sender_id = uid, recv_id = touid, content = it.content,
+            created_at = now, status = wire.TEXT_STATUS, msg_type = 0 }
+    end
+    local ids, err = batch.store(rows)
+    if not ids then return nil, err end
+    for i, it in ipairs(items) do
+        it.message_id, it.chat_time = ids[i], now
+    end
+    return items
+end
+
+-- The stored items in groups whose 1018/1019 body fits in one frame: one group, or several
+-- when the items are too big together (possible only with a max_body_bytes far above the
+-- default).
+local function groups(uid, touid, thread_id, stored)
+    if fit.size(wire.text(uid, touid, thread_id, stored)) <= fit.MAX then return { stored } end
+    local out, rest = {}, stored
+    local room = fit.budget(wire.text(uid, touid, thread_id, {}))
+    while #rest > 0 do
+        local n = math.max(1, fit.count(wire.text(uid, touid, thread_id, rest).chat_datas, room))
+        out[#out + 1] = { unpack(rest, 1, n) }
+        rest = { unpack(rest, n + 1) }
+    end
+    return out
+end
+
+return function(session, body)
+    local f, bad = request.read(session, body, FIELDS)
+    if not f then return bad end
+    local uid = session.uid
+    local oneself = request.not_self(f, "touid", uid)
+    if oneself then return oneself end
+    local items, ibad = read_items(f.text_array)
+    if not items then return ibad end
+    local ok, aerr = allowed(session, f.touid, f.thread_id)
+    if ok == nil then return reply.failed(MSG, "thread check", aerr) end
+    if not ok then return { error = errors.PermissionDenied, field = "thread_id" } end
+    local stored, serr = store(uid, f.touid, f.thread_id, items)
+    if not stored then
+        return reply.failed(MSG, "store", serr,
+            { fromuid = uid, touid = f.touid, thread_id = f.thread_id })
+    end
+    local parts = groups(uid, f.touid, f.thread_id, stored)
+    local acks = {}
+    for i, group in ipairs(parts) do -- the acks first: a push may take a peer's round trip
+        acks[i] = wire.text(uid, f.touid, f.thread_id, group)
+        session:send(MSG + 1, acks[i])
+    end
+    for i, group in ipairs(parts) do -- the peer's 1019 is the same body
+        local where, perr = push.send(f.touid, 1019, acks[i], "ChatService.NotifyTextChatMsg",
+            wire.text_pb(uid, f.touid, f.thread_id, group))
+        if not where then host.log.warn("1019 to uid ", f.touid, " failed: ", tostring(perr)) end
+    end
+    return nil
+end

@@ -1,0 +1,124 @@
+-- helpers.chat_cluster: a status role and chat servers as real processes for the chat
+-- specs, each chat server under a name of its own (so specs never see each other's
+-- liveness keys), plus quick users (rows written straight into MySQL, tokens written the
+-- way the status role writes them) and logged-in chat clients.
+local host = require "host"
+local roles = require "helpers.roles"
+local util = require "helpers.util"
+local chat_client = require "helpers.chat_client"
+local http = require "helpers.http"
+local redis, db = host.redis, host.db
+
+local M = {}
+M.__index = M
+
+-- Chat settings of the spec clusters: short intervals so expiry is observable quickly.
+M.CHAT = {
+    alive_ttl_s = 2, report_interval_ms = 200, presence_ttl_s = 30, lock_wait_ms = 500,
+    heartbeat_timeout_ms = 60000, send_queue_frames = 200, kick_timeout_ms = 500,
+}
+
+local function merged(base, extra)
+    local out = {}
+    for k, v in pairs(base) do out[k] = v end
+    for k, v in pairs(extra or {}) do out[k] = v end
+    return out
+end
+
+-- start_status() -> role
+function M.start_status()
+    return roles.start { role = "status", config = function(port)
+        return { status = { port = port, admin_port = 0, servers_refresh_ms = 0 } }
+    end }
+end
+
+-- start_chat{name=?, chat=? (settings over M.CHAT), copy_scripts=?, edit=?} -> role with
+-- .name, .rpc_port and .admin_port
+function M.start_chat(opts)
+    opts = opts or {}
+    local name = opts.name or ("cs" .. host.crypto.random_hex(4))
+    local rpc_port, admin_port
+    local role = roles.start { role = "chat", name = name, copy_scripts = opts.copy_scripts,
+        edit = opts.edit, config = function(port)
+            rpc_port, admin_port = roles.free_port(), roles.free_port()
+            local chat = merged(M.CHAT, opts.chat)
+            chat.instances = {
+                [name] = { port = port, rpc_port = rpc_port, admin_port = admin_port } }
+            return { chat = chat }
+        end }
+    role.name, role.rpc_port, role.admin_port = name, rpc_port, admin_port
+    -- announced (start() reports at once): the status role may choose it
+    assert(util.wait_until(function() return redis.call("EXISTS", "chatserver_" .. name) == 1 end,
+        3000, "chat server " .. name .. " to announce itself"))
+    return role
+end
+
+-- start{chats=2} -> cluster {status=, chats={...}}
+function M.start(opts)
+    opts = opts or {}
+    redis.call("DEL", "chatservers") -- names other specs announced
+    local self = setmetatable({ chats = {} }, M)
+    self.status = M.start_status()
+    for i = 1, opts.chats or 2 do self.chats[i] = M.start_chat { chat = opts.chat } end
+    return self
+end
+
+function M:stop()
+    for _, c in ipairs(self.chats) do c:stop() end
+    self.status:stop()
+end
+
+local seq = 0
+
+-- user{nick=?, icon=?, desc=?} -> {uid, name, email, token}: a user row and a chat token
+function M.user(fields)
+    fields = fields or {}
+    seq = seq + 1
+    local tag = host.crypto.random_hex(4)
+    local u = { name = ("cu%d_%s"):format(seq, tag),
+        email = ("cu%d.%s@example.com"):format(seq, tag),
+        nick = fields.nick or ("nick" .. seq), icon = fields.icon or ":/res/head_1.jpg",
+        desc = fields.desc or "", sex = fields.sex or 0 }
+    local res = assert(db.exec(
+        "INSERT INTO user (name, email, pwd_hash, nick, icon, `desc`, sex)"
+            .. " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        u.name, u.email, "$argon2id$not-a-real-hash", u.nick, u.icon, u.desc, u.sex))
+    u.uid = res.insert_id
+    u.token = host.crypto.random_hex(16)
+    assert(redis.call("SET", "utoken_" .. u.uid, u.token, "EX", 3600))
+    return u
+end
+
+-- login(port, user) -> client, the 1006 body (asserted error 0)
+function M.login(port, user)
+    local c = assert(chat_client.connect(port))
+    local r = assert(c:request(1005, { uid = user.uid, token = user.token }))
+    assert(r.error == 0, "login of " .. user.uid .. " answered " .. host.json.encode(r))
+    return c, r
+end
+
+-- befriend(a, b, {thread=false}?) -> thread_id: both friend rows and the pair's thread,
+-- straight in MySQL (the chat role's own accept path has specs of its own)
+function M.befriend(a, b, opts)
+    local u1, u2 = math.min(a.uid, b.uid), math.max(a.uid, b.uid)
+    assert(db.exec("INSERT INTO friend (self_id, friend_id, back) VALUES (?, ?, ''), (?, ?, '')",
+        a.uid, b.uid, b.uid, a.uid))
+    if opts and opts.thread == false then return nil end
+    local t = assert(db.exec("INSERT INTO chat_thread (type) VALUES ('private')"))
+    assert(db.exec("INSERT INTO private_chat (thread_id, user1_id, user2_id) VALUES (?, ?, ?)",
+        t.insert_id, u1, u2))
+    return t.insert_id
+end
+
+-- metric(role, name) -> the value of a series without labels in the role's /metrics
+function M.metric(role, name)
+    local res = assert(http.get(role.admin_port, "/metrics"))
+    return tonumber(res.body:match("\n" .. name .. " ([%d%.e%+]+)")) or 0
+end
+
+-- The number of rows of a COUNT(*) AS n query.
+function M.count(sql, ...)
+    return assert(db.query(sql, ...))[1].n
+end
+
+return M

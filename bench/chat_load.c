@@ -243,6 +243,7 @@ static void report(void) {
         return;
     }
     printf("users %d (pairs %d), logged in %d, login failures %d\n", nusers, nusers / 2, logged_in, login_failed);
+    if (strcmp(mode, "idle") == 0) return;
     printf("acked: %.0f msgs/s; pushed: %.0f msgs/s over %.1f s; refused %lu\n", (double)acks / secs,
            (double)pushes / secs, secs, errors_seen);
     printf("ack latency ms:  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", pct(ack_lat, nack_lat, 0.5),

@@ -5,7 +5,7 @@
 -- extends or deletes the keys of a newer login, whatever the timing.
 local host = require "host"
 local keys = require "lib.keys"
-local lock = require "lib.lock"
+local limiter = require "lib.limiter"
 local settings = require "chat.settings"
 
 local M = {}
@@ -70,31 +70,35 @@ function M.remove(uid, session_id)
     return res == 1
 end
 
--- remove_all(sessions) -> true | nil, err: remove() for many bound sessions in one round
--- trip (at shutdown).
+local REMOVE_BATCH = 500 -- commands per pipeline: well below redis.max_pending
+
+-- remove_all(sessions) -> true | nil, err: remove() for many bound sessions, a pipeline per
+-- REMOVE_BATCH sessions (at shutdown; a server may hold 100,000 of them).
 function M.remove_all(sessions)
-    local cmds = {}
-    for i, s in ipairs(sessions) do
-        cmds[i] = { "EVAL", REMOVE, 2, keys.user_session(s.uid), keys.user_server(s.uid), s.id }
+    for first = 1, #sessions, REMOVE_BATCH do
+        local cmds = {}
+        for i = first, math.min(#sessions, first + REMOVE_BATCH - 1) do
+            local s = sessions[i]
+            cmds[#cmds + 1] = { "EVAL", REMOVE, 2, keys.user_session(s.uid), keys.user_server(s.uid), s.id }
+        end
+        local res, err = host.redis.pipeline(cmds)
+        if not res then return nil, err end
     end
-    if #cmds == 0 then return true end
-    local res, err = host.redis.pipeline(cmds)
-    if not res then return nil, err end
     return true
 end
 
 -- cleanup(uid, session_id) -> true | false | nil, err
--- After a session ends: under the user's lock (so a login in progress finishes first),
--- removes the keys if they are still this session's. Without the lock in time the
--- comparing removal runs anyway: it cannot hurt a newer login on its own.
+-- After a session ends: removes the keys if they are still this session's. No user lock
+-- is needed: the comparing removal cannot touch a newer login's keys, whether that login
+-- wrote them before or writes them after. At most 64 cleanups talk to Redis at once
+-- (the keys expire by themselves if one waits too long).
+local cleanups = limiter.new(64) -- thousands of sessions may close at once
+
 function M.cleanup(uid, session_id)
-    local key = keys.lock(uid)
-    local owner, lerr = lock.acquire(key, settings.lock_ttl_ms, settings.lock_wait_ms)
-    if not owner then
-        host.log.warn("cleanup of uid ", uid, " without its lock: ", tostring(lerr))
-    end
+    local ok, lerr = cleanups:acquire(settings.lock_wait_ms)
+    if not ok then return nil, "too many cleanups at once: " .. tostring(lerr) end
     local removed, err = M.remove(uid, session_id)
-    if owner then lock.release(key, owner) end
+    cleanups:release()
     return removed, err
 end
 

@@ -215,6 +215,7 @@ static const field FIELDS[] = {
     FIELD(max_waiting, FIELD_SIZE, 0, 10000000),
     FIELD(stmt_cache, FIELD_INT, 1, 4096),
     FIELD(ping_idle_ms, FIELD_U64, 0, 86400000),
+    FIELD(max_result_bytes, FIELD_SIZE, 1024, 4294967295LL),
     {NULL, FIELD_STRING, 0, 0, 0},
 };
 

@@ -20,6 +20,7 @@ typedef struct db_config {
     size_t max_waiting;
     int stmt_cache;
     uint64_t ping_idle_ms;
+    size_t max_result_bytes; /* a query whose rows take more fails (use LIMIT) */
 } db_config;
 
 typedef enum db_param_kind {

@@ -344,7 +344,14 @@ static int put_truncated(db_job *j, MYSQL_STMT *st, column *c, unsigned idx) {
     return rc ? -1 : 0;
 }
 
-static int put_row(db_job *j, MYSQL_STMT *st, column *cols, unsigned n) {
+static int put_row(db_worker *w, db_job *j, MYSQL_STMT *st, column *cols, unsigned n) {
+    if (j->result.len > w->pool->cfg.max_result_bytes) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "result set larger than mysql.max_result_bytes (%zu): use LIMIT",
+                 w->pool->cfg.max_result_bytes);
+        job_fail(j, 0, "", msg);
+        return -1;
+    }
     for (unsigned i = 0; i < n; i++) {
         column *c = &cols[i];
         if (c->is_null)
@@ -382,7 +389,7 @@ static int fetch_rows(db_worker *w, db_job *j, MYSQL_STMT *st, MYSQL_RES *meta) 
             fail_stmt(w, j, st);
             rc = -1;
         } else {
-            rc = put_row(j, st, cols, n);
+            rc = put_row(w, j, st, cols, n);
         }
     }
     for (unsigned i = 0; i < n; i++)

@@ -41,6 +41,7 @@ local SCHEMA = {
         max_waiting = int(10000, 0, 10000000),
         stmt_cache = int(64, 1, 4096),
         ping_idle_ms = int(30000, 0, 86400000),
+        max_result_bytes = int(67108864, 1024, 4294967295), -- a query returning more fails
     },
     crypto = {
         argon2_opslimit = int(2, 1, 64),

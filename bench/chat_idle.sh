@@ -15,24 +15,8 @@ if [ "$USERS" -gt "$LIMIT" ]; then
 fi
 PAIRS=$((USERS / 2))
 SECS=${2:-20}
-. "$ROOT/tools/services.sh"
-TMP=$(mktemp -d /tmp/chathost-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 1
-  redis_stop "$TMP/redis" || true
-  mariadb_stop "$TMP/mysql" || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-cc -O2 -o "$TMP/chat_load" "$ROOT/bench/chat_load.c" -luv
-REDIS_PORT=$(free_port $((27000 + RANDOM % 1000)))
-MYSQL_PORT=$(free_port $((24000 + RANDOM % 1000)))
+. "$ROOT/bench/stores.sh"
 P1=$(free_port $((21000 + RANDOM % 1000))); R1=$(free_port $((P1 + 1)))
-redis_start "$TMP/redis" "$REDIS_PORT"
-mariadb_start "$TMP/mysql" "$MYSQL_PORT"
-mariadb_setup "$TMP/mysql" chathost_bench chathost benchpw
 cat >"$TMP/config.lua" <<CFG
 return {
   log = { level = "warn" },

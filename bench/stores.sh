@@ -1,0 +1,22 @@
+# bench/stores.sh: sourced by the chat benchmarks. Makes TMP, starts a private Redis and
+# MariaDB on free ports ($REDIS_PORT, $MYSQL_PORT; database chathost_bench, password
+# benchpw), builds chat_load into $TMP, and registers the cleanup (processes in PIDS, then
+# the stores) for exit.
+. "$ROOT/tools/services.sh"
+TMP=$(mktemp -d /tmp/chathost-bench.XXXXXX)
+PIDS=()
+bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  redis_stop "$TMP/redis" || true
+  mariadb_stop "$TMP/mysql" || true
+  rm -rf "$TMP"
+}
+trap bench_cleanup EXIT
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true # as many descriptors as allowed
+cc -O2 -o "$TMP/chat_load" "$ROOT/bench/chat_load.c" -luv
+REDIS_PORT=$(free_port $((27000 + RANDOM % 1000)))
+MYSQL_PORT=$(free_port $((24000 + RANDOM % 1000)))
+redis_start "$TMP/redis" "$REDIS_PORT"
+mariadb_start "$TMP/mysql" "$MYSQL_PORT"
+mariadb_setup "$TMP/mysql" chathost_bench chathost benchpw

@@ -1,8 +1,9 @@
 /* tty.c: host.tty, line input for the terminal client that keeps the line being typed
  * intact while messages arrive. On a terminal, stdin is put in raw mode and this file is a
  * small line editor (printable UTF-8, Backspace, Ctrl-U, Enter; Ctrl-C and Ctrl-D end the
- * input); host.tty.print writes above the prompt and redraws it. When stdin is not a
- * terminal (a pipe), lines are read as they come and printing is plain. */
+ * input); host.tty.print writes above the prompt and redraws it; host.tty.cancel ends a
+ * pending read_line. When stdin is not a terminal (a pipe), lines are read as they come
+ * and printing is plain. */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,6 +132,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     if (n < 0) {
         uv_read_stop(s);
         if (!tty.is_tty && tty.len > 0) submit(); /* a last line without a newline */
+        tty.eof = 1; /* the stream is over: later reads end at once too */
         end_input("eof");
         return;
     }
@@ -224,6 +226,23 @@ static int l_print(lua_State *L) {
     return 0;
 }
 
+/* cancel() -> true when a read_line was pending: it returns nil, "cancelled" and the line
+ * typed so far is dropped (the client goes back to its login prompt after a kick). */
+static int l_cancel(lua_State *L) {
+    if (!tty.waiter) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    task_t *t = tty.waiter;
+    tty.waiter = NULL;
+    tty.prompting = 0;
+    tty.len = 0;
+    if (tty.is_tty) outs("\r\x1b[K");
+    sched_resume_error(t, "cancelled");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_is_tty(lua_State *L) {
     lua_pushboolean(L, uv_guess_handle(STDIN_FILENO) == UV_TTY);
     return 1;
@@ -249,7 +268,8 @@ static int l_close(lua_State *L) {
 
 int tty_open_lua(lua_State *L) {
     static const luaL_Reg fns[] = {{"read_line", l_read_line}, {"print", l_print},
-                                   {"is_tty", l_is_tty}, {"close", l_close}, {NULL, NULL}};
+                                   {"is_tty", l_is_tty}, {"cancel", l_cancel},
+                                   {"close", l_close}, {NULL, NULL}};
     lua_newtable(L);
     lua_pushvalue(L, -2);
     luaL_setfuncs(L, fns, 1);

@@ -10,6 +10,7 @@ PKGS=(
   libcurl4-openssl-dev
   mariadb-server redis-server
   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc python3-aiosmtpd
+  tmux
 )
 
 missing=()
@@ -26,7 +27,7 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
 fi
 $SUDO apt-get update -qq
-# policy-rc.d keeps the packages' own redis/mariadb services from starting: chathost runs
-# private instances on its own ports and never uses the system ones.
+# chathost runs private Redis and MariaDB instances on ports of its own (tools/services.sh)
+# and never uses the system's, whether the packages start them or not.
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -132,6 +132,10 @@ local SCHEMA = {
         http_timeout_ms = int(5000, 100, 600000),
         retry_min_ms = int(200, 10, 600000),        -- network failures: backoff from..to
         retry_max_ms = int(5000, 10, 600000),
+        retry_attempts = int(5, 1, 100),            -- tries of one request
+        reconnect_attempts = int(10, 0, 1000),      -- logins after a lost chat connection
+        connect_timeout_ms = int(5000, 100, 600000),-- TCP connect to the chat server
+        request_timeout_ms = int(10000, 100, 600000),-- a chat request without its reply fails
     },
     status = {
         host = str("127.0.0.1"), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),

@@ -1,0 +1,12 @@
+-- The terminal client (`chathost client`, issue 6): the role runs main(args) and exits with
+-- its result. The pieces follow the original Qt client (reference llfc-spec §9): field
+-- checks (client.checks), the HTTP manager (client.http_mgr), the chat connection
+-- (client.chat_conn); client.api puts them together as an object, client.ui is the
+-- interactive line UI on host.tty, client.main reads the command line.
+return {
+    main = require "client.main".run,
+    api = require "client.api",
+    checks = require "client.checks",
+    sentences = require "client.sentences",
+    http_mgr = require "client.http_mgr",
+}

@@ -1,0 +1,56 @@
+-- client.pushes: what the chat server sends unasked (shared/PROTOCOL.md §6), turned into
+-- the client's events, with the client's lists brought up to date on the way: 1011 a
+-- friend request arrived, 1015 a request of ours was accepted, 1019 messages from a
+-- friend. (1021, the kick, ends the session: client.api handles it.)
+local M = {}
+
+local function num(v) return type(v) == "number" and v or nil end
+
+-- 1011 {applyuid, name, desc, icon, nick, sex}
+local function apply(c, body)
+    local uid = num(body.applyuid)
+    if not uid then return {} end
+    c:add_request { uid = uid, name = body.name, nick = body.nick, greeting = body.desc }
+    return { { kind = "apply", uid = uid, name = body.name, nick = body.nick,
+        greeting = body.desc } }
+end
+
+-- 1015 {fromuid (the friend who accepted), touid, name, nick, icon, sex, chat_datas}
+local function accepted(c, body)
+    local uid = num(body.fromuid)
+    if not uid then return {} end
+    c:add_friend { uid = uid, name = body.name, nick = body.nick, icon = body.icon,
+        sex = body.sex }
+    local datas = type(body.chat_datas) == "table" and body.chat_datas or {}
+    local first = datas[1]
+    c.threads[uid] = num(body.thread_id) or (first and num(first.thread_id)) or c.threads[uid]
+    return { { kind = "accepted", uid = uid, name = body.name, nick = body.nick,
+        thread_id = c.threads[uid], messages = c:greetings(datas) } }
+end
+
+-- 1019 {fromuid, touid, thread_id, chat_datas:[{message_id, unique_id, content, chat_time}]}
+local function text(c, body)
+    local from = num(body.fromuid)
+    if not from then return {} end
+    if num(body.thread_id) then c.threads[from] = body.thread_id end
+    local out = {}
+    for _, d in ipairs(type(body.chat_datas) == "table" and body.chat_datas or {}) do
+        out[#out + 1] = { kind = "message", from = from, to = body.touid,
+            name = c.names[from] or ("user " .. from), text = d.content,
+            message_id = d.message_id, thread_id = body.thread_id, unique_id = d.unique_id,
+            time = d.chat_time }
+    end
+    return out
+end
+
+local BY_ID = { [1011] = apply, [1015] = accepted, [1019] = text }
+
+-- events(client, id, body) -> array of events (a push the client does not know is passed on
+-- as {kind="push", id=, body=})
+function M.events(c, id, body)
+    local fn = BY_ID[id]
+    if not fn then return { { kind = "push", id = id, body = body } } end
+    return fn(c, body)
+end
+
+return M

@@ -74,12 +74,12 @@ summary() {
   for r in "${roles[@]}"; do
     read -r role name <<<"$r"
     if [ "$role" = chat ]; then
-      read -r port rpc admin < <("$BIN" config "chat.instances.$name.port" \
-        "chat.instances.$name.rpc_port" "chat.instances.$name.admin_port" | tr '\n' ' ')
+      read -r port rpc admin <<<"$("$BIN" config "chat.instances.$name.port" \
+        "chat.instances.$name.rpc_port" "chat.instances.$name.admin_port" | tr '\n' ' ')"
       wait_port "$port" || true
       lines+=("  $name    chat clients on 127.0.0.1:$port, gRPC $rpc, admin http://127.0.0.1:$admin")
     else
-      read -r port admin < <("$BIN" config "$role.port" "$role.admin_port" | tr '\n' ' ')
+      read -r port admin <<<"$("$BIN" config "$role.port" "$role.admin_port" | tr '\n' ' ')"
       wait_port "$port" || true
       if [ "$role" = gate ]; then
         lines+=("  gate     http://127.0.0.1:$port (POST /get_varifycode, /user_register, /reset_pwd, /user_login), admin http://127.0.0.1:$admin")

@@ -75,6 +75,11 @@ function COMMANDS.add(s, rest)
     local word, greeting = rest:match("^(%S+)%s*(.*)$")
     if not word then return s.say("Usage: /add UID [greeting]") end
     local uid = s:uid_of(word) or word
+    -- a uid typed without a /search first: look it up, for its name (and that it exists)
+    if tonumber(uid) and not s.c:name_of(tonumber(uid)) then
+        local user, err = s.c:search(tostring(uid))
+        if not s:report(user, err) then return end
+    end
     if s:report(s.c:add(uid, greeting)) then
         s.say(("Friend request sent to %s."):format(format.who(s.c:name_of(tonumber(uid)), uid)))
     end

@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
-RUN=$ROOT/.run
+RUN=${CHATHOST_RUN_DIR:-$ROOT/.run} # another folder (and config) for a second system
 . "$ROOT/tools/services.sh"
 export CHATHOST_CONFIG=${CHATHOST_CONFIG:-$ROOT/config.lua}
 
@@ -41,10 +41,10 @@ trap stop_all EXIT
 port_free "$REDIS_PORT" || { echo "[run] port $REDIS_PORT is taken (is another 'make run' up?)" >&2; exit 1; }
 port_free "$MYSQL_PORT" || { echo "[run] port $MYSQL_PORT is taken (is another 'make run' up?)" >&2; exit 1; }
 redis_start "$RUN/redis" "$REDIS_PORT"
-echo "[run] redis on 127.0.0.1:$REDIS_PORT (data in .run/redis)"
+echo "[run] redis on 127.0.0.1:$REDIS_PORT (data in $RUN/redis)"
 mariadb_start "$RUN/mysql" "$MYSQL_PORT"
 mariadb_setup "$RUN/mysql" "$MYSQL_DB" "$MYSQL_USER" "$CHATHOST_MYSQL_PASSWORD"
-echo "[run] mariadb on 127.0.0.1:$MYSQL_PORT (data in .run/mysql)"
+echo "[run] mariadb on 127.0.0.1:$MYSQL_PORT (data in $RUN/mysql)"
 "$BIN" migrate 2>&1 | sed -u 's/^/[migrate] /'
 
 # Mail goes to a local sink that keeps every message under .run/mail/new (one file each),
@@ -54,7 +54,7 @@ if [[ "$MAIL_URL" =~ ^smtp://127\.0\.0\.1:([0-9]+)$ ]]; then
   /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$SINK_PORT" -c aiosmtpd.handlers.Mailbox \
     "$RUN/mail" >"$RUN/smtp-sink.log" 2>&1 &
   SINK_PID=$!
-  echo "[run] SMTP sink on 127.0.0.1:$SINK_PORT: mails land in .run/mail/new/"
+  echo "[run] SMTP sink on 127.0.0.1:$SINK_PORT: mails land in $RUN/mail/new/"
 fi
 
 mapfile -t roles < <("$BIN" config roles)
@@ -90,9 +90,11 @@ summary() {
   done
   echo "[run] chathost is up:"
   printf '%s\n' "${lines[@]}"
-  echo "  redis    127.0.0.1:$REDIS_PORT    mariadb 127.0.0.1:$MYSQL_PORT    mail: .run/mail/new/"
+  echo "  redis    127.0.0.1:$REDIS_PORT    mariadb 127.0.0.1:$MYSQL_PORT    mail: $RUN/mail/new/"
   if [ -f "$ROOT/scripts/client/init.lua" ]; then
-    echo "[run] to chat, run in two other terminals:  $BIN client"
+    local cfg=""
+    [ "$CHATHOST_CONFIG" != "$ROOT/config.lua" ] && cfg=" -c $CHATHOST_CONFIG"
+    echo "[run] to chat, run in two other terminals:  $BIN client$cfg"
   fi
   echo "[run] Ctrl-C stops everything."
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "listen.h"
 #include "log.h"
 
 #define EXACT_INT_LIMIT (1LL << 53) /* beyond it a double loses integers: sent as a string */
@@ -202,6 +203,7 @@ static int worker_connect(db_worker *w, db_job *j) {
         mysql_close(m);
         return -1;
     }
+    set_cloexec(mysql_get_socket(m)); /* opened without it: children must not inherit it */
     if (w->ever_connected) j->reconnected = 1;
     w->ever_connected = 1;
     w->conn = m;

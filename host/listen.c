@@ -3,7 +3,9 @@
 #include "listen.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,3 +48,21 @@ int listen_socket(const char *address, int reuseport, int *port) {
     return fd;
 }
 
+
+int set_cloexec(int fd) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0) return -errno;
+    return fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0 ? -errno : 0;
+}
+
+void cloexec_inherited(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return;
+    int self = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (fd > 2 && fd != self) set_cloexec(fd);
+    }
+    closedir(d);
+}

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "listen.h"
 #include "log.h"
 #include "reload.h"
 #include "sched.h"
@@ -252,6 +253,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    cloexec_inherited(); /* what the parent left open is not for our children */
     /* Blocking work (hashing, SMTP) shares libuv's pool with fs work: give it room. */
     setenv("UV_THREADPOOL_SIZE", "8", 0);
     curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread exists */

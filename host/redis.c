@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "listen.h"
 #include "log.h"
 #include "redis_uv.h"
 #include "sched.h"
@@ -589,6 +590,7 @@ static void conn_connect(redis_conn *conn) {
         conn_failed(conn);
         return;
     }
+    set_cloexec(ac->c.fd); /* hiredis opens it without: children must not inherit it */
     ac->data = conn;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);

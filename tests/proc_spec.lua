@@ -40,6 +40,18 @@ describe("child processes", function()
         assert.equal("process has exited", err)
     end)
 
+    it("gives children no descriptors beyond stdio (no Redis or MySQL sockets)", function()
+        assert(host.redis.call("PING"))
+        assert(host.db.query("SELECT 1 AS one"))
+        local r = assert(host.proc.run({ "sh", "-c", "ls /proc/$$/fd" }))
+        local fds = {}
+        for fd in r.stdout:gmatch("%d+") do fds[#fds + 1] = tonumber(fd) end
+        table.sort(fds)
+        -- 0..2, and the descriptor the shell's ls reads the folder with (3 or above once)
+        assert.truthy(#fds <= 4, r.stdout)
+        for i = 1, 3 do assert.equal(i - 1, fds[i]) end
+    end)
+
     it("reports a command that cannot start", function()
         local p, err = host.proc.spawn({ "/nonexistent/binary" })
         assert.is_nil(p)

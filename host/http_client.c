@@ -63,10 +63,13 @@ static int grow(char **buf, size_t *cap, size_t need) {
     return 0;
 }
 
+/* Keeps hbuf NUL-terminated (grow reserved the byte): push_response's strlen stops at hlen
+ * even when the last value was not ended (a chunked response's trailers). */
 static int add_hbuf(hc_request *r, const char *at, size_t len) {
     if (grow(&r->hbuf, &r->hcap, r->hlen + len + 1) != 0) return -1;
     memcpy(r->hbuf + r->hlen, at, len);
     r->hlen += len;
+    r->hbuf[r->hlen] = '\0';
     return 0;
 }
 
@@ -99,6 +102,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
 static int on_headers_complete(http_parser *p) {
     hc_request *r = req_of(p);
     if (r->hlen) add_hbuf(r, "", 1);
+    r->in_value = 0; /* the value is ended: a trailer's name starts right after it */
     r->status = p->status_code;
     return 0;
 }
@@ -233,9 +237,9 @@ static void req_timeout(uv_timer_t *t) { req_finish(t->data, "timeout"); }
 
 /* ---- the exchange ----------------------------------------------------------------------- */
 
-static void start_on(hc_request *r, hc_conn *c);
+static int start_on(hc_request *r, hc_conn *c);
 static hc_conn *conn_new(struct app *app, const char *key);
-static void conn_connect(hc_conn *c, hc_request *r);
+static int conn_connect(hc_conn *c, hc_request *r);
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     hc_conn *c = s->data;
@@ -261,7 +265,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
             c->req = NULL;
             r->conn = NULL;
             conn_close(c);
-            conn_connect(conn_new(c->app, r->key), r);
+            if (conn_connect(conn_new(c->app, r->key), r) != 0) req_finish(r, "cannot connect");
         } else {
             req_finish(r, n == UV_EOF ? "connection closed before the whole response" : uv_strerror((int)n));
         }
@@ -291,7 +295,9 @@ static void on_written(uv_write_t *w, int status) {
     if (status < 0 && c->req) req_finish(c->req, uv_strerror(status));
 }
 
-static void start_on(hc_request *r, hc_conn *c) {
+/* Sends r on c. Returns 0, or a negative errno when the request could not be written (r is
+ * not finished then: the caller does it, without resuming a task that has not yielded yet). */
+static int start_on(hc_request *r, hc_conn *c) {
     r->conn = c;
     c->req = r;
     http_parser_init(&c->parser, HTTP_RESPONSE);
@@ -299,8 +305,7 @@ static void start_on(hc_request *r, hc_conn *c) {
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     uv_buf_t b = uv_buf_init(r->out, (unsigned)r->out_len);
     c->write_req.data = c;
-    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0)
-        req_finish(r, "cannot send the request");
+    return uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
 }
 
 static void on_connect(uv_connect_t *req, int status) {
@@ -312,7 +317,7 @@ static void on_connect(uv_connect_t *req, int status) {
         return;
     }
     c->connected = 1;
-    start_on(r, c);
+    if (start_on(r, c) != 0) req_finish(r, "cannot send the request");
 }
 
 static hc_conn *conn_new(struct app *app, const char *key) {
@@ -327,12 +332,13 @@ static hc_conn *conn_new(struct app *app, const char *key) {
     return c;
 }
 
-static void conn_connect(hc_conn *c, hc_request *r) {
+/* Starts connecting c for r. Returns 0, or a negative errno when the connect failed at once
+ * (r is not finished then: the caller does it). */
+static int conn_connect(hc_conn *c, hc_request *r) {
     r->conn = c;
     c->req = r;
     uv_tcp_nodelay(&c->tcp, 1);
-    if (uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&r->addr, on_connect) != 0)
-        req_finish(r, "cannot connect");
+    return uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&r->addr, on_connect);
 }
 
 /* ---- Lua -------------------------------------------------------------------------------- */
@@ -375,14 +381,19 @@ static void build_request(lua_State *L, hc_request *r, const char *method, const
                           int port, const char *path, int opts) {
     size_t cap = 0, blen = 0;
     char line[512];
-    snprintf(line, sizeof line, "%s %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: chathost\r\n",
-             method, path, host, port);
+    out_str(r, &cap, method); /* method and path are not bounded: not through line */
+    out_str(r, &cap, " ");
+    out_str(r, &cap, path);
+    snprintf(line, sizeof line, " HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: chathost\r\n", host,
+             port);
     out_str(r, &cap, line);
     lua_getfield(L, opts, "headers");
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
         while (lua_next(L, -2)) {
-            const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+            /* lua_tostring on a number key would change it and break lua_next */
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+            const char *v = lua_tostring(L, -1);
             if (k && v && !strpbrk(k, "\r\n:") && !strpbrk(v, "\r\n") &&
                 strcasecmp(k, "content-length") != 0 && strcasecmp(k, "host") != 0) {
                 out_str(r, &cap, k);
@@ -439,10 +450,18 @@ static int l_request(lua_State *L) {
     r->timer->data = r;
     uv_timer_start(r->timer, req_timeout, (uint64_t)timeout, 0);
     hc_conn *c = pool_take(r->key);
-    if (c)
-        start_on(r, c);
-    else
-        conn_connect(conn_new(app, r->key), r);
+    const char *err = NULL;
+    if (c && start_on(r, c) != 0)
+        err = "cannot send the request";
+    else if (!c && conn_connect(conn_new(app, r->key), r) != 0)
+        err = "cannot connect";
+    if (err) { /* failed before the task yielded: answer now, nothing to resume */
+        r->task = NULL;
+        req_finish(r, err);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
     sched_suspend(t, req_cancel, r);
     return lua_yield(L, 0);
 }

@@ -442,7 +442,9 @@ static size_t collect_headers(lua_State *L, int idx, char *buf, size_t cap, cons
     size_t len = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+        /* lua_tostring on a number key would change it and break lua_next */
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        const char *v = lua_tostring(L, -1);
         if (k && v && !strpbrk(k, "\r\n:") && !strpbrk(v, "\r\n")) {
             if (strcasecmp(k, "content-type") == 0) {
                 *ctype = v; /* stays alive: the table is on the stack */
@@ -666,6 +668,7 @@ static void conn_closed(uv_handle_t *h) {
     http_conn *c = h->data;
     if (--c->open_handles > 0) return;
     http_server *s = c->srv;
+    list_remove(&c->link); /* only now: the server must outlive its connections' handles */
     hreq_free(&c->req);
     free(c->in);
     free(c->out);
@@ -676,7 +679,6 @@ static void conn_closed(uv_handle_t *h) {
 static void conn_close(http_conn *c) {
     if (c->state == C_CLOSING) return;
     c->state = C_CLOSING;
-    list_remove(&c->link);
     c->srv->nconns--;
     metric_add(c->srv->m_conns, -1);
     if (c->task) sched_cancel(c->task); /* its done callback sees C_CLOSING */

@@ -3,6 +3,7 @@
 #include "sched.h"
 
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,14 +150,18 @@ static void task_traceback(task_t *t) {
  * tasks), t is no longer tracked and cannot be cancelled. */
 static void task_finish(task_t *t, int ok, int nres) {
     int handled = 0;
+    char label[160]; /* the done callback may change what t->label points at (a route) */
     track_del(&t->track);
     t->running = 1;
-    if (!ok) task_traceback(t);
+    if (!ok) {
+        task_traceback(t);
+        snprintf(label, sizeof label, "%s", t->label);
+    }
     if (t->done) handled = t->done(t->done_ud, t, ok, nres);
     if (!ok && !handled) {
         size_t len;
         const char *msg = lua_tolstring(t->co, -1, &len);
-        log_msg(LOG_ERROR, "error in %s: %.*s", t->label, (int)len, msg);
+        log_msg(LOG_ERROR, "error in %s: %.*s", label, (int)len, msg);
     }
     task_release(t);
 }

@@ -88,10 +88,13 @@ static void wait_cancel(void *op) {
     wait_end(c);
 }
 
+static void conn_close(tcp_conn *c);
+
 static void wait_timeout(uv_timer_t *t) {
     tcp_conn *c = t->data;
     task_t *w = c->waiter;
     wait_end(c);
+    if (!c->connected) conn_close(c); /* a connect that timed out: nobody gets the socket */
     if (w) sched_resume_error(w, "timeout");
 }
 

@@ -284,7 +284,10 @@ static int l_bind(lua_State *L) {
     if (!s->bound) srv->nbound++;
     s->uid = uid;
     s->bound = 1;
-    if (had_prev) prev->s->bound = 0; /* it stays open until the script closes it */
+    if (had_prev) { /* it stays open until the script closes it, but is no longer bound */
+        prev->s->bound = 0;
+        srv->nbound--;
+    }
     if (!had_prev) lua_pushnil(L);
     return 1;
 }
@@ -327,8 +330,8 @@ static int l_session_index(lua_State *L) {
     return 1;
 }
 
-static void session_free(session *s) {
-    lua_State *L = s->srv->app->L;
+/* L: any thread of the app's state (the server may be gone when the object is collected). */
+static void session_free(lua_State *L, session *s) {
     if (s->data_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, s->data_ref);
     while (!list_empty(&s->inbox)) free(LIST_ENTRY(list_pop_front(&s->inbox), inframe, link));
     free(s->part);
@@ -342,7 +345,7 @@ static int l_session_gc(lua_State *L) {
     session *s = u->s;
     if (!s) return 0;
     s->ud_alive = 0;
-    if (s->state == S_CLOSED) session_free(s);
+    if (s->state == S_CLOSED) session_free(L, s);
     return 0;
 }
 
@@ -387,7 +390,8 @@ static void tcp_closed(uv_handle_t *h) {
     int ref = s->ud_ref;
     s->ud_ref = LUA_NOREF;
     luaL_unref(L, LUA_REGISTRYINDEX, ref); /* the Lua object frees s when collected */
-    if (!s->ud_alive) session_free(s);
+    list_remove(&s->link); /* only now: until here the server must outlive s (on_close runs Lua) */
+    if (!s->ud_alive) session_free(L, s);
     server_maybe_free(srv);
 }
 
@@ -409,6 +413,7 @@ static void session_close(session *s, const char *reason, int flush) {
         if (s->state == S_OPEN) {
             s->state = S_DRAINING;
             start_write(s);
+            if (s->state != S_DRAINING) return; /* all written at once: start_write closed it */
             s->flush_timer = malloc(sizeof *s->flush_timer);
             uv_timer_init(srv->app->loop, s->flush_timer);
             s->flush_timer->data = s;
@@ -421,7 +426,6 @@ static void session_close(session *s, const char *reason, int flush) {
         uv_close((uv_handle_t *)s->flush_timer, flush_timer_closed);
         s->flush_timer = NULL;
     }
-    list_remove(&s->link);
     srv->nconns--;
     metric_add(srv->m_conns, -1);
     uv_close((uv_handle_t *)&s->tcp, tcp_closed);

@@ -34,6 +34,7 @@ describe("chat server", function()
                 local ok, err = session:send(2001, { big = ("y"):rep(70000) })
                 return { ok = ok or false, err = err }
             end,
+            [114] = function(session, msg) session:close(msg.reason) end,
         },
         on_close = function(session, reason) closed[#closed + 1] = { uid = session.uid, reason = reason } end,
     }
@@ -135,6 +136,44 @@ describe("chat server", function()
         assert(util.wait_until(function() return host.sessions.get(777) == nil end, 2000))
     end)
 
+    it("counts a uid once in sessions.count().bound when a second session takes it", function()
+        local before = host.sessions.count().bound
+        local a = assert(chat_client.connect(port))
+        local b = assert(chat_client.connect(port))
+        assert(a:request(104, { uid = 778 }))
+        assert(b:request(104, { uid = 778 }))
+        assert.equal(before + 1, host.sessions.count().bound)
+        a:close()
+        b:close()
+        assert(util.wait_until(function() return host.sessions.get(778) == nil end, 2000))
+        assert(util.wait_until(function() return host.sessions.count().connected == 0 end, 2000))
+        assert.equal(before, host.sessions.count().bound)
+    end)
+
+    it("closes at once when close() finds the replies already sent, and stays sound", function()
+        local c = assert(chat_client.connect(port))
+        -- one write: the reply to 100 is queued while 114 runs, close() flushes it at once
+        assert(c:send_raw(host.frame.encode(100, '{"x":"last"}') ..
+            host.frame.encode(114, '{"reason":"done here"}')))
+        assert.equal("last", assert(c:wait_push(101)).echo)
+        local v, err = c:read_frame(2000)
+        assert.is_nil(v)
+        assert.equal("closed", err)
+        c:close()
+        assert(util.wait_until(function()
+            for _, e in ipairs(closed) do if e.reason == "done here" then return true end end
+        end, 2000, "on_close(done here)"))
+        -- the session is collected (its coroutine slots reused first); nothing may touch it
+        -- afterwards, not even the flush limit of 2 s
+        for _ = 1, 8 do host.spawn(function() end) end
+        collectgarbage()
+        collectgarbage()
+        host.timer.sleep(2200)
+        local d = assert(chat_client.connect(port))
+        assert.equal("ok", assert(d:request(100, { x = "ok" })).echo)
+        d:close()
+    end)
+
     it("refuses to send a frame above 65535 bytes", function()
         local c = assert(chat_client.connect(port))
         local r = assert(c:request(112, {}))
@@ -169,5 +208,50 @@ describe("chat server", function()
                 if e.uid == 999 and e.reason == "idle" then return true end
             end
         end, 2000, "on_close(idle)"))
+    end)
+
+    describe("a server and its sessions going away", function()
+        local kept
+        local function serve2()
+            return assert(host.chat.serve { address = "127.0.0.1:0", name = "spec2",
+                handlers = function()
+                    return { messages = { [1] = function(session) kept = session return {} end } }
+                end })
+        end
+        local function session_of(srv)
+            local c = assert(chat_client.connect(srv.port))
+            assert(c:request(1, {}))
+            return c
+        end
+
+        it("frees the server only after the handles of its closed sessions", function()
+            local srv = serve2()
+            local c = session_of(srv)
+            kept:close() -- the session, the server, and its collection in one turn
+            srv:close()
+            srv = nil
+            collectgarbage()
+            collectgarbage()
+            host.timer.sleep(50)
+            c:close()
+            kept = nil
+        end)
+
+        it("lets a session object outlive its collected server", function()
+            local srv = serve2()
+            local c = session_of(srv)
+            c:close()
+            assert(util.wait_until(function() return kept.closed end, 2000))
+            srv:close()
+            srv = nil
+            collectgarbage()
+            host.timer.sleep(50)
+            collectgarbage() -- the server is freed now; the session object is still held
+            assert.is_true(kept.closed)
+            kept = nil
+            for _ = 1, 8 do host.spawn(function() end) end
+            collectgarbage()
+            collectgarbage()
+        end)
     end)
 end)

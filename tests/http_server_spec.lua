@@ -28,6 +28,9 @@ describe("http server", function()
         ["GET /text"] = function()
             return 201, { ["Content-Type"] = "text/plain", ["X-Extra"] = "yes" }, "hello"
         end,
+        ["GET /listed"] = function() -- header lines as an array: not name = value
+            return 200, { "X-Listed: 1", ["X-Named"] = "yes" }, "listed"
+        end,
         ["GET /crash"] = function() error("handler exploded") end,
         ["GET /slow"] = function() host.timer.sleep(2000) return { error = 0 } end,
         ["GET /nothing"] = function() end,
@@ -95,6 +98,14 @@ describe("http server", function()
         assert.equal("hello", res.body)
         assert.equal("text/plain", res.headers["content-type"])
         assert.equal("yes", res.headers["x-extra"])
+    end)
+
+    it("drops response header entries whose name is not a string", function()
+        local res = assert(http.get(port, "/listed"))
+        assert.equal(200, res.status)
+        assert.equal("listed", res.body)
+        assert.equal("yes", res.headers["x-named"])
+        assert.is_nil(res.headers["x-listed"])
     end)
 
     it("answers 404 and 405 with JSON bodies", function()
@@ -226,6 +237,27 @@ describe("http server", function()
         local text = host.metrics.render()
         assert.matches('chathost_http_requests_total{server="spec",route="GET /echo",status="200"} %d+', text)
         assert.matches('chathost_http_request_duration_seconds_bucket{server="spec",route="GET /echo",le="0.005"}', text)
+    end)
+
+    it("frees a closed server only after its last connection is closed", function()
+        -- An idle connection's timeout closes it, and in the same loop turn the server is
+        -- closed and collected: the server must wait for the connection's handles.
+        local s2 = assert(host.http.serve { address = "127.0.0.1:0", name = "spec2",
+            idle_timeout_ms = 100, access_log = false, routes = {} })
+        local c = assert(host.tcp.connect("127.0.0.1", s2.port))
+        host.timer.sleep(20) -- accepted: its idle timer runs
+        local closer = host.spawn(function()
+            host.timer.sleep(150)
+            s2:close()
+            s2 = nil
+            collectgarbage()
+            collectgarbage()
+        end)
+        local t0 = host.timer.monotonic()
+        while host.timer.monotonic() - t0 < 300 do end -- both timers fall due in one turn
+        assert.is_true(closer:wait(1000))
+        host.timer.sleep(50) -- the close callbacks run
+        c:close()
     end)
 
     it("refuses a second server on a port in use", function()

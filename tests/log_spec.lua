@@ -24,4 +24,10 @@ describe("logging", function()
     it("drops messages below the configured level", function()
         for _, l in ipairs(lines) do assert.is_nil(l:find("hidden debug", 1, true)) end
     end)
+
+    it("names the route of an HTTP handler that raised", function()
+        local r = util.chathost({ "exec", host.root .. "/tests/fixtures/log/route_error.lua" })
+        assert.equal(0, r.code, r.stdout .. r.stderr)
+        assert.matches(" ERROR exec error in GET /crash: [^\n]*route exploded", r.stderr)
+    end)
 end)

@@ -103,6 +103,31 @@ describe("tcp client", function()
         assert.matches("refused", err)
     end)
 
+    it("closes a connect that timed out (no socket is left behind)", function()
+        -- a listener whose accept queue is full: the kernel drops the next SYN
+        local dir = assert(host.fs.mkdtemp("tcp_full"))
+        assert(host.fs.write(dir .. "/full.py", [[
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)
+print(s.getsockname()[1], flush=True)
+time.sleep(30)
+]]))
+        local full = assert(host.proc.spawn({ "/usr/bin/python3", dir .. "/full.py" }, { stdout = "capture" }))
+        local fport
+        while not fport do
+            fport = tonumber(full:output():match("^(%d+)\n"))
+            if not fport then host.timer.sleep(20) end
+        end
+        local first = assert(host.tcp.connect("127.0.0.1", fport)) -- fills the queue
+        local c, err = host.tcp.connect("127.0.0.1", fport, { timeout_ms = 200 })
+        assert.is_nil(c)
+        assert.equal("timeout", err)
+        first:close()
+        full:kill("KILL")
+        full:wait()
+        host.fs.rmtree(dir)
+    end)
+
     it("raises when used after close", function()
         local c = assert(host.tcp.connect("127.0.0.1", port))
         c:close()

@@ -360,13 +360,14 @@ static int set_map(conv *c, const ProtobufCFieldDescriptor *f, char *base, int i
         ProtobufCMessage *e = malloc(ed->sizeof_message);
         protobuf_c_message_init(ed, e);
         arr[i++] = e;
+        lua_pushvalue(L, -2); /* a copy of the key: converting it must not disturb lua_next */
         int top = lua_gettop(L);
-        if (set_value(c, &ed->fields[0], (char *)e + ed->fields[0].offset, top - 1) ||
-            set_value(c, &ed->fields[1], (char *)e + ed->fields[1].offset, top)) {
-            lua_pop(L, 2);
+        if (set_value(c, &ed->fields[0], (char *)e + ed->fields[0].offset, top) ||
+            set_value(c, &ed->fields[1], (char *)e + ed->fields[1].offset, top - 1)) {
+            lua_pop(L, 3);
             return -1;
         }
-        lua_pop(L, 1);
+        lua_pop(L, 2);
     }
     return 0;
 }

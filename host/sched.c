@@ -12,12 +12,17 @@
 static char slots_key, trampoline_key;
 static char done_mark; /* yielded first by the trampoline when the task's function returned */
 
-/* Tasks run in reusable coroutines: the trampoline calls the task's function, yields its
- * results behind done_mark, and, resumed with the next function and arguments, tail-calls
- * itself. Creating a coroutine (and collecting it) per request was a measurable cost. */
+/* Tasks run in reusable coroutines: the trampoline calls the task's function and tail-calls
+ * park with its results; park yields them behind done_mark and, resumed with the next
+ * function and arguments, tail-calls the trampoline. The tail calls drop each frame, so a
+ * parked coroutine holds only its last results, not the function and arguments it ran
+ * (a closed session or a big request would otherwise stay alive until the slot's next
+ * use). Creating a coroutine (and collecting it) per request was a measurable cost. */
 static const char TRAMPOLINE[] =
     "local MARK, yield = ...\n"
-    "local function trampoline(fn, ...) return trampoline(yield(MARK, fn(...))) end\n"
+    "local trampoline\n"
+    "local function park(...) return trampoline(yield(MARK, ...)) end\n"
+    "trampoline = function(fn, ...) return park(fn(...)) end\n"
     "return trampoline\n";
 
 /* Coroutines live in numbered slots: slots_table[slot] anchors each one for the

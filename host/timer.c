@@ -32,7 +32,7 @@ static void sleep_cancel(void *p) {
 static int l_sleep(lua_State *L) {
     struct app *app = app_from(L);
     lua_Number ms = luaL_checknumber(L, 1);
-    luaL_argcheck(L, ms >= 0, 1, "must be >= 0");
+    luaL_argcheck(L, ms >= 0 && ms <= 1e15, 1, "must be 0..1e15 ms");
     task_t *t = sched_need(L, "host.timer.sleep");
     sleep_op *op = malloc(sizeof *op);
     op->task = t;
@@ -104,7 +104,7 @@ static void every_track_close(tracked *tr) { every_stop(LIST_ENTRY(tr, every_tim
 static int l_every(lua_State *L) {
     struct app *app = app_from(L);
     lua_Number ms = luaL_checknumber(L, 1);
-    luaL_argcheck(L, ms >= 1, 1, "must be >= 1");
+    luaL_argcheck(L, ms >= 1 && ms <= 1e15, 1, "must be 1..1e15 ms");
     luaL_checktype(L, 2, LUA_TFUNCTION);
     every_timer *et = calloc(1, sizeof *et);
     et->app = app;

@@ -150,7 +150,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 }
 
 static int tty_open(struct app *app) {
-    if (tty.opened) return 0;
+    if (tty.opened || tty.eof) return 0; /* closed once: stays closed (eof) */
     tty.app = app;
     uv_handle_type t = uv_guess_handle(STDIN_FILENO);
     if (t == UV_TTY) {
@@ -254,6 +254,13 @@ static void tty_closed(uv_handle_t *h) { (void)h; }
 void tty_shutdown(struct app *app) {
     if (!tty.opened) return;
     tty.opened = 0;
+    tty.eof = 1; /* later reads end at once: the input is closed */
+    if (tty.waiter) { /* a coroutine waiting for a line learns the input is closed */
+        task_t *t = tty.waiter;
+        tty.waiter = NULL;
+        tty.prompting = 0;
+        sched_resume_error(t, "closed");
+    }
     if (tty.is_tty) {
         redraw();
         uv_tty_reset_mode();

@@ -73,6 +73,20 @@ describe("tasks", function()
         assert.matches("outside host I/O", err)
     end)
 
+    it("keeps nothing of a finished task's arguments alive in its parked coroutine", function()
+        local weak = setmetatable({}, { __mode = "v" })
+        local function big() local t = { ("x"):rep(1000) } weak[1] = t return t end
+        assert.same({ true, 1 }, { host.spawn(function(arg) return 1 end, big()):wait() })
+        collectgarbage()
+        collectgarbage()
+        assert.is_nil(weak[1]) -- a request or a closed session would stay alive otherwise
+    end)
+
+    it("refuses a sleep that cannot be a timer", function()
+        assert.has_error(function() host.timer.sleep(math.huge) end, "must be 0..1e15")
+        assert.has_error(function() host.timer.sleep(-1) end)
+    end)
+
     it("yields across pcall", function()
         local ok, v = pcall(function() host.timer.sleep(1) return 5 end)
         assert.same({ true, 5 }, { ok, v })

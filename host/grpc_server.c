@@ -39,6 +39,8 @@ typedef struct gserver {
     size_t nmethods;
     gtag shutdown_tag;
     int pending_requests; /* requested calls gRPC has not handed over yet */
+    int max_inflight;     /* grpc.max_inflight_calls: beyond, RESOURCE_EXHAUSTED at once */
+    unsigned long refused;
     int active_calls;     /* calls handed over and not yet answered: they point at us */
     int closing, destroyed;
     server_ud *ud;
@@ -304,6 +306,13 @@ static void on_request(gtag *tag, int ok) {
     if (!s->closing) request_one(s, c->method);
     grpc_bridge_call_begin(s->b);
     s->active_calls++;
+    if (s->active_calls > s->max_inflight) {
+        if (s->refused++ % 1000 == 0)
+            log_warn("grpc: %d calls in flight (grpc.max_inflight_calls): refusing more (%lu so far)",
+                     s->active_calls - 1, s->refused);
+        reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many calls in flight", NULL, 0);
+        return;
+    }
     if (c->method < 0) {
         char msg[300];
         snprintf(msg, sizeof msg, "unknown method %.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
@@ -366,6 +375,9 @@ static int l_serve(lua_State *L) {
     struct grpc_bridge *b = grpc_bridge_get(app);
     gserver *s = calloc(1, sizeof *s);
     s->b = b;
+    lua_getfield(L, 1, "max_inflight_calls");
+    s->max_inflight = (int)luaL_optinteger(L, -1, cfg_int(app, "grpc.max_inflight_calls", 10000));
+    lua_pop(L, 1);
     s->srv = server_create(b);
     grpc_server_register_completion_queue(s->srv, b->cq, NULL);
     register_methods(s);

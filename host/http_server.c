@@ -300,6 +300,9 @@ static void write_timeout(uv_timer_t *t) {
 static void conn_send(http_conn *c, int status, size_t body_len) {
     if (c->state == C_CLOSING) return;
     observe(c, status, body_len);
+    /* an answer to HEAD has the headers of the body, not the body (RFC 9110 9.3.2) */
+    if (c->req.complete && c->req.parser.method == HTTP_HEAD && c->out_len >= body_len)
+        c->out_len -= body_len;
     c->state = C_WRITING;
     uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);

@@ -60,6 +60,9 @@ typedef struct session {
     unsigned inbox_frames;
     int busy, processing, again, reading;
     uint16_t current_id;    /* the frame whose handler runs */
+    task_t *task;           /* its task while it waits */
+    uint64_t busy_since;
+    int timed_out;
     out_buf pending, inflight;
     int writing;
     uv_write_t wreq;
@@ -90,7 +93,7 @@ struct chat_server {
     unsigned messages_epoch;
     size_t max_body, queue_bytes;
     unsigned queue_frames;
-    uint64_t idle_ms;
+    uint64_t idle_ms, handler_ms;
     int max_connections, nconns, nbound;
     list_node sessions;
     char id_prefix[24];
@@ -99,6 +102,7 @@ struct chat_server {
     server_ud *ud;
     metric *m_conns, *m_in, *m_out, *m_unknown, *m_slow;
     unsigned long unknown_logged;
+    unsigned long refused;  /* connections turned away at max_connections */
 };
 
 static chat_server *current; /* host.sessions speaks of this process's chat server */
@@ -463,10 +467,11 @@ static int frame_done(void *ud, task_t *t, int ok, int nres) {
     uint16_t id = s->current_id;
     lua_State *co = t->co;
     int cancelled = 0;
+    s->task = NULL;
     if (!ok) {
         const char *err = lua_tostring(co, -1);
         cancelled = err && strcmp(err, "cancelled") == 0;
-        if (s->state == S_OPEN && !cancelled) reply_error(s, id, "{\"error\":1019}");
+        if (s->state == S_OPEN && (!cancelled || s->timed_out)) reply_error(s, id, "{\"error\":1019}");
     } else if (nres >= 1 && lua_istable(co, -nres) && s->state == S_OPEN) {
         send_reply(s, co, id, lua_gettop(co) - nres + 1);
     }
@@ -548,7 +553,11 @@ static void handle_frame(session *s, uint16_t id, const char *body, size_t len) 
     lua_insert(L, -2); /* handler, session, msg */
     s->current_id = id;
     s->busy = 1;
-    sched_spawn(srv->app, L, 2, "chat message", frame_done, s);
+    s->busy_since = uv_now(srv->app->loop);
+    s->timed_out = 0;
+    s->task = NULL;
+    task_t *t = sched_spawn(srv->app, L, 2, "chat message", frame_done, s);
+    if (s->busy && t) s->task = t; /* still running: the sweep may have to cancel it */
 }
 
 /* Handles queued frames while no handler runs. Re-entered from a handler that answered at
@@ -698,8 +707,9 @@ static void on_connection(uv_stream_t *l, int status) {
     if (srv->nconns >= srv->max_connections) { /* accept and close: the kernel queue drains */
         uv_tcp_t *t = malloc(sizeof *t);
         uv_tcp_init(srv->app->loop, t);
-        if (uv_accept(l, (uv_stream_t *)t) == 0 && srv->unknown_logged % 1000 == 0)
-            log_warn("chat: %d connections: refusing more", srv->nconns);
+        if (uv_accept(l, (uv_stream_t *)t) == 0 && srv->refused++ % 1000 == 0)
+            log_warn("chat: %d connections (max_connections): refusing more (%lu so far)",
+                     srv->nconns, srv->refused);
         uv_close((uv_handle_t *)t, refuse_closed);
         return;
     }
@@ -737,7 +747,14 @@ static void on_sweep(uv_timer_t *t) {
     while (n != &srv->sessions) {
         session *s = LIST_ENTRY(n, session, link);
         n = n->next; /* s may leave the list */
-        if (s->state == S_OPEN && now - s->last_recv > srv->idle_ms) session_close(s, "idle", 0);
+        if (s->state == S_OPEN && !s->busy && now - s->last_recv > srv->idle_ms) {
+            session_close(s, "idle", 0); /* (a session waiting for its handler is not idle) */
+        } else if (s->task && now - s->busy_since > srv->handler_ms) {
+            log_warn("chat: handler of %u for uid %.0f ran %llu ms (chat.handler_timeout_ms): "
+                     "cancelled", s->current_id, s->uid, (unsigned long long)(now - s->busy_since));
+            s->timed_out = 1;
+            sched_cancel(s->task); /* frame_done answers 1019; the next frames go on */
+        }
     }
 }
 
@@ -821,6 +838,7 @@ static int l_serve(lua_State *L) {
     srv->queue_bytes = (size_t)opt_field(L, "send_queue_bytes", 1 << 20);
     srv->queue_frames = (unsigned)opt_field(L, "send_queue_frames", 1000);
     srv->idle_ms = (uint64_t)opt_field(L, "idle_timeout_ms", 60000);
+    srv->handler_ms = (uint64_t)opt_field(L, "handler_timeout_ms", 30000);
     srv->max_connections = (int)opt_field(L, "max_connections", 200000);
     lua_getfield(L, 1, "name");
     snprintf(srv->name, sizeof srv->name, "%s", luaL_optstring(L, -1, "chat"));
@@ -849,7 +867,8 @@ static int l_serve(lua_State *L) {
     unsigned char rnd[8];
     randombytes_buf(rnd, sizeof rnd);
     sodium_bin2hex(srv->id_prefix, sizeof srv->id_prefix, rnd, sizeof rnd);
-    uint64_t sweep = srv->idle_ms / 4 < 1000 ? srv->idle_ms / 4 : 1000;
+    uint64_t limit = srv->idle_ms < srv->handler_ms ? srv->idle_ms : srv->handler_ms;
+    uint64_t sweep = limit / 4 < 1000 ? limit / 4 : 1000;
     uv_timer_init(app->loop, &srv->sweep);
     srv->sweep.data = srv;
     srv->open_handles++;

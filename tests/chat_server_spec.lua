@@ -30,6 +30,7 @@ describe("chat server", function()
                 end
             end,
             [110] = function(session) return { note = session.data.note, id = session.id } end,
+            [116] = function(session) host.timer.sleep(5000) return { late = true } end,
             [112] = function(session)
                 local ok, err = session:send(2001, { big = ("y"):rep(70000) })
                 return { ok = ok or false, err = err }
@@ -42,7 +43,8 @@ describe("chat server", function()
     setup(function()
         server = assert(host.chat.serve { address = "127.0.0.1:0", name = "spec",
             handlers = function() return H end, max_body_bytes = 1024,
-            send_queue_frames = 50, send_queue_bytes = 64 * 1024, idle_timeout_ms = 400 })
+            send_queue_frames = 50, send_queue_bytes = 64 * 1024, idle_timeout_ms = 400,
+            handler_timeout_ms = 300 })
         port = server.port
     end)
 
@@ -172,6 +174,17 @@ describe("chat server", function()
         local d = assert(chat_client.connect(port))
         assert.equal("ok", assert(d:request(100, { x = "ok" })).echo)
         d:close()
+    end)
+
+    it("cancels a handler that runs past handler_timeout_ms with 1019, then goes on", function()
+        local c = assert(chat_client.connect(port))
+        assert(c:send(116, {}))
+        assert(c:send(100, { x = "next" })) -- queued behind the slow one
+        local started = host.timer.monotonic()
+        assert.same({ error = 1019 }, assert(c:wait_push(117, 3000)))
+        assert.truthy(host.timer.monotonic() - started < 2000)
+        assert.equal("next", assert(c:wait_push(101)).echo)
+        c:close()
     end)
 
     it("refuses to send a frame above 65535 bytes", function()

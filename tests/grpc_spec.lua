@@ -120,6 +120,23 @@ describe("gRPC bridge", function()
         end
     end)
 
+    it("answers RESOURCE_EXHAUSTED beyond max_inflight_calls and serves again after", function()
+        local s2 = assert(host.grpc.serve { address = "127.0.0.1:0", max_inflight_calls = 2,
+            handlers = { ["StatusService.Login"] = function() host.timer.sleep(300) return { error = 0 } end } })
+        local t2 = "127.0.0.1:" .. s2.port
+        local hs = {}
+        for i = 1, 4 do hs[i] = host.spawn(host.grpc.call, t2, "StatusService.Login", {}) end
+        local ok_count, exhausted = 0, 0
+        for i = 1, 4 do
+            local _, rsp, _, code = hs[i]:wait()
+            if rsp then ok_count = ok_count + 1 elseif code == S.RESOURCE_EXHAUSTED then exhausted = exhausted + 1 end
+        end
+        assert.equal(2, ok_count)
+        assert.equal(2, exhausted)
+        assert(host.grpc.call(t2, "StatusService.Login", {}))
+        s2:close()
+    end)
+
     it("refuses a second server on a port in use", function()
         local s2, err = host.grpc.serve { address = target, handlers = {} }
         assert.is_nil(s2)

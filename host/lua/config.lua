@@ -53,6 +53,7 @@ local SCHEMA = {
     grpc = {
         deadline_ms = int(2000, 1, 3600000),
         max_message_bytes = int(4194304, 1024, 67108864),
+        max_inflight_calls = int(10000, 1, 10000000), -- per server; beyond: RESOURCE_EXHAUSTED
     },
     mail = {
         url = str("smtp://127.0.0.1:2525"),     -- smtp:// or smtps:// (TLS from the start)
@@ -117,6 +118,7 @@ local SCHEMA = {
         batch_window_ms = int(2, 0, 1000),          -- group commit of chat messages
         batch_max = int(64, 1, 10000),
         kick_timeout_ms = int(1000, 10, 600000),    -- NotifyKickUser deadline
+        handler_timeout_ms = int(30000, 100, 3600000), -- a message's handler: cancelled, 1019
         push_timeout_ms = int(2000, 10, 600000),    -- pushes through a peer chat server
         apply_list_max = int(100, 0, 100000),       -- applications in the 1006 reply
         friend_list_max = int(1000, 0, 1000000),    -- friends in the 1006 reply (then cut to fit)

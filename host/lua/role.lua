@@ -88,7 +88,7 @@ local function start_chat(scripts, self)
         handlers = function() return scripts:handlers() end,
         max_body_bytes = self.max_body_bytes, send_queue_bytes = self.send_queue_bytes,
         send_queue_frames = self.send_queue_frames, idle_timeout_ms = self.heartbeat_timeout_ms,
-        max_connections = self.max_connections,
+        max_connections = self.max_connections, handler_timeout_ms = self.handler_timeout_ms,
     }
     if not server then return nil, err end
     M.chat = server

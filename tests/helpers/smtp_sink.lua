@@ -48,7 +48,19 @@ end
 function M:messages()
     local out = {}
     local names = host.fs.list(self.dir .. "/box/new") or {}
-    table.sort(names)
+    -- Maildir names are "<seconds>.M<microseconds>P<pid>Q<n>...": order by the numbers (a
+    -- plain string sort puts M50000 after M278594 within one second)
+    local function key(name)
+        local sec, usec, q = name:match("^(%d+)%.M(%d+)P%d+Q(%d+)")
+        return tonumber(sec) or 0, tonumber(usec) or 0, tonumber(q) or 0
+    end
+    table.sort(names, function(a, b)
+        local sa, ua, qa = key(a)
+        local sb, ub, qb = key(b)
+        if sa ~= sb then return sa < sb end
+        if ua ~= ub then return ua < ub end
+        return qa < qb
+    end)
     for _, name in ipairs(names) do
         local text = host.fs.read(self.dir .. "/box/new/" .. name)
         if text then out[#out + 1] = parse(text) end

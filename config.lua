@@ -45,10 +45,37 @@ return {
         wait_timeout_ms = 5000,
     },
 
+    grpc = {
+        deadline_ms = 2000,                 -- every call between roles has a deadline
+        max_message_bytes = 4194304,
+        max_inflight_calls = 10000,         -- per server; beyond: RESOURCE_EXHAUSTED
+    },
+
+    mail = {                                -- verification codes; `make run` starts a sink here
+        url = "smtp://127.0.0.1:2525",      -- smtps://host:465 for TLS from the start
+        from = "chathost <noreply@chathost.local>",
+        user = env("CHATHOST_MAIL_USER"), password = env("CHATHOST_MAIL_PASSWORD"),
+        tls = "none",                       -- none | try | starttls
+        timeout_ms = 10000,
+    },
+
+    admin = { host = "127.0.0.1" },         -- /healthz and /metrics of every role (admin_port)
+    shutdown = { grace_ms = 3000 },         -- SIGTERM: stop hooks (presence, liveness) get this
+
     test = { timeout_ms = 10000 },          -- per-test timeout of `chathost test`
 
     -- Roles. Each process runs one; the addresses below are where they listen.
-    gate = { host = "0.0.0.0", port = 8080, admin_port = 9100 },
+    gate = {
+        host = "0.0.0.0", port = 8080, admin_port = 9100,
+        workers = 1,                        -- processes sharing the port (SO_REUSEPORT)
+        max_body_bytes = 65536, read_timeout_ms = 10000, idle_timeout_ms = 60000,
+        max_connections = 10000,
+        accounts = {                        -- scripts/gate: codes, logins, rate limits
+            code_max_tries = 5,             -- wrong codes; the last deletes the code
+            code_ip_limit = 20, code_ip_window_s = 3600,
+            login_email_limit = 5, login_ip_limit = 50, login_window_s = 900,
+        },
+    },
     verify = { host = "127.0.0.1", port = 50051, admin_port = 9101 },
     status = { host = "127.0.0.1", port = 50052, admin_port = 9102 },
     chat = {
@@ -60,6 +87,7 @@ return {
         presence_ttl_s = 120,               -- uip_/usession_ keys, refreshed by heartbeats
         alive_ttl_s = 15, report_interval_ms = 5000, -- liveness and load seen by status
         batch_window_ms = 2, batch_max = 64, -- group commit of chat messages
+        handler_timeout_ms = 30000,         -- a message handler running longer: cancelled, 1019
         instances = {
             chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110 },
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },

@@ -156,6 +156,13 @@ static int push_error(lua_State *L, const char *err, unsigned err_no) {
     return 3;
 }
 
+/* nil, err: for calls whose failures carry no MySQL error number. */
+static int push_fail(lua_State *L, const char *err) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
 static void push_tx_handle(lua_State *co, db_tx *tx) {
     db_tx_handle *h = lua_newuserdata(co, sizeof *h);
     h->tx = tx;
@@ -280,8 +287,8 @@ static void config_check_table(lua_State *L, int idx) {
             luaL_argerror(L, idx, lua_pushfstring(L, "%s must be a string", name));
         if (!is_string && (t != LUA_TNUMBER || v != floor(v) || v < f->min || v > f->max))
             luaL_argerror(L, idx,
-                          lua_pushfstring(L, "%s must be an integer in %d..%d", name, (int)f->min,
-                                          (int)f->max));
+                          lua_pushfstring(L, "%s must be an integer in %f..%f", name, (lua_Number)f->min,
+                                          (lua_Number)f->max));
         lua_pop(L, 1);
     }
 }
@@ -389,13 +396,13 @@ static int l_new(lua_State *L) {
         luaL_checktype(L, 1, LUA_TTABLE);
         config_check_table(L, 1);
     }
-    if (app->stopping) return push_error(L, "shutting down", 0) - 1;
+    if (app->stopping) return push_fail(L, "shutting down");
     struct db_pool_handle *h = lua_newuserdata(L, sizeof *h);
     db_config c;
     config_from_app(app, &c);
     if (has_opts) config_apply_table(L, 1, &c);
     h->pool = db_pool_new(app, &c);
-    if (!h->pool) return push_error(L, "cannot start the database worker threads", 0) - 1;
+    if (!h->pool) return push_fail(L, "cannot start the database worker threads");
     h->pool->handle = h;
     luaL_getmetatable(L, POOL_MT);
     lua_setmetatable(L, -2);

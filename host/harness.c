@@ -26,16 +26,16 @@ static void run_finish(isolated_run *run) {
         uv_close((uv_handle_t *)run->timer, run_timer_closed);
         run->timer = NULL;
     }
-    task_t *r = run->runner;
-    run->runner = NULL;
-    if (!r) return;
-    lua_checkstack(r->co, 2);
-    lua_pushboolean(r->co, run->ok);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, run->result_ref);
-    lua_xmove(L, r->co, 1);
+    task_t *r = run->runner; /* NULL when the runner was cancelled: nobody to tell */
+    if (r) {
+        lua_checkstack(r->co, 2);
+        lua_pushboolean(r->co, run->ok);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, run->result_ref);
+        lua_xmove(L, r->co, 1);
+    }
     luaL_unref(L, LUA_REGISTRYINDEX, run->result_ref);
     free(run);
-    sched_resume(r, 2);
+    if (r) sched_resume(r, 2);
 }
 
 static int run_done(void *ud, task_t *t, int ok, int nres) {
@@ -51,7 +51,7 @@ static int run_done(void *ud, task_t *t, int ok, int nres) {
         lua_xmove(t->co, L, 1);
     }
     run->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (run->runner && !run->runner->running) run_finish(run);
+    if (!run->runner || !run->runner->running) run_finish(run); /* running: l_run answers */
     return 1; /* the harness reports test errors itself */
 }
 

@@ -325,6 +325,7 @@ static void conn_send(http_conn *c, int status, size_t body_len) {
 
 /* A JSON error answer from the server itself: {"error":code,"message":msg}. */
 static void send_error(http_conn *c, int status, int code, const char *msg, const char *extra) {
+    if (c->state == C_READING) c->t0 = uv_hrtime(); /* no complete request: timed from now */
     char body[512];
     int n = snprintf(body, sizeof body, "{\"error\":%d,\"message\":\"%s\"}", code, msg);
     out_head(c, status, "application/json", (size_t)n, extra, extra ? strlen(extra) : 0);
@@ -808,6 +809,9 @@ static int l_serve(lua_State *L) {
     lua_getfield(L, 1, "reuseport");
     int reuseport = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    if (vm_require_embedded(L, "chathost.http") != 0) return lua_error(L);
+    lua_getfield(L, -1, "req_mt");
+    lua_replace(L, -2); /* routes, req_mt on top */
     int port = 0, fd = listen_socket(address, reuseport, &port);
     if (fd < 0) {
         lua_pushnil(L);
@@ -822,8 +826,10 @@ static int l_serve(lua_State *L) {
     uv_tcp_init(app->loop, &s->listener);
     s->listener.data = s;
     s->listener_open = 1;
-    int rc = uv_tcp_open(&s->listener, fd);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    s->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    s->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    s->encode_ref = LUA_NOREF;
+    int rc = listen_start(&s->listener, fd, 511, on_connection);
     if (rc != 0) {
         s->closing = 1;
         uv_close((uv_handle_t *)&s->listener, listener_closed);
@@ -831,11 +837,6 @@ static int l_serve(lua_State *L) {
         lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
         return 2;
     }
-    s->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the routes value on top */
-    if (vm_require_embedded(L, "chathost.http") != 0) return lua_error(L);
-    lua_getfield(L, -1, "req_mt");
-    s->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     lua_getfield(L, -1, "host");

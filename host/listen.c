@@ -21,16 +21,18 @@ int listen_socket(const char *address, int reuseport, int *port) {
     const char *colon = strrchr(address, ':');
     if (!colon || (size_t)(colon - address) >= sizeof host) return -EINVAL;
     snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
-    int p = atoi(colon + 1);
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (colon[1] < '0' || colon[1] > '9' || *end != '\0' || p > 65535) return -EINVAL;
     struct sockaddr_storage ss;
     socklen_t len;
     int family;
     if (host[0] == '[') {
         host[strlen(host) - 1] = '\0';
-        if (uv_ip6_addr(host + 1, p, (struct sockaddr_in6 *)&ss) != 0) return -EINVAL;
+        if (uv_ip6_addr(host + 1, (int)p, (struct sockaddr_in6 *)&ss) != 0) return -EINVAL;
         family = AF_INET6, len = sizeof(struct sockaddr_in6);
     } else {
-        if (uv_ip4_addr(host, p, (struct sockaddr_in *)&ss) != 0) return -EINVAL;
+        if (uv_ip4_addr(host, (int)p, (struct sockaddr_in *)&ss) != 0) return -EINVAL;
         family = AF_INET, len = sizeof(struct sockaddr_in);
     }
     int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
@@ -48,6 +50,14 @@ int listen_socket(const char *address, int reuseport, int *port) {
     return fd;
 }
 
+int listen_start(uv_tcp_t *h, int fd, int backlog, uv_connection_cb cb) {
+    int rc = uv_tcp_open(h, fd);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    return uv_listen((uv_stream_t *)h, backlog, cb);
+}
 
 int set_cloexec(int fd) {
     int flags = fcntl(fd, F_GETFD);

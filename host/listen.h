@@ -2,9 +2,15 @@
 #ifndef CHATHOST_LISTEN_H
 #define CHATHOST_LISTEN_H
 
+#include <uv.h>
+
 /* Binds "ip:port" (IPv4, or [IPv6]:port; port 0 = any) with SO_REUSEADDR, and SO_REUSEPORT
  * when reuseport is set. Returns the fd (the bound port in *port) or -errno. */
 int listen_socket(const char *address, int reuseport, int *port);
+
+/* Gives the bound socket fd to h (initialised by the caller) and starts listening; fd is
+ * closed when the handle cannot take it. 0 or a libuv error (h must be closed then). */
+int listen_start(uv_tcp_t *h, int fd, int backlog, uv_connection_cb cb);
 
 /* Marks fd close-on-exec (sockets the client libraries open without it), so child
  * processes (host.proc) do not inherit them. 0 or -errno. */

@@ -5,6 +5,7 @@
 #include "pb.h"
 
 #include <lauxlib.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -208,25 +209,55 @@ static int conv_fail(conv *c, const char *fmt, ...) {
     return -1;
 }
 
-static int get_integer(conv *c, int idx, double lo, double hi, int64_t *out) {
+/* A decimal integer string: an optional '-' (when allowed), then digits only. */
+static int decimal_ok(const char *s, int allow_minus) {
+    if (allow_minus && *s == '-') s++;
+    if (*s == '\0') return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return 0;
+    return 1;
+}
+
+/* A Lua number that is an integer, or a decimal string (64-bit values may come as strings),
+ * within lo..hi. */
+static int get_integer(conv *c, int idx, int64_t lo, int64_t hi, int64_t *out) {
     lua_State *L = c->L;
-    double v;
-    if (lua_type(L, idx) == LUA_TNUMBER) {
-        v = lua_tonumber(L, idx);
-    } else if (lua_type(L, idx) == LUA_TSTRING) { /* 64-bit values may come as decimal strings */
-        char *end;
+    if (lua_type(L, idx) == LUA_TSTRING) {
         const char *s = lua_tostring(L, idx);
-        long long ll = strtoll(s, &end, 10);
-        if (*s == '\0' || *end != '\0') return conv_fail(c, "expected an integer, got \"%s\"", s);
-        if ((double)ll < lo || (double)ll > hi) return conv_fail(c, "%s is out of range", s);
+        if (!decimal_ok(s, 1)) return conv_fail(c, "expected an integer, got \"%s\"", s);
+        errno = 0;
+        long long ll = strtoll(s, NULL, 10);
+        if (errno == ERANGE || ll < lo || ll > hi) return conv_fail(c, "%s is out of range", s);
         *out = ll;
         return 0;
-    } else {
-        return conv_fail(c, "expected an integer, got %s", luaL_typename(L, idx));
     }
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return conv_fail(c, "expected an integer, got %s", luaL_typename(L, idx));
+    double v = lua_tonumber(L, idx);
     if (v != floor(v) || isinf(v)) return conv_fail(c, "expected an integer, got %g", v);
-    if (v < lo || v > hi) return conv_fail(c, "%.0f is out of range", v);
+    /* hi + 1.0 is exact or rounds up to a power of two (2^63): v below it converts safely */
+    if (v < (double)lo || v >= (double)hi + 1.0) return conv_fail(c, "%.0f is out of range", v);
     *out = (int64_t)v;
+    return 0;
+}
+
+static int get_unsigned(conv *c, int idx, uint64_t *out) {
+    lua_State *L = c->L;
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        const char *s = lua_tostring(L, idx);
+        if (!decimal_ok(s, 0)) return conv_fail(c, "expected an unsigned integer, got \"%s\"", s);
+        errno = 0;
+        unsigned long long u = strtoull(s, NULL, 10);
+        if (errno == ERANGE) return conv_fail(c, "%s is out of range", s);
+        *out = u;
+        return 0;
+    }
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return conv_fail(c, "expected an integer, got %s", luaL_typename(L, idx));
+    double v = lua_tonumber(L, idx);
+    if (v != floor(v) || isinf(v)) return conv_fail(c, "expected an integer, got %g", v);
+    if (v < 0 || v >= 18446744073709551616.0) return conv_fail(c, "%.0f is out of range", v);
+    *out = (uint64_t)v;
     return 0;
 }
 
@@ -253,34 +284,23 @@ static int set_value(conv *c, const ProtobufCFieldDescriptor *f, void *p, int id
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
     case PROTOBUF_C_TYPE_SFIXED32:
-        if (get_integer(c, idx, -2147483648.0, 2147483647.0, &iv)) return -1;
+        if (get_integer(c, idx, INT32_MIN, INT32_MAX, &iv)) return -1;
         *(int32_t *)p = (int32_t)iv;
         return 0;
     case PROTOBUF_C_TYPE_UINT32:
     case PROTOBUF_C_TYPE_FIXED32:
-        if (get_integer(c, idx, 0, 4294967295.0, &iv)) return -1;
+        if (get_integer(c, idx, 0, UINT32_MAX, &iv)) return -1;
         *(uint32_t *)p = (uint32_t)iv;
         return 0;
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_SFIXED64:
-        if (get_integer(c, idx, -9223372036854775808.0, 9223372036854775807.0, &iv)) return -1;
+        if (get_integer(c, idx, INT64_MIN, INT64_MAX, &iv)) return -1;
         *(int64_t *)p = iv;
         return 0;
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
-        if (lua_type(L, idx) == LUA_TSTRING) {
-            char *end;
-            const char *s = lua_tostring(L, idx);
-            unsigned long long u = strtoull(s, &end, 10);
-            if (*s == '\0' || *s == '-' || *end != '\0')
-                return conv_fail(c, "expected an unsigned integer, got \"%s\"", s);
-            *(uint64_t *)p = u;
-            return 0;
-        }
-        if (get_integer(c, idx, 0, 18446744073709551615.0, &iv)) return -1;
-        *(uint64_t *)p = (uint64_t)lua_tonumber(L, idx);
-        return 0;
+        return get_unsigned(c, idx, (uint64_t *)p);
     case PROTOBUF_C_TYPE_FLOAT:
     case PROTOBUF_C_TYPE_DOUBLE:
         if (lua_type(L, idx) != LUA_TNUMBER)

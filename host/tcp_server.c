@@ -847,8 +847,10 @@ static int l_serve(lua_State *L) {
     uv_tcp_init(app->loop, &srv->listener);
     srv->listener.data = srv;
     srv->open_handles = 1;
-    int rc = uv_tcp_open(&srv->listener, fd);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
+    srv->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    srv->messages_ref = srv->encode_static_ref = srv->decode_ref = LUA_NOREF;
+    srv->encode_ref = srv->by_uid_ref = LUA_NOREF;
+    int rc = listen_start(&srv->listener, fd, 4096, on_connection);
     if (rc != 0) {
         srv->closing = 1;
         uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
@@ -856,8 +858,6 @@ static int l_serve(lua_State *L) {
         lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
         return 2;
     }
-    srv->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    srv->messages_ref = LUA_NOREF;
     lua_pushcfunction(L, json_encode_static);
     srv->encode_static_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     srv->decode_ref = ref_json(L, "decode");

@@ -20,16 +20,23 @@
 
 static volatile sig_atomic_t pending_signal;
 
-static void on_signal(int sig) { pending_signal = sig; }
+static void on_signal(int sig) {
+    if (sig != SIGCHLD) pending_signal = sig;
+}
+
+/* The supervisor's signals: blocked except while it waits in sigsuspend, so none can
+ * arrive between looking for one and going to sleep. */
+static sigset_t supervised, unblocked;
 
 static void set_handlers(void (*h)(int)) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = h;
-    sigemptyset(&sa.sa_mask); /* no SA_RESTART: waitpid must return EINTR */
+    sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL); /* wakes sigsuspend when a worker exits */
 }
 
 /* Returns 0 in the child, the pid in the parent, -1 on failure. */
@@ -37,6 +44,7 @@ static pid_t fork_worker(pid_t parent) {
     pid_t pid = fork();
     if (pid != 0) return pid;
     set_handlers(SIG_DFL);
+    sigprocmask(SIG_SETMASK, &unblocked, NULL);
     prctl(PR_SET_PDEATHSIG, SIGTERM); /* an orphaned worker stops too */
     if (getppid() != parent) _exit(0);
     return 0;
@@ -66,6 +74,12 @@ int workers_supervise(int n, int *exit_code) {
     pid_t parent = getpid(), *pids = calloc((size_t)n, sizeof *pids);
     time_t times[RESTARTS_MAX] = {0};
     int next = 0, stopping = 0, failed = 0, alive = 0;
+    sigemptyset(&supervised);
+    sigaddset(&supervised, SIGTERM);
+    sigaddset(&supervised, SIGINT);
+    sigaddset(&supervised, SIGHUP);
+    sigaddset(&supervised, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &supervised, &unblocked);
     set_handlers(on_signal);
     for (int i = 0; i < n; i++) {
         pid_t pid = fork_worker(parent);
@@ -75,16 +89,16 @@ int workers_supervise(int n, int *exit_code) {
     }
     log_info("supervising %d gate workers", n);
     while (alive > 0) {
-        int status;
-        pid_t pid = waitpid(-1, &status, 0);
-        if (pid < 0) {
-            int sig = pending_signal;
-            pending_signal = 0;
-            if (errno != EINTR || !sig) continue;
+        int sig = pending_signal, status;
+        pending_signal = 0;
+        if (sig) {
             if (sig != SIGHUP) stopping = 1;
             forward(pids, n, sig);
-            continue;
         }
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid == 0) sigsuspend(&unblocked); /* until a signal or a worker's exit */
+        if (pid < 0 && errno == ECHILD) break; /* none left to wait for */
+        if (pid <= 0) continue;
         int i = 0;
         while (i < n && pids[i] != pid) i++;
         if (i == n) continue;
@@ -106,6 +120,7 @@ int workers_supervise(int n, int *exit_code) {
         alive += pid > 0;
     }
     free(pids);
+    sigprocmask(SIG_SETMASK, &unblocked, NULL);
     *exit_code = failed;
     return -1;
 }

@@ -411,6 +411,8 @@ describe("host.db", function()
         it("raises on unknown or invalid pool fields", function()
             assert.has_error(function() db.new { pool_sise = 2 } end, "unknown field 'pool_sise'")
             assert.has_error(function() db.new { pool_size = 0 } end, "pool_size must be an integer")
+            assert.has_error(function() db.new { max_result_bytes = 1 } end,
+                "max_result_bytes must be an integer in 1024..4294967295")
         end)
     end)
 end)

@@ -251,6 +251,17 @@ describe("http server", function()
         assert.matches('chathost_http_request_duration_seconds_bucket{server="spec",route="GET /echo",le="0.005"}', text)
     end)
 
+    it("times an answer to a bad request from when the request came, not from boot", function()
+        local s3 = assert(host.http.serve { address = "127.0.0.1:0", name = "spec3",
+            access_log = false, routes = {} })
+        assert.equal(400, status_of(raw(s3.port, "POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n")))
+        s3:close()
+        local sum = host.metrics.render():match(
+            'chathost_http_request_duration_seconds_sum{server="spec3",route="unmatched"} (%S+)')
+        assert.is_not_nil(sum)
+        assert.is_true(tonumber(sum) < 5, "observed " .. sum .. " s") -- a stale start gives the uptime
+    end)
+
     it("frees a closed server only after its last connection is closed", function()
         -- An idle connection's timeout closes it, and in the same loop turn the server is
         -- closed and collected: the server must wait for the connection's handles.
@@ -276,5 +287,14 @@ describe("http server", function()
         local s2, err = host.http.serve { address = "127.0.0.1:" .. port, routes = {} }
         assert.is_nil(s2)
         assert.matches("cannot listen on 127%.0%.0%.1:%d+: Address already in use", err)
+    end)
+
+    it("refuses an address whose port is not a number from 0 to 65535", function()
+        for _, address in ipairs { "127.0.0.1:80x", "127.0.0.1:abc", "127.0.0.1:", "127.0.0.1:65536",
+            "127.0.0.1:-1" } do
+            local s2, err = host.http.serve { address = address, routes = {} }
+            assert.is_nil(s2, address)
+            assert.equal("cannot listen on " .. address .. ": Invalid argument", err)
+        end
     end)
 end)

@@ -65,6 +65,14 @@ describe("protobuf conversion", function()
             { "LoginReq", { uid = "x" }, "LoginReq.uid: expected an integer" },
             { "LoginReq", { uid = 1.5 }, "LoginReq.uid: expected an integer, got 1.5" },
             { "LoginReq", { uid = 2 ^ 31 }, "LoginReq.uid: 2147483648 is out of range" },
+            { "LoginReq", { uid = " 5" }, 'LoginReq.uid: expected an integer, got " 5"' },
+            { "LoginReq", { uid = "+5" }, 'LoginReq.uid: expected an integer, got "+5"' },
+            { "NotifyChatImgReq", { total_size = "99999999999999999999" },
+                "NotifyChatImgReq.total_size: 99999999999999999999 is out of range" },
+            { "NotifyChatImgReq", { total_size = 2 ^ 63 },
+                "NotifyChatImgReq.total_size: 9223372036854775808 is out of range" },
+            { "NotifyChatImgReq", { total_size = -2 ^ 63 - 2 ^ 11 },
+                "NotifyChatImgReq.total_size: -9223372036854777856 is out of range" },
             { "LoginReq", { uidd = 1 }, "LoginReq.uidd: no such field in message.LoginReq" },
             { "LoginReq", { token = {} }, "LoginReq.token: expected a string" },
             { "LoginReq", { token = "a\0b" }, "LoginReq.token: string contains a NUL byte" },
@@ -89,6 +97,8 @@ describe("protobuf conversion", function()
     it("keeps 64-bit integers beyond 2^53 exact as strings", function()
         local bytes = assert(pb.encode("NotifyChatImgReq", { total_size = "9007199254740993" }))
         assert.equal("9007199254740993", pb.decode("NotifyChatImgReq", bytes).total_size)
+        bytes = assert(pb.encode("NotifyChatImgReq", { total_size = "-9223372036854775808" }))
+        assert.equal("-9223372036854775808", pb.decode("NotifyChatImgReq", bytes).total_size)
     end)
 
     it("rejects bytes that are not the message and unknown type names", function()

@@ -5,6 +5,7 @@
 #define CHATHOST_APP_H
 
 #include <limits.h>
+#include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
 #include <uv.h>
@@ -76,6 +77,22 @@ void vm_close(struct app *app);
 int vm_require_embedded(lua_State *L, const char *name);
 /* Pushes the value of tostring(v) for the value at idx (never fails). */
 const char *vm_tostring(lua_State *L, int idx, size_t *len);
+
+/* Registers the metatable `name` of a host object: __gc (when gc is given) and the
+ * methods, closures over the value on top of the stack (the app). Without index, __index
+ * is the methods table; with it, __index is that function (for fields such as port) and
+ * the methods sit in the metatable's "methods" field, where vm_method finds them. */
+void vm_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction index,
+              lua_CFunction gc);
+/* For __index functions: pushes the method named by argument 2 (or nil); returns 1. */
+int vm_method(lua_State *L);
+/* The integer field k of the options table at idx (absolute), def when absent or when idx
+ * is not a table; raises when the field is not an integer. */
+lua_Integer vm_opt_int(lua_State *L, int idx, const char *k, lua_Integer def);
+/* The option value on top of the stack as an integer in min..max; otherwise raises an
+ * argument error on arg: "<name> must be an integer in min..max". */
+long long vm_check_int_option(lua_State *L, int arg, const char *name, long long min,
+                              long long max);
 
 /* Starts the shutdown of every host client; the loop then ends once handles close. */
 void app_stop(struct app *app, int exit_code);

@@ -281,14 +281,10 @@ static void config_check_table(lua_State *L, int idx) {
         const field *f = field_find(name);
         if (!f) luaL_argerror(L, idx, lua_pushfstring(L, "unknown field '%s'", name));
         int t = lua_type(L, -1);
-        lua_Number v = lua_tonumber(L, -1);
-        int is_string = f->type == FIELD_STRING;
-        if (is_string && t != LUA_TSTRING && !(t == LUA_TBOOLEAN && !strcmp(name, "password")))
+        if (f->type != FIELD_STRING)
+            vm_check_int_option(L, idx, name, f->min, f->max);
+        else if (t != LUA_TSTRING && !(t == LUA_TBOOLEAN && !strcmp(name, "password")))
             luaL_argerror(L, idx, lua_pushfstring(L, "%s must be a string", name));
-        if (!is_string && (t != LUA_TNUMBER || v != floor(v) || v < f->min || v > f->max))
-            luaL_argerror(L, idx,
-                          lua_pushfstring(L, "%s must be an integer in %f..%f", name, (lua_Number)f->min,
-                                          (lua_Number)f->max));
         lua_pop(L, 1);
     }
 }
@@ -465,21 +461,6 @@ static int l_tx_gc(lua_State *L) {
 
 /* ---- the module ---------------------------------------------------------------------- */
 
-/* Builds a metatable whose __index holds fns (with the app upvalue on top of the stack);
- * leaves the methods table on the stack. */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *fns, lua_CFunction gc) {
-    int app = lua_gettop(L);
-    luaL_newmetatable(L, name);
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushvalue(L, app);
-    luaL_setfuncs(L, fns, 1);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "__index");
-    lua_remove(L, -2);
-}
-
 /* Lets host/lua/db.lua add tx to host.db and to pools, on top of begin and finish. */
 static void install_tx(lua_State *L, int api, int pool_methods, int app) {
     if (vm_require_embedded(L, "chathost.db") != 0) lua_error(L);
@@ -508,9 +489,11 @@ int db_open(lua_State *L) {
     if (!app->db_pools.next) list_init(&app->db_pools); /* app is zeroed: first open */
     if (mysql_library_init(0, NULL, NULL) != 0)
         return luaL_error(L, "cannot initialise the MariaDB client library");
-    new_class(L, TX_MT, tx_fns, l_tx_gc);
-    lua_pop(L, 1);
-    new_class(L, POOL_MT, pool_fns, l_pool_gc);
+    vm_class(L, TX_MT, tx_fns, NULL, l_tx_gc);
+    vm_class(L, POOL_MT, pool_fns, NULL, l_pool_gc);
+    luaL_getmetatable(L, POOL_MT);
+    lua_getfield(L, -1, "__index");
+    lua_remove(L, -2);
     lua_newtable(L);
     lua_pushvalue(L, app_idx);
     luaL_setfuncs(L, api_fns, 1);

@@ -239,12 +239,7 @@ static void on_completions(uv_async_t *async) {
     list_node done;
     list_init(&done);
     uv_mutex_lock(&p->done_mu);
-    if (!list_empty(&p->done)) { /* take the whole queue */
-        done.next = p->done.next;
-        done.prev = p->done.prev;
-        done.next->prev = done.prev->next = &done;
-        list_init(&p->done);
-    }
+    list_splice_tail(&p->done, &done); /* take the whole queue */
     uv_mutex_unlock(&p->done_mu);
     list_node *n;
     while ((n = list_pop_front(&done)) != NULL)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "db.h"
 #include "listen.h"
 #include "log.h"
@@ -28,18 +29,7 @@ static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
 /* ---- result buffer ------------------------------------------------------------------- */
 
 static void buf_put(db_buf *b, const void *p, size_t n) {
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n)
-            cap *= 2;
-        char *data = realloc(b->data, cap);
-        if (!data) {
-            log_error("host.db: out of memory for a result set of %zu bytes", b->len + n);
-            abort();
-        }
-        b->data = data;
-        b->cap = cap;
-    }
+    b->data = buf_grow(b->data, &b->cap, b->len + n);
     memcpy(b->data + b->len, p, n);
     b->len += n;
 }

@@ -24,13 +24,12 @@ void frame_header(uint8_t out[FRAME_HEADER], uint16_t id, uint16_t len) {
     out[3] = (uint8_t)len;
 }
 
-/* encode(id, body) -> bytes: raises when id or body does not fit 16 bits */
-static int l_encode(lua_State *L) {
-    lua_Integer id = luaL_checkinteger(L, 1);
+int frame_push_encoded(lua_State *L, int id_idx, int body_idx) {
+    lua_Integer id = luaL_checkinteger(L, id_idx);
     size_t len;
-    const char *body = luaL_optlstring(L, 2, "", &len);
-    luaL_argcheck(L, id >= 0 && id <= 65535, 1, "must be 0..65535");
-    luaL_argcheck(L, len <= FRAME_MAX_BODY, 2, "body longer than 65535 bytes");
+    const char *body = luaL_optlstring(L, body_idx, "", &len);
+    luaL_argcheck(L, id >= 0 && id <= 65535, id_idx, "must be 0..65535");
+    luaL_argcheck(L, len <= FRAME_MAX_BODY, body_idx, "body longer than 65535 bytes");
     uint8_t head[FRAME_HEADER];
     frame_header(head, (uint16_t)id, (uint16_t)len);
     lua_pushlstring(L, (const char *)head, FRAME_HEADER);
@@ -38,6 +37,9 @@ static int l_encode(lua_State *L) {
     lua_concat(L, 2);
     return 1;
 }
+
+/* encode(id, body) -> bytes: raises when id or body does not fit 16 bits */
+static int l_encode(lua_State *L) { return frame_push_encoded(L, 1, 2); }
 
 /* decode(bytes, max_body?) -> id, body, used | nil (need more) | nil, "too big", id, len */
 static int l_decode(lua_State *L) {

@@ -193,12 +193,7 @@ static int l_call(lua_State *L) {
     const char *target = luaL_checkstring(L, 1);
     const char *name = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
-    lua_Integer timeout = -1;
-    if (lua_istable(L, 4)) {
-        lua_getfield(L, 4, "timeout_ms");
-        timeout = luaL_optinteger(L, -1, -1);
-        lua_pop(L, 1);
-    }
+    lua_Integer timeout = vm_opt_int(L, 4, "timeout_ms", -1);
     const ProtobufCServiceDescriptor *svc = NULL;
     const ProtobufCMethodDescriptor *m = pb_find_method(name, &svc);
     if (!m) return luaL_argerror(L, 2, lua_pushfstring(L, "no method %s in the proto", name));

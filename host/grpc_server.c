@@ -415,10 +415,7 @@ static int l_server_index(lua_State *L) {
         lua_pushinteger(L, u->s->port);
         return 1;
     }
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "methods");
-    lua_getfield(L, -1, k);
-    return 1;
+    return vm_method(L);
 }
 
 /* server:close(): stops accepting; calls in flight are cancelled */
@@ -436,16 +433,8 @@ static int l_server_gc(lua_State *L) {
 
 /* Leaves host.grpc.serve on the stack (the app is on top when called). */
 int grpc_server_open(lua_State *L) {
-    luaL_newmetatable(L, SERVER_MT);
-    lua_pushcfunction(L, l_server_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_server_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushcfunction(L, l_server_close);
-    lua_setfield(L, -2, "close");
-    lua_setfield(L, -2, "methods");
-    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {{"close", l_server_close}, {NULL, NULL}};
+    vm_class(L, SERVER_MT, methods, l_server_index, l_server_gc);
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_serve, 1);
     return 1;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
 #include "log.h"
 #include "sched.h"
 
@@ -30,7 +31,7 @@ typedef struct hc_conn {
     uv_write_t write_req;
     http_parser parser;
     hc_request *req;             /* the request on it, if any */
-    int connected, closing, reused, open_handles;
+    int closing, reused, open_handles;
 } hc_conn;
 
 struct hc_request {
@@ -55,11 +56,7 @@ static list_node idle_pool = {&idle_pool, &idle_pool};
 
 static int grow(char **buf, size_t *cap, size_t need) {
     if (need > MAX_RESPONSE) return -1;
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 512;
-    while (c < need) c *= 2;
-    *buf = realloc(*buf, c);
-    *cap = c;
+    *buf = buf_grow(*buf, cap, need);
     return 0;
 }
 
@@ -248,7 +245,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
         free(b->base);
         return;
     }
-    if (!r) { /* pooled and idle: the server closed it (or sent garbage) */
+    if (!r) { /* not expected: reading stops before a connection is pooled */
         free(b->base);
         conn_close(c);
         return;
@@ -316,7 +313,6 @@ static void on_connect(uv_connect_t *req, int status) {
         req_finish(r, uv_strerror(status));
         return;
     }
-    c->connected = 1;
     if (start_on(r, c) != 0) req_finish(r, "cannot send the request");
 }
 
@@ -365,10 +361,7 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss) {
 }
 
 static void out_add(hc_request *r, size_t *cap, const char *data, size_t n) {
-    if (r->out_len + n > *cap) {
-        while (r->out_len + n > *cap) *cap = *cap ? *cap * 2 : 512;
-        r->out = realloc(r->out, *cap);
-    }
+    r->out = buf_grow(r->out, cap, r->out_len + n);
     memcpy(r->out + r->out_len, data, n);
     r->out_len += n;
 }

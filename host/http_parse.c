@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+
 static hreq *req_of(http_parser *p) { return p->data; }
 
 static int fail(hreq *r, int status, const char *msg) {
@@ -19,12 +21,7 @@ static int fail(hreq *r, int status, const char *msg) {
 static int hbuf_append(hreq *r, const char *at, size_t len, int lower) {
     if (r->hlen + len > r->limits.max_header)
         return fail(r, 431, "request header too large");
-    if (r->hlen + len > r->hcap) {
-        size_t cap = r->hcap ? r->hcap : 1024;
-        while (cap < r->hlen + len) cap *= 2;
-        r->hbuf = realloc(r->hbuf, cap);
-        r->hcap = cap;
-    }
+    r->hbuf = buf_grow(r->hbuf, &r->hcap, r->hlen + len);
     for (size_t i = 0; i < len; i++)
         r->hbuf[r->hlen + i] = lower ? (char)tolower((unsigned char)at[i]) : at[i];
     r->hlen += len;
@@ -88,12 +85,7 @@ static int on_headers_complete(http_parser *p) {
 static int on_body(http_parser *p, const char *at, size_t len) {
     hreq *r = req_of(p);
     if (r->body_len + len > r->limits.max_body) return fail(r, 413, "request body too large");
-    if (r->body_len + len > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 1024;
-        while (cap < r->body_len + len) cap *= 2;
-        r->body = realloc(r->body, cap + 1);
-        r->body_cap = cap;
-    }
+    r->body = buf_grow(r->body, &r->body_cap, r->body_len + len + 1); /* + a NUL */
     memcpy(r->body + r->body_len, at, len);
     r->body_len += len;
     return 0;

@@ -14,7 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "http_parse.h"
+#include "json.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
@@ -53,7 +55,6 @@ typedef struct http_server {
     int closing, listener_open;
     server_ud *ud;
     metric *m_conns;
-    int encode_ref;         /* host.json.encode */
     route_stat *stats[ROUTE_STATS];
 } http_server;
 
@@ -90,7 +91,6 @@ typedef struct http_conn {
     uv_write_t wreq;
     char *out;
     size_t out_len, out_cap;
-    uv_buf_t cont_buf;
     uv_write_t creq;        /* 100 Continue */
     uv_shutdown_t shutdown_req;
     size_t lingered;        /* bytes dropped while lingering */
@@ -103,11 +103,7 @@ static void conn_resume_reading(http_conn *c);
 /* ---- response bytes -------------------------------------------------------------------- */
 
 static void out_reserve(http_conn *c, size_t more) {
-    if (c->out_len + more <= c->out_cap) return;
-    size_t cap = c->out_cap ? c->out_cap : 1024;
-    while (cap < c->out_len + more) cap *= 2;
-    c->out = realloc(c->out, cap);
-    c->out_cap = cap;
+    c->out = buf_grow(c->out, &c->out_cap, c->out_len + more);
 }
 
 static void out_add(http_conn *c, const char *s, size_t n) {
@@ -427,16 +423,16 @@ static int find_handler(lua_State *L, http_conn *c, size_t path_len) {
     return 0;
 }
 
-/* Pushes the body value at idx as a string: strings as they are, tables as JSON. Returns
- * the content type, or NULL when the value cannot be encoded (message pushed instead). */
-static const char *body_of(lua_State *L, int idx, const char *ctype, int encode_ref) {
+/* The body value at idx as bytes: strings as they are, tables as JSON. Returns the content
+ * type, or NULL when the value cannot be encoded (message pushed instead). */
+static const char *body_of(lua_State *L, int idx, const char *ctype, const char **body,
+                           size_t *len) {
     if (lua_type(L, idx) == LUA_TSTRING) {
-        lua_pushvalue(L, idx);
+        *body = lua_tolstring(L, idx, len);
         return ctype ? ctype : "text/plain; charset=utf-8";
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, encode_ref);
-    lua_pushvalue(L, idx);
-    if (lua_pcall(L, 1, 1, 0) != 0) return NULL;
+    *body = json_encode_pcall(L, idx, len);
+    if (!*body) return NULL;
     return ctype ? ctype : "application/json";
 }
 
@@ -485,13 +481,12 @@ static void respond(http_conn *c, lua_State *co, int base, int nres) {
     size_t blen = 0;
     const char *body = "";
     if (body_idx && !lua_isnil(co, body_idx)) {
-        ctype = body_of(co, body_idx, ctype, c->srv->encode_ref);
+        ctype = body_of(co, body_idx, ctype, &body, &blen);
         if (!ctype) {
             log_error("http: %s: cannot encode the response: %s", c->route, lua_tostring(co, -1));
             send_error(c, 500, 1019, "internal error", NULL);
             return;
         }
-        body = lua_tolstring(co, -1, &blen);
     }
     out_head(c, status, ctype ? ctype : "application/json", blen, extra, elen);
     out_add(c, body, blen);
@@ -558,29 +553,25 @@ static void on_continue_written(uv_write_t *w, int status) { (void)w; }
 
 /* Parses what was received; dispatches a complete request or answers a bad one. */
 static void process_once(http_conn *c) {
-    while (c->state == C_READING) {
-        size_t used;
-        enum hreq_status st =
-            hreq_feed(&c->req, c->in + c->in_off, c->in_len - c->in_off, &used);
-        c->in_off += used;
-        if (st == HREQ_DONE) {
-            dispatch(c);
-            return;
-        }
-        if (st == HREQ_ERROR) {
-            c->close_after = 1; /* the stream cannot be trusted past a bad request */
-            snprintf(c->route, sizeof c->route, "unmatched");
-            send_error(c, c->req.err_status, c->req.err_status, c->req.err_msg, NULL);
-            return;
-        }
-        break; /* HREQ_MORE */
-    }
     if (c->state != C_READING) return;
+    size_t used;
+    enum hreq_status st = hreq_feed(&c->req, c->in + c->in_off, c->in_len - c->in_off, &used);
+    c->in_off += used;
+    if (st == HREQ_DONE) {
+        dispatch(c);
+        return;
+    }
+    if (st == HREQ_ERROR) {
+        c->close_after = 1; /* the stream cannot be trusted past a bad request */
+        snprintf(c->route, sizeof c->route, "unmatched");
+        send_error(c, c->req.err_status, c->req.err_status, c->req.err_msg, NULL);
+        return;
+    }
     if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
     if (c->req.expect_continue && !c->sent_continue) {
         c->sent_continue = 1;
-        c->cont_buf = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
-        uv_write(&c->creq, (uv_stream_t *)&c->tcp, &c->cont_buf, 1, on_continue_written);
+        uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25); /* libuv copies b */
+        uv_write(&c->creq, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written);
     }
     if (c->eof) {
         if (hreq_eof(&c->req) == HREQ_ERROR) {
@@ -690,17 +681,6 @@ static void conn_close(http_conn *c) {
     uv_close((uv_handle_t *)&c->timer, conn_closed);
 }
 
-static void peer_name(http_conn *c) {
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    c->peer[0] = '\0';
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
-    if (ss.ss_family == AF_INET)
-        uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
-    else if (ss.ss_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
-}
-
 static void on_connection(uv_stream_t *l, int status) {
     http_server *s = l->data;
     if (status < 0 || s->closing) return;
@@ -719,7 +699,7 @@ static void on_connection(uv_stream_t *l, int status) {
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    peer_name(c);
+    tcp_peer_str(&c->tcp, c->peer, sizeof c->peer, 0);
     if (s->nconns > s->max_connections) {
         c->close_after = 1;
         c->state = C_HANDLING;
@@ -747,7 +727,6 @@ static void server_maybe_free(http_server *s) {
     lua_State *L = s->app->L;
     luaL_unref(L, LUA_REGISTRYINDEX, s->routes_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, s->req_mt_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, s->encode_ref);
     for (int i = 0; i < ROUTE_STATS; i++) free(s->stats[i]);
     free(s);
 }
@@ -774,22 +753,15 @@ static void server_close(http_server *s) {
 
 static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, http_server, track)); }
 
-static lua_Integer opt_field(lua_State *L, const char *k, lua_Integer def) {
-    lua_getfield(L, 1, k);
-    lua_Integer v = luaL_optinteger(L, -1, def);
-    lua_pop(L, 1);
-    return v;
-}
-
 static void read_options(lua_State *L, http_server *s) {
-    s->limits.max_url = (size_t)opt_field(L, "max_url_bytes", 8192);
-    s->limits.max_header = (size_t)opt_field(L, "max_header_bytes", 16384);
-    s->limits.max_body = (size_t)opt_field(L, "max_body_bytes", 1 << 20);
-    s->limits.max_headers = (unsigned)opt_field(L, "max_headers", 100);
-    s->read_timeout_ms = (uint64_t)opt_field(L, "read_timeout_ms", 10000);
-    s->idle_timeout_ms = (uint64_t)opt_field(L, "idle_timeout_ms", 60000);
-    s->handler_timeout_ms = (uint64_t)opt_field(L, "handler_timeout_ms", 30000);
-    s->max_connections = (int)opt_field(L, "max_connections", 10000);
+    s->limits.max_url = (size_t)vm_opt_int(L, 1, "max_url_bytes", 8192);
+    s->limits.max_header = (size_t)vm_opt_int(L, 1, "max_header_bytes", 16384);
+    s->limits.max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 1 << 20);
+    s->limits.max_headers = (unsigned)vm_opt_int(L, 1, "max_headers", 100);
+    s->read_timeout_ms = (uint64_t)vm_opt_int(L, 1, "read_timeout_ms", 10000);
+    s->idle_timeout_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
+    s->handler_timeout_ms = (uint64_t)vm_opt_int(L, 1, "handler_timeout_ms", 30000);
+    s->max_connections = (int)vm_opt_int(L, 1, "max_connections", 10000);
     lua_getfield(L, 1, "access_log");
     s->access_log = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_getfield(L, 1, "name");
@@ -828,7 +800,6 @@ static int l_serve(lua_State *L) {
     s->listener_open = 1;
     s->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     s->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    s->encode_ref = LUA_NOREF;
     int rc = listen_start(&s->listener, fd, 511, on_connection);
     if (rc != 0) {
         s->closing = 1;
@@ -837,13 +808,6 @@ static int l_serve(lua_State *L) {
         lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
         return 2;
     }
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_getfield(L, -1, "host");
-    lua_getfield(L, -1, "json");
-    lua_getfield(L, -1, "encode");
-    s->encode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 4);
     char labels[64];
     snprintf(labels, sizeof labels, "server=\"%s\"", s->name);
     s->m_conns = metrics_get(METRIC_GAUGE, "chathost_http_connections", labels,
@@ -868,12 +832,7 @@ static int l_index(lua_State *L) {
         lua_pushinteger(L, u->s->nconns);
         return 1;
     }
-    if (strcmp(k, "close") == 0) {
-        lua_getmetatable(L, 1);
-        lua_getfield(L, -1, "close_fn");
-        return 1;
-    }
-    return 0;
+    return vm_method(L);
 }
 
 static int l_close(lua_State *L) {
@@ -893,14 +852,8 @@ static int l_gc(lua_State *L) {
 }
 
 int http_server_open(lua_State *L) {
-    luaL_newmetatable(L, SERVER_MT);
-    lua_pushcfunction(L, l_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "close_fn");
-    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {{"close", l_close}, {NULL, NULL}};
+    vm_class(L, SERVER_MT, methods, l_index, l_gc);
     lua_newtable(L);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_serve, 1);

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+
 #define JSON_MAX_DEPTH 128
 
 static char array_mt_key;
@@ -21,13 +23,7 @@ typedef struct jbuf {
 
 static jbuf out_buf; /* reused: Lua runs on one thread */
 
-static void jb_reserve(jbuf *b, size_t more) {
-    if (b->len + more <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + more) cap *= 2;
-    b->data = realloc(b->data, cap);
-    b->cap = cap;
-}
+static void jb_reserve(jbuf *b, size_t more) { b->data = buf_grow(b->data, &b->cap, b->len + more); }
 
 static void jb_add(jbuf *b, const char *s, size_t n) {
     jb_reserve(b, n);
@@ -104,6 +100,12 @@ static void encode_integer(jbuf *b, long long v) {
     while (n > 0) b->data[b->len++] = digits[--n];
 }
 
+size_t json_format_number(char *buf, size_t size, double x) {
+    if (x == floor(x) && fabs(x) < 9007199254740992.0)
+        return (size_t)snprintf(buf, size, "%lld", (long long)x);
+    return (size_t)snprintf(buf, size, "%.17g", x);
+}
+
 static int encode_number(lua_State *L, jbuf *b, double v) {
     if (isnan(v) || isinf(v)) return luaL_error(L, "json: cannot encode NaN or infinity");
     if (v == floor(v) && fabs(v) < 9007199254740992.0) {
@@ -160,11 +162,8 @@ static void encode_object(lua_State *L, jbuf *b, int idx, int depth) {
             const char *k = lua_tolstring(L, -2, &kl);
             encode_string(b, k, kl);
         } else {
-            char num[32];
-            double v = lua_tonumber(L, -2);
-            int n = v == floor(v) ? snprintf(num, sizeof num, "%lld", (long long)v)
-                                  : snprintf(num, sizeof num, "%.17g", v);
-            encode_string(b, num, (size_t)n);
+            char num[40];
+            encode_string(b, num, json_format_number(num, sizeof num, lua_tonumber(L, -2)));
         }
         jb_char(b, ':');
         encode_value(L, b, lua_gettop(L), depth + 1);
@@ -210,32 +209,43 @@ static void encode_value(lua_State *L, jbuf *b, int idx, int depth) {
     luaL_error(L, "json: cannot encode a value of type %s", luaL_typename(L, idx));
 }
 
-/* A Lua C function: encodes its argument into the static buffer (json_static_result) and
- * returns nothing, so a C caller that copies the bytes anyway creates no Lua string. */
-int json_encode_static(lua_State *L) {
+/* Lua C function: encodes argument 1 into out_buf and returns nothing, so a C caller that
+ * copies the bytes anyway (json_encode_pcall) creates no Lua string. */
+/* Starts an encode into out_buf; a huge buffer left by the last one is not kept. */
+static void out_start(void) {
+    out_buf.len = 0;
+    if (out_buf.cap > (1 << 20)) {
+        free(out_buf.data);
+        out_buf.data = NULL;
+        out_buf.cap = 0;
+    }
+}
+
+static int encode_static(lua_State *L) {
     luaL_checkany(L, 1);
     lua_settop(L, 1);
-    out_buf.len = 0;
+    out_start();
     encode_value(L, &out_buf, 1, 0);
     return 0;
 }
 
-const char *json_static_result(size_t *len) {
+const char *json_encode_pcall(lua_State *L, int idx, size_t *len) {
+    static int fn_ref = LUA_NOREF; /* the C function, made once (one Lua state per process) */
+    if (fn_ref == LUA_NOREF) {
+        lua_pushcfunction(L, encode_static);
+        fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 0, 0) != 0) return NULL;
     *len = out_buf.len;
     return out_buf.data ? out_buf.data : "";
 }
 
 static int l_encode(lua_State *L) {
-    luaL_checkany(L, 1);
-    lua_settop(L, 1);
-    out_buf.len = 0;
-    encode_value(L, &out_buf, 1, 0);
+    encode_static(L);
     lua_pushlstring(L, out_buf.data, out_buf.len);
-    if (out_buf.cap > (1 << 20)) { /* do not keep a huge buffer around */
-        free(out_buf.data);
-        out_buf.data = NULL;
-        out_buf.cap = 0;
-    }
     return 1;
 }
 

@@ -10,9 +10,11 @@ void json_mark_array(lua_State *L, int idx);
 /* True for host.null (cjson.null, a NULL light userdata). */
 int json_is_null(lua_State *L, int idx);
 int json_open(lua_State *L);
-/* Encodes argument 1 into a reused static buffer (call it with lua_pcall); the bytes stay
- * valid until the next encode. */
-int json_encode_static(lua_State *L);
-const char *json_static_result(size_t *len);
+/* Integral numbers below 2^53 as integers ("1001", not "1001.0"); others with 17
+ * significant digits, which round-trips a double. Returns the length. */
+size_t json_format_number(char *buf, size_t size, double x);
+/* Encodes the value at idx as JSON into a reused buffer, without making a Lua string.
+ * Returns the bytes (valid until the next encode), or NULL with the error message pushed. */
+const char *json_encode_pcall(lua_State *L, int idx, size_t *len);
 
 #endif

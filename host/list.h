@@ -27,6 +27,16 @@ static inline void list_remove(list_node *n) {
     n->prev = n->next = n;
 }
 
+/* Moves every node of from to the end of to, in order; from is left empty. */
+static inline void list_splice_tail(list_node *from, list_node *to) {
+    if (list_empty(from)) return;
+    from->next->prev = to->prev;
+    to->prev->next = from->next;
+    from->prev->next = to;
+    to->prev = from->prev;
+    list_init(from);
+}
+
 static inline list_node *list_pop_front(list_node *head) {
     list_node *n = head->next;
     if (n == head) return NULL;

@@ -59,6 +59,26 @@ int listen_start(uv_tcp_t *h, int fd, int backlog, uv_connection_cb cb) {
     return uv_listen((uv_stream_t *)h, backlog, cb);
 }
 
+void tcp_peer_str(uv_tcp_t *t, char *buf, size_t size, int with_port) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    buf[0] = '\0';
+    if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) != 0) return;
+    char ip[INET6_ADDRSTRLEN] = "";
+    int port = 0;
+    if (ss.ss_family == AF_INET) {
+        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    if (with_port)
+        snprintf(buf, size, "%s:%d", ip, port);
+    else
+        snprintf(buf, size, "%s", ip);
+}
+
 int set_cloexec(int fd) {
     int flags = fcntl(fd, F_GETFD);
     if (flags < 0) return -errno;

@@ -12,6 +12,9 @@ int listen_socket(const char *address, int reuseport, int *port);
  * closed when the handle cannot take it. 0 or a libuv error (h must be closed then). */
 int listen_start(uv_tcp_t *h, int fd, int backlog, uv_connection_cb cb);
 
+/* The peer address of t as "ip" or "ip:port" into buf ("" when unknown). */
+void tcp_peer_str(uv_tcp_t *t, char *buf, size_t size, int with_port);
+
 /* Marks fd close-on-exec (sockets the client libraries open without it), so child
  * processes (host.proc) do not inherit them. 0 or -errno. */
 int set_cloexec(int fd);

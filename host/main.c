@@ -230,9 +230,11 @@ static int start_main(struct app *app, struct options *o) {
     else if (strcmp(cmd, "migrate") != 0 && strcmp(cmd, "exec") != 0) cmd = "role";
     snprintf(module, sizeof module, "chathost.%s", cmd);
     int rc = vm_require_embedded(L, "chathost.hostlib");
-    lua_pop(L, 1);
-    if (rc != 0 || vm_require_embedded(L, module) != 0) {
-        if (rc != 0) vm_require_embedded(L, "chathost.hostlib");
+    if (rc == 0) {
+        lua_pop(L, 1);
+        rc = vm_require_embedded(L, module);
+    }
+    if (rc != 0) {
         fprintf(stderr, "chathost: %s\n", lua_tostring(L, -1));
         return 1;
     }

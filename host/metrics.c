@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+
 #define METRICS_MAX 4096
 #define TABLE_SIZE 8192 /* power of two, > METRICS_MAX */
 
@@ -103,8 +105,7 @@ static void out_printf(out *o, const char *fmt, ...) {
             o->len += (size_t)n;
             return;
         }
-        o->cap = o->cap ? o->cap * 2 : 4096;
-        o->data = realloc(o->data, o->cap);
+        o->data = buf_grow(o->data, &o->cap, o->len + (n >= 0 ? (size_t)n + 1 : o->cap + 1));
     }
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "log.h"
 #include "sched.h"
 
@@ -36,7 +37,6 @@ typedef struct proc {
     int64_t exit_status;
     int term_signal;
     task_t *waiter;
-    uv_timer_t *wait_timer;
     proc_ud *ud;
 } proc;
 
@@ -59,16 +59,10 @@ static void proc_handle_closed(uv_handle_t *h) {
 
 static int proc_done(proc *p) { return p->exited && !p->pipe_open[0] && !p->pipe_open[1]; }
 
-static void wait_timer_closed(uv_handle_t *h) { free(h); }
-
 static void proc_wake(proc *p) {
     if (!p->waiter || !proc_done(p)) return;
     task_t *w = p->waiter;
     p->waiter = NULL;
-    if (p->wait_timer) {
-        uv_close((uv_handle_t *)p->wait_timer, wait_timer_closed);
-        p->wait_timer = NULL;
-    }
     lua_pushinteger(w->co, (lua_Integer)p->exit_status);
     lua_pushinteger(w->co, p->term_signal);
     sched_resume(w, 2);
@@ -94,12 +88,7 @@ static void outbuf_add(outbuf *b, const char *data, size_t n) {
     size_t take = n < room ? n : room;
     b->dropped += n - take;
     if (!take) return;
-    if (b->len + take > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->len + take) cap *= 2;
-        b->data = realloc(b->data, cap);
-        b->cap = cap;
-    }
+    b->data = buf_grow(b->data, &b->cap, b->len + take);
     memcpy(b->data + b->len, data, take);
     b->len += take;
 }
@@ -268,21 +257,7 @@ static proc *check_proc(lua_State *L) {
     return u->p;
 }
 
-static void wait_cancel(void *op) {
-    proc *p = op;
-    p->waiter = NULL;
-    if (p->wait_timer) {
-        uv_close((uv_handle_t *)p->wait_timer, wait_timer_closed);
-        p->wait_timer = NULL;
-    }
-}
-
-static void wait_timeout(uv_timer_t *t) {
-    proc *p = t->data;
-    task_t *w = p->waiter;
-    wait_cancel(p);
-    if (w) sched_resume_error(w, "timeout");
-}
+static void wait_cancel(void *op) { ((proc *)op)->waiter = NULL; }
 
 /* p:wait(timeout_ms?) -> exit_status, term_signal | nil, "timeout" */
 static int l_wait(lua_State *L) {
@@ -296,13 +271,7 @@ static int l_wait(lua_State *L) {
     task_t *t = sched_need(L, "process:wait");
     if (p->waiter) return luaL_error(L, "process:wait: another coroutine is already waiting");
     p->waiter = t;
-    if (timeout >= 0) {
-        p->wait_timer = malloc(sizeof *p->wait_timer);
-        uv_timer_init(p->app->loop, p->wait_timer);
-        p->wait_timer->data = p;
-        uv_timer_start(p->wait_timer, wait_timeout, (uint64_t)timeout, 0);
-    }
-    sched_suspend(t, wait_cancel, p);
+    sched_suspend_timeout(t, wait_cancel, p, timeout);
     return lua_yield(L, 0);
 }
 
@@ -354,10 +323,7 @@ static int l_index(lua_State *L) {
         lua_pushboolean(L, p->exited);
         return 1;
     }
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "methods");
-    lua_getfield(L, -1, k);
-    return 1;
+    return vm_method(L);
 }
 
 static int l_gc(lua_State *L) {
@@ -392,16 +358,7 @@ static int l_pid(lua_State *L) {
 int proc_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"wait", l_wait}, {"kill", l_kill}, {"output", l_output}, {NULL, NULL}};
-    luaL_newmetatable(L, PROC_MT);
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_index);
-    lua_setfield(L, -2, "__index");
-    lua_newtable(L);
-    lua_pushvalue(L, -3);
-    luaL_setfuncs(L, methods, 1);
-    lua_setfield(L, -2, "methods");
-    lua_pop(L, 1);
+    vm_class(L, PROC_MT, methods, l_index, l_gc);
     static const luaL_Reg fns[] = {
         {"spawn", l_spawn}, {"signal", l_signal}, {"pid", l_pid}, {NULL, NULL}};
     lua_newtable(L);

@@ -13,7 +13,6 @@
 typedef struct waiter {
     list_node link;
     task_t *task;
-    uv_timer_t *timer;
     struct promise *p;
 } waiter;
 
@@ -25,12 +24,9 @@ typedef struct promise {
     struct app *app;
 } promise;
 
-static void timer_closed(uv_handle_t *h) { free(h); }
-
 static void waiter_free(waiter *w) {
     promise *p = w->p;
     list_remove(&w->link);
-    if (w->timer) uv_close((uv_handle_t *)w->timer, timer_closed);
     free(w);
     if (list_empty(&p->waiters) && p->anchor_ref != LUA_NOREF) {
         luaL_unref(p->app->L, LUA_REGISTRYINDEX, p->anchor_ref);
@@ -40,49 +36,21 @@ static void waiter_free(waiter *w) {
 
 static void waiter_cancel(void *op) { waiter_free(op); }
 
-static void waiter_timeout(uv_timer_t *t) {
-    waiter *w = t->data;
-    task_t *task = w->task;
-    waiter_free(w);
-    sched_resume_error(task, "timeout");
-}
-
-/* Pushes the resolved values onto co; returns how many. */
-static int push_values(lua_State *L, promise *p, lua_State *co) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->values_ref);
-    lua_getfield(L, -1, "n");
-    int n = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    lua_checkstack(co, n + 1);
-    lua_checkstack(L, n + 1);
-    int tbl = lua_gettop(L);
-    for (int i = 1; i <= n; i++) lua_rawgeti(L, tbl, i);
-    lua_remove(L, tbl);
-    if (L != co) lua_xmove(L, co, n);
-    return n;
-}
-
 /* p:wait(timeout_ms?) -> the resolved values | nil, "timeout" */
 static int l_wait(lua_State *L) {
     promise *p = luaL_checkudata(L, 1, PROMISE_MT);
     lua_Integer timeout = luaL_optinteger(L, 2, -1);
-    if (p->resolved) return push_values(L, p, L);
+    if (p->resolved) return sched_push_packed(L, p->values_ref, L);
     task_t *t = sched_need(L, "promise:wait");
     waiter *w = calloc(1, sizeof *w);
     w->task = t;
     w->p = p;
     list_push_back(&p->waiters, &w->link);
-    if (timeout >= 0) {
-        w->timer = malloc(sizeof *w->timer);
-        uv_timer_init(p->app->loop, w->timer);
-        w->timer->data = w;
-        uv_timer_start(w->timer, waiter_timeout, (uint64_t)timeout, 0);
-    }
     if (p->anchor_ref == LUA_NOREF) {
         lua_pushvalue(L, 1);
         p->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    sched_suspend(t, waiter_cancel, w);
+    sched_suspend_timeout(t, waiter_cancel, w, timeout);
     return lua_yield(L, 0);
 }
 
@@ -93,15 +61,7 @@ static int l_resolve(lua_State *L) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    int n = lua_gettop(L) - 1;
-    lua_createtable(L, n, 1);
-    for (int i = 1; i <= n; i++) {
-        lua_pushvalue(L, i + 1);
-        lua_rawseti(L, -2, i);
-    }
-    lua_pushinteger(L, n);
-    lua_setfield(L, -2, "n");
-    p->values_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    p->values_ref = sched_pack(L, lua_gettop(L) - 1);
     p->resolved = 1;
     /* wake every waiter; each resumes in turn (a resumed task may wait on others) */
     lua_State *main = p->app->L;
@@ -109,7 +69,7 @@ static int l_resolve(lua_State *L) {
         waiter *w = LIST_ENTRY(p->waiters.next, waiter, link);
         task_t *t = w->task;
         waiter_free(w);
-        sched_resume(t, push_values(main, p, t->co));
+        sched_resume(t, sched_push_packed(main, p->values_ref, t->co));
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -142,13 +102,7 @@ static int l_new(lua_State *L) {
 int promise_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"wait", l_wait}, {"resolve", l_resolve}, {"resolved", l_resolved}, {NULL, NULL}};
-    luaL_newmetatable(L, PROMISE_MT);
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    vm_class(L, PROMISE_MT, methods, NULL, l_gc);
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_new, 1);
     return 1;

@@ -4,13 +4,14 @@
  * watchdog). A request (one command or one pipeline) is answered by resuming its task. */
 #include <arpa/inet.h>
 #include <lauxlib.h>
-#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
+#include "json.h"
 #include "listen.h"
 #include "log.h"
 #include "redis_uv.h"
@@ -131,21 +132,10 @@ static void *xrealloc(void *p, size_t n) {
     return q;
 }
 
-static void list_append_all(list_node *from, list_node *to) {
-    while (!list_empty(from))
-        list_push_back(to, list_pop_front(from));
-}
-
 /* ---- the wire format (RESP), built in a reusable buffer ------------------------------ */
 
 static void wire_append(wire_buf *w, const char *s, size_t n) {
-    if (w->len + n > w->cap) {
-        size_t cap = w->cap ? w->cap : 512;
-        while (cap < w->len + n)
-            cap *= 2;
-        w->data = xrealloc(w->data, cap);
-        w->cap = cap;
-    }
+    w->data = buf_grow(w->data, &w->cap, w->len + n);
     memcpy(w->data + w->len, s, n);
     w->len += n;
 }
@@ -189,14 +179,6 @@ static void wire_done(wire_buf *w) {
     w->cap = 0;
 }
 
-/* Integral numbers below 2^53 go out as integers ("1001", not "1001.0"); others with 17
- * significant digits, which round-trips a double. */
-static size_t format_number(char *buf, size_t size, lua_Number x) {
-    if (x == floor(x) && fabs(x) < 9007199254740992.0)
-        return (size_t)snprintf(buf, size, "%lld", (long long)x);
-    return (size_t)snprintf(buf, size, "%.17g", x);
-}
-
 /* Appends the string or number at idx as one bulk string; -1 for any other type. */
 static int wire_lua_arg(wire_buf *w, lua_State *L, int idx) {
     if (lua_type(L, idx) == LUA_TSTRING) {
@@ -207,7 +189,7 @@ static int wire_lua_arg(wire_buf *w, lua_State *L, int idx) {
     }
     if (lua_type(L, idx) == LUA_TNUMBER) {
         char tmp[40];
-        wire_bulk(w, tmp, format_number(tmp, sizeof tmp, lua_tonumber(L, idx)));
+        wire_bulk(w, tmp, json_format_number(tmp, sizeof tmp, lua_tonumber(L, idx)));
         return 0;
     }
     return -1;
@@ -441,7 +423,7 @@ static void client_note_failure(redis_client *c, const char *err, int config, li
     c->outage = 1;
     if (c->starting) {
         c->starting = 0;
-        list_append_all(&c->waiting, held);
+        list_splice_tail(&c->waiting, held);
     }
 }
 
@@ -479,7 +461,7 @@ static void conn_answer_all(redis_conn *conn, const char *err, const char *req_m
     list_node lost, held;
     list_init(&lost);
     list_init(&held);
-    list_append_all(&conn->pending, &lost);
+    list_splice_tail(&conn->pending, &lost);
     for (list_node *n = lost.next; timeout && n != &lost; n = n->next)
         if (LIST_ENTRY(n, redis_req, link)->kind <= REQ_PIPELINE) c->timeouts++;
     client_note_failure(c, err, config, &held);
@@ -818,7 +800,7 @@ static redisAsyncContext *conn_close(redis_conn *conn, list_node *lost) {
     conn->ac = NULL;
     uv_timer_stop(&conn->timer);
     uv_close((uv_handle_t *)&conn->timer, conn_timer_closed);
-    list_append_all(&conn->pending, lost);
+    list_splice_tail(&conn->pending, lost);
     if (ac) ac->data = NULL;
     return ac;
 }
@@ -838,7 +820,7 @@ static void client_close(redis_client *c, const char *reason) {
         redisAsyncContext *ac = conn_close(&c->conns[i], &lost);
         if (ac) acs[nacs++] = ac;
     }
-    list_append_all(&c->waiting, &lost);
+    list_splice_tail(&c->waiting, &lost);
     char msg[160];
     snprintf(msg, sizeof msg, "%s", c->app->stopping ? "shutting down" : reason);
     reqs_fail(&lost, msg);
@@ -989,12 +971,7 @@ static void opt_set(lua_State *L, int arg, redis_opts *o, const char *key) {
     }
     for (const struct int_option *opt = INT_OPTIONS; opt->name; opt++) {
         if (strcmp(key, opt->name) != 0) continue;
-        lua_Number v = lua_tonumber(L, -1);
-        if (lua_type(L, -1) != LUA_TNUMBER || v != floor(v) || v < opt->min || v > opt->max)
-            luaL_argerror(L, arg,
-                          lua_pushfstring(L, "%s must be an integer in %d..%d", key, (int)opt->min,
-                                          (int)opt->max));
-        OPT_INT(o, opt) = (long long)v;
+        OPT_INT(o, opt) = vm_check_int_option(L, arg, key, opt->min, opt->max);
         return;
     }
     luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", key));
@@ -1212,14 +1189,7 @@ int redis_open(lua_State *L) {
                                        {"stats", l_client_stats},
                                        {"close", l_client_close},
                                        {NULL, NULL}};
-    luaL_newmetatable(L, CLIENT_MT);
-    lua_pushcfunction(L, l_client_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushvalue(L, -3);
-    luaL_setfuncs(L, methods, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    vm_class(L, CLIENT_MT, methods, NULL, l_client_gc);
     static const luaL_Reg fns[] = {{"call", l_call},
                                    {"pipeline", l_pipeline},
                                    {"new", l_new},

@@ -271,13 +271,7 @@ int reload_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"handlers", l_handlers}, {"reload", l_reload},
                                        {"stats", l_stats},       {"close", l_close},
                                        {NULL, NULL}};
-    luaL_newmetatable(L, LOADER_MT);
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    vm_class(L, LOADER_MT, methods, NULL, l_gc);
     lua_newtable(L);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_open, 1);

@@ -229,12 +229,36 @@ void sched_suspend(task_t *t, task_cancel_fn cancel, void *op) {
     t->cancel_op = op;
 }
 
+static void wait_timer_closed(uv_handle_t *h) { free(h); }
+
+static void wait_timer_stop(task_t *t) {
+    if (!t->wait_timer) return;
+    uv_close((uv_handle_t *)t->wait_timer, wait_timer_closed);
+    t->wait_timer = NULL;
+}
+
+static void wait_timer_fired(uv_timer_t *timer) {
+    task_t *t = timer->data;
+    if (t->cancel) t->cancel(t->cancel_op);
+    sched_resume_error(t, "timeout");
+}
+
+void sched_suspend_timeout(task_t *t, task_cancel_fn cancel, void *op, long long timeout_ms) {
+    sched_suspend(t, cancel, op);
+    if (timeout_ms < 0) return;
+    t->wait_timer = malloc(sizeof *t->wait_timer);
+    uv_timer_init(t->app->loop, t->wait_timer);
+    t->wait_timer->data = t;
+    uv_timer_start(t->wait_timer, wait_timer_fired, (uint64_t)timeout_ms, 0);
+}
+
 void sched_resume(task_t *t, int nargs) {
     if (!t->suspended || t->running) {
         log_error("internal: resume of a task that is not waiting (%s)", t->label);
         lua_pop(t->co, nargs);
         return;
     }
+    wait_timer_stop(t);
     t->suspended = 0;
     t->cancel = NULL;
     t->cancel_op = NULL;
@@ -250,6 +274,7 @@ void sched_resume_error(task_t *t, const char *err) {
 
 void sched_cancel(task_t *t) {
     if (t->running) return;
+    wait_timer_stop(t);
     if (t->suspended && t->cancel) t->cancel(t->cancel_op);
     t->suspended = 0;
     t->cancel = NULL;
@@ -270,23 +295,21 @@ typedef struct spawn_handle {
     int self_ref;      /* anchors the handle while the task runs */
     int result_ref;    /* table {ok, ...} once ended */
     task_t *waiter;
-    uv_timer_t *wait_timer;
 } spawn_handle;
 
-static void wait_timer_closed(uv_handle_t *h) { free(h); }
-
-static void wait_timer_stop(spawn_handle *h) {
-    if (!h->wait_timer) return;
-    uv_close((uv_handle_t *)h->wait_timer, wait_timer_closed);
-    h->wait_timer = NULL;
+int sched_pack(lua_State *L, int n) {
+    lua_createtable(L, n, 1);
+    lua_insert(L, -n - 1);
+    for (int i = n; i >= 1; i--) lua_rawseti(L, -i - 1, i);
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "n"); /* not lua_objlen when unpacking: values may be nil */
+    return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* Pushes the stored results of an ended task onto co: true, ... or false, err. L is the
- * main state (or co itself). */
-static int spawn_push_result(lua_State *L, spawn_handle *h, lua_State *co) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->result_ref);
+int sched_push_packed(lua_State *L, int ref, lua_State *co) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
     int tbl = lua_gettop(L);
-    lua_getfield(L, tbl, "n"); /* not lua_objlen: results may hold nils */
+    lua_getfield(L, tbl, "n");
     int n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     lua_checkstack(co, n + 1);
@@ -297,29 +320,24 @@ static int spawn_push_result(lua_State *L, spawn_handle *h, lua_State *co) {
     return n;
 }
 
+/* Stores the task's results as true, ... or false, err for wait(). */
 static int spawn_done(void *ud, task_t *t, int ok, int nres) {
     spawn_handle *h = ud;
     lua_State *L = t->app->L, *co = t->co;
     int n = ok ? nres : 1;
-    lua_createtable(L, n + 1, 0);
+    lua_checkstack(L, n + 2);
     lua_pushboolean(L, ok);
-    lua_rawseti(L, -2, 1);
-    lua_checkstack(L, 2);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++) { /* copies: the error stays on co for the log */
         lua_pushvalue(co, -n + i);
         lua_xmove(co, L, 1);
-        lua_rawseti(L, -2, i + 2);
     }
-    lua_pushinteger(L, n + 1);
-    lua_setfield(L, -2, "n");
-    h->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    h->result_ref = sched_pack(L, n + 1);
     h->task = NULL;
     int had_waiter = h->waiter != NULL;
     if (h->waiter) {
         task_t *w = h->waiter;
         h->waiter = NULL;
-        wait_timer_stop(h);
-        sched_resume(w, spawn_push_result(L, h, w->co));
+        sched_resume(w, sched_push_packed(L, h->result_ref, w->co));
     }
     luaL_unref(L, LUA_REGISTRYINDEX, h->self_ref);
     h->self_ref = LUA_NOREF;
@@ -345,35 +363,17 @@ static int l_spawn(lua_State *L) {
     return 1;
 }
 
-static void spawn_wait_cancel(void *op) {
-    spawn_handle *h = op;
-    h->waiter = NULL;
-    wait_timer_stop(h);
-}
-
-static void spawn_wait_timeout(uv_timer_t *timer) {
-    spawn_handle *h = timer->data;
-    task_t *w = h->waiter;
-    h->waiter = NULL;
-    wait_timer_stop(h);
-    if (w) sched_resume_error(w, "timeout");
-}
+static void spawn_wait_cancel(void *op) { ((spawn_handle *)op)->waiter = NULL; }
 
 static int l_spawn_wait(lua_State *L) {
     spawn_handle *h = luaL_checkudata(L, 1, SPAWN_MT);
     lua_Integer timeout = luaL_optinteger(L, 2, -1);
-    if (!h->task) return spawn_push_result(L, h, L);
+    if (!h->task) return sched_push_packed(L, h->result_ref, L);
     task_t *t = sched_need(L, "handle:wait");
     if (h->waiter) return luaL_error(L, "handle:wait: another coroutine is already waiting");
     if (h->task == t) return luaL_error(L, "handle:wait: a coroutine cannot wait for itself");
     h->waiter = t;
-    if (timeout >= 0) {
-        h->wait_timer = malloc(sizeof *h->wait_timer);
-        uv_timer_init(app_from(L)->loop, h->wait_timer);
-        h->wait_timer->data = h;
-        uv_timer_start(h->wait_timer, spawn_wait_timeout, (uint64_t)timeout, 0);
-    }
-    sched_suspend(t, spawn_wait_cancel, h);
+    sched_suspend_timeout(t, spawn_wait_cancel, h, timeout);
     return lua_yield(L, 0);
 }
 
@@ -392,17 +392,8 @@ static int l_spawn_gc(lua_State *L) {
 
 int sched_open(lua_State *L) {
     /* expects the app upvalue on top; leaves host.spawn's function on the stack */
-    luaL_newmetatable(L, SPAWN_MT);
-    lua_pushcfunction(L, l_spawn_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushvalue(L, -3);
-    lua_pushcclosure(L, l_spawn_wait, 1);
-    lua_setfield(L, -2, "wait");
-    lua_pushcfunction(L, l_spawn_done);
-    lua_setfield(L, -2, "done");
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {{"wait", l_spawn_wait}, {"done", l_spawn_done}, {NULL, NULL}};
+    vm_class(L, SPAWN_MT, methods, NULL, l_spawn_gc);
     lua_pushcclosure(L, l_spawn, 1);
     return 1;
 }

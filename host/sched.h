@@ -30,6 +30,7 @@ struct task {
     uint64_t id;
     task_cancel_fn cancel; /* set while suspended in a host operation */
     void *cancel_op;
+    uv_timer_t *wait_timer; /* the deadline of sched_suspend_timeout */
     task_done_fn done;
     void *done_ud;
     const char *label;
@@ -53,6 +54,10 @@ task_t *sched_need(lua_State *L, const char *fname);
 /* Marks t as waiting on op; cancel(op) is called if the task is cancelled meanwhile. */
 void sched_suspend(task_t *t, task_cancel_fn cancel, void *op);
 
+/* sched_suspend with a deadline (timeout_ms < 0: none): when it passes first, cancel(op)
+ * detaches the operation and the task resumes with nil, "timeout". */
+void sched_suspend_timeout(task_t *t, task_cancel_fn cancel, void *op, long long timeout_ms);
+
 /* Resumes a suspended task with nargs values already pushed onto t->co. */
 void sched_resume(task_t *t, int nargs);
 
@@ -63,6 +68,12 @@ void sched_resume_error(task_t *t, const char *err);
  * gets ok=0 with the message "cancelled" (not logged), and its coroutine is released. A
  * running task cannot be cancelled. */
 void sched_cancel(task_t *t);
+
+/* Packs the n values on top of L into a registry table {n=, ...} (popping them); returns
+ * its ref. sched_push_packed pushes them onto co (L: the main state, or co itself) and
+ * returns n. */
+int sched_pack(lua_State *L, int n);
+int sched_push_packed(lua_State *L, int ref, lua_State *co);
 
 void sched_init(struct app *app);
 

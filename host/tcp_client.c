@@ -23,7 +23,6 @@ typedef struct tcp_conn {
     struct app *app;
     uv_tcp_t handle;
     uv_timer_t timer;       /* the current read's (or connect's) timeout */
-    uv_timer_t wtimer;      /* the current send's timeout */
     uv_connect_t connect_req;
     char *buf;
     size_t len, cap, max_buffer;
@@ -32,13 +31,12 @@ typedef struct tcp_conn {
     int open_handles;
     /* one pending read (or connect) and one pending send, each with its timeout */
     task_t *waiter;
-    task_t *writer;
     enum read_mode mode;
     size_t want;            /* bytes for READ_SOME/EXACT */
     char *delim;
     size_t delim_len;
     int writes_pending;
-    struct write_req *pending_write; /* the send the waiter waits for */
+    struct write_req *pending_write; /* the send a task waits for (its task: the writer) */
     int connect_ref;        /* the Lua object, anchored until the connect completes */
     tcp_ud *ud;
     int timeout_ms;
@@ -104,20 +102,7 @@ static void wait_begin(lua_State *L, tcp_conn *c, task_t *t, int timeout_ms) {
     sched_suspend(t, wait_cancel, c);
 }
 
-static void write_wait_end(tcp_conn *c) {
-    c->writer = NULL;
-    detach_write(c);
-    uv_timer_stop(&c->wtimer);
-}
-
-static void write_wait_cancel(void *op) { write_wait_end(op); }
-
-static void write_timeout(uv_timer_t *t) {
-    tcp_conn *c = t->data;
-    task_t *w = c->writer;
-    write_wait_end(c);
-    if (w) sched_resume_error(w, "timeout");
-}
+static void write_wait_cancel(void *op) { detach_write(op); }
 
 static void buf_consume(tcp_conn *c, size_t n) {
     memmove(c->buf, c->buf + n, c->len - n);
@@ -252,13 +237,12 @@ static void conn_close(tcp_conn *c) {
     if (c->closing) return;
     c->closing = 1;
     track_del(&c->track);
-    task_t *w = c->waiter, *wr = c->writer;
+    task_t *w = c->waiter, *wr = c->pending_write ? c->pending_write->task : NULL;
     if (w) wait_end(c);
-    if (wr) write_wait_end(c);
+    detach_write(c);
     unref_connect(c);
     uv_close((uv_handle_t *)&c->handle, handle_closed);
     uv_close((uv_handle_t *)&c->timer, handle_closed);
-    uv_close((uv_handle_t *)&c->wtimer, handle_closed);
     if (w) sched_resume_error(w, "closed");
     if (wr) sched_resume_error(wr, "closed");
 }
@@ -283,20 +267,12 @@ static void on_connect(uv_connect_t *req, int status) {
     if (w) sched_resume(w, 1);
 }
 
-static int opt_int(lua_State *L, int idx, const char *k, int def) {
-    if (!lua_istable(L, idx)) return def;
-    lua_getfield(L, idx, k);
-    int v = (int)luaL_optinteger(L, -1, def);
-    lua_pop(L, 1);
-    return v;
-}
-
 /* connect(host, port, {timeout_ms=, max_buffer=}?) -> conn | nil, err   (yields) */
 static int l_connect(lua_State *L) {
     struct app *app = app_from(L);
     const char *host = luaL_checkstring(L, 1);
     int port = (int)luaL_checkinteger(L, 2);
-    int timeout = opt_int(L, 3, "timeout_ms", DEFAULT_TIMEOUT_MS);
+    int timeout = (int)vm_opt_int(L, 3, "timeout_ms", DEFAULT_TIMEOUT_MS);
     task_t *t = sched_need(L, "host.tcp.connect");
     if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
     struct sockaddr_in a4;
@@ -310,13 +286,12 @@ static int l_connect(lua_State *L) {
         return luaL_argerror(L, 1, "expected an IP address or localhost");
     tcp_conn *c = calloc(1, sizeof *c);
     c->app = app;
-    c->timeout_ms = opt_int(L, 3, "read_timeout_ms", timeout);
-    c->max_buffer = (size_t)opt_int(L, 3, "max_buffer", DEFAULT_MAX_BUFFER);
+    c->timeout_ms = (int)vm_opt_int(L, 3, "read_timeout_ms", timeout);
+    c->max_buffer = (size_t)vm_opt_int(L, 3, "max_buffer", DEFAULT_MAX_BUFFER);
     uv_tcp_init(app->loop, &c->handle);
     uv_timer_init(app->loop, &c->timer);
-    uv_timer_init(app->loop, &c->wtimer);
-    c->handle.data = c->timer.data = c->wtimer.data = c->connect_req.data = c;
-    c->open_handles = 3;
+    c->handle.data = c->timer.data = c->connect_req.data = c;
+    c->open_handles = 2;
     c->connect_ref = LUA_NOREF;
     uv_tcp_nodelay(&c->handle, 1);
     tcp_ud *u = lua_newuserdata(L, sizeof *u);
@@ -353,7 +328,6 @@ static void on_write(uv_write_t *req, int status) {
     c->writes_pending--;
     if (c->pending_write == w) c->pending_write = NULL;
     free(w);
-    if (t) write_wait_end(c);
     if (t && status == 0) {
         lua_pushboolean(t->co, 1);
         sched_resume(t, 1);
@@ -374,7 +348,7 @@ static int l_send(lua_State *L) {
         lua_pushstring(L, c->error ? uv_strerror(c->error) : "not connected");
         return 2;
     }
-    if (c->writer) return luaL_error(L, "conn:send: another send is pending");
+    if (c->pending_write) return luaL_error(L, "conn:send: another send is pending");
     write_req *w = malloc(sizeof *w + (len ? len : 1));
     memcpy(w->data, data, len);
     w->c = c;
@@ -389,10 +363,7 @@ static int l_send(lua_State *L) {
     }
     c->writes_pending++;
     c->pending_write = w;
-    /* the timeout bounds a peer that never reads */
-    c->writer = t;
-    uv_timer_start(&c->wtimer, write_timeout, (uint64_t)c->timeout_ms, 0);
-    sched_suspend(t, write_wait_cancel, c);
+    sched_suspend_timeout(t, write_wait_cancel, c, c->timeout_ms); /* a peer that never reads */
     return lua_yield(L, 0);
 }
 
@@ -458,18 +429,9 @@ static int l_read_frame(lua_State *L) {
 
 /* conn:send_frame(msg_id, body) -> true | nil, err */
 static int l_send_frame(lua_State *L) {
-    lua_Integer id = luaL_checkinteger(L, 2);
-    size_t len;
-    luaL_checklstring(L, 3, &len);
-    luaL_argcheck(L, id >= 0 && id <= 65535, 2, "must be 0..65535");
-    luaL_argcheck(L, len <= FRAME_MAX_BODY, 3, "body longer than 65535 bytes");
-    uint8_t head[FRAME_HEADER];
-    frame_header(head, (uint16_t)id, (uint16_t)len);
-    lua_settop(L, 3);
-    lua_pushlstring(L, (const char *)head, FRAME_HEADER);
-    lua_insert(L, 3);
-    lua_concat(L, 2);
-    lua_remove(L, 2);
+    frame_push_encoded(L, 2, 3);
+    lua_replace(L, 2);
+    lua_settop(L, 2);
     return l_send(L);
 }
 
@@ -513,13 +475,7 @@ int tcp_client_open(lua_State *L) {
         {"read_until", l_read_until}, {"read_all", l_read_all}, {"shutdown", l_shutdown},
         {"close", l_close},       {"closed", l_closed}, {"read_frame", l_read_frame},
         {"send_frame", l_send_frame}, {NULL, NULL}};
-    luaL_newmetatable(L, CONN_MT);
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    vm_class(L, CONN_MT, methods, NULL, l_gc);
     lua_newtable(L);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_connect, 1);

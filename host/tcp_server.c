@@ -19,6 +19,7 @@
 #include "sched.h"
 #include <sodium.h>
 
+#include "buf.h"
 #include "listen.h"
 
 #define SESSION_MT "chathost.session"
@@ -87,9 +88,8 @@ struct chat_server {
     uv_timer_t sweep;
     int port;
     char name[32];
-    int handlers_ref, decode_ref, encode_ref, by_uid_ref;
+    int handlers_ref, decode_ref, by_uid_ref;
     int messages_ref;       /* the current generation's messages table, cached */
-    int encode_static_ref;  /* json_encode_static as a Lua function (made once) */
     unsigned messages_epoch;
     size_t max_body, queue_bytes;
     unsigned queue_frames;
@@ -114,12 +114,7 @@ static void session_read_start(session *s);
 /* ---- sending ------------------------------------------------------------------------- */
 
 static void buf_add(out_buf *b, const void *data, size_t n) {
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 512;
-        while (cap < b->len + n) cap *= 2;
-        b->data = realloc(b->data, cap);
-        b->cap = cap;
-    }
+    b->data = buf_grow(b->data, &b->cap, b->len + n);
     memcpy(b->data + b->len, data, n);
     b->len += n;
 }
@@ -201,12 +196,11 @@ static session *check_session(lua_State *L, int idx) {
 }
 
 /* Encodes the value at idx (a table or a string) as the body; NULL + message on failure. */
-static const char *encode_body(lua_State *L, chat_server *srv, int idx, size_t *len) {
+static const char *encode_body(lua_State *L, int idx, size_t *len) {
     if (lua_type(L, idx) == LUA_TSTRING) return lua_tolstring(L, idx, len);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->encode_ref);
-    lua_pushvalue(L, idx);
-    lua_call(L, 1, 1); /* an unencodable value is the script's bug: it raises */
-    return lua_tolstring(L, -1, len);
+    const char *body = json_encode_pcall(L, idx, len);
+    if (!body) lua_error(L); /* an unencodable value is the script's bug: it raises */
+    return body;
 }
 
 /* session:send(msg_id, tbl|string) -> true | nil, "closed" | "too large" | "queue full" */
@@ -222,7 +216,7 @@ static int l_send(lua_State *L) {
         return 2;
     }
     size_t len;
-    const char *body = encode_body(L, s->srv, 3, &len);
+    const char *body = encode_body(L, 3, &len);
     if (len > FRAME_MAX_BODY) {
         log_error("chat: frame %d for uid %.0f is %zu bytes, above 65535: not sent", (int)id,
                   s->uid, len);
@@ -309,9 +303,7 @@ static int l_unbind(lua_State *L) {
 static int l_session_index(lua_State *L) {
     session *s = check_session(L, 1);
     const char *k = luaL_checkstring(L, 2);
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "methods");
-    lua_getfield(L, -1, k);
+    vm_method(L);
     if (!lua_isnil(L, -1)) return 1;
     if (!s) return 0;
     if (strcmp(k, "uid") == 0) {
@@ -444,16 +436,14 @@ static void reply_error(session *s, uint16_t id, const char *body) {
 /* Sends the table at idx as the reply to frame id (id + 1), encoded straight into the
  * session's queue (no Lua string). */
 static void send_reply(session *s, lua_State *co, uint16_t id, int idx) {
-    lua_rawgeti(co, LUA_REGISTRYINDEX, s->srv->encode_static_ref);
-    lua_pushvalue(co, idx);
-    if (lua_pcall(co, 1, 0, 0) != 0) {
+    size_t len;
+    const char *body = json_encode_pcall(co, idx, &len);
+    if (!body) {
         log_error("chat: reply to %d cannot be encoded: %s", id, lua_tostring(co, -1));
         lua_pop(co, 1);
         reply_error(s, id, "{\"error\":1019}");
         return;
     }
-    size_t len;
-    const char *body = json_static_result(&len);
     if (len > FRAME_MAX_BODY) {
         log_error("chat: reply to %d is %zu bytes, above 65535: not sent", id, len);
         reply_error(s, id, "{\"error\":1019}");
@@ -631,14 +621,24 @@ static size_t take_frames(session *s, const uint8_t *data, size_t len) {
 
 static void keep_partial(session *s, const uint8_t *data, size_t len) {
     if (len == 0) return;
-    if (s->part_len + len > s->part_cap) {
-        size_t cap = s->part_cap ? s->part_cap : 256;
-        while (cap < s->part_len + len) cap *= 2;
-        s->part = realloc(s->part, cap);
-        s->part_cap = cap;
-    }
+    s->part = buf_grow(s->part, &s->part_cap, s->part_len + len);
     memmove(s->part + s->part_len, data, len);
     s->part_len += len;
+}
+
+/* How many of the len bytes at data the frame begun in s->part still lacks (all of them
+ * when they do not complete it). A header announcing a body over the limit needs no body:
+ * the header alone gets its answer. */
+static size_t part_missing(session *s, const uint8_t *data, size_t len) {
+    uint8_t head[FRAME_HEADER];
+    size_t have = s->part_len < FRAME_HEADER ? s->part_len : FRAME_HEADER;
+    memcpy(head, s->part, have);
+    if (FRAME_HEADER - have > len) return len;
+    memcpy(head + have, data, FRAME_HEADER - have);
+    size_t body = (size_t)head[2] << 8 | head[3];
+    size_t total = FRAME_HEADER + (body > s->srv->max_body ? 0 : body);
+    size_t need = total - s->part_len;
+    return need < len ? need : len;
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
@@ -651,16 +651,15 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
     s->last_recv = uv_now(s->srv->app->loop);
     const uint8_t *data = (const uint8_t *)b->base;
     size_t len = (size_t)n;
-    if (s->part_len > 0) { /* complete the pending frame first, then parse from it */
-        keep_partial(s, data, len);
-        size_t used = take_frames(s, s->part, s->part_len);
-        if (s->state == S_CLOSED || used >= s->part_len) {
+    if (s->part_len > 0) { /* complete the pending frame (copying only its bytes) first */
+        size_t take = part_missing(s, data, len);
+        keep_partial(s, data, take);
+        data += take;
+        len -= take;
+        if (take_frames(s, s->part, s->part_len) == s->part_len || s->state != S_OPEN)
             s->part_len = 0;
-        } else {
-            memmove(s->part, s->part + used, s->part_len - used);
-            s->part_len -= used;
-        }
-    } else {
+    }
+    if (s->part_len == 0 && s->state == S_OPEN) { /* the rest: whole frames, then a tail */
         size_t used = take_frames(s, data, len);
         if (s->state == S_OPEN) keep_partial(s, data + used, len - used);
     }
@@ -678,23 +677,6 @@ static void session_read_start(session *s) {
 }
 
 /* ---- accepting ------------------------------------------------------------------------- */
-
-static void peer_name(session *s) {
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    s->peer[0] = '\0';
-    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) != 0) return;
-    char ip[40] = "";
-    int port = 0;
-    if (ss.ss_family == AF_INET) {
-        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-    snprintf(s->peer, sizeof s->peer, "%s:%d", ip, port);
-}
 
 static void refuse_closed(uv_handle_t *h) { free(h); }
 
@@ -725,7 +707,7 @@ static void on_connection(uv_stream_t *l, int status) {
     }
     uv_tcp_nodelay(&s->tcp, 1);
     snprintf(s->id, sizeof s->id, "%s-%llx", srv->id_prefix, (unsigned long long)++srv->next_id);
-    peer_name(s);
+    tcp_peer_str(&s->tcp, s->peer, sizeof s->peer, 1);
     s->last_recv = uv_now(srv->app->loop);
     session_ud *u = lua_newuserdata(L, sizeof *u);
     u->s = s;
@@ -765,10 +747,8 @@ static void server_maybe_free(chat_server *srv) {
     lua_State *L = srv->app->L;
     luaL_unref(L, LUA_REGISTRYINDEX, srv->handlers_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->decode_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, srv->encode_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->by_uid_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, srv->encode_static_ref);
     if (current == srv) current = NULL;
     free(srv);
 }
@@ -795,13 +775,6 @@ static void server_close(chat_server *srv) {
 }
 
 static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, chat_server, track)); }
-
-static lua_Integer opt_field(lua_State *L, const char *k, lua_Integer def) {
-    lua_getfield(L, 1, k);
-    lua_Integer v = luaL_optinteger(L, -1, def);
-    lua_pop(L, 1);
-    return v;
-}
 
 static int ref_json(lua_State *L, const char *fn) {
     lua_getglobal(L, "package");
@@ -833,13 +806,13 @@ static int l_serve(lua_State *L) {
     chat_server *srv = calloc(1, sizeof *srv);
     srv->app = app;
     srv->port = port;
-    srv->max_body = (size_t)opt_field(L, "max_body_bytes", 8192);
+    srv->max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 8192);
     if (srv->max_body > FRAME_MAX_BODY) srv->max_body = FRAME_MAX_BODY;
-    srv->queue_bytes = (size_t)opt_field(L, "send_queue_bytes", 1 << 20);
-    srv->queue_frames = (unsigned)opt_field(L, "send_queue_frames", 1000);
-    srv->idle_ms = (uint64_t)opt_field(L, "idle_timeout_ms", 60000);
-    srv->handler_ms = (uint64_t)opt_field(L, "handler_timeout_ms", 30000);
-    srv->max_connections = (int)opt_field(L, "max_connections", 200000);
+    srv->queue_bytes = (size_t)vm_opt_int(L, 1, "send_queue_bytes", 1 << 20);
+    srv->queue_frames = (unsigned)vm_opt_int(L, 1, "send_queue_frames", 1000);
+    srv->idle_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
+    srv->handler_ms = (uint64_t)vm_opt_int(L, 1, "handler_timeout_ms", 30000);
+    srv->max_connections = (int)vm_opt_int(L, 1, "max_connections", 200000);
     lua_getfield(L, 1, "name");
     snprintf(srv->name, sizeof srv->name, "%s", luaL_optstring(L, -1, "chat"));
     lua_pop(L, 1);
@@ -848,8 +821,7 @@ static int l_serve(lua_State *L) {
     srv->listener.data = srv;
     srv->open_handles = 1;
     srv->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    srv->messages_ref = srv->encode_static_ref = srv->decode_ref = LUA_NOREF;
-    srv->encode_ref = srv->by_uid_ref = LUA_NOREF;
+    srv->messages_ref = srv->decode_ref = srv->by_uid_ref = LUA_NOREF;
     int rc = listen_start(&srv->listener, fd, 4096, on_connection);
     if (rc != 0) {
         srv->closing = 1;
@@ -858,10 +830,7 @@ static int l_serve(lua_State *L) {
         lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
         return 2;
     }
-    lua_pushcfunction(L, json_encode_static);
-    srv->encode_static_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     srv->decode_ref = ref_json(L, "decode");
-    srv->encode_ref = ref_json(L, "encode");
     lua_newtable(L);
     srv->by_uid_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     unsigned char rnd[8];
@@ -899,12 +868,7 @@ static int l_server_index(lua_State *L) {
         lua_pushinteger(L, u->srv->port);
         return 1;
     }
-    if (strcmp(k, "close") == 0) {
-        lua_getmetatable(L, 1);
-        lua_getfield(L, -1, "close_fn");
-        return 1;
-    }
-    return 0;
+    return vm_method(L);
 }
 
 static int l_server_close(lua_State *L) {
@@ -960,25 +924,13 @@ static int l_sessions_list(lua_State *L) {
 int tcp_server_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"send", l_send}, {"close", l_close}, {"bind", l_bind},
                                        {"unbind", l_unbind}, {NULL, NULL}};
-    luaL_newmetatable(L, SESSION_MT);
-    lua_pushcfunction(L, l_session_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_session_gc);
-    lua_setfield(L, -2, "__gc");
+    static const luaL_Reg server_methods[] = {{"close", l_server_close}, {NULL, NULL}};
+    vm_class(L, SESSION_MT, methods, l_session_index, l_session_gc);
+    luaL_getmetatable(L, SESSION_MT);
     lua_pushcfunction(L, l_session_tostring);
     lua_setfield(L, -2, "__tostring");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "methods");
     lua_pop(L, 1);
-    luaL_newmetatable(L, SERVER_MT);
-    lua_pushcfunction(L, l_server_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_server_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_server_close);
-    lua_setfield(L, -2, "close_fn");
-    lua_pop(L, 1);
+    vm_class(L, SERVER_MT, server_methods, l_server_index, l_server_gc);
     lua_newtable(L);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_serve, 1);

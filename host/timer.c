@@ -149,14 +149,8 @@ static int l_monotonic(lua_State *L) {
 
 int timer_open(lua_State *L) {
     /* app upvalue on top of the stack; leaves the host.timer table */
-    luaL_newmetatable(L, EVERY_MT);
-    lua_pushcfunction(L, l_every_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushcfunction(L, l_every_stop);
-    lua_setfield(L, -2, "stop");
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {{"stop", l_every_stop}, {NULL, NULL}};
+    vm_class(L, EVERY_MT, methods, NULL, l_every_gc);
     static const luaL_Reg fns[] = {
         {"sleep", l_sleep}, {"every", l_every}, {"now", l_now}, {"monotonic", l_monotonic},
         {NULL, NULL}};

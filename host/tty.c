@@ -25,7 +25,7 @@ typedef struct tty_state {
     char line[LINE_MAX_BYTES];
     size_t len;
     char prompt[256];
-    int hidden, prompting;
+    int hidden;
     task_t *waiter;
     char *queue[QUEUE_MAX];   /* lines typed while nobody was reading */
     int qhead, qlen;
@@ -47,7 +47,7 @@ static void outs(const char *s) { out(s, strlen(s)); }
 
 /* Redraws the prompt and the line typed so far (masked when hidden). */
 static void redraw(void) {
-    if (!tty.is_tty || !tty.prompting) return;
+    if (!tty.is_tty || !tty.waiter) return; /* a prompt shows while a line is awaited */
     outs("\r\x1b[K");
     outs(tty.prompt);
     if (tty.hidden) {
@@ -58,11 +58,16 @@ static void redraw(void) {
     }
 }
 
+/* The task waiting for a line, which stops waiting (NULL when none). */
+static task_t *take_waiter(void) {
+    task_t *t = tty.waiter;
+    tty.waiter = NULL;
+    return t;
+}
+
 static void deliver(char *line) {
     if (tty.waiter) {
-        task_t *t = tty.waiter;
-        tty.waiter = NULL;
-        tty.prompting = 0;
+        task_t *t = take_waiter();
         lua_pushstring(t->co, line);
         free(line);
         sched_resume(t, 1);
@@ -81,9 +86,7 @@ static void end_input(const char *why) {
         tty.eof = 1;
         return;
     }
-    task_t *t = tty.waiter;
-    tty.waiter = NULL;
-    tty.prompting = 0;
+    task_t *t = take_waiter();
     if (tty.is_tty) outs("\r\n");
     sched_resume_error(t, why);
 }
@@ -170,10 +173,7 @@ static int tty_open(struct app *app) {
     return 0;
 }
 
-static void waiter_cancel(void *op) {
-    tty.waiter = NULL;
-    tty.prompting = 0;
-}
+static void waiter_cancel(void *op) { take_waiter(); }
 
 /* read_line{prompt=?, hidden=?} -> line | nil, "eof" | "interrupted" */
 static int l_read_line(lua_State *L) {
@@ -204,7 +204,6 @@ static int l_read_line(lua_State *L) {
     }
     snprintf(tty.prompt, sizeof tty.prompt, "%s", prompt);
     tty.hidden = hidden;
-    tty.prompting = 1;
     tty.waiter = t;
     if (tty.is_tty) redraw();
     else if (prompt[0]) outs(prompt);
@@ -216,7 +215,7 @@ static int l_read_line(lua_State *L) {
 static int l_print(lua_State *L) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    if (tty.is_tty && tty.prompting) outs("\r\x1b[K");
+    if (tty.is_tty && tty.waiter) outs("\r\x1b[K");
     for (size_t i = 0; i < n; i++) { /* raw mode: \n alone does not return the carriage */
         if (s[i] == '\n' && tty.is_tty) out("\r\n", 2);
         else out(s + i, 1);
@@ -233,9 +232,7 @@ static int l_cancel(lua_State *L) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    task_t *t = tty.waiter;
-    tty.waiter = NULL;
-    tty.prompting = 0;
+    task_t *t = take_waiter();
     tty.len = 0;
     if (tty.is_tty) outs("\r\x1b[K");
     sched_resume_error(t, "cancelled");
@@ -255,16 +252,9 @@ void tty_shutdown(struct app *app) {
     if (!tty.opened) return;
     tty.opened = 0;
     tty.eof = 1; /* later reads end at once: the input is closed */
-    if (tty.waiter) { /* a coroutine waiting for a line learns the input is closed */
-        task_t *t = tty.waiter;
-        tty.waiter = NULL;
-        tty.prompting = 0;
-        sched_resume_error(t, "closed");
-    }
-    if (tty.is_tty) {
-        redraw();
-        uv_tty_reset_mode();
-    }
+    if (tty.waiter) /* a coroutine waiting for a line learns the input is closed */
+        sched_resume_error(take_waiter(), "closed");
+    if (tty.is_tty) uv_tty_reset_mode();
     if (!uv_is_closing((uv_handle_t *)tty.in)) uv_close((uv_handle_t *)tty.in, tty_closed);
 }
 

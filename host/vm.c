@@ -2,6 +2,7 @@
  * in its own file and is attached here; embedded Lua modules (the files in host/lua, compiled into
  * the binary) are reachable as require "chathost.<name>". */
 #include <lauxlib.h>
+#include <math.h>
 #include <lua-cjson.h>
 #include <lualib.h>
 #include <string.h>
@@ -134,26 +135,50 @@ static void attach(lua_State *L, struct app *app, const char *name, lua_CFunctio
     lua_pop(L, 1);
 }
 
-/* luaopen-style wrappers: each sub-module's open expects the app on top of the stack. */
-#define WRAP(fn)                                                      \
-    static int wrap_##fn(lua_State *L) { return fn(L); }
-WRAP(timer_open)
-WRAP(crypto_open)
-WRAP(redis_open)
-WRAP(db_open)
-WRAP(proc_open)
-WRAP(reload_open)
-WRAP(fs_open)
-WRAP(grpc_open)
-WRAP(mail_open)
-WRAP(tcp_client_open)
-WRAP(http_server_open)
-WRAP(metrics_open)
-WRAP(tcp_server_open)
-WRAP(tty_open_lua)
-static int open_promise(lua_State *L) { return promise_open(L); }
+void vm_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction index,
+              lua_CFunction gc) {
+    int app = lua_gettop(L);
+    luaL_newmetatable(L, name);
+    if (gc) {
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_newtable(L);
+    lua_pushvalue(L, app);
+    luaL_setfuncs(L, methods, 1);
+    if (index) {
+        lua_setfield(L, -2, "methods");
+        lua_pushcfunction(L, index);
+    }
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
 
-static int open_spawn(lua_State *L) { return sched_open(L); }
+lua_Integer vm_opt_int(lua_State *L, int idx, const char *k, lua_Integer def) {
+    if (!lua_istable(L, idx)) return def;
+    lua_getfield(L, idx, k);
+    lua_Integer v = luaL_optinteger(L, -1, def);
+    lua_pop(L, 1);
+    return v;
+}
+
+long long vm_check_int_option(lua_State *L, int arg, const char *name, long long min,
+                              long long max) {
+    lua_Number v = lua_tonumber(L, -1);
+    if (lua_type(L, -1) != LUA_TNUMBER || v != floor(v) || v < (lua_Number)min ||
+        v > (lua_Number)max)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be an integer in %f..%f", name,
+                                              (lua_Number)min, (lua_Number)max));
+    return (long long)v;
+}
+
+int vm_method(lua_State *L) {
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, "methods");
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
+}
 
 /* host.stats() -> {tasks_alive=, tasks_started=} */
 static int l_stats(lua_State *L) {
@@ -168,27 +193,27 @@ static int l_stats(lua_State *L) {
 
 static void build_host_table(lua_State *L, struct app *app) {
     lua_newtable(L);
-    attach(L, app, "spawn", open_spawn);
-    attach(L, app, "timer", wrap_timer_open);
-    attach(L, app, "crypto", wrap_crypto_open);
-    attach(L, app, "redis", wrap_redis_open);
-    attach(L, app, "db", wrap_db_open);
-    attach(L, app, "proc", wrap_proc_open);
-    attach(L, app, "scripts", wrap_reload_open);
-    attach(L, app, "fs", wrap_fs_open);
-    attach(L, app, "grpc", wrap_grpc_open);
-    attach(L, app, "mail", wrap_mail_open);
-    attach(L, app, "tcp", wrap_tcp_client_open);
-    attach(L, app, "http", wrap_http_server_open);
-    attach(L, app, "metrics", wrap_metrics_open);
-    attach(L, app, "promise", open_promise);
+    attach(L, app, "spawn", sched_open);
+    attach(L, app, "timer", timer_open);
+    attach(L, app, "crypto", crypto_open);
+    attach(L, app, "redis", redis_open);
+    attach(L, app, "db", db_open);
+    attach(L, app, "proc", proc_open);
+    attach(L, app, "scripts", reload_open);
+    attach(L, app, "fs", fs_open);
+    attach(L, app, "grpc", grpc_open);
+    attach(L, app, "mail", mail_open);
+    attach(L, app, "tcp", tcp_client_open);
+    attach(L, app, "http", http_server_open);
+    attach(L, app, "metrics", metrics_open);
+    attach(L, app, "promise", promise_open);
     lua_getfield(L, -1, "http");
     lua_pushlightuserdata(L, app);
     http_client_open(L);
     lua_setfield(L, -3, "request");
     lua_pop(L, 2);
-    attach(L, app, "chat", wrap_tcp_server_open);
-    attach(L, app, "tty", wrap_tty_open_lua);
+    attach(L, app, "chat", tcp_server_open);
+    attach(L, app, "tty", tty_open_lua);
     frame_open(L);
     lua_setfield(L, -2, "frame");
     sessions_open(L);

@@ -121,6 +121,35 @@ describe("chat server", function()
         c:close()
     end)
 
+    it("completes a frame split across reads, then takes the whole frames behind it", function()
+        local c = assert(chat_client.connect(port))
+        local f = {}
+        for i = 1, 4 do f[i] = host.frame.encode(100, ('{"x":%d,"pad":"%s"}'):format(i, ("p"):rep(i * 50))) end
+        -- a header cut in two; then the rest of frame 1, frame 2 and half of frame 3 in one
+        -- write; then the rest of frame 3 and frame 4
+        local all = table.concat(f)
+        local cut1, cut2 = 2, #f[1] + #f[2] + 20
+        assert(c:send_raw(all:sub(1, cut1)))
+        host.timer.sleep(20)
+        assert(c:send_raw(all:sub(cut1 + 1, cut2)))
+        host.timer.sleep(20)
+        assert(c:send_raw(all:sub(cut2 + 1)))
+        for i = 1, 4 do assert.equal(i, assert(c:wait_push(101)).echo) end
+        c:close()
+    end)
+
+    it("answers a too-large header that arrives in two pieces with 1016", function()
+        local c = assert(chat_client.connect(port))
+        local h = header(100, 65535)
+        assert(c:send_raw(h:sub(1, 3)))
+        host.timer.sleep(20)
+        assert(c:send_raw(h:sub(4) .. ("z"):rep(100)))
+        local id, body = c:read_frame()
+        assert.equal(101, id)
+        assert.same({ error = 1016, field = "body_len" }, body)
+        c:close()
+    end)
+
     it("binds uids: the index finds the session, a second bind returns the first", function()
         local a = assert(chat_client.connect(port))
         local b = assert(chat_client.connect(port))

@@ -234,7 +234,7 @@ describe("host.redis", function()
 
         it("rejects bad options", function()
             assert.has_error(function() redis.new({ host = "redis.example.com" }) end, "IPv4")
-            assert.has_error(function() redis.new({ port = 0 }) end, "port")
+            assert.has_error(function() redis.new({ port = 0 }) end, "port must be an integer in 1..65535")
             assert.has_error(function() redis.new({ pool_size = 1.5 }) end, "pool_size")
             assert.has_error(function() redis.new({ passwrd = "x" }) end,
                 "unknown option 'passwrd'")

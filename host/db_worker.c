@@ -15,6 +15,7 @@
 
 #define EXACT_INT_LIMIT (1LL << 53) /* beyond it a double loses integers: sent as a string */
 #define MIN_COLUMN_BUFFER 64
+#define MAX_COLUMN_BUFFER 65536 /* TEXT fits; longer values take a second fetch */
 
 typedef struct db_stmt {
     list_node link;
@@ -129,8 +130,6 @@ static MYSQL_STMT *stmt_prepare(db_worker *w, db_job *j) {
         fail_conn(w, j);
         return NULL;
     }
-    my_bool on = 1; /* fills max_length on store_result: buffers big enough for every value */
-    mysql_stmt_attr_set(st, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
     if (mysql_stmt_prepare(st, j->sql, j->sql_len) != 0) {
         fail_stmt(w, j, st);
         mysql_stmt_close(st);
@@ -309,7 +308,11 @@ static void bind_column(MYSQL_BIND *b, column *c, const MYSQL_FIELD *f) {
         b->buffer_type = MYSQL_TYPE_DOUBLE;
         b->buffer = &c->d;
     } else {
-        size_t size = f->max_length > MIN_COLUMN_BUFFER ? f->max_length : MIN_COLUMN_BUFFER;
+        /* the column's declared length (rows are not buffered, so the longest value is not
+         * known); a longer value (MEDIUMTEXT and beyond) is fetched again whole */
+        size_t size = f->length < MIN_COLUMN_BUFFER   ? MIN_COLUMN_BUFFER
+                      : f->length > MAX_COLUMN_BUFFER ? MAX_COLUMN_BUFFER
+                                                      : f->length;
         c->buf = malloc(size);
         b->buffer_type = MYSQL_TYPE_STRING;
         b->buffer = c->buf;
@@ -317,7 +320,7 @@ static void bind_column(MYSQL_BIND *b, column *c, const MYSQL_FIELD *f) {
     }
 }
 
-/* A value longer than its buffer (max_length was not enough): fetched again whole. */
+/* A value longer than its buffer: fetched again whole. */
 static int put_truncated(db_job *j, MYSQL_STMT *st, column *c, unsigned idx) {
     MYSQL_BIND b;
     memset(&b, 0, sizeof b);
@@ -336,14 +339,8 @@ static int put_truncated(db_job *j, MYSQL_STMT *st, column *c, unsigned idx) {
     return rc ? -1 : 0;
 }
 
+/* Appends a row; fails the job once the result passes mysql.max_result_bytes. */
 static int put_row(db_worker *w, db_job *j, MYSQL_STMT *st, column *cols, unsigned n) {
-    if (j->result.len > w->pool->cfg.max_result_bytes) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "result set larger than mysql.max_result_bytes (%zu): use LIMIT",
-                 w->pool->cfg.max_result_bytes);
-        job_fail(j, 0, "", msg);
-        return -1;
-    }
     for (unsigned i = 0; i < n; i++) {
         column *c = &cols[i];
         if (c->is_null)
@@ -358,6 +355,13 @@ static int put_row(db_worker *w, db_job *j, MYSQL_STMT *st, column *cols, unsign
             buf_string(&j->result, c->buf, c->len);
     }
     j->nrows++;
+    if (j->result.len > w->pool->cfg.max_result_bytes) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "result set larger than mysql.max_result_bytes (%zu): use LIMIT",
+                 w->pool->cfg.max_result_bytes);
+        job_fail(j, 0, "", msg);
+        return -1;
+    }
     return 0;
 }
 
@@ -391,22 +395,20 @@ static int fetch_rows(db_worker *w, db_job *j, MYSQL_STMT *st, MYSQL_RES *meta) 
     return rc;
 }
 
-/* Buffers the result set, converts it for a query (an exec discards it), and drains any
- * further result sets (CALL) so the connection stays in sync. */
+/* Converts the first result set for a query, row by row as it arrives (not buffered by
+ * the client library first: mysql.max_result_bytes bounds what a query holds), and
+ * discards the rest, also the further result sets of a CALL and those after a failure, so
+ * the connection stays in sync. */
 static int read_results(db_worker *w, db_job *j, MYSQL_STMT *st) {
     int rc = 0;
     do {
         MYSQL_RES *meta = mysql_stmt_result_metadata(st);
         if (!meta) continue;
-        if (mysql_stmt_store_result(st) != 0) {
-            fail_stmt(w, j, st);
-            rc = -1;
-        } else if (j->kind == DB_JOB_QUERY && j->result.len == 0) {
+        if (rc == 0 && j->kind == DB_JOB_QUERY && j->result.len == 0)
             rc = fetch_rows(w, j, st, meta);
-        }
         mysql_free_result(meta);
-        mysql_stmt_free_result(st);
-    } while (rc == 0 && mysql_stmt_more_results(st) && mysql_stmt_next_result(st) == 0);
+        mysql_stmt_free_result(st); /* reads and drops the rows not fetched */
+    } while (mysql_stmt_more_results(st) && mysql_stmt_next_result(st) == 0);
     return rc;
 }
 

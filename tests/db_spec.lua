@@ -513,4 +513,21 @@ describe("result size", function()
         assert.equal(1, ok[1].one)
         small:close()
     end)
+
+    it("reads the first result set of a CALL and drains the others, also after a failure", function()
+        local small = assert(host.db.new { pool_size = 1, max_result_bytes = 2048 })
+        assert(small:exec("DROP PROCEDURE IF EXISTS spec_two_sets"))
+        assert(small:exec("CREATE PROCEDURE spec_two_sets(n INT) BEGIN "
+            .. "SELECT REPEAT('a', n) AS a UNION ALL SELECT REPEAT('b', n) UNION ALL SELECT REPEAT('c', n); "
+            .. "SELECT 2 AS second; END"))
+        local rows = assert(small:query("CALL spec_two_sets(?)", 3))
+        assert.same({ { a = "aaa" }, { a = "bbb" }, { a = "ccc" } }, rows)
+        assert(small:exec("CALL spec_two_sets(?)", 3))
+        local none, err = small:query("CALL spec_two_sets(?)", 1000)
+        assert.is_nil(none)
+        assert.matches("larger than mysql.max_result_bytes", err)
+        assert.equal(1, assert(small:query("SELECT 1 AS one"))[1].one) -- still in sync
+        assert(small:exec("DROP PROCEDURE spec_two_sets"))
+        small:close()
+    end)
 end)

@@ -12,10 +12,13 @@ local settings = require "chat.settings"
 local M = {}
 
 -- The waiters' bound: well above a flush's worst case (pool wait + statement timeouts),
--- only there so no coroutine can wait forever.
+-- only there so no coroutine can wait forever. A waiter that gives up does not know
+-- whether its rows were stored (the flush may still commit them): store says so with an
+-- error that chat.reply answers 1019, never the "timeout" it would answer 1018 ("safe to
+-- retry": the retry would store the messages twice).
 local WAIT_MS = host.config.mysql.acquire_timeout_ms + 2 * host.config.mysql.write_timeout_s * 1000
 
-local open        -- the batch taking rows: { rows = {}, promise = p, closed = bool }
+local open        -- the batch taking rows: { rows = {}, promise = p, closed = bool, done = bool }
 local consecutive -- nil: not checked yet; true/false: multi-row INSERT ids are consecutive
 
 local function insert(rows)
@@ -40,6 +43,7 @@ local function flush(batch)
     else
         host.log.warn("batch: storing ", #batch.rows, " messages failed: ", tostring(err))
     end
+    batch.done = true
     batch.promise:resolve(ids, err)
 end
 
@@ -52,7 +56,7 @@ local function close(batch)
 end
 
 local function new_batch()
-    local batch = { rows = {}, promise = host.promise(), closed = false }
+    local batch = { rows = {}, promise = host.promise(), closed = false, done = false }
     host.spawn(function()
         host.timer.sleep(settings.batch_window_ms)
         close(batch)
@@ -60,7 +64,8 @@ local function new_batch()
     return batch
 end
 
--- store(rows) -> ids (one per row, in order) | nil, err
+-- store(rows) -> ids (one per row, in order) | nil, err ("outcome unknown: ..." when the
+-- wait ended before the batch did)
 -- rows: array of {thread_id, sender_id, recv_id, content, created_at, status, msg_type?}.
 function M.store(rows)
     if open and #open.rows + #rows > settings.batch_max then close(open) end
@@ -73,7 +78,12 @@ function M.store(rows)
     for i, r in ipairs(rows) do batch.rows[first + i] = r end
     if #batch.rows >= settings.batch_max then close(batch) end
     local ids, err = batch.promise:wait(WAIT_MS)
-    if not ids then return nil, err end
+    if not ids then
+        if not batch.done then
+            return nil, "outcome unknown: no answer from the batch in " .. WAIT_MS .. " ms"
+        end
+        return nil, err
+    end
     local own = {}
     for i = 1, #rows do own[i] = ids[first + i] end
     return own

@@ -56,8 +56,17 @@ local function bind_locked(session, uid)
     if server and server ~= settings.name then kick_remote(server, uid) end
     local ok, serr = presence.set(uid, session.id)
     if not ok then return nil, serr end
-    -- closed meanwhile: its on_close waits for this lock and then removes the keys
-    if session.closed then return nil, "closed" end
+    -- Closed meanwhile: its on_close (which takes no lock) may have run before the keys
+    -- were written, so they are removed here; the comparing removal leaves a newer
+    -- login's keys alone, and an on_close running after this finds nothing left.
+    if session.closed then
+        local removed, rerr = presence.remove(uid, session.id)
+        if removed == nil then
+            host.log.warn("login uid=", uid, ": presence of closed session ", session.id,
+                " not removed: ", tostring(rerr))
+        end
+        return nil, "closed"
+    end
     local old = session:bind(uid)
     if old and old ~= session then kick_local(old, uid) end
     return true

@@ -24,6 +24,10 @@ function M.install(api, pool_methods, begin, finish)
         if not ok then
             finish(tx, false)
             in_tx[co] = nil
+            -- a raised {err=, errno=} (a failed statement passed on) keeps its errno
+            if type(result) == "table" and result.err ~= nil then
+                return nil, tostring(result.err), result.errno
+            end
             return nil, tostring(result)
         end
         local committed, cerr, cerrno = finish(tx, true)
@@ -34,7 +38,8 @@ function M.install(api, pool_methods, begin, finish)
     end
 
     -- db.tx(function(tx) ... end) -> the function's first value (true if none) after
-    -- COMMIT | nil, err: the function raised (rolled back) or COMMIT failed.
+    -- COMMIT | nil, err, errno?: the function raised (rolled back; a raised table
+    -- {err=, errno=} gives its err and errno) or COMMIT failed.
     function api.tx(fn)
         local r, err, errno = run(nil, fn)
         return r, err, errno

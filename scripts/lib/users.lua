@@ -3,33 +3,25 @@
 -- keys): callers insert and handle "exists", they never check first. E-mails are stored
 -- lower-case; names compare case-insensitively (the column's collation).
 local host = require "host"
+local sql = require "lib.sql"
 
 local M = {}
-
-local ER_DUP_ENTRY = 1062
 
 local COLUMNS = "uid, name, email, pwd_hash, nick, `desc`, sex, icon"
 
 -- create{name=, email=, pwd_hash=, nick=?, icon=?, sex=?} -> uid | nil, "exists" | nil, err
+-- One INSERT: of two racing for a name or an e-mail, the UNIQUE key lets one in.
 function M.create(u)
-    local duplicate = false
-    local uid, err = host.db.tx(function(tx)
-        local res, ierr, errno = tx:exec(
-            "INSERT INTO user (name, email, pwd_hash, nick, icon, sex) VALUES (?, ?, ?, ?, ?, ?)",
-            u.name, u.email, u.pwd_hash, u.nick or "", u.icon or "", u.sex or 0)
-        if not res then
-            duplicate = errno == ER_DUP_ENTRY
-            error(ierr, 0)
-        end
-        return res.insert_id
-    end)
-    if duplicate then return nil, "exists" end
-    if not uid then return nil, err end
-    return uid
+    local res, err, errno = host.db.exec(
+        "INSERT INTO user (name, email, pwd_hash, nick, icon, sex) VALUES (?, ?, ?, ?, ?, ?)",
+        u.name, u.email, u.pwd_hash, u.nick or "", u.icon or "", u.sex or 0)
+    if res then return res.insert_id end
+    if errno == sql.ER_DUP_ENTRY then return nil, "exists" end
+    return nil, err
 end
 
-local function one(sql, ...)
-    local rows, err = host.db.query(sql, ...)
+local function one(query, ...)
+    local rows, err = host.db.query(query, ...)
     if not rows then return nil, err end
     return rows[1]
 end

@@ -6,6 +6,7 @@
 local host = require "host"
 local keys = require "lib.keys"
 local limiter = require "lib.limiter"
+local redis_scripts = require "lib.redis_scripts"
 local settings = require "chat.settings"
 
 local M = {}
@@ -23,13 +24,6 @@ end
 if current ~= ARGV[1] then return 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
-]]
-
--- KEYS: usession_, uip_; ARGV: session id. 1 when removed.
-local REMOVE = [[
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 ]]
 
@@ -62,12 +56,14 @@ function M.refresh(uid, session_id)
     return res ~= 0
 end
 
+-- Both keys, usession_ (compared with the session id) first.
+local function presence_keys(uid)
+    return { keys.user_session(uid), keys.user_server(uid) }
+end
+
 -- remove(uid, session_id) -> true | false (the keys are another login's, or gone) | nil, err
 function M.remove(uid, session_id)
-    local res, err = host.redis.call("EVAL", REMOVE, 2, keys.user_session(uid),
-        keys.user_server(uid), session_id)
-    if res == nil then return nil, err end
-    return res == 1
+    return redis_scripts.delete_if_equal(presence_keys(uid), session_id)
 end
 
 local REMOVE_BATCH = 500 -- commands per pipeline: well below redis.max_pending
@@ -79,7 +75,7 @@ function M.remove_all(sessions)
         local cmds = {}
         for i = first, math.min(#sessions, first + REMOVE_BATCH - 1) do
             local s = sessions[i]
-            cmds[#cmds + 1] = { "EVAL", REMOVE, 2, keys.user_session(s.uid), keys.user_server(s.uid), s.id }
+            cmds[#cmds + 1] = redis_scripts.delete_if_equal_cmd(presence_keys(s.uid), s.id)
         end
         local res, err = host.redis.pipeline(cmds)
         if not res then return nil, err end

@@ -4,6 +4,7 @@
 -- script, so concurrent guesses cannot overrun the count and a code is consumed once.
 local host = require "host"
 local keys = require "lib.keys"
+local redis_scripts = require "lib.redis_scripts"
 local settings = require "gate.settings"
 
 local M = {}
@@ -21,13 +22,6 @@ if tries >= tonumber(ARGV[2]) then
   return 'deleted'
 end
 return 'wrong'
-]]
-
--- KEYS: code, tries; ARGV: the code. Deletes both only if the code is still that one.
-local CONSUME = [[
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-return 1
 ]]
 
 -- Six digits, as the verify role makes them (surrounding blanks from a paste are dropped
@@ -50,11 +44,10 @@ function M.check(email, guess)
 end
 
 -- consume(email, code) -> true | false (gone or replaced meanwhile) | nil, err
+-- Deletes the code and its tries counter only if the code is still that one.
 function M.consume(email, code)
-    local res, err = host.redis.call("EVAL", CONSUME, 2, keys.code(email), keys.code_tries(email),
+    return redis_scripts.delete_if_equal({ keys.code(email), keys.code_tries(email) },
         M.normalize(code))
-    if not res then return nil, err end
-    return res == 1
 end
 
 return M

@@ -3,13 +3,9 @@
 -- exponential backoff and jitter up to a deadline; it never spins and never proceeds
 -- without the lock: a caller that gets "timeout" must give up (shared/PROTOCOL.md §6).
 local host = require "host"
+local redis_scripts = require "lib.redis_scripts"
 
 local M = {}
-
-local RELEASE = [[
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-]]
 
 M.FIRST_DELAY_MS = 5   -- the first retry comes after ~5 ms, then 10, 20, ... capped
 M.MAX_DELAY_MS = 100
@@ -50,9 +46,7 @@ end
 
 -- release(key, owner) -> true (released) | false (not ours any more: it expired) | nil, err
 function M.release(key, owner)
-    local res, err = host.redis.call("EVAL", RELEASE, 1, key, owner)
-    if res == nil then return nil, err end
-    return res == 1
+    return redis_scripts.delete_if_equal({ key }, owner)
 end
 
 -- with(key, ttl_ms, wait_ms, fn, ...) -> true, fn's results | nil, "timeout" | nil, err

@@ -3,8 +3,10 @@
 -- guess deletes the code, so the next try finds none (1003). Each step is one Redis
 -- script, so concurrent guesses cannot overrun the count and a code is consumed once.
 local host = require "host"
+local errors = require "lib.errors"
 local keys = require "lib.keys"
 local redis_scripts = require "lib.redis_scripts"
+local reply = require "gate.reply"
 local settings = require "gate.settings"
 
 local M = {}
@@ -41,6 +43,20 @@ function M.check(email, guess)
     if not res then return nil, err end
     if res == "deleted" then return "wrong" end
     return res
+end
+
+-- verify(route, req, email, guess) -> nil (the code is right) | the reply that ends the
+-- request: 1003 no code, 1004 wrong (counted), 1018/1019 when Redis fails.
+function M.verify(route, req, email, guess)
+    local verdict, err = M.check(email, guess)
+    if not verdict then return reply.failed(route, req, "code check", err, email) end
+    if verdict == "missing" then
+        return reply.done(route, req, { error = errors.VarifyExpired }, "no code", email)
+    end
+    if verdict == "wrong" then
+        return reply.done(route, req, { error = errors.VarifyCodeErr }, "wrong code", email)
+    end
+    return nil
 end
 
 -- consume(email, code) -> true | false (gone or replaced meanwhile) | nil, err

@@ -41,14 +41,8 @@ return function(req)
         return reply.done(ROUTE, req, { error = errors.PasswdErr }, "confirm differs", email)
     end
 
-    local verdict, err = codes.check(email, f.varifycode)
-    if not verdict then return reply.failed(ROUTE, req, "code check", err, email) end
-    if verdict == "missing" then
-        return reply.done(ROUTE, req, { error = errors.VarifyExpired }, "no code", email)
-    end
-    if verdict == "wrong" then
-        return reply.done(ROUTE, req, { error = errors.VarifyCodeErr }, "wrong code", email)
-    end
+    local refused = codes.verify(ROUTE, req, email, f.varifycode)
+    if refused then return refused end
 
     local hash, herr = host.crypto.hash_password(password.clear(f.passwd))
     if not hash then return reply.failed(ROUTE, req, "hashing", herr, email) end

@@ -33,14 +33,8 @@ return function(req)
     if not f then return reply.done(ROUTE, req, bad, "refused") end
     local email = f.email:lower()
 
-    local verdict, err = codes.check(email, f.varifycode)
-    if not verdict then return reply.failed(ROUTE, req, "code check", err, email) end
-    if verdict == "missing" then
-        return reply.done(ROUTE, req, { error = errors.VarifyExpired }, "no code", email)
-    end
-    if verdict == "wrong" then
-        return reply.done(ROUTE, req, { error = errors.VarifyCodeErr }, "wrong code", email)
-    end
+    local refused = codes.verify(ROUTE, req, email, f.varifycode)
+    if refused then return refused end
 
     local user, uerr = users.by_name(f.user)
     if uerr then return reply.failed(ROUTE, req, "lookup", uerr, email) end

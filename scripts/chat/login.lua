@@ -9,6 +9,7 @@ local host = require "host"
 local errors = require "lib.errors"
 local keys = require "lib.keys"
 local lock = require "lib.lock"
+local tokens = require "lib.tokens"
 local users = require "lib.users"
 local friends = require "lib.friends"
 local request = require "chat.request"
@@ -24,13 +25,6 @@ local FIELDS = {
     { name = "uid", kind = "uid", required = true },
     { name = "token", kind = "string" },
 }
-
-local function token_valid(uid, token)
-    if not token or token == "" then return false end
-    local stored, err = host.redis.call("GET", keys.token(uid))
-    if err then return nil, err end
-    return stored ~= nil and host.crypto.constant_time_equal(stored, token)
-end
 
 -- Kicks the user's session on another chat server; a server that does not answer in time
 -- is dead or stuck: the login goes on and overwrites its presence.
@@ -115,7 +109,7 @@ return function(session, body)
     if session.uid and session.uid ~= uid then
         return { error = errors.PermissionDenied, field = "uid" }
     end
-    local valid, terr = token_valid(uid, f.token)
+    local valid, terr = tokens.valid(uid, f.token)
     if valid == nil then return reply.failed(MSG, "token check", terr) end
     if not valid then return { error = errors.TokenInvalid } end
     local user, uerr = users.by_uid(uid)

@@ -11,7 +11,7 @@ local M = {}
 -- kind -> the JSON type it must have
 local JSON_TYPE = {
     uid = "number", id = "number", cursor = "number", string = "string", text = "string",
-    array = "table", number = "number",
+    array = "table",
 }
 
 -- A row id (thread, message): a positive integer exactly representable in a double.
@@ -33,14 +33,6 @@ local CHECK = {
     uid = validate.uid, id = M.valid_id, cursor = valid_cursor, array = valid_array,
 }
 
-local function wrong_type(body, fields)
-    for _, f in ipairs(fields) do
-        local v = body[f.name]
-        if v ~= nil and v ~= host.null and type(v) ~= JSON_TYPE[f.kind] then return f.name end
-    end
-    return nil
-end
-
 local function check(f, v, uid)
     if v == nil then
         if f.self then return uid end -- identity comes from the session anyway
@@ -60,7 +52,7 @@ end
 -- max=? (bytes, for kind "text"), check=fn? (replaces the kind's check), default=? }.
 function M.read(session, body, fields)
     if type(body) ~= "table" then return nil, { error = errors.Error_Json } end
-    local bad = wrong_type(body, fields)
+    local bad = validate.wrong_type(body, fields, JSON_TYPE)
     if bad then return nil, { error = errors.Error_Json, field = bad } end
     local values = {}
     for _, f in ipairs(fields) do

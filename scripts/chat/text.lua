@@ -8,6 +8,7 @@ local errors = require "lib.errors"
 local validate = require "lib.validate"
 local friends = require "lib.friends"
 local sql = require "lib.sql"
+local messages = require "lib.messages"
 local request = require "chat.request"
 local reply = require "chat.reply"
 local batch = require "chat.batch"
@@ -72,7 +73,7 @@ local function store(uid, touid, thread_id, items)
     local now, rows = sql.now(), {}
     for i, it in ipairs(items) do
         rows[i] = { thread_id = thread_id, sender_id = uid, recv_id = touid, content = it.content,
-            created_at = now, status = wire.TEXT_STATUS, msg_type = 0 }
+            created_at = now, status = messages.STATUS_READ, msg_type = 0 }
     end
     local ids, err = batch.store(rows)
     if not ids then return nil, err end

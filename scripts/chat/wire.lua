@@ -3,10 +3,9 @@
 -- ChatService (whose proto messages lack some fields: those are filled in here). Field
 -- names and JSON types are the original client's (reference §6.6, §9.6).
 local host = require "host"
+local messages = require "lib.messages"
 
 local M = {}
-
-M.TEXT_STATUS = 2 -- stored text messages (the original's "read", client MsgStatus READED)
 
 -- Greeting messages of an accepted application (1014 reply, 1015 push): from
 -- lib.friends.accept's messages.
@@ -45,7 +44,7 @@ function M.text(fromuid, touid, thread_id, items)
     local datas = {}
     for i, m in ipairs(items) do
         datas[i] = { message_id = m.message_id, unique_id = m.unique_id, content = m.content,
-            status = M.TEXT_STATUS, chat_time = m.chat_time }
+            status = messages.STATUS_READ, chat_time = m.chat_time }
     end
     return { error = 0, fromuid = fromuid, touid = touid, thread_id = thread_id,
         chat_datas = host.json.array(datas) }

@@ -10,6 +10,7 @@
 -- "network", "http", "reply", "offline", "kicked", "closed".
 local host = require "host"
 local password = require "lib.password"
+local friends = require "lib.friends"
 local settings = require "client.settings"
 local checks = require "client.checks"
 local sentences = require "client.sentences"
@@ -102,7 +103,7 @@ function Client:load_session(reply)
         self:add_friend(f)
     end
     for _, a in ipairs(type(reply.apply_list) == "table" and reply.apply_list or {}) do
-        if a.status ~= 1 and not self.friend_by_uid[a.uid] then
+        if a.status ~= friends.ACCEPTED and not self.friend_by_uid[a.uid] then
             self:add_request { uid = a.uid, name = a.name, nick = a.nick, greeting = a.desc }
         end
     end

@@ -138,6 +138,4 @@ function M:close()
     if self.heartbeat and me ~= self.heartbeat_co then self.heartbeat:wait(1000) end
 end
 
-function M:is_open() return not self.closed end
-
 return M

@@ -4,6 +4,7 @@
 -- TipErr map shows its first remaining tip. The gate checks everything again; the checks
 -- here only spare a round trip and say precisely what is wrong.
 local validate = require "lib.validate"
+local policy = require "lib.password"
 
 local M = {}
 
@@ -58,11 +59,10 @@ function M.login_email(s)
     return true
 end
 
--- password(clear) -> true | nil, message: 6..15 characters of [a-zA-Z0-9!@#$%^&*.]
+-- password(clear) -> true | nil, message: the gate's policy (lib.password), 6..15
+-- characters of [a-zA-Z0-9!@#$%^&*.]
 function M.password(s)
-    if type(s) ~= "string" or #s < 6 or #s > 15 or not s:match("^[%w!@#%$%%%^&%*%.]+$") then
-        return nil, M.PASSWORD_INVALID
-    end
+    if not policy.acceptable(s) then return nil, M.PASSWORD_INVALID end
     return true
 end
 

@@ -2,20 +2,15 @@
 -- client IP, masked e-mail; never a password, a code or a token) and returns the reply.
 local host = require "host"
 local errors = require "lib.errors"
+local mask = require "lib.mask"
 local request = require "gate.request"
 
 local M = {}
 
--- "alice@example.com" -> "a***@example.com"
-function M.mask(email)
-    if type(email) ~= "string" then return "-" end
-    return (email:gsub("^(.).-@", "%1***@"))
-end
-
 -- done(route, req, rsp, what, email?) -> rsp
 function M.done(route, req, rsp, what, email)
     host.log.info(route, ": ", rsp.error, " ", what, " ip=", request.peer(req),
-        " email=", M.mask(email))
+        " email=", mask.email(email))
     return rsp
 end
 
@@ -23,7 +18,7 @@ end
 -- "busy" (a pool or the hash queue is full) is worth a retry (1018); anything else is 1019.
 function M.failed(route, req, what, err, email)
     host.log.warn(route, ": ", what, " failed: ", tostring(err), " ip=", request.peer(req),
-        " email=", M.mask(email))
+        " email=", mask.email(email))
     return { error = err == "busy" and errors.ServerBusy or errors.Internal }
 end
 

@@ -4,18 +4,11 @@
 -- Fields the route does not know are ignored; JSON null counts as absent.
 local host = require "host"
 local errors = require "lib.errors"
+local validate = require "lib.validate"
 
 local M = {}
 
 local JSON_TYPE = { string = "string", integer = "number" }
-
-local function wrong_type(body, fields)
-    for _, f in ipairs(fields) do
-        local v = body[f.name]
-        if v ~= nil and v ~= host.null and type(v) ~= JSON_TYPE[f.kind] then return f.name end
-    end
-    return nil
-end
 
 -- read(req, fields) -> values | nil, reply
 -- fields: array of { name=, kind="string"|"integer", required=bool?, check=fn(v)?,
@@ -23,7 +16,7 @@ end
 function M.read(req, fields)
     local body = req.json
     if type(body) ~= "table" or body[1] ~= nil then return nil, { error = errors.Error_Json } end
-    local bad = wrong_type(body, fields)
+    local bad = validate.wrong_type(body, fields, JSON_TYPE)
     if bad then return nil, { error = errors.Error_Json, field = bad } end
     local values = {}
     for _, f in ipairs(fields) do

@@ -5,12 +5,12 @@
 local host = require "host"
 local sql = require "lib.sql"
 local threads = require "lib.threads"
+local messages = require "lib.messages"
 
 local M = {}
 
 M.GREETING = "We are friends now!"
-M.PENDING, M.ACCEPTED = 0, 1
-M.MSG_STATUS = 2 -- the original stores chat messages as "read" (client MsgStatus READED)
+M.PENDING, M.ACCEPTED = 0, 1 -- friend_apply.status (and "status" in the 1006 apply_list)
 
 -- are_friends(self_id, friend_id) -> true | false | nil, err
 function M.are_friends(self_id, friend_id)
@@ -36,8 +36,8 @@ end
 function M.apply(from_uid, to_uid, descs, back_name)
     local res, err = host.db.exec([[
 INSERT INTO friend_apply (from_uid, to_uid, descs, back_name) VALUES (?, ?, ?, ?)
-ON DUPLICATE KEY UPDATE status = 0, descs = VALUES(descs), back_name = VALUES(back_name)]],
-        from_uid, to_uid, descs, back_name)
+ON DUPLICATE KEY UPDATE status = ?, descs = VALUES(descs), back_name = VALUES(back_name)]],
+        from_uid, to_uid, descs, back_name, M.PENDING)
     if not res then return nil, err end
     return true
 end
@@ -61,12 +61,11 @@ WHERE a.to_uid = ? ORDER BY a.id DESC LIMIT ?]], uid, limit)
 end
 
 local function insert_message(q, thread_id, sender, receiver, content, now)
-    local res = sql.must(q.exec([[
-INSERT INTO chat_message (thread_id, sender_id, recv_id, content, created_at, updated_at, status,
-    msg_type) VALUES (?, ?, ?, ?, ?, ?, ?, 0)]],
-        thread_id, sender, receiver, content, now, now, M.MSG_STATUS))
-    return { message_id = res.insert_id, thread_id = thread_id, sender = sender,
-        receiver = receiver, content = content, chat_time = now, status = M.MSG_STATUS }
+    local status = messages.STATUS_READ
+    local id = messages.insert_in(q, { thread_id = thread_id, sender_id = sender,
+        recv_id = receiver, content = content, created_at = now, status = status })
+    return { message_id = id, thread_id = thread_id, sender = sender, receiver = receiver,
+        content = content, chat_time = now, status = status }
 end
 
 -- Both friend rows in one statement, the smaller self_id first.
@@ -85,18 +84,18 @@ FOR UPDATE]], applicant, acceptor))
     if not apply or apply.status ~= M.PENDING then return false end
     -- an application the acceptor had sent the other way is settled too
     sql.must(q.exec([[
-UPDATE friend_apply SET status = 1
+UPDATE friend_apply SET status = ?
 WHERE (from_uid = ? AND to_uid = ?) OR (from_uid = ? AND to_uid = ?)]],
-        applicant, acceptor, acceptor, applicant))
+        M.ACCEPTED, applicant, acceptor, acceptor, applicant))
     befriend(q, acceptor, back, applicant, apply.back_name or "")
     local thread_id = threads.create_in(q, acceptor, applicant)
-    local now, messages = sql.now(), {}
+    local now, greetings = sql.now(), {}
     if apply.descs and apply.descs ~= "" then
-        messages[#messages + 1] =
+        greetings[#greetings + 1] =
             insert_message(q, thread_id, applicant, acceptor, apply.descs, now)
     end
-    messages[#messages + 1] = insert_message(q, thread_id, acceptor, applicant, M.GREETING, now)
-    return { thread_id = thread_id, messages = messages }
+    greetings[#greetings + 1] = insert_message(q, thread_id, acceptor, applicant, M.GREETING, now)
+    return { thread_id = thread_id, messages = greetings }
 end
 
 -- accept(acceptor, applicant, back) -> {thread_id, messages} | false (no pending

@@ -1,12 +1,15 @@
 -- lib.messages: the chat_message table (sql/001_schema.sql): pages of a thread by
--- message_id, and inserts of many rows at once for the chat role's group commit
--- (chat.batch). A multi-row INSERT gets consecutive ids only when InnoDB allocates them in
--- one go (innodb_autoinc_lock_mode <= 1) with auto_increment_increment = 1; otherwise rows
--- are inserted one by one in one transaction.
+-- message_id, inserts of many rows at once for the chat role's group commit (chat.batch),
+-- and of one row in a caller's transaction (lib.friends' greetings). A multi-row INSERT
+-- gets consecutive ids only when InnoDB allocates them in one go (innodb_autoinc_lock_mode
+-- <= 1) with auto_increment_increment = 1; otherwise rows are inserted one by one in one
+-- transaction.
 local host = require "host"
 local sql = require "lib.sql"
 
 local M = {}
+
+M.STATUS_READ = 2 -- every stored message: the original's "read" (client MsgStatus READED)
 
 local COLUMNS = "(thread_id, sender_id, recv_id, content, created_at, updated_at, status, msg_type)"
 local ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
@@ -54,16 +57,20 @@ function M.insert_multi(rows)
     return ids
 end
 
+-- insert_in(q, row) -> message id: one row, inside the transaction of the runner q
+-- (lib.sql.tx); a failure raises through sql.fail.
+function M.insert_in(q, row)
+    local res = sql.must(q.exec("INSERT INTO chat_message " .. COLUMNS .. " VALUES " .. ROW,
+        unpack(params({ row }, 1, 1))))
+    return res.insert_id
+end
+
 -- insert_each(rows) -> array of message ids | nil, err, errno
 -- One INSERT per row inside one transaction (one commit for all).
 function M.insert_each(rows)
     return sql.tx(function(q)
         local ids = {}
-        for i = 1, #rows do
-            local res = sql.must(q.exec("INSERT INTO chat_message " .. COLUMNS .. " VALUES " .. ROW,
-                unpack(params(rows, i, i))))
-            ids[i] = res.insert_id
-        end
+        for i = 1, #rows do ids[i] = M.insert_in(q, rows[i]) end
         return ids
     end)
 end

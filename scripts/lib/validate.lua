@@ -1,5 +1,18 @@
 -- lib.validate: server-side checks of user input (shared/PROTOCOL.md §3).
+local host = require "host"
+
 local M = {}
+
+-- wrong_type(body, fields, json_types) -> the name of the first of fields (each {name=,
+-- kind=}) whose value in the decoded JSON body has another type than json_types[kind]
+-- (a Lua type name) | nil. Absent fields and JSON null are not wrong.
+function M.wrong_type(body, fields, json_types)
+    for _, f in ipairs(fields) do
+        local v = body[f.name]
+        if v ~= nil and v ~= host.null and type(v) ~= json_types[f.kind] then return f.name end
+    end
+    return nil
+end
 
 -- A plausible e-mail address: local@domain.tld, printable ASCII, at most 254 bytes.
 function M.email(s)

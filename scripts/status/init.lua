@@ -4,6 +4,7 @@ local host = require "host"
 local errors = require "lib.errors"
 local keys = require "lib.keys"
 local validate = require "lib.validate"
+local tokens = require "lib.tokens"
 local servers = require "status.servers"
 local policy = require "status.policy"
 
@@ -32,15 +33,13 @@ end
 
 M["StatusService.Login"] = function(req)
     local rsp = { error = errors.TokenInvalid, uid = req.uid, token = "" }
-    if not validate.uid(req.uid) or req.token == "" then return rsp end
-    local stored, err = host.redis.call("GET", keys.token(req.uid))
-    if err then
+    if not validate.uid(req.uid) then return rsp end
+    local valid, err = tokens.valid(req.uid, req.token)
+    if valid == nil then
         host.log.warn("Login: redis: ", err)
         return { error = errors.RPCFailed, uid = req.uid }
     end
-    if stored and host.crypto.constant_time_equal(stored, req.token) then
-        rsp.error, rsp.token = errors.Success, req.token
-    end
+    if valid then rsp.error, rsp.token = errors.Success, req.token end
     return rsp
 end
 

@@ -5,6 +5,7 @@ local host = require "host"
 local errors = require "lib.errors"
 local keys = require "lib.keys"
 local validate = require "lib.validate"
+local mask = require "lib.mask"
 
 local M = {}
 
@@ -25,10 +26,6 @@ local function code_for(email, ttl)
         -- expired between SET NX and GET: try again
     end
     return nil, "could not store a code"
-end
-
-local function mask(email)
-    return (email:gsub("^(.).-@", "%1***@"))
 end
 
 M["VarifyService.GetVarifyCode"] = function(req)
@@ -58,12 +55,12 @@ M["VarifyService.GetVarifyCode"] = function(req)
             .. "not ask for it, ignore this mail.\n"):format(code, minutes),
     }
     if not sent then
-        host.log.warn("GetVarifyCode: mail to ", mask(email), " failed: ", merr)
+        host.log.warn("GetVarifyCode: mail to ", mask.email(email), " failed: ", merr)
         host.redis.call("DEL", rate_key) -- the user may ask again at once
         if is_new then host.redis.call("DEL", keys.code(email)) end
         return { error = errors.RPCFailed, email = email }
     end
-    host.log.info("verification code ", is_new and "sent" or "re-sent", " to ", mask(email))
+    host.log.info("verification code ", is_new and "sent" or "re-sent", " to ", mask.email(email))
     return { error = errors.Success, email = email }
 end
 

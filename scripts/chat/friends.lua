@@ -18,14 +18,14 @@ local TEXT_MAX = 255 -- friend_apply.descs, back_name and friend.back are VARCHA
 
 local APPLY_FIELDS = {
     { name = "uid", kind = "uid", self = true },
-    { name = "touid", kind = "uid", required = true },
+    { name = "touid", kind = "uid", required = true, other = true },
     { name = "applyname", kind = "text", max = TEXT_MAX, default = "" },
     { name = "bakname", kind = "text", max = TEXT_MAX, default = "" },
 }
 
 local ACCEPT_FIELDS = {
     { name = "fromuid", kind = "uid", self = true },
-    { name = "touid", kind = "uid", required = true },
+    { name = "touid", kind = "uid", required = true, other = true },
     { name = "back", kind = "text", max = TEXT_MAX, default = "" },
 }
 
@@ -43,8 +43,6 @@ function M.apply(session, body)
     local f, bad = request.read(session, body, APPLY_FIELDS)
     if not f then return bad end
     local uid = session.uid
-    local oneself = request.not_self(f, "touid", uid)
-    if oneself then return oneself end
     local exists, err = users.exists(f.touid)
     if exists == nil then return reply.failed(1009, "target", err) end
     if not exists then return { error = errors.UidInvalid } end
@@ -74,8 +72,6 @@ function M.accept(session, body)
     local f, bad = request.read(session, body, ACCEPT_FIELDS)
     if not f then return bad end
     local uid = session.uid
-    local oneself = request.not_self(f, "touid", uid)
-    if oneself then return oneself end
     local applicant, err = users.profile(f.touid)
     if err then return reply.failed(1013, "applicant", err) end
     if not applicant then return { error = errors.UidInvalid } end

@@ -1,6 +1,7 @@
 -- chat.request: reads a message's fields from its decoded JSON body in the order of
 -- shared/PROTOCOL.md §5-6: every field's JSON type first (1001), then, field by field,
 -- identity (a field naming a uid other than the session's: 1015) and presence/validity
+-- (1016 naming the field), and last a field that must name another user naming oneself
 -- (1016 naming the field). JSON null counts as absent; unknown fields are ignored.
 local host = require "host"
 local errors = require "lib.errors"
@@ -49,7 +50,8 @@ end
 
 -- read(session, body, fields) -> values | nil, reply
 -- fields: array of { name=, kind=, required=?, self=? (must be the session's uid),
--- max=? (bytes, for kind "text"), check=fn? (replaces the kind's check), default=? }.
+-- other=? (must not be the session's uid), max=? (bytes, for kind "text"), check=fn?
+-- (replaces the kind's check), default=? }.
 function M.read(session, body, fields)
     if type(body) ~= "table" then return nil, { error = errors.Error_Json } end
     local bad = validate.wrong_type(body, fields, JSON_TYPE)
@@ -62,14 +64,12 @@ function M.read(session, body, fields)
         if reply then return nil, reply end
         values[f.name] = value
     end
+    for _, f in ipairs(fields) do -- once every field is valid
+        if f.other and values[f.name] == session.uid then
+            return nil, { error = errors.InvalidParams, field = f.name }
+        end
+    end
     return values
-end
-
--- not_self(values, name, self_uid) -> reply | nil: the request names oneself where another
--- user is needed (1016).
-function M.not_self(values, name, self_uid)
-    if values[name] == self_uid then return { error = errors.InvalidParams, field = name } end
-    return nil
 end
 
 return M

@@ -23,7 +23,7 @@ local KNOWN_THREADS_MAX = 64 -- per session: threads already checked (there is n
 
 local FIELDS = {
     { name = "fromuid", kind = "uid", self = true },
-    { name = "touid", kind = "uid", required = true },
+    { name = "touid", kind = "uid", required = true, other = true },
     { name = "thread_id", kind = "id", required = true },
     { name = "text_array", kind = "array", required = true },
 }
@@ -102,8 +102,6 @@ return function(session, body)
     local f, bad = request.read(session, body, FIELDS)
     if not f then return bad end
     local uid = session.uid
-    local oneself = request.not_self(f, "touid", uid)
-    if oneself then return oneself end
     local items, ibad = read_items(f.text_array)
     if not items then return ibad end
     local ok, aerr = allowed(session, f.touid, f.thread_id)

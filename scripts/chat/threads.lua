@@ -22,7 +22,7 @@ local THREAD_FIELDS = {
 
 local CREATE_FIELDS = {
     { name = "uid", kind = "uid", self = true },
-    { name = "other_id", kind = "uid", required = true },
+    { name = "other_id", kind = "uid", required = true, other = true },
 }
 
 local MESSAGE_FIELDS = {
@@ -66,8 +66,6 @@ function M.create(session, body)
     local f, bad = request.read(session, body, CREATE_FIELDS)
     if not f then return bad end
     local uid = session.uid
-    local oneself = request.not_self(f, "other_id", uid)
-    if oneself then return oneself end
     local ok, err = friends.are_friends(uid, f.other_id)
     if ok == nil then return reply.failed(1027, "friendship", err) end
     if not ok then return { error = errors.PermissionDenied, field = "other_id" } end

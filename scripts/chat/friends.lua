@@ -3,7 +3,6 @@
 -- session's user. Accepting is one transaction (lib.friends.accept): both friend rows,
 -- the pair's one private thread and the greeting messages, which the reply and the push
 -- both carry. Pushes reach the other user on this server or through its chat server.
-local host = require "host"
 local errors = require "lib.errors"
 local users = require "lib.users"
 local friends = require "lib.friends"
@@ -30,12 +29,8 @@ local ACCEPT_FIELDS = {
 }
 
 local function notify_apply(applicant, touid, greeting)
-    local body = { error = errors.Success, applyuid = applicant.uid, name = applicant.name,
-        desc = greeting, icon = applicant.icon, nick = applicant.nick, sex = applicant.sex }
-    local req = { applyuid = applicant.uid, name = applicant.name, desc = greeting,
-        icon = applicant.icon, nick = applicant.nick, sex = applicant.sex, touid = touid }
-    local where, err = push.send(touid, 1011, body, "ChatService.NotifyAddFriend", req)
-    if not where then host.log.warn("1011 to uid ", touid, " failed: ", tostring(err)) end
+    local req = wire.apply_pb(applicant, touid, greeting)
+    push.send(touid, 1011, wire.apply_from_pb(req), "ChatService.NotifyAddFriend", req)
 end
 
 -- 1009 {uid, applyname, bakname, touid}
@@ -58,13 +53,10 @@ function M.apply(session, body)
 end
 
 local function notify_accept(acceptor, applicant_uid, result)
-    local body = { error = errors.Success, fromuid = acceptor.uid, touid = applicant_uid,
-        name = acceptor.name, nick = acceptor.nick, icon = acceptor.icon, sex = acceptor.sex,
-        thread_id = result.thread_id, chat_datas = wire.greetings(result.messages) }
-    local req = { fromuid = acceptor.uid, touid = applicant_uid,
-        textmsgs = wire.greetings_pb(result.messages) }
-    local where, err = push.send(applicant_uid, 1015, body, "ChatService.NotifyAuthFriend", req)
-    if not where then host.log.warn("1015 to uid ", applicant_uid, " failed: ", tostring(err)) end
+    local body = wire.accepted(acceptor.uid, applicant_uid, acceptor,
+        wire.greetings(result.messages))
+    push.send(applicant_uid, 1015, body, "ChatService.NotifyAuthFriend",
+        wire.accepted_pb(acceptor.uid, applicant_uid, result.messages))
 end
 
 -- 1013 {fromuid, touid, back}

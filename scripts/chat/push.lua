@@ -61,17 +61,23 @@ function M.call(server, method, req, timeout_ms)
     return rsp
 end
 
+local function failed(msg_id, uid, err)
+    host.log.warn(msg_id, " to uid ", uid, " failed: ", tostring(err))
+    return nil, err
+end
+
 -- send(uid, msg_id, body, method, req) -> "local" | "remote" | "offline" | nil, err
--- body goes to uid's session here; else req goes to method at uid's server.
+-- body goes to uid's session here; else req goes to method at uid's server. A failure is
+-- logged (once: a failed call by M.call).
 function M.send(uid, msg_id, body, method, req)
     local session = host.sessions.get(uid)
     if session then
         local ok, err = session:send(msg_id, body)
-        if not ok then return nil, err end
+        if not ok then return failed(msg_id, uid, err) end
         return "local"
     end
     local server, err = presence.where(uid)
-    if err then return nil, err end
+    if err then return failed(msg_id, uid, err) end
     if not server or server == settings.name then return "offline" end
     if not M.address(server) then return "offline" end -- its server died with it
     local rsp, cerr = M.call(server, method, req)

@@ -23,9 +23,8 @@ local function deliver(uid, msg_id, body)
 end
 
 M["ChatService.NotifyAddFriend"] = function(req)
-    local body = { error = errors.Success, applyuid = req.applyuid, name = req.name,
-        desc = req.desc, icon = req.icon, nick = req.nick, sex = req.sex }
-    return { error = deliver(req.touid, 1011, body), applyuid = req.applyuid, touid = req.touid }
+    return { error = deliver(req.touid, 1011, wire.apply_from_pb(req)), applyuid = req.applyuid,
+        touid = req.touid }
 end
 
 M["ChatService.NotifyAuthFriend"] = function(req)
@@ -37,10 +36,8 @@ M["ChatService.NotifyAuthFriend"] = function(req)
             tostring(err or "none"))
         acceptor = { name = "", nick = "", icon = "", sex = 0 }
     end
-    local datas = wire.greetings_from_pb(req.textmsgs, sql.now())
-    local body = { error = errors.Success, fromuid = req.fromuid, touid = req.touid,
-        name = acceptor.name, nick = acceptor.nick, icon = acceptor.icon, sex = acceptor.sex,
-        thread_id = datas[1] and datas[1].thread_id, chat_datas = datas }
+    local body = wire.accepted(req.fromuid, req.touid, acceptor,
+        wire.greetings_from_pb(req.textmsgs, sql.now()))
     rsp.error = deliver(req.touid, 1015, body)
     return rsp
 end

@@ -83,16 +83,21 @@ local function store(uid, touid, thread_id, items)
     return items
 end
 
--- The stored items in groups whose 1018/1019 body fits in one frame: one group, or several
--- when the items are too big together (possible only with a max_body_bytes far above the
--- default).
-local function groups(uid, touid, thread_id, stored)
-    if fit.size(wire.text(uid, touid, thread_id, stored)) <= fit.MAX then return { stored } end
+-- The 1018/1019 bodies of the stored items, each encoded once (the ack and the peer's push
+-- are the same bytes) and within one frame: one body, or several when the items are too
+-- big together (possible only with a max_body_bytes far above the default).
+-- -> array of { json = the encoded body, items = the stored items it carries }
+local function bodies(uid, touid, thread_id, stored)
+    local function encoded(items)
+        return { json = host.json.encode(wire.text(uid, touid, thread_id, items)), items = items }
+    end
+    local whole = encoded(stored)
+    if #whole.json <= fit.MAX then return { whole } end
     local out, rest = {}, stored
     local room = fit.budget(wire.text(uid, touid, thread_id, {}))
     while #rest > 0 do
         local n = math.max(1, fit.count(wire.text(uid, touid, thread_id, rest).chat_datas, room))
-        out[#out + 1] = { unpack(rest, 1, n) }
+        out[#out + 1] = encoded({ unpack(rest, 1, n) })
         rest = { unpack(rest, n + 1) }
     end
     return out
@@ -112,16 +117,13 @@ return function(session, body)
         return reply.failed(MSG, "store", serr,
             { fromuid = uid, touid = f.touid, thread_id = f.thread_id })
     end
-    local parts = groups(uid, f.touid, f.thread_id, stored)
-    local acks = {}
-    for i, group in ipairs(parts) do -- the acks first: a push may take a peer's round trip
-        acks[i] = wire.text(uid, f.touid, f.thread_id, group)
-        session:send(MSG + 1, acks[i])
+    local parts = bodies(uid, f.touid, f.thread_id, stored)
+    for _, part in ipairs(parts) do -- the acks first: a push may take a peer's round trip
+        session:send(MSG + 1, part.json)
     end
-    for i, group in ipairs(parts) do -- the peer's 1019 is the same body
-        local where, perr = push.send(f.touid, 1019, acks[i], "ChatService.NotifyTextChatMsg",
-            wire.text_pb(uid, f.touid, f.thread_id, group))
-        if not where then host.log.warn("1019 to uid ", f.touid, " failed: ", tostring(perr)) end
+    for _, part in ipairs(parts) do -- the peer's 1019 is the same body
+        push.send(f.touid, 1019, part.json, "ChatService.NotifyTextChatMsg",
+            wire.text_pb(uid, f.touid, f.thread_id, part.items))
     end
     return nil
 end

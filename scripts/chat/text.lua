@@ -96,7 +96,8 @@ local function bodies(uid, touid, thread_id, stored)
     local out, rest = {}, stored
     local room = fit.budget(wire.text(uid, touid, thread_id, {}))
     while #rest > 0 do
-        local n = math.max(1, fit.count(wire.text(uid, touid, thread_id, rest).chat_datas, room))
+        local n = fit.count(wire.text(uid, touid, thread_id, rest).chat_datas, room)
+        n = math.max(1, n) -- apart: count's second value (bytes) must not reach math.max
         out[#out + 1] = encoded({ unpack(rest, 1, n) })
         rest = { unpack(rest, n + 1) }
     end

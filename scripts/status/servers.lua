@@ -20,12 +20,29 @@ local REFRESH_MS = host.config.self.servers_refresh_ms
 
 local view, view_at, refreshing = nil, -math.huge, false
 local tie = 0
+-- The names announced in chatservers at the last refresh: asked for with the configured
+-- ones, so while the announced servers stay the same a refresh is one round trip.
+local announced_before = {}
 
-local function decode_alive(names, res, first, loads)
+-- A sorted array of the names in the given arrays, each once; and the set of them.
+local function union(...)
+    local set, names = {}, {}
+    for i = 1, select("#", ...) do
+        for _, n in ipairs((select(i, ...))) do
+            if not set[n] then set[n], names[#names + 1] = true, n end
+        end
+    end
+    table.sort(names)
+    return names, set
+end
+
+-- The live ones among names (only those in wanted, a set), from a query(names) reply.
+local function decode_alive(names, res, wanted)
+    local loads = #names > 0 and res[2 + #names] or nil
     local alive = {}
     for i, n in ipairs(names) do
-        local info = res[first + i - 1]
-        if type(info) == "string" then
+        local info = res[1 + i]
+        if wanted[n] and type(info) == "string" then
             local d = host.json.safe.decode(info)
             if type(d) == "table" and d.host and d.port then
                 local load = tonumber(type(loads) == "table" and loads[i]) or 0
@@ -48,24 +65,23 @@ local function query(names)
     return host.redis.pipeline(cmds)
 end
 
--- Reads the view from Redis: array of {name, host, port, load} sorted by name.
+-- Reads the view from Redis: array of {name, host, port, load} sorted by name, of the
+-- configured servers and those announced now.
 local function fetch()
-    local res, err = query(CONFIGURED)
+    local names, asked = union(CONFIGURED, announced_before)
+    local res, err = query(names)
     if not res then return nil, err end
-    local names, known = CONFIGURED, {}
-    for _, n in ipairs(CONFIGURED) do known[n] = true end
     local announced = type(res[1]) == "table" and res[1] or {}
-    local unknown = false
-    for _, n in ipairs(announced) do unknown = unknown or not known[n] end
-    if unknown then -- servers configured elsewhere: ask again with the full list
-        names = {}
-        for _, n in ipairs(CONFIGURED) do names[#names + 1] = n end
-        for _, n in ipairs(announced) do if not known[n] then names[#names + 1] = n end end
-        table.sort(names)
+    local new = false
+    for _, n in ipairs(announced) do new = new or not asked[n] end
+    if new then -- servers not asked for yet: ask again with them
+        names = union(CONFIGURED, announced)
         res, err = query(names)
         if not res then return nil, err end
     end
-    return decode_alive(names, res, 2, #names > 0 and res[2 + #names] or nil)
+    announced_before = announced
+    local _, wanted = union(CONFIGURED, announced)
+    return decode_alive(names, res, wanted)
 end
 
 -- live() -> alive, tie | nil, err. alive: the live servers sorted by name; tie: a counter

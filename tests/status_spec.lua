@@ -141,7 +141,8 @@ describe("role start-up and shutdown", function()
             edit = function(dir)
                 local path = dir .. "/status/init.lua"
                 local src = assert(host.fs.read(path))
-                src = src:gsub('(M%["StatusService.Login"%] = function%(req%))', "%1 host.timer.sleep(5000)")
+                src = src:gsub('(M%["StatusService.Login"%] = function%(req%))',
+                    '%1 host.log.info("login handler entered") host.timer.sleep(5000)')
                 assert(host.fs.write(path, src))
             end,
             config = function(port) return { status = { port = port, admin_port = 0 } } end }
@@ -150,8 +151,11 @@ describe("role start-up and shutdown", function()
             calls[i] = host.spawn(host.grpc.call, "127.0.0.1:" .. slow.port, "StatusService.Login",
                 { uid = i, token = "x" }, { timeout_ms = 20000 })
         end
-        assert(slow:await("", 100))
-        host.timer.sleep(200) -- the calls reach their handlers
+        -- every call is inside its handler before the signal
+        assert(util.wait_until(function()
+            local _, n = slow:log():gsub("login handler entered", "")
+            return n == 5
+        end, 5000, "the 5 calls to reach their handler"))
         local t0 = host.timer.monotonic()
         assert(slow.proc:kill("TERM"))
         for i = 1, 5 do
@@ -160,9 +164,9 @@ describe("role start-up and shutdown", function()
             assert.is_nil(rsp)
             assert.equal(host.grpc.status.UNAVAILABLE, code, err)
         end
-        local log = slow:log()
         local status, sig = slow.proc:wait(10000)
         assert.same({ 0, 0 }, { status, sig })
+        local log = slow:log() -- the whole log, read once the process has exited
         assert.truthy(host.timer.monotonic() - t0 < 3000) -- did not wait for the sleeping handlers
         assert.is_nil(log:find("assertion failed", 1, true))
         slow:stop()

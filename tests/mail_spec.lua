@@ -13,6 +13,7 @@ describe("mail", function()
         local r = util.chathost({ "test", host.root .. "/tests/fixtures/mail_send.lua" }, {
             env = { CHATHOST_MAIL_URL = "smtp://127.0.0.1:" .. sink.port, MAIL_TO = "alice@example.com" } })
         assert.equal(0, r.code, r.stdout .. r.stderr)
+        assert.matches("1 passed, 0 failed", r.stdout, r.stdout .. r.stderr)
         local m = assert(sink:wait_for(function(m) return m.headers["x-rcptto"] == "alice@example.com" end))
         assert.equal("=?UTF-8?B?6aqM6K+B56CBIGNvZGU=?=", m.headers.subject)
         assert.matches("your code is 123456", m.body)
@@ -35,6 +36,7 @@ end) end)]]))
             { env = { CHATHOST_LOG_LEVEL = "off" } })
         host.fs.rmtree(dir)
         assert.equal(0, r.code, r.stdout)
+        assert.matches("1 passed, 0 failed", r.stdout, r.stdout .. r.stderr) -- the child ran it
     end)
 
     it("refuses header injection", function()

@@ -110,10 +110,16 @@ function M.befriend(a, b, opts)
     return t.insert_id
 end
 
--- metric(role, name) -> the value of a series without labels in the role's /metrics
-function M.metric(role, name)
+-- metric(role, name, absent?) -> the value of a series without labels in the role's
+-- /metrics. A missing series raises (fails the test), so a renamed metric is noticed,
+-- unless absent is given: then it is returned (for a counter read before its first
+-- increment, which the host does not list yet).
+function M.metric(role, name, absent)
     local res = assert(http.get(role.admin_port, "/metrics"))
-    return tonumber(res.body:match("\n" .. name .. " ([%d%.e%+]+)")) or 0
+    local v = tonumber(res.body:match("\n" .. name .. " ([%d%.e%+]+)"))
+    if v then return v end
+    if absent ~= nil then return absent end
+    error(("no series %q in /metrics of %s"):format(name, role.name or "?"), 2)
 end
 
 -- The number of rows of a COUNT(*) AS n query.

@@ -57,10 +57,11 @@ function M:wait_push(id, timeout_ms)
     end
 end
 
--- No frame with this id arrives within ms (kept pushes included)?
+-- No frame with this id arrives within ms (kept pushes included), and the connection
+-- stays open all that time? (A closed connection is not "no push": it answers false.)
 function M:no_push(id, ms)
-    local body = self:wait_push(id, ms)
-    return body == nil
+    local body, err = self:wait_push(id, ms)
+    return body == nil and err == "timeout"
 end
 
 return M

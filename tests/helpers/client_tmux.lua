@@ -64,7 +64,8 @@ local function count(screen, text)
     end
 end
 
--- The exit status of the window's program once it has ended | nil while it runs. Read
+-- The exit status of the window's program once it has ended | nil while it runs (or
+-- when neither /proc nor tmux can tell). Read
 -- from /proc (the exit_code field of a zombie), as tmux may be slow to reap its child
 -- and note the status (seen with tmux 3.3a when started from the harness).
 function Window:exit_status()
@@ -75,8 +76,10 @@ function Window:exit_status()
         local code = tonumber(after:match("(%d+)%s*$"))
         return code and math.floor(code / 256) % 256
     end
+    -- gone: reaped by tmux, which reports the status; nil while it cannot (wait_exit
+    -- keeps asking, then gives up with nil, so a caller expecting 0 fails)
     local out = self.tmux:tmux("display-message", "-p", "-t", self.name, "#{pane_dead_status}")
-    return tonumber(out or "") or 0 -- gone: reaped by tmux
+    return tonumber(out or "")
 end
 
 -- wait_exit(timeout_ms?) -> the exit status of the program once it has ended | nil

@@ -75,8 +75,22 @@ describe("verify role", function()
     end)
 
     it("rejects an invalid address with 1016 and sends nothing", function()
-        for _, bad in ipairs({ "", "no-at-sign", "a@b", "a@@b.com", "a@b..com", ("x"):rep(300) .. "@b.com" }) do
+        local bads = { "", "no-at-sign", "a@b", "a@@b.com", "a@b..com", ("x"):rep(300) .. "@b.com" }
+        local is_bad = {}
+        for _, bad in ipairs(bads) do
+            is_bad[bad] = true
             assert.equal(1016, ask(bad).error)
+            assert.equal(0, redis.call("EXISTS", "code_" .. bad))
+            assert.equal(0, redis.call("EXISTS", "rate:mail:" .. bad))
+        end
+        -- a good address afterwards: once its mail is in the sink, any mail to a bad one
+        -- (sent before the reply, or queued before this one) would be too
+        local good = fresh_email()
+        assert.equal(0, ask(good).error)
+        assert(code_in_mail(good))
+        for _, m in ipairs(sink:messages()) do
+            local to = m.headers["x-rcptto"] or ""
+            assert.falsy(is_bad[to], "a mail was sent to the invalid address " .. to)
         end
     end)
 

@@ -1,6 +1,7 @@
 -- host.tcp: an outgoing TCP stream with buffered, mode-based reads and timeouts, tested
 -- against a real server (a Python echo/scripted peer).
 local host = require "host"
+local util = require "helpers.util"
 
 -- A peer that sends `greeting`, then echoes what it reads until the client closes.
 local PEER = [[
@@ -119,9 +120,14 @@ time.sleep(30)
             if not fport then host.timer.sleep(20) end
         end
         local first = assert(host.tcp.connect("127.0.0.1", fport)) -- fills the queue
+        local function fds() return #assert(host.fs.list("/proc/self/fd")) end
+        local before = fds()
         local c, err = host.tcp.connect("127.0.0.1", fport, { timeout_ms = 200 })
         assert.is_nil(c)
         assert.equal("timeout", err)
+        -- the connecting socket's descriptor is closed (at once, or on the next loop turn)
+        assert(util.wait_until(function() return fds() == before end, 1000,
+            "the descriptor count to return to " .. before))
         first:close()
         full:kill("KILL")
         full:wait()

@@ -116,15 +116,19 @@ static void on_frame(user *u, uint16_t id, const char *body, size_t len) {
         return;
     }
     if (id == 1018 || (strcmp(mode, "echo") == 0 && id == echo_id + 1)) {
+        /* a 1018 with a non-zero error is a refusal (nothing stored): it frees its slot in
+         * the window but is neither an ack nor an ack latency */
+        int refused = strcmp(mode, "msg") == 0 && id == 1018 && !strstr(body, "\"error\":0,") && !strstr(body, "\"error\":0}");
         if (u->count > 0) {
-            record(&ack_lat, &nack_lat, (double)(now_ns() - u->sent_at[u->head]) / 1e6);
+            if (!refused) record(&ack_lat, &nack_lat, (double)(now_ns() - u->sent_at[u->head]) / 1e6);
             u->head = (u->head + 1) % RING;
             u->count--;
         }
-        if (id == 1018 && !strstr(body, "\"error\":0")) {
+        if (refused) {
             if (errors_seen++ < 5) fprintf(stderr, "text refused: %.*s\n", (int)len, body);
+        } else if (measuring) {
+            acks++;
         }
-        if (measuring) acks++;
         if (!done && rate == 0) { /* window mode: keep it full */
             if (strcmp(mode, "echo") == 0) send_echo(u); else send_text(u);
         }
@@ -140,13 +144,15 @@ static void on_frame(user *u, uint16_t id, const char *body, size_t len) {
     }
 }
 
+/* One byte of the buffer is never offered to libuv (in_len < in_cap always), so on_read
+ * can NUL-terminate every body in place, also one that ends where the data ends. */
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
     user *u = h->data;
-    if (u->in_cap - u->in_len < 65536) {
+    if (u->in_cap - u->in_len < 65536 + 1) {
         u->in_cap = u->in_cap ? u->in_cap * 2 : 65536 * 2;
         u->in = realloc(u->in, u->in_cap);
     }
-    *b = uv_buf_init((char *)u->in + u->in_len, (unsigned)(u->in_cap - u->in_len));
+    *b = uv_buf_init((char *)u->in + u->in_len, (unsigned)(u->in_cap - u->in_len - 1));
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
@@ -163,14 +169,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
         uint16_t id = (uint16_t)(u->in[off] << 8 | u->in[off + 1]);
         uint16_t len = (uint16_t)(u->in[off + 2] << 8 | u->in[off + 3]);
         if (u->in_len - off < 4u + len) break;
-        char save = 0;
         char *body = (char *)u->in + off + 4;
-        if (off + 4 + len < u->in_cap) {
-            save = body[len];
-            body[len] = '\0';
-        }
+        char save = body[len]; /* off + 4 + len <= in_len < in_cap: inside the buffer */
+        body[len] = '\0';     /* on_frame's strstr stops at the body's end */
         on_frame(u, id, body, len);
-        if (off + 4 + len < u->in_cap) body[len] = save;
+        body[len] = save;
         off += 4u + len;
     }
     memmove(u->in, u->in + off, u->in_len - off);

@@ -22,7 +22,8 @@ describe("chat login", function()
     local cl, chat1, chat2
 
     setup(function()
-        cl = cluster.start()
+        -- on_close is traced: specs await the end of a cleanup before checking its effect
+        cl = cluster.start { copy_scripts = true, edit = cluster.trace_on_close }
         chat1, chat2 = cl.chats[1], cl.chats[2]
     end)
 
@@ -150,6 +151,7 @@ describe("chat login", function()
     function()
         local u = cluster.user()
         local first = cluster.login(chat1.port, u)
+        local sid1 = redis.call("GET", "usession_" .. u.uid)
         local second = cluster.login(chat1.port, u)
         assert.same({ error = 0, uid = u.uid }, first:wait_push(1021))
         assert.equal("closed", select(2, first:read_frame(2000)))
@@ -163,8 +165,10 @@ describe("chat login", function()
         assert.equal(chat2.name, redis.call("GET", "uip_" .. u.uid))
         local sid3 = redis.call("GET", "usession_" .. u.uid)
         assert.are_not.equal(sid, sid3)
-        -- the kicked sessions' cleanup ran and left the newest login's keys alone
-        host.timer.sleep(300)
+        -- the kicked sessions' cleanup ran (both were on chat1) and left the newest
+        -- login's keys alone
+        assert(chat1:await(cluster.closed_line(sid1), 3000))
+        assert(chat1:await(cluster.closed_line(sid), 3000))
         assert.equal(chat2.name, redis.call("GET", "uip_" .. u.uid))
         assert.equal(sid3, redis.call("GET", "usession_" .. u.uid))
         assert.equal(0, third:request(1023, { fromuid = u.uid }).error)
@@ -199,11 +203,12 @@ describe("chat login", function()
     it("closes a session with 1021 when its heartbeat finds a newer login's keys", function()
         local u = cluster.user()
         local c = cluster.login(chat1.port, u)
+        local sid = redis.call("GET", "usession_" .. u.uid)
         redis.call("SET", "usession_" .. u.uid, "a-newer-login", "EX", 60)
         assert(c:send(1023, { fromuid = u.uid }))
         assert.same({ error = 0, uid = u.uid }, c:wait_push(1021))
         assert.equal("closed", select(2, c:read_frame(2000)))
-        host.timer.sleep(100)
+        assert(chat1:await(cluster.closed_line(sid), 3000)) -- its cleanup has run
         assert.equal("a-newer-login", redis.call("GET", "usession_" .. u.uid))
         c:close()
     end)

@@ -53,14 +53,44 @@ function M.start_chat(opts)
     return role
 end
 
--- start{chats=2} -> cluster {status=, chats={...}}
+-- start{chats=2, chat=?, copy_scripts=?, edit=?} -> cluster {status=, chats={...}}
+-- (chat, copy_scripts and edit as for start_chat, for every chat server)
 function M.start(opts)
     opts = opts or {}
     redis.call("DEL", "chatservers") -- names other specs announced
     local self = setmetatable({ chats = {} }, M)
     self.status = M.start_status()
-    for i = 1, opts.chats or 2 do self.chats[i] = M.start_chat { chat = opts.chat } end
+    for i = 1, opts.chats or 2 do
+        self.chats[i] = M.start_chat { chat = opts.chat, copy_scripts = opts.copy_scripts,
+            edit = opts.edit }
+    end
     return self
+end
+
+-- An edit for start/start_chat{copy_scripts=true, edit=...}: the chat scripts' on_close
+-- logs "spec: on_close done session=<id>" once it has returned (not when it raised), so a
+-- spec can await the end of a session's cleanup (M.closed_line) instead of sleeping.
+function M.trace_on_close(dir)
+    local path = dir .. "/chat/init.lua"
+    local src = assert(host.fs.read(path))
+    local traced, n = src:gsub("\nreturn M%s*$", [[
+
+do -- added by tests/helpers/chat_cluster.lua (trace_on_close)
+    local on_close = M.on_close
+    M.on_close = function(session, reason)
+        on_close(session, reason)
+        host.log.info("spec: on_close done session=", session.id)
+    end
+end
+return M
+]])
+    assert(n == 1, path .. " does not end with 'return M'")
+    assert(host.fs.write(path, traced))
+end
+
+-- The log line of trace_on_close for session id sid (awaited with role:await).
+function M.closed_line(sid)
+    return "spec: on_close done session=" .. sid .. "\n"
 end
 
 function M:stop()

@@ -40,7 +40,15 @@ describe("make run", function()
     end)
 
     teardown(function()
-        if not proc.exited then proc:kill("KILL") end
+        -- Ctrl-C first: run.sh's trap stops Redis, MariaDB and the sink (a SIGKILL would
+        -- skip it and leave them running); SIGKILL only if it does not end in time
+        if not proc.exited then
+            proc:kill("INT")
+            if not proc:wait(8000) then
+                proc:kill("KILL")
+                proc:wait()
+            end
+        end
         host.fs.rmtree(dir)
     end)
 

@@ -32,8 +32,8 @@ function M.start_status()
     end }
 end
 
--- start_chat{name=?, chat=? (settings over M.CHAT), copy_scripts=?, edit=?} -> role with
--- .name, .rpc_port and .admin_port
+-- start_chat{name=?, chat=? (settings over M.CHAT), config=? (other top-level sections,
+-- e.g. grpc), copy_scripts=?, edit=?} -> role with .name, .rpc_port and .admin_port
 function M.start_chat(opts)
     opts = opts or {}
     local name = opts.name or ("cs" .. host.crypto.random_hex(4))
@@ -44,7 +44,9 @@ function M.start_chat(opts)
             local chat = merged(M.CHAT, opts.chat)
             chat.instances = {
                 [name] = { port = port, rpc_port = rpc_port, admin_port = admin_port } }
-            return { chat = chat }
+            local cfg = merged({}, opts.config)
+            cfg.chat = chat
+            return cfg
         end }
     role.name, role.rpc_port, role.admin_port = name, rpc_port, admin_port
     -- announced (start() reports at once): the status role may choose it
@@ -53,16 +55,16 @@ function M.start_chat(opts)
     return role
 end
 
--- start{chats=2, chat=?, copy_scripts=?, edit=?} -> cluster {status=, chats={...}}
--- (chat, copy_scripts and edit as for start_chat, for every chat server)
+-- start{chats=2, chat=?, config=?, copy_scripts=?, edit=?} -> cluster {status=, chats=}
+-- (chat, config, copy_scripts and edit as for start_chat, for every chat server)
 function M.start(opts)
     opts = opts or {}
     redis.call("DEL", "chatservers") -- names other specs announced
     local self = setmetatable({ chats = {} }, M)
     self.status = M.start_status()
     for i = 1, opts.chats or 2 do
-        self.chats[i] = M.start_chat { chat = opts.chat, copy_scripts = opts.copy_scripts,
-            edit = opts.edit }
+        self.chats[i] = M.start_chat { chat = opts.chat, config = opts.config,
+            copy_scripts = opts.copy_scripts, edit = opts.edit }
     end
     return self
 end

@@ -95,3 +95,88 @@ describe("chat with a stopped peer server", function()
         old:close()
     end)
 end)
+
+describe("chat store and load failures", function()
+    local cl, chat1, chat2, small
+
+    setup(function()
+        cl = cluster.start()
+        chat1, chat2 = cl.chats[1], cl.chats[2]
+        -- a server whose MySQL results may not exceed 4 KiB: a page of long messages fails
+        small = cluster.start_chat { config = { mysql = { max_result_bytes = 4096 } } }
+    end)
+
+    after_each(function()
+        assert(db.exec("DROP TRIGGER IF EXISTS t_chatlimits_refuse_message"))
+        assert(db.exec("DROP TRIGGER IF EXISTS t_chatlimits_refuse_thread"))
+    end)
+
+    teardown(function()
+        small:stop()
+        cl:stop()
+    end)
+
+    it("answers a text that cannot be stored with an error and pushes nothing", function()
+        local a, b, c = cluster.user(), cluster.user(), cluster.user()
+        local ab, ac = cluster.befriend(a, b), cluster.befriend(a, c)
+        local ca = cluster.login(chat1.port, a)
+        local cb = cluster.login(chat2.port, b) -- pushed to through chat2
+        local cc = cluster.login(chat1.port, c) -- pushed to on chat1 itself
+        assert(db.exec([[CREATE TRIGGER t_chatlimits_refuse_message BEFORE INSERT ON chat_message
+            FOR EACH ROW IF NEW.content LIKE 'refuse-me%' THEN
+                SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by chat_limits_spec';
+            END IF]]))
+        for _, to in ipairs({ { b, ab }, { c, ac } }) do
+            local ack = assert(ca:request(1017, text(a, to[1], to[2], "refuse-me-" .. to[1].uid)))
+            assert.equal(1019, ack.error) -- not retryable: Internal (PROTOCOL.md §2)
+            assert.is_nil(ack.chat_datas)
+        end
+        assert.equal(0, cluster.count("SELECT COUNT(*) AS n FROM chat_message"
+            .. " WHERE content LIKE 'refuse-me%' AND sender_id = ?", a.uid))
+        assert(db.exec("DROP TRIGGER t_chatlimits_refuse_message"))
+        -- the next texts are stored and pushed, and they are the first pushes to arrive
+        for _, to in ipairs({ { b, ab, cb }, { c, ac, cc } }) do
+            assert.equal(0, ca:request(1017, text(a, to[1], to[2], "stored")).error)
+            assert.equal("stored", assert(to[3]:wait_push(1019)).chat_datas[1].content)
+            assert.is_true(to[3]:no_push(1019, 200))
+        end
+        ca:close()
+        cb:close()
+        cc:close()
+    end)
+
+    it("answers 1012 when the private chat cannot be created, then creates it", function()
+        local a, b = cluster.user(), cluster.user()
+        cluster.befriend(a, b, { thread = false })
+        local ca = cluster.login(chat1.port, a)
+        assert(db.exec(([[CREATE TRIGGER t_chatlimits_refuse_thread BEFORE INSERT ON private_chat
+            FOR EACH ROW IF NEW.user1_id = %d THEN
+                SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by chat_limits_spec';
+            END IF]]):format(math.min(a.uid, b.uid))))
+        assert.same({ error = 1012, uid = a.uid, other_id = b.uid },
+            ca:request(1027, { uid = a.uid, other_id = b.uid }))
+        local pair = "SELECT COUNT(*) AS n FROM private_chat WHERE user1_id = ? AND user2_id = ?"
+        local u1, u2 = math.min(a.uid, b.uid), math.max(a.uid, b.uid)
+        assert.equal(0, cluster.count(pair, u1, u2))
+        assert(db.exec("DROP TRIGGER t_chatlimits_refuse_thread"))
+        local ok = ca:request(1027, { uid = a.uid, other_id = b.uid })
+        assert.equal(0, ok.error)
+        assert.equal(1, cluster.count(pair, u1, u2))
+        ca:close()
+    end)
+
+    it("answers 1013 when a page of messages cannot be loaded, and keeps the session", function()
+        local a, b = cluster.user(), cluster.user()
+        local thread = cluster.befriend(a, b)
+        for i = 1, 4 do -- 12 KB of content: above the server's max_result_bytes
+            assert(db.exec("INSERT INTO chat_message (thread_id, sender_id, recv_id, content,"
+                .. " created_at, status, msg_type) VALUES (?, ?, ?, ?, NOW(), 2, 0)",
+                thread, b.uid, a.uid, ("long%d "):format(i) .. ("x"):rep(3000)))
+        end
+        local ca = cluster.login(small.port, a)
+        assert.same({ error = 1013, thread_id = thread },
+            ca:request(1029, { thread_id = thread, message_id = 0 }))
+        assert.same({ error = 0 }, ca:request(1023, { fromuid = a.uid }))
+        ca:close()
+    end)
+end)

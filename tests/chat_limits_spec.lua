@@ -1,9 +1,18 @@
 -- The chat role's bounds and error paths (shared/PROTOCOL.md §5-6, chat.* in config.lua):
 -- a peer chat server that is stuck (SIGSTOP) costs a push at most chat.push_timeout_ms and
--- a login at most chat.kick_timeout_ms. Real role processes, Redis and MariaDB.
+-- a login at most chat.kick_timeout_ms; a text MySQL refuses, a private chat that cannot be
+-- created and a page that cannot be loaded are answered with their errors; the body size
+-- and connection count limits hold at their boundaries. Real role processes, Redis and
+-- MariaDB.
 local host = require "host"
+local util = require "helpers.util"
+local chat_client = require "helpers.chat_client"
 local cluster = require "helpers.chat_cluster"
 local redis, db = host.redis, host.db
+
+local function header(id, len)
+    return string.char(math.floor(id / 256), id % 256, math.floor(len / 256), len % 256)
+end
 
 local function text(from, to, thread, content)
     return { fromuid = from.uid, touid = to.uid, thread_id = thread,
@@ -178,5 +187,57 @@ describe("chat store and load failures", function()
             ca:request(1029, { thread_id = thread, message_id = 0 }))
         assert.same({ error = 0 }, ca:request(1023, { fromuid = a.uid }))
         ca:close()
+    end)
+end)
+
+describe("chat body and connection limits", function()
+    local MAX_CONNECTIONS = 4
+    local chat
+
+    setup(function()
+        -- max_body_bytes is left at its default (8192, PROTOCOL.md §5)
+        chat = cluster.start_chat { chat = { max_connections = MAX_CONNECTIONS } }
+    end)
+
+    teardown(function() chat:stop() end)
+
+    it("takes a body of max_body_bytes and refuses one byte more with 1016, closing", function()
+        local u = cluster.user()
+        local c = cluster.login(chat.port, u)
+        local head = ('{"fromuid":%d,"pad":"'):format(u.uid)
+        local body = head .. ("p"):rep(8192 - #head - 2) .. '"}'
+        assert.equal(8192, #body)
+        assert(c:send(1023, body))
+        assert.same({ error = 0 }, c:wait_push(1024))
+        assert(c:send_raw(header(1023, 8193))) -- the header alone: it is refused unread
+        assert.same({ error = 1016, field = "body_len" }, c:wait_push(1024))
+        assert.equal("closed", select(2, c:read_frame(2000)))
+        c:close()
+    end)
+
+    it("closes a connection beyond max_connections and serves the others", function()
+        local open = {}
+        for i = 1, MAX_CONNECTIONS do
+            open[i] = assert(chat_client.connect(chat.port))
+            assert.same({ error = 1014 }, open[i]:request(1023, {})) -- served (not logged in)
+        end
+        local extra = assert(chat_client.connect(chat.port)) -- the kernel accepts it ...
+        local id, err = extra:read_frame(3000)                -- ... and the server closes it
+        assert.is_nil(id)
+        assert.are_not.equal("timeout", err)
+        extra:close()
+        for i = 1, MAX_CONNECTIONS do
+            assert.same({ error = 1014 }, open[i]:request(1023, {}))
+        end
+        -- one closes: a new connection is served again
+        open[1]:close()
+        local again = assert(util.wait_until(function()
+            local c = assert(chat_client.connect(chat.port))
+            if c:request(1023, {}, 500) then return c end
+            c:close()
+        end, 3000, "a connection to be served again"))
+        assert.same({ error = 1014 }, again:request(1023, {}))
+        again:close()
+        for i = 2, MAX_CONNECTIONS do open[i]:close() end
     end)
 end)

@@ -327,6 +327,19 @@ describe("host.db", function()
             assert.equal(stats.size, stats.idle + stats.busy)
         end)
 
+        it("fails a query that runs past read_timeout_s, then serves the next one", function()
+            local pool = assert(db.new { pool_size = 1, read_timeout_s = 1 })
+            local before = assert(pool:query("SELECT CONNECTION_ID() AS id"))[1].id
+            local rows, err, errno = pool:query("SELECT SLEEP(5) AS s")
+            assert.is_nil(rows)
+            assert.truthy(is_lost_connection(errno), tostring(err) .. " " .. tostring(errno))
+            -- the connection that timed out is not reused: a new one answers
+            local after = assert(pool:query("SELECT CONNECTION_ID() AS id"))[1].id
+            assert.are_not.equal(before, after)
+            assert.equal(1, pool:stats().reconnects)
+            pool:close()
+        end)
+
         it("fails a request with cannot connect when the server refuses, and keeps serving", function()
             local pool = assert(db.new { pool_size = 1, password = "wrong password" })
             local rows, err, errno = pool:query("SELECT 1")

@@ -60,6 +60,20 @@ describe("password hashing", function()
         assert.equal(0, r.code, r.stdout)
         assert.matches("1 passed, 0 failed\n$", r.stdout)
     end)
+
+    it("answers busy to a hash that waited crypto.wait_timeout_ms for a turn", function()
+        local dir = assert(host.fs.mkdtemp("crypto"))
+        -- one hash at a time, each ~64 MiB and 3 passes: a wait of 10 ms ends first
+        assert(host.fs.write(dir .. "/config.lua", "return { crypto = { max_concurrent = 1,"
+            .. " max_waiting = 10, wait_timeout_ms = 10, argon2_memlimit_kib = 65536,"
+            .. " argon2_opslimit = 3 } }"))
+        local r = util.chathost({ "test", "-c", dir .. "/config.lua",
+            host.root .. "/tests/fixtures/crypto/wait_timeout.lua" },
+            { env = { CHATHOST_LOG_LEVEL = "off" } })
+        host.fs.rmtree(dir)
+        assert.equal(0, r.code, r.stdout)
+        assert.matches("1 passed, 0 failed\n$", r.stdout)
+    end)
 end)
 
 describe("random values", function()

@@ -172,6 +172,30 @@ describe("role start-up and shutdown", function()
         slow:stop()
     end)
 
+    it("cuts a stop hook off after shutdown.grace_ms and exits", function()
+        local hung = roles.start { role = "status", copy_scripts = true,
+            edit = function(dir)
+                local path = dir .. "/status/init.lua"
+                local src = assert(host.fs.read(path))
+                local n
+                src, n = src:gsub('(local host = require "host"\n)', "%1"
+                    .. 'host.on_stop(function() host.log.info("spec: stop hook entered")'
+                    .. " host.timer.sleep(600000) end)\n", 1)
+                assert(n == 1)
+                assert(host.fs.write(path, src))
+            end,
+            config = function(port)
+                return { status = { port = port, admin_port = 0 }, shutdown = { grace_ms = 300 } }
+            end }
+        assert(hung.proc:kill("TERM"))
+        assert(hung:await("spec: stop hook entered", 3000))
+        -- the hook would sleep for 10 minutes: the process ends after grace_ms instead
+        local status, sig = hung.proc:wait(5000)
+        assert.same({ 0, 0 }, { status, sig })
+        assert.matches("shutdown: stop hooks still running after 300 ms, going on", hung:log())
+        hung:stop()
+    end)
+
     it("exits 2 with one line when its gRPC port is taken", function()
         local blocker = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = {} })
         local dir = assert(host.fs.mkdtemp("status"))

@@ -112,12 +112,9 @@ describe("chat scripts", function()
         local c = cluster.login(chat.port, u)
         local before = assert(c:request(1007, { uid = u.name }))
         assert.is_nil(before.edited)
-        local path = chat.scripts .. "/chat/search.lua"
-        local src = assert(host.fs.read(path))
-        local edited = src:gsub("desc = user.desc, sex = user.sex, icon = user.icon }",
+        util.edit_file(chat.scripts .. "/chat/search.lua",
+            "desc = user.desc, sex = user.sex, icon = user.icon }",
             "desc = user.desc, sex = user.sex, icon = user.icon, edited = true }")
-        assert.are_not.equal(src, edited)
-        assert(host.fs.write(path, edited))
         assert(util.wait_until(function()
             return c:request(1007, { uid = u.name }).edited
         end, 5000, "the edited search"))

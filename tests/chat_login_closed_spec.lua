@@ -4,6 +4,7 @@
 -- that is gone until presence_ttl_s runs out (shared/PROTOCOL.md §6).
 local host = require "host"
 local roles = require "helpers.roles"
+local util = require "helpers.util"
 local chat_client = require "helpers.chat_client"
 local cluster = require "helpers.chat_cluster"
 local redis = host.redis
@@ -12,12 +13,8 @@ local SLOW_MS = 500
 
 -- Makes chat.presence.set (the login's write of uip_/usession_) start SLOW_MS late.
 local function slow_presence(scripts)
-    local path = scripts .. "/chat/presence.lua"
-    local src = assert(host.fs.read(path))
-    local edited, n = src:gsub("(\nfunction M%.set%(uid, session_id%)\n)",
+    util.edit_file(scripts .. "/chat/presence.lua", "(\nfunction M%.set%(uid, session_id%)\n)",
         "%1    host.timer.sleep(" .. SLOW_MS .. ")\n")
-    assert(n == 1, "chat/presence.lua: set not found")
-    assert(host.fs.write(path, edited))
 end
 
 describe("chat login of a connection that closes meanwhile", function()

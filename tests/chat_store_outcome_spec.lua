@@ -13,12 +13,8 @@ local SLOW_MS = 3500
 
 -- Makes lib.messages' inserts (one multi-row INSERT, or one per row) start SLOW_MS late.
 local function slow_inserts(scripts)
-    local path = scripts .. "/lib/messages.lua"
-    local src = assert(host.fs.read(path))
-    local edited, n = src:gsub("(\nfunction M%.insert_%a+%(rows%)\n)",
-        "%1    host.timer.sleep(" .. SLOW_MS .. ")\n")
-    assert(n == 2, "lib/messages.lua: insert_multi and insert_each not found")
-    assert(host.fs.write(path, edited))
+    util.edit_file(scripts .. "/lib/messages.lua", "(\nfunction M%.insert_%a+%(rows%)\n)",
+        "%1    host.timer.sleep(" .. SLOW_MS .. ")\n", 2) -- insert_multi and insert_each
 end
 
 describe("chat text stored after the wait for it ended", function()

@@ -139,11 +139,9 @@ describe("role start-up and shutdown", function()
     it("shuts down cleanly on SIGTERM with calls in flight", function()
         local slow = roles.start { role = "status", copy_scripts = true,
             edit = function(dir)
-                local path = dir .. "/status/init.lua"
-                local src = assert(host.fs.read(path))
-                src = src:gsub('(M%["StatusService.Login"%] = function%(req%))',
+                util.edit_file(dir .. "/status/init.lua",
+                    '(M%["StatusService.Login"%] = function%(req%))',
                     '%1 host.log.info("login handler entered") host.timer.sleep(5000)')
-                assert(host.fs.write(path, src))
             end,
             config = function(port) return { status = { port = port, admin_port = 0 } } end }
         local calls = {}
@@ -175,14 +173,9 @@ describe("role start-up and shutdown", function()
     it("cuts a stop hook off after shutdown.grace_ms and exits", function()
         local hung = roles.start { role = "status", copy_scripts = true,
             edit = function(dir)
-                local path = dir .. "/status/init.lua"
-                local src = assert(host.fs.read(path))
-                local n
-                src, n = src:gsub('(local host = require "host"\n)', "%1"
+                util.edit_file(dir .. "/status/init.lua", '(local host = require "host"\n)', "%1"
                     .. 'host.on_stop(function() host.log.info("spec: stop hook entered")'
-                    .. " host.timer.sleep(600000) end)\n", 1)
-                assert(n == 1)
-                assert(host.fs.write(path, src))
+                    .. " host.timer.sleep(600000) end)\n")
             end,
             config = function(port)
                 return { status = { port = port, admin_port = 0 }, shutdown = { grace_ms = 300 } }

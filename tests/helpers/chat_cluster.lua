@@ -73,9 +73,7 @@ end
 -- logs "spec: on_close done session=<id>" once it has returned (not when it raised), so a
 -- spec can await the end of a session's cleanup (M.closed_line) instead of sleeping.
 function M.trace_on_close(dir)
-    local path = dir .. "/chat/init.lua"
-    local src = assert(host.fs.read(path))
-    local traced, n = src:gsub("\nreturn M%s*$", [[
+    util.edit_file(dir .. "/chat/init.lua", "\nreturn M%s*$", [[
 
 do -- added by tests/helpers/chat_cluster.lua (trace_on_close)
     local on_close = M.on_close
@@ -86,8 +84,6 @@ do -- added by tests/helpers/chat_cluster.lua (trace_on_close)
 end
 return M
 ]])
-    assert(n == 1, path .. " does not end with 'return M'")
-    assert(host.fs.write(path, traced))
 end
 
 -- The log line of trace_on_close for session id sid (awaited with role:await).

@@ -27,6 +27,16 @@ function M.chathost(args, opts)
     return assert(host.proc.run(argv, opts))
 end
 
+-- Edits the file at path in place: string.gsub(pattern, repl), which must match count
+-- times (1 unless given), so a spec's edit of a copied script cannot silently miss.
+function M.edit_file(path, pattern, repl, count)
+    count = count or 1
+    local src = assert(host.fs.read(path))
+    local edited, n = src:gsub(pattern, repl)
+    assert(n == count, ("%s: %d matches of %q, expected %d"):format(path, n, pattern, count))
+    assert(host.fs.write(path, edited))
+end
+
 -- Writes files { ["path/rel.lua"] = "content" } under dir, creating folders.
 function M.write_tree(dir, files)
     for rel, content in pairs(files) do

@@ -135,6 +135,38 @@ return M
     end)
 end)
 
+describe("status role's view of the chat servers", function()
+    it("is refreshed again after a refresh raised an error", function()
+        -- a copy of the scripts whose refresh raises while the key spec_fail_fetch exists
+        local status = roles.start { role = "status", copy_scripts = true,
+            edit = function(dir)
+                util.edit_file(dir .. "/status/servers.lua", "(\nlocal function fetch%(%)\n)",
+                    '%1    if host.redis.call("EXISTS", "spec_fail_fetch") == 1 then'
+                    .. ' error("spec: fetch raised") end\n')
+            end,
+            config = function(port)
+                return { status = { port = port, admin_port = 0, servers_refresh_ms = 0 } }
+            end }
+        local target = "127.0.0.1:" .. status.port
+        local function pick()
+            return host.grpc.call(target, "StatusService.GetChatServer", { uid = 1001 })
+        end
+        redis.call("DEL", "chatserver_chat1", "chatserver_chat2", "chatservers", "logincount")
+        alive("chat1", 8090)
+        assert.equal("8090", assert(pick()).port) -- the role has a view now
+        assert(redis.call("SET", "spec_fail_fetch", 1))
+        local rsp, err, code = pick()
+        redis.call("DEL", "spec_fail_fetch")
+        assert.is_nil(rsp)
+        assert.equal(host.grpc.status.INTERNAL, code, err)
+        redis.call("DEL", "chatserver_chat1", "chatservers")
+        alive("chat2", 8091)
+        assert.equal("8091", assert(pick()).port) -- not the view from before the error
+        redis.call("DEL", "chatserver_chat2", "chatservers")
+        assert.equal(0, status:stop())
+    end)
+end)
+
 describe("role start-up and shutdown", function()
     it("shuts down cleanly on SIGTERM with calls in flight", function()
         local slow = roles.start { role = "status", copy_scripts = true,

@@ -91,8 +91,11 @@ function M.live()
     local now = host.timer.monotonic()
     if view and (now - view_at < REFRESH_MS or refreshing) then return view, tie end
     refreshing = true
-    local fresh, err = fetch()
+    -- pcall: an error raised in fetch must not leave refreshing set, or every later call
+    -- would serve this view for good (LuaJIT yields across pcall: the Redis I/O works)
+    local ok, fresh, err = pcall(fetch)
     refreshing = false
+    if not ok then error(fresh, 0) end
     if not fresh then return nil, err end
     view, view_at = fresh, host.timer.monotonic()
     return view, tie

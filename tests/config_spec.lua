@@ -68,6 +68,39 @@ describe("command line and config", function()
         assert_one_line_error(r, "redis%.port: 70000 is out of range")
     end)
 
+    it("resolves another instance's section as that instance does", function()
+        -- a shared public_host beats an instance's own bind host; an instance's own
+        -- public_host beats both; a 0.0.0.0 bind without public_host is announced as loopback
+        local script = dir .. "/instances.lua"
+        assert(host.fs.write(script, [[
+local host = require "host"
+local out = {}
+for _, name in ipairs({ "a", "b" }) do
+    local s = assert(host.config_instance("chat", name))
+    out[#out + 1] = ("%s %s %s %s"):format(s.name, s.public_host, s.port, s.rpc_port)
+end
+local s = assert(host.config_instance("status", "any"))
+out[#out + 1] = "status " .. s.port
+out[#out + 1] = tostring(select(2, host.config_instance("chat", "nine")))
+out[#out + 1] = tostring(select(2, host.config_instance("nope", "a")))
+out[#out + 1] = tostring(pcall(host.config_instance, "chat"))
+print(table.concat(out, "\n"))
+]]))
+        local r = with_config([[return { status = { port = 7001 }, chat = { public_host = "chat.example",
+            instances = { a = { host = "10.0.0.3", port = 8101, rpc_port = 9101 },
+                b = { public_host = "b.example", port = 8102, rpc_port = 9102 } } } }]],
+            { "exec", script })
+        assert.equal(0, r.code, r.stderr)
+        assert.equal(table.concat({ "a chat.example 8101 9101", "b b.example 8102 9102",
+            "status 7001", "chat.instances.nine: no such instance (known: a, b)",
+            "unknown role nope", "false" }, "\n") .. "\n", r.stdout)
+        r = with_config([[return { chat = { host = "0.0.0.0",
+            instances = { a = { port = 8101, rpc_port = 9101 }, b = { port = 8102 } } } }]],
+            { "exec", script })
+        assert.equal(0, r.code, r.stderr)
+        assert.matches("^a 127%.0%.0%.1 8101 9101\n", r.stdout)
+    end)
+
     it("rejects an option without its value", function()
         local r = util.chathost({ "status", "-c" })
         assert_one_line_error(r, "%-c needs a value")

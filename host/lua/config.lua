@@ -326,11 +326,23 @@ function M.copy(tbl)
     return out
 end
 
--- Publishes cfg to scripts: host.config (read-only) and host.config_copy() (a deep copy
--- of the whole config, for code that needs pairs()).
+-- Publishes cfg to scripts: host.config (read-only), host.config_copy() (a deep copy
+-- of the whole config, for code that needs pairs()) and host.config_instance(role, name)
+-- (what host.config.self would be in the process of that instance, a copy; nil, err for
+-- an instance the config does not define), so a chat server reads a peer's settings
+-- exactly as the peer does.
 function M.publish(host, cfg)
     host.config = M.readonly(cfg, "config")
     host.config_copy = function() return M.copy(cfg) end
+    host.config_instance = function(role, name)
+        if type(role) ~= "string" or type(name) ~= "string" then
+            error("config_instance(role, name): expected two strings", 2)
+        end
+        if not ROLES[role] then return nil, "unknown role " .. role end
+        local ok, section = pcall(resolve_self, cfg, role, name)
+        if not ok then return nil, section end
+        return M.copy(section)
+    end
 end
 
 M.ROLES = ROLES

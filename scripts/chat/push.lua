@@ -17,13 +17,12 @@ local M = {}
 local ADDRESS_TTL_MS = 2000
 local addresses = {} -- name -> { address, at }
 
+-- The peer's own settings as the peer resolves them (shared chat settings + its
+-- instance): the address it announces to clients, and its rpc_port.
 local function configured(name)
-    local chat = host.config.chat
-    local own = chat and chat.instances and chat.instances[name]
-    if not own or not own.rpc_port then return nil end
-    local addr = own.public_host or own.host or chat.public_host or chat.host or "127.0.0.1"
-    if addr == "0.0.0.0" then addr = "127.0.0.1" end
-    return addr .. ":" .. tostring(own.rpc_port)
+    local peer = host.config_instance("chat", name)
+    if not peer or not peer.rpc_port then return nil end
+    return (peer.public_host or "127.0.0.1") .. ":" .. tostring(peer.rpc_port)
 end
 
 -- The address a live server announces: its rpc field, else (an announcement without

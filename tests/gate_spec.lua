@@ -476,19 +476,24 @@ describe("gate role", function()
 
         it("verifies a hash for an unknown e-mail as for a wrong password (a dummy hash)",
             function()
-                -- the gate's thread CPU spent hashing grows with every verification, and
-                -- only then (no other request reaches this gate meanwhile)
-                local function hash_cpu()
+                -- the gate counts every verification and the thread CPU spent hashing,
+                -- and only then (no other request reaches this gate meanwhile)
+                local function metric(name)
                     local res = assert(http.get(gate_admin, "/metrics"))
                     return assert(tonumber(res.body:match(
-                        "\nchathost_hash_cpu_seconds ([%d%.e%+%-]+)")), res.body)
+                        "\n" .. name .. " ([%d%.e%+%-]+)")), res.body)
                 end
                 local acc = fresh()
                 register(acc)
                 for _, email in ipairs({ acc.email, fresh().email }) do
-                    local before = hash_cpu()
+                    local cpu = metric("chathost_hash_cpu_seconds")
+                    local verified = metric("chathost_hash_verifications")
+                    local hashed = metric("chathost_hashes")
                     assert.equal(1009, login(email, "wrong1").error)
-                    assert.truthy(hash_cpu() > before, "no password hash was verified for " .. email)
+                    assert.equal(verified + 1, metric("chathost_hash_verifications"), email)
+                    assert.equal(hashed, metric("chathost_hashes"), email)
+                    assert.truthy(metric("chathost_hash_cpu_seconds") > cpu,
+                        "no password hash was verified for " .. email)
                 end
             end)
 

@@ -63,6 +63,8 @@ local function sample(scripts)
     gauge("chathost_hash_active", c.active, "Password hashes running.")
     gauge("chathost_hash_waiting", c.waiting, "Password hashes waiting for a turn.")
     gauge("chathost_hash_cpu_seconds", c.cpu_seconds, "Thread CPU spent hashing passwords.")
+    gauge("chathost_hashes", c.hashes, "Passwords hashed since start-up.")
+    gauge("chathost_hash_verifications", c.verifies, "Password hashes verified since start-up.")
     if scripts then
         local st = scripts:stats()
         gauge("chathost_script_generation", st.generation, "Script generation serving requests.")

@@ -1,6 +1,8 @@
 -- The chat role's bounds and error paths (shared/PROTOCOL.md §5-6, chat.* in config.lua):
--- a peer chat server that is stuck (SIGSTOP) costs a push at most chat.push_timeout_ms and
--- a login at most chat.kick_timeout_ms; a text MySQL refuses, a private chat that cannot be
+-- a peer chat server that is stuck (SIGSTOP) costs a push at most chat.push_timeout_ms,
+-- holds up none of the sender's later requests until chat.push_queue_max of its pushes
+-- wait (then it holds the sender back), and the pushes keep their order; a login waits at most
+-- chat.kick_timeout_ms; a text MySQL refuses, a private chat that cannot be
 -- created and a page that cannot be loaded are answered with their errors; the body size
 -- and connection count limits hold at their boundaries. Real role processes, Redis and
 -- MariaDB.
@@ -18,6 +20,8 @@ local function text(from, to, thread, content)
     return { fromuid = from.uid, touid = to.uid, thread_id = thread,
         text_array = { { content = content, unique_id = "u-" .. content } } }
 end
+
+local PUSH_QUEUE_MAX = 3
 
 describe("chat with a stopped peer server", function()
     local cl, chat1, chat2
@@ -37,10 +41,13 @@ describe("chat with a stopped peer server", function()
 
     setup(function()
         -- short push and kick deadlines; every other gRPC deadline far longer, so only
-        -- those two settings can end the calls to the stopped server within a test. The
-        -- liveness key outlives the test: the stopped server still counts as alive.
-        cl = cluster.start { chat = { push_timeout_ms = 300, kick_timeout_ms = 300,
-            alive_ttl_s = 60 }, config = { grpc = { deadline_ms = 60000 } } }
+        -- those two settings can end the calls to the stopped server within a test (the
+        -- push's 2 s: far longer than a request's round trip here, so a spec can tell a
+        -- reply that waited for the push from one that did not). The liveness key
+        -- outlives the test: the stopped server still counts as alive.
+        cl = cluster.start { chat = { push_timeout_ms = 2000, kick_timeout_ms = 300,
+            alive_ttl_s = 60, push_queue_max = PUSH_QUEUE_MAX },
+            config = { grpc = { deadline_ms = 60000 } } }
         chat1, chat2 = cl.chats[1], cl.chats[2]
     end)
 
@@ -51,24 +58,35 @@ describe("chat with a stopped peer server", function()
         cl:stop()
     end)
 
-    it("acknowledges a text to a peer there and gives up the push after push_timeout_ms",
-    function()
+    -- a and b, friends, logged in on chat1 and chat2; one text from a is pushed to b and
+    -- chat1 has the answer of that push: chat1's channel to chat2 is connected (a new
+    -- connection to a stopped server fails at its connect timeout instead) and no push is
+    -- in flight. -> a, b, thread, a's client, b's client
+    local function pair_across()
         local a, b = cluster.user(), cluster.user()
         local thread = cluster.befriend(a, b)
         local ca = cluster.login(chat1.port, a)
         local cb = cluster.login(chat2.port, b)
-        -- a push while chat2 runs: delivered, and chat1's channel to chat2 is connected
-        -- (a new connection to a stopped server fails at its connect timeout instead)
-        local first = assert(ca:request(1017, text(a, b, thread, "before")))
-        assert.equal(0, first.error)
+        assert.equal(0, assert(ca:request(1017, text(a, b, thread, "before"))).error)
         assert.equal("before", assert(cb:wait_push(1019)).chat_datas[1].content)
-        -- a session's frames are handled one after the other: this reply means the first
-        -- text's handler has its push's answer (else chat2 may be stopped before sending it)
-        assert.same({ error = 0 }, ca:request(1023, { fromuid = a.uid }))
+        assert(util.wait_until(function()
+            return cluster.metric(chat1, "chat_pushes_queue_done_total", 0)
+                == cluster.metric(chat1, "chat_pushes_queued_total", 0)
+        end, 5000, "chat1's push queues to be empty"))
+        return a, b, thread, ca, cb
+    end
+
+    it("acknowledges a text to a peer there and gives up the push after push_timeout_ms",
+    function()
+        local a, b, thread, ca, cb = pair_across()
         stop_chat2()
         local ack = assert(ca:request(1017, text(a, b, thread, "while-stopped")))
         assert.equal(0, ack.error)
         assert.equal(1, #ack.chat_datas)
+        -- the push waits for its deadline in the session's push queue, not in the session:
+        -- the next request is answered while the push has not failed yet
+        assert.same({ error = 0 }, ca:request(1023, { fromuid = a.uid }))
+        assert.is_nil(chat1:log():find("NotifyTextChatMsg to " .. chat2.name .. " (", 1, true))
         local row = assert(db.query("SELECT content, recv_id FROM chat_message WHERE message_id = ?",
             ack.chat_datas[1].message_id))[1]
         assert.same({ "while-stopped", b.uid }, { row.content, row.recv_id })
@@ -80,6 +98,46 @@ describe("chat with a stopped peer server", function()
         assert.matches("failed: .*%(4%)$", logged) -- 4: DEADLINE_EXCEEDED
         -- and the sender's session is served again
         assert.same({ error = 0 }, ca:request(1023, { fromuid = a.uid }))
+        ca:close()
+        cb:close()
+    end)
+
+    it("holds a sender back once chat.push_queue_max pushes wait, and keeps their order",
+    function()
+        local a, b, thread, ca, cb = pair_across()
+        stop_chat2()
+        -- chat1's failed pushes to chat2 so far (the first test's is in the same log)
+        local function failures()
+            local _, n = chat1:log():gsub("NotifyTextChatMsg to " .. chat2.name .. " %(", "")
+            return n
+        end
+        local failed_before = failures()
+        -- q1's push is in flight to the stopped server, q2..q4 wait behind it: all
+        -- acknowledged before that push's deadline (2 s) ends
+        local t0 = host.timer.monotonic()
+        for i = 1, PUSH_QUEUE_MAX + 1 do
+            assert.equal(0, assert(ca:request(1017, text(a, b, thread, "q" .. i))).error)
+        end
+        assert.equal(failed_before, failures())
+        -- the queue is full: q5 is acknowledged (stored) at once, but its handler then waits
+        -- for room, so its session answers the next request only once q1's push has ended
+        local five = assert(ca:request(1017, text(a, b, thread, "q" .. PUSH_QUEUE_MAX + 2)))
+        assert.equal(0, five.error)
+        assert.same({ error = 0 }, ca:request(1023, { fromuid = a.uid }))
+        assert.truthy(host.timer.monotonic() - t0 >= 2000) -- a lower bound: q1's deadline
+        assert(util.wait_until(function() return failures() > failed_before end, 5000,
+            "q1's push to fail"))
+        resume_chat2() -- well before the deadline of q2's push, now in flight
+        local got = {}
+        while true do
+            local push = cb:wait_push(1019, 1000)
+            if not push then break end
+            local content = push.chat_datas[1].content
+            -- q1 may still arrive: its call reached the stopped server before its deadline
+            if content ~= "q1" then got[#got + 1] = content end
+        end
+        assert.same({ "q2", "q3", "q4", "q5" }, got)
+        assert.is_nil(chat1:log():find(" dropped: session ", 1, true))
         ca:close()
         cb:close()
     end)

@@ -120,6 +120,7 @@ local SCHEMA = {
         kick_timeout_ms = int(1000, 10, 600000),    -- NotifyKickUser deadline
         handler_timeout_ms = int(30000, 100, 3600000), -- a message's handler: cancelled, 1019
         push_timeout_ms = int(2000, 10, 600000),    -- pushes through a peer chat server
+        push_queue_max = int(2, 1, 1000000),        -- a session's pushes waiting; then the sender waits
         apply_list_max = int(100, 0, 100000),       -- applications in the 1006 reply
         friend_list_max = int(1000, 0, 1000000),    -- friends in the 1006 reply (then cut to fit)
         instances = { "map", {

@@ -28,9 +28,9 @@ local ACCEPT_FIELDS = {
     { name = "back", kind = "text", max = TEXT_MAX, default = "" },
 }
 
-local function notify_apply(applicant, touid, greeting)
+local function notify_apply(session, applicant, touid, greeting)
     local req = wire.apply_pb(applicant, touid, greeting)
-    push.send(touid, 1011, wire.apply_from_pb(req), "ChatService.NotifyAddFriend", req)
+    push.post(session, touid, 1011, wire.apply_from_pb(req), "ChatService.NotifyAddFriend", req)
 end
 
 -- 1009 {uid, applyname, bakname, touid}
@@ -48,14 +48,14 @@ function M.apply(session, body)
     if not applicant then return reply.failed(1009, "profile", perr or "own user is gone") end
     local ok, aerr = friends.apply(uid, f.touid, f.applyname, f.bakname)
     if not ok then return reply.failed(1009, "apply", aerr) end
-    notify_apply(applicant, f.touid, f.applyname)
+    notify_apply(session, applicant, f.touid, f.applyname)
     return { error = errors.Success }
 end
 
-local function notify_accept(acceptor, applicant_uid, result)
+local function notify_accept(session, acceptor, applicant_uid, result)
     local body = wire.accepted(acceptor.uid, applicant_uid, acceptor,
         wire.greetings(result.messages))
-    push.send(applicant_uid, 1015, body, "ChatService.NotifyAuthFriend",
+    push.post(session, applicant_uid, 1015, body, "ChatService.NotifyAuthFriend",
         wire.accepted_pb(acceptor.uid, applicant_uid, result.messages))
 end
 
@@ -71,7 +71,7 @@ function M.accept(session, body)
     if result == nil then return reply.failed(1013, "accept", aerr) end
     if not result then return { error = errors.PermissionDenied, field = "touid" } end
     local acceptor = users.profile(uid)
-    if acceptor then notify_accept(acceptor, f.touid, result) end
+    if acceptor then notify_accept(session, acceptor, f.touid, result) end
     return { error = errors.Success, uid = applicant.uid, name = applicant.name,
         nick = applicant.nick, icon = applicant.icon, sex = applicant.sex,
         thread_id = result.thread_id, chat_datas = wire.greetings(result.messages) }

@@ -11,6 +11,7 @@ local host = require "host"
 local keys = require "lib.keys"
 local presence = require "chat.presence"
 local settings = require "chat.settings"
+local serial = require "lib.serial"
 
 local M = {}
 
@@ -63,6 +64,53 @@ end
 local function failed(msg_id, uid, err)
     host.log.warn(msg_id, " to uid ", uid, " failed: ", tostring(err))
     return nil, err
+end
+
+-- post(session, uid, msg_id, body, method, req): send, on behalf of the user of session,
+-- without holding up that session's next frames while a peer server answers. A push to a
+-- session on this server with nothing queued before it goes out at once; one that needs a
+-- lookup or a peer's answer goes through the session's own queue (lib.serial): the
+-- sender's pushes keep their order, and a stuck peer server costs the sender's next
+-- requests nothing until settings.push_queue_max pushes wait. Then post waits for room
+-- (back-pressure: a sender cannot run ahead of its pushes without bound), at most the push
+-- deadline; still no room: the push is dropped, logged and counted
+-- (chat_pushes_dropped_total). What it announces is stored: the peer reads it at its next
+-- page load. chat_pushes_queued_total counts the pushes that went through a queue,
+-- chat_pushes_queue_done_total those of them that ended (sent or failed): the difference
+-- is the backlog.
+local function deliver(...)
+    local ok, err = pcall(M.send, ...)
+    host.metrics.inc("chat_pushes_queue_done_total", 1, nil,
+        "pushes through a session's push queue that ended (sent or failed)")
+    if not ok then error(err, 0) end
+end
+
+function M.post(session, uid, msg_id, body, method, req)
+    local data = session.data
+    local q = data.pushq
+    if not q or q:idle() then
+        local peer = host.sessions.get(uid)
+        if peer then
+            local ok, err = peer:send(msg_id, body)
+            if not ok then failed(msg_id, uid, err) end
+            return
+        end
+    end
+    if not q then
+        q = serial.new(settings.push_queue_max)
+        data.pushq = q
+    end
+    -- deliver of the generation that posts (a session outlives script reloads)
+    if q:post(settings.rpc_timeout_ms, deliver, uid, msg_id, body, method, req) then
+        host.metrics.inc("chat_pushes_queued_total", 1, nil,
+            "pushes that went through a session's push queue (chat.push_queue_max)")
+        return
+    end
+    host.metrics.inc("chat_pushes_dropped_total", 1, nil,
+        "pushes dropped: the sender's chat.push_queue_max waiting ones did not move in chat.push_timeout_ms")
+    host.log.warn(msg_id, " to uid ", uid, " dropped: session ", session.id, " had ",
+        settings.push_queue_max, " pushes waiting for ", settings.rpc_timeout_ms,
+        " ms (chat.push_queue_max, chat.push_timeout_ms)")
 end
 
 -- send(uid, msg_id, body, method, req) -> "local" | "remote" | "offline" | nil, err

@@ -23,6 +23,7 @@ local M = {
     batch_max = self.batch_max,                     -- rows per multi-row INSERT
     kick_timeout_ms = self.kick_timeout_ms,         -- NotifyKickUser deadline
     rpc_timeout_ms = self.push_timeout_ms,          -- pushes to peers
+    push_queue_max = self.push_queue_max,           -- per sending session (chat.push)
     apply_list_max = self.apply_list_max,           -- applications read for 1006
     friend_list_max = self.friend_list_max,         -- friends read for 1006 (then cut)
 }

@@ -123,7 +123,7 @@ return function(session, body)
         session:send(MSG + 1, part.json)
     end
     for _, part in ipairs(parts) do -- the peer's 1019 is the same body
-        push.send(f.touid, 1019, part.json, "ChatService.NotifyTextChatMsg",
+        push.post(session, f.touid, 1019, part.json, "ChatService.NotifyTextChatMsg",
             wire.text_pb(uid, f.touid, f.thread_id, part.items))
     end
     return nil

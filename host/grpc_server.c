@@ -320,6 +320,10 @@ static void on_request(gtag *tag, int ok) {
         reply(c, GRPC_STATUS_UNIMPLEMENTED, msg, NULL, 0);
         return;
     }
+    if (s->closing) { /* matched before the shutdown, seen after it: the scripts may be gone */
+        reply(c, GRPC_STATUS_UNAVAILABLE, "the server is shutting down", NULL, 0);
+        return;
+    }
     dispatch(c);
 }
 

@@ -202,6 +202,36 @@ describe("role start-up and shutdown", function()
         slow:stop()
     end)
 
+    it("answers calls that arrive while it shuts down UNAVAILABLE, never UNIMPLEMENTED", function()
+        local st = roles.start { role = "status", config = function(port)
+            return { status = { port = port, admin_port = 0 } }
+        end }
+        local target = "127.0.0.1:" .. st.port
+        -- 32 callers keep calls coming until the server is gone: some are matched by gRPC
+        -- before the shutdown and reach the loop after it (a race: caught in most runs)
+        local codes, stop = {}, false
+        local callers = {}
+        for i = 1, 32 do
+            callers[i] = host.spawn(function()
+                while not stop do
+                    local _, _, code = host.grpc.call(target, "StatusService.Login",
+                        { uid = 1001, token = "x" }, { timeout_ms = 2000 })
+                    code = code or 0
+                    codes[code] = (codes[code] or 0) + 1
+                end
+            end)
+        end
+        assert(util.wait_until(function() return (codes[0] or 0) >= 200 end, 5000, "calls answered"))
+        assert(st.proc:kill("TERM"))
+        local status = st.proc:wait(10000)
+        stop = true
+        for i = 1, 32 do assert.is_true((callers[i]:wait(5000))) end
+        assert.equal(0, status)
+        assert.is_nil(codes[host.grpc.status.UNIMPLEMENTED])
+        assert.is_nil(st:log():find("looking up the handler", 1, true))
+        st:stop()
+    end)
+
     it("cuts a stop hook off after shutdown.grace_ms and exits", function()
         local hung = roles.start { role = "status", copy_scripts = true,
             edit = function(dir)

@@ -57,6 +57,15 @@ describe("the test harness", function()
         assert.matches("second%.lua:3: second file is filtered\n", l.stdout)
     end)
 
+    it("gives the tests and hooks of a describe the timeout it sets", function()
+        local dir = assert(host.fs.mkdtemp("harness"))
+        assert(host.fs.write(dir .. "/config.lua", "return { test = { timeout_ms = 300 } }"))
+        local r = run({ "test", "-c", dir .. "/config.lua", FIX .. "timeouts.lua" })
+        host.fs.rmtree(dir)
+        assert.matches("^FAIL [^\n]*timeouts%.lua:15: fixture without still times out: "
+            .. "timeout: the test did not finish within 300 ms\n2 passed, 1 failed\n$", r.stdout)
+    end)
+
     it("exits 2 with a usage line for an unknown option or a missing path", function()
         local r = run({ "test", "--bogus" })
         assert.equal(2, r.code)

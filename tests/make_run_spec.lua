@@ -10,6 +10,9 @@ local password = dofile(host.root .. "/scripts/lib/password.lua")
 
 describe("make run", function()
     local dir, proc, ports
+    -- a whole system starts (MariaDB's first start included) and stops: its waits below
+    -- (60 s up, 30 s down) are what bound it, not test.timeout_ms
+    timeout(90000)
 
     setup(function()
         dir = assert(host.fs.mkdtemp("makerun"))

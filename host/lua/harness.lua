@@ -242,6 +242,16 @@ local function spec_env(file, root)
     function api.after_each(fn) cur.after_each[#cur.after_each + 1] = fn end
     function api.setup(fn) cur.setup[#cur.setup + 1] = fn end
     function api.teardown(fn) cur.teardown[#cur.teardown + 1] = fn end
+    -- timeout(ms): the time each test, hook and setup/teardown of this describe (and the
+    -- ones inside it; at the top of a file: the whole file) may take, instead of
+    -- test.timeout_ms, for specs that wait on something slow by nature (a whole system
+    -- starting up)
+    function api.timeout(ms)
+        if type(ms) ~= "number" or ms < 1 or ms ~= math.floor(ms) then
+            error("timeout(ms): a positive whole number of milliseconds expected", 2)
+        end
+        cur.timeout_ms = ms
+    end
     api.lazy_setup, api.lazy_teardown = api.setup, api.teardown
     api.strict_setup, api.strict_teardown = api.setup, api.teardown
     api.assert = assert
@@ -282,6 +292,17 @@ end
 function Runner:failure(where, name, err)
     self.failed = self.failed + 1
     self:out(("FAIL %s: %s: %s\n"):format(where, name, self:short(err)))
+end
+
+-- The timeout of the tests and hooks of suite: its own timeout(ms), else the nearest
+-- enclosing one's, else test.timeout_ms.
+function Runner:timeout_of(suite)
+    local node = suite
+    while node do
+        if node.timeout_ms then return node.timeout_ms end
+        node = node.parent
+    end
+    return self.timeout_ms
 end
 
 local function chain(suite, field, outer_first)
@@ -331,10 +352,11 @@ function Runner:run_test(node)
     end
     local mark = core.mark()
     local t0 = host.timer.monotonic()
-    local ok, err = core.run(body, self.timeout_ms)
+    local timeout = self:timeout_of(node.parent)
+    local ok, err = core.run(body, timeout)
     -- after_each hooks run in tasks of their own, so they clean up after a timeout too
     for _, h in ipairs(afters) do
-        local ok2, err2 = core.run(h, self.timeout_ms)
+        local ok2, err2 = core.run(h, timeout)
         if ok and not ok2 then ok, err = false, err2 end
     end
     local left = core.leftovers(mark, true)
@@ -356,7 +378,7 @@ end
 
 function Runner:run_hooks(suite, field)
     for _, h in ipairs(suite[field]) do
-        local ok, err = core.run(h, self.timeout_ms)
+        local ok, err = core.run(h, self:timeout_of(suite))
         if not ok then return false, err end
     end
     return true

@@ -101,6 +101,21 @@ print(table.concat(out, "\n"))
         assert.matches("^a 127%.0%.0%.1 8101 9101\n", r.stdout)
     end)
 
+    it("takes a list of IP addresses for gate.trusted_proxies, and nothing else", function()
+        local ok = with_config('return { gate = { trusted_proxies = { "10.0.0.1", "::1", '
+            .. '"fd00::a:1", "::ffff:10.0.0.2" } } }', { "config", "gate.trusted_proxies.3" })
+        assert.equal(0, ok.code, ok.stderr)
+        assert.equal("fd00::a:1\n", ok.stdout)
+        assert_one_line_error(with_config('return { gate = { trusted_proxies = { "10.0.0.1", '
+            .. '"10.0.0.300" } } }', { "gate" }), "gate%.trusted_proxies%[2%]: 10%.0%.0%.300 is not an IP address")
+        assert_one_line_error(with_config('return { gate = { trusted_proxies = { "proxy.local" } } }',
+            { "gate" }), "gate%.trusted_proxies%[1%]: proxy%.local is not an IP address")
+        assert_one_line_error(with_config('return { gate = { trusted_proxies = "10.0.0.1" } }',
+            { "gate" }), "gate%.trusted_proxies: expected a list of IP addresses")
+        assert_one_line_error(with_config('return { gate = { trusted_proxies = { a = "10.0.0.1" } } }',
+            { "gate" }), "gate%.trusted_proxies: expected a list of IP addresses")
+    end)
+
     it("rejects an option without its value", function()
         local r = util.chathost({ "status", "-c" })
         assert_one_line_error(r, "%-c needs a value")

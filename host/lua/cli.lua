@@ -31,11 +31,14 @@ local function roles()
     return out
 end
 
+-- The value at a dotted path; a number part indexes a list (gate.trusted_proxies.1).
 local function get(path)
     local v = host.config_copy()
     for part in path:gmatch("[^%.]+") do
         if type(v) ~= "table" then return nil end
-        v = v[part]
+        local value = v[part]
+        if value == nil and part:match("^%d+$") then value = v[tonumber(part)] end
+        v = value
     end
     return v
 end

@@ -11,6 +11,20 @@ local ROLES = { gate = true, verify = true, status = true, chat = true, client =
 local function int(default, min, max) return { "integer", default, min, max } end
 local function str(default) return { "string", default } end
 local function bool(default) return { "boolean", default } end
+local function addresses() return { "addresses", {} } end -- a list of IP addresses
+
+-- An IPv4 address in dotted quads, or an IPv6 address (hex groups and colons)?
+local function is_ip(s)
+    if type(s) ~= "string" then return false end
+    local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+    if a then
+        for _, o in ipairs({ a, b, c, d }) do
+            if #o > 3 or tonumber(o) > 255 then return false end
+        end
+        return true
+    end
+    return #s <= 45 and s:find(":", 1, true) ~= nil and s:match("^[%x:%.]+$") ~= nil
+end
 
 local SCHEMA = {
     log = { level = { "level", "info" } },
@@ -82,6 +96,10 @@ local SCHEMA = {
         handler_timeout_ms = int(30000, 10, 600000),-- a route handler's answer -> 504
         max_connections = int(10000, 1, 1000000),   -- beyond: 503 and close
         access_log = bool(true),                    -- one info line per request
+        -- peers (load balancers, reverse proxies) whose X-Forwarded-For names the client:
+        -- the client IP of rate limits and logs is then the rightmost address in it that
+        -- is not itself a trusted proxy; anyone else's X-Forwarded-For is ignored
+        trusted_proxies = addresses(),
         accounts = {                                -- the account routes (scripts/gate)
             code_max_tries = int(5, 1, 100),        -- wrong codes; the last one deletes the code
             code_ip_limit = int(20, 1, 1000000),    -- code requests per client IP per window
@@ -180,6 +198,16 @@ local function check(path, spec, v)
     elseif kind == "tls" then
         if v ~= "none" and v ~= "try" and v ~= "starttls" then
             error(("%s: expected none, try or starttls, got %s"):format(path, tostring(v)), 0)
+        end
+    elseif kind == "addresses" then
+        if type(v) ~= "table" then error(("%s: expected a list of IP addresses"):format(path), 0) end
+        for k, a in pairs(v) do
+            if type(k) ~= "number" or k < 1 or k > #v or k ~= math.floor(k) then
+                error(("%s: expected a list of IP addresses"):format(path), 0)
+            end
+            if not is_ip(a) then
+                error(("%s[%d]: %s is not an IP address"):format(path, k, tostring(a)), 0)
+            end
         end
     elseif kind == "level" then
         if not LEVELS[v] then
@@ -331,10 +359,12 @@ end
 -- of the whole config, for code that needs pairs()) and host.config_instance(role, name)
 -- (what host.config.self would be in the process of that instance, a copy; nil, err for
 -- an instance the config does not define), so a chat server reads a peer's settings
--- exactly as the peer does.
+-- exactly as the peer does. host.is_ip(s): s is an IPv4 or IPv6 address, as config
+-- checks them.
 function M.publish(host, cfg)
     host.config = M.readonly(cfg, "config")
     host.config_copy = function() return M.copy(cfg) end
+    host.is_ip = is_ip -- what config accepts as an IP address, for scripts too
     host.config_instance = function(role, name)
         if type(role) ~= "string" or type(name) ~= "string" then
             error("config_instance(role, name): expected two strings", 2)

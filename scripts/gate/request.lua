@@ -33,11 +33,29 @@ function M.read(req, fields)
     return values
 end
 
+-- gate.trusted_proxies as a set (config does not change while the process runs)
+local TRUSTED = {}
+for _, a in ipairs(host.config_copy().gate.trusted_proxies) do TRUSTED[a] = true end
+
 -- The client's IP, the identity of its rate-limit counters ("-" if the server had none).
+-- From a trusted proxy (gate.trusted_proxies): the rightmost X-Forwarded-For address that
+-- is not a trusted proxy itself (what the left part claims was written by the client);
+-- an entry there that is not an address stops the walk at the proxy that passed it on.
 function M.peer(req)
     local peer = req.peer
     if type(peer) ~= "string" or peer == "" then return "-" end
-    return peer
+    if not TRUSTED[peer] then return peer end
+    local xff = req.headers["x-forwarded-for"]
+    if type(xff) ~= "string" then return peer end
+    local hops = {}
+    for a in xff:gmatch("[^,%s]+") do hops[#hops + 1] = a end
+    local client = peer
+    for i = #hops, 1, -1 do
+        if not host.is_ip(hops[i]) then break end
+        client = hops[i]
+        if not TRUSTED[client] then break end
+    end
+    return client
 end
 
 return M

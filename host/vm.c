@@ -6,6 +6,7 @@
 #include <lua-cjson.h>
 #include <lualib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "log.h"
 #include "sched.h"
@@ -191,6 +192,25 @@ static int l_stats(lua_State *L) {
     return 1;
 }
 
+/* host.ip(s) -> s in canonical form (as the kernel prints a peer's address) when s is an
+ * IPv4 or IPv6 address, else nil: "010.0.0.1", "1.2.3.4:80" and host names are not. */
+static int l_ip(lua_State *L) {
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
+    unsigned char addr[16];
+    char out[64];
+    if (!s || len == 0 || len > 45 || strlen(s) != len) return 0;
+    if (uv_inet_pton(AF_INET, s, addr) == 0) {
+        if (uv_inet_ntop(AF_INET, addr, out, sizeof out) != 0) return 0;
+    } else if (uv_inet_pton(AF_INET6, s, addr) == 0) {
+        if (uv_inet_ntop(AF_INET6, addr, out, sizeof out) != 0) return 0;
+    } else {
+        return 0;
+    }
+    lua_pushstring(L, out);
+    return 1;
+}
+
 static void build_host_table(lua_State *L, struct app *app) {
     lua_newtable(L);
     attach(L, app, "spawn", sched_open);
@@ -223,6 +243,8 @@ static void build_host_table(lua_State *L, struct app *app) {
     lua_pushlightuserdata(L, app);
     lua_pushcclosure(L, l_stats, 1);
     lua_setfield(L, -2, "stats");
+    lua_pushcfunction(L, l_ip);
+    lua_setfield(L, -2, "ip");
     lua_getfield(L, -1, "timer");
     lua_getfield(L, -1, "now");
     lua_setfield(L, -3, "now");

@@ -110,6 +110,8 @@ print(table.concat(out, "\n"))
             .. '"10.0.0.300" } } }', { "gate" }), "gate%.trusted_proxies%[2%]: 10%.0%.0%.300 is not an IP address")
         assert_one_line_error(with_config('return { gate = { trusted_proxies = { "proxy.local" } } }',
             { "gate" }), "gate%.trusted_proxies%[1%]: proxy%.local is not an IP address")
+        assert_one_line_error(with_config('return { gate = { trusted_proxies = { "10.0.0.1:80" } } }',
+            { "gate" }), "gate%.trusted_proxies%[1%]: 10%.0%.0%.1:80 is not an IP address")
         assert_one_line_error(with_config('return { gate = { trusted_proxies = "10.0.0.1" } }',
             { "gate" }), "gate%.trusted_proxies: expected a list of IP addresses")
         assert_one_line_error(with_config('return { gate = { trusted_proxies = { a = "10.0.0.1" } } }',

@@ -13,17 +13,10 @@ local function str(default) return { "string", default } end
 local function bool(default) return { "boolean", default } end
 local function addresses() return { "addresses", {} } end -- a list of IP addresses
 
--- An IPv4 address in dotted quads, or an IPv6 address (hex groups and colons)?
+-- An IPv4 or IPv6 address (host.ip: parsed by the C library, so "10.0.0.1:80",
+-- "010.0.0.1" and names are not)?
 local function is_ip(s)
-    if type(s) ~= "string" then return false end
-    local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-    if a then
-        for _, o in ipairs({ a, b, c, d }) do
-            if #o > 3 or tonumber(o) > 255 then return false end
-        end
-        return true
-    end
-    return #s <= 45 and s:find(":", 1, true) ~= nil and s:match("^[%x:%.]+$") ~= nil
+    return type(s) == "string" and require("host").ip(s) ~= nil
 end
 
 local SCHEMA = {
@@ -359,12 +352,10 @@ end
 -- of the whole config, for code that needs pairs()) and host.config_instance(role, name)
 -- (what host.config.self would be in the process of that instance, a copy; nil, err for
 -- an instance the config does not define), so a chat server reads a peer's settings
--- exactly as the peer does. host.is_ip(s): s is an IPv4 or IPv6 address, as config
--- checks them.
+-- exactly as the peer does.
 function M.publish(host, cfg)
     host.config = M.readonly(cfg, "config")
     host.config_copy = function() return M.copy(cfg) end
-    host.is_ip = is_ip -- what config accepts as an IP address, for scripts too
     host.config_instance = function(role, name)
         if type(role) ~= "string" or type(name) ~= "string" then
             error("config_instance(role, name): expected two strings", 2)

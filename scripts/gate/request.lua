@@ -33,9 +33,18 @@ function M.read(req, fields)
     return values
 end
 
--- gate.trusted_proxies as a set (config does not change while the process runs)
+-- gate.trusted_proxies as a set of canonical addresses (the form of req.peer); config does
+-- not change while the process runs
 local TRUSTED = {}
-for _, a in ipairs(host.config_copy().gate.trusted_proxies) do TRUSTED[a] = true end
+for _, a in ipairs(host.config_copy().gate.trusted_proxies) do TRUSTED[host.ip(a)] = true end
+
+-- An X-Forwarded-For entry's address in canonical form, without the port some proxies
+-- add ("1.2.3.4:5678", "[2001:db8::1]:443"); nil when it is not an address.
+local function hop_address(entry)
+    local v4 = entry:match("^(%d+%.%d+%.%d+%.%d+):%d+$")
+    local v6 = entry:match("^%[([^%]]+)%]:?%d*$")
+    return host.ip(v4 or v6 or entry)
+end
 
 -- The client's IP, the identity of its rate-limit counters ("-" if the server had none).
 -- From a trusted proxy (gate.trusted_proxies): the rightmost X-Forwarded-For address that
@@ -48,11 +57,12 @@ function M.peer(req)
     local xff = req.headers["x-forwarded-for"]
     if type(xff) ~= "string" then return peer end
     local hops = {}
-    for a in xff:gmatch("[^,%s]+") do hops[#hops + 1] = a end
+    for entry in xff:gmatch("[^,%s]+") do hops[#hops + 1] = entry end
     local client = peer
     for i = #hops, 1, -1 do
-        if not host.is_ip(hops[i]) then break end
-        client = hops[i]
+        local address = hop_address(hops[i])
+        if not address then break end
+        client = address
         if not TRUSTED[client] then break end
     end
     return client

@@ -90,7 +90,7 @@ return {
         batch_window_ms = 2, batch_max = 64, -- group commit of chat messages
         handler_timeout_ms = 30000,         -- a message handler running longer: cancelled, 1019
         push_timeout_ms = 2000,             -- a push through a peer chat server gives up
-        push_queue_max = 2,                 -- a session's pushes waiting for a peer: then it waits too
+        push_queue_max = 2,                 -- a session's pushes waiting for one peer: then it waits too
         instances = {
             chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110 },
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },

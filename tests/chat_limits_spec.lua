@@ -76,26 +76,36 @@ describe("chat with a stopped peer server", function()
         return a, b, thread, ca, cb
     end
 
+    -- chat1's failed pushes to chat2 so far (earlier tests' are in the same log)
+    local function failures()
+        local _, n = chat1:log():gsub("NotifyTextChatMsg to " .. chat2.name .. " %(", "")
+        return n
+    end
+
     it("acknowledges a text to a peer there and gives up the push after push_timeout_ms",
     function()
         local a, b, thread, ca, cb = pair_across()
         stop_chat2()
+        local failed_before = failures()
         local ack = assert(ca:request(1017, text(a, b, thread, "while-stopped")))
         assert.equal(0, ack.error)
         assert.equal(1, #ack.chat_datas)
         -- the push waits for its deadline in the session's push queue, not in the session:
         -- the next request is answered while the push has not failed yet
         assert.same({ error = 0 }, ca:request(1023, { fromuid = a.uid }))
-        assert.is_nil(chat1:log():find("NotifyTextChatMsg to " .. chat2.name .. " (", 1, true))
+        assert.equal(failed_before, failures())
         local row = assert(db.query("SELECT content, recv_id FROM chat_message WHERE message_id = ?",
             ack.chat_datas[1].message_id))[1]
         assert.same({ "while-stopped", b.uid }, { row.content, row.recv_id })
         -- the push through the stopped server fails at its own deadline (gRPC's is 60 s):
-        -- push.call logs the failed call (the only such line: the first push succeeded)
-        local line = "NotifyTextChatMsg to " .. chat2.name .. " ("
-        assert(chat1:await(line, 5000))
-        local logged = chat1:log():match(line:gsub("%p", "%%%0") .. "[^\n]*")
-        assert.matches("failed: .*%(4%)$", logged) -- 4: DEADLINE_EXCEEDED
+        -- push.call logs the failed call
+        assert(util.wait_until(function() return failures() > failed_before end, 5000,
+            "the push to fail"))
+        local logged = {}
+        for l in chat1:log():gmatch("NotifyTextChatMsg to " .. chat2.name .. " %([^\n]*") do
+            logged[#logged + 1] = l
+        end
+        assert.matches("failed: .*%(4%)$", logged[#logged]) -- 4: DEADLINE_EXCEEDED
         -- and the sender's session is served again
         assert.same({ error = 0 }, ca:request(1023, { fromuid = a.uid }))
         ca:close()
@@ -106,11 +116,6 @@ describe("chat with a stopped peer server", function()
     function()
         local a, b, thread, ca, cb = pair_across()
         stop_chat2()
-        -- chat1's failed pushes to chat2 so far (the first test's is in the same log)
-        local function failures()
-            local _, n = chat1:log():gsub("NotifyTextChatMsg to " .. chat2.name .. " %(", "")
-            return n
-        end
         local failed_before = failures()
         -- q1's push is in flight to the stopped server, q2..q4 wait behind it: all
         -- acknowledged before that push's deadline (2 s) ends
@@ -140,6 +145,25 @@ describe("chat with a stopped peer server", function()
         assert.is_nil(chat1:log():find(" dropped: session ", 1, true))
         ca:close()
         cb:close()
+    end)
+
+    it("pushes to a user here at once while the pushes to the stopped server wait", function()
+        local a, b, ab, ca, cb = pair_across()
+        local c = cluster.user()
+        local ac = cluster.befriend(a, c)
+        local cc = cluster.login(chat1.port, c)
+        stop_chat2()
+        local failed_before = failures()
+        -- the queue to chat2 full: one push in flight, PUSH_QUEUE_MAX waiting
+        for i = 1, PUSH_QUEUE_MAX + 1 do
+            assert.equal(0, assert(ca:request(1017, text(a, b, ab, "far" .. i))).error)
+        end
+        assert.equal(0, assert(ca:request(1017, text(a, c, ac, "near"))).error)
+        assert.equal("near", assert(cc:wait_push(1019, 1000)).chat_datas[1].content)
+        assert.equal(failed_before, failures()) -- the push in flight to chat2 has not ended
+        ca:close()
+        cb:close()
+        cc:close()
     end)
 
     it("logs in a user of the stopped server elsewhere once the kick times out", function()

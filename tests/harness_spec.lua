@@ -63,7 +63,9 @@ describe("the test harness", function()
         local r = run({ "test", "-c", dir .. "/config.lua", FIX .. "timeouts.lua" })
         host.fs.rmtree(dir)
         assert.matches("^FAIL [^\n]*timeouts%.lua:15: fixture without still times out: "
-            .. "timeout: the test did not finish within 300 ms\n2 passed, 1 failed\n$", r.stdout)
+            .. "timeout: the test did not finish within 300 ms\nFAIL [^\n]*timeouts%.lua:19: fixture "
+            .. "misplacing timeout calls it in a test: [^\n]*timeout%(ms%) belongs in a describe, not in "
+            .. "a test\n2 passed, 2 failed\n$", r.stdout)
     end)
 
     it("exits 2 with a usage line for an unknown option or a missing path", function()

@@ -17,7 +17,7 @@ describe("serial", function()
             inside = inside - 1
         end
         for i = 1, 5 do assert.is_true(q:post(1000, call, i, 30 - 5 * i)) end
-        -- every post returned before the first call (30 ms of sleep) could end
+        -- every post returned before the first call (25 ms of sleep) could end
         assert.same({}, order)
         assert.is_false(q:idle())
         assert.equal(4, q:waiting()) -- the first is running
@@ -75,6 +75,34 @@ describe("serial", function()
         assert.is_true(q:post(0, function(a, b, c) ran[#ran + 1] = { a, b, c } end, "x", nil, 3))
         assert(util.wait_until(function() return q:idle() end, 5000, "the calls"))
         assert.same({ { "x", nil, 3 } }, ran)
+    end)
+
+    it("counts every call that enters, waiters included, and runs a call that posts into its own queue after it",
+    function()
+        local entered, ran = 0, {}
+        local q, gate = serial.new(1, function() entered = entered + 1 end), host.promise()
+        local function call(i)
+            if i == 1 then
+                assert.is_true(q:post(0, call, 3)) -- from inside the queue's own task
+                gate:wait(5000)
+            end
+            ran[#ran + 1] = i
+        end
+        assert.is_true(q:post(0, call, 1))
+        local second = host.spawn(function() return q:post(5000, call, 2) end) -- full: waits
+        assert.equal(2, entered)
+        gate:resolve()
+        assert.same({ true, true }, { second:wait(5000) })
+        assert(util.wait_until(function() return q:idle() end, 5000, "the calls"))
+        assert.same({ 1, 3, 2 }, ran)
+        assert.equal(3, entered)
+    end)
+
+    it("goes on after its task or a waiting poster was cancelled", function()
+        local r = util.chathost({ "test", host.root .. "/tests/fixtures/serial/cancelled.lua" },
+            { env = { CHATHOST_LOG_LEVEL = "off" }, timeout_ms = 20000 })
+        assert.matches("^FAIL [^\n]*leaves a call hanging and a poster waiting: left behind "
+            .. "[^\n]*\n1 passed, 1 failed\n$", r.stdout)
     end)
 
     it("rejects a bound below one", function()

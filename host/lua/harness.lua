@@ -209,8 +209,11 @@ local function full_name(node)
     return table.concat(parts, " ")
 end
 
+-- -> the environment of a spec file, and a function to call once the file has run (its
+-- tree is collected: timeout() is refused from then on, in test bodies)
 local function spec_env(file, root)
     local cur = root
+    local collecting = true
     local api = {}
     local function add_child(kind, name, fn)
         local info = debug.getinfo(3, "l")
@@ -247,6 +250,7 @@ local function spec_env(file, root)
     -- test.timeout_ms, for specs that wait on something slow by nature (a whole system
     -- starting up)
     function api.timeout(ms)
+        if not collecting then error("timeout(ms) belongs in a describe, not in a test", 2) end
         if type(ms) ~= "number" or ms < 1 or ms ~= math.floor(ms) then
             error("timeout(ms): a positive whole number of milliseconds expected", 2)
         end
@@ -266,7 +270,7 @@ local function spec_env(file, root)
         __newindex = function(_, k)
             error("assignment to undeclared global '" .. tostring(k) .. "' (declare it local)", 2)
         end,
-    })
+    }), function() collecting = false end
 end
 
 ---------------------------------------------------------------------------------------
@@ -432,8 +436,10 @@ function Runner:run_file(file)
     end
     local root = new_suite(nil, nil)
     root.file, root.line = file, 0
-    setfenv(chunk, spec_env(file, root))
+    local env, collected = spec_env(file, root)
+    setfenv(chunk, env)
     local ok, lerr = pcall(chunk)
+    collected()
     if not ok then
         self:failure(file, "(running the spec file)", lerr)
         return

@@ -63,74 +63,73 @@ end
 
 local function failed(msg_id, uid, err)
     host.log.warn(msg_id, " to uid ", uid, " failed: ", tostring(err))
-    return nil, err
 end
 
--- post(session, uid, msg_id, body, method, req): send, on behalf of the user of session,
--- without holding up that session's next frames while a peer server answers. A push to a
--- session on this server with nothing queued before it goes out at once; one that needs a
--- lookup or a peer's answer goes through the session's own queue (lib.serial): the
--- sender's pushes keep their order, and a stuck peer server costs the sender's next
--- requests nothing until settings.push_queue_max pushes wait. Then post waits for room
--- (back-pressure: a sender cannot run ahead of its pushes without bound), at most the push
--- deadline; still no room: the push is dropped, logged and counted
--- (chat_pushes_dropped_total). What it announces is stored: the peer reads it at its next
--- page load. chat_pushes_queued_total counts the pushes that went through a queue,
--- chat_pushes_queue_done_total those of them that ended (sent or failed): the difference
--- is the backlog.
-local function deliver(...)
-    local ok, err = pcall(M.send, ...)
+-- A queued push, run by its queue's task: the call to the peer (a failed call is logged
+-- by M.call; an error in the reply means the user is no longer connected there).
+local function deliver(server, method, req)
+    M.call(server, method, req)
     host.metrics.inc("chat_pushes_queue_done_total", 1, nil,
-        "pushes through a session's push queue that ended (sent or failed)")
-    if not ok then error(err, 0) end
+        "pushes through a push queue that ended (sent or failed)")
 end
 
-function M.post(session, uid, msg_id, body, method, req)
+local function entered()
+    host.metrics.inc("chat_pushes_queued_total", 1, nil,
+        "pushes that went through a push queue (chat.push_queue_max)")
+end
+
+-- The session's push queue to server: one per (sending session, peer server), so pushes
+-- to one user keep their order and a stuck server holds up only the pushes to it. A
+-- queue made by an older script generation is replaced once it is idle.
+local function queue(session, server)
     local data = session.data
-    local q = data.pushq
-    if not q or q:idle() then
-        local peer = host.sessions.get(uid)
-        if peer then
-            local ok, err = peer:send(msg_id, body)
-            if not ok then failed(msg_id, uid, err) end
-            return
-        end
+    local queues = data.pushq
+    if not queues then
+        queues = {}
+        data.pushq = queues
     end
-    if not q then
-        q = serial.new(settings.push_queue_max)
-        data.pushq = q
+    local q = queues[server]
+    if not q or (getmetatable(q) ~= serial and q:idle()) then
+        q = serial.new(settings.push_queue_max, entered)
+        queues[server] = q
     end
-    -- deliver of the generation that posts (a session outlives script reloads)
-    if q:post(settings.rpc_timeout_ms, deliver, uid, msg_id, body, method, req) then
-        host.metrics.inc("chat_pushes_queued_total", 1, nil,
-            "pushes that went through a session's push queue (chat.push_queue_max)")
-        return
-    end
-    host.metrics.inc("chat_pushes_dropped_total", 1, nil,
-        "pushes dropped: the sender's chat.push_queue_max waiting ones did not move in chat.push_timeout_ms")
-    host.log.warn(msg_id, " to uid ", uid, " dropped: session ", session.id, " had ",
-        settings.push_queue_max, " pushes waiting for ", settings.rpc_timeout_ms,
-        " ms (chat.push_queue_max, chat.push_timeout_ms)")
+    return q
 end
 
--- send(uid, msg_id, body, method, req) -> "local" | "remote" | "offline" | nil, err
--- body goes to uid's session here; else req goes to method at uid's server. A failure is
--- logged (once: a failed call by M.call).
-function M.send(uid, msg_id, body, method, req)
-    local session = host.sessions.get(uid)
-    if session then
-        local ok, err = session:send(msg_id, body)
-        if not ok then return failed(msg_id, uid, err) end
-        return "local"
+-- How long a push waits for room in a full queue: as long as the push ahead of it may
+-- take (an address lookup and the call's deadline), and as long again, so a push is
+-- dropped only when its queue has not moved for that long.
+local function room_wait_ms()
+    return 2 * (settings.rpc_timeout_ms + host.config.redis.command_timeout_ms)
+end
+
+-- post(session, uid, msg_id, body, method, req): sends a push on behalf of the user of
+-- session without holding up that session's next frames while a peer server answers. A
+-- user on this server gets body at once. A user on another server is looked up (uip_),
+-- then req goes to method there through the session's queue to that server (lib.serial):
+-- the pushes keep their order, and a stuck peer costs the sender's next requests nothing
+-- until settings.push_queue_max pushes wait for it. Then post waits for room
+-- (back-pressure: a sender cannot run ahead of its pushes without bound), at most
+-- room_wait_ms; still no room: the push is dropped, logged and counted
+-- (chat_pushes_dropped_total). What it announces is stored: the peer reads it at its next
+-- page load. An offline user, or one whose server died, gets nothing.
+function M.post(session, uid, msg_id, body, method, req)
+    local here = host.sessions.get(uid)
+    if here then
+        local ok, err = here:send(msg_id, body)
+        if not ok then failed(msg_id, uid, err) end
+        return
     end
     local server, err = presence.where(uid)
     if err then return failed(msg_id, uid, err) end
-    if not server or server == settings.name then return "offline" end
-    if not M.address(server) then return "offline" end -- its server died with it
-    local rsp, cerr = M.call(server, method, req)
-    if not rsp then return nil, cerr end
-    if rsp.error ~= 0 then return "offline" end -- not (or no longer) connected there
-    return "remote"
+    if not server or server == settings.name then return end -- offline
+    if not M.address(server) then return end                 -- its server died with it
+    if queue(session, server):post(room_wait_ms(), deliver, server, method, req) then return end
+    host.metrics.inc("chat_pushes_dropped_total", 1, nil,
+        "pushes dropped: their push queue did not move (chat.push_queue_max, chat.push_timeout_ms)")
+    host.log.warn(msg_id, " to uid ", uid, " dropped: the push queue of session ", session.id,
+        " to ", server, " did not move in ", room_wait_ms(), " ms (chat.push_queue_max, ",
+        settings.push_queue_max, ")")
 end
 
 return M

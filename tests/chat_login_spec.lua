@@ -253,6 +253,27 @@ describe("chat servers seen by the status role", function()
         a:stop()
     end)
 
+    it("stops choosing a killed chat server at its next probe, before its liveness expires",
+    function()
+        local a = cluster.start_chat { chat = { alive_ttl_s = 60 } }
+        local b = cluster.start_chat { chat = { alive_ttl_s = 60 } }
+        local seen = {}
+        for _ = 1, 6 do seen[pick()] = true end
+        assert.truthy(seen[tostring(b.port)], "b chosen while alive")
+        b.proc:kill("KILL")
+        b.proc:wait()
+        -- status.probe_interval_ms is 1 s: b is left out well within the 5 s waited here
+        assert(util.wait_until(function()
+            for _ = 1, 4 do if pick() ~= tostring(a.port) then return false end end
+            return true
+        end, 5000, "status to leave b out"))
+        assert.equal(1, redis.call("EXISTS", "chatserver_" .. b.name)) -- not by its TTL
+        redis.call("DEL", "chatserver_" .. b.name)
+        redis.call("SREM", "chatservers", b.name)
+        b:stop()
+        a:stop()
+    end)
+
     it("withdraws at once on a clean stop and drops its sessions' presence", function()
         local a = cluster.start_chat()
         local u = cluster.user()

@@ -18,8 +18,10 @@ describe("status role", function()
 
     setup(function()
         status = roles.start { role = "status", copy_scripts = true, config = function(port)
-            -- servers_refresh_ms = 0: every call reads Redis, so each test sees its own setup
-            return { status = { port = port, admin_port = 0, servers_refresh_ms = 0 }, chat = { instances = {
+            -- servers_refresh_ms = 0: every call reads Redis, so each test sees its own setup;
+            -- no probes: nothing listens on these chat servers' ports
+            return { status = { port = port, admin_port = 0, servers_refresh_ms = 0,
+                probe_interval_ms = 0 }, chat = { instances = {
                 chat1 = { host = "127.0.0.1", port = 8090, rpc_port = 50055 },
                 chat2 = { host = "127.0.0.1", port = 8091, rpc_port = 50056 } } } }
         end }
@@ -132,6 +134,39 @@ return M
         local l = py.call(target, "StatusService.Login", { uid = 77, token = r.reply.token })
         assert.is_true(l.ok)
         assert.equal(0, l.reply.error)
+    end)
+end)
+
+describe("status role's probes of the chat servers", function()
+    it("leaves out a server that does not accept connections, unless all fail", function()
+        local status = roles.start { role = "status", config = function(port)
+            return { status = { port = port, admin_port = 0, servers_refresh_ms = 0,
+                probe_interval_ms = 50, probe_timeout_ms = 200 } }
+        end }
+        local target = "127.0.0.1:" .. status.port
+        local function pick()
+            return assert(host.grpc.call(target, "StatusService.GetChatServer", { uid = 1001 })).port
+        end
+        redis.call("DEL", "chatservers", "logincount")
+        -- up: something accepts on its port (its gRPC address, which is what is probed);
+        -- down: nothing listens there, and it has fewer users, so it is the policy's choice
+        local listener = assert(host.http.serve { address = "127.0.0.1:0", routes = {} })
+        local down_port = roles.free_port()
+        assert(redis.call("SET", "chatserver_up", host.json.encode({ host = "127.0.0.1",
+            port = 7001, rpc = "127.0.0.1:" .. listener.port }), "EX", 30))
+        assert(redis.call("SET", "chatserver_down", host.json.encode({ host = "127.0.0.1",
+            port = 7002, rpc = "127.0.0.1:" .. down_port }), "EX", 30))
+        assert(redis.call("SADD", "chatservers", "up", "down"))
+        redis.call("HSET", "logincount", "up", 10, "down", 0)
+        assert.equal("7002", pick()) -- the first call makes the view the probes look after
+        assert(util.wait_until(function() return pick() == "7001" end, 5000, "the probe of down"))
+        for _ = 1, 5 do assert.equal("7001", pick()) end
+        assert.matches("chat server down does not accept connections", status:log())
+        -- both fail now: the probes are what is wrong, so the policy chooses as without them
+        listener:close()
+        assert(util.wait_until(function() return pick() == "7002" end, 5000, "the fallback"))
+        redis.call("DEL", "chatserver_up", "chatserver_down", "chatservers", "logincount")
+        assert.equal(0, status:stop())
     end)
 end)
 

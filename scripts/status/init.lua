@@ -43,4 +43,17 @@ M["StatusService.Login"] = function(req)
     return rsp
 end
 
+-- The timer calls the current generation's probe, so an edited status.servers is used
+-- from its next tick (a tick is skipped while the previous one runs).
+M.probe = servers.probe
+
+function M.start()
+    local every = host.config.self.probe_interval_ms
+    if every == 0 then return end
+    host.timer.every(every, function()
+        local current = host.handlers()
+        if current.probe then current.probe() end
+    end)
+end
+
 return M

@@ -4,6 +4,12 @@
 -- The view is read from Redis at most every status.servers_refresh_ms and shared by the
 -- calls in between (loads are a few milliseconds stale at worst; chat servers refresh
 -- theirs every few seconds anyway).
+--
+-- A server killed without a clean stop keeps its liveness key until the key's TTL runs
+-- out; M.probe (every status.probe_interval_ms) connects to each server of the view, and
+-- one that does not accept a connection within status.probe_timeout_ms is not chosen
+-- until it does again. If every server fails its probe, the probes are what is wrong
+-- (status cannot reach them, clients may): then none is left out.
 local host = require "host"
 local keys = require "lib.keys"
 
@@ -46,7 +52,8 @@ local function decode_alive(names, res, wanted)
             local d = host.json.safe.decode(info)
             if type(d) == "table" and d.host and d.port then
                 local load = tonumber(type(loads) == "table" and loads[i]) or 0
-                alive[#alive + 1] = { name = n, host = d.host, port = tostring(d.port), load = load }
+                alive[#alive + 1] = { name = n, host = d.host, port = tostring(d.port), load = load,
+                    rpc = type(d.rpc) == "string" and d.rpc or nil }
             end
         end
     end
@@ -84,12 +91,67 @@ local function fetch()
     return decode_alive(names, res, wanted)
 end
 
--- live() -> alive, tie | nil, err. alive: the live servers sorted by name; tie: a counter
--- that grows by one per call, for the policy's tie-breaks.
+local PROBE_TIMEOUT_MS = host.config.self.probe_timeout_ms
+local unreachable = {} -- name -> true: its last probe failed
+
+-- Where to probe server s: its gRPC address when announced (how peers reach it), else the
+-- client port. -> ip, port | nil (a host name: not probed)
+local function probe_target(s)
+    local h, p = (s.rpc or ""):match("^(.+):(%d+)$")
+    if not h then h, p = s.host, s.port end
+    h = type(h) == "string" and h:match("^%[(.+)%]$") or h
+    if not host.ip(h) then return nil end
+    return h, tonumber(p)
+end
+
+local function reachable(s)
+    local ip, port = probe_target(s)
+    if not ip then return true end
+    local conn = host.tcp.connect(ip, port, { timeout_ms = PROBE_TIMEOUT_MS })
+    if not conn then return false end
+    conn:close()
+    return true
+end
+
+-- probe(): connects to every server of the current view at once; logs each change.
+function M.probe()
+    local servers = view
+    if not servers then return end -- no call yet: nothing to look after
+    local probes = {}
+    for i, s in ipairs(servers) do probes[i] = host.spawn(reachable, s) end
+    local now = {}
+    for i, s in ipairs(servers) do
+        local ok, up = probes[i]:wait(PROBE_TIMEOUT_MS + 1000)
+        if ok and up == false then
+            now[s.name] = true
+            if not unreachable[s.name] then
+                host.log.warn("chat server ", s.name, " does not accept connections: not chosen until it does")
+            end
+        elseif unreachable[s.name] then
+            host.log.info("chat server ", s.name, " accepts connections again")
+        end
+    end
+    unreachable = now
+end
+
+-- The servers of view that passed their last probe; all of them if none did.
+local function probed(servers)
+    if next(unreachable) == nil then return servers end
+    local out = {}
+    for _, s in ipairs(servers) do
+        if not unreachable[s.name] then out[#out + 1] = s end
+    end
+    if #out == 0 then return servers end
+    return out
+end
+
+-- live() -> alive, tie | nil, err. alive: the live servers sorted by name (without those
+-- that failed their last probe); tie: a counter that grows by one per call, for the
+-- policy's tie-breaks.
 function M.live()
     tie = tie + 1
     local now = host.timer.monotonic()
-    if view and (now - view_at < REFRESH_MS or refreshing) then return view, tie end
+    if view and (now - view_at < REFRESH_MS or refreshing) then return probed(view), tie end
     refreshing = true
     -- pcall: an error raised in fetch must not leave refreshing set, or every later call
     -- would serve this view for good (LuaJIT yields across pcall: the Redis I/O works)
@@ -98,7 +160,7 @@ function M.live()
     if not ok then error(fresh, 0) end
     if not fresh then return nil, err end
     view, view_at = fresh, host.timer.monotonic()
-    return view, tie
+    return probed(view), tie
 end
 
 return M

@@ -270,6 +270,7 @@ describe("chat servers seen by the status role", function()
         assert.equal(1, redis.call("EXISTS", "chatserver_" .. b.name)) -- not by its TTL
         redis.call("DEL", "chatserver_" .. b.name)
         redis.call("SREM", "chatservers", b.name)
+        redis.call("HDEL", "logincount", b.name)
         b:stop()
         a:stop()
     end)

@@ -141,7 +141,7 @@ describe("status role's probes of the chat servers", function()
     it("leaves out a server that does not accept connections, unless all fail", function()
         local status = roles.start { role = "status", config = function(port)
             return { status = { port = port, admin_port = 0, servers_refresh_ms = 0,
-                probe_interval_ms = 50, probe_timeout_ms = 200 } }
+                probe_interval_ms = 50, probe_timeout_ms = 1000 } }
         end }
         local target = "127.0.0.1:" .. status.port
         local function pick()

@@ -156,6 +156,7 @@ local SCHEMA = {
         token_ttl_s = int(86400, 60, 31536000),     -- chat login tokens (utoken_<uid>)
         servers_refresh_ms = int(100, 0, 10000),    -- how stale the view of chat servers may be
         probe_interval_ms = int(1000, 0, 600000),   -- TCP probe of each live chat server; 0: off
+                                                    -- (a tick is skipped while one runs)
         probe_timeout_ms = int(500, 10, 60000),     -- a probe not connected by then: unreachable
     },
 }

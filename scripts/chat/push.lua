@@ -65,12 +65,38 @@ local function failed(msg_id, uid, err)
     host.log.warn(msg_id, " to uid ", uid, " failed: ", tostring(err))
 end
 
--- A queued push, run by its queue's task: the call to the peer (a failed call is logged
--- by M.call; an error in the reply means the user is no longer connected there).
-local function deliver(server, method, req)
-    M.call(server, method, req)
+-- Sends body to uid's session on this server, if there is one: -> true (sent or failed
+-- and logged) | false (uid has no session here)
+local function send_here(uid, msg_id, body)
+    local here = host.sessions.get(uid)
+    if not here then return false end
+    local ok, err = here:send(msg_id, body)
+    if not ok then failed(msg_id, uid, err) end
+    return true
+end
+
+-- A push that did not reach uid at server (the call failed, or uid is no longer connected
+-- there): uid may have moved while it waited. A session here gets body; one on a third
+-- server gets req there (once, no further chase).
+local function redirect(server, uid, msg_id, body, method, req)
+    if send_here(uid, msg_id, body) then return end
+    local now = presence.where(uid)
+    if now and now ~= server and now ~= settings.name and M.address(now) then
+        M.call(now, method, req)
+    end
+end
+
+local function call_or_redirect(server, uid, msg_id, body, method, req)
+    local rsp = M.call(server, method, req) -- a failed call is logged there
+    if not rsp or rsp.error ~= 0 then redirect(server, uid, msg_id, body, method, req) end
+end
+
+-- A queued push, run by its queue's task.
+local function deliver(...)
+    local ok, err = pcall(call_or_redirect, ...)
     host.metrics.inc("chat_pushes_queue_done_total", 1, nil,
         "pushes through a push queue that ended (sent or failed)")
+    if not ok then error(err, 0) end
 end
 
 local function entered()
@@ -83,10 +109,10 @@ end
 -- queue made by an older script generation is replaced once it is idle.
 local function queue(session, server)
     local data = session.data
-    local queues = data.pushq
+    local queues = data.push_queues
     if not queues then
         queues = {}
-        data.pushq = queues
+        data.push_queues = queues
     end
     local q = queues[server]
     if not q or (getmetatable(q) ~= serial and q:idle()) then
@@ -98,9 +124,11 @@ end
 
 -- How long a push waits for room in a full queue: as long as the push ahead of it may
 -- take (an address lookup and the call's deadline), and as long again, so a push is
--- dropped only when its queue has not moved for that long.
+-- dropped only when its queue has not moved for that long; but at most half the
+-- handler's own time (chat.handler_timeout_ms), which would cut the handler off instead.
 local function room_wait_ms()
-    return 2 * (settings.rpc_timeout_ms + host.config.redis.command_timeout_ms)
+    return math.min(2 * (settings.rpc_timeout_ms + host.config.redis.command_timeout_ms),
+        math.floor(host.config.self.handler_timeout_ms / 2))
 end
 
 -- post(session, uid, msg_id, body, method, req): sends a push on behalf of the user of
@@ -114,17 +142,13 @@ end
 -- (chat_pushes_dropped_total). What it announces is stored: the peer reads it at its next
 -- page load. An offline user, or one whose server died, gets nothing.
 function M.post(session, uid, msg_id, body, method, req)
-    local here = host.sessions.get(uid)
-    if here then
-        local ok, err = here:send(msg_id, body)
-        if not ok then failed(msg_id, uid, err) end
-        return
-    end
+    if send_here(uid, msg_id, body) then return end
     local server, err = presence.where(uid)
     if err then return failed(msg_id, uid, err) end
     if not server or server == settings.name then return end -- offline
     if not M.address(server) then return end                 -- its server died with it
-    if queue(session, server):post(room_wait_ms(), deliver, server, method, req) then return end
+    local q = queue(session, server)
+    if q:post(room_wait_ms(), deliver, server, uid, msg_id, body, method, req) then return end
     host.metrics.inc("chat_pushes_dropped_total", 1, nil,
         "pushes dropped: their push queue did not move (chat.push_queue_max, chat.push_timeout_ms)")
     host.log.warn(msg_id, " to uid ", uid, " dropped: the push queue of session ", session.id,

@@ -42,7 +42,7 @@ for _, a in ipairs(host.config_copy().gate.trusted_proxies) do TRUSTED[host.ip(a
 -- add ("1.2.3.4:5678", "[2001:db8::1]:443"); nil when it is not an address.
 local function hop_address(entry)
     local v4 = entry:match("^(%d+%.%d+%.%d+%.%d+):%d+$")
-    local v6 = entry:match("^%[([^%]]+)%]:?%d*$")
+    local v6 = entry:match("^%[([%x:]+)%]:%d+$") or entry:match("^%[([%x:]+)%]$")
     return host.ip(v4 or v6 or entry)
 end
 

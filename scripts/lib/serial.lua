@@ -49,18 +49,20 @@ local function enter(self, call)
     self.on_enter()
 end
 
--- A call left the queue: the first poster still waiting for room takes its place.
+-- Room was made: the posters still waiting for room take it, first come first served.
 local function admit(self)
-    for w in take, self.waiters do
+    while self:waiting() < self.max do
+        local w = take(self.waiters)
+        if not w then return end
         if not w.gone then
             enter(self, w.call)
             w.promise:resolve(true)
-            return
         end
     end
 end
 
 local function drain(self)
+    admit(self) -- waiters left by a cancelled task
     for call in take, self.calls do
         admit(self)
         local ok, err = pcall(call[1], unpack(call, 2, call.n + 1))
@@ -91,9 +93,14 @@ local function start(self)
     if self.task == STARTING then self.task = not handle:done() and handle or nil end
 end
 
--- post(wait_ms, fn, ...) -> true | nil, "full" (no room within wait_ms)
+-- post(wait_ms, fn, ...) -> true | nil, "full" (no room within wait_ms). A call that
+-- posts into its own full queue waits for itself: it gets "full" after wait_ms.
 function M:post(wait_ms, fn, ...)
     local call = { fn, n = select("#", ...), ... }
+    -- calls (or waiters) left by a cancelled task go first, in their order
+    if not draining(self) and (self:waiting() > 0 or self.waiters.head <= self.waiters.tail) then
+        start(self)
+    end
     -- room: a call leaving admits a waiter at once, so nobody waits while there is room
     if not draining(self) or self:waiting() < self.max then
         enter(self, call)

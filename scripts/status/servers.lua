@@ -91,8 +91,24 @@ local function fetch()
     return decode_alive(names, res, wanted)
 end
 
+-- The view, read again when older than REFRESH_MS: -> view | nil, err
+local function current()
+    if view and (host.timer.monotonic() - view_at < REFRESH_MS or refreshing) then return view end
+    refreshing = true
+    -- pcall: an error raised in fetch must not leave refreshing set, or every later call
+    -- would serve this view for good (LuaJIT yields across pcall: the Redis I/O works)
+    local ok, fresh, err = pcall(fetch)
+    refreshing = false
+    if not ok then error(fresh, 0) end
+    if not fresh then return nil, err end
+    view, view_at = fresh, host.timer.monotonic()
+    return view
+end
+
 local PROBE_TIMEOUT_MS = host.config.self.probe_timeout_ms
-local unreachable = {} -- name -> true: its last probe failed
+local TIMEOUTS_DOWN = 2   -- consecutive probe timeouts that leave a server out
+local failures = {}       -- name -> { refused = bool, timeouts = n } of its last probes
+local unreachable = {}    -- name -> true: left out
 
 -- Where to probe server s: its gRPC address when announced (how peers reach it), else the
 -- client port. -> ip, port | nil (a host name: not probed)
@@ -104,37 +120,63 @@ local function probe_target(s)
     return h, tonumber(p)
 end
 
+-- -> true (connected, or not probed) | false, err
 local function reachable(s)
     local ip, port = probe_target(s)
     if not ip then return true end
-    local conn = host.tcp.connect(ip, port, { timeout_ms = PROBE_TIMEOUT_MS })
-    if not conn then return false end
+    local conn, err = host.tcp.connect(ip, port, { timeout_ms = PROBE_TIMEOUT_MS })
+    if not conn then return false, err end
     conn:close()
     return true
 end
 
--- probe(): connects to every server of the current view at once; logs each change.
+-- Whether the probes so far leave server name out: one refused connection does (the
+-- process is gone), timeouts only TIMEOUTS_DOWN in a row (a busy loop here can make a
+-- connect time out that did succeed).
+local function update(name, up, err)
+    local f = failures[name]
+    if up then
+        failures[name] = nil
+        return false
+    end
+    f = f or { timeouts = 0 }
+    failures[name] = f
+    f.refused = err ~= "timeout"
+    f.timeouts = f.refused and 0 or f.timeouts + 1
+    return f.refused or f.timeouts >= TIMEOUTS_DOWN
+end
+
+-- probe(): connects to every server of the view (read again when stale) at once, and
+-- logs each server that is left out or taken back.
 function M.probe()
-    local servers = view
-    if not servers then return end -- no call yet: nothing to look after
+    local servers = current()
+    if not servers then return end -- Redis trouble: live() reports it
     local probes = {}
     for i, s in ipairs(servers) do probes[i] = host.spawn(reachable, s) end
-    local now = {}
+    local now, seen = {}, {}
     for i, s in ipairs(servers) do
-        local ok, up = probes[i]:wait(PROBE_TIMEOUT_MS + 1000)
-        if ok and up == false then
-            now[s.name] = true
-            if not unreachable[s.name] then
-                host.log.warn("chat server ", s.name, " does not accept connections: not chosen until it does")
+        seen[s.name] = true
+        local done, up, err = probes[i]:wait(PROBE_TIMEOUT_MS + 1000)
+        if done then
+            if update(s.name, up, err) then
+                now[s.name] = true
+                if not unreachable[s.name] then
+                    host.log.warn("chat server ", s.name, " does not accept connections (",
+                        tostring(err), "): not chosen until it does")
+                end
+            elseif unreachable[s.name] then
+                if up then host.log.info("chat server ", s.name, " accepts connections again") end
+                now[s.name] = not up or nil
             end
-        elseif unreachable[s.name] then
-            host.log.info("chat server ", s.name, " accepts connections again")
         end
+    end
+    for name in pairs(failures) do
+        if not seen[name] then failures[name] = nil end -- gone from the view
     end
     unreachable = now
 end
 
--- The servers of view that passed their last probe; all of them if none did.
+-- The servers of view that are not left out by their probes; all of them if every one is.
 local function probed(servers)
     if next(unreachable) == nil then return servers end
     local out = {}
@@ -146,21 +188,13 @@ local function probed(servers)
 end
 
 -- live() -> alive, tie | nil, err. alive: the live servers sorted by name (without those
--- that failed their last probe); tie: a counter that grows by one per call, for the
--- policy's tie-breaks.
+-- their probes leave out); tie: a counter that grows by one per call, for the policy's
+-- tie-breaks.
 function M.live()
     tie = tie + 1
-    local now = host.timer.monotonic()
-    if view and (now - view_at < REFRESH_MS or refreshing) then return probed(view), tie end
-    refreshing = true
-    -- pcall: an error raised in fetch must not leave refreshing set, or every later call
-    -- would serve this view for good (LuaJIT yields across pcall: the Redis I/O works)
-    local ok, fresh, err = pcall(fetch)
-    refreshing = false
-    if not ok then error(fresh, 0) end
-    if not fresh then return nil, err end
-    view, view_at = fresh, host.timer.monotonic()
-    return probed(view), tie
+    local servers, err = current()
+    if not servers then return nil, err end
+    return probed(servers), tie
 end
 
 return M

@@ -3,7 +3,6 @@
 -- acceptance writes, one private thread per pair however often and concurrently it is
 -- asked, identity from the session only, and login lists cut to fit one frame.
 local host = require "host"
-local util = require "helpers.util"
 local chat_client = require "helpers.chat_client"
 local cluster = require "helpers.chat_cluster"
 local db = host.db

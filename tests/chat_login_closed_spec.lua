@@ -3,7 +3,6 @@
 -- must remove what it wrote for the dead session. Otherwise uip_/usession_ name a session
 -- that is gone until presence_ttl_s runs out (shared/PROTOCOL.md §6).
 local host = require "host"
-local roles = require "helpers.roles"
 local util = require "helpers.util"
 local chat_client = require "helpers.chat_client"
 local cluster = require "helpers.chat_cluster"

@@ -4,7 +4,6 @@
 -- means "safe to retry" (shared/PROTOCOL.md §2), and the retry would store it twice.
 local host = require "host"
 local util = require "helpers.util"
-local roles = require "helpers.roles"
 local cluster = require "helpers.chat_cluster"
 
 -- The wait is 500 + 2 * 1000 = 2500 ms with these settings; every insert takes longer.
@@ -21,15 +20,8 @@ describe("chat text stored after the wait for it ended", function()
     local chat
 
     setup(function()
-        local name = "cs" .. host.crypto.random_hex(4)
-        chat = roles.start { role = "chat", name = name, copy_scripts = true, edit = slow_inserts,
-            config = function(port)
-                local settings = {}
-                for k, v in pairs(cluster.CHAT) do settings[k] = v end
-                settings.instances = {
-                    [name] = { port = port, rpc_port = roles.free_port(), admin_port = 0 } }
-                return { chat = settings, mysql = MYSQL }
-            end }
+        chat = cluster.start_chat { copy_scripts = true, edit = slow_inserts,
+            config = { mysql = MYSQL } }
     end)
 
     teardown(function() chat:stop() end)

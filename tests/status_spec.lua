@@ -168,6 +168,32 @@ describe("status role's probes of the chat servers", function()
         redis.call("DEL", "chatserver_up", "chatserver_down", "chatservers", "logincount")
         assert.equal(0, status:stop())
     end)
+
+    it("chooses by the policy alone when probe_interval_ms is 0", function()
+        local status = roles.start { role = "status", config = function(port)
+            return { status = { port = port, admin_port = 0, servers_refresh_ms = 0,
+                probe_interval_ms = 0 } }
+        end }
+        local target = "127.0.0.1:" .. status.port
+        redis.call("DEL", "chatservers", "logincount")
+        local listener = assert(host.http.serve { address = "127.0.0.1:0", routes = {} })
+        assert(redis.call("SET", "chatserver_up", host.json.encode({ host = "127.0.0.1",
+            port = 7001, rpc = "127.0.0.1:" .. listener.port }), "EX", 30))
+        assert(redis.call("SET", "chatserver_down", host.json.encode({ host = "127.0.0.1",
+            port = 7002, rpc = "127.0.0.1:" .. roles.free_port() }), "EX", 30))
+        assert(redis.call("SADD", "chatservers", "up", "down"))
+        redis.call("HSET", "logincount", "up", 10, "down", 0)
+        -- the probes of the test above left "down" out within 50 ms; none run here
+        for _ = 1, 5 do
+            assert.equal("7002", assert(host.grpc.call(target, "StatusService.GetChatServer",
+                { uid = 1001 })).port)
+            host.timer.sleep(100)
+        end
+        assert.is_nil(status:log():find("does not accept connections", 1, true))
+        listener:close()
+        redis.call("DEL", "chatserver_up", "chatserver_down", "chatservers", "logincount")
+        assert.equal(0, status:stop())
+    end)
 end)
 
 describe("status role's view of the chat servers", function()

@@ -65,7 +65,6 @@ void track_del(tracked *t);
  * config module has filled every default, so a missing value means a programming error:
  * these return def then. */
 long long cfg_int(struct app *app, const char *path, long long def);
-double cfg_num(struct app *app, const char *path, double def);
 /* Returns a copy the caller frees, or NULL when absent and def is NULL. */
 char *cfg_str(struct app *app, const char *path, const char *def);
 

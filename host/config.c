@@ -42,13 +42,6 @@ long long cfg_int(struct app *app, const char *path, long long def) {
     return v;
 }
 
-double cfg_num(struct app *app, const char *path, double def) {
-    cfg_push(app, path);
-    double v = lua_isnumber(app->L, -1) ? lua_tonumber(app->L, -1) : def;
-    lua_pop(app->L, 1);
-    return v;
-}
-
 char *cfg_str(struct app *app, const char *path, const char *def) {
     cfg_push(app, path);
     const char *s = lua_type(app->L, -1) == LUA_TSTRING ? lua_tostring(app->L, -1) : def;

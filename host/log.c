@@ -24,7 +24,6 @@ void log_setup(const char *role, const char *name) {
 }
 
 void log_set_level(enum log_level level) { log_state.level = level; }
-enum log_level log_get_level(void) { return log_state.level; }
 int log_enabled(enum log_level level) { return level >= log_state.level && level < LOG_OFF; }
 
 int log_parse_level(const char *s) {

@@ -9,7 +9,6 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
 
 void log_setup(const char *role, const char *name);
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
 /* Returns the level for "debug", "info", "warn", "error" or "off"; -1 for anything else. */
 int log_parse_level(const char *s);
 int log_enabled(enum log_level level);

@@ -284,6 +284,37 @@ describe("terminal client", function()
             assert.matches("needs %-%-email and %-%-password", r.stderr)
         end)
 
+        it("--help prints the usage, saying --send signs the same user's session out", function()
+            for _, flag in ipairs { "--help", "-h" } do
+                local r = run(flag)
+                assert.equal(0, r.code, r.stderr)
+                assert.matches("^usage: chathost client ", r.stdout)
+                assert.truthy(r.stdout:find("interactive client signed in as the same user is\n"
+                    .. "signed out", 1, true), r.stdout)
+            end
+        end)
+
+        it("refuses a piped line longer than client.line_max_bytes, and reads one that long",
+            function()
+                local dir = assert(host.fs.mkdtemp("clientline"))
+                local small = dir .. "/config.lua"
+                assert(host.fs.write(small, "return " .. roles.serialize {
+                    scripts = { dir = host.root .. "/scripts" },
+                    client = { gate_url = sys.gate_url, line_max_bytes = 16 },
+                } .. "\n"))
+                local input = ("x"):rep(17) .. "\n" .. ("y"):rep(16) .. "\n4\n"
+                local r = assert(host.proc.run({ "sh", "-c", 'printf "%s" "$1" | "$2" client -c "$3"',
+                    "sh", input, util.bin(), small }, { timeout_ms = 8000 }))
+                host.fs.rmtree(dir)
+                assert.equal(0, r.code, r.stderr)
+                assert.truthy(r.stdout:find("That line is 17 bytes, longer than the 16 the client "
+                    .. "reads; it was not used.\n", 1, true), r.stdout)
+                -- 16 bytes are read whole: the menu answers them as a wrong choice
+                local _, wrong = r.stdout:gsub("Type 1, 2, 3 or 4%.", "")
+                assert.equal(1, wrong, r.stdout)
+                assert.truthy(r.stdout:find("Bye.", 1, true), r.stdout)
+            end)
+
         it("--listen prints every event as a JSON line until interrupted", function()
             local p = assert(host.proc.spawn({ util.bin(), "client", "-c", config,
                 "--email", bob.email, "--password", bob.password, "--listen" },

@@ -8,6 +8,8 @@ local tmux = require "helpers.client_tmux"
 local util = require "helpers.util"
 local roles = require "helpers.roles"
 
+local LINE_MAX = 5000 -- client.line_max_bytes here: more than a message (4096) may be
+
 describe("chathost client in a terminal", function()
     local sys, term, dir, config
     local alice, bob
@@ -24,7 +26,7 @@ describe("chathost client in a terminal", function()
         config = dir .. "/config.lua"
         assert(host.fs.write(config, "return " .. roles.serialize {
             scripts = { dir = host.root .. "/scripts" },
-            client = { gate_url = sys.gate_url },
+            client = { gate_url = sys.gate_url, line_max_bytes = LINE_MAX },
         } .. "\n"))
         term = tmux.start()
         alice, bob = system.account("ta"), system.account("tb")
@@ -109,8 +111,11 @@ describe("chathost client in a terminal", function()
             alice.user, alice.uid))
         wb:type("/requests")
         wb:wait_for("Friend requests waiting (1)")
-        wb:type(("/accept %d"):format(alice.uid))
-        wb:wait_for(("You and %s (uid %d) are friends now"):format(alice.user, alice.uid))
+        wb:type(("/accept %d Ally from work"):format(alice.uid))
+        wb:wait_for(("You and %s (uid %d) are friends now. Your remark for them: \"Ally from "
+            .. "work\"."):format(alice.user, alice.uid))
+        wb:type("/friends")
+        wb:wait_for(("%s (your remark: \"Ally from work\")"):format(alice.user))
         wa:wait_for(("%s (uid %d) accepted your friend request"):format(bob.user, bob.uid))
         wa:type("/friends")
         wa:wait_for("Friends (1):")
@@ -146,6 +151,108 @@ describe("chathost client in a terminal", function()
         assert.equal(typing, wa:last_line())
         wa:type("ence")
         wb:wait_for(alice.user .. ": half a sentence")
+    end)
+
+    it("clears the line at Ctrl-C in the chat and goes on; Ctrl-C at the menu does not quit",
+        function()
+            local prompt = "to " .. bob.user .. "> "
+            wa:keys("-l", "never sent")
+            assert.is_true(wa:wait_last_line(prompt .. "never sent"), wa:screen())
+            wa:keys("C-c")
+            wa:wait_for("(Line cleared. /quit or Ctrl-D on an empty line leaves.)")
+            assert.is_true(wa:wait_last_line((prompt:gsub("%s$", ""))), wa:screen())
+            wa:type("after the ctrl-c")
+            wb:wait_for(alice.user .. ": after the ctrl-c")
+            assert.equal(0, wb:count("never sent"))
+            assert.is_nil(wa:exit_status())
+        end)
+
+    it("wraps a line wider than the terminal, redrawn without copies", function()
+        -- 160 columns: this line takes two rows and a half
+        local wide = "wide-start " .. ("0123456789"):rep(38) .. " wide-end"
+        wa:keys("-l", wide)
+        assert.is_true(wa:wait_last_line("to " .. bob.user .. "> " .. wide), wa:screen())
+        assert.equal(1, wa:count("wide-start"))
+        wb:type("while you type")
+        wa:wait_for(bob.user .. ": while you type")
+        assert.is_true(wa:wait_last_line("to " .. bob.user .. "> " .. wide), wa:screen())
+        assert.equal(1, wa:count("wide-start"))
+        wa:type("")
+        wb:wait_for(alice.user .. ": " .. wide)
+        wa:wait_for(alice.user .. ": " .. wide) -- its own copy, once stored
+        assert.equal(2, wa:count("wide-start"), wa:screen())
+    end)
+
+    it("shows the end of a line taller than the screen after ...", function()
+        assert(term:tmux("resize-window", "-t", wa.name, "-x", "80", "-y", "12"))
+        local tall = "tall-start " .. ("q"):rep(1200) .. " tall-end"
+        wa:keys("-l", tall)
+        wa:wait_for(" tall-end")
+        wb:type("above a tall line")
+        wa:wait_for(bob.user .. ": above a tall line")
+        assert.is_true(wa:wait_last_line("to " .. bob.user .. "> ..."
+            .. ("q"):rep(80 * 11 - #("to " .. bob.user .. "> ...") - 10) .. " tall-end"),
+            wa:screen())
+        -- neither the start (scrolled off the top, where it could not be erased) nor copies
+        assert.equal(0, wa:count("tall-start"), wa:screen())
+        assert.equal(1, wa:count(" tall-end"), wa:screen())
+        wa:keys("C-u")
+        assert.is_true(wa:wait_last_line("to " .. bob.user .. ">"), wa:screen())
+        assert(term:tmux("resize-window", "-t", wa.name, "-x", "160", "-y", "50"))
+    end)
+
+    it("refuses a message over 4096 bytes with its size, and a line over line_max_bytes",
+        function()
+            wa:type(("m"):rep(4097))
+            wa:wait_for("Not sent: Message is 4097 bytes, the limit is 4096")
+            wa:type(("n"):rep(LINE_MAX))
+            wa:wait_for(("Not sent: Message is %d bytes, the limit is 4096"):format(LINE_MAX))
+            wa:type(("o"):rep(LINE_MAX + 1))
+            wa:wait_for(("That line is %d bytes, longer than the %d the client reads; it was "
+                .. "not used."):format(LINE_MAX + 1, LINE_MAX))
+            wa:type(("p"):rep(4096))
+            wb:wait_for(alice.user .. ": " .. ("p"):rep(4096))
+        end)
+
+    it("checks /history's N, knows oneself in /search, sends a leading / with //", function()
+        wa:type("/history x")
+        wa:wait_for("Usage: /history [N], N a number of messages from 1 up (default 20)")
+        wa:type("/history 0")
+        wa:wait_for("Usage: /history [N]", 2)
+        wa:type("/search " .. alice.user)
+        wa:wait_for(("Found %s (uid %d) - that is you."):format(alice.user, alice.uid))
+        wa:type("/shrug")
+        wa:wait_for("Unknown command /shrug; /help lists them. To send a message that starts "
+            .. "with /, type it with // (the first / is dropped).")
+        wa:type("//shrug")
+        wb:wait_for(alice.user .. ": /shrug")
+    end)
+
+    it("after a login, names the friends who wrote since one's own last message", function()
+        local menus = wa:count("Choose [1-4]: ")
+        wa:type("/logout")
+        wa:wait_for("Choose [1-4]: ", menus + 1)
+        assert.is_true(wa:wait_last_line("Choose [1-4]:"), wa:screen())
+        wa:keys("C-c")
+        wa:wait_for("Nothing to cancel here: 4 or Ctrl-D quits.")
+        assert.is_nil(wa:exit_status())
+        wb:type("one while you were away")
+        wb:wait_for(bob.user .. ": one while you were away")
+        wb:type("two while you were away")
+        wb:wait_for(bob.user .. ": two while you were away")
+        wa:wait_for("Choose [1-4]: ", menus + 2) -- asked again after the Ctrl-C
+        local emails, passwords = wa:count("E-mail: "), wa:count("Password: ")
+        wa:type("1")
+        wa:wait_for("E-mail: ", emails + 1)
+        wa:type(alice.email)
+        wa:wait_for("Password: ", passwords + 1)
+        wa:type(alice.password)
+        wa:wait_for(("%s (uid %d): 2 messages from them since your last message there; /chat "
+            .. "%d, then /history 2 to read them."):format(bob.user, bob.uid, bob.uid))
+        wa:type(("/chat %d"):format(bob.uid))
+        wa:wait_for("Talking to " .. bob.user, 2)
+        wa:type("back")
+        wb:wait_for(alice.user .. ": back")
     end)
 
     it("is signed out when the account logs in elsewhere, back at the login menu", function()

@@ -150,6 +150,8 @@ local SCHEMA = {
         reconnect_attempts = int(10, 0, 1000),      -- logins after a lost chat connection
         connect_timeout_ms = int(5000, 100, 600000),-- TCP connect to the chat server
         request_timeout_ms = int(10000, 100, 600000),-- a chat request without its reply fails
+        line_max_bytes = int(65536, 16, 16777216),  -- a typed line longer than this is refused
+                                                    -- whole (what is beyond is not kept)
     },
     status = {
         host = str("127.0.0.1"), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),

@@ -59,7 +59,9 @@ end
 
 function M.friend(f)
     local nick = f.nick and f.nick ~= "" and f.nick ~= f.name and (" - " .. M.clean(f.nick)) or ""
-    return ("  %-8d %s%s"):format(f.uid, M.clean(f.name), nick)
+    local remark = f.back and f.back ~= "" and f.back ~= f.name
+        and (' (your remark: "%s")'):format(M.clean(f.back)) or ""
+    return ("  %-8d %s%s%s"):format(f.uid, M.clean(f.name), nick, remark)
 end
 
 function M.request(r)

@@ -4,6 +4,7 @@
 -- --email and --password are given. --send logs in, sends one message, prints the
 -- server's acknowledgement as a JSON line and exits 0 (1 with the error sentence on
 -- stderr). --listen logs in and prints every event as a JSON line until interrupted.
+-- Both are logins of their own: the same user's interactive session is signed out.
 local host = require "host"
 local api = require "client.api"
 local settings = require "client.settings"
@@ -17,6 +18,10 @@ usage: chathost client [--gate URL] [--email E --password P] [--send UID TEXT] [
   --password P      ... and this password
   --send UID TEXT   send TEXT to the friend UID, print the acknowledgement, exit
   --listen          print incoming events as JSON lines until interrupted
+  --help, -h        this text
+--send and --listen log in as E like the interactive client does; a user has one session
+at a time (the latest login wins), so an interactive client signed in as the same user is
+signed out ("logged in somewhere else") and goes back to its menu.
 ]]
 
 local OPTIONS = { ["--gate"] = 1, ["--email"] = 1, ["--password"] = 1, ["--send"] = 2,

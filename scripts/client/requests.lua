@@ -115,9 +115,12 @@ function Client:send(v, text)
     local uid, msg, code = self:other(v)
     if not uid then return nil, msg, code end
     if type(text) ~= "string" or not text:find("%S") then return invalid(checks.TEXT_EMPTY) end
-    if not validate.utf8(text, self.cfg.text_max_bytes) then
-        return invalid(("Message must be valid UTF-8 of at most %d bytes"):format(
+    if #text > self.cfg.text_max_bytes then
+        return invalid(("Message is %d bytes, the limit is %d"):format(#text,
             self.cfg.text_max_bytes))
+    end
+    if not validate.utf8(text, self.cfg.text_max_bytes) then
+        return invalid("Message must be valid UTF-8")
     end
     if not self.me then return self:offline() end
     local thread_id, terr, tcode = self:thread_with(uid)
@@ -163,6 +166,31 @@ function Client:history(v, n)
             mine = d.sender == self.me.uid }
     end
     return out
+end
+
+-- known_threads() -> {[other uid] = thread_id}: the private threads the user is in (1025,
+-- paged), which the client remembers, without creating any | nil, sentence, code
+function Client:known_threads()
+    if not self.me then return self:offline() end
+    local cursor = 0
+    repeat
+        local page, err, code = self:chat_request(1025, { uid = self.me.uid, thread_id = cursor },
+            true)
+        if not page then return nil, err, code end
+        local list = type(page.threads) == "table" and page.threads or {}
+        for _, t in ipairs(list) do
+            local other = t.user1_id == self.me.uid and t.user2_id or t.user1_id
+            if type(t.thread_id) == "number" and type(other) == "number" then
+                self.threads[other] = t.thread_id
+            end
+        end
+        local next_cursor = tonumber(page.next_last_id)
+        if #list == 0 or not page.load_more or not next_cursor or next_cursor <= cursor then
+            break
+        end
+        cursor = next_cursor
+    until false
+    return self.threads
 end
 
 local function sorted(by_uid)

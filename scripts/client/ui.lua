@@ -7,15 +7,24 @@ local host = require "host"
 local api = require "client.api"
 local checks = require "client.checks"
 local format = require "client.format"
+local settings = require "client.settings"
 local ui_chat = require "client.ui_chat"
 
 local M = {}
 
 local function say(text) host.tty.print(text) end
 
--- ask(prompt, hidden?) -> line | nil, "eof" | "interrupted" | "cancelled"
+-- ask(prompt, hidden?) -> line | nil, "eof" | "interrupted" | "cancelled". A line longer
+-- than client.line_max_bytes is refused whole (the terminal kept only its start) and
+-- asked again.
 local function ask(prompt, hidden)
-    return host.tty.read_line { prompt = prompt, hidden = hidden }
+    while true do
+        local line, bytes = host.tty.read_line { prompt = prompt, hidden = hidden,
+            max_bytes = settings.line_max_bytes }
+        if not line or not tonumber(bytes) then return line, bytes end
+        say(("That line is %d bytes, longer than the %d the client reads; it was not used.")
+            :format(bytes, settings.line_max_bytes))
+    end
 end
 M.ask, M.say = ask, say
 
@@ -123,7 +132,11 @@ local CHOICES = {
 local function menu(c)
     while true do
         say("1) log in   2) register   3) reset password   4) quit")
-        local line = ask("Choose [1-4]: ")
+        local line, err = ask("Choose [1-4]: ")
+        while err == "interrupted" do -- Ctrl-C cancels forms; here there is none to cancel
+            say("Nothing to cancel here: 4 or Ctrl-D quits.")
+            line, err = ask("Choose [1-4]: ")
+        end
         if not line then return end
         local choice = CHOICES[checks.trim(line):lower()]
         if choice == "quit" then return end

@@ -1,7 +1,10 @@
 -- client.ui_chat: the chat session of the terminal UI, after a login: the friend list and
 -- pending applications first, then commands (/search, /add, /accept, /friends,
 -- /requests, /chat, /history, /help, /logout, /quit) and plain lines sent to the friend
--- picked with /chat. Incoming events are printed by client.ui's event handler.
+-- picked with /chat (a line starting with // sends the rest, from its second /). Right
+-- after the login, each friend whose thread holds messages from them after one's own
+-- last message there is named with their count. Ctrl-C clears the line being typed;
+-- Ctrl-D on an empty line quits. Incoming events are printed by client.ui's event handler.
 local checks = require "client.checks"
 local format = require "client.format"
 
@@ -16,7 +19,8 @@ local HELP = {
     "/chat UID              talk to a friend: plain lines are then sent to them",
     "/history [N]           the last N messages with that friend (default 20)",
     "/logout                back to the login menu",
-    "/quit                  leave",
+    "/quit                  leave (Ctrl-D on an empty line too; Ctrl-C clears the line)",
+    "//text                 send a message that starts with /: the line from its second /",
 }
 
 local Session = {}
@@ -30,6 +34,27 @@ function Session:show_friends()
     end
     self.say(("Friends (%d):"):format(#list))
     for _, f in ipairs(list) do self.say(format.friend(f)) end
+end
+
+-- After a login: per friend, the messages from them after one's own last message in the
+-- thread (all of them when one never wrote there). There are no read marks yet, so this is
+-- what can be said truthfully; the sentence says what the number counts.
+function Session:show_waiting()
+    local threads = self.c:known_threads()
+    if not threads then return end -- the summary is a courtesy; the session goes on
+    for _, f in ipairs(self.c:friends()) do
+        local list = threads[f.uid] and self.c:history(f.uid, math.huge) or {}
+        local n = 0
+        for i = #list, 1, -1 do
+            if list[i].mine then break end
+            n = n + 1
+        end
+        if n > 0 then
+            self.say(("%s: %d message%s from them since your last message there; /chat %d, "
+                .. "then /history %d to read %s."):format(format.who(f.name, f.uid), n,
+                n == 1 and "" or "s", f.uid, n, n == 1 and "it" or "them"))
+        end
+    end
 end
 
 function Session:show_requests()
@@ -66,6 +91,9 @@ function COMMANDS.requests(s) s:show_requests() end
 function COMMANDS.search(s, rest)
     local user, err = s.c:search(rest)
     if not s:report(user, err) then return end
+    if user.uid == s.c:my_uid() then
+        return s.say(("Found %s - that is you."):format(format.who(user.name, user.uid)))
+    end
     local tail = s.c:is_friend(user.uid) and "your friend; /chat " .. user.uid
         or "/add " .. user.uid .. " to send a friend request"
     s.say(("Found %s - %s."):format(format.who(user.name, user.uid), tail))
@@ -90,8 +118,10 @@ function COMMANDS.accept(s, rest)
     if not word then return s.say("Usage: /accept UID [remark]") end
     local friend, err = s.c:accept(s:uid_of(word) or word, remark ~= "" and remark or nil)
     if not s:report(friend, err) then return end
-    s.say(("You and %s are friends now. Type /chat %d to talk."):format(
-        format.who(friend.name, friend.uid), friend.uid))
+    local noted = remark ~= "" and (' Your remark for them: "%s".'):format(format.clean(remark))
+        or ""
+    s.say(("You and %s are friends now.%s Type /chat %d to talk."):format(
+        format.who(friend.name, friend.uid), noted, friend.uid))
 end
 
 function COMMANDS.chat(s, rest)
@@ -107,7 +137,12 @@ end
 
 function COMMANDS.history(s, rest)
     if not s.peer then return s.say("Pick a friend with /chat UID first.") end
-    local n = rest:match("^%s*(%d+)") or nil
+    local word = checks.trim(rest)
+    local n = word:match("^%d+$") and tonumber(word)
+    if word ~= "" and not (n and n >= 1) then
+        return s.say(("Usage: /history [N], N a number of messages from 1 up (default %d)")
+            :format(s.c.cfg.history_default))
+    end
     local list, err = s.c:history(s.peer, n)
     if not s:report(list, err) then return end
     if #list == 0 then return s.say("No messages yet.") end
@@ -129,15 +164,15 @@ end
 -- handle(line) -> nil | "menu" | "quit"
 function Session:handle(line)
     if not line:find("%S") then return nil end
+    if line:sub(1, 2) == "//" then return self:send(line:sub(2)) end
     local cmd, rest = line:match("^/(%a+)%s*(.*)$")
-    if not cmd then
-        if line:sub(1, 1) == "/" then return self.say("Unknown command; /help lists them.") end
-        return self:send(line)
+    local fn = cmd and COMMANDS[cmd:lower()]
+    if not fn and line:sub(1, 1) == "/" then
+        return self.say(("Unknown command %s; /help lists them. To send a message that starts "
+            .. "with /, type it with // (the first / is dropped)."):format(
+            format.clean(line:match("^%S+"))))
     end
-    local fn = COMMANDS[cmd:lower()]
-    if not fn then
-        return self.say(("Unknown command /%s; /help lists them."):format(cmd))
-    end
+    if not cmd then return self:send(line) end
     return fn(self, rest)
 end
 
@@ -153,14 +188,17 @@ function M.run(c, term)
         format.who(c.me.name, c.me.uid), tostring(c.server)))
     s:show_friends()
     s:show_requests()
+    s:show_waiting()
     while c.state == "online" or c.state == "reconnecting" do
         local line, err = s.ask(s:prompt())
-        if not line then
+        if err == "interrupted" then
+            s.say("(Line cleared. /quit or Ctrl-D on an empty line leaves.)")
+        elseif not line then
             if err == "cancelled" then return "menu" end
             c:logout()
             return "quit"
         end
-        local next_step = s:handle(line)
+        local next_step = line and s:handle(line)
         if next_step then
             c:logout()
             return next_step

@@ -75,6 +75,8 @@ return {
             code_max_tries = 5,             -- wrong codes; the last deletes the code
             code_ip_limit = 20, code_ip_window_s = 3600,
             login_email_limit = 5, login_ip_limit = 50, login_window_s = 900,
+            -- registrations/resets that hash a password, per IP per hour and per code
+            hash_ip_limit = 20, hash_ip_window_s = 3600, code_max_hashes = 3,
         },
     },
     verify = { host = "127.0.0.1", port = 50051, admin_port = 9101 },

@@ -100,6 +100,11 @@ local SCHEMA = {
             login_email_limit = int(5, 1, 1000000), -- failed logins per e-mail per window
             login_ip_limit = int(50, 1, 1000000),   -- failed logins per client IP per window
             login_window_s = int(900, 1, 86400),
+            -- registrations and resets that hash a password, per client IP per window
+            -- (then 1017), and per code (then 1003)
+            hash_ip_limit = int(20, 1, 1000000),
+            hash_ip_window_s = int(3600, 1, 86400),
+            code_max_hashes = int(3, 1, 100),
             rehash_on_login = bool(true),           -- re-hash passwords made with other costs
             verify_target = str(false),             -- host:port; default verify.host:port
             status_target = str(false),             -- host:port; default status.host:port

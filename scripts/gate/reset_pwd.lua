@@ -60,8 +60,11 @@ return function(req)
         host.log.warn(ROUTE, ": update of uid ", user.uid, " failed: ", tostring(perr or "no row"))
         return reply.done(ROUTE, req, { error = errors.PasswdUpFailed }, "update failed", email)
     end
-    -- the owner of the address proved it: lift a lock-out from failed logins
+    -- the owner of the address proved it: forget the e-mail's failed logins (its backoff)
+    -- and those from this client IP (the lock-out of this address for the e-mail)
     ratelimit.clear(keys.rate("login_email", email))
+    ratelimit.clear(keys.rate("login_backoff", email))
+    ratelimit.clear(keys.rate("login_email_ip", keys.email_ip(email, request.peer(req))))
     return reply.done(ROUTE, req, { error = errors.Success, user = user.name, email = email },
         "password reset uid=" .. user.uid, email)
 end

@@ -75,6 +75,12 @@ return {
             code_max_tries = 5,             -- wrong codes; the last deletes the code
             code_ip_limit = 20, code_ip_window_s = 3600,
             login_email_limit = 5, login_ip_limit = 50, login_window_s = 900,
+            login_email_ip_limit = 5,       -- failed logins per (e-mail, IP) per window: then 1017
+            -- an e-mail's failures from any IP only slow it down: 1 s, doubling, at most 60 s
+            login_email_backoff_s = 1, login_email_backoff_max_s = 60,
+            login_wait_ms = 5000,           -- a login waits for those in flight; then 1018
+            -- registrations/resets that hash a password, per IP per hour and per code
+            hash_ip_limit = 20, hash_ip_window_s = 3600, code_max_hashes = 3,
         },
     },
     verify = { host = "127.0.0.1", port = 50051, admin_port = 9101 },

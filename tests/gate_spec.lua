@@ -110,7 +110,8 @@ describe("gate role", function()
     end)
 
     before_each(function()
-        redis.call("DEL", "rate:code_ip:" .. PEER, "rate:login_ip:" .. PEER)
+        redis.call("DEL", "rate:code_ip:" .. PEER, "rate:login_ip:" .. PEER,
+            "rate:hash_ip:" .. PEER)
     end)
 
     local function fresh()
@@ -153,6 +154,12 @@ describe("gate role", function()
     end
 
     local function exists(key) return redis.call("EXISTS", key) == 1 end
+
+    -- A counter of the gate's /metrics (only this spec's requests reach that gate).
+    local function metric(name)
+        local res = assert(http.get(gate_admin, "/metrics"))
+        return assert(tonumber(res.body:match("\n" .. name .. " ([%d%.e%+%-]+)")), res.body)
+    end
 
     describe("full flow", function()
         it("mails a code, registers with it, and logs in to a chat server with a token", function()
@@ -364,6 +371,75 @@ describe("gate role", function()
             local rows = assert(db.query("SELECT COUNT(*) AS n FROM user WHERE email = ?", a.email))
             assert.equal(1, rows[1].n)
         end)
+
+        it("answers 1005 for a taken name or e-mail without hashing a password", function()
+            local first = fresh()
+            register(first)
+            local hashed = metric("chathost_hashes")
+            local acc = fresh()
+            local body = register_body(acc, give_code(acc.email))
+            body.user = first.user:upper()
+            assert.same({ error = 1005 }, call("/user_register", body))
+            local other = fresh()
+            other.email = first.email
+            assert.same({ error = 1005 },
+                call("/user_register", register_body(other, give_code(first.email))))
+            assert.equal(hashed, metric("chathost_hashes"))
+            assert.equal("1", redis.call("GET", "rate:hash_ip:" .. PEER)) -- first's only
+        end)
+
+        it("answers 1017 once the client IP hashed 20 passwords in an hour; the code stays",
+            function()
+                assert(redis.call("SET", "rate:hash_ip:" .. PEER, 19, "EX", 3600))
+                register(fresh())
+                local acc = fresh()
+                local code = give_code(acc.email)
+                local hashed = metric("chathost_hashes")
+                local rsp = call("/user_register", register_body(acc, code))
+                assert.equal(1017, rsp.error)
+                assert.truthy(rsp.retry_after > 3500 and rsp.retry_after <= 3600)
+                assert.equal(hashed, metric("chathost_hashes"))
+                assert.equal(code, redis.call("GET", "code_" .. acc.email))
+                assert.is_false(exists("code_hashes_" .. acc.email))
+            end)
+
+        it("lets a code hash 3 passwords; the 4th try answers 1003 and deletes it", function()
+            local acc = fresh()
+            acc.user = "gsrefuse_" .. host.crypto.random_hex(4)
+            local code = give_code(acc.email)
+            assert(db.exec("DROP TRIGGER IF EXISTS t_gatespec_refuse_insert"))
+            assert(db.exec([[CREATE TRIGGER t_gatespec_refuse_insert BEFORE INSERT ON user
+                FOR EACH ROW IF NEW.name LIKE 'gsrefuse%' THEN
+                    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by gate_spec';
+                END IF]]))
+            local errs = {}
+            for i = 1, 4 do
+                local ok, rsp = pcall(call, "/user_register", register_body(acc, code))
+                errs[i] = ok and rsp.error or rsp
+            end
+            assert(db.exec("DROP TRIGGER IF EXISTS t_gatespec_refuse_insert"))
+            assert.same({ 1019, 1019, 1019, 1003 }, errs)
+            assert.is_false(exists("code_" .. acc.email))
+            assert.is_false(exists("code_hashes_" .. acc.email))
+        end)
+
+        it("hashes at most 3 passwords for a burst of registrations with one code", function()
+            local acc = fresh()
+            local code = give_code(acc.email)
+            local bodies = {}
+            for i = 1, 8 do
+                bodies[i] = register_body(acc, code)
+                bodies[i].user = acc.user .. "_" .. i
+            end
+            local hashed = metric("chathost_hashes")
+            local errs = race_registrations(bodies)
+            assert.equal(0, errs[1])
+            for i = 2, #errs do
+                assert.truthy(errs[i] == 1005 or errs[i] == 1003, tostring(errs[i]))
+            end
+            local spent = metric("chathost_hashes") - hashed
+            assert.truthy(spent >= 1 and spent <= 3, spent)
+        end)
     end)
 
     describe("POST /reset_pwd", function()
@@ -434,12 +510,44 @@ describe("gate role", function()
             assert.equal(0, login(acc.email, "abc123").error)
         end)
 
-        it("lifts a lock-out from failed logins", function()
+        it("answers 1017 once the client IP hashed 20 passwords, registrations included",
+            function()
+                local acc = fresh()
+                register(acc)
+                assert(redis.call("SET", "rate:hash_ip:" .. PEER, 20, "EX", 3600))
+                local code = give_code(acc.email)
+                local rsp = call("/reset_pwd", reset_body(acc, code))
+                assert.equal(1017, rsp.error)
+                assert.truthy(rsp.retry_after > 3500 and rsp.retry_after <= 3600)
+                assert.equal(code, redis.call("GET", "code_" .. acc.email))
+                assert.equal(0, login(acc.email, "abc123").error)
+            end)
+
+        it("lets a code hash 3 passwords, then answers 1003", function()
             local acc = fresh()
             register(acc)
-            assert(redis.call("SET", "rate:login_email:" .. acc.email, 5, "EX", 900))
+            local code = give_code(acc.email)
+            assert(redis.call("SET", "code_hashes_" .. acc.email, 3, "EX", 600))
+            assert.same({ error = 1003 }, call("/reset_pwd", reset_body(acc, code)))
+            assert.is_false(exists("code_" .. acc.email))
+            assert.equal(0, login(acc.email, "abc123").error)
+            code = give_code(acc.email)
+            assert(redis.call("SET", "code_hashes_" .. acc.email, 2, "EX", 600))
+            assert.equal(0, call("/reset_pwd", reset_body(acc, code)).error)
+            assert.is_false(exists("code_hashes_" .. acc.email))
+        end)
+
+        it("lifts the lock-out of the client IP and the e-mail's backoff", function()
+            local acc = fresh()
+            register(acc)
+            local pair = "rate:login_email_ip:" .. acc.email .. "|" .. PEER
+            assert(redis.call("SET", pair, 5, "EX", 900))
             assert.equal(1017, login(acc.email, "abc123").error)
+            assert(redis.call("SET", "rate:login_email:" .. acc.email, 9, "EX", 900))
+            assert(redis.call("SET", "rate:login_backoff:" .. acc.email, 9, "EX", 60))
             assert.equal(0, call("/reset_pwd", reset_body(acc, give_code(acc.email))).error)
+            assert.is_false(exists(pair))
+            assert.is_false(exists("rate:login_email:" .. acc.email))
             assert.equal(0, login(acc.email, "Passw0rd!").error)
         end)
     end)
@@ -472,11 +580,6 @@ describe("gate role", function()
             function()
                 -- the gate counts every verification and the thread CPU spent hashing,
                 -- and only then (no other request reaches this gate meanwhile)
-                local function metric(name)
-                    local res = assert(http.get(gate_admin, "/metrics"))
-                    return assert(tonumber(res.body:match(
-                        "\n" .. name .. " ([%d%.e%+%-]+)")), res.body)
-                end
                 local acc = fresh()
                 register(acc)
                 for _, email in ipairs({ acc.email, fresh().email }) do
@@ -491,17 +594,21 @@ describe("gate role", function()
                 end
             end)
 
-        it("answers 1017 with retry_after after 5 failures for an e-mail, even if right",
+        it("answers 1017 with retry_after after 5 failures for an e-mail from one IP",
             function()
                 local acc = fresh()
                 register(acc)
+                for _ = 1, 4 do assert.same({ error = 1009 }, login(acc.email, "wrong1")) end
+                assert.equal(0, login(acc.email, "abc123").error)
                 for _ = 1, 5 do assert.same({ error = 1009 }, login(acc.email, "wrong1")) end
+                -- the e-mail's backoff (gate_limits_spec) ends long before the IP's lock-out
+                redis.call("DEL", "rate:login_backoff:" .. acc.email)
                 local rsp = login(acc.email, "abc123")
                 assert.equal(1017, rsp.error)
-                assert.truthy(rsp.retry_after > 0 and rsp.retry_after <= 900)
+                assert.truthy(rsp.retry_after > 800 and rsp.retry_after <= 900)
                 assert.is_nil(rsp.token)
-                local ttl = redis.call("TTL", "rate:login_email:" .. acc.email)
-                assert.truthy(ttl > 0 and ttl <= 900)
+                local ttl = redis.call("TTL", "rate:login_email_ip:" .. acc.email .. "|" .. PEER)
+                assert.truthy(ttl > 800 and ttl <= 900)
             end)
 
         it("answers 1017 once the client IP has failed 50 times", function()
@@ -531,8 +638,11 @@ describe("gate role", function()
             local acc = fresh()
             register(acc)
             for _ = 1, 2 do assert.equal(1009, login(acc.email, "wrong1").error) end
+            local pair = "rate:login_email_ip:" .. acc.email .. "|" .. PEER
+            assert.equal("2", redis.call("GET", pair))
             assert.equal("2", redis.call("GET", "rate:login_email:" .. acc.email))
             assert.equal(0, login(acc.email, "abc123").error)
+            assert.is_false(exists(pair))
             assert.is_false(exists("rate:login_email:" .. acc.email))
             assert.equal("2", redis.call("GET", "rate:login_ip:" .. PEER)) -- successes do not count
         end)

@@ -100,6 +100,19 @@ local SCHEMA = {
             login_email_limit = int(5, 1, 1000000), -- failed logins per e-mail per window
             login_ip_limit = int(50, 1, 1000000),   -- failed logins per client IP per window
             login_window_s = int(900, 1, 86400),
+            -- failed logins per (e-mail, client IP) per window (login_ip_limit: per client IP)
+            login_email_ip_limit = int(5, 1, 1000000),
+            -- from the login_email_limit-th failure of an e-mail (from any IP) in a window,
+            -- the e-mail is refused (1017) for login_email_backoff_s, doubling with each
+            -- further failure up to login_email_backoff_max_s: slowed down, never locked out
+            login_email_backoff_s = int(1, 1, 3600),
+            login_email_backoff_max_s = int(60, 1, 3600),
+            login_wait_ms = int(5000, 0, 600000),   -- waiting for logins in flight; then 1018
+            -- registrations and resets that hash a password, per client IP per window
+            -- (then 1017), and per code (then 1003)
+            hash_ip_limit = int(20, 1, 1000000),
+            hash_ip_window_s = int(3600, 1, 86400),
+            code_max_hashes = int(3, 1, 100),
             rehash_on_login = bool(true),           -- re-hash passwords made with other costs
             verify_target = str(false),             -- host:port; default verify.host:port
             status_target = str(false),             -- host:port; default status.host:port

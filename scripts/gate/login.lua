@@ -2,11 +2,18 @@
 -- the status role for a chat server and a token. Errors in the order of
 -- shared/PROTOCOL.md §3: 1001; 1016; 1017; 1009; 1002.
 --
--- Failures are limited per e-mail and per client IP. Each attempt is counted before the
--- password is checked (atomically with the limit check), so a burst of parallel guesses
--- gets no more checks than the limit; a success then clears the e-mail's counter and
--- gives back its count on the IP's. An unknown e-mail is checked against a dummy hash with
--- the same cost, so it answers 1009 no faster than a wrong password.
+-- Failures, not attempts, are limited (lib.ratelimit's failure budgets): per (e-mail,
+-- client IP) and per client IP, login_email_ip_limit and login_ip_limit failures per
+-- login_window_s, then 1017 until the window ends. A login is admitted only while the
+-- failures plus the logins in flight stay below both limits, otherwise it waits (up to
+-- login_wait_ms) for those in flight to end: a burst of guesses gets no more checks than
+-- the limit, and a burst of correct logins from one address (a NAT, a reconnect storm) all
+-- get through. The failures of an e-mail from any address only slow it down: from the
+-- login_email_limit-th on, the e-mail is refused for login_email_backoff_s, doubling with
+-- each further failure up to login_email_backoff_max_s, so nobody can lock its owner out.
+-- A success forgets the failures of its (e-mail, IP) and the e-mail's backoff. An unknown
+-- e-mail is checked against a dummy hash with the same cost, so it answers 1009 no faster
+-- than a wrong password.
 local host = require "host"
 local errors = require "lib.errors"
 local keys = require "lib.keys"
@@ -65,34 +72,77 @@ local function rehash(user, clear)
     if err then host.log.warn(ROUTE, ": re-hash of uid ", user.uid, " failed: ", tostring(err)) end
 end
 
+-- The two failure budgets of a login from ip for email.
+local function budgets(email, ip)
+    local pair = keys.email_ip(email, ip)
+    return {
+        { key = keys.rate("login_email_ip", pair),
+            pending = keys.rate("login_email_ip_inflight", pair),
+            limit = settings.login_email_ip_limit, window = settings.login_window_s },
+        { key = keys.rate("login_ip", ip), pending = keys.rate("login_ip_inflight", ip),
+            limit = settings.login_ip_limit, window = settings.login_window_s },
+    }
+end
+
+-- A login waiting for those in flight asks again this often: about the time a password
+-- check takes, so a waiter is admitted soon after one ends without flooding Redis.
+local WAIT_STEP_MS = 20
+
+-- admit(bs, id) -> "admitted" | "refused", retry_after | "busy" (waited login_wait_ms in
+-- vain) | nil, err. The lease outlives the handler (gate.handler_timeout_ms cancels it).
+local function admit(bs, id)
+    local lease = host.config.gate.handler_timeout_ms + 1000
+    local deadline = host.timer.monotonic() + settings.login_wait_ms
+    while true do
+        local verdict, retry_after = ratelimit.admit(bs, id, lease)
+        if verdict ~= "wait" then return verdict, retry_after end
+        if host.timer.monotonic() >= deadline then return "busy" end
+        host.timer.sleep(WAIT_STEP_MS)
+    end
+end
+
+local function rate_limited(req, email, retry_after, what)
+    return reply.done(ROUTE, req, { error = errors.RateLimited, retry_after = retry_after },
+        what, email)
+end
+
 return function(req)
     local f, bad = request.read(req, FIELDS)
     if not f then return reply.done(ROUTE, req, bad, "refused") end
     local email = f.email:lower()
-    local by_email = keys.rate("login_email", email)
-    local by_ip = keys.rate("login_ip", request.peer(req))
+    local backoff = keys.rate("login_backoff", email)
 
-    local ok, retry_after = ratelimit.take {
-        { key = by_email, limit = settings.login_email_limit, window = settings.login_window_s },
-        { key = by_ip, limit = settings.login_ip_limit, window = settings.login_window_s },
-    }
-    if ok == nil then return reply.failed(ROUTE, req, "rate count", retry_after, email) end
-    if not ok then
-        return reply.done(ROUTE, req, { error = errors.RateLimited, retry_after = retry_after },
-            "rate limited", email)
-    end
+    local wait, werr = ratelimit.blocked(backoff)
+    if wait == nil then return reply.failed(ROUTE, req, "rate check", werr, email) end
+    if wait then return rate_limited(req, email, wait, "e-mail backing off") end
+
+    local bs = budgets(email, request.peer(req))
+    local id = host.crypto.random_hex(8)
+    local verdict, retry_after = admit(bs, id)
+    if verdict == nil then return reply.failed(ROUTE, req, "rate count", retry_after, email) end
+    if verdict == "busy" then return reply.failed(ROUTE, req, "waiting", "busy", email) end
+    if verdict == "refused" then return rate_limited(req, email, retry_after, "rate limited") end
 
     local user, clear = check(email, f.passwd)
     if user == nil then -- not the user's fault: do not count it
-        ratelimit.give_back(by_email)
-        ratelimit.give_back(by_ip)
+        ratelimit.release(bs, id)
         return reply.failed(ROUTE, req, "password check", clear, email)
     end
     if not user then
+        local _, err = ratelimit.failed(bs, id)
+        if not err then
+            _, err = ratelimit.backoff { key = keys.rate("login_email", email), marker = backoff,
+                window = settings.login_window_s, after = settings.login_email_limit,
+                first_ms = settings.login_email_backoff_s * 1000,
+                max_ms = settings.login_email_backoff_max_s * 1000 }
+        end
+        if err then host.log.warn(ROUTE, ": failure count failed: ", tostring(err)) end
         return reply.done(ROUTE, req, { error = errors.PasswdInvalid }, "wrong credentials", email)
     end
-    ratelimit.clear(by_email)
-    ratelimit.give_back(by_ip)
+    ratelimit.release(bs, id)
+    ratelimit.clear(bs[1].key)
+    ratelimit.clear(keys.rate("login_email", email))
+    ratelimit.clear(backoff)
     rehash(user, clear)
 
     local server = rpc.get_chat_server(user.uid)

@@ -1,10 +1,11 @@
 -- POST /reset_pwd {user, email, passwd, varifycode}: sets a new password for the account
 -- whose e-mail received the code. Errors in the order of shared/PROTOCOL.md §3: 1001;
--- 1016; 1003; 1004; 1007; 1008.
+-- 1016; 1003; 1004; 1007; 1017 (hash_ip_limit; 1003 after it: code_max_hashes); 1008.
 --
 -- The code is consumed (compare-and-delete) after the checks and before the update, so one
 -- code changes the password once even when requests race; the new hash is made before
--- that, so a full hashing queue (1018) leaves the code usable.
+-- that, so a full hashing queue (1018) leaves the code usable. Each hash counts against the
+-- client IP and the code, as for registration.
 local host = require "host"
 local errors = require "lib.errors"
 local keys = require "lib.keys"
@@ -43,6 +44,8 @@ return function(req)
             email)
     end
 
+    refused = codes.may_hash(ROUTE, req, email, f.varifycode)
+    if refused then return refused end
     local hash, herr = host.crypto.hash_password(password.clear(f.passwd))
     if not hash then return reply.failed(ROUTE, req, "hashing", herr, email) end
     local consumed, cerr = codes.consume(email, f.varifycode)
@@ -57,8 +60,11 @@ return function(req)
         host.log.warn(ROUTE, ": update of uid ", user.uid, " failed: ", tostring(perr or "no row"))
         return reply.done(ROUTE, req, { error = errors.PasswdUpFailed }, "update failed", email)
     end
-    -- the owner of the address proved it: lift a lock-out from failed logins
+    -- the owner of the address proved it: forget the e-mail's failed logins (its backoff)
+    -- and those from this client IP (the lock-out of this address for the e-mail)
     ratelimit.clear(keys.rate("login_email", email))
+    ratelimit.clear(keys.rate("login_backoff", email))
+    ratelimit.clear(keys.rate("login_email_ip", keys.email_ip(email, request.peer(req))))
     return reply.done(ROUTE, req, { error = errors.Success, user = user.name, email = email },
         "password reset uid=" .. user.uid, email)
 end

@@ -1,7 +1,8 @@
 -- lib.users: the `user` table (sql/001_schema.sql), shared by the gate (accounts) and the
 -- chat role (profiles). Uniqueness of names and e-mails is the database's job (UNIQUE
--- keys): callers insert and handle "exists", they never check first. E-mails are stored
--- lower-case; names compare case-insensitively (the column's collation).
+-- keys): callers insert and handle "exists"; taken() only spares a caller work (a password
+-- hash) for a name or e-mail that is certainly taken. E-mails are stored lower-case; names
+-- compare case-insensitively (the column's collation).
 local host = require "host"
 local sql = require "lib.sql"
 
@@ -24,6 +25,14 @@ local function one(query, ...)
     local rows, err = host.db.query(query, ...)
     if not rows then return nil, err end
     return rows[1]
+end
+
+-- taken(name, email) -> true (an account has that name or e-mail) | false | nil, err
+function M.taken(name, email)
+    local row, err = one("SELECT 1 AS found FROM user WHERE name = ? OR email = ? LIMIT 1",
+        name, email)
+    if err then return nil, err end
+    return row ~= nil
 end
 
 -- by_email(email) -> row | nil (no such user) | nil, err

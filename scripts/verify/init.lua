@@ -46,7 +46,7 @@ M["VarifyService.GetVarifyCode"] = function(req)
         host.redis.call("DEL", rate_key)
         return { error = errors.Internal, email = email }
     end
-    if is_new then host.redis.call("DEL", keys.code_tries(email)) end
+    if is_new then host.redis.call("DEL", keys.code_tries(email), keys.code_hashes(email)) end
     local minutes = math.floor(cfg.code_ttl_s / 60)
     local sent, merr = host.mail.send {
         to = email,

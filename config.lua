@@ -70,6 +70,8 @@ return {
         workers = 1,                        -- processes sharing the port (SO_REUSEPORT)
         max_body_bytes = 65536, read_timeout_ms = 10000, idle_timeout_ms = 60000,
         max_connections = 10000,
+        max_connections_per_ip = 256,       -- one address's share (trusted proxies spared)
+        first_byte_timeout_ms = 5000,       -- a new connection that sends nothing is closed
         trusted_proxies = {},               -- e.g. { "10.0.0.5" }: whose X-Forwarded-For names the client
         accounts = {                        -- scripts/gate: codes, logins, rate limits
             code_max_tries = 5,             -- wrong codes; the last deletes the code

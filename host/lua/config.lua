@@ -88,6 +88,9 @@ local SCHEMA = {
         idle_timeout_ms = int(60000, 10, 3600000),  -- a keep-alive connection with no request
         handler_timeout_ms = int(30000, 10, 600000),-- a route handler's answer -> 504
         max_connections = int(10000, 1, 1000000),   -- beyond: 503 and close
+        max_connections_per_ip = int(256, 0, 1000000), -- from one client address (trusted
+                                                    -- proxies spared); beyond: 429, 1017; 0: off
+        first_byte_timeout_ms = int(5000, 10, 600000), -- a new connection's first request byte
         access_log = bool(true),                    -- one info line per request
         -- peers (load balancers, reverse proxies) whose X-Forwarded-For names the client:
         -- the client IP of rate limits and logs is then the rightmost address in it that

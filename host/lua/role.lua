@@ -63,6 +63,17 @@ local function start_grpc(scripts, self)
     return true
 end
 
+-- Addresses in the form the servers compare peers in (host.ip: canonical).
+local function canonical(list)
+    local out = {}
+    local i = 1
+    while list[i] ~= nil do -- (a read-only config list: # does not see through it)
+        out[i] = host.ip(list[i])
+        i = i + 1
+    end
+    return out
+end
+
 local function start_http(scripts, self)
     if host.role ~= "gate" then return true end
     local address = self.host .. ":" .. self.port
@@ -73,6 +84,9 @@ local function start_http(scripts, self)
         max_body_bytes = self.max_body_bytes, read_timeout_ms = self.read_timeout_ms,
         idle_timeout_ms = self.idle_timeout_ms, handler_timeout_ms = self.handler_timeout_ms,
         max_connections = self.max_connections, access_log = self.access_log,
+        max_connections_per_ip = self.max_connections_per_ip,
+        first_byte_timeout_ms = self.first_byte_timeout_ms,
+        per_ip_exempt = canonical(self.trusted_proxies),
     }
     if not server then return nil, err end
     M.http = server

@@ -84,6 +84,9 @@ return {
     chat = {
         host = "127.0.0.1",                 -- "0.0.0.0" to accept clients from elsewhere
         heartbeat_timeout_ms = 60000,       -- clients send 1023 every 10 s
+        login_timeout_ms = 10000,           -- a connection that has not logged in by then
+        max_connections = 200000,           -- lowered to the open-file limit minus fd_reserve
+        fd_reserve = 256,                   -- descriptors kept for pools, gRPC, admin, files
         max_body_bytes = 8192,              -- frames above: 1016 and close (never above 65535)
         send_queue_bytes = 1048576, send_queue_frames = 1000, -- a client that does not read
         page_size = 50,                     -- 1025/1029 paging

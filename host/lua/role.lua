@@ -103,6 +103,7 @@ local function start_chat(scripts, self)
         max_body_bytes = self.max_body_bytes, send_queue_bytes = self.send_queue_bytes,
         send_queue_frames = self.send_queue_frames, idle_timeout_ms = self.heartbeat_timeout_ms,
         max_connections = self.max_connections, handler_timeout_ms = self.handler_timeout_ms,
+        fd_reserve = self.fd_reserve, login_timeout_ms = self.login_timeout_ms,
     }
     if not server then return nil, err end
     M.chat = server

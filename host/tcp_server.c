@@ -949,11 +949,13 @@ static int l_sessions_get(lua_State *L) {
 }
 
 static int l_sessions_count(lua_State *L) {
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushinteger(L, current ? current->nconns : 0);
     lua_setfield(L, -2, "connected");
     lua_pushinteger(L, current ? current->nbound : 0);
     lua_setfield(L, -2, "bound");
+    lua_pushinteger(L, current ? current->max_connections : 0);
+    lua_setfield(L, -2, "max"); /* max_connections as lowered to the descriptor limit */
     return 1;
 }
 

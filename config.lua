@@ -49,6 +49,9 @@ return {
         deadline_ms = 2000,                 -- every call between roles has a deadline
         max_message_bytes = 4194304,
         max_inflight_calls = 10000,         -- per server; beyond: RESOURCE_EXHAUSTED
+        secret = env("CHATHOST_GRPC_SECRET"), -- calls between roles carry it; servers refuse
+                                            -- calls without it (`make run` generates one)
+        -- tls = { cert_file = "...", key_file = "...", ca_file = "..." }, -- roles on other hosts
     },
 
     mail = {                                -- verification codes; `make run` starts a sink here

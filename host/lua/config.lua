@@ -61,6 +61,15 @@ local SCHEMA = {
         deadline_ms = int(2000, 1, 3600000),
         max_message_bytes = int(4194304, 1024, 67108864),
         max_inflight_calls = int(10000, 1, 10000000), -- per server; beyond: RESOURCE_EXHAUSTED
+        secret = str(false),        -- every call carries it, every server demands it
+                                    -- (UNAUTHENTICATED); environment CHATHOST_GRPC_SECRET
+        tls = {                     -- TLS on the links between roles (hosts apart)
+            cert_file = str(false), -- PEM: this process's certificate (servers need it) ...
+            key_file = str(false),  -- ... and its key
+            ca_file = str(false),   -- PEM: the CA of the peers: clients dial TLS, servers
+                                    -- then require a client certificate it signed
+            target_name = str(false), -- the name in the peers' certificate, if not their address
+        },
     },
     mail = {
         url = str("smtp://127.0.0.1:2525"),     -- smtp:// or smtps:// (TLS from the start)
@@ -174,6 +183,7 @@ local ENV = {
     CHATHOST_MYSQL_USER = { "mysql", "user" }, CHATHOST_MYSQL_PASSWORD = { "mysql", "password" },
     CHATHOST_MYSQL_DATABASE = { "mysql", "database" },
     CHATHOST_LOG_LEVEL = { "log", "level" },
+    CHATHOST_GRPC_SECRET = { "grpc", "secret" },
     CHATHOST_MAIL_URL = { "mail", "url" },
     CHATHOST_MAIL_USER = { "mail", "user" }, CHATHOST_MAIL_PASSWORD = { "mail", "password" },
 }

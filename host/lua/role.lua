@@ -60,6 +60,10 @@ local function start_grpc(scripts, self)
     if not server then return nil, err end
     M.grpc = server
     host.log.info("gRPC listening on ", address)
+    if not host.config.grpc.secret then
+        host.log.warn("grpc.secret is not set: this gRPC server takes calls from anyone who ",
+            "reaches ", address, " (set CHATHOST_GRPC_SECRET; make run generates one)")
+    end
     return true
 end
 

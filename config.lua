@@ -49,6 +49,9 @@ return {
         deadline_ms = 2000,                 -- every call between roles has a deadline
         max_message_bytes = 4194304,
         max_inflight_calls = 10000,         -- per server; beyond: RESOURCE_EXHAUSTED
+        secret = env("CHATHOST_GRPC_SECRET"), -- calls between roles carry it; servers refuse
+                                            -- calls without it (`make run` generates one)
+        -- tls = { cert_file = "...", key_file = "...", ca_file = "..." }, -- roles on other hosts
     },
 
     mail = {                                -- verification codes; `make run` starts a sink here
@@ -70,6 +73,8 @@ return {
         workers = 1,                        -- processes sharing the port (SO_REUSEPORT)
         max_body_bytes = 65536, read_timeout_ms = 10000, idle_timeout_ms = 60000,
         max_connections = 10000,
+        max_connections_per_ip = 256,       -- one address's share (trusted proxies spared)
+        first_byte_timeout_ms = 5000,       -- a new connection that sends nothing is closed
         trusted_proxies = {},               -- e.g. { "10.0.0.5" }: whose X-Forwarded-For names the client
         accounts = {                        -- scripts/gate: codes, logins, rate limits
             code_max_tries = 5,             -- wrong codes; the last deletes the code
@@ -88,6 +93,9 @@ return {
     chat = {
         host = "127.0.0.1",                 -- "0.0.0.0" to accept clients from elsewhere
         heartbeat_timeout_ms = 60000,       -- clients send 1023 every 10 s
+        login_timeout_ms = 10000,           -- a connection that has not logged in by then
+        max_connections = 200000,           -- lowered to the open-file limit minus fd_reserve
+        fd_reserve = 256,                   -- descriptors kept for pools, gRPC, admin, files
         max_body_bytes = 8192,              -- frames above: 1016 and close (never above 65535)
         send_queue_bytes = 1048576, send_queue_frames = 1000, -- a client that does not read
         page_size = 50,                     -- 1025/1029 paging

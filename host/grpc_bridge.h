@@ -8,6 +8,7 @@
 #include <grpc/grpc.h>
 
 #include "app.h"
+#include "grpc_auth.h"
 
 /* Every tag handed to gRPC starts with this: the loop calls cb(tag, success). */
 typedef struct gtag {
@@ -32,6 +33,7 @@ struct grpc_bridge {
     int nchannels;
     int64_t deadline_ms;  /* default client deadline */
     int max_message;
+    grpc_auth auth;       /* the shared secret and TLS credentials (grpc_auth.c) */
 };
 
 /* The bridge, started on first use (grpc_init, cq, thread). */

@@ -41,10 +41,12 @@ typedef struct cli_call {
     grpc_status_code status;
     grpc_slice details;
     const char *error_string;
+    grpc_metadata auth;  /* the secret, sent with the call (static slices: nothing to free) */
+    char *auth_copy;     /* opts.secret's header, when it replaces the configured one */
 } cli_call;
 
 static grpc_channel *channel_create(struct grpc_bridge *b, const char *target) {
-    grpc_arg args[5];
+    grpc_arg args[6];
     const char *keys[5] = {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
                            GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
                            GRPC_ARG_MAX_RECONNECT_BACKOFF_MS};
@@ -55,7 +57,13 @@ static grpc_channel *channel_create(struct grpc_bridge *b, const char *target) {
         args[i].value.integer = values[i];
     }
     grpc_channel_args ca = {5, args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    if (b->auth.target_name) { /* the name the peers' certificate has, if not their address */
+        args[5].type = GRPC_ARG_STRING;
+        args[5].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+        args[5].value.string = b->auth.target_name;
+        ca.num_args = 6;
+    }
+    grpc_channel_credentials *creds = grpc_auth_channel_creds(&b->auth);
     grpc_channel *ch = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
     return ch;
@@ -98,6 +106,7 @@ static void call_free(cli_call *c) {
     if (c->send) grpc_byte_buffer_destroy(c->send);
     if (c->recv) grpc_byte_buffer_destroy(c->recv);
     grpc_slice_unref(c->details);
+    free(c->auth_copy);
     if (c->error_string) gpr_free((void *)c->error_string);
     if (c->call) grpc_call_unref(c->call);
     free(c);
@@ -165,6 +174,10 @@ static int start_batch(cli_call *c) {
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (GRPC_SLICE_LENGTH(c->auth.value) > 0) {
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = &c->auth;
+    }
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = c->send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -187,7 +200,28 @@ static int fail(lua_State *L, const char *msg, int code) {
     return 3;
 }
 
-/* call(target, "Service.Method", req, opts?) -> rsp | nil, err, code   (yields) */
+/* The secret the call carries: opts.secret (a string, or false for none: for tools and
+ * specs that speak to another cluster or test the refusal), else grpc.secret. */
+static void set_auth(lua_State *L, cli_call *c) {
+    const char *header = c->b->auth.header;
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "secret");
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            c->auth_copy = malloc(lua_objlen(L, -1) + 8);
+            sprintf(c->auth_copy, "Bearer %s", lua_tostring(L, -1));
+            header = c->auth_copy;
+        } else if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+            header = NULL;
+        }
+        lua_pop(L, 1);
+    }
+    if (!header) return;
+    c->auth.key = grpc_slice_from_static_string("authorization");
+    c->auth.value = grpc_slice_from_static_string(header);
+}
+
+/* call(target, "Service.Method", req, opts?) -> rsp | nil, err, code   (yields)
+ * opts: timeout_ms, secret (see set_auth) */
 static int l_call(lua_State *L) {
     struct app *app = app_from(L);
     const char *target = luaL_checkstring(L, 1);
@@ -200,6 +234,7 @@ static int l_call(lua_State *L) {
     task_t *t = sched_need(L, "host.grpc.call");
     if (app->stopping) return fail(L, "shutting down", GRPC_STATUS_UNAVAILABLE);
     struct grpc_bridge *b = grpc_bridge_get(app);
+    if (b->auth.error[0]) return fail(L, b->auth.error, GRPC_STATUS_UNAVAILABLE);
     char err[300];
     ProtobufCMessage *req = pb_from_table(L, 3, m->input, err, sizeof err);
     if (!req) return fail(L, err, GRPC_STATUS_INVALID_ARGUMENT);
@@ -216,6 +251,7 @@ static int l_call(lua_State *L) {
     c->b = b;
     c->task = t;
     c->desc = m;
+    set_auth(L, c);
     grpc_metadata_array_init(&c->initial_md);
     grpc_metadata_array_init(&c->trailing_md);
     grpc_slice slice = grpc_slice_from_copied_buffer((const char *)bytes, len);

@@ -43,6 +43,7 @@ static void bridge_closed(uv_handle_t *h) {
     free(b->events);
     free(b->spare);
     uv_mutex_destroy(&b->lock);
+    grpc_auth_free(&b->auth);
     b->app->grpc = NULL;
     free(b);
     grpc_shutdown();
@@ -86,6 +87,7 @@ struct grpc_bridge *grpc_bridge_get(struct app *app) {
     b->app = app;
     b->deadline_ms = cfg_int(app, "grpc.deadline_ms", 2000);
     b->max_message = (int)cfg_int(app, "grpc.max_message_bytes", 4 << 20);
+    grpc_auth_load(app, &b->auth);
     list_init(&b->servers);
     list_init(&b->calls);
     list_init(&b->channels);

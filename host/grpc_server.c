@@ -41,6 +41,7 @@ typedef struct gserver {
     int pending_requests; /* requested calls gRPC has not handed over yet */
     int max_inflight;     /* grpc.max_inflight_calls: beyond, RESOURCE_EXHAUSTED at once */
     unsigned long refused;
+    unsigned long unauthenticated; /* calls refused for a missing or wrong secret */
     int active_calls;     /* calls handed over and not yet answered: they point at us */
     int closing, destroyed;
     server_ud *ud;
@@ -294,6 +295,18 @@ static void dispatch(srv_call *c) {
     sched_spawn(s->b->app, L, 2, gm->name, handler_done, c);
 }
 
+/* A call without the shared secret: answered before anything else is looked at. */
+static void refuse_unauthenticated(srv_call *c) {
+    gserver *s = c->s;
+    if (s->unauthenticated++ % 1000 == 0) {
+        char *peer = grpc_call_get_peer(c->call);
+        log_warn("grpc: call from %s without the right grpc.secret: refused (%lu so far)",
+                 peer ? peer : "?", s->unauthenticated);
+        gpr_free(peer);
+    }
+    reply(c, GRPC_STATUS_UNAUTHENTICATED, "missing or wrong grpc secret", NULL, 0);
+}
+
 static void on_request(gtag *tag, int ok) {
     srv_call *c = (srv_call *)tag;
     gserver *s = c->s;
@@ -306,6 +319,10 @@ static void on_request(gtag *tag, int ok) {
     if (!s->closing) request_one(s, c->method);
     grpc_bridge_call_begin(s->b);
     s->active_calls++;
+    if (!grpc_auth_check(&s->b->auth, &c->md)) {
+        refuse_unauthenticated(c);
+        return;
+    }
     if (s->active_calls > s->max_inflight) {
         if (s->refused++ % 1000 == 0)
             log_warn("grpc: %d calls in flight (grpc.max_inflight_calls): refusing more (%lu so far)",
@@ -377,6 +394,11 @@ static int l_serve(lua_State *L) {
         return 2;
     }
     struct grpc_bridge *b = grpc_bridge_get(app);
+    if (b->auth.error[0]) {
+        lua_pushnil(L);
+        lua_pushstring(L, b->auth.error);
+        return 2;
+    }
     gserver *s = calloc(1, sizeof *s);
     s->b = b;
     lua_getfield(L, 1, "max_inflight_calls");
@@ -385,7 +407,7 @@ static int l_serve(lua_State *L) {
     s->srv = server_create(b);
     grpc_server_register_completion_queue(s->srv, b->cq, NULL);
     register_methods(s);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = grpc_auth_server_creds(&b->auth);
     s->port = grpc_server_add_http2_port(s->srv, address, creds);
     grpc_server_credentials_release(creds);
     if (s->port == 0) {

@@ -20,6 +20,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "peer_count.h"
 #include "sched.h"
 
 #define SERVER_MT "chathost.http_server"
@@ -48,8 +49,12 @@ typedef struct http_server {
     int routes_ref;         /* a routes table, or a function returning the current one */
     int req_mt_ref;
     hreq_limits limits;
-    uint64_t read_timeout_ms, idle_timeout_ms, handler_timeout_ms;
+    uint64_t read_timeout_ms, idle_timeout_ms, handler_timeout_ms, first_byte_timeout_ms;
     int max_connections, nconns;
+    int max_per_ip;         /* connections from one address; 0: no cap */
+    peer_count *per_ip;
+    char (*exempt)[64];     /* addresses the per-address cap spares (trusted proxies) */
+    int nexempt;
     int access_log;
     list_node conns;
     int closing, listener_open;
@@ -83,6 +88,8 @@ typedef struct http_conn {
     int reading, eof;
     int keep_alive, close_after, sent_continue, timed_out;
     int deadline_set;       /* the read timer counts down the request under way */
+    int counted;            /* counted in srv->per_ip */
+    int served;             /* requests answered on this connection */
     int processing, again;  /* conn_process runs; asked to run once more (see there) */
     task_t *task;
     uint64_t t0;            /* hrtime when the request was complete */
@@ -281,6 +288,7 @@ static void on_written(uv_write_t *w, int status) {
     }
     hreq_reset(&c->req);
     c->state = C_READING;
+    c->served++;
     c->sent_continue = c->deadline_set = 0;
     c->route[0] = '\0';
     conn_resume_reading(c);
@@ -551,6 +559,13 @@ static void read_timeout(uv_timer_t *t) {
 
 static void on_continue_written(uv_write_t *w, int status) { (void)w; }
 
+/* How long a connection may wait for its next request: a new one gets the short first-byte
+ * deadline (a client that connects and sends nothing holds a slot for no reason), one that
+ * was served the keep-alive idle time. */
+static uint64_t idle_limit(http_conn *c) {
+    return c->served ? c->srv->idle_timeout_ms : c->srv->first_byte_timeout_ms;
+}
+
 /* Parses what was received; dispatches a complete request or answers a bad one. */
 static void process_once(http_conn *c) {
     if (c->state != C_READING) return;
@@ -585,7 +600,7 @@ static void process_once(http_conn *c) {
     }
     /* idle between requests, or the deadline of a request under way (from its first byte) */
     if (!c->req.started) {
-        uv_timer_start(&c->timer, read_timeout, c->srv->idle_timeout_ms, 0);
+        uv_timer_start(&c->timer, read_timeout, idle_limit(c), 0);
     } else if (!c->deadline_set) {
         c->deadline_set = 1;
         uv_timer_start(&c->timer, read_timeout, c->srv->read_timeout_ms, 0);
@@ -675,10 +690,26 @@ static void conn_close(http_conn *c) {
     if (c->state == C_CLOSING) return;
     c->state = C_CLOSING;
     c->srv->nconns--;
+    if (c->counted) peer_count_del(c->srv->per_ip, c->peer);
     metric_add(c->srv->m_conns, -1);
     if (c->task) sched_cancel(c->task); /* its done callback sees C_CLOSING */
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
     uv_close((uv_handle_t *)&c->timer, conn_closed);
+}
+
+/* Answers a connection the server will not serve, then closes it. */
+static void refuse(http_conn *c, int status, int code, const char *msg) {
+    c->close_after = 1;
+    c->state = C_HANDLING;
+    c->t0 = uv_hrtime();
+    snprintf(c->route, sizeof c->route, "unmatched");
+    send_error(c, status, code, msg, NULL);
+}
+
+static int is_exempt(http_server *s, const char *ip) {
+    for (int i = 0; i < s->nexempt; i++)
+        if (strcmp(s->exempt[i], ip) == 0) return 1;
+    return 0;
 }
 
 static void on_connection(uv_stream_t *l, int status) {
@@ -701,16 +732,19 @@ static void on_connection(uv_stream_t *l, int status) {
     uv_tcp_nodelay(&c->tcp, 1);
     tcp_peer_str(&c->tcp, c->peer, sizeof c->peer, 0);
     if (s->nconns > s->max_connections) {
-        c->close_after = 1;
-        c->state = C_HANDLING;
-        c->t0 = uv_hrtime();
-        snprintf(c->route, sizeof c->route, "unmatched");
-        send_error(c, 503, 1018, "too many connections", NULL);
+        refuse(c, 503, 1018, "too many connections");
         return;
+    }
+    if (s->max_per_ip > 0 && !is_exempt(s, c->peer)) {
+        c->counted = 1;
+        if (peer_count_add(s->per_ip, c->peer) > s->max_per_ip) {
+            refuse(c, 429, 1017, "too many connections from your address");
+            return;
+        }
     }
     c->state = C_READING;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
-    uv_timer_start(&c->timer, read_timeout, s->idle_timeout_ms, 0);
+    uv_timer_start(&c->timer, read_timeout, idle_limit(c), 0);
 }
 
 /* Reading resumes after a pause (pipelining backlog) once the connection reads again. */
@@ -728,6 +762,8 @@ static void server_maybe_free(http_server *s) {
     luaL_unref(L, LUA_REGISTRYINDEX, s->routes_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, s->req_mt_ref);
     for (int i = 0; i < ROUTE_STATS; i++) free(s->stats[i]);
+    peer_count_free(s->per_ip);
+    free(s->exempt);
     free(s);
 }
 
@@ -753,6 +789,23 @@ static void server_close(http_server *s) {
 
 static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, http_server, track)); }
 
+/* per_ip_exempt = { "ip", ... }: addresses as tcp_peer_str writes them (canonical). */
+static void read_exempt(lua_State *L, http_server *s) {
+    s->per_ip = peer_count_new();
+    lua_getfield(L, 1, "per_ip_exempt");
+    if (lua_istable(L, -1)) {
+        int n = (int)lua_objlen(L, -1);
+        s->exempt = calloc((size_t)n + 1, sizeof *s->exempt);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            const char *ip = lua_tostring(L, -1);
+            if (ip) snprintf(s->exempt[s->nexempt++], sizeof s->exempt[0], "%s", ip);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
 static void read_options(lua_State *L, http_server *s) {
     s->limits.max_url = (size_t)vm_opt_int(L, 1, "max_url_bytes", 8192);
     s->limits.max_header = (size_t)vm_opt_int(L, 1, "max_header_bytes", 16384);
@@ -762,6 +815,10 @@ static void read_options(lua_State *L, http_server *s) {
     s->idle_timeout_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
     s->handler_timeout_ms = (uint64_t)vm_opt_int(L, 1, "handler_timeout_ms", 30000);
     s->max_connections = (int)vm_opt_int(L, 1, "max_connections", 10000);
+    s->max_per_ip = (int)vm_opt_int(L, 1, "max_connections_per_ip", 0);
+    s->first_byte_timeout_ms = (uint64_t)vm_opt_int(L, 1, "first_byte_timeout_ms",
+                                                    (lua_Integer)s->idle_timeout_ms);
+    read_exempt(L, s);
     lua_getfield(L, 1, "access_log");
     s->access_log = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_getfield(L, 1, "name");

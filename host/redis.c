@@ -118,6 +118,7 @@ struct redis_pool {
     list_node free_reqs;
     int nfree;
     char def_error[200];
+    int on_reconnect_ref; /* host.redis.on_reconnect(fn): run when def is back after an outage */
 };
 
 static void conn_timer_fired(uv_timer_t *timer);
@@ -427,6 +428,16 @@ static void client_note_failure(redis_client *c, const char *err, int config, li
     }
 }
 
+/* Runs the on_reconnect function in a task of its own (the server behind the default
+ * client may have restarted empty: the scripts put back what they keep there). */
+static void run_on_reconnect(redis_client *c) {
+    struct redis_pool *p = c->app->redis;
+    if (c != p->def || p->on_reconnect_ref == LUA_NOREF || c->app->stopping) return;
+    lua_State *L = c->app->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->on_reconnect_ref);
+    sched_spawn(c->app, L, 0, "redis on_reconnect", NULL, NULL);
+}
+
 static void client_note_ready(redis_client *c) {
     char name[96];
     c->starting = 0;
@@ -435,6 +446,7 @@ static void client_note_ready(redis_client *c) {
              (unsigned long long)(uv_now(c->app->loop) - c->outage_since));
     c->outage = 0;
     c->config_logged = 0;
+    run_on_reconnect(c);
 }
 
 /* ---- connections ----------------------------------------------------------------------- */
@@ -1065,6 +1077,21 @@ static void push_stats(lua_State *L, redis_client *c, long long pool_size) {
     lua_setfield(L, -2, "errors");
 }
 
+/* on_reconnect(fn | nil): fn runs in a task of its own each time the default client is
+ * connected again after an outage (not at its first connect); nil removes it. One function
+ * per process, kept by the host: it outlives script reloads. */
+static int l_on_reconnect(lua_State *L) {
+    struct redis_pool *p = app_from(L)->redis;
+    if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, p->on_reconnect_ref);
+    p->on_reconnect_ref = LUA_NOREF;
+    if (lua_isfunction(L, 1)) {
+        lua_pushvalue(L, 1);
+        p->on_reconnect_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    return 0;
+}
+
 /* stats() -> {connected=, pool_size=, pending=, commands=, timeouts=, reconnects=, errors=}
  * of the default client (all zero before its first use) */
 static int l_stats(lua_State *L) {
@@ -1181,6 +1208,7 @@ int redis_open(lua_State *L) {
     struct app *app = lua_touserdata(L, -1);
     struct redis_pool *p = calloc(1, sizeof *p);
     p->app = app;
+    p->on_reconnect_ref = LUA_NOREF;
     list_init(&p->clients);
     list_init(&p->free_reqs);
     app->redis = p;
@@ -1194,6 +1222,7 @@ int redis_open(lua_State *L) {
                                    {"pipeline", l_pipeline},
                                    {"new", l_new},
                                    {"stats", l_stats},
+                                   {"on_reconnect", l_on_reconnect},
                                    {NULL, NULL}};
     lua_newtable(L);
     lua_pushvalue(L, -2);

@@ -267,7 +267,22 @@ static void on_connect(uv_connect_t *req, int status) {
     if (w) sched_resume(w, 1);
 }
 
-/* connect(host, port, {timeout_ms=, max_buffer=}?) -> conn | nil, err   (yields) */
+/* Binds the connection's source address to opts.bind (an IP; port chosen by the kernel),
+ * so one process can speak from several loopback addresses. 0 or a libuv error. */
+static int bind_source(lua_State *L, uv_tcp_t *h) {
+    if (!lua_istable(L, 3)) return 0;
+    lua_getfield(L, 3, "bind");
+    const char *ip = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    if (!ip) return 0;
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    if (uv_ip4_addr(ip, 0, &a4) == 0) return uv_tcp_bind(h, (const struct sockaddr *)&a4, 0);
+    if (uv_ip6_addr(ip, 0, &a6) == 0) return uv_tcp_bind(h, (const struct sockaddr *)&a6, 0);
+    return UV_EINVAL;
+}
+
+/* connect(host, port, {timeout_ms=, max_buffer=, bind=}?) -> conn | nil, err   (yields) */
 static int l_connect(lua_State *L) {
     struct app *app = app_from(L);
     const char *host = luaL_checkstring(L, 1);
@@ -300,7 +315,8 @@ static int l_connect(lua_State *L) {
     luaL_getmetatable(L, CONN_MT);
     lua_setmetatable(L, -2);
     track_add(app, &c->track, "socket", track_close);
-    int rc = uv_tcp_connect(&c->connect_req, &c->handle, addr, on_connect);
+    int rc = bind_source(L, &c->handle);
+    if (rc == 0) rc = uv_tcp_connect(&c->connect_req, &c->handle, addr, on_connect);
     if (rc != 0) {
         conn_close(c);
         lua_pushnil(L);

@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "frame.h"
 #include "json.h"
@@ -54,6 +55,7 @@ typedef struct session {
     int bound;
     char peer[48];
     uint64_t last_recv;
+    uint64_t accepted_at;   /* loop time of the accept: the login deadline counts from it */
     uint8_t *part;          /* the bytes of a frame not complete yet */
     size_t part_len, part_cap;
     list_node inbox;        /* complete frames waiting for the running handler */
@@ -93,7 +95,7 @@ struct chat_server {
     unsigned messages_epoch;
     size_t max_body, queue_bytes;
     unsigned queue_frames;
-    uint64_t idle_ms, handler_ms;
+    uint64_t idle_ms, handler_ms, login_ms;
     int max_connections, nconns, nbound;
     list_node sessions;
     char id_prefix[24];
@@ -682,17 +684,33 @@ static void refuse_closed(uv_handle_t *h) { free(h); }
 
 static void refuse_closed_session(uv_handle_t *h) { free(h->data); }
 
+/* The answer a client turned away at max_connections reads before the close: the login
+ * reply it is about to wait for, with 1018 (busy, safe to retry, through the gate). */
+static const char FULL_BODY[] = "{\"error\":1018,\"message\":\"chat server full\"}";
+
+static void refuse_connection(chat_server *srv, uv_stream_t *l) {
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (!t) return; /* the kernel keeps the connection queued; retried at the next accept */
+    uv_tcp_init(srv->app->loop, t);
+    if (uv_accept(l, (uv_stream_t *)t) == 0) {
+        char frame[FRAME_HEADER + sizeof FULL_BODY];
+        frame_header((uint8_t *)frame, 1006, sizeof FULL_BODY - 1);
+        memcpy(frame + FRAME_HEADER, FULL_BODY, sizeof FULL_BODY - 1);
+        uv_buf_t b = uv_buf_init(frame, (unsigned)(FRAME_HEADER + sizeof FULL_BODY - 1));
+        uv_try_write((uv_stream_t *)t, &b, 1); /* a fresh socket's buffer takes it, or never mind */
+        if (srv->refused++ % 1000 == 0)
+            log_warn("chat: %d connections (max_connections): refusing more (%lu so far)",
+                     srv->nconns, srv->refused);
+    }
+    uv_close((uv_handle_t *)t, refuse_closed);
+}
+
 static void on_connection(uv_stream_t *l, int status) {
     chat_server *srv = l->data;
     lua_State *L = srv->app->L;
     if (status < 0 || srv->closing) return;
-    if (srv->nconns >= srv->max_connections) { /* accept and close: the kernel queue drains */
-        uv_tcp_t *t = malloc(sizeof *t);
-        uv_tcp_init(srv->app->loop, t);
-        if (uv_accept(l, (uv_stream_t *)t) == 0 && srv->refused++ % 1000 == 0)
-            log_warn("chat: %d connections (max_connections): refusing more (%lu so far)",
-                     srv->nconns, srv->refused);
-        uv_close((uv_handle_t *)t, refuse_closed);
+    if (srv->nconns >= srv->max_connections) { /* accept, answer and close: the queue drains */
+        refuse_connection(srv, l);
         return;
     }
     session *s = calloc(1, sizeof *s);
@@ -708,7 +726,7 @@ static void on_connection(uv_stream_t *l, int status) {
     uv_tcp_nodelay(&s->tcp, 1);
     snprintf(s->id, sizeof s->id, "%s-%llx", srv->id_prefix, (unsigned long long)++srv->next_id);
     tcp_peer_str(&s->tcp, s->peer, sizeof s->peer, 1);
-    s->last_recv = uv_now(srv->app->loop);
+    s->last_recv = s->accepted_at = uv_now(srv->app->loop);
     session_ud *u = lua_newuserdata(L, sizeof *u);
     u->s = s;
     s->ud_alive = 1;
@@ -731,6 +749,9 @@ static void on_sweep(uv_timer_t *t) {
         n = n->next; /* s may leave the list */
         if (s->state == S_OPEN && !s->busy && now - s->last_recv > srv->idle_ms) {
             session_close(s, "idle", 0); /* (a session waiting for its handler is not idle) */
+        } else if (s->state == S_OPEN && !s->busy && s->uid == 0 &&
+                   now - s->accepted_at > srv->login_ms) {
+            session_close(s, "no login in time", 0); /* it held a descriptor for nothing */
         } else if (s->task && now - s->busy_since > srv->handler_ms) {
             log_warn("chat: handler of %u for uid %.0f ran %llu ms (chat.handler_timeout_ms): "
                      "cancelled", s->current_id, s->uid, (unsigned long long)(now - s->busy_since));
@@ -787,6 +808,32 @@ static int ref_json(lua_State *L, const char *fn) {
     return ref;
 }
 
+/* The open-file limit raised to its hard maximum (the soft default is often 1024), or -1
+ * when it cannot be read. */
+static long nofile_limit(void) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) != 0) return -1;
+    if (r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &r) != 0) getrlimit(RLIMIT_NOFILE, &r);
+    }
+    return r.rlim_cur == RLIM_INFINITY || r.rlim_cur > 100000000 ? 100000000 : (long)r.rlim_cur;
+}
+
+/* max_connections, at most the descriptors this process may open minus a reserve for its
+ * pools, gRPC channels, admin listener and files: beyond that accept() fails with EMFILE
+ * and the server can neither serve nor refuse anyone. Says so when it lowers the limit. */
+static int clamp_connections(const char *name, int wanted, int reserve) {
+    long limit = nofile_limit();
+    if (limit < 0) return wanted;
+    long room = limit - reserve;
+    if (room < 1) room = 1;
+    if (wanted <= room) return wanted;
+    log_info("chat %s: max_connections %d lowered to %ld (open-file limit %ld minus "
+             "chat.fd_reserve %d)", name, wanted, room, limit, reserve);
+    return (int)room;
+}
+
 /* serve{address=, handlers=function() -> table, name=?, max_body_bytes=?,
  *       send_queue_bytes=?, send_queue_frames=?, idle_timeout_ms=?, max_connections=?}
  *   -> server | nil, err */
@@ -812,10 +859,12 @@ static int l_serve(lua_State *L) {
     srv->queue_frames = (unsigned)vm_opt_int(L, 1, "send_queue_frames", 1000);
     srv->idle_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
     srv->handler_ms = (uint64_t)vm_opt_int(L, 1, "handler_timeout_ms", 30000);
-    srv->max_connections = (int)vm_opt_int(L, 1, "max_connections", 200000);
+    srv->login_ms = (uint64_t)vm_opt_int(L, 1, "login_timeout_ms", 10000);
     lua_getfield(L, 1, "name");
     snprintf(srv->name, sizeof srv->name, "%s", luaL_optstring(L, -1, "chat"));
     lua_pop(L, 1);
+    srv->max_connections = clamp_connections(srv->name, (int)vm_opt_int(L, 1, "max_connections", 200000),
+                                             (int)vm_opt_int(L, 1, "fd_reserve", 256));
     list_init(&srv->sessions);
     uv_tcp_init(app->loop, &srv->listener);
     srv->listener.data = srv;
@@ -837,6 +886,7 @@ static int l_serve(lua_State *L) {
     randombytes_buf(rnd, sizeof rnd);
     sodium_bin2hex(srv->id_prefix, sizeof srv->id_prefix, rnd, sizeof rnd);
     uint64_t limit = srv->idle_ms < srv->handler_ms ? srv->idle_ms : srv->handler_ms;
+    if (srv->login_ms < limit) limit = srv->login_ms;
     uint64_t sweep = limit / 4 < 1000 ? limit / 4 : 1000;
     uv_timer_init(app->loop, &srv->sweep);
     srv->sweep.data = srv;
@@ -899,11 +949,13 @@ static int l_sessions_get(lua_State *L) {
 }
 
 static int l_sessions_count(lua_State *L) {
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushinteger(L, current ? current->nconns : 0);
     lua_setfield(L, -2, "connected");
     lua_pushinteger(L, current ? current->nbound : 0);
     lua_setfield(L, -2, "bound");
+    lua_pushinteger(L, current ? current->max_connections : 0);
+    lua_setfield(L, -2, "max"); /* max_connections as lowered to the descriptor limit */
     return 1;
 }
 

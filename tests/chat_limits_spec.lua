@@ -325,10 +325,13 @@ describe("chat body and connection limits", function()
             open[i] = assert(chat_client.connect(chat.port))
             assert.same({ error = 1014 }, open[i]:request(1023, {})) -- served (not logged in)
         end
-        local extra = assert(chat_client.connect(chat.port)) -- the kernel accepts it ...
-        local id, err = extra:read_frame(3000)                -- ... and the server closes it
+        -- the kernel accepts it, the server answers the login it is about to wait for with
+        -- 1018 (busy: retry through the gate) and closes it
+        local extra = assert(chat_client.connect(chat.port))
+        assert.same({ error = 1018, message = "chat server full" }, extra:wait_push(1006, 3000))
+        local id, err = extra:read_frame(3000)
         assert.is_nil(id)
-        assert.are_not.equal("timeout", err)
+        assert.equal("closed", err)
         extra:close()
         for i = 1, MAX_CONNECTIONS do
             assert.same({ error = 1014 }, open[i]:request(1023, {}))
@@ -343,5 +346,36 @@ describe("chat body and connection limits", function()
         assert.same({ error = 1014 }, again:request(1023, {}))
         again:close()
         for i = 2, MAX_CONNECTIONS do open[i]:close() end
+    end)
+end)
+
+describe("chat connections that do not log in", function()
+    local chat
+
+    setup(function()
+        chat = cluster.start_chat { chat = { login_timeout_ms = 300, max_connections = 10000000 } }
+    end)
+
+    teardown(function() chat:stop() end)
+
+    it("lowers max_connections to the open-file limit minus chat.fd_reserve, saying so", function()
+        chat:await("max_connections 10000000 lowered to %d+ %(open%-file limit %d+ minus " ..
+            "chat.fd_reserve 256%)")
+    end)
+
+    it("closes a connection that has not logged in within login_timeout_ms", function()
+        local idle = assert(chat_client.connect(chat.port))
+        local id, err = idle:read_frame(5000) -- closed by the server, long before our 5 s
+        assert.is_nil(id)
+        assert.equal("closed", err)
+        idle:close()
+    end)
+
+    it("keeps a logged-in connection past login_timeout_ms", function()
+        local u = cluster.user()
+        local c = cluster.login(chat.port, u)
+        assert.is_true(c:no_push(1024, 900)) -- three login deadlines: nothing, and still open
+        assert.same({ error = 0 }, c:request(1023, { fromuid = u.uid }))
+        c:close()
     end)
 end)

@@ -17,6 +17,10 @@ if [ ! -f "$RUN/secrets.env" ]; then
   echo "CHATHOST_MYSQL_PASSWORD=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$RUN/secrets.env"
   umask 022
 fi
+# The gRPC secret joins secrets.env files made before it existed.
+if ! grep -q '^CHATHOST_GRPC_SECRET=' "$RUN/secrets.env"; then
+  echo "CHATHOST_GRPC_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$RUN/secrets.env"
+fi
 set -a; . "$RUN/secrets.env"; set +a
 
 settings=$("$BIN" config redis.port mysql.port mysql.user mysql.database mail.url) || exit 2

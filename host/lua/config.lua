@@ -61,6 +61,15 @@ local SCHEMA = {
         deadline_ms = int(2000, 1, 3600000),
         max_message_bytes = int(4194304, 1024, 67108864),
         max_inflight_calls = int(10000, 1, 10000000), -- per server; beyond: RESOURCE_EXHAUSTED
+        secret = str(false),        -- every call carries it, every server demands it
+                                    -- (UNAUTHENTICATED); environment CHATHOST_GRPC_SECRET
+        tls = {                     -- TLS on the links between roles (hosts apart)
+            cert_file = str(false), -- PEM: this process's certificate (servers need it) ...
+            key_file = str(false),  -- ... and its key
+            ca_file = str(false),   -- PEM: the CA of the peers: clients dial TLS, servers
+                                    -- then require a client certificate it signed
+            target_name = str(false), -- the name in the peers' certificate, if not their address
+        },
     },
     mail = {
         url = str("smtp://127.0.0.1:2525"),     -- smtp:// or smtps:// (TLS from the start)
@@ -88,6 +97,9 @@ local SCHEMA = {
         idle_timeout_ms = int(60000, 10, 3600000),  -- a keep-alive connection with no request
         handler_timeout_ms = int(30000, 10, 600000),-- a route handler's answer -> 504
         max_connections = int(10000, 1, 1000000),   -- beyond: 503 and close
+        max_connections_per_ip = int(256, 0, 1000000), -- from one client address (trusted
+                                                    -- proxies spared); beyond: 429, 1017; 0: off
+        first_byte_timeout_ms = int(5000, 10, 600000), -- a new connection's first request byte
         access_log = bool(true),                    -- one info line per request
         -- peers (load balancers, reverse proxies) whose X-Forwarded-For names the client:
         -- the client IP of rate limits and logs is then the rightmost address in it that
@@ -130,7 +142,9 @@ local SCHEMA = {
         max_body_bytes = int(8192, 64, 65535),      -- a bigger frame: 1016 and close
         send_queue_bytes = int(1048576, 4096, 1073741824), -- per connection; beyond: closed
         send_queue_frames = int(1000, 1, 1000000),
-        max_connections = int(200000, 1, 10000000),
+        max_connections = int(200000, 1, 10000000), -- lowered to the open-file limit minus
+        fd_reserve = int(256, 16, 100000),          -- this reserve (pools, gRPC, files)
+        login_timeout_ms = int(10000, 100, 600000), -- a connection not logged in by then: closed
         page_size = int(50, 1, 1000),               -- 1025/1029 paging
         presence_ttl_s = int(120, 5, 86400),        -- uip_/usession_, refreshed by heartbeats
         alive_ttl_s = int(15, 2, 3600),             -- the liveness key status reads
@@ -184,6 +198,7 @@ local ENV = {
     CHATHOST_MYSQL_USER = { "mysql", "user" }, CHATHOST_MYSQL_PASSWORD = { "mysql", "password" },
     CHATHOST_MYSQL_DATABASE = { "mysql", "database" },
     CHATHOST_LOG_LEVEL = { "log", "level" },
+    CHATHOST_GRPC_SECRET = { "grpc", "secret" },
     CHATHOST_MAIL_URL = { "mail", "url" },
     CHATHOST_MAIL_USER = { "mail", "user" }, CHATHOST_MAIL_PASSWORD = { "mail", "password" },
 }

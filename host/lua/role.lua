@@ -60,7 +60,22 @@ local function start_grpc(scripts, self)
     if not server then return nil, err end
     M.grpc = server
     host.log.info("gRPC listening on ", address)
+    if not host.config.grpc.secret then
+        host.log.warn("grpc.secret is not set: this gRPC server takes calls from anyone who ",
+            "reaches ", address, " (set CHATHOST_GRPC_SECRET; make run generates one)")
+    end
     return true
+end
+
+-- Addresses in the form the servers compare peers in (host.ip: canonical).
+local function canonical(list)
+    local out = {}
+    local i = 1
+    while list[i] ~= nil do -- (a read-only config list: # does not see through it)
+        out[i] = host.ip(list[i])
+        i = i + 1
+    end
+    return out
 end
 
 local function start_http(scripts, self)
@@ -73,6 +88,9 @@ local function start_http(scripts, self)
         max_body_bytes = self.max_body_bytes, read_timeout_ms = self.read_timeout_ms,
         idle_timeout_ms = self.idle_timeout_ms, handler_timeout_ms = self.handler_timeout_ms,
         max_connections = self.max_connections, access_log = self.access_log,
+        max_connections_per_ip = self.max_connections_per_ip,
+        first_byte_timeout_ms = self.first_byte_timeout_ms,
+        per_ip_exempt = canonical(self.trusted_proxies),
     }
     if not server then return nil, err end
     M.http = server
@@ -89,6 +107,7 @@ local function start_chat(scripts, self)
         max_body_bytes = self.max_body_bytes, send_queue_bytes = self.send_queue_bytes,
         send_queue_frames = self.send_queue_frames, idle_timeout_ms = self.heartbeat_timeout_ms,
         max_connections = self.max_connections, handler_timeout_ms = self.handler_timeout_ms,
+        fd_reserve = self.fd_reserve, login_timeout_ms = self.login_timeout_ms,
     }
     if not server then return nil, err end
     M.chat = server

@@ -72,17 +72,46 @@ end
 
 -- The timer calls the current generation's report_load, so an edited chat.load is used
 -- from its next tick.
+-- A liveness key that was gone means Redis may have lost every key of this server (an
+-- outage longer than alive_ttl_s, a restart, a flush): the sessions' presence is written
+-- again too.
 function M.report_load()
     local ok, err = load.report()
+    if not ok then
+        host.log.warn("load report: ", tostring(err))
+    elseif err and host.sessions.count().bound > 0 then
+        host.log.warn("liveness key was gone from Redis: announcing every session again")
+        M.reannounce()
+    end
+end
+
+-- Presence of every session here, written again where it vanished (see chat.presence).
+function M.reannounce()
+    local ok, err = presence.reannounce(host.sessions.list())
+    if not ok then host.log.warn("presence after Redis came back: ", tostring(err)) end
+end
+
+-- Redis is back after an outage (host.redis.on_reconnect), maybe restarted empty: load,
+-- liveness and presence are written at once, so pushes and logins do not wait for the
+-- next report and heartbeats.
+function M.redis_reconnected()
+    local ok, err = load.report()
     if not ok then host.log.warn("load report: ", tostring(err)) end
+    M.reannounce()
+end
+
+-- The host keeps one function across reloads: it calls the current generation's.
+local function current_handler(name)
+    return function()
+        local current = host.handlers()
+        if current[name] then current[name]() end
+    end
 end
 
 function M.start()
     M.report_load()
-    host.timer.every(settings.report_interval_ms, function()
-        local current = host.handlers()
-        if current.report_load then current.report_load() end
-    end)
+    host.timer.every(settings.report_interval_ms, current_handler("report_load"))
+    host.redis.on_reconnect(current_handler("redis_reconnected"))
     host.log.info("chat server ", tostring(settings.name), " announced (rpc ",
         settings.rpc_address, ")")
 end

@@ -15,12 +15,13 @@ local function liveness()
         rpc = settings.rpc_address }
 end
 
--- report() -> true | nil, err
+-- report() -> true, gone | nil, err. gone: the liveness key was not there before this
+-- report (the first report, or Redis lost it: expired in an outage, restarted empty).
 function M.report()
     local bound = host.sessions.count().bound
     local res, err = host.redis.pipeline {
         { "HSET", keys.LOGIN_COUNT, settings.name, bound },
-        { "SET", keys.chat_server(settings.name), liveness(), "EX", settings.alive_ttl_s },
+        { "SET", keys.chat_server(settings.name), liveness(), "EX", settings.alive_ttl_s, "GET" },
         { "SADD", keys.CHAT_SERVERS, settings.name },
     }
     if not res then return nil, err end
@@ -28,7 +29,7 @@ function M.report()
         if type(res[i]) == "table" then return nil, res[i].err end
     end
     host.metrics.set("chat_sessions_bound", bound, nil, "logged-in sessions on this server")
-    return true
+    return true, res[2] == nil or res[2] == host.null
 end
 
 -- withdraw() -> true | nil, err: the status role no longer chooses this server

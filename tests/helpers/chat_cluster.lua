@@ -33,13 +33,15 @@ function M.start_status()
 end
 
 -- start_chat{name=?, chat=? (settings over M.CHAT), config=? (other top-level sections,
--- e.g. grpc), copy_scripts=?, edit=?} -> role with .name, .rpc_port and .admin_port
+-- e.g. grpc), copy_scripts=?, edit=?, env=?, redis=? (a host.redis client: the Redis the
+-- server announces itself in, when env points it at another one)} -> role with .name,
+-- .rpc_port and .admin_port
 function M.start_chat(opts)
     opts = opts or {}
     local name = opts.name or ("cs" .. host.crypto.random_hex(4))
     local rpc_port, admin_port
     local role = roles.start { role = "chat", name = name, copy_scripts = opts.copy_scripts,
-        edit = opts.edit, config = function(port)
+        edit = opts.edit, env = opts.env, config = function(port)
             rpc_port, admin_port = roles.free_port(), roles.free_port()
             local chat = merged(M.CHAT, opts.chat)
             chat.instances = {
@@ -50,7 +52,8 @@ function M.start_chat(opts)
         end }
     role.name, role.rpc_port, role.admin_port = name, rpc_port, admin_port
     -- announced (start() reports at once): the status role may choose it
-    assert(util.wait_until(function() return redis.call("EXISTS", "chatserver_" .. name) == 1 end,
+    local call = opts.redis and function(...) return opts.redis:call(...) end or redis.call
+    assert(util.wait_until(function() return call("EXISTS", "chatserver_" .. name) == 1 end,
         3000, "chat server " .. name .. " to announce itself"))
     return role
 end

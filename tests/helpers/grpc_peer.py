@@ -10,6 +10,7 @@ proto/message.proto (see helpers/grpc_py.lua).
       serves StatusService (GetChatServer echoes uid into token, Login answers 1010) until killed
 """
 import json
+import os
 import sys
 from concurrent import futures
 
@@ -24,6 +25,12 @@ def out(obj):
     print(json.dumps(obj), flush=True)
 
 
+def auth():
+    """The metadata of our roles' shared secret (CHATHOST_GRPC_SECRET), if any."""
+    secret = os.environ.get("CHATHOST_GRPC_SECRET")
+    return [("authorization", "Bearer " + secret)] if secret else None
+
+
 def call(target, method, request_json, timeout):
     service, name = method.split(".")
     channel = grpc.insecure_channel(target)
@@ -33,7 +40,7 @@ def call(target, method, request_json, timeout):
     req_cls = getattr(message_pb2, desc.input_type.name)
     req = json_format.ParseDict(json.loads(request_json), req_cls())
     try:
-        rsp = rpc(req, timeout=timeout)
+        rsp = rpc(req, timeout=timeout, metadata=auth())
         out({"ok": True, "reply": json_format.MessageToDict(
             rsp, preserving_proto_field_name=True, including_default_value_fields=True)})
     except grpc.RpcError as e:
@@ -44,7 +51,7 @@ def raw(target, path):
     channel = grpc.insecure_channel(target)
     fn = channel.unary_unary(path)
     try:
-        fn(b"", timeout=5)
+        fn(b"", timeout=5, metadata=auth())
         out({"ok": True})
     except grpc.RpcError as e:
         out({"ok": False, "code": e.code().name, "details": e.details()})

@@ -5,9 +5,10 @@ local host = require "host"
 local M = {}
 M.__index = M
 
--- connect(port, host?) -> client
-function M.connect(port, addr)
-    local conn = assert(host.tcp.connect(addr or "127.0.0.1", port, { timeout_ms = 5000 }))
+-- connect(port, host?, source?) -> client; source: the local address to speak from
+function M.connect(port, addr, source)
+    local conn = assert(host.tcp.connect(addr or "127.0.0.1", port,
+        { timeout_ms = 5000, bind = source }))
     return setmetatable({ conn = conn, port = port }, M)
 end
 

@@ -1,0 +1,80 @@
+-- Redis lost everything (restarted empty, flushed) under two chat servers (issue 10, item
+-- 1): the servers announce their liveness, load and every session's presence again at
+-- once, so a message to a user online on the other server is pushed, not only stored,
+-- without waiting for heartbeats (these clients send none).
+local host = require "host"
+local rs = require "helpers.redis_server"
+local cluster = require "helpers.chat_cluster"
+local util = require "helpers.util"
+
+describe("chat servers after Redis lost its keys", function()
+    timeout(30000)
+    local srv, r, chats, a, b, ca, cb, thread
+
+    local function token_for(u)
+        u.token = host.crypto.random_hex(16)
+        assert(r:call("SET", "utoken_" .. u.uid, u.token, "EX", 3600))
+    end
+
+    -- A private Redis, two chat servers on it, a on the first and b on the second.
+    local function start_system()
+        srv = rs.start {}
+        r = host.redis.new { host = "127.0.0.1", port = srv.port, pool_size = 1 }
+        local env = { CHATHOST_REDIS_PORT = tostring(srv.port) }
+        chats = {}
+        for i = 1, 2 do
+            chats[i] = cluster.start_chat { env = env, redis = r,
+                chat = { report_interval_ms = 300 } }
+        end
+        a, b = cluster.user(), cluster.user()
+        thread = cluster.befriend(a, b)
+        token_for(a)
+        token_for(b)
+        ca = cluster.login(chats[1].port, a)
+        cb = cluster.login(chats[2].port, b)
+    end
+
+    local function stop_system()
+        ca:close()
+        cb:close()
+        for _, c in ipairs(chats) do c:stop() end
+        r:close()
+        srv:stop()
+    end
+
+    local function presence_back()
+        assert(util.wait_until(function()
+            return r:call("GET", "uip_" .. a.uid) == chats[1].name
+                and r:call("GET", "uip_" .. b.uid) == chats[2].name
+                and r:call("EXISTS", "chatserver_" .. chats[1].name) == 1
+                and r:call("EXISTS", "chatserver_" .. chats[2].name) == 1
+        end, 5000, "presence and liveness written again"))
+        assert.equal(1, r:call("HEXISTS", "logincount", chats[2].name))
+    end
+
+    local function text_is_pushed(content)
+        local ack = assert(ca:request(1017, { fromuid = a.uid, touid = b.uid, thread_id = thread,
+            text_array = { { content = content, unique_id = host.crypto.random_hex(8) } } }))
+        assert.equal(0, ack.error)
+        local push = assert(cb:wait_push(1019, 5000))
+        assert.equal(content, push.chat_datas[1].content)
+    end
+
+    it("writes presence and liveness again when Redis restarts empty", function()
+        start_system()
+        text_is_pushed("before the restart")
+        srv:kill()
+        srv:restart()
+        presence_back()
+        text_is_pushed("after the restart")
+        stop_system()
+    end)
+
+    it("writes them again when the keys are flushed while the connection stays", function()
+        start_system()
+        assert.equal("OK", r:call("FLUSHALL"))
+        presence_back() -- the next load report finds its liveness key gone
+        text_is_pushed("after the flush")
+        stop_system()
+    end)
+end)

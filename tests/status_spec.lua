@@ -158,7 +158,8 @@ describe("status role's probes of the chat servers", function()
             port = 7002, rpc = "127.0.0.1:" .. down_port }), "EX", 30))
         assert(redis.call("SADD", "chatservers", "up", "down"))
         redis.call("HSET", "logincount", "up", 10, "down", 0)
-        assert.equal("7002", pick()) -- the first call makes the view the probes look after
+        -- (no first pick is asserted: a probe may already have left down out, it reads the
+        -- view itself)
         assert(util.wait_until(function() return pick() == "7001" end, 5000, "the probe of down"))
         for _ = 1, 5 do assert.equal("7001", pick()) end
         assert.matches("chat server down does not accept connections", status:log())

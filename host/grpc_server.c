@@ -362,7 +362,7 @@ static grpc_server *server_create(struct grpc_bridge *b) {
     return grpc_server_create(&ca, NULL);
 }
 
-/* serve{address=, handlers=table|function} -> server | nil, err */
+/* serve{address=, handlers=table|function} -> server | nil, err, detail (gRPC core's words) */
 static int l_serve(lua_State *L) {
     struct app *app = app_from(L);
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -386,15 +386,21 @@ static int l_serve(lua_State *L) {
     grpc_server_register_completion_queue(s->srv, b->cq, NULL);
     register_methods(s);
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    char core_err[1024]; /* core logs why a bind failed as a long nested error: a footnote */
+    grpc_core_log_capture(core_err, sizeof core_err);
     s->port = grpc_server_add_http2_port(s->srv, address, creds);
+    grpc_core_log_capture(NULL, 0);
     grpc_server_credentials_release(creds);
     if (s->port == 0) {
         grpc_server_destroy(s->srv);
         free(s->methods);
         free(s);
         lua_pushnil(L);
-        lua_pushfstring(L, "cannot listen on %s (address in use or invalid)", address);
-        return 2;
+        lua_pushfstring(L, "cannot listen on %s (%s)", address,
+                        strstr(core_err, "Address already in use") ? "address in use"
+                                                                   : "address in use or invalid");
+        lua_pushstring(L, core_err);
+        return 3;
     }
     s->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     grpc_server_start(s->srv);

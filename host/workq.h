@@ -27,6 +27,8 @@ struct workq_job {
     workq *q;
     task_t *task;          /* NULL once the waiting task was cancelled */
     uint64_t queued_at;
+    uint64_t wait_until;   /* uv_now() by which a waiting job gives up ("timeout") when that
+                              comes before the queue's wait_timeout_ms; 0: none of its own */
     void (*run)(workq_job *j);                 /* on a pool thread */
     void (*finish)(workq_job *j, task_t *t);   /* on the loop: push results, sched_resume */
     void (*release)(workq_job *j);             /* frees the job */

@@ -8,6 +8,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <lauxlib.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,8 +185,24 @@ static void reply(srv_call *c, grpc_status_code code, const char *msg, const uin
 
 /* ---- handing a call to Lua ----------------------------------------------------------- */
 
+/* ctx:remaining_ms() -> the milliseconds left before the caller's deadline (never below 0;
+ * math.huge for a call without one) */
+static int l_ctx_remaining(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "deadline_at");
+    if (lua_isnil(L, -1)) {
+        lua_pushnumber(L, HUGE_VAL);
+        return 1;
+    }
+    lua_Number left = lua_tonumber(L, -1) - (lua_Number)uv_hrtime() / 1e6;
+    lua_pushnumber(L, left > 0 ? left : 0);
+    return 1;
+}
+
+/* ctx: method, peer, metadata and, for a call with a deadline, deadline_ms (left when the
+ * call arrived) and deadline_at (on host.timer.monotonic()'s clock); ctx:remaining_ms(). */
 static void push_ctx(lua_State *L, srv_call *c) {
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 7);
     lua_pushstring(L, c->s->methods[c->method].name);
     lua_setfield(L, -2, "method");
     char *peer = grpc_call_get_peer(c->call);
@@ -195,9 +212,14 @@ static void push_ctx(lua_State *L, srv_call *c) {
     gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
     gpr_timespec dl = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
     if (gpr_time_cmp(dl, gpr_inf_future(GPR_CLOCK_MONOTONIC)) != 0) {
-        lua_pushnumber(L, (lua_Number)gpr_time_to_millis(gpr_time_sub(dl, now)));
+        lua_Number left = (lua_Number)gpr_time_to_millis(gpr_time_sub(dl, now));
+        lua_pushnumber(L, left);
         lua_setfield(L, -2, "deadline_ms");
+        lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6 + left);
+        lua_setfield(L, -2, "deadline_at");
     }
+    lua_pushcfunction(L, l_ctx_remaining);
+    lua_setfield(L, -2, "remaining_ms");
     lua_createtable(L, 0, (int)c->md.count);
     for (size_t i = 0; i < c->md.count; i++) {
         grpc_slice k = c->md.metadata[i].key, v = c->md.metadata[i].value;

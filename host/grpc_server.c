@@ -424,6 +424,7 @@ static int l_serve(lua_State *L) {
         lua_pushstring(L, core_err);
         return 3;
     }
+    if (core_err[0]) log_debug("grpc core: %s", core_err); /* what it said while binding */
     s->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     grpc_server_start(s->srv);
     list_push_back(&b->servers, &s->link);

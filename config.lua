@@ -56,7 +56,7 @@ return {
         from = "chathost <noreply@chathost.local>",
         user = env("CHATHOST_MAIL_USER"), password = env("CHATHOST_MAIL_PASSWORD"),
         tls = "none",                       -- none | try | starttls
-        timeout_ms = 10000,                 -- per mail; verify also stays within its caller's deadline
+        timeout_ms = 10000,                 -- per mail (verify: within its caller's deadline)
     },
 
     admin = { host = "127.0.0.1" },         -- /healthz and /metrics of every role (admin_port)

@@ -43,8 +43,8 @@ end) end)]]))
         function()
         local stalled = smtp_sink.start_stalled()
         local dir = assert(host.fs.mkdtemp("mail"))
-        assert(host.fs.write(dir .. "/config.lua", ('return { mail = { url = "smtp://127.0.0.1:%d", '
-            .. 'timeout_ms = 3000, max_concurrent = 1 } }'):format(stalled.port)))
+        assert(host.fs.write(dir .. "/config.lua", ('return { mail = { timeout_ms = 3000, '
+            .. 'url = "smtp://127.0.0.1:%d", max_concurrent = 1 } }'):format(stalled.port)))
         assert(host.fs.write(dir .. "/stalled_spec.lua", [[
 local host = require "host"
 local function send(timeout_ms)

@@ -135,7 +135,7 @@ return M
         local original = assert(host.fs.read(path))
         local log_before = #status:log()
         for _, case in ipairs {
-            { 'error("spec: the policy broke")', "spec: the policy broke; choosing the least loaded" },
+            { 'error("spec: the policy broke")', "spec: the policy broke; choosing the least" },
             { "return nil", "policy error: choose returned nil; choosing the least loaded" },
             { 'return { name = "chat9", host = "10.0.0.9", port = "1" }',
                 "policy error: choose returned a server that is not live: chat9; choosing" },
@@ -340,7 +340,7 @@ describe("role start-up and shutdown", function()
         hung:stop()
     end)
 
-    it("exits 2 with one line when its gRPC port is taken; gRPC core's detail only at debug, after it",
+    it("exits 2 with one line when its gRPC port is taken; gRPC core's detail at debug, after it",
         function()
         local blocker = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = {} })
         local dir = assert(host.fs.mkdtemp("status"))
@@ -354,7 +354,8 @@ describe("role start-up and shutdown", function()
         local r, d = run("info"), run("debug")
         blocker:close()
         host.fs.rmtree(dir)
-        local line = "chathost: cannot listen on 127.0.0.1:" .. blocker.port .. " (address in use)\n"
+        local line = ("chathost: cannot listen on 127.0.0.1:%d (address in use)\n")
+            :format(blocker.port)
         assert.equal(2, r.code)
         assert.equal(line, r.stderr) -- nothing of gRPC core's nested error before (or after) it
         assert.equal(2, d.code)

@@ -113,7 +113,8 @@ describe("verify role", function()
         assert.equal(0, redis.call("EXISTS", "code_" .. email))
         assert.equal(0, redis.call("EXISTS", "rate:mail:" .. email))
         local log = down:log()
-        assert.truthy(log:find("GetVarifyCode: mail to u***@example.com failed: smtp: ", 1, true), log)
+        assert.truthy(log:find("GetVarifyCode: mail to u***@example.com failed: smtp: ", 1, true),
+            log)
         assert.is_nil(log:find(email, 1, true), log)
         assert.equal(0, down:stop())
     end)
@@ -169,7 +170,8 @@ describe("verify role's deadlines", function()
         assert.is_nil(verify:log():find(addr, 1, true))
     end)
 
-    it("sends nothing when the caller's deadline leaves less than verify.reply_margin_ms", function()
+    it("sends nothing when the caller's deadline leaves less than verify.reply_margin_ms",
+        function()
         local addr = email()
         -- 300 ms is below the margin (500): no time for a mail, answered at once
         local rsp, err, code = host.grpc.call("127.0.0.1:" .. verify.port,
@@ -210,8 +212,8 @@ describe("verify's deadline margin in config", function()
     it("refuses a gate deadline for verify that is not longer than the margin", function()
         local r = config_with(200, 200)
         assert.equal(2, r.code)
-        assert.equal("chathost: config: gate.accounts.rpc_timeout_ms: 200 ms leaves verify no time to "
-            .. "send a mail (verify.reply_margin_ms is 200)\n", r.stderr)
+        assert.equal("chathost: config: gate.accounts.rpc_timeout_ms: 200 ms leaves verify no "
+            .. "time to send a mail (verify.reply_margin_ms is 200)\n", r.stderr)
         local ok = config_with(201, 200)
         assert.equal(0, ok.code, ok.stderr)
         assert.equal("200\n", ok.stdout)

@@ -17,14 +17,14 @@ local function call(target, method, req)
     return rsp
 end
 
-local UNAVAILABLE, DEADLINE_EXCEEDED = host.grpc.status.UNAVAILABLE, host.grpc.status.DEADLINE_EXCEEDED
+local S = host.grpc.status
 
 -- failure(role, err, code) -> what a failed call to role was, for the request's log line:
 -- "<role> unreachable: ..." (no connection), "<role> did not answer in time: ...", or
 -- "<role> failed: ..." with the role's own words (e.g. verify's "mail to ... failed").
 function M.failure(role, err, code)
-    local what = code == UNAVAILABLE and " unreachable: "
-        or code == DEADLINE_EXCEEDED and " did not answer in time: " or " failed: "
+    local what = code == S.UNAVAILABLE and " unreachable: "
+        or code == S.DEADLINE_EXCEEDED and " did not answer in time: " or " failed: "
     return role .. what .. tostring(err)
 end
 

@@ -59,7 +59,7 @@ return {
         from = "chathost <noreply@chathost.local>",
         user = env("CHATHOST_MAIL_USER"), password = env("CHATHOST_MAIL_PASSWORD"),
         tls = "none",                       -- none | try | starttls
-        timeout_ms = 10000,
+        timeout_ms = 10000,                 -- per mail (verify: within its caller's deadline)
     },
 
     admin = { host = "127.0.0.1" },         -- /healthz and /metrics of every role (admin_port)
@@ -88,7 +88,10 @@ return {
             hash_ip_limit = 20, hash_ip_window_s = 3600, code_max_hashes = 3,
         },
     },
-    verify = { host = "127.0.0.1", port = 50051, admin_port = 9101 },
+    verify = {
+        host = "127.0.0.1", port = 50051, admin_port = 9101,
+        reply_margin_ms = 200,              -- a mail gets at most the caller's deadline minus this
+    },
     status = { host = "127.0.0.1", port = 50052, admin_port = 9102 },
     chat = {
         host = "127.0.0.1",                 -- "0.0.0.0" to accept clients from elsewhere

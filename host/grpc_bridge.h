@@ -49,6 +49,11 @@ const char *grpc_status_name(grpc_status_code code);
 /* Copies a byte buffer into one malloc'd block; returns NULL for a NULL buffer. */
 char *grpc_bb_read(grpc_byte_buffer *bb, size_t *len);
 
+/* Until called again with size 0, gRPC core's log lines (from any thread) are collected in
+ * buf ("; "-separated, cut at size) instead of being logged: for a call whose failure the
+ * caller reports itself, in one line, with the core's detail as a footnote. */
+void grpc_core_log_capture(char *buf, size_t size);
+
 /* grpc_server.c / grpc_client.c */
 void grpc_servers_shutdown(struct grpc_bridge *b);
 void grpc_clients_shutdown(struct grpc_bridge *b);

@@ -8,6 +8,7 @@
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,11 +75,36 @@ static void on_async(uv_async_t *h) {
     }
 }
 
+/* While capture_buf is set (grpc_core_log_capture), core's lines go there instead. */
+static uv_mutex_t capture_lock;
+static uv_once_t capture_once = UV_ONCE_INIT;
+static char *capture_buf;
+static size_t capture_size;
+
+static void capture_init(void) { uv_mutex_init(&capture_lock); }
+
 /* gRPC core's own log lines join ours (one line each, with our prefix); errors it reports
  * that matter (a port in use, a failed call) reach the caller as return values anyway. */
 static void grpc_log(gpr_log_func_args *args) {
+    uv_mutex_lock(&capture_lock);
+    if (capture_buf) {
+        size_t used = strlen(capture_buf);
+        snprintf(capture_buf + used, capture_size - used, "%s%s", used ? "; " : "", args->message);
+        uv_mutex_unlock(&capture_lock);
+        return;
+    }
+    uv_mutex_unlock(&capture_lock);
     enum log_level level = args->severity == GPR_LOG_SEVERITY_ERROR ? LOG_WARN : LOG_DEBUG;
     log_msg(level, "grpc core: %s", args->message);
+}
+
+void grpc_core_log_capture(char *buf, size_t size) {
+    uv_once(&capture_once, capture_init);
+    uv_mutex_lock(&capture_lock);
+    capture_buf = size ? buf : NULL;
+    capture_size = size;
+    if (capture_buf) capture_buf[0] = '\0';
+    uv_mutex_unlock(&capture_lock);
 }
 
 struct grpc_bridge *grpc_bridge_get(struct app *app) {
@@ -91,6 +117,7 @@ struct grpc_bridge *grpc_bridge_get(struct app *app) {
     list_init(&b->servers);
     list_init(&b->calls);
     list_init(&b->channels);
+    uv_once(&capture_once, capture_init);
     gpr_set_log_function(grpc_log);
     gpr_set_log_verbosity(log_enabled(LOG_DEBUG) ? GPR_LOG_SEVERITY_DEBUG : GPR_LOG_SEVERITY_ERROR);
     grpc_init();

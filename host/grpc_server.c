@@ -8,6 +8,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <lauxlib.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -185,8 +186,24 @@ static void reply(srv_call *c, grpc_status_code code, const char *msg, const uin
 
 /* ---- handing a call to Lua ----------------------------------------------------------- */
 
+/* ctx:remaining_ms() -> the milliseconds left before the caller's deadline (never below 0;
+ * math.huge for a call without one) */
+static int l_ctx_remaining(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "deadline_at");
+    if (lua_isnil(L, -1)) {
+        lua_pushnumber(L, HUGE_VAL);
+        return 1;
+    }
+    lua_Number left = lua_tonumber(L, -1) - (lua_Number)uv_hrtime() / 1e6;
+    lua_pushnumber(L, left > 0 ? left : 0);
+    return 1;
+}
+
+/* ctx: method, peer, metadata and, for a call with a deadline, deadline_ms (left when the
+ * call arrived) and deadline_at (on host.timer.monotonic()'s clock); ctx:remaining_ms(). */
 static void push_ctx(lua_State *L, srv_call *c) {
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 7);
     lua_pushstring(L, c->s->methods[c->method].name);
     lua_setfield(L, -2, "method");
     char *peer = grpc_call_get_peer(c->call);
@@ -196,9 +213,14 @@ static void push_ctx(lua_State *L, srv_call *c) {
     gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
     gpr_timespec dl = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
     if (gpr_time_cmp(dl, gpr_inf_future(GPR_CLOCK_MONOTONIC)) != 0) {
-        lua_pushnumber(L, (lua_Number)gpr_time_to_millis(gpr_time_sub(dl, now)));
+        lua_Number left = (lua_Number)gpr_time_to_millis(gpr_time_sub(dl, now));
+        lua_pushnumber(L, left);
         lua_setfield(L, -2, "deadline_ms");
+        lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6 + left);
+        lua_setfield(L, -2, "deadline_at");
     }
+    lua_pushcfunction(L, l_ctx_remaining);
+    lua_setfield(L, -2, "remaining_ms");
     lua_createtable(L, 0, (int)c->md.count);
     for (size_t i = 0; i < c->md.count; i++) {
         grpc_slice k = c->md.metadata[i].key, v = c->md.metadata[i].value;
@@ -379,7 +401,7 @@ static grpc_server *server_create(struct grpc_bridge *b) {
     return grpc_server_create(&ca, NULL);
 }
 
-/* serve{address=, handlers=table|function} -> server | nil, err */
+/* serve{address=, handlers=table|function} -> server | nil, err, detail (gRPC core's words) */
 static int l_serve(lua_State *L) {
     struct app *app = app_from(L);
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -408,16 +430,23 @@ static int l_serve(lua_State *L) {
     grpc_server_register_completion_queue(s->srv, b->cq, NULL);
     register_methods(s);
     grpc_server_credentials *creds = grpc_auth_server_creds(&b->auth);
+    char core_err[1024]; /* core logs why a bind failed as a long nested error: a footnote */
+    grpc_core_log_capture(core_err, sizeof core_err);
     s->port = grpc_server_add_http2_port(s->srv, address, creds);
+    grpc_core_log_capture(NULL, 0);
     grpc_server_credentials_release(creds);
     if (s->port == 0) {
         grpc_server_destroy(s->srv);
         free(s->methods);
         free(s);
         lua_pushnil(L);
-        lua_pushfstring(L, "cannot listen on %s (address in use or invalid)", address);
-        return 2;
+        lua_pushfstring(L, "cannot listen on %s (%s)", address,
+                        strstr(core_err, "Address already in use") ? "address in use"
+                                                                   : "address in use or invalid");
+        lua_pushstring(L, core_err);
+        return 3;
     }
+    if (core_err[0]) log_debug("grpc core: %s", core_err); /* what it said while binding */
     s->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     grpc_server_start(s->srv);
     list_push_back(&b->servers, &s->link);

@@ -1,7 +1,9 @@
-/* mail.c: host.mail.send{to=, subject=, body=} -> true | nil, err. SMTP with libcurl on
- * libuv's thread pool through a workq (curl_easy_perform blocks): at most
+/* mail.c: host.mail.send{to=, subject=, body=, timeout_ms=} -> true | nil, err. SMTP with
+ * libcurl on libuv's thread pool through a workq (curl_easy_perform blocks): at most
  * mail.max_concurrent at once, mail.max_waiting queued; server, TLS mode, credentials and
- * timeout from config `mail`. */
+ * timeout from config `mail`. A call's timeout_ms (at most mail.timeout_ms) bounds its wait
+ * for a turn and the sending together, so a caller with a deadline of its own (verify,
+ * answering a gRPC call) hears of a stuck mail server before its own caller gives up. */
 #include <curl/curl.h>
 #include <sodium.h>
 #include <lauxlib.h>
@@ -24,12 +26,21 @@ typedef struct mail_job {
     mail_pool *pool;
     char *to, *message;
     size_t len, pos;
-    int ran; /* run() happened: the outcome is counted and failures logged */
+    int ran;      /* run() happened: the outcome is counted */
+    int observed; /* finish() told the caller: it logs a failure, we don't */
+    uint64_t deadline_ns; /* uv_hrtime() by which the call gives up */
     CURLcode rc;
     char errbuf[CURL_ERROR_SIZE];
 } mail_job;
 
 static mail_pool *pool_instance;
+
+/* "alice@example.com" -> "a***@example.com": how logs show an address (as lib.mask does). */
+static void mask_address(const char *addr, char *out, size_t size) {
+    const char *at = strchr(addr, '@');
+    if (!at || at == addr) snprintf(out, size, "***");
+    else snprintf(out, size, "%c***%s", addr[0], at);
+}
 
 /* The address inside "Name <addr>", or the whole string. */
 static char *bare_address(const char *s) {
@@ -70,6 +81,13 @@ static void job_run(workq_job *base) {
     mail_job *j = (mail_job *)base;
     j->ran = 1;
     mail_pool *p = j->pool;
+    uint64_t now = uv_hrtime();
+    long left_ms = j->deadline_ns > now ? (long)((j->deadline_ns - now) / 1000000) : 0;
+    if (left_ms <= 0) { /* the turn came too late (the loop's timer had not fired yet) */
+        j->rc = CURLE_OPERATION_TIMEDOUT;
+        snprintf(j->errbuf, sizeof j->errbuf, "timed out waiting for a turn");
+        return;
+    }
     CURL *c = curl_easy_init();
     struct curl_slist *rcpt = curl_slist_append(NULL, j->to);
     curl_easy_setopt(c, CURLOPT_URL, p->url);
@@ -78,7 +96,7 @@ static void job_run(workq_job *base) {
     curl_easy_setopt(c, CURLOPT_READFUNCTION, read_body);
     curl_easy_setopt(c, CURLOPT_READDATA, j);
     curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, p->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, left_ms);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, j->errbuf);
     if (strcmp(p->tls, "starttls") == 0) curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
@@ -99,6 +117,7 @@ static void job_release(workq_job *base) {
 
 static void job_finish(workq_job *base, task_t *t) {
     mail_job *j = (mail_job *)base;
+    j->observed = 1;
     if (j->rc == CURLE_OK) {
         lua_pushboolean(t->co, 1);
         sched_resume(t, 1);
@@ -109,14 +128,20 @@ static void job_finish(workq_job *base, task_t *t) {
     sched_resume_error(t, err);
 }
 
-/* Counts and logs every outcome, also of mails whose task is gone. */
+/* Counts every outcome; logs the failure of a mail whose caller stopped waiting (nobody
+ * else will), with the address masked. */
 static void job_release_counted(workq_job *base) {
     mail_job *j = (mail_job *)base;
     if (j->ran && j->rc == CURLE_OK) {
         j->pool->sent++;
     } else if (j->ran) {
         j->pool->failed++;
-        log_warn("mail to %s failed: %s (%s)", j->to, curl_easy_strerror(j->rc), j->errbuf);
+        if (!j->observed) {
+            char to[320];
+            mask_address(j->to, to, sizeof to);
+            log_warn("mail to %s failed after its caller stopped waiting: %s (%s)", to,
+                     curl_easy_strerror(j->rc), j->errbuf);
+        }
     }
     job_release(base);
 }
@@ -182,7 +207,17 @@ static const char *field(lua_State *L, const char *k, int header) {
     return s;
 }
 
-/* send{to=, subject=, body=} -> true | nil, err   (yields) */
+/* The call's timeout: timeout_ms if given (a positive number), at most mail.timeout_ms. */
+static long call_timeout(lua_State *L, mail_pool *p) {
+    lua_getfield(L, 1, "timeout_ms");
+    if (lua_isnil(L, -1)) return p->timeout_ms;
+    if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) < 1)
+        luaL_error(L, "host.mail.send: timeout_ms must be a number >= 1");
+    lua_Number ms = lua_tonumber(L, -1);
+    return ms < (lua_Number)p->timeout_ms ? (long)ms : p->timeout_ms;
+}
+
+/* send{to=, subject=, body=, timeout_ms=} -> true | nil, err   (yields) */
 static int l_send(lua_State *L) {
     struct app *app = app_from(L);
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -190,8 +225,11 @@ static int l_send(lua_State *L) {
     const char *body = field(L, "body", 0);
     sched_need(L, "host.mail.send");
     mail_pool *p = pool_get(app);
+    long timeout = call_timeout(L, p);
     mail_job *j = calloc(1, sizeof *j);
     j->pool = p;
+    j->deadline_ns = uv_hrtime() + (uint64_t)timeout * 1000000;
+    if (timeout < p->timeout_ms) j->base.wait_until = uv_now(app->loop) + (uint64_t)timeout;
     j->to = bare_address(to);
     build_message(L, p, to, subject, body);
     j->message = strdup(lua_tolstring(L, -1, &j->len));

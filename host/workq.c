@@ -39,13 +39,22 @@ static void job_start(workq *q, workq_job *j) {
 
 static void expire_waiting(uv_timer_t *timer);
 
+/* When waiting job j gives up: the queue's wait timeout, or its own earlier deadline. */
+static uint64_t job_due(workq *q, workq_job *j) {
+    uint64_t due = j->queued_at + q->wait_timeout_ms;
+    return j->wait_until && j->wait_until < due ? j->wait_until : due;
+}
+
 static void arm_timer(workq *q) {
     if (list_empty(&q->queue)) {
         uv_timer_stop(&q->timer);
         return;
     }
-    workq_job *head = LIST_ENTRY(q->queue.next, workq_job, link);
-    uint64_t now = uv_now(q->app->loop), due = head->queued_at + q->wait_timeout_ms;
+    uint64_t now = uv_now(q->app->loop), due = UINT64_MAX;
+    for (list_node *n = q->queue.next; n != &q->queue; n = n->next) {
+        uint64_t d = job_due(q, LIST_ENTRY(n, workq_job, link));
+        if (d < due) due = d;
+    }
     uv_timer_start(&q->timer, expire_waiting, due > now ? due - now : 0, 0);
 }
 
@@ -70,13 +79,18 @@ static void job_fail(workq *q, workq_job *j, const char *msg) {
 static void expire_waiting(uv_timer_t *timer) {
     workq *q = timer->data;
     uint64_t now = uv_now(q->app->loop);
-    while (!list_empty(&q->queue)) {
-        workq_job *j = LIST_ENTRY(q->queue.next, workq_job, link);
-        if (j->queued_at + q->wait_timeout_ms > now) break;
-        q->busy++;
-        job_fail(q, j, "busy");
+    /* jobs with deadlines of their own can expire out of order: look at every one */
+    for (list_node *n = q->queue.next, *next; n != &q->queue; n = next) {
+        next = n->next;
+        workq_job *j = LIST_ENTRY(n, workq_job, link);
+        if (job_due(q, j) > now) continue;
+        int own = j->wait_until && j->wait_until < j->queued_at + q->wait_timeout_ms;
+        if (!own) q->busy++;
+        /* job_fail resumes Lua, which may submit or cancel jobs: start over */
+        job_fail(q, j, own ? "timeout" : "busy");
+        next = q->queue.next;
     }
-    arm_timer(q);
+    if (!q->closed) arm_timer(q);
 }
 
 static void job_cancel(void *op) {

@@ -1,7 +1,7 @@
 /* workq.h: a bounded queue of blocking jobs for libuv's thread pool, shared by crypto.c
  * (argon2id) and mail.c (SMTP). At most max_active jobs run at once; at most max_waiting
  * wait for a turn, none longer than wait_timeout_ms; beyond those limits the caller gets
- * nil, "busy". The task that submitted a job waits (yields) until the job is done; if it is
+ * nil, "busy" (nil, "timeout" when a job's own earlier wait_until passed). The task that submitted a job waits (yields) until the job is done; if it is
  * cancelled meanwhile, a waiting job is dropped and a running one finishes unobserved. */
 #ifndef CHATHOST_WORKQ_H
 #define CHATHOST_WORKQ_H
@@ -27,6 +27,8 @@ struct workq_job {
     workq *q;
     task_t *task;          /* NULL once the waiting task was cancelled */
     uint64_t queued_at;
+    uint64_t wait_until;   /* uv_now() by which a waiting job gives up ("timeout") when that
+                              comes before the queue's wait_timeout_ms; 0: none of its own */
     void (*run)(workq_job *j);                 /* on a pool thread */
     void (*finish)(workq_job *j, task_t *t);   /* on the loop: push results, sched_resume */
     void (*release)(workq_job *j);             /* frees the job */

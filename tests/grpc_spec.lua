@@ -2,6 +2,7 @@
 -- interop with Python grpcio in both directions.
 local host = require "host"
 local py = require "helpers.grpc_py"
+local util = require "helpers.util"
 local S = host.grpc.status
 
 describe("gRPC bridge", function()
@@ -48,6 +49,36 @@ describe("gRPC bridge", function()
         assert.equal("ChatService.NotifyKickUser", seen.method)
         assert.truthy(seen.deadline_ms > 0 and seen.deadline_ms <= 1600, seen.deadline_ms) -- gRPC rounds the timeout header up
         assert.matches("127%.0%.0%.1", seen.peer)
+    end)
+
+    it("tells a handler the time left before its caller's deadline (ctx:remaining_ms())", function()
+        local at, left_before, left_after
+        handlers["ChatService.NotifyKickUser"] = function(req, ctx)
+            at, left_before = ctx.deadline_at, ctx:remaining_ms()
+            host.timer.sleep(20)
+            left_after = ctx:remaining_ms()
+            return { error = 0, uid = req.uid }
+        end
+        assert(host.grpc.call(target, "ChatService.NotifyKickUser", { uid = 9 },
+            { timeout_ms = 1500 }))
+        assert.truthy(left_before > 0 and left_before <= 1600, left_before)
+        assert.truthy(left_after < left_before, left_after) -- counts down, on the monotonic clock
+        local now = host.timer.monotonic()
+        assert.truthy(at > now - 1600 and at <= now + 1600, at)
+    end)
+
+    it("gives 0 left past the deadline, math.huge without one", function()
+        local seen
+        handlers["ChatService.NotifyKickUser"] = function(req, ctx)
+            host.timer.sleep(300)
+            seen = { ctx:remaining_ms(), ctx.remaining_ms({}) } -- then returns without a yield
+            return { error = 0, uid = req.uid }
+        end
+        local rsp, _, code = host.grpc.call(target, "ChatService.NotifyKickUser", { uid = 9 },
+            { timeout_ms = 100 })
+        assert.same({ nil, S.DEADLINE_EXCEEDED }, { rsp, code })
+        assert(util.wait_until(function() return seen end, 5000, "the handler"))
+        assert.same({ 0, math.huge }, seen)
     end)
 
     it("answers UNIMPLEMENTED at once for a method without a handler", function()

@@ -39,6 +39,49 @@ end) end)]]))
         assert.matches("1 passed, 0 failed", r.stdout, r.stdout .. r.stderr) -- the child ran it
     end)
 
+    it("bounds a call by its timeout_ms (at most mail.timeout_ms), its wait for a turn included",
+        function()
+        local stalled = smtp_sink.start_stalled()
+        local dir = assert(host.fs.mkdtemp("mail"))
+        assert(host.fs.write(dir .. "/config.lua", ('return { mail = { timeout_ms = 3000, '
+            .. 'url = "smtp://127.0.0.1:%d", max_concurrent = 1 } }'):format(stalled.port)))
+        assert(host.fs.write(dir .. "/stalled_spec.lua", [[
+local host = require "host"
+local function send(timeout_ms)
+    return host.mail.send { to = "a@b.c", subject = "s", body = "b", timeout_ms = timeout_ms }
+end
+describe("stalled", function()
+    it("gives up sending at the call's timeout", function()
+        local ok, err = send(300)
+        assert.is_nil(ok)
+        assert.matches("^smtp: .*timed out", err)
+    end)
+    it("gives up waiting for a turn at the call's timeout", function()
+        local first = host.spawn(send) -- mail.timeout_ms: holds the one turn for 3 s
+        local ok, err = send(200)
+        assert.same({ nil, "timeout" }, { ok, err })
+        assert.same({ nil, "timeout" }, { first:wait(0) }) -- the first one is still sending
+        local _, fok, ferr = first:wait(10000)
+        assert.is_nil(fok)
+        assert.matches("^smtp: .*timed out", ferr)
+    end)
+    it("never waits longer than mail.timeout_ms", function()
+        local ok, err = send(100000)
+        assert.is_nil(ok)
+        assert.matches("^smtp: .*timed out after 3%d%d%d milliseconds", err)
+    end)
+    it("refuses a timeout_ms below 1", function()
+        assert.has_error(function() send(0) end, "host.mail.send: timeout_ms must be a number >= 1")
+    end)
+end)]]))
+        local r = util.chathost({ "test", "-c", dir .. "/config.lua", dir .. "/stalled_spec.lua" },
+            { env = { CHATHOST_LOG_LEVEL = "off" } })
+        host.fs.rmtree(dir)
+        stalled:stop()
+        assert.equal(0, r.code, r.stdout .. r.stderr)
+        assert.matches("4 passed, 0 failed", r.stdout, r.stdout .. r.stderr)
+    end)
+
     it("refuses header injection", function()
         assert.has_error(function()
             host.mail.send { to = "a@b.c\r\nBcc: x@y.z", subject = "s", body = "b" }

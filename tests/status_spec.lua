@@ -126,6 +126,34 @@ return M
         assert(util.wait_until(function() return pick().port == "8091" end, 5000, "the old policy"))
     end)
 
+    it("falls back to the least loaded server, logging a policy error, when the policy raises or "
+        .. "returns no server", function()
+        alive("chat1", 8090)
+        alive("chat2", 8091)
+        redis.call("HSET", "logincount", "chat1", 9, "chat2", 1)
+        local path = status.scripts .. "/status/policy.lua"
+        local original = assert(host.fs.read(path))
+        local log_before = #status:log()
+        for _, case in ipairs {
+            { 'error("spec: the policy broke")', "spec: the policy broke; choosing the least" },
+            { "return nil", "policy error: choose returned nil; choosing the least loaded" },
+            { 'return { name = "chat9", host = "10.0.0.9", port = "1" }',
+                "policy error: choose returned a server that is not live: chat9; choosing" },
+            { "return 42", "policy error: choose returned 42; choosing" },
+        } do
+            assert(host.fs.write(path, "local M = {}\nfunction M.choose(servers, tie)\n    "
+                .. case[1] .. "\nend\nreturn M\n"))
+            -- until the reload the old policy answers, with the least loaded server too
+            assert(util.wait_until(function()
+                local rsp = pick()
+                assert.same({ 0, "8091" }, { rsp.error, rsp.port })
+                return status:log():find(case[2], 1, true)
+            end, 5000, case[2]))
+        end
+        assert(host.fs.write(path, original))
+        assert.is_nil(status:log():find("no live chat server", log_before + 1, true))
+    end)
+
     it("answers Python grpcio clients", function()
         alive("chat1", 8090)
         local r = py.call(target, "StatusService.GetChatServer", { uid = 77 })
@@ -313,16 +341,27 @@ describe("role start-up and shutdown", function()
         hung:stop()
     end)
 
-    it("exits 2 with one line when its gRPC port is taken", function()
+    it("exits 2 with one line when its gRPC port is taken; gRPC core's detail at debug, after it",
+        function()
         local blocker = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = {} })
         local dir = assert(host.fs.mkdtemp("status"))
         assert(host.fs.write(dir .. "/config.lua", "return " .. roles.serialize {
             scripts = { dir = host.root .. "/scripts" },
             status = { port = blocker.port, admin_port = 0 } }))
-        local r = util.chathost({ "status", "-c", dir .. "/config.lua" }, { timeout_ms = 10000 })
+        local function run(level)
+            return util.chathost({ "status", "-c", dir .. "/config.lua" },
+                { timeout_ms = 10000, env = { CHATHOST_LOG_LEVEL = level } })
+        end
+        local r, d = run("info"), run("debug")
         blocker:close()
         host.fs.rmtree(dir)
+        local line = ("chathost: cannot listen on 127.0.0.1:%d (address in use)\n")
+            :format(blocker.port)
         assert.equal(2, r.code)
-        assert.matches("chathost: cannot listen on 127%.0%.0%.1:%d+", r.stderr)
+        assert.equal(line, r.stderr) -- nothing of gRPC core's nested error before (or after) it
+        assert.equal(2, d.code)
+        local at = d.stderr:find(line, 1, true)
+        local detail = d.stderr:find("DEBUG status gRPC core: [^\n]*Address already in use")
+        assert.truthy(at and detail and at < detail, d.stderr)
     end)
 end)

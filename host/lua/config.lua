@@ -86,6 +86,9 @@ local SCHEMA = {
         code_ttl_s = int(600, 60, 86400),           -- a verification code lives this long
         resend_interval_s = int(60, 0, 86400),      -- at most one mail per address per interval
         mail_subject = str("Your chathost verification code"),
+        -- a mail gets at most what the caller's deadline leaves minus this (to clean up and
+        -- answer before the caller gives up)
+        reply_margin_ms = int(200, 0, 60000),
     },
     gate = {
         host = str("0.0.0.0"), port = int(8080, 1, 65535), admin_port = int(9100, 0, 65535),
@@ -335,6 +338,20 @@ local function resolve_self(cfg, role, name)
     return merged
 end
 
+-- Deadlines along one request nest (the callee gives up first): verify keeps
+-- verify.reply_margin_ms of its caller's deadline to answer after a failed mail, so the
+-- gate's deadline for verify must be longer, or no mail could ever be sent.
+local function check_nesting(cfg)
+    local key = cfg.gate.accounts.rpc_timeout_ms and "gate.accounts.rpc_timeout_ms"
+        or "grpc.deadline_ms"
+    local gate_ms = cfg.gate.accounts.rpc_timeout_ms or cfg.grpc.deadline_ms
+    local margin = cfg.verify.reply_margin_ms
+    if gate_ms <= margin then
+        error(("%s: %d ms leaves verify no time to send a mail (verify.reply_margin_ms is %d)")
+            :format(key, gate_ms, margin), 0)
+    end
+end
+
 function M.load(path, role, name)
     local cfg = load_file(path)
     apply_env(cfg)
@@ -343,6 +360,7 @@ function M.load(path, role, name)
         if SCHEMA[k] then known[k] = v cfg[k] = nil end
     end
     apply_schema(known, SCHEMA, "")
+    check_nesting(known)
     for k, v in pairs(known) do cfg[k] = v end
     cfg.self = resolve_self(cfg, role, name)
     return cfg

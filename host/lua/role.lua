@@ -55,9 +55,9 @@ local function start_grpc(scripts, self)
     local port_field = GRPC_PORT[host.role]
     if not port_field then return true end
     local address = (self.host or "127.0.0.1") .. ":" .. tostring(self[port_field])
-    local server, err = host.grpc.serve { address = address,
+    local server, err, detail = host.grpc.serve { address = address,
         handlers = function(name) return scripts:handlers()[name] end }
-    if not server then return nil, err end
+    if not server then return nil, err, detail end
     M.grpc = server
     host.log.info("gRPC listening on ", address)
     if not host.config.grpc.secret then
@@ -157,14 +157,18 @@ function M.main(args)
     -- the current generation's handler table, for code that must follow reloads (timers)
     host.handlers = function() return scripts:handlers() end
     local self = host.config.self
-    local ok, serr = start_grpc(scripts, self)
+    local ok, serr, detail = start_grpc(scripts, self)
     if ok then ok, serr = start_http(scripts, self) end
     if ok then ok, serr = start_chat(scripts, self) end
     if ok then
         M.admin, serr = admin.start(self.admin_port, scripts)
         ok = M.admin ~= nil
     end
-    if not ok then return fail(serr) end
+    if not ok then
+        local code = fail(serr) -- the one line first; gRPC core's account of it is for debugging
+        if detail and detail ~= "" then host.log.debug("gRPC core: ", detail) end
+        return code
+    end
     host.on_stop(function() on_stop(scripts) end)
     local handlers = scripts:handlers()
     if type(handlers.start) == "function" then handlers.start() end

@@ -1,7 +1,8 @@
 -- POST /get_varifycode {email}: asks the verify role to mail a code. Errors in the order of
 -- shared/PROTOCOL.md §3: 1001; 1016 bad e-mail; 1017 one mail per address per interval
 -- (the verify role's marker, read here for retry_after) or too many requests from the
--- client's IP; 1002 the verify role is unreachable or could not send.
+-- client's IP; 1002 the verify role is unreachable or could not send (the log line names
+-- which, with verify's own words: "verify failed: INTERNAL: mail to a***@... failed: ...").
 local errors = require "lib.errors"
 local keys = require "lib.keys"
 local validate = require "lib.validate"
@@ -36,9 +37,10 @@ return function(req)
     if ok == nil then return reply.failed(ROUTE, req, "rate count", retry_after, email) end
     if not ok then return rate_limited(req, email, retry_after, "ip rate limited") end
 
-    local rsp = rpc.get_varify_code(email)
+    local rsp, rerr, code = rpc.get_varify_code(email)
     if not rsp then
-        return reply.done(ROUTE, req, { error = errors.RPCFailed }, "verify unreachable", email)
+        return reply.done(ROUTE, req, { error = errors.RPCFailed },
+            rpc.failure("verify", rerr, code), email)
     end
     if rsp.error == errors.RateLimited then -- another request for the address won the race
         return rate_limited(req, email, ratelimit.blocked(keys.rate("mail", email)) or 1,

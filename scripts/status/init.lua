@@ -7,8 +7,26 @@ local validate = require "lib.validate"
 local tokens = require "lib.tokens"
 local servers = require "status.servers"
 local policy = require "status.policy"
+local least_loaded = require "status.least_loaded"
 
 local M = {}
+
+-- The server status.policy chooses among alive (not empty); when the policy raises or
+-- returns anything but one of them (matched by name), that is a policy error: logged, and
+-- the built-in least-loaded rule chooses instead (users still get a server).
+local function choose(alive, tie)
+    local ok, s = pcall(policy.choose, alive, tie)
+    if ok and type(s) == "table" then
+        for _, a in ipairs(alive) do
+            if a.name == s.name then return a end
+        end
+    end
+    local why = not ok and tostring(s)
+        or ("choose returned " .. (type(s) == "table" and "a server that is not live: "
+            .. tostring(s.name) or tostring(s)))
+    host.log.error("GetChatServer: policy error: ", why, "; choosing the least loaded server")
+    return least_loaded.choose(alive, tie)
+end
 
 M["StatusService.GetChatServer"] = function(req)
     if not validate.uid(req.uid) then return { error = errors.UidInvalid } end
@@ -17,7 +35,7 @@ M["StatusService.GetChatServer"] = function(req)
         host.log.warn("GetChatServer: redis: ", tie)
         return { error = errors.RPCFailed }
     end
-    local s = #alive > 0 and policy.choose(alive, tie)
+    local s = #alive > 0 and choose(alive, tie)
     if not s then
         host.log.warn("GetChatServer: no live chat server")
         return { error = errors.RPCFailed }

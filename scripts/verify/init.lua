@@ -1,6 +1,11 @@
 -- The verify role (VarifyService): creates or reuses a 6-digit code for an e-mail address,
 -- stores it in Redis with a TTL, and mails it. The code never leaves this process other
--- than by mail: not in the reply, not in the logs.
+-- than by mail: not in the reply, not in the logs; the address is logged masked.
+--
+-- Deadlines nest: the mail gets at most mail.timeout_ms and never more than the caller's
+-- deadline leaves, minus verify.reply_margin_ms to clean up and answer. A mail that fails
+-- is answered with gRPC status INTERNAL and a message naming the mail's failure (the gate
+-- logs it), not left to run into the caller's deadline (which reads as "unreachable").
 local host = require "host"
 local errors = require "lib.errors"
 local keys = require "lib.keys"
@@ -8,6 +13,8 @@ local validate = require "lib.validate"
 local mask = require "lib.mask"
 
 local M = {}
+
+local INTERNAL = host.grpc.status.INTERNAL
 
 local function new_code()
     return ("%06d"):format(host.crypto.random_uniform(1000000))
@@ -28,7 +35,14 @@ local function code_for(email, ttl)
     return nil, "could not store a code"
 end
 
-M["VarifyService.GetVarifyCode"] = function(req)
+-- The mail's time: mail.timeout_ms, cut to what the caller's deadline leaves minus the
+-- reply margin (may be 0 or less: then there is no time to send).
+local function mail_budget(ctx, cfg)
+    local left = ctx and ctx.remaining_ms and ctx:remaining_ms() or math.huge
+    return math.floor(math.min(host.config.mail.timeout_ms, left - cfg.reply_margin_ms))
+end
+
+M["VarifyService.GetVarifyCode"] = function(req, ctx)
     local cfg = host.config.self
     local email = req.email
     if not validate.email(email) then return { error = errors.InvalidParams, email = email } end
@@ -48,17 +62,26 @@ M["VarifyService.GetVarifyCode"] = function(req)
     end
     if is_new then host.redis.call("DEL", keys.code_tries(email), keys.code_hashes(email)) end
     local minutes = math.floor(cfg.code_ttl_s / 60)
-    local sent, merr = host.mail.send {
-        to = email,
-        subject = cfg.mail_subject,
-        body = ("Your chathost verification code is %s.\n\nIt is valid for %d minutes. If you did "
-            .. "not ask for it, ignore this mail.\n"):format(code, minutes),
-    }
+    local budget = mail_budget(ctx, cfg)
+    local sent, merr
+    if budget < 1 then
+        merr = ("no time left: the caller's deadline leaves %d ms, verify.reply_margin_ms is %d")
+            :format(budget + cfg.reply_margin_ms, cfg.reply_margin_ms)
+    else
+        sent, merr = host.mail.send {
+            to = email,
+            subject = cfg.mail_subject,
+            body = ("Your chathost verification code is %s.\n\nIt is valid for %d minutes. If you "
+                .. "did not ask for it, ignore this mail.\n"):format(code, minutes),
+            timeout_ms = budget,
+        }
+    end
     if not sent then
-        host.log.warn("GetVarifyCode: mail to ", mask.email(email), " failed: ", merr)
+        local why = "mail to " .. mask.email(email) .. " failed: " .. tostring(merr)
+        host.log.warn("GetVarifyCode: ", why)
         host.redis.call("DEL", rate_key) -- the user may ask again at once
         if is_new then host.redis.call("DEL", keys.code(email)) end
-        return { error = errors.RPCFailed, email = email }
+        return nil, INTERNAL, why
     end
     host.log.info("verification code ", is_new and "sent" or "re-sent", " to ", mask.email(email))
     return { error = errors.Success, email = email }

@@ -80,10 +80,41 @@ function M:wait_for(pred, timeout_ms)
     return nil, "no matching mail arrived"
 end
 
+-- start_stalled() -> sink with .port and :stop(): an SMTP server that accepts connections
+-- and never says a word (a mail server that hangs).
+local STALLED = [[
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+print("listening", flush=True)
+held = []
+while True:
+    held.append(s.accept()[0])
+]]
+
+function M.start_stalled()
+    for _ = 1, 5 do
+        local port = 20000 + host.crypto.random_uniform(12000)
+        local p = assert(host.proc.spawn({ "/usr/bin/python3", "-c", STALLED, tostring(port) },
+            { stdout = "capture", stderr = "capture" }))
+        local deadline = host.timer.monotonic() + 5000
+        repeat
+            if (p:output()):find("listening", 1, true) then
+                return setmetatable({ port = port, proc = p }, M)
+            end
+            host.timer.sleep(20)
+        until p.exited or host.timer.monotonic() > deadline
+        p:kill("KILL")
+        p:wait()
+    end
+    error("could not start the stalled SMTP sink")
+end
+
 function M:stop()
     self.proc:kill("TERM")
     self.proc:wait(5000)
-    host.fs.rmtree(self.dir)
+    if self.dir then host.fs.rmtree(self.dir) end
 end
 
 return M

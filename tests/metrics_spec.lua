@@ -1,0 +1,107 @@
+-- /metrics after real traffic (issue 9): gRPC calls served and made by method and status
+-- code with their latency, chat messages by msg_id with their handlers' time, gate replies
+-- by their JSON error code (every reply is HTTP 200). And the Prometheus conventions on
+-- every role's whole text: names start with chathost_, a counter is named *_total and is of
+-- TYPE counter (nothing else is), values are written without binary noise.
+local host = require "host"
+local roles = require "helpers.roles"
+local http = require "helpers.http"
+
+local password = dofile(host.root .. "/scripts/lib/password.lua")
+
+local function scrape(port)
+    local res = assert(http.get(port, "/metrics"))
+    assert.equal(200, res.status)
+    return res.body
+end
+
+-- The value of the sample written exactly as series ('name{k="v",...}'), or nil.
+local function value(text, series)
+    for line in text:gmatch("[^\n]+") do
+        if line:sub(1, #series + 1) == series .. " " then
+            return tonumber(line:sub(#series + 2))
+        end
+    end
+    return nil
+end
+
+-- The shortest of %.15g, %.16g, %.17g that reads back as x (integers as integers).
+local function shortest(x)
+    if x == math.floor(x) and math.abs(x) < 1e15 then return ("%d"):format(x) end
+    for digits = 15, 17 do
+        local s = ("%." .. digits .. "g"):format(x)
+        if tonumber(s) == x then return s end
+    end
+end
+
+-- Asserts the conventions on a whole exposition; returns {name = type}.
+local function assert_conventions(text)
+    local types = {}
+    for name, kind in text:gmatch("# TYPE (%S+) (%S+)") do
+        assert.matches("^chathost_", name)
+        if kind == "counter" then
+            assert.matches("_total$", name)
+        else
+            assert.not_matches("_total$", name)
+        end
+        types[name] = kind
+    end
+    for line in text:gmatch("[^\n]+") do
+        if line:sub(1, 1) ~= "#" then
+            local name, v = line:match("^([%w_]+)"), line:match(" (%S+)$")
+            assert.truthy(name, line)
+            assert.matches("^chathost_", name)
+            if v ~= "+Inf" and v ~= "-Inf" and v ~= "NaN" then
+                assert.equal(shortest(assert(tonumber(v), line)), v)
+            end
+        end
+    end
+    return types
+end
+
+-- The text contains s as written (no pattern).
+local function has(text, s)
+    assert.truthy(text:find(s, 1, true), ("%q not in\n%s"):format(s, text))
+end
+
+local function start(role)
+    local admin
+    local r = roles.start { role = role, config = function(port)
+        admin = roles.free_port()
+        return { [role] = { port = port, admin_port = admin } }
+    end }
+    r.admin_port = admin
+    return r
+end
+
+describe("host.metrics", function()
+    it("writes values in the shortest form that reads back the same", function()
+        host.metrics.observe("chathost_spec_noise_seconds", 0.028148892)
+        host.metrics.set("chathost_spec_noise_gauge", 0.1)
+        host.metrics.set_total("chathost_spec_noise_total", 42)
+        local text = host.metrics.render()
+        assert.equal(0.028148892, value(text, "chathost_spec_noise_seconds_sum"))
+        has(text, "\nchathost_spec_noise_seconds_sum 0.028148892\n")
+        has(text, "\nchathost_spec_noise_gauge 0.1\n")
+        has(text, "\nchathost_spec_noise_total 42\n")
+        has(text, 'chathost_spec_noise_seconds_bucket{le="0.05"} 1\n')
+        assert_conventions(text)
+    end)
+
+    it("makes a counter of inc and set_total, and wants its name to end in _total", function()
+        host.metrics.inc("chathost_spec_things_total", 2, { kind = "a" })
+        has(host.metrics.render(), "# TYPE chathost_spec_things_total counter\n")
+        assert.matches("_total", select(2, pcall(host.metrics.inc, "chathost_spec_things")))
+        assert.matches("_total", select(2, pcall(host.metrics.set, "chathost_spec_x_total", 1)))
+        assert.matches("never goes down",
+            select(2, pcall(host.metrics.inc, "chathost_spec_things_total", -1)))
+    end)
+
+    it("keeps one TYPE per name: another kind under a known name is refused", function()
+        host.metrics.set("chathost_spec_level", 1, { a = "1" })
+        local ok, err = pcall(host.metrics.observe, "chathost_spec_level", 1, { a = "2" })
+        assert.is_false(ok)
+        assert.matches("chathost_spec_level is a gauge", err)
+        assert.not_matches('chathost_spec_level_bucket', host.metrics.render())
+    end)
+end)

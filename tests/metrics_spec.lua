@@ -105,3 +105,38 @@ describe("host.metrics", function()
         assert.not_matches('chathost_spec_level_bucket', host.metrics.render())
     end)
 end)
+
+describe("/metrics", function()
+    it("counts the status role's gRPC calls by method and code, with their latency", function()
+        local status = start("status")
+        local target = "127.0.0.1:" .. status.port
+        assert(host.grpc.call(target, "StatusService.GetChatServer", { uid = 1 }))
+        -- the status role has no ChatService handler: UNIMPLEMENTED
+        local _, _, code = host.grpc.call(target, "ChatService.NotifyKickUser", { uid = 1 })
+        assert.equal(host.grpc.status.UNIMPLEMENTED, code)
+        local text = scrape(status.admin_port)
+        local types = assert_conventions(text)
+        assert.equal("counter", types.chathost_grpc_server_calls_total)
+        assert.equal("histogram", types.chathost_grpc_server_call_seconds)
+        assert.equal(1, value(text, 'chathost_grpc_server_calls_total{method='
+            .. '"StatusService.GetChatServer",code="OK"}'))
+        assert.equal(1, value(text, 'chathost_grpc_server_calls_total{method='
+            .. '"ChatService.NotifyKickUser",code="UNIMPLEMENTED"}'))
+        assert.equal(1, value(text, 'chathost_grpc_server_call_seconds_count{method='
+            .. '"StatusService.GetChatServer"}'))
+        assert.equal(1, value(text, 'chathost_grpc_server_call_seconds_bucket{method='
+            .. '"StatusService.GetChatServer",le="+Inf"}'))
+        assert.equal("counter", types.chathost_coroutines_started_total)
+        assert.equal("counter", types.chathost_script_reloads_total)
+        assert.equal(0, status:stop())
+        -- the calls were made by this process's client: counted on its side too
+        local mine = host.metrics.render()
+        assert.truthy(value(mine, 'chathost_grpc_client_calls_total{method='
+            .. '"StatusService.GetChatServer",code="OK"}') >= 1)
+        assert.truthy(value(mine, 'chathost_grpc_client_calls_total{method='
+            .. '"ChatService.NotifyKickUser",code="UNIMPLEMENTED"}') >= 1)
+        assert.truthy(value(mine, 'chathost_grpc_client_call_seconds_count{method='
+            .. '"StatusService.GetChatServer"}') >= 1)
+    end)
+
+end)

@@ -6,6 +6,7 @@
 local host = require "host"
 local roles = require "helpers.roles"
 local http = require "helpers.http"
+local cluster = require "helpers.chat_cluster"
 
 local password = dofile(host.root .. "/scripts/lib/password.lua")
 
@@ -137,6 +138,33 @@ describe("/metrics", function()
             .. '"ChatService.NotifyKickUser",code="UNIMPLEMENTED"}') >= 1)
         assert.truthy(value(mine, 'chathost_grpc_client_call_seconds_count{method='
             .. '"StatusService.GetChatServer"}') >= 1)
+    end)
+
+    it("counts chat messages by msg_id, unknown ones under one label, with handler time", function()
+        local cl = cluster.start { chats = 1 }
+        local chat = cl.chats[1]
+        local u = cluster.user()
+        local c = cluster.login(chat.port, u)
+        for id = 4000, 4004 do assert(c:send(id, "{}")) end -- no handlers: ignored
+        -- frames are handled in order: once this is answered, the ones above were seen
+        assert.equal(0, c:request(1023, { fromuid = u.uid }).error)
+        c:close()
+        local text = scrape(chat.admin_port)
+        local types = assert_conventions(text)
+        cl:stop()
+        assert.equal("counter", types.chathost_chat_messages_total)
+        assert.equal("histogram", types.chathost_chat_handler_seconds)
+        local server = ('server="%s",'):format(chat.name)
+        assert.equal(1, value(text, "chathost_chat_messages_total{" .. server .. 'msg_id="1005"}'))
+        assert.equal(1, value(text, "chathost_chat_messages_total{" .. server .. 'msg_id="1023"}'))
+        assert.equal(5, value(text,
+            "chathost_chat_messages_total{" .. server .. 'msg_id="unknown"}'))
+        assert.is_nil(text:find('msg_id="4000"', 1, true))
+        assert.equal(1, value(text,
+            "chathost_chat_handler_seconds_count{" .. server .. 'msg_id="1005"}'))
+        assert.equal(1, value(text,
+            "chathost_chat_handler_seconds_count{" .. server .. 'msg_id="1023"}'))
+        assert.equal("gauge", types.chathost_chat_sessions_bound)
     end)
 
 end)

@@ -547,22 +547,24 @@ static msg_stat msg_series(chat_server *srv, const char *msg_id) {
     return st;
 }
 
-/* The series of a msg_id that has a handler: from the cache after the first frame. */
+/* The series of a msg_id that has a handler: from the cache after the first frame (with
+ * more handlers than MSG_STATS, the others are looked up in the registry each time). */
 static msg_stat msg_stats(chat_server *srv, uint16_t id) {
-    for (unsigned i = 0; i < MSG_STATS; i++) {
-        unsigned k = (id + i) % MSG_STATS;
-        if (srv->msg_stats[k].used && srv->msg_stats[k].id == id) return srv->msg_stats[k].st;
-        if (srv->msg_stats[k].used) continue;
-        char msg_id[8];
-        snprintf(msg_id, sizeof msg_id, "%u", id);
-        srv->msg_stats[k].st = msg_series(srv, msg_id);
+    unsigned k = id % MSG_STATS, probes = 0;
+    while (probes < MSG_STATS && srv->msg_stats[k].used && srv->msg_stats[k].id != id) {
+        k = (k + 1) % MSG_STATS;
+        probes++;
+    }
+    if (probes < MSG_STATS && srv->msg_stats[k].used) return srv->msg_stats[k].st;
+    char msg_id[8];
+    snprintf(msg_id, sizeof msg_id, "%u", id);
+    msg_stat st = msg_series(srv, msg_id);
+    if (probes < MSG_STATS) {
+        srv->msg_stats[k].st = st;
         srv->msg_stats[k].id = id;
         srv->msg_stats[k].used = 1;
-        return srv->msg_stats[k].st;
     }
-    char msg_id[8]; /* more handlers than MSG_STATS: looked up in the registry each time */
-    snprintf(msg_id, sizeof msg_id, "%u", id);
-    return msg_series(srv, msg_id);
+    return st;
 }
 
 /* Starts the handler of one frame. */

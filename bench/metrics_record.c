@@ -13,7 +13,8 @@
 
 int main(int argc, char **argv) {
     long n = argc > 1 ? atol(argv[1]) : 10000000;
-    metric *calls = metrics_get(METRIC_COUNTER, "bench_calls_total", "method=\"m\",code=\"OK\"", "");
+    metric *calls =
+        metrics_get(METRIC_COUNTER, "bench_calls_total", "method=\"m\",code=\"OK\"", "");
     metric *latency = metrics_get(METRIC_HISTOGRAM, "bench_call_seconds", "method=\"m\"", "");
     uint64_t t0 = uv_hrtime();
     for (long i = 0; i < n; i++) {

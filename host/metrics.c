@@ -151,7 +151,8 @@ static void render_histogram(out *o, const metric *m) {
     out_printf(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", m->name, m->labels, sep,
                (unsigned long long)m->count);
     const char *open = m->labels[0] ? "{" : "", *close = m->labels[0] ? "}" : "";
-    out_printf(o, "%s_sum%s%s%s %s\n", m->name, open, m->labels, close, format_value(m->value, num));
+    out_printf(o, "%s_sum%s%s%s %s\n", m->name, open, m->labels, close,
+               format_value(m->value, num));
     out_printf(o, "%s_count%s%s%s %llu\n", m->name, open, m->labels, close,
                (unsigned long long)m->count);
 }
@@ -220,13 +221,15 @@ static int is_total(const char *name) {
 static metric *check_metric(lua_State *L, enum metric_kind kind) {
     const char *name = luaL_checkstring(L, 1);
     if (is_total(name) != (kind == METRIC_COUNTER))
-        luaL_argerror(L, 1, kind == METRIC_COUNTER ? "a counter's name ends in _total"
-                                                   : "only a counter's name ends in _total");
+        luaL_argerror(L, 1,
+                      kind == METRIC_COUNTER ? "a counter's name ends in _total"
+                                             : "only a counter's name ends in _total");
     push_labels(L, 3);
     metric *m = metrics_get(kind, name, lua_tostring(L, -1), luaL_optstring(L, 4, ""));
     lua_pop(L, 1);
     if (!m && family_kind(name, kind) != kind)
-        luaL_argerror(L, 1, lua_pushfstring(L, "%s is a %s", name, kind_name(family_kind(name, kind))));
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L, "%s is a %s", name, kind_name(family_kind(name, kind))));
     return m;
 }
 
@@ -258,9 +261,9 @@ static int l_observe(lua_State *L) {
 }
 
 int metrics_open(lua_State *L) {
-    static const luaL_Reg fns[] = {{"inc", l_inc},         {"set_total", l_set_total},
-                                   {"set", l_set},         {"observe", l_observe},
-                                   {"render", l_render},   {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"inc", l_inc},       {"set_total", l_set_total},
+                                   {"set", l_set},       {"observe", l_observe},
+                                   {"render", l_render}, {NULL, NULL}};
     lua_newtable(L);
     luaL_setfuncs(L, fns, 0);
     return 1;

@@ -109,8 +109,12 @@ struct chat_server {
     int closing, open_handles;
     server_ud *ud;
     metric *m_conns, *m_in, *m_out, *m_unknown, *m_slow;
-    struct { int used; uint16_t id; msg_stat st; } msg_stats[MSG_STATS];
-    msg_stat unknown_msgs;  /* msg_ids without a handler share one series: not a label each */
+    struct {
+        int used;
+        uint16_t id;
+        msg_stat st;
+    } msg_stats[MSG_STATS];
+    msg_stat unknown_msgs; /* msg_ids without a handler share one series: not a label each */
     unsigned long unknown_logged;
     unsigned long refused;  /* connections turned away at max_connections */
 };

@@ -55,7 +55,7 @@ redis-cli -p "$REDIS_PORT" set chatserver_chat1 '{"host":"127.0.0.1","port":8090
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$GATE_PORT") 2>/dev/null && break; sleep 0.05; done
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hash_cpu() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^chathost_hash_cpu_seconds / {print $2}'; }
+hash_cpu() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^chathost_hash_cpu_seconds_total / {print $2}'; }
 export BENCH_USERS=$USERS BENCH_PASSWD_OBF=$OBF
 wrk -t1 -c"$CONNS" -d3s -s "$ROOT/bench/login_wrk.lua" "http://127.0.0.1:$GATE_PORT" >/dev/null # warm-up
 G0=$(ticks "$GATE_PID"); S0=$(ticks "$STATUS_PID"); H0=$(hash_cpu)

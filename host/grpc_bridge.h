@@ -9,6 +9,7 @@
 
 #include "app.h"
 #include "grpc_auth.h"
+#include "metrics.h"
 
 /* Every tag handed to gRPC starts with this: the loop calls cb(tag, success). */
 typedef struct gtag {
@@ -46,6 +47,20 @@ void grpc_bridge_call_end(struct grpc_bridge *b);
 void grpc_bridge_maybe_finish(struct grpc_bridge *b);
 
 const char *grpc_status_name(grpc_status_code code);
+
+/* One gRPC method's series on one side (server or client): calls by status code and a
+ * latency histogram, looked up in the registry once and then kept, so that recording a
+ * call costs no lookup and no allocation. Zeroed = nothing looked up yet. */
+typedef struct grpc_method_stats {
+    const char *method; /* "StatusService.GetChatServer" (outlives the stats) */
+    int client;         /* chathost_grpc_client_* rather than chathost_grpc_server_* */
+    metric *latency;
+    metric *calls[GRPC_STATUS_UNAUTHENTICATED + 1];
+} grpc_method_stats;
+
+/* Counts one finished call with its status (out of range counts as UNKNOWN) and the time
+ * since t0 (uv_hrtime). */
+void grpc_stats_record(grpc_method_stats *st, grpc_status_code code, uint64_t t0);
 /* Copies a byte buffer into one malloc'd block; returns NULL for a NULL buffer. */
 char *grpc_bb_read(grpc_byte_buffer *bb, size_t *len);
 

@@ -15,10 +15,20 @@
 #include "sched.h"
 
 #define MAX_CHANNELS 256
+#define MAX_STATS 256 /* methods with client series; the proto has far fewer */
+
+/* The client side's series per method, shared by every channel; they outlive the calls
+ * (a channel may be destroyed while its calls finish). */
+static struct client_stats {
+    const ProtobufCMethodDescriptor *desc;
+    char name[128];
+    grpc_method_stats stats;
+} client_stats[MAX_STATS];
 
 typedef struct chan_method {
     const ProtobufCMethodDescriptor *desc;
     void *handle;
+    grpc_method_stats *stats;
 } chan_method;
 
 typedef struct gchannel {
@@ -36,6 +46,8 @@ typedef struct cli_call {
     task_t *task; /* NULL once the waiting task was cancelled */
     grpc_call *call;
     const ProtobufCMethodDescriptor *desc;
+    grpc_method_stats *stats; /* NULL: not recorded (MAX_STATS reached) */
+    uint64_t t0;              /* started (uv_hrtime) */
     grpc_metadata_array initial_md, trailing_md;
     grpc_byte_buffer *send, *recv;
     grpc_status_code status;
@@ -83,20 +95,37 @@ static gchannel *channel_get(struct grpc_bridge *b, const char *target) {
     return c;
 }
 
-static void *method_handle(gchannel *c, const ProtobufCServiceDescriptor *svc,
-                           const ProtobufCMethodDescriptor *m) {
+/* The series of method m, found or set up (NULL once MAX_STATS methods have some). */
+static grpc_method_stats *method_stats(const ProtobufCServiceDescriptor *svc,
+                                       const ProtobufCMethodDescriptor *m) {
+    for (int i = 0; i < MAX_STATS; i++) {
+        struct client_stats *cs = &client_stats[i];
+        if (cs->desc == m) return &cs->stats;
+        if (cs->desc) continue;
+        cs->desc = m;
+        snprintf(cs->name, sizeof cs->name, "%s.%s", svc->short_name, m->name);
+        cs->stats.method = cs->name;
+        cs->stats.client = 1;
+        return &cs->stats;
+    }
+    return NULL;
+}
+
+static chan_method *method_handle(gchannel *c, const ProtobufCServiceDescriptor *svc,
+                                  const ProtobufCMethodDescriptor *m) {
     for (size_t i = 0; i < c->nmethods; i++)
-        if (c->methods[i].desc == m) return c->methods[i].handle;
+        if (c->methods[i].desc == m) return &c->methods[i];
     if (c->nmethods == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 8;
         c->methods = realloc(c->methods, c->cap * sizeof *c->methods);
     }
     char path[200];
     snprintf(path, sizeof path, "/%s/%s", svc->name, m->name);
-    void *h = grpc_channel_register_call(c->ch, path, NULL, NULL);
-    c->methods[c->nmethods].desc = m;
-    c->methods[c->nmethods++].handle = h;
-    return h;
+    chan_method *cm = &c->methods[c->nmethods++];
+    cm->desc = m;
+    cm->handle = grpc_channel_register_call(c->ch, path, NULL, NULL);
+    cm->stats = method_stats(svc, m);
+    return cm;
 }
 
 static void call_free(cli_call *c) {
@@ -146,7 +175,8 @@ static void resume_caller(cli_call *c) {
 static void on_call_done(gtag *tag, int ok) {
     cli_call *c = (cli_call *)tag;
     struct grpc_bridge *b = c->b;
-    if (c->task) resume_caller(c);
+    if (c->task) resume_caller(c); /* may turn OK into INTERNAL: what the caller saw */
+    if (c->stats) grpc_stats_record(c->stats, c->status, c->t0);
     call_free(c);
     grpc_bridge_call_end(b);
 }
@@ -261,8 +291,11 @@ static int l_call(lua_State *L) {
     gpr_timespec deadline = gpr_time_add(
         gpr_now(GPR_CLOCK_MONOTONIC),
         gpr_time_from_millis(timeout >= 0 ? timeout : b->deadline_ms, GPR_TIMESPAN));
+    chan_method *cm = method_handle(ch, svc, m);
+    c->stats = cm->stats;
+    c->t0 = uv_hrtime();
     c->call = grpc_channel_create_registered_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, b->cq,
-                                                  method_handle(ch, svc, m), deadline, NULL);
+                                                  cm->handle, deadline, NULL);
     list_init(&c->link);
     if (start_batch(c) != 0) {
         call_free(c);

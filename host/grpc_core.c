@@ -162,6 +162,32 @@ const char *grpc_status_name(grpc_status_code code) {
     return code >= 0 && code <= 16 ? names[code] : "UNKNOWN";
 }
 
+static metric *stats_series(const grpc_method_stats *st, const char *code) {
+    char labels[200];
+    const char *side = st->client ? "client" : "server";
+    char name[48];
+    if (!code) {
+        snprintf(labels, sizeof labels, "method=\"%s\"", st->method);
+        snprintf(name, sizeof name, "chathost_grpc_%s_call_seconds", side);
+        return metrics_get(METRIC_HISTOGRAM, name, labels,
+                           st->client ? "gRPC calls made: time to their status."
+                                      : "gRPC calls served: time from arrival to the reply.");
+    }
+    snprintf(labels, sizeof labels, "method=\"%s\",code=\"%s\"", st->method, code);
+    snprintf(name, sizeof name, "chathost_grpc_%s_calls_total", side);
+    return metrics_get(METRIC_COUNTER, name, labels,
+                       st->client ? "gRPC calls made, by method and status code."
+                                  : "gRPC calls served, by method and status code.");
+}
+
+void grpc_stats_record(grpc_method_stats *st, grpc_status_code code, uint64_t t0) {
+    if (code < 0 || code > GRPC_STATUS_UNAUTHENTICATED) code = GRPC_STATUS_UNKNOWN;
+    if (!st->calls[code]) st->calls[code] = stats_series(st, grpc_status_name(code));
+    if (!st->latency) st->latency = stats_series(st, NULL);
+    metric_add(st->calls[code], 1);
+    metric_observe(st->latency, (double)(uv_hrtime() - t0) / 1e9);
+}
+
 char *grpc_bb_read(grpc_byte_buffer *bb, size_t *len) {
     *len = 0;
     if (!bb) return NULL;

@@ -25,6 +25,7 @@ typedef struct gmethod {
     const ProtobufCMethodDescriptor *desc;
     void *handle;
     char name[128]; /* "StatusService.GetChatServer" */
+    grpc_method_stats stats;
 } gmethod;
 
 typedef struct server_ud server_ud;
@@ -46,6 +47,7 @@ typedef struct gserver {
     int active_calls;     /* calls handed over and not yet answered: they point at us */
     int closing, destroyed;
     server_ud *ud;
+    grpc_method_stats unknown_stats; /* calls to methods the proto does not know */
 } gserver;
 
 struct server_ud {
@@ -65,6 +67,7 @@ typedef struct srv_call {
     grpc_slice status_details;
     int cancelled;
     int has_details;
+    uint64_t t0; /* handed over (uv_hrtime), for chathost_grpc_server_call_seconds */
 } srv_call;
 
 static void on_request(gtag *tag, int ok);
@@ -159,6 +162,9 @@ static void on_reply_sent(gtag *tag, int ok) {
 /* Answers the call: a message (when bytes is not NULL) and a status. */
 static void reply(srv_call *c, grpc_status_code code, const char *msg, const uint8_t *bytes,
                   size_t len) {
+    gserver *s = c->s;
+    grpc_stats_record(c->method >= 0 ? &s->methods[c->method].stats : &s->unknown_stats, code,
+                      c->t0);
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     int n = 0;
@@ -338,6 +344,7 @@ static void on_request(gtag *tag, int ok) {
         server_free_if_done(s);
         return;
     }
+    c->t0 = uv_hrtime();
     if (!s->closing) request_one(s, c->method);
     grpc_bridge_call_begin(s->b);
     s->active_calls++;
@@ -378,6 +385,7 @@ static void register_methods(gserver *s) {
             gmethod *gm = &s->methods[s->nmethods++];
             char path[200];
             gm->desc = &svc->methods[k];
+            gm->stats.method = gm->name;
             snprintf(gm->name, sizeof gm->name, "%s.%s", svc->short_name, svc->methods[k].name);
             snprintf(path, sizeof path, "/%s/%s", svc->name, svc->methods[k].name);
             gm->handle = grpc_server_register_method(s->srv, path, NULL,
@@ -423,6 +431,7 @@ static int l_serve(lua_State *L) {
     }
     gserver *s = calloc(1, sizeof *s);
     s->b = b;
+    s->unknown_stats.method = "unknown";
     lua_getfield(L, 1, "max_inflight_calls");
     s->max_inflight = (int)luaL_optinteger(L, -1, cfg_int(app, "grpc.max_inflight_calls", 10000));
     lua_pop(L, 1);

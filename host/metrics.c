@@ -6,6 +6,7 @@
 #include "metrics.h"
 
 #include <lauxlib.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,14 +44,24 @@ static unsigned hash(const char *name, const char *labels) {
     return h;
 }
 
+/* The kind of the series already named name, or dflt when there is none. Only on the path
+ * that creates a series (rare), so a scan of the registry is fine. */
+static enum metric_kind family_kind(const char *name, enum metric_kind dflt) {
+    for (metric *m = first; m; m = m->next_in_order)
+        if (strcmp(m->name, name) == 0) return m->kind;
+    return dflt;
+}
+
 metric *metrics_get(enum metric_kind kind, const char *name, const char *labels, const char *help) {
     labels = labels ? labels : "";
     unsigned i = hash(name, labels) & (TABLE_SIZE - 1);
     while (table[i]) {
         metric *m = table[i];
-        if (strcmp(m->name, name) == 0 && strcmp(m->labels, labels) == 0) return m;
+        if (strcmp(m->name, name) == 0 && strcmp(m->labels, labels) == 0)
+            return m->kind == kind ? m : NULL;
         i = (i + 1) & (TABLE_SIZE - 1);
     }
+    if (family_kind(name, kind) != kind) return NULL; /* one TYPE per name */
     if (nmetrics >= METRICS_MAX) {
         dropped++;
         return NULL;
@@ -109,19 +120,41 @@ static void out_printf(out *o, const char *fmt, ...) {
     }
 }
 
+/* v as Prometheus reads it, in the shortest decimal form that reads back as the same double
+ * (0.028148892, not 0.028148892000000002), integers without a decimal point. Up to 15
+ * significant digits never show binary noise; 16 or 17 only when fewer lose the value. */
+static const char *format_value(double v, char buf[32]) {
+    if (isnan(v)) return "NaN";
+    if (isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+    if (fabs(v) < 1e15 && v == (double)(long long)v) {
+        snprintf(buf, 32, "%lld", (long long)v);
+        return buf;
+    }
+    for (int digits = 15; digits < 17; digits++) {
+        snprintf(buf, 32, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v) return buf;
+    }
+    snprintf(buf, 32, "%.17g", v);
+    return buf;
+}
+
 static const char *kind_name(enum metric_kind k) {
     return k == METRIC_COUNTER ? "counter" : k == METRIC_GAUGE ? "gauge" : "histogram";
 }
 
 static void render_histogram(out *o, const metric *m) {
     const char *sep = m->labels[0] ? "," : "";
+    char num[32];
     for (size_t i = 0; i < NBOUNDS; i++)
-        out_printf(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", m->name, m->labels, sep, DEFAULT_BOUNDS[i],
-                   (unsigned long long)m->buckets[i]);
+        out_printf(o, "%s_bucket{%s%sle=\"%s\"} %llu\n", m->name, m->labels, sep,
+                   format_value(DEFAULT_BOUNDS[i], num), (unsigned long long)m->buckets[i]);
     out_printf(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", m->name, m->labels, sep,
                (unsigned long long)m->count);
-    out_printf(o, "%s_sum{%s} %.9g\n%s_count{%s} %llu\n", m->name, m->labels, m->value, m->name,
-               m->labels, (unsigned long long)m->count);
+    const char *open = m->labels[0] ? "{" : "", *close = m->labels[0] ? "}" : "";
+    out_printf(o, "%s_sum%s%s%s %s\n", m->name, open, m->labels, close,
+               format_value(m->value, num));
+    out_printf(o, "%s_count%s%s%s %llu\n", m->name, open, m->labels, close,
+               (unsigned long long)m->count);
 }
 
 static int by_name(const void *a, const void *b) {
@@ -131,12 +164,13 @@ static int by_name(const void *a, const void *b) {
 }
 
 static void render_series(out *o, const metric *s) {
+    char num[32];
     if (s->kind == METRIC_HISTOGRAM)
         render_histogram(o, s);
     else if (s->labels[0])
-        out_printf(o, "%s{%s} %.17g\n", s->name, s->labels, s->value);
+        out_printf(o, "%s{%s} %s\n", s->name, s->labels, format_value(s->value, num));
     else
-        out_printf(o, "%s %.17g\n", s->name, s->value);
+        out_printf(o, "%s %s\n", s->name, format_value(s->value, num));
 }
 
 /* Pushes the whole registry as Prometheus text: series grouped by name, HELP/TYPE once. */
@@ -177,34 +211,58 @@ static void push_labels(lua_State *L, int idx) {
     lua_call(L, 1, 1);
 }
 
+static int is_total(const char *name) {
+    size_t n = strlen(name);
+    return n > 6 && strcmp(name + n - 6, "_total") == 0;
+}
+
+/* The series for the call's name and labels. Naming mistakes are the script's: a counter
+ * is named *_total and nothing else is; a name keeps the kind it was created with. */
 static metric *check_metric(lua_State *L, enum metric_kind kind) {
     const char *name = luaL_checkstring(L, 1);
+    if (is_total(name) != (kind == METRIC_COUNTER))
+        luaL_argerror(L, 1,
+                      kind == METRIC_COUNTER ? "a counter's name ends in _total"
+                                             : "only a counter's name ends in _total");
     push_labels(L, 3);
     metric *m = metrics_get(kind, name, lua_tostring(L, -1), luaL_optstring(L, 4, ""));
     lua_pop(L, 1);
+    if (!m && family_kind(name, kind) != kind)
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L, "%s is a %s", name, kind_name(family_kind(name, kind))));
     return m;
 }
 
-/* inc(name, v?, labels?, help?) */
+/* inc(name, v?, labels?, help?): a counter goes up by v (1) */
 static int l_inc(lua_State *L) {
-    metric_add(check_metric(L, METRIC_COUNTER), luaL_optnumber(L, 2, 1));
+    lua_Number v = luaL_optnumber(L, 2, 1);
+    luaL_argcheck(L, v >= 0, 2, "a counter never goes down");
+    metric_add(check_metric(L, METRIC_COUNTER), v);
     return 0;
 }
 
-/* set(name, v, labels?, help?) */
+/* set_total(name, total, labels?, help?): a counter whose running total is kept elsewhere
+ * (read when scraped) */
+static int l_set_total(lua_State *L) {
+    metric_set(check_metric(L, METRIC_COUNTER), luaL_checknumber(L, 2));
+    return 0;
+}
+
+/* set(name, v, labels?, help?): a gauge */
 static int l_set(lua_State *L) {
     metric_set(check_metric(L, METRIC_GAUGE), luaL_checknumber(L, 2));
     return 0;
 }
 
-/* observe(name, seconds, labels?, help?) */
+/* observe(name, seconds, labels?, help?): a histogram */
 static int l_observe(lua_State *L) {
     metric_observe(check_metric(L, METRIC_HISTOGRAM), luaL_checknumber(L, 2));
     return 0;
 }
 
 int metrics_open(lua_State *L) {
-    static const luaL_Reg fns[] = {{"inc", l_inc}, {"set", l_set}, {"observe", l_observe},
+    static const luaL_Reg fns[] = {{"inc", l_inc},       {"set_total", l_set_total},
+                                   {"set", l_set},       {"observe", l_observe},
                                    {"render", l_render}, {NULL, NULL}};
     lua_newtable(L);
     luaL_setfuncs(L, fns, 0);

@@ -9,7 +9,9 @@ enum metric_kind { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
 typedef struct metric metric;
 
 /* Finds or creates the series name{labels}; labels is 'k="v",...' (already escaped) or
- * "". NULL when the registry is full (the update is then dropped and counted). */
+ * "". Counters are named *_total (Prometheus). NULL when the registry is full (the update
+ * is then dropped and counted) or when name already has another kind (one TYPE per name);
+ * metric_* take NULL and do nothing. */
 metric *metrics_get(enum metric_kind kind, const char *name, const char *labels, const char *help);
 void metric_add(metric *m, double v);
 void metric_set(metric *m, double v);

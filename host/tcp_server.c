@@ -28,6 +28,12 @@
 #define INBOX_MAX_FRAMES 256
 #define INBOX_MAX_BYTES (256 * 1024)
 #define FLUSH_ON_CLOSE_MS 2000
+#define MSG_STATS 128 /* msg_ids whose series are kept at hand; the chat role has ~20 */
+
+/* The series of one msg_id: messages received and their handlers' time. */
+typedef struct msg_stat {
+    metric *count, *latency;
+} msg_stat;
 
 typedef struct chat_server chat_server;
 
@@ -63,6 +69,8 @@ typedef struct session {
     unsigned inbox_frames;
     int busy, processing, again, reading;
     uint16_t current_id;    /* the frame whose handler runs */
+    msg_stat current_stat;  /* its series, and when its handler started (uv_hrtime) */
+    uint64_t handler_t0;
     task_t *task;           /* its task while it waits */
     uint64_t busy_since;
     int timed_out;
@@ -103,6 +111,12 @@ struct chat_server {
     int closing, open_handles;
     server_ud *ud;
     metric *m_conns, *m_in, *m_out, *m_unknown, *m_slow;
+    struct {
+        int used;
+        uint16_t id;
+        msg_stat st;
+    } msg_stats[MSG_STATS];
+    msg_stat unknown_msgs; /* msg_ids without a handler share one series: not a label each */
     unsigned long unknown_logged;
     unsigned long refused;  /* connections turned away at max_connections */
 };
@@ -460,6 +474,7 @@ static int frame_done(void *ud, task_t *t, int ok, int nres) {
     lua_State *co = t->co;
     int cancelled = 0;
     s->task = NULL;
+    metric_observe(s->current_stat.latency, (double)(uv_hrtime() - s->handler_t0) / 1e9);
     if (!ok) {
         const char *err = lua_tostring(co, -1);
         cancelled = err && strcmp(err, "cancelled") == 0;
@@ -524,18 +539,55 @@ static int push_handler(lua_State *L, chat_server *srv, uint16_t id) {
     return 0;
 }
 
+/* The series of msg_id (a number, or "unknown": then no handler, no latency). */
+static msg_stat msg_series(chat_server *srv, const char *msg_id) {
+    char labels[96];
+    snprintf(labels, sizeof labels, "server=\"%s\",msg_id=\"%s\"", srv->name, msg_id);
+    msg_stat st;
+    st.count = metrics_get(METRIC_COUNTER, "chathost_chat_messages_total", labels,
+                           "Chat messages received, by msg_id (\"unknown\": no handler).");
+    st.latency = NULL;
+    if (strcmp(msg_id, "unknown") != 0)
+        st.latency = metrics_get(METRIC_HISTOGRAM, "chathost_chat_handler_seconds", labels,
+                                 "Time a msg_id's handler took, from its start to its end.");
+    return st;
+}
+
+/* The series of a msg_id that has a handler: from the cache after the first frame (with
+ * more handlers than MSG_STATS, the others are looked up in the registry each time). */
+static msg_stat msg_stats(chat_server *srv, uint16_t id) {
+    unsigned k = id % MSG_STATS, probes = 0;
+    while (probes < MSG_STATS && srv->msg_stats[k].used && srv->msg_stats[k].id != id) {
+        k = (k + 1) % MSG_STATS;
+        probes++;
+    }
+    if (probes < MSG_STATS && srv->msg_stats[k].used) return srv->msg_stats[k].st;
+    char msg_id[8];
+    snprintf(msg_id, sizeof msg_id, "%u", id);
+    msg_stat st = msg_series(srv, msg_id);
+    if (probes < MSG_STATS) {
+        srv->msg_stats[k].st = st;
+        srv->msg_stats[k].id = id;
+        srv->msg_stats[k].used = 1;
+    }
+    return st;
+}
+
 /* Starts the handler of one frame. */
 static void handle_frame(session *s, uint16_t id, const char *body, size_t len) {
     chat_server *srv = s->srv;
     lua_State *L = srv->app->L;
     metric_add(srv->m_in, 1);
     if (!push_handler(L, srv, id)) {
+        metric_add(srv->unknown_msgs.count, 1);
         metric_add(srv->m_unknown, 1);
         if (srv->unknown_logged++ % 1000 == 0)
             log_warn("chat: unknown msg_id %u from %s (uid %.0f): ignored (%lu so far)", id,
                      s->peer, s->uid, srv->unknown_logged);
         return;
     }
+    msg_stat st = msg_stats(srv, id);
+    metric_add(st.count, 1);
     if (!decode_object(L, srv, body, len)) {
         lua_pop(L, 1);
         reply_error(s, id, "{\"error\":1001}");
@@ -548,6 +600,8 @@ static void handle_frame(session *s, uint16_t id, const char *body, size_t len) 
     s->busy_since = uv_now(srv->app->loop);
     s->timed_out = 0;
     s->task = NULL;
+    s->current_stat = st;
+    s->handler_t0 = uv_hrtime();
     task_t *t = sched_spawn(srv->app, L, 2, "chat message", frame_done, s);
     if (s->busy && t) s->task = t; /* still running: the sweep may have to cancel it */
 }
@@ -901,6 +955,7 @@ static int l_serve(lua_State *L) {
                                  "Frames with a msg_id no handler takes.");
     srv->m_slow = metrics_get(METRIC_COUNTER, "chathost_chat_slow_readers_total", labels,
                               "Sessions closed because they did not read their frames.");
+    srv->unknown_msgs = msg_series(srv, "unknown");
     track_add(app, &srv->track, "chat server", server_track_close);
     current = srv;
     server_ud *u = lua_newuserdata(L, sizeof *u);

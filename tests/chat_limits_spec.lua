@@ -72,8 +72,8 @@ describe("chat with a stopped peer server", function()
         assert.equal(0, assert(ca:request(1017, text(a, b, thread, "before"))).error)
         assert.equal("before", assert(cb:wait_push(1019)).chat_datas[1].content)
         assert(util.wait_until(function()
-            return cluster.metric(chat1, "chat_pushes_queue_done_total", 0)
-                == cluster.metric(chat1, "chat_pushes_queued_total", 0)
+            return cluster.metric(chat1, "chathost_chat_pushes_queue_done_total", 0)
+                == cluster.metric(chat1, "chathost_chat_pushes_queued_total", 0)
         end, 5000, "chat1's push queues to be empty"))
         return a, b, thread, ca, cb
     end
@@ -144,7 +144,7 @@ describe("chat with a stopped peer server", function()
             if content ~= "q1" then got[#got + 1] = content end
         end
         assert.same({ "q2", "q3", "q4", "q5" }, got)
-        assert.equal(0, cluster.metric(chat1, "chat_pushes_dropped_total", 0))
+        assert.equal(0, cluster.metric(chat1, "chathost_chat_pushes_dropped_total", 0))
         ca:close()
         cb:close()
     end)

@@ -129,8 +129,8 @@ describe("chat text", function()
         local function totals(absent)
             local b, m = 0, 0
             for _, chat in ipairs({ chat1, chat2 }) do
-                b = b + cluster.metric(chat, "chat_batches_total", absent)
-                m = m + cluster.metric(chat, "chat_messages_stored_total", absent)
+                b = b + cluster.metric(chat, "chathost_chat_batches_total", absent)
+                m = m + cluster.metric(chat, "chathost_chat_messages_stored_total", absent)
             end
             return b, m
         end

@@ -583,13 +583,13 @@ describe("gate role", function()
                 local acc = fresh()
                 register(acc)
                 for _, email in ipairs({ acc.email, fresh().email }) do
-                    local cpu = metric("chathost_hash_cpu_seconds")
-                    local verified = metric("chathost_hash_verifications")
-                    local hashed = metric("chathost_hashes")
+                    local cpu = metric("chathost_hash_cpu_seconds_total")
+                    local verified = metric("chathost_hash_verifications_total")
+                    local hashed = metric("chathost_hashes_total")
                     assert.equal(1009, login(email, "wrong1").error)
-                    assert.equal(verified + 1, metric("chathost_hash_verifications"), email)
-                    assert.equal(hashed, metric("chathost_hashes"), email)
-                    assert.truthy(metric("chathost_hash_cpu_seconds") > cpu,
+                    assert.equal(verified + 1, metric("chathost_hash_verifications_total"), email)
+                    assert.equal(hashed, metric("chathost_hashes_total"), email)
+                    assert.truthy(metric("chathost_hash_cpu_seconds_total") > cpu,
                         "no password hash was verified for " .. email)
                 end
             end)

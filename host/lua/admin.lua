@@ -1,6 +1,7 @@
 -- chathost.admin: the admin HTTP listener every role runs on its admin_port (0: none).
--- GET /healthz checks the stores the role uses; GET /metrics is Prometheus text: the HTTP
--- metrics the host records, plus gauges read at scrape time (coroutines, pools, reloads).
+-- GET /healthz checks the stores the role uses; GET /metrics is Prometheus text: the series
+-- the host and scripts record, plus gauges and totals read at scrape time (coroutines, pools,
+-- hashes, reloads). Every name starts with chathost_; counters end in _total.
 local host = require "host"
 
 local M = {}
@@ -39,37 +40,45 @@ local function gauge(name, value, help, labels)
     if value then host.metrics.set(name, value, labels, help) end
 end
 
--- Gauges that are cheapest read when scraped.
+-- A running total kept elsewhere (a counter to Prometheus).
+local function total(name, value, help, labels)
+    if value then host.metrics.set_total(name, value, labels, help) end
+end
+
+-- Gauges and totals that are cheapest read when scraped.
 local function sample(scripts)
     local s = host.stats()
     local who = { role = host.role, name = host.name }
     gauge("chathost_coroutines", s.tasks_alive, "Coroutines alive.", who)
-    gauge("chathost_coroutines_started", s.tasks_started, "Coroutines started since start-up.", who)
+    total("chathost_coroutines_started_total", s.tasks_started, "Coroutines started since start-up.",
+        who)
     local uses = USES[host.role] or {}
     if uses.redis then
         local r = host.redis.stats()
         gauge("chathost_redis_connected", r.connected, "Redis connections ready.")
         gauge("chathost_redis_pending", r.pending, "Redis commands in flight.")
-        gauge("chathost_redis_timeouts", r.timeouts, "Redis commands that timed out.")
+        total("chathost_redis_timeouts_total", r.timeouts, "Redis commands that timed out.")
     end
     if uses.mysql then
         local d = host.db.stats()
         gauge("chathost_mysql_busy", d.busy, "MySQL connections in use.")
         gauge("chathost_mysql_idle", d.idle, "MySQL connections idle.")
         gauge("chathost_mysql_waiting", d.waiting, "Requests waiting for a MySQL connection.")
-        gauge("chathost_mysql_busy_rejections", d.busy_rejections, "MySQL requests refused: busy.")
+        total("chathost_mysql_busy_rejections_total", d.busy_rejections,
+            "MySQL requests refused: busy.")
     end
     local c = host.crypto.stats()
     gauge("chathost_hash_active", c.active, "Password hashes running.")
     gauge("chathost_hash_waiting", c.waiting, "Password hashes waiting for a turn.")
-    gauge("chathost_hash_cpu_seconds", c.cpu_seconds, "Thread CPU spent hashing passwords.")
-    gauge("chathost_hashes", c.hashes, "Passwords hashed since start-up.")
-    gauge("chathost_hash_verifications", c.verifies, "Password hashes verified since start-up.")
+    total("chathost_hash_cpu_seconds_total", c.cpu_seconds, "Thread CPU spent hashing passwords.")
+    total("chathost_hashes_total", c.hashes, "Passwords hashed since start-up.")
+    total("chathost_hash_verifications_total", c.verifies,
+        "Password hashes verified since start-up.")
     if scripts then
         local st = scripts:stats()
         gauge("chathost_script_generation", st.generation, "Script generation serving requests.")
-        gauge("chathost_script_reloads", st.reloads, "Script reloads attempted.")
-        gauge("chathost_script_reload_failures", st.failures, "Script reloads that failed.")
+        total("chathost_script_reloads_total", st.reloads, "Script reloads attempted.")
+        total("chathost_script_reload_failures_total", st.failures, "Script reloads that failed.")
     end
 end
 

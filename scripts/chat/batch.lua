@@ -38,8 +38,9 @@ end
 local function flush(batch)
     local ids, err = insert(batch.rows)
     if ids then
-        host.metrics.inc("chat_batches_total", 1, nil, "group commits of text messages")
-        host.metrics.inc("chat_messages_stored_total", #batch.rows, nil, "text messages stored")
+        host.metrics.inc("chathost_chat_batches_total", 1, nil, "group commits of text messages")
+        host.metrics.inc("chathost_chat_messages_stored_total", #batch.rows, nil,
+            "text messages stored")
     else
         host.log.warn("batch: storing ", #batch.rows, " messages failed: ", tostring(err))
     end

@@ -28,7 +28,8 @@ function M.report()
     for i = 1, #res do
         if type(res[i]) == "table" then return nil, res[i].err end
     end
-    host.metrics.set("chat_sessions_bound", bound, nil, "logged-in sessions on this server")
+    host.metrics.set("chathost_chat_sessions_bound", bound, nil,
+        "logged-in sessions on this server")
     return true, res[2] == nil or res[2] == host.null
 end
 

@@ -94,13 +94,13 @@ end
 -- A queued push, run by its queue's task.
 local function deliver(...)
     local ok, err = pcall(call_or_redirect, ...)
-    host.metrics.inc("chat_pushes_queue_done_total", 1, nil,
+    host.metrics.inc("chathost_chat_pushes_queue_done_total", 1, nil,
         "pushes through a push queue that ended (sent or failed)")
     if not ok then error(err, 0) end
 end
 
 local function entered()
-    host.metrics.inc("chat_pushes_queued_total", 1, nil,
+    host.metrics.inc("chathost_chat_pushes_queued_total", 1, nil,
         "pushes that went through a push queue (chat.push_queue_max)")
 end
 
@@ -139,8 +139,8 @@ end
 -- until settings.push_queue_max pushes wait for it. Then post waits for room
 -- (back-pressure: a sender cannot run ahead of its pushes without bound), at most
 -- room_wait_ms; still no room: the push is dropped, logged and counted
--- (chat_pushes_dropped_total). What it announces is stored: the peer reads it at its next
--- page load. An offline user, or one whose server died, gets nothing.
+-- (chathost_chat_pushes_dropped_total). What it announces is stored: the peer reads it at
+-- its next page load. An offline user, or one whose server died, gets nothing.
 function M.post(session, uid, msg_id, body, method, req)
     if send_here(uid, msg_id, body) then return end
     local server, err = presence.where(uid)
@@ -149,7 +149,7 @@ function M.post(session, uid, msg_id, body, method, req)
     if not M.address(server) then return end                 -- its server died with it
     local q = queue(session, server)
     if q:post(room_wait_ms(), deliver, server, uid, msg_id, body, method, req) then return end
-    host.metrics.inc("chat_pushes_dropped_total", 1, nil,
+    host.metrics.inc("chathost_chat_pushes_dropped_total", 1, nil,
         "pushes dropped: their push queue did not move (chat.push_queue_max, chat.push_timeout_ms)")
     host.log.warn(msg_id, " to uid ", uid, " dropped: the push queue of session ", session.id,
         " to ", server, " did not move in ", room_wait_ms(), " ms (chat.push_queue_max, ",

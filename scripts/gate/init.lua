@@ -2,8 +2,10 @@
 -- HTTP server calls routes["METHOD /path"](req) in a coroutine per request and sends the
 -- returned table as HTTP 200 JSON. One module per route; shared pieces are in scripts/lib/
 -- (password, ratelimit, users) and gate.request/reply/codes/rpc/settings.
+local reply = require "gate.reply"
+
 return {
-    routes = {
+    routes = reply.counted {
         ["POST /get_varifycode"] = require "gate.get_varifycode",
         ["POST /user_register"] = require "gate.register",
         ["POST /reset_pwd"] = require "gate.reset_pwd",

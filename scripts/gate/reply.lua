@@ -22,4 +22,23 @@ function M.failed(route, req, what, err, email)
     return { error = err == "busy" and errors.ServerBusy or errors.Internal }
 end
 
+local RESULTS_HELP = "Gate replies by route and JSON error code (every reply is HTTP 200)."
+
+local function counted(route, rsp, ...)
+    local code = type(rsp) == "table" and tonumber(rsp.error)
+    host.metrics.inc("chathost_gate_results_total", 1,
+        { route = route, error = code or "none" }, RESULTS_HELP)
+    return rsp, ...
+end
+
+-- counted(routes) -> routes: each handler's reply is counted in chathost_gate_results_total
+-- by route and by the reply's `error` code, the outcome HTTP statuses do not show.
+function M.counted(routes)
+    local out = {}
+    for route, handler in pairs(routes) do
+        out[route] = function(req) return counted(route, handler(req)) end
+    end
+    return out
+end
+
 return M

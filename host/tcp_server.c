@@ -105,6 +105,7 @@ struct chat_server {
     unsigned queue_frames;
     uint64_t idle_ms, handler_ms, login_ms;
     int max_connections, nconns, nbound;
+    int full;               /* reached max_connections; until it is down to 90% of it */
     list_node sessions;
     char id_prefix[24];
     uint64_t next_id;
@@ -392,6 +393,35 @@ static void call_on_close(session *s) {
     sched_spawn(srv->app, L, 2, "on_close", on_close_done, NULL);
 }
 
+/* A full server has room again at 90% of max_connections (at least one below it), so it
+ * does not flap between full and not at every connection. */
+static int room_again_at(const chat_server *srv) {
+    int margin = srv->max_connections / 10;
+    return srv->max_connections - (margin > 0 ? margin : 1);
+}
+
+/* Runs the script's on_capacity(full) in a task of its own, when the server turns full
+ * (max_connections reached) or has room again (room_again_at): the script tells the
+ * status role at once, so logins stop being sent here before they are refused. */
+static void call_on_capacity(chat_server *srv, int full) {
+    lua_State *L = srv->app->L;
+    srv->full = full;
+    if (srv->app->stopping) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->handlers_ref);
+    if (lua_pcall(L, 0, 1, 0) != 0 || !lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_getfield(L, -1, "on_capacity");
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushboolean(L, full);
+    sched_spawn(srv->app, L, 1, "on_capacity", on_close_done, NULL);
+}
+
 static void server_maybe_free(chat_server *srv);
 
 static void tcp_closed(uv_handle_t *h) {
@@ -440,6 +470,7 @@ static void session_close(session *s, const char *reason, int flush) {
     }
     srv->nconns--;
     metric_add(srv->m_conns, -1);
+    if (srv->full && srv->nconns <= room_again_at(srv)) call_on_capacity(srv, 0);
     uv_close((uv_handle_t *)&s->tcp, tcp_closed);
 }
 
@@ -790,6 +821,7 @@ static void on_connection(uv_stream_t *l, int status) {
     list_push_back(&srv->sessions, &s->link);
     srv->nconns++;
     metric_add(srv->m_conns, 1);
+    if (!srv->full && srv->nconns >= srv->max_connections) call_on_capacity(srv, 1);
     session_read_start(s);
 }
 
@@ -1004,13 +1036,15 @@ static int l_sessions_get(lua_State *L) {
 }
 
 static int l_sessions_count(lua_State *L) {
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     lua_pushinteger(L, current ? current->nconns : 0);
     lua_setfield(L, -2, "connected");
     lua_pushinteger(L, current ? current->nbound : 0);
     lua_setfield(L, -2, "bound");
     lua_pushinteger(L, current ? current->max_connections : 0);
     lua_setfield(L, -2, "max"); /* max_connections as lowered to the descriptor limit */
+    lua_pushboolean(L, current && current->full);
+    lua_setfield(L, -2, "full");
     return 1;
 }
 

@@ -275,6 +275,30 @@ describe("chat servers seen by the status role", function()
         a:stop()
     end)
 
+    it("sends no logins to a chat server that is full, and again once it has room", function()
+        local a = cluster.start_chat { chat = { max_connections = 2 } }
+        local b = cluster.start_chat()
+        local function picks()
+            local seen = {}
+            for _ = 1, 6 do seen[pick()] = true end
+            return seen
+        end
+        assert.truthy(picks()[tostring(a.port)], "a chosen while it has room")
+        local held = {}
+        for i = 1, 2 do held[i] = assert(chat_client.connect(a.port)) end
+        assert(a:await("chat.max_connections reached"))
+        local seen = picks()
+        assert.is_nil(seen[tostring(a.port)])
+        assert.truthy(seen[tostring(b.port)])
+        held[1]:close()
+        assert(a:await("room for connections again"))
+        assert(util.wait_until(function() return picks()[tostring(a.port)] end, 5000,
+            "a chosen again"))
+        held[2]:close()
+        b:stop()
+        a:stop()
+    end)
+
     it("withdraws at once on a clean stop and drops its sessions' presence", function()
         local a = cluster.start_chat()
         local u = cluster.user()

@@ -100,6 +100,17 @@ function M.redis_reconnected()
     M.reannounce()
 end
 
+-- The server reached chat.max_connections (full = true: it refuses new connections) or
+-- has room again: the status role hears it now, not at the next report.
+function M.on_capacity(full)
+    if full then
+        host.log.warn("chat.max_connections reached: refusing new connections, status told")
+    else
+        host.log.info("room for connections again: status told")
+    end
+    M.report_load()
+end
+
 -- The host keeps one function across reloads: it calls the current generation's.
 local function current_handler(name)
     return function()

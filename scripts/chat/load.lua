@@ -10,18 +10,22 @@ local settings = require "chat.settings"
 
 local M = {}
 
-local function liveness()
+-- full: the server is at chat.max_connections (see on_capacity in chat/init.lua), so the
+-- status role sends no logins here while it is.
+local function liveness(full)
     return host.json.encode { host = settings.host, port = settings.port,
-        rpc = settings.rpc_address }
+        rpc = settings.rpc_address, full = full or nil }
 end
 
 -- report() -> true, gone | nil, err. gone: the liveness key was not there before this
 -- report (the first report, or Redis lost it: expired in an outage, restarted empty).
 function M.report()
-    local bound = host.sessions.count().bound
+    local count = host.sessions.count()
+    local bound = count.bound
     local res, err = host.redis.pipeline {
         { "HSET", keys.LOGIN_COUNT, settings.name, bound },
-        { "SET", keys.chat_server(settings.name), liveness(), "EX", settings.alive_ttl_s, "GET" },
+        { "SET", keys.chat_server(settings.name), liveness(count.full), "EX", settings.alive_ttl_s,
+            "GET" },
         { "SADD", keys.CHAT_SERVERS, settings.name },
     }
     if not res then return nil, err end

@@ -53,7 +53,7 @@ local function decode_alive(names, res, wanted)
             if type(d) == "table" and d.host and d.port then
                 local load = tonumber(type(loads) == "table" and loads[i]) or 0
                 alive[#alive + 1] = { name = n, host = d.host, port = tostring(d.port), load = load,
-                    rpc = type(d.rpc) == "string" and d.rpc or nil }
+                    rpc = type(d.rpc) == "string" and d.rpc or nil, full = d.full == true }
             end
         end
     end
@@ -187,14 +187,25 @@ local function probed(servers)
     return out
 end
 
+-- Without the servers that announce they are full (at chat.max_connections: they refuse
+-- new connections); all of them when every one is (their refusal, 1018, is the answer).
+local function with_room(servers)
+    local out = {}
+    for _, s in ipairs(servers) do
+        if not s.full then out[#out + 1] = s end
+    end
+    if #out == 0 then return servers end
+    return out
+end
+
 -- live() -> alive, tie | nil, err. alive: the live servers sorted by name (without those
--- their probes leave out); tie: a counter that grows by one per call, for the policy's
--- tie-breaks.
+-- their probes leave out, and those that are full); tie: a counter that grows by one per
+-- call, for the policy's tie-breaks.
 function M.live()
     tie = tie + 1
     local servers, err = current()
     if not servers then return nil, err end
-    return probed(servers), tie
+    return with_room(probed(servers)), tie
 end
 
 return M

@@ -2,8 +2,15 @@
 -- environment variable. Secrets (passwords) come only from the environment: `make run`
 -- generates them into .run/secrets.env, `make test` per run. Any value left out takes the
 -- default shown here. CHATHOST_REDIS_HOST/PORT/PASSWORD, CHATHOST_MYSQL_HOST/PORT/USER/
--- PASSWORD/DATABASE and CHATHOST_LOG_LEVEL override the values below.
+-- PASSWORD/DATABASE and CHATHOST_LOG_LEVEL override the values below. A key this file
+-- does not know, at the top or in a section, is refused (a typo would otherwise leave the
+-- real setting at its default), and so are two things on one port.
 return {
+    -- Every role (gate, verify, status, chat) listens on this address unless its section
+    -- sets its own `host`. Loopback: nothing is reachable from other machines. "0.0.0.0"
+    -- exposes every role; `gate = { host = "0.0.0.0" }` only the gate.
+    bind_host = "127.0.0.1",
+
     log = { level = "info" },               -- debug | info | warn | error | off
 
     scripts = {
@@ -66,7 +73,7 @@ return {
 
     -- Roles. Each process runs one; the addresses below are where they listen.
     gate = {
-        host = "0.0.0.0", port = 8080, admin_port = 9100,
+        port = 8080, admin_port = 9100,
         workers = 1,                        -- processes sharing the port (SO_REUSEPORT)
         max_body_bytes = 65536, read_timeout_ms = 10000, idle_timeout_ms = 60000,
         max_connections = 10000,
@@ -77,10 +84,11 @@ return {
             login_email_limit = 5, login_ip_limit = 50, login_window_s = 900,
         },
     },
-    verify = { host = "127.0.0.1", port = 50051, admin_port = 9101 },
-    status = { host = "127.0.0.1", port = 50052, admin_port = 9102 },
+    verify = { port = 50051, admin_port = 9101 },
+    status = { port = 50052, admin_port = 9102 },
     chat = {
-        host = "127.0.0.1",                 -- "0.0.0.0" to accept clients from elsewhere
+        -- host = "0.0.0.0" accepts clients from elsewhere (default: bind_host); an instance
+        -- may set its own host and public_host (the address announced to clients)
         heartbeat_timeout_ms = 60000,       -- clients send 1023 every 10 s
         max_body_bytes = 8192,              -- frames above: 1016 and close (never above 65535)
         send_queue_bytes = 1048576, send_queue_frames = 1000, -- a client that does not read
@@ -96,4 +104,5 @@ return {
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },
         },
     },
+    -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
 }

@@ -3,7 +3,8 @@
 -- chatserver_<name> = {host, port, rpc} with alive_ttl_s, and membership of the set
 -- chatservers. Written at start and every report_interval_ms; a server that dies stops
 -- refreshing and its liveness key expires, so the status role stops choosing it. A clean
--- stop removes all three at once.
+-- stop removes all three at once, and so does a report while MySQL does not answer (a
+-- server without its database, e.g. started without the password, is never chosen).
 local host = require "host"
 local keys = require "lib.keys"
 local settings = require "chat.settings"
@@ -15,8 +16,15 @@ local function liveness()
         rpc = settings.rpc_address }
 end
 
--- report() -> true | nil, err
+-- report() -> true | nil, err: announced only while MySQL answers (Redis answering is
+-- what writes the keys)
 function M.report()
+    local rows, qerr = host.db.query("SELECT 1 AS ok")
+    if not (rows and rows[1] and rows[1].ok == 1) then
+        local _, werr = M.withdraw()
+        return nil, "not announced, MySQL does not answer: " .. tostring(qerr)
+            .. (werr and ("; withdraw: " .. tostring(werr)) or "")
+    end
     local bound = host.sessions.count().bound
     local res, err = host.redis.pipeline {
         { "HSET", keys.LOGIN_COUNT, settings.name, bound },

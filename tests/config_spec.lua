@@ -180,6 +180,40 @@ print(table.concat(out, "\n"))
             { "gate" }), "gate%.trusted_proxies: expected a list of IP addresses")
     end)
 
+    it("prints the usage for chathost help and COMMAND --help, not an error", function()
+        for _, argv in ipairs({ { "help" }, { "--help" }, { "chat", "--name", "chat1", "--help" },
+            { "status", "-h" }, { "config", "--help" }, { "migrate", "--help" }, { "exec", "--help" } }) do
+            local r = util.chathost(argv)
+            assert.equal(0, r.code, table.concat(argv, " ") .. ": " .. r.stderr)
+            assert.matches("^usage: chathost ROLE", r.stdout)
+            assert.matches("chathost help", r.stdout)
+        end
+        -- a --help after exec's FILE is the file's argument
+        local script = dir .. "/args.lua"
+        assert(host.fs.write(script, 'print(table.concat({ ... }, " "))'))
+        local r = util.chathost({ "exec", script, "--help" })
+        assert.equal(0, r.code, r.stderr)
+        assert.equal("--help\n", r.stdout)
+    end)
+
+    it("prints a section as key = value lines with full dotted paths, passwords hidden", function()
+        local r = with_config('return { gate = { accounts = { code_max_tries = 7 } }, '
+            .. 'mysql = { password = "s3cret" } }', { "config", "gate.accounts" })
+        assert.equal(0, r.code, r.stderr)
+        assert.matches("^gate%.accounts%.code_ip_limit = 20\n", r.stdout)
+        assert.matches("\ngate%.accounts%.code_max_tries = 7\n", r.stdout)
+        for line in r.stdout:gmatch("[^\n]+") do assert.matches("^gate%.accounts%.[%w_]+ = %S+$", line) end
+        r = with_config('return { mysql = { password = "s3cret" }, chat = { instances = { '
+            .. 'a = { port = 7100, rpc_port = 7101 } } } }', { "config", "mysql", "chat.instances" },
+            { CHATHOST_MYSQL_PASSWORD = false })
+        assert.equal(0, r.code, r.stderr)
+        assert.matches("\nmysql%.password = <hidden>\n", r.stdout)
+        assert.is_nil(r.stdout:find("s3cret", 1, true))
+        assert.matches("\nchat%.instances%.a%.rpc_port = 7101\n", r.stdout)
+        r = with_config('return {}', { "config", "gate.trusted_proxies" })
+        assert.equal("gate.trusted_proxies = {}\n", r.stdout)
+    end)
+
     it("rejects an option without its value", function()
         local r = util.chathost({ "status", "-c" })
         assert_one_line_error(r, "%-c needs a value")

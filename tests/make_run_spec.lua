@@ -8,6 +8,7 @@ local host = require "host"
 local roles = require "helpers.roles"
 local http = require "helpers.http"
 local util = require "helpers.util"
+local client_tmux = require "helpers.client_tmux"
 local password = dofile(host.root .. "/scripts/lib/password.lua")
 
 describe("make run", function()
@@ -172,5 +173,36 @@ print("listening", flush=True); time.sleep(600)]], tostring(port) }, { stdout = 
         assert.matches("%[chat2%][^\n]*cannot listen", out)
         assert.matches("%[run%] chat2 did not start %(exit status 2", out)
         assert.is_nil(out:find("chathost is up", 1, true))
+    end)
+
+    it("stops everything when its terminal closes (SIGHUP reloads only while it has one)", function()
+        local term = client_tmux.start()
+        -- its output to a file, so only the terminal's going tells it to stop (writes to a
+        -- closed terminal fail, and would end it anyway); the tmux server's environment is
+        -- this harness's
+        local log = dir .. "/terminal.log"
+        local argv = { "sh", "-c", 'exec "$@" >"$0" 2>&1', log, "env" }
+        for k, v in pairs(env) do
+            if v == false then argv[#argv + 1] = "-u" argv[#argv + 1] = k end
+        end
+        for k, v in pairs(env) do
+            if v ~= false then argv[#argv + 1] = k .. "=" .. v end
+        end
+        argv[#argv + 1] = host.root .. "/tools/run.sh"
+        local ok, err = pcall(function()
+            term:open("run", argv)
+            assert(util.wait_until(function()
+                return (host.fs.read(log) or ""):find("Ctrl-C stops everything", 1, true)
+            end, 60000, "the system up in a terminal"))
+        end)
+        term:kill()
+        assert(ok, err)
+        assert(util.wait_until(function()
+            for _, k in ipairs({ "redis", "mysql", "mail", "gate", "verify", "status", "c1", "c2" }) do
+                local c = host.tcp.connect("127.0.0.1", ports[k], { timeout_ms = 500 })
+                if c then c:close() return false end
+            end
+            return true
+        end, 30000, "every process to stop"))
     end)
 end)

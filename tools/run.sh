@@ -83,6 +83,10 @@ stopping=0
 stop_all() {
   [ "$stopping" = 1 ] && return
   stopping=1
+  # neither another signal (a second Ctrl-C, the SIGHUPs of a closing terminal) nor the
+  # output going away (a closed terminal, a pipe whose reader is gone) ends it half-way
+  set +e
+  trap '' INT TERM HUP USR1 PIPE
   echo "[run] stopping..."
   for n in "${names[@]}"; do kill -TERM "${pid_of[$n]}" 2>/dev/null || true; done
   for n in "${names[@]}"; do wait "${pid_of[$n]}" 2>/dev/null || true; done

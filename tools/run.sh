@@ -4,7 +4,8 @@
 # scripts exist (`chathost config roles`) in the foreground, each line prefixed with the
 # process's name, and says "up" once every role (and the SMTP sink) listens. A role or
 # the sink that does not start is named, everything started is stopped, and the exit
-# status is 1. Ctrl-C (SIGINT) or SIGTERM stops the roles, then Redis and MariaDB.
+# status is 1. Ctrl-C (SIGINT), SIGTERM or closing its terminal stops the roles, then
+# the sink, Redis and MariaDB.
 #
 # While it runs, from another terminal (same CHATHOST_RUN_DIR):
 #   tools/run.sh reload        every role reloads its scripts (SIGHUP to run.sh does the same)
@@ -52,7 +53,7 @@ case "${1:-}" in
     echo "run.sh: no answer from the 'make run' in $RUN" >&2
     exit 1 ;;
   -h|--help|help)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit 0 ;;
   *)
     echo "usage: tools/run.sh [reload | restart NAME]" >&2
@@ -98,6 +99,7 @@ stop_all() {
 }
 trap 'stop_all; exit 0' INT TERM
 trap stop_all EXIT
+trap '' USR1 # a restart asked for before the system is up is not answered
 echo $$ >"$RUN/run.pid"
 
 # listens PID PORT: true when PID, or a child of it (the gate's workers), listens on PORT

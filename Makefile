@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
 CMAKE_FLAGS ?=
 
-.PHONY: all build deps test run asan fuzz clean
+.PHONY: all build deps test run reload restart asan fuzz clean
 
 all: build
 
@@ -20,6 +20,13 @@ test: build
 
 run: build
 	@tools/run.sh
+
+# For a running `make run`: every role reloads its scripts; one role (ROLE=chat2) restarts.
+reload:
+	@tools/run.sh reload
+
+restart:
+	@tools/run.sh restart $(ROLE)
 
 # AddressSanitizer + UBSan build in build-asan/, with the whole suite run against it.
 asan:

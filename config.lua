@@ -2,8 +2,15 @@
 -- environment variable. Secrets (passwords) come only from the environment: `make run`
 -- generates them into .run/secrets.env, `make test` per run. Any value left out takes the
 -- default shown here. CHATHOST_REDIS_HOST/PORT/PASSWORD, CHATHOST_MYSQL_HOST/PORT/USER/
--- PASSWORD/DATABASE and CHATHOST_LOG_LEVEL override the values below.
+-- PASSWORD/DATABASE and CHATHOST_LOG_LEVEL override the values below. A key this file
+-- does not know, at the top or in a section, is refused (a typo would otherwise leave the
+-- real setting at its default), and so are two things on one port.
 return {
+    -- Every role (gate, verify, status, chat) listens on this address unless its section
+    -- sets its own `host`. Loopback: nothing is reachable from other machines. "0.0.0.0"
+    -- exposes every role; `gate = { host = "0.0.0.0" }` only the gate.
+    bind_host = "127.0.0.1",
+
     log = { level = "info" },               -- debug | info | warn | error | off
 
     scripts = {
@@ -69,7 +76,7 @@ return {
 
     -- Roles. Each process runs one; the addresses below are where they listen.
     gate = {
-        host = "0.0.0.0", port = 8080, admin_port = 9100,
+        port = 8080, admin_port = 9100,
         workers = 1,                        -- processes sharing the port (SO_REUSEPORT)
         max_body_bytes = 65536, read_timeout_ms = 10000, idle_timeout_ms = 60000,
         max_connections = 10000,
@@ -89,12 +96,13 @@ return {
         },
     },
     verify = {
-        host = "127.0.0.1", port = 50051, admin_port = 9101,
+        port = 50051, admin_port = 9101,
         reply_margin_ms = 200,              -- a mail gets at most the caller's deadline minus this
     },
-    status = { host = "127.0.0.1", port = 50052, admin_port = 9102 },
+    status = { port = 50052, admin_port = 9102 },
     chat = {
-        host = "127.0.0.1",                 -- "0.0.0.0" to accept clients from elsewhere
+        -- host = "0.0.0.0" accepts clients from elsewhere (default: bind_host); an instance
+        -- may set its own host and public_host (the address announced to clients)
         heartbeat_timeout_ms = 60000,       -- clients send 1023 every 10 s
         login_timeout_ms = 10000,           -- a connection that has not logged in by then
         max_connections = 200000,           -- lowered to the open-file limit minus fd_reserve
@@ -113,4 +121,5 @@ return {
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },
         },
     },
+    -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
 }

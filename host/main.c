@@ -31,7 +31,9 @@ static const char USAGE[] =
     "       chathost test [-c config.lua] [--filter PATTERN] [--verbose] [--list] [paths...]\n"
     "       chathost migrate [-c config.lua]              apply the missing sql/ migrations\n"
     "       chathost config KEY... | roles [-c config.lua] print config values, or the roles to run\n"
-    "       chathost exec FILE [args...]                  run a Lua file with the host API\n";
+    "       chathost config SECTION [-c config.lua]       print a section as key = value lines\n"
+    "       chathost exec FILE [args...]                  run a Lua file with the host API\n"
+    "       chathost help | COMMAND --help                this text (client --help: the client's)\n";
 
 static const char *const COMMANDS[] = {"gate", "verify", "status", "chat", "client",
                                        "test", "migrate", "config", "exec", NULL};
@@ -57,7 +59,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     for (int i = 0; COMMANDS[i]; i++) known |= strcmp(COMMANDS[i], o->command) == 0;
     if (!known)
         return die("unknown role or command '%s' (expected gate, verify, status, chat, client, "
-                   "test, migrate, config or exec)", o->command);
+                   "test, migrate, config or exec; see chathost help)", o->command);
     o->args = calloc((size_t)argc, sizeof *o->args);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -249,8 +251,30 @@ static int start_main(struct app *app, struct options *o) {
     return 0;
 }
 
+static int is_help(const char *a) {
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0;
+}
+
+/* `chathost help`, `chathost --help`, `chathost ROLE --help`...: the usage. The client
+ * parses its own arguments (its --help is its own), and for exec only a --help in place
+ * of FILE is ours: what follows FILE belongs to the file. */
+static int wants_help(int argc, char **argv) {
+    if (is_help(argv[1])) return 1;
+    if (strcmp(argv[1], "client") == 0) return 0;
+    int last = strcmp(argv[1], "exec") == 0 ? 2 : argc - 1;
+    for (int i = 2; i <= last && i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0 ||
+            strcmp(argv[i], "--name") == 0) {
+            i++; /* a value, even one spelt --help */
+            continue;
+        }
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    if (argc < 2 || wants_help(argc, argv)) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }

@@ -314,6 +314,26 @@ describe("chat servers seen by the status role", function()
         c:close()
     end)
 
+    it("never announces a chat server whose MySQL does not answer (started without the password)",
+    function()
+        local a = cluster.start_chat()
+        local name = "cs" .. host.crypto.random_hex(4)
+        local b = roles.start { role = "chat", name = name, env = { CHATHOST_MYSQL_PASSWORD = "wrong" },
+            config = function(port)
+                local chat = {}
+                for k, v in pairs(cluster.CHAT) do chat[k] = v end
+                chat.instances = { [name] = { port = port, rpc_port = roles.free_port(), admin_port = 0 } }
+                return { chat = chat }
+            end }
+        -- start() has made its first report: it found MySQL failing and announced nothing
+        assert.matches("not announced, MySQL does not answer", b:log())
+        assert.equal(0, redis.call("EXISTS", "chatserver_" .. name))
+        assert.equal(0, redis.call("SISMEMBER", "chatservers", name))
+        for _ = 1, 6 do assert.equal(tostring(a.port), pick()) end
+        b:stop()
+        a:stop()
+    end)
+
     it("closes a silent connection after the heartbeat timeout and cleans up", function()
         local a = cluster.start_chat { chat = { heartbeat_timeout_ms = 400 } }
         local u = cluster.user()

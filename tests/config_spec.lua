@@ -47,9 +47,71 @@ describe("command line and config", function()
         assert_one_line_error(r, "mysql%.pool_size: 0 is out of range 1%.%.256")
     end)
 
-    it("rejects an unknown setting (a typo) in a known section", function()
+    it("rejects an unknown setting (a typo) in a known section, naming the nearest", function()
         local r = with_config('return { redis = { pool_sise = 4 } }')
-        assert_one_line_error(r, "redis%.pool_sise: unknown setting")
+        assert_one_line_error(r, "redis%.pool_sise: unknown setting %(nearest known: redis%.pool_size%)")
+    end)
+
+    it("rejects an unknown top-level key (a misspelt section), naming the nearest", function()
+        -- accepted, redis would fall back to its defaults: somebody else's Redis
+        assert_one_line_error(with_config('return { redsi = { port = 7000 } }'),
+            "config: redsi: unknown setting %(nearest known: redis%)")
+        assert_one_line_error(with_config('return { gaet = { port = 7000 } }', { "config", "gate.port" }),
+            "config: gaet: unknown setting %(nearest known: gate%)")
+    end)
+
+    it("points the client at this config's own gate unless client.gate_url says otherwise", function()
+        local r = with_config('return { gate = { port = 18080 } }', { "config", "client.gate_url" })
+        assert.equal(0, r.code, r.stderr)
+        assert.equal("http://127.0.0.1:18080\n", r.stdout)
+        r = with_config('return { gate = { host = "0.0.0.0", port = 18081 } }', { "config", "client.gate_url" })
+        assert.equal("http://127.0.0.1:18081\n", r.stdout) -- a wildcard bind: reached on loopback
+        r = with_config('return { gate = { host = "::1", port = 18082 } }', { "config", "client.gate_url" })
+        assert.equal("http://[::1]:18082\n", r.stdout)
+        r = with_config('return { gate = { port = 18080 }, client = { gate_url = "http://gate.example:80" } }',
+            { "config", "client.gate_url" })
+        assert.equal("http://gate.example:80\n", r.stdout)
+    end)
+
+    it("binds every role to bind_host (loopback by default) unless its own host says otherwise", function()
+        local keys = { "config", "gate.host", "verify.host", "status.host", "chat.host" }
+        local r = with_config('return {}', keys)
+        assert.equal(0, r.code, r.stderr)
+        assert.equal(("127.0.0.1\n"):rep(4), r.stdout)
+        r = with_config('return { bind_host = "0.0.0.0", status = { host = "127.0.0.2" } }', keys)
+        assert.equal("0.0.0.0\n0.0.0.0\n127.0.0.2\n0.0.0.0\n", r.stdout)
+    end)
+
+    it("refuses two things on one port, naming both", function()
+        assert_one_line_error(with_config('return { status = { port = 50051 } }'),
+            "config: status%.port: 50051 is already used by verify%.port")
+        assert_one_line_error(with_config('return { chat = { instances = { a = { port = 8080 } } } }',
+            { "config", "roles" }), "chat%.instances%.a%.port: 8080 is already used by gate%.port")
+        assert_one_line_error(with_config('return { chat = { instances = { a = { port = 7100, rpc_port = 7101 }, '
+            .. 'b = { port = 7102, rpc_port = 7101 } } } }'),
+            "chat%.instances%.b%.rpc_port: 7101 is already used by chat%.instances%.a%.rpc_port")
+        -- Redis, MariaDB and the SMTP server count too (the environment's overrides included)
+        assert_one_line_error(with_config('return { verify = { admin_port = 6380 } }'),
+            "redis%.port: 6380 is already used by verify%.admin_port")
+        assert_one_line_error(with_config('return {}', nil, { CHATHOST_MYSQL_PORT = "8080" }),
+            "mysql%.port: 8080 is already used by gate%.port")
+        assert_one_line_error(with_config('return { mail = { url = "smtp://127.0.0.1:9102" } }'),
+            "mail%.url: 9102 is already used by status%.admin_port")
+        -- a gate with 2 workers has admin ports 9100 and 9101
+        assert_one_line_error(with_config('return { gate = { workers = 2 } }'),
+            "verify%.admin_port: 9101 is already used by gate%.admin_port%+1")
+        -- a wildcard bind takes the port on every address
+        assert_one_line_error(with_config('return { gate = { host = "0.0.0.0", port = 9101 } }'),
+            "verify%.admin_port: 9101 is already used by gate%.port")
+    end)
+
+    it("lets things share a port on different hosts, and any number of admin ports be 0", function()
+        local r = with_config('return { gate = { host = "127.0.0.2", port = 9101 }, '
+            .. 'verify = { admin_port = 0 }, status = { admin_port = 0 }, '
+            .. 'chat = { instances = { a = { port = 7100, rpc_port = 7101, admin_port = 0 }, '
+            .. 'b = { port = 7102, rpc_port = 7103, admin_port = 0 } } } }', { "config", "gate.port" })
+        assert.equal(0, r.code, r.stderr)
+        assert.equal("9101\n", r.stdout)
     end)
 
     it("rejects a config file with a syntax error, naming the line", function()
@@ -87,18 +149,18 @@ out[#out + 1] = tostring(pcall(host.config_instance, "chat"))
 print(table.concat(out, "\n"))
 ]]))
         local r = with_config([[return { status = { port = 7001 }, chat = { public_host = "chat.example",
-            instances = { a = { host = "10.0.0.3", port = 8101, rpc_port = 9101 },
-                b = { public_host = "b.example", port = 8102, rpc_port = 9102 } } } }]],
+            instances = { a = { host = "10.0.0.3", port = 8101, rpc_port = 9201 },
+                b = { public_host = "b.example", port = 8102, rpc_port = 9202 } } } }]],
             { "exec", script })
         assert.equal(0, r.code, r.stderr)
-        assert.equal(table.concat({ "a chat.example 8101 9101", "b b.example 8102 9102",
+        assert.equal(table.concat({ "a chat.example 8101 9201", "b b.example 8102 9202",
             "status 7001", "chat.instances.nine: no such instance (known: a, b)",
             "unknown role nope", "false" }, "\n") .. "\n", r.stdout)
         r = with_config([[return { chat = { host = "0.0.0.0",
-            instances = { a = { port = 8101, rpc_port = 9101 }, b = { port = 8102 } } } }]],
+            instances = { a = { port = 8101, rpc_port = 9201 }, b = { port = 8102 } } } }]],
             { "exec", script })
         assert.equal(0, r.code, r.stderr)
-        assert.matches("^a 127%.0%.0%.1 8101 9101\n", r.stdout)
+        assert.matches("^a 127%.0%.0%.1 8101 9201\n", r.stdout)
     end)
 
     it("takes a list of IP addresses for gate.trusted_proxies, and nothing else", function()
@@ -116,6 +178,40 @@ print(table.concat(out, "\n"))
             { "gate" }), "gate%.trusted_proxies: expected a list of IP addresses")
         assert_one_line_error(with_config('return { gate = { trusted_proxies = { a = "10.0.0.1" } } }',
             { "gate" }), "gate%.trusted_proxies: expected a list of IP addresses")
+    end)
+
+    it("prints the usage for chathost help and COMMAND --help, not an error", function()
+        for _, argv in ipairs({ { "help" }, { "--help" }, { "chat", "--name", "chat1", "--help" },
+            { "status", "-h" }, { "config", "--help" }, { "migrate", "--help" }, { "exec", "--help" } }) do
+            local r = util.chathost(argv)
+            assert.equal(0, r.code, table.concat(argv, " ") .. ": " .. r.stderr)
+            assert.matches("^usage: chathost ROLE", r.stdout)
+            assert.matches("chathost help", r.stdout)
+        end
+        -- a --help after exec's FILE is the file's argument
+        local script = dir .. "/args.lua"
+        assert(host.fs.write(script, 'print(table.concat({ ... }, " "))'))
+        local r = util.chathost({ "exec", script, "--help" })
+        assert.equal(0, r.code, r.stderr)
+        assert.equal("--help\n", r.stdout)
+    end)
+
+    it("prints a section as key = value lines with full dotted paths, passwords hidden", function()
+        local r = with_config('return { gate = { accounts = { code_max_tries = 7 } }, '
+            .. 'mysql = { password = "s3cret" } }', { "config", "gate.accounts" })
+        assert.equal(0, r.code, r.stderr)
+        assert.matches("^gate%.accounts%.code_ip_limit = 20\n", r.stdout)
+        assert.matches("\ngate%.accounts%.code_max_tries = 7\n", r.stdout)
+        for line in r.stdout:gmatch("[^\n]+") do assert.matches("^gate%.accounts%.[%w_]+ = %S+$", line) end
+        r = with_config('return { mysql = { password = "s3cret" }, chat = { instances = { '
+            .. 'a = { port = 7100, rpc_port = 7101 } } } }', { "config", "mysql", "chat.instances" },
+            { CHATHOST_MYSQL_PASSWORD = false })
+        assert.equal(0, r.code, r.stderr)
+        assert.matches("\nmysql%.password = <hidden>\n", r.stdout)
+        assert.is_nil(r.stdout:find("s3cret", 1, true))
+        assert.matches("\nchat%.instances%.a%.rpc_port = 7101\n", r.stdout)
+        r = with_config('return {}', { "config", "gate.trusted_proxies" })
+        assert.equal("gate.trusted_proxies = {}\n", r.stdout)
     end)
 
     it("rejects an option without its value", function()

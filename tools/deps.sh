@@ -11,6 +11,7 @@ PKGS=(
   mariadb-server redis-server
   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc python3-aiosmtpd
   tmux
+  iproute2 procps # ss, pgrep and ps: tools/run.sh checks that each role listens
 )
 
 missing=()

@@ -2,6 +2,13 @@
 # `make test` use. Sourced by tools/run.sh and tools/test.sh; never touches the system's
 # instances (own data directory, loopback only, --no-defaults).
 
+# The clients below talk to the private instances only, whatever the caller's shell says:
+# the mariadb clients obey MYSQL_HOST/MYSQL_TCP_PORT/MYSQL_PWD... even with --no-defaults,
+# and redis-cli obeys REDISCLI_AUTH.
+unset MYSQL_HOST MYSQL_TCP_PORT MYSQL_UNIX_PORT MYSQL_PWD MYSQL_HISTFILE MYSQL_TEST_LOGIN_FILE \
+  MARIADB_HOST MARIADB_TCP_PORT MARIADB_UNIX_PORT MARIADB_PWD LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN \
+  REDISCLI_AUTH REDISCLI_HISTFILE REDISCLI_RCFILE REDISCLI_CLUSTER_YES
+
 # port_free PORT: true when nothing accepts connections on 127.0.0.1:PORT
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -22,9 +29,9 @@ redis_start() {
   redis-server "${args[@]}"
   for _ in $(seq 1 100); do
     if [ -n "$pw" ]; then
-      REDISCLI_AUTH="$pw" redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+      REDISCLI_AUTH="$pw" redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && return 0
     else
-      redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+      redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && return 0
     fi
     sleep 0.05
   done
@@ -61,7 +68,7 @@ mariadb_start() {
     --innodb-log-file-size=16M --skip-log-bin --character-set-server=utf8mb4 \
     --collation-server=utf8mb4_unicode_ci --max-connections=500 >/dev/null 2>&1 &
   for _ in $(seq 1 600); do # 30 s: a loaded machine can be slow to start InnoDB
-    mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && return 0
+    mariadb-admin --no-defaults --protocol=socket --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && return 0
     sleep 0.05
   done
   echo "mariadb did not start on port $port; see $dir/error.log" >&2
@@ -71,7 +78,7 @@ mariadb_start() {
 # mariadb_setup DIR DATABASE USER PASSWORD: creates (or updates) the database and its user
 mariadb_setup() {
   local dir=$1 db=$2 user=$3 pw=$4
-  mariadb --no-defaults --socket="$dir/mysqld.sock" -uroot <<SQL
+  mariadb --no-defaults --protocol=socket --socket="$dir/mysqld.sock" -uroot <<SQL
 CREATE DATABASE IF NOT EXISTS \`$db\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
 CREATE USER IF NOT EXISTS '$user'@'127.0.0.1' IDENTIFIED BY '$pw';
 ALTER USER '$user'@'127.0.0.1' IDENTIFIED BY '$pw';

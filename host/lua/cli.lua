@@ -1,6 +1,7 @@
 -- chathost.cli: `chathost config KEY...` prints validated config values (tools/run.sh reads
--- ports with it), and `chathost config roles` lists the role processes the config and the
--- scripts present describe ("gate", "chat chat1", ...), in start order.
+-- ports with it), a KEY naming a section prints all of it as `full.key = value` lines
+-- (passwords hidden), and `chathost config roles` lists the role processes the config and
+-- the scripts present describe ("gate", "chat chat1", ...), in start order.
 local host = require "host"
 
 local M = {}
@@ -43,9 +44,31 @@ local function get(path)
     return v
 end
 
+-- A section as sorted `path = value` lines (list items as path.1...); an empty table is
+-- `path = {}`; a password, set, is `<hidden>`.
+local function section_lines(path, t, out)
+    local keys = {}
+    for k in pairs(t) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b)
+        if type(a) == type(b) then return a < b end
+        return type(a) == "number"
+    end)
+    if #keys == 0 then out[#out + 1] = path .. " = {}" end
+    for _, k in ipairs(keys) do
+        local p, v = path .. "." .. tostring(k), t[k]
+        if type(v) == "table" then
+            section_lines(p, v, out)
+        else
+            if type(k) == "string" and k:match("password$") then v = "<hidden>" end
+            out[#out + 1] = p .. " = " .. tostring(v)
+        end
+    end
+    return out
+end
+
 function M.main(args)
     if #args == 0 then
-        io.stderr:write("usage: chathost config roles | chathost config KEY [KEY...]\n")
+        io.stderr:write("usage: chathost config roles | chathost config KEY|SECTION [KEY...]\n")
         return 2
     end
     if args[1] == "roles" then
@@ -54,11 +77,15 @@ function M.main(args)
     end
     for _, key in ipairs(args) do
         local v = get(key)
-        if v == nil or type(v) == "table" then
+        if v == nil then
             io.stderr:write("chathost config: ", key, ": not a value\n")
             return 2
         end
-        io.stdout:write(tostring(v), "\n")
+        if type(v) == "table" then
+            io.stdout:write(table.concat(section_lines(key, v, {}), "\n"), "\n")
+        else
+            io.stdout:write(tostring(v), "\n")
+        end
     end
     return 0
 end

@@ -20,6 +20,9 @@ local function is_ip(s)
 end
 
 local SCHEMA = {
+    -- where every role listens unless its own section says otherwise (gate, verify, status,
+    -- chat and each chat instance: `host`); "0.0.0.0" exposes them all
+    bind_host = str("127.0.0.1"),
     log = { level = { "level", "info" } },
     scripts = {
         dir = str("scripts"),
@@ -82,7 +85,7 @@ local SCHEMA = {
     },
     test = { timeout_ms = int(10000, 1, 3600000) },
     verify = {
-        host = str("127.0.0.1"), port = int(50051, 1, 65535), admin_port = int(9101, 0, 65535),
+        host = str(false), port = int(50051, 1, 65535), admin_port = int(9101, 0, 65535),
         code_ttl_s = int(600, 60, 86400),           -- a verification code lives this long
         resend_interval_s = int(60, 0, 86400),      -- at most one mail per address per interval
         mail_subject = str("Your chathost verification code"),
@@ -91,7 +94,7 @@ local SCHEMA = {
         reply_margin_ms = int(200, 0, 60000),
     },
     gate = {
-        host = str("0.0.0.0"), port = int(8080, 1, 65535), admin_port = int(9100, 0, 65535),
+        host = str(false), port = int(8080, 1, 65535), admin_port = int(9100, 0, 65535),
         workers = int(1, 1, 64),                    -- processes sharing the port (SO_REUSEPORT)
         max_url_bytes = int(8192, 64, 1048576),     -- request target: beyond -> 414
         max_header_bytes = int(16384, 256, 1048576),-- request line + headers: beyond -> 431
@@ -139,7 +142,7 @@ local SCHEMA = {
     chat = {
         -- shared by every chat instance (an instance sets its own host, public_host, port,
         -- rpc_port and admin_port)
-        host = str("127.0.0.1"),                    -- bind address of the client port
+        host = str(false),                          -- bind address of the client port
         public_host = str(false),                   -- announced to clients; default: host
         heartbeat_timeout_ms = int(60000, 100, 3600000), -- a silent connection is closed
         max_body_bytes = int(8192, 64, 65535),      -- a bigger frame: 1016 and close
@@ -171,7 +174,7 @@ local SCHEMA = {
         } },
     },
     client = {                                      -- `chathost client`
-        gate_url = str("http://127.0.0.1:8080"),
+        gate_url = str(false),                      -- default: this config's gate
         heartbeat_ms = int(10000, 100, 600000),     -- 1023 to the chat server
         http_timeout_ms = int(5000, 100, 600000),
         retry_min_ms = int(200, 10, 600000),        -- network failures: backoff from..to
@@ -184,7 +187,7 @@ local SCHEMA = {
                                                     -- whole (what is beyond is not kept)
     },
     status = {
-        host = str("127.0.0.1"), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
+        host = str(false), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
         token_ttl_s = int(86400, 60, 31536000),     -- chat login tokens (utoken_<uid>)
         servers_refresh_ms = int(100, 0, 10000),    -- how stale the view of chat servers may be
         probe_interval_ms = int(1000, 0, 600000),   -- TCP probe of each live chat server; 0: off
@@ -248,10 +251,40 @@ local function check(path, spec, v)
     return v
 end
 
+-- Edit distance (insertions, deletions, substitutions) between two short strings.
+local function distance(a, b)
+    local prev = {}
+    for j = 0, #b do prev[j] = j end
+    for i = 1, #a do
+        local cur = { [0] = i }
+        for j = 1, #b do
+            local cost = a:byte(i) == b:byte(j) and 0 or 1
+            cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+        end
+        prev = cur
+    end
+    return prev[#b]
+end
+
+-- The known key nearest to a misspelt one (ties: alphabetical order).
+local function nearest(key, schema)
+    local best, best_d
+    local names = {}
+    for k in pairs(schema) do names[#names + 1] = k end
+    table.sort(names)
+    for _, k in ipairs(names) do
+        local d = distance(key, k)
+        if not best_d or d < best_d then best, best_d = k, d end
+    end
+    return best
+end
+
 local function apply_schema(tbl, schema, prefix)
-    for k, v in pairs(tbl) do
+    for k in pairs(tbl) do
         if schema[k] == nil then
-            error(("%s%s: unknown setting"):format(prefix, tostring(k)), 0)
+            local hint = type(k) == "string" and nearest(k, schema)
+            error(("%s%s: unknown setting%s"):format(prefix, tostring(k),
+                hint and (" (nearest known: " .. prefix .. hint .. ")") or ""), 0)
         end
     end
     for k, spec in pairs(schema) do
@@ -352,16 +385,88 @@ local function check_nesting(cfg)
     end
 end
 
+local WILDCARD = { ["0.0.0.0"] = true, ["::"] = true, [""] = true }
+
+-- Defaults that follow other settings: every role's host is bind_host, and the client's
+-- gate is this config's own gate (loopback when the gate binds a wildcard).
+local function derive(cfg)
+    for _, role in ipairs({ "gate", "verify", "status", "chat" }) do
+        if cfg[role].host == nil then cfg[role].host = cfg.bind_host end
+    end
+    if cfg.client.gate_url == nil then
+        local h = cfg.gate.host
+        if WILDCARD[h] then h = "127.0.0.1" end
+        if h:find(":", 1, true) then h = "[" .. h .. "]" end
+        cfg.client.gate_url = ("http://%s:%d"):format(h, cfg.gate.port)
+    end
+end
+
+-- Every port the config names, with its host and the setting naming it, in a fixed order:
+-- the roles' listeners (a gate with N workers has N admin ports from admin_port on),
+-- then Redis, MariaDB and the SMTP server. Port 0 (an admin port that is off) is left out.
+local function listeners(cfg)
+    local out = {}
+    local function add(what, h, port, count)
+        for i = 0, (count or 1) - 1 do
+            if port ~= 0 then
+                out[#out + 1] = { what = count and count > 1 and ("%s+%d"):format(what, i) or what,
+                    host = h, port = port + i }
+            end
+        end
+    end
+    local admin = cfg.admin.host
+    add("gate.port", cfg.gate.host, cfg.gate.port)
+    add("gate.admin_port", admin, cfg.gate.admin_port, cfg.gate.workers)
+    for _, role in ipairs({ "verify", "status" }) do
+        add(role .. ".port", cfg[role].host, cfg[role].port)
+        add(role .. ".admin_port", admin, cfg[role].admin_port)
+    end
+    local names = {}
+    for n in pairs(cfg.chat.instances) do names[#names + 1] = n end
+    table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+    for _, n in ipairs(names) do
+        local inst, p = cfg.chat.instances[n], "chat.instances." .. tostring(n) .. "."
+        local h = inst.host or cfg.chat.host
+        add(p .. "port", h, inst.port)
+        add(p .. "rpc_port", h, inst.rpc_port)
+        add(p .. "admin_port", admin, inst.admin_port)
+    end
+    add("redis.port", cfg.redis.host, cfg.redis.port)
+    add("mysql.port", cfg.mysql.host, cfg.mysql.port)
+    local scheme, rest = cfg.mail.url:match("^(smtps?)://([^/]*)")
+    if scheme then
+        local h, port = rest:match("^%[(.*)%]:?(%d*)$")
+        if not h then h, port = rest:match("^([^:]*):?(%d*)$") end
+        if h then
+            port = tonumber(port) or (scheme == "smtps" and 465 or 25)
+            add("mail.url", h, port)
+        end
+    end
+    return out
+end
+
+-- Two things on one port are refused, unless their hosts differ and neither is a wildcard
+-- (hosts are compared as written: "localhost" and "127.0.0.1" differ).
+local function check_ports(cfg)
+    local seen = {}
+    for _, l in ipairs(listeners(cfg)) do
+        for _, o in ipairs(seen[l.port] or {}) do
+            if o.host == l.host or WILDCARD[o.host] or WILDCARD[l.host] then
+                error(("%s: %d is already used by %s"):format(l.what, l.port, o.what), 0)
+            end
+        end
+        seen[l.port] = seen[l.port] or {}
+        table.insert(seen[l.port], l)
+    end
+end
+
 function M.load(path, role, name)
     local cfg = load_file(path)
     apply_env(cfg)
-    local known = {}
-    for k, v in pairs(cfg) do
-        if SCHEMA[k] then known[k] = v cfg[k] = nil end
-    end
-    apply_schema(known, SCHEMA, "")
-    check_nesting(known)
-    for k, v in pairs(known) do cfg[k] = v end
+    apply_schema(cfg, SCHEMA, "")
+    derive(cfg)
+    check_ports(cfg)
+    check_nesting(cfg)
     cfg.self = resolve_self(cfg, role, name)
     return cfg
 end

@@ -3,7 +3,8 @@
 -- chatserver_<name> = {host, port, rpc} with alive_ttl_s, and membership of the set
 -- chatservers. Written at start and every report_interval_ms; a server that dies stops
 -- refreshing and its liveness key expires, so the status role stops choosing it. A clean
--- stop removes all three at once.
+-- stop removes all three at once, and so does a report while MySQL does not answer (a
+-- server without its database, e.g. started without the password, is never chosen).
 local host = require "host"
 local keys = require "lib.keys"
 local settings = require "chat.settings"
@@ -17,9 +18,16 @@ local function liveness(full)
         rpc = settings.rpc_address, full = full or nil }
 end
 
--- report() -> true, gone | nil, err. gone: the liveness key was not there before this
--- report (the first report, or Redis lost it: expired in an outage, restarted empty).
+-- report() -> true, gone | nil, err: announced only while MySQL answers (Redis answering
+-- is what writes the keys). gone: the liveness key was not there before this report (the
+-- first report, or Redis lost it: expired in an outage, restarted empty).
 function M.report()
+    local rows, qerr = host.db.query("SELECT 1 AS ok")
+    if not (rows and rows[1] and rows[1].ok == 1) then
+        local _, werr = M.withdraw()
+        return nil, "not announced, MySQL does not answer: " .. tostring(qerr)
+            .. (werr and ("; withdraw: " .. tostring(werr)) or "")
+    end
     local count = host.sessions.count()
     local bound = count.bound
     local res, err = host.redis.pipeline {

@@ -39,7 +39,8 @@ end
 
 -- start{role=, name=?, config=function(port) -> table, copy_scripts=?, edit=function(dir)?,
 --       env=?, ready=pattern?}  (edit changes the private scripts copy before the start)
--- The config function gets a fresh free port (retried if the role cannot bind it).
+-- The config function gets a fresh free port (retried if the role cannot bind it or the
+-- config already uses it).
 function M.start(opts)
     local dir = assert(host.fs.mkdtemp("role"))
     local scripts = opts.copy_scripts and M.copy_scripts(dir) or (host.root .. "/scripts")
@@ -64,7 +65,8 @@ function M.start(opts)
         p:kill("KILL")
         p:wait()
         local _, err = p:output()
-        if not err:find("cannot listen", 1, true) then
+        -- a port taken, or named by the config for something else (Redis, MariaDB)
+        if not err:find("cannot listen", 1, true) and not err:find("is already used by", 1, true) then
             error("role " .. opts.role .. " did not start: " .. tostring(why) .. "\n" .. err)
         end
     end

@@ -478,10 +478,7 @@ static int decode_object(lua_State *L, chat_server *srv, const char *body, size_
         lua_pop(L, 1);
         return 0;
     }
-    lua_rawgeti(L, -1, 1); /* an array is not an object */
-    int array = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (array) {
+    if (json_is_array(L, -1)) { /* an array is not an object, also [] */
         lua_pop(L, 1);
         return 0;
     }

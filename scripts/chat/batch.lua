@@ -7,6 +7,7 @@
 -- completes the batch it has (its waiters hold it), and the new generation opens its own.
 local host = require "host"
 local messages = require "lib.messages"
+local sql = require "lib.sql"
 local settings = require "chat.settings"
 
 local M = {}
@@ -31,7 +32,12 @@ local function insert(rows)
             if not ok then host.log.info("batch: ids not consecutive, one INSERT per row") end
         end
     end
-    if consecutive then return messages.insert_multi(rows) end
+    if consecutive then
+        local ids, err, errno = messages.insert_multi(rows)
+        -- a resent message that raced its first copy fails the whole INSERT: row by row, it
+        -- gets the first copy's id and the other senders' rows are stored
+        if ids or errno ~= sql.ER_DUP_ENTRY then return ids, err, errno end
+    end
     return messages.insert_each(rows)
 end
 

@@ -3,6 +3,15 @@
 -- most text_max_bytes bytes each (1016 naming the field). Every message is stored (group
 -- commit, chat.batch) before the 1018 that reports its message_id next to the client's
 -- unique_id; the peer then gets the same body as 1019 wherever it is connected.
+--
+-- A resend is not stored twice: an item whose (fromuid, unique_id) names a message stored
+-- less than chat.dedupe_window_s ago is answered with that message (its message_id,
+-- content and chat_time) and pushed again (the outcome of the first send was unknown to
+-- the client, so its peer may not have had it; a receiver keeps one message per
+-- message_id). A unique_id naming a message in another thread is refused (1016
+-- unique_id), as are two items with one unique_id. An empty unique_id is never a resend.
+-- The unique key (sender_id, unique_id) of chat_message stops a resend that races its
+-- first copy; a unique_id older than the window is released for the new message.
 local host = require "host"
 local errors = require "lib.errors"
 local validate = require "lib.validate"
@@ -34,7 +43,7 @@ local function wrong_type(field) return { error = errors.Error_Json, field = fie
 -- The items: -> array of {content, unique_id} | nil, reply
 local function read_items(list)
     if #list == 0 or #list > settings.text_max_items then return nil, invalid("text_array") end
-    local items = {}
+    local items, seen = {}, {}
     for i, it in ipairs(list) do
         if type(it) ~= "table" then return nil, wrong_type("text_array") end
         local content, unique_id = it.content, it.unique_id
@@ -48,6 +57,10 @@ local function read_items(list)
             return nil, invalid("content")
         end
         if #unique_id > UNIQUE_ID_MAX then return nil, invalid("unique_id") end
+        if unique_id ~= "" then
+            if seen[unique_id] then return nil, invalid("unique_id") end
+            seen[unique_id] = true
+        end
         items[i] = { content = content, unique_id = unique_id }
     end
     return items
@@ -69,15 +82,46 @@ local function allowed(session, touid, thread_id)
     return true
 end
 
-local function store(uid, touid, thread_id, items)
-    local now, rows = sql.now(), {}
-    for i, it in ipairs(items) do
-        rows[i] = { thread_id = thread_id, sender_id = uid, recv_id = touid, content = it.content,
-            created_at = now, status = messages.STATUS_READ, msg_type = 0 }
+-- Items the sender stored already (within the window) take the stored message's fields:
+-- -> the items still to store | nil, reply (a unique_id of another thread) | nil, nil, err
+local function resent(uid, thread_id, items)
+    local keys = {}
+    for _, it in ipairs(items) do
+        if it.unique_id ~= "" then keys[#keys + 1] = it.unique_id end
     end
-    local ids, err = batch.store(rows)
-    if not ids then return nil, err end
-    for i, it in ipairs(items) do
+    local firsts, err = messages.firsts(uid, keys)
+    if not firsts then return nil, nil, err end
+    local since = os.date("%Y-%m-%d %H:%M:%S", os.time() - settings.dedupe_window_s)
+    local fresh, expired = {}, {}
+    for _, it in ipairs(items) do
+        local first = firsts[it.unique_id]
+        if first and first.created_at >= since then
+            if first.thread_id ~= thread_id then return nil, invalid("unique_id") end
+            it.message_id, it.content, it.chat_time = first.message_id, first.content, first.created_at
+        else
+            if first then expired[#expired + 1] = first.message_id end
+            fresh[#fresh + 1] = it
+        end
+    end
+    local ok, ferr = messages.forget_unique_ids(expired)
+    if not ok then return nil, nil, ferr end
+    return fresh
+end
+
+-- -> the items with message_id and chat_time | nil, reply | nil, nil, err
+local function store(uid, touid, thread_id, items)
+    local fresh, bad, err = resent(uid, thread_id, items)
+    if not fresh then return nil, bad, err end
+    if #fresh == 0 then return items end
+    local now, rows = sql.now(), {}
+    for i, it in ipairs(fresh) do
+        rows[i] = { thread_id = thread_id, sender_id = uid, recv_id = touid, content = it.content,
+            unique_id = it.unique_id ~= "" and it.unique_id or nil, created_at = now,
+            status = messages.STATUS_READ, msg_type = 0 }
+    end
+    local ids, serr = batch.store(rows)
+    if not ids then return nil, nil, serr end
+    for i, it in ipairs(fresh) do
         it.message_id, it.chat_time = ids[i], now
     end
     return items
@@ -113,7 +157,8 @@ return function(session, body)
     local ok, aerr = allowed(session, f.touid, f.thread_id)
     if ok == nil then return reply.failed(MSG, "thread check", aerr) end
     if not ok then return { error = errors.PermissionDenied, field = "thread_id" } end
-    local stored, serr = store(uid, f.touid, f.thread_id, items)
+    local stored, sbad, serr = store(uid, f.touid, f.thread_id, items)
+    if sbad then return sbad end
     if not stored then
         return reply.failed(MSG, "store", serr,
             { fromuid = uid, touid = f.touid, thread_id = f.thread_id })

@@ -5,13 +5,14 @@
 -- unique_id; the peer then gets the same body as 1019 wherever it is connected.
 --
 -- A resend is not stored twice: an item whose (fromuid, unique_id) names a message stored
--- less than chat.dedupe_window_s ago is answered with that message (its message_id,
--- content and chat_time) and pushed again (the outcome of the first send was unknown to
--- the client, so its peer may not have had it; a receiver keeps one message per
--- message_id). A unique_id naming a message in another thread is refused (1016
--- unique_id), as are two items with one unique_id. An empty unique_id is never a resend.
--- The unique key (sender_id, unique_id) of chat_message stops a resend that races its
--- first copy; a unique_id older than the window is released for the new message.
+-- in this thread less than chat.dedupe_window_s ago is answered with that message (its
+-- message_id, content and chat_time) and pushed again (the outcome of the first send was
+-- unknown to the client, so its peer may not have had it; a receiver keeps one message
+-- per message_id). chat_message's unique key (sender_id, unique_id) finds it in the group
+-- commit itself. Two items with one unique_id are refused (1016 unique_id); an empty
+-- unique_id is never a resend; a unique_id of an older message is released for the new
+-- one, and one of another thread's message stays there (the new message is stored
+-- without it).
 local host = require "host"
 local errors = require "lib.errors"
 local validate = require "lib.validate"
@@ -82,47 +83,69 @@ local function allowed(session, touid, thread_id)
     return true
 end
 
--- Items the sender stored already (within the window) take the stored message's fields:
--- -> the items still to store | nil, reply (a unique_id of another thread) | nil, nil, err
-local function resent(uid, thread_id, items)
-    local keys = {}
-    for _, it in ipairs(items) do
-        if it.unique_id ~= "" then keys[#keys + 1] = it.unique_id end
+local function rows_of(uid, touid, thread_id, items, now)
+    local rows = {}
+    for i, it in ipairs(items) do
+        rows[i] = { thread_id = thread_id, sender_id = uid, recv_id = touid, content = it.content,
+            unique_id = it.key, created_at = now, status = messages.STATUS_READ, msg_type = 0 }
     end
-    local firsts, err = messages.firsts(uid, keys)
-    if not firsts then return nil, nil, err end
-    local since = os.date("%Y-%m-%d %H:%M:%S", os.time() - settings.dedupe_window_s)
-    local fresh, expired = {}, {}
-    for _, it in ipairs(items) do
-        local first = firsts[it.unique_id]
-        if first and first.created_at >= since then
-            if first.thread_id ~= thread_id then return nil, invalid("unique_id") end
-            it.message_id, it.content, it.chat_time = first.message_id, first.content, first.created_at
-        else
-            if first then expired[#expired + 1] = first.message_id end
-            fresh[#fresh + 1] = it
-        end
-    end
-    local ok, ferr = messages.forget_unique_ids(expired)
-    if not ok then return nil, nil, ferr end
-    return fresh
+    return rows
 end
 
--- -> the items with message_id and chat_time | nil, reply | nil, nil, err
-local function store(uid, touid, thread_id, items)
-    local fresh, bad, err = resent(uid, thread_id, items)
-    if not fresh then return nil, bad, err end
-    if #fresh == 0 then return items end
-    local now, rows = sql.now(), {}
-    for i, it in ipairs(fresh) do
-        rows[i] = { thread_id = thread_id, sender_id = uid, recv_id = touid, content = it.content,
-            unique_id = it.unique_id ~= "" and it.unique_id or nil, created_at = now,
-            status = messages.STATUS_READ, msg_type = 0 }
+-- Items whose (uid, unique_id) was stored already (batch.store's resent) are resends of
+-- that message when it is in this thread and within chat.dedupe_window_s: they take its
+-- content and time. Otherwise they are new: an older message releases its unique_id, one
+-- of another thread keeps it (this item is stored without). -> the items to store again
+-- | nil, err
+local function resends(thread_id, items)
+    local ids = {}
+    for i, it in ipairs(items) do ids[i] = it.message_id end
+    local firsts, err = messages.by_ids(ids)
+    if not firsts then return nil, err end
+    local since = os.date("%Y-%m-%d %H:%M:%S", os.time() - settings.dedupe_window_s)
+    local new, expired = {}, {}
+    for _, it in ipairs(items) do
+        local first = firsts[it.message_id]
+        if first and first.thread_id == thread_id and first.created_at >= since then
+            it.content, it.chat_time = first.content, first.created_at
+        else
+            if first and first.thread_id == thread_id then
+                expired[#expired + 1] = first.message_id
+            elseif first then
+                it.key = nil
+            end
+            new[#new + 1] = it
+        end
     end
-    local ids, serr = batch.store(rows)
-    if not ids then return nil, nil, serr end
-    for i, it in ipairs(fresh) do
-        it.message_id, it.chat_time = ids[i], now
+    if #expired > 0 then
+        local ok, ferr = messages.forget_unique_ids(expired)
+        if not ok then return nil, ferr end
+    end
+    return new
+end
+
+-- Stores the items (group commit): -> the items with message_id and chat_time | nil, err
+-- Optimistic: a resend is found by the unique key, so a message that is none costs no
+-- look-up. Items stored anew after resends() are taken as they come back.
+local function store(uid, touid, thread_id, items)
+    for _, it in ipairs(items) do
+        if it.unique_id ~= "" then it.key = it.unique_id end -- no unique_id: NULL, never resent
+    end
+    local todo = items
+    for round = 1, 2 do
+        local now = sql.now()
+        local ids, resent = batch.store(rows_of(uid, touid, thread_id, todo, now))
+        if not ids then return nil, resent end
+        local again = {}
+        for i, it in ipairs(todo) do
+            it.message_id, it.chat_time = ids[i], now
+            if resent[i] then again[#again + 1] = it end
+        end
+        if #again == 0 or round == 2 then break end
+        local err
+        todo, err = resends(thread_id, again)
+        if not todo then return nil, err end
+        if #todo == 0 then break end
     end
     return items
 end
@@ -157,8 +180,7 @@ return function(session, body)
     local ok, aerr = allowed(session, f.touid, f.thread_id)
     if ok == nil then return reply.failed(MSG, "thread check", aerr) end
     if not ok then return { error = errors.PermissionDenied, field = "thread_id" } end
-    local stored, sbad, serr = store(uid, f.touid, f.thread_id, items)
-    if sbad then return sbad end
+    local stored, serr = store(uid, f.touid, f.thread_id, items)
     if not stored then
         return reply.failed(MSG, "store", serr,
             { fromuid = uid, touid = f.touid, thread_id = f.thread_id })

@@ -67,42 +67,43 @@ function M.insert_in(q, row)
     return res.insert_id
 end
 
--- insert_each(rows) -> array of message ids | nil, err, errno
+-- insert_each(rows) -> array of message ids, dups | nil, err, errno
 -- One INSERT per row inside one transaction (one commit for all). A row whose
--- (sender_id, unique_id) is stored already (a resent message that raced its first copy)
--- gets that row's id, and the other rows are stored all the same.
+-- (sender_id, unique_id) is stored already (a resent message) is not stored again: it
+-- gets that row's id and its index is a key of dups; the other rows are stored all the same.
 function M.insert_each(rows)
-    return sql.tx(function(q)
-        local ids = {}
+    local r, err, errno = sql.tx(function(q)
+        local ids, dups = {}, {}
         for i, row in ipairs(rows) do
-            local res, err, errno = q.exec(INSERT_ONE, unpack(params(rows, i, i)))
+            local res, ierr, ierrno = q.exec(INSERT_ONE, unpack(params(rows, i, i)))
             if res then
                 ids[i] = res.insert_id
-            elseif errno == sql.ER_DUP_ENTRY and row.unique_id then
+            elseif ierrno == sql.ER_DUP_ENTRY and row.unique_id then
                 -- a locking read sees the committed first copy whatever this snapshot is
                 local first = sql.must(q.query("SELECT message_id FROM chat_message"
                     .. " WHERE sender_id = ? AND unique_id = ? LOCK IN SHARE MODE",
                     row.sender_id, row.unique_id))[1]
-                if not first then sql.fail(err, errno) end
-                ids[i] = first.message_id
+                if not first then sql.fail(ierr, ierrno) end
+                ids[i], dups[i] = first.message_id, true
             else
-                sql.fail(err, errno)
+                sql.fail(ierr, ierrno)
             end
         end
-        return ids
+        return { ids = ids, dups = dups }
     end)
+    if not r then return nil, err, errno end
+    return r.ids, r.dups
 end
 
--- firsts(sender_id, unique_ids) -> { [unique_id] = {message_id, thread_id, content,
--- created_at} } of the sender's stored messages with those unique_ids | nil, err
-function M.firsts(sender_id, unique_ids)
-    local found = {}
-    if #unique_ids == 0 then return found end
-    local rows, err = host.db.query("SELECT message_id, thread_id, content, created_at, unique_id"
-        .. " FROM chat_message WHERE sender_id = ? AND unique_id IN ("
-        .. ("?, "):rep(#unique_ids - 1) .. "?)", sender_id, unpack(unique_ids))
+-- by_ids(message_ids) -> { [message_id] = {message_id, thread_id, content, created_at} }
+-- | nil, err
+function M.by_ids(message_ids)
+    local rows, err = host.db.query("SELECT message_id, thread_id, content, created_at"
+        .. " FROM chat_message WHERE message_id IN (" .. ("?, "):rep(#message_ids - 1) .. "?)",
+        unpack(message_ids))
     if not rows then return nil, err end
-    for _, r in ipairs(rows) do found[r.unique_id] = r end
+    local found = {}
+    for _, r in ipairs(rows) do found[r.message_id] = r end
     return found
 end
 
@@ -110,7 +111,6 @@ end
 -- resend of their unique_id (they are older than the window that promises it), so a new
 -- message may take it. updated_at stays: the content did not change.
 function M.forget_unique_ids(message_ids)
-    if #message_ids == 0 then return true end
     local res, err = host.db.exec("UPDATE chat_message SET unique_id = NULL, updated_at = updated_at"
         .. " WHERE message_id IN (" .. ("?, "):rep(#message_ids - 1) .. "?)", unpack(message_ids))
     if not res then return nil, err end

@@ -113,6 +113,8 @@ return {
         presence_ttl_s = 120,               -- uip_/usession_ keys, refreshed by heartbeats
         alive_ttl_s = 15, report_interval_ms = 5000, -- liveness and load seen by status
         batch_window_ms = 2, batch_max = 64, -- group commit of chat messages
+        dedupe_window_s = 86400,            -- a 1017 item resent within this long (same fromuid and
+                                            -- unique_id) answers the first message_id, stored once
         handler_timeout_ms = 30000,         -- a message handler running longer: cancelled, 1019
         push_timeout_ms = 2000,             -- a push through a peer chat server gives up
         push_queue_max = 2,                 -- a session's pushes waiting for one peer: then it waits too

@@ -28,6 +28,26 @@ static int hbuf_append(hreq *r, const char *at, size_t len, int lower) {
     return 0;
 }
 
+/* Chunk data must be followed by CRLF; http_parser built without HTTP_PARSER_STRICT (as
+ * Debian's is) takes any two bytes there. Checks the CRLF bytes still due from p on. */
+static int check_chunk_tail(hreq *r, const char *p, const char *end) {
+    for (; r->chunk_tail > 0 && p < end; p++, r->chunk_tail--)
+        if (*p != "\r\n"[2 - r->chunk_tail]) return fail(r, 400, "chunk data not followed by CRLF");
+    return 0;
+}
+
+/* Obsolete line folding (a header line starting with SP or HT, RFC 9112 §5.2) is joined
+ * into the value by a non-strict http_parser: refused, as RFC 9112 allows a server to. The
+ * scan carries the last byte across feeds, so a fold split between reads is seen too. */
+static int scan_head(hreq *r, const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (r->head_prev == '\n' && (p[i] == ' ' || p[i] == '\t'))
+            return fail(r, 400, "obsolete line folding in the headers");
+        r->head_prev = p[i];
+    }
+    return 0;
+}
+
 static int on_message_begin(http_parser *p) {
     req_of(p)->started = 1;
     return 0;
@@ -72,6 +92,10 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
 static int on_headers_complete(http_parser *p) {
     hreq *r = req_of(p);
     /* here 1 would mean "no body": an error must be another value */
+    if (p->http_major != 1) { /* http_parser takes any digit; HTTP/1.x minor > 1 is 1.1 */
+        fail(r, 505, "HTTP version not supported");
+        return -1;
+    }
     if (p->content_length != ULLONG_MAX && p->content_length > r->limits.max_body) {
         fail(r, 413, "request body too large");
         return -1;
@@ -79,6 +103,8 @@ static int on_headers_complete(http_parser *p) {
     size_t n;
     const char *expect = hreq_header_value(r, "expect", &n);
     r->expect_continue = expect && n == 12 && strncasecmp(expect, "100-continue", 12) == 0;
+    r->head_done = 1;
+    http_parser_pause(p, 1); /* hreq_feed scans the header bytes for folds, then resumes */
     return 0;
 }
 
@@ -88,6 +114,10 @@ static int on_body(http_parser *p, const char *at, size_t len) {
     r->body = buf_grow(r->body, &r->body_cap, r->body_len + len + 1); /* + a NUL */
     memcpy(r->body + r->body_len, at, len);
     r->body_len += len;
+    if ((p->flags & F_CHUNKED) && p->content_length == 0) { /* the end of a chunk's data */
+        r->chunk_tail = 2;
+        return check_chunk_tail(r, at + len, r->feed_end);
+    }
     return 0;
 }
 
@@ -123,6 +153,8 @@ void hreq_reset(hreq *r) {
     r->hlen = r->url_len = r->body_len = 0;
     r->nheaders = 0;
     r->in_value = r->started = r->complete = r->expect_continue = 0;
+    r->head_done = r->chunk_tail = 0;
+    r->head_prev = 0;
     r->err_status = 0;
     r->err_msg = NULL;
     /* keep big buffers only while they are moderate */
@@ -153,7 +185,15 @@ static enum hreq_status parse_error(hreq *r) {
 enum hreq_status hreq_feed(hreq *r, const char *data, size_t len, size_t *used) {
     *used = 0;
     if (len == 0) return r->complete ? HREQ_DONE : HREQ_MORE;
+    if (check_chunk_tail(r, data, data + len)) return HREQ_ERROR;
+    r->feed_end = data + len;
+    int in_head = !r->head_done;
     size_t n = http_parser_execute(&r->parser, &r->settings, data, len);
+    if (in_head && scan_head(r, data, n)) return HREQ_ERROR;
+    if (in_head && r->head_done && HTTP_PARSER_ERRNO(&r->parser) == HPE_PAUSED) {
+        http_parser_pause(&r->parser, 0); /* paused at the end of the headers: go on */
+        if (n < len) n += http_parser_execute(&r->parser, &r->settings, data + n, len - n);
+    }
     *used = n;
     if (r->complete) {
         if (r->body) r->body[r->body_len] = '\0';

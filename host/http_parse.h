@@ -42,6 +42,10 @@ typedef struct hreq {
     int started;         /* a byte of this request has arrived */
     int complete;
     int expect_continue; /* "Expect: 100-continue" with an acceptable body */
+    int head_done;       /* the headers are complete: the fold scan is over */
+    char head_prev;      /* the last header byte scanned (a fold is LF then SP/HT) */
+    int chunk_tail;      /* bytes of the CRLF after a chunk's data still to check */
+    const char *feed_end; /* the end of the bytes being fed (on_body looks past a chunk) */
     int err_status;      /* HTTP status to answer on HREQ_ERROR */
     const char *err_msg;
 } hreq;

@@ -275,8 +275,39 @@ static int l_array(lua_State *L) {
 }
 
 static int l_is_array(lua_State *L) {
-    lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && is_marked_array(L, 1));
+    lua_pushboolean(L, json_is_array(L, 1));
     return 1;
+}
+
+/* cjson decodes [] and {} alike (an empty table); the top level is told apart by its first
+ * byte and a top-level array is marked like host.json.array(), so a caller can refuse it
+ * where the protocol wants an object. Upvalue 1 is cjson's (or cjson.safe's) decode. */
+static int l_decode(lua_State *L) {
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, LUA_MULTRET); /* cjson raises (or cjson.safe returns nil, err) */
+    if (lua_istable(L, 2)) {
+        size_t n;
+        const char *s = lua_tolstring(L, 1, &n);
+        size_t i = 0;
+        while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+        if (i < n && s[i] == '[') json_mark_array(L, 2);
+    }
+    return lua_gettop(L) - 1;
+}
+
+int json_is_array(lua_State *L, int idx) { return lua_istable(L, idx) && is_marked_array(L, idx); }
+
+/* Pushes cjson module `name` with JSON's own number syntax: lua-cjson's default also takes
+ * hexadecimal numbers, NaN and Infinity, which no JSON sender means. */
+static void require_cjson(lua_State *L, const char *name) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, name);
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "decode_invalid_numbers");
+    lua_pushboolean(L, 0);
+    lua_call(L, 1, 0);
 }
 
 int json_open(lua_State *L) {
@@ -287,10 +318,9 @@ int json_open(lua_State *L) {
     lua_rawset(L, LUA_REGISTRYINDEX);
 
     lua_newtable(L); /* host.json */
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "cjson");
-    lua_call(L, 1, 1);
+    require_cjson(L, "cjson");
     lua_getfield(L, -1, "decode");
+    lua_pushcclosure(L, l_decode, 1);
     lua_setfield(L, -3, "decode");
     lua_getfield(L, -1, "null");
     lua_setfield(L, -3, "null");
@@ -303,10 +333,9 @@ int json_open(lua_State *L) {
     lua_setfield(L, -2, "is_array");
 
     lua_newtable(L); /* host.json.safe: nil, err instead of errors */
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "cjson.safe");
-    lua_call(L, 1, 1);
+    require_cjson(L, "cjson.safe");
     lua_getfield(L, -1, "decode");
+    lua_pushcclosure(L, l_decode, 1);
     lua_setfield(L, -3, "decode");
     lua_pop(L, 1);
     lua_pushcfunction(L, l_safe_encode);

@@ -7,6 +7,8 @@
 
 /* Marks the table at idx as a JSON array: it encodes as [...] even when empty. */
 void json_mark_array(lua_State *L, int idx);
+/* True for a table marked as a JSON array (by json_mark_array or a decoded top-level []). */
+int json_is_array(lua_State *L, int idx);
 /* True for host.null (cjson.null, a NULL light userdata). */
 int json_is_null(lua_State *L, int idx);
 int json_open(lua_State *L);

@@ -75,6 +75,8 @@ typedef struct session {
     uint64_t busy_since;
     int timed_out;
     out_buf pending, inflight;
+    out_buf held;           /* frames sent after bind() within the request that bound it */
+    int holding;            /* they wait for that request's reply (the login reply) */
     int writing;
     uv_write_t wreq;
     int ud_ref, data_ref;
@@ -186,8 +188,8 @@ static void start_write(session *s) {
 /* Queues one frame. Returns 0, or -1 when the client reads too slowly (it is closed). */
 static int session_send_raw(session *s, uint16_t id, const char *body, size_t len) {
     chat_server *srv = s->srv;
-    size_t queued = s->pending.len + s->inflight.len + FRAME_HEADER + len;
-    unsigned frames = s->pending.frames + s->inflight.frames + 1;
+    size_t queued = s->pending.len + s->inflight.len + s->held.len + FRAME_HEADER + len;
+    unsigned frames = s->pending.frames + s->inflight.frames + s->held.frames + 1;
     if (queued > srv->queue_bytes || frames > srv->queue_frames) {
         log_warn("chat: session %s (uid %.0f) does not read: %zu bytes / %u frames queued, "
                  "disconnecting", s->id, s->uid, queued, frames);
@@ -197,12 +199,25 @@ static int session_send_raw(session *s, uint16_t id, const char *body, size_t le
     }
     uint8_t head[FRAME_HEADER];
     frame_header(head, id, (uint16_t)len);
-    buf_add(&s->pending, head, FRAME_HEADER);
-    buf_add(&s->pending, body, len);
-    s->pending.frames++;
+    out_buf *q = s->holding ? &s->held : &s->pending;
+    buf_add(q, head, FRAME_HEADER);
+    buf_add(q, body, len);
+    q->frames++;
     metric_add(srv->m_out, 1);
-    if (!s->processing) start_write(s); /* else: one write once the frames are handled */
+    if (!s->processing && !s->holding) start_write(s); /* else: one write later */
     return 0;
+}
+
+/* Ends a hold: what was sent meanwhile goes after what is queued (the reply). */
+static void release_held(session *s) {
+    if (!s->holding) return;
+    s->holding = 0;
+    if (s->held.len == 0) return;
+    buf_add(&s->pending, s->held.data, s->held.len);
+    s->pending.frames += s->held.frames;
+    s->held.len = 0;
+    s->held.frames = 0;
+    if (!s->processing) start_write(s);
 }
 
 /* ---- the Lua session object ---------------------------------------------------------- */
@@ -299,6 +314,9 @@ static int l_bind(lua_State *L) {
     if (!s->bound) srv->nbound++;
     s->uid = uid;
     s->bound = 1;
+    /* Bound, the session gets pushes (host.sessions.get); bound by its own request (the
+     * login), they wait for that request's reply: a client hears of its login first. */
+    if (s->busy) s->holding = 1;
     if (had_prev) { /* it stays open until the script closes it, but is no longer bound */
         prev->s->bound = 0;
         srv->nbound--;
@@ -350,6 +368,7 @@ static void session_free(lua_State *L, session *s) {
     free(s->part);
     free(s->pending.data);
     free(s->inflight.data);
+    free(s->held.data);
     free(s);
 }
 
@@ -504,8 +523,10 @@ static int frame_done(void *ud, task_t *t, int ok, int nres) {
     uint16_t id = s->current_id;
     lua_State *co = t->co;
     int cancelled = 0;
+    int holding = s->holding;
     s->task = NULL;
     metric_observe(s->current_stat.latency, (double)(uv_hrtime() - s->handler_t0) / 1e9);
+    s->holding = 0; /* the reply goes first, then what was held */
     if (!ok) {
         const char *err = lua_tostring(co, -1);
         cancelled = err && strcmp(err, "cancelled") == 0;
@@ -513,6 +534,8 @@ static int frame_done(void *ud, task_t *t, int ok, int nres) {
     } else if (nres >= 1 && lua_istable(co, -nres) && s->state == S_OPEN) {
         send_reply(s, co, id, lua_gettop(co) - nres + 1);
     }
+    s->holding = holding;
+    release_held(s);
     s->busy = 0;
     if (s->state != S_CLOSED) session_process(s);
     return cancelled;
@@ -526,10 +549,7 @@ static int decode_object(lua_State *L, chat_server *srv, const char *body, size_
         lua_pop(L, 1);
         return 0;
     }
-    lua_rawgeti(L, -1, 1); /* an array is not an object */
-    int array = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (array) {
+    if (json_is_array(L, -1)) { /* an array is not an object, also [] */
         lua_pop(L, 1);
         return 0;
     }

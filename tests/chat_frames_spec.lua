@@ -47,10 +47,13 @@ describe("chat frames", function()
     it("answers a body that is not a JSON object with 1001 on the reply id", function()
         local u = cluster.user()
         local c = cluster.login(chat.port, u)
-        for _, body in ipairs({ "nope", "[1]", "", "{\"uid\":" }) do
+        for _, body in ipairs({ "nope", "[1]", "", "{\"uid\":", "[]", " [ ]" }) do
             assert(c:send(1007, body))
             assert.same({ error = 1001 }, c:wait_push(1008))
         end
+        -- a uid written in hexadecimal is not JSON (lua-cjson took it by default)
+        assert(c:send(1023, ('{"fromuid":0x%x}'):format(u.uid)))
+        assert.same({ error = 1001 }, c:wait_push(1024))
         assert(c:send(1005, "garbage"))
         assert.same({ error = 1001 }, c:wait_push(1006))
         assert.equal(0, c:request(1023, { fromuid = u.uid }).error)

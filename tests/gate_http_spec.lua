@@ -33,7 +33,8 @@ describe("gate under hostile HTTP", function()
     end
 
     it("answers malformed JSON and wrong JSON types with 1001", function()
-        for _, body in ipairs({ "{not json", "[1,2]", '"str"', '{"email":5,"passwd":"x"}' }) do
+        for _, body in ipairs({ "{not json", "[1,2]", '"str"', '{"email":5,"passwd":"x"}', "[]",
+            " \n[ ]", '{"email":"a@b.c","passwd":NaN}' }) do
             local res = assert(http.post(gate.port, "/user_login", body))
             assert.equal(200, res.status)
             assert.equal(1001, res.json.error)

@@ -151,6 +151,40 @@ describe("http server", function()
         assert.matches("Connection: close", out)
     end)
 
+    it("answers 505 to an HTTP major version other than 1 and closes", function()
+        for _, version in ipairs({ "9.9", "2.0", "0.9" }) do
+            local out = raw(port, "GET /echo HTTP/" .. version .. "\r\nHost: x\r\n\r\n")
+            assert.equal(505, status_of(out), version)
+            assert.matches('"error":505', out)
+            assert.matches("Connection: close", out)
+        end
+        -- a later HTTP/1 minor version is served as 1.1 (RFC 9112 section 2.6)
+        assert.equal(200, status_of(raw(port, "GET /echo HTTP/1.9\r\nHost: x\r\nConnection: close\r\n\r\n")))
+    end)
+
+    it("answers 400 to an obsolete folded header line", function()
+        for _, fold in ipairs({ " b", "\tb" }) do
+            local out = raw(port, "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\r\n" .. fold .. "\r\n\r\n")
+            assert.equal(400, status_of(out))
+            assert.matches("folding", out)
+        end
+        assert.equal(200, status_of(raw(port, "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a  b\r\n" ..
+            "Connection: close\r\n\r\n")))
+    end)
+
+    it("answers 400 to chunk data not followed by CRLF", function()
+        local head = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for _, chunks in ipairs({ "3\r\nabcXY0\r\n\r\n", "3\r\nabc\rX0\r\n\r\n" }) do
+            local out = raw(port, head .. chunks)
+            assert.equal(400, status_of(out))
+            assert.matches("chunk data not followed by CRLF", out)
+        end
+        local ok = raw(port, head:gsub("Host: x", "Host: x\r\nConnection: close") ..
+            "3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n")
+        assert.equal(200, status_of(ok))
+        assert.matches('"json":{"a":1}', ok)
+    end)
+
     it("answers 501 to an unknown method", function()
         local out = raw(port, "BREW /echo HTTP/1.1\r\nHost: x\r\n\r\n")
         assert.equal(501, status_of(out))

@@ -49,6 +49,29 @@ describe("json", function()
         assert.has_error(function() json.decode("{bad") end)
     end)
 
+    it("refuses numbers JSON does not have: hexadecimal, NaN, Infinity", function()
+        for _, text in ipairs({ '{"n":0x3e9}', '{"n":NaN}', '{"n":Infinity}', '{"n":-Infinity}',
+            "0x3e9", "NaN", "inf" }) do
+            local v, err = json.safe.decode(text)
+            assert.is_nil(v, text)
+            assert.truthy(err)
+            assert.has_error(function() json.decode(text) end)
+        end
+        assert.equal(1001, json.decode('{"n":1001}').n)
+        assert.equal(-1.5e3, json.decode("[-1.5e3]")[1])
+    end)
+
+    it("marks a decoded top-level array, so [] is told from {}", function()
+        for _, decode in ipairs({ json.decode, json.safe.decode }) do
+            assert.is_true(json.is_array(decode("[]")))
+            assert.is_true(json.is_array(decode(" \r\n\t[1,2]")))
+            assert.is_false(json.is_array(decode("{}")))
+            assert.is_false(json.is_array(decode(' {"a":[]}')))
+        end
+        assert.equal("[]", json.encode(json.decode("[]")))
+        assert.equal("{}", json.encode(json.decode("{}")))
+    end)
+
     it("refuses to nest deeper than 128 levels", function()
         local t = {}
         local cur = t

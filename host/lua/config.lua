@@ -161,6 +161,7 @@ local SCHEMA = {
         text_max_bytes = int(4096, 1, 65000),
         batch_window_ms = int(2, 0, 1000),          -- group commit of chat messages
         batch_max = int(64, 1, 10000),
+        dedupe_window_s = int(86400, 0, 31536000),  -- a 1017 resent this long after is a resend
         kick_timeout_ms = int(1000, 10, 600000),    -- NotifyKickUser deadline
         handler_timeout_ms = int(30000, 100, 3600000), -- a message's handler: cancelled, 1019
         push_timeout_ms = int(2000, 10, 600000),    -- pushes through a peer chat server

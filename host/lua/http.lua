@@ -1,7 +1,7 @@
 -- chathost.http: the Lua half of the HTTP server (host/http_server.c): the metatable of
 -- `req`, whose `json`, `json_error` and `query` fields are computed on first use, so a
 -- handler that never reads the body pays nothing for parsing it.
-local cjson_safe = require "cjson.safe"
+local host = require "host"
 
 local M = {}
 
@@ -29,7 +29,7 @@ function lazy.json(req)
         rawset(req, "json_error", "empty body")
         return nil
     end
-    local v, err = cjson_safe.decode(body)
+    local v, err = host.json.safe.decode(body) -- a top-level [] is marked as an array
     if v == nil then
         rawset(req, "json_error", err or "invalid JSON")
         return nil

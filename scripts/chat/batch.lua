@@ -7,6 +7,7 @@
 -- completes the batch it has (its waiters hold it), and the new generation opens its own.
 local host = require "host"
 local messages = require "lib.messages"
+local sql = require "lib.sql"
 local settings = require "chat.settings"
 
 local M = {}
@@ -21,6 +22,7 @@ local WAIT_MS = host.config.mysql.acquire_timeout_ms + 2 * host.config.mysql.wri
 local open        -- the batch taking rows: { rows = {}, promise = p, closed = bool, done = bool }
 local consecutive -- nil: not checked yet; true/false: multi-row INSERT ids are consecutive
 
+-- -> ids, dups (row indexes stored before: see messages.insert_each) | nil, err
 local function insert(rows)
     if consecutive == nil then
         local ok, err = messages.consecutive_ids()
@@ -31,21 +33,27 @@ local function insert(rows)
             if not ok then host.log.info("batch: ids not consecutive, one INSERT per row") end
         end
     end
-    if consecutive then return messages.insert_multi(rows) end
+    if consecutive then
+        local ids, err, errno = messages.insert_multi(rows)
+        if ids then return ids, {} end
+        -- a resent message fails the whole INSERT (unique sender_id, unique_id): row by
+        -- row, it gets its first copy's id and the other sessions' rows are stored
+        if errno ~= sql.ER_DUP_ENTRY then return nil, err end
+    end
     return messages.insert_each(rows)
 end
 
 local function flush(batch)
-    local ids, err = insert(batch.rows)
+    local ids, more = insert(batch.rows) -- more: the resent rows, or why it failed
     if ids then
         host.metrics.inc("chathost_chat_batches_total", 1, nil, "group commits of text messages")
         host.metrics.inc("chathost_chat_messages_stored_total", #batch.rows, nil,
             "text messages stored")
     else
-        host.log.warn("batch: storing ", #batch.rows, " messages failed: ", tostring(err))
+        host.log.warn("batch: storing ", #batch.rows, " messages failed: ", tostring(more))
     end
     batch.done = true
-    batch.promise:resolve(ids, err)
+    batch.promise:resolve(ids, more)
 end
 
 -- Takes the batch no more rows and sends it now (once, whoever asks first).
@@ -65,9 +73,11 @@ local function new_batch()
     return batch
 end
 
--- store(rows) -> ids (one per row, in order) | nil, err ("outcome unknown: ..." when the
--- wait ended before the batch did)
--- rows: array of {thread_id, sender_id, recv_id, content, created_at, status, msg_type?}.
+-- store(rows) -> ids (one per row, in order), resent | nil, err ("outcome unknown: ..."
+-- when the wait ended before the batch did). resent: the indexes of rows not stored
+-- because their (sender_id, unique_id) was (ids has the stored row's id).
+-- rows: array of {thread_id, sender_id, recv_id, content, unique_id?, created_at, status,
+-- msg_type?}.
 function M.store(rows)
     if open and #open.rows + #rows > settings.batch_max then close(open) end
     local batch = open
@@ -78,16 +88,19 @@ function M.store(rows)
     local first = #batch.rows
     for i, r in ipairs(rows) do batch.rows[first + i] = r end
     if #batch.rows >= settings.batch_max then close(batch) end
-    local ids, err = batch.promise:wait(WAIT_MS)
+    local ids, more = batch.promise:wait(WAIT_MS)
     if not ids then
         if not batch.done then
             return nil, "outcome unknown: no answer from the batch in " .. WAIT_MS .. " ms"
         end
-        return nil, err
+        return nil, more
     end
-    local own = {}
-    for i = 1, #rows do own[i] = ids[first + i] end
-    return own
+    local own, resent = {}, {}
+    for i = 1, #rows do
+        own[i] = ids[first + i]
+        if more[first + i] then resent[i] = true end
+    end
+    return own, resent
 end
 
 return M

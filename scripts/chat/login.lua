@@ -3,6 +3,8 @@
 -- login wins: the user's session on another server is kicked through that server's
 -- ChatService.NotifyKickUser, presence is written, the session is bound, and an older
 -- session on this server gets 1021 and is closed. No lock in time: 1018, nothing bound.
+-- Pushes that reach the session once it is bound wait for this reply (session:bind holds
+-- them in the host), so the client hears of its login before anything else.
 -- The reply carries the user's own profile (e-mail included, never the password hash),
 -- the applications to the user and the friends, cut to fit one frame.
 local host = require "host"

@@ -21,6 +21,7 @@ local M = {
     text_max_bytes = self.text_max_bytes,           -- per content
     batch_window_ms = self.batch_window_ms,         -- group commit of 1017 messages
     batch_max = self.batch_max,                     -- rows per multi-row INSERT
+    dedupe_window_s = self.dedupe_window_s,         -- a resent unique_id answers its first
     kick_timeout_ms = self.kick_timeout_ms,         -- NotifyKickUser deadline
     rpc_timeout_ms = self.push_timeout_ms,          -- pushes to peers
     push_queue_max = self.push_queue_max,           -- per sending session (chat.push)

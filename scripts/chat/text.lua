@@ -3,6 +3,16 @@
 -- most text_max_bytes bytes each (1016 naming the field). Every message is stored (group
 -- commit, chat.batch) before the 1018 that reports its message_id next to the client's
 -- unique_id; the peer then gets the same body as 1019 wherever it is connected.
+--
+-- A resend is not stored twice: an item whose (fromuid, unique_id) names a message stored
+-- in this thread less than chat.dedupe_window_s ago is answered with that message (its
+-- message_id, content and chat_time) and pushed again (the outcome of the first send was
+-- unknown to the client, so its peer may not have had it; a receiver keeps one message
+-- per message_id). chat_message's unique key (sender_id, unique_id) finds it in the group
+-- commit itself. Two items with one unique_id are refused (1016 unique_id); an empty
+-- unique_id is never a resend; a unique_id of an older message is released for the new
+-- one, and one of another thread's message stays there (the new message is stored
+-- without it).
 local host = require "host"
 local errors = require "lib.errors"
 local validate = require "lib.validate"
@@ -34,7 +44,7 @@ local function wrong_type(field) return { error = errors.Error_Json, field = fie
 -- The items: -> array of {content, unique_id} | nil, reply
 local function read_items(list)
     if #list == 0 or #list > settings.text_max_items then return nil, invalid("text_array") end
-    local items = {}
+    local items, seen = {}, {}
     for i, it in ipairs(list) do
         if type(it) ~= "table" then return nil, wrong_type("text_array") end
         local content, unique_id = it.content, it.unique_id
@@ -48,6 +58,10 @@ local function read_items(list)
             return nil, invalid("content")
         end
         if #unique_id > UNIQUE_ID_MAX then return nil, invalid("unique_id") end
+        if unique_id ~= "" then
+            if seen[unique_id] then return nil, invalid("unique_id") end
+            seen[unique_id] = true
+        end
         items[i] = { content = content, unique_id = unique_id }
     end
     return items
@@ -69,16 +83,69 @@ local function allowed(session, touid, thread_id)
     return true
 end
 
-local function store(uid, touid, thread_id, items)
-    local now, rows = sql.now(), {}
+local function rows_of(uid, touid, thread_id, items, now)
+    local rows = {}
     for i, it in ipairs(items) do
         rows[i] = { thread_id = thread_id, sender_id = uid, recv_id = touid, content = it.content,
-            created_at = now, status = messages.STATUS_READ, msg_type = 0 }
+            unique_id = it.key, created_at = now, status = messages.STATUS_READ, msg_type = 0 }
     end
-    local ids, err = batch.store(rows)
-    if not ids then return nil, err end
-    for i, it in ipairs(items) do
-        it.message_id, it.chat_time = ids[i], now
+    return rows
+end
+
+-- Items whose (uid, unique_id) was stored already (batch.store's resent) are resends of
+-- that message when it is in this thread and within chat.dedupe_window_s: they take its
+-- content and time. Otherwise they are new: an older message releases its unique_id, one
+-- of another thread keeps it (this item is stored without). -> the items to store again
+-- | nil, err
+local function resends(thread_id, items)
+    local ids = {}
+    for i, it in ipairs(items) do ids[i] = it.message_id end
+    local firsts, err = messages.by_ids(ids)
+    if not firsts then return nil, err end
+    local since = os.date("%Y-%m-%d %H:%M:%S", os.time() - settings.dedupe_window_s)
+    local new, expired = {}, {}
+    for _, it in ipairs(items) do
+        local first = firsts[it.message_id]
+        if first and first.thread_id == thread_id and first.created_at >= since then
+            it.content, it.chat_time = first.content, first.created_at
+        else
+            if first and first.thread_id == thread_id then
+                expired[#expired + 1] = first.message_id
+            elseif first then
+                it.key = nil
+            end
+            new[#new + 1] = it
+        end
+    end
+    if #expired > 0 then
+        local ok, ferr = messages.forget_unique_ids(expired)
+        if not ok then return nil, ferr end
+    end
+    return new
+end
+
+-- Stores the items (group commit): -> the items with message_id and chat_time | nil, err
+-- Optimistic: a resend is found by the unique key, so a message that is none costs no
+-- look-up. Items stored anew after resends() are taken as they come back.
+local function store(uid, touid, thread_id, items)
+    for _, it in ipairs(items) do
+        if it.unique_id ~= "" then it.key = it.unique_id end -- no unique_id: NULL, never resent
+    end
+    local todo = items
+    for round = 1, 2 do
+        local now = sql.now()
+        local ids, resent = batch.store(rows_of(uid, touid, thread_id, todo, now))
+        if not ids then return nil, resent end
+        local again = {}
+        for i, it in ipairs(todo) do
+            it.message_id, it.chat_time = ids[i], now
+            if resent[i] then again[#again + 1] = it end
+        end
+        if #again == 0 or round == 2 then break end
+        local err
+        todo, err = resends(thread_id, again)
+        if not todo then return nil, err end
+        if #todo == 0 then break end
     end
     return items
 end

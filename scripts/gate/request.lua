@@ -15,7 +15,9 @@ local JSON_TYPE = { string = "string", integer = "number" }
 -- default=? }; check(v) is true when v is valid. An empty string counts as absent.
 function M.read(req, fields)
     local body = req.json
-    if type(body) ~= "table" or body[1] ~= nil then return nil, { error = errors.Error_Json } end
+    if type(body) ~= "table" or host.json.is_array(body) then -- [] too, not only [1]
+        return nil, { error = errors.Error_Json }
+    end
     local bad = validate.wrong_type(body, fields, JSON_TYPE)
     if bad then return nil, { error = errors.Error_Json, field = bad } end
     local values = {}

@@ -103,12 +103,12 @@ end
 -- The server reached chat.max_connections (full = true: it refuses new connections) or
 -- has room again: the status role hears it now, not at the next report.
 function M.on_capacity(full)
+    M.report_load()
     if full then
         host.log.warn("chat.max_connections reached: refusing new connections, status told")
     else
         host.log.info("room for connections again: status told")
     end
-    M.report_load()
 end
 
 -- The host keeps one function across reloads: it calls the current generation's.

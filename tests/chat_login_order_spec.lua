@@ -13,7 +13,7 @@ local redis = host.redis
 -- and waits until the key is gone.
 local function pause_after_bind(scripts)
     util.edit_file(scripts .. "/chat/login.lua",
-        "\n    local ok, failed = bind%(session, uid%)\n    if not ok then return failed end\n", [[%0
+        "\n    local ok, failed = bind%(session, uid, f.token%)\n    if not ok then return failed end\n", [[%0
     if host.redis.call("EXISTS", "spec_hold_" .. uid) == 1 then
         host.redis.call("SET", "spec_bound_" .. uid, "1")
         while host.redis.call("EXISTS", "spec_hold_" .. uid) == 1 do host.timer.sleep(5) end

@@ -122,6 +122,34 @@ describe("chat login", function()
         a:close()
     end)
 
+    it("uses a token up: a second login with it, here or elsewhere, answers 1010", function()
+        local u = cluster.user()
+        local token = u.token
+        local a = assert(chat_client.connect(chat1.port))
+        assert.equal(0, assert(a:request(1005, { uid = u.uid, token = token })).error)
+        assert.is_nil(redis.call("GET", "utoken_" .. u.uid))
+        for _, port in ipairs({ chat1.port, chat2.port }) do
+            local again = assert(chat_client.connect(port))
+            assert.same({ error = 1010 }, again:request(1005, { uid = u.uid, token = token }))
+            again:close()
+        end
+        assert.same({ error = 0 }, a:request(1023, { fromuid = u.uid })) -- still logged in
+        a:close()
+    end)
+
+    it("lets one of two logins racing with one token win, the other 1010", function()
+        local u = cluster.user()
+        local c1, c2 = assert(chat_client.connect(chat1.port)), assert(chat_client.connect(chat2.port))
+        assert(c1:send(1005, { uid = u.uid, token = u.token }))
+        assert(c2:send(1005, { uid = u.uid, token = u.token }))
+        local r1, r2 = assert(c1:wait_push(1006)), assert(c2:wait_push(1006))
+        local errs = { r1.error, r2.error }
+        table.sort(errs)
+        assert.same({ 0, 1010 }, errs)
+        c1:close()
+        c2:close()
+    end)
+
     it("answers every other request before a successful login with 1014", function()
         local c = assert(chat_client.connect(chat1.port))
         for _, id in ipairs({ 1007, 1009, 1013, 1017, 1023, 1025, 1027, 1029 }) do

@@ -5,15 +5,20 @@
 local host = require "host"
 local rs = require "helpers.redis_server"
 local cluster = require "helpers.chat_cluster"
+local chat_client = require "helpers.chat_client"
 local util = require "helpers.util"
 
 describe("chat servers after Redis lost its keys", function()
     timeout(30000)
     local srv, r, chats, a, b, ca, cb, thread
 
-    local function token_for(u)
+    -- A login with a token issued in the private Redis.
+    local function login(port, u)
         u.token = host.crypto.random_hex(16)
         assert(r:call("SET", "utoken_" .. u.uid, u.token, "EX", 3600))
+        local c = assert(chat_client.connect(port))
+        assert.equal(0, assert(c:request(1005, { uid = u.uid, token = u.token })).error)
+        return c
     end
 
     -- A private Redis, two chat servers on it, a on the first and b on the second.
@@ -28,10 +33,8 @@ describe("chat servers after Redis lost its keys", function()
         end
         a, b = cluster.user(), cluster.user()
         thread = cluster.befriend(a, b)
-        token_for(a)
-        token_for(b)
-        ca = cluster.login(chats[1].port, a)
-        cb = cluster.login(chats[2].port, b)
+        ca = login(chats[1].port, a)
+        cb = login(chats[2].port, b)
     end
 
     local function stop_system()

@@ -189,7 +189,8 @@ local SCHEMA = {
     },
     status = {
         host = str(false), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
-        token_ttl_s = int(86400, 60, 31536000),     -- chat login tokens (utoken_<uid>)
+        token_ttl_s = int(60, 5, 86400),            -- an unused chat login token (utoken_<uid>)
+                                                    -- lives this long; a login uses it up
         servers_refresh_ms = int(100, 0, 10000),    -- how stale the view of chat servers may be
         probe_interval_ms = int(1000, 0, 600000),   -- TCP probe of each live chat server; 0: off
                                                     -- (a tick is skipped while one runs)

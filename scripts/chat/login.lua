@@ -1,5 +1,7 @@
 -- 1005 login -> 1006 (shared/PROTOCOL.md §6). The token must equal utoken_<uid> (issued by
--- the status role; valid on every chat server). Then, holding lock:lock_<uid>, the last
+-- the status role; valid on every chat server, once: the login that succeeds uses it up,
+-- under the user's lock, so two logins with one token cannot both succeed; an unused token
+-- expires after status.token_ttl_s). Then, holding lock:lock_<uid>, the last
 -- login wins: the user's session on another server is kicked through that server's
 -- ChatService.NotifyKickUser, presence is written, the session is bound, and an older
 -- session on this server gets 1021 and is closed. No lock in time: 1018, nothing bound.
@@ -44,9 +46,14 @@ local function kick_local(old, uid)
     host.log.info("login uid=", uid, ": kicked session ", old.id, " on this server")
 end
 
--- Runs holding the user's lock: -> true | nil, err
-local function bind_locked(session, uid)
+local TOKEN_USED = "token used"
+
+-- Runs holding the user's lock: -> true | nil, err (TOKEN_USED: another login took it)
+local function bind_locked(session, uid, token)
     if session.closed then return nil, "closed" end
+    local consumed, terr = tokens.consume(uid, token)
+    if consumed == nil then return nil, terr end
+    if not consumed then return nil, TOKEN_USED end
     local server, err = presence.where(uid)
     if err then return nil, err end
     if server and server ~= settings.name then kick_remote(server, uid) end
@@ -68,13 +75,14 @@ local function bind_locked(session, uid)
     return true
 end
 
--- bind(session, uid) -> true | nil, reply
-local function bind(session, uid)
+-- bind(session, uid, token) -> true | nil, reply
+local function bind(session, uid, token)
     local locked, bound, err = lock.with(keys.lock(uid), settings.lock_ttl_ms,
-        settings.lock_wait_ms, bind_locked, session, uid)
+        settings.lock_wait_ms, bind_locked, session, uid, token)
     if not locked then -- bound is why: "timeout" (answered 1018 as "busy") or a Redis error
         return nil, reply.failed(MSG, "lock of uid " .. uid, bound == "timeout" and "busy" or bound)
     end
+    if err == TOKEN_USED then return nil, { error = errors.TokenInvalid } end
     if not bound then return nil, reply.failed(MSG, "bind of uid " .. uid, err) end
     return true
 end
@@ -120,7 +128,7 @@ return function(session, body)
     local rsp = login_reply(user, f.token) -- before binding: a failure here binds nothing
     if rsp.error ~= errors.Success then return rsp end
     session.data.login_uid = uid -- on_close cleans up after a login it interrupted
-    local ok, failed = bind(session, uid)
+    local ok, failed = bind(session, uid, f.token)
     if not ok then return failed end
     host.log.info("login uid=", uid, " session=", session.id, " peer=", tostring(session.peer))
     return rsp

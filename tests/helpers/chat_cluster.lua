@@ -115,13 +115,21 @@ function M.user(fields)
             .. " VALUES (?, ?, ?, ?, ?, ?, ?)",
         u.name, u.email, "$argon2id$not-a-real-hash", u.nick, u.icon, u.desc, u.sex))
     u.uid = res.insert_id
-    u.token = host.crypto.random_hex(16)
-    assert(redis.call("SET", "utoken_" .. u.uid, u.token, "EX", 3600))
+    M.token(u)
     return u
 end
 
--- login(port, user) -> client, the 1006 body (asserted error 0)
+-- token(user) -> a fresh chat login token for user (what the status role issues at each
+-- gate login: a chat login uses its token up), also kept as user.token
+function M.token(user)
+    user.token = host.crypto.random_hex(16)
+    assert(redis.call("SET", "utoken_" .. user.uid, user.token, "EX", 3600))
+    return user.token
+end
+
+-- login(port, user) -> client, the 1006 body (asserted error 0), with a fresh token
 function M.login(port, user)
+    M.token(user)
     local c = assert(chat_client.connect(port))
     local r = assert(c:request(1005, { uid = user.uid, token = user.token }))
     assert(r.error == 0, "login of " .. user.uid .. " answered " .. host.json.encode(r))

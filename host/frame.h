@@ -1,4 +1,4 @@
-/* frame.h: the chat wire format (shared/PROTOCOL.md §5): [msg_id u16 BE][body_len u16 BE]
+/* frame.h: the chat wire format (docs/protocol.md §5): [msg_id u16 BE][body_len u16 BE]
  * [body]. Both fields unsigned. Pure functions over buffers, shared by the TCP server, the
  * client and host.frame; no allocation from a length not yet checked against the limit.
  * frame_push_encoded builds a frame for the Lua APIs (host.frame.encode, conn:send_frame). */

@@ -1,4 +1,4 @@
--- 001_schema.sql: the chat schema (shared/PROTOCOL.md §7). Uids start at 1001 and are
+-- 001_schema.sql: the chat schema (docs/protocol.md §7). Uids start at 1001 and are
 -- allocated by AUTO_INCREMENT on user.uid; names and e-mails are unique in the database,
 -- so concurrent registrations cannot both succeed. Passwords are argon2id hashes only.
 

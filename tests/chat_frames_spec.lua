@@ -1,4 +1,4 @@
--- A chat server role with the chat scripts facing bad clients (shared/PROTOCOL.md §5): an
+-- A chat server role with the chat scripts facing bad clients (docs/protocol.md §5): an
 -- oversized header, a body that is not JSON, an unknown id, half a frame and a close, a
 -- client that never reads while pushes pile up; each is answered or dropped as the
 -- protocol says and the server keeps serving everyone else. And a script edit that is live

@@ -1,4 +1,4 @@
--- The chat role's search, friend applications and acceptance (shared/PROTOCOL.md §6):
+-- The chat role's search, friend applications and acceptance (docs/protocol.md §6):
 -- public profiles only, pushes 1011/1015 to a user on the other chat server, the rows an
 -- acceptance writes, one private thread per pair however often and concurrently it is
 -- asked, identity from the session only, and login lists cut to fit one frame.

@@ -1,4 +1,4 @@
--- The chat role's bounds and error paths (shared/PROTOCOL.md §5-6, chat.* in config.lua):
+-- The chat role's bounds and error paths (docs/protocol.md §5-6, chat.* in config.lua):
 -- a peer chat server that is stuck (SIGSTOP) costs a push at most chat.push_timeout_ms,
 -- holds up none of the sender's later requests until chat.push_queue_max of its pushes
 -- wait (then it holds the sender back), and the pushes keep their order; a login waits at most
@@ -241,7 +241,7 @@ describe("chat store and load failures", function()
             END IF]]))
         for _, to in ipairs({ { b, ab }, { c, ac } }) do
             local ack = assert(ca:request(1017, text(a, to[1], to[2], "refuse-me-" .. to[1].uid)))
-            assert.equal(1019, ack.error) -- not retryable: Internal (PROTOCOL.md §2)
+            assert.equal(1019, ack.error) -- not retryable: Internal (docs/protocol.md §2)
             assert.is_nil(ack.chat_datas)
         end
         assert.equal(0, cluster.count("SELECT COUNT(*) AS n FROM chat_message"
@@ -299,7 +299,7 @@ describe("chat body and connection limits", function()
     local chat
 
     setup(function()
-        -- max_body_bytes is left at its default (8192, PROTOCOL.md §5)
+        -- max_body_bytes is left at its default (8192, docs/protocol.md §5)
         chat = cluster.start_chat { chat = { max_connections = MAX_CONNECTIONS } }
     end)
 

@@ -1,7 +1,7 @@
 -- A connection that closes while its login (1005) is binding: the session's on_close may
 -- run before the login writes the presence keys (it takes no lock), so the login itself
 -- must remove what it wrote for the dead session. Otherwise uip_/usession_ name a session
--- that is gone until presence_ttl_s runs out (shared/PROTOCOL.md §6).
+-- that is gone until presence_ttl_s runs out (docs/protocol.md §6).
 local host = require "host"
 local util = require "helpers.util"
 local chat_client = require "helpers.chat_client"

@@ -1,4 +1,4 @@
--- The chat role's login, presence and load reporting (shared/PROTOCOL.md §5-6): logins
+-- The chat role's login, presence and load reporting (docs/protocol.md §5-6): logins
 -- through the gate and the status role landing on the less loaded of two chat servers,
 -- token and lock rules, last login wins on one server and across servers, heartbeats,
 -- cleanup that never removes a newer login's keys, dead and stopped servers. Real role

@@ -1,7 +1,7 @@
 -- A text message (1017) whose group commit outlasts the chat role's wait for it
 -- (chat.batch: mysql.acquire_timeout_ms + 2 * mysql.write_timeout_s) may still be
 -- committed afterwards. Its outcome is unknown, so it is answered 1019, never 1018: 1018
--- means "safe to retry" (shared/PROTOCOL.md §2), and the retry would store it twice.
+-- means "safe to retry" (docs/protocol.md §2), and the retry would store it twice.
 local host = require "host"
 local util = require "helpers.util"
 local cluster = require "helpers.chat_cluster"

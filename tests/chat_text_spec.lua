@@ -1,4 +1,4 @@
--- The chat role's text messages and history (shared/PROTOCOL.md §6): stored before the
+-- The chat role's text messages and history (docs/protocol.md §6): stored before the
 -- 1018 that reports their ids, pushed as 1019 to a peer on the same or the other server,
 -- only between friends in their own thread, limits in bytes and items, group commit under
 -- concurrency, exact paging of threads and messages, offline peers reading at next login.

@@ -1,6 +1,6 @@
 -- A 1017 whose 1018 would not fit in one frame (possible only with a max_body_bytes far
 -- above the default): the stored messages are acknowledged in several 1018 frames, each
--- within 65535 bytes, and the peer gets the same bodies as 1019 (shared/PROTOCOL.md §5-6).
+-- within 65535 bytes, and the peer gets the same bodies as 1019 (docs/protocol.md §5-6).
 local host = require "host"
 local cluster = require "helpers.chat_cluster"
 

@@ -1,4 +1,4 @@
--- The gate role (shared/PROTOCOL.md §3): code requests, registration, password reset and
+-- The gate role (docs/protocol.md §3): code requests, registration, password reset and
 -- login over real HTTP, against real verify and status roles, an SMTP sink, Redis and
 -- MariaDB. Each test uses accounts of its own; codes are read from the sink in the full
 -- flow and written to code_<email> (as the verify role does) elsewhere.

@@ -1,4 +1,4 @@
--- chat.fit: keeps replies within one frame (a body of at most 65535 bytes, PROTOCOL §5):
+-- chat.fit: keeps replies within one frame (a body of at most 65535 bytes, docs/protocol.md §5):
 -- counts how many leading items of a list fit into a byte budget once encoded as JSON,
 -- so a long list is cut (and marked by the caller) instead of producing a frame the
 -- length field cannot carry.

@@ -1,5 +1,5 @@
 -- 1009 apply -> 1010 (+ push 1011 to the target) and 1013 accept -> 1014 (+ push 1015 to
--- the applicant), shared/PROTOCOL.md §6. The applicant and the acceptor are always the
+-- the applicant), docs/protocol.md §6. The applicant and the acceptor are always the
 -- session's user. Accepting is one transaction (lib.friends.accept): both friend rows,
 -- the pair's one private thread and the greeting messages, which the reply and the push
 -- both carry. Pushes reach the other user on this server or through its chat server.

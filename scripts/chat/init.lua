@@ -1,4 +1,4 @@
--- The chat role's business logic (shared/PROTOCOL.md §5-6). The host's TCP server decodes
+-- The chat role's business logic (docs/protocol.md §5-6). The host's TCP server decodes
 -- frames and calls messages[msg_id](session, body) in a coroutine, one frame of a session
 -- at a time; a returned table is sent as the reply (msg_id + 1). Every message but 1005
 -- needs a logged-in session (1014), whose uid is the only identity a request has.

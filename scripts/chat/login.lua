@@ -1,4 +1,4 @@
--- 1005 login -> 1006 (shared/PROTOCOL.md §6). The token must equal utoken_<uid> (issued by
+-- 1005 login -> 1006 (docs/protocol.md §6). The token must equal utoken_<uid> (issued by
 -- the status role; valid on every chat server, once: the login that succeeds uses it up,
 -- under the user's lock, so two logins with one token cannot both succeed; an unused token
 -- expires after status.token_ttl_s). Then, holding lock:lock_<uid>, the last

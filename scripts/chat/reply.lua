@@ -1,6 +1,6 @@
 -- chat.reply: the answer to a failure that is not the client's fault (Redis, MySQL, a
 -- lock): logged with what failed, answered 1018 when a retry may well succeed (a pool or
--- lock was busy, a timeout) and 1019 otherwise (shared/PROTOCOL.md §2). 1018 says "safe to
+-- lock was busy, a timeout) and 1019 otherwise (docs/protocol.md §2). 1018 says "safe to
 -- retry": a write whose outcome is unknown must not report itself as "timeout" (see
 -- chat.batch).
 local host = require "host"

@@ -1,5 +1,5 @@
 -- chat.request: reads a message's fields from its decoded JSON body in the order of
--- shared/PROTOCOL.md §5-6: every field's JSON type first (1001), then, field by field,
+-- docs/protocol.md §5-6: every field's JSON type first (1001), then, field by field,
 -- identity (a field naming a uid other than the session's: 1015) and presence/validity
 -- (1016 naming the field), and last a field that must name another user naming oneself
 -- (1016 naming the field). JSON null counts as absent; unknown fields are ignored.

@@ -1,6 +1,6 @@
 -- ChatService (proto/message.proto), called by the other chat servers: each delivers a
 -- push to the user's session on this server and answers error 0, or 1011 when the user is
--- not connected here (shared/PROTOCOL.md §4). RplyAddFriend and SendChatMsg are not
+-- not connected here (docs/protocol.md §4). RplyAddFriend and SendChatMsg are not
 -- handled (the host answers UNIMPLEMENTED).
 local host = require "host"
 local errors = require "lib.errors"

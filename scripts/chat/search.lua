@@ -1,4 +1,4 @@
--- 1007 search -> 1008 (shared/PROTOCOL.md §6): the text typed in the client's search box
+-- 1007 search -> 1008 (docs/protocol.md §6): the text typed in the client's search box
 -- ({uid: text}); all digits looks a user up by uid, anything else by name. The reply has
 -- the public profile only: never a password hash or an e-mail (not even one's own).
 local host = require "host"

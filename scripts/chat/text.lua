@@ -1,4 +1,4 @@
--- 1017 text -> 1018 (+ push 1019 to the peer), shared/PROTOCOL.md §6. Only between
+-- 1017 text -> 1018 (+ push 1019 to the peer), docs/protocol.md §6. Only between
 -- friends, in their own private thread (1015 otherwise); at most text_max_items items of at
 -- most text_max_bytes bytes each (1016 naming the field). Every message is stored (group
 -- commit, chat.batch) before the 1018 that reports its message_id next to the client's

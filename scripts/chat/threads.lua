@@ -1,5 +1,5 @@
 -- 1025 threads -> 1026, 1027 private chat -> 1028 and 1029 messages -> 1030
--- (shared/PROTOCOL.md §6). Pages are cursor based (ids greater than the cursor, ascending),
+-- (docs/protocol.md §6). Pages are cursor based (ids greater than the cursor, ascending),
 -- page_size long, fetched with one row more than a page so load_more is exact; a page that
 -- would not fit in one frame is cut shorter (load_more then says so and the cursor points at
 -- the last row sent). Only threads the session's user belongs to (1015 otherwise).

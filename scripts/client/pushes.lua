@@ -1,4 +1,4 @@
--- client.pushes: what the chat server sends unasked (shared/PROTOCOL.md §6), turned into
+-- client.pushes: what the chat server sends unasked (docs/protocol.md §6), turned into
 -- the client's events, with the client's lists brought up to date on the way: 1011 a
 -- friend request arrived, 1015 a request of ours was accepted, 1019 messages from a
 -- friend. (1021, the kick, ends the session: client.api handles it.)

@@ -1,4 +1,4 @@
--- client.requests: what a logged-in client asks the chat server (shared/PROTOCOL.md §6):
+-- client.requests: what a logged-in client asks the chat server (docs/protocol.md §6):
 -- search (1007), friend requests (1009) and acceptances (1013), the private thread with a
 -- friend (1027), messages (1017, answered once stored) and history (1029, paged), plus the
 -- lists kept from the login reply and the pushes. Methods of client.api's Client, which

@@ -1,5 +1,5 @@
 -- client.sentences: every error the client can meet as one clear sentence: the server's
--- codes (shared/PROTOCOL.md §2) in one table, a reply's details (retry_after, field)
+-- codes (docs/protocol.md §2) in one table, a reply's details (retry_after, field)
 -- filled in, and the client's own failures (network, unreadable replies).
 local M = {}
 

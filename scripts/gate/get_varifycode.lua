@@ -1,5 +1,5 @@
 -- POST /get_varifycode {email}: asks the verify role to mail a code. Errors in the order of
--- shared/PROTOCOL.md §3: 1001; 1016 bad e-mail; 1017 one mail per address per interval
+-- docs/protocol.md §3: 1001; 1016 bad e-mail; 1017 one mail per address per interval
 -- (the verify role's marker, read here for retry_after) or too many requests from the
 -- client's IP; 1002 the verify role is unreachable or could not send (the log line names
 -- which, with verify's own words: "verify failed: INTERNAL: mail to a***@... failed: ...").

@@ -1,4 +1,4 @@
--- The gate role's business logic: the account routes of shared/PROTOCOL.md §3. The host's
+-- The gate role's business logic: the account routes of docs/protocol.md §3. The host's
 -- HTTP server calls routes["METHOD /path"](req) in a coroutine per request and sends the
 -- returned table as HTTP 200 JSON. One module per route; shared pieces are in scripts/lib/
 -- (password, ratelimit, users) and gate.request/reply/codes/rpc/settings.

@@ -1,5 +1,5 @@
 -- POST /user_register {user, email, passwd, confirm, varifycode, nick?, icon?, sex?}.
--- Errors in the order of shared/PROTOCOL.md §3: 1001; 1016; 1006; 1003; 1004; 1005;
+-- Errors in the order of docs/protocol.md §3: 1001; 1016; 1006; 1003; 1004; 1005;
 -- 1017 (and 1003, 1005 again after it: a code used up, a race lost at the insert).
 --
 -- The code is checked (wrong guesses counted) before the insert and consumed after it.

@@ -1,5 +1,5 @@
 -- gate.request: reads a route's fields from the JSON body in the order of
--- shared/PROTOCOL.md §3: first the body and every field's JSON type (1001), then presence
+-- docs/protocol.md §3: first the body and every field's JSON type (1001), then presence
 -- and validity field by field in the route's order (1016 naming the first bad field).
 -- Fields the route does not know are ignored; JSON null counts as absent.
 local host = require "host"

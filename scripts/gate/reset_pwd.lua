@@ -1,5 +1,5 @@
 -- POST /reset_pwd {user, email, passwd, varifycode}: sets a new password for the account
--- whose e-mail received the code. Errors in the order of shared/PROTOCOL.md §3: 1001;
+-- whose e-mail received the code. Errors in the order of docs/protocol.md §3: 1001;
 -- 1016; 1003; 1004; 1007; 1017 (hash_ip_limit; 1003 after it: code_max_hashes); 1008.
 --
 -- The code is consumed (compare-and-delete) after the checks and before the update, so one

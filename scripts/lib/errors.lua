@@ -1,4 +1,4 @@
--- lib.errors: the error codes of shared/PROTOCOL.md §2, shared by every role.
+-- lib.errors: the error codes of docs/protocol.md §2, shared by every role.
 return {
     Success = 0,
     Error_Json = 1001,        -- body is not a JSON object, or a field has the wrong JSON type

@@ -1,4 +1,4 @@
--- lib.keys: every Redis key the roles share (shared/PROTOCOL.md §7). Keys written for a
+-- lib.keys: every Redis key the roles share (docs/protocol.md §7). Keys written for a
 -- user or a session always get a TTL where they are written.
 local M = {}
 

@@ -1,7 +1,7 @@
 -- lib.lock: a Redis lease lock (SET key owner NX PX ttl), released by compare-and-delete so
 -- a holder whose lease expired never frees someone else's lock. Waiting retries with
 -- exponential backoff and jitter up to a deadline; it never spins and never proceeds
--- without the lock: a caller that gets "timeout" must give up (shared/PROTOCOL.md §6).
+-- without the lock: a caller that gets "timeout" must give up (docs/protocol.md §6).
 local host = require "host"
 local redis_scripts = require "lib.redis_scripts"
 

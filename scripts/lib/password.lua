@@ -1,5 +1,5 @@
 -- lib.password: the client's password obfuscation and the password policy
--- (shared/PROTOCOL.md §3). The Qt client sends each UTF-16 code unit XOR (n % 255), n being
+-- (docs/protocol.md §3). The Qt client sends each UTF-16 code unit XOR (n % 255), n being
 -- the length in UTF-16 code units; the server reverses it and hashes only the clear text.
 -- Pure functions, no host calls: the chat role and the specs load it as they are.
 local bit = require "bit"

@@ -51,7 +51,7 @@ function M.by_uid(uid)
 end
 
 -- public(row) -> the fields any user may see of another: never pwd_hash or email
--- (shared/PROTOCOL.md §9).
+-- (docs/protocol.md §9).
 function M.public(row)
     return { uid = row.uid, name = row.name, nick = row.nick, icon = row.icon, sex = row.sex,
         desc = row.desc }

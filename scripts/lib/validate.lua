@@ -1,4 +1,4 @@
--- lib.validate: server-side checks of user input (shared/PROTOCOL.md §3).
+-- lib.validate: server-side checks of user input (docs/protocol.md §3).
 local host = require "host"
 
 local M = {}

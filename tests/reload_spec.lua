@@ -78,6 +78,13 @@ describe("script reload", function()
         assert.matches("must return a table", loader:stats().last_error)
     end)
 
+    it("keeps the old generation when a module returns nothing (a save caught half-written)", function()
+        util.write_tree(dir, { ["lib/util.lua"] = "" })
+        wait_failures(1)
+        assert.equal(1, loader:handlers().value())
+        assert.matches("lib/util%.lua: returned nothing", loader:stats().last_error)
+    end)
+
     it("refuses scripts that assign globals", function()
         util.write_tree(dir, { ["lib/util.lua"] = "counter = 1\nreturn { v = 5 }\n" })
         wait_failures(1)
@@ -128,6 +135,53 @@ describe("script reload", function()
         assert(host.proc.signal(host.proc.pid(), "HUP"))
         assert(util.wait_until(function() return l2:handlers().value() == 7 end, 5000, "SIGHUP reload"))
         l2:close()
+    end)
+
+    it("makes one reload of several quick saves, naming each changed file once", function()
+        assert(host.fs.write(dir .. "/lib/util.lua", "return { v = 2 }\n"))
+        assert(host.fs.write(dir .. "/demo/init.lua", scripts(3)["demo/init.lua"]))
+        assert(host.fs.write(dir .. "/lib/util.lua", "return { v = 3 }\n"))
+        wait_generation(2)
+        assert.equal(3, loader:handlers().value())
+        assert.equal(1, loader:stats().reloads)
+        assert.equal("changed: lib/util.lua, demo/init.lua", loader:stats().changed)
+    end)
+
+    it("ignores editors' temp and backup files, and lists a script saved by rename", function()
+        for _, name in ipairs { "lib/4913", "lib/util.lua~", "lib/.util.lua.swp" } do
+            assert(host.fs.write(dir .. "/" .. name, "x"))
+        end
+        assert(util.wait_until(function() return loader:stats().ignored >= 3 end, 5000,
+            "three ignored changes"))
+        assert.equal(1, loader:stats().generation)
+        assert.equal(0, loader:stats().reloads)
+        -- an atomic save: a temp file renamed over the script
+        assert(host.fs.write(dir .. "/lib/util.lua.tmp", "return { v = 4 }\n"))
+        assert(os.rename(dir .. "/lib/util.lua.tmp", dir .. "/lib/util.lua"))
+        wait_generation(2)
+        assert.equal(4, loader:handlers().value())
+        assert.equal("changed: lib/util.lua", loader:stats().changed)
+    end)
+
+    it("logs which files a reload picked up", function()
+        local p = assert(host.proc.spawn({ util.bin(), "exec",
+            host.root .. "/tests/fixtures/reload/watch.lua", dir, "2" },
+            { stdout = "capture", stderr = "capture", env = { CHATHOST_LOG_LEVEL = "info" } }))
+        assert(util.wait_until(function() return (p:output()):find("watching", 1, true) end,
+            5000, "the watcher"))
+        assert(host.fs.write(dir .. "/lib/util.lua", "return { v = 2 }\n"))
+        assert(host.fs.write(dir .. "/demo/init.lua", scripts(2)["demo/init.lua"]))
+        assert.equal(0, p:wait(10000))
+        local _, err = p:output()
+        assert.matches("INFO  exec scripts reloaded %(changed: lib/util%.lua, demo/init%.lua%): "
+            .. "[^\n]*/demo generation 2, loaded in [%d.]+ ms\n", err)
+    end)
+
+    it("defaults scripts.reload_debounce_ms to 20", function()
+        local cfg = dir .. "/config.lua"
+        assert(host.fs.write(cfg, "return {}\n"))
+        local r = util.chathost({ "config", "scripts.reload_debounce_ms", "-c", cfg })
+        assert.equal("20\n", r.stdout)
     end)
 
     it("reports a missing role folder", function()

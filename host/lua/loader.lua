@@ -63,7 +63,9 @@ function M.load(dir, role, validate)
         local ok, res = xpcall(function() return chunk(name) end, traceback_handler)
         loading[name] = nil
         if not ok then error(res, 0) end
-        if res == nil then res = true end
+        -- a module always returns its table: nothing back is a file caught half-written
+        -- (an editor's truncate, then write) or emptied, and must not replace working code
+        if res == nil then error(path .. ": returned nothing (a module ends with `return M`)", 0) end
         loaded[name] = res
         return res
     end

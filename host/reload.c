@@ -154,6 +154,7 @@ static void fs_changed(uv_fs_event_t *h, const char *file, int events, int statu
         return;
     }
     note_changed(r, h, file ? file : "?");
+    uv_update_time(r->app->loop); /* from now: the loop's time is as old as its busy iteration */
     uv_timer_start(r->debounce, debounce_fired, r->debounce_ms, 0);
 }
 

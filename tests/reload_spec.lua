@@ -51,6 +51,24 @@ describe("script reload", function()
         assert.equal(2, loader:handlers().value())
     end)
 
+    it("builds an unchanged module afresh in the new generation, with the new code it requires", function()
+        util.write_tree(dir, { ["lib/util.lua"] = "local n = 0\nreturn { v = 1, next = function() n = n + 1 return n end }\n",
+            ["lib/other.lua"] = "return { w = 1 }\n",
+            ["demo/init.lua"] = "local util, other = require 'lib.util', require 'lib.other'\n"
+                .. "return { value = function() return util.v end, util = util, w = function() return other.w end }\n" })
+        wait_generation(2)
+        local old = loader:handlers()
+        assert.equal(1, old.util.next())
+        assert.equal(2, old.util.next())
+        util.write_tree(dir, { ["lib/other.lua"] = "return { w = 2 }\n" })
+        wait_generation(3)
+        local new = loader:handlers()
+        assert.equal(1, new.util.next()) -- lib/util.lua did not change: its state is new all the same
+        assert.equal(3, old.util.next()) -- the old generation's is its own
+        assert.equal(2, new.w())
+        assert.equal(1, old.w())
+    end)
+
     it("keeps the old generation when a script has a syntax error, naming file and line", function()
         util.write_tree(dir, { ["lib/util.lua"] = "return { v = \n\n 2 +* }\n" })
         wait_failures(1)

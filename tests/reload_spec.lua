@@ -165,6 +165,13 @@ describe("script reload", function()
         assert.equal("changed: lib/util.lua, demo/init.lua", loader:stats().changed)
     end)
 
+    it("lists at most 8 changed files in a reload's log line and counts the rest", function()
+        for i = 1, 10 do assert(host.fs.write(("%s/lib/m%02d.lua"):format(dir, i), "return {}\n")) end
+        wait_generation(2)
+        assert.equal("changed: lib/m01.lua, lib/m02.lua, lib/m03.lua, lib/m04.lua, lib/m05.lua, "
+            .. "lib/m06.lua, lib/m07.lua, lib/m08.lua and 2 more", loader:stats().changed)
+    end)
+
     it("ignores editors' temp and backup files, and lists a script saved by rename", function()
         for _, name in ipairs { "lib/4913", "lib/util.lua~", "lib/.util.lua.swp" } do
             assert(host.fs.write(dir .. "/" .. name, "x"))

@@ -194,11 +194,11 @@ describe("script reload", function()
             { stdout = "capture", stderr = "capture", env = { CHATHOST_LOG_LEVEL = "info" } }))
         assert(util.wait_until(function() return (p:output()):find("watching", 1, true) end,
             5000, "the watcher"))
+        -- one file: a second one could reach the other process after its debounce
         assert(host.fs.write(dir .. "/lib/util.lua", "return { v = 2 }\n"))
-        assert(host.fs.write(dir .. "/demo/init.lua", scripts(2)["demo/init.lua"]))
         assert.equal(0, p:wait(10000))
         local _, err = p:output()
-        assert.matches("INFO  exec scripts reloaded %(changed: lib/util%.lua, demo/init%.lua%): "
+        assert.matches("INFO  exec scripts reloaded %(changed: lib/util%.lua%): "
             .. "[^\n]*/demo generation 2, loaded in [%d.]+ ms\n", err)
     end)
 

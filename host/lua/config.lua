@@ -27,7 +27,7 @@ local SCHEMA = {
     scripts = {
         dir = str("scripts"),
         watch = bool(true),
-        reload_debounce_ms = int(100, 0, 60000),
+        reload_debounce_ms = int(20, 0, 60000),
     },
     migrations = { dir = str("sql") },              -- relative to the config file's folder
     redis = {

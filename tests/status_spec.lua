@@ -198,6 +198,34 @@ describe("status role's probes of the chat servers", function()
         assert.equal(0, status:stop())
     end)
 
+    it("still leaves out a server its probes found dead after a script reload", function()
+        local status = roles.start { role = "status", copy_scripts = true, config = function(port)
+            return { status = { port = port, admin_port = 0, servers_refresh_ms = 0,
+                probe_interval_ms = 50, probe_timeout_ms = 1000 } }
+        end }
+        local target = "127.0.0.1:" .. status.port
+        local function pick()
+            return assert(host.grpc.call(target, "StatusService.GetChatServer", { uid = 1001 })).port
+        end
+        redis.call("DEL", "chatservers", "logincount")
+        local listener = assert(host.http.serve { address = "127.0.0.1:0", routes = {} })
+        assert(redis.call("SET", "chatserver_up", host.json.encode({ host = "127.0.0.1",
+            port = 7001, rpc = "127.0.0.1:" .. listener.port }), "EX", 30))
+        assert(redis.call("SET", "chatserver_down", host.json.encode({ host = "127.0.0.1",
+            port = 7002, rpc = "127.0.0.1:" .. roles.free_port() }), "EX", 30))
+        assert(redis.call("SADD", "chatservers", "up", "down"))
+        redis.call("HSET", "logincount", "up", 10, "down", 0)
+        assert(util.wait_until(function() return pick() == "7001" end, 5000, "the probe of down"))
+        -- the new generation probes no more: only what the old one found can leave down out
+        util.edit_file(status.scripts .. "/status/init.lua", "M%.probe = servers%.probe",
+            "M.probe = function() end")
+        assert(status:await("generation 2", 5000))
+        for _ = 1, 5 do assert.equal("7001", pick()) end
+        listener:close()
+        redis.call("DEL", "chatserver_up", "chatserver_down", "chatservers", "logincount")
+        assert.equal(0, status:stop())
+    end)
+
     it("chooses by the policy alone when probe_interval_ms is 0", function()
         local status = roles.start { role = "status", config = function(port)
             return { status = { port = port, admin_port = 0, servers_refresh_ms = 0,

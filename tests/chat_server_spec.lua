@@ -266,20 +266,37 @@ describe("chat server", function()
             return c
         end
 
+        -- Counted as libuv's test-tcp-close.c does: every TCP handle is closed in the end,
+        -- and the session object still answers once its server is gone.
+        local function tcp() return host.stats().handles.tcp or 0 end
+        local function baseline()
+            host.timer.sleep(10) -- the close callbacks of earlier tests' connections run
+            return tcp()
+        end
+
         it("frees the server only after the handles of its closed sessions", function()
+            local before = baseline()
             local srv = serve2()
             local c = session_of(srv)
+            assert.equal(before + 3, tcp()) -- the listener, the session, the client's end
             kept:close() -- the session, the server, and its collection in one turn
             srv:close()
             srv = nil
             collectgarbage()
             collectgarbage()
-            host.timer.sleep(50)
+            assert(util.wait_until(function() return tcp() == before + 1 end, 2000,
+                "the server's handles"))
+            local id, err = c:read_frame(1000)
+            assert.is_nil(id)
+            assert.equal("closed", err)
+            assert.is_true(kept.closed)
             c:close()
             kept = nil
+            assert(util.wait_until(function() return tcp() == before end, 2000, "the client's handle"))
         end)
 
         it("lets a session object outlive its collected server", function()
+            local before = baseline()
             local srv = serve2()
             local c = session_of(srv)
             c:close()
@@ -287,9 +304,10 @@ describe("chat server", function()
             srv:close()
             srv = nil
             collectgarbage()
-            host.timer.sleep(50)
+            assert(util.wait_until(function() return tcp() == before end, 2000, "every handle"))
             collectgarbage() -- the server is freed now; the session object is still held
             assert.is_true(kept.closed)
+            assert.same({ nil, "closed" }, { kept:send(1, {}) })
             kept = nil
             for _ = 1, 8 do host.spawn(function() end) end
             collectgarbage()

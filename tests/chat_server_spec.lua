@@ -11,6 +11,7 @@ end
 describe("chat server", function()
     local server, port
     local closed = {}
+    local bind_after_close
     local H = {
         messages = {
             [100] = function(session, msg) return { error = 0, echo = msg.x, uid = session.uid } end,
@@ -19,7 +20,7 @@ describe("chat server", function()
                 return { n = msg.n }
             end,
             [104] = function(session, msg)
-                local prev = session:bind(msg.uid)
+                local _, prev = session:bind(msg.uid)
                 session.data.note = msg.note
                 return { bound = session.uid, had_prev = prev ~= nil and prev.id or false }
             end,
@@ -36,6 +37,10 @@ describe("chat server", function()
                 return { ok = ok or false, err = err }
             end,
             [114] = function(session, msg) session:close(msg.reason) end,
+            [118] = function(session, msg) -- binds after its session closed
+                session:close("spec")
+                bind_after_close = { session:bind(msg.uid) }
+            end,
         },
         on_close = function(session, reason) closed[#closed + 1] = { uid = session.uid, reason = reason } end,
     }
@@ -165,6 +170,15 @@ describe("chat server", function()
         a:close()
         b:close()
         assert(util.wait_until(function() return host.sessions.get(777) == nil end, 2000))
+    end)
+
+    it("answers a bind on a closed session with nil, \"closed\", as send does, without raising", function()
+        local c = assert(chat_client.connect(port))
+        assert(c:send(118, { uid = 779 }))
+        assert(util.wait_until(function() return bind_after_close ~= nil end, 2000, "the handler"))
+        assert.same({ nil, "closed" }, bind_after_close)
+        assert.is_nil(host.sessions.get(779))
+        c:close()
     end)
 
     it("counts a uid once in sessions.count().bound when a second session takes it", function()

@@ -199,6 +199,20 @@ describe("http server", function()
         assert.matches('"error":413', res)
     end)
 
+    it("takes a body of up to 64 KiB without max_body_bytes, the gate's default, and 413 beyond", function()
+        local s4 = assert(host.http.serve { address = "127.0.0.1:0", name = "spec4",
+            access_log = false, routes = { ["POST /len"] = function(req) return { n = #req.body } end } })
+        local function post(n)
+            return raw(s4.port, ("POST /len HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                .. "Content-Length: %d\r\n\r\n%s"):format(n, ("b"):rep(n)))
+        end
+        local ok = post(65536)
+        assert.equal(200, status_of(ok))
+        assert.matches('{"n":65536}', ok, 1, true)
+        assert.equal(413, status_of(post(65537)))
+        s4:close()
+    end)
+
     it("answers 413 to a chunked body that grows over the limit", function()
         local chunk = ("x"):rep(3000)
         local out = raw(port, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..

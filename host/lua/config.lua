@@ -95,6 +95,8 @@ local SCHEMA = {
         reply_margin_ms = int(200, 0, 60000),
     },
     gate = {
+        -- the HTTP limits' defaults are also host.http.serve's (host/http_server.c): a
+        -- server that leaves a limit out (admin, a declared role) gets the gate's
         host = str(false), port = int(8080, 1, 65535), admin_port = int(9100, 0, 65535),
         workers = int(1, 1, 64),                    -- processes sharing the port (SO_REUSEPORT)
         max_url_bytes = int(8192, 64, 1048576),     -- request target: beyond -> 414

@@ -71,7 +71,8 @@ local function bind_locked(session, uid, token)
         end
         return nil, "closed"
     end
-    local old = session:bind(uid)
+    local bound, old = session:bind(uid) -- (no yield since the check: it is open)
+    if not bound then return nil, old end
     if old and old ~= session then kick_local(old, uid) end
     return true
 end

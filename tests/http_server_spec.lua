@@ -213,6 +213,23 @@ describe("http server", function()
         s4:close()
     end)
 
+    it("caps one address at 256 connections and closes a silent one after 5 s by default", function()
+        local s5 = assert(host.http.serve { address = "127.0.0.1:0", name = "spec5",
+            access_log = false, routes = {} })
+        local held = {}
+        for i = 1, 256 do held[i] = assert(host.tcp.connect("127.0.0.1", s5.port)) end
+        local extra = assert(host.tcp.connect("127.0.0.1", s5.port))
+        assert.equal(429, status_of(extra:read_all(3000) or ""))
+        extra:close()
+        for i = 2, 256 do held[i]:close() end
+        -- held[1] has sent nothing: closed by first_byte_timeout_ms (5 s), not idle_timeout_ms
+        local v, err = held[1]:read(1, 8000)
+        assert.is_nil(v)
+        assert.equal("closed", err)
+        held[1]:close()
+        s5:close()
+    end)
+
     it("answers 413 to a chunked body that grows over the limit", function()
         local chunk = ("x"):rep(3000)
         local out = raw(port, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..

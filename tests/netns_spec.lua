@@ -221,7 +221,7 @@ describe("roles on separate hosts", function()
             cl.net:link("chat2", false)
             -- status notices within two probes (a timeout twice, or a refusal once)
             assert(cl.status:await("chat server chat2 does not accept connections",
-                2 * (ncluster.PROBE_INTERVAL_MS + ncluster.PROBE_TIMEOUT_MS) + 2000))
+                2 * (ncluster.PROBE_INTERVAL_MS + ncluster.PROBE_TIMEOUT_MS) + 4000))
             cc:close() -- what c's client does when its server stops answering: log in again
             local reply = cl:gate_login(c)
             assert.equal(0, reply.error)

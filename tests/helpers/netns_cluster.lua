@@ -101,9 +101,16 @@ end
 function M:start_mysql()
     local dir = assert(host.fs.mkdtemp("nsmysql"))
     self.mysql_dir = dir
-    sh({ "mariadb-install-db", "--no-defaults", "--force", "--datadir=" .. dir .. "/data",
-        "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db",
-        "--skip-name-resolve" }, "mariadb-install-db")
+    local install = { "mariadb-install-db", "--no-defaults", "--force",
+        "--datadir=" .. dir .. "/data", "--user=root", "--auth-root-authentication-method=normal",
+        "--skip-test-db", "--skip-name-resolve" }
+    -- on a machine loaded far beyond its cores its bootstrap has been seen to fail once
+    local r = assert(host.proc.run(install, { timeout_ms = 60000 }))
+    if r.code ~= 0 then
+        host.log.warn("mariadb-install-db failed (", r.code, "), once more: ", r.stdout:sub(1, 2000))
+        host.fs.rmtree(dir .. "/data")
+        sh(install, "mariadb-install-db")
+    end
     local sock = dir .. "/mysqld.sock"
     self.mysql_proc = assert(self.net:spawn("mysql", { "mariadbd", "--no-defaults",
         "--datadir=" .. dir .. "/data", "--socket=" .. sock, "--pid-file=" .. dir .. "/mysqld.pid",

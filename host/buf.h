@@ -3,8 +3,9 @@
 #ifndef CHATHOST_BUF_H
 #define CHATHOST_BUF_H
 
-#include <stdio.h>
-#include <stdlib.h>
+#include <stddef.h>
+
+#include "alloc.h"
 
 /* Returns data with room for need bytes: the same pointer when *cap already suffices, else
  * reallocated to a power-of-two multiple of 256 (*cap updated). Out of memory aborts: no
@@ -13,11 +14,7 @@ static inline void *buf_grow(void *data, size_t *cap, size_t need) {
     if (need <= *cap) return data;
     size_t c = *cap ? *cap : 256;
     while (c < need) c *= 2;
-    void *p = realloc(data, c);
-    if (!p) {
-        fprintf(stderr, "chathost: out of memory for a buffer of %zu bytes\n", c);
-        abort();
-    }
+    void *p = xrealloc(data, c);
     *cap = c;
     return p;
 }

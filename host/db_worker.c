@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "db.h"
 #include "listen.h"
@@ -150,8 +151,8 @@ static db_stmt *stmt_get(db_worker *w, db_job *j) {
     }
     MYSQL_STMT *st = stmt_prepare(w, j);
     if (!st) return NULL;
-    s = calloc(1, sizeof *s);
-    s->sql = malloc(j->sql_len + 1);
+    s = xcalloc(1, sizeof *s);
+    s->sql = xmalloc(j->sql_len + 1);
     memcpy(s->sql, j->sql, j->sql_len + 1);
     s->len = j->sql_len;
     s->hash = h;
@@ -256,7 +257,7 @@ static int bind_params(db_worker *w, db_job *j, MYSQL_STMT *st) {
         return -1;
     }
     if (j->nparams == 0) return 0;
-    MYSQL_BIND *b = calloc((size_t)j->nparams, sizeof *b);
+    MYSQL_BIND *b = xcalloc((size_t)j->nparams, sizeof *b);
     for (int i = 0; i < j->nparams; i++)
         bind_param(&b[i], &j->params[i]);
     int rc = mysql_stmt_bind_param(st, b) ? -1 : 0; /* the library copies the binds */
@@ -313,7 +314,7 @@ static void bind_column(MYSQL_BIND *b, column *c, const MYSQL_FIELD *f) {
         size_t size = f->length < MIN_COLUMN_BUFFER   ? MIN_COLUMN_BUFFER
                       : f->length > MAX_COLUMN_BUFFER ? MAX_COLUMN_BUFFER
                                                       : f->length;
-        c->buf = malloc(size);
+        c->buf = xmalloc(size);
         b->buffer_type = MYSQL_TYPE_STRING;
         b->buffer = c->buf;
         b->buffer_length = size;
@@ -324,7 +325,7 @@ static void bind_column(MYSQL_BIND *b, column *c, const MYSQL_FIELD *f) {
 static int put_truncated(db_job *j, MYSQL_STMT *st, column *c, unsigned idx) {
     MYSQL_BIND b;
     memset(&b, 0, sizeof b);
-    char *whole = malloc(c->len ? c->len : 1);
+    char *whole = xmalloc(c->len ? c->len : 1);
     unsigned long len = 0;
     b.buffer_type = MYSQL_TYPE_STRING;
     b.buffer = whole;
@@ -368,8 +369,8 @@ static int put_row(db_worker *w, db_job *j, MYSQL_STMT *st, column *cols, unsign
 static int fetch_rows(db_worker *w, db_job *j, MYSQL_STMT *st, MYSQL_RES *meta) {
     unsigned n = mysql_num_fields(meta);
     MYSQL_FIELD *f = mysql_fetch_fields(meta);
-    column *cols = calloc(n, sizeof *cols);
-    MYSQL_BIND *b = calloc(n, sizeof *b);
+    column *cols = xcalloc(n, sizeof *cols);
+    MYSQL_BIND *b = xcalloc(n, sizeof *b);
     buf_u32(&j->result, n);
     for (unsigned i = 0; i < n; i++) {
         buf_u32(&j->result, f[i].name_length);

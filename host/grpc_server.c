@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "grpc_bridge.h"
 #include "log.h"
 #include "pb.h"
@@ -113,7 +114,7 @@ int grpc_servers_active(struct grpc_bridge *b) { return !list_empty(&b->servers)
 /* ---- requests ------------------------------------------------------------------------ */
 
 static void request_one(gserver *s, int method) {
-    srv_call *c = calloc(1, sizeof *c);
+    srv_call *c = xcalloc(1, sizeof *c);
     c->s = s;
     c->method = method;
     c->tag.cb = on_request;
@@ -378,7 +379,7 @@ static void on_request(gtag *tag, int ok) {
 static void register_methods(gserver *s) {
     size_t n = 0;
     for (int i = 0; pb_services[i]; i++) n += pb_services[i]->n_methods;
-    s->methods = calloc(n ? n : 1, sizeof *s->methods);
+    s->methods = xcalloc(n ? n : 1, sizeof *s->methods);
     for (int i = 0; pb_services[i]; i++) {
         const ProtobufCServiceDescriptor *svc = pb_services[i];
         for (unsigned k = 0; k < svc->n_methods; k++) {
@@ -429,7 +430,7 @@ static int l_serve(lua_State *L) {
         lua_pushstring(L, b->auth.error);
         return 2;
     }
-    gserver *s = calloc(1, sizeof *s);
+    gserver *s = xcalloc(1, sizeof *s);
     s->b = b;
     s->unknown_stats.method = "unknown";
     lua_getfield(L, 1, "max_inflight_calls");

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "http_parse.h"
 #include "json.h"
@@ -209,7 +210,7 @@ static route_stat *route_stats(http_server *s, const char *key) {
         route_stat **slot = &s->stats[(h + i) % ROUTE_STATS];
         if (*slot && strcmp((*slot)->key, key) == 0) return *slot;
         if (*slot) continue;
-        route_stat *st = calloc(1, sizeof *st);
+        route_stat *st = xcalloc(1, sizeof *st);
         snprintf(st->key, sizeof st->key, "%s", key);
         char labels[320];
         snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\"", s->name, key);
@@ -633,10 +634,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
             c->in_len -= c->in_off;
             c->in_off = 0;
         }
-        size_t cap = c->in_cap ? c->in_cap : 16384;
-        while (cap - c->in_len < 16384) cap *= 2;
-        c->in = realloc(c->in, cap);
-        c->in_cap = cap;
+        c->in = buf_grow(c->in, &c->in_cap, c->in_len + 16384);
     }
     *b = uv_buf_init(c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
 }
@@ -716,7 +714,7 @@ static int is_exempt(http_server *s, const char *ip) {
 static void on_connection(uv_stream_t *l, int status) {
     http_server *s = l->data;
     if (status < 0 || s->closing) return;
-    http_conn *c = calloc(1, sizeof *c);
+    http_conn *c = xcalloc(1, sizeof *c);
     c->srv = s;
     uv_tcp_init(s->app->loop, &c->tcp);
     uv_timer_init(s->app->loop, &c->timer);
@@ -796,7 +794,7 @@ static void read_exempt(lua_State *L, http_server *s) {
     lua_getfield(L, 1, "per_ip_exempt");
     if (lua_istable(L, -1)) {
         int n = (int)lua_objlen(L, -1);
-        s->exempt = calloc((size_t)n + 1, sizeof *s->exempt);
+        s->exempt = xcalloc((size_t)n + 1, sizeof *s->exempt);
         for (int i = 1; i <= n; i++) {
             lua_rawgeti(L, -1, i);
             const char *ip = lua_tostring(L, -1);
@@ -848,7 +846,7 @@ static int l_serve(lua_State *L) {
         lua_pushfstring(L, "cannot listen on %s: %s", address, strerror(-fd));
         return 2;
     }
-    http_server *s = calloc(1, sizeof *s);
+    http_server *s = xcalloc(1, sizeof *s);
     s->app = app;
     s->port = port;
     read_options(L, s);

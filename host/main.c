@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "config.h"
 #include "listen.h"
 #include "log.h"
@@ -60,7 +61,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     if (!known)
         return die("unknown role or command '%s' (expected gate, verify, status, chat, client, "
                    "test, migrate, config or exec; see chathost help)", o->command);
-    o->args = calloc((size_t)argc, sizeof *o->args);
+    o->args = xcalloc((size_t)argc, sizeof *o->args);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 || strcmp(a, "--name") == 0) {

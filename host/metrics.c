@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "buf.h"
 
 #define METRICS_MAX 4096
@@ -66,10 +67,10 @@ metric *metrics_get(enum metric_kind kind, const char *name, const char *labels,
         dropped++;
         return NULL;
     }
-    metric *m = calloc(1, sizeof *m);
-    m->name = strdup(name);
-    m->labels = strdup(labels);
-    m->help = strdup(help ? help : "");
+    metric *m = xcalloc(1, sizeof *m);
+    m->name = xstrdup(name);
+    m->labels = xstrdup(labels);
+    m->help = xstrdup(help ? help : "");
     m->kind = kind;
     m->order = nmetrics;
     table[i] = m;
@@ -176,7 +177,7 @@ static void render_series(out *o, const metric *s) {
 /* Pushes the whole registry as Prometheus text: series grouped by name, HELP/TYPE once. */
 static int l_render(lua_State *L) {
     out o = {0};
-    metric **all = malloc((nmetrics ? nmetrics : 1) * sizeof *all);
+    metric **all = xmalloc((nmetrics ? nmetrics : 1) * sizeof *all);
     unsigned n = 0;
     for (metric *m = first; m; m = m->next_in_order) all[n++] = m;
     qsort(all, n, sizeof *all, by_name);

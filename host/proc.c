@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "log.h"
 #include "sched.h"
@@ -109,7 +110,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 /* Builds a NULL-terminated array from the Lua array at idx; NULL if it is not all strings. */
 static char **string_array(lua_State *L, int idx) {
     int n = (int)lua_objlen(L, idx);
-    char **v = calloc((size_t)n + 1, sizeof *v);
+    char **v = xcalloc((size_t)n + 1, sizeof *v);
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, i);
         if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
@@ -194,7 +195,7 @@ static int l_spawn(lua_State *L) {
     const char *cwd = luaL_optstring(L, -1, NULL);
     char **env = build_env(L, 2);
 
-    proc *p = calloc(1, sizeof *p);
+    proc *p = xcalloc(1, sizeof *p);
     p->app = app;
     uv_stdio_container_t stdio[3];
     stdio[0].flags = UV_IGNORE;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "json.h"
 #include "listen.h"
@@ -123,15 +124,6 @@ struct redis_pool {
 
 static void conn_timer_fired(uv_timer_t *timer);
 static void client_close(redis_client *c, const char *reason);
-
-static void *xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n);
-    if (!q && n) {
-        log_error("redis: out of memory");
-        abort();
-    }
-    return q;
-}
 
 /* ---- the wire format (RESP), built in a reusable buffer ------------------------------ */
 
@@ -776,10 +768,10 @@ static void conn_init(redis_client *c, redis_conn *conn) {
 }
 
 static redis_client *client_new(struct app *app, const redis_opts *o) {
-    redis_client *c = calloc(1, sizeof *c);
+    redis_client *c = xcalloc(1, sizeof *c);
     c->app = app;
     c->opts = *o;
-    c->conns = calloc((size_t)o->pool_size, sizeof *c->conns);
+    c->conns = xcalloc((size_t)o->pool_size, sizeof *c->conns);
     c->starting = 1;
     list_init(&c->waiting);
     list_init(&c->track.link);
@@ -1206,7 +1198,7 @@ void redis_shutdown(struct app *app) {
  * pool is created here, the default client on first use (the config is not loaded yet). */
 int redis_open(lua_State *L) {
     struct app *app = lua_touserdata(L, -1);
-    struct redis_pool *p = calloc(1, sizeof *p);
+    struct redis_pool *p = xcalloc(1, sizeof *p);
     p->app = app;
     p->on_reconnect_ref = LUA_NOREF;
     list_init(&p->clients);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "alloc.h"
 #include "config.h"
 #include "log.h"
 
@@ -108,7 +109,7 @@ static void watch_tree(reloader *r, const char *path) {
         log_warn("script watcher: more than %d folders, %s is not watched", MAX_WATCH, path);
         return;
     }
-    uv_fs_event_t *h = malloc(sizeof *h);
+    uv_fs_event_t *h = xmalloc(sizeof *h);
     uv_fs_event_init(r->app->loop, h);
     h->data = r;
     if (uv_fs_event_start(h, fs_changed, path, 0) != 0) {
@@ -160,14 +161,14 @@ static reloader *check_loader(lua_State *L) {
 static char *opt_field_str(lua_State *L, const char *k, const char *def) {
     lua_getfield(L, 1, k);
     const char *s = luaL_optstring(L, -1, def);
-    char *copy = s ? strdup(s) : NULL;
+    char *copy = s ? xstrdup(s) : NULL;
     lua_pop(L, 1);
     return copy;
 }
 
 static void start_watching(reloader *r) {
     char path[PATH_MAX];
-    r->debounce = malloc(sizeof *r->debounce);
+    r->debounce = xmalloc(sizeof *r->debounce);
     uv_timer_init(r->app->loop, r->debounce);
     r->debounce->data = r;
     snprintf(path, sizeof path, "%s/%s", r->dir, r->role);
@@ -180,7 +181,7 @@ static void start_watching(reloader *r) {
 static int l_open(lua_State *L) {
     struct app *app = app_from(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    reloader *r = calloc(1, sizeof *r);
+    reloader *r = xcalloc(1, sizeof *r);
     r->app = app;
     r->role = opt_field_str(L, "role", app->role);
     char *dir_cfg = cfg_str(app, "scripts.dir", "scripts");

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+#include "buf.h"
 #include "frame.h"
 #include "log.h"
 #include "sched.h"
@@ -189,12 +191,7 @@ static void wake_reader(tcp_conn *c) {
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
     tcp_conn *c = h->data;
-    if (c->cap - c->len < 65536) {
-        size_t cap = c->cap ? c->cap : 65536;
-        while (cap - c->len < 65536) cap *= 2;
-        c->buf = realloc(c->buf, cap);
-        c->cap = cap;
-    }
+    c->buf = buf_grow(c->buf, &c->cap, c->len + 65536);
     *b = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
 }
 
@@ -299,7 +296,7 @@ static int l_connect(lua_State *L) {
         addr = (const struct sockaddr *)&a6;
     else
         return luaL_argerror(L, 1, "expected an IP address or localhost");
-    tcp_conn *c = calloc(1, sizeof *c);
+    tcp_conn *c = xcalloc(1, sizeof *c);
     c->app = app;
     c->timeout_ms = (int)vm_opt_int(L, 3, "read_timeout_ms", timeout);
     c->max_buffer = (size_t)vm_opt_int(L, 3, "max_buffer", DEFAULT_MAX_BUFFER);
@@ -365,7 +362,7 @@ static int l_send(lua_State *L) {
         return 2;
     }
     if (c->pending_write) return luaL_error(L, "conn:send: another send is pending");
-    write_req *w = malloc(sizeof *w + (len ? len : 1));
+    write_req *w = xmalloc(sizeof *w + (len ? len : 1));
     memcpy(w->data, data, len);
     w->c = c;
     w->task = t;
@@ -395,7 +392,7 @@ static int read_common(lua_State *L, tcp_conn *c, enum read_mode mode, size_t wa
     c->delim = NULL;
     c->delim_len = dlen;
     if (delim) {
-        c->delim = malloc(dlen);
+        c->delim = xmalloc(dlen);
         memcpy(c->delim, delim, dlen);
     }
     reading_resume(c);
@@ -454,7 +451,7 @@ static int l_send_frame(lua_State *L) {
 /* conn:shutdown() -> true: no more sends (the peer sees EOF); reading goes on */
 static int l_shutdown(lua_State *L) {
     tcp_conn *c = check_conn(L);
-    uv_shutdown_t *req = malloc(sizeof *req);
+    uv_shutdown_t *req = xmalloc(sizeof *req);
     if (uv_shutdown(req, (uv_stream_t *)&c->handle, shutdown_done) != 0) free(req);
     lua_pushboolean(L, 1);
     return 1;

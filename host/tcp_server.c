@@ -20,6 +20,7 @@
 #include "sched.h"
 #include <sodium.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "listen.h"
 
@@ -475,7 +476,7 @@ static void session_close(session *s, const char *reason, int flush) {
             s->state = S_DRAINING;
             start_write(s);
             if (s->state != S_DRAINING) return; /* all written at once: start_write closed it */
-            s->flush_timer = malloc(sizeof *s->flush_timer);
+            s->flush_timer = xmalloc(sizeof *s->flush_timer);
             uv_timer_init(srv->app->loop, s->flush_timer);
             s->flush_timer->data = s;
             uv_timer_start(s->flush_timer, flush_timeout, FLUSH_ON_CLOSE_MS, 0);
@@ -690,7 +691,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
 }
 
 static void enqueue(session *s, const frame *f) {
-    inframe *in = malloc(sizeof *in + f->len);
+    inframe *in = xmalloc(sizeof *in + f->len);
     in->id = f->id;
     in->len = f->len;
     memcpy(in->body, f->body, f->len);
@@ -794,7 +795,7 @@ static void refuse_closed_session(uv_handle_t *h) { free(h->data); }
 static const char FULL_BODY[] = "{\"error\":1018,\"message\":\"chat server full\"}";
 
 static void refuse_connection(chat_server *srv, uv_stream_t *l) {
-    uv_tcp_t *t = malloc(sizeof *t);
+    uv_tcp_t *t = xmalloc(sizeof *t);
     if (!t) return; /* the kernel keeps the connection queued; retried at the next accept */
     uv_tcp_init(srv->app->loop, t);
     if (uv_accept(l, (uv_stream_t *)t) == 0) {
@@ -818,7 +819,7 @@ static void on_connection(uv_stream_t *l, int status) {
         refuse_connection(srv, l);
         return;
     }
-    session *s = calloc(1, sizeof *s);
+    session *s = xcalloc(1, sizeof *s);
     s->srv = srv;
     s->ud_ref = s->data_ref = LUA_NOREF;
     list_init(&s->inbox);
@@ -956,7 +957,7 @@ static int l_serve(lua_State *L) {
         lua_pushfstring(L, "cannot listen on %s: %s", address, strerror(-fd));
         return 2;
     }
-    chat_server *srv = calloc(1, sizeof *srv);
+    chat_server *srv = xcalloc(1, sizeof *srv);
     srv->app = app;
     srv->port = port;
     srv->max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 8192);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/time.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "sched.h"
 
@@ -34,7 +35,7 @@ static int l_sleep(lua_State *L) {
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_argcheck(L, ms >= 0 && ms <= 1e15, 1, "must be 0..1e15 ms");
     task_t *t = sched_need(L, "host.timer.sleep");
-    sleep_op *op = malloc(sizeof *op);
+    sleep_op *op = xmalloc(sizeof *op);
     op->task = t;
     uv_timer_init(app->loop, &op->timer);
     op->timer.data = op;
@@ -106,7 +107,7 @@ static int l_every(lua_State *L) {
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_argcheck(L, ms >= 1 && ms <= 1e15, 1, "must be 1..1e15 ms");
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    every_timer *et = calloc(1, sizeof *et);
+    every_timer *et = xcalloc(1, sizeof *et);
     et->app = app;
     lua_pushvalue(L, 2);
     et->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);

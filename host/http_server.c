@@ -16,6 +16,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "hostobj.h"
 #include "http_parse.h"
 #include "json.h"
 #include "listen.h"
@@ -25,8 +26,6 @@
 #include "sched.h"
 
 #define SERVER_MT "chathost.http_server"
-
-typedef struct server_ud server_ud;
 
 /* Metric series of one route, found once and kept (a hash lookup with string building per
  * request was a measurable share of a trivial request). */
@@ -42,7 +41,7 @@ typedef struct route_stat {
 } route_stat;
 
 typedef struct http_server {
-    tracked track;
+    hostobj obj;            /* users: the Lua handle, the listener, each connection */
     struct app *app;
     uv_tcp_t listener;
     int port;
@@ -58,15 +57,9 @@ typedef struct http_server {
     int nexempt;
     int access_log;
     list_node conns;
-    int closing, listener_open;
-    server_ud *ud;
     metric *m_conns;
     route_stat *stats[ROUTE_STATS];
 } http_server;
-
-struct server_ud {
-    http_server *s;
-};
 
 enum conn_state { C_READING, C_HANDLING, C_WRITING, C_LINGERING, C_CLOSING };
 
@@ -284,7 +277,7 @@ static void on_written(uv_write_t *w, int status) {
         conn_close(c);
         return;
     }
-    if (c->close_after || !c->keep_alive || c->srv->closing) {
+    if (c->close_after || !c->keep_alive || c->srv->obj.closing) {
         conn_linger(c);
         return;
     }
@@ -671,8 +664,6 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 
 /* ---- connections ---------------------------------------------------------------------- */
 
-static void server_maybe_free(http_server *s);
-
 static void conn_closed(uv_handle_t *h) {
     http_conn *c = h->data;
     if (--c->open_handles > 0) return;
@@ -682,7 +673,7 @@ static void conn_closed(uv_handle_t *h) {
     free(c->in);
     free(c->out);
     free(c);
-    server_maybe_free(s);
+    hostobj_release(&s->obj);
 }
 
 static void conn_close(http_conn *c) {
@@ -713,7 +704,7 @@ static int is_exempt(http_server *s, const char *ip) {
 
 static void on_connection(uv_stream_t *l, int status) {
     http_server *s = l->data;
-    if (status < 0 || s->closing) return;
+    if (status < 0 || s->obj.closing) return;
     http_conn *c = xcalloc(1, sizeof *c);
     c->srv = s;
     uv_tcp_init(s->app->loop, &c->tcp);
@@ -722,6 +713,7 @@ static void on_connection(uv_stream_t *l, int status) {
     c->open_handles = 2;
     hreq_init(&c->req, &s->limits);
     list_push_back(&s->conns, &c->link);
+    hostobj_hold(&s->obj);
     s->nconns++;
     metric_add(s->m_conns, 1);
     if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
@@ -755,8 +747,8 @@ static void conn_resume_reading(http_conn *c) {
 
 /* ---- the server ----------------------------------------------------------------------- */
 
-static void server_maybe_free(http_server *s) {
-    if (!s->closing || s->listener_open || !list_empty(&s->conns) || s->ud) return;
+static void server_free(hostobj *o) {
+    http_server *s = HOSTOBJ_OF(o, http_server, obj);
     lua_State *L = s->app->L;
     luaL_unref(L, LUA_REGISTRYINDEX, s->routes_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, s->req_mt_ref);
@@ -768,15 +760,12 @@ static void server_maybe_free(http_server *s) {
 
 static void listener_closed(uv_handle_t *h) {
     http_server *s = h->data;
-    s->listener_open = 0;
-    server_maybe_free(s);
+    hostobj_release(&s->obj);
 }
 
 /* Stops accepting; idle connections close now, busy ones after their response. */
-static void server_close(http_server *s) {
-    if (s->closing) return;
-    s->closing = 1;
-    track_del(&s->track);
+static void server_close(hostobj *o) {
+    http_server *s = HOSTOBJ_OF(o, http_server, obj);
     uv_close((uv_handle_t *)&s->listener, listener_closed);
     list_node *n = s->conns.next;
     while (n != &s->conns) {
@@ -785,8 +774,6 @@ static void server_close(http_server *s) {
         if (c->state == C_READING || c->state == C_LINGERING) conn_close(c);
     }
 }
-
-static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, http_server, track)); }
 
 /* per_ip_exempt = { "ip", ... }: addresses as tcp_peer_str writes them (canonical). */
 static void read_exempt(lua_State *L, http_server *s) {
@@ -853,13 +840,13 @@ static int l_serve(lua_State *L) {
     list_init(&s->conns);
     uv_tcp_init(app->loop, &s->listener);
     s->listener.data = s;
-    s->listener_open = 1;
+    hostobj_init(app, &s->obj, "http server", server_close, server_free);
+    hostobj_hold(&s->obj); /* the listener, until its close callback */
     s->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     s->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     int rc = listen_start(&s->listener, fd, 511, on_connection);
     if (rc != 0) {
-        s->closing = 1;
-        uv_close((uv_handle_t *)&s->listener, listener_closed);
+        hostobj_close(&s->obj);
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
         return 2;
@@ -868,48 +855,27 @@ static int l_serve(lua_State *L) {
     snprintf(labels, sizeof labels, "server=\"%s\"", s->name);
     s->m_conns = metrics_get(METRIC_GAUGE, "chathost_http_connections", labels,
                              "Open HTTP connections.");
-    track_add(app, &s->track, "http server", server_track_close);
-    server_ud *u = lua_newuserdata(L, sizeof *u);
-    u->s = s;
-    s->ud = u;
-    luaL_getmetatable(L, SERVER_MT);
-    lua_setmetatable(L, -2);
+    hostobj_push(L, &s->obj, SERVER_MT);
     return 1;
 }
 
 static int l_index(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    http_server *s = HOSTOBJ_OF(hostobj_check(L, 1, SERVER_MT), http_server, obj);
     const char *k = luaL_checkstring(L, 2);
-    if (strcmp(k, "port") == 0 && u->s) {
-        lua_pushinteger(L, u->s->port);
+    if (strcmp(k, "port") == 0) {
+        lua_pushinteger(L, s->port);
         return 1;
     }
-    if (strcmp(k, "connections") == 0 && u->s) {
-        lua_pushinteger(L, u->s->nconns);
+    if (strcmp(k, "connections") == 0) {
+        lua_pushinteger(L, s->nconns);
         return 1;
     }
     return vm_method(L);
 }
 
-static int l_close(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
-    if (u->s) server_close(u->s);
-    return 0;
-}
-
-static int l_gc(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
-    http_server *s = u->s;
-    if (!s) return 0;
-    u->s = NULL;
-    s->ud = NULL;
-    server_maybe_free(s);
-    return 0;
-}
-
 int http_server_open(lua_State *L) {
-    static const luaL_Reg methods[] = {{"close", l_close}, {NULL, NULL}};
-    vm_class(L, SERVER_MT, methods, l_index, l_gc);
+    static const luaL_Reg methods[] = {{NULL, NULL}}; /* close: hostobj_class */
+    hostobj_class(L, SERVER_MT, methods, l_index);
     lua_newtable(L);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_serve, 1);

@@ -22,6 +22,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "hostobj.h"
 #include "listen.h"
 
 #define SESSION_MT "chathost.session"
@@ -90,12 +91,8 @@ typedef struct session_ud {
     session *s;
 } session_ud;
 
-typedef struct server_ud {
-    chat_server *srv;
-} server_ud;
-
 struct chat_server {
-    tracked track;
+    hostobj obj;            /* users: the Lua handle, the listener, the sweep timer, sessions */
     struct app *app;
     uv_tcp_t listener;
     uv_timer_t sweep;
@@ -112,8 +109,6 @@ struct chat_server {
     list_node sessions;
     char id_prefix[24];
     uint64_t next_id;
-    int closing, open_handles;
-    server_ud *ud;
     metric *m_conns, *m_in, *m_out, *m_unknown, *m_slow;
     struct {
         int used;
@@ -442,8 +437,6 @@ static void call_on_capacity(chat_server *srv, int full) {
     sched_spawn(srv->app, L, 1, "on_capacity", on_close_done, NULL);
 }
 
-static void server_maybe_free(chat_server *srv);
-
 static void tcp_closed(uv_handle_t *h) {
     session *s = h->data;
     chat_server *srv = s->srv;
@@ -454,7 +447,7 @@ static void tcp_closed(uv_handle_t *h) {
     luaL_unref(L, LUA_REGISTRYINDEX, ref); /* the Lua object frees s when collected */
     list_remove(&s->link); /* only now: until here the server must outlive s (on_close runs Lua) */
     if (!s->ud_alive) session_free(L, s);
-    server_maybe_free(srv);
+    hostobj_release(&srv->obj);
 }
 
 static void flush_timer_closed(uv_handle_t *h) { free(h); }
@@ -796,7 +789,6 @@ static const char FULL_BODY[] = "{\"error\":1018,\"message\":\"chat server full\
 
 static void refuse_connection(chat_server *srv, uv_stream_t *l) {
     uv_tcp_t *t = xmalloc(sizeof *t);
-    if (!t) return; /* the kernel keeps the connection queued; retried at the next accept */
     uv_tcp_init(srv->app->loop, t);
     if (uv_accept(l, (uv_stream_t *)t) == 0) {
         char frame[FRAME_HEADER + sizeof FULL_BODY];
@@ -814,7 +806,7 @@ static void refuse_connection(chat_server *srv, uv_stream_t *l) {
 static void on_connection(uv_stream_t *l, int status) {
     chat_server *srv = l->data;
     lua_State *L = srv->app->L;
-    if (status < 0 || srv->closing) return;
+    if (status < 0 || srv->obj.closing) return;
     if (srv->nconns >= srv->max_connections) { /* accept, answer and close: the queue drains */
         refuse_connection(srv, l);
         return;
@@ -840,6 +832,7 @@ static void on_connection(uv_stream_t *l, int status) {
     lua_setmetatable(L, -2);
     s->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     list_push_back(&srv->sessions, &s->link);
+    hostobj_hold(&srv->obj);
     srv->nconns++;
     metric_add(srv->m_conns, 1);
     if (!srv->full && srv->nconns >= srv->max_connections) call_on_capacity(srv, 1);
@@ -870,8 +863,8 @@ static void on_sweep(uv_timer_t *t) {
 
 /* ---- the server ------------------------------------------------------------------------ */
 
-static void server_maybe_free(chat_server *srv) {
-    if (!srv->closing || srv->open_handles > 0 || !list_empty(&srv->sessions) || srv->ud) return;
+static void server_free(hostobj *o) {
+    chat_server *srv = HOSTOBJ_OF(o, chat_server, obj);
     lua_State *L = srv->app->L;
     luaL_unref(L, LUA_REGISTRYINDEX, srv->handlers_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->decode_ref);
@@ -883,15 +876,12 @@ static void server_maybe_free(chat_server *srv) {
 
 static void server_handle_closed(uv_handle_t *h) {
     chat_server *srv = h->data;
-    srv->open_handles--;
-    server_maybe_free(srv);
+    hostobj_release(&srv->obj);
 }
 
 /* Stops accepting and closes every session (queued frames are flushed first). */
-static void server_close(chat_server *srv) {
-    if (srv->closing) return;
-    srv->closing = 1;
-    track_del(&srv->track);
+static void server_close(hostobj *o) {
+    chat_server *srv = HOSTOBJ_OF(o, chat_server, obj);
     uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
     uv_close((uv_handle_t *)&srv->sweep, server_handle_closed);
     list_node *n = srv->sessions.next;
@@ -901,8 +891,6 @@ static void server_close(chat_server *srv) {
         session_close(s, "server shutting down", 1);
     }
 }
-
-static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, chat_server, track)); }
 
 static int ref_json(lua_State *L, const char *fn) {
     lua_getglobal(L, "package");
@@ -975,13 +963,16 @@ static int l_serve(lua_State *L) {
     list_init(&srv->sessions);
     uv_tcp_init(app->loop, &srv->listener);
     srv->listener.data = srv;
-    srv->open_handles = 1;
+    uv_timer_init(app->loop, &srv->sweep);
+    srv->sweep.data = srv;
+    hostobj_init(app, &srv->obj, "chat server", server_close, server_free);
+    hostobj_hold(&srv->obj); /* the listener and the sweep timer, until their close callbacks */
+    hostobj_hold(&srv->obj);
     srv->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     srv->messages_ref = srv->decode_ref = srv->by_uid_ref = LUA_NOREF;
     int rc = listen_start(&srv->listener, fd, 4096, on_connection);
     if (rc != 0) {
-        srv->closing = 1;
-        uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
+        hostobj_close(&srv->obj);
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
         return 2;
@@ -995,9 +986,6 @@ static int l_serve(lua_State *L) {
     uint64_t limit = srv->idle_ms < srv->handler_ms ? srv->idle_ms : srv->handler_ms;
     if (srv->login_ms < limit) limit = srv->login_ms;
     uint64_t sweep = limit / 4 < 1000 ? limit / 4 : 1000;
-    uv_timer_init(app->loop, &srv->sweep);
-    srv->sweep.data = srv;
-    srv->open_handles++;
     uv_timer_start(&srv->sweep, on_sweep, sweep ? sweep : 1, sweep ? sweep : 1);
     char labels[64];
     snprintf(labels, sizeof labels, "server=\"%s\"", srv->name);
@@ -1009,40 +997,19 @@ static int l_serve(lua_State *L) {
     srv->m_slow = metrics_get(METRIC_COUNTER, "chathost_chat_slow_readers_total", labels,
                               "Sessions closed because they did not read their frames.");
     srv->unknown_msgs = msg_series(srv, "unknown");
-    track_add(app, &srv->track, "chat server", server_track_close);
     current = srv;
-    server_ud *u = lua_newuserdata(L, sizeof *u);
-    u->srv = srv;
-    srv->ud = u;
-    luaL_getmetatable(L, SERVER_MT);
-    lua_setmetatable(L, -2);
+    hostobj_push(L, &srv->obj, SERVER_MT);
     return 1;
 }
 
 static int l_server_index(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    chat_server *srv = HOSTOBJ_OF(hostobj_check(L, 1, SERVER_MT), chat_server, obj);
     const char *k = luaL_checkstring(L, 2);
-    if (strcmp(k, "port") == 0 && u->srv) {
-        lua_pushinteger(L, u->srv->port);
+    if (strcmp(k, "port") == 0) {
+        lua_pushinteger(L, srv->port);
         return 1;
     }
     return vm_method(L);
-}
-
-static int l_server_close(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
-    if (u->srv) server_close(u->srv);
-    return 0;
-}
-
-static int l_server_gc(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
-    chat_server *srv = u->srv;
-    if (!srv) return 0;
-    u->srv = NULL;
-    srv->ud = NULL;
-    server_maybe_free(srv);
-    return 0;
 }
 
 /* ---- host.sessions ------------------------------------------------------------------- */
@@ -1086,13 +1053,13 @@ static int l_sessions_list(lua_State *L) {
 int tcp_server_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"send", l_send}, {"close", l_close}, {"bind", l_bind},
                                        {"unbind", l_unbind}, {NULL, NULL}};
-    static const luaL_Reg server_methods[] = {{"close", l_server_close}, {NULL, NULL}};
+    static const luaL_Reg server_methods[] = {{NULL, NULL}}; /* close: hostobj_class */
     vm_class(L, SESSION_MT, methods, l_session_index, l_session_gc);
     luaL_getmetatable(L, SESSION_MT);
     lua_pushcfunction(L, l_session_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
-    vm_class(L, SERVER_MT, server_methods, l_server_index, l_server_gc);
+    hostobj_class(L, SERVER_MT, server_methods, l_server_index);
     lua_newtable(L);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_serve, 1);

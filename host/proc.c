@@ -107,17 +107,25 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 /* ---- spawning ------------------------------------------------------------------------ */
 
-/* Builds a NULL-terminated array from the Lua array at idx; NULL if it is not all strings. */
+/* Whether the Lua array at idx holds only strings (numbers count: they convert). */
+static int is_string_array(lua_State *L, int idx) {
+    int n = (int)lua_objlen(L, idx);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        int t = lua_type(L, -1);
+        lua_pop(L, 1);
+        if (t != LUA_TSTRING && t != LUA_TNUMBER) return 0;
+    }
+    return 1;
+}
+
+/* A NULL-terminated copy of the pointers of the Lua array at idx, which is_string_array
+ * has accepted. Raises nothing: callers allocate it once every check is done. */
 static char **string_array(lua_State *L, int idx) {
     int n = (int)lua_objlen(L, idx);
     char **v = xcalloc((size_t)n + 1, sizeof *v);
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, i);
-        if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
-            lua_pop(L, 1);
-            free(v);
-            return NULL;
-        }
         v[i - 1] = (char *)lua_tostring(L, -1);
         lua_pop(L, 1); /* the string stays alive in the table */
     }
@@ -125,7 +133,8 @@ static char **string_array(lua_State *L, int idx) {
 }
 
 /* The parent's environment with opts.env (name -> value; false removes a variable) on top. The
- * strings live on the Lua stack in a table at the returned index until the spawn. */
+ * strings live on the Lua stack in a table at the returned index until the spawn. Raises
+ * only before it allocates (opts.env not a table). */
 static char **build_env(lua_State *L, int opts) {
     lua_getfield(L, opts, "env");
     if (lua_isnil(L, -1)) {
@@ -183,17 +192,15 @@ static int l_spawn(lua_State *L) {
         lua_newtable(L);
     }
     luaL_checktype(L, 2, LUA_TTABLE);
-    char **argv = string_array(L, 1);
-    if (!argv || !argv[0]) {
-        free(argv);
-        return luaL_argerror(L, 1, "expected a non-empty array of strings");
-    }
+    luaL_argcheck(L, lua_objlen(L, 1) > 0 && is_string_array(L, 1), 1,
+                  "expected a non-empty array of strings");
     int modes[2] = {stdio_mode(L, 2, "stdout"), stdio_mode(L, 2, "stderr")};
     lua_getfield(L, 2, "max_output");
     size_t max_output = (size_t)luaL_optinteger(L, -1, DEFAULT_MAX_OUTPUT);
     lua_getfield(L, 2, "cwd");
     const char *cwd = luaL_optstring(L, -1, NULL);
-    char **env = build_env(L, 2);
+    char **env = build_env(L, 2); /* check, then allocate (liolib's order): nothing raises after */
+    char **argv = string_array(L, 1);
 
     proc *p = xcalloc(1, sizeof *p);
     p->app = app;

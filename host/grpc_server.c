@@ -476,9 +476,9 @@ static int l_server_index(lua_State *L) {
 }
 
 /* Leaves host.grpc.serve on the stack (the app is on top when called). server:close()
- * (hostobj_class) stops accepting; calls in flight are cancelled. */
+ * stops accepting; calls in flight are cancelled. */
 int grpc_server_open(lua_State *L) {
-    static const luaL_Reg methods[] = {{NULL, NULL}};
+    static const luaL_Reg methods[] = {{"close", hostobj_l_close}, {NULL, NULL}};
     hostobj_class(L, SERVER_MT, methods, l_server_index);
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_serve, 1);

@@ -17,6 +17,7 @@ void hostobj_init(struct app *app, hostobj *o, const char *kind, void (*close)(h
                   void (*free)(hostobj *)) {
     o->users = 0;
     o->closing = 0;
+    o->close_on_collect = 0;
     o->close = close;
     o->free = free;
     track_add(app, &o->track, kind, track_close);
@@ -49,7 +50,7 @@ static hostobj_ud *check_any(lua_State *L, int idx) {
     return lua_touserdata(L, idx);
 }
 
-static int l_close(lua_State *L) {
+int hostobj_l_close(lua_State *L) {
     hostobj_ud *u = check_any(L, 1);
     if (u->o) hostobj_close(u->o);
     return 0;
@@ -59,7 +60,9 @@ static int l_gc(lua_State *L) {
     hostobj_ud *u = check_any(L, 1);
     hostobj *o = u->o;
     u->o = NULL;
-    if (o) hostobj_release(o);
+    if (!o) return 0;
+    if (o->close_on_collect) hostobj_close(o);
+    hostobj_release(o);
     return 0;
 }
 
@@ -69,10 +72,7 @@ void hostobj_class(lua_State *L, const char *name, const luaL_Reg *methods,
     luaL_getmetatable(L, name);
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, HOSTOBJ_MARK);
-    lua_getfield(L, -1, index ? "methods" : "__index");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "close");
-    lua_pop(L, 2);
+    lua_pop(L, 1);
 }
 
 void hostobj_push(lua_State *L, hostobj *o, const char *name) {

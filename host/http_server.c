@@ -874,7 +874,7 @@ static int l_index(lua_State *L) {
 }
 
 int http_server_open(lua_State *L) {
-    static const luaL_Reg methods[] = {{NULL, NULL}}; /* close: hostobj_class */
+    static const luaL_Reg methods[] = {{"close", hostobj_l_close}, {NULL, NULL}};
     hostobj_class(L, SERVER_MT, methods, l_index);
     lua_newtable(L);
     lua_pushvalue(L, -2);

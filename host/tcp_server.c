@@ -1053,7 +1053,7 @@ static int l_sessions_list(lua_State *L) {
 int tcp_server_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"send", l_send}, {"close", l_close}, {"bind", l_bind},
                                        {"unbind", l_unbind}, {NULL, NULL}};
-    static const luaL_Reg server_methods[] = {{NULL, NULL}}; /* close: hostobj_class */
+    static const luaL_Reg server_methods[] = {{"close", hostobj_l_close}, {NULL, NULL}};
     vm_class(L, SESSION_MT, methods, l_session_index, l_session_gc);
     luaL_getmetatable(L, SESSION_MT);
     lua_pushcfunction(L, l_session_tostring);

@@ -792,6 +792,7 @@ static void read_exempt(lua_State *L, http_server *s) {
     lua_pop(L, 1);
 }
 
+/* The scalar options into s; raises on a wrong type (before anything is allocated). */
 static void read_options(lua_State *L, http_server *s) {
     s->limits.max_url = (size_t)vm_opt_int(L, 1, "max_url_bytes", 8192);
     s->limits.max_header = (size_t)vm_opt_int(L, 1, "max_header_bytes", 16384);
@@ -804,7 +805,6 @@ static void read_options(lua_State *L, http_server *s) {
     s->max_per_ip = (int)vm_opt_int(L, 1, "max_connections_per_ip", 0);
     s->first_byte_timeout_ms = (uint64_t)vm_opt_int(L, 1, "first_byte_timeout_ms",
                                                     (lua_Integer)s->idle_timeout_ms);
-    read_exempt(L, s);
     lua_getfield(L, 1, "access_log");
     s->access_log = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_getfield(L, 1, "name");
@@ -827,16 +827,19 @@ static int l_serve(lua_State *L) {
     if (vm_require_embedded(L, "chathost.http") != 0) return lua_error(L);
     lua_getfield(L, -1, "req_mt");
     lua_replace(L, -2); /* routes, req_mt on top */
+    http_server opts = {0};
+    read_options(L, &opts); /* a bad option raises before a socket or memory is taken */
     int port = 0, fd = listen_socket(address, reuseport, &port);
     if (fd < 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s: %s", address, strerror(-fd));
         return 2;
     }
-    http_server *s = xcalloc(1, sizeof *s);
+    http_server *s = xmalloc(sizeof *s);
+    *s = opts;
     s->app = app;
     s->port = port;
-    read_options(L, s);
+    read_exempt(L, s);
     list_init(&s->conns);
     uv_tcp_init(app->loop, &s->listener);
     s->listener.data = s;

@@ -929,6 +929,23 @@ static int clamp_connections(const char *name, int wanted, int reserve) {
     return (int)room;
 }
 
+/* The options into o (max_connections as asked, before clamp_connections); returns
+ * fd_reserve. Raises on a wrong type. */
+static int read_options(lua_State *L, chat_server *o) {
+    o->max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 8192);
+    if (o->max_body > FRAME_MAX_BODY) o->max_body = FRAME_MAX_BODY;
+    o->queue_bytes = (size_t)vm_opt_int(L, 1, "send_queue_bytes", 1 << 20);
+    o->queue_frames = (unsigned)vm_opt_int(L, 1, "send_queue_frames", 1000);
+    o->idle_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
+    o->handler_ms = (uint64_t)vm_opt_int(L, 1, "handler_timeout_ms", 30000);
+    o->login_ms = (uint64_t)vm_opt_int(L, 1, "login_timeout_ms", 10000);
+    lua_getfield(L, 1, "name");
+    snprintf(o->name, sizeof o->name, "%s", luaL_optstring(L, -1, "chat"));
+    lua_pop(L, 1);
+    o->max_connections = (int)vm_opt_int(L, 1, "max_connections", 200000);
+    return (int)vm_opt_int(L, 1, "fd_reserve", 256);
+}
+
 /* serve{address=, handlers=function() -> table, name=?, max_body_bytes=?,
  *       send_queue_bytes=?, send_queue_frames=?, idle_timeout_ms=?, max_connections=?}
  *   -> server | nil, err */
@@ -939,27 +956,19 @@ static int l_serve(lua_State *L) {
     const char *address = luaL_checkstring(L, -1);
     lua_getfield(L, 1, "handlers");
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "handlers must be a function returning the table");
+    chat_server opts = {0};
+    int fd_reserve = read_options(L, &opts); /* a bad option raises before anything is taken */
     int port = 0, fd = listen_socket(address, 0, &port);
     if (fd < 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s: %s", address, strerror(-fd));
         return 2;
     }
-    chat_server *srv = xcalloc(1, sizeof *srv);
+    chat_server *srv = xmalloc(sizeof *srv);
+    *srv = opts;
     srv->app = app;
     srv->port = port;
-    srv->max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 8192);
-    if (srv->max_body > FRAME_MAX_BODY) srv->max_body = FRAME_MAX_BODY;
-    srv->queue_bytes = (size_t)vm_opt_int(L, 1, "send_queue_bytes", 1 << 20);
-    srv->queue_frames = (unsigned)vm_opt_int(L, 1, "send_queue_frames", 1000);
-    srv->idle_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
-    srv->handler_ms = (uint64_t)vm_opt_int(L, 1, "handler_timeout_ms", 30000);
-    srv->login_ms = (uint64_t)vm_opt_int(L, 1, "login_timeout_ms", 10000);
-    lua_getfield(L, 1, "name");
-    snprintf(srv->name, sizeof srv->name, "%s", luaL_optstring(L, -1, "chat"));
-    lua_pop(L, 1);
-    srv->max_connections = clamp_connections(srv->name, (int)vm_opt_int(L, 1, "max_connections", 200000),
-                                             (int)vm_opt_int(L, 1, "fd_reserve", 256));
+    srv->max_connections = clamp_connections(srv->name, srv->max_connections, fd_reserve);
     list_init(&srv->sessions);
     uv_tcp_init(app->loop, &srv->listener);
     srv->listener.data = srv;

@@ -413,6 +413,9 @@ static int l_serve(lua_State *L) {
     lua_getfield(L, 1, "handlers");
     if (!lua_istable(L, -1) && !lua_isfunction(L, -1))
         return luaL_argerror(L, 1, "handlers must be a table or a function(name)");
+    lua_getfield(L, 1, "max_inflight_calls"); /* raises: read before allocating */
+    int max_inflight = (int)luaL_optinteger(L, -1, cfg_int(app, "grpc.max_inflight_calls", 10000));
+    lua_pop(L, 1);
     if (app->stopping) {
         lua_pushnil(L);
         lua_pushliteral(L, "shutting down");
@@ -427,9 +430,7 @@ static int l_serve(lua_State *L) {
     gserver *s = xcalloc(1, sizeof *s);
     s->b = b;
     s->unknown_stats.method = "unknown";
-    lua_getfield(L, 1, "max_inflight_calls");
-    s->max_inflight = (int)luaL_optinteger(L, -1, cfg_int(app, "grpc.max_inflight_calls", 10000));
-    lua_pop(L, 1);
+    s->max_inflight = max_inflight;
     s->srv = server_create(b);
     grpc_server_register_completion_queue(s->srv, b->cq, NULL);
     register_methods(s);

@@ -15,7 +15,7 @@
 static void pool_maybe_finish(db_pool *p);
 
 void db_job_free(db_job *j) {
-    db_buf_free(&j->result);
+    buf_free(&j->result);
     free(j);
 }
 

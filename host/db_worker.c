@@ -30,28 +30,22 @@ static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
 
 /* ---- result buffer ------------------------------------------------------------------- */
 
-static void buf_put(db_buf *b, const void *p, size_t n) {
-    b->data = buf_grow(b->data, &b->cap, b->len + n);
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
+static void buf_u8(buf_t *b, uint8_t v) { buf_append(b, &v, 1); }
+static void buf_u32(buf_t *b, uint32_t v) { buf_append(b, &v, sizeof v); }
 
-static void buf_u8(db_buf *b, uint8_t v) { buf_put(b, &v, 1); }
-static void buf_u32(db_buf *b, uint32_t v) { buf_put(b, &v, sizeof v); }
-
-static void buf_string(db_buf *b, const char *s, size_t len) {
+static void buf_string(buf_t *b, const char *s, size_t len) {
     buf_u8(b, DB_CELL_STRING);
     buf_u32(b, (uint32_t)len);
-    buf_put(b, s, len);
+    buf_append(b, s, len);
 }
 
-static void buf_number(db_buf *b, double d) {
+static void buf_number(buf_t *b, double d) {
     buf_u8(b, DB_CELL_NUMBER);
-    buf_put(b, &d, sizeof d);
+    buf_append(b, &d, sizeof d);
 }
 
 /* Integers are numbers while a double holds them exactly, decimal strings beyond. */
-static void buf_integer(db_buf *b, long long v, int is_unsigned) {
+static void buf_integer(buf_t *b, long long v, int is_unsigned) {
     char s[24];
     unsigned long long u = (unsigned long long)v;
     if (is_unsigned ? u < (unsigned long long)EXACT_INT_LIMIT
@@ -61,12 +55,6 @@ static void buf_integer(db_buf *b, long long v, int is_unsigned) {
     }
     int n = is_unsigned ? snprintf(s, sizeof s, "%llu", u) : snprintf(s, sizeof s, "%lld", v);
     buf_string(b, s, (size_t)n);
-}
-
-void db_buf_free(db_buf *b) {
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
 }
 
 /* ---- errors -------------------------------------------------------------------------- */
@@ -374,7 +362,7 @@ static int fetch_rows(db_worker *w, db_job *j, MYSQL_STMT *st, MYSQL_RES *meta) 
     buf_u32(&j->result, n);
     for (unsigned i = 0; i < n; i++) {
         buf_u32(&j->result, f[i].name_length);
-        buf_put(&j->result, f[i].name, f[i].name_length);
+        buf_append(&j->result, f[i].name, f[i].name_length);
         bind_column(&b[i], &cols[i], &f[i]);
     }
     int rc = mysql_stmt_bind_result(st, b) ? -1 : 0;

@@ -101,13 +101,8 @@ void metric_observe(metric *m, double v) {
 
 /* ---- rendering ------------------------------------------------------------------------- */
 
-typedef struct out {
-    char *data;
-    size_t len, cap;
-} out;
-
-static void out_printf(out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_printf(out *o, const char *fmt, ...) {
+static void out_printf(buf_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(buf_t *o, const char *fmt, ...) {
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
@@ -143,7 +138,7 @@ static const char *kind_name(enum metric_kind k) {
     return k == METRIC_COUNTER ? "counter" : k == METRIC_GAUGE ? "gauge" : "histogram";
 }
 
-static void render_histogram(out *o, const metric *m) {
+static void render_histogram(buf_t *o, const metric *m) {
     const char *sep = m->labels[0] ? "," : "";
     char num[32];
     for (size_t i = 0; i < NBOUNDS; i++)
@@ -164,7 +159,7 @@ static int by_name(const void *a, const void *b) {
     return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
-static void render_series(out *o, const metric *s) {
+static void render_series(buf_t *o, const metric *s) {
     char num[32];
     if (s->kind == METRIC_HISTOGRAM)
         render_histogram(o, s);
@@ -176,7 +171,7 @@ static void render_series(out *o, const metric *s) {
 
 /* Pushes the whole registry as Prometheus text: series grouped by name, HELP/TYPE once. */
 static int l_render(lua_State *L) {
-    out o = {0};
+    buf_t o = {0};
     metric **all = xmalloc((nmetrics ? nmetrics : 1) * sizeof *all);
     unsigned n = 0;
     for (metric *m = first; m; m = m->next_in_order) all[n++] = m;

@@ -19,9 +19,8 @@
 extern char **environ;
 
 typedef struct outbuf {
-    char *data;
-    size_t len, cap, max;
-    size_t dropped;
+    buf_t bytes;
+    size_t max, dropped;
 } outbuf;
 
 typedef struct proc_ud proc_ud;
@@ -47,8 +46,8 @@ struct proc_ud {
 
 static void proc_maybe_free(proc *p) {
     if (p->open_handles > 0 || p->ud) return;
-    free(p->out[0].data);
-    free(p->out[1].data);
+    buf_free(&p->out[0].bytes);
+    buf_free(&p->out[1].bytes);
     free(p);
 }
 
@@ -85,13 +84,10 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 }
 
 static void outbuf_add(outbuf *b, const char *data, size_t n) {
-    size_t room = b->max > b->len ? b->max - b->len : 0;
+    size_t room = b->max > b->bytes.len ? b->max - b->bytes.len : 0;
     size_t take = n < room ? n : room;
     b->dropped += n - take;
-    if (!take) return;
-    b->data = buf_grow(b->data, &b->cap, b->len + take);
-    memcpy(b->data + b->len, data, take);
-    b->len += take;
+    if (take) buf_append(&b->bytes, data, take);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -315,8 +311,8 @@ static int l_kill(lua_State *L) {
 /* p:output() -> stdout, stderr captured so far (each at most opts.max_output bytes) */
 static int l_output(lua_State *L) {
     proc *p = check_proc(L);
-    lua_pushlstring(L, p->out[0].data ? p->out[0].data : "", p->out[0].len);
-    lua_pushlstring(L, p->out[1].data ? p->out[1].data : "", p->out[1].len);
+    lua_pushlstring(L, p->out[0].bytes.data ? p->out[0].bytes.data : "", p->out[0].bytes.len);
+    lua_pushlstring(L, p->out[1].bytes.data ? p->out[1].bytes.data : "", p->out[1].bytes.len);
     return 2;
 }
 

@@ -40,8 +40,7 @@ typedef struct msg_stat {
 typedef struct chat_server chat_server;
 
 typedef struct out_buf {
-    char *data;
-    size_t len, cap;
+    buf_t bytes;
     unsigned frames;
 } out_buf;
 
@@ -128,24 +127,18 @@ static void session_read_start(session *s);
 
 /* ---- sending ------------------------------------------------------------------------- */
 
-static void buf_add(out_buf *b, const void *data, size_t n) {
-    b->data = buf_grow(b->data, &b->cap, b->len + n);
-    memcpy(b->data + b->len, data, n);
-    b->len += n;
-}
-
 static void start_write(session *s);
 
 static void on_written(uv_write_t *w, int status) {
     session *s = w->data;
     s->writing = 0;
-    s->inflight.len = 0;
+    s->inflight.bytes.len = 0;
     s->inflight.frames = 0;
     if (status < 0) {
         session_close(s, "write error", 0);
         return;
     }
-    if (s->pending.len > 0) {
+    if (s->pending.bytes.len > 0) {
         start_write(s);
     } else if (s->state == S_DRAINING) {
         session_close(s, s->reason, 0);
@@ -154,25 +147,26 @@ static void on_written(uv_write_t *w, int status) {
 
 /* Sends everything pending: at once if the socket takes it, else with one write request. */
 static void start_write(session *s) {
-    if (s->writing || s->pending.len == 0 || s->state == S_CLOSED) return;
+    if (s->writing || s->pending.bytes.len == 0 || s->state == S_CLOSED) return;
     out_buf t = s->inflight;
     s->inflight = s->pending;
     s->pending = t;
-    s->pending.len = 0;
+    s->pending.bytes.len = 0;
     s->pending.frames = 0;
-    uv_buf_t b = uv_buf_init(s->inflight.data, (unsigned)s->inflight.len);
+    uv_buf_t b = uv_buf_init(s->inflight.bytes.data, (unsigned)s->inflight.bytes.len);
     int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-    if (n == (int)s->inflight.len) {
-        s->inflight.len = 0;
+    if (n == (int)s->inflight.bytes.len) {
+        s->inflight.bytes.len = 0;
         s->inflight.frames = 0;
-        if (s->state == S_DRAINING && s->pending.len == 0) session_close(s, s->reason, 0);
+        if (s->state == S_DRAINING && s->pending.bytes.len == 0) session_close(s, s->reason, 0);
         return;
     }
     if (n < 0 && n != UV_EAGAIN) {
         session_close(s, "write error", 0);
         return;
     }
-    if (n > 0) b = uv_buf_init(s->inflight.data + n, (unsigned)(s->inflight.len - (size_t)n));
+    if (n > 0)
+        b = uv_buf_init(s->inflight.bytes.data + n, (unsigned)(s->inflight.bytes.len - (size_t)n));
     s->writing = 1;
     s->wreq.data = s;
     if (uv_write(&s->wreq, (uv_stream_t *)&s->tcp, &b, 1, on_written) != 0) {
@@ -184,7 +178,8 @@ static void start_write(session *s) {
 /* Queues one frame. Returns 0, or -1 when the client reads too slowly (it is closed). */
 static int session_send_raw(session *s, uint16_t id, const char *body, size_t len) {
     chat_server *srv = s->srv;
-    size_t queued = s->pending.len + s->inflight.len + s->held.len + FRAME_HEADER + len;
+    size_t queued = s->pending.bytes.len + s->inflight.bytes.len + s->held.bytes.len +
+                    FRAME_HEADER + len;
     unsigned frames = s->pending.frames + s->inflight.frames + s->held.frames + 1;
     if (queued > srv->queue_bytes || frames > srv->queue_frames) {
         log_warn("chat: session %s (uid %.0f) does not read: %zu bytes / %u frames queued, "
@@ -196,8 +191,8 @@ static int session_send_raw(session *s, uint16_t id, const char *body, size_t le
     uint8_t head[FRAME_HEADER];
     frame_header(head, id, (uint16_t)len);
     out_buf *q = s->holding ? &s->held : &s->pending;
-    buf_add(q, head, FRAME_HEADER);
-    buf_add(q, body, len);
+    buf_append(&q->bytes, head, FRAME_HEADER);
+    buf_append(&q->bytes, body, len);
     q->frames++;
     metric_add(srv->m_out, 1);
     if (!s->processing && !s->holding) start_write(s); /* else: one write later */
@@ -208,10 +203,10 @@ static int session_send_raw(session *s, uint16_t id, const char *body, size_t le
 static void release_held(session *s) {
     if (!s->holding) return;
     s->holding = 0;
-    if (s->held.len == 0) return;
-    buf_add(&s->pending, s->held.data, s->held.len);
+    if (s->held.bytes.len == 0) return;
+    buf_append(&s->pending.bytes, s->held.bytes.data, s->held.bytes.len);
     s->pending.frames += s->held.frames;
-    s->held.len = 0;
+    s->held.bytes.len = 0;
     s->held.frames = 0;
     if (!s->processing) start_write(s);
 }
@@ -362,9 +357,9 @@ static void session_free(lua_State *L, session *s) {
     if (s->data_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, s->data_ref);
     while (!list_empty(&s->inbox)) free(LIST_ENTRY(list_pop_front(&s->inbox), inframe, link));
     free(s->part);
-    free(s->pending.data);
-    free(s->inflight.data);
-    free(s->held.data);
+    buf_free(&s->pending.bytes);
+    buf_free(&s->inflight.bytes);
+    buf_free(&s->held.bytes);
     free(s);
 }
 
@@ -464,7 +459,7 @@ static void session_close(session *s, const char *reason, int flush) {
         s->reading = 0;
         index_remove(srv->app->L, s);
     }
-    if (flush && (s->pending.len > 0 || s->writing)) {
+    if (flush && (s->pending.bytes.len > 0 || s->writing)) {
         if (s->state == S_OPEN) {
             s->state = S_DRAINING;
             start_write(s);

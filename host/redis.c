@@ -105,8 +105,7 @@ typedef struct redis_req {
 } redis_req;
 
 typedef struct wire_buf {
-    char *data;
-    size_t len, cap;
+    buf_t bytes;
     size_t *ends; /* ends[i]: offset just past command i */
     int ncmds, cap_cmds;
 } wire_buf;
@@ -128,9 +127,7 @@ static void client_close(redis_client *c, const char *reason);
 /* ---- the wire format (RESP), built in a reusable buffer ------------------------------ */
 
 static void wire_append(wire_buf *w, const char *s, size_t n) {
-    w->data = buf_grow(w->data, &w->cap, w->len + n);
-    memcpy(w->data + w->len, s, n);
-    w->len += n;
+    buf_append(&w->bytes, s, n);
 }
 
 static void wire_header(wire_buf *w, char mark, size_t n) {
@@ -153,23 +150,20 @@ static void wire_end_command(wire_buf *w) {
         w->cap_cmds = w->cap_cmds ? w->cap_cmds * 2 : 16;
         w->ends = xrealloc(w->ends, (size_t)w->cap_cmds * sizeof *w->ends);
     }
-    w->ends[w->ncmds++] = w->len;
+    w->ends[w->ncmds++] = w->bytes.len;
     wire_append(w, "", 1);
-    w->len--;
+    w->bytes.len--;
 }
 
 static void wire_reset(wire_buf *w) {
-    w->len = 0;
+    w->bytes.len = 0;
     w->ncmds = 0;
 }
 
 /* Called once the formatted commands were handed on: trims a buffer a huge value grew. */
 static void wire_done(wire_buf *w) {
     wire_reset(w);
-    if (w->cap <= WIRE_KEEP) return;
-    free(w->data);
-    w->data = NULL;
-    w->cap = 0;
+    if (w->bytes.cap > WIRE_KEEP) buf_free(&w->bytes);
 }
 
 /* Appends the string or number at idx as one bulk string; -1 for any other type. */
@@ -385,9 +379,9 @@ static int req_send(redis_conn *conn, redis_req *r, const char *data, const size
  * is ready. */
 static void req_hold(redis_client *c, redis_req *r, const wire_buf *w) {
     size_t ends_size = (size_t)w->ncmds * sizeof *w->ends;
-    r->held = xrealloc(NULL, ends_size + w->len + 1);
+    r->held = xrealloc(NULL, ends_size + w->bytes.len + 1);
     memcpy(r->held, w->ends, ends_size);
-    memcpy(r->held + ends_size, w->data, w->len + 1);
+    memcpy(r->held + ends_size, w->bytes.data, w->bytes.len + 1);
     list_push_back(&c->waiting, &r->link);
 }
 
@@ -604,7 +598,7 @@ static int handshake_send(redis_conn *conn, enum req_kind kind, const char *cmd,
     if (arg) wire_bulk(w, arg, strlen(arg));
     wire_end_command(w);
     redis_req *r = req_new(conn->client, kind, 1);
-    int rc = req_send(conn, r, w->data, w->ends);
+    int rc = req_send(conn, r, w->bytes.data, w->ends);
     wire_done(w);
     if (rc != 0) req_free(r);
     if (rc == 0) conn->handshake_left++;
@@ -887,7 +881,7 @@ static int client_request(lua_State *L, redis_client *c, task_t *t, enum req_kin
     }
     if (!conn)
         req_hold(c, r, w);
-    else if (req_send(conn, r, w->data, w->ends) != 0) {
+    else if (req_send(conn, r, w->bytes.data, w->ends) != 0) {
         wire_done(w);
         req_free(r);
         return push_error(L, "redis unavailable: the connection refused the command");
@@ -1189,7 +1183,7 @@ void redis_shutdown(struct app *app) {
     while ((n = list_pop_front(&p->free_reqs)))
         free(LIST_ENTRY(n, redis_req, link));
     p->nfree = 0;
-    free(p->wire.data);
+    buf_free(&p->wire.bytes);
     free(p->wire.ends);
     memset(&p->wire, 0, sizeof p->wire);
 }

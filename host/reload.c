@@ -158,13 +158,14 @@ static const char *opt_field_str(lua_State *L, const char *k, const char *def) {
     return luaL_optstring(L, -1, def);
 }
 
-/* scripts.dir, relative to the config file's folder; NULL when out of memory. */
+/* scripts.dir, relative to the config file's folder (a copy the caller frees). */
 static char *default_dir(struct app *app) {
     char *dir_cfg = cfg_str(app, "scripts.dir", "scripts");
-    char *dir = NULL;
-    if (asprintf(&dir, "%s%s%s", dir_cfg[0] == '/' ? "" : app->root,
-                 dir_cfg[0] == '/' ? "" : "/", dir_cfg) < 0)
-        dir = NULL;
+    int absolute = dir_cfg[0] == '/';
+    const char *root = absolute ? "" : app->root, *sep = absolute ? "" : "/";
+    size_t n = strlen(root) + strlen(sep) + strlen(dir_cfg) + 1;
+    char *dir = xmalloc(n);
+    snprintf(dir, n, "%s%s%s", root, sep, dir_cfg);
     free(dir_cfg);
     return dir;
 }

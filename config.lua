@@ -16,7 +16,7 @@ return {
     scripts = {
         dir = "scripts",                    -- relative to this file
         watch = true,                       -- reload when a script changes on disk
-        reload_debounce_ms = 100,
+        reload_debounce_ms = 20,            -- quiet time after the last change before reloading
     },
 
     migrations = { dir = "sql" },           -- numbered .sql files applied by `chathost migrate`
@@ -124,4 +124,9 @@ return {
         },
     },
     -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
+
+    -- Roles of your own (README "Adding a role"): each entry runs as `chathost NAME` with
+    -- scripts/NAME/init.lua, `make run` starts it, and the entry is its host.config.self:
+    -- roles = { echo = { http_port = 8095, grpc_port = 50070, admin_port = 9120,
+    --                    stores = { "redis" }, settings = {} } },
 }

@@ -1,10 +1,12 @@
--- client.chat_conn: the long TCP connection to a chat server (the original's TcpMgr,
--- reference §9.5) over host.tcp's frame reads. One reader task takes every frame: a reply
--- (request id + 1) goes to the oldest request waiting for that id, anything else is a push
--- for on_push. Sends are queued so that only one is in flight; a heartbeat task sends
--- 1023 every heartbeat_ms once started. When the connection ends without close() having
--- been called, every waiting request fails and on_lost(err) runs once.
+-- client.chat_conn: the long TCP connection to a chat server (the original Qt client's
+-- TcpMgr: one connection carries replies and pushes) over host.tcp's frame reads. One
+-- reader task takes every frame: a reply (request id + 1) goes to the oldest request
+-- waiting for that id, anything else is a push for on_push. Sends are queued so that only
+-- one is in flight; a heartbeat task sends 1023 every heartbeat_ms once started. When the
+-- connection ends without close() having been called, every waiting request fails and
+-- on_lost(err) runs once.
 local host = require "host"
+local msgids = require "lib.msgids"
 
 local M = {}
 M.__index = M
@@ -95,10 +97,10 @@ end
 -- the answer to a later one.
 function M:request(id, body, timeout_ms)
     if self.closed then return nil, "closed" end
-    local queue = self.waiting[id + 1]
+    local queue = self.waiting[msgids.reply(id)]
     if not queue then
         queue = {}
-        self.waiting[id + 1] = queue
+        self.waiting[msgids.reply(id)] = queue
     end
     local p = host.promise()
     queue[#queue + 1] = p -- before sending: the reply may come before send returns
@@ -120,7 +122,7 @@ function M:start_heartbeat(uid, every_ms)
         self.heartbeat_co = coroutine.running()
         while not self.closed do
             if self.stop:wait(every_ms) then return end
-            local reply, err = self:request(1023, { fromuid = uid }, every_ms)
+            local reply, err = self:request(msgids.HEARTBEAT, { fromuid = uid }, every_ms)
             if not reply and err == "timeout" and not self.closed then
                 shut(self, "no heartbeat reply")
                 if self.on_lost then self.on_lost("no heartbeat reply") end

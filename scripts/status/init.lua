@@ -2,7 +2,6 @@
 -- status.policy and issues the login token the chat server will check.
 local host = require "host"
 local errors = require "lib.errors"
-local keys = require "lib.keys"
 local validate = require "lib.validate"
 local tokens = require "lib.tokens"
 local servers = require "status.servers"
@@ -40,9 +39,8 @@ M["StatusService.GetChatServer"] = function(req)
         host.log.warn("GetChatServer: no live chat server")
         return { error = errors.RPCFailed }
     end
-    local token = host.crypto.random_hex(16) -- 128 bits
-    local ok, err = host.redis.call("SET", keys.token(req.uid), token, "EX", host.config.self.token_ttl_s)
-    if not ok then
+    local token, err = tokens.issue(req.uid, host.config.self.token_ttl_s)
+    if not token then
         host.log.warn("GetChatServer: redis: ", err)
         return { error = errors.RPCFailed }
     end
@@ -65,7 +63,17 @@ end
 -- from its next tick (a tick is skipped while the previous one runs).
 M.probe = servers.probe
 
+-- Redis is back after an outage (host.redis.on_reconnect): the chat servers announce
+-- themselves again at once, so the view of them is read again at the next call.
+function M.redis_reconnected()
+    servers.forget()
+end
+
 function M.start()
+    host.redis.on_reconnect(function()
+        local current = host.handlers()
+        if current.redis_reconnected then current.redis_reconnected() end
+    end)
     local every = host.config.self.probe_interval_ms
     if every == 0 then return end
     host.timer.every(every, function()

@@ -9,7 +9,8 @@
 -- out; M.probe (every status.probe_interval_ms) connects to each server of the view, and
 -- one that does not accept a connection within status.probe_timeout_ms is not chosen
 -- until it does again. If every server fails its probe, the probes are what is wrong
--- (status cannot reach them, clients may): then none is left out.
+-- (status cannot reach them, clients may): then none is left out. What the probes found
+-- is kept in the host (host.keep), so a reload does not take a dead server back.
 local host = require "host"
 local keys = require "lib.keys"
 
@@ -91,6 +92,12 @@ local function fetch()
     return decode_alive(names, res, wanted)
 end
 
+-- forget(): the next call reads the view from Redis again (Redis came back after an
+-- outage, maybe restarted empty: the view read before it says nothing about now).
+function M.forget()
+    view, view_at = nil, -math.huge
+end
+
 -- The view, read again when older than REFRESH_MS: -> view | nil, err
 local function current()
     if view and (host.timer.monotonic() - view_at < REFRESH_MS or refreshing) then return view end
@@ -107,8 +114,11 @@ end
 
 local PROBE_TIMEOUT_MS = host.config.self.probe_timeout_ms
 local TIMEOUTS_DOWN = 2   -- consecutive probe timeouts that leave a server out
-local failures = {}       -- name -> { refused = bool, timeouts = n } of its last probes
-local unreachable = {}    -- name -> true: left out
+-- failures: name -> { refused = bool, timeouts = n } of its last probes;
+-- unreachable: name -> true: left out
+local probes = host.keep("status.probes")
+probes.failures = probes.failures or {}
+probes.unreachable = probes.unreachable or {}
 
 -- Where to probe server s: its gRPC address when announced (how peers reach it), else the
 -- client port. -> ip, port | nil (a host name: not probed)
@@ -134,6 +144,7 @@ end
 -- process is gone), timeouts only TIMEOUTS_DOWN in a row (a busy loop here can make a
 -- connect time out that did succeed).
 local function update(name, up, err)
+    local failures = probes.failures
     local f = failures[name]
     if up then
         failures[name] = nil
@@ -151,12 +162,13 @@ end
 function M.probe()
     local servers = current()
     if not servers then return end -- Redis trouble: live() reports it
-    local probes = {}
-    for i, s in ipairs(servers) do probes[i] = host.spawn(reachable, s) end
+    local running = {}
+    for i, s in ipairs(servers) do running[i] = host.spawn(reachable, s) end
+    local unreachable = probes.unreachable
     local now, seen = {}, {}
     for i, s in ipairs(servers) do
         seen[s.name] = true
-        local done, up, err = probes[i]:wait(PROBE_TIMEOUT_MS + 1000)
+        local done, up, err = running[i]:wait(PROBE_TIMEOUT_MS + 1000)
         if done then
             if update(s.name, up, err) then
                 now[s.name] = true
@@ -170,14 +182,15 @@ function M.probe()
             end
         end
     end
-    for name in pairs(failures) do
-        if not seen[name] then failures[name] = nil end -- gone from the view
+    for name in pairs(probes.failures) do
+        if not seen[name] then probes.failures[name] = nil end -- gone from the view
     end
-    unreachable = now
+    probes.unreachable = now
 end
 
 -- The servers of view that are not left out by their probes; all of them if every one is.
 local function probed(servers)
+    local unreachable = probes.unreachable
     if next(unreachable) == nil then return servers end
     local out = {}
     for _, s in ipairs(servers) do

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "log.h"
 
 void track_add(struct app *app, tracked *t, const char *kind, void (*close)(tracked *)) {
@@ -45,7 +46,7 @@ long long cfg_int(struct app *app, const char *path, long long def) {
 char *cfg_str(struct app *app, const char *path, const char *def) {
     cfg_push(app, path);
     const char *s = lua_type(app->L, -1) == LUA_TSTRING ? lua_tostring(app->L, -1) : def;
-    char *copy = s ? strdup(s) : NULL;
+    char *copy = s ? xstrdup(s) : NULL;
     lua_pop(app->L, 1);
     return copy;
 }

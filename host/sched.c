@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "log.h"
 
 static char slots_key, trampoline_key;
@@ -208,7 +209,7 @@ static void task_track_close(tracked *tr) {
 
 task_t *sched_spawn(struct app *app, lua_State *L, int nargs, const char *label,
                     task_done_fn done, void *ud) {
-    task_t *t = nspare > 0 ? spare_tasks[--nspare] : malloc(sizeof *t);
+    task_t *t = nspare > 0 ? spare_tasks[--nspare] : xmalloc(sizeof *t);
     memset(t, 0, sizeof *t);
     lua_State *co = coroutine_take(L, t);
     lua_xmove(L, co, nargs + 1); /* the function and its arguments */
@@ -246,7 +247,7 @@ static void wait_timer_fired(uv_timer_t *timer) {
 void sched_suspend_timeout(task_t *t, task_cancel_fn cancel, void *op, long long timeout_ms) {
     sched_suspend(t, cancel, op);
     if (timeout_ms < 0) return;
-    t->wait_timer = malloc(sizeof *t->wait_timer);
+    t->wait_timer = xmalloc(sizeof *t->wait_timer);
     uv_timer_init(t->app->loop, t->wait_timer);
     t->wait_timer->data = t;
     uv_timer_start(t->wait_timer, wait_timer_fired, (uint64_t)timeout_ms, 0);

@@ -45,6 +45,28 @@ describe("script reload", function()
         assert.equal(1, loader:stats().generation)
     end)
 
+    it("gives every generation the same host.kept table, and a module local anew", function()
+        local keeper = [[
+local host = require "host"
+local kept, here = host.kept("reload_spec.counter"), {}
+return { bump = function()
+    kept.n = (kept.n or 0) + 1
+    here.n = (here.n or 0) + 1
+    return kept.n, here.n
+end }
+]]
+        util.write_tree(dir, { ["lib/keeper.lua"] = keeper, ["demo/init.lua"] =
+            "local k = require 'lib.keeper'\nreturn { bump = k.bump, v = 1 }\n" })
+        wait_generation(2)
+        assert.same({ 1, 1 }, { loader:handlers().bump() })
+        assert.same({ 2, 2 }, { loader:handlers().bump() })
+        util.write_tree(dir, { ["demo/init.lua"] =
+            "local k = require 'lib.keeper'\nreturn { bump = k.bump, v = 2 }\n" })
+        wait_generation(3)
+        assert.same({ 3, 1 }, { loader:handlers().bump() })
+        assert.is_not.equal(host.kept("reload_spec.counter"), host.kept("reload_spec.other"))
+    end)
+
     it("picks up a changed module on disk without a restart", function()
         util.write_tree(dir, { ["lib/util.lua"] = "return { v = 2 }\n" })
         wait_generation(2)

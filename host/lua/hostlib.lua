@@ -21,4 +21,18 @@ function host.proc.run(argv, opts)
     return { code = code, signal = sig, stdout = out, stderr = errout }
 end
 
+-- host.kept(name) -> the table kept under name for this process: the same table for every
+-- script generation, so state in it outlives a hot reload (the module that changes the
+-- shape of what it keeps takes a new name).
+local kept = {}
+function host.kept(name)
+    assert(type(name) == "string", "host.kept(name): name must be a string")
+    local t = kept[name]
+    if not t then
+        t = {}
+        kept[name] = t
+    end
+    return t
+end
+
 return true

@@ -45,4 +45,7 @@ awk -v t=$((T1 - T0)) -v hz="$(getconf CLK_TCK)" -v r="$PEAK" -v s="$SECS" \
   'BEGIN { printf "chat server b1 CPU per message: %.1f us\n", t / hz * 1e6 / (r * s) }'
 HALF=$(awk -v p="$PEAK" 'BEGIN { printf "%d", p / 2 }')
 echo "== at half of the peak: $HALF msgs/s"
+# a chat login uses its token up: the users log in again with the same ones
+awk '{ print "SET utoken_" $1 " " $2 " EX 86400" }' "$TMP/users" \
+  | redis-cli -h 127.0.0.1 -p "$REDIS_PORT" >/dev/null
 "$TMP/chat_load" msg "$TMP/users" "$SERVERS" --rate "$HALF" --seconds "$SECS"

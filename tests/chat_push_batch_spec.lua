@@ -2,7 +2,8 @@
 -- ChatService.NotifyBatch call carries what the sender's server has queued for that peer,
 -- at most chat.push_batch_max pushes, each sender's in order; a push the peer answers 1011
 -- for follows its user once; a peer that only speaks NotifyTextChatMsg gets each push by
--- it, and a chat server still takes NotifyTextChatMsg from such a peer. Fake peers are
+-- it, and a chat server still takes NotifyTextChatMsg from such a peer; after a reload the
+-- new generation's pushes queue behind the call the old one has in flight. Fake peers are
 -- gRPC servers in this process, announced in Redis as chat servers.
 local host = require "host"
 local util = require "helpers.util"
@@ -62,7 +63,9 @@ describe("chat pushes to a peer server", function()
     local function exchange(from, to, n, k)
         local ca, cb, a, b, th = pairs_across(n, from, to)
         for j = 1, k do
-            for i = 1, n do assert(ca[i]:send(1017, text(a[i], b[i], th[i], ("m%d-%d"):format(i, j)))) end
+            for i = 1, n do
+                assert(ca[i]:send(1017, text(a[i], b[i], th[i], ("m%d-%d"):format(i, j))))
+            end
         end
         for i = 1, n do
             for j = 1, k do
@@ -86,7 +89,8 @@ describe("chat pushes to a peer server", function()
         local made = cluster.metric(chat1, CALLS, 0, BATCH) - calls
         assert.truthy(made >= 1 and made < n * k, made .. " calls for " .. n * k .. " pushes")
         assert.equal(n * k, cluster.metric(chat1, "chathost_chat_push_batch_items_total") - items)
-        assert.equal(0, cluster.metric(chat1, CALLS, 0, { method = "ChatService.NotifyTextChatMsg" }))
+        assert.equal(0,
+            cluster.metric(chat1, CALLS, 0, { method = "ChatService.NotifyTextChatMsg" }))
     end)
 
     it("makes one call per push at chat.push_batch_max = 1", function()
@@ -190,6 +194,66 @@ describe("chat pushes to a peer server", function()
         assert.same({ 1016, 1011, 0 }, rsp.errors)
         assert.equal("batched", assert(cb:wait_push(1019, 5000)).chat_datas[1].content)
         assert.is_true(cb:no_push(1021, 200))
+        cb:close()
+    end)
+end)
+
+describe("chat pushes to a peer server across a reload", function()
+    local cl, chat1, chat2
+    local stopped = false
+    timeout(20000)
+
+    setup(function()
+        -- no window: a push to an idle peer leaves at once, alone; a deadline far longer
+        -- than the test, so the call to the stopped server waits for it
+        cl = cluster.start { chat = { push_batch_window_ms = 0, push_timeout_ms = 15000,
+            alive_ttl_s = 60 }, config = { grpc = { deadline_ms = 60000 } } }
+        chat1, chat2 = cl.chats[1], cl.chats[2]
+    end)
+
+    teardown(function()
+        if stopped then chat2.proc:kill("CONT") end
+        cl:stop()
+    end)
+
+    it("queues the new generation's pushes behind the call the old one has in flight", function()
+        local a, b = cluster.user(), cluster.user()
+        local thread = cluster.befriend(a, b)
+        local ca = cluster.login(chat1.port, a)
+        local cb = cluster.login(chat2.port, b)
+        assert.equal(0, assert(ca:request(1017, text(a, b, thread, "warm"))).error)
+        assert.equal("warm", assert(cb:wait_push(1019, 5000)).chat_datas[1].content)
+        local function queued()
+            return cluster.metric(chat1, "chathost_chat_pushes_queued_total", 0)
+        end
+        local function done()
+            return cluster.metric(chat1, "chathost_chat_pushes_queue_done_total", 0)
+        end
+        assert(util.wait_until(function() return done() == queued() end, 5000, "warm to end"))
+        local calls = cluster.metric(chat1, CALLS, 0, BATCH)
+        local before = queued()
+        assert(chat2.proc:kill("STOP"))
+        stopped = true
+        assert.equal(0, assert(ca:request(1017, text(a, b, thread, "r1"))).error)
+        assert(util.wait_until(function() return queued() == before + 1 end, 5000, "r1 queued"))
+        local generation = cluster.metric(chat1, "chathost_script_generation")
+        assert(chat1.proc:kill("HUP"))
+        assert(util.wait_until(function()
+            return cluster.metric(chat1, "chathost_script_generation") > generation
+        end, 5000, "chat1 to reload"))
+        for i = 2, 3 do
+            assert.equal(0, assert(ca:request(1017, text(a, b, thread, "r" .. i))).error)
+        end
+        assert(util.wait_until(function() return queued() == before + 3 end, 5000, "r2, r3 queued"))
+        assert(chat2.proc:kill("CONT"))
+        stopped = false
+        for i = 1, 3 do
+            assert.equal("r" .. i, assert(cb:wait_push(1019, 5000)).chat_datas[1].content)
+        end
+        assert(util.wait_until(function() return done() == queued() end, 5000, "the pushes to end"))
+        -- r1 alone, then r2 and r3 together once r1's call came back: one call in flight
+        assert.equal(2, cluster.metric(chat1, CALLS, 0, BATCH) - calls)
+        ca:close()
         cb:close()
     end)
 end)

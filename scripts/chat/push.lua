@@ -205,7 +205,9 @@ local function send_batch(server, peer, items)
         return send_one_by_one(server, items)
     end
     local req = {}
-    for i, it in ipairs(items) do req[i] = { touid = it.uid, msg_id = it.msg_id, body = it.body } end
+    for i, it in ipairs(items) do
+        req[i] = { touid = it.uid, msg_id = it.msg_id, body = it.body }
+    end
     host.metrics.inc("chathost_chat_push_batches_total", 1, nil,
         "NotifyBatch calls made (chat.push)")
     host.metrics.inc("chathost_chat_push_batch_items_total", #items, nil,
@@ -227,7 +229,7 @@ local function send_batch(server, peer, items)
     local lost = follow(server, missed)
     if lost > 0 and not rsp then
         host.metrics.inc("chathost_chat_pushes_failed_total", lost, nil,
-            "pushes given up: the call to the peer chat server failed and the user was nowhere else")
+            "pushes given up: the call to the peer chat server failed, the user was nowhere else")
         host.log.warn("pushes to ", server, " given up: ", lost, " (", tostring(err),
             "; the messages are stored)")
     end

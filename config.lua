@@ -118,6 +118,9 @@ return {
         handler_timeout_ms = 30000,         -- a message handler running longer: cancelled, 1019
         push_timeout_ms = 2000,             -- a push through a peer chat server gives up
         push_queue_max = 2,                 -- a session's pushes waiting for one peer: then it waits too
+        push_batch_window_ms = 1,           -- pushes to one peer server gathered this long (and while
+                                            -- its previous call is in flight) travel in one call
+        push_batch_max = 256,               -- at most this many pushes per call (NotifyBatch)
         instances = {
             chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110 },
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },

@@ -46,9 +46,11 @@ describe("chat with a stopped peer server", function()
         -- those two settings can end the calls to the stopped server within a test (the
         -- push's 2 s: far longer than a request's round trip here, so a spec can tell a
         -- reply that waited for the push from one that did not). The liveness key
-        -- outlives the test: the stopped server still counts as alive.
+        -- outlives the test: the stopped server still counts as alive. No batch window: a
+        -- push to an idle peer is sent at once, alone, so the specs know which push is in
+        -- flight and which wait.
         cl = cluster.start { chat = { push_timeout_ms = 2000, kick_timeout_ms = 300,
-            alive_ttl_s = 60, push_queue_max = PUSH_QUEUE_MAX },
+            alive_ttl_s = 60, push_queue_max = PUSH_QUEUE_MAX, push_batch_window_ms = 0 },
             config = { grpc = { deadline_ms = 60000 } } }
         chat1, chat2 = cl.chats[1], cl.chats[2]
     end)
@@ -80,7 +82,7 @@ describe("chat with a stopped peer server", function()
 
     -- chat1's failed pushes to chat2 so far (earlier tests' are in the same log)
     local function failures()
-        local _, n = chat1:log():gsub("NotifyTextChatMsg to " .. chat2.name .. " %(", "")
+        local _, n = chat1:log():gsub("NotifyBatch to " .. chat2.name .. " %(", "")
         return n
     end
 
@@ -89,6 +91,7 @@ describe("chat with a stopped peer server", function()
         local a, b, thread, ca, cb = pair_across()
         stop_chat2()
         local failed_before = failures()
+        local lost_before = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
         local ack = assert(ca:request(1017, text(a, b, thread, "while-stopped")))
         assert.equal(0, ack.error)
         assert.equal(1, #ack.chat_datas)
@@ -104,10 +107,15 @@ describe("chat with a stopped peer server", function()
         assert(util.wait_until(function() return failures() > failed_before end, 5000,
             "the push to fail"))
         local logged = {}
-        for l in chat1:log():gmatch("NotifyTextChatMsg to " .. chat2.name .. " %([^\n]*") do
+        for l in chat1:log():gmatch("NotifyBatch to " .. chat2.name .. " %([^\n]*") do
             logged[#logged + 1] = l
         end
         assert.matches("failed: .*%(4%)$", logged[#logged]) -- 4: DEADLINE_EXCEEDED
+        -- b is still chat2's: the push is given up, counted and logged
+        assert(util.wait_until(function()
+            return cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0) > lost_before
+        end, 5000, "the push to be given up"))
+        assert.matches("pushes to " .. chat2.name .. " given up: 1 %([^\n]*stored%)", chat1:log())
         -- and the sender's session is served again
         assert.same({ error = 0 }, ca:request(1023, { fromuid = a.uid }))
         ca:close()

@@ -76,7 +76,7 @@ describe("chat login reply before pushes", function()
         local ack = assert(ca:request(1017, { fromuid = a.uid, touid = b.uid, thread_id = thread,
             text_array = { { content = "early", unique_id = "{early-2}" } } }))
         assert.equal(0, ack.error)
-        -- the peer's NotifyTextChatMsg has been answered: the push is in b's session
+        -- the peer's NotifyBatch has been answered: the push is in b's session
         assert(util.wait_until(function()
             return cluster.metric(plain, "chathost_chat_pushes_queue_done_total", 0) > done
         end, 5000, "the push through the peer"))

@@ -29,12 +29,16 @@ local SAMPLES = {
     KickUserRsp = { error = 0, uid = 5 },
     NotifyChatImgReq = { from_uid = 1, to_uid = 2, message_id = 3, file_name = "f.png", total_size = 2 ^ 40, thread_id = 4 },
     NotifyChatImgRsp = { error = 0, from_uid = 1, to_uid = 2, message_id = 3, file_name = "f", total_size = 5, thread_id = 4 },
+    PushItem = { touid = 2, msg_id = 1019, body = '{"error":0}' },
+    NotifyBatchReq = { items = { { touid = 2, msg_id = 1019, body = '{"chat_datas":[]}' },
+        { touid = 3, msg_id = 1011, body = "\0\255 bytes, not text" } } },
+    NotifyBatchRsp = { error = 0, errors = { 0, 1011, 1016 } },
 }
 
 describe("protobuf conversion", function()
     it("round-trips every message of the proto", function()
         local names = pb.messages()
-        assert.equal(22, #names)
+        assert.equal(25, #names)
         for _, full in ipairs(names) do
             local short = full:match("%.(%w+)$")
             local sample = assert(SAMPLES[short], "no sample for " .. short)
@@ -115,6 +119,7 @@ describe("protobuf conversion", function()
         assert.truthy(set["StatusService.GetChatServer"])
         assert.truthy(set["VarifyService.GetVarifyCode"])
         assert.truthy(set["ChatService.NotifyKickUser"])
-        assert.equal(10, #m)
+        assert.truthy(set["ChatService.NotifyBatch"])
+        assert.equal(11, #m)
     end)
 end)

@@ -7,11 +7,20 @@
 -- ({host, port, rpc}), else chat.instances[name] of the config; a server without a
 -- liveness key is dead and not called (no deadline spent on it). Looked up at most every
 -- ADDRESS_TTL_MS per name.
+--
+-- Pushes for one peer server travel together: each process keeps one queue per peer, and
+-- one task per peer sends what is queued as one ChatService.NotifyBatch call, one call in
+-- flight per peer at a time. The first push to an idle peer waits
+-- chat.push_batch_window_ms for company; the pushes that arrive while a call is in flight
+-- go in the next one (at most chat.push_batch_max a call, group commit as in chat.batch).
+-- One queue and one call at a time keep the order per (sender, receiver). A peer that
+-- answers UNIMPLEMENTED (it only speaks the one-push RPCs: NotifyTextChatMsg,
+-- NotifyAddFriend, NotifyAuthFriend) gets each push by its own RPC instead.
 local host = require "host"
 local keys = require "lib.keys"
 local presence = require "chat.presence"
 local settings = require "chat.settings"
-local serial = require "lib.serial"
+local queue = require "lib.fifo"
 
 local M = {}
 
@@ -47,7 +56,7 @@ function M.address(name)
     return address
 end
 
--- call(server, method, req, timeout_ms?) -> rsp | nil, err
+-- call(server, method, req, timeout_ms?) -> rsp | nil, err, code (gRPC status, if any)
 function M.call(server, method, req, timeout_ms)
     local address = M.address(server)
     if not address then return nil, "chat server " .. tostring(server) .. " is not alive" end
@@ -56,7 +65,7 @@ function M.call(server, method, req, timeout_ms)
     if not rsp then
         host.log.warn(method, " to ", server, " (", address, ") failed: ", tostring(err),
             " (", tostring(code), ")")
-        return nil, err
+        return nil, err, code
     end
     return rsp
 end
@@ -75,57 +84,188 @@ local function send_here(uid, msg_id, body)
     return true
 end
 
--- A push that did not reach uid at server (the call failed, or uid is no longer connected
--- there): uid may have moved while it waited. A session here gets body; one on a third
--- server gets req there (once, no further chase).
-local function redirect(server, uid, msg_id, body, method, req)
-    if send_here(uid, msg_id, body) then return end
-    local now = presence.where(uid)
-    if now and now ~= server and now ~= settings.name and M.address(now) then
-        M.call(now, method, req)
+local BATCH = "ChatService.NotifyBatch"
+local UNIMPLEMENTED = 12 -- gRPC status: the peer has no NotifyBatch
+-- A call's items carry at most this many body bytes (a body is at most 64 KiB): the
+-- message stays well within grpc.max_message_bytes.
+local BATCH_BYTES = math.floor(host.config.grpc.max_message_bytes / 2)
+
+local fifo, put, take, empty = queue.new, queue.put, queue.take, queue.empty
+
+-- Per peer server name: { queue = fifo of items, task = the handle of the task sending
+-- them, while one does, legacy_at = when the peer last answered UNIMPLEMENTED }. Kept by
+-- the host: after a reload the new generation queues behind the pushes the old
+-- generation's task is still sending, so one call per peer stays in flight.
+-- An item: { uid, msg_id, body (JSON text), method, req (the one-push RPC and its request),
+-- slot (the sender's, see below), followed (true once it went after its user) }.
+local peers = host.keep("chat.push.peers.v1")
+
+-- The sender's share, per (sending session, peer server): n = its pushes queued or in
+-- flight there, waiters = its pushes waiting for room (fifo of { item, server, promise,
+-- gone }). At most push_queue_max + 1 (one in flight, push_queue_max waiting), then the
+-- sender waits: acks cannot run ahead of the pushes without bound.
+local function slot(session, server)
+    local slots = session.data.push_slots
+    if not slots then
+        slots = {}
+        session.data.push_slots = slots
     end
+    local s = slots[server]
+    if not s then
+        s = { n = 0, waiters = fifo() }
+        slots[server] = s
+    end
+    return s
 end
 
-local function call_or_redirect(server, uid, msg_id, body, method, req)
-    local rsp = M.call(server, method, req) -- a failed call is logged there
-    if not rsp or rsp.error ~= 0 then redirect(server, uid, msg_id, body, method, req) end
+local function room(s) return s.n < settings.push_queue_max + 1 end
+
+local send -- the peer task's body, below
+
+-- The task's place while host.spawn runs it up to its first I/O.
+local STARTING = { done = function() return false end }
+
+local function enqueue(server, item)
+    local peer = peers[server]
+    if not peer then
+        peer = { queue = fifo() }
+        peers[server] = peer
+    end
+    put(peer.queue, item)
+    if peer.task and not peer.task:done() then return end -- its task takes it
+    peer.task = STARTING
+    local handle = host.spawn(send, server, peer)
+    if peer.task == STARTING then peer.task = handle end
 end
 
--- A queued push, run by its queue's task.
-local function deliver(...)
-    local ok, err = pcall(call_or_redirect, ...)
-    host.metrics.inc("chathost_chat_pushes_queue_done_total", 1, nil,
-        "pushes through a push queue that ended (sent or failed)")
-    if not ok then error(err, 0) end
-end
-
-local function entered()
+-- A push of the sender's share s enters the queue of server.
+local function admit(s, server, item)
+    s.n = s.n + 1
     host.metrics.inc("chathost_chat_pushes_queued_total", 1, nil,
         "pushes that went through a push queue (chat.push_queue_max)")
+    enqueue(server, item)
 end
 
--- The session's push queue to server: one per (sending session, peer server), so pushes
--- to one user keep their order and a stuck server holds up only the pushes to it. A
--- queue made by an older script generation is replaced once it is idle.
-local function queue(session, server)
-    local data = session.data
-    local queues = data.push_queues
-    if not queues then
-        queues = {}
-        data.push_queues = queues
+-- An item ended (sent, or given up): its sender's share has room for the next push, which
+-- is queued at once even if its poster has gone meanwhile.
+local function finish(item)
+    host.metrics.inc("chathost_chat_pushes_queue_done_total", 1, nil,
+        "pushes through a push queue that ended (sent or failed)")
+    local s = item.slot
+    s.n = s.n - 1
+    while room(s) do
+        local w = take(s.waiters)
+        if not w then break end
+        if not w.gone then
+            admit(s, w.server, w.item)
+            w.promise:resolve(true)
+        end
     end
-    local q = queues[server]
-    if not q or (getmetatable(q) ~= serial and q:idle()) then
-        q = serial.new(settings.push_queue_max, entered)
-        queues[server] = q
-    end
-    return q
 end
 
--- How long a push waits for room in a full queue: as long as the push ahead of it may
--- take (an address lookup and the call's deadline), and as long again, so a push is
--- dropped only when its queue has not moved for that long; but at most half the
--- handler's own time (chat.handler_timeout_ms), which would cut the handler off instead.
+-- Items that did not reach their user at server (the call failed, or the user is not
+-- connected there): each may have moved while it waited. A session here gets the push;
+-- one on a third server gets it through that server's queue (once, no further chase).
+-- -> the number given up
+local function follow(server, items)
+    local lost, where = 0, {} -- where: uid -> its server (false: none), looked up once
+    for _, it in ipairs(items) do
+        local fate = "lost"
+        if send_here(it.uid, it.msg_id, it.body) then
+            fate = "here"
+        elseif not it.followed then
+            local now = where[it.uid]
+            if now == nil then
+                now = presence.where(it.uid) or false
+                where[it.uid] = now
+            end
+            if now and now ~= server and now ~= settings.name and M.address(now) then
+                it.followed, fate = true, "followed"
+                enqueue(now, it) -- its sender's share stays taken until it ends there
+            end
+        end
+        if fate == "lost" then lost = lost + 1 end
+        if fate ~= "followed" then finish(it) end
+    end
+    return lost
+end
+
+-- Each item by its own RPC (a peer without NotifyBatch).
+local function send_one_by_one(server, items)
+    for _, it in ipairs(items) do
+        local rsp = M.call(server, it.method, it.req) -- a failed call is logged there
+        if rsp and rsp.error == 0 then finish(it) else follow(server, { it }) end
+    end
+end
+
+-- One call with items; -> nothing (every item is finished or queued elsewhere)
+local function send_batch(server, peer, items)
+    local now = host.timer.monotonic()
+    if peer.legacy_at and now - peer.legacy_at < ADDRESS_TTL_MS then
+        return send_one_by_one(server, items)
+    end
+    local req = {}
+    for i, it in ipairs(items) do
+        req[i] = { touid = it.uid, msg_id = it.msg_id, body = it.body }
+    end
+    host.metrics.inc("chathost_chat_push_batches_total", 1, nil,
+        "NotifyBatch calls made (chat.push)")
+    host.metrics.inc("chathost_chat_push_batch_items_total", #items, nil,
+        "pushes carried by NotifyBatch calls (divided by the calls: pushes per call)")
+    local rsp, err, code = M.call(server, BATCH, { items = req }) -- a failure is logged there
+    if not rsp and code == UNIMPLEMENTED then
+        peer.legacy_at = host.timer.monotonic()
+        return send_one_by_one(server, items)
+    end
+    local missed = {}
+    for i, it in ipairs(items) do
+        if rsp and rsp.error == 0 and rsp.errors[i] == 0 then
+            finish(it)
+        else
+            missed[#missed + 1] = it
+        end
+    end
+    if #missed == 0 then return end
+    local lost = follow(server, missed)
+    if lost > 0 and not rsp then
+        host.metrics.inc("chathost_chat_pushes_failed_total", lost, nil,
+            "pushes given up: the call to the peer chat server failed, the user was nowhere else")
+        host.log.warn("pushes to ", server, " given up: ", lost, " (", tostring(err),
+            "; the messages are stored)")
+    end
+end
+
+-- The next call's items: the oldest, up to chat.push_batch_max and BATCH_BYTES of bodies.
+local function next_items(q)
+    local items, bytes = {}, 0
+    while #items < settings.push_batch_max do
+        local it = q[q.head]
+        if not it or (#items > 0 and bytes + #it.body > BATCH_BYTES) then break end
+        items[#items + 1] = take(q)
+        bytes = bytes + #it.body
+    end
+    return items
+end
+
+-- The peer's task: what was queued within the window, then whatever queued while the
+-- call before was in flight, until nothing is left.
+send = function(server, peer)
+    if settings.push_batch_window_ms > 0 then host.timer.sleep(settings.push_batch_window_ms) end
+    while not empty(peer.queue) do
+        local items = next_items(peer.queue)
+        local ok, err = pcall(send_batch, server, peer, items)
+        if not ok then
+            host.log.error("pushes to ", server, ": ", tostring(err))
+            for _, it in ipairs(items) do pcall(finish, it) end
+        end
+    end
+    peer.task = nil
+end
+
+-- How long a push waits for room: as long as the call ahead of it may take (an address
+-- lookup and the call's deadline), and as long again, so a push is dropped only when its
+-- sender's pushes have not moved for that long; but at most half the handler's own time
+-- (chat.handler_timeout_ms), which would cut the handler off instead.
 local function room_wait_ms()
     return math.min(2 * (settings.rpc_timeout_ms + host.config.redis.command_timeout_ms),
         math.floor(host.config.self.handler_timeout_ms / 2))
@@ -134,10 +274,10 @@ end
 -- post(session, uid, msg_id, body, method, req): sends a push on behalf of the user of
 -- session without holding up that session's next frames while a peer server answers. A
 -- user on this server gets body at once. A user on another server is looked up (uip_),
--- then req goes to method there through the session's queue to that server (lib.serial):
--- the pushes keep their order, and a stuck peer costs the sender's next requests nothing
--- until settings.push_queue_max pushes wait for it. Then post waits for room
--- (back-pressure: a sender cannot run ahead of its pushes without bound), at most
+-- then body goes into that server's queue, to travel with the other pushes for it in one
+-- NotifyBatch (method and req: the one-push RPC, for a peer without NotifyBatch). Once
+-- settings.push_queue_max + 1 pushes of this session wait for that server, post waits for
+-- room (back-pressure: a sender cannot run ahead of its pushes without bound), at most
 -- room_wait_ms; still no room: the push is dropped, logged and counted
 -- (chathost_chat_pushes_dropped_total). What it announces is stored: the peer reads it at
 -- its next page load. An offline user, or one whose server died, gets nothing.
@@ -147,11 +287,19 @@ function M.post(session, uid, msg_id, body, method, req)
     if err then return failed(msg_id, uid, err) end
     if not server or server == settings.name then return end -- offline
     if not M.address(server) then return end                 -- its server died with it
-    local q = queue(session, server)
-    if q:post(room_wait_ms(), deliver, server, uid, msg_id, body, method, req) then return end
+    if type(body) ~= "string" then body = host.json.encode(body) end
+    local s = slot(session, server)
+    local item = { uid = uid, msg_id = msg_id, body = body, method = method, req = req, slot = s }
+    local waiters = s.waiters
+    while not empty(waiters) and waiters[waiters.head].gone do take(waiters) end
+    if room(s) and empty(waiters) then return admit(s, server, item) end
+    local w = { item = item, server = server, promise = host.promise() }
+    put(waiters, w)
+    if w.promise:wait(room_wait_ms()) then return end
+    w.gone = true -- finish skips it
     host.metrics.inc("chathost_chat_pushes_dropped_total", 1, nil,
         "pushes dropped: their push queue did not move (chat.push_queue_max, chat.push_timeout_ms)")
-    host.log.warn(msg_id, " to uid ", uid, " dropped: the push queue of session ", session.id,
+    host.log.warn(msg_id, " to uid ", uid, " dropped: the pushes of session ", session.id,
         " to ", server, " did not move in ", room_wait_ms(), " ms (chat.push_queue_max, ",
         settings.push_queue_max, ")")
 end

@@ -1,6 +1,7 @@
 -- ChatService (proto/message.proto), called by the other chat servers: each delivers a
 -- push to the user's session on this server and answers error 0, or 1011 when the user is
--- not connected here (docs/protocol.md §4). RplyAddFriend and SendChatMsg are not
+-- not connected here (docs/protocol.md §4); NotifyBatch does so for several pushes at once
+-- and answers per push. RplyAddFriend and SendChatMsg are not
 -- handled (the host answers UNIMPLEMENTED).
 local host = require "host"
 local errors = require "lib.errors"
@@ -47,6 +48,25 @@ M["ChatService.NotifyTextChatMsg"] = function(req)
     local rsp = { error = deliver(req.touid, msgids.NOTIFY_TEXT_CHAT, wire.text_from_pb(req)), fromuid = req.fromuid,
         touid = req.touid, thread_id = req.thread_id }
     return rsp
+end
+
+-- The pushes a NotifyBatch may carry: frames sent as they come, nothing done on the way
+local PUSHES = { [1011] = true, [1015] = true, [1019] = true }
+
+-- Pushes from one peer server, in its order: each item's body goes to its touid's session
+-- here; errors[i] says what became of item i (0, 1011 not connected here, 1016 not a push).
+M["ChatService.NotifyBatch"] = function(req)
+    local outcome = {}
+    for i, it in ipairs(req.items) do
+        if PUSHES[it.msg_id] then
+            outcome[i] = deliver(it.touid, it.msg_id, it.body)
+        else
+            host.log.warn("NotifyBatch: item ", i, " for uid ", it.touid, " has msg_id ",
+                it.msg_id, ", not a push")
+            outcome[i] = errors.InvalidParams
+        end
+    end
+    return { error = errors.Success, errors = outcome }
 end
 
 M["ChatService.NotifyKickUser"] = function(req)

@@ -25,6 +25,8 @@ local M = {
     kick_timeout_ms = self.kick_timeout_ms,         -- NotifyKickUser deadline
     rpc_timeout_ms = self.push_timeout_ms,          -- pushes to peers
     push_queue_max = self.push_queue_max,           -- per sending session (chat.push)
+    push_batch_window_ms = self.push_batch_window_ms, -- pushes to a peer gathered (chat.push)
+    push_batch_max = self.push_batch_max,           -- pushes per NotifyBatch call
     apply_list_max = self.apply_list_max,           -- applications read for 1006
     friend_list_max = self.friend_list_max,         -- friends read for 1006 (then cut)
 }

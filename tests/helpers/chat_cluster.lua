@@ -149,13 +149,27 @@ function M.befriend(a, b, opts)
     return t.insert_id
 end
 
--- metric(role, name, absent?) -> the value of a series without labels in the role's
--- /metrics. A missing series raises (fails the test), so a renamed metric is noticed,
--- unless absent is given: then it is returned (for a counter read before its first
--- increment, which the host does not list yet).
-function M.metric(role, name, absent)
+-- metric(role, name, absent?, labels?) -> the value of a series without labels in the
+-- role's /metrics; with labels ({method = "...", ...}), the sum of the series of name whose
+-- labels include those (each label="value" as written). A missing series raises (fails the
+-- test), so a renamed metric is noticed, unless absent is given: then it is returned (for
+-- a counter read before its first increment, which the host does not list yet).
+function M.metric(role, name, absent, labels)
     local res = assert(http.get(role.admin_port, "/metrics"))
-    local v = tonumber(res.body:match("\n" .. name .. " ([%d%.e%+]+)"))
+    local v
+    if labels then
+        for set, value in res.body:gmatch("\n" .. name:gsub("%p", "%%%0") .. "{([^}]*)} (%S+)") do
+            local all = true
+            for k, want in pairs(labels) do
+                if not (("," .. set .. ","):find("," .. k .. '="' .. want .. '",', 1, true)) then
+                    all = false
+                end
+            end
+            if all then v = (v or 0) + tonumber(value) end
+        end
+    else
+        v = tonumber(res.body:match("\n" .. name .. " ([%d%.e%+]+)"))
+    end
     if v then return v end
     if absent ~= nil then return absent end
     error(("no series %q in /metrics of %s"):format(name, role.name or "?"), 2)

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "modules.h"
 #include "workq.h"
 
 struct crypto_pool {

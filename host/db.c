@@ -11,6 +11,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "modules.h"
 
 #define POOL_MT "chathost.db.pool"
 #define TX_MT "chathost.db.tx"

@@ -8,6 +8,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "modules.h"
 
 #define BUSY_WARNING_INTERVAL_MS 10000
 

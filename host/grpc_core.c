@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "log.h"
+#include "modules.h"
 
-void grpc_bridge_shutdown(struct app *app);
 
 static void cq_thread(void *arg) {
     struct grpc_bridge *b = arg;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 typedef struct isolated_run {

@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 #define POOL_IDLE_MAX 8          /* idle keep-alive connections kept per host:port */

@@ -20,6 +20,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "modules.h"
 #include "peer_count.h"
 #include "sched.h"
 

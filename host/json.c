@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "modules.h"
 
 #define JSON_MAX_DEPTH 128
 

@@ -11,7 +11,6 @@ void json_mark_array(lua_State *L, int idx);
 int json_is_array(lua_State *L, int idx);
 /* True for host.null (cjson.null, a NULL light userdata). */
 int json_is_null(lua_State *L, int idx);
-int json_open(lua_State *L);
 /* Integral numbers below 2^53 as integers ("1001", not "1001.0"); others with 17
  * significant digits, which round-trips a double. Returns the length. */
 size_t json_format_number(char *buf, size_t size, double x);

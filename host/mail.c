@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "modules.h"
 #include "workq.h"
 
 typedef struct mail_pool {

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "modules.h"
 
 #define METRICS_MAX 4096
 #define TABLE_SIZE 8192 /* power of two, > METRICS_MAX */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "modules.h"
 
 extern const ProtobufCServiceDescriptor *const pb_services[];
 extern const ProtobufCMessageDescriptor *const pb_messages[];

@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 #define PROC_MT "chathost.process"

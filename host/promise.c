@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "modules.h"
 #include "sched.h"
 
 #define PROMISE_MT "chathost.promise"

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "modules.h"
 
 #define LOADER_MT "chathost.scripts"
 #define MAX_WATCH 64

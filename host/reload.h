@@ -15,7 +15,5 @@ void reload_push_handlers(reloader *r, lua_State *L);
 /* A number that changes whenever any reloader swaps a generation in: lets C code cache
  * what it read from a handler table until the next reload. */
 unsigned reload_epoch(void);
-/* Closes every reloader (shutdown). */
-void reload_close_all(struct app *app);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "modules.h"
 
 static char slots_key, trampoline_key;
 static char done_mark; /* yielded first by the trampoline when the task's function returned */

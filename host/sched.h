@@ -77,7 +77,4 @@ int sched_push_packed(lua_State *L, int ref, lua_State *co);
 
 void sched_init(struct app *app);
 
-/* Lua: host.spawn(fn, ...) -> handle with :wait([timeout_ms]) */
-int sched_open(lua_State *L);
-
 #endif

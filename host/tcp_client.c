@@ -8,6 +8,7 @@
 
 #include "frame.h"
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 #define CONN_MT "chathost.tcp"

@@ -22,6 +22,7 @@
 
 #include "buf.h"
 #include "listen.h"
+#include "modules.h"
 
 #define SESSION_MT "chathost.session"
 #define SERVER_MT "chathost.chat_server"
@@ -1082,7 +1083,7 @@ static int l_sessions_list(lua_State *L) {
 }
 
 /* host.chat = {serve=}, host.sessions = {get=, count=, list=} */
-int tcp_server_open(lua_State *L) {
+int chat_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"send", l_send}, {"close", l_close}, {"bind", l_bind},
                                        {"unbind", l_unbind}, {NULL, NULL}};
     static const luaL_Reg server_methods[] = {{"close", l_server_close}, {NULL, NULL}};

@@ -6,6 +6,7 @@
 #include <sys/time.h>
 
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 typedef struct sleep_op {

@@ -25,6 +25,7 @@ const struct host_module host_modules[] = {
     {"frame", frame_open, NULL, NULL},
     {"json", json_open, NULL, NULL},
     {"pb", pb_open, NULL, NULL},
+    {"errors", errors_open, NULL, NULL},
     {"on_stop", stop_open, NULL, NULL},
     {NULL, NULL, NULL, NULL},
 };

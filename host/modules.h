@@ -30,6 +30,7 @@ int sessions_open(lua_State *L);    /* host.sessions   tcp_server.c */
 int frame_open(lua_State *L);       /* host.frame      frame.c */
 int json_open(lua_State *L);        /* host.json       json.c */
 int pb_open(lua_State *L);          /* host.pb         pb.c */
+int errors_open(lua_State *L);      /* host.errors     errors.c */
 int stop_open(lua_State *L);        /* host.on_stop    main.c */
 
 /* Not fields of `host`: the test harness's core (require "chathost.harness_core"), and

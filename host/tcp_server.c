@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "errors.h"
 #include "frame.h"
 #include "json.h"
 #include "reload.h"
@@ -101,7 +102,7 @@ struct chat_server {
     uv_timer_t sweep;
     int port;
     char name[32];
-    int handlers_ref, decode_ref, by_uid_ref;
+    int handlers_ref, by_uid_ref;
     int messages_ref;       /* the current generation's messages table, cached */
     unsigned messages_epoch;
     size_t max_body, queue_bytes;
@@ -496,8 +497,12 @@ static void session_close(session *s, const char *reason, int flush) {
 
 /* ---- handling frames ------------------------------------------------------------------ */
 
-static void reply_error(session *s, uint16_t id, const char *body) {
-    session_send_raw(s, (uint16_t)(id + 1), body, strlen(body));
+/* Answers frame id with {"error":code}, and "field" naming the bad field when given. */
+static void reply_error(session *s, uint16_t id, enum host_error code, const char *field) {
+    char body[96];
+    int n = field ? snprintf(body, sizeof body, "{\"error\":%d,\"field\":\"%s\"}", code, field)
+                  : snprintf(body, sizeof body, "{\"error\":%d}", code);
+    session_send_raw(s, (uint16_t)(id + 1), body, (size_t)n);
 }
 
 /* Sends the table at idx as the reply to frame id (id + 1), encoded straight into the
@@ -508,12 +513,12 @@ static void send_reply(session *s, lua_State *co, uint16_t id, int idx) {
     if (!body) {
         log_error("chat: reply to %d cannot be encoded: %s", id, lua_tostring(co, -1));
         lua_pop(co, 1);
-        reply_error(s, id, "{\"error\":1019}");
+        reply_error(s, id, ERR_Internal, NULL);
         return;
     }
     if (len > FRAME_MAX_BODY) {
         log_error("chat: reply to %d is %zu bytes, above 65535: not sent", id, len);
-        reply_error(s, id, "{\"error\":1019}");
+        reply_error(s, id, ERR_Internal, NULL);
         return;
     }
     session_send_raw(s, (uint16_t)(id + 1), body, len);
@@ -531,7 +536,7 @@ static int frame_done(void *ud, task_t *t, int ok, int nres) {
     if (!ok) {
         const char *err = lua_tostring(co, -1);
         cancelled = err && strcmp(err, "cancelled") == 0;
-        if (s->state == S_OPEN && (!cancelled || s->timed_out)) reply_error(s, id, "{\"error\":1019}");
+        if (s->state == S_OPEN && (!cancelled || s->timed_out)) reply_error(s, id, ERR_Internal, NULL);
     } else if (nres >= 1 && lua_istable(co, -nres) && s->state == S_OPEN) {
         send_reply(s, co, id, lua_gettop(co) - nres + 1);
     }
@@ -543,10 +548,8 @@ static int frame_done(void *ud, task_t *t, int ok, int nres) {
 }
 
 /* Decodes the body into a table on L; 0 when it is not a JSON object. */
-static int decode_object(lua_State *L, chat_server *srv, const char *body, size_t len) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->decode_ref);
-    lua_pushlstring(L, body, len);
-    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
+static int decode_object(lua_State *L, const char *body, size_t len) {
+    if (json_decode(L, body, len) != 0 || !lua_istable(L, -1)) {
         lua_pop(L, 1);
         return 0;
     }
@@ -640,9 +643,9 @@ static void handle_frame(session *s, uint16_t id, const char *body, size_t len) 
     }
     msg_stat st = msg_stats(srv, id);
     metric_add(st.count, 1);
-    if (!decode_object(L, srv, body, len)) {
+    if (!decode_object(L, body, len)) {
         lua_pop(L, 1);
-        reply_error(s, id, "{\"error\":1001}");
+        reply_error(s, id, ERR_Error_Json, NULL);
         return;
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->ud_ref);
@@ -711,7 +714,7 @@ static size_t take_frames(session *s, const uint8_t *data, size_t len) {
         if (st == FRAME_TOO_BIG) {
             log_warn("chat: %s announced a %u-byte body (limit %zu): closing", s->peer, f.len,
                      s->srv->max_body);
-            reply_error(s, f.id, "{\"error\":1016,\"field\":\"body_len\"}");
+            reply_error(s, f.id, ERR_InvalidParams, "body_len");
             session_close(s, "frame too large", 1);
             return len;
         }
@@ -792,17 +795,18 @@ static void refuse_closed_session(uv_handle_t *h) { free(h->data); }
 
 /* The answer a client turned away at max_connections reads before the close: the login
  * reply it is about to wait for, with 1018 (busy, safe to retry, through the gate). */
-static const char FULL_BODY[] = "{\"error\":1018,\"message\":\"chat server full\"}";
+static const char FULL_MESSAGE[] = "chat server full";
 
 static void refuse_connection(chat_server *srv, uv_stream_t *l) {
     uv_tcp_t *t = malloc(sizeof *t);
     if (!t) return; /* the kernel keeps the connection queued; retried at the next accept */
     uv_tcp_init(srv->app->loop, t);
     if (uv_accept(l, (uv_stream_t *)t) == 0) {
-        char frame[FRAME_HEADER + sizeof FULL_BODY];
-        frame_header((uint8_t *)frame, 1006, sizeof FULL_BODY - 1);
-        memcpy(frame + FRAME_HEADER, FULL_BODY, sizeof FULL_BODY - 1);
-        uv_buf_t b = uv_buf_init(frame, (unsigned)(FRAME_HEADER + sizeof FULL_BODY - 1));
+        char frame[FRAME_HEADER + 64];
+        int n = snprintf(frame + FRAME_HEADER, sizeof frame - FRAME_HEADER,
+                         "{\"error\":%d,\"message\":\"%s\"}", ERR_ServerBusy, FULL_MESSAGE);
+        frame_header((uint8_t *)frame, 1006, (uint16_t)n);
+        uv_buf_t b = uv_buf_init(frame, (unsigned)(FRAME_HEADER + (size_t)n));
         uv_try_write((uv_stream_t *)t, &b, 1); /* a fresh socket's buffer takes it, or never mind */
         if (srv->refused++ % 1000 == 0)
             log_warn("chat: %d connections (max_connections): refusing more (%lu so far)",
@@ -874,7 +878,6 @@ static void server_maybe_free(chat_server *srv) {
     if (!srv->closing || srv->open_handles > 0 || !list_empty(&srv->sessions) || srv->ud) return;
     lua_State *L = srv->app->L;
     luaL_unref(L, LUA_REGISTRYINDEX, srv->handlers_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, srv->decode_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->by_uid_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
     if (current == srv) current = NULL;
@@ -903,17 +906,6 @@ static void server_close(chat_server *srv) {
 }
 
 static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, chat_server, track)); }
-
-static int ref_json(lua_State *L, const char *fn) {
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_getfield(L, -1, "host");
-    lua_getfield(L, -1, "json");
-    lua_getfield(L, -1, fn); /* decode raises on bad input: called under our own pcall */
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 4);
-    return ref;
-}
 
 /* The open-file limit raised to its hard maximum (the soft default is often 1024), or -1
  * when it cannot be read. */
@@ -977,7 +969,7 @@ static int l_serve(lua_State *L) {
     srv->listener.data = srv;
     srv->open_handles = 1;
     srv->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    srv->messages_ref = srv->decode_ref = srv->by_uid_ref = LUA_NOREF;
+    srv->messages_ref = srv->by_uid_ref = LUA_NOREF;
     int rc = listen_start(&srv->listener, fd, 4096, on_connection);
     if (rc != 0) {
         srv->closing = 1;
@@ -986,7 +978,6 @@ static int l_serve(lua_State *L) {
         lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
         return 2;
     }
-    srv->decode_ref = ref_json(L, "decode");
     lua_newtable(L);
     srv->by_uid_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     unsigned char rnd[8];

@@ -17,6 +17,8 @@ struct db_pool;
 struct crypto_pool;
 struct reloader;
 struct grpc_bridge;
+struct chat_server;
+struct mail_pool;
 
 /* A host resource that a test could leave behind: a coroutine, a repeating timer, a socket,
  * a child process. The harness compares what is alive before and after each test. */
@@ -52,6 +54,12 @@ struct app {
     list_node db_pools;         /* every MySQL pool alive (db.c) */
     struct crypto_pool *crypto;
     struct grpc_bridge *grpc;
+    struct chat_server *chat;   /* the chat server host.sessions speaks of (tcp_server.c) */
+    struct mail_pool *mail;     /* host.mail's, made on first use (mail.c) */
+    list_node http_idle;        /* host.http.request's keep-alive connections (http_client.c) */
+    list_node reloaders;        /* every host.scripts loader (reload.c) */
+    unsigned reload_epoch;      /* grows at every generation any loader swaps in: C caches
+                                   what it read from a handler table until it changes */
     uv_signal_t sig_int, sig_term, sig_hup;
 };
 

@@ -36,11 +36,6 @@ typedef struct loader_ud {
     reloader *r; /* NULL once closed */
 } loader_ud;
 
-static list_node reloaders = {&reloaders, &reloaders};
-static unsigned epoch; /* grows at every generation swapped in, of any reloader */
-
-unsigned reload_epoch(void) { return epoch; }
-
 static void handle_free(uv_handle_t *h) { free(h); }
 
 /* Loads a new generation. Returns 0 and swaps it in, or -1 (old generation kept). */
@@ -58,7 +53,7 @@ static int reload_once(reloader *r) {
     luaL_unref(L, LUA_REGISTRYINDEX, r->handlers_ref);
     r->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     r->generation++;
-    epoch++;
+    r->app->reload_epoch++;
     r->last_error[0] = '\0';
     lua_settop(L, top);
     return 0;
@@ -81,10 +76,8 @@ static void reload_logged(reloader *r, const char *why) {
 }
 
 void reload_all(struct app *app) {
-    for (list_node *n = reloaders.next; n != &reloaders; n = n->next) {
-        reloader *r = LIST_ENTRY(n, reloader, link);
-        if (r->app == app) reload_logged(r, "SIGHUP");
-    }
+    for (list_node *n = app->reloaders.next; n != &app->reloaders; n = n->next)
+        reload_logged(LIST_ENTRY(n, reloader, link), "SIGHUP");
 }
 
 void reload_push_handlers(reloader *r, lua_State *L) {
@@ -149,7 +142,8 @@ static void reloader_track_close(tracked *t) {
 }
 
 void reload_close_all(struct app *app) {
-    while (!list_empty(&reloaders)) reloader_close(LIST_ENTRY(reloaders.next, reloader, link));
+    while (!list_empty(&app->reloaders))
+        reloader_close(LIST_ENTRY(app->reloaders.next, reloader, link));
 }
 
 static reloader *check_loader(lua_State *L) {
@@ -210,7 +204,7 @@ static int l_open(lua_State *L) {
         free(r);
         return 2;
     }
-    list_push_back(&reloaders, &r->link);
+    list_push_back(&app->reloaders, &r->link);
     track_add(app, &r->track, "script watcher", reloader_track_close);
     if (watch) start_watching(r);
     loader_ud *u = lua_newuserdata(L, sizeof *u);
@@ -272,6 +266,7 @@ int reload_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"handlers", l_handlers}, {"reload", l_reload},
                                        {"stats", l_stats},       {"close", l_close},
                                        {NULL, NULL}};
+    list_init(&((struct app *)lua_touserdata(L, -1))->reloaders);
     vm_class(L, LOADER_MT, methods, NULL, l_gc);
     lua_newtable(L);
     lua_pushvalue(L, -2);

@@ -12,8 +12,5 @@ typedef struct reloader reloader;
 void reload_all(struct app *app);
 /* Pushes the current handler table of r. */
 void reload_push_handlers(reloader *r, lua_State *L);
-/* A number that changes whenever any reloader swaps a generation in: lets C code cache
- * what it read from a handler table until the next reload. */
-unsigned reload_epoch(void);
 
 #endif

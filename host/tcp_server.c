@@ -126,7 +126,6 @@ struct chat_server {
     unsigned long refused;  /* connections turned away at max_connections */
 };
 
-static chat_server *current; /* host.sessions speaks of this process's chat server */
 
 static void session_process(session *s);
 static void session_close(session *s, const char *reason, int flush);
@@ -562,7 +561,7 @@ static int decode_object(lua_State *L, const char *body, size_t len) {
 
 /* Pushes the messages table of the current generation (read again after a reload). */
 static int push_messages(lua_State *L, chat_server *srv) {
-    if (srv->messages_ref != LUA_NOREF && srv->messages_epoch == reload_epoch()) {
+    if (srv->messages_ref != LUA_NOREF && srv->messages_epoch == srv->app->reload_epoch) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, srv->messages_ref);
         return 1;
     }
@@ -580,7 +579,7 @@ static int push_messages(lua_State *L, chat_server *srv) {
     luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
     lua_pushvalue(L, -1);
     srv->messages_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    srv->messages_epoch = reload_epoch();
+    srv->messages_epoch = srv->app->reload_epoch;
     return 1;
 }
 
@@ -880,7 +879,7 @@ static void server_maybe_free(chat_server *srv) {
     luaL_unref(L, LUA_REGISTRYINDEX, srv->handlers_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->by_uid_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
-    if (current == srv) current = NULL;
+    if (srv->app->chat == srv) srv->app->chat = NULL;
     free(srv);
 }
 
@@ -1001,7 +1000,7 @@ static int l_serve(lua_State *L) {
                               "Sessions closed because they did not read their frames.");
     srv->unknown_msgs = msg_series(srv, "unknown");
     track_add(app, &srv->track, "chat server", server_track_close);
-    current = srv;
+    app->chat = srv;
     server_ud *u = lua_newuserdata(L, sizeof *u);
     u->srv = srv;
     srv->ud = u;
@@ -1038,7 +1037,9 @@ static int l_server_gc(lua_State *L) {
 
 /* ---- host.sessions ------------------------------------------------------------------- */
 
+/* host.sessions speaks of the process's chat server (the last one served, while open). */
 static int l_sessions_get(lua_State *L) {
+    chat_server *current = app_from(L)->chat;
     lua_Number uid = luaL_checknumber(L, 1);
     if (!current) return 0;
     push_by_uid(L, current);
@@ -1048,6 +1049,7 @@ static int l_sessions_get(lua_State *L) {
 }
 
 static int l_sessions_count(lua_State *L) {
+    chat_server *current = app_from(L)->chat;
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, current ? current->nconns : 0);
     lua_setfield(L, -2, "connected");
@@ -1061,6 +1063,7 @@ static int l_sessions_count(lua_State *L) {
 }
 
 static int l_sessions_list(lua_State *L) {
+    chat_server *current = app_from(L)->chat;
     lua_newtable(L);
     if (!current) return 1;
     int n = 0;
@@ -1095,6 +1098,7 @@ int sessions_open(lua_State *L) {
     static const luaL_Reg fns[] = {{"get", l_sessions_get}, {"count", l_sessions_count},
                                    {"list", l_sessions_list}, {NULL, NULL}};
     lua_newtable(L);
-    luaL_setfuncs(L, fns, 0);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, fns, 1);
     return 1;
 }

@@ -17,6 +17,7 @@ struct db_pool;
 struct crypto_pool;
 struct reloader;
 struct grpc_bridge;
+struct sched;
 struct chat_server;
 struct mail_pool;
 
@@ -49,6 +50,7 @@ struct app {
     int tasks_alive;
     uint64_t tasks_started;
 
+    struct sched *sched;        /* the tasks' coroutine slots and running task (sched.c) */
     struct redis_pool *redis;
     struct db_pool *db;         /* the default MySQL pool, built on first use */
     list_node db_pools;         /* every MySQL pool alive (db.c) */

@@ -232,7 +232,11 @@ int vm_open(struct app *app) {
     for (const struct embedded_lua *e = embedded_lua; e->name; e++)
         preload(L, e->name, embedded_loader, (void *)e);
     preload(L, "chathost.harness_core", harness_core_open, app);
-    sched_init(app);
+    if (sched_init(app) != 0) {
+        lua_close(L);
+        app->L = NULL;
+        return -1;
+    }
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     build_host_table(L, app);
@@ -249,4 +253,5 @@ int vm_open(struct app *app) {
 void vm_close(struct app *app) {
     if (app->L) lua_close(app->L);
     app->L = NULL;
+    sched_free(app);
 }

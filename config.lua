@@ -16,7 +16,7 @@ return {
     scripts = {
         dir = "scripts",                    -- relative to this file
         watch = true,                       -- reload when a script changes on disk
-        reload_debounce_ms = 100,
+        reload_debounce_ms = 20,            -- quiet time after the last change before reloading
     },
 
     migrations = { dir = "sql" },           -- numbered .sql files applied by `chathost migrate`

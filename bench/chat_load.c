@@ -7,6 +7,13 @@
  *       (spread over senders); without, W messages in flight per sender. Counts acks
  *       (1018) and pushes (1019 at the peer) and reports messages/s and latency
  *       percentiles (send -> ack, send -> push; one clock: same process).
+ *   chat_load msg  USERS_FILE SERVERS --rate N --split FILE [--seconds S]
+ *       the same at a fixed rate, for a run with something happening in a window (bench/
+ *       chat_reload.sh): prints "load started" when sending starts; after S seconds stops
+ *       sending, waits up to 10 s for every ack and push, then reads FILE (lines "START END",
+ *       CLOCK_MONOTONIC ns, written by the script meanwhile) and reports latencies of the
+ *       messages sent inside those windows next to those sent outside, and every failure:
+ *       refused texts (error != 0), other frames, closed connections, missing acks/pushes.
  *   chat_load idle USERS_FILE SERVERS [--sources A,B,...] [--seconds S]
  *       logs in every user and holds the connections (a heartbeat every 20 s), binding
  *       source addresses in turn (many connections need several 127.0.0.x).
@@ -60,6 +67,25 @@ static size_t nack_lat, npush_lat, lat_cap = 4u << 20;
 static uv_timer_t tick, stopper, beat;
 static long rate_cursor;
 static double rate_credit;
+/* --split: every latency sample with its send time, and what counts as a failure */
+typedef struct sample {
+    uint64_t sent;
+    float ms;
+    char push;
+} sample;
+static const char *split_path;
+static sample *samples;
+static size_t nsamples, samples_cap;
+static unsigned long closed_early, odd_frames;
+#define MAX_WINDOWS 256
+static uint64_t win[MAX_WINDOWS][2];
+static int nwin;
+
+static int in_windows(uint64_t t) {
+    for (int i = 0; i < nwin; i++)
+        if (t >= win[i][0] && t <= win[i][1]) return 1;
+    return 0;
+}
 
 static uint64_t now_ns(void) { return uv_hrtime(); }
 
@@ -104,6 +130,15 @@ static void record(double **arr, size_t *n, double v) {
     (*arr)[(*n)++] = v;
 }
 
+static void split_record(int push, uint64_t sent_at, uint64_t now) {
+    if (!split_path || !measuring) return;
+    if (nsamples == samples_cap) {
+        samples_cap = samples_cap ? samples_cap * 2 : 1u << 20;
+        samples = realloc(samples, samples_cap * sizeof *samples);
+    }
+    samples[nsamples++] = (sample){sent_at, (float)((double)(now - sent_at) / 1e6), (char)push};
+}
+
 static void on_frame(user *u, uint16_t id, const char *body, size_t len) {
     if (id == 1006) {
         if (strstr(body, "\"error\":0") && !u->logged_in) {
@@ -121,6 +156,7 @@ static void on_frame(user *u, uint16_t id, const char *body, size_t len) {
         int refused = strcmp(mode, "msg") == 0 && id == 1018 && !strstr(body, "\"error\":0,") && !strstr(body, "\"error\":0}");
         if (u->count > 0) {
             if (!refused) record(&ack_lat, &nack_lat, (double)(now_ns() - u->sent_at[u->head]) / 1e6);
+            if (!refused) split_record(0, u->sent_at[u->head], now_ns());
             u->head = (u->head + 1) % RING;
             u->count--;
         }
@@ -139,9 +175,12 @@ static void on_frame(user *u, uint16_t id, const char *body, size_t len) {
         if (p && measuring) {
             unsigned long long t = strtoull(p + 14, NULL, 10);
             record(&push_lat, &npush_lat, (double)(now_ns() - t) / 1e6);
+            split_record(1, t, now_ns());
             pushes++;
         }
+        return;
     }
+    if (split_path && measuring && odd_frames++ < 5) fprintf(stderr, "unexpected frame %u: %.*s\n", id, (int)len, body);
 }
 
 /* One byte of the buffer is never offered to libuv (in_len < in_cap always), so on_read
@@ -159,6 +198,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     user *u = s->data;
     if (n < 0) {
         if (!u->closed && !done) fprintf(stderr, "connection of %ld closed: %s\n", u->uid, uv_strerror((int)n));
+        if (!u->closed && split_path) closed_early++; /* before the drain ends, every close is one */
         u->closed = 1;
         uv_read_stop(s);
         return;
@@ -255,7 +295,82 @@ static void report(void) {
            pct(push_lat, npush_lat, 0.9), pct(push_lat, npush_lat, 0.99), pct(push_lat, npush_lat, 1));
 }
 
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Prints p50/p99/max of the samples of one kind sent inside (or outside) the windows. */
+static void split_line(const char *what, int push, int inside) {
+    float *v = malloc((nsamples + 1) * sizeof *v);
+    size_t n = 0;
+    for (size_t i = 0; i < nsamples; i++) {
+        const sample *x = &samples[i];
+        if (x->push == push && in_windows(x->sent) == inside) v[n++] = x->ms;
+    }
+    qsort(v, n, sizeof *v, cmp_float);
+#define PCT(p) (n ? v[(size_t)((p) * (double)(n - 1))] : 0.0)
+    printf("%-16s %s: %8zu msgs  p50 %6.2f  p99 %6.2f  max %7.2f ms\n", inside ? "inside windows" : "outside windows",
+           what, n, PCT(0.5), PCT(0.99), PCT(1.0));
+#undef PCT
+    free(v);
+}
+
+static void split_report(void) {
+    unsigned long long w0, w1;
+    double inside = 0;
+    FILE *f = fopen(split_path, "r");
+    while (f && nwin < MAX_WINDOWS && fscanf(f, "%llu %llu", &w0, &w1) == 2) {
+        win[nwin][0] = w0;
+        win[nwin++][1] = w1;
+        inside += (double)(w1 - w0) / 1e9;
+    }
+    if (f) fclose(f);
+    if (nwin == 0) fprintf(stderr, "%s: no window in it\n", split_path);
+    unsigned long unacked = 0;
+    for (int i = 0; i < nusers; i++) unacked += users[i].count;
+    double secs = (double)(t_end - t_start) / 1e9;
+    printf("sent %lu texts in %.1f s (%.0f/s), acked %lu, pushed %lu; %d windows, %.1f s in all, "
+           "from %.1f s to %.1f s of the run\n", sent, secs, (double)sent / secs, acks, pushes, nwin, inside,
+           nwin ? (double)(win[0][0] - t_start) / 1e9 : 0.0, nwin ? (double)(win[nwin - 1][1] - t_start) / 1e9 : 0.0);
+    split_line("ack ", 0, 0);
+    split_line("ack ", 0, 1);
+    split_line("push", 1, 0);
+    split_line("push", 1, 1);
+    unsigned long unpushed = acks > pushes ? acks - pushes : 0;
+    unsigned long failed = errors_seen + odd_frames + closed_early + unacked + unpushed +
+                           (unsigned long)(nusers - logged_in);
+    printf("failed: %lu (refused %lu, unexpected frames %lu, closed connections %lu, missing acks %lu, "
+           "missing pushes %lu, failed logins/connects %d)\n", failed, errors_seen, odd_frames, closed_early,
+           unacked, unpushed, nusers - logged_in);
+}
+
+static void drain_check(uv_timer_t *t) {
+    static int waited;
+    unsigned long unacked = 0;
+    for (int i = 0; i < nusers; i++) unacked += users[i].closed ? 0 : users[i].count;
+    if ((unacked > 0 || pushes < acks) && ++waited < 500) return; /* 10 s */
+    measuring = 0;
+    split_report();
+    fflush(stdout);
+    exit(0);
+}
+
+/* --split: stop sending, give what is in flight time to arrive, then report. */
+static void split_stop(void) {
+    static uv_timer_t drain;
+    t_end = now_ns();
+    done = 1;
+    uv_timer_stop(&tick);
+    uv_timer_init(loop, &drain);
+    uv_timer_start(&drain, drain_check, 20, 20);
+}
+
 static void stop_all(uv_timer_t *t) {
+    if (split_path) {
+        split_stop();
+        return;
+    }
     t_end = now_ns();
     measuring = 0;
     done = 1;
@@ -266,7 +381,14 @@ static void stop_all(uv_timer_t *t) {
 
 /* Fixed-rate mode: every millisecond, the messages the rate owes go out round-robin. */
 static void on_tick(uv_timer_t *t) {
-    rate_credit += rate / 1000.0;
+    static uint64_t last;
+    if (split_path) { /* owed by the clock, also when a tick comes late on a busy machine */
+        uint64_t now = now_ns();
+        rate_credit += last ? rate * (double)(now - last) / 1e9 : rate / 1000.0;
+        last = now;
+    } else {
+        rate_credit += rate / 1000.0;
+    }
     while (rate_credit >= 1) {
         user *u = &users[(rate_cursor++ % (nusers / 2)) * 2];
         if (!u->closed && u->logged_in) send_text(u);
@@ -294,6 +416,10 @@ static void start_load(void) {
         uv_timer_init(loop, &beat);
         uv_timer_start(&beat, heartbeat, 20000, 20000);
         return;
+    }
+    if (split_path) {
+        printf("load started\n");
+        fflush(stdout);
     }
     if (rate > 0) {
         uv_timer_init(loop, &tick);
@@ -371,8 +497,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--conns") && i + 1 < argc) conns = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--id") && i + 1 < argc) echo_id = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--split") && i + 1 < argc) split_path = argv[++i];
         else if (!strcmp(argv[i], "--sources") && i + 1 < argc)
             parse_addrs(argv[++i], sources, &nsources, MAX_SOURCES, 0);
+    }
+    if (split_path && (rate <= 0 || strcmp(mode, "msg") != 0)) {
+        fprintf(stderr, "--split needs msg mode and --rate\n");
+        return 2;
     }
     loop = uv_default_loop();
     if (strcmp(mode, "echo") == 0) {

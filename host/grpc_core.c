@@ -1,7 +1,8 @@
-/* grpc_core.c: the completion-queue thread and the shutdown order of gRPC core (see
- * TOOLCHAIN.md §4, pitfall 2): servers shut down and are destroyed first; the queue shuts
- * down only once no application call is in flight; then the thread is joined, the queue
- * destroyed and grpc_shutdown() called. */
+/* grpc_core.c: the completion-queue thread and the shutdown order of gRPC core: servers
+ * shut down and are destroyed first; the queue shuts down only once no application call is
+ * in flight (gRPC core fires the server's shutdown tag while the application still owns a
+ * call awaiting its reply, and a batch started on a queue already shut down aborts the
+ * process); then the thread is joined, the queue destroyed and grpc_shutdown() called. */
 #include "grpc_bridge.h"
 
 #include <grpc/byte_buffer_reader.h>

@@ -14,6 +14,8 @@
 
 #define LOADER_MT "chathost.scripts"
 #define MAX_WATCH 64
+#define MAX_CHANGED 8 /* file names a reload's log line lists; more are counted */
+#define CHANGED_NAME 160
 
 struct loader_ud;
 
@@ -29,6 +31,11 @@ struct reloader {
     uv_timer_t *debounce;
     unsigned debounce_ms;
     unsigned generation, reloads, failures;
+    unsigned ignored; /* change events for names that are not scripts (editor temp files) */
+    /* scripts changed since the last reload, relative to dir, for its log line */
+    char changed[MAX_CHANGED][CHANGED_NAME];
+    int nchanged, more_changed;
+    char last_changed[MAX_CHANGED * (CHANGED_NAME + 2) + 32]; /* the last reload's list */
     char last_error[1024];
 };
 
@@ -65,11 +72,15 @@ fail:
     return -1;
 }
 
+/* Loads a generation and logs the outcome with what caused it and how long loading took. */
 static void reload_logged(reloader *r, const char *why) {
     r->reloads++;
-    if (reload_once(r) == 0)
-        log_info("scripts reloaded (%s): %s/%s generation %u", why, r->dir, r->role,
-                 r->generation);
+    uint64_t t0 = uv_hrtime();
+    int rc = reload_once(r);
+    double ms = (double)(uv_hrtime() - t0) / 1e6;
+    if (rc == 0)
+        log_info("scripts reloaded (%s): %s/%s generation %u, loaded in %.1f ms", why, r->dir,
+                 r->role, r->generation, ms);
     else
         log_error("script reload failed (%s), still serving generation %u: %s", why,
                   r->generation, r->last_error);
@@ -84,15 +95,60 @@ void reload_push_handlers(reloader *r, lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->handlers_ref);
 }
 
-static void debounce_fired(uv_timer_t *t) { reload_logged(t->data, "file change"); }
+/* Joins the names collected since the last reload into last_changed and forgets them. */
+static void take_changed(reloader *r) {
+    char *out = r->last_changed;
+    size_t cap = sizeof r->last_changed, n = 0;
+    n += (size_t)snprintf(out + n, cap - n, "changed:");
+    for (int i = 0; i < r->nchanged && n < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s %s", i ? "," : "", r->changed[i]);
+    if (r->more_changed && n < cap) snprintf(out + n, cap - n, " and %d more", r->more_changed);
+    r->nchanged = r->more_changed = 0;
+}
 
+static void debounce_fired(uv_timer_t *t) {
+    reloader *r = t->data;
+    take_changed(r);
+    reload_logged(r, r->last_changed);
+}
+
+/* Only a .lua file is a script. Editors write temp and backup files next to the one being
+ * saved (.x.lua.swp, x.lua~, 4913, x.lua.tmp): those neither trigger a reload nor get listed. */
+static int is_script_name(const char *file) {
+    size_t n = strlen(file);
+    return file[0] != '.' && n > 4 && strcmp(file + n - 4, ".lua") == 0;
+}
+
+/* Adds dir-relative name of file (in the watched folder of h) to the changed list, once. */
+static void note_changed(reloader *r, uv_fs_event_t *h, const char *file) {
+    char folder[PATH_MAX], name[CHANGED_NAME];
+    size_t len = sizeof folder, dlen = strlen(r->dir);
+    if (uv_fs_event_getpath(h, folder, &len) != 0) snprintf(folder, sizeof folder, "%s", r->dir);
+    const char *rel = strncmp(folder, r->dir, dlen) == 0 && folder[dlen] == '/' ? folder + dlen + 1
+                                                                                 : folder;
+    snprintf(name, sizeof name, "%.100s/%.55s", rel, file); /* a log line, not a path */
+    for (int i = 0; i < r->nchanged; i++)
+        if (strcmp(r->changed[i], name) == 0) return;
+    if (r->nchanged < MAX_CHANGED)
+        memcpy(r->changed[r->nchanged++], name, sizeof name);
+    else
+        r->more_changed++;
+}
+
+/* Every change restarts the debounce, so the steps of one save (an editor's rename and
+ * write, or truncate and write) and several files saved together make one reload. */
 static void fs_changed(uv_fs_event_t *h, const char *file, int events, int status) {
     reloader *r = h->data;
     if (status < 0) {
         log_warn("script watcher: %s", uv_strerror(status));
         return;
     }
-    if (file && file[0] == '.') return; /* editor swap files */
+    if (file && !is_script_name(file)) {
+        r->ignored++;
+        return;
+    }
+    note_changed(r, h, file ? file : "?");
+    uv_update_time(r->app->loop); /* from now: the loop's time is as old as its busy iteration */
     uv_timer_start(r->debounce, debounce_fired, r->debounce_ms, 0);
 }
 
@@ -187,7 +243,7 @@ static int l_open(lua_State *L) {
     r->dir = opt_field_str(L, "dir", def_dir);
     free(def_dir);
     lua_getfield(L, 1, "debounce_ms");
-    r->debounce_ms = (unsigned)luaL_optinteger(L, -1, cfg_int(app, "scripts.reload_debounce_ms", 100));
+    r->debounce_ms = (unsigned)luaL_optinteger(L, -1, cfg_int(app, "scripts.reload_debounce_ms", 20));
     lua_getfield(L, 1, "watch");
     int watch = lua_isnil(L, -1) ? cfg_bool(app, "scripts.watch", 1) : lua_toboolean(L, -1);
     lua_getfield(L, 1, "validate");
@@ -234,7 +290,7 @@ static int l_reload(lua_State *L) {
 
 static int l_stats(lua_State *L) {
     reloader *r = check_loader(L);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 7);
     lua_pushinteger(L, r->generation);
     lua_setfield(L, -2, "generation");
     lua_pushinteger(L, r->reloads);
@@ -245,6 +301,10 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "last_error");
     lua_pushstring(L, r->dir);
     lua_setfield(L, -2, "dir");
+    lua_pushstring(L, r->last_changed);
+    lua_setfield(L, -2, "changed");
+    lua_pushinteger(L, r->ignored);
+    lua_setfield(L, -2, "ignored");
     return 1;
 }
 

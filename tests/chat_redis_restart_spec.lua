@@ -6,6 +6,7 @@ local host = require "host"
 local rs = require "helpers.redis_server"
 local cluster = require "helpers.chat_cluster"
 local chat_client = require "helpers.chat_client"
+local roles = require "helpers.roles"
 local util = require "helpers.util"
 
 describe("chat servers after Redis lost its keys", function()
@@ -79,5 +80,41 @@ describe("chat servers after Redis lost its keys", function()
         presence_back() -- the next load report finds its liveness key gone
         text_is_pushed("after the flush")
         stop_system()
+    end)
+end)
+
+describe("status after Redis restarted", function()
+    timeout(30000)
+
+    it("reads its view of the chat servers again once Redis is back", function()
+        local srv = rs.start {}
+        local r = host.redis.new { host = "127.0.0.1", port = srv.port, pool_size = 1 }
+        local status = roles.start { role = "status", env = { CHATHOST_REDIS_PORT = tostring(srv.port) },
+            config = function(port)
+                -- a view this stale is served for 10 minutes: only the reconnect renews it
+                return { status = { port = port, admin_port = 0, servers_refresh_ms = 10000,
+                    probe_interval_ms = 0 } }
+            end }
+        local function announce(name, port)
+            assert(r:call("SET", "chatserver_" .. name, host.json.encode({ host = "127.0.0.1",
+                port = port }), "EX", 60))
+            assert(r:call("SADD", "chatservers", name))
+        end
+        local function pick()
+            local rsp = assert(host.grpc.call("127.0.0.1:" .. status.port,
+                "StatusService.GetChatServer", { uid = 1001 }))
+            return rsp.port
+        end
+        announce("before", 7101)
+        assert.equal("7101", pick())
+        srv:kill()
+        srv:restart() -- empty: "before" is gone, "after" announces itself
+        assert(util.wait_until(function() return r:call("PING") == "PONG" end, 5000, "redis back"))
+        announce("after", 7102)
+        assert(status:await("connected again"))
+        assert(util.wait_until(function() return pick() == "7102" end, 5000, "the view read again"))
+        assert.equal(0, status:stop())
+        r:close()
+        srv:stop()
     end)
 end)

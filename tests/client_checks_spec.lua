@@ -1,5 +1,5 @@
 -- The terminal client's pieces on their own (scripts/client, issue 6): the field checks of
--- the original client (reference §9.4) with their English messages, the error sentences,
+-- the original Qt client's dialogs with their English messages, the error sentences,
 -- and the HTTP manager (ReqId routes, obfuscated passwords, retries with backoff) against
 -- a fake gate served by the spec.
 local host = require "host"

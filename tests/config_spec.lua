@@ -52,6 +52,13 @@ describe("command line and config", function()
         assert_one_line_error(r, "redis%.pool_sise: unknown setting %(nearest known: redis%.pool_size%)")
     end)
 
+    it("rejects a half TLS setup: a certificate without its key, or without the CA", function()
+        local r = with_config('return { grpc = { tls = { cert_file = "c.pem" } } }')
+        assert_one_line_error(r, "grpc%.tls: cert_file and key_file go together")
+        r = with_config('return { grpc = { tls = { cert_file = "c.pem", key_file = "k.pem" } } }')
+        assert_one_line_error(r, "grpc%.tls%.ca_file: needed with cert_file")
+    end)
+
     it("rejects an unknown top-level key (a misspelt section), naming the nearest", function()
         -- accepted, redis would fall back to its defaults: somebody else's Redis
         assert_one_line_error(with_config('return { redsi = { port = 7000 } }'),

@@ -51,6 +51,24 @@ describe("script reload", function()
         assert.equal(2, loader:handlers().value())
     end)
 
+    it("builds an unchanged module afresh in the new generation, with the new code it requires", function()
+        util.write_tree(dir, { ["lib/util.lua"] = "local n = 0\nreturn { v = 1, next = function() n = n + 1 return n end }\n",
+            ["lib/other.lua"] = "return { w = 1 }\n",
+            ["demo/init.lua"] = "local util, other = require 'lib.util', require 'lib.other'\n"
+                .. "return { value = function() return util.v end, util = util, w = function() return other.w end }\n" })
+        wait_generation(2)
+        local old = loader:handlers()
+        assert.equal(1, old.util.next())
+        assert.equal(2, old.util.next())
+        util.write_tree(dir, { ["lib/other.lua"] = "return { w = 2 }\n" })
+        wait_generation(3)
+        local new = loader:handlers()
+        assert.equal(1, new.util.next()) -- lib/util.lua did not change: its state is new all the same
+        assert.equal(3, old.util.next()) -- the old generation's is its own
+        assert.equal(2, new.w())
+        assert.equal(1, old.w())
+    end)
+
     it("keeps the old generation when a script has a syntax error, naming file and line", function()
         util.write_tree(dir, { ["lib/util.lua"] = "return { v = \n\n 2 +* }\n" })
         wait_failures(1)
@@ -76,6 +94,13 @@ describe("script reload", function()
         wait_failures(1)
         assert.equal(1, loader:handlers().value())
         assert.matches("must return a table", loader:stats().last_error)
+    end)
+
+    it("keeps the old generation when a module returns nothing (a save caught half-written)", function()
+        util.write_tree(dir, { ["lib/util.lua"] = "" })
+        wait_failures(1)
+        assert.equal(1, loader:handlers().value())
+        assert.matches("lib/util%.lua: returned nothing", loader:stats().last_error)
     end)
 
     it("refuses scripts that assign globals", function()
@@ -128,6 +153,60 @@ describe("script reload", function()
         assert(host.proc.signal(host.proc.pid(), "HUP"))
         assert(util.wait_until(function() return l2:handlers().value() == 7 end, 5000, "SIGHUP reload"))
         l2:close()
+    end)
+
+    it("makes one reload of several quick saves, naming each changed file once", function()
+        assert(host.fs.write(dir .. "/lib/util.lua", "return { v = 2 }\n"))
+        assert(host.fs.write(dir .. "/demo/init.lua", scripts(3)["demo/init.lua"]))
+        assert(host.fs.write(dir .. "/lib/util.lua", "return { v = 3 }\n"))
+        wait_generation(2)
+        assert.equal(3, loader:handlers().value())
+        assert.equal(1, loader:stats().reloads)
+        assert.equal("changed: lib/util.lua, demo/init.lua", loader:stats().changed)
+    end)
+
+    it("lists at most 8 changed files in a reload's log line and counts the rest", function()
+        for i = 1, 10 do assert(host.fs.write(("%s/lib/m%02d.lua"):format(dir, i), "return {}\n")) end
+        wait_generation(2)
+        assert.equal("changed: lib/m01.lua, lib/m02.lua, lib/m03.lua, lib/m04.lua, lib/m05.lua, "
+            .. "lib/m06.lua, lib/m07.lua, lib/m08.lua and 2 more", loader:stats().changed)
+    end)
+
+    it("ignores editors' temp and backup files, and lists a script saved by rename", function()
+        for _, name in ipairs { "lib/4913", "lib/util.lua~", "lib/.util.lua.swp" } do
+            assert(host.fs.write(dir .. "/" .. name, "x"))
+        end
+        assert(util.wait_until(function() return loader:stats().ignored >= 3 end, 5000,
+            "three ignored changes"))
+        assert.equal(1, loader:stats().generation)
+        assert.equal(0, loader:stats().reloads)
+        -- an atomic save: a temp file renamed over the script
+        assert(host.fs.write(dir .. "/lib/util.lua.tmp", "return { v = 4 }\n"))
+        assert(os.rename(dir .. "/lib/util.lua.tmp", dir .. "/lib/util.lua"))
+        wait_generation(2)
+        assert.equal(4, loader:handlers().value())
+        assert.equal("changed: lib/util.lua", loader:stats().changed)
+    end)
+
+    it("logs which files a reload picked up", function()
+        local p = assert(host.proc.spawn({ util.bin(), "exec",
+            host.root .. "/tests/fixtures/reload/watch.lua", dir, "2" },
+            { stdout = "capture", stderr = "capture", env = { CHATHOST_LOG_LEVEL = "info" } }))
+        assert(util.wait_until(function() return (p:output()):find("watching", 1, true) end,
+            5000, "the watcher"))
+        -- one file: a second one could reach the other process after its debounce
+        assert(host.fs.write(dir .. "/lib/util.lua", "return { v = 2 }\n"))
+        assert.equal(0, p:wait(10000))
+        local _, err = p:output()
+        assert.matches("INFO  exec scripts reloaded %(changed: lib/util%.lua%): "
+            .. "[^\n]*/demo generation 2, loaded in [%d.]+ ms\n", err)
+    end)
+
+    it("defaults scripts.reload_debounce_ms to 20", function()
+        local cfg = dir .. "/config.lua"
+        assert(host.fs.write(cfg, "return {}\n"))
+        local r = util.chathost({ "config", "scripts.reload_debounce_ms", "-c", cfg })
+        assert.equal("20\n", r.stdout)
     end)
 
     it("reports a missing role folder", function()

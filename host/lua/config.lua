@@ -27,7 +27,7 @@ local SCHEMA = {
     scripts = {
         dir = str("scripts"),
         watch = bool(true),
-        reload_debounce_ms = int(100, 0, 60000),
+        reload_debounce_ms = int(20, 0, 60000),
     },
     migrations = { dir = str("sql") },              -- relative to the config file's folder
     redis = {
@@ -115,7 +115,8 @@ local SCHEMA = {
             code_max_tries = int(5, 1, 100),        -- wrong codes; the last one deletes the code
             code_ip_limit = int(20, 1, 1000000),    -- code requests per client IP per window
             code_ip_window_s = int(3600, 1, 86400),
-            login_email_limit = int(5, 1, 1000000), -- failed logins per e-mail per window
+            login_email_limit = int(5, 1, 1000000), -- an e-mail's failures (any IP) per window
+                                                    -- from which each failure starts a backoff
             login_ip_limit = int(50, 1, 1000000),   -- failed logins per client IP per window
             login_window_s = int(900, 1, 86400),
             -- failed logins per (e-mail, client IP) per window (login_ip_limit: per client IP)
@@ -376,6 +377,19 @@ end
 -- Deadlines along one request nest (the callee gives up first): verify keeps
 -- verify.reply_margin_ms of its caller's deadline to answer after a failed mail, so the
 -- gate's deadline for verify must be longer, or no mail could ever be sent.
+-- grpc.tls is all or nothing for a process: a certificate needs its key, and a server
+-- that presents one is dialled by clients with the same config, which dial TLS only when
+-- they have the CA (without it every call between roles would fail).
+local function check_tls(cfg)
+    local t = cfg.grpc.tls
+    if (t.cert_file == nil) ~= (t.key_file == nil) then
+        error("grpc.tls: cert_file and key_file go together", 0)
+    end
+    if t.cert_file and not t.ca_file then
+        error("grpc.tls.ca_file: needed with cert_file (clients dial TLS only with the CA)", 0)
+    end
+end
+
 local function check_nesting(cfg)
     local key = cfg.gate.accounts.rpc_timeout_ms and "gate.accounts.rpc_timeout_ms"
         or "grpc.deadline_ms"
@@ -469,6 +483,7 @@ function M.load(path, role, name)
     derive(cfg)
     check_ports(cfg)
     check_nesting(cfg)
+    check_tls(cfg)
     cfg.self = resolve_self(cfg, role, name)
     return cfg
 end

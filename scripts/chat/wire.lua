@@ -1,8 +1,8 @@
 -- chat.wire: the push bodies (1011, 1015, 1019) and the shapes of message lists on the
 -- wire, built in one place so the same push has the same body whether it is delivered on
 -- this server or arrives from a peer through ChatService (whose proto messages lack some
--- fields: those are filled in here). Field names and JSON types are the original client's
--- (reference §6.6, §9.6).
+-- fields: those are filled in here). Field names and JSON types are those the original Qt
+-- client sends and reads (docs/protocol.md §6; its quirks, kept on purpose, in §8).
 local host = require "host"
 local STATUS_READ = require("lib.messages").STATUS_READ
 

@@ -1,9 +1,10 @@
--- client.chat_conn: the long TCP connection to a chat server (the original's TcpMgr,
--- reference §9.5) over host.tcp's frame reads. One reader task takes every frame: a reply
--- (request id + 1) goes to the oldest request waiting for that id, anything else is a push
--- for on_push. Sends are queued so that only one is in flight; a heartbeat task sends
--- 1023 every heartbeat_ms once started. When the connection ends without close() having
--- been called, every waiting request fails and on_lost(err) runs once.
+-- client.chat_conn: the long TCP connection to a chat server (the original Qt client's
+-- TcpMgr: one connection carries replies and pushes) over host.tcp's frame reads. One
+-- reader task takes every frame: a reply (request id + 1) goes to the oldest request
+-- waiting for that id, anything else is a push for on_push. Sends are queued so that only
+-- one is in flight; a heartbeat task sends 1023 every heartbeat_ms once started. When the
+-- connection ends without close() having been called, every waiting request fails and
+-- on_lost(err) runs once.
 local host = require "host"
 
 local M = {}

@@ -1,8 +1,9 @@
--- client.checks: the field checks the original client makes before it sends anything
--- (reference llfc-spec §9.4), with its messages in English. Each form's fields are checked
--- in the dialog's order and the first failing one is reported, as the original's per-field
--- TipErr map shows its first remaining tip. The gate checks everything again; the checks
--- here only spare a round trip and say precisely what is wrong.
+-- client.checks: the field checks the original Qt client's register, reset and login
+-- dialogs make before they send anything, with their messages in English. Each form's
+-- fields are checked in the dialog's order and the first failing one is reported, as the
+-- original's per-field TipErr map shows its first remaining tip. The gate checks
+-- everything again; the checks here only spare a round trip and say precisely what is
+-- wrong.
 local validate = require "lib.validate"
 local policy = require "lib.password"
 

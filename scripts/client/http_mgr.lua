@@ -1,4 +1,4 @@
--- client.http_mgr: the HTTP manager of the original client (reference §9.2) on
+-- client.http_mgr: the HTTP manager of the original Qt client (its HttpMgr) on
 -- host.http.request: every request to the gate is tagged with a ReqId and the module
 -- (register, reset, login) that asked, and its reply is interpreted by the handler the
 -- ReqId maps to. Unlike the original it has a deadline, retries network failures with

@@ -1,6 +1,6 @@
 -- The terminal client (`chathost client`, issue 6): the role runs main(args) and exits with
--- its result. The pieces follow the original Qt client (reference llfc-spec §9): field
--- checks (client.checks), the HTTP manager (client.http_mgr), the chat connection
+-- its result. The pieces follow the original Qt client's (its dialogs, HttpMgr, TcpMgr):
+-- field checks (client.checks), the HTTP manager (client.http_mgr), the chat connection
 -- (client.chat_conn); client.api puts them together as an object, client.ui is the
 -- interactive line UI on host.tty, client.main reads the command line.
 return {

@@ -1,6 +1,7 @@
 -- POST /user_login {email, passwd}: checks the password against the argon2id hash and asks
 -- the status role for a chat server and a token. Errors in the order of
--- docs/protocol.md §3: 1001; 1016; 1017; 1009; 1002.
+-- docs/protocol.md §3: 1001; 1016; 1017; 1018 (waited login_wait_ms for logins in
+-- flight); 1009; 1002.
 --
 -- Failures, not attempts, are limited (lib.ratelimit's failure budgets): per (e-mail,
 -- client IP) and per client IP, login_email_ip_limit and login_ip_limit failures per

@@ -3,7 +3,7 @@
 -- first and, when the key says the pair exists (1062, also after waiting for a concurrent
 -- creator to commit), reads the existing thread with a locking read (which sees the newest
 -- committed row, not the transaction's snapshot). Never select-then-insert with FOR
--- UPDATE: two creators' gap locks deadlock (reference §10.2 item 10).
+-- UPDATE: two creators' gap locks deadlock (error 1213), as the original's CreatePrivateChat did.
 local host = require "host"
 local sql = require "lib.sql"
 

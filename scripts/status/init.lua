@@ -65,7 +65,17 @@ end
 -- from its next tick (a tick is skipped while the previous one runs).
 M.probe = servers.probe
 
+-- Redis is back after an outage (host.redis.on_reconnect): the chat servers announce
+-- themselves again at once, so the view of them is read again at the next call.
+function M.redis_reconnected()
+    servers.forget()
+end
+
 function M.start()
+    host.redis.on_reconnect(function()
+        local current = host.handlers()
+        if current.redis_reconnected then current.redis_reconnected() end
+    end)
     local every = host.config.self.probe_interval_ms
     if every == 0 then return end
     host.timer.every(every, function()

@@ -91,6 +91,12 @@ local function fetch()
     return decode_alive(names, res, wanted)
 end
 
+-- forget(): the next call reads the view from Redis again (Redis came back after an
+-- outage, maybe restarted empty: the view read before it says nothing about now).
+function M.forget()
+    view, view_at = nil, -math.huge
+end
+
 -- The view, read again when older than REFRESH_MS: -> view | nil, err
 local function current()
     if view and (host.timer.monotonic() - view_at < REFRESH_MS or refreshing) then return view end

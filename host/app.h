@@ -68,6 +68,8 @@ struct app {
 /* The app is the first upvalue of every host C function. */
 #define app_from(L) ((struct app *)lua_touserdata((L), lua_upvalueindex(1)))
 
+/* Adds t to the app's tracked resources (track.c): kind names it in the harness's report
+ * of leftovers, close releases it at shutdown. track_del takes it out. Neither fails. */
 void track_add(struct app *app, tracked *t, const char *kind, void (*close)(tracked *));
 void track_del(tracked *t);
 

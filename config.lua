@@ -124,4 +124,9 @@ return {
         },
     },
     -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
+
+    -- Roles of your own (README "Adding a role"): each entry runs as `chathost NAME` with
+    -- scripts/NAME/init.lua, `make run` starts it, and the entry is its host.config.self:
+    -- roles = { echo = { http_port = 8095, grpc_port = 50070, admin_port = 9120,
+    --                    stores = { "redis" }, settings = {} } },
 }

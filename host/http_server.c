@@ -809,18 +809,19 @@ static void read_exempt(lua_State *L, http_server *s) {
     lua_pop(L, 1);
 }
 
+/* Every default is the gate's in host/lua/config.lua's schema (gate.*): one number per
+ * limit, whichever server (gate, a declared role, admin) leaves it out. */
 static void read_options(lua_State *L, http_server *s) {
     s->limits.max_url = (size_t)vm_opt_int(L, 1, "max_url_bytes", 8192);
     s->limits.max_header = (size_t)vm_opt_int(L, 1, "max_header_bytes", 16384);
-    s->limits.max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 1 << 20);
+    s->limits.max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 65536);
     s->limits.max_headers = (unsigned)vm_opt_int(L, 1, "max_headers", 100);
     s->read_timeout_ms = (uint64_t)vm_opt_int(L, 1, "read_timeout_ms", 10000);
     s->idle_timeout_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
     s->handler_timeout_ms = (uint64_t)vm_opt_int(L, 1, "handler_timeout_ms", 30000);
     s->max_connections = (int)vm_opt_int(L, 1, "max_connections", 10000);
-    s->max_per_ip = (int)vm_opt_int(L, 1, "max_connections_per_ip", 0);
-    s->first_byte_timeout_ms = (uint64_t)vm_opt_int(L, 1, "first_byte_timeout_ms",
-                                                    (lua_Integer)s->idle_timeout_ms);
+    s->max_per_ip = (int)vm_opt_int(L, 1, "max_connections_per_ip", 256);
+    s->first_byte_timeout_ms = (uint64_t)vm_opt_int(L, 1, "first_byte_timeout_ms", 5000);
     read_exempt(L, s);
     lua_getfield(L, 1, "access_log");
     s->access_log = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);

@@ -1,4 +1,5 @@
-/* main.c: argv -> a role, `test` or `migrate`. Sets up the loop, the Lua state and the
+/* main.c: argv -> a command (`test`, `migrate`, `config`, `exec`) or else a role, which
+ * the table of roles (host/lua/roles.lua, and `roles` in the config) knows or refuses. Sets up the loop, the Lua state and the
  * config, runs the command's Lua entry point (host/lua/<command>.lua) as the first task,
  * and owns the orderly shutdown on SIGINT/SIGTERM. */
 #include <curl/curl.h>
@@ -20,15 +21,17 @@
 
 static const char USAGE[] =
     "usage: chathost ROLE [--name NAME] [-c config.lua]   run a role: gate, verify, status, chat, client\n"
+    "                                                     or one the config declares (roles.NAME)\n"
     "       chathost test [-c config.lua] [--filter PATTERN] [--verbose] [--list] [paths...]\n"
     "       chathost migrate [-c config.lua]              apply the missing sql/ migrations\n"
     "       chathost config KEY... | roles [-c config.lua] print config values, or the roles to run\n"
+    "       chathost config ports NAME [-c config.lua]    the ports of role process NAME\n"
     "       chathost config SECTION [-c config.lua]       print a section as key = value lines\n"
     "       chathost exec FILE [args...]                  run a Lua file with the host API\n"
     "       chathost help | COMMAND --help                this text (client --help: the client's)\n";
 
-static const char *const COMMANDS[] = {"gate", "verify", "status", "chat", "client",
-                                       "test", "migrate", "config", "exec", NULL};
+/* Any other first word is a role: chathost.role checks it against the table of roles. */
+static const char *const COMMANDS[] = {"test", "migrate", "config", "exec", NULL};
 
 struct options {
     const char *command;
@@ -47,11 +50,7 @@ static int die(const char *fmt, const char *a) {
 
 static int parse_options(int argc, char **argv, struct options *o) {
     o->command = argv[1];
-    int known = 0;
-    for (int i = 0; COMMANDS[i]; i++) known |= strcmp(COMMANDS[i], o->command) == 0;
-    if (!known)
-        return die("unknown role or command '%s' (expected gate, verify, status, chat, client, "
-                   "test, migrate, config or exec; see chathost help)", o->command);
+    if (o->command[0] == '-') return die("unknown option '%s' (see chathost help)", o->command);
     o->args = calloc((size_t)argc, sizeof *o->args);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -219,9 +218,11 @@ static int start_main(struct app *app, struct options *o) {
     lua_State *L = app->L;
     char module[64];
     const char *cmd = o->command;
-    if (strcmp(cmd, "test") == 0) cmd = "harness";
+    int is_command = 0;
+    for (int i = 0; COMMANDS[i]; i++) is_command |= strcmp(COMMANDS[i], cmd) == 0;
+    if (!is_command) cmd = "role";
+    else if (strcmp(cmd, "test") == 0) cmd = "harness";
     else if (strcmp(cmd, "config") == 0) cmd = "cli";
-    else if (strcmp(cmd, "migrate") != 0 && strcmp(cmd, "exec") != 0) cmd = "role";
     snprintf(module, sizeof module, "chathost.%s", cmd);
     int rc = vm_require_embedded(L, "chathost.hostlib");
     if (rc == 0) {
@@ -294,9 +295,10 @@ int main(int argc, char **argv) {
         free(o.args);
         return die("config: %s", err);
     }
-    if (strcmp(app.role, "gate") == 0 && cfg_int(&app, "gate.workers", 1) > 1) {
+    /* a role whose section sets workers (the gate) runs that many processes on its port */
+    if (cfg_int(&app, "self.workers", 1) > 1) {
         static char name[32];
-        int code = 0, index = workers_supervise((int)cfg_int(&app, "gate.workers", 1), &code);
+        int code = 0, index = workers_supervise((int)cfg_int(&app, "self.workers", 1), &code);
         if (index < 0) {
             vm_close(&app);
             free(o.args);
@@ -306,8 +308,8 @@ int main(int argc, char **argv) {
         snprintf(name, sizeof name, "%s-%d", app.name, index + 1);
         app.name = name;
         log_setup(app.role, app.name);
-        long long admin = cfg_int(&app, "gate.admin_port", 0);
-        if (admin > 0) cfg_set_int(&app, "gate.admin_port", admin + index);
+        long long admin = cfg_int(&app, "self.admin_port", 0);
+        if (admin > 0) cfg_set_int(&app, "self.admin_port", admin + index);
         uv_loop_fork(app.loop);
     }
     watch_signals(&app);

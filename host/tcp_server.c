@@ -296,12 +296,17 @@ static void index_remove(lua_State *L, session *s) {
     srv->nbound--;
 }
 
-/* session:bind(uid) -> the session this uid had on this server before, or nil */
+/* session:bind(uid) -> true, the session this uid had on this server before (or nil) |
+ * nil, "closed". A closed session is the peer's doing, not a bug: answered like send's. */
 static int l_bind(lua_State *L) {
     session *s = check_session(L, 1);
     lua_Number uid = luaL_checknumber(L, 2);
     luaL_argcheck(L, uid >= 1 && uid < 4294967296.0, 2, "must be a positive uid");
-    if (!s || s->state != S_OPEN) return luaL_error(L, "session:bind: the session is closed");
+    if (!s || s->state != S_OPEN) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
     if (s->bound && s->uid != uid) index_remove(L, s);
     chat_server *srv = s->srv;
     push_by_uid(L, srv);
@@ -323,7 +328,9 @@ static int l_bind(lua_State *L) {
         srv->nbound--;
     }
     if (!had_prev) lua_pushnil(L);
-    return 1;
+    lua_pushboolean(L, 1);
+    lua_insert(L, -2);
+    return 2;
 }
 
 /* session:unbind(): the session loses its identity (and its place in the index) */

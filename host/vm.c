@@ -166,14 +166,31 @@ int vm_method(lua_State *L) {
     return 1;
 }
 
-/* host.stats() -> {tasks_alive=, tasks_started=} */
+/* uv_walk: counts a handle in the table on top of the stack by type ("tcp", "timer"...). */
+static void count_handle(uv_handle_t *h, void *arg) {
+    lua_State *L = arg;
+    const char *type = uv_handle_type_name(uv_handle_get_type(h));
+    if (!type) type = "other";
+    lua_getfield(L, -1, type);
+    lua_Integer n = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushinteger(L, n + 1);
+    lua_setfield(L, -2, type);
+}
+
+/* host.stats() -> {tasks_alive=, tasks_started=, handles={tcp=, timer=, ...}}. handles:
+ * the loop's handles whose close callback has not run yet (closing ones too), so a spec
+ * can check that a server and its connections left none behind, as libuv's tests do. */
 static int l_stats(lua_State *L) {
     struct app *app = app_from(L);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushinteger(L, app->tasks_alive);
     lua_setfield(L, -2, "tasks_alive");
     lua_pushnumber(L, (lua_Number)app->tasks_started);
     lua_setfield(L, -2, "tasks_started");
+    lua_newtable(L);
+    uv_walk(app->loop, count_handle, L);
+    lua_setfield(L, -2, "handles");
     return 1;
 }
 

@@ -11,6 +11,7 @@ end
 describe("chat server", function()
     local server, port
     local closed = {}
+    local bind_after_close
     local H = {
         messages = {
             [100] = function(session, msg) return { error = 0, echo = msg.x, uid = session.uid } end,
@@ -19,7 +20,7 @@ describe("chat server", function()
                 return { n = msg.n }
             end,
             [104] = function(session, msg)
-                local prev = session:bind(msg.uid)
+                local _, prev = session:bind(msg.uid)
                 session.data.note = msg.note
                 return { bound = session.uid, had_prev = prev ~= nil and prev.id or false }
             end,
@@ -36,6 +37,10 @@ describe("chat server", function()
                 return { ok = ok or false, err = err }
             end,
             [114] = function(session, msg) session:close(msg.reason) end,
+            [118] = function(session, msg) -- binds after its session closed
+                session:close("spec")
+                bind_after_close = { session:bind(msg.uid) }
+            end,
         },
         on_close = function(session, reason) closed[#closed + 1] = { uid = session.uid, reason = reason } end,
     }
@@ -167,6 +172,15 @@ describe("chat server", function()
         assert(util.wait_until(function() return host.sessions.get(777) == nil end, 2000))
     end)
 
+    it("answers a bind on a closed session with nil, \"closed\", as send does, without raising", function()
+        local c = assert(chat_client.connect(port))
+        assert(c:send(118, { uid = 779 }))
+        assert(util.wait_until(function() return bind_after_close ~= nil end, 2000, "the handler"))
+        assert.same({ nil, "closed" }, bind_after_close)
+        assert.is_nil(host.sessions.get(779))
+        c:close()
+    end)
+
     it("counts a uid once in sessions.count().bound when a second session takes it", function()
         local before = host.sessions.count().bound
         local a = assert(chat_client.connect(port))
@@ -266,20 +280,37 @@ describe("chat server", function()
             return c
         end
 
+        -- Counted as libuv's test-tcp-close.c does: every TCP handle is closed in the end,
+        -- and the session object still answers once its server is gone.
+        local function tcp() return host.stats().handles.tcp or 0 end
+        local function baseline()
+            host.timer.sleep(10) -- the close callbacks of earlier tests' connections run
+            return tcp()
+        end
+
         it("frees the server only after the handles of its closed sessions", function()
+            local before = baseline()
             local srv = serve2()
             local c = session_of(srv)
+            assert.equal(before + 3, tcp()) -- the listener, the session, the client's end
             kept:close() -- the session, the server, and its collection in one turn
             srv:close()
             srv = nil
             collectgarbage()
             collectgarbage()
-            host.timer.sleep(50)
+            assert(util.wait_until(function() return tcp() == before + 1 end, 2000,
+                "the server's handles"))
+            local id, err = c:read_frame(1000)
+            assert.is_nil(id)
+            assert.equal("closed", err)
+            assert.is_true(kept.closed)
             c:close()
             kept = nil
+            assert(util.wait_until(function() return tcp() == before end, 2000, "the client's handle"))
         end)
 
         it("lets a session object outlive its collected server", function()
+            local before = baseline()
             local srv = serve2()
             local c = session_of(srv)
             c:close()
@@ -287,9 +318,10 @@ describe("chat server", function()
             srv:close()
             srv = nil
             collectgarbage()
-            host.timer.sleep(50)
+            assert(util.wait_until(function() return tcp() == before end, 2000, "every handle"))
             collectgarbage() -- the server is freed now; the session object is still held
             assert.is_true(kept.closed)
+            assert.same({ nil, "closed" }, { kept:send(1, {}) })
             kept = nil
             for _ = 1, 8 do host.spawn(function() end) end
             collectgarbage()

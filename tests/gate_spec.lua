@@ -697,3 +697,25 @@ return { routes = routes }
         end)
     end)
 end)
+
+describe("gate role when Redis does not answer in time", function()
+    it("answers 1018 (safe to retry), as the chat servers do for a timeout", function()
+        local admin_port
+        local gate = roles.start { role = "gate", config = function(port)
+            admin_port = roles.free_port()
+            return { gate = { port = port, admin_port = admin_port },
+                redis = { command_timeout_ms = 100, pool_size = 1 } }
+        end }
+        -- its one Redis connection is up (a command waiting for a connection would get
+        -- "redis unavailable: ...", not the timeout this is about)
+        assert.equal(200, assert(http.get(admin_port, "/healthz")).status)
+        -- every client's commands wait while Redis is paused: the gate's rate check times out
+        assert(redis.call("CLIENT", "PAUSE", 1000, "ALL"))
+        local res = assert(http.post(gate.port, "/get_varifycode", { email = "paused@example.com" }))
+        redis.call("CLIENT", "UNPAUSE")
+        assert.equal(200, res.status)
+        assert.equal(1018, host.json.decode(res.body).error, gate:log())
+        assert(gate:await("get_varifycode: rate check failed: timeout", 2000))
+        assert.equal(0, gate:stop())
+    end)
+end)

@@ -29,7 +29,7 @@ describe("http client", function()
 
     setup(function()
         server = assert(host.http.serve { address = "127.0.0.1:0", name = "client_spec",
-            idle_timeout_ms = 300, access_log = false, routes = {
+            idle_timeout_ms = 300, access_log = false, max_body_bytes = 1048576, routes = {
                 ["GET /hello"] = function(req) return { hello = req.query.name or "world" } end,
                 ["POST /echo"] = function(req)
                     return 200, { ["Content-Type"] = "text/plain", ["X-Len"] = tostring(#req.body) }, req.body

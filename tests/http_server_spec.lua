@@ -199,6 +199,37 @@ describe("http server", function()
         assert.matches('"error":413', res)
     end)
 
+    it("takes a body of up to 64 KiB without max_body_bytes, the gate's default, and 413 beyond", function()
+        local s4 = assert(host.http.serve { address = "127.0.0.1:0", name = "spec4",
+            access_log = false, routes = { ["POST /len"] = function(req) return { n = #req.body } end } })
+        local function post(n)
+            return raw(s4.port, ("POST /len HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                .. "Content-Length: %d\r\n\r\n%s"):format(n, ("b"):rep(n)))
+        end
+        local ok = post(65536)
+        assert.equal(200, status_of(ok))
+        assert.matches('{"n":65536}', ok, 1, true)
+        assert.equal(413, status_of(post(65537)))
+        s4:close()
+    end)
+
+    it("caps one address at 256 connections and closes a silent one after 5 s by default", function()
+        local s5 = assert(host.http.serve { address = "127.0.0.1:0", name = "spec5",
+            access_log = false, routes = {} })
+        local held = {}
+        for i = 1, 256 do held[i] = assert(host.tcp.connect("127.0.0.1", s5.port)) end
+        local extra = assert(host.tcp.connect("127.0.0.1", s5.port))
+        assert.equal(429, status_of(extra:read_all(3000) or ""))
+        extra:close()
+        for i = 2, 256 do held[i]:close() end
+        -- held[1] has sent nothing: closed by first_byte_timeout_ms (5 s), not idle_timeout_ms
+        local v, err = held[1]:read(1, 8000)
+        assert.is_nil(v)
+        assert.equal("closed", err)
+        held[1]:close()
+        s5:close()
+    end)
+
     it("answers 413 to a chunked body that grows over the limit", function()
         local chunk = ("x"):rep(3000)
         local out = raw(port, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
@@ -298,11 +329,18 @@ describe("http server", function()
 
     it("frees a closed server only after its last connection is closed", function()
         -- An idle connection's timeout closes it, and in the same loop turn the server is
-        -- closed and collected: the server must wait for the connection's handles.
+        -- closed and collected: the server must wait for the connection's handles. Counted
+        -- as libuv's test-tcp-close.c does: every TCP handle is closed in the end.
+        local util = require "helpers.util"
+        local function tcp() return host.stats().handles.tcp or 0 end
+        assert(util.wait_until(function() return server.connections == 0 end, 3000))
+        host.timer.sleep(10) -- the close callbacks of earlier tests' connections run
+        local before = tcp()
         local s2 = assert(host.http.serve { address = "127.0.0.1:0", name = "spec2",
             idle_timeout_ms = 100, access_log = false, routes = {} })
         local c = assert(host.tcp.connect("127.0.0.1", s2.port))
-        host.timer.sleep(20) -- accepted: its idle timer runs
+        assert(util.wait_until(function() return s2.connections == 1 end, 1000, "the accept"))
+        assert.equal(before + 3, tcp()) -- the listener, the server's end, the client's end
         local closer = host.spawn(function()
             host.timer.sleep(150)
             s2:close()
@@ -313,8 +351,13 @@ describe("http server", function()
         local t0 = host.timer.monotonic()
         while host.timer.monotonic() - t0 < 300 do end -- both timers fall due in one turn
         assert.is_true(closer:wait(1000))
-        host.timer.sleep(50) -- the close callbacks run
+        -- the listener and the server's end of the connection are closed; the client sees it
+        assert(util.wait_until(function() return tcp() == before + 1 end, 2000, "the server's handles"))
+        local v, err = c:read(1, 1000)
+        assert.is_nil(v)
+        assert.equal("closed", err)
         c:close()
+        assert(util.wait_until(function() return tcp() == before end, 2000, "the client's handle"))
     end)
 
     it("refuses a second server on a port in use", function()

@@ -45,6 +45,27 @@ describe("script reload", function()
         assert.equal(1, loader:stats().generation)
     end)
 
+    it("gives host.keep(name)'s table to every generation, where a module local starts over", function()
+        util.write_tree(dir, { ["lib/count.lua"] = [[
+local host = require "host"
+local kept = host.keep("spec.count")
+local M = { local_count = 0 }
+function M.bump()
+    kept.n = (kept.n or 0) + 1
+    M.local_count = M.local_count + 1
+    return kept.n, M.local_count
+end
+return M
+]], ["demo/init.lua"] = 'return { bump = require("lib.count").bump, v = 1 }\n' })
+        wait_generation(2)
+        assert.same({ 1, 1 }, { loader:handlers().bump() })
+        assert.same({ 2, 2 }, { loader:handlers().bump() })
+        util.write_tree(dir, { ["demo/init.lua"] = 'return { bump = require("lib.count").bump, v = 2 }\n' })
+        wait_generation(3)
+        assert.same({ 3, 1 }, { loader:handlers().bump() }) -- the kept count goes on
+        assert.has_error(function() host.keep(42) end, "host.keep(name): name must be a non-empty string")
+    end)
+
     it("picks up a changed module on disk without a restart", function()
         util.write_tree(dir, { ["lib/util.lua"] = "return { v = 2 }\n" })
         wait_generation(2)

@@ -166,26 +166,38 @@ return M
 end)
 
 describe("status role's probes of the chat servers", function()
-    it("leaves out a server that does not accept connections, unless all fail", function()
-        local status = roles.start { role = "status", config = function(port)
-            return { status = { port = port, admin_port = 0, servers_refresh_ms = 0,
-                probe_interval_ms = 50, probe_timeout_ms = 1000 } }
-        end }
+    -- A status role probing every 50 ms (copy_scripts: a private copy it may edit) and two
+    -- chat servers in Redis. up: something accepts on its port (its gRPC address, which is
+    -- what is probed); down: nothing listens there, and it has fewer users, so it is the
+    -- policy's choice. -> status, pick() (the port chosen), listener (up's)
+    local function with_up_and_down(copy_scripts)
+        local status = roles.start { role = "status", copy_scripts = copy_scripts,
+            config = function(port)
+                return { status = { port = port, admin_port = 0, servers_refresh_ms = 0,
+                    probe_interval_ms = 50, probe_timeout_ms = 1000 } }
+            end }
         local target = "127.0.0.1:" .. status.port
         local function pick()
             return assert(host.grpc.call(target, "StatusService.GetChatServer", { uid = 1001 })).port
         end
         redis.call("DEL", "chatservers", "logincount")
-        -- up: something accepts on its port (its gRPC address, which is what is probed);
-        -- down: nothing listens there, and it has fewer users, so it is the policy's choice
         local listener = assert(host.http.serve { address = "127.0.0.1:0", routes = {} })
-        local down_port = roles.free_port()
         assert(redis.call("SET", "chatserver_up", host.json.encode({ host = "127.0.0.1",
             port = 7001, rpc = "127.0.0.1:" .. listener.port }), "EX", 30))
         assert(redis.call("SET", "chatserver_down", host.json.encode({ host = "127.0.0.1",
-            port = 7002, rpc = "127.0.0.1:" .. down_port }), "EX", 30))
+            port = 7002, rpc = "127.0.0.1:" .. roles.free_port() }), "EX", 30))
         assert(redis.call("SADD", "chatservers", "up", "down"))
         redis.call("HSET", "logincount", "up", 10, "down", 0)
+        return status, pick, listener
+    end
+
+    local function clean_up(status)
+        redis.call("DEL", "chatserver_up", "chatserver_down", "chatservers", "logincount")
+        assert.equal(0, status:stop())
+    end
+
+    it("leaves out a server that does not accept connections, unless all fail", function()
+        local status, pick, listener = with_up_and_down(false)
         -- (no first pick is asserted: a probe may already have left down out, it reads the
         -- view itself)
         assert(util.wait_until(function() return pick() == "7001" end, 5000, "the probe of down"))
@@ -194,8 +206,19 @@ describe("status role's probes of the chat servers", function()
         -- both fail now: the probes are what is wrong, so the policy chooses as without them
         listener:close()
         assert(util.wait_until(function() return pick() == "7002" end, 5000, "the fallback"))
-        redis.call("DEL", "chatserver_up", "chatserver_down", "chatservers", "logincount")
-        assert.equal(0, status:stop())
+        clean_up(status)
+    end)
+
+    it("still leaves out a server its probes found dead after a script reload", function()
+        local status, pick, listener = with_up_and_down(true)
+        assert(util.wait_until(function() return pick() == "7001" end, 5000, "the probe of down"))
+        -- the new generation probes no more: only what the old one found can leave down out
+        util.edit_file(status.scripts .. "/status/init.lua", "M%.probe = servers%.probe",
+            "M.probe = function() end")
+        assert(status:await("generation 2", 5000))
+        for _ = 1, 5 do assert.equal("7001", pick()) end
+        listener:close()
+        clean_up(status)
     end)
 
     it("chooses by the policy alone when probe_interval_ms is 0", function()

@@ -128,13 +128,10 @@ await() {
   return 1
 }
 
-# ports NAME: the ports role NAME listens on (an admin port of 0 is none)
+# ports NAME: the ports role NAME listens on, the clients' port first, then gRPC, then
+# admin (an admin port of 0 is none)
 ports() {
-  if [ "${role_of[$1]}" = chat ]; then
-    "$BIN" config "chat.instances.$1.port" "chat.instances.$1.rpc_port" "chat.instances.$1.admin_port"
-  else
-    "$BIN" config "$1.port" "$1.admin_port"
-  fi | tr '\n' ' '
+  "$BIN" config ports "$1" | tr '\n' ' '
 }
 
 start_role() {
@@ -228,17 +225,19 @@ for n in "${names[@]}"; do await_role "$n" || exit 1; done
 summary() {
   local lines=() name port rpc admin
   for name in "${names[@]}"; do
-    if [ "${role_of[$name]}" = chat ]; then
-      read -r port rpc admin <<<"$(ports "$name")"
-      lines+=("  $name    chat clients on 127.0.0.1:$port, gRPC $rpc, admin http://127.0.0.1:$admin")
-    else
-      read -r port admin <<<"$(ports "$name")"
-      if [ "$name" = gate ]; then
-        lines+=("  gate     http://127.0.0.1:$port (POST /get_varifycode, /user_register, /reset_pwd, /user_login), admin http://127.0.0.1:$admin")
-      else
-        lines+=("  $name   gRPC 127.0.0.1:$port, admin http://127.0.0.1:$admin")
-      fi
-    fi
+    case "${role_of[$name]}" in
+      chat)
+        read -r port rpc admin <<<"$(ports "$name")"
+        lines+=("  $name    chat clients on 127.0.0.1:$port, gRPC $rpc, admin http://127.0.0.1:$admin") ;;
+      gate)
+        read -r port admin <<<"$(ports "$name")"
+        lines+=("  gate     http://127.0.0.1:$port (POST /get_varifycode, /user_register, /reset_pwd, /user_login), admin http://127.0.0.1:$admin") ;;
+      verify|status)
+        read -r port admin <<<"$(ports "$name")"
+        lines+=("  $name   gRPC 127.0.0.1:$port, admin http://127.0.0.1:$admin") ;;
+      *) # a role the config declares
+        lines+=("  $name   ports $(ports "$name")(the last: admin)") ;;
+    esac
   done
   echo "[run] chathost is up:"
   printf '%s\n' "${lines[@]}"

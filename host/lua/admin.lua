@@ -6,13 +6,12 @@ local host = require "host"
 
 local M = {}
 
--- Which stores each role depends on (what /healthz checks).
-local USES = {
-    gate = { redis = true, mysql = true },
-    chat = { redis = true, mysql = true },
-    status = { redis = true },
-    verify = { redis = true },
-}
+-- The stores the role depends on (its entry in chathost.roles): a set, { redis = true }.
+local function set(list)
+    local out = {}
+    for _, name in ipairs(list or {}) do out[name] = true end
+    return out
+end
 
 local function check_redis()
     local pong, err = host.redis.call("PING")
@@ -26,8 +25,7 @@ local function check_mysql()
     return "failing: " .. tostring(err)
 end
 
-local function healthz()
-    local uses = USES[host.role] or {}
+local function healthz(uses)
     local checks, healthy = {}, true
     if uses.redis then checks.redis = check_redis() end
     if uses.mysql then checks.mysql = check_mysql() end
@@ -46,13 +44,12 @@ local function total(name, value, help, labels)
 end
 
 -- Gauges and totals that are cheapest read when scraped.
-local function sample(scripts)
+local function sample(scripts, uses)
     local s = host.stats()
     local who = { role = host.role, name = host.name }
     gauge("chathost_coroutines", s.tasks_alive, "Coroutines alive.", who)
     total("chathost_coroutines_started_total", s.tasks_started, "Coroutines started since start-up.",
         who)
-    local uses = USES[host.role] or {}
     if uses.redis then
         local r = host.redis.stats()
         gauge("chathost_redis_connected", r.connected, "Redis connections ready.")
@@ -82,22 +79,25 @@ local function sample(scripts)
     end
 end
 
-function M.routes(scripts)
+-- stores: what the role uses, { "redis", "mysql" } (checked by /healthz, sampled by /metrics).
+function M.routes(scripts, stores)
+    local uses = set(stores)
     return {
-        ["GET /healthz"] = healthz,
+        ["GET /healthz"] = function() return healthz(uses) end,
         ["GET /metrics"] = function()
-            sample(scripts)
+            sample(scripts, uses)
             return 200, { ["Content-Type"] = "text/plain; version=0.0.4" }, host.metrics.render()
         end,
     }
 end
 
--- Starts the listener on host.config.admin.host:<port>; nil, err when the port is taken.
-function M.start(port, scripts)
+-- Starts the listener on host.config.admin.host:<port> for a role using stores (see
+-- M.routes); nil, err when the port is taken.
+function M.start(port, scripts, stores)
     if not port or port == 0 then return true end
     local address = host.config.admin.host .. ":" .. port
     local server, err = host.http.serve { address = address, name = "admin",
-        routes = M.routes(scripts), access_log = false, max_body_bytes = 0,
+        routes = M.routes(scripts, stores), access_log = false, max_body_bytes = 0,
         read_timeout_ms = 5000, max_connections = 64 }
     if not server then return nil, err end
     host.log.info("admin listening on ", address)

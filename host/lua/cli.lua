@@ -1,12 +1,12 @@
 -- chathost.cli: `chathost config KEY...` prints validated config values (tools/run.sh reads
 -- ports with it), a KEY naming a section prints all of it as `full.key = value` lines
--- (passwords hidden), and `chathost config roles` lists the role processes the config and
--- the scripts present describe ("gate", "chat chat1", ...), in start order.
+-- (passwords hidden), `chathost config roles` lists the role processes the config and
+-- the scripts present describe ("gate", "chat chat1", ...), in start order, and
+-- `chathost config ports NAME` the ports one of them listens on.
 local host = require "host"
+local roles = require "chathost.roles"
 
 local M = {}
-
-local ROLE_ORDER = { "verify", "status", "chat", "gate" }
 
 local function has_scripts(role)
     local dir = host.config.scripts.dir
@@ -14,14 +14,15 @@ local function has_scripts(role)
     return host.fs.kind(dir .. "/" .. role .. "/init.lua") == "file"
 end
 
-local function roles()
+local function processes()
     local cfg = host.config_copy()
     local out = {}
-    for _, role in ipairs(ROLE_ORDER) do
-        if has_scripts(role) and type(cfg[role]) == "table" then
-            if cfg[role].instances then
+    for _, role in ipairs(roles.names(cfg)) do
+        local entry, section = roles.get(cfg, role)
+        if has_scripts(role) and type(section) == "table" then
+            if entry.instances then
                 local names = {}
-                for name in pairs(cfg[role].instances) do names[#names + 1] = name end
+                for name in pairs(section.instances) do names[#names + 1] = name end
                 table.sort(names)
                 for _, name in ipairs(names) do out[#out + 1] = role .. " " .. name end
             else
@@ -66,13 +67,37 @@ local function section_lines(path, t, out)
     return out
 end
 
+-- The ports of the process NAME ("gate", "chat1", "echo"), one a line: the port clients
+-- use, gRPC, then the admin port (0: none), as roles.ports orders them.
+local function ports(name)
+    for _, line in ipairs(processes()) do
+        local role, instance = line:match("^(%S+) ?(%S*)$")
+        if (instance ~= "" and instance or role) == name then
+            local entry = roles.get(host.config_copy(), role)
+            local section = assert(host.config_instance(role, instance ~= "" and instance or role))
+            local out = {}
+            for _, p in ipairs(roles.ports(entry, section)) do out[#out + 1] = tostring(p.port) end
+            return out
+        end
+    end
+end
+
 function M.main(args)
     if #args == 0 then
-        io.stderr:write("usage: chathost config roles | chathost config KEY|SECTION [KEY...]\n")
+        io.stderr:write("usage: chathost config roles | ports NAME | KEY|SECTION [KEY...]\n")
         return 2
     end
     if args[1] == "roles" then
-        for _, r in ipairs(roles()) do io.stdout:write(r, "\n") end
+        for _, r in ipairs(processes()) do io.stdout:write(r, "\n") end
+        return 0
+    end
+    if args[1] == "ports" and args[2] then
+        local list = ports(args[2])
+        if not list then
+            io.stderr:write("chathost config: ports: no role process named ", args[2], "\n")
+            return 2
+        end
+        io.stdout:write(table.concat(list, "\n"), "\n")
         return 0
     end
     for _, key in ipairs(args) do

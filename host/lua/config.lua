@@ -2,9 +2,9 @@
 -- every known key against the schema below (filling defaults), and resolves the role's
 -- own section as config.self. Errors are one line naming the key: the caller prints them
 -- and exits with status 2.
-local M = {}
+local roles = require "chathost.roles"
 
-local ROLES = { gate = true, verify = true, status = true, chat = true, client = true }
+local M = {}
 
 -- Each entry: { type, default, min, max } or a nested schema table. `false` default means
 -- optional with no default.
@@ -12,6 +12,7 @@ local function int(default, min, max) return { "integer", default, min, max } en
 local function str(default) return { "string", default } end
 local function bool(default) return { "boolean", default } end
 local function addresses() return { "addresses", {} } end -- a list of IP addresses
+local function port() return int(false, 1, 65535) end         -- optional
 
 -- An IPv4 or IPv6 address (host.ip: parsed by the C library, so "10.0.0.1:80",
 -- "010.0.0.1" and names are not)?
@@ -94,6 +95,8 @@ local SCHEMA = {
         reply_margin_ms = int(200, 0, 60000),
     },
     gate = {
+        -- the HTTP limits' defaults are also host.http.serve's (host/http_server.c): a
+        -- server that leaves a limit out (admin, a declared role) gets the gate's
         host = str(false), port = int(8080, 1, 65535), admin_port = int(9100, 0, 65535),
         workers = int(1, 1, 64),                    -- processes sharing the port (SO_REUSEPORT)
         max_url_bytes = int(8192, 64, 1048576),     -- request target: beyond -> 414
@@ -188,6 +191,17 @@ local SCHEMA = {
         line_max_bytes = int(65536, 16, 16777216),  -- a typed line longer than this is refused
                                                     -- whole (what is beyond is not kept)
     },
+    -- roles declared here (host/lua/roles.lua has the built-in ones): roles.NAME runs as
+    -- `chathost NAME` with scripts/NAME/init.lua, serving its gRPC methods on grpc_port, its
+    -- routes on http_port, its messages on chat_port (each only if set); this section is
+    -- its host.config.self
+    roles = { "map", {
+        host = str(false),                          -- default: bind_host
+        grpc_port = port(), http_port = port(), chat_port = port(),
+        admin_port = int(0, 0, 65535),              -- /healthz and /metrics; 0: none
+        stores = { "stores", {} },                  -- what /healthz checks: "redis", "mysql"
+        settings = { "table", {} },                 -- free-form, for the role's scripts
+    } },
     status = {
         host = str(false), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
         token_ttl_s = int(60, 5, 86400),            -- an unused chat login token (utoken_<uid>)
@@ -242,6 +256,13 @@ local function check(path, spec, v)
             end
             if not is_ip(a) then
                 error(("%s[%d]: %s is not an IP address"):format(path, k, tostring(a)), 0)
+            end
+        end
+    elseif kind == "stores" then
+        if type(v) ~= "table" then error(("%s: expected a list of redis, mysql"):format(path), 0) end
+        for k, name in pairs(v) do
+            if type(k) ~= "number" or (name ~= "redis" and name ~= "mysql") then
+                error(("%s: expected a list of redis, mysql, got %s"):format(path, tostring(name)), 0)
             end
         end
     elseif kind == "level" then
@@ -346,15 +367,15 @@ local function apply_env(cfg)
     end
 end
 
--- The role's own section: config[role], and for chat the shared chat settings merged
--- with chat.instances[name].
+-- The role's own section (roles.lua names it): config[role] or config.roles[role], and
+-- for a role with instances (chat) the shared settings merged with instances[name].
 local function resolve_self(cfg, role, name)
-    if not ROLES[role] then return {} end
-    local section = cfg[role]
+    local entry, section = roles.get(cfg, role)
+    if not entry then return {} end
     if section ~= nil and type(section) ~= "table" then error(role .. ": expected a table", 0) end
     section = section or {}
     local instances = section.instances
-    if instances == nil then return section end
+    if not entry.instances or instances == nil then return section end
     if type(instances) ~= "table" then error(role .. ".instances: expected a table", 0) end
     local own = instances[name]
     if own == nil then
@@ -406,8 +427,9 @@ local WILDCARD = { ["0.0.0.0"] = true, ["::"] = true, [""] = true }
 -- Defaults that follow other settings: every role's host is bind_host, and the client's
 -- gate is this config's own gate (loopback when the gate binds a wildcard).
 local function derive(cfg)
-    for _, role in ipairs({ "gate", "verify", "status", "chat" }) do
-        if cfg[role].host == nil then cfg[role].host = cfg.bind_host end
+    for _, role in ipairs(roles.names(cfg)) do
+        local _, section = roles.get(cfg, role)
+        if section.host == nil then section.host = cfg.bind_host end
     end
     if cfg.client.gate_url == nil then
         local h = cfg.gate.host
@@ -436,6 +458,15 @@ local function listeners(cfg)
     for _, role in ipairs({ "verify", "status" }) do
         add(role .. ".port", cfg[role].host, cfg[role].port)
         add(role .. ".admin_port", admin, cfg[role].admin_port)
+    end
+    local declared = {}
+    for name in pairs(cfg.roles) do declared[#declared + 1] = name end
+    table.sort(declared)
+    for _, name in ipairs(declared) do
+        local entry, section = roles.get(cfg, name)
+        for _, p in ipairs(roles.ports(entry, section)) do
+            add(entry.path .. "." .. p.field, p.kind == "admin" and admin or section.host, p.port)
+        end
     end
     local names = {}
     for n in pairs(cfg.chat.instances) do names[#names + 1] = n end
@@ -476,10 +507,24 @@ local function check_ports(cfg)
     end
 end
 
+-- A declared role may not take the name of a built-in role or of a command, and its name
+-- is a folder of scripts/ and a word on the command line.
+local function check_role_names(cfg)
+    for name in pairs(cfg.roles) do
+        local what = roles.BUILTIN[name] and "a built-in role" or roles.COMMANDS[name] and "a command"
+        if what then error(("roles.%s: %s has that name"):format(name, what), 0) end
+        if type(name) ~= "string" or not name:match("^%l[%l%d_]*$") then
+            error(("roles.%s: a role name is lower-case letters, digits and _"):format(
+                tostring(name)), 0)
+        end
+    end
+end
+
 function M.load(path, role, name)
     local cfg = load_file(path)
     apply_env(cfg)
     apply_schema(cfg, SCHEMA, "")
+    check_role_names(cfg)
     derive(cfg)
     check_ports(cfg)
     check_nesting(cfg)
@@ -533,12 +578,11 @@ function M.publish(host, cfg)
         if type(role) ~= "string" or type(name) ~= "string" then
             error("config_instance(role, name): expected two strings", 2)
         end
-        if not ROLES[role] then return nil, "unknown role " .. role end
+        if not roles.get(cfg, role) then return nil, "unknown role " .. role end
         local ok, section = pcall(resolve_self, cfg, role, name)
         if not ok then return nil, section end
         return M.copy(section)
     end
 end
 
-M.ROLES = ROLES
 return M

@@ -21,4 +21,21 @@ function host.proc.run(argv, opts)
     return { code = code, signal = sig, stdout = out, stderr = errout }
 end
 
+-- host.keep(name) -> table: the same table for name in every script generation, for the
+-- life of the process: state that must outlive a hot reload (which loads every module
+-- afresh) lives there, not in a module local. Gone at a restart, and each process has its
+-- own (shared state belongs in Redis or MySQL). name is a string: "status.probes".
+local kept = {}
+function host.keep(name)
+    if type(name) ~= "string" or name == "" then
+        error("host.keep(name): name must be a non-empty string", 2)
+    end
+    local t = kept[name]
+    if not t then
+        t = {}
+        kept[name] = t
+    end
+    return t
+end
+
 return true

@@ -1,20 +1,21 @@
--- chathost.role: the entry point of a role process. Loads the role's scripts with hot
--- reload, starts the servers the role needs (HTTP for the gate, gRPC for status, verify
--- and chat, the admin listener for all), then runs the scripts' optional start(). Servers
--- look handlers up in the current generation on every request, so a reload takes effect
--- on the next one.
+-- chathost.role: the entry point of a role process, one path for every role. Looks the
+-- role up in the table of roles (chathost.roles), loads its scripts with hot reload,
+-- starts the servers its entry names (gRPC, HTTP, chat; the admin listener for all), then
+-- runs the scripts' optional start(). Servers look handlers up in the current generation
+-- on every request, so a reload takes effect on the next one.
 local host = require "host"
 local admin = require "chathost.admin"
+local roles = require "chathost.roles"
 
 local M = {}
 
--- Which config field holds each role's gRPC port.
-local GRPC_PORT = { status = "port", verify = "port", chat = "rpc_port" }
-
 local known_methods
--- "Service.Method" keys must name a method of the proto and hold a function; gate routes
--- must be "METHOD /path" -> function. A typo fails the load, not a request much later.
-local function validate(handlers)
+-- "Service.Method" keys must name a method of the proto and hold a function; chat
+-- messages are msg_id -> function; routes "METHOD /path" -> function. A typo fails the
+-- load, not a request much later. Each server the role starts demands its table.
+local VALIDATE = {}
+
+function VALIDATE.grpc(handlers)
     if not known_methods then
         known_methods = {}
         for _, m in ipairs(host.pb.methods()) do known_methods[m] = true end
@@ -25,25 +26,42 @@ local function validate(handlers)
             if type(v) ~= "function" then return nil, k .. " must be a function" end
         end
     end
-    if host.role == "chat" then
-        if type(handlers.messages) ~= "table" then return nil, "messages must be a table" end
-        for k, v in pairs(handlers.messages) do
-            if type(k) ~= "number" or k < 0 or k > 65535 or k % 1 ~= 0 then
-                return nil, ("messages key %s must be a msg_id (0..65535)"):format(tostring(k))
-            end
-            if type(v) ~= "function" then return nil, "messages[" .. k .. "] must be a function" end
+    return true
+end
+
+function VALIDATE.chat(handlers)
+    if type(handlers.messages) ~= "table" then return nil, "messages must be a table" end
+    for k, v in pairs(handlers.messages) do
+        if type(k) ~= "number" or k < 0 or k > 65535 or k % 1 ~= 0 then
+            return nil, ("messages key %s must be a msg_id (0..65535)"):format(tostring(k))
         end
-    end
-    if host.role == "gate" then
-        if type(handlers.routes) ~= "table" then return nil, "routes must be a table" end
-        for k, v in pairs(handlers.routes) do
-            if type(k) ~= "string" or not k:match("^%u+ /%S*$") then
-                return nil, ("route %s must look like \"POST /path\""):format(tostring(k))
-            end
-            if type(v) ~= "function" then return nil, "route " .. k .. " must be a function" end
-        end
+        if type(v) ~= "function" then return nil, "messages[" .. k .. "] must be a function" end
     end
     return true
+end
+
+function VALIDATE.http(handlers)
+    if type(handlers.routes) ~= "table" then return nil, "routes must be a table" end
+    for k, v in pairs(handlers.routes) do
+        if type(k) ~= "string" or not k:match("^%u+ /%S*$") then
+            return nil, ("route %s must look like \"POST /path\""):format(tostring(k))
+        end
+        if type(v) ~= "function" then return nil, "route " .. k .. " must be a function" end
+    end
+    return true
+end
+
+-- The validator of a role's handler tables: every server of its entry checks its own.
+local function validator(entry)
+    return function(handlers)
+        for _, kind in ipairs(roles.SERVER_KINDS) do
+            if entry.servers[kind] then
+                local ok, err = VALIDATE[kind](handlers)
+                if not ok then return nil, err end
+            end
+        end
+        return true
+    end
 end
 
 local function fail(msg)
@@ -51,38 +69,39 @@ local function fail(msg)
     return 2
 end
 
-local function start_grpc(scripts, self)
-    local port_field = GRPC_PORT[host.role]
-    if not port_field then return true end
-    local address = (self.host or "127.0.0.1") .. ":" .. tostring(self[port_field])
+-- One starter per server kind: (scripts, self, port) -> server | nil, err, detail. The
+-- options a server takes from the section are the limits config.lua names for it; a
+-- declared role's section has none of them, so the server's own defaults apply.
+local START = {}
+
+function START.grpc(scripts, self, port)
+    local address = self.host .. ":" .. tostring(port)
     local server, err, detail = host.grpc.serve { address = address,
         handlers = function(name) return scripts:handlers()[name] end }
     if not server then return nil, err, detail end
-    M.grpc = server
     host.log.info("gRPC listening on ", address)
     if not host.config.grpc.secret then
         host.log.warn("grpc.secret is not set: this gRPC server takes calls from anyone who ",
             "reaches ", address, " (set CHATHOST_GRPC_SECRET; make run generates one)")
     end
-    return true
+    return server
 end
 
 -- Addresses in the form the servers compare peers in (host.ip: canonical).
 local function canonical(list)
     local out = {}
     local i = 1
-    while list[i] ~= nil do -- (a read-only config list: # does not see through it)
+    while list and list[i] ~= nil do -- (a read-only config list: # does not see through it)
         out[i] = host.ip(list[i])
         i = i + 1
     end
     return out
 end
 
-local function start_http(scripts, self)
-    if host.role ~= "gate" then return true end
-    local address = self.host .. ":" .. self.port
+function START.http(scripts, self, port)
+    local address = self.host .. ":" .. port
     local server, err = host.http.serve {
-        address = address, name = "gate", reuseport = self.workers > 1,
+        address = address, name = host.role, reuseport = (self.workers or 1) > 1,
         routes = function() return scripts:handlers().routes end,
         max_url_bytes = self.max_url_bytes, max_header_bytes = self.max_header_bytes,
         max_body_bytes = self.max_body_bytes, read_timeout_ms = self.read_timeout_ms,
@@ -93,16 +112,14 @@ local function start_http(scripts, self)
         per_ip_exempt = canonical(self.trusted_proxies),
     }
     if not server then return nil, err end
-    M.http = server
     host.log.info("HTTP listening on ", address)
-    return true
+    return server
 end
 
-local function start_chat(scripts, self)
-    if host.role ~= "chat" then return true end
-    local address = self.host .. ":" .. self.port
+function START.chat(scripts, self, port)
+    local address = self.host .. ":" .. port
     local server, err = host.chat.serve {
-        address = address, name = self.name,
+        address = address, name = self.name or host.name,
         handlers = function() return scripts:handlers() end,
         max_body_bytes = self.max_body_bytes, send_queue_bytes = self.send_queue_bytes,
         send_queue_frames = self.send_queue_frames, idle_timeout_ms = self.heartbeat_timeout_ms,
@@ -110,8 +127,24 @@ local function start_chat(scripts, self)
         fd_reserve = self.fd_reserve, login_timeout_ms = self.login_timeout_ms,
     }
     if not server then return nil, err end
-    M.chat = server
     host.log.info("chat listening on ", address)
+    return server
+end
+
+-- Starts the servers of the role's entry in roles.SERVER_KINDS order (M.grpc, M.http,
+-- M.chat), then its admin listener; nil, err, detail at the first that cannot listen.
+local function start_servers(entry, scripts, self)
+    for _, kind in ipairs(roles.SERVER_KINDS) do
+        local field = entry.servers[kind]
+        if field then
+            local server, err, detail = START[kind](scripts, self, self[field])
+            if not server then return nil, err, detail end
+            M[kind] = server
+        end
+    end
+    local err
+    M.admin, err = admin.start(self.admin_port, scripts, entry.stores)
+    if not M.admin then return nil, err end
     return true
 end
 
@@ -126,17 +159,18 @@ local function on_stop(scripts)
     if M.chat then M.chat:close() end
 end
 
--- The terminal client is a program, not a server: its scripts' main(args) runs and its
--- result is the exit status.
-local function run_client(args)
-    local scripts, err = host.scripts.open { role = "client", watch = false }
+-- A program role (the terminal client) is not a server: its scripts' main(args) runs and
+-- its result is the exit status.
+local function run_program(args)
+    local who = "chathost " .. host.role
+    local scripts, err = host.scripts.open { role = host.role, watch = false }
     if not scripts then
-        io.stderr:write("chathost client: ", err, "\n")
+        io.stderr:write(who, ": ", err, "\n")
         return 1
     end
     local main = scripts:handlers().main
     if type(main) ~= "function" then
-        io.stderr:write("chathost client: scripts/client/init.lua has no main(args)\n")
+        io.stderr:write(who, ": scripts/", host.role, "/init.lua has no main(args)\n")
         scripts:close()
         return 1
     end
@@ -145,10 +179,21 @@ local function run_client(args)
     return type(code) == "number" and code or 0
 end
 
+local function unknown_role()
+    local names = roles.all(host.config_copy())
+    local commands = {}
+    for c in pairs(roles.COMMANDS) do commands[#commands + 1] = c end
+    table.sort(commands)
+    return fail(("unknown role or command '%s' (expected %s, or %s; see chathost help)"):format(
+        host.role, table.concat(names, ", "), table.concat(commands, ", ")))
+end
+
 function M.main(args)
-    if host.role == "client" then return run_client(args) end
+    local entry = roles.get(host.config_copy(), host.role)
+    if not entry then return unknown_role() end
+    if entry.program then return run_program(args) end
     if #args > 0 then return fail("unexpected argument '" .. args[1] .. "'") end
-    local scripts, err = host.scripts.open { role = host.role, validate = validate }
+    local scripts, err = host.scripts.open { role = host.role, validate = validator(entry) }
     if not scripts then
         host.log.error("cannot load the scripts: ", err)
         return 1
@@ -156,14 +201,7 @@ function M.main(args)
     M.scripts = scripts
     -- the current generation's handler table, for code that must follow reloads (timers)
     host.handlers = function() return scripts:handlers() end
-    local self = host.config.self
-    local ok, serr, detail = start_grpc(scripts, self)
-    if ok then ok, serr = start_http(scripts, self) end
-    if ok then ok, serr = start_chat(scripts, self) end
-    if ok then
-        M.admin, serr = admin.start(self.admin_port, scripts)
-        ok = M.admin ~= nil
-    end
+    local ok, serr, detail = start_servers(entry, scripts, host.config.self)
     if not ok then
         local code = fail(serr) -- the one line first; gRPC core's account of it is for debugging
         if detail and detail ~= "" then host.log.debug("gRPC core: ", detail) end

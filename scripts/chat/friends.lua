@@ -10,6 +10,7 @@ local request = require "chat.request"
 local reply = require "chat.reply"
 local push = require "chat.push"
 local wire = require "chat.wire"
+local msgids = require "lib.msgids"
 
 local M = {}
 
@@ -30,7 +31,7 @@ local ACCEPT_FIELDS = {
 
 local function notify_apply(session, applicant, touid, greeting)
     local req = wire.apply_pb(applicant, touid, greeting)
-    push.post(session, touid, 1011, wire.apply_from_pb(req), "ChatService.NotifyAddFriend", req)
+    push.post(session, touid, msgids.NOTIFY_ADD_FRIEND, wire.apply_from_pb(req), "ChatService.NotifyAddFriend", req)
 end
 
 -- 1009 {uid, applyname, bakname, touid}
@@ -39,15 +40,15 @@ function M.apply(session, body)
     if not f then return bad end
     local uid = session.uid
     local exists, err = users.exists(f.touid)
-    if exists == nil then return reply.failed(1009, "target", err) end
+    if exists == nil then return reply.failed(msgids.ADD_FRIEND, "target", err) end
     if not exists then return { error = errors.UidInvalid } end
     local already, ferr = friends.are_friends(uid, f.touid)
-    if already == nil then return reply.failed(1009, "friendship", ferr) end
+    if already == nil then return reply.failed(msgids.ADD_FRIEND, "friendship", ferr) end
     if already then return { error = errors.Success } end -- nothing left to ask
     local applicant, perr = users.profile(uid)
-    if not applicant then return reply.failed(1009, "profile", perr or "own user is gone") end
+    if not applicant then return reply.failed(msgids.ADD_FRIEND, "profile", perr or "own user is gone") end
     local ok, aerr = friends.apply(uid, f.touid, f.applyname, f.bakname)
-    if not ok then return reply.failed(1009, "apply", aerr) end
+    if not ok then return reply.failed(msgids.ADD_FRIEND, "apply", aerr) end
     notify_apply(session, applicant, f.touid, f.applyname)
     return { error = errors.Success }
 end
@@ -55,7 +56,7 @@ end
 local function notify_accept(session, acceptor, applicant_uid, result)
     local body = wire.accepted(acceptor.uid, applicant_uid, acceptor,
         wire.greetings(result.messages))
-    push.post(session, applicant_uid, 1015, body, "ChatService.NotifyAuthFriend",
+    push.post(session, applicant_uid, msgids.NOTIFY_AUTH_FRIEND, body, "ChatService.NotifyAuthFriend",
         wire.accepted_pb(acceptor.uid, applicant_uid, result.messages))
 end
 
@@ -65,10 +66,10 @@ function M.accept(session, body)
     if not f then return bad end
     local uid = session.uid
     local applicant, err = users.profile(f.touid)
-    if err then return reply.failed(1013, "applicant", err) end
+    if err then return reply.failed(msgids.AUTH_FRIEND, "applicant", err) end
     if not applicant then return { error = errors.UidInvalid } end
     local result, aerr = friends.accept(uid, f.touid, f.back)
-    if result == nil then return reply.failed(1013, "accept", aerr) end
+    if result == nil then return reply.failed(msgids.AUTH_FRIEND, "accept", aerr) end
     if not result then return { error = errors.PermissionDenied, field = "touid" } end
     local acceptor = users.profile(uid)
     if acceptor then notify_accept(session, acceptor, f.touid, result) end

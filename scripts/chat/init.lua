@@ -16,6 +16,7 @@ local text = require "chat.text"
 local threads = require "chat.threads"
 local rpc = require "chat.rpc"
 local settings = require "chat.settings"
+local msgids = require "lib.msgids"
 
 local M = {}
 
@@ -40,7 +41,7 @@ local function heartbeat(session, body)
     elseif not fresh then
         host.log.info("uid ", session.uid, " logged in elsewhere: closing session ", session.id)
         session.data.kicked = true
-        session:send(1021, { error = errors.Success, uid = session.uid })
+        session:send(msgids.NOTIFY_KICKED, { error = errors.Success, uid = session.uid })
         session:close("kicked")
         return nil
     end
@@ -48,15 +49,15 @@ local function heartbeat(session, body)
 end
 
 M.messages = {
-    [1005] = login,
-    [1007] = logged_in(search),
-    [1009] = logged_in(friends.apply),
-    [1013] = logged_in(friends.accept),
-    [1017] = logged_in(text),
-    [1023] = logged_in(heartbeat),
-    [1025] = logged_in(threads.list),
-    [1027] = logged_in(threads.create),
-    [1029] = logged_in(threads.messages),
+    [msgids.LOGIN] = login,
+    [msgids.SEARCH_USER] = logged_in(search),
+    [msgids.ADD_FRIEND] = logged_in(friends.apply),
+    [msgids.AUTH_FRIEND] = logged_in(friends.accept),
+    [msgids.TEXT_CHAT] = logged_in(text),
+    [msgids.HEARTBEAT] = logged_in(heartbeat),
+    [msgids.LOAD_THREADS] = logged_in(threads.list),
+    [msgids.CREATE_PRIVATE_CHAT] = logged_in(threads.create),
+    [msgids.LOAD_MESSAGES] = logged_in(threads.messages),
 }
 
 -- After the connection is gone (closed by either side, idle, kicked): the presence keys go

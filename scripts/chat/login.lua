@@ -22,8 +22,9 @@ local push = require "chat.push"
 local fit = require "chat.fit"
 local reply = require "chat.reply"
 local settings = require "chat.settings"
+local msgids = require "lib.msgids"
 
-local MSG = 1005
+local MSG = msgids.LOGIN
 
 local FIELDS = {
     { name = "uid", kind = "uid", required = true },
@@ -41,7 +42,7 @@ end
 
 local function kick_local(old, uid)
     old.data.kicked = true -- its keys are the new login's now: no cleanup on close
-    old:send(1021, { error = errors.Success, uid = uid })
+    old:send(msgids.NOTIFY_KICKED, { error = errors.Success, uid = uid })
     old:close("kicked")
     host.log.info("login uid=", uid, ": kicked session ", old.id, " on this server")
 end
@@ -70,7 +71,8 @@ local function bind_locked(session, uid, token)
         end
         return nil, "closed"
     end
-    local old = session:bind(uid)
+    local bound, old = session:bind(uid) -- (no yield since the check: it is open)
+    if not bound then return nil, old end
     if old and old ~= session then kick_local(old, uid) end
     return true
 end

@@ -7,6 +7,7 @@ local errors = require "lib.errors"
 local users = require "lib.users"
 local sql = require "lib.sql"
 local wire = require "chat.wire"
+local msgids = require "lib.msgids"
 
 local M = {}
 
@@ -23,7 +24,7 @@ local function deliver(uid, msg_id, body)
 end
 
 M["ChatService.NotifyAddFriend"] = function(req)
-    return { error = deliver(req.touid, 1011, wire.apply_from_pb(req)), applyuid = req.applyuid,
+    return { error = deliver(req.touid, msgids.NOTIFY_ADD_FRIEND, wire.apply_from_pb(req)), applyuid = req.applyuid,
         touid = req.touid }
 end
 
@@ -38,12 +39,12 @@ M["ChatService.NotifyAuthFriend"] = function(req)
     end
     local body = wire.accepted(req.fromuid, req.touid, acceptor,
         wire.greetings_from_pb(req.textmsgs, sql.now()))
-    rsp.error = deliver(req.touid, 1015, body)
+    rsp.error = deliver(req.touid, msgids.NOTIFY_AUTH_FRIEND, body)
     return rsp
 end
 
 M["ChatService.NotifyTextChatMsg"] = function(req)
-    local rsp = { error = deliver(req.touid, 1019, wire.text_from_pb(req)), fromuid = req.fromuid,
+    local rsp = { error = deliver(req.touid, msgids.NOTIFY_TEXT_CHAT, wire.text_from_pb(req)), fromuid = req.fromuid,
         touid = req.touid, thread_id = req.thread_id }
     return rsp
 end
@@ -52,7 +53,7 @@ M["ChatService.NotifyKickUser"] = function(req)
     local session = host.sessions.get(req.uid)
     if not session then return { error = errors.UidInvalid, uid = req.uid } end
     session.data.kicked = true -- the new login owns the presence keys
-    session:send(1021, { error = errors.Success, uid = req.uid })
+    session:send(msgids.NOTIFY_KICKED, { error = errors.Success, uid = req.uid })
     session:close("kicked")
     host.log.info("uid ", req.uid, " kicked by a login on another server (session ",
         session.id, ")")

@@ -6,8 +6,9 @@ local errors = require "lib.errors"
 local validate = require "lib.validate"
 local users = require "lib.users"
 local reply = require "chat.reply"
+local msgids = require "lib.msgids"
 
-local MSG = 1007
+local MSG = msgids.SEARCH_USER
 local MAX_TEXT = 64 -- longer than any name or uid: cannot match
 
 -- The search text: a JSON string, or a number the client sent for an all-digit text.

@@ -26,8 +26,9 @@ local push = require "chat.push"
 local wire = require "chat.wire"
 local fit = require "chat.fit"
 local settings = require "chat.settings"
+local msgids = require "lib.msgids"
 
-local MSG = 1017
+local MSG = msgids.TEXT_CHAT
 local UNIQUE_ID_MAX = 128 -- the client sends a braced UUID (38 bytes)
 local KNOWN_THREADS_MAX = 64 -- per session: threads already checked (there is no unfriending)
 
@@ -190,7 +191,7 @@ return function(session, body)
         session:send(MSG + 1, part.json)
     end
     for _, part in ipairs(parts) do -- the peer's 1019 is the same body
-        push.post(session, f.touid, 1019, part.json, "ChatService.NotifyTextChatMsg",
+        push.post(session, f.touid, msgids.NOTIFY_TEXT_CHAT, part.json, "ChatService.NotifyTextChatMsg",
             wire.text_pb(uid, f.touid, f.thread_id, part.items))
     end
     return nil

@@ -12,6 +12,7 @@ local reply = require "chat.reply"
 local fit = require "chat.fit"
 local wire = require "chat.wire"
 local settings = require "chat.settings"
+local msgids = require "lib.msgids"
 
 local M = {}
 
@@ -46,7 +47,7 @@ function M.list(session, body)
     local uid = session.uid
     local rows, err = threads.of_user(uid, f.thread_id, settings.page_size + 1)
     if not rows then
-        return reply.failed(1025, "threads", err, { error = errors.LoadChatFailed, uid = uid })
+        return reply.failed(msgids.LOAD_THREADS, "threads", err, { error = errors.LoadChatFailed, uid = uid })
     end
     local items = {}
     for i, r in ipairs(rows) do
@@ -67,11 +68,11 @@ function M.create(session, body)
     if not f then return bad end
     local uid = session.uid
     local ok, err = friends.are_friends(uid, f.other_id)
-    if ok == nil then return reply.failed(1027, "friendship", err) end
+    if ok == nil then return reply.failed(msgids.CREATE_PRIVATE_CHAT, "friendship", err) end
     if not ok then return { error = errors.PermissionDenied, field = "other_id" } end
     local thread_id, terr = threads.get_or_create(uid, f.other_id)
     if not thread_id then
-        return reply.failed(1027, "private chat", terr,
+        return reply.failed(msgids.CREATE_PRIVATE_CHAT, "private chat", terr,
             { error = errors.CreateChatFailed, uid = uid, other_id = f.other_id })
     end
     return { error = errors.Success, uid = uid, other_id = f.other_id, thread_id = thread_id }
@@ -84,12 +85,12 @@ function M.messages(session, body)
     local uid = session.uid
     local failed = { error = errors.LoadChatFailed, thread_id = f.thread_id }
     local u1, u2 = threads.members(f.thread_id)
-    if u1 == nil and u2 ~= nil then return reply.failed(1029, "thread", u2, failed) end
+    if u1 == nil and u2 ~= nil then return reply.failed(msgids.LOAD_MESSAGES, "thread", u2, failed) end
     if u1 ~= uid and u2 ~= uid then
         return { error = errors.PermissionDenied, field = "thread_id" }
     end
     local rows, err = messages.page(f.thread_id, f.message_id, settings.page_size + 1)
-    if not rows then return reply.failed(1029, "messages", err, failed) end
+    if not rows then return reply.failed(msgids.LOAD_MESSAGES, "messages", err, failed) end
     local items = {}
     for i, r in ipairs(rows) do items[i] = wire.history(r) end
     local rsp = { error = errors.Success, thread_id = f.thread_id, chat_datas = fit.head({}, 0),

@@ -20,6 +20,8 @@ local chat_conn = require "client.chat_conn"
 local events = require "client.events"
 local pushes = require "client.pushes"
 local requests = require "client.requests"
+local msgids = require "lib.msgids"
+local errors = require "lib.errors"
 
 local ReqId, Modules = http_mgr.ReqId, http_mgr.Modules
 
@@ -136,13 +138,13 @@ function Client:open_session(email, clear)
         on_push = function(id, body) self:on_push(conn, id, body) end,
         on_lost = function(why) self:on_lost(conn, why) end }
     if not conn then return nil, sentences.network(where, cerr), "network", true end
-    local reply, rerr = conn:request(1005, { uid = gate.uid, token = gate.token },
+    local reply, rerr = conn:request(msgids.LOGIN, { uid = gate.uid, token = gate.token },
         self.cfg.request_timeout_ms)
     if not reply or reply.error ~= 0 then
         conn:close()
         if not reply then return nil, sentences.network(where, rerr), "network", true end
         return nil, sentences.of(reply.error, reply), reply.error,
-            reply.error == 1018 or reply.error == 1010
+            reply.error == errors.ServerBusy or reply.error == errors.TokenInvalid
     end
     return { conn = conn, reply = reply, server = ("%s:%d"):format(gate.host, gate.port) }
 end
@@ -190,7 +192,7 @@ function Client:logout() self:drop_session("offline") end
 -- A push from the current connection: applications, acceptances, messages, kicks.
 function Client:on_push(conn, id, body)
     if conn ~= self.conn then return end
-    if id == 1021 then
+    if id == msgids.NOTIFY_KICKED then
         self:drop_session("kicked")
         self:wake_waiters()
         self.events:emit { kind = "kicked", message = sentences.KICKED }
@@ -209,8 +211,8 @@ function Client:on_lost(conn, why)
     self.reconnector = host.spawn(function() self:reconnect() end)
 end
 
-local RECONNECT_RETRY = { network = true, http = true, reply = true, [1002] = true, [1010] = true,
-    [1018] = true, [1019] = true }
+local RECONNECT_RETRY = { network = true, http = true, reply = true, [errors.RPCFailed] = true,
+    [errors.TokenInvalid] = true, [errors.ServerBusy] = true, [errors.Internal] = true }
 
 function Client:reconnect()
     local creds = self.credentials
@@ -263,7 +265,7 @@ function Client:request_once(id, body, idempotent)
         return nil, sentences.LOST, "network", idempotent
     end
     if reply.error ~= 0 then
-        return nil, sentences.of(reply.error, reply), reply.error, reply.error == 1018
+        return nil, sentences.of(reply.error, reply), reply.error, reply.error == errors.ServerBusy
     end
     return reply
 end

@@ -6,6 +6,7 @@
 -- connection ends without close() having been called, every waiting request fails and
 -- on_lost(err) runs once.
 local host = require "host"
+local msgids = require "lib.msgids"
 
 local M = {}
 M.__index = M
@@ -96,10 +97,10 @@ end
 -- the answer to a later one.
 function M:request(id, body, timeout_ms)
     if self.closed then return nil, "closed" end
-    local queue = self.waiting[id + 1]
+    local queue = self.waiting[msgids.reply(id)]
     if not queue then
         queue = {}
-        self.waiting[id + 1] = queue
+        self.waiting[msgids.reply(id)] = queue
     end
     local p = host.promise()
     queue[#queue + 1] = p -- before sending: the reply may come before send returns
@@ -121,7 +122,7 @@ function M:start_heartbeat(uid, every_ms)
         self.heartbeat_co = coroutine.running()
         while not self.closed do
             if self.stop:wait(every_ms) then return end
-            local reply, err = self:request(1023, { fromuid = uid }, every_ms)
+            local reply, err = self:request(msgids.HEARTBEAT, { fromuid = uid }, every_ms)
             if not reply and err == "timeout" and not self.closed then
                 shut(self, "no heartbeat reply")
                 if self.on_lost then self.on_lost("no heartbeat reply") end

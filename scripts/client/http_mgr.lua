@@ -6,6 +6,7 @@
 local host = require "host"
 local backoff = require "client.backoff"
 local sentences = require "client.sentences"
+local errors = require "lib.errors"
 
 local M = {}
 M.__index = M
@@ -18,11 +19,11 @@ M.Modules = { REGISTER = "register", RESET = "reset", LOGIN = "login" }
 -- also after a timeout or a cut answer (sending it twice does no harm), and after the
 -- codes that say another server was briefly unavailable.
 local ROUTES = {
-    [1001] = { path = "/get_varifycode" },
-    [1002] = { path = "/user_register" },
-    [1003] = { path = "/reset_pwd" },
-    [1004] = { path = "/user_login", idempotent = true,
-        retry_codes = { [1002] = true, [1018] = true } },
+    [M.ReqId.GET_VARIFY_CODE] = { path = "/get_varifycode" },
+    [M.ReqId.REG_USER] = { path = "/user_register" },
+    [M.ReqId.RESET_PWD] = { path = "/reset_pwd" },
+    [M.ReqId.LOGIN_USER] = { path = "/user_login", idempotent = true,
+        retry_codes = { [errors.RPCFailed] = true, [errors.ServerBusy] = true } },
 }
 
 local function bad_reply() return nil, sentences.BAD_REPLY, "reply" end
@@ -30,13 +31,13 @@ local function bad_reply() return nil, sentences.BAD_REPLY, "reply" end
 -- The ReqId -> handler map: each turns a successful reply (error 0) into the result the
 -- module gets, or refuses a reply that lacks what it needs.
 M.handlers = {
-    [1001] = function(reply) return { email = reply.email } end,
-    [1002] = function(reply)
+    [M.ReqId.GET_VARIFY_CODE] = function(reply) return { email = reply.email } end,
+    [M.ReqId.REG_USER] = function(reply)
         if type(reply.uid) ~= "number" then return bad_reply() end
         return { uid = reply.uid, user = reply.user, email = reply.email }
     end,
-    [1003] = function(reply) return { user = reply.user, email = reply.email } end,
-    [1004] = function(reply)
+    [M.ReqId.RESET_PWD] = function(reply) return { user = reply.user, email = reply.email } end,
+    [M.ReqId.LOGIN_USER] = function(reply)
         local chat_host = reply.chathost or reply.host
         local port = tonumber(reply.chatport or reply.port)
         if type(reply.uid) ~= "number" or type(reply.token) ~= "string"

@@ -2,6 +2,8 @@
 -- the client's events, with the client's lists brought up to date on the way: 1011 a
 -- friend request arrived, 1015 a request of ours was accepted, 1019 messages from a
 -- friend. (1021, the kick, ends the session: client.api handles it.)
+local msgids = require "lib.msgids"
+
 local M = {}
 
 local function num(v) return type(v) == "number" and v or nil end
@@ -43,7 +45,8 @@ local function text(c, body)
     return out
 end
 
-local BY_ID = { [1011] = apply, [1015] = accepted, [1019] = text }
+local BY_ID = { [msgids.NOTIFY_ADD_FRIEND] = apply, [msgids.NOTIFY_AUTH_FRIEND] = accepted,
+    [msgids.NOTIFY_TEXT_CHAT] = text }
 
 -- events(client, id, body) -> array of events (a push the client does not know is passed on
 -- as {kind="push", id=, body=})

@@ -7,6 +7,7 @@ local host = require "host"
 local validate = require "lib.validate"
 local checks = require "client.checks"
 local sentences = require "client.sentences"
+local msgids = require "lib.msgids"
 
 local M = {}
 local Client = {}
@@ -27,7 +28,7 @@ function Client:search(text)
     if type(text) ~= "string" or checks.trim(text) == "" then
         return invalid(checks.SEARCH_EMPTY)
     end
-    local reply, err, code = self:chat_request(1007, { uid = checks.trim(text) }, true)
+    local reply, err, code = self:chat_request(msgids.SEARCH_USER, { uid = checks.trim(text) }, true)
     if not reply then return nil, err, code end
     if type(reply.uid) ~= "number" then return nil, sentences.BAD_REPLY, "reply" end
     self.names[reply.uid] = reply.name
@@ -51,7 +52,7 @@ function Client:add(v, greeting, remark)
     if greeting == nil or greeting == "" then
         greeting = ("Hello, I am %s"):format(self.me.name)
     end
-    local reply, err, ecode = self:chat_request(1009, { uid = self.me.uid, applyname = greeting,
+    local reply, err, ecode = self:chat_request(msgids.ADD_FRIEND, { uid = self.me.uid, applyname = greeting,
         bakname = remark or self.names[uid] or "", touid = uid }, true)
     if not reply then return nil, err, ecode end
     return true
@@ -79,7 +80,7 @@ function Client:accept(v, remark)
     if not uid then return nil, msg, code end
     if not self.me then return self:offline() end
     local pending = self.request_by_uid[uid]
-    local reply, err, ecode = self:chat_request(1013, { fromuid = self.me.uid, touid = uid,
+    local reply, err, ecode = self:chat_request(msgids.AUTH_FRIEND, { fromuid = self.me.uid, touid = uid,
         back = remark or (pending and pending.name) or "" }, false)
     if not reply then return nil, err, ecode end
     self:add_friend { uid = uid, name = reply.name, nick = reply.nick, icon = reply.icon,
@@ -93,7 +94,7 @@ end
 function Client:thread_with(uid)
     if self.threads[uid] then return self.threads[uid] end
     if not self.me then return self:offline() end
-    local reply, err, code = self:chat_request(1027, { uid = self.me.uid, other_id = uid }, true)
+    local reply, err, code = self:chat_request(msgids.CREATE_PRIVATE_CHAT, { uid = self.me.uid, other_id = uid }, true)
     if not reply then return nil, err, code end
     if type(reply.thread_id) ~= "number" then return nil, sentences.BAD_REPLY, "reply" end
     self.threads[uid] = reply.thread_id
@@ -126,7 +127,7 @@ function Client:send(v, text)
     local thread_id, terr, tcode = self:thread_with(uid)
     if not thread_id then return nil, terr, tcode end
     local id = unique_id()
-    local ack, err, ecode = self:chat_request(1017, { fromuid = self.me.uid, touid = uid,
+    local ack, err, ecode = self:chat_request(msgids.TEXT_CHAT, { fromuid = self.me.uid, touid = uid,
         thread_id = thread_id, text_array = { { content = text, unique_id = id } } }, false)
     if not ack then return nil, err, ecode end
     local item = type(ack.chat_datas) == "table" and ack.chat_datas[1]
@@ -147,7 +148,7 @@ function Client:history(v, n)
     if not thread_id then return nil, terr, tcode end
     local kept, cursor = {}, 0
     repeat
-        local page, err, ecode = self:chat_request(1029, { thread_id = thread_id,
+        local page, err, ecode = self:chat_request(msgids.LOAD_MESSAGES, { thread_id = thread_id,
             message_id = cursor }, true)
         if not page then return nil, err, ecode end
         local datas = type(page.chat_datas) == "table" and page.chat_datas or {}
@@ -174,7 +175,7 @@ function Client:known_threads()
     if not self.me then return self:offline() end
     local cursor = 0
     repeat
-        local page, err, code = self:chat_request(1025, { uid = self.me.uid, thread_id = cursor },
+        local page, err, code = self:chat_request(msgids.LOAD_THREADS, { uid = self.me.uid, thread_id = cursor },
             true)
         if not page then return nil, err, code end
         local list = type(page.threads) == "table" and page.threads or {}

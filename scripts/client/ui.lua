@@ -9,6 +9,7 @@ local checks = require "client.checks"
 local format = require "client.format"
 local settings = require "client.settings"
 local ui_chat = require "client.ui_chat"
+local errors = require "lib.errors"
 
 local M = {}
 
@@ -66,11 +67,11 @@ local function with_code(c, email, module, submit)
         local res, err, ecode = submit(code)
         if res then return res end
         say(err)
-        if ecode == 1003 then
+        if ecode == errors.VarifyExpired then
             if not yes("Send a new code? [y/n]: ") or not request_code(c, email, module) then
                 return nil
             end
-        elseif ecode ~= 1004 and ecode ~= "invalid" then
+        elseif ecode ~= errors.VarifyCodeErr and ecode ~= "invalid" then
             return nil
         end
     end

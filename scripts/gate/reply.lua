@@ -1,8 +1,8 @@
 -- gate.reply: ends a request: logs one line per outcome (route, error code, what happened,
 -- client IP, masked e-mail; never a password, a code or a token) and returns the reply.
 local host = require "host"
-local errors = require "lib.errors"
 local mask = require "lib.mask"
+local failure = require "lib.failure"
 local request = require "gate.request"
 
 local M = {}
@@ -14,12 +14,12 @@ function M.done(route, req, rsp, what, email)
     return rsp
 end
 
--- failed(route, req, what, err, email?) -> rsp: a Redis, database or hashing failure.
--- "busy" (a pool or the hash queue is full) is worth a retry (1018); anything else is 1019.
+-- failed(route, req, what, err, email?) -> rsp: a Redis, database or hashing failure,
+-- answered by lib.failure's rule ("busy", "timeout": 1018; anything else: 1019).
 function M.failed(route, req, what, err, email)
     host.log.warn(route, ": ", what, " failed: ", tostring(err), " ip=", request.peer(req),
         " email=", mask.email(email))
-    return { error = err == "busy" and errors.ServerBusy or errors.Internal }
+    return { error = failure.code(err) }
 end
 
 local RESULTS_HELP = "Gate replies by route and JSON error code (every reply is HTTP 200)."

@@ -1,5 +1,6 @@
 -- lib.keys: every Redis key the roles share (docs/protocol.md §7). Keys written for a
--- user or a session always get a TTL where they are written.
+-- user or a session always get a TTL where they are written. Each key has one owner module
+-- that reads and writes it: code_* lib.codes, utoken_ lib.tokens.
 local M = {}
 
 function M.code(email) return "code_" .. email end                 -- verification code

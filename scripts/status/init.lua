@@ -2,7 +2,6 @@
 -- status.policy and issues the login token the chat server will check.
 local host = require "host"
 local errors = require "lib.errors"
-local keys = require "lib.keys"
 local validate = require "lib.validate"
 local tokens = require "lib.tokens"
 local servers = require "status.servers"
@@ -40,9 +39,8 @@ M["StatusService.GetChatServer"] = function(req)
         host.log.warn("GetChatServer: no live chat server")
         return { error = errors.RPCFailed }
     end
-    local token = host.crypto.random_hex(16) -- 128 bits
-    local ok, err = host.redis.call("SET", keys.token(req.uid), token, "EX", host.config.self.token_ttl_s)
-    if not ok then
+    local token, err = tokens.issue(req.uid, host.config.self.token_ttl_s)
+    if not token then
         host.log.warn("GetChatServer: redis: ", err)
         return { error = errors.RPCFailed }
     end

@@ -9,7 +9,8 @@
 -- out; M.probe (every status.probe_interval_ms) connects to each server of the view, and
 -- one that does not accept a connection within status.probe_timeout_ms is not chosen
 -- until it does again. If every server fails its probe, the probes are what is wrong
--- (status cannot reach them, clients may): then none is left out.
+-- (status cannot reach them, clients may): then none is left out. What the probes found
+-- is kept in the host (host.keep), so a reload does not take a dead server back.
 local host = require "host"
 local keys = require "lib.keys"
 
@@ -113,8 +114,11 @@ end
 
 local PROBE_TIMEOUT_MS = host.config.self.probe_timeout_ms
 local TIMEOUTS_DOWN = 2   -- consecutive probe timeouts that leave a server out
-local failures = {}       -- name -> { refused = bool, timeouts = n } of its last probes
-local unreachable = {}    -- name -> true: left out
+-- failures: name -> { refused = bool, timeouts = n } of its last probes;
+-- unreachable: name -> true: left out
+local probes = host.keep("status.probes")
+probes.failures = probes.failures or {}
+probes.unreachable = probes.unreachable or {}
 
 -- Where to probe server s: its gRPC address when announced (how peers reach it), else the
 -- client port. -> ip, port | nil (a host name: not probed)
@@ -140,6 +144,7 @@ end
 -- process is gone), timeouts only TIMEOUTS_DOWN in a row (a busy loop here can make a
 -- connect time out that did succeed).
 local function update(name, up, err)
+    local failures = probes.failures
     local f = failures[name]
     if up then
         failures[name] = nil
@@ -157,12 +162,13 @@ end
 function M.probe()
     local servers = current()
     if not servers then return end -- Redis trouble: live() reports it
-    local probes = {}
-    for i, s in ipairs(servers) do probes[i] = host.spawn(reachable, s) end
+    local running = {}
+    for i, s in ipairs(servers) do running[i] = host.spawn(reachable, s) end
+    local unreachable = probes.unreachable
     local now, seen = {}, {}
     for i, s in ipairs(servers) do
         seen[s.name] = true
-        local done, up, err = probes[i]:wait(PROBE_TIMEOUT_MS + 1000)
+        local done, up, err = running[i]:wait(PROBE_TIMEOUT_MS + 1000)
         if done then
             if update(s.name, up, err) then
                 now[s.name] = true
@@ -176,14 +182,15 @@ function M.probe()
             end
         end
     end
-    for name in pairs(failures) do
-        if not seen[name] then failures[name] = nil end -- gone from the view
+    for name in pairs(probes.failures) do
+        if not seen[name] then probes.failures[name] = nil end -- gone from the view
     end
-    unreachable = now
+    probes.unreachable = now
 end
 
 -- The servers of view that are not left out by their probes; all of them if every one is.
 local function probed(servers)
+    local unreachable = probes.unreachable
     if next(unreachable) == nil then return servers end
     local out = {}
     for _, s in ipairs(servers) do

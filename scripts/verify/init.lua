@@ -9,31 +9,13 @@
 local host = require "host"
 local errors = require "lib.errors"
 local keys = require "lib.keys"
+local codes = require "lib.codes"
 local validate = require "lib.validate"
 local mask = require "lib.mask"
 
 local M = {}
 
 local INTERNAL = host.grpc.status.INTERNAL
-
-local function new_code()
-    return ("%06d"):format(host.crypto.random_uniform(1000000))
-end
-
--- The live code for email, or a new one; second value true when it is new.
-local function code_for(email, ttl)
-    for _ = 1, 3 do
-        local code = new_code()
-        local set, err = host.redis.call("SET", keys.code(email), code, "NX", "EX", ttl)
-        if err then return nil, err end
-        if set then return code, true end
-        local live, gerr = host.redis.call("GET", keys.code(email))
-        if gerr then return nil, gerr end
-        if live then return live, false end
-        -- expired between SET NX and GET: try again
-    end
-    return nil, "could not store a code"
-end
 
 -- The mail's time: mail.timeout_ms, cut to what the caller's deadline leaves minus the
 -- reply margin (may be 0 or less: then there is no time to send).
@@ -54,13 +36,12 @@ M["VarifyService.GetVarifyCode"] = function(req, ctx)
         return { error = errors.Internal, email = email }
     end
     if not fresh then return { error = errors.RateLimited, email = email } end
-    local code, is_new = code_for(email, cfg.code_ttl_s)
+    local code, is_new = codes.create(email, cfg.code_ttl_s)
     if not code then
         host.log.warn("GetVarifyCode: redis: ", is_new)
         host.redis.call("DEL", rate_key)
         return { error = errors.Internal, email = email }
     end
-    if is_new then host.redis.call("DEL", keys.code_tries(email), keys.code_hashes(email)) end
     local minutes = math.floor(cfg.code_ttl_s / 60)
     local budget = mail_budget(ctx, cfg)
     local sent, merr
@@ -80,7 +61,7 @@ M["VarifyService.GetVarifyCode"] = function(req, ctx)
         local why = "mail to " .. mask.email(email) .. " failed: " .. tostring(merr)
         host.log.warn("GetVarifyCode: ", why)
         host.redis.call("DEL", rate_key) -- the user may ask again at once
-        if is_new then host.redis.call("DEL", keys.code(email)) end
+        if is_new then codes.discard(email) end
         return nil, INTERNAL, why
     end
     host.log.info("verification code ", is_new and "sent" or "re-sent", " to ", mask.email(email))

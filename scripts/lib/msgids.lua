@@ -1,0 +1,24 @@
+-- lib.msgids: the msg_id of every chat frame (docs/protocol.md §6), by name, for the chat
+-- servers (scripts/chat) and the client (scripts/client). A request's reply carries the
+-- request's id + 1 (M.reply); pushes are sent by the server unasked. Named, because the
+-- same numbers are also error codes (1019 is errors.Internal and the text push).
+local M = {}
+
+M.LOGIN = 1005                  -- -> 1006
+M.SEARCH_USER = 1007            -- -> 1008
+M.ADD_FRIEND = 1009             -- -> 1010
+M.NOTIFY_ADD_FRIEND = 1011      -- push to the target of an application
+M.AUTH_FRIEND = 1013            -- -> 1014
+M.NOTIFY_AUTH_FRIEND = 1015     -- push to the applicant
+M.TEXT_CHAT = 1017              -- -> 1018
+M.NOTIFY_TEXT_CHAT = 1019       -- push to the peer
+M.NOTIFY_KICKED = 1021          -- push: a newer login took the user; then closed
+M.HEARTBEAT = 1023              -- -> 1024
+M.LOAD_THREADS = 1025           -- -> 1026
+M.CREATE_PRIVATE_CHAT = 1027    -- -> 1028
+M.LOAD_MESSAGES = 1029          -- -> 1030
+
+-- The msg_id of the reply to request id.
+function M.reply(id) return id + 1 end
+
+return M

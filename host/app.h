@@ -56,10 +56,10 @@ struct app {
     list_node db_pools;         /* every MySQL pool alive (db.c) */
     struct crypto_pool *crypto;
     struct grpc_bridge *grpc;
-    struct chat_server *chat;   /* the chat server host.sessions speaks of (tcp_server.c) */
+    struct chat_server *chat;   /* the chat server host.sessions speaks of (chat_server.c) */
     struct mail_pool *mail;     /* host.mail's, made on first use (mail.c) */
     list_node http_idle;        /* host.http.request's keep-alive connections (http_client.c) */
-    list_node reloaders;        /* every host.scripts loader (reload.c) */
+    list_node reloaders;        /* every host.scripts loader (scripts.c) */
     unsigned reload_epoch;      /* grows at every generation any loader swaps in: C caches
                                    what it read from a handler table until it changes */
     uv_signal_t sig_int, sig_term, sig_hup;

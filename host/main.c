@@ -15,8 +15,8 @@
 #include "listen.h"
 #include "log.h"
 #include "modules.h"
-#include "reload.h"
 #include "sched.h"
+#include "scripts.h"
 #include "workers.h"
 
 static const char USAGE[] =
@@ -183,7 +183,7 @@ static void app_stop_finish(struct app *app) {
 static void on_signal(uv_signal_t *h, int signum) {
     struct app *app = h->data;
     if (signum == SIGHUP) {
-        reload_all(app);
+        scripts_reload_all(app);
         return;
     }
     log_info("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");

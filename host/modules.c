@@ -7,7 +7,7 @@ const struct host_module host_modules[] = {
     {"spawn", sched_open, NULL, NULL},
     {"timer", timer_open, NULL, NULL},
     {"http", http_server_open, NULL, NULL},
-    {"scripts", reload_open, reload_close_all, NULL},
+    {"scripts", scripts_open, scripts_close_all, NULL},
     {"redis", redis_open, redis_shutdown, NULL},
     {"db", db_open, db_shutdown, db_free},
     {"crypto", crypto_open, crypto_shutdown, NULL},

@@ -13,20 +13,20 @@ int sched_open(lua_State *L);       /* host.spawn      sched.c */
 int timer_open(lua_State *L);       /* host.timer      timer.c */
 int http_server_open(lua_State *L); /* host.http       http_server.c */
 int http_client_open(lua_State *L); /* host.http.request  http_client.c */
-int reload_open(lua_State *L);      /* host.scripts    reload.c */
+int scripts_open(lua_State *L);     /* host.scripts    scripts.c */
 int redis_open(lua_State *L);       /* host.redis      redis.c */
 int db_open(lua_State *L);          /* host.db         db.c, db_pool.c */
 int crypto_open(lua_State *L);      /* host.crypto     crypto.c */
 int mail_open(lua_State *L);        /* host.mail       mail.c */
 int tty_open(lua_State *L);         /* host.tty        tty.c */
-int grpc_open(lua_State *L);        /* host.grpc       grpc_core.c */
+int grpc_open(lua_State *L);        /* host.grpc       grpc_bridge.c */
 int proc_open(lua_State *L);        /* host.proc       proc.c */
 int fs_open(lua_State *L);          /* host.fs         fs.c */
 int tcp_client_open(lua_State *L);  /* host.tcp        tcp_client.c */
 int metrics_open(lua_State *L);     /* host.metrics    metrics.c */
 int promise_open(lua_State *L);     /* host.promise    promise.c */
-int chat_open(lua_State *L);        /* host.chat       tcp_server.c */
-int sessions_open(lua_State *L);    /* host.sessions   tcp_server.c */
+int chat_open(lua_State *L);        /* host.chat       chat_server.c */
+int sessions_open(lua_State *L);    /* host.sessions   chat_server.c */
 int frame_open(lua_State *L);       /* host.frame      frame.c */
 int json_open(lua_State *L);        /* host.json       json.c */
 int pb_open(lua_State *L);          /* host.pb         pb.c */
@@ -40,7 +40,7 @@ int luaopen_cjson_safe(lua_State *L);
 
 /* The shutdowns: each makes its clients refuse new work and starts closing their handles;
  * the loop ends once the handles are closed. */
-void reload_close_all(struct app *app);
+void scripts_close_all(struct app *app);
 void redis_shutdown(struct app *app);
 void db_shutdown(struct app *app);
 void db_free(struct app *app);

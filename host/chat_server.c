@@ -1,4 +1,4 @@
-/* tcp_server.c: host.chat.serve, the chat role's long connections. Frames (frame.c) are
+/* chat_server.c: host.chat.serve, the chat role's long connections. Frames (frame.c) are
  * handled one at a time per session, in order, each by the script's messages[id] in a
  * task of its own; a returned table is the reply (id + 1). Sessions are host objects: they
  * survive script reloads, and the uid -> session index lives here (host.sessions). Bounds:
@@ -15,7 +15,7 @@
 #include "errors.h"
 #include "frame.h"
 #include "json.h"
-#include "reload.h"
+#include "scripts.h"
 #include "log.h"
 #include "metrics.h"
 #include "sched.h"

@@ -1,6 +1,6 @@
-/* reload.c: host.scripts.open: the script generations of a role, the folder watchers with
+/* scripts.c: host.scripts.open: the script generations of a role, the folder watchers with
  * their debounce timer, and reload on demand. The loading itself is Lua (chathost.loader). */
-#include "reload.h"
+#include "scripts.h"
 
 #include <dirent.h>
 #include <lauxlib.h>
@@ -86,12 +86,12 @@ static void reload_logged(reloader *r, const char *why) {
                   r->generation, r->last_error);
 }
 
-void reload_all(struct app *app) {
+void scripts_reload_all(struct app *app) {
     for (list_node *n = app->reloaders.next; n != &app->reloaders; n = n->next)
         reload_logged(LIST_ENTRY(n, reloader, link), "SIGHUP");
 }
 
-void reload_push_handlers(reloader *r, lua_State *L) {
+void scripts_push_handlers(reloader *r, lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->handlers_ref);
 }
 
@@ -197,7 +197,7 @@ static void reloader_track_close(tracked *t) {
     reloader_close(LIST_ENTRY(t, reloader, track));
 }
 
-void reload_close_all(struct app *app) {
+void scripts_close_all(struct app *app) {
     while (!list_empty(&app->reloaders))
         reloader_close(LIST_ENTRY(app->reloaders.next, reloader, link));
 }
@@ -272,7 +272,7 @@ static int l_open(lua_State *L) {
 }
 
 static int l_handlers(lua_State *L) {
-    reload_push_handlers(check_loader(L), L);
+    scripts_push_handlers(check_loader(L), L);
     return 1;
 }
 
@@ -322,7 +322,7 @@ static int l_gc(lua_State *L) {
     return 0;
 }
 
-int reload_open(lua_State *L) {
+int scripts_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"handlers", l_handlers}, {"reload", l_reload},
                                        {"stats", l_stats},       {"close", l_close},
                                        {NULL, NULL}};

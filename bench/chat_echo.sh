@@ -11,6 +11,9 @@ SECS=${1:-10}
 CONNS=${2:-50}
 WINDOW=${3:-16}
 . "$ROOT/tools/services.sh"
+# The roles check every gRPC call against this shared secret, as production runs them (make
+# run generates one); the base commit of a comparison ignores it.
+export CHATHOST_GRPC_SECRET=${CHATHOST_GRPC_SECRET:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 TMP=$(mktemp -d /tmp/chathost-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; redis_stop "$TMP/redis" || true; rm -rf "$TMP"; }

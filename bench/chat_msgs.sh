@@ -35,14 +35,17 @@ SERVERS="127.0.0.1:$P1"
 if [ "$NSERVERS" = 2 ]; then "$BIN" chat --name b2 & C2=$!; PIDS+=($C2); SERVERS="$SERVERS,127.0.0.1:$P2"; fi
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-T0=$(ticks "$C1")
+DB=$(cat "$TMP/mysql/mysqld.pid")
+T0=$(ticks "$C1"); D0=$(ticks "$DB")
 PEAK_OUT=$("$TMP/chat_load" msg "$TMP/users" "$SERVERS" --window "$WINDOW" --seconds "$SECS")
-T1=$(ticks "$C1")
+T1=$(ticks "$C1"); D1=$(ticks "$DB")
 echo "== peak ($NSERVERS chat server(s), $PAIRS pairs, $WINDOW in flight per sender)"
 echo "$PEAK_OUT"
 PEAK=$(echo "$PEAK_OUT" | awk '/^acked:/ {print $2}')
-awk -v t=$((T1 - T0)) -v hz="$(getconf CLK_TCK)" -v r="$PEAK" -v s="$SECS" \
-  'BEGIN { printf "chat server b1 CPU per message: %.1f us\n", t / hz * 1e6 / (r * s) }'
+awk -v t=$((T1 - T0)) -v d=$((D1 - D0)) -v hz="$(getconf CLK_TCK)" -v r="$PEAK" -v s="$SECS" 'BEGIN {
+  printf "chat server b1 CPU per message: %.1f us\n", t / hz * 1e6 / (r * s)
+  printf "MariaDB CPU per message: %.1f us\n", d / hz * 1e6 / (r * s) }'
 HALF=$(awk -v p="$PEAK" 'BEGIN { printf "%d", p / 2 }')
 echo "== at half of the peak: $HALF msgs/s"
+"$BIN" exec "$ROOT/bench/chat_tokens.lua" "$TMP/users" # the peak's logins used the tokens up
 "$TMP/chat_load" msg "$TMP/users" "$SERVERS" --rate "$HALF" --seconds "$SECS"

@@ -6,6 +6,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
 . "$ROOT/tools/services.sh"
+# The roles check every gRPC call against this shared secret, as production runs them (make
+# run generates one); the base commit of a comparison ignores it.
+export CHATHOST_GRPC_SECRET=${CHATHOST_GRPC_SECRET:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 TMP=$(mktemp -d /tmp/chathost-bench.XXXXXX)
 STATUS_PID=
 cleanup() {
@@ -24,7 +27,8 @@ return {
   scripts = { dir = "$ROOT/scripts", watch = false },
   redis = { port = $REDIS_PORT },
   status = { port = $STATUS_PORT, admin_port = 0 },
-  chat = { instances = { chat1 = { host = "127.0.0.1", port = 8090 }, chat2 = { host = "127.0.0.1", port = 8091 } } },
+  chat = { instances = { chat1 = { host = "127.0.0.1", port = 8090, rpc_port = 50055 },
+                        chat2 = { host = "127.0.0.1", port = 8091, rpc_port = 50056 } } },
 }
 CFG
 for s in chat1:8090 chat2:8091; do
@@ -33,6 +37,7 @@ done
 redis-cli -p "$REDIS_PORT" hset logincount chat1 10 chat2 12 >/dev/null
 ${STATUS_WRAPPER:-} "$BIN" status -c "$TMP/config.lua" &
 STATUS_PID=$!
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$STATUS_PORT") 2>/dev/null && break; sleep 0.05; done
+# up to 30 s: a loaded machine, or a STATUS_WRAPPER such as valgrind, starts it slowly
+for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$STATUS_PORT") 2>/dev/null && break; sleep 0.05; done
 "$BIN" exec "$ROOT/bench/grpc_load.lua" "127.0.0.1:$STATUS_PORT" "$STATUS_PID" "${1:-100000}" "${2:-64}" \
   -c "$TMP/config.lua"

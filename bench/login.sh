@@ -12,6 +12,9 @@ USERS=20
 PASSWORD='Bench123!'
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
 . "$ROOT/tools/services.sh"
+# The roles check every gRPC call against this shared secret, as production runs them (make
+# run generates one); the base commit of a comparison ignores it.
+export CHATHOST_GRPC_SECRET=${CHATHOST_GRPC_SECRET:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 TMP=$(mktemp -d /tmp/chathost-bench.XXXXXX)
 PIDS=()
 cleanup() {

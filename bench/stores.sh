@@ -3,6 +3,9 @@
 # benchpw), builds chat_load into $TMP, and registers the cleanup (processes in PIDS, then
 # the stores) for exit.
 . "$ROOT/tools/services.sh"
+# The roles check every gRPC call against this shared secret, as production runs them (make
+# run generates one); the base commit of a comparison ignores it.
+export CHATHOST_GRPC_SECRET=${CHATHOST_GRPC_SECRET:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 TMP=$(mktemp -d /tmp/chathost-bench.XXXXXX)
 PIDS=()
 bench_cleanup() {

@@ -11,7 +11,8 @@ PKGS=(
   mariadb-server redis-server
   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc python3-aiosmtpd
   tmux
-  iproute2 procps # ss, pgrep and ps: tools/run.sh checks that each role listens
+  iproute2 procps # ss, pgrep and ps: tools/run.sh checks that each role listens; ip, tc and
+                  # sysctl: tests/netns_spec.lua builds a network of namespaces
 )
 
 missing=()

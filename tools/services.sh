@@ -75,14 +75,16 @@ mariadb_start() {
   return 1
 }
 
-# mariadb_setup DIR DATABASE USER PASSWORD: creates (or updates) the database and its user
+# mariadb_setup DIR DATABASE USER PASSWORD [FROM]: creates (or updates) the database and its
+# user, who may connect from FROM (a MariaDB host pattern; default 127.0.0.1, e.g.
+# '198.18.%' for the other hosts of a network)
 mariadb_setup() {
-  local dir=$1 db=$2 user=$3 pw=$4
+  local dir=$1 db=$2 user=$3 pw=$4 from=${5:-127.0.0.1}
   mariadb --no-defaults --protocol=socket --socket="$dir/mysqld.sock" -uroot <<SQL
 CREATE DATABASE IF NOT EXISTS \`$db\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
-CREATE USER IF NOT EXISTS '$user'@'127.0.0.1' IDENTIFIED BY '$pw';
-ALTER USER '$user'@'127.0.0.1' IDENTIFIED BY '$pw';
-GRANT ALL ON \`$db\`.* TO '$user'@'127.0.0.1';
+CREATE USER IF NOT EXISTS '$user'@'$from' IDENTIFIED BY '$pw';
+ALTER USER '$user'@'$from' IDENTIFIED BY '$pw';
+GRANT ALL ON \`$db\`.* TO '$user'@'$from';
 SQL
 }
 

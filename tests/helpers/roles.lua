@@ -38,7 +38,8 @@ function M.copy_scripts(dir)
 end
 
 -- start{role=, name=?, config=function(port) -> table, copy_scripts=?, edit=function(dir)?,
---       env=?, ready=pattern?}  (edit changes the private scripts copy before the start)
+--       env=?, ready=pattern?, prefix=argv?}  (edit changes the private scripts copy before
+--       the start; prefix goes before the command, e.g. {"ip", "netns", "exec", ns})
 -- The config function gets a fresh free port (retried if the role cannot bind it or the
 -- config already uses it).
 function M.start(opts)
@@ -53,7 +54,9 @@ function M.start(opts)
         cfg.scripts.reload_debounce_ms = cfg.scripts.reload_debounce_ms or 20
         local path = dir .. "/config.lua"
         assert(host.fs.write(path, "return " .. serialize(cfg) .. "\n"))
-        local argv = { util.bin(), opts.role, "-c", path }
+        local argv = {}
+        for _, a in ipairs(opts.prefix or {}) do argv[#argv + 1] = a end
+        for _, a in ipairs({ util.bin(), opts.role, "-c", path }) do argv[#argv + 1] = a end
         if opts.name then argv[#argv + 1] = "--name" argv[#argv + 1] = opts.name end
         local env = { CHATHOST_LOG_LEVEL = "info" }
         for k, v in pairs(opts.env or {}) do env[k] = v end

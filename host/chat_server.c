@@ -21,7 +21,9 @@
 #include "sched.h"
 #include <sodium.h>
 
+#include "alloc.h"
 #include "buf.h"
+#include "hostobj.h"
 #include "listen.h"
 #include "modules.h"
 
@@ -40,8 +42,7 @@ typedef struct msg_stat {
 typedef struct chat_server chat_server;
 
 typedef struct out_buf {
-    char *data;
-    size_t len, cap;
+    buf_t bytes;
     unsigned frames;
 } out_buf;
 
@@ -91,12 +92,8 @@ typedef struct session_ud {
     session *s;
 } session_ud;
 
-typedef struct server_ud {
-    chat_server *srv;
-} server_ud;
-
 struct chat_server {
-    tracked track;
+    hostobj obj;            /* users: the Lua handle, the listener, the sweep timer, sessions */
     struct app *app;
     uv_tcp_t listener;
     uv_timer_t sweep;
@@ -113,8 +110,6 @@ struct chat_server {
     list_node sessions;
     char id_prefix[24];
     uint64_t next_id;
-    int closing, open_handles;
-    server_ud *ud;
     metric *m_conns, *m_in, *m_out, *m_unknown, *m_slow;
     struct {
         int used;
@@ -133,24 +128,18 @@ static void session_read_start(session *s);
 
 /* ---- sending ------------------------------------------------------------------------- */
 
-static void buf_add(out_buf *b, const void *data, size_t n) {
-    b->data = buf_grow(b->data, &b->cap, b->len + n);
-    memcpy(b->data + b->len, data, n);
-    b->len += n;
-}
-
 static void start_write(session *s);
 
 static void on_written(uv_write_t *w, int status) {
     session *s = w->data;
     s->writing = 0;
-    s->inflight.len = 0;
+    s->inflight.bytes.len = 0;
     s->inflight.frames = 0;
     if (status < 0) {
         session_close(s, "write error", 0);
         return;
     }
-    if (s->pending.len > 0) {
+    if (s->pending.bytes.len > 0) {
         start_write(s);
     } else if (s->state == S_DRAINING) {
         session_close(s, s->reason, 0);
@@ -159,25 +148,26 @@ static void on_written(uv_write_t *w, int status) {
 
 /* Sends everything pending: at once if the socket takes it, else with one write request. */
 static void start_write(session *s) {
-    if (s->writing || s->pending.len == 0 || s->state == S_CLOSED) return;
+    if (s->writing || s->pending.bytes.len == 0 || s->state == S_CLOSED) return;
     out_buf t = s->inflight;
     s->inflight = s->pending;
     s->pending = t;
-    s->pending.len = 0;
+    s->pending.bytes.len = 0;
     s->pending.frames = 0;
-    uv_buf_t b = uv_buf_init(s->inflight.data, (unsigned)s->inflight.len);
+    uv_buf_t b = uv_buf_init(s->inflight.bytes.data, (unsigned)s->inflight.bytes.len);
     int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-    if (n == (int)s->inflight.len) {
-        s->inflight.len = 0;
+    if (n == (int)s->inflight.bytes.len) {
+        s->inflight.bytes.len = 0;
         s->inflight.frames = 0;
-        if (s->state == S_DRAINING && s->pending.len == 0) session_close(s, s->reason, 0);
+        if (s->state == S_DRAINING && s->pending.bytes.len == 0) session_close(s, s->reason, 0);
         return;
     }
     if (n < 0 && n != UV_EAGAIN) {
         session_close(s, "write error", 0);
         return;
     }
-    if (n > 0) b = uv_buf_init(s->inflight.data + n, (unsigned)(s->inflight.len - (size_t)n));
+    if (n > 0)
+        b = uv_buf_init(s->inflight.bytes.data + n, (unsigned)(s->inflight.bytes.len - (size_t)n));
     s->writing = 1;
     s->wreq.data = s;
     if (uv_write(&s->wreq, (uv_stream_t *)&s->tcp, &b, 1, on_written) != 0) {
@@ -189,7 +179,8 @@ static void start_write(session *s) {
 /* Queues one frame. Returns 0, or -1 when the client reads too slowly (it is closed). */
 static int session_send_raw(session *s, uint16_t id, const char *body, size_t len) {
     chat_server *srv = s->srv;
-    size_t queued = s->pending.len + s->inflight.len + s->held.len + FRAME_HEADER + len;
+    size_t queued = s->pending.bytes.len + s->inflight.bytes.len + s->held.bytes.len +
+                    FRAME_HEADER + len;
     unsigned frames = s->pending.frames + s->inflight.frames + s->held.frames + 1;
     if (queued > srv->queue_bytes || frames > srv->queue_frames) {
         log_warn("chat: session %s (uid %.0f) does not read: %zu bytes / %u frames queued, "
@@ -201,8 +192,8 @@ static int session_send_raw(session *s, uint16_t id, const char *body, size_t le
     uint8_t head[FRAME_HEADER];
     frame_header(head, id, (uint16_t)len);
     out_buf *q = s->holding ? &s->held : &s->pending;
-    buf_add(q, head, FRAME_HEADER);
-    buf_add(q, body, len);
+    buf_append(&q->bytes, head, FRAME_HEADER);
+    buf_append(&q->bytes, body, len);
     q->frames++;
     metric_add(srv->m_out, 1);
     if (!s->processing && !s->holding) start_write(s); /* else: one write later */
@@ -213,10 +204,10 @@ static int session_send_raw(session *s, uint16_t id, const char *body, size_t le
 static void release_held(session *s) {
     if (!s->holding) return;
     s->holding = 0;
-    if (s->held.len == 0) return;
-    buf_add(&s->pending, s->held.data, s->held.len);
+    if (s->held.bytes.len == 0) return;
+    buf_append(&s->pending.bytes, s->held.bytes.data, s->held.bytes.len);
     s->pending.frames += s->held.frames;
-    s->held.len = 0;
+    s->held.bytes.len = 0;
     s->held.frames = 0;
     if (!s->processing) start_write(s);
 }
@@ -374,9 +365,9 @@ static void session_free(lua_State *L, session *s) {
     if (s->data_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, s->data_ref);
     while (!list_empty(&s->inbox)) free(LIST_ENTRY(list_pop_front(&s->inbox), inframe, link));
     free(s->part);
-    free(s->pending.data);
-    free(s->inflight.data);
-    free(s->held.data);
+    buf_free(&s->pending.bytes);
+    buf_free(&s->inflight.bytes);
+    buf_free(&s->held.bytes);
     free(s);
 }
 
@@ -449,8 +440,6 @@ static void call_on_capacity(chat_server *srv, int full) {
     sched_spawn(srv->app, L, 1, "on_capacity", on_close_done, NULL);
 }
 
-static void server_maybe_free(chat_server *srv);
-
 static void tcp_closed(uv_handle_t *h) {
     session *s = h->data;
     chat_server *srv = s->srv;
@@ -461,7 +450,7 @@ static void tcp_closed(uv_handle_t *h) {
     luaL_unref(L, LUA_REGISTRYINDEX, ref); /* the Lua object frees s when collected */
     list_remove(&s->link); /* only now: until here the server must outlive s (on_close runs Lua) */
     if (!s->ud_alive) session_free(L, s);
-    server_maybe_free(srv);
+    hostobj_release(&srv->obj);
 }
 
 static void flush_timer_closed(uv_handle_t *h) { free(h); }
@@ -478,12 +467,12 @@ static void session_close(session *s, const char *reason, int flush) {
         s->reading = 0;
         index_remove(srv->app->L, s);
     }
-    if (flush && (s->pending.len > 0 || s->writing)) {
+    if (flush && (s->pending.bytes.len > 0 || s->writing)) {
         if (s->state == S_OPEN) {
             s->state = S_DRAINING;
             start_write(s);
             if (s->state != S_DRAINING) return; /* all written at once: start_write closed it */
-            s->flush_timer = malloc(sizeof *s->flush_timer);
+            s->flush_timer = xmalloc(sizeof *s->flush_timer);
             uv_timer_init(srv->app->loop, s->flush_timer);
             s->flush_timer->data = s;
             uv_timer_start(s->flush_timer, flush_timeout, FLUSH_ON_CLOSE_MS, 0);
@@ -700,7 +689,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
 }
 
 static void enqueue(session *s, const frame *f) {
-    inframe *in = malloc(sizeof *in + f->len);
+    inframe *in = xmalloc(sizeof *in + f->len);
     in->id = f->id;
     in->len = f->len;
     memcpy(in->body, f->body, f->len);
@@ -804,8 +793,7 @@ static void refuse_closed_session(uv_handle_t *h) { free(h->data); }
 static const char FULL_MESSAGE[] = "chat server full";
 
 static void refuse_connection(chat_server *srv, uv_stream_t *l) {
-    uv_tcp_t *t = malloc(sizeof *t);
-    if (!t) return; /* the kernel keeps the connection queued; retried at the next accept */
+    uv_tcp_t *t = xmalloc(sizeof *t);
     uv_tcp_init(srv->app->loop, t);
     if (uv_accept(l, (uv_stream_t *)t) == 0) {
         char frame[FRAME_HEADER + 64];
@@ -824,12 +812,12 @@ static void refuse_connection(chat_server *srv, uv_stream_t *l) {
 static void on_connection(uv_stream_t *l, int status) {
     chat_server *srv = l->data;
     lua_State *L = srv->app->L;
-    if (status < 0 || srv->closing) return;
+    if (status < 0 || srv->obj.closing) return;
     if (srv->nconns >= srv->max_connections) { /* accept, answer and close: the queue drains */
         refuse_connection(srv, l);
         return;
     }
-    session *s = calloc(1, sizeof *s);
+    session *s = xcalloc(1, sizeof *s);
     s->srv = srv;
     s->ud_ref = s->data_ref = LUA_NOREF;
     list_init(&s->inbox);
@@ -850,6 +838,7 @@ static void on_connection(uv_stream_t *l, int status) {
     lua_setmetatable(L, -2);
     s->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     list_push_back(&srv->sessions, &s->link);
+    hostobj_hold(&srv->obj);
     srv->nconns++;
     metric_add(srv->m_conns, 1);
     if (!srv->full && srv->nconns >= srv->max_connections) call_on_capacity(srv, 1);
@@ -880,8 +869,8 @@ static void on_sweep(uv_timer_t *t) {
 
 /* ---- the server ------------------------------------------------------------------------ */
 
-static void server_maybe_free(chat_server *srv) {
-    if (!srv->closing || srv->open_handles > 0 || !list_empty(&srv->sessions) || srv->ud) return;
+static void server_free(hostobj *o) {
+    chat_server *srv = HOSTOBJ_OF(o, chat_server, obj);
     lua_State *L = srv->app->L;
     luaL_unref(L, LUA_REGISTRYINDEX, srv->handlers_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->by_uid_ref);
@@ -892,15 +881,12 @@ static void server_maybe_free(chat_server *srv) {
 
 static void server_handle_closed(uv_handle_t *h) {
     chat_server *srv = h->data;
-    srv->open_handles--;
-    server_maybe_free(srv);
+    hostobj_release(&srv->obj);
 }
 
 /* Stops accepting and closes every session (queued frames are flushed first). */
-static void server_close(chat_server *srv) {
-    if (srv->closing) return;
-    srv->closing = 1;
-    track_del(&srv->track);
+static void server_close(hostobj *o) {
+    chat_server *srv = HOSTOBJ_OF(o, chat_server, obj);
     uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
     uv_close((uv_handle_t *)&srv->sweep, server_handle_closed);
     list_node *n = srv->sessions.next;
@@ -911,7 +897,6 @@ static void server_close(chat_server *srv) {
     }
 }
 
-static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, chat_server, track)); }
 
 /* The open-file limit raised to its hard maximum (the soft default is often 1024), or -1
  * when it cannot be read. */
@@ -939,6 +924,23 @@ static int clamp_connections(const char *name, int wanted, int reserve) {
     return (int)room;
 }
 
+/* The options into o (max_connections as asked, before clamp_connections); returns
+ * fd_reserve. Raises on a wrong type. */
+static int read_options(lua_State *L, chat_server *o) {
+    o->max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 8192);
+    if (o->max_body > FRAME_MAX_BODY) o->max_body = FRAME_MAX_BODY;
+    o->queue_bytes = (size_t)vm_opt_int(L, 1, "send_queue_bytes", 1 << 20);
+    o->queue_frames = (unsigned)vm_opt_int(L, 1, "send_queue_frames", 1000);
+    o->idle_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
+    o->handler_ms = (uint64_t)vm_opt_int(L, 1, "handler_timeout_ms", 30000);
+    o->login_ms = (uint64_t)vm_opt_int(L, 1, "login_timeout_ms", 10000);
+    lua_getfield(L, 1, "name");
+    snprintf(o->name, sizeof o->name, "%s", luaL_optstring(L, -1, "chat"));
+    lua_pop(L, 1);
+    o->max_connections = (int)vm_opt_int(L, 1, "max_connections", 200000);
+    return (int)vm_opt_int(L, 1, "fd_reserve", 256);
+}
+
 /* serve{address=, handlers=function() -> table, name=?, max_body_bytes=?,
  *       send_queue_bytes=?, send_queue_frames=?, idle_timeout_ms=?, max_connections=?}
  *   -> server | nil, err */
@@ -949,37 +951,32 @@ static int l_serve(lua_State *L) {
     const char *address = luaL_checkstring(L, -1);
     lua_getfield(L, 1, "handlers");
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "handlers must be a function returning the table");
+    chat_server opts = {0};
+    int fd_reserve = read_options(L, &opts); /* a bad option raises before anything is taken */
     int port = 0, fd = listen_socket(address, 0, &port);
     if (fd < 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s: %s", address, strerror(-fd));
         return 2;
     }
-    chat_server *srv = calloc(1, sizeof *srv);
+    chat_server *srv = xmalloc(sizeof *srv);
+    *srv = opts;
     srv->app = app;
     srv->port = port;
-    srv->max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 8192);
-    if (srv->max_body > FRAME_MAX_BODY) srv->max_body = FRAME_MAX_BODY;
-    srv->queue_bytes = (size_t)vm_opt_int(L, 1, "send_queue_bytes", 1 << 20);
-    srv->queue_frames = (unsigned)vm_opt_int(L, 1, "send_queue_frames", 1000);
-    srv->idle_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
-    srv->handler_ms = (uint64_t)vm_opt_int(L, 1, "handler_timeout_ms", 30000);
-    srv->login_ms = (uint64_t)vm_opt_int(L, 1, "login_timeout_ms", 10000);
-    lua_getfield(L, 1, "name");
-    snprintf(srv->name, sizeof srv->name, "%s", luaL_optstring(L, -1, "chat"));
-    lua_pop(L, 1);
-    srv->max_connections = clamp_connections(srv->name, (int)vm_opt_int(L, 1, "max_connections", 200000),
-                                             (int)vm_opt_int(L, 1, "fd_reserve", 256));
+    srv->max_connections = clamp_connections(srv->name, srv->max_connections, fd_reserve);
     list_init(&srv->sessions);
     uv_tcp_init(app->loop, &srv->listener);
     srv->listener.data = srv;
-    srv->open_handles = 1;
+    uv_timer_init(app->loop, &srv->sweep);
+    srv->sweep.data = srv;
+    hostobj_init(app, &srv->obj, "chat server", server_close, server_free);
+    hostobj_hold(&srv->obj); /* the listener and the sweep timer, until their close callbacks */
+    hostobj_hold(&srv->obj);
     srv->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     srv->messages_ref = srv->by_uid_ref = LUA_NOREF;
     int rc = listen_start(&srv->listener, fd, 4096, on_connection);
     if (rc != 0) {
-        srv->closing = 1;
-        uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
+        hostobj_close(&srv->obj);
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
         return 2;
@@ -992,9 +989,6 @@ static int l_serve(lua_State *L) {
     uint64_t limit = srv->idle_ms < srv->handler_ms ? srv->idle_ms : srv->handler_ms;
     if (srv->login_ms < limit) limit = srv->login_ms;
     uint64_t sweep = limit / 4 < 1000 ? limit / 4 : 1000;
-    uv_timer_init(app->loop, &srv->sweep);
-    srv->sweep.data = srv;
-    srv->open_handles++;
     uv_timer_start(&srv->sweep, on_sweep, sweep ? sweep : 1, sweep ? sweep : 1);
     char labels[64];
     snprintf(labels, sizeof labels, "server=\"%s\"", srv->name);
@@ -1006,40 +1000,19 @@ static int l_serve(lua_State *L) {
     srv->m_slow = metrics_get(METRIC_COUNTER, "chathost_chat_slow_readers_total", labels,
                               "Sessions closed because they did not read their frames.");
     srv->unknown_msgs = msg_series(srv, "unknown");
-    track_add(app, &srv->track, "chat server", server_track_close);
     app->chat = srv;
-    server_ud *u = lua_newuserdata(L, sizeof *u);
-    u->srv = srv;
-    srv->ud = u;
-    luaL_getmetatable(L, SERVER_MT);
-    lua_setmetatable(L, -2);
+    hostobj_push(L, &srv->obj, SERVER_MT);
     return 1;
 }
 
 static int l_server_index(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    chat_server *srv = HOSTOBJ_OF(hostobj_check(L, 1, SERVER_MT), chat_server, obj);
     const char *k = luaL_checkstring(L, 2);
-    if (strcmp(k, "port") == 0 && u->srv) {
-        lua_pushinteger(L, u->srv->port);
+    if (strcmp(k, "port") == 0) {
+        lua_pushinteger(L, srv->port);
         return 1;
     }
     return vm_method(L);
-}
-
-static int l_server_close(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
-    if (u->srv) server_close(u->srv);
-    return 0;
-}
-
-static int l_server_gc(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
-    chat_server *srv = u->srv;
-    if (!srv) return 0;
-    u->srv = NULL;
-    srv->ud = NULL;
-    server_maybe_free(srv);
-    return 0;
 }
 
 /* ---- host.sessions ------------------------------------------------------------------- */
@@ -1087,13 +1060,13 @@ static int l_sessions_list(lua_State *L) {
 int chat_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"send", l_send}, {"close", l_close}, {"bind", l_bind},
                                        {"unbind", l_unbind}, {NULL, NULL}};
-    static const luaL_Reg server_methods[] = {{"close", l_server_close}, {NULL, NULL}};
+    static const luaL_Reg server_methods[] = {{"close", hostobj_l_close}, {NULL, NULL}};
     vm_class(L, SESSION_MT, methods, l_session_index, l_session_gc);
     luaL_getmetatable(L, SESSION_MT);
     lua_pushcfunction(L, l_session_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
-    vm_class(L, SERVER_MT, server_methods, l_server_index, l_server_gc);
+    hostobj_class(L, SERVER_MT, server_methods, l_server_index);
     lua_newtable(L);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_serve, 1);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "log.h"
 
 /* Pushes the value at a dotted path of the config table (nil when any step is missing). */
@@ -36,7 +37,7 @@ long long cfg_int(struct app *app, const char *path, long long def) {
 char *cfg_str(struct app *app, const char *path, const char *def) {
     cfg_push(app, path);
     const char *s = lua_type(app->L, -1) == LUA_TSTRING ? lua_tostring(app->L, -1) : def;
-    char *copy = s ? strdup(s) : NULL;
+    char *copy = s ? xstrdup(s) : NULL;
     lua_pop(app->L, 1);
     return copy;
 }

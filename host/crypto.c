@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "modules.h"
 #include "workq.h"
@@ -33,7 +34,7 @@ typedef struct hash_job {
 
 static struct crypto_pool *pool_get(struct app *app) {
     if (app->crypto) return app->crypto;
-    struct crypto_pool *p = calloc(1, sizeof *p);
+    struct crypto_pool *p = xcalloc(1, sizeof *p);
     workq_init(&p->q, app, (int)cfg_int(app, "crypto.max_concurrent", 2),
                (size_t)cfg_int(app, "crypto.max_waiting", 1000),
                (uint64_t)cfg_int(app, "crypto.wait_timeout_ms", 5000));
@@ -88,11 +89,11 @@ static void job_finish(workq_job *base, task_t *t) {
 static hash_job *job_new(lua_State *L, int pw_idx, int verify) {
     size_t len;
     const char *pw = luaL_checklstring(L, pw_idx, &len);
-    hash_job *j = calloc(1, sizeof *j);
+    hash_job *j = xcalloc(1, sizeof *j);
     j->pool = pool_get(app_from(L));
     j->verify = verify;
     verify ? j->pool->verifies++ : j->pool->hashes++;
-    j->password = malloc(len + 1);
+    j->password = xmalloc(len + 1);
     memcpy(j->password, pw, len + 1);
     j->password_len = len;
     j->base.run = job_run;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "db.h"
 #include "log.h"
 #include "modules.h"
@@ -73,7 +74,7 @@ static db_job *job_from_args(lua_State *L, db_job_kind kind, int sql_idx) {
     int top = lua_gettop(L), n = top - sql_idx;
     for (int i = sql_idx + 1; i <= top; i++)
         bytes += param_size(L, i);
-    db_job *j = calloc(1, sizeof *j + (size_t)n * sizeof(db_param) + sql_len + 1 + bytes);
+    db_job *j = xcalloc(1, sizeof *j + (size_t)n * sizeof(db_param) + sql_len + 1 + bytes);
     j->kind = kind;
     j->nparams = n;
     j->params = (db_param *)(j + 1);
@@ -264,7 +265,7 @@ static void config_from_app(struct app *app, db_config *c) {
         else
             config_set_int(c, f, cfg_int(app, path, f->min));
     }
-    if (!c->host) c->host = strdup("127.0.0.1");
+    if (!c->host) c->host = xstrdup("127.0.0.1");
 }
 
 static const field *field_find(const char *name) {
@@ -297,7 +298,7 @@ static void config_apply_table(lua_State *L, int idx, db_config *c) {
         const field *f = field_find(lua_tostring(L, -2));
         if (f->type == FIELD_STRING) {
             const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-            config_set_str(c, f, v ? strdup(v) : NULL);
+            config_set_str(c, f, v ? xstrdup(v) : NULL);
         } else {
             config_set_int(c, f, (long long)lua_tonumber(L, -1));
         }

@@ -8,6 +8,7 @@
 #include <mysql.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "sched.h"
 
 /* One pool's settings: the `mysql` section of the config, or host.db.new's fields. */
@@ -48,12 +49,6 @@ typedef enum db_job_kind {
     DB_JOB_ROLLBACK
 } db_job_kind;
 
-/* A growable byte buffer: the encoded result set a worker hands to the loop. */
-typedef struct db_buf {
-    char *data;
-    size_t len, cap;
-} db_buf;
-
 /* Result buffer layout (host byte order): u32 column count, then per column u32 length and
  * the name; then per row and column one tag byte, followed by a double for NUMBER or u32
  * length and the bytes for STRING. */
@@ -84,7 +79,7 @@ typedef struct db_job {
     unsigned err_no; /* MySQL error number, 0 when there is none */
     char err[512];
     unsigned long long affected, insert_id;
-    db_buf result; /* DB_JOB_QUERY: encoded rows */
+    buf_t result; /* DB_JOB_QUERY: encoded rows */
     uint32_t nrows;
     unsigned reconnected : 1; /* the worker reconnected a lost connection for this job */
     unsigned ran : 1;         /* a statement was executed (stats.queries) */
@@ -215,6 +210,5 @@ void db_worker_post(db_worker *w, db_job *j);
  * connection and statements. */
 void db_worker_stop(db_worker *w);
 
-void db_buf_free(db_buf *b);
 
 #endif

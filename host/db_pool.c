@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "db.h"
 #include "log.h"
 #include "modules.h"
@@ -15,12 +16,12 @@
 static void pool_maybe_finish(db_pool *p);
 
 void db_job_free(db_job *j) {
-    db_buf_free(&j->result);
+    buf_free(&j->result);
     free(j);
 }
 
 db_job *db_job_new(db_job_kind kind) {
-    db_job *j = calloc(1, sizeof *j);
+    db_job *j = xcalloc(1, sizeof *j);
     j->kind = kind;
     return j;
 }
@@ -310,7 +311,7 @@ static void pool_track_close(tracked *t) {
 }
 
 static void pool_start_workers(db_pool *p) {
-    p->workers = calloc((size_t)p->cfg.pool_size, sizeof *p->workers);
+    p->workers = xcalloc((size_t)p->cfg.pool_size, sizeof *p->workers);
     for (int i = 0; i < p->cfg.pool_size; i++) {
         db_worker *w = &p->workers[p->size];
         int rc = db_worker_start(w, p);
@@ -325,7 +326,7 @@ static void pool_start_workers(db_pool *p) {
 }
 
 db_pool *db_pool_new(struct app *app, db_config *cfg) {
-    db_pool *p = calloc(1, sizeof *p);
+    db_pool *p = xcalloc(1, sizeof *p);
     p->app = app;
     p->cfg = *cfg;
     list_init(&p->idle);
@@ -357,7 +358,7 @@ void db_pool_drop_handle(db_pool *p) {
 /* ---- transactions, Lua side ---------------------------------------------------------- */
 
 int db_tx_begin(lua_State *L, db_pool *p, task_t *t) {
-    db_tx *tx = calloc(1, sizeof *tx);
+    db_tx *tx = xcalloc(1, sizeof *tx);
     tx->pool = p;
     list_init(&tx->track.link);
     db_job *j = db_job_new(DB_JOB_BEGIN);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "db.h"
 #include "listen.h"
@@ -29,28 +30,22 @@ static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
 
 /* ---- result buffer ------------------------------------------------------------------- */
 
-static void buf_put(db_buf *b, const void *p, size_t n) {
-    b->data = buf_grow(b->data, &b->cap, b->len + n);
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
+static void buf_u8(buf_t *b, uint8_t v) { buf_append(b, &v, 1); }
+static void buf_u32(buf_t *b, uint32_t v) { buf_append(b, &v, sizeof v); }
 
-static void buf_u8(db_buf *b, uint8_t v) { buf_put(b, &v, 1); }
-static void buf_u32(db_buf *b, uint32_t v) { buf_put(b, &v, sizeof v); }
-
-static void buf_string(db_buf *b, const char *s, size_t len) {
+static void buf_string(buf_t *b, const char *s, size_t len) {
     buf_u8(b, DB_CELL_STRING);
     buf_u32(b, (uint32_t)len);
-    buf_put(b, s, len);
+    buf_append(b, s, len);
 }
 
-static void buf_number(db_buf *b, double d) {
+static void buf_number(buf_t *b, double d) {
     buf_u8(b, DB_CELL_NUMBER);
-    buf_put(b, &d, sizeof d);
+    buf_append(b, &d, sizeof d);
 }
 
 /* Integers are numbers while a double holds them exactly, decimal strings beyond. */
-static void buf_integer(db_buf *b, long long v, int is_unsigned) {
+static void buf_integer(buf_t *b, long long v, int is_unsigned) {
     char s[24];
     unsigned long long u = (unsigned long long)v;
     if (is_unsigned ? u < (unsigned long long)EXACT_INT_LIMIT
@@ -60,12 +55,6 @@ static void buf_integer(db_buf *b, long long v, int is_unsigned) {
     }
     int n = is_unsigned ? snprintf(s, sizeof s, "%llu", u) : snprintf(s, sizeof s, "%lld", v);
     buf_string(b, s, (size_t)n);
-}
-
-void db_buf_free(db_buf *b) {
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
 }
 
 /* ---- errors -------------------------------------------------------------------------- */
@@ -150,8 +139,8 @@ static db_stmt *stmt_get(db_worker *w, db_job *j) {
     }
     MYSQL_STMT *st = stmt_prepare(w, j);
     if (!st) return NULL;
-    s = calloc(1, sizeof *s);
-    s->sql = malloc(j->sql_len + 1);
+    s = xcalloc(1, sizeof *s);
+    s->sql = xmalloc(j->sql_len + 1);
     memcpy(s->sql, j->sql, j->sql_len + 1);
     s->len = j->sql_len;
     s->hash = h;
@@ -256,7 +245,7 @@ static int bind_params(db_worker *w, db_job *j, MYSQL_STMT *st) {
         return -1;
     }
     if (j->nparams == 0) return 0;
-    MYSQL_BIND *b = calloc((size_t)j->nparams, sizeof *b);
+    MYSQL_BIND *b = xcalloc((size_t)j->nparams, sizeof *b);
     for (int i = 0; i < j->nparams; i++)
         bind_param(&b[i], &j->params[i]);
     int rc = mysql_stmt_bind_param(st, b) ? -1 : 0; /* the library copies the binds */
@@ -313,7 +302,7 @@ static void bind_column(MYSQL_BIND *b, column *c, const MYSQL_FIELD *f) {
         size_t size = f->length < MIN_COLUMN_BUFFER   ? MIN_COLUMN_BUFFER
                       : f->length > MAX_COLUMN_BUFFER ? MAX_COLUMN_BUFFER
                                                       : f->length;
-        c->buf = malloc(size);
+        c->buf = xmalloc(size);
         b->buffer_type = MYSQL_TYPE_STRING;
         b->buffer = c->buf;
         b->buffer_length = size;
@@ -324,7 +313,7 @@ static void bind_column(MYSQL_BIND *b, column *c, const MYSQL_FIELD *f) {
 static int put_truncated(db_job *j, MYSQL_STMT *st, column *c, unsigned idx) {
     MYSQL_BIND b;
     memset(&b, 0, sizeof b);
-    char *whole = malloc(c->len ? c->len : 1);
+    char *whole = xmalloc(c->len ? c->len : 1);
     unsigned long len = 0;
     b.buffer_type = MYSQL_TYPE_STRING;
     b.buffer = whole;
@@ -368,12 +357,12 @@ static int put_row(db_worker *w, db_job *j, MYSQL_STMT *st, column *cols, unsign
 static int fetch_rows(db_worker *w, db_job *j, MYSQL_STMT *st, MYSQL_RES *meta) {
     unsigned n = mysql_num_fields(meta);
     MYSQL_FIELD *f = mysql_fetch_fields(meta);
-    column *cols = calloc(n, sizeof *cols);
-    MYSQL_BIND *b = calloc(n, sizeof *b);
+    column *cols = xcalloc(n, sizeof *cols);
+    MYSQL_BIND *b = xcalloc(n, sizeof *b);
     buf_u32(&j->result, n);
     for (unsigned i = 0; i < n; i++) {
         buf_u32(&j->result, f[i].name_length);
-        buf_put(&j->result, f[i].name, f[i].name_length);
+        buf_append(&j->result, f[i].name, f[i].name_length);
         bind_column(&b[i], &cols[i], &f[i]);
     }
     int rc = mysql_stmt_bind_result(st, b) ? -1 : 0;

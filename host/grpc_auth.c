@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "log.h"
 
 #define AUTH_KEY "authorization"
@@ -20,7 +21,7 @@ static char *read_pem(const char *path, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
         return NULL;
     }
-    char *data = malloc(PEM_MAX + 1);
+    char *data = xmalloc(PEM_MAX + 1);
     size_t n = data ? fread(data, 1, PEM_MAX + 1, f) : 0;
     fclose(f);
     if (!data || n == 0 || n > PEM_MAX) {
@@ -49,7 +50,7 @@ void grpc_auth_load(struct app *app, grpc_auth *a) {
     char *secret = cfg_str(app, "grpc.secret", NULL);
     if (secret && secret[0]) {
         a->header_len = strlen("Bearer ") + strlen(secret);
-        a->header = malloc(a->header_len + 1);
+        a->header = xmalloc(a->header_len + 1);
         snprintf(a->header, a->header_len + 1, "Bearer %s", secret);
     }
     if (secret) sodium_memzero(secret, strlen(secret));

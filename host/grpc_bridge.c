@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "modules.h"
 
@@ -26,7 +27,7 @@ static void cq_thread(void *arg) {
         uv_mutex_lock(&b->lock);
         if (b->nevents == b->cap) {
             b->cap = b->cap ? b->cap * 2 : 64;
-            b->events = realloc(b->events, b->cap * sizeof *b->events);
+            b->events = xrealloc(b->events, b->cap * sizeof *b->events);
         }
         b->events[b->nevents].tag = ev.tag;
         b->events[b->nevents].ok = ev.success;
@@ -110,7 +111,7 @@ void grpc_core_log_capture(char *buf, size_t size) {
 
 struct grpc_bridge *grpc_bridge_get(struct app *app) {
     if (app->grpc) return app->grpc;
-    struct grpc_bridge *b = calloc(1, sizeof *b);
+    struct grpc_bridge *b = xcalloc(1, sizeof *b);
     b->app = app;
     b->deadline_ms = cfg_int(app, "grpc.deadline_ms", 2000);
     b->max_message = (int)cfg_int(app, "grpc.max_message_bytes", 4 << 20);
@@ -197,7 +198,7 @@ char *grpc_bb_read(grpc_byte_buffer *bb, size_t *len) {
     grpc_slice s = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
     *len = GRPC_SLICE_LENGTH(s);
-    char *out = malloc(*len ? *len : 1);
+    char *out = xmalloc(*len ? *len : 1);
     memcpy(out, GRPC_SLICE_START_PTR(s), *len);
     grpc_slice_unref(s);
     return out;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "grpc_bridge.h"
 #include "log.h"
 #include "pb.h"
@@ -87,8 +88,8 @@ static gchannel *channel_get(struct grpc_bridge *b, const char *target) {
         if (strcmp(c->target, target) == 0) return c;
     }
     if (b->nchannels >= MAX_CHANNELS) return NULL;
-    gchannel *c = calloc(1, sizeof *c);
-    c->target = strdup(target);
+    gchannel *c = xcalloc(1, sizeof *c);
+    c->target = xstrdup(target);
     c->ch = channel_create(b, target);
     list_push_back(&b->channels, &c->link);
     b->nchannels++;
@@ -117,7 +118,7 @@ static chan_method *method_handle(gchannel *c, const ProtobufCServiceDescriptor 
         if (c->methods[i].desc == m) return &c->methods[i];
     if (c->nmethods == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 8;
-        c->methods = realloc(c->methods, c->cap * sizeof *c->methods);
+        c->methods = xrealloc(c->methods, c->cap * sizeof *c->methods);
     }
     char path[200];
     snprintf(path, sizeof path, "/%s/%s", svc->name, m->name);
@@ -237,7 +238,7 @@ static void set_auth(lua_State *L, cli_call *c) {
     if (lua_istable(L, 4)) {
         lua_getfield(L, 4, "secret");
         if (lua_type(L, -1) == LUA_TSTRING) {
-            c->auth_copy = malloc(lua_objlen(L, -1) + 8);
+            c->auth_copy = xmalloc(lua_objlen(L, -1) + 8);
             sprintf(c->auth_copy, "Bearer %s", lua_tostring(L, -1));
             header = c->auth_copy;
         } else if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
@@ -276,7 +277,7 @@ static int l_call(lua_State *L) {
     size_t len;
     uint8_t *bytes = pb_pack(req, &len);
     protobuf_c_message_free_unpacked(req, NULL);
-    cli_call *c = calloc(1, sizeof *c);
+    cli_call *c = xcalloc(1, sizeof *c);
     c->tag.cb = on_call_done;
     c->b = b;
     c->task = t;

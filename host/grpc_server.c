@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "grpc_bridge.h"
+#include "hostobj.h"
 #include "log.h"
 #include "pb.h"
 #include "sched.h"
@@ -28,10 +30,8 @@ typedef struct gmethod {
     grpc_method_stats stats;
 } gmethod;
 
-typedef struct server_ud server_ud;
-
 typedef struct gserver {
-    tracked track;
+    hostobj obj; /* users: the Lua handle, and the gRPC server until it is done (finish) */
     list_node link;
     struct grpc_bridge *b;
     grpc_server *srv;
@@ -45,14 +45,9 @@ typedef struct gserver {
     unsigned long refused;
     unsigned long unauthenticated; /* calls refused for a missing or wrong secret */
     int active_calls;     /* calls handed over and not yet answered: they point at us */
-    int closing, destroyed;
-    server_ud *ud;
+    int destroyed;
     grpc_method_stats unknown_stats; /* calls to methods the proto does not know */
 } gserver;
-
-struct server_ud {
-    gserver *s;
-};
 
 typedef struct srv_call {
     gtag tag;
@@ -74,16 +69,20 @@ static void on_request(gtag *tag, int ok);
 
 /* ---- lifecycle of a server ----------------------------------------------------------- */
 
+/* Once gRPC is done with the server, the bridge may finish (it waits for every server);
+ * the struct itself stays while the Lua handle does. */
 static void server_free_if_done(gserver *s) {
-    if (!s->destroyed || s->pending_requests > 0 || s->active_calls > 0) return;
+    if (!s->destroyed || s->pending_requests > 0 || s->active_calls > 0 || !s->b) return;
     struct grpc_bridge *b = s->b;
     list_remove(&s->link);
-    if (s->ud) s->ud->s = NULL;
     luaL_unref(b->app->L, LUA_REGISTRYINDEX, s->handlers_ref);
     free(s->methods);
-    free(s);
+    s->b = NULL; /* the bridge may be gone before the handle is collected */
+    hostobj_release(&s->obj);
     grpc_bridge_maybe_finish(b);
 }
+
+static void server_free(hostobj *o) { free(HOSTOBJ_OF(o, gserver, obj)); }
 
 static void on_shutdown(gtag *tag, int ok) {
     gserver *s = (gserver *)((char *)tag - offsetof(gserver, shutdown_tag));
@@ -92,20 +91,16 @@ static void on_shutdown(gtag *tag, int ok) {
     server_free_if_done(s);
 }
 
-static void server_close(gserver *s) {
-    if (s->closing) return;
-    s->closing = 1;
-    track_del(&s->track);
+static void server_close(hostobj *o) {
+    gserver *s = HOSTOBJ_OF(o, gserver, obj);
     s->shutdown_tag.cb = on_shutdown;
     grpc_server_shutdown_and_notify(s->srv, s->b->cq, &s->shutdown_tag);
     grpc_server_cancel_all_calls(s->srv);
 }
 
-static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, gserver, track)); }
-
 void grpc_servers_shutdown(struct grpc_bridge *b) {
     for (list_node *n = b->servers.next; n != &b->servers; n = n->next)
-        server_close(LIST_ENTRY(n, gserver, link));
+        hostobj_close(&LIST_ENTRY(n, gserver, link)->obj);
 }
 
 int grpc_servers_active(struct grpc_bridge *b) { return !list_empty(&b->servers); }
@@ -113,7 +108,7 @@ int grpc_servers_active(struct grpc_bridge *b) { return !list_empty(&b->servers)
 /* ---- requests ------------------------------------------------------------------------ */
 
 static void request_one(gserver *s, int method) {
-    srv_call *c = calloc(1, sizeof *c);
+    srv_call *c = xcalloc(1, sizeof *c);
     c->s = s;
     c->method = method;
     c->tag.cb = on_request;
@@ -345,7 +340,7 @@ static void on_request(gtag *tag, int ok) {
         return;
     }
     c->t0 = uv_hrtime();
-    if (!s->closing) request_one(s, c->method);
+    if (!s->obj.closing) request_one(s, c->method);
     grpc_bridge_call_begin(s->b);
     s->active_calls++;
     if (!grpc_auth_check(&s->b->auth, &c->md)) {
@@ -366,7 +361,7 @@ static void on_request(gtag *tag, int ok) {
         reply(c, GRPC_STATUS_UNIMPLEMENTED, msg, NULL, 0);
         return;
     }
-    if (s->closing) { /* matched before the shutdown, seen after it: the scripts may be gone */
+    if (s->obj.closing) { /* matched before the shutdown, seen after it: the scripts may be gone */
         reply(c, GRPC_STATUS_UNAVAILABLE, "the server is shutting down", NULL, 0);
         return;
     }
@@ -378,7 +373,7 @@ static void on_request(gtag *tag, int ok) {
 static void register_methods(gserver *s) {
     size_t n = 0;
     for (int i = 0; pb_services[i]; i++) n += pb_services[i]->n_methods;
-    s->methods = calloc(n ? n : 1, sizeof *s->methods);
+    s->methods = xcalloc(n ? n : 1, sizeof *s->methods);
     for (int i = 0; pb_services[i]; i++) {
         const ProtobufCServiceDescriptor *svc = pb_services[i];
         for (unsigned k = 0; k < svc->n_methods; k++) {
@@ -418,6 +413,9 @@ static int l_serve(lua_State *L) {
     lua_getfield(L, 1, "handlers");
     if (!lua_istable(L, -1) && !lua_isfunction(L, -1))
         return luaL_argerror(L, 1, "handlers must be a table or a function(name)");
+    lua_getfield(L, 1, "max_inflight_calls"); /* raises: read before allocating */
+    int max_inflight = (int)luaL_optinteger(L, -1, cfg_int(app, "grpc.max_inflight_calls", 10000));
+    lua_pop(L, 1);
     if (app->stopping) {
         lua_pushnil(L);
         lua_pushliteral(L, "shutting down");
@@ -429,12 +427,10 @@ static int l_serve(lua_State *L) {
         lua_pushstring(L, b->auth.error);
         return 2;
     }
-    gserver *s = calloc(1, sizeof *s);
+    gserver *s = xcalloc(1, sizeof *s);
     s->b = b;
     s->unknown_stats.method = "unknown";
-    lua_getfield(L, 1, "max_inflight_calls");
-    s->max_inflight = (int)luaL_optinteger(L, -1, cfg_int(app, "grpc.max_inflight_calls", 10000));
-    lua_pop(L, 1);
+    s->max_inflight = max_inflight;
     s->srv = server_create(b);
     grpc_server_register_completion_queue(s->srv, b->cq, NULL);
     register_methods(s);
@@ -459,46 +455,32 @@ static int l_serve(lua_State *L) {
     s->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     grpc_server_start(s->srv);
     list_push_back(&b->servers, &s->link);
-    track_add(app, &s->track, "grpc server", server_track_close);
+    hostobj_init(app, &s->obj, "grpc server", server_close, server_free);
+    hostobj_hold(&s->obj); /* the gRPC server, until server_free_if_done */
     for (size_t i = 0; i < s->nmethods; i++)
         for (int k = 0; k < REQUESTS_PER_METHOD; k++) request_one(s, (int)i);
     for (int k = 0; k < GENERIC_REQUESTS; k++) request_one(s, -1);
-    server_ud *u = lua_newuserdata(L, sizeof *u);
-    u->s = s;
-    s->ud = u;
-    luaL_getmetatable(L, SERVER_MT);
-    lua_setmetatable(L, -2);
+    hostobj_push(L, &s->obj, SERVER_MT);
     return 1;
 }
 
+/* server.port: nil once gRPC is done with a closed server */
 static int l_server_index(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    gserver *s = HOSTOBJ_OF(hostobj_check(L, 1, SERVER_MT), gserver, obj);
     const char *k = luaL_checkstring(L, 2);
     if (strcmp(k, "port") == 0) {
-        if (!u->s) return 0;
-        lua_pushinteger(L, u->s->port);
+        if (!s->b) return 0;
+        lua_pushinteger(L, s->port);
         return 1;
     }
     return vm_method(L);
 }
 
-/* server:close(): stops accepting; calls in flight are cancelled */
-static int l_server_close(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
-    if (u->s) server_close(u->s);
-    return 0;
-}
-
-static int l_server_gc(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
-    if (u->s) u->s->ud = NULL;
-    return 0;
-}
-
-/* Leaves host.grpc.serve on the stack (the app is on top when called). */
+/* Leaves host.grpc.serve on the stack (the app is on top when called). server:close()
+ * stops accepting; calls in flight are cancelled. */
 int grpc_server_open(lua_State *L) {
-    static const luaL_Reg methods[] = {{"close", l_server_close}, {NULL, NULL}};
-    vm_class(L, SERVER_MT, methods, l_server_index, l_server_gc);
+    static const luaL_Reg methods[] = {{"close", hostobj_l_close}, {NULL, NULL}};
+    hostobj_class(L, SERVER_MT, methods, l_server_index);
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_serve, 1);
     return 1;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "modules.h"
 #include "sched.h"
@@ -79,7 +80,7 @@ static int l_run(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_Integer timeout = luaL_checkinteger(L, 2);
     task_t *self = sched_need(L, "harness.run");
-    isolated_run *run = calloc(1, sizeof *run);
+    isolated_run *run = xcalloc(1, sizeof *run);
     run->app = app;
     run->runner = self;
     run->result_ref = LUA_NOREF;
@@ -92,7 +93,7 @@ static int l_run(lua_State *L) {
         free(run);
         return 2;
     }
-    run->timer = malloc(sizeof *run->timer);
+    run->timer = xmalloc(sizeof *run->timer);
     uv_timer_init(app->loop, run->timer);
     run->timer->data = run;
     uv_timer_start(run->timer, run_timeout, (uint64_t)timeout, (uint64_t)timeout);

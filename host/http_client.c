@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "log.h"
 #include "modules.h"
@@ -286,7 +287,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
-    *b = uv_buf_init(malloc(65536), 65536);
+    *b = uv_buf_init(xmalloc(65536), 65536);
 }
 
 static void on_written(uv_write_t *w, int status) {
@@ -319,7 +320,7 @@ static void on_connect(uv_connect_t *req, int status) {
 }
 
 static hc_conn *conn_new(struct app *app, const char *key) {
-    hc_conn *c = calloc(1, sizeof *c);
+    hc_conn *c = xcalloc(1, sizeof *c);
     c->app = app;
     snprintf(c->key, sizeof c->key, "%s", key);
     list_init(&c->link);
@@ -428,7 +429,7 @@ static int l_request(lua_State *L) {
     if (parse_url(url, host, sizeof host, &port, &path) != 0)
         return luaL_argerror(L, 1, "url must be http://host[:port]/path");
     task_t *t = sched_need(L, "host.http.request");
-    hc_request *r = calloc(1, sizeof *r);
+    hc_request *r = xcalloc(1, sizeof *r);
     if (resolve(host, port, &r->addr) != 0) {
         free(r);
         lua_pushnil(L);
@@ -440,7 +441,7 @@ static int l_request(lua_State *L) {
     build_request(L, r, method, host, port, path, 1);
     lua_settop(L, top);
     r->task = t;
-    r->timer = malloc(sizeof *r->timer);
+    r->timer = xmalloc(sizeof *r->timer);
     uv_timer_init(app->loop, r->timer);
     r->timer->data = r;
     uv_timer_start(r->timer, req_timeout, (uint64_t)timeout, 0);

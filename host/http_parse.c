@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "buf.h"
 
 static hreq *req_of(http_parser *p) { return p->data; }
@@ -66,7 +67,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
         if (r->nheaders >= r->limits.max_headers) return fail(r, 431, "too many headers");
         if (r->nheaders == r->cap_headers) {
             r->cap_headers = r->cap_headers ? r->cap_headers * 2 : 16;
-            r->headers = realloc(r->headers, r->cap_headers * sizeof *r->headers);
+            r->headers = xrealloc(r->headers, r->cap_headers * sizeof *r->headers);
         }
         hreq_header *h = &r->headers[r->nheaders++];
         memset(h, 0, sizeof *h);

@@ -14,8 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "errors.h"
+#include "hostobj.h"
 #include "http_parse.h"
 #include "json.h"
 #include "listen.h"
@@ -26,8 +28,6 @@
 #include "sched.h"
 
 #define SERVER_MT "chathost.http_server"
-
-typedef struct server_ud server_ud;
 
 /* Metric series of one route, found once and kept (a hash lookup with string building per
  * request was a measurable share of a trivial request). */
@@ -43,7 +43,7 @@ typedef struct route_stat {
 } route_stat;
 
 typedef struct http_server {
-    tracked track;
+    hostobj obj;            /* users: the Lua handle, the listener, each connection */
     struct app *app;
     uv_tcp_t listener;
     int port;
@@ -59,15 +59,9 @@ typedef struct http_server {
     int nexempt;
     int access_log;
     list_node conns;
-    int closing, listener_open;
-    server_ud *ud;
     metric *m_conns;
     route_stat *stats[ROUTE_STATS];
 } http_server;
-
-struct server_ud {
-    http_server *s;
-};
 
 enum conn_state { C_READING, C_HANDLING, C_WRITING, C_LINGERING, C_CLOSING };
 
@@ -211,7 +205,7 @@ static route_stat *route_stats(http_server *s, const char *key) {
         route_stat **slot = &s->stats[(h + i) % ROUTE_STATS];
         if (*slot && strcmp((*slot)->key, key) == 0) return *slot;
         if (*slot) continue;
-        route_stat *st = calloc(1, sizeof *st);
+        route_stat *st = xcalloc(1, sizeof *st);
         snprintf(st->key, sizeof st->key, "%s", key);
         char labels[320];
         snprintf(labels, sizeof labels, "server=\"%s\",route=\"%s\"", s->name, key);
@@ -285,7 +279,7 @@ static void on_written(uv_write_t *w, int status) {
         conn_close(c);
         return;
     }
-    if (c->close_after || !c->keep_alive || c->srv->closing) {
+    if (c->close_after || !c->keep_alive || c->srv->obj.closing) {
         conn_linger(c);
         return;
     }
@@ -635,10 +629,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
             c->in_len -= c->in_off;
             c->in_off = 0;
         }
-        size_t cap = c->in_cap ? c->in_cap : 16384;
-        while (cap - c->in_len < 16384) cap *= 2;
-        c->in = realloc(c->in, cap);
-        c->in_cap = cap;
+        c->in = buf_grow(c->in, &c->in_cap, c->in_len + 16384);
     }
     *b = uv_buf_init(c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
 }
@@ -675,8 +666,6 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 
 /* ---- connections ---------------------------------------------------------------------- */
 
-static void server_maybe_free(http_server *s);
-
 static void conn_closed(uv_handle_t *h) {
     http_conn *c = h->data;
     if (--c->open_handles > 0) return;
@@ -686,7 +675,7 @@ static void conn_closed(uv_handle_t *h) {
     free(c->in);
     free(c->out);
     free(c);
-    server_maybe_free(s);
+    hostobj_release(&s->obj);
 }
 
 static void conn_close(http_conn *c) {
@@ -717,8 +706,8 @@ static int is_exempt(http_server *s, const char *ip) {
 
 static void on_connection(uv_stream_t *l, int status) {
     http_server *s = l->data;
-    if (status < 0 || s->closing) return;
-    http_conn *c = calloc(1, sizeof *c);
+    if (status < 0 || s->obj.closing) return;
+    http_conn *c = xcalloc(1, sizeof *c);
     c->srv = s;
     uv_tcp_init(s->app->loop, &c->tcp);
     uv_timer_init(s->app->loop, &c->timer);
@@ -726,6 +715,7 @@ static void on_connection(uv_stream_t *l, int status) {
     c->open_handles = 2;
     hreq_init(&c->req, &s->limits);
     list_push_back(&s->conns, &c->link);
+    hostobj_hold(&s->obj);
     s->nconns++;
     metric_add(s->m_conns, 1);
     if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
@@ -759,8 +749,8 @@ static void conn_resume_reading(http_conn *c) {
 
 /* ---- the server ----------------------------------------------------------------------- */
 
-static void server_maybe_free(http_server *s) {
-    if (!s->closing || s->listener_open || !list_empty(&s->conns) || s->ud) return;
+static void server_free(hostobj *o) {
+    http_server *s = HOSTOBJ_OF(o, http_server, obj);
     lua_State *L = s->app->L;
     luaL_unref(L, LUA_REGISTRYINDEX, s->routes_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, s->req_mt_ref);
@@ -772,15 +762,12 @@ static void server_maybe_free(http_server *s) {
 
 static void listener_closed(uv_handle_t *h) {
     http_server *s = h->data;
-    s->listener_open = 0;
-    server_maybe_free(s);
+    hostobj_release(&s->obj);
 }
 
 /* Stops accepting; idle connections close now, busy ones after their response. */
-static void server_close(http_server *s) {
-    if (s->closing) return;
-    s->closing = 1;
-    track_del(&s->track);
+static void server_close(hostobj *o) {
+    http_server *s = HOSTOBJ_OF(o, http_server, obj);
     uv_close((uv_handle_t *)&s->listener, listener_closed);
     list_node *n = s->conns.next;
     while (n != &s->conns) {
@@ -790,15 +777,13 @@ static void server_close(http_server *s) {
     }
 }
 
-static void server_track_close(tracked *t) { server_close(LIST_ENTRY(t, http_server, track)); }
-
 /* per_ip_exempt = { "ip", ... }: addresses as tcp_peer_str writes them (canonical). */
 static void read_exempt(lua_State *L, http_server *s) {
     s->per_ip = peer_count_new();
     lua_getfield(L, 1, "per_ip_exempt");
     if (lua_istable(L, -1)) {
         int n = (int)lua_objlen(L, -1);
-        s->exempt = calloc((size_t)n + 1, sizeof *s->exempt);
+        s->exempt = xcalloc((size_t)n + 1, sizeof *s->exempt);
         for (int i = 1; i <= n; i++) {
             lua_rawgeti(L, -1, i);
             const char *ip = lua_tostring(L, -1);
@@ -809,8 +794,9 @@ static void read_exempt(lua_State *L, http_server *s) {
     lua_pop(L, 1);
 }
 
-/* Every default is the gate's in host/lua/config.lua's schema (gate.*): one number per
- * limit, whichever server (gate, a declared role, admin) leaves it out. */
+/* The scalar options into s; raises on a wrong type (before anything is allocated). Every
+ * default is the gate's in host/lua/config.lua's schema (gate.*): one number per limit,
+ * whichever server (gate, a declared role, admin) leaves it out. */
 static void read_options(lua_State *L, http_server *s) {
     s->limits.max_url = (size_t)vm_opt_int(L, 1, "max_url_bytes", 8192);
     s->limits.max_header = (size_t)vm_opt_int(L, 1, "max_header_bytes", 16384);
@@ -822,7 +808,6 @@ static void read_options(lua_State *L, http_server *s) {
     s->max_connections = (int)vm_opt_int(L, 1, "max_connections", 10000);
     s->max_per_ip = (int)vm_opt_int(L, 1, "max_connections_per_ip", 256);
     s->first_byte_timeout_ms = (uint64_t)vm_opt_int(L, 1, "first_byte_timeout_ms", 5000);
-    read_exempt(L, s);
     lua_getfield(L, 1, "access_log");
     s->access_log = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_getfield(L, 1, "name");
@@ -845,26 +830,29 @@ static int l_serve(lua_State *L) {
     if (vm_require_embedded(L, "chathost.http") != 0) return lua_error(L);
     lua_getfield(L, -1, "req_mt");
     lua_replace(L, -2); /* routes, req_mt on top */
+    http_server opts = {0};
+    read_options(L, &opts); /* a bad option raises before a socket or memory is taken */
     int port = 0, fd = listen_socket(address, reuseport, &port);
     if (fd < 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s: %s", address, strerror(-fd));
         return 2;
     }
-    http_server *s = calloc(1, sizeof *s);
+    http_server *s = xmalloc(sizeof *s);
+    *s = opts;
     s->app = app;
     s->port = port;
-    read_options(L, s);
+    read_exempt(L, s);
     list_init(&s->conns);
     uv_tcp_init(app->loop, &s->listener);
     s->listener.data = s;
-    s->listener_open = 1;
+    hostobj_init(app, &s->obj, "http server", server_close, server_free);
+    hostobj_hold(&s->obj); /* the listener, until its close callback */
     s->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     s->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     int rc = listen_start(&s->listener, fd, 511, on_connection);
     if (rc != 0) {
-        s->closing = 1;
-        uv_close((uv_handle_t *)&s->listener, listener_closed);
+        hostobj_close(&s->obj);
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
         return 2;
@@ -873,48 +861,27 @@ static int l_serve(lua_State *L) {
     snprintf(labels, sizeof labels, "server=\"%s\"", s->name);
     s->m_conns = metrics_get(METRIC_GAUGE, "chathost_http_connections", labels,
                              "Open HTTP connections.");
-    track_add(app, &s->track, "http server", server_track_close);
-    server_ud *u = lua_newuserdata(L, sizeof *u);
-    u->s = s;
-    s->ud = u;
-    luaL_getmetatable(L, SERVER_MT);
-    lua_setmetatable(L, -2);
+    hostobj_push(L, &s->obj, SERVER_MT);
     return 1;
 }
 
 static int l_index(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+    http_server *s = HOSTOBJ_OF(hostobj_check(L, 1, SERVER_MT), http_server, obj);
     const char *k = luaL_checkstring(L, 2);
-    if (strcmp(k, "port") == 0 && u->s) {
-        lua_pushinteger(L, u->s->port);
+    if (strcmp(k, "port") == 0) {
+        lua_pushinteger(L, s->port);
         return 1;
     }
-    if (strcmp(k, "connections") == 0 && u->s) {
-        lua_pushinteger(L, u->s->nconns);
+    if (strcmp(k, "connections") == 0) {
+        lua_pushinteger(L, s->nconns);
         return 1;
     }
     return vm_method(L);
 }
 
-static int l_close(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
-    if (u->s) server_close(u->s);
-    return 0;
-}
-
-static int l_gc(lua_State *L) {
-    server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
-    http_server *s = u->s;
-    if (!s) return 0;
-    u->s = NULL;
-    s->ud = NULL;
-    server_maybe_free(s);
-    return 0;
-}
-
 int http_server_open(lua_State *L) {
-    static const luaL_Reg methods[] = {{"close", l_close}, {NULL, NULL}};
-    vm_class(L, SERVER_MT, methods, l_index, l_gc);
+    static const luaL_Reg methods[] = {{"close", hostobj_l_close}, {NULL, NULL}};
+    hostobj_class(L, SERVER_MT, methods, l_index);
     lua_newtable(L);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_serve, 1);

@@ -17,20 +17,13 @@
 
 static char array_mt_key;
 
-typedef struct jbuf {
-    char *data;
-    size_t len, cap;
-} jbuf;
+typedef buf_t jbuf; /* buf.h's buffer */
 
 static jbuf out_buf; /* reused: Lua runs on one thread */
 
 static void jb_reserve(jbuf *b, size_t more) { b->data = buf_grow(b->data, &b->cap, b->len + more); }
 
-static void jb_add(jbuf *b, const char *s, size_t n) {
-    jb_reserve(b, n);
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-}
+static void jb_add(jbuf *b, const char *s, size_t n) { buf_append(b, s, n); }
 
 static void jb_char(jbuf *b, char c) {
     jb_reserve(b, 1);

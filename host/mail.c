@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "modules.h"
 #include "workq.h"
@@ -45,13 +46,13 @@ static void mask_address(const char *addr, char *out, size_t size) {
 /* The address inside "Name <addr>", or the whole string. */
 static char *bare_address(const char *s) {
     const char *lt = strchr(s, '<'), *gt = lt ? strchr(lt, '>') : NULL;
-    if (!lt || !gt) return strdup(s);
-    return strndup(lt + 1, (size_t)(gt - lt - 1));
+    if (!lt || !gt) return xstrdup(s);
+    return xstrndup(lt + 1, (size_t)(gt - lt - 1));
 }
 
 static mail_pool *pool_get(struct app *app) {
     if (app->mail) return app->mail;
-    mail_pool *p = calloc(1, sizeof *p);
+    mail_pool *p = xcalloc(1, sizeof *p);
     /* a mail waits for a turn at most as long as one may take to send */
     workq_init(&p->q, app, (int)cfg_int(app, "mail.max_concurrent", 2),
                (size_t)cfg_int(app, "mail.max_waiting", 100),
@@ -226,13 +227,13 @@ static int l_send(lua_State *L) {
     sched_need(L, "host.mail.send");
     mail_pool *p = pool_get(app);
     long timeout = call_timeout(L, p);
-    mail_job *j = calloc(1, sizeof *j);
+    mail_job *j = xcalloc(1, sizeof *j);
     j->pool = p;
     j->deadline_ns = uv_hrtime() + (uint64_t)timeout * 1000000;
     if (timeout < p->timeout_ms) j->base.wait_until = uv_now(app->loop) + (uint64_t)timeout;
     j->to = bare_address(to);
     build_message(L, p, to, subject, body);
-    j->message = strdup(lua_tolstring(L, -1, &j->len));
+    j->message = xstrdup(lua_tolstring(L, -1, &j->len));
     j->base.run = job_run;
     j->base.finish = job_finish;
     j->base.release = job_release_counted;

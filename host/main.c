@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "config.h"
 #include "listen.h"
 #include "log.h"
@@ -51,7 +52,7 @@ static int die(const char *fmt, const char *a) {
 static int parse_options(int argc, char **argv, struct options *o) {
     o->command = argv[1];
     if (o->command[0] == '-') return die("unknown option '%s' (see chathost help)", o->command);
-    o->args = calloc((size_t)argc, sizeof *o->args);
+    o->args = xcalloc((size_t)argc, sizeof *o->args);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 || strcmp(a, "--name") == 0) {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "modules.h"
 
@@ -67,10 +68,10 @@ metric *metrics_get(enum metric_kind kind, const char *name, const char *labels,
         dropped++;
         return NULL;
     }
-    metric *m = calloc(1, sizeof *m);
-    m->name = strdup(name);
-    m->labels = strdup(labels);
-    m->help = strdup(help ? help : "");
+    metric *m = xcalloc(1, sizeof *m);
+    m->name = xstrdup(name);
+    m->labels = xstrdup(labels);
+    m->help = xstrdup(help ? help : "");
     m->kind = kind;
     m->order = nmetrics;
     table[i] = m;
@@ -101,13 +102,8 @@ void metric_observe(metric *m, double v) {
 
 /* ---- rendering ------------------------------------------------------------------------- */
 
-typedef struct out {
-    char *data;
-    size_t len, cap;
-} out;
-
-static void out_printf(out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_printf(out *o, const char *fmt, ...) {
+static void out_printf(buf_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(buf_t *o, const char *fmt, ...) {
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
@@ -143,7 +139,7 @@ static const char *kind_name(enum metric_kind k) {
     return k == METRIC_COUNTER ? "counter" : k == METRIC_GAUGE ? "gauge" : "histogram";
 }
 
-static void render_histogram(out *o, const metric *m) {
+static void render_histogram(buf_t *o, const metric *m) {
     const char *sep = m->labels[0] ? "," : "";
     char num[32];
     for (size_t i = 0; i < NBOUNDS; i++)
@@ -164,7 +160,7 @@ static int by_name(const void *a, const void *b) {
     return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
-static void render_series(out *o, const metric *s) {
+static void render_series(buf_t *o, const metric *s) {
     char num[32];
     if (s->kind == METRIC_HISTOGRAM)
         render_histogram(o, s);
@@ -176,8 +172,8 @@ static void render_series(out *o, const metric *s) {
 
 /* Pushes the whole registry as Prometheus text: series grouped by name, HELP/TYPE once. */
 static int l_render(lua_State *L) {
-    out o = {0};
-    metric **all = malloc((nmetrics ? nmetrics : 1) * sizeof *all);
+    buf_t o = {0};
+    metric **all = xmalloc((nmetrics ? nmetrics : 1) * sizeof *all);
     unsigned n = 0;
     for (metric *m = first; m; m = m->next_in_order) all[n++] = m;
     qsort(all, n, sizeof *all, by_name);

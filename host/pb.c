@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "json.h"
 #include "modules.h"
 
@@ -333,7 +334,7 @@ static int set_value(conv *c, const ProtobufCFieldDescriptor *f, void *p, int id
         const char *s = lua_tolstring(L, idx, &n);
         if (memchr(s, 0, n)) return conv_fail(c, "string contains a NUL byte (use bytes)");
         if (!valid_utf8((const unsigned char *)s, n)) return conv_fail(c, "string is not valid UTF-8");
-        char *copy = malloc(n + 1);
+        char *copy = xmalloc(n + 1);
         memcpy(copy, s, n + 1);
         *(char **)p = copy;
         return 0;
@@ -344,7 +345,7 @@ static int set_value(conv *c, const ProtobufCFieldDescriptor *f, void *p, int id
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
         ProtobufCBinaryData *b = p;
-        b->data = malloc(n ? n : 1);
+        b->data = xmalloc(n ? n : 1);
         memcpy(b->data, s, n);
         b->len = n;
         return 0;
@@ -372,13 +373,13 @@ static int set_map(conv *c, const ProtobufCFieldDescriptor *f, char *base, int i
         n++;
         lua_pop(L, 1);
     }
-    ProtobufCMessage **arr = calloc(n ? n : 1, sizeof *arr);
+    ProtobufCMessage **arr = xcalloc(n ? n : 1, sizeof *arr);
     *(ProtobufCMessage ***)(base + f->offset) = arr;
     *(size_t *)(base + f->quantifier_offset) = n;
     size_t i = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        ProtobufCMessage *e = malloc(ed->sizeof_message);
+        ProtobufCMessage *e = xmalloc(ed->sizeof_message);
         protobuf_c_message_init(ed, e);
         arr[i++] = e;
         lua_pushvalue(L, -2); /* a copy of the key: converting it must not disturb lua_next */
@@ -406,7 +407,7 @@ static int set_repeated(conv *c, const ProtobufCFieldDescriptor *f, char *base, 
     }
     if (keys != n) return conv_fail(c, "expected an array (keys 1..n), got a table with other keys");
     size_t sz = elem_size(f->type);
-    char *arr = calloc(n ? n : 1, sz);
+    char *arr = xcalloc(n ? n : 1, sz);
     *(char **)(base + f->offset) = arr;
     *(size_t *)(base + f->quantifier_offset) = n;
     size_t plen = strlen(c->path);
@@ -437,7 +438,7 @@ static ProtobufCMessage *build(conv *c, int idx, const ProtobufCMessageDescripto
     lua_State *L = c->L;
     lua_checkstack(L, 8);
     if (idx < 0) idx = lua_gettop(L) + idx + 1;
-    ProtobufCMessage *m = malloc(d->sizeof_message);
+    ProtobufCMessage *m = xmalloc(d->sizeof_message);
     protobuf_c_message_init(d, m);
     size_t plen = strlen(c->path);
     lua_pushnil(L);
@@ -490,7 +491,7 @@ ProtobufCMessage *pb_from_table(lua_State *L, int idx, const ProtobufCMessageDes
 /* Packs m into a malloc'd buffer. */
 uint8_t *pb_pack(const ProtobufCMessage *m, size_t *len) {
     *len = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = malloc(*len ? *len : 1);
+    uint8_t *buf = xmalloc(*len ? *len : 1);
     protobuf_c_message_pack(m, buf);
     return buf;
 }

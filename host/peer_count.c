@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+
 #define PEER_BUCKETS 1024
 
 typedef struct peer_entry {
@@ -19,28 +21,19 @@ struct peer_count {
     peer_entry *buckets[PEER_BUCKETS];
 };
 
-static void *checked_calloc(size_t n, size_t size) {
-    void *p = calloc(n, size);
-    if (!p) {
-        fprintf(stderr, "chathost: out of memory (%zu bytes)\n", n * size);
-        abort();
-    }
-    return p;
-}
-
 static peer_entry **bucket_of(peer_count *t, const char *ip) {
     unsigned h = 2166136261u;
     for (const char *p = ip; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
     return &t->buckets[h % PEER_BUCKETS];
 }
 
-peer_count *peer_count_new(void) { return checked_calloc(1, sizeof(peer_count)); }
+peer_count *peer_count_new(void) { return xcalloc(1, sizeof(peer_count)); }
 
 int peer_count_add(peer_count *t, const char *ip) {
     peer_entry **b = bucket_of(t, ip);
     for (peer_entry *e = *b; e; e = e->next)
         if (strcmp(e->ip, ip) == 0) return ++e->count;
-    peer_entry *e = checked_calloc(1, sizeof *e);
+    peer_entry *e = xcalloc(1, sizeof *e);
     snprintf(e->ip, sizeof e->ip, "%s", ip);
     e->count = 1;
     e->next = *b;

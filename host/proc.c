@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "log.h"
 #include "modules.h"
@@ -19,9 +20,8 @@
 extern char **environ;
 
 typedef struct outbuf {
-    char *data;
-    size_t len, cap, max;
-    size_t dropped;
+    buf_t bytes;
+    size_t max, dropped;
 } outbuf;
 
 typedef struct proc_ud proc_ud;
@@ -47,8 +47,8 @@ struct proc_ud {
 
 static void proc_maybe_free(proc *p) {
     if (p->open_handles > 0 || p->ud) return;
-    free(p->out[0].data);
-    free(p->out[1].data);
+    buf_free(&p->out[0].bytes);
+    buf_free(&p->out[1].bytes);
     free(p);
 }
 
@@ -85,13 +85,10 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 }
 
 static void outbuf_add(outbuf *b, const char *data, size_t n) {
-    size_t room = b->max > b->len ? b->max - b->len : 0;
+    size_t room = b->max > b->bytes.len ? b->max - b->bytes.len : 0;
     size_t take = n < room ? n : room;
     b->dropped += n - take;
-    if (!take) return;
-    b->data = buf_grow(b->data, &b->cap, b->len + take);
-    memcpy(b->data + b->len, data, take);
-    b->len += take;
+    if (take) buf_append(&b->bytes, data, take);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -107,17 +104,25 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 /* ---- spawning ------------------------------------------------------------------------ */
 
-/* Builds a NULL-terminated array from the Lua array at idx; NULL if it is not all strings. */
-static char **string_array(lua_State *L, int idx) {
+/* Whether the Lua array at idx holds only strings (numbers count: they convert). */
+static int is_string_array(lua_State *L, int idx) {
     int n = (int)lua_objlen(L, idx);
-    char **v = calloc((size_t)n + 1, sizeof *v);
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, i);
-        if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
-            lua_pop(L, 1);
-            free(v);
-            return NULL;
-        }
+        int t = lua_type(L, -1);
+        lua_pop(L, 1);
+        if (t != LUA_TSTRING && t != LUA_TNUMBER) return 0;
+    }
+    return 1;
+}
+
+/* A NULL-terminated copy of the pointers of the Lua array at idx, which is_string_array
+ * has accepted. Raises nothing: callers allocate it once every check is done. */
+static char **string_array(lua_State *L, int idx) {
+    int n = (int)lua_objlen(L, idx);
+    char **v = xcalloc((size_t)n + 1, sizeof *v);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
         v[i - 1] = (char *)lua_tostring(L, -1);
         lua_pop(L, 1); /* the string stays alive in the table */
     }
@@ -125,7 +130,8 @@ static char **string_array(lua_State *L, int idx) {
 }
 
 /* The parent's environment with opts.env (name -> value; false removes a variable) on top. The
- * strings live on the Lua stack in a table at the returned index until the spawn. */
+ * strings live on the Lua stack in a table at the returned index until the spawn. Raises
+ * only before it allocates (opts.env not a table). */
 static char **build_env(lua_State *L, int opts) {
     lua_getfield(L, opts, "env");
     if (lua_isnil(L, -1)) {
@@ -183,19 +189,17 @@ static int l_spawn(lua_State *L) {
         lua_newtable(L);
     }
     luaL_checktype(L, 2, LUA_TTABLE);
-    char **argv = string_array(L, 1);
-    if (!argv || !argv[0]) {
-        free(argv);
-        return luaL_argerror(L, 1, "expected a non-empty array of strings");
-    }
+    luaL_argcheck(L, lua_objlen(L, 1) > 0 && is_string_array(L, 1), 1,
+                  "expected a non-empty array of strings");
     int modes[2] = {stdio_mode(L, 2, "stdout"), stdio_mode(L, 2, "stderr")};
     lua_getfield(L, 2, "max_output");
     size_t max_output = (size_t)luaL_optinteger(L, -1, DEFAULT_MAX_OUTPUT);
     lua_getfield(L, 2, "cwd");
     const char *cwd = luaL_optstring(L, -1, NULL);
-    char **env = build_env(L, 2);
+    char **env = build_env(L, 2); /* check, then allocate (liolib's order): nothing raises after */
+    char **argv = string_array(L, 1);
 
-    proc *p = calloc(1, sizeof *p);
+    proc *p = xcalloc(1, sizeof *p);
     p->app = app;
     uv_stdio_container_t stdio[3];
     stdio[0].flags = UV_IGNORE;
@@ -308,8 +312,8 @@ static int l_kill(lua_State *L) {
 /* p:output() -> stdout, stderr captured so far (each at most opts.max_output bytes) */
 static int l_output(lua_State *L) {
     proc *p = check_proc(L);
-    lua_pushlstring(L, p->out[0].data ? p->out[0].data : "", p->out[0].len);
-    lua_pushlstring(L, p->out[1].data ? p->out[1].data : "", p->out[1].len);
+    lua_pushlstring(L, p->out[0].bytes.data ? p->out[0].bytes.data : "", p->out[0].bytes.len);
+    lua_pushlstring(L, p->out[1].bytes.data ? p->out[1].bytes.data : "", p->out[1].bytes.len);
     return 2;
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "modules.h"
 #include "sched.h"
 
@@ -43,7 +44,7 @@ static int l_wait(lua_State *L) {
     lua_Integer timeout = luaL_optinteger(L, 2, -1);
     if (p->resolved) return sched_push_packed(L, p->values_ref, L);
     task_t *t = sched_need(L, "promise:wait");
-    waiter *w = calloc(1, sizeof *w);
+    waiter *w = xcalloc(1, sizeof *w);
     w->task = t;
     w->p = p;
     list_push_back(&p->waiters, &w->link);

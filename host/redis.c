@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "json.h"
 #include "listen.h"
@@ -105,8 +106,7 @@ typedef struct redis_req {
 } redis_req;
 
 typedef struct wire_buf {
-    char *data;
-    size_t len, cap;
+    buf_t bytes;
     size_t *ends; /* ends[i]: offset just past command i */
     int ncmds, cap_cmds;
 } wire_buf;
@@ -125,21 +125,10 @@ struct redis_pool {
 static void conn_timer_fired(uv_timer_t *timer);
 static void client_close(redis_client *c, const char *reason);
 
-static void *xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n);
-    if (!q && n) {
-        log_error("redis: out of memory");
-        abort();
-    }
-    return q;
-}
-
 /* ---- the wire format (RESP), built in a reusable buffer ------------------------------ */
 
 static void wire_append(wire_buf *w, const char *s, size_t n) {
-    w->data = buf_grow(w->data, &w->cap, w->len + n);
-    memcpy(w->data + w->len, s, n);
-    w->len += n;
+    buf_append(&w->bytes, s, n);
 }
 
 static void wire_header(wire_buf *w, char mark, size_t n) {
@@ -162,23 +151,20 @@ static void wire_end_command(wire_buf *w) {
         w->cap_cmds = w->cap_cmds ? w->cap_cmds * 2 : 16;
         w->ends = xrealloc(w->ends, (size_t)w->cap_cmds * sizeof *w->ends);
     }
-    w->ends[w->ncmds++] = w->len;
+    w->ends[w->ncmds++] = w->bytes.len;
     wire_append(w, "", 1);
-    w->len--;
+    w->bytes.len--;
 }
 
 static void wire_reset(wire_buf *w) {
-    w->len = 0;
+    w->bytes.len = 0;
     w->ncmds = 0;
 }
 
 /* Called once the formatted commands were handed on: trims a buffer a huge value grew. */
 static void wire_done(wire_buf *w) {
     wire_reset(w);
-    if (w->cap <= WIRE_KEEP) return;
-    free(w->data);
-    w->data = NULL;
-    w->cap = 0;
+    if (w->bytes.cap > WIRE_KEEP) buf_free(&w->bytes);
 }
 
 /* Appends the string or number at idx as one bulk string; -1 for any other type. */
@@ -394,9 +380,9 @@ static int req_send(redis_conn *conn, redis_req *r, const char *data, const size
  * is ready. */
 static void req_hold(redis_client *c, redis_req *r, const wire_buf *w) {
     size_t ends_size = (size_t)w->ncmds * sizeof *w->ends;
-    r->held = xrealloc(NULL, ends_size + w->len + 1);
+    r->held = xrealloc(NULL, ends_size + w->bytes.len + 1);
     memcpy(r->held, w->ends, ends_size);
-    memcpy(r->held + ends_size, w->data, w->len + 1);
+    memcpy(r->held + ends_size, w->bytes.data, w->bytes.len + 1);
     list_push_back(&c->waiting, &r->link);
 }
 
@@ -613,7 +599,7 @@ static int handshake_send(redis_conn *conn, enum req_kind kind, const char *cmd,
     if (arg) wire_bulk(w, arg, strlen(arg));
     wire_end_command(w);
     redis_req *r = req_new(conn->client, kind, 1);
-    int rc = req_send(conn, r, w->data, w->ends);
+    int rc = req_send(conn, r, w->bytes.data, w->ends);
     wire_done(w);
     if (rc != 0) req_free(r);
     if (rc == 0) conn->handshake_left++;
@@ -777,10 +763,10 @@ static void conn_init(redis_client *c, redis_conn *conn) {
 }
 
 static redis_client *client_new(struct app *app, const redis_opts *o) {
-    redis_client *c = calloc(1, sizeof *c);
+    redis_client *c = xcalloc(1, sizeof *c);
     c->app = app;
     c->opts = *o;
-    c->conns = calloc((size_t)o->pool_size, sizeof *c->conns);
+    c->conns = xcalloc((size_t)o->pool_size, sizeof *c->conns);
     c->starting = 1;
     list_init(&c->waiting);
     list_init(&c->track.link);
@@ -896,7 +882,7 @@ static int client_request(lua_State *L, redis_client *c, task_t *t, enum req_kin
     }
     if (!conn)
         req_hold(c, r, w);
-    else if (req_send(conn, r, w->data, w->ends) != 0) {
+    else if (req_send(conn, r, w->bytes.data, w->ends) != 0) {
         wire_done(w);
         req_free(r);
         return push_error(L, "redis unavailable: the connection refused the command");
@@ -1198,7 +1184,7 @@ void redis_shutdown(struct app *app) {
     while ((n = list_pop_front(&p->free_reqs)))
         free(LIST_ENTRY(n, redis_req, link));
     p->nfree = 0;
-    free(p->wire.data);
+    buf_free(&p->wire.bytes);
     free(p->wire.ends);
     memset(&p->wire, 0, sizeof p->wire);
 }
@@ -1207,7 +1193,7 @@ void redis_shutdown(struct app *app) {
  * pool is created here, the default client on first use (the config is not loaded yet). */
 int redis_open(lua_State *L) {
     struct app *app = lua_touserdata(L, -1);
-    struct redis_pool *p = calloc(1, sizeof *p);
+    struct redis_pool *p = xcalloc(1, sizeof *p);
     p->app = app;
     p->on_reconnect_ref = LUA_NOREF;
     list_init(&p->clients);

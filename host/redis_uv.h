@@ -3,7 +3,7 @@
  *  - a poll error (libuv reports POLLERR as status UV_EBADF and stops the poll) is passed
  *    on to hiredis as the events we were waiting for, so a refused connect reaches the
  *    connect callback instead of hanging forever (upstream hiredis 1.0 does the same);
- *  - the event struct is freed when uv_poll_init fails;
+ *  - the event struct is freed when uv_poll_init fails, and comes from xcalloc (alloc.h);
  *  - redis_uv_mute(): stops all I/O on a context we have given up on (a timed-out
  *    connection) so that hiredis cannot act on it before we free it from a timer.
  * Original: Copyright (c) 2009-2011 Salvatore Sanfilippo, Pieter Noordhuis; BSD-3-Clause. */
@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
+
+#include "alloc.h"
 
 typedef struct redis_uv_events {
     redisAsyncContext *context; /* NULL once hiredis cleaned up */
@@ -74,8 +76,7 @@ static void redis_uv_cleanup(void *privdata) {
  * still owns ac and frees it). */
 static int redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop) {
     if (ac->ev.data != NULL) return REDIS_ERR;
-    redis_uv_events *p = (redis_uv_events *)calloc(1, sizeof *p);
-    if (!p) return REDIS_ERR;
+    redis_uv_events *p = (redis_uv_events *)xcalloc(1, sizeof *p);
     if (uv_poll_init(loop, &p->handle, ac->c.fd) != 0) {
         free(p);
         return REDIS_ERR;

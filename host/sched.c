@@ -2,12 +2,12 @@
  * task is known by a pointer set around each resume. */
 #include "sched.h"
 
-#include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "modules.h"
 
@@ -58,10 +58,9 @@ static void registry_get(lua_State *L, void *key) {
     lua_rawget(L, LUA_REGISTRYINDEX);
 }
 
-int sched_init(struct app *app) {
+void sched_init(struct app *app) {
     lua_State *L = app->L;
-    app->sched = calloc(1, sizeof *app->sched);
-    if (!app->sched) return -ENOMEM;
+    app->sched = xcalloc(1, sizeof *app->sched);
     lua_newtable(L);
     registry_set(L, &slots_key);
     luaL_loadbuffer(L, TRAMPOLINE, sizeof TRAMPOLINE - 1, "=trampoline");
@@ -71,7 +70,6 @@ int sched_init(struct app *app) {
     lua_remove(L, -2);
     lua_call(L, 2, 1);
     registry_set(L, &trampoline_key);
-    return 0;
 }
 
 void sched_free(struct app *app) {
@@ -230,7 +228,7 @@ static void task_track_close(tracked *tr) {
 task_t *sched_spawn(struct app *app, lua_State *L, int nargs, const char *label,
                     task_done_fn done, void *ud) {
     struct sched *s = app->sched;
-    task_t *t = s->nspare > 0 ? s->spare_tasks[--s->nspare] : malloc(sizeof *t);
+    task_t *t = s->nspare > 0 ? s->spare_tasks[--s->nspare] : xmalloc(sizeof *t);
     memset(t, 0, sizeof *t);
     t->app = app;
     lua_State *co = coroutine_take(L, t);
@@ -268,7 +266,7 @@ static void wait_timer_fired(uv_timer_t *timer) {
 void sched_suspend_timeout(task_t *t, task_cancel_fn cancel, void *op, long long timeout_ms) {
     sched_suspend(t, cancel, op);
     if (timeout_ms < 0) return;
-    t->wait_timer = malloc(sizeof *t->wait_timer);
+    t->wait_timer = xmalloc(sizeof *t->wait_timer);
     uv_timer_init(t->app->loop, t->wait_timer);
     t->wait_timer->data = t;
     uv_timer_start(t->wait_timer, wait_timer_fired, (uint64_t)timeout_ms, 0);

@@ -76,8 +76,8 @@ void sched_cancel(task_t *t);
 int sched_pack(lua_State *L, int n);
 int sched_push_packed(lua_State *L, int ref, lua_State *co);
 
-/* Makes app->sched and the trampoline; 0, or -ENOMEM (nothing made). */
-int sched_init(struct app *app);
+/* Makes app->sched and the trampoline (out of memory aborts, as every allocation does). */
+void sched_init(struct app *app);
 /* Frees app->sched and its spare tasks; after lua_close, when no task can run again. */
 void sched_free(struct app *app);
 

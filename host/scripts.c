@@ -8,7 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "alloc.h"
 #include "config.h"
+#include "hostobj.h"
 #include "log.h"
 #include "modules.h"
 
@@ -17,11 +19,8 @@
 #define MAX_CHANGED 8 /* file names a reload's log line lists; more are counted */
 #define CHANGED_NAME 160
 
-struct loader_ud;
-
 struct reloader {
-    tracked track;
-    struct loader_ud *ud; /* the Lua object, while it is alive */
+    hostobj obj;    /* users: the Lua handle (closing frees the rest at once) */
     list_node link; /* in the app's list of reloaders */
     struct app *app;
     char *dir, *role;
@@ -38,10 +37,6 @@ struct reloader {
     char last_changed[MAX_CHANGED * (CHANGED_NAME + 2) + 32]; /* the last reload's list */
     char last_error[1024];
 };
-
-typedef struct loader_ud {
-    reloader *r; /* NULL once closed */
-} loader_ud;
 
 static void handle_free(uv_handle_t *h) { free(h); }
 
@@ -158,7 +153,7 @@ static void watch_tree(reloader *r, const char *path) {
         log_warn("script watcher: more than %d folders, %s is not watched", MAX_WATCH, path);
         return;
     }
-    uv_fs_event_t *h = malloc(sizeof *h);
+    uv_fs_event_t *h = xmalloc(sizeof *h);
     uv_fs_event_init(r->app->loop, h);
     h->data = r;
     if (uv_fs_event_start(h, fs_changed, path, 0) != 0) {
@@ -179,46 +174,55 @@ static void watch_tree(reloader *r, const char *path) {
     closedir(d);
 }
 
-static void reloader_close(reloader *r) {
+static void reloader_close(hostobj *o) {
+    reloader *r = HOSTOBJ_OF(o, reloader, obj);
     lua_State *L = r->app->L;
     for (int i = 0; i < r->nwatch; i++) uv_close((uv_handle_t *)r->watch[i], handle_free);
     if (r->debounce) uv_close((uv_handle_t *)r->debounce, handle_free);
     luaL_unref(L, LUA_REGISTRYINDEX, r->handlers_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, r->validate_ref);
     list_remove(&r->link);
-    track_del(&r->track);
-    if (r->ud) r->ud->r = NULL;
+}
+
+static void reloader_free(hostobj *o) {
+    reloader *r = HOSTOBJ_OF(o, reloader, obj);
     free(r->dir);
     free(r->role);
     free(r);
 }
 
-static void reloader_track_close(tracked *t) {
-    reloader_close(LIST_ENTRY(t, reloader, track));
-}
-
 void scripts_close_all(struct app *app) {
     while (!list_empty(&app->reloaders))
-        reloader_close(LIST_ENTRY(app->reloaders.next, reloader, link));
+        hostobj_close(&LIST_ENTRY(app->reloaders.next, reloader, link)->obj);
 }
 
 static reloader *check_loader(lua_State *L) {
-    loader_ud *u = luaL_checkudata(L, 1, LOADER_MT);
-    if (!u->r) luaL_error(L, "scripts loader is closed");
-    return u->r;
+    reloader *r = HOSTOBJ_OF(hostobj_check(L, 1, LOADER_MT), reloader, obj);
+    if (r->obj.closing) luaL_error(L, "scripts loader is closed");
+    return r;
 }
 
-static char *opt_field_str(lua_State *L, const char *k, const char *def) {
+/* The string option k, or def; it stays on the stack (alive) until the call returns. */
+static const char *opt_field_str(lua_State *L, const char *k, const char *def) {
     lua_getfield(L, 1, k);
-    const char *s = luaL_optstring(L, -1, def);
-    char *copy = s ? strdup(s) : NULL;
-    lua_pop(L, 1);
-    return copy;
+    return luaL_optstring(L, -1, def);
+}
+
+/* scripts.dir, relative to the config file's folder (a copy the caller frees). */
+static char *default_dir(struct app *app) {
+    char *dir_cfg = cfg_str(app, "scripts.dir", "scripts");
+    int absolute = dir_cfg[0] == '/';
+    const char *root = absolute ? "" : app->root, *sep = absolute ? "" : "/";
+    size_t n = strlen(root) + strlen(sep) + strlen(dir_cfg) + 1;
+    char *dir = xmalloc(n);
+    snprintf(dir, n, "%s%s%s", root, sep, dir_cfg);
+    free(dir_cfg);
+    return dir;
 }
 
 static void start_watching(reloader *r) {
     char path[PATH_MAX];
-    r->debounce = malloc(sizeof *r->debounce);
+    r->debounce = xmalloc(sizeof *r->debounce);
     uv_timer_init(r->app->loop, r->debounce);
     r->debounce->data = r;
     snprintf(path, sizeof path, "%s/%s", r->dir, r->role);
@@ -231,24 +235,22 @@ static void start_watching(reloader *r) {
 static int l_open(lua_State *L) {
     struct app *app = app_from(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    reloader *r = calloc(1, sizeof *r);
-    r->app = app;
-    r->role = opt_field_str(L, "role", app->role);
-    char *dir_cfg = cfg_str(app, "scripts.dir", "scripts");
-    char *def_dir = NULL; /* scripts.dir, relative to the config file's folder */
-    if (asprintf(&def_dir, "%s%s%s", dir_cfg[0] == '/' ? "" : app->root,
-                 dir_cfg[0] == '/' ? "" : "/", dir_cfg) < 0)
-        def_dir = NULL;
-    free(dir_cfg);
-    r->dir = opt_field_str(L, "dir", def_dir);
-    free(def_dir);
+    const char *role = opt_field_str(L, "role", app->role); /* every check before allocating */
+    const char *dir = opt_field_str(L, "dir", NULL);
     lua_getfield(L, 1, "debounce_ms");
-    r->debounce_ms = (unsigned)luaL_optinteger(L, -1, cfg_int(app, "scripts.reload_debounce_ms", 20));
+    unsigned debounce_ms =
+        (unsigned)luaL_optinteger(L, -1, cfg_int(app, "scripts.reload_debounce_ms", 20));
+    lua_pop(L, 1);
+    reloader *r = xcalloc(1, sizeof *r);
+    r->app = app;
+    r->role = role ? xstrdup(role) : NULL;
+    r->dir = dir ? xstrdup(dir) : default_dir(app);
+    r->debounce_ms = debounce_ms;
     lua_getfield(L, 1, "watch");
     int watch = lua_isnil(L, -1) ? cfg_bool(app, "scripts.watch", 1) : lua_toboolean(L, -1);
     lua_getfield(L, 1, "validate");
     r->validate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 2);
+    lua_pop(L, 1); /* watch */
     r->handlers_ref = LUA_NOREF;
     list_init(&r->link);
     if (reload_once(r) != 0) {
@@ -261,13 +263,9 @@ static int l_open(lua_State *L) {
         return 2;
     }
     list_push_back(&app->reloaders, &r->link);
-    track_add(app, &r->track, "script watcher", reloader_track_close);
+    hostobj_init(app, &r->obj, "script watcher", reloader_close, reloader_free);
     if (watch) start_watching(r);
-    loader_ud *u = lua_newuserdata(L, sizeof *u);
-    u->r = r;
-    r->ud = u;
-    luaL_getmetatable(L, LOADER_MT);
-    lua_setmetatable(L, -2);
+    hostobj_push(L, &r->obj, LOADER_MT);
     return 1;
 }
 
@@ -308,26 +306,14 @@ static int l_stats(lua_State *L) {
     return 1;
 }
 
-static int l_close(lua_State *L) {
-    loader_ud *u = luaL_checkudata(L, 1, LOADER_MT);
-    if (u->r) reloader_close(u->r);
-    return 0;
-}
-
-/* A dropped loader keeps serving (a role holds its handlers through C); it stops only on
- * close() or at shutdown. */
-static int l_gc(lua_State *L) {
-    loader_ud *u = luaL_checkudata(L, 1, LOADER_MT);
-    if (u->r) u->r->ud = NULL;
-    return 0;
-}
-
 int scripts_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"handlers", l_handlers}, {"reload", l_reload},
-                                       {"stats", l_stats},       {"close", l_close},
+                                       {"stats", l_stats},       {"close", hostobj_l_close},
                                        {NULL, NULL}};
     list_init(&((struct app *)lua_touserdata(L, -1))->reloaders);
-    vm_class(L, LOADER_MT, methods, NULL, l_gc);
+    /* A dropped loader keeps serving (a role holds its handlers through C); it stops only
+     * on close() or at shutdown. */
+    hostobj_class(L, LOADER_MT, methods, NULL);
     lua_newtable(L);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_open, 1);

@@ -6,7 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+#include "buf.h"
 #include "frame.h"
+#include "hostobj.h"
 #include "log.h"
 #include "modules.h"
 #include "sched.h"
@@ -17,10 +20,8 @@
 
 enum read_mode { READ_SOME, READ_EXACT, READ_UNTIL, READ_ALL, READ_FRAME };
 
-typedef struct tcp_ud tcp_ud;
-
 typedef struct tcp_conn {
-    tracked track;
+    hostobj obj;            /* users: the Lua handle, the socket and timer, each write */
     struct app *app;
     uv_tcp_t handle;
     uv_timer_t timer;       /* the current read's (or connect's) timeout */
@@ -28,24 +29,17 @@ typedef struct tcp_conn {
     char *buf;
     size_t len, cap, max_buffer;
     int eof, error;         /* peer closed / last read error (negative errno) */
-    int connected, closing, reading;
-    int open_handles;
+    int connected, reading;
     /* one pending read (or connect) and one pending send, each with its timeout */
     task_t *waiter;
     enum read_mode mode;
     size_t want;            /* bytes for READ_SOME/EXACT */
     char *delim;
     size_t delim_len;
-    int writes_pending;
     struct write_req *pending_write; /* the send a task waits for (its task: the writer) */
     int connect_ref;        /* the Lua object, anchored until the connect completes */
-    tcp_ud *ud;
     int timeout_ms;
 } tcp_conn;
-
-struct tcp_ud {
-    tcp_conn *c;
-};
 
 typedef struct write_req {
     uv_write_t req;
@@ -60,8 +54,8 @@ static void detach_write(tcp_conn *c) {
     c->pending_write = NULL;
 }
 
-static void conn_maybe_free(tcp_conn *c) {
-    if (c->open_handles > 0 || c->ud || c->writes_pending > 0) return;
+static void conn_free(hostobj *o) {
+    tcp_conn *c = HOSTOBJ_OF(o, tcp_conn, obj);
     free(c->buf);
     free(c->delim);
     free(c);
@@ -69,8 +63,7 @@ static void conn_maybe_free(tcp_conn *c) {
 
 static void handle_closed(uv_handle_t *h) {
     tcp_conn *c = h->data;
-    c->open_handles--;
-    conn_maybe_free(c);
+    hostobj_release(&c->obj);
 }
 
 /* ---- waiting --------------------------------------------------------------------------- */
@@ -87,7 +80,7 @@ static void wait_cancel(void *op) {
     wait_end(c);
 }
 
-static void conn_close(tcp_conn *c);
+static void conn_close(tcp_conn *c) { hostobj_close(&c->obj); }
 
 static void wait_timeout(uv_timer_t *t) {
     tcp_conn *c = t->data;
@@ -190,12 +183,7 @@ static void wake_reader(tcp_conn *c) {
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
     tcp_conn *c = h->data;
-    if (c->cap - c->len < 65536) {
-        size_t cap = c->cap ? c->cap : 65536;
-        while (cap - c->len < 65536) cap *= 2;
-        c->buf = realloc(c->buf, cap);
-        c->cap = cap;
-    }
+    c->buf = buf_grow(c->buf, &c->cap, c->len + 65536);
     *b = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
 }
 
@@ -220,7 +208,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 }
 
 static void reading_resume(tcp_conn *c) {
-    if (c->reading || c->eof || c->error || c->closing || !c->connected) return;
+    if (c->reading || c->eof || c->error || c->obj.closing || !c->connected) return;
     if (c->len >= c->max_buffer) return;
     if (uv_read_start((uv_stream_t *)&c->handle, on_alloc, on_read) == 0) c->reading = 1;
 }
@@ -234,10 +222,9 @@ static void unref_connect(tcp_conn *c) {
 }
 
 
-static void conn_close(tcp_conn *c) {
-    if (c->closing) return;
-    c->closing = 1;
-    track_del(&c->track);
+/* Closes the socket and timer; a read or send in progress fails with "closed". */
+static void conn_on_close(hostobj *o) {
+    tcp_conn *c = HOSTOBJ_OF(o, tcp_conn, obj);
     task_t *w = c->waiter, *wr = c->pending_write ? c->pending_write->task : NULL;
     if (w) wait_end(c);
     detach_write(c);
@@ -247,8 +234,6 @@ static void conn_close(tcp_conn *c) {
     if (w) sched_resume_error(w, "closed");
     if (wr) sched_resume_error(wr, "closed");
 }
-
-static void track_close(tracked *t) { conn_close(LIST_ENTRY(t, tcp_conn, track)); }
 
 static void on_connect(uv_connect_t *req, int status) {
     tcp_conn *c = req->data;
@@ -289,6 +274,8 @@ static int l_connect(lua_State *L) {
     const char *host = luaL_checkstring(L, 1);
     int port = (int)luaL_checkinteger(L, 2);
     int timeout = (int)vm_opt_int(L, 3, "timeout_ms", DEFAULT_TIMEOUT_MS);
+    int read_timeout = (int)vm_opt_int(L, 3, "read_timeout_ms", timeout);
+    size_t max_buffer = (size_t)vm_opt_int(L, 3, "max_buffer", DEFAULT_MAX_BUFFER);
     task_t *t = sched_need(L, "host.tcp.connect");
     if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
     struct sockaddr_in a4;
@@ -300,22 +287,20 @@ static int l_connect(lua_State *L) {
         addr = (const struct sockaddr *)&a6;
     else
         return luaL_argerror(L, 1, "expected an IP address or localhost");
-    tcp_conn *c = calloc(1, sizeof *c);
+    tcp_conn *c = xcalloc(1, sizeof *c);
     c->app = app;
-    c->timeout_ms = (int)vm_opt_int(L, 3, "read_timeout_ms", timeout);
-    c->max_buffer = (size_t)vm_opt_int(L, 3, "max_buffer", DEFAULT_MAX_BUFFER);
+    c->timeout_ms = read_timeout;
+    c->max_buffer = max_buffer;
     uv_tcp_init(app->loop, &c->handle);
     uv_timer_init(app->loop, &c->timer);
     c->handle.data = c->timer.data = c->connect_req.data = c;
-    c->open_handles = 2;
+    hostobj_init(app, &c->obj, "socket", conn_on_close, conn_free);
+    c->obj.close_on_collect = 1; /* nobody can read or send on it any more */
+    hostobj_hold(&c->obj);       /* the socket and the timer, until their close callbacks */
+    hostobj_hold(&c->obj);
     c->connect_ref = LUA_NOREF;
     uv_tcp_nodelay(&c->handle, 1);
-    tcp_ud *u = lua_newuserdata(L, sizeof *u);
-    u->c = c;
-    c->ud = u;
-    luaL_getmetatable(L, CONN_MT);
-    lua_setmetatable(L, -2);
-    track_add(app, &c->track, "socket", track_close);
+    hostobj_push(L, &c->obj, CONN_MT);
     int rc = bind_source(L, &c->handle);
     if (rc == 0) rc = uv_tcp_connect(&c->connect_req, &c->handle, addr, on_connect);
     if (rc != 0) {
@@ -333,16 +318,15 @@ static int l_connect(lua_State *L) {
 /* ---- methods ------------------------------------------------------------------------- */
 
 static tcp_conn *check_conn(lua_State *L) {
-    tcp_ud *u = luaL_checkudata(L, 1, CONN_MT);
-    if (!u->c || u->c->closing) luaL_error(L, "tcp connection is closed");
-    return u->c;
+    tcp_conn *c = HOSTOBJ_OF(hostobj_check(L, 1, CONN_MT), tcp_conn, obj);
+    if (c->obj.closing) luaL_error(L, "tcp connection is closed");
+    return c;
 }
 
 static void on_write(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
     tcp_conn *c = w->c;
     task_t *t = w->task;
-    c->writes_pending--;
     if (c->pending_write == w) c->pending_write = NULL;
     free(w);
     if (t && status == 0) {
@@ -351,7 +335,7 @@ static void on_write(uv_write_t *req, int status) {
     } else if (t) {
         sched_resume_error(t, uv_strerror(status));
     }
-    conn_maybe_free(c);
+    hostobj_release(&c->obj);
 }
 
 /* conn:send(data) -> true | nil, err: waits until the kernel took the data */
@@ -366,7 +350,7 @@ static int l_send(lua_State *L) {
         return 2;
     }
     if (c->pending_write) return luaL_error(L, "conn:send: another send is pending");
-    write_req *w = malloc(sizeof *w + (len ? len : 1));
+    write_req *w = xmalloc(sizeof *w + (len ? len : 1));
     memcpy(w->data, data, len);
     w->c = c;
     w->task = t;
@@ -378,7 +362,7 @@ static int l_send(lua_State *L) {
         lua_pushstring(L, uv_strerror(rc));
         return 2;
     }
-    c->writes_pending++;
+    hostobj_hold(&c->obj); /* until on_write, which may come after the close */
     c->pending_write = w;
     sched_suspend_timeout(t, write_wait_cancel, c, c->timeout_ms); /* a peer that never reads */
     return lua_yield(L, 0);
@@ -396,7 +380,7 @@ static int read_common(lua_State *L, tcp_conn *c, enum read_mode mode, size_t wa
     c->delim = NULL;
     c->delim_len = dlen;
     if (delim) {
-        c->delim = malloc(dlen);
+        c->delim = xmalloc(dlen);
         memcpy(c->delim, delim, dlen);
     }
     reading_resume(c);
@@ -455,44 +439,26 @@ static int l_send_frame(lua_State *L) {
 /* conn:shutdown() -> true: no more sends (the peer sees EOF); reading goes on */
 static int l_shutdown(lua_State *L) {
     tcp_conn *c = check_conn(L);
-    uv_shutdown_t *req = malloc(sizeof *req);
+    uv_shutdown_t *req = xmalloc(sizeof *req);
     if (uv_shutdown(req, (uv_stream_t *)&c->handle, shutdown_done) != 0) free(req);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-static int l_close(lua_State *L) {
-    tcp_ud *u = luaL_checkudata(L, 1, CONN_MT);
-    if (u->c) conn_close(u->c);
-    return 0;
-}
-
 /* conn:closed() -> true once the peer closed or the connection failed */
 static int l_closed(lua_State *L) {
-    tcp_ud *u = luaL_checkudata(L, 1, CONN_MT);
-    tcp_conn *c = u->c;
-    lua_pushboolean(L, !c || c->closing || c->eof || c->error);
+    tcp_conn *c = HOSTOBJ_OF(hostobj_check(L, 1, CONN_MT), tcp_conn, obj);
+    lua_pushboolean(L, c->obj.closing || c->eof || c->error);
     return 1;
-}
-
-static int l_gc(lua_State *L) {
-    tcp_ud *u = luaL_checkudata(L, 1, CONN_MT);
-    tcp_conn *c = u->c;
-    if (!c) return 0;
-    u->c = NULL;
-    c->ud = NULL;
-    conn_close(c);
-    conn_maybe_free(c);
-    return 0;
 }
 
 int tcp_client_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"send", l_send},         {"read", l_read},   {"read_exactly", l_read_exactly},
         {"read_until", l_read_until}, {"read_all", l_read_all}, {"shutdown", l_shutdown},
-        {"close", l_close},       {"closed", l_closed}, {"read_frame", l_read_frame},
+        {"close", hostobj_l_close}, {"closed", l_closed}, {"read_frame", l_read_frame},
         {"send_frame", l_send_frame}, {NULL, NULL}};
-    vm_class(L, CONN_MT, methods, NULL, l_gc);
+    hostobj_class(L, CONN_MT, methods, NULL);
     lua_newtable(L);
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_connect, 1);

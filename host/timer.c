@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <sys/time.h>
 
+#include "alloc.h"
+#include "hostobj.h"
 #include "log.h"
 #include "modules.h"
 #include "sched.h"
@@ -35,7 +37,7 @@ static int l_sleep(lua_State *L) {
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_argcheck(L, ms >= 0 && ms <= 1e15, 1, "must be 0..1e15 ms");
     task_t *t = sched_need(L, "host.timer.sleep");
-    sleep_op *op = malloc(sizeof *op);
+    sleep_op *op = xmalloc(sizeof *op);
     op->task = t;
     uv_timer_init(app->loop, &op->timer);
     op->timer.data = op;
@@ -48,27 +50,19 @@ static int l_sleep(lua_State *L) {
 
 #define EVERY_MT "chathost.timer"
 
-typedef struct every_handle every_handle;
-
 typedef struct every_timer {
-    tracked track;
-    every_handle *handle; /* the Lua object, while it is alive */
+    hostobj obj;        /* users: the Lua handle, the uv timer, a running tick */
     struct app *app;
     uv_timer_t timer;
     int fn_ref;
     int busy;           /* the previous tick's task still runs */
-    int closed;         /* the uv handle is closed: freed once no tick runs */
     unsigned long skipped;
 } every_timer;
-
-struct every_handle {
-    every_timer *et; /* NULL once stopped */
-};
 
 static int every_tick_done(void *ud, task_t *t, int ok, int nres) {
     every_timer *et = ud;
     et->busy = 0;
-    if (et->closed) free(et);
+    hostobj_release(&et->obj);
     return 0;
 }
 
@@ -83,57 +77,42 @@ static void every_fired(uv_timer_t *timer) {
     lua_State *L = et->app->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, et->fn_ref);
     et->busy = 1;
+    hostobj_hold(&et->obj);
     sched_spawn(et->app, L, 0, "timer", every_tick_done, et);
 }
 
 static void every_closed(uv_handle_t *h) {
     every_timer *et = h->data;
-    et->closed = 1;
-    if (!et->busy) free(et);
+    hostobj_release(&et->obj);
 }
 
-static void every_stop(every_timer *et) {
-    if (et->handle) et->handle->et = NULL;
+static void every_free(hostobj *o) { free(HOSTOBJ_OF(o, every_timer, obj)); }
+
+/* A tick that runs finishes; no other starts. */
+static void every_stop(hostobj *o) {
+    every_timer *et = HOSTOBJ_OF(o, every_timer, obj);
     luaL_unref(et->app->L, LUA_REGISTRYINDEX, et->fn_ref);
-    track_del(&et->track);
     uv_timer_stop(&et->timer);
     uv_close((uv_handle_t *)&et->timer, every_closed);
 }
-
-static void every_track_close(tracked *tr) { every_stop(LIST_ENTRY(tr, every_timer, track)); }
 
 static int l_every(lua_State *L) {
     struct app *app = app_from(L);
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_argcheck(L, ms >= 1 && ms <= 1e15, 1, "must be 1..1e15 ms");
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    every_timer *et = calloc(1, sizeof *et);
+    every_timer *et = xcalloc(1, sizeof *et);
     et->app = app;
     lua_pushvalue(L, 2);
     et->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     uv_timer_init(app->loop, &et->timer);
     et->timer.data = et;
     uv_timer_start(&et->timer, every_fired, (uint64_t)ms, (uint64_t)ms);
-    track_add(app, &et->track, "timer", every_track_close);
-    every_handle *h = lua_newuserdata(L, sizeof *h);
-    h->et = et;
-    et->handle = h;
-    luaL_getmetatable(L, EVERY_MT);
-    lua_setmetatable(L, -2);
+    /* Dropping the Lua object does not stop the timer: it runs until stop() or shutdown. */
+    hostobj_init(app, &et->obj, "timer", every_stop, every_free);
+    hostobj_hold(&et->obj); /* the uv timer, until every_closed */
+    hostobj_push(L, &et->obj, EVERY_MT);
     return 1;
-}
-
-static int l_every_stop(lua_State *L) {
-    every_handle *h = luaL_checkudata(L, 1, EVERY_MT);
-    if (h->et) every_stop(h->et);
-    return 0;
-}
-
-/* Dropping the Lua object does not stop the timer: it runs until stop() or shutdown. */
-static int l_every_gc(lua_State *L) {
-    every_handle *h = luaL_checkudata(L, 1, EVERY_MT);
-    if (h->et) h->et->handle = NULL;
-    return 0;
 }
 
 static int l_now(lua_State *L) {
@@ -150,8 +129,8 @@ static int l_monotonic(lua_State *L) {
 
 int timer_open(lua_State *L) {
     /* app upvalue on top of the stack; leaves the host.timer table */
-    static const luaL_Reg methods[] = {{"stop", l_every_stop}, {NULL, NULL}};
-    vm_class(L, EVERY_MT, methods, NULL, l_every_gc);
+    static const luaL_Reg methods[] = {{"stop", hostobj_l_close}, {NULL, NULL}};
+    hostobj_class(L, EVERY_MT, methods, NULL);
     static const luaL_Reg fns[] = {
         {"sleep", l_sleep}, {"every", l_every}, {"now", l_now}, {"monotonic", l_monotonic},
         {NULL, NULL}};

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alloc.h"
+#include "buf.h"
 #include "log.h"
 #include "modules.h"
 #include "sched.h"
@@ -197,14 +199,7 @@ static void drop_line(void) {
 static void append(char ch) {
     tty.typed++;
     if (tty.len >= tty.max_bytes) return;
-    if (tty.len + 1 >= tty.cap) {
-        size_t cap = tty.cap ? tty.cap * 2 : 256;
-        if (cap > tty.max_bytes + 1) cap = tty.max_bytes + 1;
-        char *p = realloc(tty.line, cap);
-        if (!p) return;
-        tty.line = p;
-        tty.cap = cap;
-    }
+    tty.line = buf_grow(tty.line, &tty.cap, tty.len + 2); /* a spare byte for the NUL */
     tty.line[tty.len++] = ch;
 }
 
@@ -223,8 +218,7 @@ static void end_input(const char *why) {
 
 static void submit(void) {
     if (tty.dirty) redraw(); /* the whole line shows before the cursor leaves it */
-    char *line = malloc(tty.len + 1);
-    if (!line) return;
+    char *line = xmalloc(tty.len + 1);
     if (tty.len) memcpy(line, tty.line, tty.len);
     line[tty.len] = '\0';
     size_t over = tty.typed > tty.len ? tty.typed : 0;

@@ -249,11 +249,7 @@ int vm_open(struct app *app) {
     for (const struct embedded_lua *e = embedded_lua; e->name; e++)
         preload(L, e->name, embedded_loader, (void *)e);
     preload(L, "chathost.harness_core", harness_core_open, app);
-    if (sched_init(app) != 0) {
-        lua_close(L);
-        app->L = NULL;
-        return -1;
-    }
+    sched_init(app);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     build_host_table(L, app);

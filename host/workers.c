@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "workers.h"
 
@@ -71,7 +72,7 @@ static int restarting_too_often(time_t *times, int *next) {
 }
 
 int workers_supervise(int n, int *exit_code) {
-    pid_t parent = getpid(), *pids = calloc((size_t)n, sizeof *pids);
+    pid_t parent = getpid(), *pids = xcalloc((size_t)n, sizeof *pids);
     time_t times[RESTARTS_MAX] = {0};
     int next = 0, stopping = 0, failed = 0, alive = 0;
     sigemptyset(&supervised);

@@ -328,4 +328,17 @@ describe("chat server", function()
             collectgarbage()
         end)
     end)
+
+    -- the socket is counted here; the memory by LeakSanitizer under make asan
+    it("raises on a bad option before it opens a socket or allocates", function()
+        local function fds() return #assert(host.fs.list("/proc/self/fd")) end
+        local before = fds()
+        for _ = 1, 3 do
+            local ok, err = pcall(host.chat.serve, { address = "127.0.0.1:0",
+                handlers = function() return H end, idle_timeout_ms = "long" })
+            assert.is_false(ok)
+            assert.matches("number expected", err)
+        end
+        assert.equal(before, fds())
+    end)
 end)

@@ -374,4 +374,17 @@ describe("http server", function()
             assert.equal("cannot listen on " .. address .. ": Invalid argument", err)
         end
     end)
+
+    -- the socket is counted here; the memory by LeakSanitizer under make asan
+    it("raises on a bad option before it opens a socket or allocates", function()
+        local function fds() return #assert(host.fs.list("/proc/self/fd")) end
+        local before = fds()
+        for _ = 1, 3 do
+            local ok, err = pcall(host.http.serve, { address = "127.0.0.1:0", routes = {},
+                max_connections = "many" })
+            assert.is_false(ok)
+            assert.matches("number expected", err)
+        end
+        assert.equal(before, fds())
+    end)
 end)

@@ -52,6 +52,22 @@ describe("child processes", function()
         for i = 1, 3 do assert.equal(i - 1, fds[i]) end
     end)
 
+    -- Under the ASan build (make asan), LeakSanitizer fails the run if an argument error
+    -- leaves what spawn had allocated behind: options are checked before anything is.
+    it("raises on bad options without leaking what it had built", function()
+        local ok, err = pcall(host.proc.spawn, { "true" }, { stdout = "bogus" })
+        assert.is_false(ok)
+        assert.matches("opts.stdout must be inherit, capture or null", err)
+        ok, err = pcall(host.proc.spawn, { "true" }, { max_output = "lots" })
+        assert.is_false(ok)
+        ok, err = pcall(host.proc.spawn, { "true" }, { env = "A=1" })
+        assert.is_false(ok)
+        assert.matches("table expected", err)
+        ok, err = pcall(host.proc.spawn, { "true", {} })
+        assert.is_false(ok)
+        assert.matches("non%-empty array of strings", err)
+    end)
+
     it("reports a command that cannot start", function()
         local p, err = host.proc.spawn({ "/nonexistent/binary" })
         assert.is_nil(p)

@@ -235,4 +235,12 @@ return M
         assert.is_nil(l2)
         assert.matches("nope/init.lua: no such file", err)
     end)
+
+    -- make asan: LeakSanitizer fails the run if the loader was allocated before the option
+    -- that raised was read.
+    it("raises on a bad option without leaking a loader", function()
+        local ok, err = pcall(host.scripts.open, { dir = dir, role = "demo", debounce_ms = "soon" })
+        assert.is_false(ok)
+        assert.matches("number expected", err)
+    end)
 end)

@@ -139,4 +139,12 @@ time.sleep(30)
         c:close()
         assert.has_error(function() c:send("x") end, "closed")
     end)
+
+    -- make asan: LeakSanitizer fails the run if the connection was allocated before the
+    -- option that raised was read.
+    it("raises on a bad option without leaking a connection", function()
+        local ok, err = pcall(host.tcp.connect, "127.0.0.1", 1, { max_buffer = "big" })
+        assert.is_false(ok)
+        assert.matches("number expected", err)
+    end)
 end)

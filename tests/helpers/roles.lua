@@ -70,7 +70,8 @@ function M.start(opts)
         local _, err = p:output()
         -- a port taken, or named by the config for something else (Redis, MariaDB)
         if not err:find("cannot listen", 1, true) and not err:find("is already used by", 1, true) then
-            error("role " .. opts.role .. " did not start: " .. tostring(why) .. "\n" .. err)
+            error("role " .. opts.role .. " did not start: " .. tostring(why) .. "\n" .. err
+                .. "with the config " .. path .. ":\n" .. tostring(host.fs.read(path)))
         end
     end
     error("no free port for role " .. opts.role)

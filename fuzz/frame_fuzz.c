@@ -7,6 +7,9 @@
 
 #include "frame.h"
 
+/* libFuzzer's entry point; declared for -Wmissing-prototypes (libFuzzer has no header). */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t max = size > 0 ? (size_t)data[0] * 64 : 8192; /* the limit varies too */
     size_t off = size > 0 ? 1 : 0;

@@ -9,6 +9,9 @@
 
 #include "http_parse.h"
 
+/* libFuzzer's entry point; declared for -Wmissing-prototypes (libFuzzer has no header). */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     hreq_limits limits = {.max_url = 256, .max_header = 1024, .max_body = 2048, .max_headers = 16};

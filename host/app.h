@@ -17,6 +17,9 @@ struct db_pool;
 struct crypto_pool;
 struct reloader;
 struct grpc_bridge;
+struct sched;
+struct chat_server;
+struct mail_pool;
 
 /* A host resource that a test could leave behind: a coroutine, a repeating timer, a socket,
  * a child process. The harness compares what is alive before and after each test. */
@@ -47,17 +50,26 @@ struct app {
     int tasks_alive;
     uint64_t tasks_started;
 
+    struct sched *sched;        /* the tasks' coroutine slots and running task (sched.c) */
     struct redis_pool *redis;
     struct db_pool *db;         /* the default MySQL pool, built on first use */
     list_node db_pools;         /* every MySQL pool alive (db.c) */
     struct crypto_pool *crypto;
     struct grpc_bridge *grpc;
+    struct chat_server *chat;   /* the chat server host.sessions speaks of (chat_server.c) */
+    struct mail_pool *mail;     /* host.mail's, made on first use (mail.c) */
+    list_node http_idle;        /* host.http.request's keep-alive connections (http_client.c) */
+    list_node reloaders;        /* every host.scripts loader (scripts.c) */
+    unsigned reload_epoch;      /* grows at every generation any loader swaps in: C caches
+                                   what it read from a handler table until it changes */
     uv_signal_t sig_int, sig_term, sig_hup;
 };
 
 /* The app is the first upvalue of every host C function. */
 #define app_from(L) ((struct app *)lua_touserdata((L), lua_upvalueindex(1)))
 
+/* Adds t to the app's tracked resources (track.c): kind names it in the harness's report
+ * of leftovers, close releases it at shutdown. track_del takes it out. Neither fails. */
 void track_add(struct app *app, tracked *t, const char *kind, void (*close)(tracked *));
 void track_del(tracked *t);
 

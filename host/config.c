@@ -1,5 +1,5 @@
 /* config.c: loads the validated config (host/lua/config.lua does the checking) and gives C
- * code typed lookups by dotted path. Also the small tracked-resource registry. */
+ * code typed lookups by dotted path. */
 #include "config.h"
 
 #include <lauxlib.h>
@@ -8,15 +8,6 @@
 
 #include "alloc.h"
 #include "log.h"
-
-void track_add(struct app *app, tracked *t, const char *kind, void (*close)(tracked *)) {
-    t->serial = ++app->track_serial;
-    t->kind = kind;
-    t->close = close;
-    list_push_back(&app->tracked_list, &t->link);
-}
-
-void track_del(tracked *t) { list_remove(&t->link); }
 
 /* Pushes the value at a dotted path of the config table (nil when any step is missing). */
 static void cfg_push(struct app *app, const char *path) {

@@ -10,6 +10,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "modules.h"
 #include "workq.h"
 
 struct crypto_pool {

@@ -12,6 +12,7 @@
 #include "alloc.h"
 #include "db.h"
 #include "log.h"
+#include "modules.h"
 
 #define POOL_MT "chathost.db.pool"
 #define TX_MT "chathost.db.tx"

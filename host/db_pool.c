@@ -9,6 +9,7 @@
 #include "alloc.h"
 #include "db.h"
 #include "log.h"
+#include "modules.h"
 
 #define BUSY_WARNING_INTERVAL_MS 10000
 

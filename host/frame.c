@@ -4,6 +4,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "modules.h"
+
 enum frame_status frame_parse(const uint8_t *buf, size_t len, size_t max_body, frame *f,
                               size_t *used) {
     *used = 0;

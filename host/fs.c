@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "modules.h"
 
 static int fail(lua_State *L, const char *what, const char *path) {
     lua_pushnil(L);

@@ -7,6 +7,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 typedef struct isolated_run {

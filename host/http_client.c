@@ -13,6 +13,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 #define POOL_IDLE_MAX 8          /* idle keep-alive connections kept per host:port */
@@ -51,7 +52,6 @@ struct hc_request {
     size_t blen, bcap;
 };
 
-static list_node idle_pool = {&idle_pool, &idle_pool};
 
 /* ---- buffers ---------------------------------------------------------------------------- */
 
@@ -146,19 +146,21 @@ static void idle_timeout(uv_timer_t *t) { conn_close(t->data); }
 
 static void pool_put(hc_conn *c) {
     int n = 0;
-    for (list_node *x = idle_pool.next; x != &idle_pool; x = x->next)
+    list_node *idle = &c->app->http_idle;
+    for (list_node *x = idle->next; x != idle; x = x->next)
         n += strcmp(LIST_ENTRY(x, hc_conn, link)->key, c->key) == 0;
     if (n >= POOL_IDLE_MAX || c->app->stopping) {
         conn_close(c);
         return;
     }
     c->req = NULL;
-    list_push_back(&idle_pool, &c->link);
+    list_push_back(idle, &c->link);
     uv_timer_start(&c->timer, idle_timeout, POOL_IDLE_MS, 0);
 }
 
-static hc_conn *pool_take(const char *key) {
-    for (list_node *x = idle_pool.next; x != &idle_pool; x = x->next) {
+static hc_conn *pool_take(struct app *app, const char *key) {
+    list_node *idle = &app->http_idle;
+    for (list_node *x = idle->next; x != idle; x = x->next) {
         hc_conn *c = LIST_ENTRY(x, hc_conn, link);
         if (strcmp(c->key, key) != 0) continue;
         list_remove(&c->link);
@@ -443,7 +445,7 @@ static int l_request(lua_State *L) {
     uv_timer_init(app->loop, r->timer);
     r->timer->data = r;
     uv_timer_start(r->timer, req_timeout, (uint64_t)timeout, 0);
-    hc_conn *c = pool_take(r->key);
+    hc_conn *c = pool_take(app, r->key);
     const char *err = NULL;
     if (c && start_on(r, c) != 0)
         err = "cannot send the request";
@@ -462,10 +464,12 @@ static int l_request(lua_State *L) {
 
 /* Closes the idle pooled connections (shutdown). */
 void http_client_shutdown(struct app *app) {
-    while (!list_empty(&idle_pool)) conn_close(LIST_ENTRY(idle_pool.next, hc_conn, link));
+    list_node *idle = &app->http_idle;
+    while (!list_empty(idle)) conn_close(LIST_ENTRY(idle->next, hc_conn, link));
 }
 
 int http_client_open(lua_State *L) {
+    list_init(&((struct app *)lua_touserdata(L, -1))->http_idle);
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_request, 1);
     return 1;

@@ -16,12 +16,14 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "errors.h"
 #include "hostobj.h"
 #include "http_parse.h"
 #include "json.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "modules.h"
 #include "peer_count.h"
 #include "sched.h"
 
@@ -475,7 +477,7 @@ static void respond(http_conn *c, lua_State *co, int base, int nres) {
         if (status < 200 || status > 599) status = 500;
     } else if (nres < 1 || !lua_istable(co, base)) {
         log_error("http: %s returned no response (a table, or status, headers, body)", c->route);
-        send_error(c, 500, 1019, "internal error", NULL);
+        send_error(c, 500, ERR_Internal, "internal error", NULL);
         return;
     }
     const char *ctype = NULL;
@@ -487,7 +489,7 @@ static void respond(http_conn *c, lua_State *co, int base, int nres) {
         ctype = body_of(co, body_idx, ctype, &body, &blen);
         if (!ctype) {
             log_error("http: %s: cannot encode the response: %s", c->route, lua_tostring(co, -1));
-            send_error(c, 500, 1019, "internal error", NULL);
+            send_error(c, 500, ERR_Internal, "internal error", NULL);
             return;
         }
     }
@@ -505,11 +507,11 @@ static int handler_done(void *ud, task_t *t, int ok, int nres) {
         int cancelled = err && strcmp(err, "cancelled") == 0;
         c->close_after = cancelled;
         if (cancelled && c->timed_out)
-            send_error(c, 504, 1019, "the handler did not answer in time", NULL);
+            send_error(c, 504, ERR_Internal, "the handler did not answer in time", NULL);
         else if (cancelled)
-            send_error(c, 503, 1018, "server shutting down", NULL);
+            send_error(c, 503, ERR_ServerBusy, "server shutting down", NULL);
         else
-            send_error(c, 500, 1019, "internal error", NULL);
+            send_error(c, 500, ERR_Internal, "internal error", NULL);
         return cancelled; /* a real error is logged with its traceback */
     }
     respond(c, t->co, lua_gettop(t->co) - nres + 1, nres);
@@ -723,13 +725,13 @@ static void on_connection(uv_stream_t *l, int status) {
     uv_tcp_nodelay(&c->tcp, 1);
     tcp_peer_str(&c->tcp, c->peer, sizeof c->peer, 0);
     if (s->nconns > s->max_connections) {
-        refuse(c, 503, 1018, "too many connections");
+        refuse(c, 503, ERR_ServerBusy, "too many connections");
         return;
     }
     if (s->max_per_ip > 0 && !is_exempt(s, c->peer)) {
         c->counted = 1;
         if (peer_count_add(s->per_ip, c->peer) > s->max_per_ip) {
-            refuse(c, 429, 1017, "too many connections from your address");
+            refuse(c, 429, ERR_RateLimited, "too many connections from your address");
             return;
         }
     }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "modules.h"
 
 #define JSON_MAX_DEPTH 128
 
@@ -275,19 +276,33 @@ static int l_is_array(lua_State *L) {
 /* cjson decodes [] and {} alike (an empty table); the top level is told apart by its first
  * byte and a top-level array is marked like host.json.array(), so a caller can refuse it
  * where the protocol wants an object. Upvalue 1 is cjson's (or cjson.safe's) decode. */
+static void mark_if_array(lua_State *L, int idx, const char *s, size_t n) {
+    if (!lua_istable(L, idx)) return;
+    size_t i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+    if (i < n && s[i] == '[') json_mark_array(L, idx);
+}
+
 static int l_decode(lua_State *L) {
     lua_settop(L, 1);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, 1);
     lua_call(L, 1, LUA_MULTRET); /* cjson raises (or cjson.safe returns nil, err) */
-    if (lua_istable(L, 2)) {
-        size_t n;
-        const char *s = lua_tolstring(L, 1, &n);
-        size_t i = 0;
-        while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
-        if (i < n && s[i] == '[') json_mark_array(L, 2);
-    }
+    size_t n;
+    const char *s = lua_tolstring(L, 1, &n);
+    mark_if_array(L, 2, s, n);
     return lua_gettop(L) - 1;
+}
+
+static char decode_key; /* registry: cjson's (raising) decode, for json_decode */
+
+int json_decode(lua_State *L, const char *s, size_t len) {
+    lua_pushlightuserdata(L, &decode_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushlstring(L, s, len);
+    if (lua_pcall(L, 1, 1, 0) != 0) return -1;
+    mark_if_array(L, -1, s, len);
+    return 0;
 }
 
 int json_is_array(lua_State *L, int idx) { return lua_istable(L, idx) && is_marked_array(L, idx); }
@@ -312,6 +327,9 @@ int json_open(lua_State *L) {
 
     lua_newtable(L); /* host.json */
     require_cjson(L, "cjson");
+    lua_pushlightuserdata(L, &decode_key);
+    lua_getfield(L, -2, "decode");
+    lua_rawset(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "decode");
     lua_pushcclosure(L, l_decode, 1);
     lua_setfield(L, -3, "decode");

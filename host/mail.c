@@ -13,6 +13,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "modules.h"
 #include "workq.h"
 
 typedef struct mail_pool {
@@ -34,7 +35,6 @@ typedef struct mail_job {
     char errbuf[CURL_ERROR_SIZE];
 } mail_job;
 
-static mail_pool *pool_instance;
 
 /* "alice@example.com" -> "a***@example.com": how logs show an address (as lib.mask does). */
 static void mask_address(const char *addr, char *out, size_t size) {
@@ -51,7 +51,7 @@ static char *bare_address(const char *s) {
 }
 
 static mail_pool *pool_get(struct app *app) {
-    if (pool_instance) return pool_instance;
+    if (app->mail) return app->mail;
     mail_pool *p = xcalloc(1, sizeof *p);
     /* a mail waits for a turn at most as long as one may take to send */
     workq_init(&p->q, app, (int)cfg_int(app, "mail.max_concurrent", 2),
@@ -64,7 +64,7 @@ static mail_pool *pool_get(struct app *app) {
     p->password = cfg_str(app, "mail.password", NULL);
     p->tls = cfg_str(app, "mail.tls", "none");
     p->timeout_ms = (long)cfg_int(app, "mail.timeout_ms", 10000);
-    pool_instance = p;
+    app->mail = p;
     return p;
 }
 
@@ -251,7 +251,7 @@ static int l_stats(lua_State *L) {
 }
 
 void mail_shutdown(struct app *app) {
-    if (pool_instance) workq_close(&pool_instance->q);
+    if (app->mail) workq_close(&app->mail->q);
 }
 
 int mail_open(lua_State *L) {

@@ -15,18 +15,10 @@
 #include "config.h"
 #include "listen.h"
 #include "log.h"
-#include "reload.h"
+#include "modules.h"
 #include "sched.h"
+#include "scripts.h"
 #include "workers.h"
-
-void redis_shutdown(struct app *app);
-void db_shutdown(struct app *app);
-void db_free(struct app *app);
-void crypto_shutdown(struct app *app);
-void grpc_bridge_shutdown(struct app *app);
-void mail_shutdown(struct app *app);
-void http_client_shutdown(struct app *app);
-void tty_shutdown(struct app *app);
 
 static const char USAGE[] =
     "usage: chathost ROLE [--name NAME] [-c config.lua]   run a role: gate, verify, status, chat, client\n"
@@ -161,6 +153,12 @@ static int l_on_stop(lua_State *L) {
     return 0;
 }
 
+/* host.on_stop, for the module table (modules.c). */
+int stop_open(lua_State *L) {
+    lua_pushcclosure(L, l_on_stop, 1);
+    return 1;
+}
+
 /* Phase two: everything still running is cancelled and closed. */
 static void app_stop_finish(struct app *app) {
     if (app->stopping) return;
@@ -172,14 +170,8 @@ static void app_stop_finish(struct app *app) {
         list_remove(&t->link);
         t->close(t);
     }
-    reload_close_all(app);
-    redis_shutdown(app);
-    db_shutdown(app);
-    crypto_shutdown(app);
-    mail_shutdown(app);
-    http_client_shutdown(app);
-    tty_shutdown(app);
-    grpc_bridge_shutdown(app);
+    for (const struct host_module *m = host_modules; m->name; m++)
+        if (m->shutdown) m->shutdown(app);
     uv_close((uv_handle_t *)&app->sig_int, NULL);
     uv_close((uv_handle_t *)&app->sig_term, NULL);
     uv_close((uv_handle_t *)&app->sig_hup, NULL);
@@ -192,7 +184,7 @@ static void app_stop_finish(struct app *app) {
 static void on_signal(uv_signal_t *h, int signum) {
     struct app *app = h->data;
     if (signum == SIGHUP) {
-        reload_all(app);
+        scripts_reload_all(app);
         return;
     }
     log_info("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
@@ -295,6 +287,7 @@ int main(int argc, char **argv) {
     app.role = o.command;
     app.name = o.name ? o.name : o.command;
     list_init(&app.tracked_list);
+    app.stop_hooks_ref = LUA_NOREF;
     log_setup(app.role, app.name);
     if (vm_open(&app) != 0) return die("%s", "cannot create the Lua state");
     char err[1024];
@@ -321,17 +314,10 @@ int main(int argc, char **argv) {
         uv_loop_fork(app.loop);
     }
     watch_signals(&app);
-    app.stop_hooks_ref = LUA_NOREF;
-    lua_getglobal(app.L, "package");
-    lua_getfield(app.L, -1, "loaded");
-    lua_getfield(app.L, -1, "host");
-    lua_pushlightuserdata(app.L, &app);
-    lua_pushcclosure(app.L, l_on_stop, 1);
-    lua_setfield(app.L, -2, "on_stop");
-    lua_pop(app.L, 3);
     if (start_main(&app, &o) != 0) app_stop(&app, 1);
     uv_run(app.loop, UV_RUN_DEFAULT);
-    db_free(&app);
+    for (const struct host_module *m = host_modules; m->name; m++)
+        if (m->release) m->release(&app);
     vm_close(&app);
     uv_run(app.loop, UV_RUN_NOWAIT); /* close callbacks of handles freed by __gc */
     uv_loop_close(app.loop);

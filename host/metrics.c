@@ -14,6 +14,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "modules.h"
 
 #define METRICS_MAX 4096
 #define TABLE_SIZE 8192 /* power of two, > METRICS_MAX */
@@ -193,16 +194,15 @@ static int l_render(lua_State *L) {
 
 /* ---- Lua: host.metrics ---------------------------------------------------------------- */
 
-/* Label strings from a table {route="x", status=200}, sorted by key, values escaped. */
+/* Label strings from a table {route="x", status=200}, sorted by key, values escaped, by
+ * chathost.metrics_labels (upvalue 1 of the host.metrics functions). */
 static void push_labels(lua_State *L, int idx) {
     if (lua_isnoneornil(L, idx)) {
         lua_pushliteral(L, "");
         return;
     }
     luaL_checktype(L, idx, LUA_TTABLE);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "chathost.metrics_labels");
-    lua_call(L, 1, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, idx);
     lua_call(L, 1, 1);
 }
@@ -261,6 +261,7 @@ int metrics_open(lua_State *L) {
                                    {"set", l_set},       {"observe", l_observe},
                                    {"render", l_render}, {NULL, NULL}};
     lua_newtable(L);
-    luaL_setfuncs(L, fns, 0);
+    if (vm_require_embedded(L, "chathost.metrics_labels") != 0) return lua_error(L);
+    luaL_setfuncs(L, fns, 1);
     return 1;
 }

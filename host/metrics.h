@@ -16,6 +16,5 @@ metric *metrics_get(enum metric_kind kind, const char *name, const char *labels,
 void metric_add(metric *m, double v);
 void metric_set(metric *m, double v);
 void metric_observe(metric *m, double v); /* seconds, for latency histograms */
-int metrics_open(lua_State *L);
 
 #endif

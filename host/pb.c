@@ -13,6 +13,7 @@
 
 #include "alloc.h"
 #include "json.h"
+#include "modules.h"
 
 extern const ProtobufCServiceDescriptor *const pb_services[];
 extern const ProtobufCMessageDescriptor *const pb_messages[];

@@ -11,6 +11,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 #define PROC_MT "chathost.process"

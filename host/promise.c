@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "modules.h"
 #include "sched.h"
 
 #define PROMISE_MT "chathost.promise"

@@ -15,6 +15,7 @@
 #include "json.h"
 #include "listen.h"
 #include "log.h"
+#include "modules.h"
 #include "redis_uv.h"
 #include "sched.h"
 

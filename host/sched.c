@@ -9,6 +9,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "modules.h"
 
 static char slots_key, trampoline_key;
 static char done_mark; /* yielded first by the trampoline when the task's function returned */
@@ -31,14 +32,20 @@ static const char TRAMPOLINE[] =
  * trampoline form a free stack. Taking and giving back a coroutine is then plain C. Tasks
  * beyond SLOTS_MAX at once get a coroutine of their own, anchored by a registry ref. */
 #define SLOTS_MAX 4096
-static lua_State *slot_co[SLOTS_MAX + 1];
-static int free_slots[SLOTS_MAX];
-static int nfree, nslots;
-
 /* Finished task structs are kept for the next tasks (no allocation per request). */
 #define SPARE_TASKS 1024
-static task_t *spare_tasks[SPARE_TASKS];
-static int nspare;
+
+/* The scheduler's state, one per app (app->sched). */
+struct sched {
+    lua_State *slot_co[SLOTS_MAX + 1];
+    int free_slots[SLOTS_MAX];
+    int nfree, nslots;
+    task_t *spare_tasks[SPARE_TASKS];
+    int nspare;
+    /* The task whose coroutine runs now (Lua runs one coroutine at a time; a task resumed
+     * from inside another restores the outer one when it yields). */
+    task_t *running;
+};
 
 static void registry_set(lua_State *L, void *key) { /* registry[key] = value on top */
     lua_pushlightuserdata(L, key);
@@ -53,6 +60,7 @@ static void registry_get(lua_State *L, void *key) {
 
 void sched_init(struct app *app) {
     lua_State *L = app->L;
+    app->sched = xcalloc(1, sizeof *app->sched);
     lua_newtable(L);
     registry_set(L, &slots_key);
     luaL_loadbuffer(L, TRAMPOLINE, sizeof TRAMPOLINE - 1, "=trampoline");
@@ -64,6 +72,13 @@ void sched_init(struct app *app) {
     registry_set(L, &trampoline_key);
 }
 
+void sched_free(struct app *app) {
+    if (!app->sched) return;
+    while (app->sched->nspare > 0) free(app->sched->spare_tasks[--app->sched->nspare]);
+    free(app->sched);
+    app->sched = NULL;
+}
+
 /* Pushes a new coroutine holding the trampoline onto L and returns it. */
 static lua_State *coroutine_new(lua_State *L) {
     lua_State *co = lua_newthread(L);
@@ -73,25 +88,26 @@ static lua_State *coroutine_new(lua_State *L) {
 }
 
 /* Puts a fresh coroutine in slot (anchored there) and returns it. */
-static lua_State *slot_fill(lua_State *L, int slot) {
+static lua_State *slot_fill(struct sched *s, lua_State *L, int slot) {
     registry_get(L, &slots_key);
     lua_State *co = coroutine_new(L);
     lua_rawseti(L, -2, slot);
     lua_pop(L, 1);
-    slot_co[slot] = co;
+    s->slot_co[slot] = co;
     return co;
 }
 
 /* A coroutine ready to run fn, ...: resuming it with them runs fn. Sets t->slot, or
  * t->co_ref for a coroutine outside the slots. */
 static lua_State *coroutine_take(lua_State *L, task_t *t) {
-    if (nfree > 0) {
-        t->slot = free_slots[--nfree];
-        return slot_co[t->slot];
+    struct sched *s = t->app->sched;
+    if (s->nfree > 0) {
+        t->slot = s->free_slots[--s->nfree];
+        return s->slot_co[t->slot];
     }
-    if (nslots < SLOTS_MAX) {
-        t->slot = ++nslots;
-        return slot_fill(L, t->slot);
+    if (s->nslots < SLOTS_MAX) {
+        t->slot = ++s->nslots;
+        return slot_fill(s, L, t->slot);
     }
     lua_State *co = coroutine_new(L);
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -101,6 +117,7 @@ static lua_State *coroutine_take(lua_State *L, task_t *t) {
 /* Gives t's coroutine back: a parked one to the free slots; a dead or abandoned one is
  * replaced in its slot (the old one goes to the collector). */
 static void coroutine_give(lua_State *L, task_t *t) {
+    struct sched *s = t->app->sched;
     if (!t->slot) {
         luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
         return;
@@ -108,20 +125,19 @@ static void coroutine_give(lua_State *L, task_t *t) {
     if (t->reusable)
         lua_settop(t->co, 0);
     else
-        slot_fill(L, t->slot);
-    free_slots[nfree++] = t->slot;
+        slot_fill(s, L, t->slot);
+    s->free_slots[s->nfree++] = t->slot;
 }
 
-/* The task whose coroutine runs now (Lua runs one coroutine at a time; a task resumed
- * from inside another restores the outer one when it yields). */
-static task_t *running_task;
-
-task_t *sched_current(lua_State *L) {
-    return running_task && running_task->co == L ? running_task : NULL;
+task_t *sched_current(struct app *app, lua_State *L) {
+    task_t *running = app->sched->running;
+    return running && running->co == L ? running : NULL;
 }
 
 task_t *sched_need(lua_State *L, const char *fname) {
-    task_t *t = sched_current(L);
+    struct app *app = app_from(L);
+    if (!app) luaL_error(L, "%s: a host function without the app upvalue", fname);
+    task_t *t = sched_current(app, L);
     if (!t)
         luaL_error(L, "%s must be called from a host coroutine (a handler, a timer or host.spawn)",
                    fname);
@@ -136,8 +152,9 @@ static void task_release(task_t *t) {
     coroutine_give(L, t);
     track_del(&t->track);
     t->app->tasks_alive--;
-    if (nspare < SPARE_TASKS)
-        spare_tasks[nspare++] = t;
+    struct sched *s = t->app->sched;
+    if (s->nspare < SPARE_TASKS)
+        s->spare_tasks[s->nspare++] = t;
     else
         free(t);
 }
@@ -175,11 +192,12 @@ static void task_finish(task_t *t, int ok, int nres) {
 /* Resumes t's coroutine with nargs values and handles what it does next. Returns t if it
  * is still alive (waiting), NULL if it ended. */
 static task_t *task_run(task_t *t, int nargs) {
-    task_t *outer = running_task;
+    struct sched *s = t->app->sched;
+    task_t *outer = s->running;
     t->running = 1;
-    running_task = t;
+    s->running = t;
     int status = lua_resume(t->co, nargs);
-    running_task = outer;
+    s->running = outer;
     t->running = 0;
     if (status == LUA_YIELD && t->suspended) return t;
     if (status == LUA_YIELD && lua_gettop(t->co) >= 1 &&
@@ -209,11 +227,12 @@ static void task_track_close(tracked *tr) {
 
 task_t *sched_spawn(struct app *app, lua_State *L, int nargs, const char *label,
                     task_done_fn done, void *ud) {
-    task_t *t = nspare > 0 ? spare_tasks[--nspare] : xmalloc(sizeof *t);
+    struct sched *s = app->sched;
+    task_t *t = s->nspare > 0 ? s->spare_tasks[--s->nspare] : xmalloc(sizeof *t);
     memset(t, 0, sizeof *t);
+    t->app = app;
     lua_State *co = coroutine_take(L, t);
     lua_xmove(L, co, nargs + 1); /* the function and its arguments */
-    t->app = app;
     t->co = co;
     t->id = ++app->tasks_started;
     t->done = done;

@@ -46,9 +46,10 @@ task_t *sched_spawn(struct app *app, lua_State *L, int nargs, const char *label,
                     task_done_fn done, void *ud);
 
 /* The task running on L, or NULL when L is not a task's coroutine. */
-task_t *sched_current(lua_State *L);
+task_t *sched_current(struct app *app, lua_State *L);
 
-/* Like sched_current, but raises a Lua error naming fname when L is not a task. */
+/* Like sched_current, but raises a Lua error naming fname when L is not a task. Called by
+ * host C functions, whose upvalue 1 is the app (app_from). */
 task_t *sched_need(lua_State *L, const char *fname);
 
 /* Marks t as waiting on op; cancel(op) is called if the task is cancelled meanwhile. */
@@ -75,9 +76,9 @@ void sched_cancel(task_t *t);
 int sched_pack(lua_State *L, int n);
 int sched_push_packed(lua_State *L, int ref, lua_State *co);
 
+/* Makes app->sched and the trampoline (out of memory aborts, as every allocation does). */
 void sched_init(struct app *app);
-
-/* Lua: host.spawn(fn, ...) -> handle with :wait([timeout_ms]) */
-int sched_open(lua_State *L);
+/* Frees app->sched and its spare tasks; after lua_close, when no task can run again. */
+void sched_free(struct app *app);
 
 #endif

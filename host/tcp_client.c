@@ -11,6 +11,7 @@
 #include "frame.h"
 #include "hostobj.h"
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 #define CONN_MT "chathost.tcp"

@@ -8,6 +8,7 @@
 #include "alloc.h"
 #include "hostobj.h"
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 typedef struct sleep_op {

@@ -20,6 +20,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 #define LINE_MAX_DEFAULT 65536 /* read_line's max_bytes when none is given */
@@ -295,7 +296,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     if (tty.dirty) redraw();
 }
 
-static int tty_open(struct app *app) {
+static int open_stdin(struct app *app) {
     if (tty.opened || tty.eof) return 0; /* closed once: stays closed (eof) */
     tty.app = app;
     if (!tty.max_bytes) tty.max_bytes = LINE_MAX_DEFAULT;
@@ -338,7 +339,7 @@ static int l_read_line(lua_State *L) {
         if (max > 0 && tty.typed == 0) tty.max_bytes = (size_t)max;
     }
     task_t *t = sched_need(L, "host.tty.read_line");
-    if (tty_open(app) != 0) return luaL_error(L, "host.tty: stdin is neither a terminal nor a pipe");
+    if (open_stdin(app) != 0) return luaL_error(L, "host.tty: stdin is neither a terminal nor a pipe");
     if (tty.waiter) return luaL_error(L, "host.tty.read_line: another coroutine is reading");
     if (tty.qlen > 0) {
         char *line = tty.queue[tty.qhead];
@@ -413,7 +414,7 @@ static int l_close(lua_State *L) {
     return 0;
 }
 
-int tty_open_lua(lua_State *L) {
+int tty_open(lua_State *L) {
     static const luaL_Reg fns[] = {{"read_line", l_read_line}, {"print", l_print},
                                    {"is_tty", l_is_tty}, {"cancel", l_cancel},
                                    {"close", l_close}, {NULL, NULL}};

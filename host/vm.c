@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "log.h"
+#include "modules.h"
 #include "sched.h"
 
 extern const struct embedded_lua {
@@ -16,29 +17,6 @@ extern const struct embedded_lua {
     const unsigned char *data;
     size_t len;
 } embedded_lua[];
-
-int luaopen_cjson_safe(lua_State *L);
-int timer_open(lua_State *L);
-int crypto_open(lua_State *L);
-int redis_open(lua_State *L);
-int db_open(lua_State *L);
-int proc_open(lua_State *L);
-int reload_open(lua_State *L);
-int fs_open(lua_State *L);
-int harness_core_open(lua_State *L);
-int json_open(lua_State *L);
-int pb_open(lua_State *L);
-int grpc_open(lua_State *L);
-int mail_open(lua_State *L);
-int tcp_client_open(lua_State *L);
-int http_server_open(lua_State *L);
-int metrics_open(lua_State *L);
-int promise_open(lua_State *L);
-int http_client_open(lua_State *L);
-int tty_open_lua(lua_State *L);
-int frame_open(lua_State *L);
-int tcp_server_open(lua_State *L);
-int sessions_open(lua_State *L);
 
 const char *vm_tostring(lua_State *L, int idx, size_t *len) {
     idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
@@ -126,13 +104,20 @@ static void open_log(lua_State *L) {
 
 /* ---- the host table ------------------------------------------------------------------ */
 
-/* Calls open(L) with the app as upvalue on the stack and stores its result as host[name]. */
-static void attach(lua_State *L, struct app *app, const char *name, lua_CFunction open) {
+/* Calls m->open with the app on the stack and stores its result as host[m->name], or as
+ * host.a.b for the name "a.b" (host.a is attached before). The host table is on top. */
+static void attach(lua_State *L, struct app *app, const struct host_module *m) {
+    const char *dot = strchr(m->name, '.');
+    if (dot) {
+        lua_pushlstring(L, m->name, (size_t)(dot - m->name));
+        lua_gettable(L, -2);
+    } else {
+        lua_pushvalue(L, -1);
+    }
+    lua_pushcfunction(L, m->open);
     lua_pushlightuserdata(L, app);
-    lua_pushcfunction(L, open);
-    lua_pushvalue(L, -2);
     lua_call(L, 1, 1);
-    lua_setfield(L, -3, name);
+    lua_setfield(L, -2, dot ? dot + 1 : m->name);
     lua_pop(L, 1);
 }
 
@@ -230,31 +215,7 @@ static int l_ip(lua_State *L) {
 
 static void build_host_table(lua_State *L, struct app *app) {
     lua_newtable(L);
-    attach(L, app, "spawn", sched_open);
-    attach(L, app, "timer", timer_open);
-    attach(L, app, "crypto", crypto_open);
-    attach(L, app, "redis", redis_open);
-    attach(L, app, "db", db_open);
-    attach(L, app, "proc", proc_open);
-    attach(L, app, "scripts", reload_open);
-    attach(L, app, "fs", fs_open);
-    attach(L, app, "grpc", grpc_open);
-    attach(L, app, "mail", mail_open);
-    attach(L, app, "tcp", tcp_client_open);
-    attach(L, app, "http", http_server_open);
-    attach(L, app, "metrics", metrics_open);
-    attach(L, app, "promise", promise_open);
-    lua_getfield(L, -1, "http");
-    lua_pushlightuserdata(L, app);
-    http_client_open(L);
-    lua_setfield(L, -3, "request");
-    lua_pop(L, 2);
-    attach(L, app, "chat", tcp_server_open);
-    attach(L, app, "tty", tty_open_lua);
-    frame_open(L);
-    lua_setfield(L, -2, "frame");
-    sessions_open(L);
-    lua_setfield(L, -2, "sessions");
+    for (const struct host_module *m = host_modules; m->name; m++) attach(L, app, m);
     open_log(L);
     lua_setfield(L, -2, "log");
     lua_pushlightuserdata(L, app);
@@ -266,12 +227,10 @@ static void build_host_table(lua_State *L, struct app *app) {
     lua_getfield(L, -1, "now");
     lua_setfield(L, -3, "now");
     lua_pop(L, 1);
-    json_open(L);
+    lua_getfield(L, -1, "json");
     lua_getfield(L, -1, "null");
     lua_setfield(L, -3, "null");
-    lua_setfield(L, -2, "json");
-    pb_open(L);
-    lua_setfield(L, -2, "pb");
+    lua_pop(L, 1);
     lua_pushstring(L, app->role);
     lua_setfield(L, -2, "role");
     lua_pushstring(L, app->name);
@@ -307,4 +266,5 @@ int vm_open(struct app *app) {
 void vm_close(struct app *app) {
     if (app->L) lua_close(app->L);
     app->L = NULL;
+    sched_free(app);
 }

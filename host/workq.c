@@ -105,7 +105,7 @@ static void job_cancel(void *op) {
 }
 
 int workq_submit(lua_State *L, workq *q, workq_job *j, const char *fname) {
-    task_t *t = sched_current(L);
+    task_t *t = sched_current(q->app, L);
     if (!t) {
         j->release(j);
         return luaL_error(L, "%s must be called from a host coroutine (a handler, a timer or "

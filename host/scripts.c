@@ -1,6 +1,6 @@
-/* reload.c: host.scripts.open: the script generations of a role, the folder watchers with
+/* scripts.c: host.scripts.open: the script generations of a role, the folder watchers with
  * their debounce timer, and reload on demand. The loading itself is Lua (chathost.loader). */
-#include "reload.h"
+#include "scripts.h"
 
 #include <dirent.h>
 #include <lauxlib.h>
@@ -12,6 +12,7 @@
 #include "config.h"
 #include "hostobj.h"
 #include "log.h"
+#include "modules.h"
 
 #define LOADER_MT "chathost.scripts"
 #define MAX_WATCH 64
@@ -37,11 +38,6 @@ struct reloader {
     char last_error[1024];
 };
 
-static list_node reloaders = {&reloaders, &reloaders};
-static unsigned epoch; /* grows at every generation swapped in, of any reloader */
-
-unsigned reload_epoch(void) { return epoch; }
-
 static void handle_free(uv_handle_t *h) { free(h); }
 
 /* Loads a new generation. Returns 0 and swaps it in, or -1 (old generation kept). */
@@ -59,7 +55,7 @@ static int reload_once(reloader *r) {
     luaL_unref(L, LUA_REGISTRYINDEX, r->handlers_ref);
     r->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     r->generation++;
-    epoch++;
+    r->app->reload_epoch++;
     r->last_error[0] = '\0';
     lua_settop(L, top);
     return 0;
@@ -85,14 +81,12 @@ static void reload_logged(reloader *r, const char *why) {
                   r->generation, r->last_error);
 }
 
-void reload_all(struct app *app) {
-    for (list_node *n = reloaders.next; n != &reloaders; n = n->next) {
-        reloader *r = LIST_ENTRY(n, reloader, link);
-        if (r->app == app) reload_logged(r, "SIGHUP");
-    }
+void scripts_reload_all(struct app *app) {
+    for (list_node *n = app->reloaders.next; n != &app->reloaders; n = n->next)
+        reload_logged(LIST_ENTRY(n, reloader, link), "SIGHUP");
 }
 
-void reload_push_handlers(reloader *r, lua_State *L) {
+void scripts_push_handlers(reloader *r, lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->handlers_ref);
 }
 
@@ -197,9 +191,9 @@ static void reloader_free(hostobj *o) {
     free(r);
 }
 
-void reload_close_all(struct app *app) {
-    while (!list_empty(&reloaders))
-        hostobj_close(&LIST_ENTRY(reloaders.next, reloader, link)->obj);
+void scripts_close_all(struct app *app) {
+    while (!list_empty(&app->reloaders))
+        hostobj_close(&LIST_ENTRY(app->reloaders.next, reloader, link)->obj);
 }
 
 static reloader *check_loader(lua_State *L) {
@@ -268,7 +262,7 @@ static int l_open(lua_State *L) {
         free(r);
         return 2;
     }
-    list_push_back(&reloaders, &r->link);
+    list_push_back(&app->reloaders, &r->link);
     hostobj_init(app, &r->obj, "script watcher", reloader_close, reloader_free);
     if (watch) start_watching(r);
     hostobj_push(L, &r->obj, LOADER_MT);
@@ -276,7 +270,7 @@ static int l_open(lua_State *L) {
 }
 
 static int l_handlers(lua_State *L) {
-    reload_push_handlers(check_loader(L), L);
+    scripts_push_handlers(check_loader(L), L);
     return 1;
 }
 
@@ -312,10 +306,11 @@ static int l_stats(lua_State *L) {
     return 1;
 }
 
-int reload_open(lua_State *L) {
+int scripts_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"handlers", l_handlers}, {"reload", l_reload},
                                        {"stats", l_stats},       {"close", hostobj_l_close},
                                        {NULL, NULL}};
+    list_init(&((struct app *)lua_touserdata(L, -1))->reloaders);
     /* A dropped loader keeps serving (a role holds its handlers through C); it stops only
      * on close() or at shutdown. */
     hostobj_class(L, LOADER_MT, methods, NULL);

@@ -1,4 +1,4 @@
-/* tcp_server.c: host.chat.serve, the chat role's long connections. Frames (frame.c) are
+/* chat_server.c: host.chat.serve, the chat role's long connections. Frames (frame.c) are
  * handled one at a time per session, in order, each by the script's messages[id] in a
  * task of its own; a returned table is the reply (id + 1). Sessions are host objects: they
  * survive script reloads, and the uid -> session index lives here (host.sessions). Bounds:
@@ -12,9 +12,10 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "errors.h"
 #include "frame.h"
 #include "json.h"
-#include "reload.h"
+#include "scripts.h"
 #include "log.h"
 #include "metrics.h"
 #include "sched.h"
@@ -24,6 +25,7 @@
 #include "buf.h"
 #include "hostobj.h"
 #include "listen.h"
+#include "modules.h"
 
 #define SESSION_MT "chathost.session"
 #define SERVER_MT "chathost.chat_server"
@@ -97,7 +99,7 @@ struct chat_server {
     uv_timer_t sweep;
     int port;
     char name[32];
-    int handlers_ref, decode_ref, by_uid_ref;
+    int handlers_ref, by_uid_ref;
     int messages_ref;       /* the current generation's messages table, cached */
     unsigned messages_epoch;
     size_t max_body, queue_bytes;
@@ -119,7 +121,6 @@ struct chat_server {
     unsigned long refused;  /* connections turned away at max_connections */
 };
 
-static chat_server *current; /* host.sessions speaks of this process's chat server */
 
 static void session_process(session *s);
 static void session_close(session *s, const char *reason, int flush);
@@ -491,8 +492,12 @@ static void session_close(session *s, const char *reason, int flush) {
 
 /* ---- handling frames ------------------------------------------------------------------ */
 
-static void reply_error(session *s, uint16_t id, const char *body) {
-    session_send_raw(s, (uint16_t)(id + 1), body, strlen(body));
+/* Answers frame id with {"error":code}, and "field" naming the bad field when given. */
+static void reply_error(session *s, uint16_t id, enum host_error code, const char *field) {
+    char body[96];
+    int n = field ? snprintf(body, sizeof body, "{\"error\":%d,\"field\":\"%s\"}", code, field)
+                  : snprintf(body, sizeof body, "{\"error\":%d}", code);
+    session_send_raw(s, (uint16_t)(id + 1), body, (size_t)n);
 }
 
 /* Sends the table at idx as the reply to frame id (id + 1), encoded straight into the
@@ -503,12 +508,12 @@ static void send_reply(session *s, lua_State *co, uint16_t id, int idx) {
     if (!body) {
         log_error("chat: reply to %d cannot be encoded: %s", id, lua_tostring(co, -1));
         lua_pop(co, 1);
-        reply_error(s, id, "{\"error\":1019}");
+        reply_error(s, id, ERR_Internal, NULL);
         return;
     }
     if (len > FRAME_MAX_BODY) {
         log_error("chat: reply to %d is %zu bytes, above 65535: not sent", id, len);
-        reply_error(s, id, "{\"error\":1019}");
+        reply_error(s, id, ERR_Internal, NULL);
         return;
     }
     session_send_raw(s, (uint16_t)(id + 1), body, len);
@@ -526,7 +531,7 @@ static int frame_done(void *ud, task_t *t, int ok, int nres) {
     if (!ok) {
         const char *err = lua_tostring(co, -1);
         cancelled = err && strcmp(err, "cancelled") == 0;
-        if (s->state == S_OPEN && (!cancelled || s->timed_out)) reply_error(s, id, "{\"error\":1019}");
+        if (s->state == S_OPEN && (!cancelled || s->timed_out)) reply_error(s, id, ERR_Internal, NULL);
     } else if (nres >= 1 && lua_istable(co, -nres) && s->state == S_OPEN) {
         send_reply(s, co, id, lua_gettop(co) - nres + 1);
     }
@@ -538,10 +543,8 @@ static int frame_done(void *ud, task_t *t, int ok, int nres) {
 }
 
 /* Decodes the body into a table on L; 0 when it is not a JSON object. */
-static int decode_object(lua_State *L, chat_server *srv, const char *body, size_t len) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->decode_ref);
-    lua_pushlstring(L, body, len);
-    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
+static int decode_object(lua_State *L, const char *body, size_t len) {
+    if (json_decode(L, body, len) != 0 || !lua_istable(L, -1)) {
         lua_pop(L, 1);
         return 0;
     }
@@ -554,7 +557,7 @@ static int decode_object(lua_State *L, chat_server *srv, const char *body, size_
 
 /* Pushes the messages table of the current generation (read again after a reload). */
 static int push_messages(lua_State *L, chat_server *srv) {
-    if (srv->messages_ref != LUA_NOREF && srv->messages_epoch == reload_epoch()) {
+    if (srv->messages_ref != LUA_NOREF && srv->messages_epoch == srv->app->reload_epoch) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, srv->messages_ref);
         return 1;
     }
@@ -572,7 +575,7 @@ static int push_messages(lua_State *L, chat_server *srv) {
     luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
     lua_pushvalue(L, -1);
     srv->messages_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    srv->messages_epoch = reload_epoch();
+    srv->messages_epoch = srv->app->reload_epoch;
     return 1;
 }
 
@@ -635,9 +638,9 @@ static void handle_frame(session *s, uint16_t id, const char *body, size_t len) 
     }
     msg_stat st = msg_stats(srv, id);
     metric_add(st.count, 1);
-    if (!decode_object(L, srv, body, len)) {
+    if (!decode_object(L, body, len)) {
         lua_pop(L, 1);
-        reply_error(s, id, "{\"error\":1001}");
+        reply_error(s, id, ERR_Error_Json, NULL);
         return;
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->ud_ref);
@@ -706,7 +709,7 @@ static size_t take_frames(session *s, const uint8_t *data, size_t len) {
         if (st == FRAME_TOO_BIG) {
             log_warn("chat: %s announced a %u-byte body (limit %zu): closing", s->peer, f.len,
                      s->srv->max_body);
-            reply_error(s, f.id, "{\"error\":1016,\"field\":\"body_len\"}");
+            reply_error(s, f.id, ERR_InvalidParams, "body_len");
             session_close(s, "frame too large", 1);
             return len;
         }
@@ -787,16 +790,17 @@ static void refuse_closed_session(uv_handle_t *h) { free(h->data); }
 
 /* The answer a client turned away at max_connections reads before the close: the login
  * reply it is about to wait for, with 1018 (busy, safe to retry, through the gate). */
-static const char FULL_BODY[] = "{\"error\":1018,\"message\":\"chat server full\"}";
+static const char FULL_MESSAGE[] = "chat server full";
 
 static void refuse_connection(chat_server *srv, uv_stream_t *l) {
     uv_tcp_t *t = xmalloc(sizeof *t);
     uv_tcp_init(srv->app->loop, t);
     if (uv_accept(l, (uv_stream_t *)t) == 0) {
-        char frame[FRAME_HEADER + sizeof FULL_BODY];
-        frame_header((uint8_t *)frame, 1006, sizeof FULL_BODY - 1);
-        memcpy(frame + FRAME_HEADER, FULL_BODY, sizeof FULL_BODY - 1);
-        uv_buf_t b = uv_buf_init(frame, (unsigned)(FRAME_HEADER + sizeof FULL_BODY - 1));
+        char frame[FRAME_HEADER + 64];
+        int n = snprintf(frame + FRAME_HEADER, sizeof frame - FRAME_HEADER,
+                         "{\"error\":%d,\"message\":\"%s\"}", ERR_ServerBusy, FULL_MESSAGE);
+        frame_header((uint8_t *)frame, 1006, (uint16_t)n);
+        uv_buf_t b = uv_buf_init(frame, (unsigned)(FRAME_HEADER + (size_t)n));
         uv_try_write((uv_stream_t *)t, &b, 1); /* a fresh socket's buffer takes it, or never mind */
         if (srv->refused++ % 1000 == 0)
             log_warn("chat: %d connections (max_connections): refusing more (%lu so far)",
@@ -869,10 +873,9 @@ static void server_free(hostobj *o) {
     chat_server *srv = HOSTOBJ_OF(o, chat_server, obj);
     lua_State *L = srv->app->L;
     luaL_unref(L, LUA_REGISTRYINDEX, srv->handlers_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, srv->decode_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->by_uid_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
-    if (current == srv) current = NULL;
+    if (srv->app->chat == srv) srv->app->chat = NULL;
     free(srv);
 }
 
@@ -894,16 +897,6 @@ static void server_close(hostobj *o) {
     }
 }
 
-static int ref_json(lua_State *L, const char *fn) {
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_getfield(L, -1, "host");
-    lua_getfield(L, -1, "json");
-    lua_getfield(L, -1, fn); /* decode raises on bad input: called under our own pcall */
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 4);
-    return ref;
-}
 
 /* The open-file limit raised to its hard maximum (the soft default is often 1024), or -1
  * when it cannot be read. */
@@ -980,7 +973,7 @@ static int l_serve(lua_State *L) {
     hostobj_hold(&srv->obj); /* the listener and the sweep timer, until their close callbacks */
     hostobj_hold(&srv->obj);
     srv->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    srv->messages_ref = srv->decode_ref = srv->by_uid_ref = LUA_NOREF;
+    srv->messages_ref = srv->by_uid_ref = LUA_NOREF;
     int rc = listen_start(&srv->listener, fd, 4096, on_connection);
     if (rc != 0) {
         hostobj_close(&srv->obj);
@@ -988,7 +981,6 @@ static int l_serve(lua_State *L) {
         lua_pushfstring(L, "cannot listen on %s: %s", address, uv_strerror(rc));
         return 2;
     }
-    srv->decode_ref = ref_json(L, "decode");
     lua_newtable(L);
     srv->by_uid_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     unsigned char rnd[8];
@@ -1008,7 +1000,7 @@ static int l_serve(lua_State *L) {
     srv->m_slow = metrics_get(METRIC_COUNTER, "chathost_chat_slow_readers_total", labels,
                               "Sessions closed because they did not read their frames.");
     srv->unknown_msgs = msg_series(srv, "unknown");
-    current = srv;
+    app->chat = srv;
     hostobj_push(L, &srv->obj, SERVER_MT);
     return 1;
 }
@@ -1025,7 +1017,9 @@ static int l_server_index(lua_State *L) {
 
 /* ---- host.sessions ------------------------------------------------------------------- */
 
+/* host.sessions speaks of the process's chat server (the last one served, while open). */
 static int l_sessions_get(lua_State *L) {
+    chat_server *current = app_from(L)->chat;
     lua_Number uid = luaL_checknumber(L, 1);
     if (!current) return 0;
     push_by_uid(L, current);
@@ -1035,6 +1029,7 @@ static int l_sessions_get(lua_State *L) {
 }
 
 static int l_sessions_count(lua_State *L) {
+    chat_server *current = app_from(L)->chat;
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, current ? current->nconns : 0);
     lua_setfield(L, -2, "connected");
@@ -1048,6 +1043,7 @@ static int l_sessions_count(lua_State *L) {
 }
 
 static int l_sessions_list(lua_State *L) {
+    chat_server *current = app_from(L)->chat;
     lua_newtable(L);
     if (!current) return 1;
     int n = 0;
@@ -1061,7 +1057,7 @@ static int l_sessions_list(lua_State *L) {
 }
 
 /* host.chat = {serve=}, host.sessions = {get=, count=, list=} */
-int tcp_server_open(lua_State *L) {
+int chat_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"send", l_send}, {"close", l_close}, {"bind", l_bind},
                                        {"unbind", l_unbind}, {NULL, NULL}};
     static const luaL_Reg server_methods[] = {{"close", hostobj_l_close}, {NULL, NULL}};
@@ -1082,6 +1078,7 @@ int sessions_open(lua_State *L) {
     static const luaL_Reg fns[] = {{"get", l_sessions_get}, {"count", l_sessions_count},
                                    {"list", l_sessions_list}, {NULL, NULL}};
     lua_newtable(L);
-    luaL_setfuncs(L, fns, 0);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, fns, 1);
     return 1;
 }

@@ -1,4 +1,4 @@
-/* grpc_core.c: the completion-queue thread and the shutdown order of gRPC core: servers
+/* grpc_bridge.c: the completion-queue thread and the shutdown order of gRPC core: servers
  * shut down and are destroyed first; the queue shuts down only once no application call is
  * in flight (gRPC core fires the server's shutdown tag while the application still owns a
  * call awaiting its reply, and a batch started on a queue already shut down aborts the
@@ -15,8 +15,8 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "modules.h"
 
-void grpc_bridge_shutdown(struct app *app);
 
 static void cq_thread(void *arg) {
     struct grpc_bridge *b = arg;

@@ -77,7 +77,11 @@ end
 -- outage longer than alive_ttl_s, a restart, a flush): the sessions' presence is written
 -- again too.
 function M.report_load()
-    local ok, err = load.report()
+    local ok, err, db_err = load.report()
+    if db_err then
+        host.log.warn("MySQL does not answer (", db_err, "): announced as db_down, status ",
+            "sends no logins here")
+    end
     if not ok then
         host.log.warn("load report: ", tostring(err))
     elseif err and host.sessions.count().bound > 0 then

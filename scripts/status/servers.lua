@@ -54,7 +54,8 @@ local function decode_alive(names, res, wanted)
             if type(d) == "table" and d.host and d.port then
                 local load = tonumber(type(loads) == "table" and loads[i]) or 0
                 alive[#alive + 1] = { name = n, host = d.host, port = tostring(d.port), load = load,
-                    rpc = type(d.rpc) == "string" and d.rpc or nil, full = d.full == true }
+                    rpc = type(d.rpc) == "string" and d.rpc or nil, full = d.full == true,
+                    db_down = d.db_down == true }
             end
         end
     end
@@ -201,11 +202,12 @@ local function probed(servers)
 end
 
 -- Without the servers that announce they are full (at chat.max_connections: they refuse
--- new connections); all of them when every one is (their refusal, 1018, is the answer).
+-- new connections) or that their MySQL does not answer (db_down: a login would fail
+-- there); all of them when every one is (their refusal is the answer).
 local function with_room(servers)
     local out = {}
     for _, s in ipairs(servers) do
-        if not s.full then out[#out + 1] = s end
+        if not s.full and not s.db_down then out[#out + 1] = s end
     end
     if #out == 0 then return servers end
     return out

@@ -375,3 +375,31 @@ describe("chat servers seen by the status role", function()
         a:stop()
     end)
 end)
+
+describe("chat login token after a failed step", function()
+    local chat
+
+    -- presence.set fails once for a uid marked with spec_fail_set_<uid> (as a Redis error
+    -- would, after the token was used up)
+    local function fail_set_once(scripts)
+        util.edit_file(scripts .. "/chat/presence.lua", "\nfunction M%.set%(uid, session_id%)\n", [[%0
+    if host.redis.call("DEL", "spec_fail_set_" .. uid) == 1 then return nil, "spec failure" end
+]])
+    end
+
+    setup(function() chat = cluster.start_chat { copy_scripts = true, edit = fail_set_once } end)
+    teardown(function() chat:stop() end)
+
+    it("gives the token back, so the retry the error invites logs in with it", function()
+        local u = cluster.user()
+        assert(redis.call("SET", "spec_fail_set_" .. u.uid, "1"))
+        local c = assert(chat_client.connect(chat.port))
+        local r = assert(c:request(1005, { uid = u.uid, token = u.token }))
+        assert.equal(1019, r.error)
+        assert.equal(u.token, redis.call("GET", "utoken_" .. u.uid))
+        local again = assert(c:request(1005, { uid = u.uid, token = u.token }))
+        assert.equal(0, again.error)
+        assert.is_nil(redis.call("GET", "utoken_" .. u.uid)) -- used up by the login that succeeded
+        c:close()
+    end)
+end)

@@ -49,12 +49,8 @@ end
 
 local TOKEN_USED = "token used"
 
--- Runs holding the user's lock: -> true | nil, err (TOKEN_USED: another login took it)
-local function bind_locked(session, uid, token)
-    if session.closed then return nil, "closed" end
-    local consumed, terr = tokens.consume(uid, token)
-    if consumed == nil then return nil, terr end
-    if not consumed then return nil, TOKEN_USED end
+-- The steps after the token was used up: -> true | nil, err
+local function bind_presence(session, uid)
     local server, err = presence.where(uid)
     if err then return nil, err end
     if server and server ~= settings.name then kick_remote(server, uid) end
@@ -75,6 +71,25 @@ local function bind_locked(session, uid, token)
     if not bound then return nil, old end
     if old and old ~= session then kick_local(old, uid) end
     return true
+end
+
+-- Runs holding the user's lock: -> true | nil, err (TOKEN_USED: another login took it).
+-- The token is used up first (two logins with one token cannot both kick and bind), and
+-- given back when a later step fails: that login is answered 1018 or 1019, and a retry
+-- with the same token must be able to succeed.
+local function bind_locked(session, uid, token)
+    if session.closed then return nil, "closed" end
+    local left, terr = tokens.consume(uid, token)
+    if left == nil then return nil, terr end
+    if not left then return nil, TOKEN_USED end
+    local ok, err = bind_presence(session, uid)
+    if not ok and err ~= "closed" then
+        local restored, rerr = tokens.restore(uid, token, left)
+        if not restored then
+            host.log.warn("login uid=", uid, ": token not given back: ", tostring(rerr))
+        end
+    end
+    return ok, err
 end
 
 -- bind(session, uid, token) -> true | nil, reply

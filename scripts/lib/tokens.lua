@@ -23,11 +23,34 @@ function M.valid(uid, token)
     return stored ~= nil and host.crypto.constant_time_equal(stored, token)
 end
 
--- consume(uid, token) -> true (it was the token: now deleted) | false (gone, or another
--- one) | nil, err. A chat login uses its token up, so it cannot log in again later.
+-- KEYS: utoken_; ARGV: the token. Deletes it if it is the token: its time left in ms
+-- (0 when it had no TTL), or -1 when it was gone or another one.
+local CONSUME = [[
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local left = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+if left < 0 then return 0 end
+return left
+]]
+
+-- consume(uid, token) -> ms it had left (it was the token: now deleted) | false (gone, or
+-- another one) | nil, err. A chat login uses its token up, so it cannot log in again later.
 function M.consume(uid, token)
     if type(token) ~= "string" or token == "" then return false end
-    return redis_scripts.delete_if_equal({ keys.token(uid) }, token)
+    local left, err = host.redis.call("EVAL", CONSUME, 1, keys.token(uid), token)
+    if left == nil then return nil, err end
+    if left < 0 then return false end
+    return left
+end
+
+-- restore(uid, token, left_ms) -> true | nil, err: gives back a token that consume took,
+-- when the login that took it failed after all (1018, "safe to retry": the retry must find
+-- it), unless a newer one was issued meanwhile.
+function M.restore(uid, token, left_ms)
+    local res, err = host.redis.call("SET", keys.token(uid), token, "PX",
+        math.max(left_ms, 1000), "NX")
+    if res == nil and err then return nil, err end
+    return true
 end
 
 return M

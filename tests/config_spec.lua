@@ -52,11 +52,26 @@ describe("command line and config", function()
         assert_one_line_error(r, "redis%.pool_sise: unknown setting %(nearest known: redis%.pool_size%)")
     end)
 
-    it("rejects a half TLS setup: a certificate without its key, or without the CA", function()
+    it("rejects a half TLS setup, or TLS files it cannot read, in any role", function()
         local r = with_config('return { grpc = { tls = { cert_file = "c.pem" } } }')
         assert_one_line_error(r, "grpc%.tls: cert_file and key_file go together")
         r = with_config('return { grpc = { tls = { cert_file = "c.pem", key_file = "k.pem" } } }')
-        assert_one_line_error(r, "grpc%.tls%.ca_file: needed with cert_file")
+        assert_one_line_error(r, "grpc%.tls: ca_file and cert_file go together")
+        r = with_config('return { grpc = { tls = { ca_file = "ca.pem" } } }')
+        assert_one_line_error(r, "grpc%.tls: ca_file and cert_file go together")
+        -- the gate only dials: it used to start and fail every login later
+        r = with_config('return { grpc = { tls = { ca_file = "ca.pem", cert_file = "c.pem", '
+            .. 'key_file = "k.pem" } } }', { "gate" })
+        assert_one_line_error(r, "grpc%.tls%.cert_file: cannot read c%.pem")
+    end)
+
+    it("rejects a gRPC secret too short to be one (an empty one would turn the check off)", function()
+        local no_env = { CHATHOST_GRPC_SECRET = false } -- make test's would override the file
+        local r = with_config('return { grpc = { secret = "" } }', { "status" }, no_env)
+        assert_one_line_error(r, "grpc%.secret: 0 characters, at least 16")
+        r = with_config('return { grpc = { secret = "' .. ("s"):rep(15) .. '" } }', { "status" },
+            no_env)
+        assert_one_line_error(r, "grpc%.secret: 15 characters")
     end)
 
     it("rejects an unknown top-level key (a misspelt section), naming the nearest", function()

@@ -397,22 +397,39 @@ local function resolve_self(cfg, role, name)
     return merged
 end
 
--- Deadlines along one request nest (the callee gives up first): verify keeps
--- verify.reply_margin_ms of its caller's deadline to answer after a failed mail, so the
--- gate's deadline for verify must be longer, or no mail could ever be sent.
--- grpc.tls is all or nothing for a process: a certificate needs its key, and a server
--- that presents one is dialled by clients with the same config, which dial TLS only when
--- they have the CA (without it every call between roles would fail).
+-- grpc.tls is all or nothing for a process: a certificate needs its key, and clients with
+-- the same config dial TLS exactly when they have the CA, so the CA and the certificate go
+-- together (either alone, every call between roles would fail). The files must be
+-- readable now, in every role (the gate only dials: it would fail each login later).
 local function check_tls(cfg)
     local t = cfg.grpc.tls
     if (t.cert_file == nil) ~= (t.key_file == nil) then
         error("grpc.tls: cert_file and key_file go together", 0)
     end
-    if t.cert_file and not t.ca_file then
-        error("grpc.tls.ca_file: needed with cert_file (clients dial TLS only with the CA)", 0)
+    if (t.cert_file == nil) ~= (t.ca_file == nil) then
+        error("grpc.tls: ca_file and cert_file go together (clients dial TLS only with the CA, "
+            .. "servers serve it only with a certificate)", 0)
+    end
+    for _, key in ipairs({ "cert_file", "key_file", "ca_file" }) do
+        local f = t[key] and io.open(t[key], "rb")
+        if t[key] and not f then error(("grpc.tls.%s: cannot read %s"):format(key, t[key]), 0) end
+        if f then f:close() end
     end
 end
 
+-- A secret that is set must be worth the name: an empty one would turn the check off.
+local MIN_SECRET = 16
+local function check_secret(cfg)
+    local s = cfg.grpc.secret
+    if s ~= nil and #s < MIN_SECRET then
+        error(("grpc.secret: %d characters, at least %d (or leave it unset)"):format(#s,
+            MIN_SECRET), 0)
+    end
+end
+
+-- Deadlines along one request nest (the callee gives up first): verify keeps
+-- verify.reply_margin_ms of its caller's deadline to answer after a failed mail, so the
+-- gate's deadline for verify must be longer, or no mail could ever be sent.
 local function check_nesting(cfg)
     local key = cfg.gate.accounts.rpc_timeout_ms and "gate.accounts.rpc_timeout_ms"
         or "grpc.deadline_ms"
@@ -531,6 +548,7 @@ function M.load(path, role, name)
     check_ports(cfg)
     check_nesting(cfg)
     check_tls(cfg)
+    check_secret(cfg)
     cfg.self = resolve_self(cfg, role, name)
     return cfg
 end

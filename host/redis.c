@@ -76,6 +76,8 @@ struct redis_client {
     list_node waiting; /* requests held while the first connections come up */
     int starting;      /* no connection was ready yet and none failed */
     int outage;        /* a failure was logged and nothing recovered since */
+    int lost;          /* in this outage a connection was lost or refused (not only a
+                        * slow command): the server may have restarted empty */
     int config_logged; /* a handshake error was logged in this outage */
     uint64_t outage_since;
     uint64_t busy_logged_at;
@@ -433,7 +435,8 @@ static void client_note_ready(redis_client *c) {
              (unsigned long long)(uv_now(c->app->loop) - c->outage_since));
     c->outage = 0;
     c->config_logged = 0;
-    run_on_reconnect(c);
+    if (c->lost) run_on_reconnect(c); /* a command timeout alone says nothing about the data */
+    c->lost = 0;
 }
 
 /* ---- connections ----------------------------------------------------------------------- */
@@ -491,6 +494,7 @@ static void conn_lost(redis_conn *conn, redisAsyncContext *ac) {
     snprintf(msg, sizeof msg, "redis %s", err);
     ac->data = NULL;
     conn->ac = NULL;
+    conn->client->lost = 1;
     conn_wait_retry(conn);
     conn_answer_all(conn, err, msg, 0, 0);
 }
@@ -499,6 +503,7 @@ static void conn_lost(redis_conn *conn, redisAsyncContext *ac) {
 static void conn_failed(redis_conn *conn) {
     char err[160];
     snprintf(err, sizeof err, "%s", conn->error);
+    conn->client->lost = 1;
     conn_wait_retry(conn);
     conn_answer_all(conn, err, err, 0, 0);
 }
@@ -1065,7 +1070,8 @@ static void push_stats(lua_State *L, redis_client *c, long long pool_size) {
 }
 
 /* on_reconnect(fn | nil): fn runs in a task of its own each time the default client is
- * connected again after an outage (not at its first connect); nil removes it. One function
+ * connected again after an outage in which a connection was lost or refused (not after
+ * command timeouts alone, nor at its first connect); nil removes it. One function
  * per process, kept by the host: it outlives script reloads. */
 static int l_on_reconnect(lua_State *L) {
     struct redis_pool *p = app_from(L)->redis;

@@ -118,3 +118,46 @@ describe("status after Redis restarted", function()
         srv:stop()
     end)
 end)
+
+describe("host.redis.on_reconnect", function()
+    timeout(30000)
+
+    it("runs after a lost connection, not after commands that only timed out", function()
+        local srv = rs.start {}
+        local dir = assert(host.fs.mkdtemp("onreconnect"))
+        -- a process that pings its Redis every 50 ms and says when on_reconnect runs
+        assert(host.fs.write(dir .. "/ping.lua", [[
+local host = require "host"
+host.redis.on_reconnect(function() print("on_reconnect ran") io.stdout:flush() end)
+print("ready") io.stdout:flush()
+for _ = 1, 400 do
+    host.redis.call("PING")
+    host.timer.sleep(50)
+end
+]]))
+        local p = assert(host.proc.spawn({ util.bin(), "exec", dir .. "/ping.lua" }, {
+            stdout = "capture", stderr = "capture",
+            env = { CHATHOST_REDIS_PORT = tostring(srv.port), CHATHOST_LOG_LEVEL = "info" } }))
+        local function out() return (p:output()) end
+        local function stderr() return select(2, p:output()) end
+        assert(util.wait_until(function() return out():find("ready", 1, true) end, 5000, "ready"))
+        -- a stopped server: commands time out, the connection is broken and made again
+        srv:pause()
+        assert(util.wait_until(function() return stderr():find("timeout", 1, true) end, 5000,
+            "a command timeout"))
+        srv:resume()
+        assert(util.wait_until(function() return stderr():find("connected again", 1, true) end,
+            5000, "the client back"))
+        host.timer.sleep(300) -- several pings after it: on_reconnect would have run by now
+        assert.is_nil(out():find("on_reconnect ran", 1, true))
+        -- a server killed and started again (empty): the connection was lost
+        srv:kill()
+        srv:restart()
+        assert(util.wait_until(function() return out():find("on_reconnect ran", 1, true) end,
+            5000, "on_reconnect after the restart"))
+        p:kill("TERM")
+        p:wait()
+        srv:stop()
+        host.fs.rmtree(dir)
+    end)
+end)

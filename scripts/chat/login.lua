@@ -5,6 +5,10 @@
 -- login wins: the user's session on another server is kicked through that server's
 -- ChatService.NotifyKickUser, presence is written, the session is bound, and an older
 -- session on this server gets 1021 and is closed. No lock in time: 1018, nothing bound.
+-- At most chat.login_concurrency logins are in progress at once; the others wait their turn
+-- (up to chat.login_wait_ms, then 1018): a storm of thousands of logins is served at the
+-- rate Redis and MariaDB answer instead of queueing all of them at once for the pools and
+-- the lock, where most would run out of time and get 1018.
 -- Pushes that reach the session once it is bound wait for this reply (session:bind holds
 -- them in the host), so the client hears of its login before anything else.
 -- The reply carries the user's own profile (e-mail included, never the password hash),
@@ -22,6 +26,7 @@ local push = require "chat.push"
 local fit = require "chat.fit"
 local reply = require "chat.reply"
 local settings = require "chat.settings"
+local admission = require "lib.admission"
 
 local MSG = 1005
 
@@ -112,9 +117,8 @@ local function login_reply(user, token)
     return rsp
 end
 
-return function(session, body)
-    local f, bad = request.read(session, body, FIELDS)
-    if not f then return bad end
+local function login(session, f)
+    if session.closed then return { error = errors.ServerBusy } end -- left while it waited
     local uid = f.uid
     if session.uid and session.uid ~= uid then
         return { error = errors.PermissionDenied, field = "uid" }
@@ -131,5 +135,23 @@ return function(session, body)
     local ok, failed = bind(session, uid, f.token)
     if not ok then return failed end
     host.log.info("login uid=", uid, " session=", session.id, " peer=", tostring(session.peer))
+    return rsp
+end
+
+-- A slot not released within the handler deadline belonged to a cancelled handler.
+local turns = admission.new(settings.login_concurrency, settings.handler_timeout_ms,
+    function(waiting)
+        host.metrics.set("chathost_chat_logins_waiting", waiting, nil,
+            "1005 logins waiting for their turn (chat.login_concurrency are in progress)")
+    end)
+
+return function(session, body)
+    local f, bad = request.read(session, body, FIELDS)
+    if not f then return bad end
+    local slot = turns:acquire(settings.login_wait_ms)
+    if not slot then return reply.failed(MSG, "turn to log in", "busy") end
+    local ok, rsp = pcall(login, session, f)
+    turns:release(slot)
+    if not ok then error(rsp, 0) end
     return rsp
 end

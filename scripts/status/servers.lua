@@ -196,6 +196,9 @@ end
 -- Without the servers that announce they are full (at chat.max_connections: they refuse
 -- new connections); all of them when every one is (their refusal, 1018, is the answer).
 local function with_room(servers)
+    local full = false
+    for _, s in ipairs(servers) do full = full or s.full end
+    if not full then return servers end -- the usual case: no copy per call
     local out = {}
     for _, s in ipairs(servers) do
         if not s.full then out[#out + 1] = s end

@@ -115,6 +115,10 @@ return {
         batch_window_ms = 2, batch_max = 64, -- group commit of chat messages
         dedupe_window_s = 86400,            -- a 1017 item resent within this long (same fromuid and
                                             -- unique_id) answers the first message_id, stored once
+        login_concurrency = 32,             -- logins in progress at once: a storm of logins is
+                                            -- admitted at the rate the stores serve it
+        login_wait_ms = 20000,              -- a login waiting for its turn longer: 1018 (keep it
+                                            -- under handler_timeout_ms)
         handler_timeout_ms = 30000,         -- a message handler running longer: cancelled, 1019
         push_timeout_ms = 2000,             -- a push through a peer chat server gives up
         push_queue_max = 2,                 -- a session's pushes waiting for one peer: then it waits too

@@ -64,6 +64,8 @@ typedef struct redis_conn {
     int handshake_left;
     int had_failure; /* failed since it was last ready */
     char error[128]; /* why the connect failed (CONN_FAILED) */
+    const void *overdue;       /* the request found overdue once (with its deadline): its */
+    uint64_t overdue_deadline; /* reply may be unread in the socket, see conn_watchdog */
 } redis_conn;
 
 struct redis_client {
@@ -637,13 +639,24 @@ static void handshake_reply(redis_conn *conn, redis_req *r, const redisReply *re
     if (--conn->handshake_left == 0) conn_ready(conn);
 }
 
-/* The command watchdog: the oldest request on the connection is overdue -> broken. */
+/* The command watchdog: the oldest request on the connection is overdue -> broken. But
+ * libuv runs timers before it polls: after a loop iteration that ran longer than the
+ * command timeout (a busy process on a loaded machine), the reply may be in the socket
+ * unread. So an overdue request is given one poll first (the timer fires again after it)
+ * and the connection is broken only when that request is still waiting then; otherwise
+ * one slow iteration failed every command on the connection at once. */
 static void conn_watchdog(redis_conn *conn) {
     if (list_empty(&conn->pending)) return;
     redis_req *head = LIST_ENTRY(conn->pending.next, redis_req, link);
     uint64_t now = uv_now(conn->client->app->loop);
     if (head->deadline > now) {
         conn_arm(conn, head->deadline - now);
+        return;
+    }
+    if (conn->overdue != head || conn->overdue_deadline != head->deadline) {
+        conn->overdue = head;
+        conn->overdue_deadline = head->deadline;
+        conn_arm(conn, 1);
         return;
     }
     conn_break(conn, "timeout", 0);

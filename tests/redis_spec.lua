@@ -345,6 +345,29 @@ describe("host.redis", function()
             assert.is_true(c:stats().timeouts >= 1)
         end)
 
+        it("reads a reply that came while the loop was busy past the timeout before giving up",
+        function()
+            local c = client({ port = srv.port, command_timeout_ms = 300 })
+            assert.equal("PONG", c:call("PING"))
+            -- the server holds the reply 100 ms; meanwhile a task resumed by another reply
+            -- (in the loop's poll phase, as a server's handlers run) keeps the loop busy for
+            -- 1.5 s, so at the next iteration the reply waits unread in the socket past its
+            -- deadline when the timers run
+            local h = host.spawn(function()
+                return c:call("EVAL", "local t = redis.call('TIME') local t0 = t[1] * 1e6 + t[2] "
+                    .. "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - t0 > 100000 "
+                    .. "return 'done'", 0)
+            end)
+            local busy = host.spawn(function()
+                assert.equal("PONG", redis.call("PING")) -- the shared server: answers at once
+                local t0 = host.timer.monotonic()
+                while host.timer.monotonic() - t0 < 1500 do end
+            end)
+            assert.is_true((busy:wait()))
+            assert.same({ true, "done" }, { h:wait() })
+            assert.equal(0, c:stats().timeouts)
+        end)
+
         it("drops the replies of cancelled calls", function()
             local core = require "chathost.harness_core" -- run(fn, ms): cancels fn's task at ms
             local k = new_key("cancel")

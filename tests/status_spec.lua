@@ -58,6 +58,24 @@ describe("status role", function()
         assert.truthy(seen["8090"] and seen["8091"])
     end)
 
+    it("counts the users it sent to a server since its last load report", function()
+        -- a storm of logins between two reports: on the reported loads alone all 8 would go
+        -- to storm_a
+        alive("storm_a", 8092)
+        alive("storm_b", 8093)
+        redis.call("HSET", "logincount", "storm_a", 100, "storm_b", 104)
+        local n = { ["8092"] = 0, ["8093"] = 0 }
+        for i = 1, 8 do
+            local port = pick(2000 + i).port
+            n[port] = n[port] + 1
+        end
+        assert.same({ ["8092"] = 6, ["8093"] = 2 }, n)
+        -- a new report is the load from then on
+        redis.call("HSET", "logincount", "storm_a", 106, "storm_b", 100)
+        assert.equal("8093", pick().port)
+        redis.call("DEL", "chatserver_storm_a", "chatserver_storm_b")
+    end)
+
     it("never picks a server whose liveness key expired", function()
         alive("chat1", 8090)
         alive("chat2", 8091, 1)

@@ -4,7 +4,12 @@
 -- expires after status.token_ttl_s). Then, holding lock:lock_<uid>, the last
 -- login wins: the user's session on another server is kicked through that server's
 -- ChatService.NotifyKickUser, presence is written, the session is bound, and an older
--- session on this server gets 1021 and is closed. No lock in time: 1018, nothing bound.
+-- session on this server gets 1021 and is closed. No lock in time: 1018, nothing bound; a
+-- store failing in the reads before it (token, user, lists): 1018 too, nothing used up.
+-- At most chat.login_concurrency logins are in progress at once; the others wait their turn
+-- (up to chat.login_wait_ms, then 1018): a storm of thousands of logins is served at the
+-- rate Redis and MariaDB answer instead of queueing all of them at once for the pools and
+-- the lock, where most would run out of time and get 1018.
 -- Pushes that reach the session once it is bound wait for this reply (session:bind holds
 -- them in the host), so the client hears of its login before anything else.
 -- The reply carries the user's own profile (e-mail included, never the password hash),
@@ -23,6 +28,7 @@ local fit = require "chat.fit"
 local reply = require "chat.reply"
 local settings = require "chat.settings"
 local msgids = require "lib.msgids"
+local admission = require "lib.admission"
 
 local MSG = msgids.LOGIN
 
@@ -104,6 +110,12 @@ local function bind(session, uid, token)
     return true
 end
 
+-- A read before anything of the login happened failed (Redis or MySQL down, timed out,
+-- a connection lost): 1018 whatever the error, as retrying cannot do harm.
+local function read_failed(what, err)
+    return reply.failed(MSG, what .. " (" .. tostring(err) .. ")", "busy")
+end
+
 -- The reply: profile, then applications (at most a quarter of the room) and friends, each
 -- cut to what fits and marked "<list>_more" when cut.
 local function login_reply(user, token)
@@ -111,9 +123,9 @@ local function login_reply(user, token)
         icon = user.icon, sex = user.sex, desc = user.desc, email = user.email, token = token,
         apply_list = host.json.array {}, friend_list = host.json.array {} }
     local applies, err = friends.applications(user.uid, settings.apply_list_max)
-    if not applies then return reply.failed(MSG, "apply list", err) end
+    if not applies then return read_failed("apply list", err) end
     local list, ferr = friends.list(user.uid, settings.friend_list_max + 1)
-    if not list then return reply.failed(MSG, "friend list", ferr) end
+    if not list then return read_failed("friend list", ferr) end
     local room = fit.budget(rsp)
     local n, used = fit.count(applies, math.floor(room / 4))
     rsp.apply_list = fit.head(applies, n)
@@ -129,18 +141,17 @@ local function login_reply(user, token)
     return rsp
 end
 
-return function(session, body)
-    local f, bad = request.read(session, body, FIELDS)
-    if not f then return bad end
+local function login(session, f)
+    if session.closed then return { error = errors.ServerBusy } end -- left while it waited
     local uid = f.uid
     if session.uid and session.uid ~= uid then
         return { error = errors.PermissionDenied, field = "uid" }
     end
     local valid, terr = tokens.valid(uid, f.token)
-    if valid == nil then return reply.failed(MSG, "token check", terr) end
+    if valid == nil then return read_failed("token check", terr) end
     if not valid then return { error = errors.TokenInvalid } end
     local user, uerr = users.by_uid(uid)
-    if uerr then return reply.failed(MSG, "user", uerr) end
+    if uerr then return read_failed("user", uerr) end
     if not user then return { error = errors.UidInvalid } end
     local rsp = login_reply(user, f.token) -- before binding: a failure here binds nothing
     if rsp.error ~= errors.Success then return rsp end
@@ -148,5 +159,24 @@ return function(session, body)
     local ok, failed = bind(session, uid, f.token)
     if not ok then return failed end
     host.log.info("login uid=", uid, " session=", session.id, " peer=", tostring(session.peer))
+    return rsp
+end
+
+-- A slot not released within the handler deadline belonged to a cancelled handler.
+local turns = admission.kept("chat.login.turns.v1", settings.login_concurrency,
+    settings.handler_timeout_ms,
+    function(waiting)
+        host.metrics.set("chathost_chat_logins_waiting", waiting, nil,
+            "1005 logins waiting for their turn (chat.login_concurrency are in progress)")
+    end)
+
+return function(session, body)
+    local f, bad = request.read(session, body, FIELDS)
+    if not f then return bad end
+    local slot = turns:acquire(settings.login_wait_ms)
+    if not slot then return reply.failed(MSG, "turn to log in", "busy") end
+    local ok, rsp = pcall(login, session, f)
+    turns:release(slot)
+    if not ok then error(rsp, 0) end
     return rsp
 end

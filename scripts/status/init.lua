@@ -27,6 +27,29 @@ local function choose(alive, tie)
     return least_loaded.choose(alive, tie)
 end
 
+-- Users sent to each server since its reported load last changed: name -> {base=, n=}.
+-- A chat server reports its logged-in users every chat.report_interval_ms (5 s); during a
+-- storm of logins (thousands a second) a choice on the reported loads alone would send
+-- every user of those seconds to the one server that looked least loaded. So the load the
+-- policy sees is the reported one plus the users sent there since that report (kept
+-- across hot reloads).
+local sent = host.keep("status.sent.v1")
+
+-- Sets s.load of each server of alive to its estimate; a view object keeps its reported
+-- load in s.reported.
+local function estimate(alive)
+    for _, s in ipairs(alive) do
+        local reported = s.reported
+        if not reported then reported = s.load; s.reported = reported end
+        local e = sent[s.name]
+        if not e or e.base ~= reported then
+            e = { base = reported, n = 0 }
+            sent[s.name] = e
+        end
+        s.load = reported + e.n
+    end
+end
+
 M["StatusService.GetChatServer"] = function(req)
     if not validate.uid(req.uid) then return { error = errors.UidInvalid } end
     local alive, tie = servers.live()
@@ -34,11 +57,13 @@ M["StatusService.GetChatServer"] = function(req)
         host.log.warn("GetChatServer: redis: ", tie)
         return { error = errors.RPCFailed }
     end
+    estimate(alive)
     local s = #alive > 0 and choose(alive, tie)
     if not s then
         host.log.warn("GetChatServer: no live chat server")
         return { error = errors.RPCFailed }
     end
+    sent[s.name].n = sent[s.name].n + 1
     local token, err = tokens.issue(req.uid, host.config.self.token_ttl_s)
     if not token then
         host.log.warn("GetChatServer: redis: ", err)

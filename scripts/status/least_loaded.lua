@@ -5,16 +5,23 @@ local M = {}
 
 -- choose(servers, tie) -> one of servers (nil when there are none); see status.policy.
 function M.choose(servers, tie)
-    local best, candidates = math.huge, {}
+    -- two passes and no table: this runs on every GetChatServer, over every live server
+    local best, ties = math.huge, 0
     for _, s in ipairs(servers) do
         if s.load < best then
-            best, candidates = s.load, { s }
+            best, ties = s.load, 1
         elseif s.load == best then
-            candidates[#candidates + 1] = s
+            ties = ties + 1
         end
     end
-    if #candidates == 0 then return nil end
-    return candidates[(tie % #candidates) + 1]
+    if ties == 0 then return nil end
+    local k = tie % ties
+    for _, s in ipairs(servers) do
+        if s.load == best then
+            if k == 0 then return s end
+            k = k - 1
+        end
+    end
 end
 
 return M

@@ -205,6 +205,9 @@ end
 -- new connections) or that their MySQL does not answer (db_down: a login would fail
 -- there); all of them when every one is (their refusal is the answer).
 local function with_room(servers)
+    local full = false
+    for _, s in ipairs(servers) do full = full or s.full end
+    if not full then return servers end -- the usual case: no copy per call
     local out = {}
     for _, s in ipairs(servers) do
         if not s.full and not s.db_down then out[#out + 1] = s end

@@ -204,20 +204,22 @@ end
 -- Without the servers that announce they are full (at chat.max_connections: they refuse
 -- new connections) or that their MySQL does not answer (db_down: a login would fail
 -- there); all of them when every one is (their refusal is the answer).
+local function usable(s) return not s.full and not s.db_down end
+
 local function with_room(servers)
-    local full = false
-    for _, s in ipairs(servers) do full = full or s.full end
-    if not full then return servers end -- the usual case: no copy per call
+    local all = true
+    for _, s in ipairs(servers) do all = all and usable(s) end
+    if all then return servers end -- the usual case: no copy per call
     local out = {}
     for _, s in ipairs(servers) do
-        if not s.full and not s.db_down then out[#out + 1] = s end
+        if usable(s) then out[#out + 1] = s end
     end
     if #out == 0 then return servers end
     return out
 end
 
 -- live() -> alive, tie | nil, err. alive: the live servers sorted by name (without those
--- their probes leave out, and those that are full); tie: a counter that grows by one per
+-- their probes leave out, and those full or without MySQL); tie: a counter that grows by one per
 -- call, for the policy's tie-breaks.
 function M.live()
     tie = tie + 1

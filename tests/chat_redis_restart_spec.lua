@@ -22,15 +22,16 @@ describe("chat servers after Redis lost its keys", function()
         return c
     end
 
-    -- A private Redis, two chat servers on it, a on the first and b on the second.
-    local function start_system()
+    -- A private Redis, two chat servers on it (reporting every report_ms), a on the first
+    -- and b on the second.
+    local function start_system(report_ms)
         srv = rs.start {}
         r = host.redis.new { host = "127.0.0.1", port = srv.port, pool_size = 1 }
         local env = { CHATHOST_REDIS_PORT = tostring(srv.port) }
         chats = {}
         for i = 1, 2 do
             chats[i] = cluster.start_chat { env = env, redis = r,
-                chat = { report_interval_ms = 300 } }
+                chat = { report_interval_ms = report_ms } }
         end
         a, b = cluster.user(), cluster.user()
         thread = cluster.befriend(a, b)
@@ -39,12 +40,15 @@ describe("chat servers after Redis lost its keys", function()
     end
 
     local function stop_system()
-        ca:close()
-        cb:close()
-        for _, c in ipairs(chats) do c:stop() end
-        r:close()
-        srv:stop()
+        if ca then ca:close() end
+        if cb then cb:close() end
+        for _, c in ipairs(chats or {}) do c:stop() end
+        if r then r:close() end
+        if srv then srv:stop() end
+        srv, r, chats, ca, cb = nil, nil, nil, nil, nil
     end
+
+    after_each(stop_system) -- also when an assertion failed half-way
 
     local function presence_back()
         assert(util.wait_until(function()
@@ -65,21 +69,20 @@ describe("chat servers after Redis lost its keys", function()
     end
 
     it("writes presence and liveness again when Redis restarts empty", function()
-        start_system()
+        -- reports a minute apart: only host.redis.on_reconnect can bring them back in time
+        start_system(60000)
         text_is_pushed("before the restart")
         srv:kill()
         srv:restart()
         presence_back()
         text_is_pushed("after the restart")
-        stop_system()
     end)
 
     it("writes them again when the keys are flushed while the connection stays", function()
-        start_system()
+        start_system(300)
         assert.equal("OK", r:call("FLUSHALL"))
         presence_back() -- the next load report finds its liveness key gone
         text_is_pushed("after the flush")
-        stop_system()
     end)
 end)
 

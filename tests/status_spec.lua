@@ -148,7 +148,9 @@ return M
         .. "returns no server", function()
         alive("chat1", 8090)
         alive("chat2", 8091)
-        redis.call("HSET", "logincount", "chat1", 9, "chat2", 1)
+        -- far apart: each pick adds a user to chat2's estimated load (users sent since its
+        -- last report), and the loop below picks many times
+        redis.call("HSET", "logincount", "chat1", 1000000, "chat2", 1)
         local path = status.scripts .. "/status/policy.lua"
         local original = assert(host.fs.read(path))
         local log_before = #status:log()

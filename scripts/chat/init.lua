@@ -5,6 +5,7 @@
 -- on_close cleans up presence, start/stop announce and withdraw the server, and the
 -- ChatService handlers take pushes from the other chat servers.
 local host = require "host"
+local current = require "lib.current"
 local errors = require "lib.errors"
 local request = require "chat.request"
 local presence = require "chat.presence"
@@ -116,18 +117,11 @@ function M.on_capacity(full)
     end
 end
 
--- The host keeps one function across reloads: it calls the current generation's.
-local function current_handler(name)
-    return function()
-        local current = host.handlers()
-        if current[name] then current[name]() end
-    end
-end
 
 function M.start()
     M.report_load()
-    host.timer.every(settings.report_interval_ms, current_handler("report_load"))
-    host.redis.on_reconnect(current_handler("redis_reconnected"))
+    host.timer.every(settings.report_interval_ms, current("report_load"))
+    host.redis.on_reconnect(current("redis_reconnected"))
     host.log.info("chat server ", tostring(settings.name), " announced (rpc ",
         settings.rpc_address, ")")
 end

@@ -1,6 +1,7 @@
 -- The status role (StatusService): sends each user to a live chat server chosen by
 -- status.policy and issues the login token the chat server will check.
 local host = require "host"
+local current = require "lib.current"
 local errors = require "lib.errors"
 local validate = require "lib.validate"
 local tokens = require "lib.tokens"
@@ -95,16 +96,10 @@ function M.redis_reconnected()
 end
 
 function M.start()
-    host.redis.on_reconnect(function()
-        local current = host.handlers()
-        if current.redis_reconnected then current.redis_reconnected() end
-    end)
+    host.redis.on_reconnect(current("redis_reconnected"))
     local every = host.config.self.probe_interval_ms
     if every == 0 then return end
-    host.timer.every(every, function()
-        local current = host.handlers()
-        if current.probe then current.probe() end
-    end)
+    host.timer.every(every, current("probe"))
 end
 
 return M

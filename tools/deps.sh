@@ -13,6 +13,7 @@ PKGS=(
   tmux
   iproute2 procps # ss, pgrep and ps: tools/run.sh checks that each role listens; ip, tc and
                   # sysctl: tests/netns_spec.lua builds a network of namespaces
+  openssl         # tests/grpc_auth_spec.lua makes the certificates of its TLS links
 )
 
 missing=()

@@ -283,18 +283,8 @@ describe("chat server", function()
         -- Counted as libuv's test-tcp-close.c does: every TCP handle is closed in the end,
         -- and the session object still answers once its server is gone.
         local function tcp() return host.stats().handles.tcp or 0 end
-        -- The count once earlier tests' connections have finished closing: the same in
-        -- five samples 20 ms apart (a loaded machine runs their close callbacks late).
-        local function baseline()
-            local last, same = tcp(), 0
-            assert(util.wait_until(function()
-                local now = tcp()
-                same = now == last and same + 1 or 0
-                last = now
-                return same >= 5
-            end, 5000, "a steady handle count", 20))
-            return last
-        end
+        -- The count once earlier tests' connections have finished closing.
+        local function baseline() return util.steady(tcp, "a steady handle count") end
 
         it("frees the server only after the handles of its closed sessions", function()
             local before = baseline()

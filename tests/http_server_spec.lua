@@ -334,15 +334,8 @@ describe("http server", function()
         local util = require "helpers.util"
         local function tcp() return host.stats().handles.tcp or 0 end
         assert(util.wait_until(function() return server.connections == 0 end, 3000))
-        -- the count once earlier tests' connections have finished closing: the same in five
-        -- samples 20 ms apart (a loaded machine runs their close callbacks late)
-        local before, same = tcp(), 0
-        assert(util.wait_until(function()
-            local now = tcp()
-            same = now == before and same + 1 or 0
-            before = now
-            return same >= 5
-        end, 5000, "a steady handle count", 20))
+        -- the count once earlier tests' connections have finished closing
+        local before = util.steady(tcp, "a steady handle count")
         -- a connection that sends nothing is closed by the first-byte deadline
         local s2 = assert(host.http.serve { address = "127.0.0.1:0", name = "spec2",
             idle_timeout_ms = 100, first_byte_timeout_ms = 100, access_log = false, routes = {} })

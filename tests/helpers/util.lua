@@ -20,6 +20,20 @@ function M.wait_until(fn, timeout_ms, what, step_ms)
     return nil, "timed out waiting for " .. (what or "a condition")
 end
 
+-- steady(fn, what?) -> fn()'s value once it has been the same in five samples 20 ms apart
+-- (a count of handles while earlier tests' close callbacks still run late on a loaded
+-- machine); raises after 5 s.
+function M.steady(fn, what)
+    local last, same = fn(), 0
+    assert(M.wait_until(function()
+        local now = fn()
+        same = now == last and same + 1 or 0
+        last = now
+        return same >= 5
+    end, 5000, what or "a steady value", 20))
+    return last
+end
+
 -- Runs `chathost <args...>` to completion; returns {code=, signal=, stdout=, stderr=}.
 function M.chathost(args, opts)
     local argv = { M.bin() }

@@ -14,6 +14,18 @@ end
 
 local function free_lock(u) redis.call("DEL", "lock:lock_" .. u.uid) end
 
+-- Two users whose locks the spec holds, each with a 1005 sent to chat: -> a, b, ca, cb
+local function two_held_logins(chat)
+    local a, b = cluster.user(), cluster.user()
+    hold_lock(a)
+    hold_lock(b)
+    local ca = assert(chat_client.connect(chat.port))
+    local cb = assert(chat_client.connect(chat.port))
+    assert(ca:send(1005, { uid = a.uid, token = a.token }))
+    assert(cb:send(1005, { uid = b.uid, token = b.token }))
+    return a, b, ca, cb
+end
+
 local function waiting(chat)
     return cluster.metric(chat, "chathost_chat_logins_waiting", 0)
 end
@@ -28,13 +40,7 @@ describe("chat login turns", function()
     function()
         local chat = cluster.start_chat { chat = { login_concurrency = 1, login_wait_ms = 20000,
             lock_wait_ms = 20000 } }
-        local a, b = cluster.user(), cluster.user()
-        hold_lock(a)
-        hold_lock(b)
-        local ca = assert(chat_client.connect(chat.port))
-        local cb = assert(chat_client.connect(chat.port))
-        assert(ca:send(1005, { uid = a.uid, token = a.token }))
-        assert(cb:send(1005, { uid = b.uid, token = b.token }))
+        local a, b, ca, cb = two_held_logins(chat)
         -- one of them holds the only turn (waiting for its lock), the other waits for the turn
         assert(util.wait_until(function() return waiting(chat) == 1 end, 5000,
             "a login waiting for its turn"))
@@ -52,13 +58,7 @@ describe("chat login turns", function()
     function()
         local chat = cluster.start_chat { chat = { login_concurrency = 1, login_wait_ms = 200,
             lock_wait_ms = 20000 } }
-        local a, b = cluster.user(), cluster.user()
-        hold_lock(a)
-        hold_lock(b)
-        local ca = assert(chat_client.connect(chat.port))
-        local cb = assert(chat_client.connect(chat.port))
-        assert(ca:send(1005, { uid = a.uid, token = a.token }))
-        assert(cb:send(1005, { uid = b.uid, token = b.token }))
+        local a, b, ca, cb = two_held_logins(chat)
         -- the one that did not get the turn is answered 1018 while the other still waits
         local first, rsp, late
         for _ = 1, 50 do

@@ -14,6 +14,7 @@ PKGS=(
   iproute2 procps # ss, pgrep and ps: tools/run.sh checks that each role listens; ip, tc and
                   # sysctl: tests/netns_spec.lua builds a network of namespaces
   openssl         # tests/grpc_auth_spec.lua makes the certificates of its TLS links
+  galera-4 rsync  # tools/galera.sh: a local 3-node Galera cluster (rsync state transfers)
 )
 
 missing=()

@@ -42,6 +42,14 @@ return {
         max_waiting = 10000,                -- queued requests; beyond: nil, "busy"
         stmt_cache = 64,                    -- prepared statements kept per connection
         ping_idle_ms = 30000,               -- ping a connection idle this long before use
+        -- A Galera cluster (tools/galera.sh prints its list): the nodes instead of host and
+        -- port; environment CHATHOST_MYSQL_NODES="host:port,host:port".
+        -- nodes = { "127.0.0.1:31001", "127.0.0.1:31005", "127.0.0.1:31009" },
+        policy = "prefer_first",            -- every connection to the first live node, or
+                                            -- "spread": connection i to node i % n first
+        node_retry_ms = 2000,               -- a node found dead is tried again after this long
+        conflict_attempts = 3,              -- runs of a transaction that loses a deadlock or a
+                                            -- Galera certification conflict (1213)
     },
 
     crypto = {

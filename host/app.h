@@ -79,6 +79,9 @@ void track_del(tracked *t);
 long long cfg_int(struct app *app, const char *path, long long def);
 /* Returns a copy the caller frees, or NULL when absent and def is NULL. */
 char *cfg_str(struct app *app, const char *path, const char *def);
+/* The strings of the list at path joined with commas (a copy the caller frees), or NULL
+ * when it is absent or empty. */
+char *cfg_list(struct app *app, const char *path);
 
 /* Registers the host's Lua modules (require "host") and embedded chathost.* modules. */
 int vm_open(struct app *app);

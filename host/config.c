@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "buf.h"
 #include "log.h"
 
 /* Pushes the value at a dotted path of the config table (nil when any step is missing). */
@@ -40,6 +41,32 @@ char *cfg_str(struct app *app, const char *path, const char *def) {
     char *copy = s ? xstrdup(s) : NULL;
     lua_pop(app->L, 1);
     return copy;
+}
+
+char *cfg_list(struct app *app, const char *path) {
+    lua_State *L = app->L;
+    cfg_push(app, path);
+    buf_t b = {0};
+    if (lua_istable(L, -1)) {
+        int n = (int)lua_objlen(L, -1);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                size_t len;
+                const char *s = lua_tolstring(L, -1, &len);
+                if (b.len) buf_append(&b, ",", 1);
+                buf_append(&b, s, len);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    if (!b.len) {
+        buf_free(&b);
+        return NULL;
+    }
+    buf_append(&b, "", 1);
+    return b.data;
 }
 
 void cfg_set_int(struct app *app, const char *path, long long v) {

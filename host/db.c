@@ -225,6 +225,9 @@ static const field FIELDS[] = {
     FIELD(stmt_cache, FIELD_INT, 1, 4096),
     FIELD(ping_idle_ms, FIELD_U64, 0, 86400000),
     FIELD(max_result_bytes, FIELD_SIZE, 1024, 4294967295LL),
+    FIELD(nodes, FIELD_STRING, 0, 0), /* a list in config.lua: see config_from_app */
+    FIELD(policy, FIELD_STRING, 0, 0),
+    FIELD(node_retry_ms, FIELD_U64, 10, 3600000),
     {NULL, FIELD_STRING, 0, 0, 0},
 };
 
@@ -260,7 +263,9 @@ static void config_from_app(struct app *app, db_config *c) {
     memset(c, 0, sizeof *c);
     for (const field *f = FIELDS; f->name; f++) {
         snprintf(path, sizeof path, "mysql.%s", f->name);
-        if (f->type == FIELD_STRING)
+        if (!strcmp(f->name, "nodes"))
+            config_set_str(c, f, cfg_list(app, path));
+        else if (f->type == FIELD_STRING)
             config_set_str(c, f, cfg_str(app, path, NULL));
         else
             config_set_int(c, f, cfg_int(app, path, f->min));
@@ -274,6 +279,37 @@ static const field *field_find(const char *name) {
     return NULL;
 }
 
+/* Pushes the nodes value at the top ("h:p,h:p" or a list of "h:p") as one "h:p,h:p" string,
+ * or raises naming the argument at idx when it is neither or an entry does not parse. */
+static void nodes_to_string(lua_State *L, int idx) {
+    int v = lua_gettop(L);
+    if (lua_type(L, v) == LUA_TTABLE) {
+        luaL_Buffer b;
+        int n = (int)lua_objlen(L, v);
+        luaL_buffinit(L, &b);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, v, i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_argerror(L, idx, "nodes must be a list of \"host:port\" strings");
+            if (i > 1) luaL_addchar(&b, ',');
+            luaL_addvalue(&b);
+        }
+        luaL_pushresult(&b);
+    } else if (lua_type(L, v) == LUA_TSTRING) {
+        lua_pushvalue(L, v);
+    } else {
+        luaL_argerror(L, idx, "nodes must be a list of \"host:port\" strings");
+    }
+    db_node *nodes;
+    int n = lua_objlen(L, -1) ? db_nodes_parse(lua_tostring(L, -1), &nodes) : 0;
+    if (n < 0)
+        luaL_argerror(L, idx, lua_pushfstring(L, "nodes: '%s' is not a list of host:port",
+                                              lua_tostring(L, -1)));
+    for (int i = 0; i < n; i++)
+        free(nodes[i].host);
+    if (n > 0) free(nodes);
+}
+
 /* Raises unless every field of the table at idx is known and valid. */
 static void config_check_table(lua_State *L, int idx) {
     lua_pushnil(L);
@@ -283,7 +319,14 @@ static void config_check_table(lua_State *L, int idx) {
         const field *f = field_find(name);
         if (!f) luaL_argerror(L, idx, lua_pushfstring(L, "unknown field '%s'", name));
         int t = lua_type(L, -1);
-        if (f->type != FIELD_STRING)
+        if (!strcmp(name, "nodes")) {
+            nodes_to_string(L, idx);
+            lua_pop(L, 1);
+        } else if (!strcmp(name, "policy")) {
+            const char *v = t == LUA_TSTRING ? lua_tostring(L, -1) : "";
+            if (strcmp(v, "prefer_first") && strcmp(v, "spread"))
+                luaL_argerror(L, idx, "policy must be \"prefer_first\" or \"spread\"");
+        } else if (f->type != FIELD_STRING)
             vm_check_int_option(L, idx, name, f->min, f->max);
         else if (t != LUA_TSTRING && !(t == LUA_TBOOLEAN && !strcmp(name, "password")))
             luaL_argerror(L, idx, lua_pushfstring(L, "%s must be a string", name));
@@ -296,7 +339,11 @@ static void config_apply_table(lua_State *L, int idx, db_config *c) {
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         const field *f = field_find(lua_tostring(L, -2));
-        if (f->type == FIELD_STRING) {
+        if (!strcmp(f->name, "nodes")) {
+            nodes_to_string(L, idx);
+            config_set_str(c, f, lua_objlen(L, -1) ? xstrdup(lua_tostring(L, -1)) : NULL);
+            lua_pop(L, 1);
+        } else if (f->type == FIELD_STRING) {
             const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
             config_set_str(c, f, v ? xstrdup(v) : NULL);
         } else {
@@ -362,11 +409,27 @@ static int push_stats(lua_State *L, db_pool *p) {
     set_count(L, "errors", (double)p->errors);
     set_count(L, "busy_rejections", (double)p->busy_rejections);
     set_count(L, "reconnects", (double)p->reconnects);
+    lua_createtable(L, p->nnodes, 0);
+    uv_mutex_lock(&p->nodes_mu);
+    uint64_t now = uv_hrtime() / 1000000;
+    for (int i = 0; i < p->nnodes; i++) {
+        const db_node *nd = &p->nodes[i];
+        lua_createtable(L, 0, 4);
+        lua_pushfstring(L, "%s:%d", nd->host, (int)nd->port);
+        lua_setfield(L, -2, "address");
+        lua_pushboolean(L, nd->dead_until > now);
+        lua_setfield(L, -2, "dead");
+        set_count(L, "connections", nd->conns);
+        set_count(L, "failures", (double)nd->failures);
+        lua_rawseti(L, -2, i + 1);
+    }
+    uv_mutex_unlock(&p->nodes_mu);
+    lua_setfield(L, -2, "nodes");
     return 1;
 }
 
 /* stats() -> {size=, busy=, idle=, waiting=, queries=, errors=, busy_rejections=,
- * reconnects=} */
+ * reconnects=, nodes={{address=, dead=, connections=, failures=}, ...}} */
 static int l_stats(lua_State *L) {
     db_pool *p = default_pool(L, app_from(L));
     return p ? push_stats(L, p) : 2;

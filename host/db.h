@@ -22,7 +22,26 @@ typedef struct db_config {
     int stmt_cache;
     uint64_t ping_idle_ms;
     size_t max_result_bytes; /* a query whose rows take more fails (use LIMIT) */
+    char *nodes;             /* "host:port,host:port" (mysql.nodes) or NULL: host and port */
+    char *policy;            /* "prefer_first" (NULL too) or "spread" */
+    uint64_t node_retry_ms;  /* a dead node is tried again after this long */
 } db_config;
+
+typedef enum db_policy {
+    DB_POLICY_PREFER_FIRST, /* every connection to the first live node of the list */
+    DB_POLICY_SPREAD        /* worker i to node i % n first, the next live ones after it */
+} db_policy;
+
+/* A server of the pool (one, or the nodes of a Galera cluster). Shared by the worker
+ * threads: the fields after port are under the pool's nodes_mu. */
+typedef struct db_node {
+    char *host;
+    unsigned port;
+    uint64_t dead_since; /* when a worker last found it dead (ms, uv_hrtime); 0: never */
+    uint64_t dead_until; /* not tried before this (unless every node is dead) */
+    int conns;           /* workers connected to it now */
+    unsigned long failures;
+} db_node;
 
 typedef enum db_param_kind {
     DB_PARAM_NULL,
@@ -100,6 +119,9 @@ typedef struct db_worker {
     int quit;
     /* worker thread only */
     MYSQL *conn;
+    int index;             /* in pool->workers: where spread starts */
+    int node;              /* the node conn is connected to; -1 when none */
+    uint64_t connected_at; /* ms (uv_hrtime) */
     int broken; /* the connection was lost: reconnect before the next job */
     int ever_connected;
     uint64_t last_used_ms;
@@ -132,6 +154,10 @@ struct db_pool {
     int joined; /* the threads have ended */
     uint64_t last_busy_warning;
     unsigned long queries, errors, busy_rejections, reconnects;
+    db_node *nodes; /* at least one */
+    int nnodes;
+    db_policy policy;
+    uv_mutex_t nodes_mu; /* the nodes' state, shared by the workers */
 };
 
 struct db_pool_handle {
@@ -191,6 +217,11 @@ int db_tx_finish(lua_State *L, db_tx *tx, int commit, task_t *t);
 /* The task holding tx is gone: no statement may run any more; the worker rolls back as
  * soon as it is free, then returns to the pool. Idempotent. */
 void db_tx_abandon(db_tx *tx);
+
+/* Parses "host:port,host:port" (spaces around entries allowed) into *out (an array of n
+ * nodes with their own host strings). Returns n >= 1 or -EINVAL (nothing allocated) when
+ * an entry has no host or no port in 1..65535. */
+int db_nodes_parse(const char *spec, db_node **out);
 
 /* ---- db.c ---------------------------------------------------------------------------- */
 

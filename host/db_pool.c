@@ -3,6 +3,7 @@
  * others; beyond either: nil, "busy". Workers (db_worker.c) hand finished jobs back through
  * a completion queue and one uv_async_t; the waiting task is resumed here. A transaction
  * leases one worker from BEGIN to COMMIT/ROLLBACK. db.c holds the Lua side. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -255,6 +256,75 @@ void db_config_free(db_config *c) {
     free(c->user);
     free(c->password);
     free(c->database);
+    free(c->nodes);
+    free(c->policy);
+}
+
+/* ---- nodes --------------------------------------------------------------------------- */
+
+static void nodes_free(db_node *nodes, int n) {
+    for (int i = 0; i < n; i++)
+        free(nodes[i].host);
+    free(nodes);
+}
+
+/* One "host:port" entry of len bytes (spaces around it allowed) into nd. */
+static int node_parse(const char *s, size_t len, db_node *nd) {
+    while (len && *s == ' ') s++, len--;
+    while (len && s[len - 1] == ' ') len--;
+    const char *colon = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == ':') colon = s + i; /* the last one */
+    if (!colon || colon == s || colon == s + len - 1) return -EINVAL;
+    unsigned long port = 0;
+    for (const char *c = colon + 1; c < s + len; c++) {
+        if (*c < '0' || *c > '9' || port > 65535) return -EINVAL;
+        port = port * 10 + (unsigned long)(*c - '0');
+    }
+    if (port < 1 || port > 65535) return -EINVAL;
+    nd->host = xmalloc((size_t)(colon - s) + 1);
+    memcpy(nd->host, s, (size_t)(colon - s));
+    nd->host[colon - s] = '\0';
+    nd->port = (unsigned)port;
+    return 0;
+}
+
+int db_nodes_parse(const char *spec, db_node **out) {
+    int n = 1;
+    for (const char *c = spec; *c; c++)
+        n += *c == ',';
+    db_node *nodes = xcalloc((size_t)n, sizeof *nodes);
+    const char *start = spec;
+    for (int i = 0; i < n; i++) {
+        const char *end = strchr(start, ',');
+        if (!end) end = start + strlen(start);
+        if (node_parse(start, (size_t)(end - start), &nodes[i]) != 0) {
+            nodes_free(nodes, i);
+            return -EINVAL;
+        }
+        start = end + 1;
+    }
+    *out = nodes;
+    return n;
+}
+
+/* mysql.nodes when given, else the one node host:port. */
+static void pool_set_nodes(db_pool *p) {
+    const db_config *c = &p->cfg;
+    p->policy = c->policy && !strcmp(c->policy, "spread") ? DB_POLICY_SPREAD
+                                                          : DB_POLICY_PREFER_FIRST;
+    if (c->nodes && *c->nodes) {
+        int n = db_nodes_parse(c->nodes, &p->nodes);
+        if (n > 0) {
+            p->nnodes = n;
+            return;
+        }
+        log_error("mysql.nodes: cannot parse '%s': using %s:%u", c->nodes, c->host, c->port);
+    }
+    p->nodes = xcalloc(1, sizeof *p->nodes);
+    p->nodes[0].host = xstrdup(c->host);
+    p->nodes[0].port = c->port;
+    p->nnodes = 1;
 }
 
 static void pool_join(db_pool *p) {
@@ -271,6 +341,8 @@ static void pool_maybe_free(db_pool *p) {
     list_remove(&p->all_link);
     if (p->app->db == p) p->app->db = NULL;
     uv_mutex_destroy(&p->done_mu);
+    uv_mutex_destroy(&p->nodes_mu);
+    nodes_free(p->nodes, p->nnodes);
     db_config_free(&p->cfg);
     free(p->workers);
     free(p);
@@ -314,6 +386,8 @@ static void pool_start_workers(db_pool *p) {
     p->workers = xcalloc((size_t)p->cfg.pool_size, sizeof *p->workers);
     for (int i = 0; i < p->cfg.pool_size; i++) {
         db_worker *w = &p->workers[p->size];
+        w->index = p->size;
+        w->node = -1;
         int rc = db_worker_start(w, p);
         if (rc != 0) {
             log_error("host.db: cannot start a worker thread: %s", uv_strerror(rc));
@@ -334,6 +408,8 @@ db_pool *db_pool_new(struct app *app, db_config *cfg) {
     list_init(&p->done);
     list_init(&p->track.link);
     uv_mutex_init(&p->done_mu);
+    uv_mutex_init(&p->nodes_mu);
+    pool_set_nodes(p);
     uv_async_init(app->loop, &p->async, on_completions);
     uv_timer_init(app->loop, &p->timer);
     p->async.data = p->timer.data = p;

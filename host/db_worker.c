@@ -65,22 +65,31 @@ static int is_connection_error(unsigned e) {
            e == CR_COMMANDS_OUT_OF_SYNC || e == ER_CONNECTION_KILLED || e == ER_SERVER_SHUTDOWN;
 }
 
+/* Errors that say the node (not the statement) failed: the worker leaves it. 1047
+ * (ER_UNKNOWN_COM_ERROR) is a Galera node that is not ready (joining, non-primary). */
+static int is_node_error(unsigned e) {
+    return is_connection_error(e) || e == ER_UNKNOWN_COM_ERROR || e == CR_CONNECTION_ERROR ||
+           e == CR_CONN_HOST_ERROR || e == CR_SERVER_HANDSHAKE_ERR;
+}
+
 static void job_fail(db_job *j, unsigned err_no, const char *prefix, const char *msg) {
     j->failed = 1;
     j->err_no = err_no;
     snprintf(j->err, sizeof j->err, "%s%s", prefix, msg);
 }
 
+static void node_failed(db_worker *w, unsigned e, const char *why);
+
 static void fail_conn(db_worker *w, db_job *j) {
     unsigned e = mysql_errno(w->conn);
-    if (is_connection_error(e) || e == 0) w->broken = 1;
     job_fail(j, e, "", e ? mysql_error(w->conn) : "connection error");
+    node_failed(w, e, j->err);
 }
 
 static void fail_stmt(db_worker *w, db_job *j, MYSQL_STMT *st) {
     unsigned e = mysql_stmt_errno(st);
-    if (is_connection_error(e)) w->broken = 1;
     job_fail(j, e, "", mysql_stmt_error(st));
+    node_failed(w, e, j->err);
 }
 
 /* ---- statement cache ----------------------------------------------------------------- */
@@ -151,19 +160,107 @@ static db_stmt *stmt_get(db_worker *w, db_job *j) {
     return s;
 }
 
+/* ---- nodes -------------------------------------------------------------------------- */
+
+/* Where worker w's order of nodes starts: the first node, or its own under spread. */
+static int node_first(db_worker *w) {
+    return w->pool->policy == DB_POLICY_SPREAD ? w->index % w->pool->nnodes : 0;
+}
+
+static int node_alive(db_pool *p, int i, uint64_t now) {
+    uv_mutex_lock(&p->nodes_mu);
+    int alive = p->nodes[i].dead_until <= now;
+    uv_mutex_unlock(&p->nodes_mu);
+    return alive;
+}
+
+/* Node i failed (a refused connection, a lost one, a node not ready): the workers leave it
+ * and try it again after mysql.node_retry_ms. Logged when it was thought alive. */
+static void node_dead(db_pool *p, int i, const char *why) {
+    uint64_t now = now_ms();
+    db_node *nd = &p->nodes[i];
+    uv_mutex_lock(&p->nodes_mu);
+    int was_alive = nd->dead_until <= now;
+    nd->dead_since = now;
+    nd->dead_until = now + p->cfg.node_retry_ms;
+    nd->failures++;
+    uv_mutex_unlock(&p->nodes_mu);
+    if (was_alive && p->nnodes > 1)
+        log_warn("mysql node %s:%u left (%s): using the other nodes, trying it again in %llu ms",
+                 nd->host, nd->port, why, (unsigned long long)p->cfg.node_retry_ms);
+}
+
+/* Node i was found dead after w connected to it: w's connection is not to be trusted. */
+static int node_died_since(db_pool *p, int i, uint64_t since) {
+    uv_mutex_lock(&p->nodes_mu);
+    int died = p->nodes[i].dead_since >= since;
+    uv_mutex_unlock(&p->nodes_mu);
+    return died;
+}
+
+/* A node before w's current one in w's order may be tried again (it was dead, its retry
+ * time has come, or it never failed): w goes back to it at its next job. */
+static int better_node_due(db_worker *w) {
+    db_pool *p = w->pool;
+    uint64_t now = now_ms();
+    for (int k = 0, i = node_first(w); i != w->node; i = (node_first(w) + ++k) % p->nnodes)
+        if (node_alive(p, i, now)) return 1;
+    return 0;
+}
+
+static void node_count(db_pool *p, int i, int delta) {
+    uv_mutex_lock(&p->nodes_mu);
+    p->nodes[i].conns += delta;
+    uv_mutex_unlock(&p->nodes_mu);
+}
+
+/* After a failed call on w's connection: a connection error breaks it (reconnected before
+ * the next job), and one that says the node failed marks the node dead for every worker. */
+static void node_failed(db_worker *w, unsigned e, const char *why) {
+    if (is_connection_error(e) || e == 0 || e == ER_UNKNOWN_COM_ERROR) w->broken = 1;
+    if (w->node >= 0 && (e == 0 || is_node_error(e))) node_dead(w->pool, w->node, why);
+}
+
 /* ---- connection ---------------------------------------------------------------------- */
 
 /* Closes the connection first: that detaches its statements, which are then freed without
  * talking to a server that may be gone. */
 static void worker_disconnect(db_worker *w) {
     if (w->conn) mysql_close(w->conn);
+    if (w->conn && w->node >= 0) node_count(w->pool, w->node, -1);
     w->conn = NULL;
+    w->node = -1;
     stmt_cache_clear(w);
     w->broken = 0;
 }
 
-static int worker_connect(db_worker *w, db_job *j) {
+/* The value of the one-row SHOW statement sql ("ON", "OFF", ...) into out, "" when it has
+ * no row (not a Galera-capable server). Returns 0 or -1 on failure. SHOW statements are
+ * served by a node that takes no other statement. */
+static int show_value(MYSQL *m, const char *sql, char *out, size_t cap) {
+    if (mysql_query(m, sql) != 0) return -1;
+    MYSQL_RES *res = mysql_store_result(m);
+    if (!res) return -1;
+    MYSQL_ROW row = mysql_fetch_row(res);
+    snprintf(out, cap, "%s", row && row[1] ? row[1] : "");
+    mysql_free_result(res);
+    return 0;
+}
+
+/* With several nodes, a connection is only kept to a node that takes statements: a Galera
+ * node (wsrep_on) that is joining or outside the primary component says wsrep_ready OFF.
+ * Returns 0 (ready), 1 (not ready) or -1 (the check failed). */
+static int node_ready(MYSQL *m) {
+    char v[16];
+    if (show_value(m, "SHOW VARIABLES LIKE 'wsrep_on'", v, sizeof v) != 0) return -1;
+    if (strcmp(v, "ON") != 0) return 0; /* a plain server */
+    if (show_value(m, "SHOW STATUS LIKE 'wsrep_ready'", v, sizeof v) != 0) return -1;
+    return strcmp(v, "ON") == 0 ? 0 : 1;
+}
+
+static int connect_node(db_worker *w, db_job *j, int i) {
     const db_config *c = &w->pool->cfg;
+    const db_node *nd = &w->pool->nodes[i];
     MYSQL *m = mysql_init(NULL);
     if (!m) {
         job_fail(j, 0, "cannot connect: ", "out of memory");
@@ -176,22 +273,62 @@ static int worker_connect(db_worker *w, db_job *j) {
     mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &wt);
     mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     mysql_options(m, MYSQL_OPT_RECONNECT, &off);
-    if (!mysql_real_connect(m, c->host, c->user, c->password, c->database, c->port, NULL, 0)) {
+    if (!mysql_real_connect(m, nd->host, c->user, c->password, c->database, nd->port, NULL, 0)) {
         job_fail(j, mysql_errno(m), "cannot connect: ", mysql_error(m));
         mysql_close(m);
         return -1;
     }
     set_cloexec(mysql_get_socket(m)); /* opened without it: children must not inherit it */
+    int ready = w->pool->nnodes > 1 ? node_ready(m) : 0;
+    if (ready != 0) {
+        if (ready < 0) job_fail(j, mysql_errno(m), "cannot connect: ", mysql_error(m));
+        else job_fail(j, ER_UNKNOWN_COM_ERROR, "cannot connect: ", "the node is not ready (wsrep_ready OFF)");
+        mysql_close(m);
+        return -1;
+    }
     if (w->ever_connected) j->reconnected = 1;
     w->ever_connected = 1;
     w->conn = m;
+    w->node = i;
+    w->connected_at = now_ms();
+    node_count(w->pool, i, 1);
     return 0;
 }
 
+/* Connects to the first live node in w's order; when every node is dead, tries each of
+ * them anyway (the job would fail otherwise). A node that fails is marked dead. */
+static int worker_connect(db_worker *w, db_job *j) {
+    db_pool *p = w->pool;
+    uint64_t now = now_ms();
+    int first = node_first(w);
+    for (int pass = 0; pass < 2; pass++) {
+        int tried = 0;
+        for (int k = 0; k < p->nnodes; k++) {
+            int i = (first + k) % p->nnodes;
+            if ((pass == 0) != node_alive(p, i, now)) continue;
+            tried++;
+            if (connect_node(w, j, i) == 0) {
+                j->failed = 0;
+                j->err_no = 0;
+                j->err[0] = '\0';
+                return 0;
+            }
+            node_dead(p, i, j->err);
+        }
+        if (pass == 0 && tried == p->nnodes) break;
+    }
+    return -1;
+}
+
 /* Makes sure the connection is usable before a job that may start on a fresh one (a plain
- * statement or BEGIN): reconnects a broken one, pings one idle longer than ping_idle_ms. */
+ * statement or BEGIN): reconnects a broken one, one to a node found dead since, or one
+ * that can go back to a node before it in its order; pings one idle longer than
+ * ping_idle_ms. */
 static int worker_ready(db_worker *w, db_job *j) {
     uint64_t idle = now_ms() - w->last_used_ms;
+    if (w->conn && !w->broken && w->pool->nnodes > 1 &&
+        (node_died_since(w->pool, w->node, w->connected_at) || better_node_due(w)))
+        w->broken = 1;
     if (w->conn && !w->broken && idle > w->pool->cfg.ping_idle_ms && mysql_ping(w->conn) != 0)
         w->broken = 1;
     if (w->conn && !w->broken) return 0;

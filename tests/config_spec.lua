@@ -185,6 +185,26 @@ print(table.concat(out, "\n"))
         assert.matches("^a 127%.0%.0%.1 8101 9201\n", r.stdout)
     end)
 
+    it("takes mysql.nodes as a list of host:port or CHATHOST_MYSQL_NODES, and a known policy",
+        function()
+            local ok = with_config('return { mysql = { nodes = { "10.0.0.1:3306", "db2:3307" } } }',
+                { "config", "mysql.nodes.2" })
+            assert.equal(0, ok.code, ok.stderr)
+            assert.equal("db2:3307\n", ok.stdout)
+            ok = with_config('return {}', { "config", "mysql.nodes.3" },
+                { CHATHOST_MYSQL_NODES = "127.0.0.1:3401, 127.0.0.1:3402,127.0.0.1:3403" })
+            assert.equal(0, ok.code, ok.stderr)
+            assert.equal("127.0.0.1:3403\n", ok.stdout)
+            assert_one_line_error(with_config('return { mysql = { nodes = { "10.0.0.1" } } }'),
+                "mysql%.nodes%[1%]: 10%.0%.0%.1 is not host:port")
+            assert_one_line_error(with_config('return { mysql = { nodes = { "h:70000" } } }'),
+                "mysql%.nodes%[1%]: h:70000 is not host:port")
+            assert_one_line_error(with_config('return { mysql = { policy = "random" } }'),
+                "mysql%.policy: expected prefer_first or spread, got random")
+            assert_one_line_error(with_config('return { mysql = { node_retry_ms = 5 } }'),
+                "mysql%.node_retry_ms: 5 is out of range 10%.%.3600000")
+        end)
+
     it("takes a list of IP addresses for gate.trusted_proxies, and nothing else", function()
         local ok = with_config('return { gate = { trusted_proxies = { "10.0.0.1", "::1", '
             .. '"fd00::a:1", "::ffff:10.0.0.2" } } }', { "config", "gate.trusted_proxies.3" })

@@ -53,6 +53,13 @@ local SCHEMA = {
         stmt_cache = int(64, 1, 4096),
         ping_idle_ms = int(30000, 0, 86400000),
         max_result_bytes = int(67108864, 1024, 4294967295), -- a query returning more fails
+        -- several servers (a Galera cluster): { "host:port", ... } instead of host and port;
+        -- environment CHATHOST_MYSQL_NODES="host:port,host:port"
+        nodes = { "nodes", {} },
+        policy = { "policy", "prefer_first" },  -- prefer_first | spread (worker i: node i % n)
+        node_retry_ms = int(2000, 10, 3600000), -- a dead node is tried again after this long
+        conflict_attempts = int(3, 1, 100),     -- a transaction losing a deadlock or a Galera
+                                                -- certification conflict (1213) runs again
     },
     crypto = {
         argon2_opslimit = int(2, 1, 64),
@@ -224,6 +231,7 @@ local ENV = {
     CHATHOST_MYSQL_HOST = { "mysql", "host" }, CHATHOST_MYSQL_PORT = { "mysql", "port" },
     CHATHOST_MYSQL_USER = { "mysql", "user" }, CHATHOST_MYSQL_PASSWORD = { "mysql", "password" },
     CHATHOST_MYSQL_DATABASE = { "mysql", "database" },
+    CHATHOST_MYSQL_NODES = { "mysql", "nodes" },
     CHATHOST_LOG_LEVEL = { "log", "level" },
     CHATHOST_GRPC_SECRET = { "grpc", "secret" },
     CHATHOST_MAIL_URL = { "mail", "url" },
@@ -268,6 +276,26 @@ local function check(path, spec, v)
             if type(k) ~= "number" or (name ~= "redis" and name ~= "mysql") then
                 error(("%s: expected a list of redis, mysql, got %s"):format(path, tostring(name)), 0)
             end
+        end
+    elseif kind == "nodes" then
+        if type(v) == "string" then -- the environment's "host:port,host:port"
+            local list = {}
+            for entry in v:gmatch("[^,]+") do list[#list + 1] = entry:match("^%s*(.-)%s*$") end
+            v = list
+        end
+        if type(v) ~= "table" then error(("%s: expected a list of \"host:port\""):format(path), 0) end
+        for k, a in pairs(v) do
+            if type(k) ~= "number" or k < 1 or k > #v or k ~= math.floor(k) then
+                error(("%s: expected a list of \"host:port\""):format(path), 0)
+            end
+            local h, p = tostring(a):match("^(.+):(%d+)$")
+            if type(a) ~= "string" or not h or tonumber(p) < 1 or tonumber(p) > 65535 then
+                error(("%s[%d]: %s is not host:port"):format(path, k, tostring(a)), 0)
+            end
+        end
+    elseif kind == "policy" then
+        if v ~= "prefer_first" and v ~= "spread" then
+            error(("%s: expected prefer_first or spread, got %s"):format(path, tostring(v)), 0)
         end
     elseif kind == "level" then
         if not LEVELS[v] then

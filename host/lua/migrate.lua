@@ -106,8 +106,9 @@ end
 function M.apply(dir)
     local migrations, err = M.list(dir)
     if not migrations then return nil, err end
-    -- One connection for the whole run, so that the lock holds across every statement.
-    local db, perr = host.db.new { pool_size = 1 }
+    -- One connection for the whole run, so that the lock holds across every statement;
+    -- on the first live node of mysql.nodes whatever mysql.policy says (see lock).
+    local db, perr = host.db.new { pool_size = 1, policy = "prefer_first" }
     if not db then return nil, perr end
     local n, aerr = lock(db)
     if n then n, aerr = apply_all(db, migrations) end

@@ -34,7 +34,9 @@ local function insert(rows)
         end
     end
     if consecutive then
-        local ids, err, errno = messages.insert_multi(rows)
+        -- one autocommit statement: a conflict rolled all of it back (insert_each, a
+        -- transaction, retries through sql.tx)
+        local ids, err, errno = sql.retry_conflicts(messages.insert_multi, rows)
         if ids then return ids, {} end
         -- a resent message fails the whole INSERT (unique sender_id, unique_id): row by
         -- row, it gets its first copy's id and the other sessions' rows are stored

@@ -12,7 +12,7 @@ local SLOW_MS = 3500
 
 -- Makes lib.messages' inserts (one multi-row INSERT, or one per row) start SLOW_MS late.
 local function slow_inserts(scripts)
-    util.edit_file(scripts .. "/lib/messages.lua", "(\nfunction M%.insert_%a+%(rows%)\n)",
+    util.edit_file(scripts .. "/lib/messages.lua", "(\nfunction M%.insert_%a+%(rows[^)]*%)\n)",
         "%1    host.timer.sleep(" .. SLOW_MS .. ")\n", 2) -- insert_multi and insert_each
 end
 

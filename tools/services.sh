@@ -51,9 +51,10 @@ redis_stop() {
   rm -f "$dir/redis.pid"
 }
 
-# mariadb_start DIR PORT: creates the data directory on first use
+# mariadb_start DIR PORT [MARIADBD_OPTION...]: creates the data directory on first use
 mariadb_start() {
   local dir=$1 port=$2
+  shift 2
   mkdir -p "$dir"
   local user_opt=()
   [ "$(id -u)" = 0 ] && user_opt=(--user=root)
@@ -66,7 +67,7 @@ mariadb_start() {
     --pid-file="$dir/mysqld.pid" --port="$port" --bind-address=127.0.0.1 "${user_opt[@]}" \
     --skip-name-resolve --log-error="$dir/error.log" --innodb-buffer-pool-size=64M \
     --innodb-log-file-size=16M --skip-log-bin --character-set-server=utf8mb4 \
-    --collation-server=utf8mb4_unicode_ci --max-connections=500 >/dev/null 2>&1 &
+    --collation-server=utf8mb4_unicode_ci --max-connections=500 "$@" >/dev/null 2>&1 &
   for _ in $(seq 1 600); do # 30 s: a loaded machine can be slow to start InnoDB
     mariadb-admin --no-defaults --protocol=socket --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && return 0
     sleep 0.05

@@ -19,24 +19,24 @@ local M = {}
 -- retry": the retry would store the messages twice).
 local WAIT_MS = host.config.mysql.acquire_timeout_ms + 2 * host.config.mysql.write_timeout_s * 1000
 
-local open        -- the batch taking rows: { rows = {}, promise = p, closed = bool, done = bool }
-local consecutive -- nil: not checked yet; true/false: multi-row INSERT ids are consecutive
+local open -- the batch taking rows: { rows = {}, promise = p, closed = bool, done = bool }
+local step -- nil: not checked yet; a number: multi-row INSERT ids are step apart; false: unknown
 
 -- -> ids, dups (row indexes stored before: see messages.insert_each) | nil, err
 local function insert(rows)
-    if consecutive == nil then
-        local ok, err = messages.consecutive_ids()
-        if ok == nil then
+    if step == nil then
+        local s, err = messages.id_step()
+        if s == nil then
             host.log.warn("batch: cannot read innodb_autoinc_lock_mode: ", tostring(err))
         else
-            consecutive = ok
-            if not ok then host.log.info("batch: ids not consecutive, one INSERT per row") end
+            step = s
+            if not s then host.log.info("batch: ids of a multi-row INSERT interleave, one INSERT per row") end
         end
     end
-    if consecutive then
+    if step then
         -- one autocommit statement: a conflict rolled all of it back (insert_each, a
         -- transaction, retries through sql.tx)
-        local ids, err, errno = sql.retry_conflicts(messages.insert_multi, rows)
+        local ids, err, errno = sql.retry_conflicts(messages.insert_multi, rows, step)
         if ids then return ids, {} end
         -- a resent message fails the whole INSERT (unique sender_id, unique_id): row by
         -- row, it gets its first copy's id and the other sessions' rows are stored

@@ -1,9 +1,12 @@
 -- lib.messages: the chat_message table (sql/001_schema.sql): pages of a thread by
 -- message_id, inserts of many rows at once for the chat role's group commit (chat.batch),
 -- and of one row in a caller's transaction (lib.friends' greetings). A multi-row INSERT
--- gets consecutive ids only when InnoDB allocates them in one go (innodb_autoinc_lock_mode
--- <= 1) with auto_increment_increment = 1; otherwise rows are inserted one by one in one
--- transaction.
+-- gets ids in a known order only when InnoDB allocates them in one go
+-- (innodb_autoinc_lock_mode <= 1): the first row's, then one auto_increment_increment
+-- apart (3 on a 3-node Galera cluster, whose nodes interleave them, but Galera needs lock
+-- mode 2); otherwise rows are inserted one by one in one transaction. Nothing assumes
+-- that ids of consecutive messages are consecutive numbers: pages and "newer than" go by
+-- message_id order.
 local host = require "host"
 local sql = require "lib.sql"
 
@@ -38,17 +41,19 @@ local function params(rows, first, last)
     return p
 end
 
--- consecutive_ids() -> true (a multi-row INSERT gets consecutive ids) | false | nil, err
-function M.consecutive_ids()
+-- id_step() -> the distance between the ids of a multi-row INSERT's rows
+-- (auto_increment_increment) when InnoDB allocates them in one go | false (it does not:
+-- innodb_autoinc_lock_mode 2, interleaved) | nil, err
+function M.id_step()
     local rows, err = host.db.query(
         "SELECT @@innodb_autoinc_lock_mode AS mode, @@auto_increment_increment AS step")
     if not rows then return nil, err end
-    return tonumber(rows[1].mode) <= 1 and tonumber(rows[1].step) == 1
+    return tonumber(rows[1].mode) <= 1 and tonumber(rows[1].step)
 end
 
--- insert_multi(rows) -> array of message ids, in row order | nil, err, errno
--- One multi-row INSERT (autocommit): only when consecutive_ids() holds.
-function M.insert_multi(rows)
+-- insert_multi(rows, step) -> array of message ids, in row order | nil, err, errno
+-- One multi-row INSERT (autocommit): only when id_step() gave step.
+function M.insert_multi(rows, step)
     local values = {}
     for i = 1, #rows do values[i] = ROW end
     local res, err, errno = host.db.exec("INSERT INTO chat_message " .. COLUMNS .. " VALUES "
@@ -56,7 +61,7 @@ function M.insert_multi(rows)
     if not res then return nil, err, errno end
     if res.affected ~= #rows then return nil, "inserted " .. tostring(res.affected) .. " rows" end
     local ids = {}
-    for i = 1, #rows do ids[i] = res.insert_id + i - 1 end -- insert_id: the first row's
+    for i = 1, #rows do ids[i] = res.insert_id + (i - 1) * step end -- insert_id: the first row's
     return ids
 end
 

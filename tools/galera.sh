@@ -33,9 +33,11 @@ need() {
   command -v rsync >/dev/null || die "rsync is missing (state transfers use it; tools/deps.sh)"
 }
 
-# Ports: per node the SQL port, the group port (gcomm), IST and SST; chosen once, free.
+# Ports: per node the SQL port, the group port (gcomm), IST and SST; chosen once, free,
+# and below the kernel's ephemeral range (32768-), which the nodes' own outgoing
+# connections to each other take ports from while one of them is down.
 pick_ports() {
-  local dir=$1 base=$((31000 + RANDOM % 3000)) i
+  local dir=$1 base=$((12000 + RANDOM % 8000)) i
   : >"$dir/galera.env"
   local nodes="" gcomm=""
   for i in $(seq 1 $N_NODES); do
@@ -92,6 +94,9 @@ wsrep_provider_options="gmcast.listen_addr=tcp://127.0.0.1:$(var GRP "$i");ist.r
 wsrep_sst_method=rsync
 wsrep_sst_receive_address=127.0.0.1:$(var SST "$i")
 wsrep_slave_threads=2
+# reads wait until the node has applied what the cluster committed before them, so a
+# history page read on one node shows a message acked through another
+wsrep_sync_wait=1
 EOF
 }
 
@@ -112,11 +117,24 @@ wait_synced() {
       [ "$s" = Synced ] && return 0
     fi
     if ! kill -0 "$(cat "$dir/node$i/launcher.pid" 2>/dev/null || echo 0)" 2>/dev/null; then
-      die "node $i exited; see $dir/node$i/error.log"
+      echo "galera: node $i exited; see $dir/node$i/error.log" >&2
+      return 1
     fi
     sleep 0.1
   done
   die "node $i did not reach Synced in 120 s; see $dir/node$i/error.log"
+}
+
+# join_node DIR N: starts node N and waits until it is Synced. Tried three times: galera
+# 26.4 sometimes aborts a joiner at once ("Failed to read thread schedparams").
+join_node() {
+  local dir=$1 i=$2 try
+  for try in 1 2 3; do
+    start_node "$dir" "$i"
+    wait_synced "$dir" "$i" && return 0
+    echo "galera: starting node $i again (attempt $((try + 1)))" >&2
+  done
+  die "node $i did not join; see $dir/node$i/error.log"
 }
 
 # start_node DIR N [--wsrep-new-cluster]
@@ -146,11 +164,8 @@ cmd_start() {
     --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
     >"$dir/node1/install.log" 2>&1 || { cat "$dir/node1/install.log" >&2; exit 1; }
   start_node "$dir" 1 --wsrep-new-cluster
-  wait_synced "$dir" 1
-  for i in $(seq 2 $N_NODES); do
-    start_node "$dir" "$i"
-    wait_synced "$dir" "$i"
-  done
+  wait_synced "$dir" 1 || die "node 1 did not start"
+  for i in $(seq 2 $N_NODES); do join_node "$dir" "$i"; done
   if [ $# -ge 3 ]; then
     mariadb_setup "$dir/node1" "$1" "$2" "$3"
   fi
@@ -181,8 +196,7 @@ cmd_kill() {
 cmd_restart() {
   local dir=$1 i=$2
   load_env "$dir"
-  start_node "$dir" "$i"
-  wait_synced "$dir" "$i"
+  join_node "$dir" "$i"
 }
 
 cmd_status() {

@@ -19,7 +19,11 @@ return {
         reload_debounce_ms = 20,            -- quiet time after the last change before reloading
     },
 
-    migrations = { dir = "sql" },           -- numbered .sql files applied by `chathost migrate`
+    migrations = {
+        dir = "sql",                        -- numbered .sql files applied by `chathost migrate`
+        lock_stale_s = 900,                 -- with several mysql.nodes (Galera): the lock row
+                                            -- of a migrate that died is taken over this late
+    },
 
     redis = {
         host = "127.0.0.1", port = 6380,

@@ -1,6 +1,7 @@
 -- db_spec.lua: host.db against the private MariaDB that tools/test.sh starts (user
 -- chathost, database chathost_test, already migrated). Tables made here are t_dbspec_*.
 local host = require "host"
+local util = require "helpers.util"
 local db = host.db
 
 -- Polls a condition that no host event signals (another coroutine reaching a point).
@@ -544,5 +545,58 @@ describe("result size", function()
         assert.equal(1, assert(small:query("SELECT 1 AS one"))[1].one) -- still in sync
         assert(small:exec("DROP PROCEDURE spec_two_sets"))
         small:close()
+    end)
+end)
+
+describe("chathost migrate on several nodes (the cluster's lock row)", function()
+    timeout(30000)
+    local port = tostring(host.config.mysql.port)
+    -- two entries: the run takes schema_migrations_lock as on a Galera cluster
+    local ENV = { CHATHOST_MYSQL_NODES = "127.0.0.1:" .. port .. ",127.0.0.1:" .. port,
+        CHATHOST_LOG_LEVEL = "info" }
+
+    local function spawn_migrate()
+        return assert(host.proc.spawn({ os.getenv("CHATHOST_BIN"), "migrate" },
+            { stdout = "capture", stderr = "capture", env = ENV }))
+    end
+
+    local function locks()
+        return count_rows(nil, "SELECT COUNT(*) AS n FROM schema_migrations_lock")
+    end
+
+    it("takes the lock row and leaves none", function()
+        local p = spawn_migrate()
+        assert.equal(0, p:wait(20000), select(2, p:output()))
+        assert.equal(0, locks())
+    end)
+
+    it("waits while another run holds the row, then runs", function()
+        assert(db.exec("INSERT INTO schema_migrations_lock (id, owner) VALUES (1, 'spec')"))
+        local p = spawn_migrate()
+        assert(util.wait_until(function()
+            return select(2, p:output()):find("waiting for the cluster's migration lock", 1, true)
+        end, 10000, "migrate waiting for the lock"))
+        assert.is_false(p.exited)
+        assert(db.exec("DELETE FROM schema_migrations_lock WHERE owner = 'spec'"))
+        assert.equal(0, p:wait(20000), select(2, p:output()))
+        assert.equal(0, locks())
+    end)
+
+    it("takes over a row older than migrations.lock_stale_s, not one just younger", function()
+        local stale = host.config.migrations.lock_stale_s
+        assert(db.exec("INSERT INTO schema_migrations_lock (id, owner, taken_at)"
+            .. " VALUES (1, 'dead', NOW() - INTERVAL ? SECOND)", stale - 5))
+        local p = spawn_migrate()
+        assert(util.wait_until(function()
+            return select(2, p:output()):find("waiting for the cluster's migration lock", 1, true)
+        end, 10000, "migrate waiting for the lock"))
+        p:kill("KILL")
+        p:wait()
+        assert(db.exec("UPDATE schema_migrations_lock SET taken_at = NOW() - INTERVAL ? SECOND",
+            stale + 1))
+        p = spawn_migrate()
+        assert.equal(0, p:wait(20000), select(2, p:output()))
+        assert.matches("took over a migration lock", select(2, p:output()))
+        assert.equal(0, locks())
     end)
 end)

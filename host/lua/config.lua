@@ -30,7 +30,12 @@ local SCHEMA = {
         watch = bool(true),
         reload_debounce_ms = int(20, 0, 60000),
     },
-    migrations = { dir = str("sql") },              -- relative to the config file's folder
+    migrations = {
+        dir = str("sql"),                           -- relative to the config file's folder
+        -- several mysql.nodes: a migrate that died holding the cluster's lock row
+        -- (schema_migrations_lock) is taken over after this long
+        lock_stale_s = int(900, 10, 86400),
+    },
     redis = {
         host = str("127.0.0.1"), port = int(6380, 1, 65535), password = str(false),
         db = int(0, 0, 255),

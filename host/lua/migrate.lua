@@ -61,7 +61,55 @@ local function lock(db)
     return nil, "another chathost migrate holds the migration lock"
 end
 
-local function apply_one(db, m)
+-- On a Galera cluster (mysql.nodes lists several) GET_LOCK is local to a node: runs
+-- connected to two nodes would both hold it. The row of schema_migrations_lock is the
+-- cluster's lock: two runs inserting it at once on two nodes cannot both commit (one gets
+-- 1062 or, losing certification, 1213) and the loser waits as for GET_LOCK. A run that
+-- died holding it leaves the row: taken over once it is migrations.lock_stale_s old (the
+-- holder refreshes it after each statement).
+local ER_DUP_ENTRY, ER_LOCK_DEADLOCK = 1062, 1213
+
+local function cluster_lock(db, owner)
+    local ok, err = db:exec([[CREATE TABLE IF NOT EXISTS schema_migrations_lock (
+        id TINYINT NOT NULL PRIMARY KEY,
+        owner VARCHAR(255) NOT NULL,
+        taken_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4]])
+    if not ok then return nil, "cannot create schema_migrations_lock: " .. tostring(err) end
+    local stale, waiting = host.config.migrations.lock_stale_s, false
+    for _ = 1, LOCK_ATTEMPTS * LOCK_WAIT_S do
+        ok, err = db:exec("DELETE FROM schema_migrations_lock WHERE taken_at < NOW() - INTERVAL ? SECOND",
+            stale)
+        if ok and ok.affected > 0 then
+            host.log.warn("migrate: took over a migration lock older than migrations.lock_stale_s")
+        end
+        local res, ierr, errno = db:exec(
+            "INSERT INTO schema_migrations_lock (id, owner) VALUES (1, ?)", owner)
+        if res then return true end
+        if errno ~= ER_DUP_ENTRY and errno ~= ER_LOCK_DEADLOCK then
+            return nil, "cannot take the cluster's migration lock: " .. tostring(ierr)
+        end
+        if not waiting then
+            waiting = true
+            host.log.info("migrate: waiting for the cluster's migration lock")
+        end
+        host.timer.sleep(1000)
+    end
+    local rows = db:query("SELECT owner, taken_at FROM schema_migrations_lock")
+    local holder = rows and rows[1] and (rows[1].owner .. " since " .. rows[1].taken_at) or "?"
+    return nil, "another chathost migrate holds the cluster's migration lock (" .. holder
+        .. "; taken over after migrations.lock_stale_s)"
+end
+
+local function cluster_refresh(db, owner)
+    db:exec("UPDATE schema_migrations_lock SET taken_at = NOW() WHERE id = 1 AND owner = ?", owner)
+end
+
+local function cluster_unlock(db, owner)
+    db:exec("DELETE FROM schema_migrations_lock WHERE id = 1 AND owner = ?", owner)
+end
+
+local function apply_one(db, m, refresh)
     local sql, rerr = host.fs.read(m.path)
     if not sql then return nil, rerr end
     for i, stmt in ipairs(statements(sql)) do
@@ -72,6 +120,7 @@ local function apply_one(db, m)
                 .. "by hand before retrying)"):format(i - 1) or ""
             return nil, ("%s, statement %d: %s%s"):format(m.name, i, tostring(serr), hint)
         end
+        refresh()
     end
     local res, ierr = db:exec(
         "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", m.version, m.name)
@@ -80,7 +129,7 @@ local function apply_one(db, m)
     return true
 end
 
-local function apply_all(db, migrations)
+local function apply_all(db, migrations, refresh)
     local ok, derr = db:exec([[CREATE TABLE IF NOT EXISTS schema_migrations (
         version INT NOT NULL PRIMARY KEY,
         name VARCHAR(255) NOT NULL,
@@ -94,7 +143,7 @@ local function apply_all(db, migrations)
     local applied = 0
     for _, m in ipairs(migrations) do
         if not have[m.version] then
-            local done, err = apply_one(db, m)
+            local done, err = apply_one(db, m, refresh)
             if not done then return nil, err end
             applied = applied + 1
         end
@@ -111,8 +160,17 @@ function M.apply(dir)
     local db, perr = host.db.new { pool_size = 1, policy = "prefer_first" }
     if not db then return nil, perr end
     local n, aerr = lock(db)
-    if n then n, aerr = apply_all(db, migrations) end
-    db:close() -- closing the connection releases the lock
+    local cluster = #host.config_copy().mysql.nodes > 1 -- (the read-only view has no length)
+    local owner = ("pid %d, %s"):format(host.proc.pid(), host.crypto.random_hex(6))
+    if n and cluster then n, aerr = cluster_lock(db, owner) end
+    local got_cluster = cluster and n
+    if n then
+        n, aerr = apply_all(db, migrations, function()
+            if cluster then cluster_refresh(db, owner) end
+        end)
+    end
+    if got_cluster then cluster_unlock(db, owner) end
+    db:close() -- closing the connection releases the GET_LOCK
     return n, aerr
 end
 

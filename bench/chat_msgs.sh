@@ -4,7 +4,9 @@
 # commits: innodb_flush_log_at_trx_commit=1). First at full speed (WINDOW messages in flight
 # per sender) for the peak, then at half of that rate for latency. A message counts when it
 # is stored, acked (1018) and pushed (1019 at the peer). With SERVERS=2 the two users of a
-# pair are on different chat servers (the push crosses gRPC).
+# pair are on different chat servers (the push crosses gRPC). GALERA=1: MariaDB is a local
+# 3-node Galera cluster (tools/galera.sh) instead of one server, the chat servers' pools
+# on its nodes with mysql.policy GALERA_POLICY (default prefer_first).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
@@ -21,7 +23,9 @@ return {
   scripts = { dir = "$ROOT/scripts", watch = false },
   migrations = { dir = "$ROOT/sql" },
   redis = { port = $REDIS_PORT, pool_size = 4 },
-  mysql = { port = $MYSQL_PORT, password = "benchpw", database = "chathost_bench", pool_size = 8 },
+  mysql = { port = $MYSQL_PORT, password = "benchpw", database = "chathost_bench", pool_size = 8,
+            nodes = { $(echo "$GALERA_NODES" | sed 's/[^,][^,]*/"&"/g') },
+            policy = "${GALERA_POLICY:-prefer_first}" },
   chat = { instances = {
     b1 = { port = $P1, rpc_port = $R1, admin_port = 0 },
     b2 = { port = $P2, rpc_port = $R2, admin_port = 0 } } },
@@ -35,11 +39,11 @@ SERVERS="127.0.0.1:$P1"
 if [ "$NSERVERS" = 2 ]; then "$BIN" chat --name b2 & C2=$!; PIDS+=($C2); SERVERS="$SERVERS,127.0.0.1:$P2"; fi
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-DB=$(cat "$TMP/mysql/mysqld.pid")
+DB=$DB_PID
 T0=$(ticks "$C1"); D0=$(ticks "$DB")
 PEAK_OUT=$("$TMP/chat_load" msg "$TMP/users" "$SERVERS" --window "$WINDOW" --seconds "$SECS")
 T1=$(ticks "$C1"); D1=$(ticks "$DB")
-echo "== peak ($NSERVERS chat server(s), $PAIRS pairs, $WINDOW in flight per sender)"
+echo "== peak ($NSERVERS chat server(s), $PAIRS pairs, $WINDOW in flight per sender${GALERA_NODES:+, Galera $GALERA_NODES ${GALERA_POLICY:-prefer_first}})"
 echo "$PEAK_OUT"
 PEAK=$(echo "$PEAK_OUT" | awk '/^acked:/ {print $2}')
 awk -v t=$((T1 - T0)) -v d=$((D1 - D0)) -v hz="$(getconf CLK_TCK)" -v r="$PEAK" -v s="$SECS" 'BEGIN {

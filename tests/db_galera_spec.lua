@@ -135,15 +135,19 @@ describe("MariaDB Galera", function()
             -- steady load, all on node 1 (prefer_first)
             assert(util.wait_until(function() return count() >= 40 end, 30000, "40 acks"))
             assert.truthy(connections_on(1) >= 1)
+            local up = { node = g.nodes[1] }
+            assert.equal(1, cluster.metric(chat, "chathost_mysql_node_up", nil, up))
             g:kill(1)
             local at_kill = count()
             assert(util.wait_until(function() return count() >= at_kill + 40 end, 60000,
                 "40 acks after the kill"))
             assert.truthy(connections_on(2) >= 1) -- the next node of the list took over
+            assert.truthy(cluster.metric(chat, "chathost_mysql_node_failures_total", nil, up) >= 1)
             g:restart(1)
             -- the chat server goes back to node 1 (node_retry_ms) while the load goes on
             assert(util.wait_until(function() return (connections_on(1) or 0) >= 1 end, 30000,
                 "the chat server back on node 1", 200))
+            assert.truthy(cluster.metric(chat, "chathost_mysql_node_connections", nil, up) >= 1)
             local at_back = count()
             assert(util.wait_until(function() return count() >= at_back + 20 end, 30000,
                 "20 acks after the return"))

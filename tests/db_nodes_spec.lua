@@ -5,6 +5,7 @@
 -- tests/db_galera_spec.lua's.
 local host = require "host"
 local util = require "helpers.util"
+local cluster = require "helpers.chat_cluster"
 local db = host.db
 
 local PORT = tonumber(host.config.mysql.port)
@@ -109,6 +110,25 @@ describe("host.db over several nodes", function()
             return node(pool, 1).connections == 1
         end, 10000, "the pool back on node 1", 50))
         assert.equal(0, node(pool, 2).connections)
+    end)
+
+    it("shows each node in a role's /metrics: up, connections, failures", function()
+        -- the dead node is not tried again during the test (it would count as up between
+        -- its retry time and the next statement)
+        local chat = cluster.start_chat { config = { mysql = { node_retry_ms = 600000 } },
+            env = { CHATHOST_MYSQL_NODES = REFUSED .. ",127.0.0.1:" .. PORT } }
+        local dead, live = { node = REFUSED }, { node = "127.0.0.1:" .. PORT }
+        -- the chat server's reports run SELECT 1 on its pool
+        local ok, err = util.wait_until(function()
+            return cluster.metric(chat, "chathost_mysql_node_connections", 0, live) >= 1
+        end, 10000, "a connection to the live node")
+        local up_dead = cluster.metric(chat, "chathost_mysql_node_up", nil, dead)
+        local up_live = cluster.metric(chat, "chathost_mysql_node_up", nil, live)
+        local failures = cluster.metric(chat, "chathost_mysql_node_failures_total", nil, dead)
+        chat:stop()
+        assert(ok, err)
+        assert.same({ 0, 1 }, { up_dead, up_live })
+        assert.truthy(failures >= 1)
     end)
 
     it("fails a statement only when every node is down, then serves again", function()

@@ -63,6 +63,15 @@ local function sample(scripts, uses)
         gauge("chathost_mysql_waiting", d.waiting, "Requests waiting for a MySQL connection.")
         total("chathost_mysql_busy_rejections_total", d.busy_rejections,
             "MySQL requests refused: busy.")
+        for _, n in ipairs(d.nodes or {}) do -- mysql.nodes (Galera), or the one server
+            local node = { node = n.address }
+            gauge("chathost_mysql_node_up", n.dead and 0 or 1,
+                "1 while the pool uses the MySQL node, 0 while it is left as dead.", node)
+            gauge("chathost_mysql_node_connections", n.connections,
+                "Pool connections open to the MySQL node.", node)
+            total("chathost_mysql_node_failures_total", n.failures,
+                "Times the MySQL node was found dead (refused, lost, not ready).", node)
+        end
     end
     local c = host.crypto.stats()
     gauge("chathost_hash_active", c.active, "Password hashes running.")

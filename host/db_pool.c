@@ -131,7 +131,7 @@ static void warn_busy(db_pool *p, const char *what) {
     p->last_busy_warning = now;
     log_warn("mysql pool %s:%u: %s (%lu busy rejections so far; see mysql.pool_size, "
              "mysql.acquire_timeout_ms, mysql.max_waiting)",
-             p->cfg.host, p->cfg.port, what, p->busy_rejections);
+             p->nodes[0].host, p->nodes[0].port, what, p->busy_rejections);
 }
 
 static void expire_waiters(uv_timer_t *timer) {
@@ -184,8 +184,8 @@ static const char *pool_refusal(db_pool *p) {
         return "busy";
     }
     if (p->cfg.max_waiting >= 4 && p->nwaiting + 1 == p->cfg.max_waiting - p->cfg.max_waiting / 4)
-        log_warn("mysql pool %s:%u: %zu requests wait for a connection (limit %zu)", p->cfg.host,
-                 p->cfg.port, p->nwaiting + 1, p->cfg.max_waiting);
+        log_warn("mysql pool %s:%u: %zu requests wait for a connection (limit %zu)",
+                 p->nodes[0].host, p->nodes[0].port, p->nwaiting + 1, p->cfg.max_waiting);
     return NULL;
 }
 

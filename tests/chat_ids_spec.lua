@@ -88,3 +88,57 @@ describe("chat on interleaved AUTO_INCREMENT", function()
             cb:close()
         end)
 end)
+
+-- lib.messages.insert_checked, what the group commit uses under innodb_autoinc_lock_mode 2
+-- (Galera), run here directly on make test's MariaDB; edit changes its source first.
+describe("lib.messages.insert_checked", function()
+    local function load_messages(edit)
+        package.loaded["lib.sql"] = package.loaded["lib.sql"]
+            or dofile(host.root .. "/scripts/lib/sql.lua")
+        local src = assert(host.fs.read(host.root .. "/scripts/lib/messages.lua"))
+        if edit then src = edit(src) end
+        return assert(loadstring(src, "=messages.lua"))()
+    end
+
+    local function rows_of(thread, n)
+        local rows = {}
+        for i = 1, n do
+            rows[i] = { thread_id = thread, sender_id = 7, recv_id = 8, content = "checked " .. i,
+                unique_id = i % 2 == 0 and host.crypto.random_hex(8) or nil,
+                created_at = "2026-12-07 06:00:00", status = 2 }
+        end
+        return rows
+    end
+
+    local function stored_in(thread)
+        return assert(db.query("SELECT message_id, content FROM chat_message WHERE thread_id = ?"
+            .. " ORDER BY message_id", thread))
+    end
+
+    it("stores the rows in one INSERT and returns each row's own id", function()
+        local messages = load_messages()
+        local thread = 900000000 + host.crypto.random_uniform(1000000)
+        local inserts0 = inserts()
+        local ids = assert(messages.insert_checked(rows_of(thread, 5)))
+        assert.equal(1, inserts() - inserts0)
+        local rows = stored_in(thread)
+        assert.equal(5, #rows)
+        for i, r in ipairs(rows) do
+            assert.same({ ids[i], "checked " .. i }, { r.message_id, r.content })
+        end
+    end)
+
+    it("stores nothing and answers false when the ids it reads back are not its rows",
+        function()
+            -- a wrong step stands for ids interleaved with another statement's
+            local messages = load_messages(function(src)
+                local out, n = src:gsub("SELECT @@auto_increment_increment AS step",
+                    "SELECT @@auto_increment_increment + 1 AS step")
+                assert.equal(1, n)
+                return out
+            end)
+            local thread = 900000000 + host.crypto.random_uniform(1000000)
+            assert.is_false(messages.insert_checked(rows_of(thread, 3)))
+            assert.same({}, stored_in(thread))
+        end)
+end)

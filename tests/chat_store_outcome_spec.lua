@@ -10,10 +10,11 @@ local cluster = require "helpers.chat_cluster"
 local MYSQL = { acquire_timeout_ms = 500, write_timeout_s = 1 }
 local SLOW_MS = 3500
 
--- Makes lib.messages' inserts (one multi-row INSERT, or one per row) start SLOW_MS late.
+-- Makes lib.messages' inserts (one multi-row INSERT, checked or not, or one per row) start
+-- SLOW_MS late.
 local function slow_inserts(scripts)
     util.edit_file(scripts .. "/lib/messages.lua", "(\nfunction M%.insert_%a+%(rows[^)]*%)\n)",
-        "%1    host.timer.sleep(" .. SLOW_MS .. ")\n", 2) -- insert_multi and insert_each
+        "%1    host.timer.sleep(" .. SLOW_MS .. ")\n", 3) -- insert_multi, _checked and _each
 end
 
 describe("chat text stored after the wait for it ended", function()

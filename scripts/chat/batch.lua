@@ -20,7 +20,8 @@ local M = {}
 local WAIT_MS = host.config.mysql.acquire_timeout_ms + 2 * host.config.mysql.write_timeout_s * 1000
 
 local open -- the batch taking rows: { rows = {}, promise = p, closed = bool, done = bool }
-local step -- nil: not checked yet; a number: multi-row INSERT ids are step apart; false: unknown
+local step -- nil: not checked yet; a number: multi-row INSERT ids are step apart; false:
+           -- interleaved (lock mode 2, Galera): the INSERT checks its ids (insert_checked)
 
 -- -> ids, dups (row indexes stored before: see messages.insert_each) | nil, err
 local function insert(rows)
@@ -30,18 +31,25 @@ local function insert(rows)
             host.log.warn("batch: cannot read innodb_autoinc_lock_mode: ", tostring(err))
         else
             step = s
-            if not s then host.log.info("batch: ids of a multi-row INSERT interleave, one INSERT per row") end
         end
     end
+    local ids, err, errno
     if step then
         -- one autocommit statement: a conflict rolled all of it back (insert_each, a
         -- transaction, retries through sql.tx)
-        local ids, err, errno = sql.retry_conflicts(messages.insert_multi, rows, step)
-        if ids then return ids, {} end
-        -- a resent message fails the whole INSERT (unique sender_id, unique_id): row by
-        -- row, it gets its first copy's id and the other sessions' rows are stored
-        if errno ~= sql.ER_DUP_ENTRY then return nil, err end
+        ids, err, errno = sql.retry_conflicts(messages.insert_multi, rows, step)
+    elseif step == false then
+        ids, err, errno = sql.retry_conflicts(messages.insert_checked, rows)
+        if ids == false then
+            host.metrics.inc("chathost_chat_batches_interleaved_total", 1, nil,
+                "group commits whose multi-row INSERT got ids interleaved with another's")
+        end
     end
+    if ids then return ids, {} end
+    -- a resent message fails the whole INSERT (unique sender_id, unique_id): row by row,
+    -- it gets its first copy's id and the other sessions' rows are stored; so are the
+    -- rows of an INSERT whose ids interleaved
+    if ids == nil and step ~= nil and errno ~= sql.ER_DUP_ENTRY then return nil, err end
     return messages.insert_each(rows)
 end
 

@@ -3,10 +3,11 @@
 -- and of one row in a caller's transaction (lib.friends' greetings). A multi-row INSERT
 -- gets ids in a known order only when InnoDB allocates them in one go
 -- (innodb_autoinc_lock_mode <= 1): the first row's, then one auto_increment_increment
--- apart (3 on a 3-node Galera cluster, whose nodes interleave them, but Galera needs lock
--- mode 2); otherwise rows are inserted one by one in one transaction. Nothing assumes
--- that ids of consecutive messages are consecutive numbers: pages and "newer than" go by
--- message_id order.
+-- apart (3 on a 3-node Galera cluster, whose nodes interleave them). Under lock mode 2,
+-- which Galera needs, nothing promises that: the INSERT runs in a transaction that reads
+-- its rows back at those ids and inserts row by row instead when any is not its own.
+-- Nothing assumes that ids of consecutive messages are consecutive numbers: pages and
+-- "newer than" go by message_id order.
 local host = require "host"
 local sql = require "lib.sql"
 
@@ -63,6 +64,44 @@ function M.insert_multi(rows, step)
     local ids = {}
     for i = 1, #rows do ids[i] = res.insert_id + (i - 1) * step end -- insert_id: the first row's
     return ids
+end
+
+local INTERLEAVED = "the INSERT's ids interleaved with another statement's"
+
+-- Is the stored row r (columns as insert_checked reads them) the row given as row?
+local function same_row(r, row)
+    return r ~= nil and r.thread_id == row.thread_id and r.sender_id == row.sender_id
+        and r.recv_id == row.recv_id and r.content == row.content and r.unique_id == row.unique_id
+end
+
+-- insert_checked(rows) -> array of message ids, in row order | false (ids not known: insert
+-- row by row) | nil, err, errno
+-- For innodb_autoinc_lock_mode 2 (Galera): in one transaction, the session's step, one
+-- multi-row INSERT, and its rows read back at the first id + (i - 1) * step; committed
+-- only when every one is this statement's row (a row of a concurrent statement there is
+-- not, or is not yet visible), else rolled back.
+function M.insert_checked(rows)
+    local ids, err, errno = host.db.tx(function(tx)
+        local step = sql.must(tx:query("SELECT @@auto_increment_increment AS step"))[1].step
+        local values = {}
+        for i = 1, #rows do values[i] = ROW end
+        local res = sql.must(tx:exec("INSERT INTO chat_message " .. COLUMNS .. " VALUES "
+            .. table.concat(values, ", "), unpack(params(rows, 1, #rows))))
+        local out = {}
+        for i = 1, #rows do out[i] = res.insert_id + (i - 1) * step end
+        local got = sql.must(tx:query("SELECT message_id, thread_id, sender_id, recv_id, content,"
+            .. " unique_id FROM chat_message WHERE message_id IN ("
+            .. ("?, "):rep(#out - 1) .. "?)", unpack(out)))
+        local by_id = {}
+        for _, r in ipairs(got) do by_id[r.message_id] = r end
+        for i, row in ipairs(rows) do
+            if not same_row(by_id[out[i]], row) then sql.fail(INTERLEAVED) end
+        end
+        return out
+    end)
+    if ids then return ids end
+    if err == INTERLEAVED then return false end
+    return nil, err, errno
 end
 
 -- insert_in(q, row) -> message id: one row, inside the transaction of the runner q

@@ -303,8 +303,9 @@ static void nodes_to_string(lua_State *L, int idx) {
     db_node *nodes;
     int n = lua_objlen(L, -1) ? db_nodes_parse(lua_tostring(L, -1), &nodes) : 0;
     if (n < 0)
-        luaL_argerror(L, idx, lua_pushfstring(L, "nodes: '%s' is not a list of host:port",
-                                              lua_tostring(L, -1)));
+        luaL_argerror(
+            L, idx,
+            lua_pushfstring(L, "nodes: '%s' is not a list of host:port", lua_tostring(L, -1)));
     for (int i = 0; i < n; i++)
         free(nodes[i].host);
     if (n > 0) free(nodes);

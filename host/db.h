@@ -122,7 +122,7 @@ typedef struct db_worker {
     int index;             /* in pool->workers: where spread starts */
     int node;              /* the node conn is connected to; -1 when none */
     uint64_t connected_at; /* ms (uv_hrtime) */
-    int broken; /* the connection was lost: reconnect before the next job */
+    int broken;            /* the connection was lost: reconnect before the next job */
     int ever_connected;
     uint64_t last_used_ms;
     list_node stmts; /* prepared statement cache, least recently used first */
@@ -240,6 +240,5 @@ void db_worker_post(db_worker *w, db_job *j);
 /* Tells w's thread to end once its current job is done, waits for it, and closes its
  * connection and statements. */
 void db_worker_stop(db_worker *w);
-
 
 #endif

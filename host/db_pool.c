@@ -270,8 +270,10 @@ static void nodes_free(db_node *nodes, int n) {
 
 /* One "host:port" entry of len bytes (spaces around it allowed) into nd. */
 static int node_parse(const char *s, size_t len, db_node *nd) {
-    while (len && *s == ' ') s++, len--;
-    while (len && s[len - 1] == ' ') len--;
+    while (len && *s == ' ')
+        s++, len--;
+    while (len && s[len - 1] == ' ')
+        len--;
     const char *colon = NULL;
     for (size_t i = 0; i < len; i++)
         if (s[i] == ':') colon = s + i; /* the last one */
@@ -311,8 +313,8 @@ int db_nodes_parse(const char *spec, db_node **out) {
 /* mysql.nodes when given, else the one node host:port. */
 static void pool_set_nodes(db_pool *p) {
     const db_config *c = &p->cfg;
-    p->policy = c->policy && !strcmp(c->policy, "spread") ? DB_POLICY_SPREAD
-                                                          : DB_POLICY_PREFER_FIRST;
+    p->policy =
+        c->policy && !strcmp(c->policy, "spread") ? DB_POLICY_SPREAD : DB_POLICY_PREFER_FIRST;
     if (c->nodes && *c->nodes) {
         int n = db_nodes_parse(c->nodes, &p->nodes);
         if (n > 0) {

@@ -89,7 +89,7 @@ static void fail_conn(db_worker *w, db_job *j) {
 static void fail_stmt(db_worker *w, db_job *j, MYSQL_STMT *st) {
     unsigned e = mysql_stmt_errno(st);
     job_fail(j, e, "", mysql_stmt_error(st));
-    node_failed(w, e, j->err);
+    if (e) node_failed(w, e, j->err); /* no number: the statement's own failure */
 }
 
 /* ---- statement cache ----------------------------------------------------------------- */
@@ -281,8 +281,11 @@ static int connect_node(db_worker *w, db_job *j, int i) {
     set_cloexec(mysql_get_socket(m)); /* opened without it: children must not inherit it */
     int ready = w->pool->nnodes > 1 ? node_ready(m) : 0;
     if (ready != 0) {
-        if (ready < 0) job_fail(j, mysql_errno(m), "cannot connect: ", mysql_error(m));
-        else job_fail(j, ER_UNKNOWN_COM_ERROR, "cannot connect: ", "the node is not ready (wsrep_ready OFF)");
+        if (ready < 0)
+            job_fail(j, mysql_errno(m), "cannot connect: ", mysql_error(m));
+        else
+            job_fail(j, ER_UNKNOWN_COM_ERROR,
+                     "cannot connect: ", "the node is not ready (wsrep_ready OFF)");
         mysql_close(m);
         return -1;
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tools/galera.sh: a local 3-node MariaDB Galera cluster for trying chathost on it and for
-# tests/db_galera_spec.lua and bench/chat_msgs.sh --galera. Real mariadbd processes on
+# tests/db_galera_spec.lua and `GALERA=1 bench/chat_msgs.sh`. Real mariadbd processes on
 # loopback ports, data and logs under DIR (node1/, node2/, node3/), never the system's
 # instance (--defaults-file of our own). State transfer: rsync (wsrep_sst_rsync). Run as
 # root, the nodes run as user mysql (the rsync daemon of a transfer started by root runs as
@@ -210,7 +210,7 @@ cmd_status() {
   done
 }
 
-[ $# -ge 2 ] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 cmd=$1; shift
 case $cmd in
   start) cmd_start "$@" ;;

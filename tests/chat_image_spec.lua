@@ -3,13 +3,15 @@
 -- hears of it until the resource role's notify_ready, which reaches the receiver on the
 -- other server as 1039 with the fields and types of the Season 2 client; only friends in
 -- their own thread, only plain names, a resend of the same unique_id stored once; 1030
--- shows image messages with their status.
+-- shows image messages with their status; 1049 signs a download URL for participants of a
+-- complete image only.
 local host = require "host"
 local cluster = require "helpers.chat_cluster"
 local chat_client = require "helpers.chat_client"
 local db = host.db
 
 local images = require "helpers.scripts_lib" "lib.images"
+local signed_url = require "helpers.scripts_lib" "lib.signed_url"
 
 local MD5 = "0123456789abcdef0123456789ABCDEF"
 
@@ -101,6 +103,40 @@ describe("chat image message", function()
         assert.equal("", n1.unique_id)
         ca:close()
         ca2:close()
+    end)
+
+    it("signs an HTTP URL of a complete image for its participants only (1049 -> 1050)", function()
+        local a, b, c = cluster.user(), cluster.user(), cluster.user()
+        local thread = cluster.befriend(a, b)
+        local ca, cb = cluster.login(chat1.port, a), cluster.login(chat2.port, b)
+        local cc = cluster.login(chat1.port, c)
+        local ack = announce(ca, a, b, thread, name(), uuid())
+        local id = ack.message_id
+        assert.same({ error = 1107, message_id = id }, ca:request(1049, { message_id = id }))
+        assert(images.mark_complete(id))
+        local before = os.time()
+        for _, client in ipairs({ ca, cb }) do
+            local rsp = assert(client:request(1049, { message_id = id }))
+            assert.equal(0, rsp.error)
+            assert.equal(id, rsp.message_id)
+            assert.truthy(rsp.expires >= before + 300 and rsp.expires <= os.time() + 300)
+            local path, e, s = rsp.url:match("^http://127%.0%.0%.1:8094(/files/%d+)%?e=(%d+)&s=(%x+)$")
+            assert.equal("/files/" .. id, path, rsp.url)
+            assert.equal(tostring(rsp.expires), e)
+            assert.is_true(signed_url.verify(path, e, s))
+        end
+        assert.same({ error = 1106, message_id = id }, cc:request(1049, { message_id = id }))
+        assert.same({ error = 1100, message_id = id + 1000000 },
+            cc:request(1049, { message_id = id + 1000000 }))
+        local text = assert(ca:request(1017, { fromuid = a.uid, touid = b.uid, thread_id = thread,
+            text_array = { { content = "not an image" } } }))
+        local tid = text.chat_datas[1].message_id
+        assert.same({ error = 1100, message_id = tid }, ca:request(1049, { message_id = tid }))
+        assert.same({ error = 1016, field = "message_id" }, ca:request(1049, { message_id = 0 }))
+        assert.same({ error = 1001, field = "message_id" }, ca:request(1049, { message_id = "1" }))
+        ca:close()
+        cb:close()
+        cc:close()
     end)
 
     it("refuses strangers, other threads, bad names and bad fields, storing nothing", function()

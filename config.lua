@@ -130,6 +130,15 @@ return {
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },
         },
     },
+    resource = {                            -- the resource server: avatars and chat images
+        -- host = "0.0.0.0" accepts clients from elsewhere (default: bind_host);
+        -- public_host = what the gate's login reply tells clients to dial (default: host)
+        port = 8093,                        -- the resource channel (the login's resport)
+        http_port = 8094,                   -- plain HTTP downloads by signed URL (1049/1050)
+        url_secret = env("CHATHOST_RESOURCE_URL_SECRET"), -- signs those URLs (>= 16 chars;
+                                            -- `make run` generates one)
+        url_ttl_s = 300,                    -- a signed URL is valid this long
+    },
     -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
 
     -- Roles of your own (README "Adding a role"): each entry runs as `chathost NAME` with

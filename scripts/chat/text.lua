@@ -172,7 +172,7 @@ local function bodies(uid, touid, thread_id, stored)
     return out
 end
 
-return function(session, body)
+local function handle(session, body)
     local f, bad = request.read(session, body, FIELDS)
     if not f then return bad end
     local uid = session.uid
@@ -196,3 +196,9 @@ return function(session, body)
     end
     return nil
 end
+
+-- The module is the 1017 handler (called as text(session, body)) and lends group messages
+-- (chat.groups, 1065) its steps: read_items(list), store(uid, recv_id, thread_id, items)
+-- and bodies(uid, touid, thread_id, stored).
+return setmetatable({ read_items = read_items, store = store, bodies = bodies },
+    { __call = function(_, session, body) return handle(session, body) end })

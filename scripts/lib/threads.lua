@@ -62,16 +62,25 @@ function M.get_or_create(a, b)
     return sql.tx(function(q) return M.create_in(q, a, b) end)
 end
 
--- of_user(uid, cursor, limit) -> rows {thread_id, user1_id, user2_id} with thread_id >
--- cursor, ascending, at most limit | nil, err
+-- of_user(uid, cursor, limit) -> rows {thread_id, type ("private"|"group"), user1_id,
+-- user2_id (0 for a group), name, role (NULL for a private thread), joined_message_id (0
+-- for a private thread)} (the 0s are cast to UNSIGNED: a plain 0 would turn the UNION's
+-- columns into DECIMAL, read as strings) of uid's private threads and groups with thread_id > cursor,
+-- ascending, at most limit | nil, err
 function M.of_user(uid, cursor, limit)
     return host.db.query([[
-(SELECT thread_id, user1_id, user2_id FROM private_chat
+(SELECT thread_id, 'private' AS type, user1_id, user2_id, NULL AS name, NULL AS role,
+  CAST(0 AS UNSIGNED) AS joined_message_id FROM private_chat
   WHERE user1_id = ? AND thread_id > ? ORDER BY thread_id LIMIT ?)
 UNION ALL
-(SELECT thread_id, user1_id, user2_id FROM private_chat
+(SELECT thread_id, 'private', user1_id, user2_id, NULL, NULL, CAST(0 AS UNSIGNED) FROM private_chat
   WHERE user2_id = ? AND thread_id > ? ORDER BY thread_id LIMIT ?)
-ORDER BY thread_id LIMIT ?]], uid, cursor, limit, uid, cursor, limit, limit)
+UNION ALL
+(SELECT m.thread_id, 'group', CAST(0 AS UNSIGNED), CAST(0 AS UNSIGNED), g.name, m.role,
+  m.joined_message_id
+  FROM group_member m JOIN group_chat g ON g.thread_id = m.thread_id
+  WHERE m.uid = ? AND m.thread_id > ? ORDER BY m.thread_id LIMIT ?)
+ORDER BY thread_id LIMIT ?]], uid, cursor, limit, uid, cursor, limit, uid, cursor, limit, limit)
 end
 
 return M

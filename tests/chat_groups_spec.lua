@@ -181,14 +181,17 @@ describe("chat groups", function()
         local cs = spread { owner, others[1], others[2], others[3] }
         local thread = create(cs[1], "rm", others)
         for i = 2, 4 do assert(cs[i]:wait_push(1069)) end
+        -- chat2 reads the member list for a message of its own (the removal is on chat1)
+        assert.equal(0, assert(cs[4]:request(1065, { thread_id = thread, text_array = texts("before", 1) })).error)
+        for i = 1, 3 do assert.equal("before1", assert(cs[i]:wait_push(1067)).chat_datas[1].content) end
         local r = assert(cs[1]:request(1073, { thread_id = thread, uid = others[1].uid }))
         assert.same({ 0, thread, others[1].uid }, { r.error, r.thread_id, r.uid })
         for i = 2, 4 do
             local ev = assert(cs[i]:wait_push(1069), "removal to " .. i)
             assert.same({ "removed", { others[1].uid }, owner.uid }, { ev.kind, ev.uids, ev.by })
         end
-        assert.equal(0, assert(cs[3]:request(1065, { thread_id = thread, text_array = texts("after", 1) })).error)
-        assert.equal("after1", assert(cs[4]:wait_push(1067)).chat_datas[1].content)
+        assert.equal(0, assert(cs[4]:request(1065, { thread_id = thread, text_array = texts("after", 1) })).error)
+        assert.equal("after1", assert(cs[3]:wait_push(1067)).chat_datas[1].content)
         assert.equal("after1", assert(cs[1]:wait_push(1067)).chat_datas[1].content)
         assert.is_true(cs[2]:no_push(1067, 200))
         local denied = { error = 1015, field = "thread_id" }
@@ -300,5 +303,162 @@ describe("chat groups", function()
         assert.truthy(rows <= MAX_MEMBERS)
         assert.truthy(ok >= MAX_MEMBERS - 3) -- at least until full with the leaver still in
         close_all { co, c1, c2 }
+    end)
+
+    it("lets the owner and admins manage by rank; an owner who leaves hands over to the first admin",
+        function()
+            local owner, others = people(4)
+            local users = { owner, others[1], others[2], others[3], others[4] }
+            local cs = spread(users)
+            local thread = create(cs[1], "ranks", others)
+            for i = 2, 5 do assert(cs[i]:wait_push(1069)) end
+            local function ask(i, id, body)
+                body.thread_id = thread
+                return assert(cs[i]:request(id, body))
+            end
+            -- a member may not remove, promote or rename; only the owner promotes
+            assert.same({ error = 1015, field = "role" }, ask(2, 1073, { uid = others[2].uid }))
+            assert.same({ error = 1015, field = "role" }, ask(2, 1075, { uid = others[2].uid, role = "admin" }))
+            assert.same({ error = 1015, field = "role" }, ask(2, 1079, { name = "mine" }))
+            assert.same({ error = 1016, field = "role" }, ask(1, 1075, { uid = others[1].uid, role = "owner" }))
+            assert.equal(0, ask(1, 1075, { uid = others[1].uid, role = "admin" }).error)
+            for i = 2, 5 do
+                local ev = assert(cs[i]:wait_push(1069))
+                assert.same({ "role", { others[1].uid }, "admin" }, { ev.kind, ev.uids, ev.role })
+            end
+            assert.equal(0, ask(1, 1075, { uid = others[2].uid, role = "admin" }).error)
+            for i = 2, 5 do assert(cs[i]:wait_push(1069)) end
+            -- an admin removes members, not admins or the owner
+            assert.same({ error = 1015, field = "uid" }, ask(2, 1073, { uid = others[2].uid }))
+            assert.same({ error = 1015, field = "uid" }, ask(2, 1073, { uid = owner.uid }))
+            assert.same({ error = 1016, field = "uid" }, ask(2, 1073, { uid = cluster.user().uid }))
+            assert.equal(0, ask(2, 1073, { uid = others[4].uid }).error)
+            assert.equal("removed", assert(cs[5]:wait_push(1069)).kind)
+            for _, i in ipairs({ 1, 3, 4 }) do assert(cs[i]:wait_push(1069)) end
+            -- invite policy: admins only; then a member's invite is refused
+            local u = ask(2, 1079, { invite_policy = "admins", name = "renamed" })
+            assert.same({ 0, "renamed", "admins" }, { u.error, u.name, u.invite_policy })
+            for _, i in ipairs({ 1, 3, 4 }) do
+                local ev = assert(cs[i]:wait_push(1069))
+                assert.same({ "updated", "renamed", "admins" }, { ev.kind, ev.name, ev.invite_policy })
+            end
+            cluster.befriend(others[3], others[4])
+            assert.same({ error = 1015, field = "invite_policy" },
+                ask(4, 1063, { members = { others[4].uid } }))
+            -- the owner leaves: the admin who joined first (a tie: the smaller uid) owns it
+            local left = ask(1, 1071, {})
+            assert.same({ 0, others[1].uid }, { left.error, left.owner_uid })
+            for _, i in ipairs({ 2, 3, 4 }) do
+                local ev = assert(cs[i]:wait_push(1069))
+                assert.same({ "left", { owner.uid }, others[1].uid }, { ev.kind, ev.uids, ev.owner_uid })
+            end
+            local list = ask(2, 1081, {})
+            assert.same({ { others[1].uid, "owner" }, { others[2].uid, "admin" }, { others[3].uid, "member" } },
+                { { list.members[1].uid, list.members[1].role }, { list.members[2].uid, list.members[2].role },
+                    { list.members[3].uid, list.members[3].role } })
+            -- transfer: the new owner becomes an admin
+            local t = ask(2, 1077, { uid = others[3].uid })
+            assert.same({ 0, others[3].uid }, { t.error, t.owner_uid })
+            assert.equal("owner", assert(cs[4]:wait_push(1069)).kind)
+            assert.same({ error = 1015, field = "role" }, ask(2, 1077, { uid = others[2].uid }))
+            local mine = assert(cs[2]:request(1083, {}))
+            assert.same({ thread, "renamed", others[3].uid, "admin", 3, "admins" },
+                { mine.groups[1].thread_id, mine.groups[1].name, mine.groups[1].owner_uid,
+                    mine.groups[1].role, mine.groups[1].member_count, mine.groups[1].invite_policy })
+            assert.equal(3, members_row(thread))
+            close_all(cs)
+        end)
+
+    it("pages the member list", function()
+        local owner, others = people(MAX_MEMBERS - 1)
+        local co = cluster.login(chat1.port, owner)
+        local thread = create(co, "paged", others)
+        local seen, cursor, more = {}, 0, true
+        while more do
+            local r = assert(co:request(1081, { thread_id = thread, uid = cursor }))
+            assert.equal(0, r.error)
+            for _, m in ipairs(r.members) do seen[#seen + 1] = m.uid end
+            cursor, more = r.next_uid, r.load_more
+        end
+        assert.equal(MAX_MEMBERS, #seen)
+        co:close()
+    end)
+
+    it("sends a read receipt to the other side of a private thread on the other server, once", function()
+        local a, b = cluster.user(), cluster.user()
+        local thread = cluster.befriend(a, b)
+        local ca = cluster.login(chat1.port, a)
+        local cb = cluster.login(chat2.port, b)
+        local ack = assert(ca:request(1017, { touid = b.uid, thread_id = thread,
+            text_array = texts("r", 2) }))
+        assert(cb:wait_push(1019))
+        local one, two = ack.chat_datas[1].message_id, ack.chat_datas[2].message_id
+        for _, t in ipairs(assert(cb:request(1025, {})).threads) do
+            if t.thread_id == thread then assert.equal(2, t.unread) end
+        end
+        assert.equal(two, assert(cb:request(1085, { thread_id = thread, message_id = two })).last_read_message_id)
+        local rr = assert(ca:wait_push(1087))
+        assert.same({ error = 0, thread_id = thread, uid = b.uid, last_read_message_id = two }, rr)
+        -- an older mark leaves the cursor and sends nothing
+        assert.equal(two, assert(cb:request(1085, { thread_id = thread, message_id = one })).last_read_message_id)
+        assert.is_true(ca:no_push(1087, 200))
+        for _, t in ipairs(assert(cb:request(1025, {})).threads) do
+            if t.thread_id == thread then assert.same({ 0, two }, { t.unread, t.last_read_message_id }) end
+        end
+        -- the sender's own messages are never unread for it
+        for _, t in ipairs(assert(ca:request(1025, {})).threads) do
+            if t.thread_id == thread then assert.equal(0, t.unread) end
+        end
+        close_all { ca, cb }
+    end)
+
+    it("carries a group message to another server once, for all its members there", function()
+        local owner, others = people(4)
+        local co = cluster.login(chat1.port, owner)
+        local cs = {}
+        for i = 1, 4 do cs[i] = cluster.login(chat2.port, others[i]) end
+        local thread = create(co, "once", others)
+        for i = 1, 4 do assert(cs[i]:wait_push(1069)) end
+        local items = cluster.metric(chat1, "chathost_chat_push_batch_items_total", 0)
+        local ack = assert(co:request(1065, { thread_id = thread, text_array = texts("o", 1) }))
+        for i = 1, 4 do assert.equal("o1", assert(cs[i]:wait_push(1067)).chat_datas[1].content) end
+        assert.equal(1, cluster.metric(chat1, "chathost_chat_push_batch_items_total") - items)
+        -- a resend (same unique_id) answers the first message and stores nothing
+        local again = assert(co:request(1065, { thread_id = thread, text_array = texts("o", 1) }))
+        assert.equal(ack.chat_datas[1].message_id, again.chat_datas[1].message_id)
+        assert.equal(1, cluster.count("SELECT COUNT(*) AS n FROM chat_message WHERE thread_id = ?", thread))
+        close_all(cs)
+        co:close()
+    end)
+end)
+
+describe("chat groups after a reload", function()
+    local cl, dir
+
+    setup(function()
+        cl = cluster.start { chats = 1, copy_scripts = true, edit = function(d) dir = d end }
+    end)
+
+    teardown(function() cl:stop() end)
+
+    it("applies an edited group rule at the next request", function()
+        local owner, f1, f2 = cluster.user(), cluster.user(), cluster.user()
+        cluster.befriend(owner, f1)
+        cluster.befriend(owner, f2)
+        local chat = cl.chats[1]
+        local c = cluster.login(chat.port, owner)
+        local members = { f1.uid, f2.uid }
+        local first = assert(c:request(1061, { name = "before", members = members }))
+        assert.equal(0, first.error)
+        local generation = cluster.metric(chat, "chathost_script_generation")
+        util.edit_file(dir .. "/chat/groups.lua", "max_members = settings.group_max_members,",
+            "max_members = 2,")
+        assert(chat.proc:kill("HUP"))
+        assert(util.wait_until(function()
+            return cluster.metric(chat, "chathost_script_generation") > generation
+        end, 5000, "the reload"))
+        assert.same({ error = 1016, field = "members", limit = 2 },
+            assert(c:request(1061, { name = "after", members = members })))
+        c:close()
     end)
 end)

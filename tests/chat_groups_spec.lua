@@ -10,7 +10,7 @@ local util = require "helpers.util"
 local cluster = require "helpers.chat_cluster"
 local db = host.db
 
-local MAX_MEMBERS, MAX_PER_USER, NAME_MAX = 6, 3, 16
+local MAX_MEMBERS, MAX_PER_USER, NAME_MAX, UNREAD_MAX, CACHE_MAX = 6, 3, 16, 3, 2
 
 local function texts(prefix, n)
     local out = {}
@@ -34,7 +34,8 @@ describe("chat groups", function()
 
     setup(function()
         cl = cluster.start { chat = { group_max_members = MAX_MEMBERS,
-            group_max_per_user = MAX_PER_USER, group_name_max_bytes = NAME_MAX } }
+            group_max_per_user = MAX_PER_USER, group_name_max_bytes = NAME_MAX,
+            unread_count_max = UNREAD_MAX } }
         chat1, chat2 = cl.chats[1], cl.chats[2]
     end)
 
@@ -368,6 +369,49 @@ describe("chat groups", function()
             assert.equal(3, members_row(thread))
             close_all(cs)
         end)
+
+    it("counts unread messages up to chat.unread_count_max", function()
+        local owner, others = people(1)
+        local co = cluster.login(chat1.port, owner)
+        local thread = create(co, "many", others)
+        local ack = assert(co:request(1065, { thread_id = thread, text_array = texts("u", UNREAD_MAX + 1) }))
+        local c1 = cluster.login(chat2.port, others[1])
+        local function unread()
+            for _, t in ipairs(assert(c1:request(1025, {})).threads) do
+                if t.thread_id == thread then return t.unread end
+            end
+        end
+        assert.equal(UNREAD_MAX, unread()) -- one more than the limit: cut
+        assert.equal(0, assert(c1:request(1085, { thread_id = thread,
+            message_id = ack.chat_datas[1].message_id })).error)
+        assert.equal(UNREAD_MAX, unread()) -- exactly the limit
+        assert.equal(0, assert(c1:request(1085, { thread_id = thread,
+            message_id = ack.chat_datas[2].message_id })).error)
+        assert.equal(UNREAD_MAX - 1, unread())
+        close_all { co, c1 }
+    end)
+
+    it("caches at most chat.group_cache_max member lists per server", function()
+        -- a server of its own: its cache holds what this test put there, nothing else
+        local chat3 = cluster.start_chat { chat = { group_cache_max = CACHE_MAX } }
+        local owner, others = people(1)
+        local co = cluster.login(chat3.port, owner)
+        local g = {}
+        for i = 1, CACHE_MAX + 1 do g[i] = create(co, "cache" .. i, others) end
+        local function loads_for(i)
+            local before = cluster.metric(chat3, "chathost_chat_group_member_loads_total")
+            assert.equal(0, assert(co:request(1065, { thread_id = g[i], text_array = texts("c", 1) })).error)
+            return cluster.metric(chat3, "chathost_chat_group_member_loads_total") - before
+        end
+        -- the third create's list filled the cache past CACHE_MAX: it holds g3 alone
+        assert.equal(0, loads_for(3))
+        assert.equal(1, loads_for(1))
+        assert.same({ 0, 0 }, { loads_for(3), loads_for(1) }) -- CACHE_MAX lists: both kept
+        assert.equal(1, loads_for(2)) -- one more: the cache starts again with g2
+        assert.equal(1, loads_for(1))
+        co:close()
+        chat3:stop()
+    end)
 
     it("pages the member list", function()
         local owner, others = people(MAX_MEMBERS - 1)

@@ -27,6 +27,8 @@ function M.of(thread_id)
     if hit and hit.version == version then return hit end
     local uids, qerr = groups.uids(thread_id)
     if not uids then return nil, qerr end
+    host.metrics.inc("chathost_chat_group_member_loads_total", 1, nil,
+        "group member lists read from MySQL (not cached, or changed since: chat.members)")
     local entry = { version = version, uids = uids, set = {} }
     for _, u in ipairs(uids) do entry.set[u] = true end
     if #uids == 0 then return entry end -- not kept: ids that are no group cannot fill it

@@ -30,8 +30,8 @@ local function servers_of(uids)
     return out
 end
 
--- send(session, uids, msg_id, body, except?) -> the number of users reached here and the
--- servers the body was queued for (for logs and metrics). except: a uid left out (the sender).
+-- send(session, uids, msg_id, body, except?) -> the number of users with a session here
+-- and of the servers the body was queued for. except: a uid left out (the sender).
 function M.send(session, uids, msg_id, body, except)
     local remote, here = {}, 0
     for _, uid in ipairs(uids) do
@@ -39,9 +39,10 @@ function M.send(session, uids, msg_id, body, except)
             local s = host.sessions.get(uid)
             if s then
                 local ok, err = s:send(msg_id, body)
-                if ok then here = here + 1 else
+                if not ok then
                     host.log.info("push ", msg_id, " to uid ", uid, " not sent: ", tostring(err))
                 end
+                here = here + 1
             else
                 remote[#remote + 1] = uid
             end

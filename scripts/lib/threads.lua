@@ -1,7 +1,8 @@
--- lib.threads: chat_thread and private_chat (sql/001_schema.sql). One private thread per
--- pair of users, stored as (user1_id < user2_id) under a UNIQUE key: a creator inserts
--- first and, when the key says the pair exists (1062, also after waiting for a concurrent
--- creator to commit), reads the existing thread with a locking read (which sees the newest
+-- lib.threads: chat_thread and private_chat (sql/001_schema.sql); a user's thread list
+-- also names its groups (group_member, sql/005_groups.sql; lib.groups has the rest). One
+-- private thread per pair of users, stored as (user1_id < user2_id) under a UNIQUE key: a
+-- creator inserts first and, when the key says the pair exists (1062, also after waiting
+-- for a concurrent creator to commit), reads the existing thread with a locking read (which sees the newest
 -- committed row, not the transaction's snapshot). Never select-then-insert with FOR
 -- UPDATE: two creators' gap locks deadlock (error 1213), as the original's CreatePrivateChat did.
 local host = require "host"

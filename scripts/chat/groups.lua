@@ -84,7 +84,10 @@ end
 -- extra uids, all but the session's user.
 local function announce(session, thread_id, body, extra, gone)
     local ok, err = members.changed(thread_id, gone)
-    if not ok then host.log.warn("group ", thread_id, " version: ", tostring(err)) end
+    if not ok then
+        host.log.error("group ", thread_id, ": its member list version was not written (",
+            tostring(err), "): other servers may use their old list until its next change")
+    end
     local to = {}
     if not gone then
         local group, gerr = members.of(thread_id)

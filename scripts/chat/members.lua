@@ -40,16 +40,27 @@ function M.of(thread_id)
     return entry
 end
 
+local WRITE_ATTEMPTS = 3 -- a version not written leaves other servers' lists stale
+
 -- changed(thread_id, gone?) -> true | nil, err: the members changed (gone: the group was
--- deleted); every server reads the list again at its next use.
+-- deleted); every server reads the list again at its next use. The write is tried
+-- WRITE_ATTEMPTS times (a command timeout is not an outage: no reconnect clears the caches).
 function M.changed(thread_id, gone)
     if cache[thread_id] then
         cache[thread_id] = nil
         count = count - 1
     end
     local key = keys.group_version(thread_id)
-    if gone then return host.redis.call("DEL", key) end
-    return host.redis.call("SET", key, host.crypto.random_hex(8))
+    local ok, err
+    for _ = 1, WRITE_ATTEMPTS do
+        if gone then
+            ok, err = host.redis.call("DEL", key)
+        else
+            ok, err = host.redis.call("SET", key, host.crypto.random_hex(8))
+        end
+        if ok then return true end
+    end
+    return nil, err
 end
 
 -- clear(): forgets every list (Redis came back and may have lost versions).

@@ -413,6 +413,32 @@ describe("chat groups", function()
         chat3:stop()
     end)
 
+    it("goes on when a member is on a server without NotifyBatch (an original one)", function()
+        local owner, others = people(2)
+        local away = "fakeold" .. others[1].uid
+        local old = cluster.fake_peer(away, { ["ChatService.NotifyTextChatMsg"] = function(req)
+            return { error = 0, fromuid = req.fromuid, touid = req.touid }
+        end })
+        local co = cluster.login(chat1.port, owner)
+        local c2 = cluster.login(chat2.port, others[2])
+        local thread = create(co, "mixed", others)
+        assert(c2:wait_push(1069))
+        assert(host.redis.call("SET", "uip_" .. others[1].uid, away, "EX", 600))
+        -- more messages than a sender's share of a peer's queue (chat.push_queue_max + 1):
+        -- a group push that never ended there would hold the sender
+        for i = 1, 4 do
+            assert.equal(0, assert(co:request(1065, { thread_id = thread,
+                text_array = texts("m" .. i .. "-", 1) })).error)
+            assert.equal("m" .. i .. "-1", assert(c2:wait_push(1067)).chat_datas[1].content)
+        end
+        assert(util.wait_until(function()
+            return cluster.metric(chat1, "chathost_chat_pushes_queue_done_total", 0)
+                == cluster.metric(chat1, "chathost_chat_pushes_queued_total", 0)
+        end, 5000, "the pushes to the old server to end"))
+        old:close()
+        close_all { co, c2 }
+    end)
+
     it("pages the member list", function()
         local owner, others = people(MAX_MEMBERS - 1)
         local co = cluster.login(chat1.port, owner)

@@ -1,9 +1,10 @@
 -- bench/chat_groups_setup.lua GROUPS SIZE SENDERS OUT_FILE: creates GROUPS groups of SIZE
 -- bench users each (rows written straight into chat_thread, group_chat and group_member),
--- the first SENDERS members of each group its senders, writes a login token for every
--- user to Redis, and writes OUT_FILE for bench/chat_load.c's group mode: one line per
--- user, "uid token sender thread_id server_index", the members alternating between the
--- two chat servers. Run with `chathost exec` against the bench's Redis and MariaDB.
+-- the first SENDERS members of each group its senders, and writes OUT_FILE for
+-- bench/chat_load.c's group mode: one line per user, "uid token sender thread_id
+-- server_index", the members alternating between the two chat servers, the token "-"
+-- (bench/chat_tokens.lua writes real ones). Run with `chathost exec` against the bench's
+-- MariaDB.
 local host = require "host"
 local ngroups, size = tonumber((...)), tonumber((select(2, ...)))
 local nsenders, out_path = tonumber((select(3, ...))), (select(4, ...))
@@ -48,21 +49,13 @@ end
 insert("INSERT INTO group_chat (thread_id, name, owner_uid, member_count) VALUES ", "(?, ?, ?, ?)", gchats)
 insert("INSERT INTO group_member (thread_id, uid, role, joined_message_id) VALUES ", "(?, ?, ?, 1)",
     members)
-local lines, cmds = {}, {}
+local lines = {}
 for g = 1, ngroups do
     for m = 1, size do
-        local uid = uids[(g - 1) * size + m]
-        local token = host.crypto.random_hex(16)
-        lines[#lines + 1] = ("%d %s %d %d %d"):format(uid, token, m <= nsenders and 1 or 0,
-            threads[g], m % 2)
-        cmds[#cmds + 1] = { "SET", "utoken_" .. uid, token, "EX", 86400 }
-        if #cmds == BATCH then
-            assert(host.redis.pipeline(cmds))
-            cmds = {}
-        end
+        lines[#lines + 1] = ("%d - %d %d %d"):format(uids[(g - 1) * size + m],
+            m <= nsenders and 1 or 0, threads[g], m % 2)
     end
 end
-if #cmds > 0 then assert(host.redis.pipeline(cmds)) end
 assert(host.fs.write(out_path, table.concat(lines, "\n") .. "\n"))
 print(("created %d groups of %d users (%d senders each)"):format(ngroups, size, nsenders))
 return 0

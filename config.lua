@@ -52,6 +52,12 @@ return {
         wait_timeout_ms = 5000,
     },
 
+    file = {
+        max_open = 1024,                    -- host.file's open files per process (each
+                                            -- upload or download in flight holds one);
+                                            -- beyond: open() fails with "EMFILE"
+    },
+
     grpc = {
         deadline_ms = 2000,                 -- every call between roles has a deadline
         max_message_bytes = 4194304,

@@ -61,6 +61,9 @@ local SCHEMA = {
         max_waiting = int(1000, 0, 1000000),
         wait_timeout_ms = int(5000, 0, 600000),
     },
+    file = {
+        max_open = int(1024, 1, 1000000), -- host.file's open files per process; beyond: EMFILE
+    },
     grpc = {
         deadline_ms = int(2000, 1, 3600000),
         max_message_bytes = int(4194304, 1024, 67108864),

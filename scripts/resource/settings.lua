@@ -14,7 +14,9 @@ local function root()
 end
 
 local types = {}
-for i, t in ipairs(self.image_types) do types[i] = t end
+while self.image_types[#types + 1] ~= nil do -- (a read-only config list: ipairs does not see through it)
+    types[#types + 1] = self.image_types[#types + 1]
+end
 
 local M = {
     dir = root(),

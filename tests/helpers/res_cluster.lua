@@ -38,10 +38,13 @@ function M.name(ext)
     return host.crypto.random_hex(16) .. "." .. (ext or "png")
 end
 
--- The upload row of name (kind 2 unless given)
+-- The upload row of name (kind 2 unless given): {upload_id, state, owner_uid, total_size,
+-- sha (nil until complete)} | nil
 function M.upload_row(name, kind)
-    return host.db.query("SELECT upload_id, state, owner_uid, total_size, LOWER(HEX(sha256)) AS sha "
-        .. "FROM upload WHERE kind = ? AND name = ?", kind or 2, name)[1]
+    local row = assert(host.db.query("SELECT upload_id, state, owner_uid, total_size, "
+        .. "LOWER(HEX(sha256)) AS sha FROM upload WHERE kind = ? AND name = ?", kind or 2, name))[1]
+    if row and row.sha == host.null then row.sha = nil end
+    return row
 end
 
 return M

@@ -136,6 +136,22 @@ return {
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },
         },
     },
+    resource = {                            -- avatars and chat images (docs/protocol.md §13)
+        port = 8093,                        -- the resource channel the gate's login names (resport)
+        http_port = 8094,                   -- signed GET /files/<message_id>, /avatars/<name>
+        admin_port = 9112,
+        -- dir = "/var/lib/chathost/files", -- storage root; default: the run's folder (.run/files)
+        max_file_bytes = 10485760,          -- one avatar or image; beyond: 1101
+        image_types = { "png", "jpeg", "gif", "webp", "bmp" }, -- told by content; others: 1102
+        quota_bytes = 104857600,            -- per user, uploads kept or running; beyond: 1103
+        max_uploads = 8,                    -- unfinished uploads per user at once; beyond: 1103
+        upload_ttl_s = 3600,                -- an upload without a chunk this long expires
+        sweep_interval_ms = 10000, sweep_batch = 100, -- the expiry sweeper: tick, uploads per tick
+        max_body_bytes = 65536,             -- one frame (a 32 KiB chunk in base64 is ~44 KB)
+        idle_timeout_ms = 43200000,         -- 12 h: the S2 client keeps the connection silent
+                                            -- between transfers and logs out if it closes
+        max_connections = 100000,           -- lowered to the open-file limit minus a reserve
+    },
     -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
 
     -- Roles of your own (README "Adding a role"): each entry runs as `chathost NAME` with

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "file.h"
 #include "log.h"
 #include "modules.h"
 #include "sched.h"
@@ -30,14 +31,14 @@ struct files {
 
 /* An open file. Jobs in flight hold it: the descriptor is closed only once the handle
  * is closed or collected and no job uses it any more (its number could be reused). */
-typedef struct file_t {
+struct file_t {
     struct app *app;
     int fd;          /* -1 once closed */
     int jobs;        /* jobs in flight on fd */
     int closing;     /* close() or collected: no new job */
     int ud_alive;    /* the Lua handle exists */
     char path[];     /* for error messages */
-} file_t;
+};
 
 typedef struct file_ud {
     file_t *f;
@@ -414,6 +415,25 @@ static int l_file_tostring(lua_State *L) {
     lua_pushfstring(L, "file %s%s", u->f ? u->f->path : "?",
                     !u->f || u->f->closing ? " (closed)" : "");
     return 1;
+}
+
+/* ---- for other C modules (file.h) ------------------------------------------------------ */
+
+file_t *file_take(lua_State *L, int idx) {
+    file_ud *u = luaL_testudata(L, idx, FILE_MT);
+    if (!u || !u->f || u->f->closing || u->f->fd < 0) return NULL;
+    u->f->jobs++;
+    return u->f;
+}
+
+int file_fd(const file_t *f) { return f->fd; }
+
+const char *file_path(const file_t *f) { return f->path; }
+
+void file_finish(file_t *f) {
+    f->closing = 1;
+    f->jobs--;
+    file_maybe_free(f);
 }
 
 /* ---- path functions ---------------------------------------------------------------------- */

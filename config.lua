@@ -137,9 +137,14 @@ return {
         },
     },
     resource = {                            -- avatars and chat images (docs/protocol.md §13)
-        port = 8093,                        -- the resource channel the gate's login names (resport)
-        http_port = 8094,                   -- signed GET /files/<message_id>, /avatars/<name>
+        -- host = "0.0.0.0" accepts clients from elsewhere (default: bind_host);
+        -- public_host = what the gate's login reply tells clients to dial (default: host)
+        port = 8093,                        -- the resource channel (the login's resport)
+        http_port = 8094,                   -- plain HTTP downloads by signed URL (1049/1050)
         admin_port = 9112,
+        url_secret = env("CHATHOST_RESOURCE_URL_SECRET"), -- signs those URLs (>= 16 chars;
+                                            -- `make run` generates one)
+        url_ttl_s = 300,                    -- a signed URL is valid this long
         -- dir = "/var/lib/chathost/files", -- storage root; default: the run's folder (.run/files)
         max_file_bytes = 10485760,          -- one avatar or image; beyond: 1101
         image_types = { "png", "jpeg", "gif", "webp", "bmp" }, -- told by content; others: 1102

@@ -190,6 +190,25 @@ static int l_base64_decode(lua_State *L) {
     return 1;
 }
 
+/* hmac_sha256(key, message) -> 64 hex characters: HMAC-SHA-256 (RFC 2104) of message
+   under key, for signing (the resource server's download URLs). The key of any length;
+   the state holding it is wiped after use. */
+static int l_hmac_sha256(lua_State *L) {
+    size_t klen, mlen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    const char *msg = luaL_checklstring(L, 2, &mlen);
+    crypto_auth_hmacsha256_state st;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    char hex[2 * crypto_auth_hmacsha256_BYTES + 1];
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)key, klen);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)msg, (unsigned long long)mlen);
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_memzero(&st, sizeof st);
+    sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
+    lua_pushlstring(L, hex, sizeof hex - 1);
+    return 1;
+}
+
 static int l_stats(lua_State *L) {
     struct crypto_pool *p = pool_get(app_from(L));
     workq_push_stats(L, &p->q);
@@ -216,6 +235,7 @@ int crypto_open(lua_State *L) {
                                    {"constant_time_equal", l_equal},
                                    {"base64_encode", l_base64_encode},
                                    {"base64_decode", l_base64_decode},
+                                   {"hmac_sha256", l_hmac_sha256},
                                    {"stats", l_stats},
                                    {NULL, NULL}};
     lua_newtable(L);

@@ -214,13 +214,14 @@ local SCHEMA = {
     resource = {
         host = str(false),                          -- bind address; default bind_host
         public_host = str(false),                   -- what the gate's login reply names
-                                                    -- (reshost); default: host
+                                                    -- (reshost); default host (loopback for a
+                                                    -- wildcard)
         port = int(8093, 1, 65535),                 -- the resource channel (resport)
         http_port = int(8094, 1, 65535),            -- GET /files/<id>, /avatars/<name>
         admin_port = int(9112, 0, 65535),
         url_secret = str(false),                    -- HMAC key of signed URLs (>= 16 chars);
                                                     -- environment CHATHOST_RESOURCE_URL_SECRET
-        url_ttl_s = int(300, 1, 86400),             -- a signed URL lives this long
+        url_ttl_s = int(300, 1, 86400),             -- a signed URL (1050) is valid this long
         dir = str(false),                           -- storage root; default <run dir>/files
                                                     -- (CHATHOST_RESOURCE_DIR, else .run/files
                                                     -- beside the config file)
@@ -259,9 +260,9 @@ local ENV = {
     CHATHOST_MYSQL_DATABASE = { "mysql", "database" },
     CHATHOST_LOG_LEVEL = { "log", "level" },
     CHATHOST_GRPC_SECRET = { "grpc", "secret" },
+    CHATHOST_RESOURCE_URL_SECRET = { "resource", "url_secret" },
     CHATHOST_MAIL_URL = { "mail", "url" },
     CHATHOST_MAIL_USER = { "mail", "user" }, CHATHOST_MAIL_PASSWORD = { "mail", "password" },
-    CHATHOST_RESOURCE_URL_SECRET = { "resource", "url_secret" },
     CHATHOST_RESOURCE_DIR = { "resource", "dir" },
 }
 
@@ -470,10 +471,12 @@ end
 -- A secret that is set must be worth the name: an empty one would turn the check off.
 local MIN_SECRET = 16
 local function check_secret(cfg)
-    local s = cfg.grpc.secret
-    if s ~= nil and #s < MIN_SECRET then
-        error(("grpc.secret: %d characters, at least %d (or leave it unset)"):format(#s,
-            MIN_SECRET), 0)
+    for _, key in ipairs({ { "grpc", "secret" }, { "resource", "url_secret" } }) do
+        local s = cfg[key[1]][key[2]]
+        if s ~= nil and #s < MIN_SECRET then
+            error(("%s.%s: %d characters, at least %d (or leave it unset)"):format(key[1],
+                key[2], #s, MIN_SECRET), 0)
+        end
     end
 end
 
@@ -493,12 +496,18 @@ end
 
 local WILDCARD = { ["0.0.0.0"] = true, ["::"] = true, [""] = true }
 
--- Defaults that follow other settings: every role's host is bind_host, and the client's
--- gate is this config's own gate (loopback when the gate binds a wildcard).
+-- Defaults that follow other settings: every role's host is bind_host (the resource
+-- server's too, and what it announces is its host, loopback for a wildcard), and the
+-- client's gate is this config's own gate (loopback when the gate binds a wildcard).
 local function derive(cfg)
     for _, role in ipairs(roles.names(cfg)) do
         local _, section = roles.get(cfg, role)
         if section.host == nil then section.host = cfg.bind_host end
+    end
+    local res = cfg.resource
+    if res.host == nil then res.host = cfg.bind_host end
+    if res.public_host == nil then
+        res.public_host = WILDCARD[res.host] and "127.0.0.1" or res.host
     end
     if cfg.client.gate_url == nil then
         local h = cfg.gate.host
@@ -524,11 +533,10 @@ local function listeners(cfg)
     local admin = cfg.admin.host
     add("gate.port", cfg.gate.host, cfg.gate.port)
     add("gate.admin_port", admin, cfg.gate.admin_port, cfg.gate.workers)
-    for _, role in ipairs({ "verify", "status", "resource" }) do
+    for _, role in ipairs({ "verify", "status" }) do
         add(role .. ".port", cfg[role].host, cfg[role].port)
         add(role .. ".admin_port", admin, cfg[role].admin_port)
     end
-    add("resource.http_port", cfg.resource.host, cfg.resource.http_port)
     local declared = {}
     for name in pairs(cfg.roles) do declared[#declared + 1] = name end
     table.sort(declared)
@@ -548,6 +556,9 @@ local function listeners(cfg)
         add(p .. "rpc_port", h, inst.rpc_port)
         add(p .. "admin_port", admin, inst.admin_port)
     end
+    add("resource.port", cfg.resource.host, cfg.resource.port)
+    add("resource.http_port", cfg.resource.host, cfg.resource.http_port)
+    add("resource.admin_port", admin, cfg.resource.admin_port)
     add("redis.port", cfg.redis.host, cfg.redis.port)
     add("mysql.port", cfg.mysql.host, cfg.mysql.port)
     local scheme, rest = cfg.mail.url:match("^(smtps?)://([^/]*)")

@@ -14,6 +14,7 @@ local login = require "chat.login"
 local search = require "chat.search"
 local friends = require "chat.friends"
 local text = require "chat.text"
+local image = require "chat.image"
 local threads = require "chat.threads"
 local rpc = require "chat.rpc"
 local settings = require "chat.settings"
@@ -68,6 +69,8 @@ M.messages = {
     [msgids.LOAD_THREADS] = logged_in(threads.list),
     [msgids.CREATE_PRIVATE_CHAT] = logged_in(threads.create),
     [msgids.LOAD_MESSAGES] = logged_in(threads.messages),
+    [msgids.IMAGE_CHAT] = logged_in(image.announce),
+    [msgids.IMAGE_URL] = logged_in(image.url),
 }
 
 -- After the connection is gone (closed by either side, idle, kicked): the presence keys and

@@ -21,14 +21,6 @@ function M.valid_name(name)
     return stem ~= nil and #stem <= 64 and #ext <= 8
 end
 
--- row(uid, touid, thread_id, name, unique_id?, created_at) -> the chat_message row of a
--- new image message (status uploading), for chat.batch / lib.messages' inserts.
-function M.row(uid, touid, thread_id, name, unique_id, created_at)
-    return { thread_id = thread_id, sender_id = uid, recv_id = touid, content = name,
-        unique_id = unique_id, created_at = created_at, status = M.STATUS_UPLOADING,
-        msg_type = M.MSG_TYPE }
-end
-
 -- get(message_id) -> row {message_id, thread_id, sender_id, recv_id, content (the name),
 -- status, msg_type, created_at} | nil (no such image message) | nil, err
 function M.get(message_id)

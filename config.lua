@@ -153,7 +153,7 @@ return {
         upload_ttl_s = 3600,                -- an upload without a chunk this long expires
         sweep_interval_ms = 10000, sweep_batch = 100, -- the expiry sweeper: tick, uploads per tick
         max_body_bytes = 65536,             -- one frame (a 32 KiB chunk in base64 is ~44 KB)
-        idle_timeout_ms = 43200000,         -- 12 h: the S2 client keeps the connection silent
+        channel_idle_timeout_ms = 43200000, -- 12 h: the S2 client keeps the connection silent
                                             -- between transfers and logs out if it closes
         max_connections = 100000,           -- lowered to the open-file limit minus a reserve
     },

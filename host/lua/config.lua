@@ -233,7 +233,7 @@ local SCHEMA = {
         sweep_interval_ms = int(10000, 10, 3600000),-- the expiry sweeper's tick
         sweep_batch = int(100, 1, 100000),          -- uploads expired per tick at most
         max_body_bytes = int(65536, 1024, 16777216),-- one frame (a 32 KiB chunk is ~44 KB)
-        idle_timeout_ms = int(43200000, 0, 604800000), -- a connection silent this long is closed;
+        channel_idle_timeout_ms = int(43200000, 0, 604800000), -- a silent connection: closed;
                                                     -- 0: never (the S2 client sends nothing
                                                     -- between transfers and logs out on a close)
         max_connections = int(100000, 1, 10000000), -- lowered to the open-file limit - reserve

@@ -125,7 +125,7 @@ function START.chat(scripts, self, port, entry)
         handlers = function() return scripts:handlers() end,
         max_body_bytes = self.max_body_bytes, send_queue_bytes = self.send_queue_bytes,
         send_queue_frames = self.send_queue_frames,
-        idle_timeout_ms = self.heartbeat_timeout_ms or self.idle_timeout_ms,
+        idle_timeout_ms = self.heartbeat_timeout_ms or self.channel_idle_timeout_ms,
         max_connections = self.max_connections, handler_timeout_ms = self.handler_timeout_ms,
         fd_reserve = self.fd_reserve, login_timeout_ms = self.login_timeout_ms,
     }

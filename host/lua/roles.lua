@@ -18,8 +18,10 @@ M.BUILTIN = {
     chat = { order = 3, instances = true, servers = { chat = "port", grpc = "rpc_port" },
         stores = { "redis", "mysql" } },
     -- resource: the Season 2 resource channel (6-byte frames, no login of its own: idle and
-    -- unauthenticated until its first upload or download, by the client's contract)
-    resource = { order = 4, servers = { chat = "port" }, stores = { "redis", "mysql" },
+    -- unauthenticated until its first upload or download, by the client's contract), and
+    -- plain HTTP downloads by signed URL
+    resource = { order = 4, servers = { chat = "port", http = "http_port" },
+        stores = { "redis", "mysql" },
         chat_options = { frame = "u16u32", login_timeout_ms = 0 } },
     gate = { order = 5, servers = { http = "port" }, stores = { "redis", "mysql" } },
     client = { program = true },

@@ -19,7 +19,7 @@ local ECHO_1045 = { "message_id" }
 local ECHO_1047 = { "name", "seq", "sender_id", "receiver_id", "message_id" }
 
 -- The complete upload of (kind, name) -> row | nil, code, field
-local function complete_upload(kind, name)
+function M.complete_upload(kind, name)
     local row, err = uploads.find(kind, name)
     if err then return nil, failure.code(err) end
     if not row then return nil, errors.FileNotFound, "name" end
@@ -29,8 +29,8 @@ end
 
 -- The complete upload of image message msg (the name alone is not enough: another user's
 -- message may carry the same name, and must not reach this file) -> row | nil, code, field
-local function image_upload(msg)
-    local row, code, field = complete_upload(uploads.IMAGE, msg.content)
+function M.image_upload(msg)
+    local row, code, field = M.complete_upload(uploads.IMAGE, msg.content)
     if row and row.message_id ~= msg.message_id then return nil, errors.FileNotFound, "name" end
     return row, code, field
 end
@@ -63,7 +63,7 @@ function M.avatar(session, body)
     local seq = wire.positive(body.seq)
     if not seq then return wire.fail(reply, errors.InvalidParams, "seq") end
     local row
-    row, code, field = complete_upload(uploads.AVATAR, body.name)
+    row, code, field = M.complete_upload(uploads.AVATAR, body.name)
     if not row then return wire.fail(reply, code, field) end
     return chunk(reply, row, seq)
 end
@@ -89,7 +89,7 @@ function M.info(session, body)
     msg, code, field = visible_message(uid, body.message_id)
     if not msg then return wire.fail(reply, code, field) end
     local row
-    row, code, field = image_upload(msg)
+    row, code, field = M.image_upload(msg)
     if not row then return wire.fail(reply, code, field) end
     reply.message_id = msg.message_id
     reply.thread_id = msg.thread_id
@@ -114,7 +114,7 @@ function M.image(session, body)
     if not msg then return wire.fail(reply, code, field) end
     if body.name ~= msg.content then return wire.fail(reply, errors.InvalidParams, "name") end
     local row
-    row, code, field = image_upload(msg)
+    row, code, field = M.image_upload(msg)
     if not row then return wire.fail(reply, code, field) end
     return chunk(reply, row, seq)
 end

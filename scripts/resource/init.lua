@@ -2,13 +2,14 @@
 -- [msg_id u16 BE][body_len u32 BE][JSON] (the host's chat server with the 6-byte header,
 -- no login timeout). Avatars (1031 up, 1033 down) and chat images (1041/1037/1043 up,
 -- 1045/1047 down), each request answered with id + 1; identity per connection as
--- resource.identity says. start() prepares the storage folders and the expiry sweeper.
+-- resource.identity says. The same files over signed plain HTTP (resource.http). start() prepares the storage folders and the expiry sweeper.
 local host = require "host"
 local current = require "lib.current"
 local upload = require "resource.upload"
 local download = require "resource.download"
 local settings = require "resource.settings"
 local sweep = require "resource.sweep"
+local http = require "resource.http"
 
 local M = {}
 
@@ -21,6 +22,9 @@ M.messages = {
     [1045] = download.info,     -- image size by message_id -> 1046
     [1047] = download.image,    -- image chunk download -> 1048
 }
+
+-- resource.http_port: signed plain HTTP downloads
+M.routes = http.routes
 
 -- The sweeper's tick, through current() so an edited sweep is used at its next tick.
 function M.sweep()

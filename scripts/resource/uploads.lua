@@ -11,17 +11,20 @@ local M = {}
 M.AVATAR, M.IMAGE = 1, 2                        -- upload.kind
 M.UPLOADING, M.COMPLETE, M.FAILED = 0, 1, 2     -- upload.state
 
-local COLUMNS = "upload_id, kind, name, owner_uid, message_id, total_size, md5, state, "
-    .. "LOWER(HEX(sha256)) AS sha256"
+local COLUMNS = "u.upload_id, u.kind, u.name, u.owner_uid, u.message_id, u.total_size, u.md5, "
+    .. "u.state, LOWER(HEX(u.sha256)) AS sha256, f.mime"
 
--- find(kind, name) -> row | nil (none) | nil, err
+-- find(kind, name) -> row {upload_id, kind, name, owner_uid, message_id?, total_size, md5,
+-- state, sha256? (hex, once complete), mime? (once complete)} | nil (none) | nil, err
 function M.find(kind, name)
-    local rows, err = host.db.query("SELECT " .. COLUMNS .. " FROM upload WHERE kind = ? AND name = ?",
-        kind, name)
+    local rows, err = host.db.query("SELECT " .. COLUMNS .. " FROM upload u LEFT JOIN "
+        .. "file_object f ON f.sha256 = u.sha256 WHERE u.kind = ? AND u.name = ?", kind, name)
     if not rows then return nil, err end
     local row = rows[1]
-    if row and row.sha256 == host.null then row.sha256 = nil end
-    if row and row.message_id == host.null then row.message_id = nil end
+    if not row then return nil end
+    for _, k in ipairs({ "sha256", "message_id", "mime" }) do
+        if row[k] == host.null then row[k] = nil end
+    end
     return row
 end
 

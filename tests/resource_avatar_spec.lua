@@ -3,16 +3,10 @@
 -- download by any logged-in user (name, client_path, req_type echoed, is_last a boolean),
 -- never before the upload is complete, never under another user's name.
 local host = require "host"
-local cluster = require "helpers.chat_cluster"
 local res = require "helpers.res_client"
 local rc = require "helpers.res_cluster"
-local redis = host.redis
 
-local function session_user()
-    local u = cluster.user()
-    assert(redis.call("SET", "restoken_" .. u.uid, u.token, "EX", 600))
-    return u
-end
+local session_user = rc.session_user
 
 describe("resource avatars", function()
     timeout(30000)

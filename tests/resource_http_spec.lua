@@ -3,19 +3,13 @@
 -- an expired one are refused (403), an incomplete upload is 404, Range gives 206/416; the
 -- routes count as one route each in /metrics, whatever the file.
 local host = require "host"
-local cluster = require "helpers.chat_cluster"
 local http = require "helpers.http"
 local res = require "helpers.res_client"
 local rc = require "helpers.res_cluster"
 local signed_url = require "helpers.scripts_lib" "lib.signed_url"
 local roles = require "helpers.roles"
-local redis = host.redis
 
-local function session_user()
-    local u = cluster.user()
-    assert(redis.call("SET", "restoken_" .. u.uid, u.token, "EX", 600))
-    return u
-end
+local session_user = rc.session_user
 
 describe("resource HTTP downloads", function()
     timeout(30000)

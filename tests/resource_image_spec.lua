@@ -10,12 +10,7 @@ local res = require "helpers.res_client"
 local rc = require "helpers.res_cluster"
 local db, redis = host.db, host.redis
 
--- A user whose resource session is open (what a chat login leaves: restoken_<uid>).
-local function session_user()
-    local u = cluster.user()
-    assert(redis.call("SET", "restoken_" .. u.uid, u.token, "EX", 600))
-    return u
-end
+local session_user = rc.session_user
 
 local function file_of(role, sha)
     return host.fs.read(role.files .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha)

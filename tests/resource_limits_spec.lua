@@ -4,16 +4,10 @@
 -- (resource.upload_ttl_s), and a disk that says no (1105, nothing marked complete).
 local host = require "host"
 local util = require "helpers.util"
-local cluster = require "helpers.chat_cluster"
 local res = require "helpers.res_client"
 local rc = require "helpers.res_cluster"
-local redis = host.redis
 
-local function session_user()
-    local u = cluster.user()
-    assert(redis.call("SET", "restoken_" .. u.uid, u.token, "EX", 600))
-    return u
-end
+local session_user = rc.session_user
 
 -- upload(role, a, b, data, name?) -> the last ack of the image's upload from a to b
 local function upload(role, a, b, data, name)

@@ -79,18 +79,29 @@ local function visible_message(uid, message_id)
     return msg
 end
 
--- 1045 {message_id} -> 1046 {message_id, thread_id, sender_id, recv_id, name, msg_type,
--- status, total_size}: what the client needs to download an image of its history
-function M.info(session, body)
-    local reply = wire.echo(body, ECHO_1045)
+-- The start of 1045 and 1047: the reply (echo), the session's image message body.message_id
+-- names and its complete upload -> reply, msg, row | reply (with its error), nil
+local function image_request(session, body, echo)
+    local reply = wire.echo(body, echo)
     local uid, code, field = identity.who(session, body)
     if not uid then return wire.fail(reply, code, field) end
     local msg
     msg, code, field = visible_message(uid, body.message_id)
     if not msg then return wire.fail(reply, code, field) end
+    if echo == ECHO_1047 and body.name ~= msg.content then
+        return wire.fail(reply, errors.InvalidParams, "name")
+    end
     local row
     row, code, field = M.image_upload(msg)
     if not row then return wire.fail(reply, code, field) end
+    return reply, msg, row
+end
+
+-- 1045 {message_id} -> 1046 {message_id, thread_id, sender_id, recv_id, name, msg_type,
+-- status, total_size}: what the client needs to download an image of its history
+function M.info(session, body)
+    local reply, msg, row = image_request(session, body, ECHO_1045)
+    if not msg then return reply end
     reply.message_id = msg.message_id
     reply.thread_id = msg.thread_id
     reply.sender_id = msg.sender_id
@@ -104,18 +115,10 @@ end
 
 -- 1047 {name, seq, sender_id, receiver_id, message_id, uid, token} -> 1048: an image's chunk
 function M.image(session, body)
-    local reply = wire.echo(body, ECHO_1047)
-    local uid, code, field = identity.who(session, body)
-    if not uid then return wire.fail(reply, code, field) end
+    local reply, msg, row = image_request(session, body, ECHO_1047)
+    if not msg then return reply end
     local seq = wire.positive(body.seq)
     if not seq then return wire.fail(reply, errors.InvalidParams, "seq") end
-    local msg
-    msg, code, field = visible_message(uid, body.message_id)
-    if not msg then return wire.fail(reply, code, field) end
-    if body.name ~= msg.content then return wire.fail(reply, errors.InvalidParams, "name") end
-    local row
-    row, code, field = M.image_upload(msg)
-    if not row then return wire.fail(reply, code, field) end
     return chunk(reply, row, seq)
 end
 

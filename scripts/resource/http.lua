@@ -27,13 +27,19 @@ local function signed(req)
     return true
 end
 
-local function send(req, row)
-    local res, err, code = req:send_file(upload.store:object_path(row.sha256), {
+-- The response for a complete upload's row, or the refusal for what the look-up answered
+-- instead (code: a resource.download error).
+local function send(req, row, code)
+    if not row then
+        if code == errors.ServerBusy or code == errors.Internal then return refuse(503, code, "busy") end
+        return refuse(404, code, code == errors.UploadIncomplete and "incomplete" or "not found")
+    end
+    local res, err, ecode = req:send_file(upload.store:object_path(row.sha256), {
         range = req.headers.range, content_type = row.mime or "application/octet-stream",
         headers = { ["cache-control"] = "private, max-age=300" } })
     if res then return res end
     host.log.warn("HTTP ", req.path, ": ", tostring(err))
-    if code == "ENOENT" then return refuse(404, errors.FileNotFound, "not found") end
+    if ecode == "ENOENT" then return refuse(404, errors.FileNotFound, "not found") end
     return refuse(500, errors.StorageFailed, "storage")
 end
 
@@ -46,12 +52,7 @@ function M.file(req)
     local msg, err = images.get(tonumber(id))
     if err then return refuse(503, failure.code(err), "busy") end
     if not msg then return refuse(404, errors.FileNotFound, "not found") end
-    local row, code = download.image_upload(msg)
-    if not row then
-        if code == errors.ServerBusy or code == errors.Internal then return refuse(503, code, "busy") end
-        return refuse(404, code, code == errors.UploadIncomplete and "incomplete" or "not found")
-    end
-    return send(req, row)
+    return send(req, download.image_upload(msg))
 end
 
 -- GET /avatars/<name>?e=&s=
@@ -60,12 +61,7 @@ function M.avatar(req)
     if not images.valid_name(name) then return refuse(404, errors.FileNotFound, "not found") end
     local ok, status, headers, body = signed(req)
     if not ok then return status, headers, body end
-    local row, code = download.complete_upload(uploads.AVATAR, name)
-    if not row then
-        if code == errors.ServerBusy or code == errors.Internal then return refuse(503, code, "busy") end
-        return refuse(404, code, code == errors.UploadIncomplete and "incomplete" or "not found")
-    end
-    return send(req, row)
+    return send(req, download.complete_upload(uploads.AVATAR, name))
 end
 
 M.routes = {

@@ -3,6 +3,7 @@
 -- image messages written straight into MariaDB (what the chat role's 1035 stores).
 local host = require "host"
 local roles = require "helpers.roles"
+local cluster = require "helpers.chat_cluster"
 
 local M = {}
 
@@ -22,6 +23,14 @@ function M.start(opts)
         end }
     role.http_port, role.files = http_port, dir
     return role
+end
+
+-- session_user() -> a user (helpers.chat_cluster.user) whose resource session is open: what
+-- a chat login leaves (restoken_<uid> = the login's token), without a chat server
+function M.session_user()
+    local u = cluster.user()
+    assert(host.redis.call("SET", "restoken_" .. u.uid, u.token, "EX", 600))
+    return u
 end
 
 -- image_message(sender, receiver, thread_id, name) -> message_id: an image message as 1035

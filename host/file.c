@@ -133,10 +133,14 @@ static void job_free(fjob *j) {
     free(j);
 }
 
-/* nil, "<what> <path>: <strerror>", "<ERRNO>" */
-static int push_failure(lua_State *L, const char *what, const char *path, int err) {
+/* nil, "<what> <path>[ to <path2>]: <strerror>", "<ERRNO>" */
+static int push_failure(lua_State *L, const char *what, const char *path, const char *path2,
+                        int err) {
     lua_pushnil(L);
-    lua_pushfstring(L, "%s %s: %s", what, path, strerror(err));
+    if (path2)
+        lua_pushfstring(L, "%s %s to %s: %s", what, path, path2, strerror(err));
+    else
+        lua_pushfstring(L, "%s %s: %s", what, path, strerror(err));
     lua_pushstring(L, uv_err_name(-err));
     return 3;
 }
@@ -154,7 +158,7 @@ static void job_done(uv_work_t *w, int status) {
     int n = 0;
     if (t) { /* the results first: letting go of the file may free it (and its path) */
         const char *path = j->file ? j->file->path : j->path;
-        n = j->err ? push_failure(t->co, j->what, path, j->err) : j->push(j, t->co);
+        n = j->err ? push_failure(t->co, j->what, path, j->path2, j->err) : j->push(j, t->co);
     }
     if (j->file) {
         j->file->jobs--;
@@ -186,7 +190,7 @@ static int job_submit(lua_State *L, fjob *j, const char *fname) {
         if (j->file) j->file->jobs--;
         j->task = NULL;
         j->err = -rc;
-        int n = push_failure(L, j->what, j->file ? j->file->path : j->path, -rc);
+        int n = push_failure(L, j->what, j->file ? j->file->path : j->path, j->path2, -rc);
         if (j->after) j->after(j);
         job_free(j);
         return n;

@@ -644,6 +644,7 @@ static void respond_file(http_conn *c, lua_State *co, int idx) {
     }
     observe(c, status, (size_t)length);
     c->state = C_WRITING;
+    uv_timer_stop(&c->timer); /* the handler answered; each write arms its own deadline */
     file_stream *fs = xmalloc(sizeof *fs);
     fs->file = f;
     fs->offset = (int64_t)offset;

@@ -138,6 +138,11 @@ static int try_read(tcp_conn *c, lua_State *L, enum read_mode mode, size_t want,
             lua_pushfstring(L, "frame of %f bytes above the limit", (double)f.len);
             return 2;
         }
+        if (st == FRAME_MORE && c->len >= c->max_buffer) { /* it can never complete */
+            lua_pushnil(L);
+            lua_pushliteral(L, "frame larger than max_buffer");
+            return 2;
+        }
         if (st == FRAME_OK) {
             lua_pushinteger(L, f.id);
             lua_pushlstring(L, (const char *)f.body, f.len);

@@ -42,6 +42,19 @@ describe("host.frame u16u32", function()
         assert.equal(70000, len)
     end)
 
+    it("reads a frame above the client's max_buffer as an error, not a timeout", function()
+        local s = assert(host.chat.serve { address = "127.0.0.1:0", frame = "u16u32",
+            max_body_bytes = 1048576, handlers = function()
+                return { messages = { [100] = function() return { data = ("d"):rep(200000) } end } }
+            end })
+        local conn = assert(host.tcp.connect("127.0.0.1", s.port,
+            { timeout_ms = 5000, frame = "u16u32", max_buffer = 65536 }))
+        assert(conn:send_frame(100, "{}"))
+        assert.same({ nil, "frame larger than max_buffer" }, { conn:read_frame(5000) })
+        conn:close()
+        s:close()
+    end)
+
     it("refuses an unknown format name", function()
         assert.has_error(function() host.frame.encode(1, "x", "u32u32") end)
         assert.has_error(function() host.tcp.connect("127.0.0.1", 1, { frame = "big" }) end)

@@ -132,11 +132,27 @@ describe("chat image message", function()
             text_array = { { content = "not an image" } } }))
         local tid = text.chat_datas[1].message_id
         assert.same({ error = 1100, message_id = tid }, ca:request(1049, { message_id = tid }))
+        for _, chat in ipairs({ chat1, chat2 }) do -- the secret is never logged
+            assert.is_nil(chat:log():find(signed_url.secret(), 1, true))
+        end
         assert.same({ error = 1016, field = "message_id" }, ca:request(1049, { message_id = 0 }))
         assert.same({ error = 1001, field = "message_id" }, ca:request(1049, { message_id = "1" }))
         ca:close()
         cb:close()
         cc:close()
+    end)
+
+    it("answers 1049 with 1019 when no URL secret is configured", function()
+        local bare = cluster.start_chat { env = { CHATHOST_RESOURCE_URL_SECRET = false } }
+        local a, b = cluster.user(), cluster.user()
+        local thread = cluster.befriend(a, b)
+        local ca = cluster.login(bare.port, a)
+        local id = announce(ca, a, b, thread, name(), uuid()).message_id
+        assert(images.mark_complete(id))
+        assert.same({ error = 1019, message_id = id }, ca:request(1049, { message_id = id }))
+        assert(bare:await("no image URL can be signed", 3000))
+        ca:close()
+        bare:stop()
     end)
 
     it("refuses strangers, other threads, bad names and bad fields, storing nothing", function()

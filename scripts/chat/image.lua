@@ -24,10 +24,9 @@ local msgids = require "lib.msgids"
 local M = {}
 
 local MSG = msgids.IMAGE_CHAT
-local UNIQUE_ID_MAX = 128 -- the client sends a braced UUID (38 bytes), as in 1017
 
 local function md5_hex(v) return #v == 32 and v:match("^%x+$") ~= nil end
-local function unique_id_ok(v) return #v <= UNIQUE_ID_MAX end
+local function unique_id_ok(v) return #v <= save.UNIQUE_ID_MAX end
 
 local FIELDS = {
     { name = "fromuid", kind = "uid", self = true },

@@ -50,8 +50,9 @@ local function heartbeat(session, body)
         session:close("kicked")
         return nil
     end
-    local kept, terr = tokens.session_refresh(session.uid, session.data.restoken,
-        settings.presence_ttl_s)
+    local token = session.data.restoken -- (none: logged in before a reload brought it)
+    local kept, terr = true, nil
+    if token then kept, terr = tokens.session_refresh(session.uid, token, settings.presence_ttl_s) end
     if not kept then
         host.log.warn("heartbeat of uid ", session.uid, ": resource session token: ",
             tostring(terr or "a newer login's"))

@@ -19,6 +19,8 @@ local M = {}
 
 local KNOWN_THREADS_MAX = 64 -- per session: threads already checked (there is no unfriending)
 
+M.UNIQUE_ID_MAX = 128 -- bytes of a unique_id (the original client sends a braced UUID, 38)
+
 -- allowed(session, touid, thread_id) -> true | false | nil, err: friends with touid, and
 -- thread_id is their thread. Remembered per session once true.
 function M.allowed(session, touid, thread_id)

@@ -22,7 +22,6 @@ local settings = require "chat.settings"
 local msgids = require "lib.msgids"
 
 local MSG = msgids.TEXT_CHAT
-local UNIQUE_ID_MAX = 128 -- the client sends a braced UUID (38 bytes)
 
 local FIELDS = {
     { name = "fromuid", kind = "uid", self = true },
@@ -50,7 +49,7 @@ local function read_items(list)
         if content == "" or not validate.utf8(content, settings.text_max_bytes) then
             return nil, invalid("content")
         end
-        if #unique_id > UNIQUE_ID_MAX then return nil, invalid("unique_id") end
+        if #unique_id > save.UNIQUE_ID_MAX then return nil, invalid("unique_id") end
         if unique_id ~= "" then
             if seen[unique_id] then return nil, invalid("unique_id") end
             seen[unique_id] = true

@@ -71,7 +71,8 @@ describe("make run", function()
         assert.matches("verify +gRPC 127%.0%.0%.1:" .. ports.verify, out)
         assert.matches("status +gRPC 127%.0%.0%.1:" .. ports.status, out)
         assert.matches("resource 127%.0%.0%.1:" .. ports.res .. " %(avatars and images, 6%-byte "
-            .. "frames; files in " .. dir:gsub("%p", "%%%0") .. "/run/files%)", out)
+            .. "frames; files in " .. dir:gsub("%p", "%%%0") .. "/run/files%), signed downloads "
+            .. "http://127%.0%.0%.1:" .. ports.reshttp, out)
         assert.matches("to chat, run in two other terminals: +%S+ client %-c %S+config%.lua", out)
     end)
 

@@ -239,8 +239,8 @@ summary() {
         read -r port admin <<<"$(ports "$name")"
         lines+=("  gate     http://127.0.0.1:$port (POST /get_varifycode, /user_register, /reset_pwd, /user_login), admin http://127.0.0.1:$admin") ;;
       resource)
-        read -r port admin <<<"$(ports "$name")"
-        lines+=("  resource 127.0.0.1:$port (avatars and images, 6-byte frames; files in $CHATHOST_RESOURCE_DIR), admin http://127.0.0.1:$admin") ;;
+        read -r http port admin <<<"$(ports "$name")"
+        lines+=("  resource 127.0.0.1:$port (avatars and images, 6-byte frames; files in $CHATHOST_RESOURCE_DIR), signed downloads http://127.0.0.1:$http, admin http://127.0.0.1:$admin") ;;
       verify|status)
         read -r port admin <<<"$(ports "$name")"
         lines+=("  $name   gRPC 127.0.0.1:$port, admin http://127.0.0.1:$admin") ;;

@@ -156,6 +156,7 @@ return {
         channel_idle_timeout_ms = 43200000, -- 12 h: the S2 client keeps the connection silent
                                             -- between transfers and logs out if it closes
         max_connections = 100000,           -- lowered to the open-file limit minus a reserve
+        max_connections_per_ip = 256,       -- one address's share (a NAT holds many users)
     },
     -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
 

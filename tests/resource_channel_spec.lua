@@ -59,3 +59,28 @@ describe("resource channel", function()
         other:stop()
     end)
 end)
+
+describe("resource channel per address", function()
+    timeout(30000)
+
+    it("takes max_connections_per_ip connections from one address and closes the next at once", function()
+        local role = rc.start { resource = { max_connections_per_ip = 2 } }
+        local c1, c2 = assert(res.connect(role.port)), assert(res.connect(role.port))
+        for _, c in ipairs({ c1, c2 }) do -- both served
+            assert.equal(1014, assert(c:request(1045, { message_id = 1 })).error)
+        end
+        local c3 = assert(res.connect(role.port))
+        local _, err = c3:read_frame(5000)
+        assert.equal("closed", err)
+        c3:close()
+        c1:close() -- a slot of that address is free again once the server saw the close
+        assert(util.wait_until(function()
+            local c = assert(res.connect(role.port))
+            local r = c:request(1045, { message_id = 1 }, 1000)
+            c:close()
+            return r and r.error == 1014
+        end, 5000, "a slot for the address again"))
+        c2:close()
+        role:stop()
+    end)
+end)

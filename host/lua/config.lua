@@ -237,6 +237,8 @@ local SCHEMA = {
                                                     -- 0: never (the S2 client sends nothing
                                                     -- between transfers and logs out on a close)
         max_connections = int(100000, 1, 10000000), -- lowered to the open-file limit - reserve
+        max_connections_per_ip = int(256, 0, 1000000), -- from one client address (channel and
+                                                    -- HTTP each); beyond: closed; 0: no cap
         handler_timeout_ms = int(30000, 100, 3600000), -- one request; then 1019
         send_queue_bytes = int(4194304, 65536, 1073741824), -- per connection; beyond: closed
     },

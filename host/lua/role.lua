@@ -128,6 +128,7 @@ function START.chat(scripts, self, port, entry)
         idle_timeout_ms = self.heartbeat_timeout_ms or self.channel_idle_timeout_ms,
         max_connections = self.max_connections, handler_timeout_ms = self.handler_timeout_ms,
         fd_reserve = self.fd_reserve, login_timeout_ms = self.login_timeout_ms,
+        max_connections_per_ip = self.max_connections_per_ip,
     }
     for k, v in pairs(entry.chat_options or {}) do opts[k] = v end
     local server, err = host.chat.serve(opts)

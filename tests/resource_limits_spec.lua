@@ -6,6 +6,8 @@ local host = require "host"
 local util = require "helpers.util"
 local res = require "helpers.res_client"
 local rc = require "helpers.res_cluster"
+local roles = require "helpers.roles"
+local http = require "helpers.http"
 
 local session_user = rc.session_user
 
@@ -117,7 +119,8 @@ describe("resource storage failures", function()
     it("answers 1105 when the storage folder cannot be made (a path under a regular file) and marks nothing complete", function()
         local dir = assert(host.fs.mkdtemp("resbad"))
         assert(host.fs.write(dir .. "/plain", "a regular file"))
-        local role = rc.start { dir = dir .. "/plain/files" }
+        local admin = roles.free_port()
+        local role = rc.start { dir = dir .. "/plain/files", resource = { admin_port = admin } }
         local a, b = session_user(), session_user()
         local r, name = upload(role, a, b, res.png(1000))
         assert.equal(1105, r.error)
@@ -125,6 +128,9 @@ describe("resource storage failures", function()
         assert.equal(0, row.state)
         assert.is_nil(row.sha)
         assert.truthy(role:log():find("storage folder", 1, true))
+        local health = assert(http.get(admin, "/healthz"))
+        assert.equal(503, health.status)
+        assert.matches("^failing: ", host.json.decode(health.body).checks.storage)
         role:stop()
         host.fs.rmtree(dir)
     end)

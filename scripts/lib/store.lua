@@ -67,6 +67,21 @@ function M:prepare()
     return true
 end
 
+-- check() -> "ok" | "failing: why": a file can be created, written and removed under
+-- partial/ (the folder made first if missing), for /healthz.
+function M:check()
+    local ok, err = self:prepare()
+    if not ok then return "failing: " .. tostring(err) end
+    local path = self.root .. "/partial/.healthz"
+    local f, oerr = host.file.open(path, "w")
+    if not f then return "failing: " .. tostring(oerr) end
+    local written, werr = f:write(0, "ok")
+    f:close()
+    host.file.unlink(path)
+    if not written then return "failing: " .. tostring(werr) end
+    return "ok"
+end
+
 -- write_part(upload_id, offset, data) -> true | nil, err, "storage"
 function M:write_part(upload_id, offset, data)
     local path = self:partial_path(upload_id)

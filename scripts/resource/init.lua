@@ -32,6 +32,11 @@ function M.sweep()
     if err then host.log.warn("expiry sweep: ", tostring(err)) end
 end
 
+-- /healthz: besides Redis and MariaDB, the storage folder takes a file.
+function M.health()
+    return { storage = upload.store:check() }
+end
+
 function M.start()
     local ok, err = upload.store:prepare()
     if not ok then

@@ -40,11 +40,18 @@ describe("resource images across two chat servers", function()
         local ca = cluster.login(cl.chats[1].port, a)
         local cb = cluster.login(cl.chats[2].port, b)
         local name = rc.name()
-        local id = rc.image_message(a, b, thread, name)
+        -- the S2 client's order: 1035 on the chat channel, its 1036 names the message, then
+        -- the upload on the resource channel, the 1036's fromuid/touid as sender/receiver
+        local ack = assert(ca:request(1035, { fromuid = a.uid, touid = b.uid, thread_id = thread,
+            md5 = ("0"):rep(32), name = name, token = a.token, unique_id = "{" .. name .. "}",
+            text_or_url = "/home/a/x.png" }))
+        assert.equal(0, ack.error)
+        assert.equal(3, ack.status)
+        local id = ack.message_id
         local data = res.png(7 * 32768 + 1000) -- 8 chunks: the window refills
         local ra = assert(res.connect(role.port))
-        local last = res.upload_image(ra, { uid = a.uid, token = a.token, name = name,
-            data = data, message_id = id, receiver = b.uid })
+        local last = res.upload_image(ra, { uid = a.uid, token = a.token, name = ack.unique_name,
+            data = data, message_id = id, sender = ack.fromuid, receiver = ack.touid })
         assert.equal(0, last.error)
         local push = assert(cb:wait_push(1039, 5000))
         assert.same({ error = 0, message_id = id, sender_id = a.uid, receiver_id = b.uid,
@@ -66,6 +73,13 @@ describe("resource images across two chat servers", function()
         assert.equal(data, (res.download_image(ra, a, { name = name, message_id = id,
             sender_id = a.uid, receiver_id = b.uid })))
         for _, c in ipairs({ ca, cb, ra, rb }) do c:close() end
+        -- the chat session over, its token no longer opens a resource connection
+        assert(util.wait_until(function()
+            local c = assert(res.connect(role.port))
+            local r = c:request(1045, { message_id = id, uid = a.uid, token = a.token })
+            c:close()
+            return r and r.error == 1010
+        end, 5000, "the resource session to end with the chat session"))
     end)
 end)
 

@@ -368,3 +368,37 @@ describe("resource server restart", function()
         role:stop()
     end)
 end)
+
+describe("resource session recheck", function()
+    timeout(30000)
+
+    -- a bound connection whose chat session then ends -> the reply to its next chunk
+    local function after_logout(role)
+        local a, b = session_user(), session_user()
+        local name = rc.name()
+        local u = { uid = a.uid, token = a.token, name = name, receiver = b.uid,
+            message_id = rc.image_message(a, b, 1, name), data = res.png(3 * 32768) }
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        assert(redis.call("DEL", "restoken_" .. a.uid)) -- the chat session ended
+        local r = assert(c:request(1037, res.image_body(1037, u, 2)))
+        c:close()
+        return r, rc.upload_row(name).upload_id
+    end
+
+    it("refuses the next request of a connection whose chat session ended (session_recheck_ms 0)", function()
+        local role = rc.start { resource = { session_recheck_ms = 0 } }
+        local r, upload_id = after_logout(role)
+        assert.equal(1010, r.error)
+        assert.equal(1, redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
+        role:stop()
+    end)
+
+    it("keeps a bound connection for session_recheck_ms without asking Redis again", function()
+        local role = rc.start { resource = { session_recheck_ms = 3600000 } }
+        local r, upload_id = after_logout(role)
+        assert.equal(0, r.error)
+        assert.equal(2, redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
+        role:stop()
+    end)
+end)

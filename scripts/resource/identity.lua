@@ -4,18 +4,40 @@
 -- live chat session's (lib.tokens.session_valid: the chat server keeps it while the user
 -- is logged in); from then on every request must name that uid or none, and the session's
 -- uid is the only identity a request has. Kept in session.data (the host's, so it outlives
--- a script reload).
+-- a script reload). A bound connection's session is checked again when it was last checked
+-- more than resource.session_recheck_ms ago: once the chat session has ended (logout, a
+-- newer login elsewhere), the connection is anonymous again (1010).
 local errors = require "lib.errors"
 local failure = require "lib.failure"
 local tokens = require "lib.tokens"
 local host = require "host"
 local wire = require "resource.wire"
+local settings = require "resource.settings"
 
 local M = {}
 
 -- who(session, body) -> uid | nil, code, field
 -- Bound: a request naming another uid is refused (1015). Not bound: without a token 1014,
 -- a uid that is not one 1011, a token that is not that user's live session 1010.
+-- still(session) -> true | nil, code, field: the bound session's token is still its
+-- user's live chat session (checked again after resource.session_recheck_ms)
+local function still(session)
+    local data = session.data
+    local now = host.timer.monotonic()
+    if now - data.checked_ms < settings.session_recheck_ms then return true end
+    local ok, err = tokens.session_valid(data.uid, data.token)
+    if ok == nil then
+        host.log.warn("resource session check of uid ", data.uid, ": ", tostring(err))
+        return nil, failure.code(err)
+    end
+    if not ok then
+        data.uid, data.token = nil, nil
+        return nil, errors.TokenInvalid, "token"
+    end
+    data.checked_ms = now
+    return true
+end
+
 function M.who(session, body)
     local bound = session.data.uid
     local named = body.uid
@@ -23,6 +45,8 @@ function M.who(session, body)
     local uid = wire.positive(named)
     if bound then
         if named ~= nil and uid ~= bound then return nil, errors.PermissionDenied, "uid" end
+        local ok, code, field = still(session)
+        if not ok then return nil, code, field end
         return bound
     end
     local token = body.token
@@ -34,7 +58,8 @@ function M.who(session, body)
         return nil, failure.code(err)
     end
     if not ok then return nil, errors.TokenInvalid, "token" end
-    session.data.uid = uid
+    session.data.uid, session.data.token = uid, token
+    session.data.checked_ms = host.timer.monotonic()
     return uid
 end
 

@@ -73,6 +73,7 @@ local function upload_of(kind, uid, c, body, may_create)
                 if not ok then return nil, code, field end
                 local restarted, rerr = uploads.restart(row, c.total, c.md5)
                 if not restarted then return nil, failure.code(rerr) end
+                store:remove_partial(row.upload_id) -- nothing of the old attempt is kept
             end
             if row.state == uploads.FAILED then return nil, errors.FileNotFound, "name" end
             if row.total_size ~= c.total then return nil, errors.BadChunk, "total_size" end

@@ -14,6 +14,7 @@
 
 #include "errors.h"
 #include "frame.h"
+#include "peer_count.h"
 #include "json.h"
 #include "scripts.h"
 #include "log.h"
@@ -64,6 +65,8 @@ typedef struct session {
     double uid;
     int bound;
     char peer[48];
+    char ip[48];            /* the peer without its port: the per-address count's key */
+    int counted;            /* counted in srv->per_ip */
     uint64_t last_recv;
     uint64_t accepted_at;   /* loop time of the accept: the login deadline counts from it */
     uint8_t *part;          /* the bytes of a frame not complete yet */
@@ -108,6 +111,8 @@ struct chat_server {
     unsigned queue_frames;
     uint64_t idle_ms, handler_ms, login_ms; /* idle and login: 0 is off */
     int max_connections, nconns, nbound;
+    int max_per_ip;         /* connections from one address; 0: no cap */
+    peer_count *per_ip;
     int full;               /* reached max_connections; until it is down to 90% of it */
     list_node sessions;
     char id_prefix[24];
@@ -121,6 +126,7 @@ struct chat_server {
     msg_stat unknown_msgs; /* msg_ids without a handler share one series: not a label each */
     unsigned long unknown_logged;
     unsigned long refused;  /* connections turned away at max_connections */
+    unsigned long refused_ip; /* ... and at max_connections_per_ip */
 };
 
 
@@ -487,6 +493,7 @@ static void session_close(session *s, const char *reason, int flush) {
         s->flush_timer = NULL;
     }
     srv->nconns--;
+    if (s->counted) peer_count_del(srv->per_ip, s->ip);
     metric_add(srv->m_conns, -1);
     if (srv->full && srv->nconns <= room_again_at(srv)) call_on_capacity(srv, 0);
     uv_close((uv_handle_t *)&s->tcp, tcp_closed);
@@ -819,6 +826,23 @@ static void refuse_connection(chat_server *srv, uv_stream_t *l) {
     uv_close((uv_handle_t *)t, refuse_closed);
 }
 
+/* One client address must not hold every slot (the resource channel has no login to
+ * wait for): a connection beyond max_connections_per_ip from its address is closed at
+ * once, unanswered, and counted. Returns 1 when s was turned away (and is being freed). */
+static int over_ip_cap(chat_server *srv, session *s) {
+    tcp_peer_str(&s->tcp, s->ip, sizeof s->ip, 0);
+    if (peer_count_add(srv->per_ip, s->ip) <= srv->max_per_ip) {
+        s->counted = 1;
+        return 0;
+    }
+    peer_count_del(srv->per_ip, s->ip);
+    if (srv->refused_ip++ % 1000 == 0)
+        log_warn("chat %s: %s holds max_connections_per_ip (%d): refusing more (%lu so far)",
+                 srv->name, s->ip, srv->max_per_ip, srv->refused_ip);
+    uv_close((uv_handle_t *)&s->tcp, refuse_closed_session);
+    return 1;
+}
+
 static void on_connection(uv_stream_t *l, int status) {
     chat_server *srv = l->data;
     lua_State *L = srv->app->L;
@@ -840,6 +864,7 @@ static void on_connection(uv_stream_t *l, int status) {
     uv_tcp_nodelay(&s->tcp, 1);
     snprintf(s->id, sizeof s->id, "%s-%llx", srv->id_prefix, (unsigned long long)++srv->next_id);
     tcp_peer_str(&s->tcp, s->peer, sizeof s->peer, 1);
+    if (srv->max_per_ip > 0 && over_ip_cap(srv, s)) return;
     s->last_recv = s->accepted_at = uv_now(srv->app->loop);
     session_ud *u = lua_newuserdata(L, sizeof *u);
     u->s = s;
@@ -886,6 +911,7 @@ static void server_free(hostobj *o) {
     luaL_unref(L, LUA_REGISTRYINDEX, srv->by_uid_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
     if (srv->app->chat == srv) srv->app->chat = NULL;
+    peer_count_free(srv->per_ip);
     free(srv);
 }
 
@@ -949,6 +975,7 @@ static int read_options(lua_State *L, chat_server *o) {
     snprintf(o->name, sizeof o->name, "%s", luaL_optstring(L, -1, "chat"));
     lua_pop(L, 1);
     o->max_connections = (int)vm_opt_int(L, 1, "max_connections", 200000);
+    o->max_per_ip = (int)vm_opt_int(L, 1, "max_connections_per_ip", 0);
     return (int)vm_opt_int(L, 1, "fd_reserve", 256);
 }
 
@@ -963,7 +990,8 @@ static uint64_t sweep_interval(const chat_server *srv) {
 
 /* serve{address=, handlers=function() -> table, name=?, frame=?, max_body_bytes=?,
  *       send_queue_bytes=?, send_queue_frames=?, idle_timeout_ms=?, login_timeout_ms=?,
- *       handler_timeout_ms=?, max_connections=?, fd_reserve=?} -> server | nil, err
+ *       handler_timeout_ms=?, max_connections=?, max_connections_per_ip=? (0: no cap),
+ *       fd_reserve=?} -> server | nil, err
  * frame "u16u32" (the resource channel) has 6-byte headers and bodies up to 16 MiB (still
  * bounded by max_body_bytes); idle_timeout_ms / login_timeout_ms = 0 turn those off. */
 static int l_serve(lua_State *L) {
@@ -986,6 +1014,7 @@ static int l_serve(lua_State *L) {
     srv->app = app;
     srv->port = port;
     srv->max_connections = clamp_connections(srv->name, srv->max_connections, fd_reserve);
+    srv->per_ip = peer_count_new();
     list_init(&srv->sessions);
     uv_tcp_init(app->loop, &srv->listener);
     srv->listener.data = srv;

@@ -407,6 +407,27 @@ static void push_routes(lua_State *L, http_server *s) {
     }
 }
 
+/* With the routes table on top: the handler of "METHOD /dir/" followed by "*" for a request of
+ * "METHOD /dir/name" (one path segment after the prefix, not empty), pushed in place of the
+ * table, and c->route becomes that key, so metrics and logs get one series per route, not
+ * one per file (the resource role's GET /files/<id>). Returns 0 (table left) if none. */
+static int find_wildcard(lua_State *L, http_conn *c, size_t mlen) {
+    char key[sizeof c->route + 2];
+    const char *path = c->route + mlen + 1;
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path || slash[1] == '\0') return 0;
+    int n = snprintf(key, sizeof key, "%.*s*", (int)(slash + 1 - c->route), c->route);
+    if (n <= 0 || (size_t)n >= sizeof c->route) return 0;
+    lua_getfield(L, -1, key);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_remove(L, -2);
+    memcpy(c->route, key, (size_t)n + 1);
+    return 1;
+}
+
 /* Finds the handler for c's request; pushes it, or answers 404/405 and returns 0. */
 static int find_handler(lua_State *L, http_conn *c, size_t path_len) {
     static const char *const methods[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
@@ -426,6 +447,7 @@ static int find_handler(lua_State *L, http_conn *c, size_t path_len) {
             return 1;
         }
         lua_pop(L, 1);
+        if (find_wildcard(L, c, mlen)) return 1;
     }
     char allow[128] = "";
     size_t alen = 0;

@@ -247,7 +247,7 @@ print(table.concat(out, "\n"))
         assert.equal("--help\n", r.stdout)
     end)
 
-    it("prints a section as key = value lines with full dotted paths, passwords hidden", function()
+    it("prints a section as key = value lines with full dotted paths, passwords and secrets hidden", function()
         local r = with_config('return { gate = { accounts = { code_max_tries = 7 } }, '
             .. 'mysql = { password = "s3cret" } }', { "config", "gate.accounts" })
         assert.equal(0, r.code, r.stderr)
@@ -261,6 +261,13 @@ print(table.concat(out, "\n"))
         assert.matches("\nmysql%.password = <hidden>\n", r.stdout)
         assert.is_nil(r.stdout:find("s3cret", 1, true))
         assert.matches("\nchat%.instances%.a%.rpc_port = 7101\n", r.stdout)
+        r = with_config('return { grpc = { secret = "0123456789abcdef-g" }, resource = { '
+            .. 'url_secret = "0123456789abcdef-u" } }', { "config", "grpc", "resource" },
+            { CHATHOST_GRPC_SECRET = false, CHATHOST_RESOURCE_URL_SECRET = false })
+        assert.equal(0, r.code, r.stderr)
+        assert.matches("\ngrpc%.secret = <hidden>\n", r.stdout)
+        assert.matches("\nresource%.url_secret = <hidden>\n", r.stdout)
+        assert.is_nil(r.stdout:find("0123456789abcdef", 1, true))
         r = with_config('return {}', { "config", "gate.trusted_proxies" })
         assert.equal("gate.trusted_proxies = {}\n", r.stdout)
     end)

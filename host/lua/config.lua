@@ -190,17 +190,6 @@ local SCHEMA = {
             admin_port = int(0, 0, 65535),
         } },
     },
-    resource = {                                    -- the resource server (avatars, chat images)
-        host = str(false),                          -- bind address; default bind_host
-        public_host = str(false),                   -- what the gate's login reply names
-                                                    -- (reshost); default host (loopback for a
-                                                    -- wildcard)
-        port = int(8093, 1, 65535),                 -- resource channel (resport of the login)
-        http_port = int(8094, 1, 65535),            -- plain HTTP downloads by signed URL
-        url_secret = str(false),                    -- HMAC key of signed URLs (>= 16 chars);
-                                                    -- environment CHATHOST_RESOURCE_URL_SECRET
-        url_ttl_s = int(300, 1, 86400),             -- a signed URL (1050) is valid this long
-    },
     client = {                                      -- `chathost client`
         gate_url = str(false),                      -- default: this config's gate
         heartbeat_ms = int(10000, 100, 600000),     -- 1023 to the chat server
@@ -225,6 +214,41 @@ local SCHEMA = {
         stores = { "stores", {} },                  -- what /healthz checks: "redis", "mysql"
         settings = { "table", {} },                 -- free-form, for the role's scripts
     } },
+    -- the resource role (scripts/resource, docs/protocol.md §13): avatars and chat images
+    -- over the Season 2 resource channel ([id u16][len u32][JSON] frames)
+    resource = {
+        host = str(false),                          -- bind address; default bind_host
+        public_host = str(false),                   -- what the gate's login reply names
+                                                    -- (reshost); default host (loopback for a
+                                                    -- wildcard)
+        port = int(8093, 1, 65535),                 -- the resource channel (resport)
+        http_port = int(8094, 1, 65535),            -- GET /files/<id>, /avatars/<name>
+        admin_port = int(9112, 0, 65535),
+        url_secret = str(false),                    -- HMAC key of signed URLs (>= 16 chars);
+                                                    -- environment CHATHOST_RESOURCE_URL_SECRET
+        url_ttl_s = int(300, 1, 86400),             -- a signed URL (1050) is valid this long
+        dir = str(false),                           -- storage root; default <run dir>/files
+                                                    -- (CHATHOST_RESOURCE_DIR, else .run/files
+                                                    -- beside the config file)
+        max_file_bytes = int(10485760, 1, 1099511627776), -- one file; beyond: 1101
+        image_types = { "image_types", { "png", "jpeg", "gif", "webp", "bmp" } }, -- by content
+        quota_bytes = int(104857600, 0, 1099511627776), -- per user, uploads kept or running
+        max_uploads = int(8, 1, 100000),            -- unfinished uploads per user at once
+        upload_ttl_s = int(3600, 1, 2592000),       -- an upload with no chunk this long expires
+        sweep_interval_ms = int(10000, 10, 3600000),-- the expiry sweeper's tick
+        sweep_batch = int(100, 1, 100000),          -- uploads expired per tick at most
+        session_recheck_ms = int(10000, 0, 3600000),-- a bound connection's chat session is
+                                                    -- checked again after this (0: every request)
+        max_body_bytes = int(65536, 1024, 16777216),-- one frame (a 32 KiB chunk is ~44 KB)
+        channel_idle_timeout_ms = int(43200000, 0, 604800000), -- a silent connection: closed;
+                                                    -- 0: never (the S2 client sends nothing
+                                                    -- between transfers and logs out on a close)
+        max_connections = int(100000, 1, 10000000), -- lowered to the open-file limit - reserve
+        max_connections_per_ip = int(256, 0, 1000000), -- from one client address (channel and
+                                                    -- HTTP each); beyond: closed; 0: no cap
+        handler_timeout_ms = int(30000, 100, 3600000), -- one request; then 1019
+        send_queue_bytes = int(4194304, 65536, 1073741824), -- per connection; beyond: closed
+    },
     status = {
         host = str(false), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
         token_ttl_s = int(60, 5, 86400),            -- an unused chat login token (utoken_<uid>)
@@ -248,7 +272,11 @@ local ENV = {
     CHATHOST_RESOURCE_URL_SECRET = { "resource", "url_secret" },
     CHATHOST_MAIL_URL = { "mail", "url" },
     CHATHOST_MAIL_USER = { "mail", "user" }, CHATHOST_MAIL_PASSWORD = { "mail", "password" },
+    CHATHOST_RESOURCE_DIR = { "resource", "dir" },
 }
+
+-- The image types the resource role tells by their first bytes (scripts/lib/store.lua).
+local IMAGE_TYPES = { png = true, jpeg = true, gif = true, webp = true, bmp = true }
 
 local LEVELS = { debug = true, info = true, warn = true, error = true, off = true }
 
@@ -287,6 +315,16 @@ local function check(path, spec, v)
         for k, name in pairs(v) do
             if type(k) ~= "number" or (name ~= "redis" and name ~= "mysql") then
                 error(("%s: expected a list of redis, mysql, got %s"):format(path, tostring(name)), 0)
+            end
+        end
+    elseif kind == "image_types" then
+        if type(v) ~= "table" or #v == 0 then
+            error(("%s: expected a list of png, jpeg, gif, webp, bmp"):format(path), 0)
+        end
+        for k, name in pairs(v) do
+            if type(k) ~= "number" or not IMAGE_TYPES[name] then
+                error(("%s: expected a list of png, jpeg, gif, webp, bmp, got %s"):format(path,
+                    tostring(name)), 0)
             end
         end
     elseif kind == "level" then
@@ -529,6 +567,7 @@ local function listeners(cfg)
     end
     add("resource.port", cfg.resource.host, cfg.resource.port)
     add("resource.http_port", cfg.resource.host, cfg.resource.http_port)
+    add("resource.admin_port", admin, cfg.resource.admin_port)
     add("redis.port", cfg.redis.host, cfg.redis.port)
     add("mysql.port", cfg.mysql.host, cfg.mysql.port)
     local scheme, rest = cfg.mail.url:match("^(smtps?)://([^/]*)")

@@ -1,6 +1,7 @@
 -- lib.keys: every Redis key the roles share (docs/protocol.md §7). Keys written for a
 -- user or a session always get a TTL where they are written. Each key has one owner module
--- that reads and writes it: code_* lib.codes, utoken_ and restoken_ lib.tokens.
+-- that reads and writes it: code_* lib.codes, utoken_ and restoken_ lib.tokens, upload_*
+-- resource.uploads.
 local M = {}
 
 function M.code(email) return "code_" .. email end                 -- verification code
@@ -15,6 +16,8 @@ M.LOGIN_COUNT = "logincount"                                       -- hash: serv
 M.CHAT_SERVERS = "chatservers"                                     -- set of chat server names
 function M.chat_server(name) return "chatserver_" .. name end      -- liveness: {host,port,rpc}
 function M.group_version(thread_id) return "gver_" .. thread_id end -- member list version
+function M.upload_chunks(id) return "upload_chunks_" .. id end    -- bitmap: chunks received
+function M.upload_commit(id) return "upload_commit_" .. id end    -- one completion at a time
 function M.rate(kind, id) return "rate:" .. kind .. ":" .. id end  -- rate-limit counters
 function M.email_ip(email, ip) return email .. "|" .. ip end       -- id of a pair's counter
 -- rate-limit kinds: mail (verify: one mail per address per interval), code_ip (gate: code

@@ -3,7 +3,7 @@
 # 10 and 100 transfers at once against bench/res_floor.c (plain C receiver of the same
 # frames: base64, pwrite/pread, no auth, no database) and against the resource role of a
 # private system (Redis, MariaDB, status, one chat server, one resource process), both in
-# the same run, alternating per level; then each server's RSS during 100 concurrent
+# the same run, alternating; then each server's RSS during 100 concurrent
 # uploads at each RSS size (VmRSS sampled every 100 ms, VmHWM reset before with
 # /proc/PID/clear_refs). The load is bench/res_load.c: the Season 2 client's exchange
 # (1041, then 1037 with 5 chunks in flight; 1047 stop-and-wait); with the system every
@@ -15,9 +15,13 @@
 #   LEVELS="1 10 100"      transfers at once (one connection each)
 #   MIN_BYTES=209715200    each level moves at least this much: a connection uploads
 #                          ceil(MIN_BYTES / (level * SIZE)) images one after the other
+#   ROUNDS=3               each level is run this many times, the order of floor and
+#                          resource role alternating; the table gives medians (min-max)
 #   RSS_CONNS=100 RSS_SIZES="1048576 10485760"   the RSS runs (uploads only)
 #   SYSTEM=auto            1: the resource role too; 0: the floor alone; auto: the role if
-#                          this checkout has it (scripts/resource/init.lua)
+#                          this checkout has it (scripts/resource/init.lua); aa: a second
+#                          floor in the resource columns (how far apart two identical
+#                          servers come out on the machine as it is: the noise band)
 #   RES_EXTRA=""           Lua fields added to the config's resource section (limits the
 #                          run needs above their defaults, e.g. a per-file maximum >= SIZE)
 set -euo pipefail
@@ -28,11 +32,13 @@ LEVELS=${LEVELS:-"1 10 100"}
 MIN_BYTES=${MIN_BYTES:-209715200}
 RSS_CONNS=${RSS_CONNS:-100}
 RSS_SIZES=${RSS_SIZES:-"1048576 10485760"}
+ROUNDS=${ROUNDS:-3}
 SYSTEM=${SYSTEM:-auto}
 RES_EXTRA=${RES_EXTRA:-}
 if [ "$SYSTEM" = auto ]; then
   if [ -f "$ROOT/scripts/resource/init.lua" ]; then SYSTEM=1; else SYSTEM=0; fi
 fi
+case $SYSTEM in 0|1|aa) ;; *) echo "SYSTEM is auto, 0, 1 or aa" >&2; exit 2 ;; esac
 MAX_LEVEL=$RSS_CONNS
 for l in $LEVELS; do [ "$l" -gt "$MAX_LEVEL" ] && MAX_LEVEL=$l; done
 
@@ -56,6 +62,13 @@ FLOOR_PORT=$(free_port $((25000 + RANDOM % 1000)))
 
 wait_port() { for _ in $(seq 1 200); do port_free "$1" || return 0; sleep 0.05; done; echo "nothing listens on $1" >&2; return 1; }
 wait_port "$FLOOR_PORT"
+
+if [ "$SYSTEM" = aa ]; then
+  mkdir -p "$TMP/floor2"
+  RP=$(free_port $((FLOOR_PORT + 1)))
+  "$TMP/res_floor" "$RP" "$TMP/floor2" & RES_PID=$!; PIDS+=($RES_PID)
+  wait_port "$RP"
+fi
 
 if [ "$SYSTEM" = 1 ]; then
   P1=$(free_port $((FLOOR_PORT + 1))); R1=$(free_port $((P1 + 1))); PS=$(free_port $((R1 + 1)))
@@ -93,13 +106,20 @@ load() {
   local pid addr users chat
   if [ "$target" = floor ]; then
     pid=$FLOOR_PID; addr=127.0.0.1:$FLOOR_PORT; users=-; chat=-
+  elif [ "$SYSTEM" = aa ]; then
+    pid=$RES_PID; addr=127.0.0.1:$RP; users=-; chat=-
   else
     pid=$RES_PID; addr=127.0.0.1:$RP; users=$TMP/users; chat=127.0.0.1:$P1
     "$BIN" exec "$ROOT/bench/chat_tokens.lua" "$TMP/users" # a chat login uses its token up
   fi
+  # Every run starts without dirty pages: the previous run's writes (gigabytes at 100 at
+  # once) would otherwise be written back during this one, against whoever runs second.
+  sync
   local t0 out t1
   t0=$(ticks "$pid")
-  out=$("$TMP/res_load" "$mode" "$users" "$chat" "$addr" "$@" | tee /dev/stderr | grep '^RESULT')
+  out=$("$TMP/res_load" "$mode" "$users" "$chat" "$addr" "$@")
+  echo "$out" >&2 # (not tee /dev/stderr: that reopens a redirected stderr file, truncating it)
+  out=$(grep '^RESULT' <<<"$out")
   t1=$(ticks "$pid")
   awk -v o="$out" -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN {
     n = split(o, f, " "); for (i = 1; i <= n; i++) { split(f[i], kv, "="); v[kv[1]] = kv[2] }
@@ -115,32 +135,40 @@ check() {
 }
 
 TARGETS=floor
-[ "$SYSTEM" = 1 ] && TARGETS="floor system"
+[ "$SYSTEM" = 0 ] || TARGETS="floor system"
 for t in $TARGETS; do check "$t"; done
-rm -f "$TMP"/floor/*
+rm -f "$TMP"/floor/* "$TMP"/floor2/*
+
+# stat FILE KEY: the median of KEY over the RESULT lines of FILE, "(min-max)" after it
+# when there are several; "-" without a file.
+stat() {
+  [ -s "$1" ] || { echo -; return; }
+  awk -v k="$2" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' "$1" | sort -g |
+    awk '{ v[NR] = $1 } END { m = v[int((NR + 1) / 2)]; if (NR > 1 && v[1] != v[NR]) printf "%s (%s-%s)", m, v[1], v[NR]; else printf "%s", m }'
+}
+median() { stat "$@" | cut -d' ' -f1; }
+total() { [ -s "$1" ] && grep -o "$2=[0-9]*" "$1" | awk -F= '{ s += $2 } END { print s }' || echo -; }
 
 ROWS=()
 for level in $LEVELS; do
   repeat=$(( (MIN_BYTES + level * SIZE - 1) / (level * SIZE) ))
-  declare -A up=() down=()
-  for t in $TARGETS; do
-    echo "== $t: $level at once, $repeat image(s) of $SIZE bytes each" >&2
-    up[$t]=$(load "$t" upload --conns "$level" --size "$SIZE" --repeat "$repeat" --manifest "$TMP/m.$t")
-    down[$t]=$(load "$t" download --manifest "$TMP/m.$t")
+  for round in $(seq 1 "$ROUNDS"); do
+    order=$TARGETS # odd rounds the floor first, even rounds the resource role first
+    [ $((round % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$TARGETS" | tac | tr '\n' ' ')
+    for t in $order; do
+      echo "== $t: $level at once, $repeat image(s) of $SIZE bytes each, round $round" >&2
+      load "$t" upload --conns "$level" --size "$SIZE" --repeat "$repeat" --manifest "$TMP/m.$t" >>"$TMP/r.$level.upload.$t"
+      load "$t" download --manifest "$TMP/m.$t" >>"$TMP/r.$level.download.$t"
+      rm -f "$TMP"/floor/* "$TMP"/floor2/*
+    done
   done
-  rm -f "$TMP"/floor/*
   for dir in upload download; do
-    if [ "$dir" = upload ]; then f=${up[floor]}; s=${up[system]:-}; else f=${down[floor]}; s=${down[system]:-}; fi
-    ROWS+=("$(awk -v l="$level" -v d="$dir" -v r="$repeat" -v f="$f" -v s="$s" 'function get(o, k,   n, a, i, kv) {
-        n = split(o, a, " "); for (i = 1; i <= n; i++) { split(a[i], kv, "="); if (kv[1] == k) return kv[2] } return "-" }
-      BEGIN {
-        ratio = (s != "" && get(f, "mbps") > 0) ? sprintf("%.2f", get(s, "mbps") / get(f, "mbps")) : "-"
-        printf "| %s (x%s) | %s | %s | %s | %s | %s/%s | %s/%s | %s | %s | %s/%s |\n", l, r, d,
-          get(f, "mbps"), s != "" ? get(s, "mbps") : "-", ratio,
-          get(f, "p50"), get(f, "p99"), s != "" ? get(s, "p50") : "-", s != "" ? get(s, "p99") : "-",
-          get(f, "cpu"), s != "" ? get(s, "cpu") : "-", get(f, "failed"), s != "" ? get(s, "failed") : "-" }')")
+    f=$TMP/r.$level.$dir.floor s=$TMP/r.$level.$dir.system
+    ratio=-
+    [ -s "$s" ] && ratio=$(awk -v a="$(median "$s" mbps)" -v b="$(median "$f" mbps)" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    ROWS+=("| $level (x$repeat) | $dir | $(stat "$f" mbps) | $(stat "$s" mbps) | $ratio | $(median "$f" p50)/$(median "$f" p99) |\
+ $(median "$s" p50)/$(median "$s" p99) | $(median "$f" cpu) | $(median "$s" cpu) | $(total "$f" failed)/$(total "$s" failed) |")
   done
-  unset up down
 done
 
 # rss TARGET SIZE: peak VmRSS (sampled) and VmHWM of the server during RSS_CONNS uploads.
@@ -159,8 +187,8 @@ rss() {
 RSS_ROWS=()
 for size in $RSS_SIZES; do
   echo "== RSS: $RSS_CONNS uploads of $size bytes at once" >&2
-  fr=$(rss floor "$size"); rm -f "$TMP"/floor/*
-  sr="-"; [ "$SYSTEM" = 1 ] && sr=$(rss system "$size")
+  fr=$(rss floor "$size"); rm -f "$TMP"/floor/* "$TMP"/floor2/*
+  sr="-"; [ "$SYSTEM" = 0 ] || sr=$(rss system "$size")
   RSS_ROWS+=("| $RSS_CONNS x $size B | $fr | $sr |")
 done
 

@@ -445,8 +445,8 @@ static void start_transfer(conn *c) {
 }
 
 /* ---- reading frames ---- */
-/* Appends what arrived; calls on_frame for every whole frame (body NUL-terminated in place:
- * one byte of room is always kept). Returns -1 on a frame above MAX_FRAME. */
+/* Room for the next read; one byte is never offered, so rbuf_frames can NUL-terminate a
+ * body that ends where the data ends. */
 static void rbuf_alloc(rbuf *r, uv_buf_t *b) {
     if (r->cap - r->len < 65536 + 1) {
         r->cap = r->cap ? r->cap * 2 : 131072;
@@ -455,6 +455,8 @@ static void rbuf_alloc(rbuf *r, uv_buf_t *b) {
     *b = uv_buf_init((char *)r->p + r->len, (unsigned)(r->cap - r->len - 1));
 }
 
+/* Takes n more bytes; calls on_frame for every whole frame (chat: 4-byte header, resource:
+ * 6-byte) with its body NUL-terminated. Returns -1 on a frame above MAX_FRAME. */
 static int rbuf_frames(rbuf *r, size_t n, int chat_frame, conn *c,
                        void (*on_frame)(conn *, uint16_t, const char *, size_t)) {
     r->len += n;

@@ -74,8 +74,8 @@ if [ "$SYSTEM" = 1 ]; then
   P1=$(free_port $((FLOOR_PORT + 1))); R1=$(free_port $((P1 + 1))); PS=$(free_port $((R1 + 1)))
   RP=$(free_port $((PS + 1))); RH=$(free_port $((RP + 1)))
   export CHATHOST_RESOURCE_URL_SECRET=${CHATHOST_RESOURCE_URL_SECRET:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
-  # The resource section: the keys issue 13 planned for it before the role was merged
-  # was merged (port, http_port, admin_port, dir): check them against the merged schema.
+  # The resource section: the keys issue 13 planned for it (port, http_port, admin_port,
+  # dir) before the role was merged; check them against the merged schema.
   cat >"$TMP/config.lua" <<CFG
 return {
   log = { level = "warn" },

@@ -52,6 +52,12 @@ return {
         wait_timeout_ms = 5000,
     },
 
+    file = {
+        max_open = 1024,                    -- host.file's open files per process (each
+                                            -- upload or download in flight holds one);
+                                            -- beyond: open() fails with "EMFILE"
+    },
+
     grpc = {
         deadline_ms = 2000,                 -- every call between roles has a deadline
         max_message_bytes = 4194304,
@@ -129,6 +135,15 @@ return {
             chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110 },
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },
         },
+    },
+    resource = {                            -- the resource server: avatars and chat images
+        -- host = "0.0.0.0" accepts clients from elsewhere (default: bind_host);
+        -- public_host = what the gate's login reply tells clients to dial (default: host)
+        port = 8093,                        -- the resource channel (the login's resport)
+        http_port = 8094,                   -- plain HTTP downloads by signed URL (1049/1050)
+        url_secret = env("CHATHOST_RESOURCE_URL_SECRET"), -- signs those URLs (>= 16 chars;
+                                            -- `make run` generates one)
+        url_ttl_s = 300,                    -- a signed URL is valid this long
     },
     -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
 

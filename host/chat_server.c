@@ -1,5 +1,5 @@
-/* chat_server.c: host.chat.serve, the chat role's long connections. Frames (frame.c) are
- * handled one at a time per session, in order, each by the script's messages[id] in a
+/* chat_server.c: host.chat.serve, the chat role's long connections (and the resource
+ * role's, with 6-byte headers: option frame = "u16u32"). Frames (frame.c) are handled one at a time per session, in order, each by the script's messages[id] in a
  * task of its own; a returned table is the reply (id + 1). Sessions are host objects: they
  * survive script reloads, and the uid -> session index lives here (host.sessions). Bounds:
  * the body size (a bigger header is answered and the connection closed without reading
@@ -48,7 +48,8 @@ typedef struct out_buf {
 
 typedef struct inframe {
     list_node link;
-    uint16_t id, len;
+    uint16_t id;
+    uint32_t len;
     char body[];
 } inframe;
 
@@ -102,9 +103,10 @@ struct chat_server {
     int handlers_ref, by_uid_ref;
     int messages_ref;       /* the current generation's messages table, cached */
     unsigned messages_epoch;
+    enum frame_kind kind;   /* the header format of every frame, both ways */
     size_t max_body, queue_bytes;
     unsigned queue_frames;
-    uint64_t idle_ms, handler_ms, login_ms;
+    uint64_t idle_ms, handler_ms, login_ms; /* idle and login: 0 is off */
     int max_connections, nconns, nbound;
     int full;               /* reached max_connections; until it is down to 90% of it */
     list_node sessions;
@@ -180,7 +182,7 @@ static void start_write(session *s) {
 static int session_send_raw(session *s, uint16_t id, const char *body, size_t len) {
     chat_server *srv = s->srv;
     size_t queued = s->pending.bytes.len + s->inflight.bytes.len + s->held.bytes.len +
-                    FRAME_HEADER + len;
+                    frame_header_len(srv->kind) + len;
     unsigned frames = s->pending.frames + s->inflight.frames + s->held.frames + 1;
     if (queued > srv->queue_bytes || frames > srv->queue_frames) {
         log_warn("chat: session %s (uid %.0f) does not read: %zu bytes / %u frames queued, "
@@ -189,10 +191,10 @@ static int session_send_raw(session *s, uint16_t id, const char *body, size_t le
         session_close(s, "send queue full", 0);
         return -1;
     }
-    uint8_t head[FRAME_HEADER];
-    frame_header(head, id, (uint16_t)len);
+    uint8_t head[FRAME_HEADER_MAX];
+    size_t head_len = frame_header(srv->kind, head, id, (uint32_t)len);
     out_buf *q = s->holding ? &s->held : &s->pending;
-    buf_append(&q->bytes, head, FRAME_HEADER);
+    buf_append(&q->bytes, head, head_len);
     buf_append(&q->bytes, body, len);
     q->frames++;
     metric_add(srv->m_out, 1);
@@ -241,9 +243,9 @@ static int l_send(lua_State *L) {
     }
     size_t len;
     const char *body = encode_body(L, 3, &len);
-    if (len > FRAME_MAX_BODY) {
-        log_error("chat: frame %d for uid %.0f is %zu bytes, above 65535: not sent", (int)id,
-                  s->uid, len);
+    if (len > frame_max_body(s->srv->kind)) {
+        log_error("chat: frame %d for uid %.0f is %zu bytes, above %zu: not sent", (int)id,
+                  s->uid, len, frame_max_body(s->srv->kind));
         lua_pushnil(L);
         lua_pushliteral(L, "too large");
         return 2;
@@ -511,8 +513,9 @@ static void send_reply(session *s, lua_State *co, uint16_t id, int idx) {
         reply_error(s, id, ERR_Internal, NULL);
         return;
     }
-    if (len > FRAME_MAX_BODY) {
-        log_error("chat: reply to %d is %zu bytes, above 65535: not sent", id, len);
+    if (len > frame_max_body(s->srv->kind)) {
+        log_error("chat: reply to %d is %zu bytes, above %zu: not sent", id, len,
+                  frame_max_body(s->srv->kind));
         reply_error(s, id, ERR_Internal, NULL);
         return;
     }
@@ -704,7 +707,8 @@ static size_t take_frames(session *s, const uint8_t *data, size_t len) {
     for (;;) {
         frame f;
         size_t used;
-        enum frame_status st = frame_parse(data + off, len - off, s->srv->max_body, &f, &used);
+        enum frame_status st =
+            frame_parse(s->srv->kind, data + off, len - off, s->srv->max_body, &f, &used);
         if (st == FRAME_MORE) return off;
         if (st == FRAME_TOO_BIG) {
             log_warn("chat: %s announced a %u-byte body (limit %zu): closing", s->peer, f.len,
@@ -736,13 +740,17 @@ static void keep_partial(session *s, const uint8_t *data, size_t len) {
  * when they do not complete it). A header announcing a body over the limit needs no body:
  * the header alone gets its answer. */
 static size_t part_missing(session *s, const uint8_t *data, size_t len) {
-    uint8_t head[FRAME_HEADER];
-    size_t have = s->part_len < FRAME_HEADER ? s->part_len : FRAME_HEADER;
+    enum frame_kind k = s->srv->kind;
+    size_t hl = frame_header_len(k);
+    uint8_t head[FRAME_HEADER_MAX];
+    size_t have = s->part_len < hl ? s->part_len : hl;
     memcpy(head, s->part, have);
-    if (FRAME_HEADER - have > len) return len;
-    memcpy(head + have, data, FRAME_HEADER - have);
-    size_t body = (size_t)head[2] << 8 | head[3];
-    size_t total = FRAME_HEADER + (body > s->srv->max_body ? 0 : body);
+    if (hl - have > len) return len;
+    memcpy(head + have, data, hl - have);
+    frame f;
+    size_t used;
+    size_t body = frame_parse(k, head, hl, s->srv->max_body, &f, &used) == FRAME_TOO_BIG ? 0 : f.len;
+    size_t total = hl + body;
     size_t need = total - s->part_len;
     return need < len ? need : len;
 }
@@ -796,11 +804,13 @@ static void refuse_connection(chat_server *srv, uv_stream_t *l) {
     uv_tcp_t *t = xmalloc(sizeof *t);
     uv_tcp_init(srv->app->loop, t);
     if (uv_accept(l, (uv_stream_t *)t) == 0) {
-        char frame[FRAME_HEADER + 64];
-        int n = snprintf(frame + FRAME_HEADER, sizeof frame - FRAME_HEADER,
-                         "{\"error\":%d,\"message\":\"%s\"}", ERR_ServerBusy, FULL_MESSAGE);
-        frame_header((uint8_t *)frame, 1006, (uint16_t)n);
-        uv_buf_t b = uv_buf_init(frame, (unsigned)(FRAME_HEADER + (size_t)n));
+        char body[64];
+        int n = snprintf(body, sizeof body, "{\"error\":%d,\"message\":\"%s\"}",
+                         ERR_ServerBusy, FULL_MESSAGE);
+        char frame[FRAME_HEADER_MAX + sizeof body];
+        size_t hl = frame_header(srv->kind, (uint8_t *)frame, 1006, (uint32_t)n);
+        memcpy(frame + hl, body, (size_t)n);
+        uv_buf_t b = uv_buf_init(frame, (unsigned)(hl + (size_t)n));
         uv_try_write((uv_stream_t *)t, &b, 1); /* a fresh socket's buffer takes it, or never mind */
         if (srv->refused++ % 1000 == 0)
             log_warn("chat: %d connections (max_connections): refusing more (%lu so far)",
@@ -853,9 +863,9 @@ static void on_sweep(uv_timer_t *t) {
     while (n != &srv->sessions) {
         session *s = LIST_ENTRY(n, session, link);
         n = n->next; /* s may leave the list */
-        if (s->state == S_OPEN && !s->busy && now - s->last_recv > srv->idle_ms) {
+        if (s->state == S_OPEN && !s->busy && srv->idle_ms && now - s->last_recv > srv->idle_ms) {
             session_close(s, "idle", 0); /* (a session waiting for its handler is not idle) */
-        } else if (s->state == S_OPEN && !s->busy && s->uid == 0 &&
+        } else if (s->state == S_OPEN && !s->busy && s->uid == 0 && srv->login_ms &&
                    now - s->accepted_at > srv->login_ms) {
             session_close(s, "no login in time", 0); /* it held a descriptor for nothing */
         } else if (s->task && now - s->busy_since > srv->handler_ms) {
@@ -927,8 +937,9 @@ static int clamp_connections(const char *name, int wanted, int reserve) {
 /* The options into o (max_connections as asked, before clamp_connections); returns
  * fd_reserve. Raises on a wrong type. */
 static int read_options(lua_State *L, chat_server *o) {
+    o->kind = frame_opt_kind(L, 1);
     o->max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 8192);
-    if (o->max_body > FRAME_MAX_BODY) o->max_body = FRAME_MAX_BODY;
+    if (o->max_body > frame_max_body(o->kind)) o->max_body = frame_max_body(o->kind);
     o->queue_bytes = (size_t)vm_opt_int(L, 1, "send_queue_bytes", 1 << 20);
     o->queue_frames = (unsigned)vm_opt_int(L, 1, "send_queue_frames", 1000);
     o->idle_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
@@ -941,9 +952,20 @@ static int read_options(lua_State *L, chat_server *o) {
     return (int)vm_opt_int(L, 1, "fd_reserve", 256);
 }
 
-/* serve{address=, handlers=function() -> table, name=?, max_body_bytes=?,
- *       send_queue_bytes=?, send_queue_frames=?, idle_timeout_ms=?, max_connections=?}
- *   -> server | nil, err */
+/* How often the sweep runs: a quarter of the shortest deadline it enforces (0: off),
+ * at most a second. */
+static uint64_t sweep_interval(const chat_server *srv) {
+    uint64_t limit = srv->handler_ms;
+    if (srv->idle_ms && srv->idle_ms < limit) limit = srv->idle_ms;
+    if (srv->login_ms && srv->login_ms < limit) limit = srv->login_ms;
+    return limit / 4 < 1000 ? limit / 4 : 1000;
+}
+
+/* serve{address=, handlers=function() -> table, name=?, frame=?, max_body_bytes=?,
+ *       send_queue_bytes=?, send_queue_frames=?, idle_timeout_ms=?, login_timeout_ms=?,
+ *       handler_timeout_ms=?, max_connections=?, fd_reserve=?} -> server | nil, err
+ * frame "u16u32" (the resource channel) has 6-byte headers and bodies up to 16 MiB (still
+ * bounded by max_body_bytes); idle_timeout_ms / login_timeout_ms = 0 turn those off. */
 static int l_serve(lua_State *L) {
     struct app *app = app_from(L);
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -986,9 +1008,7 @@ static int l_serve(lua_State *L) {
     unsigned char rnd[8];
     randombytes_buf(rnd, sizeof rnd);
     sodium_bin2hex(srv->id_prefix, sizeof srv->id_prefix, rnd, sizeof rnd);
-    uint64_t limit = srv->idle_ms < srv->handler_ms ? srv->idle_ms : srv->handler_ms;
-    if (srv->login_ms < limit) limit = srv->login_ms;
-    uint64_t sweep = limit / 4 < 1000 ? limit / 4 : 1000;
+    uint64_t sweep = sweep_interval(srv);
     uv_timer_start(&srv->sweep, on_sweep, sweep ? sweep : 1, sweep ? sweep : 1);
     char labels[64];
     snprintf(labels, sizeof labels, "server=\"%s\"", srv->name);

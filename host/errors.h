@@ -25,7 +25,10 @@
     X(InvalidParams, 1016)    /* the reply says which field in "field" */                \
     X(RateLimited, 1017)      /* "retry_after" says how many seconds */                  \
     X(ServerBusy, 1018)       /* a lock or a pool could not be had in time; safe to retry */ \
-    X(Internal, 1019)
+    X(Internal, 1019)                                                                    \
+    X(FileNotFound, 1100)     /* resource: no such file / image message */               \
+    X(NotParticipant, 1106)   /* resource: not the sender or receiver of that image */    \
+    X(UploadIncomplete, 1107) /* resource: the image's file is not complete yet */
 
 #define HOST_ERROR_ENUM(name, code) ERR_##name = code,
 enum host_error { HOST_ERRORS(HOST_ERROR_ENUM) };

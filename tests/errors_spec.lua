@@ -9,7 +9,7 @@ local DOCUMENTED = {
     PasswdUpFailed = 1008, PasswdInvalid = 1009, TokenInvalid = 1010, UidInvalid = 1011,
     CreateChatFailed = 1012, LoadChatFailed = 1013, NotLoggedIn = 1014,
     PermissionDenied = 1015, InvalidParams = 1016, RateLimited = 1017, ServerBusy = 1018,
-    Internal = 1019,
+    Internal = 1019, FileNotFound = 1100, NotParticipant = 1106, UploadIncomplete = 1107,
 }
 
 describe("error codes", function()

@@ -77,6 +77,10 @@ fi
 if ! grep -q '^CHATHOST_GRPC_SECRET=' "$RUN/secrets.env"; then
   echo "CHATHOST_GRPC_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$RUN/secrets.env"
 fi
+# So does the key that signs the resource server's download URLs.
+if ! grep -q '^CHATHOST_RESOURCE_URL_SECRET=' "$RUN/secrets.env"; then
+  echo "CHATHOST_RESOURCE_URL_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$RUN/secrets.env"
+fi
 set -a; . "$RUN/secrets.env"; set +a
 
 settings=$("$BIN" config redis.port mysql.port mysql.user mysql.database mail.url) || exit 2

@@ -61,6 +61,9 @@ local SCHEMA = {
         max_waiting = int(1000, 0, 1000000),
         wait_timeout_ms = int(5000, 0, 600000),
     },
+    file = {
+        max_open = int(1024, 1, 1000000), -- host.file's open files per process; beyond: EMFILE
+    },
     grpc = {
         deadline_ms = int(2000, 1, 3600000),
         max_message_bytes = int(4194304, 1024, 67108864),
@@ -182,6 +185,17 @@ local SCHEMA = {
             admin_port = int(0, 0, 65535),
         } },
     },
+    resource = {                                    -- the resource server (avatars, chat images)
+        host = str(false),                          -- bind address; default bind_host
+        public_host = str(false),                   -- what the gate's login reply names
+                                                    -- (reshost); default host (loopback for a
+                                                    -- wildcard)
+        port = int(8093, 1, 65535),                 -- resource channel (resport of the login)
+        http_port = int(8094, 1, 65535),            -- plain HTTP downloads by signed URL
+        url_secret = str(false),                    -- HMAC key of signed URLs (>= 16 chars);
+                                                    -- environment CHATHOST_RESOURCE_URL_SECRET
+        url_ttl_s = int(300, 1, 86400),             -- a signed URL (1050) is valid this long
+    },
     client = {                                      -- `chathost client`
         gate_url = str(false),                      -- default: this config's gate
         heartbeat_ms = int(10000, 100, 600000),     -- 1023 to the chat server
@@ -226,6 +240,7 @@ local ENV = {
     CHATHOST_MYSQL_DATABASE = { "mysql", "database" },
     CHATHOST_LOG_LEVEL = { "log", "level" },
     CHATHOST_GRPC_SECRET = { "grpc", "secret" },
+    CHATHOST_RESOURCE_URL_SECRET = { "resource", "url_secret" },
     CHATHOST_MAIL_URL = { "mail", "url" },
     CHATHOST_MAIL_USER = { "mail", "user" }, CHATHOST_MAIL_PASSWORD = { "mail", "password" },
 }
@@ -422,10 +437,12 @@ end
 -- A secret that is set must be worth the name: an empty one would turn the check off.
 local MIN_SECRET = 16
 local function check_secret(cfg)
-    local s = cfg.grpc.secret
-    if s ~= nil and #s < MIN_SECRET then
-        error(("grpc.secret: %d characters, at least %d (or leave it unset)"):format(#s,
-            MIN_SECRET), 0)
+    for _, key in ipairs({ { "grpc", "secret" }, { "resource", "url_secret" } }) do
+        local s = cfg[key[1]][key[2]]
+        if s ~= nil and #s < MIN_SECRET then
+            error(("%s.%s: %d characters, at least %d (or leave it unset)"):format(key[1],
+                key[2], #s, MIN_SECRET), 0)
+        end
     end
 end
 
@@ -445,12 +462,18 @@ end
 
 local WILDCARD = { ["0.0.0.0"] = true, ["::"] = true, [""] = true }
 
--- Defaults that follow other settings: every role's host is bind_host, and the client's
--- gate is this config's own gate (loopback when the gate binds a wildcard).
+-- Defaults that follow other settings: every role's host is bind_host (the resource
+-- server's too, and what it announces is its host, loopback for a wildcard), and the
+-- client's gate is this config's own gate (loopback when the gate binds a wildcard).
 local function derive(cfg)
     for _, role in ipairs(roles.names(cfg)) do
         local _, section = roles.get(cfg, role)
         if section.host == nil then section.host = cfg.bind_host end
+    end
+    local res = cfg.resource
+    if res.host == nil then res.host = cfg.bind_host end
+    if res.public_host == nil then
+        res.public_host = WILDCARD[res.host] and "127.0.0.1" or res.host
     end
     if cfg.client.gate_url == nil then
         local h = cfg.gate.host
@@ -499,6 +522,8 @@ local function listeners(cfg)
         add(p .. "rpc_port", h, inst.rpc_port)
         add(p .. "admin_port", admin, inst.admin_port)
     end
+    add("resource.port", cfg.resource.host, cfg.resource.port)
+    add("resource.http_port", cfg.resource.host, cfg.resource.http_port)
     add("redis.port", cfg.redis.host, cfg.redis.port)
     add("mysql.port", cfg.mysql.host, cfg.mysql.port)
     local scheme, rest = cfg.mail.url:match("^(smtps?)://([^/]*)")

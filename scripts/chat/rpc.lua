@@ -1,7 +1,7 @@
--- ChatService (proto/message.proto), called by the other chat servers: each delivers a
--- push to the user's session on this server and answers error 0, or 1011 when the user is
--- not connected here (docs/protocol.md §4); NotifyBatch does so for several pushes at once
--- and answers per push. RplyAddFriend and SendChatMsg are not
+-- ChatService (proto/message.proto), called by the other chat servers (NotifyChatImgMsg:
+-- by the resource role): each delivers a push to the user's session on this server and
+-- answers error 0, or 1011 when the user is not connected here (docs/protocol.md §4);
+-- NotifyBatch does so for several pushes at once and answers per push. RplyAddFriend and SendChatMsg are not
 -- handled (the host answers UNIMPLEMENTED).
 local host = require "host"
 local errors = require "lib.errors"
@@ -9,6 +9,7 @@ local users = require "lib.users"
 local sql = require "lib.sql"
 local wire = require "chat.wire"
 local msgids = require "lib.msgids"
+local images = require "lib.images"
 
 local M = {}
 
@@ -50,8 +51,16 @@ M["ChatService.NotifyTextChatMsg"] = function(req)
     return rsp
 end
 
+-- An image's file is complete (the resource role, lib.images.notify_ready): 1039 to its
+-- receiver's session here.
+M["ChatService.NotifyChatImgMsg"] = function(req)
+    return { error = deliver(req.to_uid, msgids.NOTIFY_IMAGE, images.ready_body(req)),
+        from_uid = req.from_uid, to_uid = req.to_uid, message_id = req.message_id,
+        file_name = req.file_name, total_size = req.total_size, thread_id = req.thread_id }
+end
+
 -- The pushes a NotifyBatch may carry: frames sent as they come, nothing done on the way
-local PUSHES = { [1011] = true, [1015] = true, [1019] = true }
+local PUSHES = { [1011] = true, [1015] = true, [1019] = true, [1039] = true }
 
 -- Pushes from one peer server, in its order: each item's body goes to its touid's session
 -- here; errors[i] says what became of item i (0, 1011 not connected here, 1016 not a push).

@@ -17,6 +17,9 @@ M.HEARTBEAT = 1023              -- -> 1024
 M.LOAD_THREADS = 1025           -- -> 1026
 M.CREATE_PRIVATE_CHAT = 1027    -- -> 1028
 M.LOAD_MESSAGES = 1029          -- -> 1030
+M.IMAGE_CHAT = 1035             -- -> 1036 (an image message announced, its file not uploaded yet)
+M.NOTIFY_IMAGE = 1039           -- push to the receiver: an image's file is complete
+M.IMAGE_URL = 1049              -- -> 1050 (a signed HTTP URL of an image)
 
 -- The msg_id of the reply to request id.
 function M.reply(id) return id + 1 end

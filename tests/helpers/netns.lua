@@ -15,6 +15,7 @@
 --   net:spawn("gate", argv, opts) / net:run("gate", argv)  -- inside the host's namespace
 --   net:link("chat1", false)       -- cuts the host's link (true: back)
 --   net:delay("chat1", 20)         -- netem delay on what the host sends (nil: off)
+--   net:relay("chat1", {8090})     -- relay_ip:port -> ip:port with a delay net:delay sets
 --   net:destroy()                  -- processes in the namespaces, links, namespaces
 local host = require "host"
 
@@ -23,6 +24,7 @@ M.__index = M
 
 M.PREFIX = "chtest-"
 local FIRST_HOST = 10 -- host i gets 198.18.x.(FIRST_HOST + i); the root namespace .1
+local RELAY_OFFSET = 100 -- and its relay address 198.18.x.(FIRST_HOST + RELAY_OFFSET + i)
 
 -- The argv of one `ip` command (a string, split on spaces) -> result | raises
 local function ip(cmd, allow_fail)
@@ -129,7 +131,8 @@ function M.create(names)
         ip("addr add " .. self.root_ip .. "/24 dev " .. self.bridge)
         for i, name in ipairs(names) do
             local h = { name = name, ns = M.PREFIX .. pid .. "-" .. name,
-                ip = self.prefix .. (FIRST_HOST + i), veth = ("chv%dx%d"):format(pid, i) }
+                ip = self.prefix .. (FIRST_HOST + i), veth = ("chv%dx%d"):format(pid, i),
+                relay_ip = self.prefix .. (FIRST_HOST + RELAY_OFFSET + i) }
             local peer = ("chp%dx%d"):format(pid, i)
             self.hosts[name], self.order[i] = h, h
             ip("netns add " .. h.ns)
@@ -139,6 +142,7 @@ function M.create(names)
             ip("link set " .. h.veth .. " master " .. self.bridge .. " up")
             ip("-n " .. h.ns .. " link set " .. peer .. " name eth0")
             ip("-n " .. h.ns .. " addr add " .. h.ip .. "/24 dev eth0")
+            ip("-n " .. h.ns .. " addr add " .. h.relay_ip .. "/24 dev eth0")
             ip("-n " .. h.ns .. " link set eth0 up")
             ip("-n " .. h.ns .. " link set lo up")
         end
@@ -182,9 +186,48 @@ function M:link(name, up)
     ip("link set " .. self.hosts[name].veth .. (up and " up" or " down"))
 end
 
+-- relay(name, ports): where the kernel has no netem, latency comes from a relay
+-- (helpers/delay_relay.py) in the host's namespace: connections to relay_ip:port go on to
+-- ip:port, every chunk in either direction held back by the relay's delay (0 until
+-- net:delay sets it). The host's services are then addressed by relay_ip. -> true | raises
+function M:relay(name, ports)
+    local h = assert(self.hosts[name], name)
+    h.relay_control = assert(host.fs.mkdtemp("relay")) .. "/delay_ms"
+    assert(host.fs.write(h.relay_control, "0"))
+    local argv = { "/usr/bin/python3", host.root .. "/tests/helpers/delay_relay.py", h.relay_ip,
+        h.ip, h.relay_control }
+    for _, p in ipairs(ports) do argv[#argv + 1] = tostring(p) end
+    h.relay = assert(self:spawn(name, argv, { stdout = "capture", stderr = "capture" }))
+    local deadline = host.timer.monotonic() + 10000
+    while not h.relay:output():find("ready", 1, true) do
+        if h.relay.exited or host.timer.monotonic() > deadline then
+            error("delay relay on " .. name .. " did not start: " .. h.relay:output())
+        end
+        host.timer.sleep(20)
+    end
+    return true
+end
+
+-- The relay of host name takes ms (0: none) and says so -> raises if it does not.
+local function relay_delay(h, ms)
+    local said = select(2, h.relay:output():gsub("delay %d+", ""))
+    assert(host.fs.write(h.relay_control, tostring(ms)))
+    h.relay:kill("HUP")
+    local deadline = host.timer.monotonic() + 5000
+    while select(2, h.relay:output():gsub("delay %d+", "")) <= said do
+        if h.relay.exited or host.timer.monotonic() > deadline then
+            error("delay relay on " .. h.name .. " did not take the delay: " .. h.relay:output())
+        end
+        host.timer.sleep(10)
+    end
+end
+
 -- delay(name, ms): what the host sends waits ms (tc netem on its eth0); nil removes it.
+-- A host with a relay (net:relay): the relay holds back what goes through it instead.
 function M:delay(name, ms)
-    local ns = self.hosts[name].ns
+    local h = self.hosts[name]
+    if h.relay then return relay_delay(h, ms or 0) end
+    local ns = h.ns
     if ms then
         local r = self:run(name, { "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
             "delay", ms .. "ms" })

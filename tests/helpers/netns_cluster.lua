@@ -7,6 +7,12 @@
 -- the environment (CHATHOST_REDIS_*, CHATHOST_MYSQL_*; CHATHOST_GRPC_SECRET is the run's).
 -- Ports are the defaults: every host has its own. The spec process (root namespace,
 -- net.root_ip) talks to all of them: .redis and .db are clients of the system's stores.
+--
+-- start{relays = true} (where the kernel has no netem): every store and server is reached
+-- through a delay relay on its own host (helpers.netns relay), at the host's relay_ip:
+-- the roles dial relay addresses (the stores', status's, the chat servers' public_host),
+-- each binds its own ip, and cl.net:delay(host, ms) delays what goes through that host's
+-- relay. The spec process still talks to the stores directly.
 local host = require "host"
 local netns = require "helpers.netns"
 local roles = require "helpers.roles"
@@ -28,20 +34,28 @@ local password = dofile(host.root .. "/scripts/lib/password.lua")
 
 local function secret() return host.crypto.random_hex(16) end
 
--- The config file of a role on host own (address own_ip).
-function M:config(own_ip)
+-- The address by which the roles reach host name's services: its relay's, if it has one.
+function M:dial(name)
+    local h = self.net.hosts[name]
+    return self.relays and h.relay_ip or h.ip
+end
+
+-- The config file of a role on host own.
+function M:config(own)
     local ip = function(name) return self.net.hosts[name].ip end
     local instances = {}
     for _, c in ipairs(M.CHATS) do
-        instances[c] = { host = ip(c), port = M.PORTS.chat, rpc_port = M.PORTS.chat_rpc,
-            admin_port = 0 }
+        instances[c] = { host = ip(c), public_host = self:dial(c), port = M.PORTS.chat,
+            rpc_port = M.PORTS.chat_rpc, admin_port = 0 }
     end
     return {
-        bind_host = own_ip,
+        bind_host = ip(own),
         -- both stores' addresses are also in the environment (which wins), as make test's are
-        redis = { host = ip("redis"), port = M.PORTS.redis },
-        mysql = { host = ip("mysql"), port = M.PORTS.mysql, database = "chathost" },
-        status = { host = ip("status"), port = M.PORTS.status, admin_port = 0,
+        redis = { host = self:dial("redis"), port = M.PORTS.redis },
+        mysql = { host = self:dial("mysql"), port = M.PORTS.mysql, database = "chathost" },
+        -- the status role binds its own address; the others dial its relay
+        status = { host = own == "status" and ip("status") or self:dial("status"),
+            port = M.PORTS.status, admin_port = 0,
             servers_refresh_ms = 0, probe_interval_ms = M.PROBE_INTERVAL_MS,
             probe_timeout_ms = M.PROBE_TIMEOUT_MS },
         gate = { port = M.PORTS.gate, admin_port = 0 },
@@ -55,10 +69,10 @@ function M:config(own_ip)
 end
 
 function M:env()
-    return { CHATHOST_REDIS_HOST = self.net.hosts.redis.ip,
+    return { CHATHOST_REDIS_HOST = self:dial("redis"),
         CHATHOST_REDIS_PORT = tostring(M.PORTS.redis),
         CHATHOST_REDIS_PASSWORD = self.redis_password,
-        CHATHOST_MYSQL_HOST = self.net.hosts.mysql.ip,
+        CHATHOST_MYSQL_HOST = self:dial("mysql"),
         CHATHOST_MYSQL_PORT = tostring(M.PORTS.mysql),
         CHATHOST_MYSQL_USER = "chathost", CHATHOST_MYSQL_PASSWORD = self.mysql_password,
         CHATHOST_MYSQL_DATABASE = "chathost" }
@@ -68,7 +82,7 @@ end
 function M:start_role(hostname, role, name)
     local r = roles.start { role = role, name = name, env = self:env(),
         prefix = self.net:argv(hostname, {}),
-        config = function() return self:config(self.net.hosts[hostname].ip) end }
+        config = function() return self:config(hostname) end }
     self.roles[#self.roles + 1] = r
     return r
 end
@@ -139,20 +153,31 @@ function M:start_mysql()
         pool_size = 2 })
 end
 
--- start() -> cluster with .net, .redis, .db, .status, .gate, .chats[name] (roles with
--- .name, .host). Whatever fails half way is stopped again before the error is raised.
-function M.start()
+-- The ports each host's relay forwards (start{relays = true}).
+local RELAYED = { redis = { M.PORTS.redis }, mysql = { M.PORTS.mysql },
+    status = { M.PORTS.status }, chat1 = { M.PORTS.chat, M.PORTS.chat_rpc },
+    chat2 = { M.PORTS.chat, M.PORTS.chat_rpc } }
+
+-- start(opts?) -> cluster with .net, .redis, .db, .status, .gate, .chats[name] (roles with
+-- .name, .host: the address clients dial). opts.relays: see the top. Whatever fails half
+-- way is stopped again before the error is raised.
+function M.start(opts)
     local self = setmetatable({ roles = {}, chats = {}, redis_password = secret(),
-        mysql_password = secret() }, M)
+        mysql_password = secret(), relays = opts and opts.relays or nil }, M)
     local ok, err = pcall(function()
         self.net = netns.create(M.HOSTS)
+        if self.relays then
+            for _, name in ipairs(M.HOSTS) do
+                if RELAYED[name] then self.net:relay(name, RELAYED[name]) end
+            end
+        end
         self:start_redis()
         self:start_mysql()
         self.status = self:start_role("status", "status")
         self.gate = self:start_role("gate", "gate")
         for _, c in ipairs(M.CHATS) do
             local r = self:start_role(c, "chat", c)
-            r.name, r.host = c, self.net.hosts[c].ip
+            r.name, r.host = c, self:dial(c)
             self.chats[c] = r
         end
         for _, c in ipairs(M.CHATS) do
@@ -167,6 +192,15 @@ function M.start()
         error(err, 0)
     end
     return self
+end
+
+-- delay(ms): ms more (nil: none) on the way between any two hosts: netem on every host's
+-- way out, or with relays, each relay holding back both directions of what goes through it
+-- (every connection between the roles goes through exactly one relay).
+function M:delay(ms)
+    for _, name in ipairs(M.HOSTS) do
+        if not self.relays or RELAYED[name] then self.net:delay(name, ms) end
+    end
 end
 
 -- Stops every process, then removes the network (each step goes on when one fails).

@@ -22,8 +22,8 @@
 #                          this checkout has it (scripts/resource/init.lua); aa: a second
 #                          floor in the resource columns (how far apart two identical
 #                          servers come out on the machine as it is: the noise band)
-#   RES_EXTRA=""           Lua fields added to the config's resource section (limits the
-#                          run needs above their defaults, e.g. a per-file maximum >= SIZE)
+#   RES_EXTRA=""           Lua fields added to the config's resource section (the script
+#                          sets max_file_bytes to the largest size and quota_bytes to 1 TiB)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
@@ -74,8 +74,9 @@ if [ "$SYSTEM" = 1 ]; then
   P1=$(free_port $((FLOOR_PORT + 1))); R1=$(free_port $((P1 + 1))); PS=$(free_port $((R1 + 1)))
   RP=$(free_port $((PS + 1))); RH=$(free_port $((RP + 1)))
   export CHATHOST_RESOURCE_URL_SECRET=${CHATHOST_RESOURCE_URL_SECRET:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
-  # The resource section: the keys issue 13 planned for it (port, http_port, admin_port,
-  # dir) before the role was merged; check them against the merged schema.
+  # One file may be as large as the largest size of the run, and the bench's users have no
+  # quota to speak of: the first user uploads ~70 images of SIZE over the run.
+  RES_MAX=$SIZE; for s in $RSS_SIZES; do [ "$s" -gt "$RES_MAX" ] && RES_MAX=$s; done
   cat >"$TMP/config.lua" <<CFG
 return {
   log = { level = "warn" },
@@ -85,7 +86,8 @@ return {
   mysql = { port = $MYSQL_PORT, password = "benchpw", database = "chathost_bench", pool_size = 8 },
   status = { port = $PS, admin_port = 0 },
   chat = { instances = { b1 = { port = $P1, rpc_port = $R1, admin_port = 0 } } },
-  resource = { port = $RP, http_port = $RH, admin_port = 0, dir = "$TMP/files", $RES_EXTRA },
+  resource = { port = $RP, http_port = $RH, admin_port = 0, dir = "$TMP/files",
+    max_file_bytes = $RES_MAX, quota_bytes = 1099511627776, $RES_EXTRA },
 }
 CFG
   export CHATHOST_CONFIG=$TMP/config.lua

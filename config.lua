@@ -131,6 +131,12 @@ return {
         push_batch_window_ms = 1,           -- pushes to one peer server gathered this long (and while
                                             -- its previous call is in flight) travel in one call
         push_batch_max = 256,               -- at most this many pushes per call (NotifyBatch)
+        group_max_members = 500,            -- members of one group, owner included
+        group_max_per_user = 200,           -- groups one user may be a member of
+        group_name_max_bytes = 64,          -- a group's name (UTF-8 bytes)
+        group_cache_max = 10000,            -- groups whose member list a chat server keeps (the
+                                            -- fan-out of a group message reads no SQL while cached)
+        unread_count_max = 999,             -- a thread's unread count in 1026 is cut at this
         instances = {
             chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110 },
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },

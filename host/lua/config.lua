@@ -179,6 +179,11 @@ local SCHEMA = {
         push_batch_max = int(256, 1, 100000),       -- pushes per NotifyBatch call
         apply_list_max = int(100, 0, 100000),       -- applications in the 1006 reply
         friend_list_max = int(1000, 0, 1000000),    -- friends in the 1006 reply (then cut to fit)
+        group_max_members = int(500, 2, 100000),    -- members of one group (1061/1063: 1016)
+        group_max_per_user = int(200, 1, 100000),   -- groups one user is in (1061/1063: 1016)
+        group_name_max_bytes = int(64, 1, 255),     -- a group's name (1061/1079: 1016)
+        group_cache_max = int(10000, 1, 10000000),  -- groups whose member list a server caches
+        unread_count_max = int(999, 1, 1000000),    -- unread counts in 1026 stop counting here
         instances = { "map", {
             host = str(false), public_host = str(false),
             port = int(8090, 1, 65535), rpc_port = int(50055, 1, 65535),

@@ -18,6 +18,8 @@ local image = require "chat.image"
 local threads = require "chat.threads"
 local rpc = require "chat.rpc"
 local settings = require "chat.settings"
+local groups = require "chat.groups"
+local members = require "chat.members"
 local msgids = require "lib.msgids"
 local tokens = require "lib.tokens"
 local redis_scripts = require "lib.redis_scripts"
@@ -65,13 +67,24 @@ M.messages = {
     [msgids.SEARCH_USER] = logged_in(search),
     [msgids.ADD_FRIEND] = logged_in(friends.apply),
     [msgids.AUTH_FRIEND] = logged_in(friends.accept),
-    [msgids.TEXT_CHAT] = logged_in(text),
+    [msgids.TEXT_CHAT] = logged_in(text.handle),
     [msgids.HEARTBEAT] = logged_in(heartbeat),
     [msgids.LOAD_THREADS] = logged_in(threads.list),
     [msgids.CREATE_PRIVATE_CHAT] = logged_in(threads.create),
     [msgids.LOAD_MESSAGES] = logged_in(threads.messages),
     [msgids.IMAGE_CHAT] = logged_in(image.announce),
     [msgids.IMAGE_URL] = logged_in(image.url),
+    [msgids.CREATE_GROUP] = logged_in(groups.create),
+    [msgids.INVITE_GROUP] = logged_in(groups.invite),
+    [msgids.GROUP_TEXT] = logged_in(groups.text),
+    [msgids.LEAVE_GROUP] = logged_in(groups.leave),
+    [msgids.REMOVE_MEMBER] = logged_in(groups.remove),
+    [msgids.SET_ROLE] = logged_in(groups.set_role),
+    [msgids.TRANSFER_GROUP] = logged_in(groups.transfer),
+    [msgids.UPDATE_GROUP] = logged_in(groups.update),
+    [msgids.GROUP_MEMBERS] = logged_in(groups.members),
+    [msgids.MY_GROUPS] = logged_in(groups.mine),
+    [msgids.MARK_READ] = logged_in(threads.mark_read),
 }
 
 -- After the connection is gone (closed by either side, idle, kicked): the presence keys and
@@ -138,6 +151,7 @@ end
 -- liveness and presence are written at once, so pushes and logins do not wait for the
 -- next report and heartbeats.
 function M.redis_reconnected()
+    members.clear() -- group versions may be gone
     local ok, err = load.report()
     if not ok then host.log.warn("load report: ", tostring(err)) end
     M.reannounce()

@@ -60,14 +60,25 @@ M["ChatService.NotifyChatImgMsg"] = function(req)
 end
 
 -- The pushes a NotifyBatch may carry: frames sent as they come, nothing done on the way
-local PUSHES = { [1011] = true, [1015] = true, [1019] = true, [1039] = true }
+local PUSHES = { [1011] = true, [1015] = true, [1019] = true, [1039] = true,
+    [msgids.NOTIFY_GROUP_TEXT] = true, [msgids.NOTIFY_GROUP_EVENT] = true, [msgids.NOTIFY_READ] = true }
+
+-- A group push (touids): each of them here gets the body; those who are not read it from
+-- history, so the item's outcome is 0.
+local function deliver_each(touids, msg_id, body)
+    for _, uid in ipairs(touids) do deliver(uid, msg_id, body) end
+    return errors.Success
+end
 
 -- Pushes from one peer server, in its order: each item's body goes to its touid's session
--- here; errors[i] says what became of item i (0, 1011 not connected here, 1016 not a push).
+-- here (to each of touids when it has them); errors[i] says what became of item i (0, 1011
+-- not connected here, 1016 not a push).
 M["ChatService.NotifyBatch"] = function(req)
     local outcome = {}
     for i, it in ipairs(req.items) do
-        if PUSHES[it.msg_id] then
+        if PUSHES[it.msg_id] and it.touids and #it.touids > 0 then
+            outcome[i] = deliver_each(it.touids, it.msg_id, it.body)
+        elseif PUSHES[it.msg_id] then
             outcome[i] = deliver(it.touid, it.msg_id, it.body)
         else
             host.log.warn("NotifyBatch: item ", i, " for uid ", it.touid, " has msg_id ",

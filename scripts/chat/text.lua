@@ -8,6 +8,7 @@
 -- and pushed again (the outcome of the first send was unknown to the client, so its peer
 -- may not have had it; a receiver keeps one message per message_id). Two items with one
 -- unique_id are refused (1016 unique_id).
+-- M.handle is the 1017 handler; read_items and bodies are shared with group texts (chat.groups).
 local host = require "host"
 local errors = require "lib.errors"
 local validate = require "lib.validate"
@@ -22,6 +23,8 @@ local settings = require "chat.settings"
 local msgids = require "lib.msgids"
 
 local MSG = msgids.TEXT_CHAT
+
+local M = {}
 
 local FIELDS = {
     { name = "fromuid", kind = "uid", self = true },
@@ -81,7 +84,7 @@ local function bodies(uid, touid, thread_id, stored)
     return out
 end
 
-return function(session, body)
+local function handle(session, body)
     local f, bad = request.read(session, body, FIELDS)
     if not f then return bad end
     local uid = session.uid
@@ -105,3 +108,10 @@ return function(session, body)
     end
     return nil
 end
+
+-- The module is the 1017 handler (called as text(session, body)) and lends group messages
+-- (chat.groups, 1065) its steps: read_items(list), store(uid, recv_id, thread_id, items)
+-- and bodies(uid, touid, thread_id, stored).
+M.read_items, M.bodies, M.handle = read_items, bodies, handle
+
+return M

@@ -14,6 +14,7 @@ function M.lock(uid) return "lock:lock_" .. uid end                -- per-user l
 M.LOGIN_COUNT = "logincount"                                       -- hash: server -> sessions
 M.CHAT_SERVERS = "chatservers"                                     -- set of chat server names
 function M.chat_server(name) return "chatserver_" .. name end      -- liveness: {host,port,rpc}
+function M.group_version(thread_id) return "gver_" .. thread_id end -- member list version
 function M.rate(kind, id) return "rate:" .. kind .. ":" .. id end  -- rate-limit counters
 function M.email_ip(email, ip) return email .. "|" .. ip end       -- id of a pair's counter
 -- rate-limit kinds: mail (verify: one mail per address per interval), code_ip (gate: code

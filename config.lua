@@ -64,6 +64,12 @@ return {
         wait_timeout_ms = 5000,
     },
 
+    file = {
+        max_open = 1024,                    -- host.file's open files per process (each
+                                            -- upload or download in flight holds one);
+                                            -- beyond: open() fails with "EMFILE"
+    },
+
     grpc = {
         deadline_ms = 2000,                 -- every call between roles has a deadline
         max_message_bytes = 4194304,
@@ -137,10 +143,40 @@ return {
         push_batch_window_ms = 1,           -- pushes to one peer server gathered this long (and while
                                             -- its previous call is in flight) travel in one call
         push_batch_max = 256,               -- at most this many pushes per call (NotifyBatch)
+        group_max_members = 500,            -- members of one group, owner included
+        group_max_per_user = 200,           -- groups one user may be a member of
+        group_name_max_bytes = 64,          -- a group's name (UTF-8 bytes)
+        group_cache_max = 10000,            -- groups whose member list a chat server keeps (the
+                                            -- fan-out of a group message reads no SQL while cached)
+        unread_count_max = 999,             -- a thread's unread count in 1026 is cut at this
         instances = {
             chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110 },
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },
         },
+    },
+    resource = {                            -- avatars and chat images (docs/protocol.md §13)
+        -- host = "0.0.0.0" accepts clients from elsewhere (default: bind_host);
+        -- public_host = what the gate's login reply tells clients to dial (default: host)
+        port = 8093,                        -- the resource channel (the login's resport)
+        http_port = 8094,                   -- plain HTTP downloads by signed URL (1049/1050)
+        admin_port = 9112,
+        url_secret = env("CHATHOST_RESOURCE_URL_SECRET"), -- signs those URLs (>= 16 chars;
+                                            -- `make run` generates one)
+        url_ttl_s = 300,                    -- a signed URL is valid this long
+        -- dir = "/var/lib/chathost/files", -- storage root; default: the run's folder (.run/files)
+        max_file_bytes = 10485760,          -- one avatar or image; beyond: 1101
+        image_types = { "png", "jpeg", "gif", "webp", "bmp" }, -- told by content; others: 1102
+        quota_bytes = 104857600,            -- per user, uploads kept or running; beyond: 1103
+        max_uploads = 8,                    -- unfinished uploads per user at once; beyond: 1103
+        upload_ttl_s = 3600,                -- an upload without a chunk this long expires
+        sweep_interval_ms = 10000, sweep_batch = 100, -- the expiry sweeper: tick, uploads per tick
+        session_recheck_ms = 10000,         -- a connection's chat session is checked again after
+                                            -- this: a logged-out user's connection is refused (1010)
+        max_body_bytes = 65536,             -- one frame (a 32 KiB chunk in base64 is ~44 KB)
+        channel_idle_timeout_ms = 43200000, -- 12 h: the S2 client keeps the connection silent
+                                            -- between transfers and logs out if it closes
+        max_connections = 100000,           -- lowered to the open-file limit minus a reserve
+        max_connections_per_ip = 256,       -- one address's share (a NAT holds many users)
     },
     -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
 

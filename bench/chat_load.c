@@ -14,6 +14,11 @@
  *       CLOCK_MONOTONIC ns, written by the script meanwhile) and reports latencies of the
  *       messages sent inside those windows next to those sent outside, and every failure:
  *       refused texts (error != 0), other frames, closed connections, missing acks/pushes.
+ *   chat_load group USERS_FILE SERVERS [--rate N] [--window W] [--seconds S]
+ *       group messages (1065): USERS_FILE lines "uid token sender thread server_index",
+ *       sender 1 for the users who send to their group thread, 0 for those who only
+ *       receive. Counts acks (1066) and deliveries (1067 at every other member, latency
+ *       from the send time the unique_id carries); the rate is group messages/s.
  *   chat_load idle USERS_FILE SERVERS [--sources A,B,...] [--seconds S]
  *       logs in every user and holds the connections (a heartbeat every 20 s), binding
  *       source addresses in turn (many connections need several 127.0.0.x).
@@ -67,6 +72,9 @@ static size_t nack_lat, npush_lat, lat_cap = 4u << 20;
 static uv_timer_t tick, stopper, beat;
 static long rate_cursor;
 static double rate_credit;
+static int group_mode;   /* mode "group": 1065/1066/1067, senders marked in the users file */
+static int *senders;     /* indexes of the users who send */
+static int nsenders;
 /* --split: every latency sample with its send time, and what counts as a failure */
 typedef struct sample {
     uint64_t sent;
@@ -107,6 +115,16 @@ static void send_frame(user *u, uint16_t id, const char *body, size_t len) {
 static void send_text(user *u) {
     char body[512];
     uint64_t t = now_ns();
+    if (group_mode) {
+        int n = snprintf(body, sizeof body,
+                         "{\"thread_id\":%ld,\"text_array\":[{\"content\":\"hello from %ld, message %lu\","
+                         "\"unique_id\":\"t%lluu%ld\"}]}",
+                         u->thread, u->uid, u->next_msg++, (unsigned long long)t, u->uid);
+        if (u->count < RING) u->sent_at[(u->head + u->count++) % RING] = t;
+        sent++;
+        send_frame(u, 1065, body, (size_t)n);
+        return;
+    }
     int n = snprintf(body, sizeof body,
                      "{\"fromuid\":%ld,\"touid\":%ld,\"thread_id\":%ld,\"text_array\":"
                      "[{\"content\":\"hello from %ld, message %lu\",\"unique_id\":\"t%llu\"}]}",
@@ -150,10 +168,11 @@ static void on_frame(user *u, uint16_t id, const char *body, size_t len) {
         }
         return;
     }
-    if (id == 1018 || (strcmp(mode, "echo") == 0 && id == echo_id + 1)) {
+    if (id == 1018 || (group_mode && id == 1066) || (strcmp(mode, "echo") == 0 && id == echo_id + 1)) {
         /* a 1018 with a non-zero error is a refusal (nothing stored): it frees its slot in
          * the window but is neither an ack nor an ack latency */
-        int refused = strcmp(mode, "msg") == 0 && id == 1018 && !strstr(body, "\"error\":0,") && !strstr(body, "\"error\":0}");
+        int refused = (strcmp(mode, "msg") == 0 || group_mode) && id != echo_id + 1 &&
+                      !strstr(body, "\"error\":0,") && !strstr(body, "\"error\":0}");
         if (u->count > 0) {
             if (!refused) record(&ack_lat, &nack_lat, (double)(now_ns() - u->sent_at[u->head]) / 1e6);
             if (!refused) split_record(0, u->sent_at[u->head], now_ns());
@@ -170,7 +189,7 @@ static void on_frame(user *u, uint16_t id, const char *body, size_t len) {
         }
         return;
     }
-    if (id == 1019) {
+    if (id == 1019 || (group_mode && id == 1067)) {
         const char *p = strstr(body, "\"unique_id\":\"t");
         if (p && measuring) {
             unsigned long long t = strtoull(p + 14, NULL, 10);
@@ -287,6 +306,8 @@ static void report(void) {
     }
     printf("users %d (pairs %d), logged in %d, login failures %d\n", nusers, nusers / 2, logged_in, login_failed);
     if (strcmp(mode, "idle") == 0) return;
+    if (group_mode)
+        printf("users %d, senders %d\n", nusers, nsenders);
     printf("acked: %.0f msgs/s; pushed: %.0f msgs/s over %.1f s; refused %lu\n", (double)acks / secs,
            (double)pushes / secs, secs, errors_seen);
     printf("ack latency ms:  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", pct(ack_lat, nack_lat, 0.5),
@@ -390,7 +411,8 @@ static void on_tick(uv_timer_t *t) {
         rate_credit += rate / 1000.0;
     }
     while (rate_credit >= 1) {
-        user *u = &users[(rate_cursor++ % (nusers / 2)) * 2];
+        user *u = group_mode ? &users[senders[rate_cursor++ % nsenders]]
+                             : &users[(rate_cursor++ % (nusers / 2)) * 2];
         if (!u->closed && u->logged_in) send_text(u);
         rate_credit -= 1;
     }
@@ -428,7 +450,7 @@ static void start_load(void) {
     }
     for (int i = 0; i < nusers; i++) {
         user *u = &users[i];
-        if (strcmp(mode, "echo") != 0 && i % 2 == 1) continue; /* the peers only receive */
+        if (group_mode ? u->peer != 1 : strcmp(mode, "echo") != 0 && i % 2 == 1) continue; /* receivers */
         for (int k = 0; k < window; k++) {
             if (strcmp(mode, "echo") == 0) send_echo(u); else send_text(u);
         }
@@ -490,6 +512,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     mode = argv[1];
+    group_mode = strcmp(mode, "group") == 0;
     parse_addrs(argv[3], servers, &nservers, MAX_SERVERS, 1);
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--rate") && i + 1 < argc) rate = atof(argv[++i]);
@@ -511,6 +534,15 @@ int main(int argc, char **argv) {
         users = calloc((size_t)nusers, sizeof *users);
     } else {
         load_users(argv[2]);
+    }
+    if (group_mode) {
+        senders = calloc((size_t)nusers + 1, sizeof *senders);
+        for (int i = 0; i < nusers; i++)
+            if (users[i].peer == 1) senders[nsenders++] = i;
+        if (nsenders == 0) {
+            fprintf(stderr, "no sender in %s\n", argv[2]);
+            return 2;
+        }
     }
     static uv_timer_t connector, waiter;
     uv_timer_init(loop, &connector);

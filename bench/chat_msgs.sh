@@ -15,24 +15,7 @@ PAIRS=${2:-500}
 SECS=${3:-10}
 WINDOW=${4:-4}
 . "$ROOT/bench/stores.sh"
-P1=$(free_port $((21000 + RANDOM % 1000))); R1=$(free_port $((P1 + 1)))
-P2=$(free_port $((R1 + 1))); R2=$(free_port $((P2 + 1)))
-cat >"$TMP/config.lua" <<CFG
-return {
-  log = { level = "warn" },
-  scripts = { dir = "$ROOT/scripts", watch = false },
-  migrations = { dir = "$ROOT/sql" },
-  redis = { port = $REDIS_PORT, pool_size = 4 },
-  mysql = { port = $MYSQL_PORT, password = "benchpw", database = "chathost_bench", pool_size = 8,
-            nodes = { $(echo "$GALERA_NODES" | sed 's/[^,][^,]*/"&"/g') },
-            policy = "${GALERA_POLICY:-prefer_first}" },
-  chat = { instances = {
-    b1 = { port = $P1, rpc_port = $R1, admin_port = 0 },
-    b2 = { port = $P2, rpc_port = $R2, admin_port = 0 } } },
-}
-CFG
-export CHATHOST_CONFIG=$TMP/config.lua
-"$BIN" migrate >/dev/null
+two_chat_servers
 "$BIN" exec "$ROOT/bench/chat_setup.lua" "$PAIRS" "$TMP/users" "$NSERVERS"
 "$BIN" chat --name b1 & C1=$!; PIDS+=($C1)
 SERVERS="127.0.0.1:$P1"

@@ -20,6 +20,7 @@ struct grpc_bridge;
 struct sched;
 struct chat_server;
 struct mail_pool;
+struct files;
 
 /* A host resource that a test could leave behind: a coroutine, a repeating timer, a socket,
  * a child process. The harness compares what is alive before and after each test. */
@@ -58,6 +59,7 @@ struct app {
     struct grpc_bridge *grpc;
     struct chat_server *chat;   /* the chat server host.sessions speaks of (chat_server.c) */
     struct mail_pool *mail;     /* host.mail's, made on first use (mail.c) */
+    struct files *files;        /* host.file's open-file count, made on first use (file.c) */
     list_node http_idle;        /* host.http.request's keep-alive connections (http_client.c) */
     list_node reloaders;        /* every host.scripts loader (scripts.c) */
     unsigned reload_epoch;      /* grows at every generation any loader swaps in: C caches

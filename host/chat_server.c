@@ -1,5 +1,5 @@
-/* chat_server.c: host.chat.serve, the chat role's long connections. Frames (frame.c) are
- * handled one at a time per session, in order, each by the script's messages[id] in a
+/* chat_server.c: host.chat.serve, the chat role's long connections (and the resource
+ * role's, with 6-byte headers: option frame = "u16u32"). Frames (frame.c) are handled one at a time per session, in order, each by the script's messages[id] in a
  * task of its own; a returned table is the reply (id + 1). Sessions are host objects: they
  * survive script reloads, and the uid -> session index lives here (host.sessions). Bounds:
  * the body size (a bigger header is answered and the connection closed without reading
@@ -14,6 +14,7 @@
 
 #include "errors.h"
 #include "frame.h"
+#include "peer_count.h"
 #include "json.h"
 #include "scripts.h"
 #include "log.h"
@@ -48,7 +49,8 @@ typedef struct out_buf {
 
 typedef struct inframe {
     list_node link;
-    uint16_t id, len;
+    uint16_t id;
+    uint32_t len;
     char body[];
 } inframe;
 
@@ -63,6 +65,8 @@ typedef struct session {
     double uid;
     int bound;
     char peer[48];
+    char ip[48];            /* the peer without its port: the per-address count's key */
+    int counted;            /* counted in srv->per_ip */
     uint64_t last_recv;
     uint64_t accepted_at;   /* loop time of the accept: the login deadline counts from it */
     uint8_t *part;          /* the bytes of a frame not complete yet */
@@ -102,10 +106,13 @@ struct chat_server {
     int handlers_ref, by_uid_ref;
     int messages_ref;       /* the current generation's messages table, cached */
     unsigned messages_epoch;
+    enum frame_kind kind;   /* the header format of every frame, both ways */
     size_t max_body, queue_bytes;
     unsigned queue_frames;
-    uint64_t idle_ms, handler_ms, login_ms;
+    uint64_t idle_ms, handler_ms, login_ms; /* idle and login: 0 is off */
     int max_connections, nconns, nbound;
+    int max_per_ip;         /* connections from one address; 0: no cap */
+    peer_count *per_ip;
     int full;               /* reached max_connections; until it is down to 90% of it */
     list_node sessions;
     char id_prefix[24];
@@ -119,6 +126,7 @@ struct chat_server {
     msg_stat unknown_msgs; /* msg_ids without a handler share one series: not a label each */
     unsigned long unknown_logged;
     unsigned long refused;  /* connections turned away at max_connections */
+    unsigned long refused_ip; /* ... and at max_connections_per_ip */
 };
 
 
@@ -180,7 +188,7 @@ static void start_write(session *s) {
 static int session_send_raw(session *s, uint16_t id, const char *body, size_t len) {
     chat_server *srv = s->srv;
     size_t queued = s->pending.bytes.len + s->inflight.bytes.len + s->held.bytes.len +
-                    FRAME_HEADER + len;
+                    frame_header_len(srv->kind) + len;
     unsigned frames = s->pending.frames + s->inflight.frames + s->held.frames + 1;
     if (queued > srv->queue_bytes || frames > srv->queue_frames) {
         log_warn("chat: session %s (uid %.0f) does not read: %zu bytes / %u frames queued, "
@@ -189,10 +197,10 @@ static int session_send_raw(session *s, uint16_t id, const char *body, size_t le
         session_close(s, "send queue full", 0);
         return -1;
     }
-    uint8_t head[FRAME_HEADER];
-    frame_header(head, id, (uint16_t)len);
+    uint8_t head[FRAME_HEADER_MAX];
+    size_t head_len = frame_header(srv->kind, head, id, (uint32_t)len);
     out_buf *q = s->holding ? &s->held : &s->pending;
-    buf_append(&q->bytes, head, FRAME_HEADER);
+    buf_append(&q->bytes, head, head_len);
     buf_append(&q->bytes, body, len);
     q->frames++;
     metric_add(srv->m_out, 1);
@@ -241,9 +249,9 @@ static int l_send(lua_State *L) {
     }
     size_t len;
     const char *body = encode_body(L, 3, &len);
-    if (len > FRAME_MAX_BODY) {
-        log_error("chat: frame %d for uid %.0f is %zu bytes, above 65535: not sent", (int)id,
-                  s->uid, len);
+    if (len > frame_max_body(s->srv->kind)) {
+        log_error("chat: frame %d for uid %.0f is %zu bytes, above %zu: not sent", (int)id,
+                  s->uid, len, frame_max_body(s->srv->kind));
         lua_pushnil(L);
         lua_pushliteral(L, "too large");
         return 2;
@@ -485,6 +493,7 @@ static void session_close(session *s, const char *reason, int flush) {
         s->flush_timer = NULL;
     }
     srv->nconns--;
+    if (s->counted) peer_count_del(srv->per_ip, s->ip);
     metric_add(srv->m_conns, -1);
     if (srv->full && srv->nconns <= room_again_at(srv)) call_on_capacity(srv, 0);
     uv_close((uv_handle_t *)&s->tcp, tcp_closed);
@@ -511,8 +520,9 @@ static void send_reply(session *s, lua_State *co, uint16_t id, int idx) {
         reply_error(s, id, ERR_Internal, NULL);
         return;
     }
-    if (len > FRAME_MAX_BODY) {
-        log_error("chat: reply to %d is %zu bytes, above 65535: not sent", id, len);
+    if (len > frame_max_body(s->srv->kind)) {
+        log_error("chat: reply to %d is %zu bytes, above %zu: not sent", id, len,
+                  frame_max_body(s->srv->kind));
         reply_error(s, id, ERR_Internal, NULL);
         return;
     }
@@ -704,7 +714,8 @@ static size_t take_frames(session *s, const uint8_t *data, size_t len) {
     for (;;) {
         frame f;
         size_t used;
-        enum frame_status st = frame_parse(data + off, len - off, s->srv->max_body, &f, &used);
+        enum frame_status st =
+            frame_parse(s->srv->kind, data + off, len - off, s->srv->max_body, &f, &used);
         if (st == FRAME_MORE) return off;
         if (st == FRAME_TOO_BIG) {
             log_warn("chat: %s announced a %u-byte body (limit %zu): closing", s->peer, f.len,
@@ -736,13 +747,17 @@ static void keep_partial(session *s, const uint8_t *data, size_t len) {
  * when they do not complete it). A header announcing a body over the limit needs no body:
  * the header alone gets its answer. */
 static size_t part_missing(session *s, const uint8_t *data, size_t len) {
-    uint8_t head[FRAME_HEADER];
-    size_t have = s->part_len < FRAME_HEADER ? s->part_len : FRAME_HEADER;
+    enum frame_kind k = s->srv->kind;
+    size_t hl = frame_header_len(k);
+    uint8_t head[FRAME_HEADER_MAX];
+    size_t have = s->part_len < hl ? s->part_len : hl;
     memcpy(head, s->part, have);
-    if (FRAME_HEADER - have > len) return len;
-    memcpy(head + have, data, FRAME_HEADER - have);
-    size_t body = (size_t)head[2] << 8 | head[3];
-    size_t total = FRAME_HEADER + (body > s->srv->max_body ? 0 : body);
+    if (hl - have > len) return len;
+    memcpy(head + have, data, hl - have);
+    frame f;
+    size_t used;
+    size_t body = frame_parse(k, head, hl, s->srv->max_body, &f, &used) == FRAME_TOO_BIG ? 0 : f.len;
+    size_t total = hl + body;
     size_t need = total - s->part_len;
     return need < len ? need : len;
 }
@@ -796,17 +811,36 @@ static void refuse_connection(chat_server *srv, uv_stream_t *l) {
     uv_tcp_t *t = xmalloc(sizeof *t);
     uv_tcp_init(srv->app->loop, t);
     if (uv_accept(l, (uv_stream_t *)t) == 0) {
-        char frame[FRAME_HEADER + 64];
-        int n = snprintf(frame + FRAME_HEADER, sizeof frame - FRAME_HEADER,
-                         "{\"error\":%d,\"message\":\"%s\"}", ERR_ServerBusy, FULL_MESSAGE);
-        frame_header((uint8_t *)frame, 1006, (uint16_t)n);
-        uv_buf_t b = uv_buf_init(frame, (unsigned)(FRAME_HEADER + (size_t)n));
+        char body[64];
+        int n = snprintf(body, sizeof body, "{\"error\":%d,\"message\":\"%s\"}",
+                         ERR_ServerBusy, FULL_MESSAGE);
+        char frame[FRAME_HEADER_MAX + sizeof body];
+        size_t hl = frame_header(srv->kind, (uint8_t *)frame, 1006, (uint32_t)n);
+        memcpy(frame + hl, body, (size_t)n);
+        uv_buf_t b = uv_buf_init(frame, (unsigned)(hl + (size_t)n));
         uv_try_write((uv_stream_t *)t, &b, 1); /* a fresh socket's buffer takes it, or never mind */
         if (srv->refused++ % 1000 == 0)
             log_warn("chat: %d connections (max_connections): refusing more (%lu so far)",
                      srv->nconns, srv->refused);
     }
     uv_close((uv_handle_t *)t, refuse_closed);
+}
+
+/* One client address must not hold every slot (the resource channel has no login to
+ * wait for): a connection beyond max_connections_per_ip from its address is closed at
+ * once, unanswered, and counted. Returns 1 when s was turned away (and is being freed). */
+static int over_ip_cap(chat_server *srv, session *s) {
+    tcp_peer_str(&s->tcp, s->ip, sizeof s->ip, 0);
+    if (peer_count_add(srv->per_ip, s->ip) <= srv->max_per_ip) {
+        s->counted = 1;
+        return 0;
+    }
+    peer_count_del(srv->per_ip, s->ip);
+    if (srv->refused_ip++ % 1000 == 0)
+        log_warn("chat %s: %s holds max_connections_per_ip (%d): refusing more (%lu so far)",
+                 srv->name, s->ip, srv->max_per_ip, srv->refused_ip);
+    uv_close((uv_handle_t *)&s->tcp, refuse_closed_session);
+    return 1;
 }
 
 static void on_connection(uv_stream_t *l, int status) {
@@ -830,6 +864,7 @@ static void on_connection(uv_stream_t *l, int status) {
     uv_tcp_nodelay(&s->tcp, 1);
     snprintf(s->id, sizeof s->id, "%s-%llx", srv->id_prefix, (unsigned long long)++srv->next_id);
     tcp_peer_str(&s->tcp, s->peer, sizeof s->peer, 1);
+    if (srv->max_per_ip > 0 && over_ip_cap(srv, s)) return;
     s->last_recv = s->accepted_at = uv_now(srv->app->loop);
     session_ud *u = lua_newuserdata(L, sizeof *u);
     u->s = s;
@@ -853,9 +888,9 @@ static void on_sweep(uv_timer_t *t) {
     while (n != &srv->sessions) {
         session *s = LIST_ENTRY(n, session, link);
         n = n->next; /* s may leave the list */
-        if (s->state == S_OPEN && !s->busy && now - s->last_recv > srv->idle_ms) {
+        if (s->state == S_OPEN && !s->busy && srv->idle_ms && now - s->last_recv > srv->idle_ms) {
             session_close(s, "idle", 0); /* (a session waiting for its handler is not idle) */
-        } else if (s->state == S_OPEN && !s->busy && s->uid == 0 &&
+        } else if (s->state == S_OPEN && !s->busy && s->uid == 0 && srv->login_ms &&
                    now - s->accepted_at > srv->login_ms) {
             session_close(s, "no login in time", 0); /* it held a descriptor for nothing */
         } else if (s->task && now - s->busy_since > srv->handler_ms) {
@@ -876,6 +911,7 @@ static void server_free(hostobj *o) {
     luaL_unref(L, LUA_REGISTRYINDEX, srv->by_uid_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
     if (srv->app->chat == srv) srv->app->chat = NULL;
+    peer_count_free(srv->per_ip);
     free(srv);
 }
 
@@ -927,8 +963,9 @@ static int clamp_connections(const char *name, int wanted, int reserve) {
 /* The options into o (max_connections as asked, before clamp_connections); returns
  * fd_reserve. Raises on a wrong type. */
 static int read_options(lua_State *L, chat_server *o) {
+    o->kind = frame_opt_kind(L, 1);
     o->max_body = (size_t)vm_opt_int(L, 1, "max_body_bytes", 8192);
-    if (o->max_body > FRAME_MAX_BODY) o->max_body = FRAME_MAX_BODY;
+    if (o->max_body > frame_max_body(o->kind)) o->max_body = frame_max_body(o->kind);
     o->queue_bytes = (size_t)vm_opt_int(L, 1, "send_queue_bytes", 1 << 20);
     o->queue_frames = (unsigned)vm_opt_int(L, 1, "send_queue_frames", 1000);
     o->idle_ms = (uint64_t)vm_opt_int(L, 1, "idle_timeout_ms", 60000);
@@ -938,12 +975,25 @@ static int read_options(lua_State *L, chat_server *o) {
     snprintf(o->name, sizeof o->name, "%s", luaL_optstring(L, -1, "chat"));
     lua_pop(L, 1);
     o->max_connections = (int)vm_opt_int(L, 1, "max_connections", 200000);
+    o->max_per_ip = (int)vm_opt_int(L, 1, "max_connections_per_ip", 0);
     return (int)vm_opt_int(L, 1, "fd_reserve", 256);
 }
 
-/* serve{address=, handlers=function() -> table, name=?, max_body_bytes=?,
- *       send_queue_bytes=?, send_queue_frames=?, idle_timeout_ms=?, max_connections=?}
- *   -> server | nil, err */
+/* How often the sweep runs: a quarter of the shortest deadline it enforces (0: off),
+ * at most a second. */
+static uint64_t sweep_interval(const chat_server *srv) {
+    uint64_t limit = srv->handler_ms;
+    if (srv->idle_ms && srv->idle_ms < limit) limit = srv->idle_ms;
+    if (srv->login_ms && srv->login_ms < limit) limit = srv->login_ms;
+    return limit / 4 < 1000 ? limit / 4 : 1000;
+}
+
+/* serve{address=, handlers=function() -> table, name=?, frame=?, max_body_bytes=?,
+ *       send_queue_bytes=?, send_queue_frames=?, idle_timeout_ms=?, login_timeout_ms=?,
+ *       handler_timeout_ms=?, max_connections=?, max_connections_per_ip=? (0: no cap),
+ *       fd_reserve=?} -> server | nil, err
+ * frame "u16u32" (the resource channel) has 6-byte headers and bodies up to 16 MiB (still
+ * bounded by max_body_bytes); idle_timeout_ms / login_timeout_ms = 0 turn those off. */
 static int l_serve(lua_State *L) {
     struct app *app = app_from(L);
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -964,6 +1014,7 @@ static int l_serve(lua_State *L) {
     srv->app = app;
     srv->port = port;
     srv->max_connections = clamp_connections(srv->name, srv->max_connections, fd_reserve);
+    srv->per_ip = peer_count_new();
     list_init(&srv->sessions);
     uv_tcp_init(app->loop, &srv->listener);
     srv->listener.data = srv;
@@ -986,9 +1037,7 @@ static int l_serve(lua_State *L) {
     unsigned char rnd[8];
     randombytes_buf(rnd, sizeof rnd);
     sodium_bin2hex(srv->id_prefix, sizeof srv->id_prefix, rnd, sizeof rnd);
-    uint64_t limit = srv->idle_ms < srv->handler_ms ? srv->idle_ms : srv->handler_ms;
-    if (srv->login_ms < limit) limit = srv->login_ms;
-    uint64_t sweep = limit / 4 < 1000 ? limit / 4 : 1000;
+    uint64_t sweep = sweep_interval(srv);
     uv_timer_start(&srv->sweep, on_sweep, sweep ? sweep : 1, sweep ? sweep : 1);
     char labels[64];
     snprintf(labels, sizeof labels, "server=\"%s\"", srv->name);

@@ -159,6 +159,56 @@ static int l_equal(lua_State *L) {
     return 1;
 }
 
+/* hmac_sha256(key, message) -> 64 hex characters: HMAC-SHA-256 (RFC 2104) of message
+   under key, for signing (the resource server's download URLs). The key of any length;
+   the state holding it is wiped after use. */
+static int l_hmac_sha256(lua_State *L) {
+    size_t klen, mlen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    const char *msg = luaL_checklstring(L, 2, &mlen);
+    crypto_auth_hmacsha256_state st;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    char hex[2 * crypto_auth_hmacsha256_BYTES + 1];
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)key, klen);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)msg, (unsigned long long)mlen);
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_memzero(&st, sizeof st);
+    sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
+    lua_pushlstring(L, hex, sizeof hex - 1);
+    return 1;
+}
+
+/* base64_encode(s) -> the original base64 alphabet, with padding (RFC 4648 §4) */
+static int l_base64_encode(lua_State *L) {
+    size_t len;
+    const char *bin = luaL_checklstring(L, 1, &len);
+    size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+    char *out = xmalloc(cap);
+    sodium_bin2base64(out, cap, (const unsigned char *)bin, len, sodium_base64_VARIANT_ORIGINAL);
+    lua_pushlstring(L, out, cap - 1);
+    free(out);
+    return 1;
+}
+
+/* base64_decode(s) -> bytes | nil, "invalid base64": the original alphabet, padding
+ * required, nothing else (no whitespace, no trailing bytes) */
+static int l_base64_decode(lua_State *L) {
+    size_t len, bin_len = 0;
+    const char *b64 = luaL_checklstring(L, 1, &len), *end = NULL;
+    unsigned char *bin = xmalloc(len / 4 * 3 + 3);
+    int rc = sodium_base642bin(bin, len / 4 * 3 + 3, b64, len, NULL, &bin_len, &end,
+                               sodium_base64_VARIANT_ORIGINAL);
+    if (rc != 0 || end != b64 + len) {
+        free(bin);
+        lua_pushnil(L);
+        lua_pushliteral(L, "invalid base64");
+        return 2;
+    }
+    lua_pushlstring(L, (const char *)bin, bin_len);
+    free(bin);
+    return 1;
+}
+
 static int l_stats(lua_State *L) {
     struct crypto_pool *p = pool_get(app_from(L));
     workq_push_stats(L, &p->q);
@@ -183,6 +233,9 @@ int crypto_open(lua_State *L) {
                                    {"random_hex", l_random_hex},
                                    {"random_uniform", l_random_uniform},
                                    {"constant_time_equal", l_equal},
+                                   {"hmac_sha256", l_hmac_sha256},
+                                   {"base64_encode", l_base64_encode},
+                                   {"base64_decode", l_base64_decode},
                                    {"stats", l_stats},
                                    {NULL, NULL}};
     lua_newtable(L);

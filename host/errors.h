@@ -25,7 +25,17 @@
     X(InvalidParams, 1016)    /* the reply says which field in "field" */                \
     X(RateLimited, 1017)      /* "retry_after" says how many seconds */                  \
     X(ServerBusy, 1018)       /* a lock or a pool could not be had in time; safe to retry */ \
-    X(Internal, 1019)
+    X(Internal, 1019)                                                                    \
+    /* the resource channel's own (docs/protocol.md §13) */                              \
+    X(FileNotFound, 1100)     /* no such file, or no upload in progress under that name */ \
+    X(FileTooLarge, 1101)     /* total_size above resource.max_file_bytes */             \
+    X(FileTypeRefused, 1102)  /* the content is none of resource.image_types */          \
+    X(QuotaExceeded, 1103)    /* resource.quota_bytes or max_uploads of the user */      \
+    X(BadChunk, 1104)         /* seq, offset, sizes or data inconsistent */              \
+    X(StorageFailed, 1105)    /* the disk said no (full, permission): nothing complete */ \
+    X(NotParticipant, 1106)   /* the file belongs to a thread the user is not in */      \
+    X(UploadIncomplete, 1107) /* the file is still being uploaded (or failed) */         \
+    X(NameTaken, 1108)        /* the name is another user's upload */
 
 #define HOST_ERROR_ENUM(name, code) ERR_##name = code,
 enum host_error { HOST_ERRORS(HOST_ERROR_ENUM) };

@@ -2,8 +2,11 @@
  * pipelining with one request handled at a time per connection, in order; each request
  * runs its route's Lua handler in a task of its own. Limits (header, target and body size,
  * read, idle and handler timeouts, connections) come from the caller; every violation gets
- * a JSON answer with its status before the close, never a silent close. Parsing lives in
- * http_parse.c; Lua's view of a request (req) in host/lua/http.lua. */
+ * a JSON answer with its status before the close, never a silent close. A handler may
+ * return a file (req:send_file): it is streamed 64 KiB at a time, each read on the thread
+ * pool and each write awaited before the next read, so memory stays bounded whatever the
+ * file's size and the client's speed. Parsing lives in http_parse.c; Lua's view of a
+ * request (req) in host/lua/http.lua. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -17,6 +20,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "errors.h"
+#include "file.h"
 #include "hostobj.h"
 #include "http_parse.h"
 #include "json.h"
@@ -28,6 +32,7 @@
 #include "sched.h"
 
 #define SERVER_MT "chathost.http_server"
+#define STREAM_CHUNK (64 * 1024) /* a file response is read and written this much at a time */
 
 /* Metric series of one route, found once and kept (a hash lookup with string building per
  * request was a measurable share of a trivial request). */
@@ -50,6 +55,9 @@ typedef struct http_server {
     char name[32];          /* metrics label: "gate", "admin" */
     int routes_ref;         /* a routes table, or a function returning the current one */
     int req_mt_ref;
+    int file_mt_ref;        /* marks a handler's file response (chathost.http's file_mt) */
+    int streams;            /* file responses being sent */
+    size_t stream_bytes, stream_peak; /* their buffers now, and at most so far */
     hreq_limits limits;
     uint64_t read_timeout_ms, idle_timeout_ms, handler_timeout_ms, first_byte_timeout_ms;
     int max_connections, nconns;
@@ -64,6 +72,17 @@ typedef struct http_server {
 } http_server;
 
 enum conn_state { C_READING, C_HANDLING, C_WRITING, C_LINGERING, C_CLOSING };
+
+/* A file response under way: one buffer, one read or one write at a time. */
+typedef struct file_stream {
+    file_t *file;           /* held (file_take) until the stream ends */
+    int64_t offset;         /* of the next read */
+    uint64_t left;          /* bytes still to send */
+    size_t chunk;           /* bytes in buf being written */
+    int head_sent, reading;
+    uv_fs_t req;
+    char buf[STREAM_CHUNK];
+} file_stream;
 
 /* After an error answer that ends the connection, the client may still be sending (a
  * body we refused): closing at once would reset the connection before it reads our
@@ -97,10 +116,12 @@ typedef struct http_conn {
     uv_write_t creq;        /* 100 Continue */
     uv_shutdown_t shutdown_req;
     size_t lingered;        /* bytes dropped while lingering */
+    file_stream *stream;    /* a file response being sent, or NULL */
 } http_conn;
 
 static void conn_process(http_conn *c);
 static void conn_close(http_conn *c);
+static void conn_release(http_conn *c);
 static void conn_resume_reading(http_conn *c);
 
 /* ---- response bytes -------------------------------------------------------------------- */
@@ -386,6 +407,27 @@ static void push_routes(lua_State *L, http_server *s) {
     }
 }
 
+/* With the routes table on top: the handler of "METHOD /dir/" followed by "*" for a request of
+ * "METHOD /dir/name" (one path segment after the prefix, not empty), pushed in place of the
+ * table, and c->route becomes that key, so metrics and logs get one series per route, not
+ * one per file (the resource role's GET /files/<id>). Returns 0 (table left) if none. */
+static int find_wildcard(lua_State *L, http_conn *c, size_t mlen) {
+    char key[sizeof c->route + 2];
+    const char *path = c->route + mlen + 1;
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path || slash[1] == '\0') return 0;
+    int n = snprintf(key, sizeof key, "%.*s*", (int)(slash + 1 - c->route), c->route);
+    if (n <= 0 || (size_t)n >= sizeof c->route) return 0;
+    lua_getfield(L, -1, key);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_remove(L, -2);
+    memcpy(c->route, key, (size_t)n + 1);
+    return 1;
+}
+
 /* Finds the handler for c's request; pushes it, or answers 404/405 and returns 0. */
 static int find_handler(lua_State *L, http_conn *c, size_t path_len) {
     static const char *const methods[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
@@ -405,6 +447,7 @@ static int find_handler(lua_State *L, http_conn *c, size_t path_len) {
             return 1;
         }
         lua_pop(L, 1);
+        if (find_wildcard(L, c, mlen)) return 1;
     }
     char allow[128] = "";
     size_t alen = 0;
@@ -466,9 +509,171 @@ static size_t collect_headers(lua_State *L, int idx, char *buf, size_t cap, cons
     return len;
 }
 
+/* ---- file responses ----------------------------------------------------------------- */
+
+/* Ends c's file response (if any) and closes its file; a read in flight ends it later. */
+static void stream_end(http_conn *c) {
+    file_stream *fs = c->stream;
+    if (!fs || fs->reading) return;
+    file_finish(fs->file);
+    c->srv->streams--;
+    c->srv->stream_bytes -= sizeof *fs;
+    free(fs);
+    c->stream = NULL;
+}
+
+static void stream_read(http_conn *c);
+
+static void stream_written(uv_write_t *w, int status) {
+    http_conn *c = LIST_ENTRY(w, http_conn, wreq);
+    if (c->state == C_CLOSING) return;
+    uv_timer_stop(&c->timer);
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    file_stream *fs = c->stream;
+    fs->left -= fs->chunk;
+    fs->offset += (int64_t)fs->chunk;
+    if (fs->left > 0) {
+        stream_read(c);
+        return;
+    }
+    stream_end(c);
+    on_written(&c->wreq, 0); /* the next request, or the close */
+}
+
+/* Writes the chunk just read, after the head when it has not gone yet. */
+static void stream_write(http_conn *c) {
+    file_stream *fs = c->stream;
+    uv_buf_t b[2];
+    unsigned n = 0;
+    if (!fs->head_sent) b[n++] = uv_buf_init(c->out, (unsigned)c->out_len);
+    b[n++] = uv_buf_init(fs->buf, (unsigned)fs->chunk);
+    fs->head_sent = 1;
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, b, n, stream_written) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, write_timeout, c->srv->read_timeout_ms, 0); /* a client that stops reading */
+}
+
+/* A read that failed or came short (the file shrank): before the head, a 500 can still
+ * go; after it, only the close tells the client its body is incomplete. */
+static void stream_failed(http_conn *c, ssize_t result) {
+    file_stream *fs = c->stream;
+    log_warn("http: %s: reading %s at %lld failed (%s): %s", c->route, file_path(fs->file),
+             (long long)fs->offset, result < 0 ? uv_strerror((int)result) : "the file is shorter",
+             fs->head_sent ? "connection closed" : "answered 500");
+    int head_sent = fs->head_sent;
+    stream_end(c);
+    if (head_sent) {
+        conn_close(c);
+        return;
+    }
+    c->close_after = 1;
+    send_error(c, 500, ERR_Internal, "internal error", NULL);
+}
+
+static void stream_read_done(uv_fs_t *r) {
+    http_conn *c = r->data;
+    file_stream *fs = c->stream;
+    ssize_t n = r->result;
+    uv_fs_req_cleanup(r);
+    fs->reading = 0;
+    if (c->state != C_CLOSING) {
+        if (n <= 0) {
+            stream_failed(c, n);
+        } else {
+            fs->chunk = (size_t)n;
+            stream_write(c);
+        }
+    }
+    conn_release(c); /* the read's hold: c may go now (then with its stream) */
+}
+
+/* Reads the next chunk on the thread pool. */
+static void stream_read(http_conn *c) {
+    file_stream *fs = c->stream;
+    size_t want = fs->left < STREAM_CHUNK ? (size_t)fs->left : STREAM_CHUNK;
+    uv_buf_t b = uv_buf_init(fs->buf, (unsigned)want);
+    fs->req.data = c;
+    int rc = uv_fs_read(c->srv->app->loop, &fs->req, file_fd(fs->file), &b, 1, fs->offset,
+                        stream_read_done);
+    if (rc != 0) {
+        stream_failed(c, rc);
+        return;
+    }
+    fs->reading = 1;
+    c->open_handles++; /* c stays until the read's callback */
+}
+
+/* The numeric field k of the table at idx (def when absent). */
+static double number_field(lua_State *L, int idx, const char *k, double def) {
+    lua_getfield(L, idx, k);
+    double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : def;
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Starts sending the file response at idx on co (made by req:send_file). */
+static void respond_file(http_conn *c, lua_State *co, int idx) {
+    lua_getfield(co, idx, "file");
+    file_t *f = file_take(co, -1);
+    lua_pop(co, 1);
+    if (!f) {
+        log_error("http: %s returned a file response whose file is closed", c->route);
+        send_error(c, 500, ERR_Internal, "internal error", NULL);
+        return;
+    }
+    int status = (int)number_field(co, idx, "status", 200);
+    if (status < 200 || status > 599) status = 500;
+    double offset = number_field(co, idx, "offset", 0), length = number_field(co, idx, "length", 0);
+    lua_getfield(co, idx, "content_type");
+    const char *ctype = lua_tostring(co, -1); /* stays on the stack while used */
+    lua_getfield(co, idx, "headers");
+    char extra[4096];
+    size_t elen = lua_istable(co, -1) ? collect_headers(co, lua_gettop(co), extra, sizeof extra, &ctype) : 0;
+    out_head(c, status, ctype ? ctype : "application/octet-stream", (size_t)length, extra, elen);
+    lua_pop(co, 2);
+    if (length <= 0 || c->req.parser.method == HTTP_HEAD) { /* the head says it all */
+        file_finish(f);
+        conn_send(c, status, 0);
+        return;
+    }
+    observe(c, status, (size_t)length);
+    c->state = C_WRITING;
+    uv_timer_stop(&c->timer); /* the handler answered; each write arms its own deadline */
+    file_stream *fs = xmalloc(sizeof *fs);
+    fs->file = f;
+    fs->offset = (int64_t)offset;
+    fs->left = (uint64_t)length;
+    fs->head_sent = fs->reading = 0;
+    c->stream = fs;
+    http_server *s = c->srv;
+    s->streams++;
+    s->stream_bytes += sizeof *fs;
+    if (s->stream_bytes > s->stream_peak) s->stream_peak = s->stream_bytes;
+    stream_read(c);
+}
+
+/* Is the value at idx a file response (its metatable chathost.http's file_mt)? */
+static int is_file_response(http_conn *c, lua_State *co, int idx) {
+    if (!lua_istable(co, idx) || !lua_getmetatable(co, idx)) return 0;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, c->srv->file_mt_ref);
+    int yes = lua_rawequal(co, -1, -2);
+    lua_pop(co, 2);
+    return yes;
+}
+
 /* Turns a handler's results (on co, from base) into the response. */
 static void respond(http_conn *c, lua_State *co, int base, int nres) {
     lua_checkstack(co, 12);
+    if (nres >= 1 && is_file_response(c, co, base)) {
+        respond_file(c, co, base);
+        return;
+    }
     int status = 200, body_idx = base, headers_idx = 0;
     if (nres >= 1 && lua_type(co, base) == LUA_TNUMBER) {
         status = (int)lua_tointeger(co, base);
@@ -666,10 +871,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 
 /* ---- connections ---------------------------------------------------------------------- */
 
-static void conn_closed(uv_handle_t *h) {
-    http_conn *c = h->data;
+/* One user of c less (its handles, a file read in flight); frees it after the last. */
+static void conn_release(http_conn *c) {
     if (--c->open_handles > 0) return;
     http_server *s = c->srv;
+    stream_end(c);
     list_remove(&c->link); /* only now: the server must outlive its connections' handles */
     hreq_free(&c->req);
     free(c->in);
@@ -677,6 +883,8 @@ static void conn_closed(uv_handle_t *h) {
     free(c);
     hostobj_release(&s->obj);
 }
+
+static void conn_closed(uv_handle_t *h) { conn_release(h->data); }
 
 static void conn_close(http_conn *c) {
     if (c->state == C_CLOSING) return;
@@ -754,6 +962,7 @@ static void server_free(hostobj *o) {
     lua_State *L = s->app->L;
     luaL_unref(L, LUA_REGISTRYINDEX, s->routes_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, s->req_mt_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->file_mt_ref);
     for (int i = 0; i < ROUTE_STATS; i++) free(s->stats[i]);
     peer_count_free(s->per_ip);
     free(s->exempt);
@@ -829,7 +1038,8 @@ static int l_serve(lua_State *L) {
     lua_pop(L, 1);
     if (vm_require_embedded(L, "chathost.http") != 0) return lua_error(L);
     lua_getfield(L, -1, "req_mt");
-    lua_replace(L, -2); /* routes, req_mt on top */
+    lua_getfield(L, -2, "file_mt");
+    lua_remove(L, -3); /* routes, req_mt, file_mt on top */
     http_server opts = {0};
     read_options(L, &opts); /* a bad option raises before a socket or memory is taken */
     int port = 0, fd = listen_socket(address, reuseport, &port);
@@ -848,6 +1058,7 @@ static int l_serve(lua_State *L) {
     s->listener.data = s;
     hostobj_init(app, &s->obj, "http server", server_close, server_free);
     hostobj_hold(&s->obj); /* the listener, until its close callback */
+    s->file_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     s->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     s->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     int rc = listen_start(&s->listener, fd, 511, on_connection);
@@ -876,7 +1087,29 @@ static int l_index(lua_State *L) {
         lua_pushinteger(L, s->nconns);
         return 1;
     }
+    if (strcmp(k, "file_streams") == 0) { /* file responses being sent, and their buffers */
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, s->streams);
+        lua_setfield(L, -2, "active");
+        lua_pushnumber(L, (lua_Number)s->stream_bytes);
+        lua_setfield(L, -2, "buffer_bytes");
+        lua_pushnumber(L, (lua_Number)s->stream_peak);
+        lua_setfield(L, -2, "peak_buffer_bytes");
+        return 1;
+    }
     return vm_method(L);
+}
+
+/* parse_range(header, size) -> offset, length | "unsatisfiable" | nil: chathost.http's,
+ * loaded on first use (it requires host, which does not exist yet when this opens) */
+static int l_parse_range(lua_State *L) {
+    lua_settop(L, 2);
+    if (vm_require_embedded(L, "chathost.http") != 0) return lua_error(L);
+    lua_getfield(L, -1, "parse_range");
+    lua_insert(L, 1);
+    lua_pop(L, 1);
+    lua_call(L, 2, LUA_MULTRET);
+    return lua_gettop(L);
 }
 
 int http_server_open(lua_State *L) {
@@ -886,5 +1119,7 @@ int http_server_open(lua_State *L) {
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, l_serve, 1);
     lua_setfield(L, -2, "serve");
+    lua_pushcfunction(L, l_parse_range);
+    lua_setfield(L, -2, "parse_range");
     return 1;
 }

@@ -17,6 +17,7 @@ const struct host_module host_modules[] = {
     {"grpc", grpc_open, grpc_bridge_shutdown, NULL},
     {"proc", proc_open, NULL, NULL},
     {"fs", fs_open, NULL, NULL},
+    {"file", file_open, NULL, file_release_all},
     {"tcp", tcp_client_open, NULL, NULL},
     {"metrics", metrics_open, NULL, NULL},
     {"promise", promise_open, NULL, NULL},

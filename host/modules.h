@@ -22,6 +22,7 @@ int tty_open(lua_State *L);         /* host.tty        tty.c */
 int grpc_open(lua_State *L);        /* host.grpc       grpc_bridge.c */
 int proc_open(lua_State *L);        /* host.proc       proc.c */
 int fs_open(lua_State *L);          /* host.fs         fs.c */
+int file_open(lua_State *L);        /* host.file       file.c */
 int tcp_client_open(lua_State *L);  /* host.tcp        tcp_client.c */
 int metrics_open(lua_State *L);     /* host.metrics    metrics.c */
 int promise_open(lua_State *L);     /* host.promise    promise.c */
@@ -49,6 +50,7 @@ void mail_shutdown(struct app *app);
 void http_client_shutdown(struct app *app);
 void tty_shutdown(struct app *app);
 void grpc_bridge_shutdown(struct app *app);
+void file_release_all(struct app *app);
 
 struct host_module {
     const char *name;                  /* field of host; "a.b" is field b of host.a */

@@ -39,6 +39,7 @@ typedef struct tcp_conn {
     struct write_req *pending_write; /* the send a task waits for (its task: the writer) */
     int connect_ref;        /* the Lua object, anchored until the connect completes */
     int timeout_ms;
+    enum frame_kind kind;   /* the frame format of read_frame / send_frame */
 } tcp_conn;
 
 typedef struct write_req {
@@ -130,10 +131,16 @@ static int try_read(tcp_conn *c, lua_State *L, enum read_mode mode, size_t want,
     case READ_FRAME: { /* the chat frame format, parsed by the server's own code */
         frame f;
         size_t used;
-        enum frame_status st = frame_parse((const uint8_t *)c->buf, c->len, want, &f, &used);
+        enum frame_status st =
+            frame_parse(c->kind, (const uint8_t *)c->buf, c->len, want, &f, &used);
         if (st == FRAME_TOO_BIG) {
             lua_pushnil(L);
-            lua_pushfstring(L, "frame of %d bytes above the limit", (int)f.len);
+            lua_pushfstring(L, "frame of %f bytes above the limit", (double)f.len);
+            return 2;
+        }
+        if (st == FRAME_MORE && c->len >= c->max_buffer) { /* it can never complete */
+            lua_pushnil(L);
+            lua_pushliteral(L, "frame larger than max_buffer");
             return 2;
         }
         if (st == FRAME_OK) {
@@ -268,7 +275,9 @@ static int bind_source(lua_State *L, uv_tcp_t *h) {
     return UV_EINVAL;
 }
 
-/* connect(host, port, {timeout_ms=, max_buffer=, bind=}?) -> conn | nil, err   (yields) */
+/* connect(host, port, {timeout_ms=, read_timeout_ms=, max_buffer=, bind=, frame=}?)
+ *   -> conn | nil, err   (yields). frame: "u16u16" (default) | "u16u32", the format of
+ * read_frame and send_frame. */
 static int l_connect(lua_State *L) {
     struct app *app = app_from(L);
     const char *host = luaL_checkstring(L, 1);
@@ -276,6 +285,7 @@ static int l_connect(lua_State *L) {
     int timeout = (int)vm_opt_int(L, 3, "timeout_ms", DEFAULT_TIMEOUT_MS);
     int read_timeout = (int)vm_opt_int(L, 3, "read_timeout_ms", timeout);
     size_t max_buffer = (size_t)vm_opt_int(L, 3, "max_buffer", DEFAULT_MAX_BUFFER);
+    enum frame_kind kind = frame_opt_kind(L, 3);
     task_t *t = sched_need(L, "host.tcp.connect");
     if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
     struct sockaddr_in a4;
@@ -291,6 +301,7 @@ static int l_connect(lua_State *L) {
     c->app = app;
     c->timeout_ms = read_timeout;
     c->max_buffer = max_buffer;
+    c->kind = kind;
     uv_tcp_init(app->loop, &c->handle);
     uv_timer_init(app->loop, &c->timer);
     c->handle.data = c->timer.data = c->connect_req.data = c;
@@ -421,16 +432,17 @@ static int l_read_all(lua_State *L) {
 
 static void shutdown_done(uv_shutdown_t *req, int status) { free(req); }
 
-/* conn:read_frame(timeout_ms?, max_body?) -> msg_id, body | nil, err: one chat frame */
+/* conn:read_frame(timeout_ms?, max_body?) -> msg_id, body | nil, err: one frame of the
+ * connection's format (max_body defaults to the largest the format carries) */
 static int l_read_frame(lua_State *L) {
     tcp_conn *c = check_conn(L);
-    lua_Integer max = luaL_optinteger(L, 3, FRAME_MAX_BODY);
+    lua_Integer max = luaL_optinteger(L, 3, (lua_Integer)frame_max_body(c->kind));
     return read_common(L, c, READ_FRAME, (size_t)max, NULL, 0, 2);
 }
 
 /* conn:send_frame(msg_id, body) -> true | nil, err */
 static int l_send_frame(lua_State *L) {
-    frame_push_encoded(L, 2, 3);
+    frame_push_encoded(L, check_conn(L)->kind, 2, 3);
     lua_replace(L, 2);
     lua_settop(L, 2);
     return l_send(L);

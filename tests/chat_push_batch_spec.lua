@@ -18,13 +18,7 @@ local function text(from, to, thread, content)
         text_array = { { content = content, unique_id = "{" .. content .. "}" } } }
 end
 
--- A gRPC server in this process announced as chat server name: -> its server handle
-local function fake_peer(name, handlers)
-    local server = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = handlers })
-    assert(redis.call("SET", "chatserver_" .. name, host.json.encode {
-        host = "127.0.0.1", port = 1, rpc = "127.0.0.1:" .. server.port }, "EX", 600))
-    return server
-end
+local fake_peer = cluster.fake_peer
 
 describe("chat pushes to a peer server", function()
     local cl, chat1, chat2, chat3

@@ -1,7 +1,8 @@
 -- The terminal client (scripts/client, issue 6) against the real system: an SMTP sink,
 -- verify, status, gate and two chat servers. Through the Lua API two people register
 -- (codes read from the sink), log in, find each other, become friends, chat both ways and
--- read the history; a second login of one account signs the first out. Then the command
+-- read the history, make a group and chat there; a second login of one account signs the
+-- first out. Then the command
 -- line's --send and --listen, and what the client does when a chat server goes away.
 -- (tests/client_checks_spec.lua has the pieces on their own; client_tty_spec.lua the UI.)
 local host = require "host"
@@ -236,6 +237,41 @@ describe("terminal client", function()
             assert.equal("Hello, I am " .. dave.user, pending[1].greeting)
             assert.same({ bob.uid }, { a:friends()[1].uid })
         end)
+
+        it("makes a group, chats in it, counts what is unread at the next login, marks it read and leaves",
+            function()
+                local a, b = client(alice), client(bob)
+                local g = assert(a:create_group("club", { bob.uid }))
+                assert.same({ alice.uid, bob.uid }, g.members)
+                local ev = await(b, "group_event")
+                assert.same({ "created", g.thread_id, "club", alice.uid },
+                    { ev.change, ev.thread_id, ev.group, ev.by })
+                local members = assert(b:members(g.thread_id))
+                assert.same({ { alice.uid, "owner" }, { bob.uid, "member" } },
+                    { { members[1].uid, members[1].role }, { members[2].uid, members[2].role } })
+                assert.equal("hi club", assert(a:send_group(g.thread_id, "hi club")).text)
+                local msg = await(b, "group_message")
+                assert.same({ "hi club", alice.uid, "club", g.thread_id },
+                    { msg.text, msg.from, msg.group, msg.thread_id })
+                b:close()
+                local later = assert(a:send_group(g.thread_id, "while you were away"))
+                local b2 = client(bob)
+                local function unread_in_group()
+                    for _, t in ipairs(assert(b2:unread_threads())) do
+                        if t.thread_id == g.thread_id then return t.unread end
+                    end
+                    return 0
+                end
+                assert.equal(2, unread_in_group())
+                assert.equal(later.message_id, assert(b2:mark_read(g.thread_id, later.message_id)))
+                assert.equal(0, unread_in_group())
+                local mine = assert(b2:my_groups())
+                assert.same({ g.thread_id, "club", "member" }, { mine[1].thread_id, mine[1].name, mine[1].role })
+                assert(b2:leave(g.thread_id))
+                local left = await(a, "group_event")
+                assert.same({ "left", { bob.uid } }, { left.change, left.uids })
+                assert.same({}, assert(b2:my_groups()))
+            end)
     end)
 
     describe("command line", function()

@@ -74,6 +74,35 @@ describe("command line and config", function()
         assert_one_line_error(r, "grpc%.secret: 15 characters")
     end)
 
+    it("rejects a resource URL secret too short to sign with", function()
+        local no_env = { CHATHOST_RESOURCE_URL_SECRET = false }
+        local r = with_config('return { resource = { url_secret = "' .. ("s"):rep(15) .. '" } }',
+            { "status" }, no_env)
+        assert_one_line_error(r, "resource%.url_secret: 15 characters, at least 16")
+        r = with_config('return {}', { "config", "resource.url_secret" },
+            { CHATHOST_RESOURCE_URL_SECRET = "short" })
+        assert_one_line_error(r, "resource%.url_secret: 5 characters")
+        r = with_config('return { resource = { url_secret = "' .. ("s"):rep(16) .. '" } }',
+            { "config", "resource.url_ttl_s" }, no_env)
+        assert.equal("300\n", r.stdout)
+    end)
+
+    it("announces the resource server at its host unless public_host says otherwise", function()
+        local function public(text)
+            local r = with_config(text, { "config", "resource.public_host" })
+            assert.equal(0, r.code, r.stderr)
+            return r.stdout
+        end
+        assert.equal("127.0.0.1\n", public('return {}'))
+        assert.equal("10.1.2.3\n", public('return { bind_host = "10.1.2.3" }'))
+        assert.equal("127.0.0.1\n", public('return { resource = { host = "0.0.0.0" } }'))
+        assert.equal("res.example\n", public('return { resource = { public_host = "res.example" } }'))
+        assert_one_line_error(with_config('return { resource = { port = 8080 } }', { "status" }),
+            "resource%.port: 8080 is already used by gate%.port")
+        assert_one_line_error(with_config('return { resource = { http_port = 8093 } }', { "status" }),
+            "resource%.http_port: 8093 is already used by resource%.port")
+    end)
+
     it("rejects an unknown top-level key (a misspelt section), naming the nearest", function()
         -- accepted, redis would fall back to its defaults: somebody else's Redis
         assert_one_line_error(with_config('return { redsi = { port = 7000 } }'),
@@ -238,7 +267,7 @@ print(table.concat(out, "\n"))
         assert.equal("--help\n", r.stdout)
     end)
 
-    it("prints a section as key = value lines with full dotted paths, passwords hidden", function()
+    it("prints a section as key = value lines with full dotted paths, passwords and secrets hidden", function()
         local r = with_config('return { gate = { accounts = { code_max_tries = 7 } }, '
             .. 'mysql = { password = "s3cret" } }', { "config", "gate.accounts" })
         assert.equal(0, r.code, r.stderr)
@@ -252,6 +281,13 @@ print(table.concat(out, "\n"))
         assert.matches("\nmysql%.password = <hidden>\n", r.stdout)
         assert.is_nil(r.stdout:find("s3cret", 1, true))
         assert.matches("\nchat%.instances%.a%.rpc_port = 7101\n", r.stdout)
+        r = with_config('return { grpc = { secret = "0123456789abcdef-g" }, resource = { '
+            .. 'url_secret = "0123456789abcdef-u" } }', { "config", "grpc", "resource" },
+            { CHATHOST_GRPC_SECRET = false, CHATHOST_RESOURCE_URL_SECRET = false })
+        assert.equal(0, r.code, r.stderr)
+        assert.matches("\ngrpc%.secret = <hidden>\n", r.stdout)
+        assert.matches("\nresource%.url_secret = <hidden>\n", r.stdout)
+        assert.is_nil(r.stdout:find("0123456789abcdef", 1, true))
         r = with_config('return {}', { "config", "gate.trusted_proxies" })
         assert.equal("gate.trusted_proxies = {}\n", r.stdout)
     end)

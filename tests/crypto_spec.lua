@@ -101,3 +101,37 @@ describe("random values", function()
         assert.is_false(host.crypto.constant_time_equal("abc", "abcd"))
     end)
 end)
+
+describe("base64", function()
+    local crypto = host.crypto
+
+    it("encodes with the original alphabet and padding (RFC 4648 test vectors)", function()
+        local vectors = { [""] = "", f = "Zg==", fo = "Zm8=", foo = "Zm9v", foob = "Zm9vYg==",
+            fooba = "Zm9vYmE=", foobar = "Zm9vYmFy" }
+        for plain, b64 in pairs(vectors) do
+            assert.equal(b64, crypto.base64_encode(plain))
+            assert.equal(plain, crypto.base64_decode(b64))
+        end
+        assert.equal("+/8=", crypto.base64_encode("\251\255")) -- not the URL alphabet
+    end)
+
+    it("round-trips every byte value and a 32 KiB chunk", function()
+        local all = {}
+        for i = 0, 255 do all[#all + 1] = string.char(i) end
+        local bytes = table.concat(all)
+        assert.equal(bytes, crypto.base64_decode(crypto.base64_encode(bytes)))
+        local chunk = bytes:rep(128)
+        local b64 = crypto.base64_encode(chunk)
+        assert.equal(43692, #b64) -- 4 * ceil(32768 / 3)
+        assert.equal(chunk, crypto.base64_decode(b64))
+    end)
+
+    it("refuses what is not padded original base64", function()
+        for _, bad in ipairs({ "Zg", "Zg=", "Zm9v!", "Zm9v\n", " Zm9v", "Zm9vYg==x", "-_8=",
+            "Zm9vYg==Zg==", "=" }) do
+            local none, err = crypto.base64_decode(bad)
+            assert.is_nil(none, bad)
+            assert.equal("invalid base64", err)
+        end
+    end)
+end)

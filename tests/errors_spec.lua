@@ -10,6 +10,10 @@ local DOCUMENTED = {
     CreateChatFailed = 1012, LoadChatFailed = 1013, NotLoggedIn = 1014,
     PermissionDenied = 1015, InvalidParams = 1016, RateLimited = 1017, ServerBusy = 1018,
     Internal = 1019,
+    -- the resource channel's (§13)
+    FileNotFound = 1100, FileTooLarge = 1101, FileTypeRefused = 1102, QuotaExceeded = 1103,
+    BadChunk = 1104, StorageFailed = 1105, NotParticipant = 1106, UploadIncomplete = 1107,
+    NameTaken = 1108,
 }
 
 describe("error codes", function()

@@ -77,7 +77,8 @@ describe("gate role", function()
         gate = roles.start { role = "gate", copy_scripts = true, config = function(port)
             gate_admin = roles.free_port()
             return { gate = { port = port, admin_port = gate_admin },
-                verify = { port = verify.port }, status = { port = status.port } }
+                verify = { port = verify.port }, status = { port = status.port },
+                resource = { public_host = "res.example", port = 19093 } }
         end }
         -- a gate whose verify target refuses connections and whose status role hangs
         hung = roles.start { role = "status", copy_scripts = true, config = function(port)
@@ -182,7 +183,8 @@ describe("gate role", function()
 
             local rsp = login(typed, "abc123")
             assert.same({ error = 0, uid = reg.uid, email = acc.email, token = rsp.token,
-                host = "127.0.0.1", port = "18090", chathost = "127.0.0.1", chatport = "18090" },
+                host = "127.0.0.1", port = "18090", chathost = "127.0.0.1", chatport = "18090",
+                reshost = "res.example", resport = "19093" }, -- strings, as the S2 client reads them
                 rsp)
             assert.equal(rsp.token, redis.call("GET", "utoken_" .. reg.uid))
             assert.truthy(redis.call("TTL", "utoken_" .. reg.uid) > 0)

@@ -1,5 +1,5 @@
 -- `make run` (tools/run.sh) as a newcomer uses it: the whole system comes up (Redis,
--- MariaDB, the SMTP sink, gate, verify, status, chat1, chat2), prints where everything is,
+-- MariaDB, the SMTP sink, gate, verify, status, chat1, chat2, resource), prints where everything is,
 -- serves a registration and a login, reloads every role on SIGHUP, restarts one role with
 -- its secrets, and Ctrl-C stops every process; started again with a port taken by somebody
 -- else, it names what did not start and stops the rest. Run on free ports in a folder of
@@ -21,7 +21,7 @@ describe("make run", function()
         dir = assert(host.fs.mkdtemp("makerun"))
         ports = {}
         for _, k in ipairs({ "redis", "mysql", "mail", "gate", "gate_admin", "verify", "status",
-            "c1", "c1rpc", "c2", "c2rpc", "c2admin" }) do ports[k] = roles.free_port() end
+            "c1", "c1rpc", "c2", "c2rpc", "c2admin", "res", "reshttp", "resadmin" }) do ports[k] = roles.free_port() end
         assert(host.fs.write(dir .. "/config.lua", "return " .. roles.serialize {
             scripts = { dir = host.root .. "/scripts" }, migrations = { dir = host.root .. "/sql" },
             redis = { port = ports.redis }, mysql = { port = ports.mysql },
@@ -29,6 +29,7 @@ describe("make run", function()
             gate = { host = "127.0.0.1", port = ports.gate, admin_port = ports.gate_admin },
             verify = { port = ports.verify, admin_port = 0 },
             status = { port = ports.status, admin_port = 0 },
+            resource = { port = ports.res, http_port = ports.reshttp, admin_port = ports.resadmin },
             chat = { instances = {
                 chat1 = { port = ports.c1, rpc_port = ports.c1rpc, admin_port = 0 },
                 chat2 = { port = ports.c2, rpc_port = ports.c2rpc, admin_port = ports.c2admin } } },
@@ -69,6 +70,9 @@ describe("make run", function()
         assert.matches("chat2 +chat clients on 127%.0%.0%.1:" .. ports.c2, out)
         assert.matches("verify +gRPC 127%.0%.0%.1:" .. ports.verify, out)
         assert.matches("status +gRPC 127%.0%.0%.1:" .. ports.status, out)
+        assert.matches("resource 127%.0%.0%.1:" .. ports.res .. " %(avatars and images, 6%-byte "
+            .. "frames; files in " .. dir:gsub("%p", "%%%0") .. "/run/files%), signed downloads "
+            .. "http://127%.0%.0%.1:" .. ports.reshttp, out)
         assert.matches("to chat, run in two other terminals: +%S+ client %-c %S+config%.lua", out)
     end)
 
@@ -95,7 +99,7 @@ describe("make run", function()
 
     it("reloads every role on SIGHUP and stops none", function()
         assert(proc:kill("HUP"))
-        for _, name in ipairs({ "gate", "verify", "status", "chat1", "chat2" }) do
+        for _, name in ipairs({ "gate", "verify", "status", "chat1", "chat2", "resource" }) do
             util.wait_until(function()
                 return proc:output():find("%[" .. name .. "%][^\n]*scripts reloaded") or proc.exited
             end, 10000, name .. " reloaded")
@@ -125,7 +129,7 @@ describe("make run", function()
         assert.equal(0, code)
         assert.matches("%[run%] stopped", proc:output())
         -- nothing is left listening
-        for _, k in ipairs({ "redis", "mysql", "mail", "gate", "verify", "status", "c1", "c2" }) do
+        for _, k in ipairs({ "redis", "mysql", "mail", "gate", "verify", "status", "c1", "c2", "res" }) do
             local c = host.tcp.connect("127.0.0.1", ports[k], { timeout_ms = 500 })
             if c then c:close() end
             assert.is_nil(c, k .. " still listening")

@@ -29,9 +29,9 @@ local SAMPLES = {
     KickUserRsp = { error = 0, uid = 5 },
     NotifyChatImgReq = { from_uid = 1, to_uid = 2, message_id = 3, file_name = "f.png", total_size = 2 ^ 40, thread_id = 4 },
     NotifyChatImgRsp = { error = 0, from_uid = 1, to_uid = 2, message_id = 3, file_name = "f", total_size = 5, thread_id = 4 },
-    PushItem = { touid = 2, msg_id = 1019, body = '{"error":0}' },
-    NotifyBatchReq = { items = { { touid = 2, msg_id = 1019, body = '{"chat_datas":[]}' },
-        { touid = 3, msg_id = 1011, body = "\0\255 bytes, not text" } } },
+    PushItem = { touid = 2, msg_id = 1067, body = '{"error":0}', touids = { 2, 5 } },
+    NotifyBatchReq = { items = { { touid = 2, msg_id = 1019, body = '{"chat_datas":[]}', touids = {} },
+        { touid = 3, msg_id = 1011, body = "\0\255 bytes, not text", touids = { 3 } } } },
     NotifyBatchRsp = { error = 0, errors = { 0, 1011, 1016 } },
 }
 

@@ -104,7 +104,7 @@ describe("the roles section of the config", function()
 
     it("names the known roles for a role that is neither built in nor declared", function()
         local r = run('return { roles = { echo = {} } }', { "ehco" })
-        assert_error(r, "unknown role or command 'ehco' %(expected verify, status, chat, gate, "
+        assert_error(r, "unknown role or command 'ehco' %(expected verify, status, chat, resource, gate, "
             .. "echo, client, or ")
     end)
 end)

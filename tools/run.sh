@@ -17,6 +17,8 @@ BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
 RUN=${CHATHOST_RUN_DIR:-$ROOT/.run} # another folder (and config) for a second system
 . "$ROOT/tools/services.sh"
 export CHATHOST_CONFIG=${CHATHOST_CONFIG:-$ROOT/config.lua}
+# the resource role keeps its files (avatars, chat images) in the run's folder
+export CHATHOST_RESOURCE_DIR=${CHATHOST_RESOURCE_DIR:-$RUN/files}
 
 # ---- the commands for a running system ------------------------------------------------
 
@@ -76,6 +78,10 @@ fi
 # The gRPC secret joins secrets.env files made before it existed.
 if ! grep -q '^CHATHOST_GRPC_SECRET=' "$RUN/secrets.env"; then
   echo "CHATHOST_GRPC_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$RUN/secrets.env"
+fi
+# So does the key that signs the resource server's download URLs.
+if ! grep -q '^CHATHOST_RESOURCE_URL_SECRET=' "$RUN/secrets.env"; then
+  echo "CHATHOST_RESOURCE_URL_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$RUN/secrets.env"
 fi
 set -a; . "$RUN/secrets.env"; set +a
 
@@ -232,6 +238,9 @@ summary() {
       gate)
         read -r port admin <<<"$(ports "$name")"
         lines+=("  gate     http://127.0.0.1:$port (POST /get_varifycode, /user_register, /reset_pwd, /user_login), admin http://127.0.0.1:$admin") ;;
+      resource)
+        read -r http port admin <<<"$(ports "$name")"
+        lines+=("  resource 127.0.0.1:$port (avatars and images, 6-byte frames; files in $CHATHOST_RESOURCE_DIR), signed downloads http://127.0.0.1:$http, admin http://127.0.0.1:$admin") ;;
       verify|status)
         read -r port admin <<<"$(ports "$name")"
         lines+=("  $name   gRPC 127.0.0.1:$port, admin http://127.0.0.1:$admin") ;;

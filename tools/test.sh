@@ -22,6 +22,7 @@ REDIS_PORT=$(free_port $((26000 + RANDOM % 2000)))
 MYSQL_PORT=$(free_port $((23000 + RANDOM % 2000)))
 MYSQL_PASSWORD=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 GRPC_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+URL_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 redis_start "$TMP/redis" "$REDIS_PORT"
 # AUTO_INCREMENT as a 3-node Galera cluster hands it out (every third value, this server
@@ -35,6 +36,7 @@ export CHATHOST_MYSQL_HOST=127.0.0.1 CHATHOST_MYSQL_PORT=$MYSQL_PORT
 export CHATHOST_MYSQL_USER=chathost CHATHOST_MYSQL_PASSWORD=$MYSQL_PASSWORD
 export CHATHOST_MYSQL_DATABASE=chathost_test
 export CHATHOST_GRPC_SECRET=$GRPC_SECRET
+export CHATHOST_RESOURCE_URL_SECRET=$URL_SECRET
 export CHATHOST_TEST_TMP=$TMP CHATHOST_BIN=$BIN
 export CHATHOST_LOG_LEVEL=${CHATHOST_LOG_LEVEL:-warn}
 

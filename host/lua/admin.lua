@@ -1,5 +1,5 @@
 -- chathost.admin: the admin HTTP listener every role runs on its admin_port (0: none).
--- GET /healthz checks the stores the role uses; GET /metrics is Prometheus text: the series
+-- GET /healthz checks the stores the role uses (and what its scripts' health() checks); GET /metrics is Prometheus text: the series
 -- the host and scripts record, plus gauges and totals read at scrape time (coroutines, pools,
 -- hashes, reloads). Every name starts with chathost_; counters end in _total.
 local host = require "host"
@@ -25,10 +25,24 @@ local function check_mysql()
     return "failing: " .. tostring(err)
 end
 
-local function healthz(uses)
+-- The scripts' own checks: health() in the role's handler table, if it has one, returns
+-- { name = "ok" | "failing: why" } (the resource role: its storage folder).
+local function check_scripts(scripts, checks)
+    local fn = scripts and scripts:handlers().health
+    if type(fn) ~= "function" then return end
+    local ok, res = pcall(fn)
+    if not ok or type(res) ~= "table" then
+        checks.scripts = "failing: health() " .. (ok and "returned no table" or tostring(res))
+        return
+    end
+    for k, v in pairs(res) do checks[tostring(k)] = tostring(v) end
+end
+
+local function healthz(uses, scripts)
     local checks, healthy = {}, true
     if uses.redis then checks.redis = check_redis() end
     if uses.mysql then checks.mysql = check_mysql() end
+    check_scripts(scripts, checks)
     for _, v in pairs(checks) do healthy = healthy and v == "ok" end
     return healthy and 200 or 503, nil, {
         status = healthy and "ok" or "failing", role = host.role, name = host.name, checks = checks }
@@ -92,7 +106,7 @@ end
 function M.routes(scripts, stores)
     local uses = set(stores)
     return {
-        ["GET /healthz"] = function() return healthz(uses) end,
+        ["GET /healthz"] = function() return healthz(uses, scripts) end,
         ["GET /metrics"] = function()
             sample(scripts, uses)
             return 200, { ["Content-Type"] = "text/plain; version=0.0.4" }, host.metrics.render()

@@ -1,6 +1,6 @@
 -- chathost.cli: `chathost config KEY...` prints validated config values (tools/run.sh reads
 -- ports with it), a KEY naming a section prints all of it as `full.key = value` lines
--- (passwords hidden), `chathost config roles` lists the role processes the config and
+-- (passwords and secrets hidden), `chathost config roles` lists the role processes the config and
 -- the scripts present describe ("gate", "chat chat1", ...), in start order, and
 -- `chathost config ports NAME` the ports one of them listens on.
 local host = require "host"
@@ -46,7 +46,7 @@ local function get(path)
 end
 
 -- A section as sorted `path = value` lines (list items as path.1...); an empty table is
--- `path = {}`; a password, set, is `<hidden>`.
+-- `path = {}`; a password or a secret (grpc.secret, resource.url_secret), set, is `<hidden>`.
 local function section_lines(path, t, out)
     local keys = {}
     for k in pairs(t) do keys[#keys + 1] = k end
@@ -60,7 +60,9 @@ local function section_lines(path, t, out)
         if type(v) == "table" then
             section_lines(p, v, out)
         else
-            if type(k) == "string" and k:match("password$") then v = "<hidden>" end
+            if type(k) == "string" and (k:match("password$") or k:match("secret$")) then
+                v = "<hidden>"
+            end
             out[#out + 1] = p .. " = " .. tostring(v)
         end
     end

@@ -73,6 +73,9 @@ local SCHEMA = {
         max_waiting = int(1000, 0, 1000000),
         wait_timeout_ms = int(5000, 0, 600000),
     },
+    file = {
+        max_open = int(1024, 1, 1000000), -- host.file's open files per process; beyond: EMFILE
+    },
     grpc = {
         deadline_ms = int(2000, 1, 3600000),
         max_message_bytes = int(4194304, 1024, 67108864),
@@ -188,6 +191,11 @@ local SCHEMA = {
         push_batch_max = int(256, 1, 100000),       -- pushes per NotifyBatch call
         apply_list_max = int(100, 0, 100000),       -- applications in the 1006 reply
         friend_list_max = int(1000, 0, 1000000),    -- friends in the 1006 reply (then cut to fit)
+        group_max_members = int(500, 2, 100000),    -- members of one group (1061/1063: 1016)
+        group_max_per_user = int(200, 1, 100000),   -- groups one user is in (1061/1063: 1016)
+        group_name_max_bytes = int(64, 1, 255),     -- a group's name (1061/1079: 1016)
+        group_cache_max = int(10000, 1, 10000000),  -- groups whose member list a server caches
+        unread_count_max = int(999, 1, 1000000),    -- unread counts in 1026 stop counting here
         instances = { "map", {
             host = str(false), public_host = str(false),
             port = int(8090, 1, 65535), rpc_port = int(50055, 1, 65535),
@@ -218,6 +226,41 @@ local SCHEMA = {
         stores = { "stores", {} },                  -- what /healthz checks: "redis", "mysql"
         settings = { "table", {} },                 -- free-form, for the role's scripts
     } },
+    -- the resource role (scripts/resource, docs/protocol.md §13): avatars and chat images
+    -- over the Season 2 resource channel ([id u16][len u32][JSON] frames)
+    resource = {
+        host = str(false),                          -- bind address; default bind_host
+        public_host = str(false),                   -- what the gate's login reply names
+                                                    -- (reshost); default host (loopback for a
+                                                    -- wildcard)
+        port = int(8093, 1, 65535),                 -- the resource channel (resport)
+        http_port = int(8094, 1, 65535),            -- GET /files/<id>, /avatars/<name>
+        admin_port = int(9112, 0, 65535),
+        url_secret = str(false),                    -- HMAC key of signed URLs (>= 16 chars);
+                                                    -- environment CHATHOST_RESOURCE_URL_SECRET
+        url_ttl_s = int(300, 1, 86400),             -- a signed URL (1050) is valid this long
+        dir = str(false),                           -- storage root; default <run dir>/files
+                                                    -- (CHATHOST_RESOURCE_DIR, else .run/files
+                                                    -- beside the config file)
+        max_file_bytes = int(10485760, 1, 1099511627776), -- one file; beyond: 1101
+        image_types = { "image_types", { "png", "jpeg", "gif", "webp", "bmp" } }, -- by content
+        quota_bytes = int(104857600, 0, 1099511627776), -- per user, uploads kept or running
+        max_uploads = int(8, 1, 100000),            -- unfinished uploads per user at once
+        upload_ttl_s = int(3600, 1, 2592000),       -- an upload with no chunk this long expires
+        sweep_interval_ms = int(10000, 10, 3600000),-- the expiry sweeper's tick
+        sweep_batch = int(100, 1, 100000),          -- uploads expired per tick at most
+        session_recheck_ms = int(10000, 0, 3600000),-- a bound connection's chat session is
+                                                    -- checked again after this (0: every request)
+        max_body_bytes = int(65536, 1024, 16777216),-- one frame (a 32 KiB chunk is ~44 KB)
+        channel_idle_timeout_ms = int(43200000, 0, 604800000), -- a silent connection: closed;
+                                                    -- 0: never (the S2 client sends nothing
+                                                    -- between transfers and logs out on a close)
+        max_connections = int(100000, 1, 10000000), -- lowered to the open-file limit - reserve
+        max_connections_per_ip = int(256, 0, 1000000), -- from one client address (channel and
+                                                    -- HTTP each); beyond: closed; 0: no cap
+        handler_timeout_ms = int(30000, 100, 3600000), -- one request; then 1019
+        send_queue_bytes = int(4194304, 65536, 1073741824), -- per connection; beyond: closed
+    },
     status = {
         host = str(false), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
         token_ttl_s = int(60, 5, 86400),            -- an unused chat login token (utoken_<uid>)
@@ -239,9 +282,14 @@ local ENV = {
     CHATHOST_MYSQL_NODES = { "mysql", "nodes" },
     CHATHOST_LOG_LEVEL = { "log", "level" },
     CHATHOST_GRPC_SECRET = { "grpc", "secret" },
+    CHATHOST_RESOURCE_URL_SECRET = { "resource", "url_secret" },
     CHATHOST_MAIL_URL = { "mail", "url" },
     CHATHOST_MAIL_USER = { "mail", "user" }, CHATHOST_MAIL_PASSWORD = { "mail", "password" },
+    CHATHOST_RESOURCE_DIR = { "resource", "dir" },
 }
+
+-- The image types the resource role tells by their first bytes (scripts/lib/store.lua).
+local IMAGE_TYPES = { png = true, jpeg = true, gif = true, webp = true, bmp = true }
 
 local LEVELS = { debug = true, info = true, warn = true, error = true, off = true }
 
@@ -301,6 +349,16 @@ local function check(path, spec, v)
     elseif kind == "policy" then
         if v ~= "prefer_first" and v ~= "spread" then
             error(("%s: expected prefer_first or spread, got %s"):format(path, tostring(v)), 0)
+        end
+    elseif kind == "image_types" then
+        if type(v) ~= "table" or #v == 0 then
+            error(("%s: expected a list of png, jpeg, gif, webp, bmp"):format(path), 0)
+        end
+        for k, name in pairs(v) do
+            if type(k) ~= "number" or not IMAGE_TYPES[name] then
+                error(("%s: expected a list of png, jpeg, gif, webp, bmp, got %s"):format(path,
+                    tostring(name)), 0)
+            end
         end
     elseif kind == "level" then
         if not LEVELS[v] then
@@ -455,10 +513,12 @@ end
 -- A secret that is set must be worth the name: an empty one would turn the check off.
 local MIN_SECRET = 16
 local function check_secret(cfg)
-    local s = cfg.grpc.secret
-    if s ~= nil and #s < MIN_SECRET then
-        error(("grpc.secret: %d characters, at least %d (or leave it unset)"):format(#s,
-            MIN_SECRET), 0)
+    for _, key in ipairs({ { "grpc", "secret" }, { "resource", "url_secret" } }) do
+        local s = cfg[key[1]][key[2]]
+        if s ~= nil and #s < MIN_SECRET then
+            error(("%s.%s: %d characters, at least %d (or leave it unset)"):format(key[1],
+                key[2], #s, MIN_SECRET), 0)
+        end
     end
 end
 
@@ -478,12 +538,18 @@ end
 
 local WILDCARD = { ["0.0.0.0"] = true, ["::"] = true, [""] = true }
 
--- Defaults that follow other settings: every role's host is bind_host, and the client's
--- gate is this config's own gate (loopback when the gate binds a wildcard).
+-- Defaults that follow other settings: every role's host is bind_host (the resource
+-- server's too, and what it announces is its host, loopback for a wildcard), and the
+-- client's gate is this config's own gate (loopback when the gate binds a wildcard).
 local function derive(cfg)
     for _, role in ipairs(roles.names(cfg)) do
         local _, section = roles.get(cfg, role)
         if section.host == nil then section.host = cfg.bind_host end
+    end
+    local res = cfg.resource
+    if res.host == nil then res.host = cfg.bind_host end
+    if res.public_host == nil then
+        res.public_host = WILDCARD[res.host] and "127.0.0.1" or res.host
     end
     if cfg.client.gate_url == nil then
         local h = cfg.gate.host
@@ -532,6 +598,9 @@ local function listeners(cfg)
         add(p .. "rpc_port", h, inst.rpc_port)
         add(p .. "admin_port", admin, inst.admin_port)
     end
+    add("resource.port", cfg.resource.host, cfg.resource.port)
+    add("resource.http_port", cfg.resource.host, cfg.resource.http_port)
+    add("resource.admin_port", admin, cfg.resource.admin_port)
     add("redis.port", cfg.redis.host, cfg.redis.port)
     add("mysql.port", cfg.mysql.host, cfg.mysql.port)
     local scheme, rest = cfg.mail.url:match("^(smtps?)://([^/]*)")

@@ -116,16 +116,22 @@ function START.http(scripts, self, port)
     return server
 end
 
-function START.chat(scripts, self, port)
+-- entry.chat_options (the role's fixed server options: the resource role's frame header
+-- and "no login") go over the section's limits.
+function START.chat(scripts, self, port, entry)
     local address = self.host .. ":" .. port
-    local server, err = host.chat.serve {
+    local opts = {
         address = address, name = self.name or host.name,
         handlers = function() return scripts:handlers() end,
         max_body_bytes = self.max_body_bytes, send_queue_bytes = self.send_queue_bytes,
-        send_queue_frames = self.send_queue_frames, idle_timeout_ms = self.heartbeat_timeout_ms,
+        send_queue_frames = self.send_queue_frames,
+        idle_timeout_ms = self.heartbeat_timeout_ms or self.channel_idle_timeout_ms,
         max_connections = self.max_connections, handler_timeout_ms = self.handler_timeout_ms,
         fd_reserve = self.fd_reserve, login_timeout_ms = self.login_timeout_ms,
+        max_connections_per_ip = self.max_connections_per_ip,
     }
+    for k, v in pairs(entry.chat_options or {}) do opts[k] = v end
+    local server, err = host.chat.serve(opts)
     if not server then return nil, err end
     host.log.info("chat listening on ", address)
     return server
@@ -137,7 +143,7 @@ local function start_servers(entry, scripts, self)
     for _, kind in ipairs(roles.SERVER_KINDS) do
         local field = entry.servers[kind]
         if field then
-            local server, err, detail = START[kind](scripts, self, self[field])
+            local server, err, detail = START[kind](scripts, self, self[field], entry)
             if not server then return nil, err, detail end
             M[kind] = server
         end

@@ -17,7 +17,13 @@ M.BUILTIN = {
     status = { order = 2, servers = { grpc = "port" }, stores = { "redis" } },
     chat = { order = 3, instances = true, servers = { chat = "port", grpc = "rpc_port" },
         stores = { "redis", "mysql" } },
-    gate = { order = 4, servers = { http = "port" }, stores = { "redis", "mysql" } },
+    -- resource: the Season 2 resource channel (6-byte frames, no login of its own: idle and
+    -- unauthenticated until its first upload or download, by the client's contract), and
+    -- plain HTTP downloads by signed URL
+    resource = { order = 4, servers = { chat = "port", http = "http_port" },
+        stores = { "redis", "mysql" },
+        chat_options = { frame = "u16u32", login_timeout_ms = 0 } },
+    gate = { order = 5, servers = { http = "port" }, stores = { "redis", "mysql" } },
     client = { program = true },
 }
 
@@ -35,7 +41,7 @@ local function declared(section)
     end
     local stores = {}
     for i, s in ipairs(section.stores or {}) do stores[i] = s end
-    return { order = 5, servers = servers, stores = stores }
+    return { order = 6, servers = servers, stores = stores }
 end
 
 -- The entry of role `name` in config cfg (raw or host.config), with `path`, the dotted

@@ -39,4 +39,19 @@ function M.budget(envelope)
     return M.MAX - M.size(envelope) - 64
 end
 
+-- paged(rsp, list, items, cursor, key) -> rsp, with rsp[list] = the items of one page
+-- (chat.page_size of the page_size + 1 read) that fit into rsp's frame, rsp.load_more
+-- (exact: more were read, or cut to fit) and rsp[cursor] = the last item's key (left as
+-- it is when the page is empty: the request's cursor).
+function M.paged(rsp, list, items, cursor, key)
+    rsp[list], rsp.load_more = M.head({}, 0), false
+    local n = math.min(#items, settings.page_size)
+    local fits = M.count(items, M.budget(rsp))
+    if fits < n then n = fits end
+    rsp[list], rsp.load_more = M.head(items, n), n < #items
+    local last = items[n]
+    if last then rsp[cursor] = last[key] end
+    return rsp
+end
+
 return M

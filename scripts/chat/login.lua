@@ -55,13 +55,18 @@ end
 
 local TOKEN_USED = "token used"
 
--- The steps after the token was used up: -> true | nil, err
-local function bind_presence(session, uid)
+-- The steps after the token was used up: -> true | nil, err. The token becomes the
+-- resource session token (lib.tokens.session_open, with the presence TTL), replacing an
+-- older session's: the resource role accepts it while this session lives.
+local function bind_presence(session, uid, token)
     local server, err = presence.where(uid)
     if err then return nil, err end
     if server and server ~= settings.name then kick_remote(server, uid) end
     local ok, serr = presence.set(uid, session.id)
     if not ok then return nil, serr end
+    session.data.restoken = token -- on_close closes it, whatever happens next
+    local opened, oerr = tokens.session_open(uid, token, settings.presence_ttl_s)
+    if not opened then return nil, oerr end
     -- Closed meanwhile: its on_close (which takes no lock) may have run before the keys
     -- were written, so they are removed here; the comparing removal leaves a newer
     -- login's keys alone, and an on_close running after this finds nothing left.
@@ -70,6 +75,11 @@ local function bind_presence(session, uid)
         if removed == nil then
             host.log.warn("login uid=", uid, ": presence of closed session ", session.id,
                 " not removed: ", tostring(rerr))
+        end
+        local closed, cerr = tokens.session_close(uid, token)
+        if not closed then
+            host.log.warn("login uid=", uid, ": resource session token of closed session ",
+                session.id, " not removed: ", tostring(cerr))
         end
         return nil, "closed"
     end
@@ -88,7 +98,7 @@ local function bind_locked(session, uid, token)
     local left, terr = tokens.consume(uid, token)
     if left == nil then return nil, terr end
     if not left then return nil, TOKEN_USED end
-    local ok, err = bind_presence(session, uid)
+    local ok, err = bind_presence(session, uid, token)
     if not ok and err ~= "closed" then
         local restored, rerr = tokens.restore(uid, token, left)
         if not restored then

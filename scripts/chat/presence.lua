@@ -66,25 +66,9 @@ function M.remove(uid, session_id)
     return redis_scripts.delete_if_equal(presence_keys(uid), session_id)
 end
 
-local BATCH = 500 -- commands per pipeline: well below redis.max_pending
-
--- The command cmd_of(session) of every bound session, a pipeline per BATCH sessions (a
--- server may hold 100,000 of them). -> true | nil, err
-local function for_all(sessions, cmd_of)
-    for first = 1, #sessions, BATCH do
-        local cmds = {}
-        for i = first, math.min(#sessions, first + BATCH - 1) do
-            cmds[#cmds + 1] = cmd_of(sessions[i])
-        end
-        local res, err = host.redis.pipeline(cmds)
-        if not res then return nil, err end
-    end
-    return true
-end
-
 -- remove_all(sessions) -> true | nil, err: remove() for many bound sessions (at shutdown).
 function M.remove_all(sessions)
-    return for_all(sessions, function(s)
+    return redis_scripts.pipeline_each(sessions, function(s)
         return redis_scripts.delete_if_equal_cmd(presence_keys(s.uid), s.id)
     end)
 end
@@ -94,7 +78,7 @@ end
 -- again at once, not at each session's next heartbeat (pushes would find no uip_ until
 -- then); a newer login's keys are left alone.
 function M.reannounce(sessions)
-    return for_all(sessions, function(s)
+    return redis_scripts.pipeline_each(sessions, function(s)
         return { "EVAL", REFRESH, 2, keys.user_session(s.uid), keys.user_server(s.uid), s.id,
             settings.presence_ttl_s, settings.name }
     end)

@@ -121,6 +121,7 @@ end
 local function room(s) return s.n < settings.push_queue_max + 1 end
 
 local send -- the peer task's body, below
+local queue_item -- admission of a push, below post
 
 -- The task's place while host.spawn runs it up to its first I/O.
 local STARTING = { done = function() return false end }
@@ -171,7 +172,9 @@ local function follow(server, items)
     local lost, where = 0, {} -- where: uid -> its server (false: none), looked up once
     for _, it in ipairs(items) do
         local fate = "lost"
-        if send_here(it.uid, it.msg_id, it.body) then
+        if it.uids then -- a group push (post_many): its members read what they missed
+            fate = "lost"
+        elseif send_here(it.uid, it.msg_id, it.body) then
             fate = "here"
         elseif not it.followed then
             local now = where[it.uid]
@@ -193,7 +196,7 @@ end
 -- Each item by its own RPC (a peer without NotifyBatch).
 local function send_one_by_one(server, items)
     for _, it in ipairs(items) do
-        local rsp = M.call(server, it.method, it.req) -- a failed call is logged there
+        local rsp = it.method and M.call(server, it.method, it.req) -- failures logged there
         if rsp and rsp.error == 0 then finish(it) else follow(server, { it }) end
     end
 end
@@ -206,7 +209,7 @@ local function send_batch(server, peer, items)
     end
     local req = {}
     for i, it in ipairs(items) do
-        req[i] = { touid = it.uid, msg_id = it.msg_id, body = it.body }
+        req[i] = { touid = it.uid, msg_id = it.msg_id, body = it.body, touids = it.uids }
     end
     host.metrics.inc("chathost_chat_push_batches_total", 1, nil,
         "NotifyBatch calls made (chat.push)")
@@ -289,7 +292,25 @@ function M.post(session, uid, msg_id, body, method, req)
     if not M.address(server) then return end                 -- its server died with it
     if type(body) ~= "string" then body = host.json.encode(body) end
     local s = slot(session, server)
-    local item = { uid = uid, msg_id = msg_id, body = body, method = method, req = req, slot = s }
+    return queue_item(session, server, s,
+        { uid = uid, msg_id = msg_id, body = body, method = method, req = req, slot = s })
+end
+
+-- post_many(session, server, uids, msg_id, body): one push (body: JSON text) for several
+-- users connected to the chat server named server (a group's members there: chat.fanout),
+-- queued like post's as ONE item that carries the body once (PushItem.touids); the peer
+-- sends it to each of them. Not chased when a user moved (they read it from history); a
+-- peer without NotifyBatch does not get it.
+function M.post_many(session, server, uids, msg_id, body)
+    if not M.address(server) then return end
+    local s = slot(session, server)
+    return queue_item(session, server, s,
+        { uid = uids[1], uids = uids, msg_id = msg_id, body = body, slot = s })
+end
+
+-- Admits item (of the sender's share s) to server's queue, waiting for room (see post).
+queue_item = function(session, server, s, item)
+    local msg_id, uid = item.msg_id, item.uid
     local waiters = s.waiters
     while not empty(waiters) and waiters[waiters.head].gone do take(waiters) end
     if room(s) and empty(waiters) then return admit(s, server, item) end

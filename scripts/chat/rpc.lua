@@ -1,7 +1,7 @@
--- ChatService (proto/message.proto), called by the other chat servers: each delivers a
--- push to the user's session on this server and answers error 0, or 1011 when the user is
--- not connected here (docs/protocol.md §4); NotifyBatch does so for several pushes at once
--- and answers per push. RplyAddFriend and SendChatMsg are not
+-- ChatService (proto/message.proto), called by the other chat servers (NotifyChatImgMsg:
+-- by the resource role): each delivers a push to the user's session on this server and
+-- answers error 0, or 1011 when the user is not connected here (docs/protocol.md §4);
+-- NotifyBatch does so for several pushes at once and answers per push. RplyAddFriend and SendChatMsg are not
 -- handled (the host answers UNIMPLEMENTED).
 local host = require "host"
 local errors = require "lib.errors"
@@ -9,6 +9,7 @@ local users = require "lib.users"
 local sql = require "lib.sql"
 local wire = require "chat.wire"
 local msgids = require "lib.msgids"
+local images = require "lib.images"
 
 local M = {}
 
@@ -50,15 +51,34 @@ M["ChatService.NotifyTextChatMsg"] = function(req)
     return rsp
 end
 
+-- An image's file is complete (the resource role, lib.images.notify_ready): 1039 to its
+-- receiver's session here.
+M["ChatService.NotifyChatImgMsg"] = function(req)
+    return { error = deliver(req.to_uid, msgids.NOTIFY_IMAGE, images.ready_body(req)),
+        from_uid = req.from_uid, to_uid = req.to_uid, message_id = req.message_id,
+        file_name = req.file_name, total_size = req.total_size, thread_id = req.thread_id }
+end
+
 -- The pushes a NotifyBatch may carry: frames sent as they come, nothing done on the way
-local PUSHES = { [1011] = true, [1015] = true, [1019] = true }
+local PUSHES = { [1011] = true, [1015] = true, [1019] = true, [1039] = true,
+    [msgids.NOTIFY_GROUP_TEXT] = true, [msgids.NOTIFY_GROUP_EVENT] = true, [msgids.NOTIFY_READ] = true }
+
+-- A group push (touids): each of them here gets the body; those who are not read it from
+-- history, so the item's outcome is 0.
+local function deliver_each(touids, msg_id, body)
+    for _, uid in ipairs(touids) do deliver(uid, msg_id, body) end
+    return errors.Success
+end
 
 -- Pushes from one peer server, in its order: each item's body goes to its touid's session
--- here; errors[i] says what became of item i (0, 1011 not connected here, 1016 not a push).
+-- here (to each of touids when it has them); errors[i] says what became of item i (0, 1011
+-- not connected here, 1016 not a push).
 M["ChatService.NotifyBatch"] = function(req)
     local outcome = {}
     for i, it in ipairs(req.items) do
-        if PUSHES[it.msg_id] then
+        if PUSHES[it.msg_id] and it.touids and #it.touids > 0 then
+            outcome[i] = deliver_each(it.touids, it.msg_id, it.body)
+        elseif PUSHES[it.msg_id] then
             outcome[i] = deliver(it.touid, it.msg_id, it.body)
         else
             host.log.warn("NotifyBatch: item ", i, " for uid ", it.touid, " has msg_id ",

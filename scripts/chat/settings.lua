@@ -32,6 +32,11 @@ local M = {
     push_batch_max = self.push_batch_max,           -- pushes per NotifyBatch call
     apply_list_max = self.apply_list_max,           -- applications read for 1006
     friend_list_max = self.friend_list_max,         -- friends read for 1006 (then cut)
+    group_max_members = self.group_max_members,     -- per group, owner included
+    group_max_per_user = self.group_max_per_user,   -- groups a user is in
+    group_name_max_bytes = self.group_name_max_bytes,
+    group_cache_max = self.group_cache_max,         -- member lists cached (chat.members)
+    unread_count_max = self.unread_count_max,       -- unread counts in 1026 cut here
 }
 
 -- A frame body may not exceed this (uint16 length field).

@@ -4,24 +4,18 @@
 -- commit, chat.batch) before the 1018 that reports its message_id next to the client's
 -- unique_id; the peer then gets the same body as 1019 wherever it is connected.
 --
--- A resend is not stored twice: an item whose (fromuid, unique_id) names a message stored
--- in this thread less than chat.dedupe_window_s ago is answered with that message (its
--- message_id, content and chat_time) and pushed again (the outcome of the first send was
--- unknown to the client, so its peer may not have had it; a receiver keeps one message
--- per message_id). chat_message's unique key (sender_id, unique_id) finds it in the group
--- commit itself. Two items with one unique_id are refused (1016 unique_id); an empty
--- unique_id is never a resend; a unique_id of an older message is released for the new
--- one, and one of another thread's message stays there (the new message is stored
--- without it).
+-- A resend is not stored twice (chat.save): it is answered with the message stored first
+-- and pushed again (the outcome of the first send was unknown to the client, so its peer
+-- may not have had it; a receiver keeps one message per message_id). Two items with one
+-- unique_id are refused (1016 unique_id).
+-- M.handle is the 1017 handler; read_items and bodies are shared with group texts (chat.groups).
 local host = require "host"
 local errors = require "lib.errors"
 local validate = require "lib.validate"
-local friends = require "lib.friends"
-local sql = require "lib.sql"
 local messages = require "lib.messages"
 local request = require "chat.request"
 local reply = require "chat.reply"
-local batch = require "chat.batch"
+local save = require "chat.save"
 local push = require "chat.push"
 local wire = require "chat.wire"
 local fit = require "chat.fit"
@@ -29,8 +23,8 @@ local settings = require "chat.settings"
 local msgids = require "lib.msgids"
 
 local MSG = msgids.TEXT_CHAT
-local UNIQUE_ID_MAX = 128 -- the client sends a braced UUID (38 bytes)
-local KNOWN_THREADS_MAX = 64 -- per session: threads already checked (there is no unfriending)
+
+local M = {}
 
 local FIELDS = {
     { name = "fromuid", kind = "uid", self = true },
@@ -58,95 +52,13 @@ local function read_items(list)
         if content == "" or not validate.utf8(content, settings.text_max_bytes) then
             return nil, invalid("content")
         end
-        if #unique_id > UNIQUE_ID_MAX then return nil, invalid("unique_id") end
+        if #unique_id > save.UNIQUE_ID_MAX then return nil, invalid("unique_id") end
         if unique_id ~= "" then
             if seen[unique_id] then return nil, invalid("unique_id") end
             seen[unique_id] = true
         end
-        items[i] = { content = content, unique_id = unique_id }
-    end
-    return items
-end
-
--- Friends with touid, and thread_id is their thread: -> true | false | nil, err.
--- Remembered per session once true.
-local function allowed(session, touid, thread_id)
-    local known = session.data.threads
-    if known and known[thread_id] == touid then return true end
-    local ok, err = friends.shares_thread(session.uid, touid, thread_id)
-    if not ok then return ok, err end
-    if not known or session.data.threads_n >= KNOWN_THREADS_MAX then
-        known = {}
-        session.data.threads, session.data.threads_n = known, 0
-    end
-    known[thread_id] = touid
-    session.data.threads_n = session.data.threads_n + 1
-    return true
-end
-
-local function rows_of(uid, touid, thread_id, items, now)
-    local rows = {}
-    for i, it in ipairs(items) do
-        rows[i] = { thread_id = thread_id, sender_id = uid, recv_id = touid, content = it.content,
-            unique_id = it.key, created_at = now, status = messages.STATUS_READ, msg_type = 0 }
-    end
-    return rows
-end
-
--- Items whose (uid, unique_id) was stored already (batch.store's resent) are resends of
--- that message when it is in this thread and within chat.dedupe_window_s: they take its
--- content and time. Otherwise they are new: an older message releases its unique_id, one
--- of another thread keeps it (this item is stored without). -> the items to store again
--- | nil, err
-local function resends(thread_id, items)
-    local ids = {}
-    for i, it in ipairs(items) do ids[i] = it.message_id end
-    local firsts, err = messages.by_ids(ids)
-    if not firsts then return nil, err end
-    local since = os.date("%Y-%m-%d %H:%M:%S", os.time() - settings.dedupe_window_s)
-    local new, expired = {}, {}
-    for _, it in ipairs(items) do
-        local first = firsts[it.message_id]
-        if first and first.thread_id == thread_id and first.created_at >= since then
-            it.content, it.chat_time = first.content, first.created_at
-        else
-            if first and first.thread_id == thread_id then
-                expired[#expired + 1] = first.message_id
-            elseif first then
-                it.key = nil
-            end
-            new[#new + 1] = it
-        end
-    end
-    if #expired > 0 then
-        local ok, ferr = messages.forget_unique_ids(expired)
-        if not ok then return nil, ferr end
-    end
-    return new
-end
-
--- Stores the items (group commit): -> the items with message_id and chat_time | nil, err
--- Optimistic: a resend is found by the unique key, so a message that is none costs no
--- look-up. Items stored anew after resends() are taken as they come back.
-local function store(uid, touid, thread_id, items)
-    for _, it in ipairs(items) do
-        if it.unique_id ~= "" then it.key = it.unique_id end -- no unique_id: NULL, never resent
-    end
-    local todo = items
-    for round = 1, 2 do
-        local now = sql.now()
-        local ids, resent = batch.store(rows_of(uid, touid, thread_id, todo, now))
-        if not ids then return nil, resent end
-        local again = {}
-        for i, it in ipairs(todo) do
-            it.message_id, it.chat_time = ids[i], now
-            if resent[i] then again[#again + 1] = it end
-        end
-        if #again == 0 or round == 2 then break end
-        local err
-        todo, err = resends(thread_id, again)
-        if not todo then return nil, err end
-        if #todo == 0 then break end
+        items[i] = { content = content, unique_id = unique_id, msg_type = 0,
+            status = messages.STATUS_READ }
     end
     return items
 end
@@ -172,16 +84,16 @@ local function bodies(uid, touid, thread_id, stored)
     return out
 end
 
-return function(session, body)
+local function handle(session, body)
     local f, bad = request.read(session, body, FIELDS)
     if not f then return bad end
     local uid = session.uid
     local items, ibad = read_items(f.text_array)
     if not items then return ibad end
-    local ok, aerr = allowed(session, f.touid, f.thread_id)
+    local ok, aerr = save.allowed(session, f.touid, f.thread_id)
     if ok == nil then return reply.failed(MSG, "thread check", aerr) end
     if not ok then return { error = errors.PermissionDenied, field = "thread_id" } end
-    local stored, serr = store(uid, f.touid, f.thread_id, items)
+    local stored, serr = save.store(uid, f.touid, f.thread_id, items)
     if not stored then
         return reply.failed(MSG, "store", serr,
             { fromuid = uid, touid = f.touid, thread_id = f.thread_id })
@@ -196,3 +108,10 @@ return function(session, body)
     end
     return nil
 end
+
+-- The module is the 1017 handler (called as text(session, body)) and lends group messages
+-- (chat.groups, 1065) its steps: read_items(list), store(uid, recv_id, thread_id, items)
+-- and bodies(uid, touid, thread_id, stored).
+M.read_items, M.bodies, M.handle = read_items, bodies, handle
+
+return M

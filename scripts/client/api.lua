@@ -20,6 +20,7 @@ local chat_conn = require "client.chat_conn"
 local events = require "client.events"
 local pushes = require "client.pushes"
 local requests = require "client.requests"
+local group_requests = require "client.groups"
 local msgids = require "lib.msgids"
 local errors = require "lib.errors"
 
@@ -31,6 +32,7 @@ local Client = {}
 Client.__index = Client
 M.Client = Client
 for name, fn in pairs(requests.methods) do Client[name] = fn end -- search, add, send, ...
+for name, fn in pairs(group_requests.methods) do Client[name] = fn end -- groups, mark_read
 
 local function invalid(msg) return nil, msg, "invalid" end
 
@@ -41,7 +43,8 @@ function M.new(opts)
     for k, v in pairs(settings) do cfg[k] = v end
     for k, v in pairs(opts) do cfg[k] = v end
     local self = setmetatable({ cfg = cfg, state = "offline", stop = host.promise(),
-        friend_by_uid = {}, request_by_uid = {}, names = {}, threads = {} }, Client)
+        friend_by_uid = {}, request_by_uid = {}, names = {}, threads = {}, unread = {},
+        groups = {} }, Client)
     self.events = events.new { on_event = opts.on_event, max = cfg.events_max }
     self.http = http_mgr.new { gate = opts.gate or cfg.gate_url, timeout_ms = cfg.http_timeout_ms,
         attempts = cfg.retry_attempts, retry_min_ms = cfg.retry_min_ms,

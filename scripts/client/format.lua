@@ -25,9 +25,65 @@ function M.who(name, uid)
     return ("%s (uid %s)"):format(M.clean(name or "?"), tostring(uid))
 end
 
+-- "name (uid N)" of each uid a group event names
+local function people(ev, names)
+    local out = {}
+    for i, u in ipairs(type(ev.uids) == "table" and ev.uids or {}) do
+        out[i] = M.who(names and names[u] or ("user " .. tostring(u)), u)
+    end
+    return table.concat(out, ", ")
+end
+
+-- A group change (1069) as a sentence; names: uid -> name the client knows.
+local GROUP_CHANGES = {
+    created = function(ev, g, by)
+        return ("%s added you to the new group %s. Type /g %d to talk there."):format(by, g,
+            ev.thread_id)
+    end,
+    joined = function(ev, g, by, names)
+        if ev.me then
+            return ("%s added you to the group %s. Type /g %d to talk there."):format(by, g,
+                ev.thread_id)
+        end
+        return ("%s added %s to %s."):format(by, people(ev, names), g)
+    end,
+    left = function(ev, g, by, names)
+        local owner = ev.owner_uid and (" %s owns it now."):format(
+            M.who(names and names[ev.owner_uid] or "user " .. ev.owner_uid, ev.owner_uid)) or ""
+        return ("%s left %s.%s"):format(by, g, owner)
+    end,
+    removed = function(ev, g, by, names)
+        if ev.me then return ("%s removed you from %s."):format(by, g) end
+        return ("%s removed %s from %s."):format(by, people(ev, names), g)
+    end,
+    role = function(ev, g, by, names)
+        return ("%s made %s %s of %s."):format(by, people(ev, names),
+            ev.role == "admin" and "an admin" or "a member", g)
+    end,
+    owner = function(ev, g, by, names)
+        return ("%s handed %s to %s."):format(by, g,
+            M.who(names and names[ev.owner_uid] or "user " .. tostring(ev.owner_uid), ev.owner_uid))
+    end,
+    updated = function(ev, g, by)
+        return ("%s changed the group: it is %s now, invites by %s."):format(by, g,
+            ev.invite_policy == "admins" and "admins only" or "any member")
+    end,
+}
+
 local EVENTS = {
     message = function(ev)
         return ("%s: %s"):format(M.clean(ev.name), M.clean(ev.text)), ev.time
+    end,
+    group_message = function(ev)
+        return ("[%s] %s: %s"):format(M.clean(ev.group), M.clean(ev.name), M.clean(ev.text)),
+            ev.time
+    end,
+    group_event = function(ev, names)
+        local fn = GROUP_CHANGES[ev.change]
+        local g = ("%s (id %s)"):format(M.clean(ev.group or "a group"), tostring(ev.thread_id))
+        local by = M.who(ev.by_name or ("user " .. tostring(ev.by)), ev.by)
+        if not fn then return ("%s changed %s."):format(by, g) end
+        return fn(ev, g, by, names)
     end,
     apply = function(ev)
         return ("%s wants to be your friend%s. Type /accept %d to accept."):format(
@@ -45,12 +101,12 @@ local EVENTS = {
     offline = function(ev) return ev.message .. ". You are signed out." end,
 }
 
--- event(ev) -> "[HH:MM:SS] line"
-function M.event(ev)
+-- event(ev, names?) -> "[HH:MM:SS] line" (names: uid -> name, for group events)
+function M.event(ev, names)
     local fn = EVENTS[ev.kind]
     local text, time
     if fn then
-        text, time = fn(ev)
+        text, time = fn(ev, names)
     else
         text = ("(push %s)"):format(tostring(ev.id))
     end

@@ -1,7 +1,8 @@
 -- client.pushes: what the chat server sends unasked (docs/protocol.md §6), turned into
 -- the client's events, with the client's lists brought up to date on the way: 1011 a
 -- friend request arrived, 1015 a request of ours was accepted, 1019 messages from a
--- friend. (1021, the kick, ends the session: client.api handles it.)
+-- friend, 1067 messages in a group, 1069 a change of a group, 1087 a friend read our
+-- messages. (1021, the kick, ends the session: client.api handles it.)
 local msgids = require "lib.msgids"
 
 local M = {}
@@ -34,7 +35,7 @@ end
 local function text(c, body)
     local from = num(body.fromuid)
     if not from then return {} end
-    if num(body.thread_id) then c.threads[from] = body.thread_id end
+    if num(body.thread_id) and num(body.touid) ~= 0 then c.threads[from] = body.thread_id end
     local out = {}
     for _, d in ipairs(type(body.chat_datas) == "table" and body.chat_datas or {}) do
         out[#out + 1] = { kind = "message", from = from, to = body.touid,
@@ -45,8 +46,44 @@ local function text(c, body)
     return out
 end
 
+-- 1067 {fromuid, touid: 0, thread_id, chat_datas}: as 1019, in a group
+local function group_text(c, body)
+    local out = text(c, body)
+    local g = c.groups[body.thread_id]
+    for _, ev in ipairs(out) do
+        ev.kind, ev.group = "group_message", g and g.name or ("group " .. tostring(body.thread_id))
+    end
+    return out
+end
+
+-- 1069 {kind, thread_id, by, name?, uids?, role?, owner_uid?, invite_policy?}
+local function group_event(c, body)
+    local tid = num(body.thread_id)
+    if not tid then return {} end
+    local g = c.groups[tid] or { thread_id = tid }
+    if type(body.name) == "string" then g.name = body.name end
+    c.groups[tid] = g
+    local mine = false
+    for _, u in ipairs(type(body.uids) == "table" and body.uids or {}) do
+        if u == c:my_uid() then mine = true end
+    end
+    if mine and (body.kind == "removed") then c.groups[tid] = nil end
+    return { { kind = "group_event", change = body.kind, thread_id = tid, group = g.name,
+        by = body.by, by_name = c.names[body.by], uids = body.uids, role = body.role,
+        owner_uid = body.owner_uid, invite_policy = body.invite_policy, me = mine } }
+end
+
+-- 1087 {thread_id, uid (the reader), last_read_message_id}
+local function read(c, body)
+    local uid = num(body.uid)
+    if not uid then return {} end
+    return { { kind = "read", uid = uid, name = c.names[uid], thread_id = body.thread_id,
+        message_id = body.last_read_message_id } }
+end
+
 local BY_ID = { [msgids.NOTIFY_ADD_FRIEND] = apply, [msgids.NOTIFY_AUTH_FRIEND] = accepted,
-    [msgids.NOTIFY_TEXT_CHAT] = text }
+    [msgids.NOTIFY_TEXT_CHAT] = text, [msgids.NOTIFY_GROUP_TEXT] = group_text,
+    [msgids.NOTIFY_GROUP_EVENT] = group_event, [msgids.NOTIFY_READ] = read }
 
 -- events(client, id, body) -> array of events (a push the client does not know is passed on
 -- as {kind="push", id=, body=})

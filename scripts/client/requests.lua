@@ -142,10 +142,16 @@ end
 function Client:history(v, n)
     local uid, msg, code = self:other(v)
     if not uid then return nil, msg, code end
-    n = tonumber(n) or self.cfg.history_default
-    if n < 1 then return invalid("The number of messages must be at least 1") end
     local thread_id, terr, tcode = self:thread_with(uid)
     if not thread_id then return nil, terr, tcode end
+    return self:thread_history(thread_id, n)
+end
+
+-- thread_history(thread_id, n?) -> the last n messages of a thread (private or group),
+-- oldest first, as history gives them | nil, sentence, code
+function Client:thread_history(thread_id, n)
+    n = tonumber(n) or self.cfg.history_default
+    if n < 1 then return invalid("The number of messages must be at least 1") end
     local kept, cursor = {}, 0
     repeat
         local page, err, ecode = self:chat_request(msgids.LOAD_MESSAGES, { thread_id = thread_id,
@@ -170,7 +176,8 @@ function Client:history(v, n)
 end
 
 -- known_threads() -> {[other uid] = thread_id}: the private threads the user is in (1025,
--- paged), which the client remembers, without creating any | nil, sentence, code
+-- paged), which the client remembers, without creating any | nil, sentence, code. Every
+-- thread's 1026 item (groups too) is kept in self.unread[thread_id] for its unread count.
 function Client:known_threads()
     if not self.me then return self:offline() end
     local cursor = 0
@@ -181,9 +188,10 @@ function Client:known_threads()
         local list = type(page.threads) == "table" and page.threads or {}
         for _, t in ipairs(list) do
             local other = t.user1_id == self.me.uid and t.user2_id or t.user1_id
-            if type(t.thread_id) == "number" and type(other) == "number" then
+            if t.type == "private" and type(t.thread_id) == "number" and type(other) == "number" then
                 self.threads[other] = t.thread_id
             end
+            if type(t.unread) == "number" then self.unread[t.thread_id] = t end
         end
         local next_cursor = tonumber(page.next_last_id)
         if #list == 0 or not page.load_more or not next_cursor or next_cursor <= cursor then

@@ -153,15 +153,23 @@ local function menu(c)
     end
 end
 
--- On every event: a line above the prompt; a kick or a lost session ends the prompt.
-local function on_event(ev)
-    say(format.event(ev))
+-- On every event: a line above the prompt (read receipts are not shown), and what was
+-- printed is marked read; a kick or a lost session ends the prompt.
+local function on_event(c, ev)
+    if ev.kind == "read" then return end
+    say(format.event(ev, c.names))
+    if ev.kind == "message" or ev.kind == "group_message" then
+        c:mark_shown(ev.thread_id, ev.message_id)
+    elseif ev.kind == "accepted" and type(ev.messages) == "table" and #ev.messages > 0 then
+        c:mark_shown(ev.thread_id, ev.messages[#ev.messages].message_id)
+    end
     if ev.kind == "kicked" or ev.kind == "offline" then host.tty.cancel() end
 end
 
 -- run{gate=, email=?, password=?} -> exit status
 function M.run(opts)
-    local c = api.new { gate = opts.gate, on_event = on_event }
+    local c
+    c = api.new { gate = opts.gate, on_event = function(ev) on_event(c, ev) end }
     say("chathost client - gate " .. c.http.gate .. ". Ctrl-C cancels a form, Ctrl-D quits.")
     local quit = opts.email and opts.password and M.login(c, opts.email, opts.password) == "quit"
     if not quit then menu(c) end

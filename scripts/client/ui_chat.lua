@@ -1,10 +1,12 @@
 -- client.ui_chat: the chat session of the terminal UI, after a login: the friend list and
 -- pending applications first, then commands (/search, /add, /accept, /friends,
--- /requests, /chat, /history, /help, /logout, /quit) and plain lines sent to the friend
--- picked with /chat (a line starting with // sends the rest, from its second /). Right
--- after the login, each friend whose thread holds messages from them after one's own
--- last message there is named with their count. Ctrl-C clears the line being typed;
--- Ctrl-D on an empty line quits. Incoming events are printed by client.ui's event handler.
+-- /requests, /chat, /history, /group, /groups, /g, /invite, /members, /leave, /read,
+-- /help, /logout, /quit) and plain lines sent to the friend picked with /chat or the group
+-- picked with /g (a line starting with // sends the rest, from its second /). Right after
+-- the login, each thread with unread messages (the server's count: messages of others
+-- after the read mark) is named with its count; what is shown (a message as it arrives,
+-- /history) is marked read. Ctrl-C clears the line being typed; Ctrl-D on an empty line
+-- quits. Incoming events are printed by client.ui's event handler.
 local checks = require "client.checks"
 local format = require "client.format"
 
@@ -17,7 +19,14 @@ local HELP = {
     "/friends               your friends",
     "/requests              friend requests waiting for you",
     "/chat UID              talk to a friend: plain lines are then sent to them",
-    "/history [N]           the last N messages with that friend (default 20)",
+    "/history [N]           the last N messages with that friend or group (default 20)",
+    "/group create NAME [UID...]  a new group with some of your friends",
+    "/groups                your groups",
+    "/g GROUP               talk in a group (its id or name): plain lines are sent there",
+    "/invite UID...         add friends to the group you talk in",
+    "/members               the members of that group",
+    "/leave                 leave that group",
+    "/read                  mark the chat you are in read",
     "/logout                back to the login menu",
     "/quit                  leave (Ctrl-D on an empty line too; Ctrl-C clears the line)",
     "//text                 send a message that starts with /: the line from its second /",
@@ -36,24 +45,24 @@ function Session:show_friends()
     for _, f in ipairs(list) do self.say(format.friend(f)) end
 end
 
--- After a login: per friend, the messages from them after one's own last message in the
--- thread (all of them when one never wrote there). There are no read marks yet, so this is
--- what can be said truthfully; the sentence says what the number counts.
+-- After a login: each thread with unread messages (others' messages after the read
+-- mark, as the server counts them in 1026) and how to read them.
 function Session:show_waiting()
-    local threads = self.c:known_threads()
-    if not threads then return end -- the summary is a courtesy; the session goes on
-    for _, f in ipairs(self.c:friends()) do
-        local list = threads[f.uid] and self.c:history(f.uid, math.huge) or {}
-        local n = 0
-        for i = #list, 1, -1 do
-            if list[i].mine then break end
-            n = n + 1
+    local list = self.c:unread_threads()
+    if not list then return end -- the summary is a courtesy; the session goes on
+    local me = self.c:my_uid()
+    for _, t in ipairs(list) do
+        local n = t.unread
+        local what, how
+        if t.type == "group" then
+            what, how = ("Group %s (id %d)"):format(format.clean(t.name), t.thread_id),
+                "/g " .. t.thread_id
+        else
+            local other = t.user1_id == me and t.user2_id or t.user1_id
+            what, how = format.who(self.c:name_of(other), other), "/chat " .. other
         end
-        if n > 0 then
-            self.say(("%s: %d message%s from them since your last message there; /chat %d, "
-                .. "then /history %d to read %s."):format(format.who(f.name, f.uid), n,
-                n == 1 and "" or "s", f.uid, n, n == 1 and "it" or "them"))
-        end
+        self.say(("%s: %d unread message%s; %s, then /history %d to read %s."):format(what, n,
+            n == 1 and "" or "s", how, n, n == 1 and "it" or "them"))
     end
 end
 
@@ -122,6 +131,8 @@ function COMMANDS.accept(s, rest)
         or ""
     s.say(("You and %s are friends now.%s Type /chat %d to talk."):format(
         format.who(friend.name, friend.uid), noted, friend.uid))
+    local last = friend.messages[#friend.messages] -- the greetings: shown with the request
+    if last then s.c:mark_shown(friend.thread_id, last.message_id) end
 end
 
 function COMMANDS.chat(s, rest)
@@ -130,31 +141,128 @@ function COMMANDS.chat(s, rest)
     if not s.c:is_friend(uid) then
         return s.say(("%s is not your friend: /add %d first."):format(tostring(uid), uid))
     end
-    s.peer = uid
+    s.peer, s.group = uid, nil
     s.say(("Talking to %s. Plain lines are sent to them; /history shows earlier messages."):format(
         format.who(s.c:name_of(uid), uid)))
 end
 
 function COMMANDS.history(s, rest)
-    if not s.peer then return s.say("Pick a friend with /chat UID first.") end
+    if not s.peer and not s.group then
+        return s.say("Pick a friend with /chat UID or a group with /g GROUP first.")
+    end
     local word = checks.trim(rest)
     local n = word:match("^%d+$") and tonumber(word)
     if word ~= "" and not (n and n >= 1) then
         return s.say(("Usage: /history [N], N a number of messages from 1 up (default %d)")
             :format(s.c.cfg.history_default))
     end
-    local list, err = s.c:history(s.peer, n)
+    local list, err
+    if s.group then
+        list, err = s.c:thread_history(s.group, n)
+    else
+        list, err = s.c:history(s.peer, n)
+    end
     if not s:report(list, err) then return end
     if #list == 0 then return s.say("No messages yet.") end
     for _, m in ipairs(list) do s.say(format.history(m, s.c.me and s.c.me.name)) end
+    local last = list[#list]
+    s.c:mark_shown(s.group or s.c.threads[s.peer], last.message_id)
+end
+
+-- The group being talked in, or a sentence saying how to pick one: -> thread_id | nil
+function Session:current_group()
+    if not self.group then self.say("Pick a group with /g GROUP first (/groups lists yours).") end
+    return self.group
+end
+
+function COMMANDS.group(s, rest)
+    local words = {}
+    for w in rest:gmatch("%S+") do words[#words + 1] = w end
+    if words[1] ~= "create" or not words[2] then
+        return s.say("Usage: /group create NAME [UID...] (NAME one word; the UIDs your friends)")
+    end
+    local g, err = s.c:create_group(words[2], { unpack(words, 3) })
+    if not s:report(g, err) then return end
+    s.peer, s.group = nil, g.thread_id
+    s.say(("Created the group %s (id %d) with %d member%s. Plain lines are sent there now.")
+        :format(format.clean(g.name), g.thread_id, #g.members, #g.members == 1 and "" or "s"))
+end
+
+function COMMANDS.groups(s)
+    local list, err = s.c:my_groups()
+    if not s:report(list, err) then return end
+    if #list == 0 then return s.say("No groups yet: /group create NAME [UID...] makes one.") end
+    s.say(("Your groups (%d):"):format(#list))
+    for _, g in ipairs(list) do
+        s.say(("  %-8d %s - %d member%s, you are %s"):format(g.thread_id, format.clean(g.name),
+            g.member_count, g.member_count == 1 and "" or "s", g.role))
+    end
+end
+
+function COMMANDS.g(s, rest)
+    local tid = s.c:group_of(checks.trim(rest))
+    if not tid then return s.say("Usage: /g GROUP (its id, or its name; /groups lists them)") end
+    s.peer, s.group = nil, tid
+    local g = s.c.groups[tid]
+    s.say(("Talking in %s. Plain lines are sent there; /history shows earlier messages.")
+        :format(g and ("%s (id %d)"):format(format.clean(g.name), tid) or ("group " .. tid)))
+end
+
+function COMMANDS.invite(s, rest)
+    local tid = s:current_group()
+    if not tid then return end
+    local list = {}
+    for w in rest:gmatch("%S+") do list[#list + 1] = s:uid_of(w) or w end
+    local added, err = s.c:invite(tid, list)
+    if not s:report(added, err) then return end
+    if #added == 0 then return s.say("They are all in the group already.") end
+    local names = {}
+    for i, u in ipairs(added) do names[i] = format.who(s.c:name_of(u), u) end
+    s.say("Added " .. table.concat(names, ", ") .. ".")
+end
+
+function COMMANDS.members(s)
+    local tid = s:current_group()
+    if not tid then return end
+    local list, err = s.c:members(tid)
+    if not s:report(list, err) then return end
+    s.say(("Members (%d):"):format(#list))
+    for _, m in ipairs(list) do
+        s.say(("  %-8d %s (%s)"):format(m.uid, format.clean(m.name), m.role))
+    end
+end
+
+function COMMANDS.leave(s)
+    local tid = s:current_group()
+    if not tid then return end
+    if s:report(s.c:leave(tid)) then
+        s.group = nil
+        s.say(("You left the group %d."):format(tid))
+    end
+end
+
+function COMMANDS.read(s)
+    local tid = s.group or (s.peer and s.c.threads[s.peer])
+    if not tid then return s.say("Pick a friend with /chat UID or a group with /g GROUP first.") end
+    local list, err = s.c:thread_history(tid, 1)
+    if not s:report(list, err) then return end
+    if #list == 0 then return s.say("Nothing to mark: no messages yet.") end
+    local cursor, merr = s.c:mark_read(tid, list[#list].message_id)
+    if s:report(cursor, merr) then s.say("Marked read.") end
 end
 
 function COMMANDS.logout(s) return "menu" end
 function COMMANDS.quit(s) return "quit" end
 
 function Session:send(line)
+    if self.group then
+        local sent, err = self.c:send_group(self.group, line)
+        if not sent then return self.say("Not sent: " .. err) end
+        return self.say(format.sent(sent, self.c.me and self.c.me.name))
+    end
     if not self.peer then
-        return self.say("Pick a friend with /chat UID first (/help lists the commands).")
+        return self.say("Pick a friend with /chat UID or a group with /g GROUP first (/help "
+            .. "lists the commands).")
     end
     local sent, err = self.c:send(self.peer, line)
     if not sent then return self.say("Not sent: " .. err) end
@@ -177,6 +285,10 @@ function Session:handle(line)
 end
 
 function Session:prompt()
+    if self.group then
+        local g = self.c.groups[self.group]
+        return ("in %s> "):format(format.clean(g and g.name or self.group))
+    end
     if not self.peer then return "> " end
     return ("to %s> "):format(format.clean(self.c:name_of(self.peer) or self.peer))
 end

@@ -153,5 +153,6 @@ return function(req)
     end
     return reply.done(ROUTE, req, { error = errors.Success, uid = user.uid, email = user.email,
         token = server.token, host = server.host, port = server.port,
-        chathost = server.host, chatport = server.port }, "logged in uid=" .. user.uid, email)
+        chathost = server.host, chatport = server.port, reshost = settings.reshost,
+        resport = settings.resport }, "logged in uid=" .. user.uid, email)
 end

@@ -139,10 +139,10 @@ function M.insert_each(rows)
     return r.ids, r.dups
 end
 
--- by_ids(message_ids) -> { [message_id] = {message_id, thread_id, content, created_at} }
--- | nil, err
+-- by_ids(message_ids) -> { [message_id] = {message_id, thread_id, content, created_at,
+-- status, msg_type} } | nil, err
 function M.by_ids(message_ids)
-    local rows, err = host.db.query("SELECT message_id, thread_id, content, created_at"
+    local rows, err = host.db.query("SELECT message_id, thread_id, content, created_at, status, msg_type"
         .. " FROM chat_message WHERE message_id IN (" .. ("?, "):rep(#message_ids - 1) .. "?)",
         unpack(message_ids))
     if not rows then return nil, err end

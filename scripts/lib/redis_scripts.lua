@@ -27,4 +27,20 @@ function M.delete_if_equal(keys, value)
     return res == 1
 end
 
+local BATCH = 500 -- commands per pipeline: well below redis.max_pending
+
+-- pipeline_each(list, cmd_of) -> true | nil, err: the command cmd_of(item) of every item
+-- of list, a pipeline per BATCH items (a chat server may hold 100,000 sessions).
+function M.pipeline_each(list, cmd_of)
+    for first = 1, #list, BATCH do
+        local cmds = {}
+        for i = first, math.min(#list, first + BATCH - 1) do
+            cmds[#cmds + 1] = cmd_of(list[i])
+        end
+        local res, err = host.redis.pipeline(cmds)
+        if not res then return nil, err end
+    end
+    return true
+end
+
 return M

@@ -1,7 +1,8 @@
--- lib.threads: chat_thread and private_chat (sql/001_schema.sql). One private thread per
--- pair of users, stored as (user1_id < user2_id) under a UNIQUE key: a creator inserts
--- first and, when the key says the pair exists (1062, also after waiting for a concurrent
--- creator to commit), reads the existing thread with a locking read (which sees the newest
+-- lib.threads: chat_thread and private_chat (sql/001_schema.sql); a user's thread list
+-- also names its groups (group_member, sql/005_groups.sql; lib.groups has the rest). One
+-- private thread per pair of users, stored as (user1_id < user2_id) under a UNIQUE key: a
+-- creator inserts first and, when the key says the pair exists (1062, also after waiting
+-- for a concurrent creator to commit), reads the existing thread with a locking read (which sees the newest
 -- committed row, not the transaction's snapshot). Never select-then-insert with FOR
 -- UPDATE: two creators' gap locks deadlock (error 1213), as the original's CreatePrivateChat did.
 local host = require "host"
@@ -62,16 +63,25 @@ function M.get_or_create(a, b)
     return sql.tx(function(q) return M.create_in(q, a, b) end)
 end
 
--- of_user(uid, cursor, limit) -> rows {thread_id, user1_id, user2_id} with thread_id >
--- cursor, ascending, at most limit | nil, err
+-- of_user(uid, cursor, limit) -> rows {thread_id, type ("private"|"group"), user1_id,
+-- user2_id (0 for a group), name, role (NULL for a private thread), joined_message_id (0
+-- for a private thread)} (the 0s are cast to UNSIGNED: a plain 0 would turn the UNION's
+-- columns into DECIMAL, read as strings) of uid's private threads and groups with thread_id > cursor,
+-- ascending, at most limit | nil, err
 function M.of_user(uid, cursor, limit)
     return host.db.query([[
-(SELECT thread_id, user1_id, user2_id FROM private_chat
+(SELECT thread_id, 'private' AS type, user1_id, user2_id, NULL AS name, NULL AS role,
+  CAST(0 AS UNSIGNED) AS joined_message_id FROM private_chat
   WHERE user1_id = ? AND thread_id > ? ORDER BY thread_id LIMIT ?)
 UNION ALL
-(SELECT thread_id, user1_id, user2_id FROM private_chat
+(SELECT thread_id, 'private', user1_id, user2_id, NULL, NULL, CAST(0 AS UNSIGNED) FROM private_chat
   WHERE user2_id = ? AND thread_id > ? ORDER BY thread_id LIMIT ?)
-ORDER BY thread_id LIMIT ?]], uid, cursor, limit, uid, cursor, limit, limit)
+UNION ALL
+(SELECT m.thread_id, 'group', CAST(0 AS UNSIGNED), CAST(0 AS UNSIGNED), g.name, m.role,
+  m.joined_message_id
+  FROM group_member m JOIN group_chat g ON g.thread_id = m.thread_id
+  WHERE m.uid = ? AND m.thread_id > ? ORDER BY m.thread_id LIMIT ?)
+ORDER BY thread_id LIMIT ?]], uid, cursor, limit, uid, cursor, limit, uid, cursor, limit, limit)
 end
 
 return M

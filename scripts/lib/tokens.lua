@@ -1,5 +1,9 @@
 -- lib.tokens: the chat login token, the one owner of utoken_<uid>: the status role issues
--- it (with a TTL), the status and chat roles check it, a chat login uses it up.
+-- it (with a TTL), the status and chat roles check it, a chat login uses it up. Also the
+-- owner of restoken_<uid>, the resource session token: the same token, written by the chat
+-- login that used it up and kept for as long as that chat session lives (refreshed with
+-- the presence keys), so the resource channel (which the client opens before its chat
+-- login and authenticates later) can check it after the single-use login token is gone.
 local host = require "host"
 local keys = require "lib.keys"
 local redis_scripts = require "lib.redis_scripts"
@@ -15,12 +19,18 @@ function M.issue(uid, ttl_s)
     return token
 end
 
--- valid(uid, token) -> true | false (missing, empty, expired or wrong) | nil, err
-function M.valid(uid, token)
+-- Does key hold token? -> true | false (missing, empty, expired or another) | nil, err.
+-- Constant-time compare.
+local function holds(key, token)
     if type(token) ~= "string" or token == "" then return false end
-    local stored, err = host.redis.call("GET", keys.token(uid))
+    local stored, err = host.redis.call("GET", key)
     if err then return nil, err end
     return stored ~= nil and host.crypto.constant_time_equal(stored, token)
+end
+
+-- valid(uid, token) -> true | false (missing, empty, expired or wrong) | nil, err
+function M.valid(uid, token)
+    return holds(keys.token(uid), token)
 end
 
 -- KEYS: utoken_; ARGV: the token. Deletes it if it is the token: its time left in ms
@@ -50,6 +60,62 @@ function M.restore(uid, token, left_ms)
     local res, err = host.redis.call("SET", keys.token(uid), token, "PX",
         math.max(left_ms, 1000), "NX")
     if res == nil and err then return nil, err end
+    return true
+end
+
+-- session_open(uid, token, ttl_s) -> true | nil, err: restoken_<uid> = token for ttl_s,
+-- replacing any other (the newer login's session is the one the resource role accepts).
+function M.session_open(uid, token, ttl_s)
+    if type(token) ~= "string" or token == "" then return nil, "no token" end
+    local ok, err = host.redis.call("SET", keys.session_token(uid), token, "EX", ttl_s)
+    if not ok then return nil, err end
+    return true
+end
+
+-- KEYS: restoken_; ARGV: the token, ttl (s). 1 refreshed, 2 it was gone (expired, Redis
+-- flushed) and is set again, 0 another token (a newer login) holds it.
+local SESSION_REFRESH = [[
+local current = redis.call('GET', KEYS[1])
+if current == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 2
+end
+if current ~= ARGV[1] then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+]]
+
+-- session_refresh_cmd(uid, token, ttl_s) -> the EVAL command of session_refresh, for a
+-- pipeline
+function M.session_refresh_cmd(uid, token, ttl_s)
+    return { "EVAL", SESSION_REFRESH, 1, keys.session_token(uid), token, ttl_s }
+end
+
+-- session_refresh(uid, token, ttl_s) -> true (kept alive, or set again when it had
+-- vanished) | false (a newer login's token holds it) | nil, err
+function M.session_refresh(uid, token, ttl_s)
+    if type(token) ~= "string" or token == "" then return nil, "no token" end
+    local res, err = host.redis.call(unpack(M.session_refresh_cmd(uid, token, ttl_s)))
+    if res == nil then return nil, err end
+    return res ~= 0
+end
+
+-- session_valid(uid, token) -> true | false (missing, empty, expired, closed or another)
+-- | nil, err. Constant-time compare.
+function M.session_valid(uid, token)
+    return holds(keys.session_token(uid), token)
+end
+
+-- session_close_cmd(uid, token) -> the EVAL command of session_close, for a pipeline
+function M.session_close_cmd(uid, token)
+    return redis_scripts.delete_if_equal_cmd({ keys.session_token(uid) }, token)
+end
+
+-- session_close(uid, token) -> true | nil, err: deletes restoken_<uid> if it still holds
+-- token (a newer login's token stays).
+function M.session_close(uid, token)
+    local res, err = redis_scripts.delete_if_equal({ keys.session_token(uid) }, token)
+    if res == nil then return nil, err end
     return true
 end
 

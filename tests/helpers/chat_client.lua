@@ -1,13 +1,15 @@
 -- helpers.chat_client: a chat protocol client for specs, over host.tcp's framed reads
--- (the server's own frame code): [msg_id u16 BE][body_len u16 BE][JSON body]. Pushes that
--- arrive while a reply is awaited are kept for wait_push.
+-- (the server's own frame code): [msg_id u16 BE][body_len u16 BE][JSON body], or with a
+-- u32 body_len (frame = "u16u32", the resource channel). Pushes that arrive while a reply
+-- is awaited are kept for wait_push.
 local host = require "host"
 
 local M = {}
 M.__index = M
 
-function M.connect(port, addr)
-    local conn, err = host.tcp.connect(addr or "127.0.0.1", port, { timeout_ms = 5000 })
+function M.connect(port, addr, frame)
+    local conn, err = host.tcp.connect(addr or "127.0.0.1", port,
+        { timeout_ms = 5000, frame = frame })
     if not conn then return nil, err end
     return setmetatable({ conn = conn, pushes = {} }, M)
 end

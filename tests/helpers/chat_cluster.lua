@@ -175,6 +175,15 @@ function M.metric(role, name, absent, labels)
     error(("no series %q in /metrics of %s"):format(name, role.name or "?"), 2)
 end
 
+-- fake_peer(name, handlers) -> a gRPC server in this process (its handle), announced in
+-- Redis as the chat server name (for pushes to a peer that answers as a spec wants)
+function M.fake_peer(name, handlers)
+    local server = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = handlers })
+    assert(redis.call("SET", "chatserver_" .. name, host.json.encode {
+        host = "127.0.0.1", port = 1, rpc = "127.0.0.1:" .. server.port }, "EX", 600))
+    return server
+end
+
 -- The number of rows of a COUNT(*) AS n query.
 function M.count(sql, ...)
     return assert(db.query(sql, ...))[1].n

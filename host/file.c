@@ -1,0 +1,605 @@
+/* file.c: host.file, asynchronous file I/O for scripts (the resource role's uploads and
+ * downloads). Every call is one job on libuv's thread pool: the calling task yields until
+ * it is done and the loop never blocks on a disk. Failures are nil, a sentence naming the
+ * path and the cause, and the errno name ("ENOENT", "ENOSPC", ...) for scripts to branch
+ * on. Open files are bounded per process (file.max_open); a file handle that is collected
+ * unclosed is closed off the loop. host.fs (fs.c) is the blocking kind, for tools. */
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "file.h"
+#include "log.h"
+#include "modules.h"
+#include "sched.h"
+
+#define FILE_MT "chathost.file"
+#define READ_MAX (16 << 20)     /* f:read(offset, n): n at most this (a script's mistake) */
+#define HASH_CHUNK (64 * 1024)  /* sha256 reads the file this much at a time */
+
+/* The process's open files (app->files). */
+struct files {
+    int open, max_open;
+    unsigned long refused;
+};
+
+/* An open file. Jobs in flight hold it: the descriptor is closed only once the handle
+ * is closed or collected and no job uses it any more (its number could be reused). */
+struct file_t {
+    struct app *app;
+    int fd;          /* -1 once closed */
+    int jobs;        /* jobs in flight on fd */
+    int closing;     /* close() or collected: no new job */
+    int ud_alive;    /* the Lua handle exists */
+    char path[];     /* for error messages */
+};
+
+typedef struct file_ud {
+    file_t *f;
+} file_ud;
+
+typedef struct fjob fjob;
+struct fjob {
+    uv_work_t work;
+    struct app *app;
+    task_t *task;                       /* NULL once the waiting task was cancelled */
+    file_t *file;                       /* the file it works on (held), or NULL */
+    void (*run)(fjob *j);               /* on a pool thread: sets err or the results */
+    int (*push)(fjob *j, lua_State *co); /* on the loop, on success: pushes the results */
+    void (*after)(fjob *j);             /* on the loop, first, whether anyone waits or not */
+    int err;                            /* errno of the failure; 0: success */
+    const char *what;                   /* "cannot open", ...: the sentence's start */
+    char *path, *path2;
+    int flags, fd;
+    int64_t offset;
+    const char *data;                   /* write: the Lua string, anchored by data_ref */
+    size_t len;
+    int data_ref;
+    char *buf;                          /* read: what was read (len bytes) */
+    struct stat st;
+    char hex[crypto_hash_sha256_BYTES * 2 + 1];
+};
+
+/* ---- the process's files --------------------------------------------------------------- */
+
+static struct files *files_get(struct app *app) {
+    if (app->files) return app->files;
+    struct files *fs = xcalloc(1, sizeof *fs);
+    fs->max_open = (int)cfg_int(app, "file.max_open", 1024);
+    app->files = fs;
+    return fs;
+}
+
+/* Frees the count after the loop has ended: handles collected later close at once. */
+void file_release_all(struct app *app) {
+    free(app->files);
+    app->files = NULL;
+}
+
+static void closer_run(uv_work_t *w) {
+    fjob *j = w->data;
+    close(j->fd);
+}
+
+static void closer_done(uv_work_t *w, int status) {
+    fjob *j = w->data;
+    if (j->app->files) j->app->files->open--;
+    free(j);
+}
+
+/* Closes fd on the pool, nobody waiting (a collected handle, an open nobody waits for).
+ * After the loop has ended, at once. */
+static void close_off_loop(struct app *app, int fd) {
+    if (!app->files) {
+        close(fd);
+        return;
+    }
+    fjob *j = xcalloc(1, sizeof *j);
+    j->app = app;
+    j->fd = fd;
+    j->work.data = j;
+    if (uv_queue_work(app->loop, &j->work, closer_run, closer_done) != 0) {
+        close(fd); /* the loop is closing: no thread will take it */
+        app->files->open--;
+        free(j);
+    }
+}
+
+/* Frees f once its handle is gone and no job holds it, closing its descriptor first. */
+static void file_maybe_free(file_t *f) {
+    if (f->jobs > 0) return;
+    if (f->closing && f->fd >= 0) {
+        close_off_loop(f->app, f->fd);
+        f->fd = -1;
+    }
+    if (!f->ud_alive) free(f);
+}
+
+/* ---- jobs -------------------------------------------------------------------------------- */
+
+static void job_cancel(void *op) { ((fjob *)op)->task = NULL; }
+
+static void job_free(fjob *j) {
+    if (j->data_ref != LUA_NOREF) luaL_unref(j->app->L, LUA_REGISTRYINDEX, j->data_ref);
+    free(j->path);
+    free(j->path2);
+    free(j->buf);
+    free(j);
+}
+
+/* nil, "<what> <path>[ to <path2>]: <strerror>", "<ERRNO>" */
+static int push_failure(lua_State *L, const char *what, const char *path, const char *path2,
+                        int err) {
+    lua_pushnil(L);
+    if (path2)
+        lua_pushfstring(L, "%s %s to %s: %s", what, path, path2, strerror(err));
+    else
+        lua_pushfstring(L, "%s %s: %s", what, path, strerror(err));
+    lua_pushstring(L, uv_err_name(-err));
+    return 3;
+}
+
+static void job_work(uv_work_t *w) {
+    fjob *j = w->data;
+    j->run(j);
+}
+
+static void job_done(uv_work_t *w, int status) {
+    fjob *j = w->data;
+    if (status == UV_ECANCELED) j->err = ECANCELED;
+    if (j->after) j->after(j);
+    task_t *t = j->task;
+    int n = 0;
+    if (t) { /* the results first: letting go of the file may free it (and its path) */
+        const char *path = j->file ? j->file->path : j->path;
+        n = j->err ? push_failure(t->co, j->what, path, j->path2, j->err) : j->push(j, t->co);
+    }
+    if (j->file) {
+        j->file->jobs--;
+        file_maybe_free(j->file);
+    }
+    job_free(j);
+    if (t) sched_resume(t, n);
+}
+
+static fjob *job_new(struct app *app, void (*run)(fjob *), int (*push)(fjob *, lua_State *),
+                     const char *what) {
+    fjob *j = xcalloc(1, sizeof *j);
+    j->app = app;
+    j->run = run;
+    j->push = push;
+    j->what = what;
+    j->data_ref = LUA_NOREF;
+    j->fd = -1;
+    j->work.data = j;
+    return j;
+}
+
+/* Queues j for the task running on L and yields; the return value of a Lua C function. */
+static int job_submit(lua_State *L, fjob *j, const char *fname) {
+    task_t *t = sched_need(L, fname);
+    if (j->file) j->file->jobs++;
+    int rc = uv_queue_work(j->app->loop, &j->work, job_work, job_done);
+    if (rc != 0) {
+        if (j->file) j->file->jobs--;
+        j->task = NULL;
+        j->err = -rc;
+        int n = push_failure(L, j->what, j->file ? j->file->path : j->path, j->path2, -rc);
+        if (j->after) j->after(j);
+        job_free(j);
+        return n;
+    }
+    j->task = t;
+    sched_suspend(t, job_cancel, j);
+    return lua_yield(L, 0);
+}
+
+static int push_true(fjob *j, lua_State *co) {
+    lua_pushboolean(co, 1);
+    return 1;
+}
+
+/* ---- host.file.open ---------------------------------------------------------------------- */
+
+static void open_run(fjob *j) {
+    j->fd = open(j->path, j->flags | O_CLOEXEC, 0600);
+    if (j->fd < 0) j->err = errno;
+}
+
+/* The reservation in the open count is given back when the open failed; an open nobody
+ * waits for any more is closed. */
+static void open_after(fjob *j) {
+    struct files *fs = j->app->files;
+    if (j->fd < 0) {
+        fs->open--;
+    } else if (!j->task) {
+        close_off_loop(j->app, j->fd);
+        j->fd = -1;
+    }
+}
+
+static int open_push(fjob *j, lua_State *co) {
+    size_t n = strlen(j->path);
+    file_t *f = xmalloc(sizeof *f + n + 1);
+    memcpy(f->path, j->path, n + 1);
+    f->app = j->app;
+    f->fd = j->fd;
+    f->jobs = f->closing = 0;
+    f->ud_alive = 1;
+    file_ud *u = lua_newuserdata(co, sizeof *u);
+    u->f = f;
+    luaL_getmetatable(co, FILE_MT);
+    lua_setmetatable(co, -2);
+    return 1;
+}
+
+static int open_flags(lua_State *L, const char *mode) {
+    if (strcmp(mode, "r") == 0) return O_RDONLY;
+    if (strcmp(mode, "w") == 0) return O_RDWR | O_CREAT;
+    if (strcmp(mode, "wx") == 0) return O_RDWR | O_CREAT | O_EXCL;
+    return luaL_argerror(L, 2, "mode must be \"r\", \"w\" or \"wx\"");
+}
+
+/* open(path, mode) -> f | nil, err, code. "w" creates (0600) without truncating, "wx"
+ * only creates; beyond file.max_open open files: nil, err, "EMFILE" */
+static int l_open(lua_State *L) {
+    struct app *app = app_from(L);
+    const char *path = luaL_checkstring(L, 1);
+    int flags = open_flags(L, luaL_checkstring(L, 2));
+    struct files *fs = files_get(app);
+    if (fs->open >= fs->max_open) {
+        if (fs->refused++ % 1000 == 0)
+            log_warn("file: %d files open (file.max_open): refusing more (%lu so far)", fs->open,
+                     fs->refused);
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot open %s: %d files are open already (file.max_open)", path,
+                        fs->open);
+        lua_pushliteral(L, "EMFILE");
+        return 3;
+    }
+    fjob *j = job_new(app, open_run, open_push, "cannot open");
+    j->path = xstrdup(path);
+    j->flags = flags;
+    j->after = open_after;
+    fs->open++; /* reserved now: opens in flight count against the bound too */
+    return job_submit(L, j, "host.file.open");
+}
+
+/* ---- file methods ------------------------------------------------------------------------ */
+
+static file_t *check_file(lua_State *L) {
+    file_ud *u = luaL_checkudata(L, 1, FILE_MT);
+    if (!u->f || u->f->closing) luaL_error(L, "file is closed");
+    return u->f;
+}
+
+static int64_t check_offset(lua_State *L, int idx) {
+    lua_Number off = luaL_checknumber(L, idx);
+    luaL_argcheck(L, off >= 0 && off < 9007199254740992.0 && off == (int64_t)off, idx,
+                  "must be a whole number >= 0");
+    return (int64_t)off;
+}
+
+static void write_run(fjob *j) {
+    size_t done = 0;
+    while (done < j->len) {
+        ssize_t n = pwrite(j->file->fd, j->data + done, j->len - done, j->offset + (off_t)done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            j->err = errno;
+            return;
+        }
+        done += (size_t)n;
+    }
+}
+
+/* f:write(offset, data) -> true | nil, err, code: all of data at offset */
+static int l_write(lua_State *L) {
+    file_t *f = check_file(L);
+    int64_t off = check_offset(L, 2);
+    size_t len;
+    const char *data = luaL_checklstring(L, 3, &len);
+    fjob *j = job_new(f->app, write_run, push_true, "cannot write");
+    j->file = f;
+    j->offset = off;
+    j->data = data;
+    j->len = len;
+    lua_pushvalue(L, 3);
+    j->data_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the bytes stay put until job_done */
+    return job_submit(L, j, "file:write");
+}
+
+static void read_run(fjob *j) {
+    size_t done = 0;
+    while (done < j->len) {
+        ssize_t n = pread(j->file->fd, j->buf + done, j->len - done, j->offset + (off_t)done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            j->err = errno;
+            return;
+        }
+        if (n == 0) break; /* end of file */
+        done += (size_t)n;
+    }
+    j->len = done;
+}
+
+static int read_push(fjob *j, lua_State *co) {
+    lua_pushlstring(co, j->buf, j->len);
+    return 1;
+}
+
+/* f:read(offset, n) -> up to n bytes ("" at the end of the file) | nil, err, code */
+static int l_read(lua_State *L) {
+    file_t *f = check_file(L);
+    int64_t off = check_offset(L, 2);
+    lua_Integer n = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, n >= 0 && n <= READ_MAX, 3, "must be 0..16777216");
+    fjob *j = job_new(f->app, read_run, read_push, "cannot read");
+    j->file = f;
+    j->offset = off;
+    j->len = (size_t)n;
+    j->buf = xmalloc(n ? (size_t)n : 1);
+    return job_submit(L, j, "file:read");
+}
+
+static void sync_run(fjob *j) {
+    if (fsync(j->file->fd) != 0) j->err = errno;
+}
+
+/* f:sync() -> true | nil, err, code: the data is on the disk */
+static int l_sync(lua_State *L) {
+    file_t *f = check_file(L);
+    fjob *j = job_new(f->app, sync_run, push_true, "cannot sync");
+    j->file = f;
+    return job_submit(L, j, "file:sync");
+}
+
+static void fstat_run(fjob *j) {
+    if (fstat(j->file->fd, &j->st) != 0) j->err = errno;
+}
+
+static int size_push(fjob *j, lua_State *co) {
+    lua_pushnumber(co, (lua_Number)j->st.st_size);
+    return 1;
+}
+
+/* f:size() -> bytes | nil, err, code */
+static int l_size(lua_State *L) {
+    file_t *f = check_file(L);
+    fjob *j = job_new(f->app, fstat_run, size_push, "cannot stat");
+    j->file = f;
+    return job_submit(L, j, "file:size");
+}
+
+static void close_run(fjob *j) {
+    if (close(j->file->fd) != 0) j->err = errno;
+}
+
+/* The descriptor is gone even when close reported an error (Linux frees it first). */
+static void close_after(fjob *j) {
+    j->file->fd = -1;
+    if (j->app->files) j->app->files->open--;
+}
+
+/* f:close() -> true | nil, err, code. Later calls of any method raise; a second close
+ * does nothing. With reads or writes still in flight, the file is closed after them. */
+static int l_file_close(lua_State *L) {
+    file_ud *u = luaL_checkudata(L, 1, FILE_MT);
+    file_t *f = u->f;
+    lua_pushboolean(L, 1);
+    if (!f || f->closing) return 1;
+    f->closing = 1;
+    if (f->jobs > 0) return 1; /* the last of them closes it (file_maybe_free) */
+    fjob *j = job_new(f->app, close_run, push_true, "cannot close");
+    j->file = f;
+    j->after = close_after;
+    return job_submit(L, j, "file:close");
+}
+
+static int l_file_gc(lua_State *L) {
+    file_ud *u = luaL_checkudata(L, 1, FILE_MT);
+    file_t *f = u->f;
+    if (!f) return 0;
+    u->f = NULL;
+    f->ud_alive = 0;
+    f->closing = 1;
+    file_maybe_free(f);
+    return 0;
+}
+
+static int l_file_tostring(lua_State *L) {
+    file_ud *u = luaL_checkudata(L, 1, FILE_MT);
+    lua_pushfstring(L, "file %s%s", u->f ? u->f->path : "?",
+                    !u->f || u->f->closing ? " (closed)" : "");
+    return 1;
+}
+
+/* ---- for other C modules (file.h) ------------------------------------------------------ */
+
+file_t *file_take(lua_State *L, int idx) {
+    file_ud *u = luaL_testudata(L, idx, FILE_MT);
+    if (!u || !u->f || u->f->closing || u->f->fd < 0) return NULL;
+    u->f->jobs++;
+    return u->f;
+}
+
+int file_fd(const file_t *f) { return f->fd; }
+
+const char *file_path(const file_t *f) { return f->path; }
+
+void file_finish(file_t *f) {
+    f->closing = 1;
+    f->jobs--;
+    file_maybe_free(f);
+}
+
+/* ---- path functions ---------------------------------------------------------------------- */
+
+/* mkdir -p on a pool thread: each missing component with 0755. */
+static void mkdirs_run(fjob *j) {
+    char *p = j->path;
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != '\0') continue;
+        char c = *s;
+        *s = '\0';
+        struct stat st;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) j->err = errno;
+        else if (stat(p, &st) != 0) j->err = errno;
+        else if (!S_ISDIR(st.st_mode)) j->err = ENOTDIR;
+        *s = c;
+        if (j->err || c == '\0') return;
+    }
+}
+
+static void rename_run(fjob *j) {
+    if (rename(j->path, j->path2) != 0) j->err = errno;
+}
+
+static void link_run(fjob *j) {
+    if (link(j->path, j->path2) != 0) j->err = errno;
+}
+
+static void unlink_run(fjob *j) {
+    if (unlink(j->path) != 0) j->err = errno;
+}
+
+static void stat_run(fjob *j) {
+    if (stat(j->path, &j->st) != 0) j->err = errno;
+}
+
+static int stat_push(fjob *j, lua_State *co) {
+    lua_createtable(co, 0, 3);
+    lua_pushnumber(co, (lua_Number)j->st.st_size);
+    lua_setfield(co, -2, "size");
+    lua_pushnumber(co, (lua_Number)j->st.st_mtime);
+    lua_setfield(co, -2, "mtime");
+    lua_pushstring(co, S_ISREG(j->st.st_mode)   ? "file"
+                       : S_ISDIR(j->st.st_mode) ? "directory"
+                                                : "other");
+    lua_setfield(co, -2, "kind");
+    return 1;
+}
+
+static void sha256_run(fjob *j) {
+    int fd = open(j->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        j->err = errno;
+        return;
+    }
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    unsigned char *buf = xmalloc(HASH_CHUNK);
+    for (;;) {
+        ssize_t n = read(fd, buf, HASH_CHUNK);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) j->err = errno;
+        if (n <= 0) break;
+        crypto_hash_sha256_update(&st, buf, (unsigned long long)n);
+    }
+    close(fd);
+    free(buf);
+    unsigned char out[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&st, out);
+    sodium_bin2hex(j->hex, sizeof j->hex, out, sizeof out);
+}
+
+static int hex_push(fjob *j, lua_State *co) {
+    lua_pushstring(co, j->hex);
+    return 1;
+}
+
+/* A job on one path (two for rename and link) given as the arguments 1 (and 2). */
+static int path_job(lua_State *L, void (*run)(fjob *), int (*push)(fjob *, lua_State *),
+                    const char *what, int two, const char *fname) {
+    const char *a = luaL_checkstring(L, 1);
+    const char *b = two ? luaL_checkstring(L, 2) : NULL;
+    fjob *j = job_new(app_from(L), run, push, what);
+    j->path = xstrdup(a);
+    if (b) j->path2 = xstrdup(b);
+    return job_submit(L, j, fname);
+}
+
+/* mkdirs(path) -> true | nil, err, code: the directory and its missing parents */
+static int l_mkdirs(lua_State *L) {
+    luaL_argcheck(L, *luaL_checkstring(L, 1) != '\0', 1, "must not be empty");
+    return path_job(L, mkdirs_run, push_true, "cannot create", 0, "host.file.mkdirs");
+}
+
+/* rename(a, b) -> true | nil, err, code (b replaced if it exists) */
+static int l_rename(lua_State *L) {
+    return path_job(L, rename_run, push_true, "cannot rename", 1, "host.file.rename");
+}
+
+/* link(a, b) -> true | nil, err, code: b names a's file too; "EEXIST" when b exists */
+static int l_link(lua_State *L) {
+    return path_job(L, link_run, push_true, "cannot link", 1, "host.file.link");
+}
+
+/* unlink(path) -> true | nil, err, code */
+static int l_unlink(lua_State *L) {
+    return path_job(L, unlink_run, push_true, "cannot remove", 0, "host.file.unlink");
+}
+
+/* stat(path) -> {size=, mtime= (unix seconds), kind= "file"|"directory"|"other"} |
+ * nil, err, code */
+static int l_stat(lua_State *L) {
+    return path_job(L, stat_run, stat_push, "cannot stat", 0, "host.file.stat");
+}
+
+/* sha256(path) -> 64 hex digits | nil, err, code: the file read 64 KiB at a time in one
+ * pool job */
+static int l_sha256(lua_State *L) {
+    return path_job(L, sha256_run, hex_push, "cannot hash", 0, "host.file.sha256");
+}
+
+/* configure{max_open=} -> true: the bound on open files (default: config file.max_open) */
+static int l_configure(lua_State *L) {
+    struct files *fs = files_get(app_from(L));
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer max = vm_opt_int(L, 1, "max_open", fs->max_open);
+    luaL_argcheck(L, max >= 1 && max <= 1000000, 1, "max_open must be 1..1000000");
+    fs->max_open = (int)max;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* stats() -> {open=, max_open=, refused=} */
+static int l_stats(lua_State *L) {
+    struct files *fs = files_get(app_from(L));
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, fs->open);
+    lua_setfield(L, -2, "open");
+    lua_pushinteger(L, fs->max_open);
+    lua_setfield(L, -2, "max_open");
+    lua_pushnumber(L, (lua_Number)fs->refused);
+    lua_setfield(L, -2, "refused");
+    return 1;
+}
+
+/* host.file = {open=, mkdirs=, rename=, link=, unlink=, stat=, sha256=, configure=, stats=} */
+int file_open(lua_State *L) {
+    static const luaL_Reg methods[] = {{"write", l_write}, {"read", l_read}, {"sync", l_sync},
+                                       {"size", l_size},   {"close", l_file_close},
+                                       {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"open", l_open},     {"mkdirs", l_mkdirs}, {"rename", l_rename},
+        {"link", l_link},     {"unlink", l_unlink}, {"stat", l_stat},
+        {"sha256", l_sha256}, {"configure", l_configure}, {"stats", l_stats},
+        {NULL, NULL}};
+    vm_class(L, FILE_MT, methods, NULL, l_file_gc);
+    luaL_getmetatable(L, FILE_MT);
+    lua_pushcfunction(L, l_file_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, fns, 1);
+    return 1;
+}

@@ -1,0 +1,160 @@
+-- lib.store: where uploaded files live, the narrow interface the resource role uses
+-- (docs/protocol.md §13.6). Local disk under one root:
+--   <root>/partial/<upload_id>              an upload in progress, chunks written at their
+--                                           offset (a resent chunk rewrites the same bytes)
+--   <root>/objects/<2 hex>/<64 hex sha256>  a complete file, named by its content: the same
+--                                           picture uploaded twice is stored once
+-- Every call is host.file I/O on libuv's threadpool (the loop never blocks, no whole-file
+-- buffer). Errors: nil, a sentence, and a kind: "storage" (the disk: full, permission,
+-- missing), "size" (the partial is not total bytes long), "type" (not an allowed image).
+-- An S3-compatible store would implement the same five calls (README "Storage and S3").
+local host = require "host"
+
+local M = {}
+M.__index = M
+
+-- The first bytes of each image type the role accepts (config resource.image_types).
+local MAGIC = {
+    { kind = "png", mime = "image/png", test = function(h) return h:sub(1, 8) == "\137PNG\r\n\26\n" end },
+    { kind = "jpeg", mime = "image/jpeg", test = function(h) return h:sub(1, 3) == "\255\216\255" end },
+    { kind = "gif", mime = "image/gif", test = function(h)
+        return h:sub(1, 6) == "GIF87a" or h:sub(1, 6) == "GIF89a" end },
+    { kind = "webp", mime = "image/webp", test = function(h)
+        return h:sub(1, 4) == "RIFF" and h:sub(9, 12) == "WEBP" end },
+    { kind = "bmp", mime = "image/bmp", test = function(h) return h:sub(1, 2) == "BM" end },
+}
+
+-- sniff(head, allowed) -> kind, mime | nil: the image type of a file starting with head
+-- (its first 12 bytes suffice), if it is one of allowed (a list of kinds).
+function M.sniff(head, allowed)
+    for _, m in ipairs(MAGIC) do
+        if m.test(head) then
+            for _, a in ipairs(allowed) do
+                if a == m.kind then return m.kind, m.mime end
+            end
+            return nil
+        end
+    end
+    return nil
+end
+
+-- The MIME type of a kind ("png" -> "image/png").
+function M.mime(kind)
+    for _, m in ipairs(MAGIC) do if m.kind == kind then return m.mime end end
+    return "application/octet-stream"
+end
+
+-- at(root) -> store: the store under the folder root (an absolute path).
+function M.at(root)
+    return setmetatable({ root = root }, M)
+end
+
+function M:partial_path(upload_id)
+    return self.root .. "/partial/" .. tostring(upload_id)
+end
+
+-- object_path(sha256_hex) -> the path of a complete file
+function M:object_path(sha)
+    return self.root .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha
+end
+
+-- prepare() -> true | nil, err, "storage": creates the root's folders (at start).
+function M:prepare()
+    for _, d in ipairs({ self.root .. "/partial", self.root .. "/objects" }) do
+        local ok, err = host.file.mkdirs(d)
+        if not ok then return nil, err, "storage" end
+    end
+    return true
+end
+
+-- check() -> "ok" | "failing: why": a file can be created, written and removed under
+-- partial/ (the folder made first if missing), for /healthz.
+function M:check()
+    local ok, err = self:prepare()
+    if not ok then return "failing: " .. tostring(err) end
+    local path = self.root .. "/partial/.healthz"
+    local f, oerr = host.file.open(path, "w")
+    if not f then return "failing: " .. tostring(oerr) end
+    local written, werr = f:write(0, "ok")
+    f:close()
+    host.file.unlink(path)
+    if not written then return "failing: " .. tostring(werr) end
+    return "ok"
+end
+
+-- write_part(upload_id, offset, data) -> true | nil, err, "storage"
+function M:write_part(upload_id, offset, data)
+    local path = self:partial_path(upload_id)
+    local f, err, code = host.file.open(path, "w")
+    if not f and code == "ENOENT" then -- the folder went away: made again once
+        local ok, merr = host.file.mkdirs(self.root .. "/partial")
+        if not ok then return nil, merr, "storage" end
+        f, err = host.file.open(path, "w")
+    end
+    if not f then return nil, err, "storage" end
+    local ok, werr = f:write(offset, data)
+    f:close()
+    if not ok then return nil, werr, "storage" end
+    return true
+end
+
+-- commit(upload_id, size, allowed) -> {sha256=, size=, mime=} | nil, err, kind
+-- The partial must be exactly size bytes and an allowed image by its first bytes; it is
+-- synced, hashed (streamed, off the loop) and linked under its content's name (already
+-- there: the same content is kept once), then the partial is removed. Only after this
+-- returns may the upload be called complete.
+function M:commit(upload_id, size, allowed)
+    local path = self:partial_path(upload_id)
+    local f, err = host.file.open(path, "r")
+    if not f then return nil, err, "storage" end
+    local actual, serr = f:size()
+    if not actual then
+        f:close()
+        return nil, serr, "storage"
+    end
+    if actual ~= size then
+        f:close()
+        return nil, ("%s is %d bytes, not %d"):format(path, actual, size), "size"
+    end
+    local head, rerr = f:read(0, 16)
+    if not head then
+        f:close()
+        return nil, rerr, "storage"
+    end
+    local kind, mime = M.sniff(head, allowed)
+    if not kind then
+        f:close()
+        return nil, "not an image of the allowed types", "type"
+    end
+    local synced, yerr = f:sync()
+    f:close()
+    if not synced then return nil, yerr, "storage" end
+    local sha, herr = host.file.sha256(path)
+    if not sha then return nil, herr, "storage" end
+    local obj = self:object_path(sha)
+    local ok, merr = host.file.mkdirs(self.root .. "/objects/" .. sha:sub(1, 2))
+    if not ok then return nil, merr, "storage" end
+    local linked, lerr, lcode = host.file.link(path, obj)
+    if not linked and lcode ~= "EEXIST" then return nil, lerr, "storage" end
+    host.file.unlink(path)
+    return { sha256 = sha, size = size, mime = mime }
+end
+
+-- read(sha256_hex, offset, n) -> data ("" past the end) | nil, err, "storage"
+function M:read(sha, offset, n)
+    local f, err = host.file.open(self:object_path(sha), "r")
+    if not f then return nil, err, "storage" end
+    local data, rerr = f:read(offset, n)
+    f:close()
+    if not data then return nil, rerr, "storage" end
+    return data
+end
+
+-- remove_partial(upload_id) -> true (gone, or was not there) | nil, err, "storage"
+function M:remove_partial(upload_id)
+    local ok, err, code = host.file.unlink(self:partial_path(upload_id))
+    if ok or code == "ENOENT" then return true end
+    return nil, err, "storage"
+end
+
+return M

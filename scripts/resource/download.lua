@@ -1,0 +1,125 @@
+-- resource.download: 1033 avatar chunks, 1045 an image's size, 1047 image chunks
+-- (docs/protocol.md §13.5). Stateless: chunk seq is the bytes at (seq-1)*32768 of the
+-- complete file, so nothing is kept per file name and any number of people download one
+-- file at once. An avatar is any logged-in user's to fetch; an image only its message's
+-- sender's and receiver's; neither before its upload is complete.
+local host = require "host"
+local errors = require "lib.errors"
+local failure = require "lib.failure"
+local images = require "lib.images"
+local identity = require "resource.identity"
+local uploads = require "resource.uploads"
+local upload = require "resource.upload"
+local wire = require "resource.wire"
+
+local M = {}
+
+local ECHO_1033 = { "name", "client_path", "req_type", "seq" }
+local ECHO_1045 = { "message_id" }
+local ECHO_1047 = { "name", "seq", "sender_id", "receiver_id", "message_id" }
+
+-- The complete upload of (kind, name) -> row | nil, code, field
+function M.complete_upload(kind, name)
+    local row, err = uploads.find(kind, name)
+    if err then return nil, failure.code(err) end
+    if not row then return nil, errors.FileNotFound, "name" end
+    if row.state ~= uploads.COMPLETE then return nil, errors.UploadIncomplete, "name" end
+    return row
+end
+
+-- The complete upload of image message msg (the name alone is not enough: another user's
+-- message may carry the same name, and must not reach this file) -> row | nil, code, field
+function M.image_upload(msg)
+    local row, code, field = M.complete_upload(uploads.IMAGE, msg.content)
+    if row and row.message_id ~= msg.message_id then return nil, errors.FileNotFound, "name" end
+    return row, code, field
+end
+
+-- Fills reply with chunk seq of the complete upload row -> reply
+local function chunk(reply, row, seq)
+    local offset = (seq - 1) * wire.CHUNK
+    local size = row.total_size
+    if offset >= size then return wire.fail(reply, errors.BadChunk, "seq") end
+    local n = math.min(wire.CHUNK, size - offset)
+    local data, err = upload.store:read(row.sha256, offset, n)
+    if not data or #data ~= n then
+        host.log.warn("reading ", row.name, " (", row.sha256, "): ", tostring(err or "short"))
+        return wire.fail(reply, errors.StorageFailed)
+    end
+    reply.seq = seq
+    reply.data = host.crypto.base64_encode(data)
+    reply.total_size = tostring(size)
+    reply.current_size = tostring(offset + n)
+    reply.is_last = offset + n >= size
+    return reply
+end
+
+-- 1033 {name, seq, uid, token, client_path, req_type} -> 1034: an avatar's chunk
+function M.avatar(session, body)
+    local reply = wire.echo(body, ECHO_1033)
+    local uid, code, field = identity.who(session, body)
+    if not uid then return wire.fail(reply, code, field) end
+    if not images.valid_name(body.name) then return wire.fail(reply, errors.InvalidParams, "name") end
+    local seq = wire.positive(body.seq)
+    if not seq then return wire.fail(reply, errors.InvalidParams, "seq") end
+    local row
+    row, code, field = M.complete_upload(uploads.AVATAR, body.name)
+    if not row then return wire.fail(reply, code, field) end
+    return chunk(reply, row, seq)
+end
+
+-- The image message message_id, if uid may see it -> row | nil, code, field
+local function visible_message(uid, message_id)
+    local id = wire.positive(message_id)
+    if not id then return nil, errors.InvalidParams, "message_id" end
+    local msg, err = images.get(id)
+    if err then return nil, failure.code(err) end
+    if not msg or msg.msg_type ~= 1 then return nil, errors.FileNotFound, "message_id" end
+    if not images.participant(uid, msg) then return nil, errors.NotParticipant, "message_id" end
+    return msg
+end
+
+-- The start of 1045 and 1047: the reply (echo), the session's image message body.message_id
+-- names and its complete upload -> reply, msg, row | reply (with its error), nil
+local function image_request(session, body, echo)
+    local reply = wire.echo(body, echo)
+    local uid, code, field = identity.who(session, body)
+    if not uid then return wire.fail(reply, code, field) end
+    local msg
+    msg, code, field = visible_message(uid, body.message_id)
+    if not msg then return wire.fail(reply, code, field) end
+    if echo == ECHO_1047 and body.name ~= msg.content then
+        return wire.fail(reply, errors.InvalidParams, "name")
+    end
+    local row
+    row, code, field = M.image_upload(msg)
+    if not row then return wire.fail(reply, code, field) end
+    return reply, msg, row
+end
+
+-- 1045 {message_id} -> 1046 {message_id, thread_id, sender_id, recv_id, name, msg_type,
+-- status, total_size}: what the client needs to download an image of its history
+function M.info(session, body)
+    local reply, msg, row = image_request(session, body, ECHO_1045)
+    if not msg then return reply end
+    reply.message_id = msg.message_id
+    reply.thread_id = msg.thread_id
+    reply.sender_id = msg.sender_id
+    reply.recv_id = msg.recv_id
+    reply.name = msg.content
+    reply.msg_type = msg.msg_type
+    reply.status = msg.status
+    reply.total_size = tostring(row.total_size)
+    return reply
+end
+
+-- 1047 {name, seq, sender_id, receiver_id, message_id, uid, token} -> 1048: an image's chunk
+function M.image(session, body)
+    local reply, msg, row = image_request(session, body, ECHO_1047)
+    if not msg then return reply end
+    local seq = wire.positive(body.seq)
+    if not seq then return wire.fail(reply, errors.InvalidParams, "seq") end
+    return chunk(reply, row, seq)
+end
+
+return M

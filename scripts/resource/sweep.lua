@@ -1,0 +1,37 @@
+-- resource.sweep: incomplete uploads expire (docs/protocol.md §13.6). Each tick takes at
+-- most resource.sweep_batch unfinished uploads whose row was not touched for
+-- resource.upload_ttl_s: one whose chunk bitmap still lives (a chunk came within the TTL)
+-- is touched and kept; the others are marked failed (state 2) and their partial file is
+-- removed. A later first chunk under the same name by the same owner starts it again.
+local host = require "host"
+local settings = require "resource.settings"
+local uploads = require "resource.uploads"
+local upload = require "resource.upload"
+
+local M = {}
+
+-- tick() -> uploads expired | nil, err
+function M.tick()
+    local ids, err = uploads.stale(settings.upload_ttl_s, settings.sweep_batch)
+    if not ids then return nil, err end
+    local expired = 0
+    for _, id in ipairs(ids) do
+        local active, aerr = uploads.active(id)
+        if active == nil then return nil, aerr end
+        if active then
+            uploads.touch(id)
+        else
+            local failed, ferr = uploads.fail(id)
+            if failed == nil then return nil, ferr end
+            if failed then
+                local ok, rerr = upload.store:remove_partial(id)
+                if not ok then host.log.warn("partial of upload ", id, ": ", tostring(rerr)) end
+                expired = expired + 1
+            end
+        end
+    end
+    if expired > 0 then host.log.info("expired ", expired, " unfinished upload(s)") end
+    return expired
+end
+
+return M

@@ -1,0 +1,139 @@
+-- resource.uploads: the `upload` and `file_object` tables (sql/004_files.sql) and the
+-- Redis keys of uploads in progress, the one owner of both: upload_chunks_<id> (a bitmap,
+-- bit seq-1 per chunk received, TTL resource.upload_ttl_s refreshed by each chunk) and
+-- upload_commit_<id> (held while one request completes the upload).
+local host = require "host"
+local keys = require "lib.keys"
+local sql = require "lib.sql"
+
+local M = {}
+
+M.AVATAR, M.IMAGE = 1, 2                        -- upload.kind
+M.UPLOADING, M.COMPLETE, M.FAILED = 0, 1, 2     -- upload.state
+
+local COLUMNS = "u.upload_id, u.kind, u.name, u.owner_uid, u.message_id, u.total_size, u.md5, "
+    .. "u.state, LOWER(HEX(u.sha256)) AS sha256, f.mime"
+
+-- find(kind, name) -> row {upload_id, kind, name, owner_uid, message_id?, total_size, md5,
+-- state, sha256? (hex, once complete), mime? (once complete)} | nil (none) | nil, err
+function M.find(kind, name)
+    local rows, err = host.db.query("SELECT " .. COLUMNS .. " FROM upload u LEFT JOIN "
+        .. "file_object f ON f.sha256 = u.sha256 WHERE u.kind = ? AND u.name = ?", kind, name)
+    if not rows then return nil, err end
+    local row = rows[1]
+    if not row then return nil end
+    for _, k in ipairs({ "sha256", "message_id", "mime" }) do
+        if row[k] == host.null then row[k] = nil end
+    end
+    return row
+end
+
+-- usage(uid) -> bytes of the user's uploads kept or in progress, unfinished uploads | nil, err
+function M.usage(uid)
+    local rows, err = host.db.query("SELECT COALESCE(SUM(total_size), 0) AS bytes, "
+        .. "COALESCE(SUM(state = 0), 0) AS running FROM upload WHERE owner_uid = ? AND state IN (0, 1)",
+        uid)
+    if not rows then return nil, err end
+    return tonumber(rows[1].bytes), tonumber(rows[1].running)
+end
+
+-- create{kind=, name=, owner_uid=, message_id=?, total_size=, md5=} -> row | nil, "exists" |
+-- nil, err
+function M.create(u)
+    local res, err, errno = host.db.exec("INSERT INTO upload (kind, name, owner_uid, message_id, "
+        .. "total_size, md5) VALUES (?, ?, ?, ?, ?, ?)",
+        u.kind, u.name, u.owner_uid, u.message_id or host.null, u.total_size, u.md5)
+    if not res then
+        if errno == sql.ER_DUP_ENTRY then return nil, "exists" end
+        return nil, err
+    end
+    return M.find(u.kind, u.name)
+end
+
+-- restart(row, total_size, md5) -> true | nil, err: an expired or failed upload of the same
+-- owner begins again (its chunks are forgotten).
+function M.restart(row, total_size, md5)
+    local ok, err = host.redis.call("DEL", keys.upload_chunks(row.upload_id))
+    if not ok and err then return nil, err end
+    local res, derr = host.db.exec("UPDATE upload SET state = 0, total_size = ?, md5 = ?, "
+        .. "received_bytes = 0 WHERE upload_id = ? AND state = 2", total_size, md5, row.upload_id)
+    if not res then return nil, derr end
+    row.state, row.total_size, row.md5 = M.UPLOADING, total_size, md5
+    return true
+end
+
+-- KEYS: upload_chunks_<id>; ARGV: bit, ttl_s. Marks the chunk, refreshes the TTL and
+-- answers how many chunks are marked.
+local MARK = [[
+redis.call('SETBIT', KEYS[1], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return redis.call('BITCOUNT', KEYS[1])
+]]
+
+-- mark(upload_id, seq, ttl_s) -> chunks received so far | nil, err
+function M.mark(upload_id, seq, ttl_s)
+    return host.redis.call("EVAL", MARK, 1, keys.upload_chunks(upload_id), seq - 1, ttl_s)
+end
+
+-- claim(upload_id) -> true (this request completes it) | false (another one is) | nil, err
+function M.claim(upload_id)
+    local res, err = host.redis.call("SET", keys.upload_commit(upload_id), "1", "EX", 300, "NX")
+    if res == nil and err then return nil, err end
+    return res ~= nil and res ~= host.null
+end
+
+-- release(upload_id): the completion is over (done or failed); the bitmap goes with it
+-- when done.
+function M.release(upload_id, done)
+    if done then host.redis.call("DEL", keys.upload_chunks(upload_id)) end
+    host.redis.call("DEL", keys.upload_commit(upload_id))
+end
+
+-- complete(upload_id, obj) -> true | nil, err, errno: the content's row (kept once) and the
+-- upload's state, in one transaction; obj = {sha256=, size=, mime=} from lib.store.
+function M.complete(upload_id, obj)
+    local ok, err, errno = sql.tx(function(q)
+        sql.must(q.exec("INSERT IGNORE INTO file_object (sha256, size, mime) VALUES (UNHEX(?), ?, ?)",
+            obj.sha256, obj.size, obj.mime))
+        sql.must(q.exec("UPDATE upload SET state = 1, sha256 = UNHEX(?), received_bytes = total_size "
+            .. "WHERE upload_id = ? AND state = 0", obj.sha256, upload_id))
+        return true
+    end)
+    if not ok then return nil, err, errno end
+    return true
+end
+
+-- fail(upload_id) -> true | nil, err: an upload given up (expired, refused content)
+function M.fail(upload_id)
+    local res, err = host.db.exec("UPDATE upload SET state = 2 WHERE upload_id = ? AND state = 0",
+        upload_id)
+    if not res then return nil, err end
+    host.redis.call("DEL", keys.upload_chunks(upload_id))
+    return res.affected > 0
+end
+
+-- stale(ttl_s, limit) -> ids of unfinished uploads whose row was not touched for ttl_s,
+-- at most limit, oldest first | nil, err
+function M.stale(ttl_s, limit)
+    local rows, err = host.db.query("SELECT upload_id FROM upload WHERE state = 0 AND "
+        .. "updated_at < NOW() - INTERVAL ? SECOND ORDER BY updated_at LIMIT ?", ttl_s, limit)
+    if not rows then return nil, err end
+    local ids = {}
+    for i, r in ipairs(rows) do ids[i] = r.upload_id end
+    return ids
+end
+
+-- active(upload_id) -> true when a chunk arrived within the TTL (its bitmap lives) | nil, err
+function M.active(upload_id)
+    local n, err = host.redis.call("EXISTS", keys.upload_chunks(upload_id))
+    if n == nil then return nil, err end
+    return n == 1
+end
+
+-- touch(upload_id): the row's updated_at is now (an upload still receiving chunks)
+function M.touch(upload_id)
+    return host.db.exec("UPDATE upload SET updated_at = NOW() WHERE upload_id = ? AND state = 0",
+        upload_id)
+end
+
+return M

@@ -1,0 +1,59 @@
+-- helpers.res_cluster: the resource role as a real process for the resource specs (its
+-- storage in a folder of the spec's, so a restarted process finds its files again), plus
+-- image messages written straight into MariaDB (what the chat role's 1035 stores).
+local host = require "host"
+local roles = require "helpers.roles"
+local cluster = require "helpers.chat_cluster"
+
+local M = {}
+
+-- start{dir=?, resource=? (settings over the spec defaults), copy_scripts=?, edit=?, env=?}
+-- -> role with .port (the resource channel), .http_port, .dir (the storage root)
+function M.start(opts)
+    opts = opts or {}
+    local dir = opts.dir or (assert(host.fs.mkdtemp("resfiles")) .. "/files")
+    local http_port
+    local role = roles.start { role = "resource", copy_scripts = opts.copy_scripts,
+        edit = opts.edit, env = opts.env, config = function(port)
+            http_port = roles.free_port()
+            local r = { port = port, http_port = http_port, admin_port = 0, dir = dir,
+                sweep_interval_ms = 100 }
+            for k, v in pairs(opts.resource or {}) do r[k] = v end
+            return { resource = r }
+        end }
+    role.http_port, role.files = http_port, dir
+    return role
+end
+
+-- session_user() -> a user (helpers.chat_cluster.user) whose resource session is open: what
+-- a chat login leaves (restoken_<uid> = the login's token), without a chat server
+function M.session_user()
+    local u = cluster.user()
+    assert(host.redis.call("SET", "restoken_" .. u.uid, u.token, "EX", 600))
+    return u
+end
+
+-- image_message(sender, receiver, thread_id, name) -> message_id: an image message as 1035
+-- stores it (msg_type 1, status 3 "uploading", content = the name)
+function M.image_message(sender, receiver, thread_id, name)
+    local res = assert(host.db.exec("INSERT INTO chat_message (thread_id, sender_id, recv_id, "
+        .. "content, status, msg_type) VALUES (?, ?, ?, ?, 3, 1)", thread_id, sender.uid,
+        receiver.uid, name))
+    return res.insert_id
+end
+
+-- A fresh image name as the client makes them ("<uuid>.<suffix>")
+function M.name(ext)
+    return host.crypto.random_hex(16) .. "." .. (ext or "png")
+end
+
+-- The upload row of name (kind 2 unless given): {upload_id, state, owner_uid, total_size,
+-- sha (nil until complete)} | nil
+function M.upload_row(name, kind)
+    local row = assert(host.db.query("SELECT upload_id, state, owner_uid, total_size, "
+        .. "LOWER(HEX(sha256)) AS sha FROM upload WHERE kind = ? AND name = ?", kind or 2, name))[1]
+    if row and row.sha == host.null then row.sha = nil end
+    return row
+end
+
+return M

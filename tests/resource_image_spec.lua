@@ -1,0 +1,404 @@
+-- The resource role's chat images (docs/protocol.md §13): the Season 2 client's upload
+-- (1041, a window of 5 1037, 1043 after a pause) and download (1045, 1047) through the
+-- real resource channel, the 1039 to a receiver on another chat server, resumes after a
+-- dropped connection and after a restart of the resource server, and identity per
+-- connection.
+local host = require "host"
+local util = require "helpers.util"
+local cluster = require "helpers.chat_cluster"
+local res = require "helpers.res_client"
+local rc = require "helpers.res_cluster"
+local db, redis = host.db, host.redis
+
+local session_user = rc.session_user
+
+local function file_of(role, sha)
+    return host.fs.read(role.files .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha)
+end
+
+local function message_row(id)
+    return db.query("SELECT status FROM chat_message WHERE message_id = ?", id)[1]
+end
+
+describe("resource images across two chat servers", function()
+    timeout(30000)
+    local cl, role
+
+    setup(function()
+        cl = cluster.start()
+        role = rc.start()
+    end)
+
+    teardown(function()
+        role:stop()
+        cl:stop()
+    end)
+
+    it("uploads on chat1's sender, pushes 1039 to the receiver on chat2, who downloads the exact bytes", function()
+        local a, b = cluster.user(), cluster.user()
+        local thread = cluster.befriend(a, b)
+        local ca = cluster.login(cl.chats[1].port, a)
+        local cb = cluster.login(cl.chats[2].port, b)
+        local name = rc.name()
+        -- the S2 client's order: 1035 on the chat channel, its 1036 names the message, then
+        -- the upload on the resource channel, the 1036's fromuid/touid as sender/receiver
+        local ack = assert(ca:request(1035, { fromuid = a.uid, touid = b.uid, thread_id = thread,
+            md5 = ("0"):rep(32), name = name, token = a.token, unique_id = "{" .. name .. "}",
+            text_or_url = "/home/a/x.png" }))
+        assert.equal(0, ack.error)
+        assert.equal(3, ack.status)
+        local id = ack.message_id
+        local data = res.png(7 * 32768 + 1000) -- 8 chunks: the window refills
+        local ra = assert(res.connect(role.port))
+        local last = res.upload_image(ra, { uid = a.uid, token = a.token, name = ack.unique_name,
+            data = data, message_id = id, sender = ack.fromuid, receiver = ack.touid })
+        assert.equal(0, last.error)
+        local push = assert(cb:wait_push(1039, 5000))
+        assert.same({ error = 0, message_id = id, sender_id = a.uid, receiver_id = b.uid,
+            img_name = name, total_size = tostring(#data), thread_id = thread }, push)
+        assert.equal(2, message_row(id).status)
+        local row = rc.upload_row(name)
+        assert.equal(1, row.state)
+        assert.equal(data, file_of(role, row.sha))
+        local rb = assert(res.connect(role.port))
+        local got = assert(res.download_image(rb, b, { name = name, message_id = id,
+            sender_id = a.uid, receiver_id = b.uid, total_size = push.total_size }))
+        assert.equal(#data, #got)
+        assert.equal(data, got)
+        -- 1045 (an image of the history) tells its size; the sender may fetch it too
+        local info = assert(rb:request(1045, { message_id = id }))
+        assert.same({ error = 0, message_id = id, thread_id = thread, sender_id = a.uid,
+            recv_id = b.uid, name = name, msg_type = 1, status = 2,
+            total_size = tostring(#data) }, info)
+        assert.equal(data, (res.download_image(ra, a, { name = name, message_id = id,
+            sender_id = a.uid, receiver_id = b.uid })))
+        for _, c in ipairs({ ca, cb, ra, rb }) do c:close() end
+        -- the chat session over, its token no longer opens a resource connection
+        assert(util.wait_until(function()
+            local c = assert(res.connect(role.port))
+            local r = c:request(1045, { message_id = id, uid = a.uid, token = a.token })
+            c:close()
+            return r and r.error == 1010
+        end, 5000, "the resource session to end with the chat session"))
+    end)
+end)
+
+describe("resource image upload", function()
+    timeout(30000)
+    local role
+
+    setup(function() role = rc.start() end)
+    teardown(function() role:stop() end)
+
+    local function pair()
+        local a, b = session_user(), session_user()
+        local thread = cluster.befriend(a, b)
+        local name = rc.name()
+        local id = rc.image_message(a, b, thread, name)
+        return a, b, { uid = a.uid, token = a.token, name = name, message_id = id,
+            receiver = b.uid }
+    end
+
+    it("answers each of the window's 5 chunks once, echoing name, seq, sender and receiver", function()
+        local a, b, u = pair()
+        u.data = res.png(6 * 32768)
+        local c = assert(res.connect(role.port))
+        local r1 = assert(c:request(1041, res.image_body(1041, u, 1)))
+        assert.equal(0, r1.error)
+        assert.equal(1, r1.seq)
+        assert.equal(u.name, r1.name)
+        assert.equal(a.uid, r1.sender)
+        assert.equal(b.uid, r1.receiver)
+        for seq = 2, 6 do assert(c:send(1037, res.image_body(1037, u, seq))) end
+        for seq = 2, 6 do
+            local r = assert(c:wait_push(1038, 5000))
+            assert.same({ error = 0, seq = seq, name = u.name, sender = a.uid, receiver = b.uid,
+                total_size = tostring(#u.data), trans_size = tostring(seq * 32768),
+                last = seq == 6 and 1 or 0, md5 = "", uid = a.uid, last_seq = 6 }, r)
+        end
+        assert.equal(1, rc.upload_row(u.name).state)
+        c:close()
+    end)
+
+    it("resumes after a dropped connection: 1043 from the last confirmed chunk gives the exact file", function()
+        local _, _, u = pair()
+        u.data = res.png(12 * 32768 + 77)
+        local c = assert(res.connect(role.port))
+        local paused = res.upload_image(c, u, { stop_after = 3 }) -- 1041 + 3 acks, others in flight
+        assert.equal(0, paused.error)
+        c:close()
+        local confirmed = 1
+        while paused.acked[confirmed + 1] do confirmed = confirmed + 1 end
+        local c2 = assert(res.connect(role.port))
+        u.always_token = true -- a new connection names its session again
+        local last = res.upload_image(c2, u, { resume_from = confirmed + 1 })
+        assert.equal(0, last.error)
+        local row = rc.upload_row(u.name)
+        assert.equal(1, row.state)
+        assert.equal(u.data, file_of(role, row.sha))
+        c2:close()
+    end)
+
+    it("refuses a later chunk on a connection that never named a live session, and another uid", function()
+        local a, _, u = pair()
+        u.data = res.png(3 * 32768)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        local intruder = assert(res.connect(role.port))
+        local r = assert(intruder:request(1037, res.image_body(1037, u, 2)))
+        assert.equal(1014, r.error) -- not logged in: the original took it (only chunk 1 had a token)
+        assert.equal(2, r.seq)
+        assert.equal(u.name, r.name)
+        local stranger = session_user()
+        local s = assert(res.connect(role.port))
+        local own = rc.name()
+        local sid = rc.image_message(stranger, a, 1, own)
+        assert.equal(0, assert(s:request(1041, res.image_body(1041, { uid = stranger.uid,
+            token = stranger.token, name = own, message_id = sid, receiver = a.uid,
+            data = res.png(100) }, 1))).error)
+        local r2 = assert(s:request(1037, res.image_body(1037, u, 2)))
+        assert.equal(1015, r2.error) -- bound to the stranger: a.uid is not theirs
+        local bad_token = assert(res.connect(role.port))
+        local body = res.image_body(1043, u, 2)
+        body.token = "0123456789abcdef0123456789abcdef"
+        assert.equal(1010, assert(bad_token:request(1043, body)).error)
+        -- none of them wrote: only chunk 1 is marked
+        assert.equal(1, redis.call("BITCOUNT", "upload_chunks_" .. rc.upload_row(u.name).upload_id))
+        for _, x in ipairs({ c, intruder, s, bad_token }) do x:close() end
+    end)
+
+    it("never takes a path for a name, nor another user's name", function()
+        local a, b, u = pair()
+        u.data = res.png(1000)
+        local c = assert(res.connect(role.port))
+        for _, bad in ipairs({ "../x.png", "a/b.png", "..png", "", ("x"):rep(80) .. ".png" }) do
+            u.name = bad
+            local r = assert(c:request(1041, res.image_body(1041, u, 1)))
+            assert.equal(1016, r.error)
+            assert.equal("name", r.field)
+        end
+        assert.is_nil(host.fs.kind(role.files .. "/../x.png"))
+        -- a's upload under name n; b announces an image with the same name: refused
+        local n = rc.name()
+        u.name = n
+        u.message_id = rc.image_message(a, b, 1, n)
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        local cb = assert(res.connect(role.port))
+        local r = assert(cb:request(1041, res.image_body(1041, { uid = b.uid, token = b.token,
+            name = n, message_id = rc.image_message(b, a, 1, n), receiver = a.uid,
+            data = res.png(2000) }, 1)))
+        assert.equal(1108, r.error)
+        assert.equal(a.uid, rc.upload_row(n).owner_uid)
+        c:close()
+        cb:close()
+    end)
+
+    it("answers bad numbers with documented errors and goes on serving the connection", function()
+        local _, _, u = pair()
+        u.data = res.png(3 * 32768)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        local function try(edit, code, field)
+            local body = res.image_body(1037, u, 2)
+            edit(body)
+            local r = assert(c:request(1037, body))
+            assert.equal(code, r.error)
+            assert.equal(field, r.field)
+        end
+        try(function(b) b.seq = "abc" end, 1016, "seq")
+        try(function(b) b.seq = -2 end, 1016, "seq")
+        try(function(b) b.total_size = "12x" end, 1016, "total_size")
+        try(function(b) b.total_size = "-5" end, 1016, "total_size")
+        try(function(b) b.trans_size = { 1 } end, 1016, "trans_size")
+        try(function(b) b.trans_size = "99999999999999999999" end, 1016, "trans_size")
+        try(function(b) b.seq = 4 end, 1104, "seq") -- beyond ceil(total / 32768)
+        try(function(b) b.trans_size = "5" end, 1104, "trans_size")
+        try(function(b) b.data = "not base64!" end, 1104, "data")
+        try(function(b) b.data = host.crypto.base64_encode("short") end, 1104, "data")
+        try(function(b) b.total_size = tostring(#u.data + 1) end, 1104, "total_size")
+        -- the connection still serves: the rest of the file goes through
+        local last = res.upload_image(c, u, { resume_from = 2 })
+        assert.equal(0, last.error)
+        assert.equal(1, rc.upload_row(u.name).state)
+        c:close()
+    end)
+
+    it("stores the same content uploaded twice at once only once", function()
+        local a, b = session_user(), session_user()
+        local thread = cluster.befriend(a, b)
+        local data = res.png(4 * 32768 + 5)
+        local users = { { u = a, to = b }, { u = b, to = a } }
+        local tasks = {}
+        for i, p in ipairs(users) do
+            local name = rc.name()
+            users[i].name = name
+            local id = rc.image_message(p.u, p.to, thread, name)
+            tasks[i] = host.spawn(function()
+                local c = assert(res.connect(role.port))
+                local last = res.upload_image(c, { uid = p.u.uid, token = p.u.token, name = name,
+                    data = data, message_id = id, receiver = p.to.uid })
+                c:close()
+                return last.error
+            end)
+        end
+        for _, t in ipairs(tasks) do
+            local ok, code = t:wait(20000)
+            assert.is_true(ok)
+            assert.equal(0, code)
+        end
+        local r1, r2 = rc.upload_row(users[1].name), rc.upload_row(users[2].name)
+        assert.equal(1, r1.state)
+        assert.equal(r1.sha, r2.sha)
+        assert.equal(data, file_of(role, r1.sha))
+        assert.equal(1, cluster.count("SELECT COUNT(*) AS n FROM file_object WHERE sha256 = UNHEX(?)", r1.sha))
+        assert.same({ r1.sha }, host.fs.list(role.files .. "/objects/" .. r1.sha:sub(1, 2)))
+        for _, r in ipairs({ r1, r2 }) do -- both partials gone
+            assert.is_nil(host.fs.kind(role.files .. "/partial/" .. r.upload_id))
+        end
+    end)
+end)
+
+describe("resource image download", function()
+    timeout(30000)
+    local role
+
+    setup(function() role = rc.start() end)
+    teardown(function() role:stop() end)
+
+    -- a complete image from a to b -> a, b, msg
+    local function uploaded(n)
+        local a, b = session_user(), session_user()
+        local thread = cluster.befriend(a, b)
+        local name = rc.name("jpg")
+        local id = rc.image_message(a, b, thread, name)
+        local data = "\255\216\255" .. res.png(n):sub(4)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, res.upload_image(c, { uid = a.uid, token = a.token, name = name,
+            data = data, message_id = id, receiver = b.uid }).error)
+        c:close()
+        return a, b, { name = name, message_id = id, sender_id = a.uid, receiver_id = b.uid,
+            data = data }
+    end
+
+    it("refuses a stranger (1106) where the original served anyone, and answers an unknown id", function()
+        local _, _, msg = uploaded(40000)
+        local stranger = session_user()
+        local c = assert(res.connect(role.port))
+        local got, r = res.download_image(c, stranger, msg)
+        assert.is_nil(got)
+        assert.equal(1106, r.error)
+        assert.equal(msg.name, r.name)
+        assert.is_nil(r.data)
+        local info = assert(c:request(1045, { message_id = msg.message_id }))
+        assert.equal(1106, info.error)
+        local none = assert(c:request(1045, { message_id = 999999999 }))
+        assert.equal(1100, none.error) -- the original sent nothing at all
+        assert.equal(999999999, none.message_id)
+        c:close()
+    end)
+
+    it("serves two downloaders of one file at once, each its own chunks", function()
+        local a, b, msg = uploaded(5 * 32768 + 3)
+        local ca, cb = assert(res.connect(role.port)), assert(res.connect(role.port))
+        local parts = { {}, {} }
+        for seq = 1, 6 do -- interleaved: the original's per-name progress record mixed them up
+            for i, p in ipairs({ { c = ca, u = a }, { c = cb, u = b } }) do
+                local r = assert(p.c:request(1047, { name = msg.name, seq = seq, uid = p.u.uid,
+                    token = p.u.token, message_id = msg.message_id, sender_id = a.uid,
+                    receiver_id = b.uid, trans_size = "0", total_size = "0" }))
+                assert.equal(0, r.error)
+                assert.equal(seq == 6, r.is_last)
+                assert.equal(tostring(#msg.data), r.total_size)
+                parts[i][seq] = host.crypto.base64_decode(r.data)
+            end
+        end
+        assert.equal(msg.data, table.concat(parts[1]))
+        assert.equal(msg.data, table.concat(parts[2]))
+        local r = assert(ca:request(1047, { name = msg.name, seq = 7, uid = a.uid,
+            message_id = msg.message_id }))
+        assert.equal(1104, r.error)
+        ca:close()
+        cb:close()
+    end)
+
+    it("does not serve an upload that is not complete (1107)", function()
+        local a, b = session_user(), session_user()
+        local thread = cluster.befriend(a, b)
+        local name = rc.name()
+        local id = rc.image_message(a, b, thread, name)
+        local c = assert(res.connect(role.port))
+        local u = { uid = a.uid, token = a.token, name = name, message_id = id, receiver = b.uid,
+            data = res.png(3 * 32768) }
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        local cb = assert(res.connect(role.port))
+        local _, r = res.download_image(cb, b, { name = name, message_id = id })
+        assert.equal(1107, r.error)
+        c:close()
+        cb:close()
+    end)
+end)
+
+describe("resource server restart", function()
+    timeout(30000)
+
+    it("resumes an upload begun before the resource server restarted", function()
+        local role = rc.start()
+        local dir = role.files
+        local a, b = session_user(), session_user()
+        local thread = cluster.befriend(a, b)
+        local name = rc.name()
+        local u = { uid = a.uid, token = a.token, name = name, receiver = b.uid,
+            message_id = rc.image_message(a, b, thread, name), data = res.png(9 * 32768 + 9) }
+        local c = assert(res.connect(role.port))
+        local paused = res.upload_image(c, u, { stop_after = 4 })
+        assert.equal(0, paused.error)
+        -- the acks in flight are answered before the stop (frames flushed)
+        c:close()
+        role:stop()
+        role = rc.start { dir = dir }
+        local confirmed = 1
+        while paused.acked[confirmed + 1] do confirmed = confirmed + 1 end
+        u.always_token = true
+        local c2 = assert(res.connect(role.port))
+        assert.equal(0, res.upload_image(c2, u, { resume_from = confirmed + 1 }).error)
+        local row = rc.upload_row(name)
+        assert.equal(1, row.state)
+        assert.equal(u.data, file_of(role, row.sha))
+        c2:close()
+        role:stop()
+    end)
+end)
+
+describe("resource session recheck", function()
+    timeout(30000)
+
+    -- a bound connection whose chat session then ends -> the reply to its next chunk
+    local function after_logout(role)
+        local a, b = session_user(), session_user()
+        local name = rc.name()
+        local u = { uid = a.uid, token = a.token, name = name, receiver = b.uid,
+            message_id = rc.image_message(a, b, 1, name), data = res.png(3 * 32768) }
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        assert(redis.call("DEL", "restoken_" .. a.uid)) -- the chat session ended
+        local r = assert(c:request(1037, res.image_body(1037, u, 2)))
+        c:close()
+        return r, rc.upload_row(name).upload_id
+    end
+
+    it("refuses the next request of a connection whose chat session ended (session_recheck_ms 0)", function()
+        local role = rc.start { resource = { session_recheck_ms = 0 } }
+        local r, upload_id = after_logout(role)
+        assert.equal(1010, r.error)
+        assert.equal(1, redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
+        role:stop()
+    end)
+
+    it("keeps a bound connection for session_recheck_ms without asking Redis again", function()
+        local role = rc.start { resource = { session_recheck_ms = 3600000 } }
+        local r, upload_id = after_logout(role)
+        assert.equal(0, r.error)
+        assert.equal(2, redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
+        role:stop()
+    end)
+end)

@@ -1,0 +1,158 @@
+-- The resource role's limits (docs/protocol.md §13.7) at their boundaries: the file size
+-- (resource.max_file_bytes), the types taken by content (resource.image_types), the quota
+-- per user (resource.quota_bytes, resource.max_uploads), the expiry of unfinished uploads
+-- (resource.upload_ttl_s), and a disk that says no (1105, nothing marked complete).
+local host = require "host"
+local util = require "helpers.util"
+local res = require "helpers.res_client"
+local rc = require "helpers.res_cluster"
+local roles = require "helpers.roles"
+local http = require "helpers.http"
+
+local session_user = rc.session_user
+
+-- upload(role, a, b, data, name?) -> the last ack of the image's upload from a to b
+local function upload(role, a, b, data, name)
+    name = name or rc.name()
+    local id = rc.image_message(a, b, 1, name)
+    local c = assert(res.connect(role.port))
+    local last = res.upload_image(c, { uid = a.uid, token = a.token, name = name, data = data,
+        message_id = id, receiver = b.uid })
+    c:close()
+    return last, name
+end
+
+describe("resource limits", function()
+    timeout(30000)
+    local role
+
+    setup(function()
+        role = rc.start { resource = { max_file_bytes = 65536, quota_bytes = 150000,
+            max_uploads = 2, image_types = { "png", "gif" } } }
+    end)
+    teardown(function() role:stop() end)
+
+    it("takes a file of max_file_bytes exactly and refuses one byte more (1101)", function()
+        local a, b = session_user(), session_user()
+        local ok, name = upload(role, a, b, res.png(65536))
+        assert.equal(0, ok.error)
+        assert.equal(1, rc.upload_row(name).state)
+        local r, big = upload(role, a, b, res.png(65537))
+        assert.equal(1101, r.error)
+        assert.equal("total_size", r.field)
+        assert.is_nil(rc.upload_row(big))
+    end)
+
+    it("tells images by their content: a text named .png, a JPEG when only png and gif are taken (1102)", function()
+        local a, b = session_user(), session_user()
+        local r = upload(role, a, b, ("not an image at all "):rep(100))
+        assert.equal(1102, r.error)
+        r = upload(role, a, b, "\255\216\255\224" .. res.png(5000):sub(5), rc.name("jpg"))
+        assert.equal(1102, r.error)
+        local gif, name = upload(role, a, b, "GIF89a" .. res.png(40000):sub(7), rc.name("gif"))
+        assert.equal(0, gif.error)
+        assert.equal(1, rc.upload_row(name).state)
+    end)
+
+    it("keeps a user within quota_bytes: up to it exactly, then 1103", function()
+        local a, b = session_user(), session_user()
+        assert.equal(0, (upload(role, a, b, res.png(65536))).error)
+        assert.equal(0, (upload(role, a, b, res.png(65536))).error)
+        local rest = 150000 - 2 * 65536
+        local over = upload(role, a, b, res.png(rest + 1))
+        assert.equal(1103, over.error)
+        assert.equal("total_size", over.field)
+        assert.equal(0, (upload(role, a, b, res.png(rest))).error)
+        -- others are not counted against a
+        assert.equal(0, (upload(role, b, a, res.png(1000))).error)
+    end)
+
+    it("allows max_uploads unfinished uploads per user at once, then 1103", function()
+        local a, b = session_user(), session_user()
+        local c = assert(res.connect(role.port))
+        for i = 1, 3 do
+            local name = rc.name()
+            local r = assert(c:request(1041, res.image_body(1041, { uid = a.uid, token = a.token,
+                name = name, message_id = rc.image_message(a, b, 1, name), receiver = b.uid,
+                data = res.png(40000) }, 1)))
+            if i <= 2 then
+                assert.equal(0, r.error)
+            else
+                assert.equal(1103, r.error)
+                assert.equal("uploads", r.field)
+            end
+        end
+        c:close()
+    end)
+end)
+
+describe("resource expiry", function()
+    timeout(30000)
+
+    it("marks an upload without chunks for upload_ttl_s failed, removes its partial file, and a new first chunk starts it again", function()
+        local role = rc.start { resource = { upload_ttl_s = 1, sweep_interval_ms = 50 } }
+        local a, b = session_user(), session_user()
+        local name = rc.name()
+        local u = { uid = a.uid, token = a.token, name = name, receiver = b.uid,
+            message_id = rc.image_message(a, b, 1, name), data = res.png(3 * 32768) }
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        local row = rc.upload_row(name)
+        local partial = role.files .. "/partial/" .. row.upload_id
+        assert.equal("file", host.fs.kind(partial))
+        assert(util.wait_until(function() return rc.upload_row(name).state == 2 end, 10000,
+            "the upload to expire"))
+        assert(util.wait_until(function() return host.fs.kind(partial) == nil end, 2000,
+            "the partial file to go"))
+        local late = assert(c:request(1037, res.image_body(1037, u, 2)))
+        assert.equal(1100, late.error)
+        assert.equal(0, res.upload_image(c, u).error)
+        assert.equal(1, rc.upload_row(name).state)
+        c:close()
+        role:stop()
+    end)
+end)
+
+describe("resource storage failures", function()
+    timeout(30000)
+
+    it("answers 1105 when the storage folder cannot be made (a path under a regular file) and marks nothing complete", function()
+        local dir = assert(host.fs.mkdtemp("resbad"))
+        assert(host.fs.write(dir .. "/plain", "a regular file"))
+        local admin = roles.free_port()
+        local role = rc.start { dir = dir .. "/plain/files", resource = { admin_port = admin } }
+        local a, b = session_user(), session_user()
+        local r, name = upload(role, a, b, res.png(1000))
+        assert.equal(1105, r.error)
+        local row = rc.upload_row(name)
+        assert.equal(0, row.state)
+        assert.is_nil(row.sha)
+        assert.truthy(role:log():find("storage folder", 1, true))
+        local health = assert(http.get(admin, "/healthz"))
+        assert.equal(503, health.status)
+        assert.matches("^failing: ", host.json.decode(health.body).checks.storage)
+        role:stop()
+        host.fs.rmtree(dir)
+    end)
+
+    it("answers 1105 on a full disk (a 64 KiB tmpfs) and never marks the half file complete", function()
+        local dir = assert(host.fs.mkdtemp("resfull"))
+        local m = host.proc.run({ "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir })
+        if m.code ~= 0 then
+            io.stderr:write("SKIPPED: tmpfs cannot be mounted here (", m.stderr, ")\n")
+            host.fs.rmtree(dir)
+            return
+        end
+        local role = rc.start { dir = dir .. "/files" }
+        local a, b = session_user(), session_user()
+        local r, name = upload(role, a, b, res.png(5 * 32768))
+        assert.equal(1105, r.error)
+        local row = rc.upload_row(name)
+        assert.equal(0, row.state)
+        assert.is_nil(row.sha)
+        assert.truthy(role:log():find("ENOSPC", 1, true) or role:log():find("No space", 1, true))
+        role:stop()
+        host.proc.run({ "umount", dir })
+        host.fs.rmtree(dir)
+    end)
+end)

@@ -68,7 +68,10 @@ describe("stalled", function()
     it("never waits longer than mail.timeout_ms", function()
         local ok, err = send(100000)
         assert.is_nil(ok)
-        assert.matches("^smtp: .*timed out after 3%d%d%d milliseconds", err)
+        -- curl's own count: about 3000 (less by the time it took to start under load),
+        -- far from the 100000 asked for
+        local ms = tonumber(assert(err:match("^smtp: .*timed out after (%d+) milliseconds"), err))
+        assert.truthy(ms <= 3500, err)
     end)
     it("refuses a timeout_ms below 1", function()
         assert.has_error(function() send(0) end, "host.mail.send: timeout_ms must be a number >= 1")

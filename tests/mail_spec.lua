@@ -70,7 +70,7 @@ describe("stalled", function()
         assert.is_nil(ok)
         -- curl's own count: about 3000 (less by the time it took to start under load),
         -- far from the 100000 asked for
-        local ms = tonumber(assert(err:match("^smtp: .*timed out after (%d+) milliseconds"), err))
+        local ms = tonumber((assert(err:match("^smtp: .*timed out after (%d+) milliseconds"), err)))
         assert.truthy(ms <= 3500, err)
     end)
     it("refuses a timeout_ms below 1", function()

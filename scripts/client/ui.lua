@@ -169,7 +169,8 @@ end
 -- run{gate=, email=?, password=?} -> exit status
 function M.run(opts)
     local c
-    c = api.new { gate = opts.gate, on_event = function(ev) on_event(c, ev) end }
+    c = api.new { gate = opts.gate, images_dir = opts["images-dir"],
+        on_event = function(ev) on_event(c, ev) end }
     say("chathost client - gate " .. c.http.gate .. ". Ctrl-C cancels a form, Ctrl-D quits.")
     local quit = opts.email and opts.password and M.login(c, opts.email, opts.password) == "quit"
     if not quit then menu(c) end

@@ -285,7 +285,7 @@ describe("terminal client", function()
         teardown(function() host.fs.rmtree(dir) end)
 
         -- alice and bob are friends (the API tests above made them so)
-        it("sends a PNG that bob, on the other chat server if he is there, sees and saves byte for byte",
+        it("sends a PNG that bob (on the other chat server if there) sees and saves byte for byte",
             function()
                 local a = client(alice)
                 local b = client(bob, { images_dir = dir .. "/bob" })
@@ -350,8 +350,8 @@ describe("terminal client", function()
                 assert.equal(dir .. " is not a file", refused(dir))
                 local text = dir .. "/notes.png"
                 assert(host.fs.write(text, "just some text, named .png"))
-                assert.equal(text .. " is not an image the server takes (png, jpeg, gif, webp, bmp)",
-                    refused(text))
+                assert.equal(text .. " is not an image the server takes "
+                    .. "(png, jpeg, gif, webp, bmp)", refused(text))
                 assert.equal(PNG .. " is 270448 bytes; an image may be at most 270447 bytes",
                     refused(PNG))
                 -- at the limit it goes

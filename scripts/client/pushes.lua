@@ -1,8 +1,9 @@
 -- client.pushes: what the chat server sends unasked (docs/protocol.md §6), turned into
 -- the client's events, with the client's lists brought up to date on the way: 1011 a
 -- friend request arrived, 1015 a request of ours was accepted, 1019 messages from a
--- friend, 1067 messages in a group, 1069 a change of a group, 1087 a friend read our
--- messages, 1039 an image's file arrived. (1021, the kick, ends the session: client.api handles it.)
+-- friend, 1039 an image's file arrived, 1067 messages in a group, 1069 a change of a
+-- group, 1087 a friend read our messages. (1021, the kick, ends the session: client.api
+-- handles it.)
 local msgids = require "lib.msgids"
 
 local M = {}

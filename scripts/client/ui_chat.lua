@@ -1,9 +1,9 @@
 -- client.ui_chat: the chat session of the terminal UI, after a login: the friend list and
 -- pending applications first, then commands (/search, /add, /accept, /friends,
 -- /requests, /chat, /history, /image, /save, /url, /group, /groups, /g, /invite, /members,
--- /leave, /read, /help, /logout, /quit) and plain lines sent to the friend picked with /chat or the group
--- picked with /g (a line starting with // sends the rest, from its second /). Right after
--- the login, each thread with unread messages (the server's count: messages of others
+-- /leave, /read, /help, /logout, /quit) and plain lines sent to the friend picked with
+-- /chat or the group picked with /g (a line starting with // sends the rest, from its
+-- second /). Right after the login, each thread with unread messages (the server's count: messages of others
 -- after the read mark) is named with its count; what is shown (a message as it arrives,
 -- /history) is marked read. Ctrl-C clears the line being typed; Ctrl-D on an empty line
 -- quits. Incoming events are printed by client.ui's event handler.
@@ -176,7 +176,9 @@ local PROGRESS_STEP = 25 -- /image prints its progress each time this many perce
 
 function COMMANDS.image(s, rest)
     local path = checks.trim(rest)
-    if path == "" then return s.say("Usage: /image PATH (an image file for the friend you talk to)") end
+    if path == "" then
+        return s.say("Usage: /image PATH (an image file for the friend you talk to)")
+    end
     if not s.peer then
         return s.say("Pick a friend with /chat UID first: images go to one friend.")
     end

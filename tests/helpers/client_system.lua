@@ -1,8 +1,8 @@
 -- helpers.client_system: the whole system the terminal client talks to, for the client
 -- specs: an SMTP sink, the verify, status and gate roles, the resource role (images) and
--- two chat servers (chat1, chat2) that announce their own liveness, each a real process on free ports; plus the
--- client's scripts loaded as `chathost client` loads them, accounts with fresh names, and
--- codes read from the sink.
+-- two chat servers (chat1, chat2) that announce their own liveness, each a real process
+-- on free ports; plus the client's scripts loaded as `chathost client` loads them,
+-- accounts with fresh names, and codes read from the sink.
 local host = require "host"
 local roles = require "helpers.roles"
 local smtp_sink = require "helpers.smtp_sink"

@@ -48,9 +48,11 @@ function M.image_body(id, u, seq)
     return b
 end
 
--- open{host=, port=, timeout_ms=} -> conn | nil, err (the TCP connection is made at once)
+-- open{host=, port=, connect_timeout_ms=, timeout_ms= (a reply), attempts= (connections
+-- in a row without progress)} -> conn | nil, err (the TCP connection is made at once)
 function M.open(opts)
     local self = setmetatable({ host = opts.host, port = opts.port,
+        connect_timeout_ms = opts.connect_timeout_ms or 5000,
         timeout_ms = opts.timeout_ms or 10000, attempts = opts.attempts or 3,
         busy = false, turns = {}, drops = 0, resumes = 0 }, M)
     local ok, err = self:connect()
@@ -62,7 +64,7 @@ function M:connect()
     if self.sock then self.sock:close() end
     self.sock = nil
     local sock, err = host.tcp.connect(self.host, self.port,
-        { timeout_ms = self.timeout_ms, frame = "u16u32" })
+        { timeout_ms = self.connect_timeout_ms, frame = "u16u32" })
     if not sock then return nil, err end
     self.sock = sock
     return true

@@ -158,7 +158,7 @@ end
 local function on_event(c, ev)
     if ev.kind == "read" then return end
     say(format.event(ev, c.names))
-    if ev.kind == "message" or ev.kind == "group_message" then
+    if ev.kind == "message" or ev.kind == "group_message" or ev.kind == "image" then
         c:mark_shown(ev.thread_id, ev.message_id)
     elseif ev.kind == "accepted" and type(ev.messages) == "table" and #ev.messages > 0 then
         c:mark_shown(ev.thread_id, ev.messages[#ev.messages].message_id)

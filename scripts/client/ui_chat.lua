@@ -3,10 +3,11 @@
 -- /requests, /chat, /history, /image, /save, /url, /group, /groups, /g, /invite, /members,
 -- /leave, /read, /help, /logout, /quit) and plain lines sent to the friend picked with
 -- /chat or the group picked with /g (a line starting with // sends the rest, from its
--- second /). Right after the login, each thread with unread messages (the server's count: messages of others
--- after the read mark) is named with its count; what is shown (a message as it arrives,
--- /history) is marked read. Ctrl-C clears the line being typed; Ctrl-D on an empty line
--- quits. Incoming events are printed by client.ui's event handler.
+-- second /). Right after the login, each thread with unread messages (the server's
+-- count: messages of others after the read mark) is named with its count; what is shown
+-- (a message as it arrives, /history) is marked read. Ctrl-C clears the line being
+-- typed; Ctrl-D on an empty line quits. Incoming events are printed by client.ui's event
+-- handler.
 local checks = require "client.checks"
 local format = require "client.format"
 

@@ -308,7 +308,11 @@ describe("terminal client", function()
                 assert.equal(dir .. "/bob/" .. sent.name, saved.path)
                 assert.equal(#bytes, saved.size)
                 assert.equal(bytes, host.fs.read(saved.path))
-                -- the history shows the same line, and /save works from it with no push seen
+                -- the history shows the same line (the size as the push told it) ...
+                local seen = assert(b:history(alice.uid, 1))[1]
+                assert.equal(("[image from %s: %s, 265 KB] /save %d [PATH]"):format(alice.user,
+                    sent.name, sent.message_id), format.history(seen):match("^%[[^%]]+%] (.*)$"))
+                -- ... and /save works from it with no push seen (1045 for the size)
                 local c = client(bob)
                 local list = assert(c:history(alice.uid, 1))
                 assert.is_true(list[1].image)

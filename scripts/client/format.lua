@@ -140,7 +140,7 @@ function M.history(m, my_name)
     if m.image then
         local line = m.uploading
             and ("[image from %s: %s] (still uploading)"):format(M.clean(who), M.clean(m.text))
-            or M.image(who, m.text, nil, m.message_id)
+            or M.image(who, m.text, m.size, m.message_id)
         return ("[%s] %s"):format(tostring(m.time or "?"), line)
     end
     return ("[%s] %s: %s"):format(tostring(m.time or "?"), M.clean(who), M.clean(m.text))

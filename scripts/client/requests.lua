@@ -148,8 +148,8 @@ function Client:history(v, n)
 end
 
 -- thread_history(thread_id, n?) -> the last n messages of a thread (private or group),
--- oldest first, as history gives them (an image: image = true, text its name,
--- uploading = true while its file is incomplete) | nil, sentence, code
+-- oldest first, as history gives them (an image: image = true, text its name, size when
+-- known, uploading = true while its file is incomplete) | nil, sentence, code
 function Client:thread_history(thread_id, n)
     n = tonumber(n) or self.cfg.history_default
     if n < 1 then return invalid("The number of messages must be at least 1") end
@@ -174,7 +174,9 @@ function Client:thread_history(thread_id, n)
             mine = d.sender == self.me.uid }
         if d.msg_type == 1 then -- an image: its name in msg_content; status 3 uploading
             out[i].image, out[i].uploading = true, d.status == 3
-            if d.status ~= 3 then
+            local known = self.images[d.msg_id] -- its size, when a 1039 or /save told it
+            out[i].size = known and known.total_size
+            if d.status ~= 3 and not known then
                 self:remember_image { message_id = d.msg_id, name = d.msg_content,
                     sender_id = d.sender, receiver_id = d.receiver }
             end

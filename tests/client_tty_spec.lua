@@ -259,7 +259,8 @@ describe("chathost client in a terminal", function()
         assert.equal(200, res.status)
         assert.equal(assert(host.fs.read(png)), res.body)
         wb:type("/history 1")
-        wb:wait_for(("] [image from %s: %s] /save %s [PATH]"):format(alice.user, name, id))
+        wb:wait_for(("] [image from %s: %s, 265 KB] /save %s [PATH]"):format(alice.user, name,
+            id))
     end)
 
     it("after a login, names the chats with unread messages (what was shown is read)", function()

@@ -118,6 +118,15 @@ describe("client error sentences", function()
         assert.equal("The server answered with error 4242", sentences.of(4242))
     end)
 
+    it("has a sentence for every resource code (1100-1108)", function()
+        for code = 1100, 1108 do
+            local s = sentences.of(code, {})
+            assert.truthy(#s > 10, code)
+            assert.is_nil(s:find("error"), s) -- a sentence, not "the server answered with error"
+        end
+        assert.equal("That image is not in a chat of yours", sentences.of(1106))
+    end)
+
     it("says what went wrong on the network", function()
         assert.equal("Cannot reach the gate (connection refused)",
             sentences.network("gate", "connection refused"))
@@ -385,5 +394,21 @@ describe("client chat connection", function()
         assert(c:chat_request(1099, {}))
         local ev = assert(c:next_event(1000))
         assert.same({ kind = "push", id = 4242, body = { hello = true }, at = ev.at }, ev)
+    end)
+end)
+
+describe("client md5", function()
+    local md5 = dofile(host.root .. "/scripts/client/md5.lua")
+
+    it("gives RFC 1321's digests, across the 55/56/64-byte padding edges", function()
+        assert.equal("d41d8cd98f00b204e9800998ecf8427e", md5.hex(""))
+        assert.equal("0cc175b9c0f1b6a831c399e269772661", md5.hex("a"))
+        assert.equal("900150983cd24fb0d6963f7d28e17f72", md5.hex("abc"))
+        assert.equal("f96b697d7cb7938d525a2f31aaf161d0", md5.hex("message digest"))
+        assert.equal("c3fcd3d76192e4007dfb496cca67e13b", md5.hex("abcdefghijklmnopqrstuvwxyz"))
+        assert.equal("57edf4a22be3c955ac49da2e2107b67a", md5.hex(("1234567890"):rep(8)))
+        assert.equal("ef1772b6dff9a122358552954ad0df65", md5.hex(("a"):rep(55)))
+        assert.equal("3b0c8ac703f828b04c6c197006d17218", md5.hex(("a"):rep(56)))
+        assert.equal("014842d480b571495a4a0363793f7367", md5.hex(("a"):rep(64)))
     end)
 end)

@@ -9,6 +9,7 @@ local host = require "host"
 local system = require "helpers.client_system"
 local roles = require "helpers.roles"
 local util = require "helpers.util"
+local http = require "helpers.http"
 
 -- The next event of kind (events of other kinds before it are skipped and returned too).
 local function await(c, kind, timeout_ms)
@@ -28,7 +29,7 @@ end
 local PAGE_SIZE = 3 -- the chat servers' page size: a history of a few messages spans pages
 
 describe("terminal client", function()
-    local sys, loader, api
+    local sys, loader, api, format
     local alice, bob
     local open = {} -- clients of the current test, closed after it
 
@@ -47,6 +48,7 @@ describe("terminal client", function()
         local handlers
         loader, handlers = system.load_client()
         api = handlers.api
+        format = handlers.format
         alice, bob = system.account("alice"), system.account("bob")
     end)
 
@@ -271,6 +273,149 @@ describe("terminal client", function()
                 local left = await(a, "group_event")
                 assert.same({ "left", { bob.uid } }, { left.change, left.uids })
                 assert.same({}, assert(b2:my_groups()))
+            end)
+    end)
+
+    describe("images", function()
+        -- A real PNG of 270448 bytes (9 chunks: the window of 5 refills).
+        local PNG = host.root .. "/tests/fixtures/images/noise.png"
+        local dir
+
+        setup(function() dir = assert(host.fs.mkdtemp("climages")) end)
+        teardown(function() host.fs.rmtree(dir) end)
+
+        -- alice and bob are friends (the API tests above made them so)
+        it("sends a PNG that bob (on the other chat server if there) sees and saves byte for byte",
+            function()
+                local a = client(alice)
+                local b = client(bob, { images_dir = dir .. "/bob" })
+                assert.is_nil(a.res_error)
+                local progress = {}
+                local sent = assert(a:send_image(bob.uid, PNG, function(done, total)
+                    progress[#progress + 1] = { done, total }
+                end))
+                local bytes = assert(host.fs.read(PNG))
+                assert.equal(#bytes, sent.size)
+                assert.matches("^%x+%-%x+%-4%x+%-%x+%-%x+%.png$", sent.name)
+                assert.equal(9, #progress)
+                assert.same({ #bytes, #bytes }, progress[#progress])
+                local ev = await(b, "image")
+                assert.same({ alice.uid, alice.user, sent.message_id, sent.name, #bytes },
+                    { ev.from, ev.name, ev.message_id, ev.img_name, ev.size })
+                assert.equal(("[image from %s: %s, 265 KB] /save %d [PATH]"):format(alice.user,
+                    sent.name, sent.message_id), format.event(ev):match("^%[[%d:]+%] (.*)$"))
+                local saved = assert(b:save_image(sent.message_id))
+                assert.equal(dir .. "/bob/" .. sent.name, saved.path)
+                assert.equal(#bytes, saved.size)
+                assert.equal(bytes, host.fs.read(saved.path))
+                -- the history shows the same line (the size as the push told it) ...
+                local seen = assert(b:history(alice.uid, 1))[1]
+                assert.equal(("[image from %s: %s, 265 KB] /save %d [PATH]"):format(alice.user,
+                    sent.name, sent.message_id), format.history(seen):match("^%[[^%]]+%] (.*)$"))
+                -- ... and /save works from it with no push seen (1045 for the size)
+                local c = client(bob)
+                local list = assert(c:history(alice.uid, 1))
+                assert.is_true(list[1].image)
+                assert.equal(("[image from %s: %s] /save %d [PATH]"):format(alice.user, sent.name,
+                    sent.message_id), format.history(list[1]):match("^%[[^%]]+%] (.*)$"))
+                local again = assert(c:save_image(sent.message_id, dir .. "/again.png"))
+                assert.equal(bytes, host.fs.read(again.path))
+            end)
+
+        it("resumes with 1043 from the last confirmed chunk when the resource connection drops",
+            function()
+                local a, b = client(alice), client(bob)
+                local dropped = false
+                local sent = assert(a:send_image(bob.uid, PNG, function(done)
+                    if not dropped and done >= 2 * 32768 then
+                        dropped = true
+                        a.res.sock:close() -- the connection is gone mid-window
+                    end
+                end))
+                assert.is_true(dropped)
+                assert.equal(1, a.res.resumes)
+                local ev = await(b, "image")
+                assert.equal(sent.message_id, ev.message_id)
+                local path = dir .. "/resumed.png"
+                assert(b:save_image(sent.message_id, path))
+                assert.equal(assert(host.fs.read(PNG)), host.fs.read(path))
+            end)
+
+        it("refuses a missing file, a file that is not an image and one too big, with sentences",
+            function()
+                local a = client(alice, { image_max_bytes = 270447 })
+                local function refused(path)
+                    local r, err, code = a:send_image(bob.uid, path)
+                    assert.is_nil(r)
+                    assert.equal("invalid", code)
+                    return err
+                end
+                assert.equal("No such file: " .. dir .. "/none.png", refused(dir .. "/none.png"))
+                assert.equal(dir .. " is not a file", refused(dir))
+                local text = dir .. "/notes.png"
+                assert(host.fs.write(text, "just some text, named .png"))
+                assert.equal(text .. " is not an image the server takes "
+                    .. "(png, jpeg, gif, webp, bmp)", refused(text))
+                assert.equal(PNG .. " is 270448 bytes; an image may be at most 270447 bytes",
+                    refused(PNG))
+                -- at the limit it goes
+                local ok = client(alice, { image_max_bytes = 270448 })
+                assert(ok:send_image(bob.uid, PNG))
+            end)
+
+        it("never overwrites a file on /save, and refuses an image of someone else's chat",
+            function()
+                local a, b = client(alice), client(bob)
+                local sent = assert(a:send_image(bob.uid, PNG))
+                local path = dir .. "/taken.png"
+                assert(host.fs.write(path, "mine"))
+                local r, err, code = b:save_image(sent.message_id, path)
+                assert.is_nil(r)
+                assert.equal("exists", code)
+                assert.equal(path .. " exists already; it was not overwritten (/save "
+                    .. sent.message_id .. " OTHER_PATH)", err)
+                assert.equal("mine", host.fs.read(path))
+                -- a folder as PATH: the image's own name in it
+                local saved = assert(b:save_image(sent.message_id, dir))
+                assert.equal(dir .. "/" .. sent.name, saved.path)
+                -- a stranger (a third account) is told it is not their chat
+                local carol = system.account("carol")
+                sys:register(client(), carol)
+                local cc = client(carol)
+                r, err, code = cc:save_image(sent.message_id, dir .. "/stolen.png")
+                assert.is_nil(r)
+                assert.equal(1106, code)
+                assert.equal("That image is not in a chat of yours", err)
+                assert.is_nil(host.file.stat(dir .. "/stolen.png"))
+            end)
+
+        it("gives a signed URL that a plain HTTP GET fetches", function()
+            local a = client(alice)
+            local sent = assert(a:send_image(bob.uid, PNG))
+            local link = assert(client(bob):image_url(sent.message_id))
+            local port, path = link.url:match("^http://127%.0%.0%.1:(%d+)(/files/.*)$")
+            assert.equal(sys.resource.http_port, tonumber(port))
+            local res = assert(http.get(tonumber(port), path))
+            assert.equal(200, res.status)
+            assert.equal("image/png", res.headers["content-type"])
+            assert.equal(assert(host.fs.read(PNG)), res.body)
+        end)
+
+        -- last of the images tests: the resource role stays stopped
+        it("says images are unavailable when the resource server cannot be reached, and chats on",
+            function()
+                local port = sys.resource.port
+                sys.resource:stop()
+                sys.resource = nil
+                local a = client(alice)
+                local unavailable = ("Images are unavailable: Cannot reach the resource server "
+                    .. "at 127.0.0.1:%d (connection refused)"):format(port)
+                assert.equal(unavailable, a.res_error)
+                assert.equal("online", a.state)
+                local r, err, code = a:send_image(bob.uid, PNG)
+                assert.is_nil(r)
+                assert.same({ unavailable, "images" }, { err, code })
+                assert(a:send(bob.uid, "text still goes"))
             end)
     end)
 

@@ -7,6 +7,7 @@ local system = require "helpers.client_system"
 local tmux = require "helpers.client_tmux"
 local util = require "helpers.util"
 local roles = require "helpers.roles"
+local http = require "helpers.http"
 
 local LINE_MAX = 5000 -- client.line_max_bytes here: more than a message (4096) may be
 
@@ -71,7 +72,7 @@ describe("chathost client in a terminal", function()
 
     it("registers two accounts, checking each field as it is typed", function()
         wa = term:open("alice", client_argv())
-        wb = term:open("bob", client_argv())
+        wb = term:open("bob", client_argv("--images-dir", dir .. "/bob-images"))
         -- a mistake first: the original client's check, in English
         wa:wait_for("Choose [1-4]: ")
         wa:type("2")
@@ -226,6 +227,40 @@ describe("chathost client in a terminal", function()
             .. "with /, type it with // (the first / is dropped).")
         wa:type("//shrug")
         wb:wait_for(alice.user .. ": /shrug")
+    end)
+
+    it("sends /image; the other screen names it, /save stores it, /url links it", function()
+        local png = host.root .. "/tests/fixtures/images/noise.png" -- 270448 bytes
+        wa:type("/image " .. dir .. "/none.png")
+        wa:wait_for("Image not sent: No such file: " .. dir .. "/none.png")
+        wa:type("/image " .. config)
+        wa:wait_for("Image not sent: " .. config .. " is not an image the server takes (png, "
+            .. "jpeg, gif, webp, bmp)")
+        wa:type("/image " .. png)
+        wa:wait_for("Sending " .. png .. ": ") -- progress, a line per quarter of the file
+        local screen = wa:wait_for("] Sent the image " .. png)
+        local name, id = screen:match("Sent the image [^\n]- to " .. bob.user .. " %(uid %d+%): "
+            .. "([%w%-]+%.png), 265 KB %(message (%d+)%)%.")
+        assert.truthy(id, screen)
+        wb:wait_for(("[image from %s: %s, 265 KB] /save %s [PATH]"):format(alice.user, name, id))
+        wb:type("/save " .. id)
+        local saved = dir .. "/bob-images/" .. name
+        wb:wait_for(("Saved the image of message %s to %s (265 KB)."):format(id, saved))
+        assert.equal(assert(host.fs.read(png)), host.fs.read(saved))
+        wb:type("/save " .. id)
+        wb:wait_for(("Not saved: %s exists already; it was not overwritten (/save %s OTHER_PATH)")
+            :format(saved, id))
+        wb:type("/url " .. id)
+        screen = wb:wait_for("Link to the image of message " .. id)
+        local path = screen:match("Link to the image of message " .. id .. " %(valid until "
+            .. "[%d:]+%): http://127%.0%.0%.1:" .. sys.resource.http_port .. "(/files/%S+)")
+        assert.truthy(path, screen)
+        local res = assert(http.get(sys.resource.http_port, path))
+        assert.equal(200, res.status)
+        assert.equal(assert(host.fs.read(png)), res.body)
+        wb:type("/history 1")
+        wb:wait_for(("] [image from %s: %s, 265 KB] /save %s [PATH]"):format(alice.user, name,
+            id))
     end)
 
     it("after a login, names the chats with unread messages (what was shown is read)", function()

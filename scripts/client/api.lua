@@ -21,6 +21,7 @@ local events = require "client.events"
 local pushes = require "client.pushes"
 local requests = require "client.requests"
 local group_requests = require "client.groups"
+local images = require "client.images"
 local msgids = require "lib.msgids"
 local errors = require "lib.errors"
 
@@ -33,6 +34,7 @@ Client.__index = Client
 M.Client = Client
 for name, fn in pairs(requests.methods) do Client[name] = fn end -- search, add, send, ...
 for name, fn in pairs(group_requests.methods) do Client[name] = fn end -- groups, mark_read
+for name, fn in pairs(images.methods) do Client[name] = fn end -- send_image, save_image, ...
 
 local function invalid(msg) return nil, msg, "invalid" end
 
@@ -44,7 +46,7 @@ function M.new(opts)
     for k, v in pairs(opts) do cfg[k] = v end
     local self = setmetatable({ cfg = cfg, state = "offline", stop = host.promise(),
         friend_by_uid = {}, request_by_uid = {}, names = {}, threads = {}, unread = {},
-        groups = {} }, Client)
+        groups = {}, images = {} }, Client)
     self.events = events.new { on_event = opts.on_event, max = cfg.events_max }
     self.http = http_mgr.new { gate = opts.gate or cfg.gate_url, timeout_ms = cfg.http_timeout_ms,
         attempts = cfg.retry_attempts, retry_min_ms = cfg.retry_min_ms,
@@ -149,16 +151,23 @@ function Client:open_session(email, clear)
         return nil, sentences.of(reply.error, reply), reply.error,
             reply.error == errors.ServerBusy or reply.error == errors.TokenInvalid
     end
-    return { conn = conn, reply = reply, server = ("%s:%d"):format(gate.host, gate.port) }
+    return { conn = conn, reply = reply, server = ("%s:%d"):format(gate.host, gate.port),
+        gate = gate }
 end
 
--- Installs a session opened by open_session: heartbeats start, state is online.
+-- Installs a session opened by open_session: heartbeats start, state is online, and the
+-- resource connection opens (images; when it cannot, chat goes on and self.res_error says
+-- why).
 function Client:install(session)
     self.conn = session.conn
     self.server = session.server
     self:load_session(session.reply)
     self.state = "online"
     session.conn:start_heartbeat(self.me.uid, self.cfg.heartbeat_ms)
+    self.res_token = session.gate.token -- the resource channel's identity (§13.2)
+    self:close_resource()
+    self:resource_at(session.gate)
+    self:open_resource()
 end
 
 -- login(email, password) -> profile {uid, name, nick, email, ...} | nil, sentence, code
@@ -188,6 +197,7 @@ function Client:drop_session(state)
     self.state = state
     if state ~= "reconnecting" then self.credentials = nil end
     if conn then conn:close() end
+    self:close_resource()
 end
 
 function Client:logout() self:drop_session("offline") end

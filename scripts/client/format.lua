@@ -70,7 +70,17 @@ local GROUP_CHANGES = {
     end,
 }
 
+-- "[image from bob: NAME, N KB] /save ID [PATH]" (size unknown: no KB)
+function M.image(who, name, size, id)
+    local kb = tonumber(size) and (", %d KB"):format(math.ceil(size / 1024)) or ""
+    return ("[image from %s: %s%s] /save %s [PATH]"):format(M.clean(who), M.clean(name), kb,
+        tostring(id))
+end
+
 local EVENTS = {
+    image = function(ev)
+        return M.image(ev.name, ev.img_name, ev.size, ev.message_id)
+    end,
     message = function(ev)
         return ("%s: %s"):format(M.clean(ev.name), M.clean(ev.text)), ev.time
     end,
@@ -127,6 +137,12 @@ end
 -- A history item: "[YYYY-MM-DD HH:MM:SS] name: text"
 function M.history(m, my_name)
     local who = m.mine and (my_name or "me") or (m.name or ("user " .. tostring(m.from)))
+    if m.image then
+        local line = m.uploading
+            and ("[image from %s: %s] (still uploading)"):format(M.clean(who), M.clean(m.text))
+            or M.image(who, m.text, m.size, m.message_id)
+        return ("[%s] %s"):format(tostring(m.time or "?"), line)
+    end
     return ("[%s] %s: %s"):format(tostring(m.time or "?"), M.clean(who), M.clean(m.text))
 end
 

@@ -44,8 +44,9 @@ M.handlers = {
             or type(chat_host) ~= "string" or not port then
             return bad_reply()
         end
+        -- reshost/resport (JSON strings): the resource server, for images (client.images)
         return { uid = reply.uid, email = reply.email, token = reply.token, host = chat_host,
-            port = port }
+            port = port, reshost = reply.reshost, resport = reply.resport }
     end,
 }
 

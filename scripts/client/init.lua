@@ -9,4 +9,6 @@ return {
     checks = require "client.checks",
     sentences = require "client.sentences",
     http_mgr = require "client.http_mgr",
+    format = require "client.format",
+    md5 = require "client.md5",
 }

@@ -1,5 +1,6 @@
 -- client.main: the command line of `chathost client`:
 --   chathost client [--gate URL] [--email E --password P] [--send UID TEXT] [--listen]
+--                   [--images-dir DIR]
 -- Without --send or --listen it is the interactive UI (client.ui), logged in at once when
 -- --email and --password are given. --send logs in, sends one message, prints the
 -- server's acknowledgement as a JSON line and exits 0 (1 with the error sentence on
@@ -13,11 +14,13 @@ local M = {}
 
 M.USAGE = [[
 usage: chathost client [--gate URL] [--email E --password P] [--send UID TEXT] [--listen]
+                       [--images-dir DIR]
   --gate URL        the gate (default from config client.gate_url)
   --email E         log in with this e-mail ...
   --password P      ... and this password
   --send UID TEXT   send TEXT to the friend UID, print the acknowledgement, exit
   --listen          print incoming events as JSON lines until interrupted
+  --images-dir DIR  where /save puts images (default ~/.local/share/chathost/images)
   --help, -h        this text
 --send and --listen log in as E like the interactive client does; a user has one session
 at a time (the latest login wins), so an interactive client signed in as the same user is
@@ -25,7 +28,7 @@ signed out ("logged in somewhere else") and goes back to its menu.
 ]]
 
 local OPTIONS = { ["--gate"] = 1, ["--email"] = 1, ["--password"] = 1, ["--send"] = 2,
-    ["--listen"] = 0, ["--help"] = 0, ["-h"] = 0 }
+    ["--listen"] = 0, ["--images-dir"] = 1, ["--help"] = 0, ["-h"] = 0 }
 
 -- parse(args) -> opts | nil, message
 function M.parse(args)

@@ -1,8 +1,9 @@
 -- client.pushes: what the chat server sends unasked (docs/protocol.md §6), turned into
 -- the client's events, with the client's lists brought up to date on the way: 1011 a
 -- friend request arrived, 1015 a request of ours was accepted, 1019 messages from a
--- friend, 1067 messages in a group, 1069 a change of a group, 1087 a friend read our
--- messages. (1021, the kick, ends the session: client.api handles it.)
+-- friend, 1039 an image's file arrived, 1067 messages in a group, 1069 a change of a
+-- group, 1087 a friend read our messages. (1021, the kick, ends the session: client.api
+-- handles it.)
 local msgids = require "lib.msgids"
 
 local M = {}
@@ -81,9 +82,23 @@ local function read(c, body)
         message_id = body.last_read_message_id } }
 end
 
+-- 1039 {error: 0, message_id, sender_id, receiver_id, img_name, total_size: string,
+-- thread_id}: an image (its file complete), remembered for /save
+local function image(c, body)
+    local from, id = num(body.sender_id), num(body.message_id)
+    if not from or not id or type(body.img_name) ~= "string" then return {} end
+    local img = { message_id = id, name = body.img_name, total_size = tonumber(body.total_size),
+        sender_id = from, receiver_id = num(body.receiver_id) }
+    c:remember_image(img)
+    return { { kind = "image", from = from, name = c.names[from] or ("user " .. from),
+        message_id = id, thread_id = body.thread_id, img_name = img.name,
+        size = img.total_size } }
+end
+
 local BY_ID = { [msgids.NOTIFY_ADD_FRIEND] = apply, [msgids.NOTIFY_AUTH_FRIEND] = accepted,
     [msgids.NOTIFY_TEXT_CHAT] = text, [msgids.NOTIFY_GROUP_TEXT] = group_text,
-    [msgids.NOTIFY_GROUP_EVENT] = group_event, [msgids.NOTIFY_READ] = read }
+    [msgids.NOTIFY_GROUP_EVENT] = group_event, [msgids.NOTIFY_READ] = read,
+    [msgids.NOTIFY_IMAGE] = image }
 
 -- events(client, id, body) -> array of events (a push the client does not know is passed on
 -- as {kind="push", id=, body=})

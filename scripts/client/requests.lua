@@ -148,7 +148,8 @@ function Client:history(v, n)
 end
 
 -- thread_history(thread_id, n?) -> the last n messages of a thread (private or group),
--- oldest first, as history gives them | nil, sentence, code
+-- oldest first, as history gives them (an image: image = true, text its name, size when
+-- known, uploading = true while its file is incomplete) | nil, sentence, code
 function Client:thread_history(thread_id, n)
     n = tonumber(n) or self.cfg.history_default
     if n < 1 then return invalid("The number of messages must be at least 1") end
@@ -171,6 +172,15 @@ function Client:thread_history(thread_id, n)
         out[i] = { message_id = d.msg_id, from = d.sender, to = d.receiver,
             name = self.names[d.sender], text = d.msg_content, time = d.chat_time,
             mine = d.sender == self.me.uid }
+        if d.msg_type == 1 then -- an image: its name in msg_content; status 3 uploading
+            out[i].image, out[i].uploading = true, d.status == 3
+            local known = self.images[d.msg_id] -- its size, when a 1039 or /save told it
+            out[i].size = known and known.total_size
+            if d.status ~= 3 and not known then
+                self:remember_image { message_id = d.msg_id, name = d.msg_content,
+                    sender_id = d.sender, receiver_id = d.receiver }
+            end
+        end
     end
     return out
 end

@@ -23,6 +23,15 @@ M.BY_CODE = {
     [1017] = "Too many attempts; try again in %s seconds",
     [1018] = "The server is busy; try again",
     [1019] = "The server had an internal error; try again later",
+    [1100] = "No such image (or its upload expired)",
+    [1101] = "The image is larger than the server takes",
+    [1102] = "The server does not take files of that type",
+    [1103] = "Your storage on the server is full, or too many uploads are unfinished",
+    [1104] = "The server refused a piece of the file; send it again",
+    [1105] = "The server could not store the file; try again later",
+    [1106] = "That image is not in a chat of yours",
+    [1107] = "That image is still being uploaded; try again when it has arrived",
+    [1108] = "That file name is taken; send the image again",
 }
 
 -- What the protocol's field names are to a person (1016 says which field).
@@ -41,6 +50,7 @@ M.NOT_LOGGED_IN = "You are not logged in"
 M.CLOSED = "The client is closed"
 M.LOST = "The connection to the chat server was lost"
 M.BAD_REPLY = "The server's reply could not be read"
+M.NO_RESOURCE = "Images are unavailable"
 
 -- of(code, reply?) -> the sentence for a server error code
 function M.of(code, reply)

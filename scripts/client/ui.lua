@@ -158,7 +158,7 @@ end
 local function on_event(c, ev)
     if ev.kind == "read" then return end
     say(format.event(ev, c.names))
-    if ev.kind == "message" or ev.kind == "group_message" then
+    if ev.kind == "message" or ev.kind == "group_message" or ev.kind == "image" then
         c:mark_shown(ev.thread_id, ev.message_id)
     elseif ev.kind == "accepted" and type(ev.messages) == "table" and #ev.messages > 0 then
         c:mark_shown(ev.thread_id, ev.messages[#ev.messages].message_id)
@@ -169,7 +169,8 @@ end
 -- run{gate=, email=?, password=?} -> exit status
 function M.run(opts)
     local c
-    c = api.new { gate = opts.gate, on_event = function(ev) on_event(c, ev) end }
+    c = api.new { gate = opts.gate, images_dir = opts["images-dir"],
+        on_event = function(ev) on_event(c, ev) end }
     say("chathost client - gate " .. c.http.gate .. ". Ctrl-C cancels a form, Ctrl-D quits.")
     local quit = opts.email and opts.password and M.login(c, opts.email, opts.password) == "quit"
     if not quit then menu(c) end

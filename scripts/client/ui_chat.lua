@@ -1,12 +1,13 @@
 -- client.ui_chat: the chat session of the terminal UI, after a login: the friend list and
 -- pending applications first, then commands (/search, /add, /accept, /friends,
--- /requests, /chat, /history, /group, /groups, /g, /invite, /members, /leave, /read,
--- /help, /logout, /quit) and plain lines sent to the friend picked with /chat or the group
--- picked with /g (a line starting with // sends the rest, from its second /). Right after
--- the login, each thread with unread messages (the server's count: messages of others
--- after the read mark) is named with its count; what is shown (a message as it arrives,
--- /history) is marked read. Ctrl-C clears the line being typed; Ctrl-D on an empty line
--- quits. Incoming events are printed by client.ui's event handler.
+-- /requests, /chat, /history, /image, /save, /url, /group, /groups, /g, /invite, /members,
+-- /leave, /read, /help, /logout, /quit) and plain lines sent to the friend picked with
+-- /chat or the group picked with /g (a line starting with // sends the rest, from its
+-- second /). Right after the login, each thread with unread messages (the server's
+-- count: messages of others after the read mark) is named with its count; what is shown
+-- (a message as it arrives, /history) is marked read. Ctrl-C clears the line being
+-- typed; Ctrl-D on an empty line quits. Incoming events are printed by client.ui's event
+-- handler.
 local checks = require "client.checks"
 local format = require "client.format"
 
@@ -20,6 +21,9 @@ local HELP = {
     "/requests              friend requests waiting for you",
     "/chat UID              talk to a friend: plain lines are then sent to them",
     "/history [N]           the last N messages with that friend or group (default 20)",
+    "/image PATH            send an image file (png, jpeg, gif, webp, bmp) to that friend",
+    "/save ID [PATH]        save the image of message ID (default: your images folder)",
+    "/url ID                a web link to the image of message ID, valid for a few minutes",
     "/group create NAME [UID...]  a new group with some of your friends",
     "/groups                your groups",
     "/g GROUP               talk in a group (its id or name): plain lines are sent there",
@@ -169,6 +173,51 @@ function COMMANDS.history(s, rest)
     s.c:mark_shown(s.group or s.c.threads[s.peer], last.message_id)
 end
 
+local PROGRESS_STEP = 25 -- /image prints its progress each time this many percent more are sent
+
+function COMMANDS.image(s, rest)
+    local path = checks.trim(rest)
+    if path == "" then
+        return s.say("Usage: /image PATH (an image file for the friend you talk to)")
+    end
+    if not s.peer then
+        return s.say("Pick a friend with /chat UID first: images go to one friend.")
+    end
+    local shown = 0
+    local sent, err = s.c:send_image(s.peer, path, function(done, total)
+        local pct = math.floor(done * 100 / total)
+        if pct >= shown + PROGRESS_STEP and done < total then
+            shown = pct - pct % PROGRESS_STEP
+            s.say(("Sending %s: %d%% (%d of %d KB)"):format(path, pct, math.ceil(done / 1024),
+                math.ceil(total / 1024)))
+        end
+    end)
+    if not sent then return s.say("Image not sent: " .. err) end
+    s.say(("[%s] Sent the image %s to %s: %s, %d KB (message %d)."):format(
+        format.clock(sent.time), format.clean(path), format.who(s.c:name_of(sent.to), sent.to),
+        format.clean(sent.name), math.ceil(sent.size / 1024), sent.message_id))
+end
+
+function COMMANDS.save(s, rest)
+    local id, path = rest:match("^(%S+)%s*(.-)%s*$")
+    if not id or not id:match("^%d+$") then
+        return s.say("Usage: /save ID [PATH] (ID: the message id the image line names)")
+    end
+    local saved, err = s.c:save_image(tonumber(id), path ~= "" and path or nil)
+    if not saved then return s.say("Not saved: " .. err) end
+    s.say(("Saved the image of message %d to %s (%d KB)."):format(saved.message_id,
+        format.clean(saved.path), math.ceil(saved.size / 1024)))
+end
+
+function COMMANDS.url(s, rest)
+    local id = checks.trim(rest)
+    if not id:match("^%d+$") then return s.say("Usage: /url ID (the message id of an image)") end
+    local r, err = s.c:image_url(tonumber(id))
+    if not r then return s.say("No link: " .. err) end
+    s.say(("Link to the image of message %s (valid until %s): %s"):format(id,
+        os.date("%H:%M:%S", tonumber(r.expires) or os.time()), r.url))
+end
+
 -- The group being talked in, or a sentence saying how to pick one: -> thread_id | nil
 function Session:current_group()
     if not self.group then self.say("Pick a group with /g GROUP first (/groups lists yours).") end
@@ -298,6 +347,7 @@ function M.run(c, term)
     local s = setmetatable({ c = c, ask = term.ask, say = term.say }, Session)
     s.say(("Logged in as %s on chat server %s. /help lists the commands."):format(
         format.who(c.me.name, c.me.uid), tostring(c.server)))
+    if c.res_error then s.say(c.res_error .. "; chat works without them.") end
     s:show_friends()
     s:show_requests()
     s:show_waiting()

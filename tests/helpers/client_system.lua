@@ -1,28 +1,31 @@
 -- helpers.client_system: the whole system the terminal client talks to, for the client
--- specs: an SMTP sink, the verify, status and gate roles and two chat servers (chat1,
--- chat2) that announce their own liveness, each a real process on free ports; plus the
--- client's scripts loaded as `chathost client` loads them, accounts with fresh names, and
--- codes read from the sink.
+-- specs: an SMTP sink, the verify, status and gate roles, the resource role (images) and
+-- two chat servers (chat1, chat2) that announce their own liveness, each a real process
+-- on free ports; plus the client's scripts loaded as `chathost client` loads them,
+-- accounts with fresh names, and codes read from the sink.
 local host = require "host"
 local roles = require "helpers.roles"
 local smtp_sink = require "helpers.smtp_sink"
+local res_cluster = require "helpers.res_cluster"
 
 local M = {}
 M.__index = M
 
-local function start_chat(name, chat_opts)
+local function start_chat(name, chat_opts, res)
     return roles.start { role = "chat", name = name, config = function(port)
         -- a killed server stops being chosen within 2 s
         local chat = { report_interval_ms = 200, alive_ttl_s = 2,
             instances = { [name] = { port = port, rpc_port = roles.free_port(),
                 admin_port = 0 } } }
         for k, v in pairs(chat_opts or {}) do chat[k] = v end
-        return { chat = chat }
+        -- 1049's URLs name the resource role's HTTP port
+        return { chat = chat, resource = { port = res.port, http_port = res.http_port,
+            public_host = "127.0.0.1" } }
     end }
 end
 
--- start{chat=opts?} -> system with .sink, .verify, .status, .gate, .chats = {chat1, chat2},
--- .gate_url
+-- start{chat=opts?} -> system with .sink, .verify, .status, .gate, .resource,
+-- .chats = {chat1, chat2}, .gate_url
 function M.start(opts)
     opts = opts or {}
     local self = setmetatable({}, M)
@@ -34,11 +37,14 @@ function M.start(opts)
     self.status = roles.start { role = "status", config = function(port)
         return { status = { port = port, admin_port = 0, servers_refresh_ms = 0 } }
     end }
+    self.resource = res_cluster.start()
     self.gate = roles.start { role = "gate", config = function(port)
         return { gate = { port = port, admin_port = 0 },
+            resource = { port = self.resource.port, public_host = "127.0.0.1" },
             verify = { port = self.verify.port }, status = { port = self.status.port } }
     end }
-    self.chats = { start_chat("chat1", opts.chat), start_chat("chat2", opts.chat) }
+    self.chats = { start_chat("chat1", opts.chat, self.resource),
+        start_chat("chat2", opts.chat, self.resource) }
     self.gate_url = "http://127.0.0.1:" .. self.gate.port
     return self
 end
@@ -62,7 +68,7 @@ function M:stop()
     for _, chat in ipairs(self.chats or {}) do
         if chat then chat:stop() end
     end
-    for _, name in ipairs({ "gate", "status", "verify" }) do
+    for _, name in ipairs({ "gate", "resource", "status", "verify" }) do
         if self[name] then self[name]:stop() end
     end
     if self.sink then self.sink:stop() end

@@ -7,8 +7,12 @@ local chat_client = require "helpers.chat_client"
 
 local M = {}
 
-M.CHUNK = 32768
-M.WINDOW = 5 -- MAX_CWND_SIZE
+-- The frames are the terminal client's (scripts/client/res_conn.lua): one builder of the
+-- S2 client's chunk bodies for both.
+local res_conn = dofile(host.root .. "/scripts/client/res_conn.lua")
+
+M.CHUNK = res_conn.CHUNK
+M.WINDOW = res_conn.WINDOW -- MAX_CWND_SIZE
 
 -- connect(port) -> client (helpers.chat_client) | nil, err
 function M.connect(port)
@@ -16,33 +20,15 @@ function M.connect(port)
 end
 
 -- max_seq(n) -> chunks of an n-byte file
-function M.max_seq(n) return math.ceil(n / M.CHUNK) end
+M.max_seq = res_conn.max_seq
 
--- A file's chunk seq: its bytes and the bytes through it.
-local function piece(data, seq)
-    local s = data:sub((seq - 1) * M.CHUNK + 1, seq * M.CHUNK)
-    return s, (seq - 1) * M.CHUNK + #s
-end
+local piece = res_conn.piece
 
--- The body of image chunk seq as the client builds it: 1041 (seq 1, with token and
--- unique_id), 1037 (sizes as strings), 1043 (sizes as ints). u = {uid, token, name,
--- data, message_id, sender, receiver, md5?}
+-- The body of image chunk seq as the client builds it (client.res_conn.image_body), the
+-- unique_id of 1041 "{spec}" unless u names one.
 function M.image_body(id, u, seq)
-    local chunk, through = piece(u.data, seq)
-    local max = M.max_seq(#u.data)
-    local strings = id ~= 1043
-    local b = { name = u.name, seq = seq, md5 = u.md5 or "",
-        trans_size = strings and tostring(through) or through,
-        total_size = strings and tostring(#u.data) or #u.data,
-        uid = u.uid, data = host.crypto.base64_encode(chunk), message_id = u.message_id,
-        sender = u.sender or u.uid, receiver = u.receiver, last = through >= #u.data and 1 or 0 }
-    if id == 1041 then
-        b.token, b.unique_id = u.token, "{spec}"
-    else
-        b.last_seq = max
-    end
-    if u.always_token then b.token = u.token end
-    return b
+    if u.unique_id == nil then u.unique_id = "{spec}" end
+    return res_conn.image_body(id, u, seq)
 end
 
 -- upload_image(c, u, opts?) -> the last ack (error 0) | the first ack with an error

@@ -297,6 +297,40 @@ describe("resource image download", function()
         c:close()
     end)
 
+    it("answers a bare 1045 (the S2 client's history) only from the address of a participant's chat session", function()
+        local a, b, msg = uploaded(40000)
+        local tokens = require "helpers.scripts_lib" "lib.tokens"
+        local function chat_from(u, peer) -- what b's chat login writes (chat.login)
+            assert(redis.call("SET", "restoken_" .. u.uid, tokens.session_value(u.token, peer), "EX", 600))
+        end
+        -- -> the reply, and the connection when keep (else closed)
+        local function bare_1045(bind, id, keep)
+            local c = assert(res.connect(role.port, bind))
+            local r = assert(c:request(1045, { message_id = id or msg.message_id }))
+            if not keep then c:close() end
+            return r, keep and c or nil
+        end
+        -- no chat session names an address (as before a login): 1014, nothing told
+        assert.same({ error = 1014, message_id = msg.message_id }, (bare_1045()))
+        chat_from(b, "127.0.0.1:40000")
+        -- another address than the receiver's chat session: 1014
+        assert.same({ error = 1014, message_id = msg.message_id }, (bare_1045("127.0.0.2")))
+        -- the receiver's address: the 1046 a participant gets, then 1047 with the token
+        local info, c = bare_1045("127.0.0.1", nil, true)
+        assert.equal(0, info.error)
+        assert.equal(a.uid, info.sender_id) -- the S2 client saves it under chatimg/<sender_id>
+        assert.equal(msg.name, info.name)
+        assert.equal(tostring(#msg.data), info.total_size)
+        assert.equal(msg.data, assert(res.download_image(c, b, { name = info.name,
+            message_id = info.message_id })))
+        c:close()
+        -- an image still uploading: 1014 even from there
+        local x = session_user()
+        chat_from(x, "127.0.0.1:40001")
+        local uploading = rc.image_message(x, b, cluster.befriend(x, b), rc.name())
+        assert.same({ error = 1014, message_id = uploading }, (bare_1045("127.0.0.1", uploading)))
+    end)
+
     it("serves two downloaders of one file at once, each its own chunks", function()
         local a, b, msg = uploaded(5 * 32768 + 3)
         local ca, cb = assert(res.connect(role.port)), assert(res.connect(role.port))

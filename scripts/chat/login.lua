@@ -64,8 +64,9 @@ local function bind_presence(session, uid, token)
     if server and server ~= settings.name then kick_remote(server, uid) end
     local ok, serr = presence.set(uid, session.id)
     if not ok then return nil, serr end
-    session.data.restoken = token -- on_close closes it, whatever happens next
-    local opened, oerr = tokens.session_open(uid, token, settings.presence_ttl_s)
+    local value = tokens.session_value(token, session.peer)
+    session.data.restoken = value -- on_close closes it, whatever happens next
+    local opened, oerr = tokens.session_open(uid, value, settings.presence_ttl_s)
     if not opened then return nil, oerr end
     -- Closed meanwhile: its on_close (which takes no lock) may have run before the keys
     -- were written, so they are removed here; the comparing removal leaves a newer
@@ -76,7 +77,7 @@ local function bind_presence(session, uid, token)
             host.log.warn("login uid=", uid, ": presence of closed session ", session.id,
                 " not removed: ", tostring(rerr))
         end
-        local closed, cerr = tokens.session_close(uid, token)
+        local closed, cerr = tokens.session_close(uid, value)
         if not closed then
             host.log.warn("login uid=", uid, ": resource session token of closed session ",
                 session.id, " not removed: ", tostring(cerr))

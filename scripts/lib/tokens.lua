@@ -63,8 +63,42 @@ function M.restore(uid, token, left_ms)
     return true
 end
 
--- session_open(uid, token, ttl_s) -> true | nil, err: restoken_<uid> = token for ttl_s,
--- replacing any other (the newer login's session is the one the resource role accepts).
+-- The address part of a session's peer ("1.2.3.4:5678" -> "1.2.3.4", "[::1]:5" -> "::1")
+local function address_of(peer)
+    if type(peer) ~= "string" then return nil end
+    return peer:match("^%[(.*)%]:%d+$") or peer:match("^([^:]+):%d+$") or peer
+end
+
+-- session_value(token, peer?) -> what restoken_<uid> holds: the token, and after one space
+-- the address the chat session came from (the resource role answers an anonymous 1045
+-- only to that address, docs/protocol.md §13.2). The chat session refreshes and closes
+-- the key by this whole value.
+function M.session_value(token, peer)
+    local address = address_of(peer)
+    if not address or address == "" then return token end
+    return token .. " " .. address
+end
+
+-- The token part of a stored value, and its address part (nil: none)
+local function split(value)
+    local token, address = value:match("^(%S+) (%S+)$")
+    if token then return token, address end
+    return value, nil
+end
+
+-- session_from(uid, peer) -> true when uid has a live chat session whose connection came
+-- from peer's address | false | nil, err
+function M.session_from(uid, peer)
+    local value, err = host.redis.call("GET", keys.session_token(uid))
+    if err then return nil, err end
+    if not value then return false end
+    local _, address = split(value)
+    return address ~= nil and address == address_of(peer)
+end
+
+-- session_open(uid, value, ttl_s) -> true | nil, err: restoken_<uid> = value (see
+-- session_value) for ttl_s, replacing any other (the newer login's session is the one the
+-- resource role accepts).
 function M.session_open(uid, token, ttl_s)
     if type(token) ~= "string" or token == "" then return nil, "no token" end
     local ok, err = host.redis.call("SET", keys.session_token(uid), token, "EX", ttl_s)
@@ -103,7 +137,10 @@ end
 -- session_valid(uid, token) -> true | false (missing, empty, expired, closed or another)
 -- | nil, err. Constant-time compare.
 function M.session_valid(uid, token)
-    return holds(keys.session_token(uid), token)
+    if type(token) ~= "string" or token == "" then return false end
+    local value, err = host.redis.call("GET", keys.session_token(uid))
+    if err then return nil, err end
+    return value ~= nil and host.crypto.constant_time_equal((split(value)), token)
 end
 
 -- session_close_cmd(uid, token) -> the EVAL command of session_close, for a pipeline

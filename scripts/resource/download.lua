@@ -8,6 +8,7 @@ local errors = require "lib.errors"
 local failure = require "lib.failure"
 local images = require "lib.images"
 local identity = require "resource.identity"
+local tokens = require "lib.tokens"
 local uploads = require "resource.uploads"
 local upload = require "resource.upload"
 local wire = require "resource.wire"
@@ -97,11 +98,35 @@ local function image_request(session, body, echo)
     return reply, msg, row
 end
 
--- 1045 {message_id} -> 1046 {message_id, thread_id, sender_id, recv_id, name, msg_type,
--- status, total_size}: what the client needs to download an image of its history
-function M.info(session, body)
-    local reply, msg, row = image_request(session, body, ECHO_1045)
-    if not msg then return reply end
+-- A 1045 on a connection that has named no session, without a token: the S2 client sends
+-- {message_id} alone for each image of a freshly loaded history, often as the first request
+-- of its resource connection, and its token only in the 1047 that follows a 1046 (identity
+-- and participant are checked there). It is answered as a participant's would be when the
+-- connection comes from the address of the chat session of the message's sender or
+-- receiver (lib.tokens.session_from); otherwise, and for an image not complete, 1014 as
+-- for any anonymous request. -> reply | nil (not that case)
+local function anonymous_info(session, body)
+    if session.data.uid or (type(body.token) == "string" and body.token ~= "") then return nil end
+    local reply = wire.echo(body, ECHO_1045)
+    local id = wire.positive(body.message_id)
+    local msg, err
+    if id then msg, err = images.get(id) end
+    if err then return wire.fail(reply, failure.code(err)) end
+    if not msg or msg.msg_type ~= 1 then return wire.fail(reply, errors.NotLoggedIn) end
+    local from = false
+    for _, uid in ipairs({ msg.sender_id, msg.recv_id }) do
+        local ok, ferr = tokens.session_from(uid, session.peer)
+        if ok == nil then return wire.fail(reply, failure.code(ferr)) end
+        from = from or ok
+    end
+    if not from then return wire.fail(reply, errors.NotLoggedIn) end
+    local row = M.image_upload(msg)
+    if not row then return wire.fail(reply, errors.NotLoggedIn) end
+    return M.info_reply(reply, msg, row)
+end
+
+-- Fills a 1046 with image message msg and its complete upload row -> reply
+function M.info_reply(reply, msg, row)
     reply.message_id = msg.message_id
     reply.thread_id = msg.thread_id
     reply.sender_id = msg.sender_id
@@ -111,6 +136,16 @@ function M.info(session, body)
     reply.status = msg.status
     reply.total_size = tostring(row.total_size)
     return reply
+end
+
+-- 1045 {message_id} -> 1046 {message_id, thread_id, sender_id, recv_id, name, msg_type,
+-- status, total_size}: what the client needs to download an image of its history
+function M.info(session, body)
+    local anonymous = anonymous_info(session, body)
+    if anonymous then return anonymous end
+    local reply, msg, row = image_request(session, body, ECHO_1045)
+    if not msg then return reply end
+    return M.info_reply(reply, msg, row)
 end
 
 -- 1047 {name, seq, sender_id, receiver_id, message_id, uid, token} -> 1048: an image's chunk

@@ -7,9 +7,10 @@ local host = require "host"
 local M = {}
 M.__index = M
 
-function M.connect(port, addr, frame)
+-- connect(port, addr?, frame?, bind?) -> client: bind is the source address (127.0.0.2, ...)
+function M.connect(port, addr, frame, bind)
     local conn, err = host.tcp.connect(addr or "127.0.0.1", port,
-        { timeout_ms = 5000, frame = frame })
+        { timeout_ms = 5000, frame = frame, bind = bind })
     if not conn then return nil, err end
     return setmetatable({ conn = conn, pushes = {} }, M)
 end

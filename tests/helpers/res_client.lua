@@ -15,8 +15,8 @@ M.CHUNK = res_conn.CHUNK
 M.WINDOW = res_conn.WINDOW -- MAX_CWND_SIZE
 
 -- connect(port) -> client (helpers.chat_client) | nil, err
-function M.connect(port)
-    return chat_client.connect(port, "127.0.0.1", "u16u32")
+function M.connect(port, bind)
+    return chat_client.connect(port, "127.0.0.1", "u16u32", bind)
 end
 
 -- max_seq(n) -> chunks of an n-byte file

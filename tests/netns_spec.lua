@@ -175,10 +175,16 @@ describe("roles on separate hosts", function()
     end
 
     -- No role logged a line with a warning or an error since marks.
+    -- ("timer tick skipped": a periodic task (the 200 ms load report, several Redis round
+    -- trips of 40 ms here) ran into its next tick; nothing timed out for it)
     local function no_trouble_since(marks)
         for r, at in pairs(marks) do
             local new = r:log():sub(at + 1)
-            assert.is_nil(new:match("[^\n]* WARN [^\n]*") or new:match("[^\n]* ERROR [^\n]*"), new)
+            for line in new:gmatch("[^\n]+") do
+                local trouble = (line:find(" WARN ", 1, true) or line:find(" ERROR ", 1, true))
+                    and not line:find("timer tick skipped", 1, true)
+                assert.falsy(trouble, line)
+            end
         end
     end
 

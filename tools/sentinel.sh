@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# tools/sentinel.sh: a local Redis Sentinel setup for trying out failover: a master, one
+# replica and three sentinels (quorum 2), real processes on loopback, data and logs under
+# DIR (default .run/sentinel). Ports: master BASE, replica BASE+1, sentinels BASE+2..BASE+4
+# (default BASE 6390). down-after-milliseconds is 1000 (Sentinel's default is 30 s), so a
+# master killed with -9 is replaced within a few seconds.
+#
+#   tools/sentinel.sh start [DIR] [BASE]   starts what is not running; prints the config lines
+#   tools/sentinel.sh stop [DIR]           stops all five and keeps DIR
+#   tools/sentinel.sh master [DIR]         the address the sentinels name as master now
+#
+# The master's name is "chathost" (SENTINEL_MASTER_NAME overrides). Point chathost at it with
+#   CHATHOST_REDIS_SENTINELS=127.0.0.1:6392,127.0.0.1:6393,127.0.0.1:6394
+#   CHATHOST_REDIS_MASTER_NAME=chathost
+# Each process's pid is in DIR/<node>/redis.pid (nodes: master, replica, s1, s2, s3); after
+# a failover "master" and "replica" are only the roles they started with.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/tools/services.sh"
+NAME=${SENTINEL_MASTER_NAME:-chathost}
+DOWN_AFTER_MS=${SENTINEL_DOWN_AFTER_MS:-1000}
+
+cmd=${1:-}
+DIR=${2:-$ROOT/.run/sentinel}
+mkdir -p "$DIR"
+DIR=$(cd "$DIR" && pwd)
+
+# alive NODE: its process runs
+alive() {
+  local pid
+  pid=$(cat "$DIR/$1/redis.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null
+}
+
+wait_ping() {
+  local port=$1 what=$2
+  for _ in $(seq 1 100); do
+    redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "sentinel.sh: $what did not start on port $port; see $DIR" >&2
+  return 1
+}
+
+# data_node NODE PORT [MASTER_PORT]
+data_node() {
+  local node=$1 port=$2 of=${3:-}
+  alive "$node" && return 0
+  mkdir -p "$DIR/$node"
+  local args=(--port "$port" --bind 127.0.0.1 --dir "$DIR/$node" --save "" --appendonly no
+              --daemonize yes --pidfile "$DIR/$node/redis.pid" --logfile "$DIR/$node/redis.log"
+              --repl-diskless-sync yes --repl-diskless-sync-delay 0)
+  [ -n "$of" ] && args+=(--replicaof 127.0.0.1 "$of")
+  redis-server "${args[@]}"
+  wait_ping "$port" "redis $node"
+}
+
+# sentinel_node NODE PORT MASTER_PORT: its config is written once (Sentinel rewrites it
+# with what it learns, so a restarted sentinel knows the current master)
+sentinel_node() {
+  local node=$1 port=$2 mport=$3
+  alive "$node" && return 0
+  mkdir -p "$DIR/$node"
+  if [ ! -f "$DIR/$node/sentinel.conf" ]; then
+    cat >"$DIR/$node/sentinel.conf" <<CONF
+port $port
+bind 127.0.0.1
+daemonize yes
+pidfile $DIR/$node/redis.pid
+logfile $DIR/$node/sentinel.log
+dir $DIR/$node
+sentinel monitor $NAME 127.0.0.1 $mport 2
+sentinel down-after-milliseconds $NAME $DOWN_AFTER_MS
+sentinel failover-timeout $NAME 10000
+sentinel parallel-syncs $NAME 1
+CONF
+  fi
+  redis-sentinel "$DIR/$node/sentinel.conf"
+  wait_ping "$port" "sentinel $node"
+}
+
+case "$cmd" in
+  start)
+    BASE=${3:-6390}
+    # a port someone else answers on would fool the readiness checks below
+    nodes=(master replica s1 s2 s3)
+    for i in 0 1 2 3 4; do
+      alive "${nodes[$i]}" || port_free $((BASE + i)) ||
+        { echo "sentinel.sh: port $((BASE + i)) is taken" >&2; exit 1; }
+    done
+    echo "$BASE" >"$DIR/base_port"
+    data_node master "$BASE"
+    data_node replica $((BASE + 1)) "$BASE"
+    for i in 1 2 3; do sentinel_node "s$i" $((BASE + 1 + i)) "$BASE"; done
+    echo "CHATHOST_REDIS_SENTINELS=127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3)),127.0.0.1:$((BASE + 4))"
+    echo "CHATHOST_REDIS_MASTER_NAME=$NAME" ;;
+  stop)
+    for node in s1 s2 s3 master replica; do redis_stop "$DIR/$node"; done ;;
+  master)
+    BASE=$(cat "$DIR/base_port")
+    for i in 2 3 4; do
+      a=$(redis-cli -h 127.0.0.1 -p $((BASE + i)) --raw sentinel get-master-addr-by-name "$NAME" 2>/dev/null |
+        paste -sd: -) && [ -n "$a" ] && { echo "$a"; exit 0; }
+    done
+    echo "sentinel.sh: no sentinel answered" >&2
+    exit 1 ;;
+  *)
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    [ "$cmd" = "-h" ] || [ "$cmd" = "--help" ] || exit 2 ;;
+esac

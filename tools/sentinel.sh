@@ -5,7 +5,9 @@
 # (default BASE 6390). down-after-milliseconds is 1000 (Sentinel's default is 30 s), so a
 # master killed with -9 is replaced within a few seconds.
 #
-#   tools/sentinel.sh start [DIR] [BASE]   starts what is not running; prints the config lines
+#   tools/sentinel.sh start [DIR] [BASE]   starts what is not running (a data node killed
+#                                          earlier comes back as the current master's
+#                                          replica); prints the settings for chathost
 #   tools/sentinel.sh stop [DIR]           stops all five and keeps DIR
 #   tools/sentinel.sh master [DIR]         the address the sentinels name as master now
 #
@@ -78,6 +80,16 @@ CONF
   wait_ping "$port" "sentinel $node"
 }
 
+# current_master_port: the port of the master the running sentinels name, or fails
+current_master_port() {
+  local base; base=$(cat "$DIR/base_port" 2>/dev/null) || return 1
+  for i in 2 3 4; do
+    redis-cli -h 127.0.0.1 -p $((base + i)) --raw sentinel get-master-addr-by-name "$NAME" 2>/dev/null |
+      sed -n 2p | grep . && return 0
+  done
+  return 1
+}
+
 case "$cmd" in
   start)
     BASE=${3:-6390}
@@ -88,22 +100,20 @@ case "$cmd" in
         { echo "sentinel.sh: port $((BASE + i)) is taken" >&2; exit 1; }
     done
     echo "$BASE" >"$DIR/base_port"
-    data_node master "$BASE"
-    data_node replica $((BASE + 1)) "$BASE"
+    # after a failover a data node started again joins the current master as its replica
+    m=$(current_master_port || true)
+    if [ -n "$m" ] && [ "$m" != "$BASE" ]; then data_node master "$BASE" "$m"; else data_node master "$BASE"; fi
+    if [ -n "$m" ] && [ "$m" = $((BASE + 1)) ]; then data_node replica $((BASE + 1));
+    else data_node replica $((BASE + 1)) "$BASE"; fi
     for i in 1 2 3; do sentinel_node "s$i" $((BASE + 1 + i)) "$BASE"; done
     echo "CHATHOST_REDIS_SENTINELS=127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3)),127.0.0.1:$((BASE + 4))"
     echo "CHATHOST_REDIS_MASTER_NAME=$NAME" ;;
   stop)
     for node in s1 s2 s3 master replica; do redis_stop "$DIR/$node"; done ;;
   master)
-    BASE=$(cat "$DIR/base_port")
-    for i in 2 3 4; do
-      a=$(redis-cli -h 127.0.0.1 -p $((BASE + i)) --raw sentinel get-master-addr-by-name "$NAME" 2>/dev/null |
-        paste -sd: -) && [ -n "$a" ] && { echo "$a"; exit 0; }
-    done
-    echo "sentinel.sh: no sentinel answered" >&2
-    exit 1 ;;
+    port=$(current_master_port) || { echo "sentinel.sh: no sentinel answered" >&2; exit 1; }
+    echo "127.0.0.1:$port" ;;
   *)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = "-h" ] || [ "$cmd" = "--help" ] || exit 2 ;;
 esac

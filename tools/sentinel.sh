@@ -90,6 +90,22 @@ current_master_port() {
   return 1
 }
 
+# live_master_port: the current master's port once the sentinels name one whose process
+# runs (a sentinel may still name the master just killed: that one must not come back as
+# a second master), or fails after 30 s
+live_master_port() {
+  local m node
+  for _ in $(seq 1 150); do
+    if m=$(current_master_port); then
+      node=replica
+      [ "$m" = "$(cat "$DIR/base_port")" ] && node=master
+      alive "$node" && { echo "$m"; return 0; }
+    fi
+    sleep 0.2
+  done
+  return 1
+}
+
 case "$cmd" in
   start)
     BASE=${3:-6390}
@@ -101,7 +117,10 @@ case "$cmd" in
     done
     echo "$BASE" >"$DIR/base_port"
     # after a failover a data node started again joins the current master as its replica
-    m=$(current_master_port || true)
+    m=""
+    if current_master_port >/dev/null; then
+      m=$(live_master_port) || { echo "sentinel.sh: the sentinels name no running master" >&2; exit 1; }
+    fi
     if [ -n "$m" ] && [ "$m" != "$BASE" ]; then data_node master "$BASE" "$m"; else data_node master "$BASE"; fi
     if [ -n "$m" ] && [ "$m" = $((BASE + 1)) ]; then data_node replica $((BASE + 1));
     else data_node replica $((BASE + 1)) "$BASE"; fi

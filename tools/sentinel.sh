@@ -3,7 +3,9 @@
 # replica and three sentinels (quorum 2), real processes on loopback, data and logs under
 # DIR (default .run/sentinel). Ports: master BASE, replica BASE+1, sentinels BASE+2..BASE+4
 # (default BASE 6390). down-after-milliseconds is 1000 (Sentinel's default is 30 s), so a
-# master killed with -9 is replaced within a few seconds.
+# master killed with -9 is replaced within a few seconds; failover-timeout is 3000 (default
+# 180 s): a failover whose leader election split the votes is tried again after twice that.
+# SENTINEL_DOWN_AFTER_MS and SENTINEL_FAILOVER_TIMEOUT_MS override them.
 #
 #   tools/sentinel.sh start [DIR] [BASE]   starts what is not running (a data node killed
 #                                          earlier comes back as the current master's
@@ -21,6 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/tools/services.sh"
 NAME=${SENTINEL_MASTER_NAME:-chathost}
 DOWN_AFTER_MS=${SENTINEL_DOWN_AFTER_MS:-1000}
+FAILOVER_TIMEOUT_MS=${SENTINEL_FAILOVER_TIMEOUT_MS:-3000}
 
 cmd=${1:-}
 DIR=${2:-$ROOT/.run/sentinel}
@@ -72,7 +75,7 @@ logfile $DIR/$node/sentinel.log
 dir $DIR/$node
 sentinel monitor $NAME 127.0.0.1 $mport 2
 sentinel down-after-milliseconds $NAME $DOWN_AFTER_MS
-sentinel failover-timeout $NAME 10000
+sentinel failover-timeout $NAME $FAILOVER_TIMEOUT_MS
 sentinel parallel-syncs $NAME 1
 CONF
   fi
@@ -133,6 +136,6 @@ case "$cmd" in
     port=$(current_master_port) || { echo "sentinel.sh: no sentinel answered" >&2; exit 1; }
     echo "127.0.0.1:$port" ;;
   *)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = "-h" ] || [ "$cmd" = "--help" ] || exit 2 ;;
 esac

@@ -185,6 +185,26 @@ describe("redis client in sentinel mode, with a stand-in sentinel", function()
         c:close() o:close()
     end)
 
+    it("gives a sentinel that does not answer sentinel_timeout_ms, then asks the next", function()
+        name_master(master)
+        local silent = rs.start {}
+        silent:pause() -- the kernel accepts the connection; nothing answers
+        local function client_of(sentinels)
+            return host.redis.new { sentinels = sentinels, master_name = "m", pool_size = 1,
+                sentinel_timeout_ms = 100, reconnect_min_ms = 10, reconnect_max_ms = 50 }
+        end
+        local c = client_of({ "127.0.0.1:" .. silent.port })
+        local v, err = c:call("PING")
+        assert.is_nil(v)
+        assert.matches("sentinel 127%.0%.0%.1:" .. silent.port .. ": timeout", err)
+        c:close()
+        c = client_of({ "127.0.0.1:" .. silent.port, "127.0.0.1:" .. fake_port })
+        assert.equal("PONG", c:call("PING"))
+        assert.equal("127.0.0.1:" .. master.port, c:stats().master)
+        c:close()
+        silent:stop()
+    end)
+
     it("answers nil, err naming the master when no sentinel knows it", function()
         assert(host.fs.write(dir .. "/master", ""))
         local c = client()

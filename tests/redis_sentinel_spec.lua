@@ -185,6 +185,39 @@ describe("redis client in sentinel mode, with a stand-in sentinel", function()
         c:close() o:close()
     end)
 
+    it("runs host.redis.on_reconnect after a switch, as after a lost connection", function()
+        name_master(master)
+        local pdir = assert(host.fs.mkdtemp("switchreconnect"))
+        assert(host.fs.write(pdir .. "/ping.lua", [[
+local host = require "host"
+host.redis.on_reconnect(function()
+    print("on_reconnect ran on " .. host.redis.stats().master) io.stdout:flush()
+end)
+assert(host.redis.call("PING"))
+print("ready") io.stdout:flush()
+for _ = 1, 400 do
+    host.redis.call("PING")
+    host.timer.sleep(50)
+end
+]]))
+        local p = assert(host.proc.spawn({ util.bin(), "exec", pdir .. "/ping.lua" }, {
+            stdout = "capture", stderr = "capture",
+            env = { CHATHOST_REDIS_SENTINELS = "127.0.0.1:" .. fake_port,
+                CHATHOST_REDIS_MASTER_NAME = "m" } }))
+        local function out() return (p:output()) end
+        assert(util.wait_until(function() return out():find("ready", 1, true) end, 5000, "ready"))
+        name_master(other)
+        assert(host.fs.write(dir .. "/master.switch",
+            ("m 127.0.0.1 %d 127.0.0.1 %d"):format(master.port, other.port)))
+        assert(fake:kill("USR1"))
+        assert(util.wait_until(function() return out():find("on_reconnect ran", 1, true) end,
+            5000, "on_reconnect after the switch"))
+        assert.matches("on_reconnect ran on 127%.0%.0%.1:" .. other.port, out())
+        p:kill("TERM")
+        p:wait()
+        host.fs.rmtree(pdir)
+    end)
+
     it("gives a sentinel that does not answer sentinel_timeout_ms, then asks the next", function()
         name_master(master)
         local silent = rs.start {}

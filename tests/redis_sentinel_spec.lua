@@ -238,6 +238,36 @@ end
         silent:stop()
     end)
 
+    it("sends redis.sentinel_password to sentinels that want one", function()
+        name_master(master)
+        local guarded = assert(host.proc.spawn({ "/usr/bin/python3",
+            host.root .. "/tests/helpers/fake_sentinel.py", dir .. "/master", "sentinel-pw" },
+            { stdout = "capture", stderr = "capture" }))
+        assert(util.wait_until(function() return (guarded:output()):match("ready (%d+)") end, 5000,
+            "the guarded stand-in"))
+        local port = tonumber((guarded:output()):match("ready (%d+)"))
+        local function client_with(pw)
+            return host.redis.new { sentinels = { "127.0.0.1:" .. port }, master_name = "m",
+                sentinel_password = pw, pool_size = 1, reconnect_min_ms = 10, reconnect_max_ms = 50 }
+        end
+        local c = client_with(false)
+        local v, err = c:call("PING")
+        assert.is_nil(v)
+        assert.matches("sentinel 127%.0%.0%.1:" .. port .. ": NOAUTH", err)
+        c:close()
+        c = client_with("wrong")
+        v, err = c:call("PING")
+        assert.is_nil(v)
+        assert.matches("AUTH refused %(check redis%.sentinel_password%)", err)
+        assert.is_nil(err:find("wrong", 1, true)) -- the password is not in the message
+        c:close()
+        c = client_with("sentinel-pw")
+        assert.equal("PONG", c:call("PING"))
+        c:close()
+        guarded:kill("KILL")
+        guarded:wait()
+    end)
+
     it("answers nil, err naming the master when no sentinel knows it", function()
         assert(host.fs.write(dir .. "/master", ""))
         local c = client()

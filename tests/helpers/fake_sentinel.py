@@ -1,17 +1,19 @@
 #!/usr/bin/python3
 """A stand-in for one Redis Sentinel whose answer the spec controls, for the cases a real
 sentinel will not produce (naming a replica as the master). Usage:
-    fake_sentinel.py ADDRESS_FILE
+    fake_sentinel.py ADDRESS_FILE [PASSWORD]
 Listens on a free loopback port and prints "ready PORT". SENTINEL get-master-addr-by-name
 answers the "ip port" in ADDRESS_FILE (read at each question: the spec rewrites it), or nil
 when the file is empty; SUBSCRIBE is confirmed, and on SIGUSR1 every subscriber gets the
 text in ADDRESS_FILE.switch as a message on +switch-master; AUTH and PING answer OK and
-PONG; each question is counted in ADDRESS_FILE.asked."""
+PONG; each question is counted in ADDRESS_FILE.asked. With PASSWORD, a connection must
+AUTH with it first (else -NOAUTH, a wrong one -WRONGPASS)."""
 import asyncio
 import signal
 import sys
 
 ADDRESS_FILE = sys.argv[1]
+PASSWORD = sys.argv[2] if len(sys.argv) > 2 else None
 SUBSCRIBERS = set()
 
 
@@ -45,13 +47,19 @@ def count_question():
 
 
 async def serve(reader, writer):
+    authed = PASSWORD is None
     try:
         while True:
             args = await read_command(reader)
             if args is None:
                 break
             cmd = args[0].lower() if args else ""
-            if cmd == "sentinel" and len(args) == 3 and args[1].lower() == "get-master-addr-by-name":
+            if cmd == "auth":
+                authed = PASSWORD is None or args[1:] == [PASSWORD]
+                writer.write(b"+OK\r\n" if authed else b"-WRONGPASS invalid password\r\n")
+            elif not authed:
+                writer.write(b"-NOAUTH Authentication required.\r\n")
+            elif cmd == "sentinel" and len(args) == 3 and args[1].lower() == "get-master-addr-by-name":
                 count_question()
                 with open(ADDRESS_FILE) as f:
                     addr = f.read().split()
@@ -63,8 +71,6 @@ async def serve(reader, writer):
                 SUBSCRIBERS.add(writer)
                 for i, ch in enumerate(args[1:]):
                     writer.write(b"*3\r\n" + bulk("subscribe") + bulk(ch) + b":%d\r\n" % (i + 1))
-            elif cmd == "auth":
-                writer.write(b"+OK\r\n")
             elif cmd == "ping":
                 writer.write(b"+PONG\r\n")
             else:

@@ -321,7 +321,7 @@ describe("Redis through real sentinels", function()
     it("follows a kill -9 of the master: logins and chat resume, no acked message is lost", function()
         trio = start_trio()
         sr = host.redis.new { sentinels = trio.sentinels, master_name = MASTER_NAME, pool_size = 1 }
-        chat = cluster.start_chat { redis = sr, chat = { lock_ttl_ms = 2000 },
+        chat = cluster.start_chat { redis = sr, chat = { lock_ttl_ms = 10000 },
             env = { CHATHOST_REDIS_SENTINELS = table.concat(trio.sentinels, ","),
                 CHATHOST_REDIS_MASTER_NAME = MASTER_NAME } }
         local a, b, c, d = cluster.user(), cluster.user(), cluster.user(), cluster.user()
@@ -356,8 +356,10 @@ describe("Redis through real sentinels", function()
         end)
         assert(util.wait_until(function() return #acked >= 20 end, 10000, "20 acked messages"))
 
-        -- a login lock held at the switch (by a login that never ends), on both servers
-        assert.equal("OK", sr:call("SET", "lock:lock_" .. d.uid, "held at the switch", "PX", 2000))
+        -- a login lock held at the switch (by a login that never ends), on both servers,
+        -- with a lease longer than the failover takes
+        local lock_key = "lock:lock_" .. d.uid
+        assert.equal("OK", sr:call("SET", lock_key, "held at the switch", "PX", 10000))
         assert.equal(1, sr:call("WAIT", 1, 2000))
 
         local master_port, master_pid = current_master(trio)
@@ -375,7 +377,12 @@ describe("Redis through real sentinels", function()
         assert.is_not_nil(cc)
         assert(util.wait_until(function() return sent_after >= 20 end, 20000,
             "20 messages acked after the failover"))
-        login(d, 10000, "the login whose lock was held at the switch")
+        -- the lock came through the switch, and its lease ends it: d logs in
+        assert(util.wait_until(function() return sr:stats().master == "127.0.0.1:" .. replica_port end,
+            10000, "the spec's own client on the new master"))
+        local pttl = sr:call("PTTL", lock_key)
+        assert(pttl and pttl > 0, "the lock on the new master, PTTL " .. tostring(pttl))
+        login(d, 20000, "the login whose lock was held at the switch")
         stop = true
         assert(sender:wait(10000))
         -- b's session lived through the failover: still connected, its presence there

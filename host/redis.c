@@ -70,8 +70,8 @@ typedef struct redis_opts {
     long long port, db, pool_size, max_pending;
     long long connect_timeout_ms, command_timeout_ms, reconnect_min_ms, reconnect_max_ms;
     redis_addr sentinels[SENTINELS_MAX];
-    int nsentinels;            /* 0: host/port is the server; else sentinel mode */
-    char master_name[64];      /* the name the sentinels monitor the master under */
+    int nsentinels;       /* 0: host/port is the server; else sentinel mode */
+    char master_name[64]; /* the name the sentinels monitor the master under */
     char sentinel_password[512];
     long long sentinel_timeout_ms; /* per sentinel: connect, AUTH and the question each */
 } redis_opts;
@@ -117,17 +117,17 @@ struct redis_client {
     double commands, timeouts, reconnects, errors;
     char last_error[200];
     /* sentinel mode */
-    redis_addr master;       /* where connections go (port 0: not known yet) */
-    int master_stale;        /* ask the sentinels again before the next connect */
-    int resolving;           /* a question to the sentinels runs on the thread pool */
-    unsigned switches;       /* +switch-master messages followed: a question asked before
-                              * the latest one may have an older answer */
-    int sentinel_first;      /* the sentinel asked first: the last one that answered */
-    double failovers;        /* times the master's address changed */
-    redisAsyncContext *sub;  /* the +switch-master subscription */
+    redis_addr master;      /* where connections go (port 0: not known yet) */
+    int master_stale;       /* ask the sentinels again before the next connect */
+    int resolving;          /* a question to the sentinels runs on the thread pool */
+    unsigned switches;      /* +switch-master messages followed: a question asked before
+                             * the latest one may have an older answer */
+    int sentinel_first;     /* the sentinel asked first: the last one that answered */
+    double failovers;       /* times the master's address changed */
+    redisAsyncContext *sub; /* the +switch-master subscription */
     enum sub_state sub_state;
     uv_timer_t sub_timer;
-    int sub_next;            /* the sentinel the subscription tries next */
+    int sub_next; /* the sentinel the subscription tries next */
     long long sub_backoff_ms;
 };
 
@@ -696,7 +696,8 @@ static void conn_handshake(redis_conn *conn) {
 /* NULL when a ROLE reply says master, else why the server may not be used. */
 static const char *role_problem(const redisReply *reply, char *buf, size_t size) {
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
-        reply->element[0]->type == REDIS_REPLY_STRING && strcmp(reply->element[0]->str, "master") == 0)
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(reply->element[0]->str, "master") == 0)
         return NULL;
     int known = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
                 reply->element[0]->type == REDIS_REPLY_STRING;
@@ -1073,7 +1074,8 @@ static void sub_message(redisAsyncContext *ac, void *reply_ptr, void *privdata) 
         return;
     if (addr_set(&to, nip, nport) != 0) {
         log_warn("redis master '%s': +switch-master names %s:%s, not an IPv4 address; asking "
-                 "the sentinels", name, nip, nport);
+                 "the sentinels",
+                 name, nip, nport);
         c->master_stale = 1;
         return;
     }
@@ -1086,7 +1088,8 @@ static void sub_auth_reply(redisAsyncContext *ac, void *reply_ptr, void *privdat
     redis_client *c = ac->data;
     if (c && r && r->type == REDIS_REPLY_ERROR)
         log_warn("redis master '%s': a sentinel refused AUTH: %s (check "
-                 "redis.sentinel_password)", c->opts.master_name, r->str);
+                 "redis.sentinel_password)",
+                 c->opts.master_name, r->str);
 }
 
 /* The subscription's context is gone (hiredis frees it): try the next sentinel later. */
@@ -1440,8 +1443,8 @@ static int opts_from_config(struct app *app, redis_opts *o, char *err, size_t er
     lua_getfield(L, -1, "redis");
     if (lua_istable(L, -1)) {
         lua_getfield(L, -1, "sentinels");
-        const char *bad = lua_istable(L, -1) ? sentinels_from_lua(L, lua_gettop(L), o, err, errlen)
-                                             : NULL;
+        const char *bad =
+            lua_istable(L, -1) ? sentinels_from_lua(L, lua_gettop(L), o, err, errlen) : NULL;
         lua_pop(L, 1);
         if (bad && bad != err) snprintf(err, errlen, "%s", bad);
         if (bad) {
@@ -1517,8 +1520,7 @@ static void opts_from_table(lua_State *L, int arg, redis_opts *o) {
     }
     if (o->reconnect_max_ms < o->reconnect_min_ms)
         luaL_argerror(L, arg, "reconnect_max_ms must be >= reconnect_min_ms");
-    if (o->nsentinels && !o->master_name[0])
-        luaL_argerror(L, arg, "sentinels need master_name");
+    if (o->nsentinels && !o->master_name[0]) luaL_argerror(L, arg, "sentinels need master_name");
 }
 
 /* ---- Lua: host.redis -------------------------------------------------------------------- */
@@ -1646,8 +1648,7 @@ static int l_new(lua_State *L) {
         if (has_host && !has_sentinels) o.nsentinels = 0;
         opts_from_table(L, 1, &o);
     }
-    if (!config_ok && !has_host && !has_sentinels)
-        return luaL_error(L, "host.redis.new: %s", err);
+    if (!config_ok && !has_host && !has_sentinels) return luaL_error(L, "host.redis.new: %s", err);
     if (app->stopping) return push_error(L, "shutting down");
     client_ud *ud = lua_newuserdata(L, sizeof *ud);
     ud->client = NULL;

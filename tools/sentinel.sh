@@ -27,8 +27,8 @@ FAILOVER_TIMEOUT_MS=${SENTINEL_FAILOVER_TIMEOUT_MS:-3000}
 
 cmd=${1:-}
 DIR=${2:-$ROOT/.run/sentinel}
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
+[ "$cmd" = start ] && mkdir -p "$DIR"
+[ -d "$DIR" ] && DIR=$(cd "$DIR" && pwd)
 
 # alive NODE: its process runs
 alive() {

@@ -282,8 +282,10 @@ end)
 describe("Redis through real sentinels", function()
     timeout(90000)
     local trio, sr, chat, clients = nil, nil, nil, {}
+    local load = { stop = false } -- the sender's loop runs until stop (set by the test, or here)
 
     after_each(function()
+        load.stop = true
         for _, c in ipairs(clients) do c:close() end
         clients = {}
         if chat then chat:stop() end
@@ -330,12 +332,13 @@ describe("Redis through real sentinels", function()
 
         -- steady load: a sends one message after the other; one without an ack (an error,
         -- a lost connection) is sent again with the same unique_id until it is acked
-        local acked, stop, sent_after, refused, relogins = {}, false, 0, {}, 0
+        local acked, sent_after, refused, relogins = {}, 0, {}, 0
+        load.stop = false
         local killed_at
         local sender = host.spawn(function()
             local ca = login(a)
             local i = 1
-            while not stop do
+            while not load.stop do
                 local uid = ("m%05d"):format(i)
                 local ack = ca and ca:request(1017, { fromuid = a.uid, touid = b.uid,
                     thread_id = thread, text_array = { { content = "text " .. i, unique_id = uid } } },
@@ -383,7 +386,7 @@ describe("Redis through real sentinels", function()
         local pttl = sr:call("PTTL", lock_key)
         assert(pttl and pttl > 0, "the lock on the new master, PTTL " .. tostring(pttl))
         login(d, 20000, "the login whose lock was held at the switch")
-        stop = true
+        load.stop = true
         assert(sender:wait(10000))
         -- b's session lived through the failover: still connected, its presence there
         -- (replicated, or written again by the server's on_reconnect), pushes reach it

@@ -30,10 +30,34 @@ DIR=${2:-$ROOT/.run/sentinel}
 [ "$cmd" = start ] && mkdir -p "$DIR"
 [ -d "$DIR" ] && DIR=$(cd "$DIR" && pwd)
 
-# alive NODE: its process runs
-alive() {
+NODES=(master replica s1 s2 s3) # on ports BASE, BASE+1, ... BASE+4
+
+# node_port NODE
+node_port() {
+  local i base; base=$(cat "$DIR/base_port")
+  for i in 0 1 2 3 4; do [ "${NODES[$i]}" = "$1" ] && echo $((base + i)); done
+}
+
+# node_pid NODE: the pid in its pid file while that process is still this node's Redis or
+# Sentinel (a pid left by a kill -9 may since belong to another process), or fails
+node_pid() {
   local pid
-  pid=$(cat "$DIR/$1/redis.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null
+  pid=$(cat "$DIR/$1/redis.pid" 2>/dev/null) || return 1
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "redis.*:$(node_port "$1")\b" &&
+    echo "$pid"
+}
+
+# alive NODE: its process runs
+alive() { node_pid "$1" >/dev/null; }
+
+# node_stop NODE
+node_stop() {
+  local pid
+  if pid=$(node_pid "$1"); then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  fi
+  rm -f "$DIR/$1/redis.pid"
 }
 
 wait_ping() {
@@ -113,12 +137,11 @@ case "$cmd" in
   start)
     BASE=${3:-6390}
     # a port someone else answers on would fool the readiness checks below
-    nodes=(master replica s1 s2 s3)
+    echo "$BASE" >"$DIR/base_port"
     for i in 0 1 2 3 4; do
-      alive "${nodes[$i]}" || port_free $((BASE + i)) ||
+      alive "${NODES[$i]}" || port_free $((BASE + i)) ||
         { echo "sentinel.sh: port $((BASE + i)) is taken" >&2; exit 1; }
     done
-    echo "$BASE" >"$DIR/base_port"
     # after a failover a data node started again joins the current master as its replica
     m=""
     if current_master_port >/dev/null; then
@@ -131,7 +154,8 @@ case "$cmd" in
     echo "CHATHOST_REDIS_SENTINELS=127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3)),127.0.0.1:$((BASE + 4))"
     echo "CHATHOST_REDIS_MASTER_NAME=$NAME" ;;
   stop)
-    for node in s1 s2 s3 master replica; do redis_stop "$DIR/$node"; done ;;
+    [ -f "$DIR/base_port" ] || exit 0
+    for node in s1 s2 s3 master replica; do node_stop "$node"; done ;;
   master)
     port=$(current_master_port) || { echo "sentinel.sh: no sentinel answered" >&2; exit 1; }
     echo "127.0.0.1:$port" ;;

@@ -35,6 +35,14 @@ return {
         reconnect_min_ms = 100,             -- reconnect backoff, doubling up to the max
         reconnect_max_ms = 2000,
         max_pending = 10000,                -- commands in flight per process; beyond: nil, "busy"
+        -- Redis Sentinel instead of host/port (both or neither; `tools/sentinel.sh start`
+        -- runs a local trio): the master is asked of the sentinels in turn and followed
+        -- across failovers. CHATHOST_REDIS_SENTINELS="ip:port,ip:port" and
+        -- CHATHOST_REDIS_MASTER_NAME set them from the environment.
+        -- sentinels = { "127.0.0.1:6392", "127.0.0.1:6393", "127.0.0.1:6394" },
+        -- master_name = "chathost",
+        sentinel_password = env("CHATHOST_REDIS_SENTINEL_PASSWORD"), -- if the sentinels want AUTH
+        sentinel_timeout_ms = 500,          -- per sentinel asked (connect, AUTH, answer each)
     },
 
     mysql = {

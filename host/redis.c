@@ -1,8 +1,17 @@
 /* redis.c: host.redis, an async Redis client on the loop (hiredis 0.14 through the patched
  * libuv adapter in redis_uv.h). A client is a pool of connections; each connection is a
  * small state machine driven by one uv timer (reconnect backoff, connect timeout, command
- * watchdog). A request (one command or one pipeline) is answered by resuming its task. */
+ * watchdog). A request (one command or one pipeline) is answered by resuming its task.
+ *
+ * Sentinel mode (sentinels and a master name instead of host/port; hiredis 0.14 knows no
+ * Sentinel, so this file does the small part needed): before a connection (re)connects
+ * after a failure, the sentinels are asked in turn for the master (SENTINEL
+ * get-master-addr-by-name, on the thread pool with a bounded timeout per sentinel); each
+ * connection's handshake checks with ROLE that the server is a master; a subscription to
+ * +switch-master on one sentinel moves the pool to the new master at once; a READONLY
+ * reply or a lost connection means "ask again". */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <lauxlib.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -24,6 +33,7 @@
 #define FREE_REQS_MAX 256      /* request structs kept for reuse */
 #define WIRE_KEEP (256 * 1024) /* a format buffer grown beyond this is released after use */
 #define BUSY_LOG_INTERVAL_MS 10000
+#define SENTINELS_MAX 16
 
 /* Commands that would change one pooled connection's state behind the pool's back. */
 static const char *const UNSUPPORTED[] = {
@@ -40,15 +50,30 @@ enum conn_state {
     CONN_READY,      /* takes commands; the timer is the command watchdog */
     CONN_BROKEN,     /* given up (muted, requests answered); the timer (0 ms) frees it */
     CONN_CLOSED,
+    CONN_RESOLVING, /* sentinel mode: waiting for the sentinels' answer; no timer */
 };
 
-enum req_kind { REQ_CALL, REQ_PIPELINE, REQ_AUTH, REQ_SELECT, REQ_PING };
+enum req_kind { REQ_CALL, REQ_PIPELINE, REQ_AUTH, REQ_SELECT, REQ_PING, REQ_ROLE };
+
+/* The +switch-master subscription: DOWN (the timer connects), CONNECTING (the timer is the
+ * connect timeout), ON, FAILED (the context is gone; the timer moves to the next sentinel). */
+enum sub_state { SUB_DOWN, SUB_CONNECTING, SUB_ON, SUB_FAILED, SUB_CLOSED };
+
+typedef struct redis_addr {
+    char host[INET_ADDRSTRLEN];
+    long long port; /* 0: unknown */
+} redis_addr;
 
 typedef struct redis_opts {
     char host[INET_ADDRSTRLEN];
     char password[512]; /* "" when none */
     long long port, db, pool_size, max_pending;
     long long connect_timeout_ms, command_timeout_ms, reconnect_min_ms, reconnect_max_ms;
+    redis_addr sentinels[SENTINELS_MAX];
+    int nsentinels;       /* 0: host/port is the server; else sentinel mode */
+    char master_name[64]; /* the name the sentinels monitor the master under */
+    char sentinel_password[512];
+    long long sentinel_timeout_ms; /* per sentinel: connect, AUTH and the question each */
 } redis_opts;
 
 typedef struct redis_client redis_client;
@@ -63,7 +88,8 @@ typedef struct redis_conn {
     long long backoff_ms; /* delay before the next reconnect */
     int handshake_left;
     int had_failure; /* failed since it was last ready */
-    char error[128]; /* why the connect failed (CONN_FAILED) */
+    char error[200]; /* why the connect failed (CONN_FAILED) */
+    int redial_now;  /* broken by a master switch: reconnect without backoff */
     const void *overdue;       /* the request found overdue once (with its deadline): its */
     uint64_t overdue_deadline; /* reply may be unread in the socket, see conn_watchdog */
 } redis_conn;
@@ -89,7 +115,20 @@ struct redis_client {
     long long pending; /* commands sent or held, not answered by the server yet */
     client_ud *ud;
     double commands, timeouts, reconnects, errors;
-    char last_error[160];
+    char last_error[200];
+    /* sentinel mode */
+    redis_addr master;      /* where connections go (port 0: not known yet) */
+    int master_stale;       /* ask the sentinels again before the next connect */
+    int resolving;          /* a question to the sentinels runs on the thread pool */
+    unsigned switches;      /* +switch-master messages followed: a question asked before
+                             * the latest one may have an older answer */
+    int sentinel_first;     /* the sentinel asked first: the last one that answered */
+    double failovers;       /* times the master's address changed */
+    redisAsyncContext *sub; /* the +switch-master subscription */
+    enum sub_state sub_state;
+    uv_timer_t sub_timer;
+    int sub_next; /* the sentinel the subscription tries next */
+    long long sub_backoff_ms;
 };
 
 struct client_ud {
@@ -393,7 +432,13 @@ static void req_hold(redis_client *c, redis_req *r, const wire_buf *w) {
 /* ---- clients: failures, recovery, logging --------------------------------------------- */
 
 static const char *client_name(redis_client *c, char *buf, size_t size) {
-    snprintf(buf, size, "redis %s:%lld", c->opts.host, c->opts.port);
+    if (c->opts.nsentinels == 0)
+        snprintf(buf, size, "redis %s:%lld", c->opts.host, c->opts.port);
+    else if (c->master.port == 0)
+        snprintf(buf, size, "redis master '%s'", c->opts.master_name);
+    else
+        snprintf(buf, size, "redis master '%s' at %s:%lld", c->opts.master_name, c->master.host,
+                 c->master.port);
     return buf;
 }
 
@@ -401,7 +446,7 @@ static const char *client_name(redis_client *c, char *buf, size_t size) {
  * password). Logs the first failure of an outage, not every retry. When it ends the
  * starting phase, the held requests move to `held` for the caller to fail. */
 static void client_note_failure(redis_client *c, const char *err, int config, list_node *held) {
-    char name[96];
+    char name[192];
     snprintf(c->last_error, sizeof c->last_error, "%s", err);
     c->errors++;
     if (config && !c->config_logged) {
@@ -430,7 +475,7 @@ static void run_on_reconnect(redis_client *c) {
 }
 
 static void client_note_ready(redis_client *c) {
-    char name[96];
+    char name[192];
     c->starting = 0;
     if (!c->outage) return;
     log_info("%s: connected again after %llu ms", client_name(c, name, sizeof name),
@@ -451,6 +496,7 @@ static void conn_wait_retry(redis_conn *conn) {
     redis_opts *o = &conn->client->opts;
     conn->state = CONN_DOWN;
     conn->had_failure = 1;
+    if (o->nsentinels) conn->client->master_stale = 1; /* the master may have moved */
     conn_arm(conn, (uint64_t)conn->backoff_ms);
     conn->backoff_ms =
         conn->backoff_ms * 2 < o->reconnect_max_ms ? conn->backoff_ms * 2 : o->reconnect_max_ms;
@@ -503,7 +549,7 @@ static void conn_lost(redis_conn *conn, redisAsyncContext *ac) {
 
 /* A connect attempt failed (message in conn->error); the context is already gone. */
 static void conn_failed(redis_conn *conn) {
-    char err[160];
+    char err[200];
     snprintf(err, sizeof err, "%s", conn->error);
     conn->client->lost = 1;
     conn_wait_retry(conn);
@@ -567,9 +613,14 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
     conn_lost(conn, ac);
 }
 
-static void conn_connect(redis_conn *conn) {
+static void client_resolve(redis_client *c);
+
+/* Starts connecting to the server (sentinel mode: the master last named). */
+static void conn_dial(redis_conn *conn) {
     redis_client *c = conn->client;
-    redisAsyncContext *ac = redisAsyncConnect(c->opts.host, (int)c->opts.port);
+    const redis_addr *m = &c->master;
+    redisAsyncContext *ac = c->opts.nsentinels ? redisAsyncConnect(m->host, (int)m->port)
+                                               : redisAsyncConnect(c->opts.host, (int)c->opts.port);
     const char *err = !ac ? "out of memory" : ac->err ? ac->errstr : NULL;
     if (!err && redis_uv_attach(ac, c->app->loop) != REDIS_OK) err = "cannot watch the socket";
     if (err) {
@@ -585,6 +636,18 @@ static void conn_connect(redis_conn *conn) {
     conn->ac = ac;
     conn->state = CONN_CONNECTING;
     conn_arm(conn, (uint64_t)c->opts.connect_timeout_ms);
+}
+
+/* Connects, or in sentinel mode first asks where the master is when that is not known or
+ * may have changed (after any failure); the answer resumes the connection. */
+static void conn_connect(redis_conn *conn) {
+    redis_client *c = conn->client;
+    if (c->opts.nsentinels && (c->master_stale || c->master.port == 0)) {
+        conn->state = CONN_RESOLVING;
+        client_resolve(c);
+        return;
+    }
+    conn_dial(conn);
 }
 
 static void conn_abandon_connect(redis_conn *conn) {
@@ -624,16 +687,39 @@ static void conn_handshake(redis_conn *conn) {
     if (o->password[0]) rc = handshake_send(conn, REQ_AUTH, "AUTH", o->password);
     snprintf(db, sizeof db, "%lld", o->db);
     if (rc == 0 && o->db != 0) rc = handshake_send(conn, REQ_SELECT, "SELECT", db);
+    if (rc == 0 && o->nsentinels) /* never write to a replica the sentinels named by mistake */
+        rc = handshake_send(conn, REQ_ROLE, "ROLE", NULL);
     if (rc == 0 && conn->handshake_left == 0) rc = handshake_send(conn, REQ_PING, "PING", NULL);
     if (rc != 0) conn_break(conn, "cannot send the handshake", 0);
 }
 
+/* NULL when a ROLE reply says master, else why the server may not be used. */
+static const char *role_problem(const redisReply *reply, char *buf, size_t size) {
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(reply->element[0]->str, "master") == 0)
+        return NULL;
+    int known = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                reply->element[0]->type == REDIS_REPLY_STRING;
+    snprintf(buf, size, "the server is not a master (ROLE says %.40s)",
+             known ? reply->element[0]->str : "nothing usable");
+    return buf;
+}
+
 static void handshake_reply(redis_conn *conn, redis_req *r, const redisReply *reply) {
     if (reply->type == REDIS_REPLY_ERROR) {
-        const char *what = r->kind == REQ_AUTH ? "AUTH" : r->kind == REQ_SELECT ? "SELECT" : "PING";
+        const char *what = r->kind == REQ_AUTH     ? "AUTH"
+                           : r->kind == REQ_SELECT ? "SELECT"
+                           : r->kind == REQ_ROLE   ? "ROLE"
+                                                   : "PING";
         char err[160];
         snprintf(err, sizeof err, "%s failed: %.*s", what, (int)reply->len, reply->str);
         conn_break(conn, err, 1);
+        return;
+    }
+    char why[96];
+    if (r->kind == REQ_ROLE && role_problem(reply, why, sizeof why)) {
+        conn_break(conn, why, 0); /* the failure asks the sentinels again */
         return;
     }
     if (--conn->handshake_left == 0) conn_ready(conn);
@@ -667,7 +753,14 @@ static void conn_watchdog(redis_conn *conn) {
 static void conn_reap(redis_conn *conn) {
     redisAsyncContext *ac = conn->ac;
     conn->ac = NULL;
-    conn_wait_retry(conn);
+    if (conn->redial_now) { /* the master switched: the new one is known, go there now */
+        conn->redial_now = 0;
+        conn->state = CONN_DOWN;
+        conn->had_failure = 1;
+        conn_arm(conn, 0);
+    } else {
+        conn_wait_retry(conn);
+    }
     if (!ac) return;
     ac->data = NULL;
     redisAsyncFree(ac);
@@ -696,6 +789,7 @@ static void conn_timer_fired(uv_timer_t *timer) {
         conn_reap(conn);
         break;
     case CONN_CLOSED:
+    case CONN_RESOLVING:
         break;
     }
 }
@@ -753,11 +847,358 @@ static void on_reply(redisAsyncContext *ac, void *reply_ptr, void *privdata) {
         req_free(r);
         return;
     }
-    if (r->kind == REQ_PIPELINE) {
+    /* a master demoted behind our back (a failover we did not hear of): ask again */
+    int readonly = conn->client->opts.nsentinels && reply->type == REDIS_REPLY_ERROR &&
+                   strncmp(reply->str, "READONLY", 8) == 0;
+    if (r->kind == REQ_PIPELINE)
         pipeline_reply(r, reply);
+    else
+        call_reply(r, reply);
+    if (readonly && conn->ac == ac && conn->state == CONN_READY) {
+        conn->client->lost = 1;
+        conn_break(conn, "the server is a replica now (READONLY)", 0);
+    }
+}
+
+/* ---- sentinel mode: where the master is ------------------------------------------------ */
+
+/* Copies host as an IPv4 literal ("localhost" becomes 127.0.0.1); -1 for anything else:
+ * hiredis would resolve a name with a blocking getaddrinfo on the loop thread. */
+static int host_normalise(const char *host, char *out, size_t size) {
+    struct in_addr a;
+    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
+    if (inet_pton(AF_INET, host, &a) != 1) return -1;
+    snprintf(out, size, "%s", host);
+    return 0;
+}
+
+/* Parses an IPv4 address (or localhost) and a port 1..65535 given apart; -1 if unusable. */
+static int addr_set(redis_addr *a, const char *host, const char *port) {
+    char *end;
+    errno = 0;
+    long p = strtol(port, &end, 10);
+    if (end == port || *end || errno || p < 1 || p > 65535) return -1;
+    if (host_normalise(host, a->host, sizeof a->host) != 0) return -1;
+    a->port = p;
+    return 0;
+}
+
+/* Parses "host:port"; -1 if unusable. */
+static int addr_parse(redis_addr *a, const char *s) {
+    const char *colon = strrchr(s, ':');
+    char host[64];
+    if (!colon || colon == s || (size_t)(colon - s) >= sizeof host) return -1;
+    snprintf(host, sizeof host, "%.*s", (int)(colon - s), s);
+    return addr_set(a, host, colon + 1);
+}
+
+/* Moves the client to the master at a (learnt from how); logs and counts a change. */
+static void client_set_master(redis_client *c, const redis_addr *a, const char *how) {
+    char name[192];
+    if (c->master.port == a->port && strcmp(c->master.host, a->host) == 0) return;
+    if (c->master.port != 0) {
+        c->failovers++;
+        log_warn("redis master '%s': moved from %s:%lld to %s:%lld (%s)", c->opts.master_name,
+                 c->master.host, c->master.port, a->host, a->port, how);
+    }
+    c->master = *a;
+    log_info("%s: the current master (%s)", client_name(c, name, sizeof name), how);
+}
+
+typedef struct resolve_job {
+    uv_work_t work;
+    redis_client *client;
+    redis_opts opts; /* a copy: the pool thread reads nothing the loop changes */
+    int first;       /* the sentinel asked first */
+    unsigned switches;
+    int answered; /* the sentinel that answered, -1: none */
+    redis_addr master;
+    char error[200];
+} resolve_job;
+
+static struct timeval ms_timeval(long long ms) {
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+/* Asks one sentinel (blocking, on a pool thread; every step bounded by
+ * sentinel_timeout_ms) where the master is; 0, or -1 with j->error set. */
+static int sentinel_ask(resolve_job *j, const redis_addr *s) {
+    struct timeval tv = ms_timeval(j->opts.sentinel_timeout_ms);
+    redisContext *rc = redisConnectWithTimeout(s->host, (int)s->port, tv);
+    redisReply *r = NULL;
+    const char *why = NULL;
+    int rc_ok = -1;
+    if (!rc || rc->err) {
+        why = !rc ? "out of memory" : rc->errstr;
+        goto done;
+    }
+    set_cloexec(rc->fd);
+    redisSetTimeout(rc, tv);
+    if (j->opts.sentinel_password[0]) {
+        r = redisCommand(rc, "AUTH %s", j->opts.sentinel_password);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            why = !r ? rc->errstr : "AUTH refused (check redis.sentinel_password)";
+            goto done;
+        }
+        freeReplyObject(r);
+    }
+    r = redisCommand(rc, "SENTINEL get-master-addr-by-name %s", j->opts.master_name);
+    if (!r) {
+        why = rc->errstr;
+    } else if (r->type == REDIS_REPLY_NIL) {
+        why = "does not know that master";
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+               r->element[0]->type != REDIS_REPLY_STRING ||
+               r->element[1]->type != REDIS_REPLY_STRING ||
+               addr_set(&j->master, r->element[0]->str, r->element[1]->str) != 0) {
+        why = r->type == REDIS_REPLY_ERROR ? r->str : "answered no usable IPv4 address";
+    } else {
+        rc_ok = 0;
+    }
+done:
+    if (why)
+        snprintf(j->error, sizeof j->error, "sentinel %s:%lld: %s%s", s->host, s->port,
+                 errno == EAGAIN && rc && rc->err == REDIS_ERR_IO ? "timeout, " : "", why);
+    if (r) freeReplyObject(r);
+    if (rc) redisFree(rc);
+    return rc_ok;
+}
+
+static void resolve_run(uv_work_t *w) {
+    resolve_job *j = w->data;
+    for (int k = 0; k < j->opts.nsentinels; k++) {
+        int i = (j->first + k) % j->opts.nsentinels;
+        if (sentinel_ask(j, &j->opts.sentinels[i]) == 0) {
+            j->answered = i;
+            return;
+        }
+    }
+}
+
+/* The answer is back: connections waiting for it connect, or fail (with backoff) when no
+ * sentinel answered. Runs Lua (failed connections answer their requests). */
+static void resolve_done(uv_work_t *w, int status) {
+    resolve_job *j = w->data;
+    redis_client *c = j->client;
+    c->resolving = 0;
+    int ok = 0;
+    if (c->closed) {
+        /* nothing waits for it */
+    } else if (j->switches != c->switches && c->master.port != 0) {
+        ok = 1; /* a +switch-master came meanwhile: its address is newer than the answer */
+    } else if (status == 0 && j->answered >= 0) {
+        ok = 1;
+        c->sentinel_first = j->answered;
+        client_set_master(c, &j->master, "asked the sentinels");
+    } else if (status != 0) {
+        snprintf(j->error, sizeof j->error, "the question to the sentinels was cancelled");
+    }
+    if (ok) c->master_stale = 0;
+    for (int i = 0; !c->closed && i < c->opts.pool_size; i++) {
+        redis_conn *conn = &c->conns[i];
+        if (conn->state != CONN_RESOLVING) continue;
+        if (ok) {
+            conn_dial(conn);
+        } else {
+            snprintf(conn->error, sizeof conn->error, "no sentinel named master '%s' (%.100s)",
+                     c->opts.master_name, j->error);
+            conn_failed(conn);
+        }
+    }
+    memset(&j->opts, 0, sizeof j->opts); /* the passwords */
+    free(j);
+    client_maybe_free(c);
+}
+
+/* Asks the sentinels in turn on the thread pool, unless a question is under way. */
+static void client_resolve(redis_client *c) {
+    if (c->resolving || c->closed || c->app->stopping) return;
+    resolve_job *j = xcalloc(1, sizeof *j);
+    j->work.data = j;
+    j->client = c;
+    j->opts = c->opts;
+    j->first = c->sentinel_first;
+    j->switches = c->switches;
+    j->answered = -1;
+    snprintf(j->error, sizeof j->error, "no sentinel answered");
+    c->resolving = 1;
+    if (uv_queue_work(c->app->loop, &j->work, resolve_run, resolve_done) != 0) {
+        c->resolving = 0;
+        free(j);
+        for (int i = 0; !c->closed && i < c->opts.pool_size; i++)
+            if (c->conns[i].state == CONN_RESOLVING) {
+                snprintf(c->conns[i].error, sizeof c->conns[i].error, "cannot ask the sentinels");
+                conn_failed(&c->conns[i]);
+            }
+    }
+}
+
+/* ---- sentinel mode: following +switch-master --------------------------------------------- */
+
+static void sub_arm(redis_client *c, uint64_t ms);
+
+/* The master moved: every connection to the old one is dropped (what it had in flight
+ * gets nil, err) and made again to the new one without backoff. Runs Lua. */
+static void client_follow_switch(redis_client *c, const redis_addr *to) {
+    c->switches++;
+    c->master_stale = 0;
+    client_set_master(c, to, "+switch-master");
+    c->lost = 1; /* writes the old master had not passed on are gone: on_reconnect */
+    for (int i = 0; !c->closed && i < c->opts.pool_size; i++) {
+        redis_conn *conn = &c->conns[i];
+        if (conn->state == CONN_CONNECTING || conn->state == CONN_CONNECTED ||
+            conn->state == CONN_HANDSHAKE || conn->state == CONN_READY) {
+            conn->redial_now = 1;
+            conn_break(conn, "the master switched", 0);
+        } else if (conn->state == CONN_DOWN) { /* waiting out a backoff for the old master */
+            conn->backoff_ms = c->opts.reconnect_min_ms;
+            conn_arm(conn, 0);
+        }
+    }
+}
+
+/* A message on +switch-master: "<name> <old ip> <old port> <new ip> <new port>". */
+static void sub_message(redisAsyncContext *ac, void *reply_ptr, void *privdata) {
+    (void)privdata;
+    redis_client *c = ac->data;
+    const redisReply *r = reply_ptr;
+    if (!c || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0 ||
+        r->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    char name[64], oip[64], oport[8], nip[64], nport[8];
+    redis_addr to;
+    if (sscanf(r->element[2]->str, "%63s %63s %7s %63s %7s", name, oip, oport, nip, nport) != 5 ||
+        strcmp(name, c->opts.master_name) != 0)
+        return;
+    if (addr_set(&to, nip, nport) != 0) {
+        log_warn("redis master '%s': +switch-master names %s:%s, not an IPv4 address; asking "
+                 "the sentinels",
+                 name, nip, nport);
+        c->master_stale = 1;
         return;
     }
-    call_reply(r, reply);
+    client_follow_switch(c, &to);
+}
+
+static void sub_auth_reply(redisAsyncContext *ac, void *reply_ptr, void *privdata) {
+    (void)privdata;
+    const redisReply *r = reply_ptr;
+    redis_client *c = ac->data;
+    if (c && r && r->type == REDIS_REPLY_ERROR)
+        log_warn("redis master '%s': a sentinel refused AUTH: %s (check "
+                 "redis.sentinel_password)",
+                 c->opts.master_name, r->str);
+}
+
+/* The subscription's context is gone (hiredis frees it): try the next sentinel later. */
+static void sub_lost(redis_client *c) {
+    c->sub = NULL;
+    if (c->sub_state == SUB_CLOSED) return;
+    c->sub_state = SUB_FAILED;
+    sub_arm(c, 0);
+}
+
+static void sub_on_connect(const redisAsyncContext *cac, int status) {
+    redis_client *c = cac->data;
+    if (!c) return;
+    if (status != REDIS_OK) {
+        ((redisAsyncContext *)cac)->data = NULL;
+        sub_lost(c);
+        return;
+    }
+    c->sub_state = SUB_ON;
+    c->sub_backoff_ms = c->opts.reconnect_min_ms;
+    uv_timer_stop(&c->sub_timer);
+}
+
+static void sub_on_disconnect(const redisAsyncContext *cac, int status) {
+    (void)status;
+    redis_client *c = cac->data;
+    if (!c || c->sub != cac) return;
+    ((redisAsyncContext *)cac)->data = NULL;
+    sub_lost(c);
+}
+
+static void sub_connect(redis_client *c) {
+    const redis_addr *s = &c->opts.sentinels[c->sub_next];
+    redisAsyncContext *ac = redisAsyncConnect(s->host, (int)s->port);
+    if (!ac || ac->err || redis_uv_attach(ac, c->app->loop) != REDIS_OK) {
+        if (ac) redisAsyncFree(ac);
+        c->sub_state = SUB_FAILED;
+        sub_arm(c, 0);
+        return;
+    }
+    set_cloexec(ac->c.fd);
+    ac->data = c;
+    redisAsyncSetConnectCallback(ac, sub_on_connect);
+    redisAsyncSetDisconnectCallback(ac, sub_on_disconnect);
+    if (c->opts.sentinel_password[0])
+        redisAsyncCommand(ac, sub_auth_reply, NULL, "AUTH %s", c->opts.sentinel_password);
+    redisAsyncCommand(ac, sub_message, NULL, "SUBSCRIBE +switch-master");
+    c->sub = ac;
+    c->sub_state = SUB_CONNECTING;
+    sub_arm(c, (uint64_t)c->opts.connect_timeout_ms);
+}
+
+static void sub_timer_fired(uv_timer_t *t) {
+    redis_client *c = t->data;
+    switch (c->sub_state) {
+    case SUB_DOWN:
+        sub_connect(c);
+        break;
+    case SUB_CONNECTING: { /* connect timeout: give this sentinel up */
+        redisAsyncContext *ac = c->sub;
+        c->sub = NULL;
+        ac->data = NULL;
+        redisAsyncFree(ac); /* never connected: no callbacks */
+        c->sub_state = SUB_FAILED;
+        sub_arm(c, 0);
+        break;
+    }
+    case SUB_FAILED: /* the next sentinel, after a backoff */
+        c->sub_next = (c->sub_next + 1) % c->opts.nsentinels;
+        c->sub_state = SUB_DOWN;
+        sub_arm(c, (uint64_t)c->sub_backoff_ms);
+        c->sub_backoff_ms = c->sub_backoff_ms * 2 < c->opts.reconnect_max_ms
+                                ? c->sub_backoff_ms * 2
+                                : c->opts.reconnect_max_ms;
+        break;
+    case SUB_ON:
+    case SUB_CLOSED:
+        break;
+    }
+}
+
+static void sub_arm(redis_client *c, uint64_t ms) {
+    uv_timer_start(&c->sub_timer, sub_timer_fired, ms, 0);
+}
+
+static void sub_timer_closed(uv_handle_t *h) {
+    redis_client *c = h->data;
+    c->open_timers--;
+    client_maybe_free(c);
+}
+
+static void sub_start(redis_client *c) {
+    uv_timer_init(c->app->loop, &c->sub_timer);
+    c->sub_timer.data = c;
+    c->open_timers++;
+    c->sub_state = SUB_DOWN;
+    c->sub_backoff_ms = c->opts.reconnect_min_ms;
+    sub_arm(c, 0);
+}
+
+/* Stops the subscription; returns its context for the caller to free (or NULL). */
+static redisAsyncContext *sub_close(redis_client *c) {
+    redisAsyncContext *ac = c->sub;
+    c->sub_state = SUB_CLOSED;
+    c->sub = NULL;
+    uv_timer_stop(&c->sub_timer);
+    uv_close((uv_handle_t *)&c->sub_timer, sub_timer_closed);
+    if (ac) ac->data = NULL;
+    return ac;
 }
 
 /* ---- clients --------------------------------------------------------------------------- */
@@ -792,6 +1233,7 @@ static redis_client *client_new(struct app *app, const redis_opts *o) {
     list_push_back(&app->redis->clients, &c->link);
     for (int i = 0; i < o->pool_size; i++)
         conn_init(c, &c->conns[i]);
+    if (o->nsentinels) sub_start(c);
     return c;
 }
 
@@ -802,10 +1244,11 @@ static void client_maybe_free(redis_client *c) {
         client_close(c, "redis client closed");
         return;
     }
-    if (!c->closed || c->open_timers > 0 || c->reqs_alive > 0) return;
+    if (!c->closed || c->open_timers > 0 || c->reqs_alive > 0 || c->resolving) return;
     if (c->ud) c->ud->client = NULL;
     if (c->app->redis->def == c) c->app->redis->def = NULL;
     memset(c->opts.password, 0, sizeof c->opts.password);
+    memset(c->opts.sentinel_password, 0, sizeof c->opts.sentinel_password);
     free(c->conns);
     free(c);
 }
@@ -831,10 +1274,14 @@ static void client_close(redis_client *c, const char *reason) {
     list_remove(&c->link);
     list_node lost;
     list_init(&lost);
-    redisAsyncContext *acs[POOL_MAX];
+    redisAsyncContext *acs[POOL_MAX + 1];
     int nacs = 0;
     for (int i = 0; i < c->opts.pool_size; i++) {
         redisAsyncContext *ac = conn_close(&c->conns[i], &lost);
+        if (ac) acs[nacs++] = ac;
+    }
+    if (c->opts.nsentinels) {
+        redisAsyncContext *ac = sub_close(c);
         if (ac) acs[nacs++] = ac;
     }
     list_splice_tail(&c->waiting, &lost);
@@ -870,7 +1317,7 @@ static int push_error(lua_State *L, const char *msg) {
 static void client_warn_pending(redis_client *c, int busy) {
     uint64_t now = uv_now(c->app->loop);
     if (c->busy_logged_at != 0 && now - c->busy_logged_at < BUSY_LOG_INTERVAL_MS) return;
-    char name[96];
+    char name[192];
     c->busy_logged_at = now;
     log_warn("%s: %lld commands in flight, max_pending is %lld%s",
              client_name(c, name, sizeof name), c->pending, c->opts.max_pending,
@@ -915,16 +1362,6 @@ static int client_request(lua_State *L, redis_client *c, task_t *t, enum req_kin
 
 /* ---- options --------------------------------------------------------------------------- */
 
-/* Copies host as an IPv4 literal ("localhost" becomes 127.0.0.1); -1 for anything else:
- * hiredis would resolve a name with a blocking getaddrinfo on the loop thread. */
-static int host_normalise(const char *host, char *out, size_t size) {
-    struct in_addr a;
-    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
-    if (inet_pton(AF_INET, host, &a) != 1) return -1;
-    snprintf(out, size, "%s", host);
-    return 0;
-}
-
 static const struct int_option {
     const char *name;
     size_t offset;
@@ -938,8 +1375,48 @@ static const struct int_option {
     {"command_timeout_ms", offsetof(redis_opts, command_timeout_ms), 1, 3600000},
     {"reconnect_min_ms", offsetof(redis_opts, reconnect_min_ms), 1, 600000},
     {"reconnect_max_ms", offsetof(redis_opts, reconnect_max_ms), 1, 3600000},
+    {"sentinel_timeout_ms", offsetof(redis_opts, sentinel_timeout_ms), 1, 600000},
     {NULL, 0, 0, 0},
 };
+
+/* Fills o's sentinels from the list of "host:port" strings at idx; NULL, or what is wrong
+ * (in buf). An empty list leaves sentinel mode off. */
+static const char *sentinels_from_lua(lua_State *L, int idx, redis_opts *o, char *buf,
+                                      size_t size) {
+    if (!lua_istable(L, idx)) return "sentinels must be a list of \"host:port\" strings";
+    int n = (int)lua_objlen(L, idx);
+    if (n > SENTINELS_MAX) {
+        snprintf(buf, size, "at most %d sentinels", SENTINELS_MAX);
+        return buf;
+    }
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        const char *a = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        int bad = !a || addr_parse(&o->sentinels[i - 1], a) != 0;
+        lua_pop(L, 1);
+        if (bad) {
+            snprintf(buf, size,
+                     "sentinels[%d] is not \"IPv4-address:port\" (names are not resolved)", i);
+            return buf;
+        }
+    }
+    o->nsentinels = n;
+    return NULL;
+}
+
+/* Copies a password option (string, or false/nil for none) into out[size]; raises on arg. */
+static void password_opt(lua_State *L, int arg, const char *key, char *out, size_t size) {
+    size_t len = 0;
+    const char *pw = "";
+    if (lua_type(L, -1) == LUA_TSTRING)
+        pw = lua_tolstring(L, -1, &len);
+    else if (lua_toboolean(L, -1))
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a string or false", key));
+    if (len >= size || strlen(pw) != len)
+        luaL_argerror(L, arg,
+                      lua_pushfstring(L, "%s must be under %d bytes, without NUL", key, (int)size));
+    memcpy(out, pw, len + 1);
+}
 
 #define OPT_INT(o, opt) (*(long long *)((char *)(o) + (opt)->offset))
 
@@ -954,6 +1431,32 @@ static int opts_from_config(struct app *app, redis_opts *o, char *err, size_t er
     char *password = cfg_str(app, "redis.password", "");
     snprintf(o->password, sizeof o->password, "%s", password);
     free(password);
+    password = cfg_str(app, "redis.sentinel_password", "");
+    snprintf(o->sentinel_password, sizeof o->sentinel_password, "%s", password);
+    free(password);
+    char *name = cfg_str(app, "redis.master_name", "");
+    snprintf(o->master_name, sizeof o->master_name, "%s", name);
+    free(name);
+    /* config.lua checked the list and that it comes with a master name */
+    lua_State *L = app->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, app->config_ref);
+    lua_getfield(L, -1, "redis");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "sentinels");
+        const char *bad =
+            lua_istable(L, -1) ? sentinels_from_lua(L, lua_gettop(L), o, err, errlen) : NULL;
+        lua_pop(L, 1);
+        if (bad && bad != err) snprintf(err, errlen, "%s", bad);
+        if (bad) {
+            lua_pop(L, 2);
+            return -1;
+        }
+    }
+    lua_pop(L, 2);
+    if (o->nsentinels && !o->master_name[0]) {
+        snprintf(err, errlen, "config redis.sentinels needs redis.master_name");
+        return -1;
+    }
     char *host = cfg_str(app, "redis.host", "127.0.0.1");
     int rc = host_normalise(host, o->host, sizeof o->host);
     if (rc != 0)
@@ -975,15 +1478,27 @@ static void opt_set(lua_State *L, int arg, redis_opts *o, const char *key) {
         return;
     }
     if (strcmp(key, "password") == 0) { /* false: none */
+        password_opt(L, arg, key, o->password, sizeof o->password);
+        return;
+    }
+    if (strcmp(key, "sentinel_password") == 0) {
+        password_opt(L, arg, key, o->sentinel_password, sizeof o->sentinel_password);
+        return;
+    }
+    if (strcmp(key, "master_name") == 0) {
         size_t len = 0;
-        const char *pw = "";
-        if (lua_type(L, -1) == LUA_TSTRING)
-            pw = lua_tolstring(L, -1, &len);
-        else if (lua_toboolean(L, -1))
-            luaL_argerror(L, arg, "password must be a string or false");
-        if (len >= sizeof o->password || strlen(pw) != len)
-            luaL_argerror(L, arg, "password must be under 512 bytes, without NUL");
-        memcpy(o->password, pw, len + 1);
+        const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (!name || len == 0 || len >= sizeof o->master_name || strlen(name) != len ||
+            strpbrk(name, " \t\r\n"))
+            luaL_argerror(L, arg, "master_name must be a word under 64 bytes");
+        memcpy(o->master_name, name, len + 1);
+        return;
+    }
+    if (strcmp(key, "sentinels") == 0) {
+        char buf[120];
+        o->nsentinels = 0;
+        const char *bad = sentinels_from_lua(L, lua_gettop(L), o, buf, sizeof buf);
+        if (bad) luaL_argerror(L, arg, lua_pushfstring(L, "%s", bad));
         return;
     }
     for (const struct int_option *opt = INT_OPTIONS; opt->name; opt++) {
@@ -1005,6 +1520,7 @@ static void opts_from_table(lua_State *L, int arg, redis_opts *o) {
     }
     if (o->reconnect_max_ms < o->reconnect_min_ms)
         luaL_argerror(L, arg, "reconnect_max_ms must be >= reconnect_min_ms");
+    if (o->nsentinels && !o->master_name[0]) luaL_argerror(L, arg, "sentinels need master_name");
 }
 
 /* ---- Lua: host.redis -------------------------------------------------------------------- */
@@ -1080,6 +1596,12 @@ static void push_stats(lua_State *L, redis_client *c, long long pool_size) {
     lua_setfield(L, -2, "reconnects");
     lua_pushnumber(L, c ? c->errors : 0);
     lua_setfield(L, -2, "errors");
+    lua_pushnumber(L, c ? c->failovers : 0);
+    lua_setfield(L, -2, "failovers");
+    if (c && c->opts.nsentinels && c->master.port) {
+        lua_pushfstring(L, "%s:%d", c->master.host, (int)c->master.port);
+        lua_setfield(L, -2, "master");
+    }
 }
 
 /* on_reconnect(fn | nil): fn runs in a task of its own each time the default client is
@@ -1098,8 +1620,9 @@ static int l_on_reconnect(lua_State *L) {
     return 0;
 }
 
-/* stats() -> {connected=, pool_size=, pending=, commands=, timeouts=, reconnects=, errors=}
- * of the default client (all zero before its first use) */
+/* stats() -> {connected=, pool_size=, pending=, commands=, timeouts=, reconnects=, errors=,
+ * failovers=, master=} of the default client (all zero before its first use); failovers:
+ * the times the master's address changed; master ("ip:port"): sentinel mode, once known */
 static int l_stats(lua_State *L) {
     struct app *app = app_from(L);
     redis_client *c = app->redis->def;
@@ -1113,15 +1636,19 @@ static int l_new(lua_State *L) {
     redis_opts o;
     char err[200];
     int config_ok = opts_from_config(app, &o, err, sizeof err) == 0;
-    int has_host = 0;
+    int has_host = 0, has_sentinels = 0;
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
         lua_getfield(L, 1, "host");
         has_host = !lua_isnil(L, -1);
-        lua_pop(L, 1);
+        lua_getfield(L, 1, "sentinels");
+        has_sentinels = !lua_isnil(L, -1);
+        lua_pop(L, 2);
+        /* an address given here means that server, whatever sentinels the config names */
+        if (has_host && !has_sentinels) o.nsentinels = 0;
         opts_from_table(L, 1, &o);
     }
-    if (!config_ok && !has_host) return luaL_error(L, "host.redis.new: %s", err);
+    if (!config_ok && !has_host && !has_sentinels) return luaL_error(L, "host.redis.new: %s", err);
     if (app->stopping) return push_error(L, "shutting down");
     client_ud *ud = lua_newuserdata(L, sizeof *ud);
     ud->client = NULL;

@@ -103,6 +103,27 @@ describe("command line and config", function()
             "resource%.http_port: 8093 is already used by resource%.port")
     end)
 
+    it("takes Redis sentinels with a master name, both or neither, each an IPv4 address and port", function()
+        local args = { "config", "redis.sentinels" }
+        local r = with_config('return { redis = { sentinels = { "127.0.0.1:26379" } } }', args)
+        assert_one_line_error(r, "redis%.sentinels: needs redis%.master_name")
+        r = with_config('return { redis = { master_name = "m" } }', args)
+        assert_one_line_error(r, "redis%.master_name: needs redis%.sentinels")
+        r = with_config('return { redis = { master_name = "m", sentinels = { "127.0.0.1:1", "127.0.0.1" } } }', args)
+        assert_one_line_error(r, "redis%.sentinels%[2%]: 127%.0%.0%.1 is not an IPv4 address and a port")
+        r = with_config('return { redis = { master_name = "m", sentinels = { "sentinel.example:26379" } } }', args)
+        assert_one_line_error(r, "redis%.sentinels%[1%]: sentinel%.example:26379 is not an IPv4 address")
+        r = with_config('return { redis = { master_name = "a b", sentinels = { "127.0.0.1:1" } } }', args)
+        assert_one_line_error(r, 'redis%.master_name: "a b" is not a name')
+        r = with_config('return { redis = { sentinel_timeout_ms = 9 } }', args)
+        assert_one_line_error(r, "redis%.sentinel_timeout_ms: 9 is out of range 10%.%.60000")
+        -- from the environment: one comma-separated string
+        r = with_config("return {}", args, { CHATHOST_REDIS_SENTINELS = "127.0.0.1:26379, localhost:26380",
+            CHATHOST_REDIS_MASTER_NAME = "m" })
+        assert.equal(0, r.code, r.stderr)
+        assert.equal("redis.sentinels.1 = 127.0.0.1:26379\nredis.sentinels.2 = localhost:26380\n", r.stdout)
+    end)
+
     it("rejects an unknown top-level key (a misspelt section), naming the nearest", function()
         -- accepted, redis would fall back to its defaults: somebody else's Redis
         assert_one_line_error(with_config('return { redsi = { port = 7000 } }'),

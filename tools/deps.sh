@@ -9,6 +9,8 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libhttp-parser-dev libsodium-dev
   libcurl4-openssl-dev
   mariadb-server redis-server
+  redis-sentinel  # tools/sentinel.sh and tests/redis_sentinel_spec.lua: a master, a replica
+                  # and three sentinels on private ports
   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc python3-aiosmtpd
   tmux
   iproute2 procps # ss, pgrep and ps: tools/run.sh checks that each role listens; ip, tc and

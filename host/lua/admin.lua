@@ -69,6 +69,8 @@ local function sample(scripts, uses)
         gauge("chathost_redis_connected", r.connected, "Redis connections ready.")
         gauge("chathost_redis_pending", r.pending, "Redis commands in flight.")
         total("chathost_redis_timeouts_total", r.timeouts, "Redis commands that timed out.")
+        total("chathost_redis_failovers_total", r.failovers,
+            "Times the Redis master's address changed (Sentinel mode).")
     end
     if uses.mysql then
         local d = host.db.stats()

@@ -45,6 +45,12 @@ local SCHEMA = {
         reconnect_min_ms = int(100, 10, 60000),
         reconnect_max_ms = int(2000, 10, 600000),
         max_pending = int(10000, 1, 10000000),
+        -- Sentinel instead of host/port (both or neither): "ip:port" of each sentinel (or one
+        -- comma-separated string, as CHATHOST_REDIS_SENTINELS gives it) and the master's name
+        sentinels = { "sentinels", false },
+        master_name = str(false),
+        sentinel_password = str(false),             -- AUTH to the sentinels, if they want one
+        sentinel_timeout_ms = int(500, 10, 60000),  -- per sentinel asked: connect, AUTH, answer
     },
     mysql = {
         host = str("127.0.0.1"), port = int(3308, 1, 65535),
@@ -276,6 +282,9 @@ local SCHEMA = {
 local ENV = {
     CHATHOST_REDIS_HOST = { "redis", "host" }, CHATHOST_REDIS_PORT = { "redis", "port" },
     CHATHOST_REDIS_PASSWORD = { "redis", "password" },
+    CHATHOST_REDIS_SENTINELS = { "redis", "sentinels" },
+    CHATHOST_REDIS_MASTER_NAME = { "redis", "master_name" },
+    CHATHOST_REDIS_SENTINEL_PASSWORD = { "redis", "sentinel_password" },
     CHATHOST_MYSQL_HOST = { "mysql", "host" }, CHATHOST_MYSQL_PORT = { "mysql", "port" },
     CHATHOST_MYSQL_USER = { "mysql", "user" }, CHATHOST_MYSQL_PASSWORD = { "mysql", "password" },
     CHATHOST_MYSQL_DATABASE = { "mysql", "database" },
@@ -360,6 +369,25 @@ local function check(path, spec, v)
                     tostring(name)), 0)
             end
         end
+    elseif kind == "sentinels" then
+        if type(v) == "string" then -- from the environment: "ip:port,ip:port"
+            local list = {}
+            for a in v:gmatch("[^,%s]+") do list[#list + 1] = a end
+            v = list
+        end
+        if type(v) ~= "table" then error(("%s: expected a list of \"ip:port\""):format(path), 0) end
+        for k, a in pairs(v) do
+            if type(k) ~= "number" or k < 1 or k > #v or k ~= math.floor(k) then
+                error(("%s: expected a list of \"ip:port\""):format(path), 0)
+            end
+            local h, p = tostring(a):match("^(.+):(%d+)$")
+            local ipv4 = h == "localhost" or (h and h:match("^%d+%.%d+%.%d+%.%d+$") and is_ip(h))
+            if type(a) ~= "string" or not ipv4 or tonumber(p) < 1 or tonumber(p) > 65535 then
+                error(("%s[%d]: %s is not an IPv4 address and a port (\"127.0.0.1:26379\"; " ..
+                    "names are not resolved)"):format(path, k, tostring(a)), 0)
+            end
+        end
+        if #v > 16 then error(("%s: at most 16 sentinels"):format(path), 0) end
     elseif kind == "level" then
         if not LEVELS[v] then
             error(("%s: expected debug, info, warn, error or off, got %s"):format(path, tostring(v)), 0)
@@ -510,6 +538,21 @@ local function check_tls(cfg)
     end
 end
 
+-- Sentinel mode needs both the sentinels and the master's name: one alone is a mistake.
+local function check_sentinel(cfg)
+    local r = cfg.redis
+    local has_list = r.sentinels ~= nil and #r.sentinels > 0
+    if has_list and not r.master_name then
+        error("redis.sentinels: needs redis.master_name (the name the sentinels monitor)", 0)
+    elseif r.master_name and not has_list then
+        error("redis.master_name: needs redis.sentinels", 0)
+    elseif r.master_name and not r.master_name:match("^[%w._:-]+$") or
+        (r.master_name and #r.master_name > 63) then
+        error(("redis.master_name: %q is not a name (letters, digits, . _ : -, " ..
+            "at most 63)"):format(r.master_name), 0)
+    end
+end
+
 -- A secret that is set must be worth the name: an empty one would turn the check off.
 local MIN_SECRET = 16
 local function check_secret(cfg)
@@ -653,6 +696,7 @@ function M.load(path, role, name)
     check_nesting(cfg)
     check_tls(cfg)
     check_secret(cfg)
+    check_sentinel(cfg)
     cfg.self = resolve_self(cfg, role, name)
     return cfg
 end

@@ -230,6 +230,13 @@ describe("chat over WebSocket and TCP across servers", function()
         cb:close()
     end)
 
+    it("announces its WebSocket port in its liveness key", function()
+        for _, c in ipairs({ chat1, chat2 }) do
+            local live = host.json.decode(redis.call("GET", "chatserver_" .. c.name))
+            assert.same({ c.port, c.ws_port }, { live.port, live.ws_port })
+        end
+    end)
+
     it("kicks across transports and servers: 1021, then the connection closes", function()
         local u = cluster.user()
         local w = ws_login(chat1.ws_port, u)

@@ -83,10 +83,17 @@ describe("chat WebSocket transport", function()
         ok:close()
     end)
 
-    it("closes with 1009 a message above ws_max_message_bytes", function()
+    it("takes a message of ws_max_message_bytes, closes with 1009 one byte more", function()
+        local function message(size) -- an envelope of exactly size bytes
+            local text = '{"id":100,"body":{"x":"' .. ("a"):rep(size - 26) .. '"}}'
+            assert.equal(size, #text)
+            return text
+        end
         local c = connect()
         assert(c:request(104, { uid = 1009 }))
-        assert(c:send(100, { x = ("a"):rep(1100) }))
+        assert(c:send_ws(1, message(1024)))
+        assert.equal(998, #assert(c:wait_push(101)).echo)
+        assert(c:send_ws(1, message(1025)))
         assert.equal(1009, c:read_close())
         assert.equal("websocket message too big (1009)", close_reason(1009))
         c:close()

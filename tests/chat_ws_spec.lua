@@ -190,6 +190,28 @@ describe("chat WebSocket transport", function()
         c:close()
     end)
 
+    it("applies the login and idle timeouts to WebSocket sessions as to TCP ones", function()
+        local reasons = {}
+        local short = assert(host.chat.serve { address = "127.0.0.1:0", ws_address = "127.0.0.1:0",
+            ws_origins = { "*" }, login_timeout_ms = 300, idle_timeout_ms = 600,
+            ws_ping_interval_ms = 0, handlers = function()
+                return { messages = H.messages, on_close = function(session, reason)
+                    reasons[#reasons + 1] = reason
+                end }
+            end })
+        local never = assert(ws_client.connect(short.ws_port, { origin = "http://any.example" }))
+        local silent = assert(ws_client.connect(short.ws_port))
+        assert(silent:request(104, { uid = 55 })) -- logged in, then says nothing
+        assert.equal("", never.conn:read_all(3000))
+        assert.equal("", silent.conn:read_all(3000))
+        assert(util.wait_until(function() return #reasons == 2 end, 3000, "both on_close calls"))
+        table.sort(reasons)
+        assert.same({ "idle", "no login in time" }, reasons)
+        never:close()
+        silent:close()
+        short:close()
+    end)
+
     it("closes with 1000 and the reason when the script closes the session", function()
         local c = connect()
         assert(c:send(114, { reason = "bye now" }))

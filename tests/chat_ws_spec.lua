@@ -223,9 +223,11 @@ end)
 
 describe("chat over WebSocket and TCP across servers", function()
     local cl, chat1, chat2
+    local dirs = {} -- each server's copy of the scripts, in start order
 
     setup(function()
-        cl = cluster.start { ws = true, chat = { ws_origins = { ORIGIN } } }
+        cl = cluster.start { ws = true, chat = { ws_origins = { ORIGIN } }, copy_scripts = true,
+            edit = function(d) dirs[#dirs + 1] = d end }
         chat1, chat2 = cl.chats[1], cl.chats[2]
     end)
 
@@ -264,6 +266,25 @@ describe("chat over WebSocket and TCP across servers", function()
             local live = host.json.decode(redis.call("GET", "chatserver_" .. c.name))
             assert.same({ c.port, c.ws_port }, { live.port, live.ws_port })
         end
+    end)
+
+    it("keeps a WebSocket session across a script reload, served by the new handlers", function()
+        local u = cluster.user()
+        local w = ws_login(chat1.ws_port, u)
+        assert.is_nil(w:request(1999, {}, 300)) -- no such message yet
+        local generation = cluster.metric(chat1, "chathost_script_generation")
+        util.edit_file(dirs[1] .. "/chat/init.lua", "\nreturn M%s*$", [[
+
+M.messages[1999] = function(session) return { error = 0, reloaded = session.uid } end
+return M
+]])
+        assert(chat1.proc:kill("HUP"))
+        assert(util.wait_until(function()
+            return cluster.metric(chat1, "chathost_script_generation") > generation
+        end, 5000, "the reload"))
+        assert.same({ error = 0, reloaded = u.uid }, assert(w:request(1999, {})))
+        assert.equal(0, w:request(1023, { fromuid = u.uid }).error)
+        w:close()
     end)
 
     it("kicks across transports and servers: 1021, then the connection closes", function()

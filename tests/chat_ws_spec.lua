@@ -17,6 +17,10 @@ describe("chat WebSocket transport", function()
     local H = {
         messages = {
             [100] = function(session, msg) return { error = 0, echo = msg.x, uid = session.uid } end,
+            [102] = function(session, msg)
+                host.timer.sleep(msg.ms)
+                return { slept = msg.ms }
+            end,
             [104] = function(session, msg)
                 session:bind(msg.uid)
                 return { bound = session.uid }
@@ -142,6 +146,17 @@ describe("chat WebSocket transport", function()
         c = connect()
         assert(c:send_ws(2, "\0\100\0\2{}"))
         assert.equal(1003, c:read_close())
+        c:close()
+    end)
+
+    it("closes with 1007 at once a bad message that waited behind a running handler", function()
+        local c = connect()
+        assert(c:request(104, { uid = 1008 }))
+        assert(c:send(102, { ms = 200 }))
+        assert(c:send_ws(1, '{"body":{}}')) -- queued while 102 runs
+        assert.same({ slept = 200 }, assert(c:wait_push(103)))
+        assert.equal(1007, c:read_close())
+        assert.equal("websocket invalid message (1007)", close_reason(1008)) -- not the client's close
         c:close()
     end)
 

@@ -227,6 +227,16 @@ describe("chat WebSocket transport", function()
         short:close()
     end)
 
+    it("closes its WebSocket sessions with 1001 when the server shuts down", function()
+        local other = assert(host.chat.serve { address = "127.0.0.1:0", ws_address = "127.0.0.1:0",
+            ws_origins = { "*" }, handlers = function() return H end })
+        local c = assert(ws_client.connect(other.ws_port))
+        assert.equal("up", assert(c:request(100, { x = "up" })).echo)
+        other:close()
+        assert.same({ 1001, "server shutting down" }, { c:read_close() })
+        c:close()
+    end)
+
     it("closes with 1000 and the reason when the script closes the session", function()
         local c = connect()
         assert(c:send(114, { reason = "bye now" }))

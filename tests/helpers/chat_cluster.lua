@@ -131,7 +131,12 @@ end
 -- login(port, user) -> client, the 1006 body (asserted error 0), with a fresh token
 function M.login(port, user)
     M.token(user)
-    local c = assert(chat_client.connect(port))
+    local c, err = chat_client.connect(port)
+    if not c then -- (seen under heavy load only: say who holds the port, if anyone)
+        local ss = host.proc.run({ "ss", "-ltnpH", "sport = :" .. port })
+        error(("connect to chat port %d: %s; listening there: %s"):format(port, tostring(err),
+            ss and ss.stdout ~= "" and ss.stdout or "nobody"), 2)
+    end
     local r = assert(c:request(1005, { uid = user.uid, token = user.token }))
     assert(r.error == 0, "login of " .. user.uid .. " answered " .. host.json.encode(r))
     return c, r

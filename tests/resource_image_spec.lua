@@ -139,6 +139,80 @@ describe("resource image upload", function()
         c2:close()
     end)
 
+    -- Whether the role process has upload_id's partial file open (its /proc fd links)
+    local function partial_open(upload_id)
+        local r = assert(host.proc.run({ "ls", "-l", "/proc/" .. role.proc.pid .. "/fd" }))
+        return r.stdout:find("/partial/" .. upload_id .. "\n", 1, true) ~= nil
+    end
+
+    it("keeps the partial file open between a connection's chunks, closed when the connection goes and at completion", function()
+        local _, _, u = pair()
+        u.data = res.png(4 * 32768 + 5)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        local id = rc.upload_row(u.name).upload_id
+        assert.is_true(partial_open(id))
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
+        assert.is_true(partial_open(id))
+        c:close()
+        assert(util.wait_until(function() return not partial_open(id) end, 5000, "closed with its connection"))
+        local c2 = assert(res.connect(role.port))
+        u.always_token = true
+        assert.equal(0, assert(c2:request(1043, res.image_body(1043, u, 3))).error)
+        assert.is_true(partial_open(id))
+        for seq = 4, 5 do assert.equal(0, assert(c2:request(1037, res.image_body(1037, u, seq))).error) end
+        assert.is_false(partial_open(id))
+        local row = rc.upload_row(u.name)
+        assert.equal(1, row.state)
+        assert.equal(u.data, file_of(role, row.sha))
+        -- a chunk resent after completion is acked and leaves the stored object as it was
+        local again = res.image_body(1037, u, 2)
+        again.data = host.crypto.base64_encode(("x"):rep(32768))
+        assert.equal(0, assert(c2:request(1037, again)).error)
+        assert.equal(u.data, file_of(role, row.sha))
+        c2:close()
+    end)
+
+    it("reads the upload row once per connection, not for every chunk", function()
+        local quiet = rc.start { resource = { sweep_interval_ms = 3600000 } } -- no sweeper SELECTs
+        local _, _, u = pair()
+        u.data = res.png(8 * 32768)
+        local function selects()
+            return tonumber(assert(db.query("SHOW GLOBAL STATUS LIKE 'Com_select'"))[1].Value)
+        end
+        local c = assert(res.connect(quiet.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
+        local before = selects()
+        for seq = 3, 7 do assert.equal(0, assert(c:request(1037, res.image_body(1037, u, seq))).error) end
+        assert.equal(before, selects())
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 8))).error)
+        assert.equal(1, rc.upload_row(u.name).state)
+        c:close()
+        quiet:stop()
+    end)
+
+    it("reads the row again once its state changed: an upload expired and begun again takes chunks into its new partial", function()
+        local _, _, u = pair()
+        u.data = res.png(3 * 32768)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
+        local id = rc.upload_row(u.name).upload_id
+        -- what the sweeper does to an upload past upload_ttl_s, from another connection's view
+        assert(db.exec("UPDATE upload SET state = 2 WHERE upload_id = ?", id))
+        assert(redis.call("DEL", "upload_chunks_" .. id))
+        -- this connection's kept row is not told; a first chunk on another one starts it again
+        local c2 = assert(res.connect(role.port))
+        assert.equal(0, assert(c2:request(1041, res.image_body(1041, u, 1))).error)
+        c2:close()
+        for seq = 2, 3 do assert.equal(0, assert(c:request(1037, res.image_body(1037, u, seq))).error) end
+        local row = rc.upload_row(u.name)
+        assert.equal(1, row.state)
+        assert.equal(u.data, file_of(role, row.sha))
+        c:close()
+    end)
+
     it("refuses a later chunk on a connection that never named a live session, and another uid", function()
         local a, _, u = pair()
         u.data = res.png(3 * 32768)

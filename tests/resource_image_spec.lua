@@ -395,6 +395,48 @@ describe("resource image download", function()
         cb:close()
     end)
 
+    it("keeps the object open and queries nothing between a downloader's chunks; another file or a stranger is checked anew", function()
+        local a, b, msg = uploaded(6 * 32768)
+        local sha = rc.upload_row(msg.name).sha
+        -- a second process on the same storage, without the sweeper's SELECTs
+        local quiet = rc.start { dir = role.files, resource = { sweep_interval_ms = 3600000 } }
+        local function object_open()
+            local r = assert(host.proc.run({ "ls", "-l", "/proc/" .. quiet.proc.pid .. "/fd" }))
+            return r.stdout:find("/objects/" .. sha:sub(1, 2) .. "/" .. sha .. "\n", 1, true) ~= nil
+        end
+        local function selects()
+            return tonumber(assert(db.query("SHOW GLOBAL STATUS LIKE 'Com_select'"))[1].Value)
+        end
+        local body = { name = msg.name, uid = b.uid, token = b.token, message_id = msg.message_id,
+            sender_id = a.uid, receiver_id = b.uid }
+        local c = assert(res.connect(quiet.port))
+        local parts = {}
+        local before
+        for seq = 1, 6 do
+            body.seq = seq
+            local r = assert(c:request(1047, body))
+            assert.equal(0, r.error)
+            parts[seq] = host.crypto.base64_decode(r.data)
+            if seq == 1 then
+                assert.is_true(object_open())
+                before = selects()
+            end
+        end
+        assert.equal(before, selects())
+        assert.equal(msg.data, table.concat(parts))
+        -- the same connection bound to the sender's session, or asking a name that is not the
+        -- message's, is checked again
+        body.name = rc.name()
+        assert.equal(1016, assert(c:request(1047, body)).error)
+        local _, _, other = uploaded(1000)
+        local r = assert(c:request(1047, { name = other.name, seq = 1, uid = b.uid,
+            message_id = other.message_id }))
+        assert.equal(1106, r.error) -- b is not a participant of that one
+        c:close()
+        assert(util.wait_until(function() return not object_open() end, 5000, "closed with its connection"))
+        quiet:stop()
+    end)
+
     it("does not serve an upload that is not complete (1107)", function()
         local a, b = session_user(), session_user()
         local thread = cluster.befriend(a, b)

@@ -149,9 +149,17 @@ function M:commit(upload_id, size, allowed)
     return { sha256 = sha, size = size, mime = mime }
 end
 
+-- open_object(sha256_hex) -> f | nil, err, "storage": a complete file opened for reading
+-- (f:read(offset, n), f:close()), for a reader that keeps it open across chunks
+function M:open_object(sha)
+    local f, err = host.file.open(self:object_path(sha), "r")
+    if not f then return nil, err, "storage" end
+    return f
+end
+
 -- read(sha256_hex, offset, n) -> data ("" past the end) | nil, err, "storage"
 function M:read(sha, offset, n)
-    local f, err = host.file.open(self:object_path(sha), "r")
+    local f, err = self:open_object(sha)
     if not f then return nil, err, "storage" end
     local data, rerr = f:read(offset, n)
     f:close()

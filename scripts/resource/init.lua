@@ -26,6 +26,7 @@ M.messages = {
 -- The connection is gone: what its session kept open is closed.
 function M.on_close(session)
     upload.on_close(session)
+    download.on_close(session)
 end
 
 -- resource.http_port: signed plain HTTP downloads

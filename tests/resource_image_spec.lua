@@ -297,6 +297,53 @@ describe("resource image upload", function()
         c:close()
     end)
 
+    it("reads a chunk's body as JSON however it is written, and answers a malformed one 1001", function()
+        local _, _, u = pair()
+        u.data = res.png(6 * 32768)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        -- body(seq, data_json): the chunk's fields as JSON text, data_json spliced in as written
+        local function body(seq, data_json, before)
+            local b = res.image_body(1037, u, seq)
+            local b64 = b.data
+            b.data = nil
+            local rest = host.json.encode(b)
+            local member = '"data"' .. data_json(b64)
+            if before then return "{" .. member .. "," .. rest:sub(2) end
+            return rest:sub(1, -2) .. "," .. member .. "}"
+        end
+        local function ok(seq, text)
+            local r = assert(c:request(1037, text))
+            assert.equal(0, r.error, tostring(r.field) .. " " .. text:sub(1, 80))
+            assert.equal(seq, r.seq)
+        end
+        -- escaped slashes and a \u escape in data: still its bytes
+        ok(2, body(2, function(b64)
+            return ':"' .. b64:gsub("/", "\\/"):gsub("A", "\\u0041", 1) .. '"' end))
+        -- whitespace around the colon, data first
+        ok(3, body(3, function(b64) return ' \n: "' .. b64 .. '" ' end, true))
+        -- data twice: JSON's last one counts (a wrong first one is not taken)
+        ok(4, body(4, function(b64)
+            return ':"' .. ("QUFB"):rep(300) .. '", "data":"' .. b64 .. '"' end))
+        -- a long string nested in another member is that member's, not data
+        ok(5, body(5, function(b64)
+            return ':"' .. b64 .. '","x":{"data":"' .. ("QUFB"):rep(500) .. '"}' end))
+        -- malformed: answered 1001, the connection goes on
+        local good = body(6, function(b64) return ':"' .. b64 .. '"' end)
+        for _, bad in ipairs({ good:sub(1, -2), good:sub(1, -3) .. "}", good .. "x",
+            good:gsub('"data":"', '"data":"\0', 1), good:gsub('"data":"', '"data" "', 1),
+            good:gsub('"data":"', '"data":"' .. ("x"):rep(10) .. '\n', 1):gsub('"}$', "}"),
+            "[" .. good .. "]", (good:gsub("^{", "{,", 1)), (good:gsub('}$', ',}')) }) do
+            local r = assert(c:request(1037, bad))
+            assert.equal(1001, r.error, bad:sub(1, 60) .. " ... " .. bad:sub(-60))
+        end
+        ok(6, good)
+        local row = rc.upload_row(u.name)
+        assert.equal(1, row.state)
+        assert.equal(u.data, file_of(role, row.sha))
+        c:close()
+    end)
+
     it("stores the same content uploaded twice at once only once", function()
         local a, b = session_user(), session_user()
         local thread = cluster.befriend(a, b)

@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake pkg-config git
   libluajit-5.1-dev luajit libuv1-dev lua-cjson-dev libhiredis-dev libmariadb-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libhttp-parser-dev libsodium-dev
-  libcurl4-openssl-dev
+  libcurl4-openssl-dev libssl-dev # libssl-dev: libcrypto for host.file.sha256
   mariadb-server redis-server
   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc python3-aiosmtpd
   tmux

@@ -190,6 +190,17 @@ describe("resource image upload", function()
         assert.equal(1, rc.upload_row(u.name).state)
         c:close()
         quiet:stop()
+        -- session_recheck_ms 0: the kept row is read again for every chunk
+        local eager = rc.start { resource = { sweep_interval_ms = 3600000, session_recheck_ms = 0 } }
+        local _, _, u2 = pair()
+        u2.data = res.png(4 * 32768)
+        local c2 = assert(res.connect(eager.port))
+        assert.equal(0, assert(c2:request(1041, res.image_body(1041, u2, 1))).error)
+        before = selects()
+        for seq = 2, 3 do assert.equal(0, assert(c2:request(1037, res.image_body(1037, u2, seq))).error) end
+        assert.is_true(selects() - before >= 2)
+        c2:close()
+        eager:stop()
     end)
 
     it("reads the row again once its state changed: an upload expired and begun again takes chunks into its new partial", function()

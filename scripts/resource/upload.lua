@@ -119,11 +119,13 @@ end
 
 -- The upload a session is writing, kept in session.data (the host's: it outlives a
 -- reload) between its chunks so that a chunk costs no database query and no open/close:
--- {kind=, name=, uid=, row=, token=, f=} (f: its partial file, open for writing). One per
--- session (the client sends one file at a time per connection), so open partials are
+-- {kind=, name=, uid=, row=, token=, at=, f=} (f: its partial file, open for writing). One
+-- per session (the client sends one file at a time per connection), so open partials are
 -- bounded by the connections and, process-wide, by file.max_open. Used only while the
--- token from resource.uploads is valid: any state change of the row (completion here or
--- on another connection, expiry, restart) drops it, and the row is read again.
+-- token from resource.uploads is valid: any state change of the row in this process
+-- (completion here or on another connection, expiry, restart) drops it, and the row is
+-- read again; and for resource.session_recheck_ms from when it was read (at), so that a
+-- change made elsewhere (another process, by hand) is seen within that time.
 
 -- drop(session): the kept upload is forgotten and its file closed
 local function drop(session)
@@ -137,7 +139,8 @@ end
 local function kept(session, kind, uid, name)
     local u = session.data.upload
     if not u then return nil end
-    if u.kind == kind and u.name == name and u.uid == uid and uploads.valid(kind, name, u.token) then
+    if u.kind == kind and u.name == name and u.uid == uid and uploads.valid(kind, name, u.token)
+        and host.timer.monotonic() - u.at < settings.session_recheck_ms then
         return u
     end
     drop(session)
@@ -182,11 +185,11 @@ local function upload_for(session, kind, uid, c, body, may_create)
         if u.row.total_size ~= c.total then return nil, errors.BadChunk, "total_size" end
         return u
     end
-    local epoch = uploads.epoch()
+    local epoch, at = uploads.epoch(), host.timer.monotonic()
     local row, code, field = upload_of(kind, uid, c, body, may_create)
     if not row then return nil, code, field end
     if row.state ~= uploads.UPLOADING then return { row = row } end
-    u = { kind = kind, name = c.name, uid = uid, row = row }
+    u = { kind = kind, name = c.name, uid = uid, row = row, at = at }
     if uploads.epoch() == epoch then
         drop(session)
         u.token = uploads.token(kind, c.name)

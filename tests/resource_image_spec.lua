@@ -16,6 +16,17 @@ local function file_of(role, sha)
     return host.fs.read(role.files .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha)
 end
 
+-- Two friends, a and b, and a's image message to b -> a, b, u (the upload's fields for
+-- helpers.res_client, data still to set)
+local function pair()
+    local a, b = session_user(), session_user()
+    local thread = cluster.befriend(a, b)
+    local name = rc.name()
+    local id = rc.image_message(a, b, thread, name)
+    return a, b, { uid = a.uid, token = a.token, name = name, message_id = id,
+        receiver = b.uid }
+end
+
 local function message_row(id)
     return db.query("SELECT status FROM chat_message WHERE message_id = ?", id)[1]
 end
@@ -90,15 +101,6 @@ describe("resource image upload", function()
     setup(function() role = rc.start() end)
     teardown(function() role:stop() end)
 
-    local function pair()
-        local a, b = session_user(), session_user()
-        local thread = cluster.befriend(a, b)
-        local name = rc.name()
-        local id = rc.image_message(a, b, thread, name)
-        return a, b, { uid = a.uid, token = a.token, name = name, message_id = id,
-            receiver = b.uid }
-    end
-
     it("answers each of the window's 5 chunks once, echoing name, seq, sender and receiver", function()
         local a, b, u = pair()
         u.data = res.png(6 * 32768)
@@ -171,36 +173,6 @@ describe("resource image upload", function()
         assert.equal(0, assert(c2:request(1037, again)).error)
         assert.equal(u.data, file_of(role, row.sha))
         c2:close()
-    end)
-
-    it("reads the upload row once per connection, not for every chunk", function()
-        local quiet = rc.start { resource = { sweep_interval_ms = 3600000 } } -- no sweeper SELECTs
-        local _, _, u = pair()
-        u.data = res.png(8 * 32768)
-        local function selects()
-            return tonumber(assert(db.query("SHOW GLOBAL STATUS LIKE 'Com_select'"))[1].Value)
-        end
-        local c = assert(res.connect(quiet.port))
-        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
-        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
-        local before = selects()
-        for seq = 3, 7 do assert.equal(0, assert(c:request(1037, res.image_body(1037, u, seq))).error) end
-        assert.equal(before, selects())
-        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 8))).error)
-        assert.equal(1, rc.upload_row(u.name).state)
-        c:close()
-        quiet:stop()
-        -- session_recheck_ms 0: the kept row is read again for every chunk
-        local eager = rc.start { resource = { sweep_interval_ms = 3600000, session_recheck_ms = 0 } }
-        local _, _, u2 = pair()
-        u2.data = res.png(4 * 32768)
-        local c2 = assert(res.connect(eager.port))
-        assert.equal(0, assert(c2:request(1041, res.image_body(1041, u2, 1))).error)
-        before = selects()
-        for seq = 2, 3 do assert.equal(0, assert(c2:request(1037, res.image_body(1037, u2, seq))).error) end
-        assert.is_true(selects() - before >= 2)
-        c2:close()
-        eager:stop()
     end)
 
     it("reads the row again once its state changed: an upload expired and begun again takes chunks into its new partial", function()
@@ -453,48 +425,6 @@ describe("resource image download", function()
         cb:close()
     end)
 
-    it("keeps the object open and queries nothing between a downloader's chunks; another file or a stranger is checked anew", function()
-        local a, b, msg = uploaded(6 * 32768)
-        local sha = rc.upload_row(msg.name).sha
-        -- a second process on the same storage, without the sweeper's SELECTs
-        local quiet = rc.start { dir = role.files, resource = { sweep_interval_ms = 3600000 } }
-        local function object_open()
-            local r = assert(host.proc.run({ "ls", "-l", "/proc/" .. quiet.proc.pid .. "/fd" }))
-            return r.stdout:find("/objects/" .. sha:sub(1, 2) .. "/" .. sha .. "\n", 1, true) ~= nil
-        end
-        local function selects()
-            return tonumber(assert(db.query("SHOW GLOBAL STATUS LIKE 'Com_select'"))[1].Value)
-        end
-        local body = { name = msg.name, uid = b.uid, token = b.token, message_id = msg.message_id,
-            sender_id = a.uid, receiver_id = b.uid }
-        local c = assert(res.connect(quiet.port))
-        local parts = {}
-        local before
-        for seq = 1, 6 do
-            body.seq = seq
-            local r = assert(c:request(1047, body))
-            assert.equal(0, r.error)
-            parts[seq] = host.crypto.base64_decode(r.data)
-            if seq == 1 then
-                assert.is_true(object_open())
-                before = selects()
-            end
-        end
-        assert.equal(before, selects())
-        assert.equal(msg.data, table.concat(parts))
-        -- the same connection bound to the sender's session, or asking a name that is not the
-        -- message's, is checked again
-        body.name = rc.name()
-        assert.equal(1016, assert(c:request(1047, body)).error)
-        local _, _, other = uploaded(1000)
-        local r = assert(c:request(1047, { name = other.name, seq = 1, uid = b.uid,
-            message_id = other.message_id }))
-        assert.equal(1106, r.error) -- b is not a participant of that one
-        c:close()
-        assert(util.wait_until(function() return not object_open() end, 5000, "closed with its connection"))
-        quiet:stop()
-    end)
-
     it("does not serve an upload that is not complete (1107)", function()
         local a, b = session_user(), session_user()
         local thread = cluster.befriend(a, b)
@@ -574,5 +504,91 @@ describe("resource session recheck", function()
         assert.equal(0, r.error)
         assert.equal(2, redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
         role:stop()
+    end)
+end)
+
+-- What a connection keeps between its chunks, counted in MariaDB's Com_select: a role
+-- without the sweeper (its SELECT every tick), and no other role running meanwhile.
+describe("resource rows kept between chunks", function()
+    timeout(30000)
+    local role
+
+    setup(function() role = rc.start { resource = { sweep_interval_ms = 3600000 } } end)
+    teardown(function() role:stop() end)
+
+    local function selects()
+        return tonumber(assert(db.query("SHOW GLOBAL STATUS LIKE 'Com_select'"))[1].Value)
+    end
+
+    -- a complete image from a to b -> a, b, msg
+    local function uploaded(n)
+        local a, b, u = pair()
+        u.data = res.png(n)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, res.upload_image(c, u).error)
+        c:close()
+        return a, b, { name = u.name, message_id = u.message_id, sender_id = a.uid,
+            receiver_id = b.uid, data = u.data }
+    end
+
+    it("reads the upload row once per connection, not for every chunk", function()
+        local _, _, u = pair()
+        u.data = res.png(8 * 32768)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
+        local before = selects()
+        for seq = 3, 7 do assert.equal(0, assert(c:request(1037, res.image_body(1037, u, seq))).error) end
+        assert.equal(before, selects())
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 8))).error)
+        assert.equal(1, rc.upload_row(u.name).state)
+        c:close()
+        -- session_recheck_ms 0: the kept row is read again for every chunk
+        local eager = rc.start { resource = { sweep_interval_ms = 3600000, session_recheck_ms = 0 } }
+        local _, _, u2 = pair()
+        u2.data = res.png(4 * 32768)
+        local c2 = assert(res.connect(eager.port))
+        assert.equal(0, assert(c2:request(1041, res.image_body(1041, u2, 1))).error)
+        before = selects()
+        for seq = 2, 3 do assert.equal(0, assert(c2:request(1037, res.image_body(1037, u2, seq))).error) end
+        assert.is_true(selects() - before >= 2)
+        c2:close()
+        eager:stop()
+    end)
+
+    it("keeps the object open and queries nothing between a downloader's chunks; another file or a stranger is checked anew", function()
+        local a, b, msg = uploaded(6 * 32768)
+        local sha = rc.upload_row(msg.name).sha
+        local function object_open()
+            local r = assert(host.proc.run({ "ls", "-l", "/proc/" .. role.proc.pid .. "/fd" }))
+            return r.stdout:find("/objects/" .. sha:sub(1, 2) .. "/" .. sha .. "\n", 1, true) ~= nil
+        end
+        local body = { name = msg.name, uid = b.uid, token = b.token, message_id = msg.message_id,
+            sender_id = a.uid, receiver_id = b.uid }
+        local c = assert(res.connect(role.port))
+        local parts = {}
+        local before
+        for seq = 1, 6 do
+            body.seq = seq
+            local r = assert(c:request(1047, body))
+            assert.equal(0, r.error)
+            parts[seq] = host.crypto.base64_decode(r.data)
+            if seq == 1 then
+                assert.is_true(object_open())
+                before = selects()
+            end
+        end
+        assert.equal(before, selects())
+        assert.equal(msg.data, table.concat(parts))
+        -- a name that is not the message's is refused though the file is kept, and another
+        -- image is checked anew for this uid
+        body.name = rc.name()
+        assert.equal(1016, assert(c:request(1047, body)).error)
+        local _, _, other = uploaded(1000)
+        local r = assert(c:request(1047, { name = other.name, seq = 1, uid = b.uid,
+            message_id = other.message_id }))
+        assert.equal(1106, r.error) -- b is not a participant of that one
+        c:close()
+        assert(util.wait_until(function() return not object_open() end, 5000, "closed with its connection"))
     end)
 end)

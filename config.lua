@@ -186,7 +186,8 @@ return {
         upload_ttl_s = 3600,                -- an upload without a chunk this long expires
         sweep_interval_ms = 10000, sweep_batch = 100, -- the expiry sweeper: tick, uploads per tick
         session_recheck_ms = 10000,         -- a connection's chat session is checked again after
-                                            -- this: a logged-out user's connection is refused (1010)
+                                            -- this: a logged-out user's connection is refused (1010);
+                                            -- the upload row a connection keeps is read again too
         max_body_bytes = 65536,             -- one frame (a 32 KiB chunk in base64 is ~44 KB)
         channel_idle_timeout_ms = 43200000, -- 12 h: the S2 client keeps the connection silent
                                             -- between transfers and logs out if it closes

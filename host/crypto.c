@@ -4,8 +4,10 @@
  * wait for a turn, none longer than crypto.wait_timeout_ms; beyond: nil, "busy". */
 #include <lauxlib.h>
 #include <sodium.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "alloc.h"
@@ -178,33 +180,115 @@ static int l_hmac_sha256(lua_State *L) {
     return 1;
 }
 
-/* base64_encode(s) -> the original base64 alphabet, with padding (RFC 4648 §4) */
+/* ---- base64 ----------------------------------------------------------------------------
+ * Table-driven, not constant time: what goes through it is file data on the resource
+ * channel (issue 13), never a secret, and libsodium's constant-time decoder was a quarter
+ * of the resource role's CPU. Nothing secret may be passed to these two. */
+
+static const char B64_ALPHABET[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+#define B64_BAD 0x01000000u /* above the 24 data bits: set in a group with a bad character */
+
+/* b64_d[k][c]: character c's 6 bits placed for position k of a 4-character group
+ * (B64_BAD for anything outside the alphabet, '=' included) */
+static uint32_t b64_d[4][256];
+
+static void b64_init(void) {
+    for (int k = 0; k < 4; k++)
+        for (int c = 0; c < 256; c++) b64_d[k][c] = B64_BAD;
+    for (uint32_t v = 0; v < 64; v++) {
+        unsigned char c = (unsigned char)B64_ALPHABET[v];
+        for (int k = 0; k < 4; k++) b64_d[k][c] = v << (18 - 6 * k);
+    }
+}
+
+/* b64_encode(out, in, len): 4 * ceil(len / 3) characters with padding, no terminator */
+static void b64_encode(char *out, const unsigned char *in, size_t len) {
+    size_t i = 0;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        *out++ = B64_ALPHABET[v >> 18];
+        *out++ = B64_ALPHABET[(v >> 12) & 63];
+        *out++ = B64_ALPHABET[(v >> 6) & 63];
+        *out++ = B64_ALPHABET[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0);
+        *out++ = B64_ALPHABET[v >> 18];
+        *out++ = B64_ALPHABET[(v >> 12) & 63];
+        *out++ = i + 1 < len ? B64_ALPHABET[(v >> 6) & 63] : '=';
+        *out++ = '=';
+    }
+}
+
+/* b64_decode(out, in, len) -> bytes written | -1: strict RFC 4648 §4, the original
+ * alphabet, len a multiple of 4, '=' only as the last one or two characters, the bits the
+ * padding leaves over zero (one encoding per byte string, as libsodium's). out holds
+ * len / 4 * 3 bytes. */
+static ssize_t b64_decode(unsigned char *out, const unsigned char *in, size_t len) {
+    if (len % 4) return -1;
+    if (len == 0) return 0;
+    size_t pad = in[len - 1] == '=' ? (in[len - 2] == '=' ? 2 : 1) : 0;
+    size_t full = len - (pad ? 4 : 0); /* groups without padding */
+    uint32_t bad = 0;
+    unsigned char *o = out;
+    for (size_t i = 0; i < full; i += 4) {
+        uint32_t v = b64_d[0][in[i]] | b64_d[1][in[i + 1]] | b64_d[2][in[i + 2]] |
+                     b64_d[3][in[i + 3]];
+        bad |= v;
+        o[0] = (unsigned char)(v >> 16);
+        o[1] = (unsigned char)(v >> 8);
+        o[2] = (unsigned char)v;
+        o += 3;
+    }
+    if (bad & B64_BAD) return -1;
+    if (pad) {
+        const unsigned char *g = in + full;
+        uint32_t v = b64_d[0][g[0]] | b64_d[1][g[1]] | (pad == 1 ? b64_d[2][g[2]] : 0);
+        if (v & B64_BAD) return -1;
+        if (v & (pad == 1 ? 0xffu : 0xffffu)) return -1; /* leftover bits not zero */
+        *o++ = (unsigned char)(v >> 16);
+        if (pad == 1) *o++ = (unsigned char)(v >> 8);
+    }
+    return o - out;
+}
+
+/* base64_encode(s) -> the original base64 alphabet, with padding (RFC 4648 §4); for
+ * non-secret data only (not constant time) */
 static int l_base64_encode(lua_State *L) {
     size_t len;
     const char *bin = luaL_checklstring(L, 1, &len);
-    size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
-    char *out = xmalloc(cap);
-    sodium_bin2base64(out, cap, (const unsigned char *)bin, len, sodium_base64_VARIANT_ORIGINAL);
-    lua_pushlstring(L, out, cap - 1);
+    size_t n = (len + 2) / 3 * 4;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    if (n <= LUAL_BUFFERSIZE) {
+        b64_encode(luaL_prepbuffer(&b), (const unsigned char *)bin, len);
+        luaL_addsize(&b, n);
+        luaL_pushresult(&b);
+        return 1;
+    }
+    char *out = xmalloc(n);
+    b64_encode(out, (const unsigned char *)bin, len);
+    lua_pushlstring(L, out, n);
     free(out);
     return 1;
 }
 
 /* base64_decode(s) -> bytes | nil, "invalid base64": the original alphabet, padding
- * required, nothing else (no whitespace, no trailing bytes) */
+ * required, nothing else (no whitespace, no trailing bytes); for non-secret data only */
 static int l_base64_decode(lua_State *L) {
-    size_t len, bin_len = 0;
-    const char *b64 = luaL_checklstring(L, 1, &len), *end = NULL;
-    unsigned char *bin = xmalloc(len / 4 * 3 + 3);
-    int rc = sodium_base642bin(bin, len / 4 * 3 + 3, b64, len, NULL, &bin_len, &end,
-                               sodium_base64_VARIANT_ORIGINAL);
-    if (rc != 0 || end != b64 + len) {
+    size_t len;
+    const char *b64 = luaL_checklstring(L, 1, &len);
+    unsigned char *bin = xmalloc(len / 4 * 3 + 1);
+    ssize_t n = b64_decode(bin, (const unsigned char *)b64, len);
+    if (n < 0) {
         free(bin);
         lua_pushnil(L);
         lua_pushliteral(L, "invalid base64");
         return 2;
     }
-    lua_pushlstring(L, (const char *)bin, bin_len);
+    lua_pushlstring(L, (const char *)bin, (size_t)n);
     free(bin);
     return 1;
 }
@@ -227,6 +311,7 @@ void crypto_shutdown(struct app *app) {
 
 int crypto_open(lua_State *L) {
     if (sodium_init() < 0) return luaL_error(L, "libsodium failed to initialise");
+    b64_init();
     static const luaL_Reg fns[] = {{"hash_password", l_hash_password},
                                    {"verify_password", l_verify_password},
                                    {"needs_rehash", l_needs_rehash},

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
+#include <openssl/evp.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -487,26 +488,34 @@ static int stat_push(fjob *j, lua_State *co) {
     return 1;
 }
 
+/* OpenSSL's SHA-256, not libsodium's: it uses the CPU's SHA extensions (or AVX2), several
+ * times faster on the resource role's completed uploads; the file is not secret. */
 static void sha256_run(fjob *j) {
     int fd = open(j->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         j->err = errno;
         return;
     }
-    crypto_hash_sha256_state st;
-    crypto_hash_sha256_init(&st);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(ctx);
+        close(fd);
+        j->err = ENOMEM;
+        return;
+    }
     unsigned char *buf = xmalloc(HASH_CHUNK);
     for (;;) {
         ssize_t n = read(fd, buf, HASH_CHUNK);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) j->err = errno;
         if (n <= 0) break;
-        crypto_hash_sha256_update(&st, buf, (unsigned long long)n);
+        EVP_DigestUpdate(ctx, buf, (size_t)n);
     }
     close(fd);
     free(buf);
     unsigned char out[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256_final(&st, out);
+    EVP_DigestFinal_ex(ctx, out, NULL);
+    EVP_MD_CTX_free(ctx);
     sodium_bin2hex(j->hex, sizeof j->hex, out, sizeof out);
 }
 

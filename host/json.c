@@ -296,11 +296,145 @@ static int l_decode(lua_State *L) {
 
 static char decode_key; /* registry: cjson's (raising) decode, for json_decode */
 
+/* ---- long string values out of cjson's way ---------------------------------------------
+ * cjson copies a string byte by byte; a resource chunk's body is ~44 KB of base64 in one
+ * member ("data"), and that copy was the role's largest single cost. A body of at least
+ * SPLIT_MIN bytes is scanned first: the content of each top-level member's string value of
+ * at least SPLIT_STRING bytes that holds no backslash and no NUL (what cjson takes byte for
+ * byte) is cut out, cjson decodes the rest (the strings left empty, so it is valid JSON
+ * exactly when the body is), and the cut strings are set into the table. Anything the scan
+ * does not follow (not an object, a repeated key, too many members, a syntax error) goes to
+ * cjson whole, so the result is always cjson's. */
+#define SPLIT_MIN 4096
+#define SPLIT_STRING 1024
+#define SPLIT_MEMBERS 64
+#define SPLIT_CUTS 4
+
+typedef struct {
+    const char *key, *val; /* both without their quotes */
+    size_t key_len, val_len;
+} split_member;
+
+static const char *skip_ws(const char *p, const char *e) {
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+/* p at a string's opening quote -> just past its closing quote | NULL (unterminated);
+ * *plain = no backslash in it */
+static const char *skip_string(const char *p, const char *e, int *plain) {
+    p++;
+    *plain = 1;
+    for (;;) {
+        const char *q = memchr(p, '"', (size_t)(e - p));
+        if (!q) return NULL;
+        const char *bs = memchr(p, '\\', (size_t)(q - p));
+        if (!bs) return q + 1;
+        *plain = 0;
+        p = bs + 2; /* past the escaped character, a quote included */
+        if (p >= e) return NULL;
+    }
+}
+
+/* p at a member's value (not a string) -> its end: a ',' or '}' at depth 0, or past the
+ * closing bracket of an object or array | NULL */
+static const char *skip_value(const char *p, const char *e) {
+    int depth = 0, plain;
+    while (p < e) {
+        char c = *p;
+        if (c == '"') {
+            p = skip_string(p, e, &plain);
+            if (!p) return NULL;
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0) return p;
+            if (--depth == 0) return p + 1;
+        } else if (c == ',' && depth == 0) {
+            return p;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* Scans the object s..e into m (n members); -> the number of members whose value is cut
+ * (their indexes first in cut[]) | 0: decode the body whole */
+static int split_scan(const char *s, const char *e, split_member *m, int *n, int *cut) {
+    int cuts = 0, plain;
+    const char *p = skip_ws(s, e);
+    if (p == e || *p != '{') return 0;
+    p = skip_ws(p + 1, e);
+    *n = 0;
+    while (p < e && *p == '"') {
+        if (*n == SPLIT_MEMBERS) return 0;
+        split_member *x = &m[(*n)++];
+        const char *k = p + 1;
+        p = skip_string(p, e, &plain);
+        if (!p || !plain) return 0;
+        x->key = k;
+        x->key_len = (size_t)(p - 1 - k);
+        x->val = NULL;
+        for (int i = 0; i < *n - 1; i++)
+            if (m[i].key_len == x->key_len && memcmp(m[i].key, k, x->key_len) == 0) return 0;
+        p = skip_ws(p, e);
+        if (p == e || *p != ':') return 0;
+        p = skip_ws(p + 1, e);
+        if (p == e) return 0;
+        if (*p == '"') {
+            const char *v = p + 1;
+            p = skip_string(p, e, &plain);
+            if (!p) return 0;
+            size_t vlen = (size_t)(p - 1 - v);
+            if (plain && vlen >= SPLIT_STRING && cuts < SPLIT_CUTS && !memchr(v, '\0', vlen)) {
+                x->val = v;
+                x->val_len = vlen;
+                cut[cuts++] = *n - 1;
+            }
+        } else {
+            p = skip_value(p, e);
+            if (!p) return 0;
+        }
+        p = skip_ws(p, e);
+        if (p < e && *p == ',') p = skip_ws(p + 1, e);
+        else break;
+    }
+    if (p == e || *p != '}' || skip_ws(p + 1, e) != e) return 0;
+    return cuts;
+}
+
+/* Pushes the Lua string of s..e with the cut values' contents left out. */
+static void push_without(lua_State *L, const char *s, const char *e, const split_member *m,
+                         const int *cut, int cuts) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    const char *p = s;
+    for (int i = 0; i < cuts; i++) {
+        const split_member *x = &m[cut[i]];
+        luaL_addlstring(&b, p, (size_t)(x->val - p));
+        p = x->val + x->val_len;
+    }
+    luaL_addlstring(&b, p, (size_t)(e - p));
+    luaL_pushresult(&b);
+}
+
 int json_decode(lua_State *L, const char *s, size_t len) {
+    split_member m[SPLIT_MEMBERS];
+    int n = 0, cut[SPLIT_CUTS], cuts = 0;
+    if (len >= SPLIT_MIN) cuts = split_scan(s, s + len, m, &n, cut);
     lua_pushlightuserdata(L, &decode_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
-    lua_pushlstring(L, s, len);
+    if (cuts) push_without(L, s, s + len, m, cut, cuts);
+    else lua_pushlstring(L, s, len);
     if (lua_pcall(L, 1, 1, 0) != 0) return -1;
+    for (int i = 0; i < cuts && lua_istable(L, -1); i++) {
+        const split_member *x = &m[cut[i]];
+        lua_pushlstring(L, x->key, x->key_len);
+        lua_pushlstring(L, x->val, x->val_len);
+        lua_rawset(L, -3);
+    }
     mark_if_array(L, -1, s, len);
     return 0;
 }

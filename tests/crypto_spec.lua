@@ -134,4 +134,46 @@ describe("base64", function()
             assert.equal("invalid base64", err)
         end
     end)
+
+    it("refuses a bad character anywhere in a long string, and bits beyond the last byte", function()
+        local good = ("Zm9v"):rep(1000)
+        for _, at in ipairs({ 1, 2, 3, 4, 2001, 3998, 4000 }) do
+            for _, c in ipairs({ "!", "=", "-", "\0", "\128", "\255" }) do
+                local bad = good:sub(1, at - 1) .. c .. good:sub(at + 1)
+                assert.is_nil(crypto.base64_decode(bad), at .. " " .. c:byte())
+            end
+        end
+        assert.equal(3000, #crypto.base64_decode(good))
+        -- one encoding per byte string: the padding's leftover bits must be zero
+        for _, bad in ipairs({ "Zh==", "Zm9=", "Zm9vZh==", "Zm9vZm9=" }) do
+            assert.is_nil(crypto.base64_decode(bad), bad)
+        end
+        assert.equal("fo", crypto.base64_decode("Zm8="))
+    end)
+
+    it("matches a reference decoder on random data of every length up to 300", function()
+        local A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        local function ref(s) -- a plain Lua encoder, RFC 4648 §4
+            local out = {}
+            for i = 1, #s, 3 do
+                local a, b, c = s:byte(i, i + 2)
+                local v = a * 65536 + (b or 0) * 256 + (c or 0)
+                local q = {}
+                for k = 3, 0, -1 do
+                    local d = math.floor(v / 64 ^ k) % 64
+                    q[#q + 1] = A:sub(d + 1, d + 1)
+                end
+                if not b then q[3], q[4] = "=", "=" elseif not c then q[4] = "=" end
+                out[#out + 1] = table.concat(q)
+            end
+            return table.concat(out)
+        end
+        for n = 0, 300 do
+            local t = {}
+            for i = 1, n do t[i] = string.char(math.random(0, 255)) end
+            local s = table.concat(t)
+            assert.equal(ref(s), crypto.base64_encode(s))
+            assert.equal(s, crypto.base64_decode(ref(s)))
+        end
+    end)
 end)

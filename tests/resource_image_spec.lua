@@ -16,6 +16,17 @@ local function file_of(role, sha)
     return host.fs.read(role.files .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha)
 end
 
+-- Two friends, a and b, and a's image message to b -> a, b, u (the upload's fields for
+-- helpers.res_client, data still to set)
+local function pair()
+    local a, b = session_user(), session_user()
+    local thread = cluster.befriend(a, b)
+    local name = rc.name()
+    local id = rc.image_message(a, b, thread, name)
+    return a, b, { uid = a.uid, token = a.token, name = name, message_id = id,
+        receiver = b.uid }
+end
+
 local function message_row(id)
     return db.query("SELECT status FROM chat_message WHERE message_id = ?", id)[1]
 end
@@ -90,15 +101,6 @@ describe("resource image upload", function()
     setup(function() role = rc.start() end)
     teardown(function() role:stop() end)
 
-    local function pair()
-        local a, b = session_user(), session_user()
-        local thread = cluster.befriend(a, b)
-        local name = rc.name()
-        local id = rc.image_message(a, b, thread, name)
-        return a, b, { uid = a.uid, token = a.token, name = name, message_id = id,
-            receiver = b.uid }
-    end
-
     it("answers each of the window's 5 chunks once, echoing name, seq, sender and receiver", function()
         local a, b, u = pair()
         u.data = res.png(6 * 32768)
@@ -137,6 +139,61 @@ describe("resource image upload", function()
         assert.equal(1, row.state)
         assert.equal(u.data, file_of(role, row.sha))
         c2:close()
+    end)
+
+    -- Whether the role process has upload_id's partial file open (its /proc fd links)
+    local function partial_open(upload_id)
+        local r = assert(host.proc.run({ "ls", "-l", "/proc/" .. role.proc.pid .. "/fd" }))
+        return r.stdout:find("/partial/" .. upload_id .. "\n", 1, true) ~= nil
+    end
+
+    it("keeps the partial file open between a connection's chunks, closed when the connection goes and at completion", function()
+        local _, _, u = pair()
+        u.data = res.png(4 * 32768 + 5)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        local id = rc.upload_row(u.name).upload_id
+        assert.is_true(partial_open(id))
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
+        assert.is_true(partial_open(id))
+        c:close()
+        assert(util.wait_until(function() return not partial_open(id) end, 5000, "closed with its connection"))
+        local c2 = assert(res.connect(role.port))
+        u.always_token = true
+        assert.equal(0, assert(c2:request(1043, res.image_body(1043, u, 3))).error)
+        assert.is_true(partial_open(id))
+        for seq = 4, 5 do assert.equal(0, assert(c2:request(1037, res.image_body(1037, u, seq))).error) end
+        assert.is_false(partial_open(id))
+        local row = rc.upload_row(u.name)
+        assert.equal(1, row.state)
+        assert.equal(u.data, file_of(role, row.sha))
+        -- a chunk resent after completion is acked and leaves the stored object as it was
+        local again = res.image_body(1037, u, 2)
+        again.data = host.crypto.base64_encode(("x"):rep(32768))
+        assert.equal(0, assert(c2:request(1037, again)).error)
+        assert.equal(u.data, file_of(role, row.sha))
+        c2:close()
+    end)
+
+    it("reads the row again once its state changed: an upload expired and begun again takes chunks into its new partial", function()
+        local _, _, u = pair()
+        u.data = res.png(3 * 32768)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
+        local id = rc.upload_row(u.name).upload_id
+        -- what the sweeper does to an upload past upload_ttl_s, from another connection's view
+        assert(db.exec("UPDATE upload SET state = 2 WHERE upload_id = ?", id))
+        assert(redis.call("DEL", "upload_chunks_" .. id))
+        -- this connection's kept row is not told; a first chunk on another one starts it again
+        local c2 = assert(res.connect(role.port))
+        assert.equal(0, assert(c2:request(1041, res.image_body(1041, u, 1))).error)
+        c2:close()
+        for seq = 2, 3 do assert.equal(0, assert(c:request(1037, res.image_body(1037, u, seq))).error) end
+        local row = rc.upload_row(u.name)
+        assert.equal(1, row.state)
+        assert.equal(u.data, file_of(role, row.sha))
+        c:close()
     end)
 
     it("refuses a later chunk on a connection that never named a live session, and another uid", function()
@@ -220,6 +277,53 @@ describe("resource image upload", function()
         local last = res.upload_image(c, u, { resume_from = 2 })
         assert.equal(0, last.error)
         assert.equal(1, rc.upload_row(u.name).state)
+        c:close()
+    end)
+
+    it("reads a chunk's body as JSON however it is written, and answers a malformed one 1001", function()
+        local _, _, u = pair()
+        u.data = res.png(6 * 32768)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        -- body(seq, data_json): the chunk's fields as JSON text, data_json spliced in as written
+        local function body(seq, data_json, before)
+            local b = res.image_body(1037, u, seq)
+            local b64 = b.data
+            b.data = nil
+            local rest = host.json.encode(b)
+            local member = '"data"' .. data_json(b64)
+            if before then return "{" .. member .. "," .. rest:sub(2) end
+            return rest:sub(1, -2) .. "," .. member .. "}"
+        end
+        local function ok(seq, text)
+            local r = assert(c:request(1037, text))
+            assert.equal(0, r.error, tostring(r.field) .. " " .. text:sub(1, 80))
+            assert.equal(seq, r.seq)
+        end
+        -- escaped slashes and a \u escape in data: still its bytes
+        ok(2, body(2, function(b64)
+            return ':"' .. b64:gsub("/", "\\/"):gsub("A", "\\u0041", 1) .. '"' end))
+        -- whitespace around the colon, data first
+        ok(3, body(3, function(b64) return ' \n: "' .. b64 .. '" ' end, true))
+        -- data twice: JSON's last one counts (a wrong first one is not taken)
+        ok(4, body(4, function(b64)
+            return ':"' .. ("QUFB"):rep(300) .. '", "data":"' .. b64 .. '"' end))
+        -- a long string nested in another member is that member's, not data
+        ok(5, body(5, function(b64)
+            return ':"' .. b64 .. '","x":{"data":"' .. ("QUFB"):rep(500) .. '"}' end))
+        -- malformed: answered 1001, the connection goes on
+        local good = body(6, function(b64) return ':"' .. b64 .. '"' end)
+        for _, bad in ipairs({ good:sub(1, -2), good:sub(1, -3) .. "}", good .. "x",
+            good:gsub('"data":"', '"data":"\0', 1), good:gsub('"data":"', '"data" "', 1),
+            good:gsub('"data":"', '"data":"' .. ("x"):rep(10) .. '\n', 1):gsub('"}$', "}"),
+            "[" .. good .. "]", (good:gsub("^{", "{,", 1)), (good:gsub('}$', ',}')) }) do
+            local r = assert(c:request(1037, bad))
+            assert.equal(1001, r.error, bad:sub(1, 60) .. " ... " .. bad:sub(-60))
+        end
+        ok(6, good)
+        local row = rc.upload_row(u.name)
+        assert.equal(1, row.state)
+        assert.equal(u.data, file_of(role, row.sha))
         c:close()
     end)
 
@@ -434,5 +538,91 @@ describe("resource session recheck", function()
         assert.equal(0, r.error)
         assert.equal(2, redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
         role:stop()
+    end)
+end)
+
+-- What a connection keeps between its chunks, counted in MariaDB's Com_select: a role
+-- without the sweeper (its SELECT every tick), and no other role running meanwhile.
+describe("resource rows kept between chunks", function()
+    timeout(30000)
+    local role
+
+    setup(function() role = rc.start { resource = { sweep_interval_ms = 3600000 } } end)
+    teardown(function() role:stop() end)
+
+    local function selects()
+        return tonumber(assert(db.query("SHOW GLOBAL STATUS LIKE 'Com_select'"))[1].Value)
+    end
+
+    -- a complete image from a to b -> a, b, msg
+    local function uploaded(n)
+        local a, b, u = pair()
+        u.data = res.png(n)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, res.upload_image(c, u).error)
+        c:close()
+        return a, b, { name = u.name, message_id = u.message_id, sender_id = a.uid,
+            receiver_id = b.uid, data = u.data }
+    end
+
+    it("reads the upload row once per connection, not for every chunk", function()
+        local _, _, u = pair()
+        u.data = res.png(8 * 32768)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
+        local before = selects()
+        for seq = 3, 7 do assert.equal(0, assert(c:request(1037, res.image_body(1037, u, seq))).error) end
+        assert.equal(before, selects())
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 8))).error)
+        assert.equal(1, rc.upload_row(u.name).state)
+        c:close()
+        -- session_recheck_ms 0: the kept row is read again for every chunk
+        local eager = rc.start { resource = { sweep_interval_ms = 3600000, session_recheck_ms = 0 } }
+        local _, _, u2 = pair()
+        u2.data = res.png(4 * 32768)
+        local c2 = assert(res.connect(eager.port))
+        assert.equal(0, assert(c2:request(1041, res.image_body(1041, u2, 1))).error)
+        before = selects()
+        for seq = 2, 3 do assert.equal(0, assert(c2:request(1037, res.image_body(1037, u2, seq))).error) end
+        assert.is_true(selects() - before >= 2)
+        c2:close()
+        eager:stop()
+    end)
+
+    it("keeps the object open and queries nothing between a downloader's chunks; another file or a stranger is checked anew", function()
+        local a, b, msg = uploaded(6 * 32768)
+        local sha = rc.upload_row(msg.name).sha
+        local function object_open()
+            local r = assert(host.proc.run({ "ls", "-l", "/proc/" .. role.proc.pid .. "/fd" }))
+            return r.stdout:find("/objects/" .. sha:sub(1, 2) .. "/" .. sha .. "\n", 1, true) ~= nil
+        end
+        local body = { name = msg.name, uid = b.uid, token = b.token, message_id = msg.message_id,
+            sender_id = a.uid, receiver_id = b.uid }
+        local c = assert(res.connect(role.port))
+        local parts = {}
+        local before
+        for seq = 1, 6 do
+            body.seq = seq
+            local r = assert(c:request(1047, body))
+            assert.equal(0, r.error)
+            parts[seq] = host.crypto.base64_decode(r.data)
+            if seq == 1 then
+                assert.is_true(object_open())
+                before = selects()
+            end
+        end
+        assert.equal(before, selects())
+        assert.equal(msg.data, table.concat(parts))
+        -- a name that is not the message's is refused though the file is kept, and another
+        -- image is checked anew for this uid
+        body.name = rc.name()
+        assert.equal(1016, assert(c:request(1047, body)).error)
+        local _, _, other = uploaded(1000)
+        local r = assert(c:request(1047, { name = other.name, seq = 1, uid = b.uid,
+            message_id = other.message_id }))
+        assert.equal(1106, r.error) -- b is not a participant of that one
+        c:close()
+        assert(util.wait_until(function() return not object_open() end, 5000, "closed with its connection"))
     end)
 end)

@@ -262,8 +262,9 @@ local SCHEMA = {
         upload_ttl_s = int(3600, 1, 2592000),       -- an upload with no chunk this long expires
         sweep_interval_ms = int(10000, 10, 3600000),-- the expiry sweeper's tick
         sweep_batch = int(100, 1, 100000),          -- uploads expired per tick at most
-        session_recheck_ms = int(10000, 0, 3600000),-- a bound connection's chat session is
-                                                    -- checked again after this (0: every request)
+        session_recheck_ms = int(10000, 0, 3600000),-- a bound connection's chat session (and
+                                                    -- its kept upload row) is checked again
+                                                    -- after this (0: every request)
         max_body_bytes = int(65536, 1024, 16777216),-- one frame (a 32 KiB chunk is ~44 KB)
         channel_idle_timeout_ms = int(43200000, 0, 604800000), -- a silent connection: closed;
                                                     -- 0: never (the S2 client sends nothing

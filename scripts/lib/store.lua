@@ -7,7 +7,7 @@
 -- Every call is host.file I/O on libuv's threadpool (the loop never blocks, no whole-file
 -- buffer). Errors: nil, a sentence, and a kind: "storage" (the disk: full, permission,
 -- missing), "size" (the partial is not total bytes long), "type" (not an allowed image).
--- An S3-compatible store would implement the same five calls (README "Storage and S3").
+-- An S3-compatible store would implement the same calls (README "Storage and S3").
 local host = require "host"
 
 local M = {}
@@ -82,8 +82,10 @@ function M:check()
     return "ok"
 end
 
--- write_part(upload_id, offset, data) -> true | nil, err, "storage"
-function M:write_part(upload_id, offset, data)
+-- open_part(upload_id) -> f | nil, err, "storage": the partial file opened for writing
+-- (created if missing), for a writer that keeps it open across chunks (f:write(offset,
+-- data), f:close()); it must be closed before commit, which links that very file.
+function M:open_part(upload_id)
     local path = self:partial_path(upload_id)
     local f, err, code = host.file.open(path, "w")
     if not f and code == "ENOENT" then -- the folder went away: made again once
@@ -91,6 +93,13 @@ function M:write_part(upload_id, offset, data)
         if not ok then return nil, merr, "storage" end
         f, err = host.file.open(path, "w")
     end
+    if not f then return nil, err, "storage" end
+    return f
+end
+
+-- write_part(upload_id, offset, data) -> true | nil, err, "storage"
+function M:write_part(upload_id, offset, data)
+    local f, err = self:open_part(upload_id)
     if not f then return nil, err, "storage" end
     local ok, werr = f:write(offset, data)
     f:close()
@@ -140,9 +149,17 @@ function M:commit(upload_id, size, allowed)
     return { sha256 = sha, size = size, mime = mime }
 end
 
+-- open_object(sha256_hex) -> f | nil, err, "storage": a complete file opened for reading
+-- (f:read(offset, n), f:close()), for a reader that keeps it open across chunks
+function M:open_object(sha)
+    local f, err = host.file.open(self:object_path(sha), "r")
+    if not f then return nil, err, "storage" end
+    return f
+end
+
 -- read(sha256_hex, offset, n) -> data ("" past the end) | nil, err, "storage"
 function M:read(sha, offset, n)
-    local f, err = host.file.open(self:object_path(sha), "r")
+    local f, err = self:open_object(sha)
     if not f then return nil, err, "storage" end
     local data, rerr = f:read(offset, n)
     f:close()

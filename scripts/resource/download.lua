@@ -36,15 +36,57 @@ function M.image_upload(msg)
     return row, code, field
 end
 
--- Fills reply with chunk seq of the complete upload row -> reply
-local function chunk(reply, row, seq)
+-- The file a session is downloading, kept in session.data (the host's: it outlives a
+-- reload) between its chunks so that a chunk costs no database query and no open/close:
+-- {key=, msg= (images), row=, f=} (f: the object file, open for reading). key names the
+-- session's uid and what was asked for: the checks made for that uid hold as long as the
+-- file is complete, and a complete upload and its object never change. One per session.
+
+-- drop(session): the kept download is forgotten and its file closed
+local function drop(session)
+    local d = session.data.download
+    if not d then return end
+    session.data.download = nil
+    if d.f then d.f:close() end
+end
+M.on_close = drop
+
+-- keep(session, key, row, msg?) -> the new kept download
+local function keep(session, key, row, msg)
+    drop(session)
+    local d = { key = key, row = row, msg = msg }
+    session.data.download = d
+    return d
+end
+
+-- kept(session, key) -> the kept download of key | nil
+local function kept(session, key)
+    local d = session.data.download
+    if d and d.key == key then return d end
+    return nil
+end
+
+-- Fills reply with chunk seq of the kept download d (its file opened at its first chunk)
+-- -> reply
+local function chunk(session, reply, d, seq)
+    local row = d.row
     local offset = (seq - 1) * wire.CHUNK
     local size = row.total_size
     if offset >= size then return wire.fail(reply, errors.BadChunk, "seq") end
     local n = math.min(wire.CHUNK, size - offset)
-    local data, err = upload.store:read(row.sha256, offset, n)
+    local data, err
+    local f = d.f
+    if not f then
+        f, err = upload.store:open_object(row.sha256)
+        if f and session.data.download == d then d.f = f end -- kept: open for the next chunks
+    end
+    if f then
+        data, err = f:read(offset, n)
+        if f ~= d.f then f:close() end
+    end
     if not data or #data ~= n then
         host.log.warn("reading ", row.name, " (", row.sha256, "): ", tostring(err or "short"))
+        drop(session)
         return wire.fail(reply, errors.StorageFailed)
     end
     reply.seq = seq
@@ -63,10 +105,15 @@ function M.avatar(session, body)
     if not images.valid_name(body.name) then return wire.fail(reply, errors.InvalidParams, "name") end
     local seq = wire.positive(body.seq)
     if not seq then return wire.fail(reply, errors.InvalidParams, "seq") end
-    local row
-    row, code, field = M.complete_upload(uploads.AVATAR, body.name)
-    if not row then return wire.fail(reply, code, field) end
-    return chunk(reply, row, seq)
+    local key = uid .. " avatar " .. body.name
+    local d = kept(session, key)
+    if not d then
+        local row
+        row, code, field = M.complete_upload(uploads.AVATAR, body.name)
+        if not row then return wire.fail(reply, code, field) end
+        d = keep(session, key, row)
+    end
+    return chunk(session, reply, d, seq)
 end
 
 -- The image message message_id, if uid may see it -> row | nil, code, field
@@ -81,21 +128,34 @@ local function visible_message(uid, message_id)
 end
 
 -- The start of 1045 and 1047: the reply (echo), the session's image message body.message_id
--- names and its complete upload -> reply, msg, row | reply (with its error), nil
+-- names and its complete upload (kept for the session's next chunks)
+-- -> reply, d {msg=, row=} | reply (with its error), nil
 local function image_request(session, body, echo)
     local reply = wire.echo(body, echo)
     local uid, code, field = identity.who(session, body)
-    if not uid then return wire.fail(reply, code, field) end
-    local msg
-    msg, code, field = visible_message(uid, body.message_id)
-    if not msg then return wire.fail(reply, code, field) end
-    if echo == ECHO_1047 and body.name ~= msg.content then
+    if not uid then
+        drop(session)
+        return wire.fail(reply, code, field)
+    end
+    local id = wire.positive(body.message_id)
+    local d = id and kept(session, uid .. " image " .. id)
+    if not d then
+        local msg
+        msg, code, field = visible_message(uid, body.message_id)
+        if not msg then return wire.fail(reply, code, field) end
+        local row
+        row, code, field = M.image_upload(msg)
+        if not row then return wire.fail(reply, code, field) end
+        if images.complete(msg) then
+            d = keep(session, uid .. " image " .. msg.message_id, row, msg)
+        else -- the message is marked ready just after its upload: its status not kept yet
+            d = { row = row, msg = msg }
+        end
+    end
+    if echo == ECHO_1047 and body.name ~= d.msg.content then
         return wire.fail(reply, errors.InvalidParams, "name")
     end
-    local row
-    row, code, field = M.image_upload(msg)
-    if not row then return wire.fail(reply, code, field) end
-    return reply, msg, row
+    return reply, d
 end
 
 -- A 1045 on a connection that has named no session, without a token: the S2 client sends
@@ -143,18 +203,18 @@ end
 function M.info(session, body)
     local anonymous = anonymous_info(session, body)
     if anonymous then return anonymous end
-    local reply, msg, row = image_request(session, body, ECHO_1045)
-    if not msg then return reply end
-    return M.info_reply(reply, msg, row)
+    local reply, d = image_request(session, body, ECHO_1045)
+    if not d then return reply end
+    return M.info_reply(reply, d.msg, d.row)
 end
 
 -- 1047 {name, seq, sender_id, receiver_id, message_id, uid, token} -> 1048: an image's chunk
 function M.image(session, body)
-    local reply, msg, row = image_request(session, body, ECHO_1047)
-    if not msg then return reply end
+    local reply, d = image_request(session, body, ECHO_1047)
+    if not d then return reply end
     local seq = wire.positive(body.seq)
     if not seq then return wire.fail(reply, errors.InvalidParams, "seq") end
-    return chunk(reply, row, seq)
+    return chunk(session, reply, d, seq)
 end
 
 return M

@@ -23,6 +23,12 @@ M.messages = {
     [1047] = download.image,    -- image chunk download -> 1048
 }
 
+-- The connection is gone: what its session kept open is closed.
+function M.on_close(session)
+    upload.on_close(session)
+    download.on_close(session)
+end
+
 -- resource.http_port: signed plain HTTP downloads
 M.routes = http.routes
 

@@ -12,16 +12,17 @@ local M = {}
 
 -- tick() -> uploads expired | nil, err
 function M.tick()
-    local ids, err = uploads.stale(settings.upload_ttl_s, settings.sweep_batch)
-    if not ids then return nil, err end
+    local rows, err = uploads.stale(settings.upload_ttl_s, settings.sweep_batch)
+    if not rows then return nil, err end
     local expired = 0
-    for _, id in ipairs(ids) do
+    for _, row in ipairs(rows) do
+        local id = row.upload_id
         local active, aerr = uploads.active(id)
         if active == nil then return nil, aerr end
         if active then
             uploads.touch(id)
         else
-            local failed, ferr = uploads.fail(id)
+            local failed, ferr = uploads.fail(row)
             if failed == nil then return nil, ferr end
             if failed then
                 local ok, rerr = upload.store:remove_partial(id)

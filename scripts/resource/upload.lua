@@ -117,18 +117,49 @@ local function announce(row)
     images.notify_ready(msg, row.total_size)
 end
 
--- complete(row) -> true | nil, code: the last chunk is in. One request completes an
--- upload; a concurrent one (the same upload on two connections) just acks its chunk.
-local function complete(row)
-    local mine, cerr = uploads.claim(row.upload_id)
+-- The upload a session is writing, kept in session.data (the host's: it outlives a
+-- reload) between its chunks so that a chunk costs no database query and no open/close:
+-- {kind=, name=, uid=, row=, token=, at=, f=} (f: its partial file, open for writing). One
+-- per session (the client sends one file at a time per connection), so open partials are
+-- bounded by the connections and, process-wide, by file.max_open. Used only while the
+-- token from resource.uploads is valid: any state change of the row in this process
+-- (completion here or on another connection, expiry, restart) drops it, and the row is
+-- read again; and for resource.session_recheck_ms from when it was read (at), so that a
+-- change made elsewhere (another process, by hand) is seen within that time.
+
+-- drop(session): the kept upload is forgotten and its file closed
+local function drop(session)
+    local u = session.data.upload
+    if not u then return end
+    session.data.upload = nil
+    if u.f then u.f:close() end
+end
+
+-- kept(session, kind, uid, name) -> the kept upload if still good for this chunk | nil
+local function kept(session, kind, uid, name)
+    local u = session.data.upload
+    if not u then return nil end
+    if u.kind == kind and u.name == name and u.uid == uid and uploads.valid(kind, name, u.token)
+        and host.timer.monotonic() - u.at < settings.session_recheck_ms then
+        return u
+    end
+    drop(session)
+    return nil
+end
+
+-- complete(session, row) -> true | nil, code: the last chunk is in. One request completes
+-- an upload; a concurrent one (the same upload on two connections) just acks its chunk.
+local function complete(session, row)
+    local mine, cerr = uploads.claim(row)
     if mine == nil then return nil, failure.code(cerr) end
+    drop(session) -- the partial is linked as the object next: no descriptor may write to it
     if not mine then return true end
     local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types)
     if not obj then
         uploads.release(row.upload_id, false)
         host.log.warn("upload ", row.upload_id, " (", row.name, ") not complete: ", tostring(err))
         if kind == "storage" then return nil, errors.StorageFailed end
-        uploads.fail(row.upload_id) -- wrong size or type: given up, its data removed
+        uploads.fail(row) -- wrong size or type: given up, its data removed
         store:remove_partial(row.upload_id)
         return nil, kind == "type" and errors.FileTypeRefused or errors.BadChunk
     end
@@ -146,36 +177,91 @@ local function complete(row)
     return true
 end
 
+-- The upload of a chunk, kept or read (and then kept when it is still uploading and no
+-- state changed while it was read) -> u ({row=} at least) | nil, code, field
+local function upload_for(session, kind, uid, c, body, may_create)
+    local u = kept(session, kind, uid, c.name)
+    if u then
+        if u.row.total_size ~= c.total then return nil, errors.BadChunk, "total_size" end
+        return u
+    end
+    local epoch, at = uploads.epoch(), host.timer.monotonic()
+    local row, code, field = upload_of(kind, uid, c, body, may_create)
+    if not row then return nil, code, field end
+    if row.state ~= uploads.UPLOADING then return { row = row } end
+    u = { kind = kind, name = c.name, uid = uid, row = row, at = at }
+    if uploads.epoch() == epoch then
+        drop(session)
+        u.token = uploads.token(kind, c.name)
+        session.data.upload = u
+    end
+    return u
+end
+
+-- write(session, u, c) -> true | nil, err: the chunk at its offset, through the kept file
+-- (opened at the kept upload's first chunk) or, for an upload not kept, opened and closed
+local function write(session, u, c)
+    if session.data.upload ~= u then return store:write_part(u.row.upload_id, c.offset, c.data) end
+    if not u.f then
+        local f, err = store:open_part(u.row.upload_id)
+        if not f then
+            drop(session)
+            return nil, err
+        end
+        if session.data.upload ~= u or not uploads.valid(u.kind, u.name, u.token) then
+            f:close() -- the row changed while the file was opened: not this file any more
+            return nil, "upload changed", "changed"
+        end
+        u.f = f
+    end
+    local ok, err = u.f:write(c.offset, c.data)
+    if not ok then drop(session) end
+    return ok, err
+end
+
 -- handle(id, kind, may_create) -> the handler of one upload message
 local function handler(id, kind, may_create)
     return function(session, body)
         local reply = wire.echo(body, ECHO[id])
         local uid, code, field = identity.who(session, body)
-        if not uid then return wire.fail(reply, code, field) end
+        if not uid then
+            drop(session)
+            return wire.fail(reply, code, field)
+        end
         local c
         c, code, field = wire.chunk(body, settings.max_file_bytes)
         if not c then return wire.fail(reply, code, field) end
         if c.seq == 1 and not store_lib.sniff(c.data, settings.image_types) then
             return wire.fail(reply, errors.FileTypeRefused, "data")
         end
-        local row
-        row, code, field = upload_of(kind, uid, c, body, may_create and (id ~= 1031 or c.seq == 1))
-        if not row then return wire.fail(reply, code, field) end
-        if row.state == uploads.COMPLETE then return reply end -- a resent chunk: already whole
-        local ok, err = store:write_part(row.upload_id, c.offset, c.data)
-        if not ok then
-            host.log.warn("upload ", row.upload_id, " chunk ", c.seq, ": ", tostring(err))
-            return wire.fail(reply, errors.StorageFailed)
+        local u
+        for _ = 1, 2 do -- once more when the row changed while the file was opened
+            u, code, field = upload_for(session, kind, uid, c, body,
+                may_create and (id ~= 1031 or c.seq == 1))
+            if not u then return wire.fail(reply, code, field) end
+            if u.row.state == uploads.COMPLETE then return reply end -- a resent chunk: already whole
+            local ok, err, why = write(session, u, c)
+            if ok then break end
+            if why ~= "changed" then
+                host.log.warn("upload ", u.row.upload_id, " chunk ", c.seq, ": ", tostring(err))
+                return wire.fail(reply, errors.StorageFailed)
+            end
+            u = nil
         end
+        if not u then return wire.fail(reply, errors.Internal) end
+        local row = u.row
         local have, merr = uploads.mark(row.upload_id, c.seq, settings.upload_ttl_s)
         if not have then return trouble(reply, "chunk bitmap of upload " .. row.upload_id, merr) end
         if have >= c.max_seq then
-            local done, dcode = complete(row)
+            local done, dcode = complete(session, row)
             if not done then return wire.fail(reply, dcode) end
         end
         return reply
     end
 end
+
+-- on_close(session): a kept partial file is closed with its connection
+M.on_close = drop
 
 M.avatar = handler(1031, uploads.AVATAR, true)      -- -> 1032
 M.first = handler(1041, uploads.IMAGE, true)        -- -> 1042

@@ -8,6 +8,39 @@ local sql = require "lib.sql"
 
 local M = {}
 
+-- Uploads in progress whose row a session keeps (resource.upload): per (kind, name) a token
+-- that every change of the row's state (restart, completion, expiry) drops, so a kept row
+-- and its open partial file are used only while the token a session took is still there;
+-- `epoch` counts those changes (a row read while one happened is not kept). In the host
+-- (host.keep) so that a reload does not make kept rows look unchanged; entries exist only
+-- for rows kept while uploading, and go with their upload's end.
+local live = host.keep("resource.uploads.live.v1")
+
+local function live_key(kind, name) return kind .. ":" .. name end
+
+-- epoch() -> the count of state changes so far (compare before and after reading a row)
+function M.epoch() return live.epoch or 0 end
+
+-- token(kind, name) -> the current token of that upload (made when there is none)
+function M.token(kind, name)
+    local k = live_key(kind, name)
+    local t = live[k]
+    if not t then
+        t = {}
+        live[k] = t
+    end
+    return t
+end
+
+-- valid(kind, name, token) -> true while no state change happened since token was taken
+function M.valid(kind, name, token) return live[live_key(kind, name)] == token end
+
+-- changed(kind, name): the upload's row changes state; kept copies are stale from now on
+function M.changed(kind, name)
+    live[live_key(kind, name)] = nil
+    live.epoch = M.epoch() + 1
+end
+
 M.AVATAR, M.IMAGE = 1, 2                        -- upload.kind
 M.UPLOADING, M.COMPLETE, M.FAILED = 0, 1, 2     -- upload.state
 
@@ -53,6 +86,7 @@ end
 -- restart(row, total_size, md5) -> true | nil, err: an expired or failed upload of the same
 -- owner begins again (its chunks are forgotten).
 function M.restart(row, total_size, md5)
+    M.changed(row.kind, row.name)
     local ok, err = host.redis.call("DEL", keys.upload_chunks(row.upload_id))
     if not ok and err then return nil, err end
     local res, derr = host.db.exec("UPDATE upload SET state = 0, total_size = ?, md5 = ?, "
@@ -75,11 +109,13 @@ function M.mark(upload_id, seq, ttl_s)
     return host.redis.call("EVAL", MARK, 1, keys.upload_chunks(upload_id), seq - 1, ttl_s)
 end
 
--- claim(upload_id) -> true (this request completes it) | false (another one is) | nil, err
-function M.claim(upload_id)
-    local res, err = host.redis.call("SET", keys.upload_commit(upload_id), "1", "EX", 300, "NX")
+-- claim(row) -> true (this request completes it) | false (another one is) | nil, err
+function M.claim(row)
+    local res, err = host.redis.call("SET", keys.upload_commit(row.upload_id), "1", "EX", 300, "NX")
     if res == nil and err then return nil, err end
-    return res ~= nil and res ~= host.null
+    local mine = res ~= nil and res ~= host.null
+    if mine then M.changed(row.kind, row.name) end
+    return mine
 end
 
 -- release(upload_id): the completion is over (done or failed); the bitmap goes with it
@@ -103,8 +139,11 @@ function M.complete(upload_id, obj)
     return true
 end
 
--- fail(upload_id) -> true | nil, err: an upload given up (expired, refused content)
-function M.fail(upload_id)
+-- fail(row) -> true | nil, err: an upload given up (expired, refused content); row =
+-- {upload_id=, kind=, name=}
+function M.fail(row)
+    local upload_id = row.upload_id
+    M.changed(row.kind, row.name)
     local res, err = host.db.exec("UPDATE upload SET state = 2 WHERE upload_id = ? AND state = 0",
         upload_id)
     if not res then return nil, err end
@@ -112,15 +151,11 @@ function M.fail(upload_id)
     return res.affected > 0
 end
 
--- stale(ttl_s, limit) -> ids of unfinished uploads whose row was not touched for ttl_s,
--- at most limit, oldest first | nil, err
+-- stale(ttl_s, limit) -> {upload_id=, kind=, name=} of unfinished uploads whose row was not
+-- touched for ttl_s, at most limit, oldest first | nil, err
 function M.stale(ttl_s, limit)
-    local rows, err = host.db.query("SELECT upload_id FROM upload WHERE state = 0 AND "
+    return host.db.query("SELECT upload_id, kind, name FROM upload WHERE state = 0 AND "
         .. "updated_at < NOW() - INTERVAL ? SECOND ORDER BY updated_at LIMIT ?", ttl_s, limit)
-    if not rows then return nil, err end
-    local ids = {}
-    for i, r in ipairs(rows) do ids[i] = r.upload_id end
-    return ids
 end
 
 -- active(upload_id) -> true when a chunk arrived within the TTL (its bitmap lives) | nil, err

@@ -327,7 +327,17 @@ describe("resource image upload", function()
         c:close()
     end)
 
+    -- every object file of the store (other tests' too: the role is shared)
+    local function objects()
+        local n = 0
+        for _, prefix in ipairs(host.fs.list(role.files .. "/objects") or {}) do
+            n = n + #(host.fs.list(role.files .. "/objects/" .. prefix) or {})
+        end
+        return n
+    end
+
     it("stores the same content uploaded twice at once only once", function()
+        local before = objects()
         local a, b = session_user(), session_user()
         local thread = cluster.befriend(a, b)
         local data = res.png(4 * 32768 + 5)
@@ -355,7 +365,7 @@ describe("resource image upload", function()
         assert.equal(r1.sha, r2.sha)
         assert.equal(data, file_of(role, r1.sha))
         assert.equal(1, cluster.count("SELECT COUNT(*) AS n FROM file_object WHERE sha256 = UNHEX(?)", r1.sha))
-        assert.same({ r1.sha }, host.fs.list(role.files .. "/objects/" .. r1.sha:sub(1, 2)))
+        assert.equal(before + 1, objects()) -- one object for the two uploads
         for _, r in ipairs({ r1, r2 }) do -- both partials gone
             assert.is_nil(host.fs.kind(role.files .. "/partial/" .. r.upload_id))
         end

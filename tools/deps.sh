@@ -14,6 +14,7 @@ PKGS=(
   iproute2 procps # ss, pgrep and ps: tools/run.sh checks that each role listens; ip, tc and
                   # sysctl: tests/netns_spec.lua builds a network of namespaces
   openssl         # tests/grpc_auth_spec.lua makes the certificates of its TLS links
+  chromium        # tests/browser_spec.lua drives the web client in headless Chromium
 )
 
 missing=()

@@ -105,6 +105,7 @@ function install({ conn, me }) {
   state.requests.clear();
   for (const a of me.apply_list || []) if (a.status === 0 && !state.friends.has(a.uid)) state.requests.set(a.uid, a);
   $("me-name").textContent = me.nick || me.name;
+  document.body.dataset.uid = me.uid;
   clearInterval(state.heartbeat);
   state.heartbeat = setInterval(() => {
     conn.request(1023, { fromuid: me.uid }).catch(() => { if (conn === state.conn) conn.close(), lost(); });
@@ -126,6 +127,7 @@ function logout(sentence) {
   state.generation++;
   endSession();
   state.me = state.creds = state.open = null;
+  delete document.body.dataset.uid;
   state.messages.clear();
   state.threads.clear();
   banner("");

@@ -10,19 +10,22 @@ local smtp_sink = require "helpers.smtp_sink"
 local M = {}
 M.__index = M
 
-local function start_chat(name, chat_opts)
+-- instance_opts(): more settings of the instance (a fresh ws_port), or nil
+local function start_chat(name, chat_opts, instance_opts)
     return roles.start { role = "chat", name = name, config = function(port)
         -- a killed server stops being chosen within 2 s
         local chat = { report_interval_ms = 200, alive_ttl_s = 2,
             instances = { [name] = { port = port, rpc_port = roles.free_port(),
                 admin_port = 0 } } }
+        for k, v in pairs(instance_opts and instance_opts() or {}) do chat.instances[name][k] = v end
         for k, v in pairs(chat_opts or {}) do chat[k] = v end
         return { chat = chat }
     end }
 end
 
--- start{chat=opts?} -> system with .sink, .verify, .status, .gate, .chats = {chat1, chat2},
--- .gate_url
+-- start{chat=opts?, instance=fn?} -> system with .sink, .verify, .status, .gate, .chats =
+-- {chat1, chat2}, .gate_url (chat: more of each chat server's section; instance() -> more of
+-- its instance's, called for each start)
 function M.start(opts)
     opts = opts or {}
     local self = setmetatable({}, M)
@@ -35,10 +38,12 @@ function M.start(opts)
         return { status = { port = port, admin_port = 0, servers_refresh_ms = 0 } }
     end }
     self.gate = roles.start { role = "gate", config = function(port)
-        return { gate = { port = port, admin_port = 0 },
+        -- (the config lives in a temporary folder: the project's web client by full path)
+        return { gate = { port = port, admin_port = 0, web_dir = host.root .. "/web" },
             verify = { port = self.verify.port }, status = { port = self.status.port } }
     end }
-    self.chats = { start_chat("chat1", opts.chat), start_chat("chat2", opts.chat) }
+    local chat = type(opts.chat) == "function" and opts.chat(self) or opts.chat
+    self.chats = { start_chat("chat1", chat, opts.instance), start_chat("chat2", chat, opts.instance) }
     self.gate_url = "http://127.0.0.1:" .. self.gate.port
     return self
 end

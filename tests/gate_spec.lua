@@ -569,6 +569,19 @@ describe("gate role", function()
                 call("/user_login", { email = "a@b.cd" }))
         end)
 
+        it("adds wsurl when the chosen chat server announces a WebSocket port", function()
+            local acc = fresh()
+            register(acc)
+            assert(redis.call("SET", "chatserver_" .. chat_name,
+                host.json.encode({ host = "127.0.0.1", port = 18090, ws_port = 18096 }), "EX", 600))
+            local rsp = login(acc.email, "abc123")
+            assert(redis.call("SET", "chatserver_" .. chat_name,
+                host.json.encode({ host = "127.0.0.1", port = 18090 }), "EX", 600))
+            assert.equal(0, rsp.error)
+            assert.equal("ws://127.0.0.1:18096/", rsp.wsurl)
+            assert.same({ "127.0.0.1", "18090" }, { rsp.chathost, rsp.chatport })
+        end)
+
         it("answers 1009 alike to a wrong password, an unknown e-mail and a refused password",
             function()
                 local acc = fresh()

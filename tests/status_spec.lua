@@ -50,6 +50,16 @@ describe("status role", function()
         assert.equal("8090", pick().port)
     end)
 
+    it("passes along the WebSocket port a chat server announces (\"\" when none)", function()
+        assert(redis.call("SET", "chatserver_chat1",
+            host.json.encode({ host = "127.0.0.1", port = 8090, ws_port = 8096 }), "EX", 30))
+        assert(redis.call("SADD", "chatservers", "chat1"))
+        local rsp = pick()
+        assert.same({ 0, "8090", "8096" }, { rsp.error, rsp.port, rsp.ws_port })
+        alive("chat1", 8090)
+        assert.equal("", pick().ws_port)
+    end)
+
     it("spreads ties round-robin", function()
         alive("chat1", 8090)
         alive("chat2", 8091)

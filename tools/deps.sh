@@ -8,6 +8,7 @@ PKGS=(
   libluajit-5.1-dev luajit libuv1-dev lua-cjson-dev libhiredis-dev libmariadb-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libhttp-parser-dev libsodium-dev
   libcurl4-openssl-dev
+  libwslay-dev libssl-dev # the chat servers' WebSocket transport: framing, and SHA-1 of its handshake
   mariadb-server redis-server
   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc python3-aiosmtpd
   tmux

@@ -189,10 +189,17 @@ local SCHEMA = {
         group_name_max_bytes = int(64, 1, 255),     -- a group's name (1061/1079: 1016)
         group_cache_max = int(10000, 1, 10000000),  -- groups whose member list a server caches
         unread_count_max = int(999, 1, 1000000),    -- unread counts in 1026 stop counting here
+        -- WebSocket transport (docs/protocol.md §5.5): an instance's ws_port, 0 = off
+        ws_port = int(0, 0, 65535),
+        ws_origins = { "origins", false },          -- Origin allow-list; default: the gate's
+        ws_max_message_bytes = int(16384, 64, 16777216), -- a bigger message: close 1009
+        ws_ping_interval_ms = int(20000, 0, 3600000),   -- server pings; 0: none
+        ws_handshake_timeout_ms = int(5000, 100, 600000), -- upgrade request complete by then
+        ws_handshake_max_bytes = int(8192, 256, 65536),   -- upgrade request size: beyond, 431
         instances = { "map", {
             host = str(false), public_host = str(false),
             port = int(8090, 1, 65535), rpc_port = int(50055, 1, 65535),
-            admin_port = int(0, 0, 65535),
+            admin_port = int(0, 0, 65535), ws_port = int(false, 0, 65535), -- default: chat.ws_port
         } },
     },
     client = {                                      -- `chathost client`
@@ -304,6 +311,17 @@ local function check(path, spec, v)
     elseif kind == "tls" then
         if v ~= "none" and v ~= "try" and v ~= "starttls" then
             error(("%s: expected none, try or starttls, got %s"):format(path, tostring(v)), 0)
+        end
+    elseif kind == "origins" then
+        if type(v) ~= "table" then error(("%s: expected a list of origins"):format(path), 0) end
+        for k, o in pairs(v) do
+            if type(k) ~= "number" or k < 1 or k > #v or k ~= math.floor(k) then
+                error(("%s: expected a list of origins"):format(path), 0)
+            end
+            if o ~= "*" and (type(o) ~= "string" or not o:match("^https?://[^/%s]+$")) then
+                error(("%s[%d]: %s is not an origin (scheme://host[:port], or \"*\")")
+                    :format(path, k, tostring(o)), 0)
+            end
         end
     elseif kind == "addresses" then
         if type(v) ~= "table" then error(("%s: expected a list of IP addresses"):format(path), 0) end
@@ -523,6 +541,14 @@ local function derive(cfg)
     if res.public_host == nil then
         res.public_host = WILDCARD[res.host] and "127.0.0.1" or res.host
     end
+    if cfg.chat.ws_origins == nil then -- the pages the gate serves, as a browser names them
+        local h, port = cfg.gate.host, cfg.gate.port
+        if WILDCARD[h] then h = "127.0.0.1" end
+        if h:find(":", 1, true) then h = "[" .. h .. "]" end
+        local list = { ("http://%s:%d"):format(h, port) }
+        if h == "127.0.0.1" or h == "[::1]" then list[2] = ("http://localhost:%d"):format(port) end
+        cfg.chat.ws_origins = list
+    end
     if cfg.client.gate_url == nil then
         local h = cfg.gate.host
         if WILDCARD[h] then h = "127.0.0.1" end
@@ -569,6 +595,7 @@ local function listeners(cfg)
         add(p .. "port", h, inst.port)
         add(p .. "rpc_port", h, inst.rpc_port)
         add(p .. "admin_port", admin, inst.admin_port)
+        add(p .. "ws_port", h, inst.ws_port or cfg.chat.ws_port)
     end
     add("resource.port", cfg.resource.host, cfg.resource.port)
     add("resource.http_port", cfg.resource.host, cfg.resource.http_port)

@@ -87,6 +87,16 @@ function START.grpc(scripts, self, port)
     return server
 end
 
+-- A plain copy of a config list (read-only: # does not see through it).
+local function copy_list(list)
+    local out, i = {}, 1
+    while list and list[i] ~= nil do
+        out[i] = list[i]
+        i = i + 1
+    end
+    return out
+end
+
 -- Addresses in the form the servers compare peers in (host.ip: canonical).
 local function canonical(list)
     local out = {}
@@ -130,10 +140,19 @@ function START.chat(scripts, self, port, entry)
         fd_reserve = self.fd_reserve, login_timeout_ms = self.login_timeout_ms,
         max_connections_per_ip = self.max_connections_per_ip,
     }
+    if (self.ws_port or 0) > 0 then -- the WebSocket listener (docs/protocol.md §5.5)
+        opts.ws_address = self.host .. ":" .. self.ws_port
+        opts.ws_origins = copy_list(self.ws_origins)
+        opts.ws_max_message_bytes = self.ws_max_message_bytes
+        opts.ws_ping_interval_ms = self.ws_ping_interval_ms
+        opts.ws_handshake_timeout_ms = self.ws_handshake_timeout_ms
+        opts.ws_handshake_max_bytes = self.ws_handshake_max_bytes
+    end
     for k, v in pairs(entry.chat_options or {}) do opts[k] = v end
     local server, err = host.chat.serve(opts)
     if not server then return nil, err end
     host.log.info("chat listening on ", address)
+    if opts.ws_address then host.log.info("chat WebSocket listening on ", opts.ws_address) end
     return server
 end
 

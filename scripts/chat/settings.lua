@@ -10,6 +10,7 @@ local M = {
     name = self.name,
     host = self.public_host,                        -- what clients and peers dial
     port = self.port,
+    ws_port = (self.ws_port or 0) > 0 and self.ws_port or nil, -- WebSocket clients' port
     rpc_port = self.rpc_port,
     page_size = self.page_size,                     -- threads / messages per page
     presence_ttl_s = self.presence_ttl_s,           -- uip_/usession_, refreshed by 1023

@@ -102,6 +102,15 @@ local function admit(bs, id)
     end
 end
 
+-- The WebSocket URL of the chosen chat server (docs/protocol.md §5.5), or nil when it has
+-- no WebSocket port: the reply then has exactly the fields the original clients know.
+local function wsurl(server)
+    if not server.ws_port or server.ws_port == "" then return nil end
+    local h = server.host
+    if h:find(":", 1, true) then h = "[" .. h .. "]" end
+    return ("ws://%s:%s/"):format(h, server.ws_port)
+end
+
 local function rate_limited(req, email, retry_after, what)
     return reply.done(ROUTE, req, { error = errors.RateLimited, retry_after = retry_after },
         what, email)
@@ -154,5 +163,5 @@ return function(req)
     return reply.done(ROUTE, req, { error = errors.Success, uid = user.uid, email = user.email,
         token = server.token, host = server.host, port = server.port,
         chathost = server.host, chatport = server.port, reshost = settings.reshost,
-        resport = settings.resport }, "logged in uid=" .. user.uid, email)
+        resport = settings.resport, wsurl = wsurl(server) }, "logged in uid=" .. user.uid, email)
 end

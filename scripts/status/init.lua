@@ -70,7 +70,8 @@ M["StatusService.GetChatServer"] = function(req)
         host.log.warn("GetChatServer: redis: ", err)
         return { error = errors.RPCFailed }
     end
-    return { error = errors.Success, host = s.host, port = s.port, token = token }
+    return { error = errors.Success, host = s.host, port = s.port, token = token,
+        ws_port = s.ws_port }
 end
 
 M["StatusService.Login"] = function(req)

@@ -55,6 +55,7 @@ local function decode_alive(names, res, wanted)
                 local load = tonumber(type(loads) == "table" and loads[i]) or 0
                 alive[#alive + 1] = { name = n, host = d.host, port = tostring(d.port), load = load,
                     rpc = type(d.rpc) == "string" and d.rpc or nil, full = d.full == true,
+                    ws_port = tonumber(d.ws_port) and tostring(d.ws_port) or nil,
                     db_down = d.db_down == true }
             end
         end

@@ -34,23 +34,24 @@ end
 
 -- start_chat{name=?, chat=? (settings over M.CHAT), config=? (other top-level sections,
 -- e.g. grpc), copy_scripts=?, edit=?, env=?, redis=? (a host.redis client: the Redis the
--- server announces itself in, when env points it at another one)} -> role with .name,
--- .rpc_port and .admin_port
+-- server announces itself in, when env points it at another one), ws=? (a WebSocket
+-- listener too)} -> role with .name, .rpc_port, .admin_port and .ws_port (with ws)
 function M.start_chat(opts)
     opts = opts or {}
     local name = opts.name or ("cs" .. host.crypto.random_hex(4))
-    local rpc_port, admin_port
+    local rpc_port, admin_port, ws_port
     local role = roles.start { role = "chat", name = name, copy_scripts = opts.copy_scripts,
         edit = opts.edit, env = opts.env, config = function(port)
             rpc_port, admin_port = roles.free_port(), roles.free_port()
+            ws_port = opts.ws and roles.free_port() or nil
             local chat = merged(M.CHAT, opts.chat)
-            chat.instances = {
-                [name] = { port = port, rpc_port = rpc_port, admin_port = admin_port } }
+            chat.instances = { [name] = { port = port, rpc_port = rpc_port,
+                admin_port = admin_port, ws_port = ws_port } }
             local cfg = merged({}, opts.config)
             cfg.chat = chat
             return cfg
         end }
-    role.name, role.rpc_port, role.admin_port = name, rpc_port, admin_port
+    role.name, role.rpc_port, role.admin_port, role.ws_port = name, rpc_port, admin_port, ws_port
     -- announced (start() reports at once): the status role may choose it
     local call = opts.redis and function(...) return opts.redis:call(...) end or redis.call
     assert(util.wait_until(function() return call("EXISTS", "chatserver_" .. name) == 1 end,
@@ -58,8 +59,8 @@ function M.start_chat(opts)
     return role
 end
 
--- start{chats=2, chat=?, config=?, copy_scripts=?, edit=?} -> cluster {status=, chats=}
--- (chat, config, copy_scripts and edit as for start_chat, for every chat server)
+-- start{chats=2, chat=?, config=?, copy_scripts=?, edit=?, ws=?} -> cluster {status=, chats=}
+-- (chat, config, copy_scripts, edit and ws as for start_chat, for every chat server)
 function M.start(opts)
     opts = opts or {}
     redis.call("DEL", "chatservers") -- names other specs announced
@@ -67,7 +68,7 @@ function M.start(opts)
     self.status = M.start_status()
     for i = 1, opts.chats or 2 do
         self.chats[i] = M.start_chat { chat = opts.chat, config = opts.config,
-            copy_scripts = opts.copy_scripts, edit = opts.edit }
+            copy_scripts = opts.copy_scripts, edit = opts.edit, ws = opts.ws }
     end
     return self
 end

@@ -1,0 +1,255 @@
+-- The WebSocket transport of the chat servers (docs/protocol.md §5.5): the handshake and its
+-- Origin allow-list, one text message {"id":..,"body":{..}} per chat frame both ways, and a
+-- clear close code for every bad input (1009 too big, 1002 unmasked, 1007 bad UTF-8 or no
+-- envelope, 1003 binary); then WebSocket and TCP users together on two chat servers.
+local host = require "host"
+local ws_client = require "helpers.ws_client"
+local chat_client = require "helpers.chat_client"
+local cluster = require "helpers.chat_cluster"
+local util = require "helpers.util"
+local redis = host.redis
+
+local ORIGIN = "http://app.example:8080"
+
+describe("chat WebSocket transport", function()
+    local server, port
+    local closed = {}
+    local H = {
+        messages = {
+            [100] = function(session, msg) return { error = 0, echo = msg.x, uid = session.uid } end,
+            [104] = function(session, msg)
+                session:bind(msg.uid)
+                return { bound = session.uid }
+            end,
+            [108] = function(session, msg) -- pushes n messages without the client reading
+                for i = 1, msg.n do
+                    if not session:send(2000, { i = i, pad = ("x"):rep(1000) }) then return end
+                end
+            end,
+            [114] = function(session, msg) session:close(msg.reason) end,
+        },
+        on_close = function(session, reason)
+            closed[#closed + 1] = { uid = session.uid, reason = reason, id = session.id }
+        end,
+    }
+
+    -- The reason on_close got for the session bound to uid, awaited.
+    local function close_reason(uid)
+        local reason
+        assert(util.wait_until(function()
+            for _, e in ipairs(closed) do
+                if e.uid == uid then reason = e.reason return true end
+            end
+        end, 5000, "the session of " .. uid .. " to close"))
+        return reason
+    end
+
+    setup(function()
+        server = assert(host.chat.serve { address = "127.0.0.1:0", name = "wsspec",
+            ws_address = "127.0.0.1:0", ws_origins = { ORIGIN },
+            handlers = function() return H end, max_body_bytes = 1024,
+            send_queue_frames = 50, send_queue_bytes = 64 * 1024,
+            ws_max_message_bytes = 1024, ws_handshake_timeout_ms = 300,
+            ws_handshake_max_bytes = 1024, ws_ping_interval_ms = 300 })
+        port = server.ws_port
+        assert.equal("number", type(port))
+    end)
+
+    teardown(function() server:close() end)
+
+    local function connect()
+        return assert(ws_client.connect(port, { origin = ORIGIN }))
+    end
+
+    it("upgrades with the RFC's accept key and answers a text message as id + 1", function()
+        local c = assert(ws_client.connect(port,
+            { origin = ORIGIN, key = "dGhlIHNhbXBsZSBub25jZQ==" }))
+        assert.equal("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", c.accept)
+        assert.same({ error = 0, echo = "hi 😀" }, assert(c:request(100, { x = "hi 😀" })))
+        assert.same({ bound = 77 }, assert(c:request(104, { uid = 77 })))
+        assert.same({ error = 0, echo = "again", uid = 77 }, assert(c:request(100, { x = "again" })))
+        c:close()
+    end)
+
+    it("refuses a handshake from an Origin not on the list, or with none, with 403", function()
+        local c, err, status = ws_client.connect(port, { origin = "http://evil.example" })
+        assert.is_nil(c)
+        assert.equal(403, status, err)
+        c, err, status = ws_client.connect(port, {})
+        assert.is_nil(c)
+        assert.equal(403, status, err)
+        local ok = connect() -- others are served
+        assert.equal("z", assert(ok:request(100, { x = "z" })).echo)
+        ok:close()
+    end)
+
+    it("closes with 1009 a message above ws_max_message_bytes", function()
+        local c = connect()
+        assert(c:request(104, { uid = 1009 }))
+        assert(c:send(100, { x = ("a"):rep(1100) }))
+        assert.equal(1009, c:read_close())
+        assert.equal("websocket message too big (1009)", close_reason(1009))
+        c:close()
+    end)
+
+    it("reassembles a fragmented message, answering a ping between its fragments", function()
+        local c = connect()
+        local text = '{"id":100,"body":{"x":"in three parts"}}'
+        assert(c:send_ws(1, text:sub(1, 10), { fin = false }))
+        assert(c:send_ws(9, "are you there"))
+        assert(c:send_ws(0, text:sub(11, 20), { fin = false }))
+        assert(c:send_ws(0, text:sub(21)))
+        local fin, op, payload = c:read_ws()
+        assert.same({ true, 10, "are you there" }, { fin, op, payload })
+        assert.same({ error = 0, echo = "in three parts" }, assert(c:wait_push(101)))
+        c:close()
+    end)
+
+    it("closes with 1002 a client frame that is not masked", function()
+        local c = connect()
+        assert(c:request(104, { uid = 1002 }))
+        assert(c:send_ws(1, '{"id":100,"body":{"x":"bare"}}', { mask = false }))
+        assert.equal(1002, c:read_close())
+        assert.equal("websocket protocol error (1002)", close_reason(1002))
+        c:close()
+    end)
+
+    it("closes with 1007 a text message that is not UTF-8", function()
+        local c = connect()
+        assert(c:request(104, { uid = 1007 }))
+        assert(c:send_ws(1, '{"id":100,"body":{"x":"\192\175"}}'))
+        assert.equal(1007, c:read_close())
+        assert.equal("websocket invalid message (1007)", close_reason(1007))
+        c:close()
+    end)
+
+    it("closes with 1007 a message that is no envelope, 1003 a binary one", function()
+        local c = connect()
+        assert(c:send_ws(1, '{"body":{"x":1}}'))
+        assert.equal(1007, c:read_close())
+        c:close()
+        c = connect()
+        assert(c:send_ws(1, '[100]'))
+        assert.equal(1007, c:read_close())
+        c:close()
+        c = connect()
+        assert(c:send_ws(2, "\0\100\0\2{}"))
+        assert.equal(1003, c:read_close())
+        c:close()
+    end)
+
+    it("answers 1001 to an envelope whose body is no JSON object, and goes on", function()
+        local c = connect()
+        assert(c:send_ws(1, '{"id":100,"body":[1]}'))
+        assert.same({ error = 1001 }, assert(c:wait_push(101)))
+        assert.equal("ok", assert(c:request(100, { x = "ok" })).echo)
+        c:close()
+    end)
+
+    it("disconnects a client that never reads at the send-queue bound", function()
+        local c = connect()
+        assert(c:send(104, { uid = 4321 }))
+        assert(c:send(108, { n = 5000 }))
+        assert.equal("send queue full", close_reason(4321))
+        c:close()
+        local d = connect()
+        assert.equal("z", assert(d:request(100, { x = "z" })).echo)
+        d:close()
+    end)
+
+    it("closes a handshake not complete within ws_handshake_timeout_ms", function()
+        local raw = ws_client.connect_raw(port)
+        assert(raw:send("GET / HTTP/1.1\r\nHost: x\r\n")) -- and nothing more
+        assert.equal("", raw:read_all(3000))
+        assert(util.wait_until(function()
+            for _, e in ipairs(closed) do
+                if e.reason == "websocket handshake timed out" then return true end
+            end
+        end, 3000, "on_close of the timed-out handshake"))
+        raw:close()
+    end)
+
+    it("answers 431 to a handshake above ws_handshake_max_bytes", function()
+        local raw = ws_client.connect_raw(port)
+        assert(raw:send("GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " .. ("p"):rep(2000) .. "\r\n\r\n"))
+        assert.matches("^HTTP/1%.1 431 ", raw:read_all(3000))
+        raw:close()
+    end)
+
+    it("pings an open WebSocket every ws_ping_interval_ms", function()
+        local c = connect()
+        local fin, op = c:read_ws(3000)
+        assert.same({ true, 9 }, { fin, op })
+        c:close()
+    end)
+
+    it("closes with 1000 and the reason when the script closes the session", function()
+        local c = connect()
+        assert(c:send(114, { reason = "bye now" }))
+        local code, reason = c:read_close()
+        assert.same({ 1000, "bye now" }, { code, reason })
+        c:close()
+    end)
+end)
+
+describe("chat over WebSocket and TCP across servers", function()
+    local cl, chat1, chat2
+
+    setup(function()
+        cl = cluster.start { ws = true, chat = { ws_origins = { ORIGIN } } }
+        chat1, chat2 = cl.chats[1], cl.chats[2]
+    end)
+
+    teardown(function() cl:stop() end)
+
+    local function ws_login(port, user)
+        cluster.token(user)
+        local c = assert(ws_client.connect(port, { origin = ORIGIN }))
+        local r = assert(c:request(1005, { uid = user.uid, token = user.token }))
+        assert(r.error == 0, "login of " .. user.uid .. " answered " .. host.json.encode(r))
+        return c, r
+    end
+
+    it("logs in over WebSocket and exchanges texts with a TCP user on the other server",
+    function()
+        local a, b = cluster.user(), cluster.user()
+        local thread = cluster.befriend(a, b)
+        local ca = cluster.login(chat1.port, a)
+        local cb, login = ws_login(chat2.ws_port, b)
+        assert.equal(b.uid, login.uid)
+        local ack = assert(ca:request(1017, { fromuid = a.uid, touid = b.uid, thread_id = thread,
+            text_array = { { content = "to the browser 😀", unique_id = "{w1}" } } }))
+        assert.equal(0, ack.error)
+        assert.same(ack, cb:wait_push(1019))
+        local back = assert(cb:request(1017, { fromuid = b.uid, touid = a.uid, thread_id = thread,
+            text_array = { { content = "from the browser", unique_id = "{w2}" } } }))
+        assert.equal(0, back.error)
+        assert.same(back, ca:wait_push(1019))
+        assert.equal(0, cb:request(1023, { fromuid = b.uid }).error)
+        ca:close()
+        cb:close()
+    end)
+
+    it("announces its WebSocket port in its liveness key", function()
+        for _, c in ipairs({ chat1, chat2 }) do
+            local live = host.json.decode(redis.call("GET", "chatserver_" .. c.name))
+            assert.same({ c.port, c.ws_port }, { live.port, live.ws_port })
+        end
+    end)
+
+    it("kicks across transports and servers: 1021, then the connection closes", function()
+        local u = cluster.user()
+        local w = ws_login(chat1.ws_port, u)
+        local t = cluster.login(chat2.port, u)
+        assert.same({ error = 0, uid = u.uid }, w:wait_push(1021))
+        assert.equal("close 1000", select(2, w:read_frame(2000)))
+        assert.equal(chat2.name, redis.call("GET", "uip_" .. u.uid))
+        local w2 = ws_login(chat1.ws_port, u)
+        assert.same({ error = 0, uid = u.uid }, t:wait_push(1021))
+        assert.equal("closed", select(2, t:read_frame(2000)))
+        assert.equal(0, w2:request(1023, { fromuid = u.uid }).error)
+        w:close()
+        t:close()
+        w2:close()
+    end)
+end)

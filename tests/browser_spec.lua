@@ -25,8 +25,8 @@ describe("the web client in a browser", function()
 
     setup(function()
         sys = system.start {
-            --WS chat = function(s) return { ws_origins = { s.gate_url } } end,
-            --WS instance = function() return { ws_port = require("helpers.roles").free_port() } end,
+            chat = function(s) return { ws_origins = { s.gate_url } } end,
+            instance = function() return { ws_port = require("helpers.roles").free_port() } end,
         }
         system.clear_limits()
         b = browser.start()
@@ -128,5 +128,96 @@ describe("the web client in a browser", function()
         pb:fill("reset-password", bob.password)
         pb:click("reset-submit")
         pb:wait_text("login-info", "Password changed; log in")
+    end)
+
+    it("logs both in on different chat servers over WebSocket", function()
+        login(pa, alice)
+        local first = assert(server_of(alice))
+        -- the status role sends the next login to the least loaded server once the first
+        -- server has reported its session
+        assert(util.wait_until(function()
+            return tonumber(host.redis.call("HGET", "logincount", "chat" .. first)) == 1
+        end, 5000, "chat" .. first .. " to report its session", 50))
+        login(pb, bob)
+        assert.are_not.equal(first, server_of(bob))
+        assert.equal(alice.user, pa:text("me-name"))
+    end)
+
+    it("finds a user, sends a friend request and accepts it", function()
+        pa:fill("search-text", bob.user)
+        pa:click("search-submit")
+        pa:wait_text("search-uid", "#" .. bob.uid)
+        pa:fill("search-greeting", "hi bob, it is alice")
+        pa:click("search-add")
+        pa:wait_text("search-info", "Friend request sent")
+        -- bob's request list gets the 1011 push across servers
+        pb:wait(("document.querySelector('#requests li[data-uid=\"%d\"]') !== null"):format(alice.uid),
+            "alice's request")
+        assert.truthy(pb:text("requests"):find("hi bob, it is alice", 1, true))
+        pb:shot("web-request-phone.png")
+        pb:eval("document.querySelector('#requests li button.accept').click()")
+        pb:wait(("document.querySelector('#friends li[data-uid=\"%d\"]') !== null"):format(alice.uid),
+            "alice among bob's friends")
+        -- alice gets the 1015 push: bob is her friend, with the greetings unread
+        pa:wait(("document.querySelector('#friends li[data-uid=\"%d\"] .badge')?.textContent === '1'")
+            :format(bob.uid), "bob with one unread greeting")
+    end)
+
+    it("chats across the two servers, with unread counts and history", function()
+        pa:eval(("document.querySelector('#friends li[data-uid=\"%d\"]').click()"):format(bob.uid))
+        pa:wait_text("messages", "We are friends now!")
+        pa:wait(("!document.querySelector('#friends li[data-uid=\"%d\"] .badge')"):format(bob.uid),
+            "the badge gone once the chat is open")
+        pa:fill("send-text", "hello from the desktop page")
+        pa:click("send-submit")
+        pa:wait_text("messages", "hello from the desktop page")
+        -- bob has not opened the chat: the 1019 push counts as unread
+        pb:wait(("document.querySelector('#friends li[data-uid=\"%d\"] .badge')?.textContent === '2'")
+            :format(alice.uid), "two unread on bob's side")
+        pb:eval(("document.querySelector('#friends li[data-uid=\"%d\"]').click()"):format(alice.uid))
+        pb:wait_text("messages", "hello from the desktop page")
+        -- the history holds the greetings before it, in order
+        local text = pb:text("messages")
+        assert.truthy(text:find("hi bob, it is alice", 1, true) < text:find("hello from the desktop page", 1, true))
+        -- on the phone-sized page the chat replaces the list
+        assert.equal("none", pb:eval("getComputedStyle(document.getElementById('sidebar')).display"))
+        pb:fill("send-text", "and hello from the phone")
+        pb:click("send-submit")
+        pa:wait_text("messages", "and hello from the phone")
+        pb:wait_text("messages", "and hello from the phone")
+        pa:shot("web-chat.png")
+        pb:shot("web-chat-phone.png")
+        -- alice's own on her side: her greeting and her message
+        assert.equal(2, pa:eval("document.querySelectorAll('#messages li.mine').length"))
+    end)
+
+    it("says \"logged in elsewhere\" after a kick", function()
+        local pc = b:page("alice-again", { width = 1100, height = 760 })
+        pc:go(sys.gate_url .. "/")
+        login(pc, alice)
+        pa:wait("document.body.dataset.state === 'kicked'", "alice's first page kicked")
+        assert.equal("You were signed out: your account logged in somewhere else.", pa:text("login-error"))
+        pa:shot("web-kicked.png")
+        -- the new page chats on
+        pc:eval(("document.querySelector('#friends li[data-uid=\"%d\"]').click()"):format(bob.uid))
+        pc:fill("send-text", "from alice's new page")
+        pc:click("send-submit")
+        pb:wait_text("messages", "from alice's new page")
+        pa = pc
+    end)
+
+    it("reconnects through the gate after its chat server is killed", function()
+        local i = assert(server_of(bob))
+        sys:kill_chat(i)
+        pb:wait("document.body.dataset.state === 'reconnecting'", "bob reconnecting")
+        assert.truthy(pb:text("banner"):find("connection to the chat server was lost", 1, true))
+        pb:shot("web-reconnecting-phone.png")
+        pb:wait("document.body.dataset.state === 'online'", "bob online again", 20000)
+        assert.are_not.equal(i, server_of(bob))
+        -- alice may have been on the killed server too: once both are online, they chat on
+        pa:wait("document.body.dataset.state === 'online'", "alice online", 20000)
+        pb:fill("send-text", "after the move")
+        pb:click("send-submit")
+        pa:wait_text("messages", "after the move", 15000)
     end)
 end)

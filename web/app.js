@@ -307,9 +307,10 @@ async function send(text) {
 
 // ---- rendering -----------------------------------------------------------------------
 
-function el(tag, props = {}, ...children) {
+function el(tag, { dataset, ...props } = {}, ...children) {
   const e = document.createElement(tag);
   Object.assign(e, props);
+  Object.assign(e.dataset, dataset || {});
   for (const c of children) if (c != null) e.append(c);
   return e;
 }

@@ -115,8 +115,8 @@ const ops = {
   },
   async goto({ name, url }) {
     const { sessionId } = page(name);
-    // (the spec's HTTP client waits 5 s for an answer)
-    const loaded = once(sessionId, "Page.loadEventFired", 4000);
+    // (the spec's HTTP client waits 30 s for an answer)
+    const loaded = once(sessionId, "Page.loadEventFired", 20000);
     const r = await cdp("Page.navigate", { url }, sessionId).catch((e) => { loaded.cancel(); throw e; });
     if (r.errorText) { loaded.cancel(); throw new Error(`${url}: ${r.errorText}`); }
     // a change of the fragment alone is a same-document navigation: no load event

@@ -53,7 +53,9 @@ function M.start()
     end
     local self = setmetatable({ proc = proc, dir = dir, port = tonumber(line:match("^%d+")),
         version = line:match("^%d+ (.-)\n") }, M)
-    self.conn = http.connect(self.port)
+    -- a loaded machine's Chromium may take seconds to load a page: 30 s for each answer
+    self.conn = setmetatable({ port = self.port,
+        conn = assert(host.tcp.connect("127.0.0.1", self.port, { timeout_ms = 30000 })) }, http)
     return self
 end
 

@@ -24,8 +24,8 @@ local function start_chat(name, chat_opts, instance_opts)
 end
 
 -- start{chat=opts?, instance=fn?} -> system with .sink, .verify, .status, .gate, .chats =
--- {chat1, chat2}, .gate_url (chat: more of each chat server's section; instance() -> more of
--- its instance's, called for each start)
+-- {chat1, chat2}, .gate_url (chat: more of each chat server's section, or fn(system) -> it;
+-- instance() -> more of its instance's, called for each start)
 function M.start(opts)
     opts = opts or {}
     local self = setmetatable({}, M)
@@ -42,9 +42,9 @@ function M.start(opts)
         return { gate = { port = port, admin_port = 0, web_dir = host.root .. "/web" },
             verify = { port = self.verify.port }, status = { port = self.status.port } }
     end }
+    self.gate_url = "http://127.0.0.1:" .. self.gate.port
     local chat = type(opts.chat) == "function" and opts.chat(self) or opts.chat
     self.chats = { start_chat("chat1", chat, opts.instance), start_chat("chat2", chat, opts.instance) }
-    self.gate_url = "http://127.0.0.1:" .. self.gate.port
     return self
 end
 

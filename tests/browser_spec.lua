@@ -25,7 +25,8 @@ describe("the web client in a browser", function()
 
     setup(function()
         sys = system.start {
-            chat = function(s) return { ws_origins = { s.gate_url } } end,
+            -- pages of 3: the client's history and thread loads take several pages
+            chat = function(s) return { ws_origins = { s.gate_url }, page_size = 3 } end,
             instance = function() return { ws_port = require("helpers.roles").free_port() } end,
         }
         system.clear_limits()
@@ -191,6 +192,39 @@ describe("the web client in a browser", function()
         assert.equal(2, pa:eval("document.querySelectorAll('#messages li.mine').length"))
     end)
 
+    it("shows the server's unread counts after a login, and the whole history", function()
+        pb:click("back")
+        pb:click("logout")
+        pb:wait("document.body.dataset.state === 'login' && !document.getElementById('screen-login').hidden",
+            "bob logged out")
+        for n = 1, 4 do
+            pa:fill("send-text", "while bob was away " .. n)
+            pa:click("send-submit")
+            pa:wait_text("messages", "while bob was away " .. n)
+        end
+        login(pb, bob)
+        -- from the 1026 threads' unread, not from pushes
+        pb:wait(("document.querySelector('#friends li[data-uid=\"%d\"] .badge')?.textContent === '4'")
+            :format(alice.uid), "four unread after the login")
+        pb:eval(("document.querySelector('#friends li[data-uid=\"%d\"]').click()"):format(alice.uid))
+        pb:wait_text("messages", "while bob was away 4")
+        -- 8 messages in pages of 3, in order
+        local texts = pb:eval("[...document.querySelectorAll('#messages li')].map((li) => li.firstChild.textContent)")
+        assert.same({ "hi bob, it is alice", "We are friends now!", "hello from the desktop page",
+            "and hello from the phone", "while bob was away 1", "while bob was away 2",
+            "while bob was away 3", "while bob was away 4" }, texts)
+        -- read now: the server counts none at the next login
+        pb:click("back")
+        pb:click("logout")
+        pb:wait("document.body.dataset.state === 'login' && !document.getElementById('screen-login').hidden",
+            "bob logged out")
+        login(pb, bob)
+        pb:wait(("document.querySelector('#friends li[data-uid=\"%d\"]') !== null"):format(alice.uid),
+            "alice among bob's friends")
+        assert.is_nil(pb:eval(("document.querySelector('#friends li[data-uid=\"%d\"] .badge')?.textContent ?? null")
+            :format(alice.uid)))
+    end)
+
     it("says \"logged in elsewhere\" after a kick", function()
         local pc = b:page("alice-again", { width = 1100, height = 760 })
         pc:go(sys.gate_url .. "/")
@@ -199,6 +233,7 @@ describe("the web client in a browser", function()
         assert.equal("You were signed out: your account logged in somewhere else.", pa:text("login-error"))
         pa:shot("web-kicked.png")
         -- the new page chats on
+        pb:eval(("document.querySelector('#friends li[data-uid=\"%d\"]').click()"):format(alice.uid))
         pc:eval(("document.querySelector('#friends li[data-uid=\"%d\"]').click()"):format(bob.uid))
         pc:fill("send-text", "from alice's new page")
         pc:click("send-submit")

@@ -128,6 +128,7 @@ function logout(sentence) {
   endSession();
   state.me = state.creds = state.open = null;
   delete document.body.dataset.uid;
+  setState("login");
   state.messages.clear();
   state.threads.clear();
   banner("");
@@ -201,7 +202,6 @@ function onPush(id, body) {
       state.generation++;
       endSession();
       state.creds = null;
-      setState("kicked");
       logout(say.KICKED);
       setState("kicked");
       break;

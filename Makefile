@@ -33,14 +33,16 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan BUILD_TYPE=Debug CMAKE_FLAGS=-DCHATHOST_ASAN=ON build
 	@CHATHOST_BIN=$(CURDIR)/build-asan/chathost tools/test.sh $(ARGS)
 
-# libFuzzer on the pure parsers (frame.c, http_parse.c), FUZZ_SECONDS each (default 60).
+# libFuzzer on the pure parsers (frame.c, http_parse.c) and the WebSocket path (the upgrade
+# request, then wslay frames as the chat server reads them), FUZZ_SECONDS each (default 60).
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCHATHOST_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-	@cmake --build build-fuzz -j2 --target frame_fuzz http_fuzz
-	@mkdir -p build-fuzz/corpus/frame build-fuzz/corpus/http
+	@cmake --build build-fuzz -j2 --target frame_fuzz http_fuzz ws_fuzz
+	@mkdir -p build-fuzz/corpus/frame build-fuzz/corpus/http build-fuzz/corpus/ws
 	build-fuzz/frame_fuzz -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus/frame
 	build-fuzz/http_fuzz -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus/http
+	build-fuzz/ws_fuzz -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus/ws
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -2,8 +2,9 @@
 # bench/chat_echo.sh [SECONDS] [CONNS] [WINDOW]: host overhead of the chat role. The same
 # load (bench/chat_load.c echo mode: CONNS connections keeping WINDOW frames in flight)
 # against bench/echo_floor.c (C, framing only) and against a chat process whose Lua handler
-# returns the decoded message (so the reply is JSON-encoded again). Prints frames/s, the
-# ratio, and each server's CPU microseconds per frame.
+# returns the decoded message (so the reply is JSON-encoded again), over TCP frames and over
+# WebSocket (docs/protocol.md §5.5: the same handler, frames as masked text messages
+# {"id":..,"body":..}). Prints frames/s, the ratios, and each server's CPU microseconds per frame.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
@@ -30,12 +31,14 @@ redis_start "$TMP/redis" "$REDIS_PORT" # the chat role's admin checks expect one
 FLOOR_PORT=$(free_port $((23000 + RANDOM % 1000)))
 CHAT_PORT=$(free_port $((FLOOR_PORT + 1)))
 RPC_PORT=$(free_port $((CHAT_PORT + 1)))
+WS_PORT=$(free_port $((RPC_PORT + 1)))
 cat >"$TMP/config.lua" <<CFG
 return {
   log = { level = "warn" },
   scripts = { dir = "$TMP/scripts", watch = false },
   redis = { port = $REDIS_PORT },
-  chat = { instances = { bench = { port = $CHAT_PORT, rpc_port = $RPC_PORT, admin_port = 0 } } },
+  chat = { ws_origins = { "*" },
+    instances = { bench = { port = $CHAT_PORT, rpc_port = $RPC_PORT, admin_port = 0, ws_port = $WS_PORT } } },
 }
 CFG
 "$TMP/echo_floor" "$FLOOR_PORT" & FLOOR_PID=$!; PIDS+=($FLOOR_PID)
@@ -44,11 +47,16 @@ sleep 0.5
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 "$TMP/chat_load" echo - "127.0.0.1:$CHAT_PORT" --conns "$CONNS" --window "$WINDOW" --seconds 2 >/dev/null # warm-up
-run() { "$TMP/chat_load" echo - "127.0.0.1:$1" --conns "$CONNS" --window "$WINDOW" --seconds "$SECS" | awk '{print $6}'; }
+"$TMP/chat_load" echo - "127.0.0.1:$WS_PORT" --ws --conns "$CONNS" --window "$WINDOW" --seconds 2 >/dev/null
+run() { "$TMP/chat_load" echo - "127.0.0.1:$1" "${@:2}" --conns "$CONNS" --window "$WINDOW" --seconds "$SECS" | awk '{print $6}'; }
 F0=$(ticks "$FLOOR_PID"); FLOOR=$(run "$FLOOR_PORT"); F1=$(ticks "$FLOOR_PID")
 C0=$(ticks "$CHAT_PID"); CHAT=$(run "$CHAT_PORT"); C1=$(ticks "$CHAT_PID")
-awk -v f="$FLOOR" -v c="$CHAT" -v ft=$((F1 - F0)) -v ct=$((C1 - C0)) -v hz="$HZ" -v s="$SECS" 'BEGIN {
+W0=$(ticks "$CHAT_PID"); WS=$(run "$WS_PORT" --ws); W1=$(ticks "$CHAT_PID")
+awk -v f="$FLOOR" -v c="$CHAT" -v w="$WS" -v ft=$((F1 - F0)) -v ct=$((C1 - C0)) -v wt=$((W1 - W0)) \
+    -v hz="$HZ" -v s="$SECS" 'BEGIN {
   printf "floor (C, framing only):   %.0f frames/s, %.2f us CPU per frame\n", f, ft / hz * 1e6 / (f * s)
   printf "chat role (Lua echo):      %.0f frames/s, %.2f us CPU per frame\n", c, ct / hz * 1e6 / (c * s)
+  printf "chat role over WebSocket:  %.0f frames/s, %.2f us CPU per frame\n", w, wt / hz * 1e6 / (w * s)
   printf "ratio chat/floor:          %.2f\n", c / f
+  printf "ratio WebSocket/TCP:       %.2f\n", w / c
 }'

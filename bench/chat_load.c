@@ -26,6 +26,8 @@
  *       C connections keep W frames {"n":k} of msg_id ID in flight; the server answers
  *       ID+1. Reports frames/s.
  *
+ * --ws: every connection is a WebSocket (docs/protocol.md §5.5; SERVERS name the ws_ports):
+ *       the upgrade first, then each frame as a masked text message {"id":..,"body":..}.
  * SERVERS: host:port[,host:port]; a user goes to servers[server_index].
  * Build: cc -O2 -o chat_load chat_load.c -luv */
 #include <stdint.h>
@@ -46,6 +48,7 @@ typedef struct user {
     char token[80];
     int server;
     int logged_in, closed;
+    int upgraded;            /* --ws: the 101 has arrived */
     uint8_t *in;
     size_t in_len, in_cap;
     uint64_t sent_at[RING];  /* send times of unacked messages, in order */
@@ -72,6 +75,7 @@ static size_t nack_lat, npush_lat, lat_cap = 4u << 20;
 static uv_timer_t tick, stopper, beat;
 static long rate_cursor;
 static double rate_credit;
+static int ws_mode;      /* --ws */
 static int group_mode;   /* mode "group": 1065/1066/1067, senders marked in the users file */
 static int *senders;     /* indexes of the users who send */
 static int nsenders;
@@ -99,8 +103,38 @@ static uint64_t now_ns(void) { return uv_hrtime(); }
 
 static void on_write(uv_write_t *w, int status) { free(w); }
 
+/* --ws: one masked WebSocket frame of opcode op carrying payload (as a browser sends). */
+static void send_ws(user *u, int op, const char *payload, size_t len) {
+    static const uint8_t key[4] = {0x5a, 0x17, 0xc3, 0x8e};
+    uv_write_t *w = malloc(sizeof *w + 14 + len);
+    uint8_t *p = (uint8_t *)(w + 1);
+    size_t h = 0;
+    p[h++] = (uint8_t)(0x80 | op);
+    if (len < 126) {
+        p[h++] = (uint8_t)(0x80 | len);
+    } else {
+        p[h++] = 0x80 | 126;
+        p[h++] = (uint8_t)(len >> 8);
+        p[h++] = (uint8_t)len;
+    }
+    memcpy(p + h, key, 4);
+    h += 4;
+    for (size_t i = 0; i < len; i++) p[h + i] = (uint8_t)payload[i] ^ key[i % 4];
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)(h + len));
+    if (uv_write(w, (uv_stream_t *)&u->tcp, &b, 1, on_write) != 0) free(w);
+}
+
 static void send_frame(user *u, uint16_t id, const char *body, size_t len) {
     if (u->closed) return;
+    if (ws_mode) {
+        char msg[65600];
+        int h = snprintf(msg, sizeof msg, "{\"id\":%u,\"body\":", id);
+        if (len > sizeof msg - (size_t)h - 1) return;
+        memcpy(msg + h, body, len);
+        msg[(size_t)h + len] = '}';
+        send_ws(u, 1, msg, (size_t)h + len + 1);
+        return;
+    }
     uv_write_t *w = malloc(sizeof *w + 4 + len);
     uint8_t *p = (uint8_t *)(w + 1);
     p[0] = (uint8_t)(id >> 8);
@@ -213,6 +247,62 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
     *b = uv_buf_init((char *)u->in + u->in_len, (unsigned)(u->in_cap - u->in_len - 1));
 }
 
+static void on_connected(user *u);
+
+/* --ws: the 101 (consumed), then whole frames; returns the bytes consumed. A text message
+ * {"id":N,"body":B} goes to on_frame as (N, B); pings are answered. */
+static size_t ws_frames(user *u) {
+    size_t off = 0;
+    u->in[u->in_len] = '\0'; /* in_len < in_cap: strstr stops at the data's end */
+    if (!u->upgraded) {
+        char *end = strstr((char *)u->in, "\r\n\r\n");
+        if (!end) return 0;
+        if (strncmp((char *)u->in, "HTTP/1.1 101", 12) != 0) {
+            fprintf(stderr, "WebSocket refused: %.*s\n", (int)(end - (char *)u->in), (char *)u->in);
+            u->closed = 1;
+            uv_read_stop((uv_stream_t *)&u->tcp);
+            return 0;
+        }
+        off = (size_t)(end + 4 - (char *)u->in);
+        u->upgraded = 1;
+        on_connected(u);
+    }
+    while (u->in_len - off >= 2) {
+        uint8_t *f = u->in + off;
+        size_t h = 2, len = f[1] & 0x7f;
+        if (len == 126) {
+            if (u->in_len - off < 4) break;
+            len = (size_t)f[2] << 8 | f[3];
+            h = 4;
+        } else if (len == 127) {
+            if (u->in_len - off < 10) break;
+            len = 0;
+            for (int i = 2; i < 10; i++) len = len << 8 | f[i];
+            h = 10;
+        }
+        if (u->in_len - off < h + len) break;
+        char *pl = (char *)f + h;
+        int op = f[0] & 0x0f;
+        if (op == 9) send_ws(u, 10, pl, len);
+        if (op == 8) {
+            u->closed = 1;
+            return off + h + len;
+        }
+        const char *ip = op == 1 ? strstr(pl, "\"id\":") : NULL;
+        const char *bp = op == 1 ? strstr(pl, "\"body\":") : NULL;
+        if (ip && bp && bp < pl + len) {
+            char *body = (char *)bp + 7;
+            size_t blen = (size_t)(pl + len - 1 - body); /* without the envelope's } */
+            char save = body[blen];
+            body[blen] = '\0';
+            on_frame(u, (uint16_t)atoi(ip + 5), body, blen);
+            body[blen] = save;
+        }
+        off += h + len;
+    }
+    return off;
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     user *u = s->data;
     if (n < 0) {
@@ -224,7 +314,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     }
     u->in_len += (size_t)n;
     size_t off = 0;
-    while (u->in_len - off >= 4) {
+    if (ws_mode) {
+        off = ws_frames(u);
+        if (u->closed) return;
+    }
+    while (!ws_mode && u->in_len - off >= 4) {
         uint16_t id = (uint16_t)(u->in[off] << 8 | u->in[off + 1]);
         uint16_t len = (uint16_t)(u->in[off + 2] << 8 | u->in[off + 3]);
         if (u->in_len - off < 4u + len) break;
@@ -258,6 +352,20 @@ static void on_connect(uv_connect_t *req, int status) {
     }
     connected++;
     uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_read);
+    if (ws_mode) { /* the frames start after the 101 */
+        static const char up[] = "GET / HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+                                 "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        uv_write_t *w = malloc(sizeof *w + sizeof up);
+        memcpy(w + 1, up, sizeof up - 1);
+        uv_buf_t b = uv_buf_init((char *)(w + 1), sizeof up - 1);
+        if (uv_write(w, (uv_stream_t *)&u->tcp, &b, 1, on_write) != 0) free(w);
+        return;
+    }
+    on_connected(u);
+}
+
+static void on_connected(user *u) {
     if (strcmp(mode, "echo") == 0) {
         u->logged_in = 1;
         logged_in++;
@@ -521,6 +629,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--conns") && i + 1 < argc) conns = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--id") && i + 1 < argc) echo_id = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--split") && i + 1 < argc) split_path = argv[++i];
+        else if (!strcmp(argv[i], "--ws")) ws_mode = 1;
         else if (!strcmp(argv[i], "--sources") && i + 1 < argc)
             parse_addrs(argv[++i], sources, &nsources, MAX_SOURCES, 0);
     }

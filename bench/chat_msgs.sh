@@ -4,7 +4,8 @@
 # commits: innodb_flush_log_at_trx_commit=1). First at full speed (WINDOW messages in flight
 # per sender) for the peak, then at half of that rate for latency. A message counts when it
 # is stored, acked (1018) and pushed (1019 at the peer). With SERVERS=2 the two users of a
-# pair are on different chat servers (the push crosses gRPC).
+# pair are on different chat servers (the push crosses gRPC). TRANSPORT=ws: every user
+# connects over WebSocket (docs/protocol.md §5.5) instead of the TCP frames.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
@@ -16,13 +17,15 @@ WINDOW=${4:-4}
 two_chat_servers
 "$BIN" exec "$ROOT/bench/chat_setup.lua" "$PAIRS" "$TMP/users" "$NSERVERS"
 "$BIN" chat --name b1 & C1=$!; PIDS+=($C1)
+WS=()
+if [ "${TRANSPORT:-tcp}" = ws ]; then P1=$W1; P2=$W2; WS=(--ws); fi
 SERVERS="127.0.0.1:$P1"
 if [ "$NSERVERS" = 2 ]; then "$BIN" chat --name b2 & C2=$!; PIDS+=($C2); SERVERS="$SERVERS,127.0.0.1:$P2"; fi
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 DB=$(cat "$TMP/mysql/mysqld.pid")
 T0=$(ticks "$C1"); D0=$(ticks "$DB")
-PEAK_OUT=$("$TMP/chat_load" msg "$TMP/users" "$SERVERS" --window "$WINDOW" --seconds "$SECS")
+PEAK_OUT=$("$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --window "$WINDOW" --seconds "$SECS")
 T1=$(ticks "$C1"); D1=$(ticks "$DB")
 echo "== peak ($NSERVERS chat server(s), $PAIRS pairs, $WINDOW in flight per sender)"
 echo "$PEAK_OUT"
@@ -33,4 +36,4 @@ awk -v t=$((T1 - T0)) -v d=$((D1 - D0)) -v hz="$(getconf CLK_TCK)" -v r="$PEAK" 
 HALF=$(awk -v p="$PEAK" 'BEGIN { printf "%d", p / 2 }')
 echo "== at half of the peak: $HALF msgs/s"
 "$BIN" exec "$ROOT/bench/chat_tokens.lua" "$TMP/users" # the peak's logins used the tokens up
-"$TMP/chat_load" msg "$TMP/users" "$SERVERS" --rate "$HALF" --seconds "$SECS"
+"$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --rate "$HALF" --seconds "$SECS"

@@ -23,12 +23,13 @@ MYSQL_PORT=$(free_port $((24000 + RANDOM % 1000)))
 redis_start "$TMP/redis" "$REDIS_PORT"
 mariadb_start "$TMP/mysql" "$MYSQL_PORT"
 mariadb_setup "$TMP/mysql" chathost_bench chathost benchpw
-# two_chat_servers: free ports P1/R1 and P2/R2 (client and gRPC ports of chat servers b1 and
-# b2), $TMP/config.lua naming both and the stores above, exported as CHATHOST_CONFIG, and
+# two_chat_servers: free ports P1/R1/W1 and P2/R2/W2 (client, gRPC and WebSocket ports of chat
+# servers b1 and b2; any Origin), $TMP/config.lua naming both and the stores above, exported as CHATHOST_CONFIG, and
 # the migrations applied. (A benchmark then starts `chathost chat --name b1` and/or b2.)
 two_chat_servers() {
   P1=$(free_port $((21000 + RANDOM % 1000))); R1=$(free_port $((P1 + 1)))
   P2=$(free_port $((R1 + 1))); R2=$(free_port $((P2 + 1)))
+  W1=$(free_port $((R2 + 1))); W2=$(free_port $((W1 + 1)))
   cat >"$TMP/config.lua" <<CFG
 return {
   log = { level = "warn" },
@@ -36,9 +37,9 @@ return {
   migrations = { dir = "$ROOT/sql" },
   redis = { port = $REDIS_PORT, pool_size = 4 },
   mysql = { port = $MYSQL_PORT, password = "benchpw", database = "chathost_bench", pool_size = 8 },
-  chat = { instances = {
-    b1 = { port = $P1, rpc_port = $R1, admin_port = 0 },
-    b2 = { port = $P2, rpc_port = $R2, admin_port = 0 } } },
+  chat = { ws_origins = { "*" }, instances = {
+    b1 = { port = $P1, rpc_port = $R1, admin_port = 0, ws_port = $W1 },
+    b2 = { port = $P2, rpc_port = $R2, admin_port = 0, ws_port = $W2 } } },
 }
 CFG
   export CHATHOST_CONFIG=$TMP/config.lua

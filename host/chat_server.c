@@ -37,6 +37,7 @@
 #define INBOX_MAX_BYTES (256 * 1024)
 #define FLUSH_ON_CLOSE_MS 2000
 #define MSG_STATS 128 /* msg_ids whose series are kept at hand; the chat role has ~20 */
+#define WS_MAX_HEADERS 64 /* header lines of a WebSocket handshake (a browser sends ~15) */
 
 /* The series of one msg_id: messages received and their handlers' time. */
 typedef struct msg_stat {
@@ -1087,7 +1088,7 @@ static void ws_free(ws_conn *w) {
 /* A new WebSocket session starts by reading its handshake, bounded in bytes. */
 static ws_conn *ws_new(chat_server *srv) {
     ws_conn *w = xcalloc(1, sizeof *w);
-    hreq_limits lim = {srv->ws_handshake_bytes, srv->ws_handshake_bytes, 0, 64};
+    hreq_limits lim = {srv->ws_handshake_bytes, srv->ws_handshake_bytes, 0, WS_MAX_HEADERS};
     w->hs = xmalloc(sizeof *w->hs);
     hreq_init(w->hs, &lim);
     return w;

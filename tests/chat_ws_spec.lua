@@ -83,10 +83,17 @@ describe("chat WebSocket transport", function()
         ok:close()
     end)
 
-    it("closes with 1009 a message above ws_max_message_bytes", function()
+    it("takes a message of ws_max_message_bytes, closes with 1009 one byte more", function()
+        local function message(size) -- an envelope of exactly size bytes
+            local text = '{"id":100,"body":{"x":"' .. ("a"):rep(size - 26) .. '"}}'
+            assert.equal(size, #text)
+            return text
+        end
         local c = connect()
         assert(c:request(104, { uid = 1009 }))
-        assert(c:send(100, { x = ("a"):rep(1100) }))
+        assert(c:send_ws(1, message(1024)))
+        assert.equal(998, #assert(c:wait_push(101)).echo)
+        assert(c:send_ws(1, message(1025)))
         assert.equal(1009, c:read_close())
         assert.equal("websocket message too big (1009)", close_reason(1009))
         c:close()
@@ -183,6 +190,28 @@ describe("chat WebSocket transport", function()
         c:close()
     end)
 
+    it("applies the login and idle timeouts to WebSocket sessions as to TCP ones", function()
+        local reasons = {}
+        local short = assert(host.chat.serve { address = "127.0.0.1:0", ws_address = "127.0.0.1:0",
+            ws_origins = { "*" }, login_timeout_ms = 300, idle_timeout_ms = 600,
+            ws_ping_interval_ms = 0, handlers = function()
+                return { messages = H.messages, on_close = function(session, reason)
+                    reasons[#reasons + 1] = reason
+                end }
+            end })
+        local never = assert(ws_client.connect(short.ws_port, { origin = "http://any.example" }))
+        local silent = assert(ws_client.connect(short.ws_port))
+        assert(silent:request(104, { uid = 55 })) -- logged in, then says nothing
+        assert.equal("", never.conn:read_all(3000))
+        assert.equal("", silent.conn:read_all(3000))
+        assert(util.wait_until(function() return #reasons == 2 end, 3000, "both on_close calls"))
+        table.sort(reasons)
+        assert.same({ "idle", "no login in time" }, reasons)
+        never:close()
+        silent:close()
+        short:close()
+    end)
+
     it("closes with 1000 and the reason when the script closes the session", function()
         local c = connect()
         assert(c:send(114, { reason = "bye now" }))
@@ -194,9 +223,11 @@ end)
 
 describe("chat over WebSocket and TCP across servers", function()
     local cl, chat1, chat2
+    local dirs = {} -- each server's copy of the scripts, in start order
 
     setup(function()
-        cl = cluster.start { ws = true, chat = { ws_origins = { ORIGIN } } }
+        cl = cluster.start { ws = true, chat = { ws_origins = { ORIGIN } }, copy_scripts = true,
+            edit = function(d) dirs[#dirs + 1] = d end }
         chat1, chat2 = cl.chats[1], cl.chats[2]
     end)
 
@@ -235,6 +266,25 @@ describe("chat over WebSocket and TCP across servers", function()
             local live = host.json.decode(redis.call("GET", "chatserver_" .. c.name))
             assert.same({ c.port, c.ws_port }, { live.port, live.ws_port })
         end
+    end)
+
+    it("keeps a WebSocket session across a script reload, served by the new handlers", function()
+        local u = cluster.user()
+        local w = ws_login(chat1.ws_port, u)
+        assert.is_nil(w:request(1999, {}, 300)) -- no such message yet
+        local generation = cluster.metric(chat1, "chathost_script_generation")
+        util.edit_file(dirs[1] .. "/chat/init.lua", "\nreturn M%s*$", [[
+
+M.messages[1999] = function(session) return { error = 0, reloaded = session.uid } end
+return M
+]])
+        assert(chat1.proc:kill("HUP"))
+        assert(util.wait_until(function()
+            return cluster.metric(chat1, "chathost_script_generation") > generation
+        end, 5000, "the reload"))
+        assert.same({ error = 0, reloaded = u.uid }, assert(w:request(1999, {})))
+        assert.equal(0, w:request(1023, { fromuid = u.uid }).error)
+        w:close()
     end)
 
     it("kicks across transports and servers: 1021, then the connection closes", function()

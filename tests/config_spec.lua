@@ -231,6 +231,32 @@ print(table.concat(out, "\n"))
             { "gate" }), "gate%.trusted_proxies: expected a list of IP addresses")
     end)
 
+    it("allows WebSocket origins of the gate by default, a list of origins or \"*\" if written",
+    function()
+        local r = with_config('return { gate = { port = 18080 } }', { "config", "chat.ws_origins" })
+        assert.equal(0, r.code, r.stderr)
+        assert.equal("chat.ws_origins.1 = http://127.0.0.1:18080\n"
+            .. "chat.ws_origins.2 = http://localhost:18080\n", r.stdout)
+        r = with_config('return { gate = { host = "10.0.0.5", port = 80 } }', { "config", "chat.ws_origins" })
+        assert.equal("chat.ws_origins.1 = http://10.0.0.5:80\n", r.stdout)
+        r = with_config('return { chat = { ws_origins = { "https://chat.example", "*" } } }',
+            { "config", "chat.ws_origins" })
+        assert.equal("chat.ws_origins.1 = https://chat.example\nchat.ws_origins.2 = *\n", r.stdout)
+        assert_one_line_error(with_config('return { chat = { ws_origins = { "chat.example" } } }',
+            { "chat" }), "chat%.ws_origins%[1%]: chat%.example is not an origin")
+        assert_one_line_error(with_config('return { chat = { ws_origins = "*" } }', { "chat" }),
+            "chat%.ws_origins: expected a list of origins")
+    end)
+
+    it("refuses a WebSocket port another listener has", function()
+        assert_one_line_error(with_config('return { chat = { instances = { a = { port = 7100, '
+            .. 'rpc_port = 7101, ws_port = 8080 } } } }', { "config", "roles" }),
+            "chat%.instances%.a%.ws_port: 8080 is already used by gate%.port")
+        assert_one_line_error(with_config('return { chat = { instances = { a = { port = 7100, '
+            .. 'rpc_port = 7101, ws_port = 7102 }, b = { port = 7103, rpc_port = 7104, ws_port = 7102 } } } }',
+            { "config", "roles" }), "chat%.instances%.b%.ws_port: 7102 is already used by chat%.instances%.a%.ws_port")
+    end)
+
     it("prints the usage for chathost help and COMMAND --help, not an error", function()
         for _, argv in ipairs({ { "help" }, { "--help" }, { "chat", "--name", "chat1", "--help" },
             { "status", "-h" }, { "config", "--help" }, { "migrate", "--help" }, { "exec", "--help" } }) do

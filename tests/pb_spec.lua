@@ -7,7 +7,7 @@ local SAMPLES = {
     GetVarifyReq = { email = "a@b.c" },
     GetVarifyRsp = { error = 0, email = "a@b.c", code = "" },
     GetChatServerReq = { uid = 1001 },
-    GetChatServerRsp = { error = 0, host = "127.0.0.1", port = "8090", token = "t" },
+    GetChatServerRsp = { error = 0, host = "127.0.0.1", port = "8090", token = "t", ws_port = "8096" },
     LoginReq = { uid = 1001, token = "abc" },
     LoginRsp = { error = 1010, uid = 1001, token = "abc" },
     AddFriendReq = { applyuid = 1, name = "n", desc = "d", icon = "i", nick = "聊天", sex = 1, touid = 2 },

@@ -2,7 +2,8 @@
 -- (helpers.client_system with WebSocket listeners on both chat servers): two pages, one
 -- desktop-sized and one phone-sized, register with the mailed codes, befriend each other
 -- and chat across the two chat servers with unread counts; the field checks and sentences;
--- a reset; a kick by a login elsewhere; a reconnect after a chat server is killed.
+-- a reset; a kick by a login elsewhere; a reconnect after a chat server is killed; a chat
+-- with a user of the terminal client (TCP) on the same system.
 -- Screenshots of the main screens land in build/test-artifacts/. One browser and one system
 -- for the whole file; the tests run in order and build on each other. Skipped, saying why,
 -- where Chromium cannot run.
@@ -254,5 +255,36 @@ describe("the web client in a browser", function()
         pb:fill("send-text", "after the move")
         pb:click("send-submit")
         pa:wait_text("messages", "after the move", 15000)
+    end)
+
+    it("chats with a user of the terminal client", function()
+        local loader, handlers = system.load_client()
+        local carol = system.account("wc")
+        local c = handlers.api.new { gate = sys.gate_url }
+        local ok, err = pcall(function()
+            sys:register(c, carol)
+            assert(c:login(carol.email, carol.password))
+            assert(c:add(alice.uid, "hello from the terminal"))
+            local li = ("#requests li[data-uid=\"%d\"]"):format(carol.uid)
+            pa:wait_text("requests", "hello from the terminal")
+            pa:eval(("document.querySelector('%s button.accept').click()"):format(li))
+            local function await(kind)
+                return assert(util.wait_until(function()
+                    local ev = c:next_event(100)
+                    return ev and ev.kind == kind and ev
+                end, 10000, "the terminal client's " .. kind))
+            end
+            await("accepted")
+            pa:eval(("document.querySelector('#friends li[data-uid=\"%d\"]').click()"):format(carol.uid))
+            pa:wait_text("messages", "hello from the terminal")
+            pa:fill("send-text", "hi terminal, this is a browser")
+            pa:click("send-submit")
+            assert.equal("hi terminal, this is a browser", await("message").text)
+            assert(c:send(alice.uid, "hi browser"))
+            pa:wait_text("messages", "hi browser")
+        end)
+        c:close()
+        loader:close()
+        assert(ok, err)
     end)
 end)

@@ -1,9 +1,9 @@
 -- The web client (web/, served by the gate) in headless Chromium against the whole system
 -- (helpers.client_system with WebSocket listeners on both chat servers): two pages, one
 -- desktop-sized and one phone-sized, register with the mailed codes, befriend each other
--- and chat across the two chat servers with unread counts; the field checks and sentences;
--- a reset; a kick by a login elsewhere; a reconnect after a chat server is killed; a chat
--- with a user of the terminal client (TCP) on the same system.
+-- and chat across the two chat servers with unread counts and in a group; the field checks
+-- and sentences; a reset; a kick by a login elsewhere; a reconnect after a chat server is
+-- killed; a chat with a user of the terminal client (TCP) on the same system.
 -- Screenshots of the main screens land in build/test-artifacts/. One browser and one system
 -- for the whole file; the tests run in order and build on each other. Skipped, saying why,
 -- where Chromium cannot run.
@@ -255,6 +255,30 @@ describe("the web client in a browser", function()
         pb:fill("send-text", "after the move")
         pb:click("send-submit")
         pa:wait_text("messages", "after the move", 15000)
+    end)
+
+    it("creates a group whose members chat in it, with unread counts", function()
+        pa:eval("document.getElementById('group-new').open = true")
+        pa:fill("group-name", "Team web")
+        assert(pa:eval(("(() => { const i = document.querySelector('#group-members input[value=\"%d\"]');"
+            .. " if (!i) return false; i.checked = true; return true })()"):format(bob.uid)), "bob's box")
+        pa:click("group-submit")
+        local tid = pa:wait("document.querySelector('#groups li.active')?.dataset.thread ?? null", "the new group open")
+        assert.equal("Team web", pa:text("chat-title"))
+        -- bob learns of it from the 1069 "created" event
+        local li = ("#groups li[data-thread=\"%s\"]"):format(tid)
+        pb:wait(("document.querySelector('%s') !== null"):format(li), "the group on bob's page")
+        pa:fill("send-text", "hello team")
+        pa:click("send-submit")
+        pa:wait_text("messages", "hello team")
+        pb:wait(("document.querySelector('%s .badge')?.textContent === '1'"):format(li), "one unread in the group")
+        pb:eval(("document.querySelector('%s').click()"):format(li))
+        -- the sender is named on others' group messages
+        pb:wait_text("messages", alice.user .. " · ")
+        pb:fill("send-text", "reply to the team")
+        pb:click("send-submit")
+        pa:wait_text("messages", "reply to the team")
+        pa:shot("web-group.png")
     end)
 
     it("chats with a user of the terminal client", function()

@@ -9,6 +9,7 @@ import { xor } from "./password.js";
 import { ChatConn } from "./chat.js";
 
 const $ = (id) => document.getElementById(id);
+const GROUP_NAME_EMPTY = "Group name is empty";
 
 // The client's timings: config section `client`, which the gate hands out as
 // /web/settings.json; these are the defaults of its schema, used when that fails.
@@ -23,8 +24,10 @@ const state = {
   friends: new Map(),  // uid -> {uid, name, nick, back}
   requests: new Map(), // applicant uid -> {uid, name, nick, desc}
   threads: new Map(),  // friend uid -> {thread_id, unread}
+  groups: new Map(),   // group thread_id -> {thread_id, name, unread}
   messages: new Map(), // thread_id -> Map(message_id -> {id, sender, content, time})
   open: null,          // the friend uid whose chat is shown
+  openGroup: null,     // or the group thread_id whose chat is shown
   generation: 0,       // bumped at each log-out, so a late reconnect gives up
 };
 
@@ -113,7 +116,10 @@ function install({ conn, me }) {
   setState("online");
   showScreen("main");
   render();
-  loadThreads().then(() => { if (state.open) openChat(state.open); }).catch(showChatError);
+  loadThreads().then(() => {
+    if (state.open) openChat(state.open);
+    else if (state.openGroup) openGroup(state.openGroup);
+  }).catch(showChatError);
 }
 
 function endSession() {
@@ -126,7 +132,8 @@ function endSession() {
 function logout(sentence) {
   state.generation++;
   endSession();
-  state.me = state.creds = state.open = null;
+  state.me = state.creds = state.open = state.openGroup = null;
+  state.groups.clear();
   delete document.body.dataset.uid;
   setState("login");
   state.messages.clear();
@@ -170,6 +177,10 @@ async function loadThreads() {
   for (let cursor = 0; ;) {
     const r = await request(1025, { uid: state.me.uid, thread_id: cursor });
     for (const t of r.threads || []) {
+      if (t.type === "group") {
+        state.groups.set(t.thread_id, { thread_id: t.thread_id, name: t.name, unread: t.unread || 0 });
+        continue;
+      }
       if (t.type !== "private") continue;
       const other = t.user1_id === state.me.uid ? t.user2_id : t.user1_id;
       state.threads.set(other, { thread_id: t.thread_id, unread: t.unread || 0 });
@@ -226,8 +237,36 @@ function onPush(id, body) {
       render();
       break;
     }
-    default: break; // receipts, images, groups: not shown by this client
+    case 1067: { // a group text
+      if (!state.groups.has(body.thread_id))
+        state.groups.set(body.thread_id, { thread_id: body.thread_id, name: `Group ${body.thread_id}`, unread: 0 });
+      const g = state.groups.get(body.thread_id);
+      const items = fromPush(body, body.fromuid);
+      const fresh = items.filter((m) => !thread(g.thread_id).has(m.id));
+      addMessages(g.thread_id, items);
+      if (state.openGroup === g.thread_id) markGroupRead(g.thread_id);
+      else g.unread += fresh.length;
+      render();
+      break;
+    }
+    case 1069: groupEvent(body); break;
+    default: break; // receipts, images: not shown by this client
   }
+}
+
+// 1069: the groups this user is in change (docs/protocol.md §6.6)
+function groupEvent(ev) {
+  const mine = (ev.uids || []).includes(state.me.uid);
+  const g = state.groups.get(ev.thread_id);
+  if (ev.kind === "created" || (ev.kind === "joined" && mine)) {
+    if (!g) state.groups.set(ev.thread_id, { thread_id: ev.thread_id, name: ev.name, unread: 0 });
+  } else if ((ev.kind === "removed" || ev.kind === "left") && mine) {
+    state.groups.delete(ev.thread_id);
+    if (state.openGroup === ev.thread_id) state.openGroup = null;
+  } else if (ev.kind === "updated" && g) {
+    g.name = ev.name;
+  }
+  render();
 }
 
 function befriend(f, threadId, items) {
@@ -273,8 +312,11 @@ async function loadHistory(threadId) {
   }
 }
 
-async function markRead(uid) {
-  const t = state.threads.get(uid);
+async function markRead(uid) { markThread(state.threads.get(uid)); }
+async function markGroupRead(tid) { markThread(state.groups.get(tid)); }
+
+// Moves the read cursor (1085) of t ({thread_id, unread}) to its newest message held.
+function markThread(t) {
   if (!t) return;
   let last = 0;
   for (const id of thread(t.thread_id).keys()) last = Math.max(last, id);
@@ -284,6 +326,7 @@ async function markRead(uid) {
 
 async function openChat(uid) {
   state.open = uid;
+  state.openGroup = null;
   $("chat-error").textContent = "";
   $("screen-main").classList.add("chatting");
   render();
@@ -294,15 +337,40 @@ async function openChat(uid) {
   } catch (e) { showChatError(e); }
 }
 
+async function openGroup(tid) {
+  state.open = null;
+  state.openGroup = tid;
+  $("chat-error").textContent = "";
+  $("screen-main").classList.add("chatting");
+  render();
+  try {
+    await loadHistory(tid);
+    if (state.openGroup === tid) { markGroupRead(tid); render(true); }
+  } catch (e) { showChatError(e); }
+}
+
 let uniq = 0;
 async function send(text) {
-  const uid = state.open;
-  const t = await threadOf(uid);
   const unique_id = `w${Date.now().toString(36)}${(uniq++).toString(36)}${Math.random().toString(36).slice(2, 8)}`;
-  const r = await request(1017, { fromuid: state.me.uid, touid: uid, thread_id: t.thread_id,
-    text_array: [{ content: text, unique_id }] });
-  addMessages(t.thread_id, fromPush(r, state.me.uid));
+  const text_array = [{ content: text, unique_id }];
+  if (state.openGroup) {
+    const tid = state.openGroup;
+    const r = await request(1065, { fromuid: state.me.uid, thread_id: tid, text_array });
+    addMessages(tid, fromPush(r, state.me.uid));
+  } else {
+    const uid = state.open;
+    const t = await threadOf(uid);
+    const r = await request(1017, { fromuid: state.me.uid, touid: uid, thread_id: t.thread_id, text_array });
+    addMessages(t.thread_id, fromPush(r, state.me.uid));
+  }
   render(true);
+}
+
+// 1061: a group of name with the friends ticked in the new-group form
+async function createGroup(name, members) {
+  const r = await request(1061, { uid: state.me.uid, name, members });
+  state.groups.set(r.thread_id, { thread_id: r.thread_id, name: r.name, unread: 0 });
+  openGroup(r.thread_id);
 }
 
 // ---- rendering -----------------------------------------------------------------------
@@ -336,15 +404,29 @@ function render(toBottom) {
     li.onclick = () => openChat(f.uid);
     return li;
   }));
+  $("groups").replaceChildren(...[...state.groups.values()].map((g) => {
+    const li = el("li", { className: state.openGroup === g.thread_id ? "active" : "", dataset: { thread: g.thread_id } },
+      el("span", { textContent: g.name }),
+      g.unread > 0 ? el("span", { className: "badge", textContent: String(g.unread) }) : null);
+    li.onclick = () => openGroup(g.thread_id);
+    return li;
+  }));
+  const ticked = new Set([...document.querySelectorAll("#group-members input:checked")].map((i) => i.value));
+  $("group-members").replaceChildren(...[...state.friends.values()].map((f) =>
+    el("label", { className: "check" }, el("input", { type: "checkbox", value: String(f.uid),
+      checked: ticked.has(String(f.uid)) }), ` ${nameOf(f)}`)));
   const f = state.open && state.friends.get(state.open);
-  $("chat-title").textContent = f ? nameOf(f) : "Pick a friend to chat";
-  $("send-form").hidden = !f;
-  const t = f && state.threads.get(f.uid);
+  const g = state.openGroup && state.groups.get(state.openGroup);
+  $("chat-title").textContent = f ? nameOf(f) : g ? g.name : "Pick a friend to chat";
+  $("send-form").hidden = !f && !g;
+  const t = f ? state.threads.get(f.uid) : g;
   const list = $("messages");
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const items = t ? [...thread(t.thread_id).values()].sort((a, b) => a.id - b.id) : [];
+  const who = (uid) => (state.friends.has(uid) ? nameOf(state.friends.get(uid)) : `#${uid}`);
   list.replaceChildren(...items.map((m) => el("li", { className: m.sender === state.me.uid ? "mine" : "", dataset: { id: m.id } },
-    m.image ? "[image]" : m.content, el("span", { className: "time", textContent: m.time || "" }))));
+    m.image ? "[image]" : m.content, el("span", { className: "time",
+      textContent: g && m.sender !== state.me.uid ? `${who(m.sender)} · ${m.time || ""}` : m.time || "" }))));
   if (toBottom || nearBottom) list.scrollTop = list.scrollHeight;
 }
 
@@ -437,7 +519,19 @@ function wire() {
   $("send-text").onkeydown = (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("send-form").requestSubmit(); }
   };
-  $("back").onclick = () => { state.open = null; $("screen-main").classList.remove("chatting"); render(); };
+  $("group-form").onsubmit = (ev) => {
+    ev.preventDefault();
+    busy($("group-submit"), $("group-error"), async () => {
+      const name = $("group-name").value.trim();
+      if (!name) throw new Error(GROUP_NAME_EMPTY);
+      const members = [...document.querySelectorAll("#group-members input:checked")].map((i) => Number(i.value));
+      await createGroup(name, members);
+      $("group-name").value = "";
+      for (const i of document.querySelectorAll("#group-members input")) i.checked = false;
+      $("group-new").open = false;
+    });
+  };
+  $("back").onclick = () => { state.open = state.openGroup = null; $("screen-main").classList.remove("chatting"); render(); };
   $("logout").onclick = () => logout("");
 
   const route = () => {

@@ -40,7 +40,7 @@ export const FIELDS = {
   fromuid: "user id", other_id: "user id", applyname: "greeting", bakname: "remark",
   back: "remark", content: "message text", text_array: "message", unique_id: "message id",
   thread_id: "chat", message_id: "message position", token: "login token",
-  body_len: "request size", name: "name", members: "members", role: "role",
+  body_len: "request size", name: "group name", members: "members", role: "role",
 };
 
 export const KICKED = "You were signed out: your account logged in somewhere else.";

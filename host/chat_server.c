@@ -919,12 +919,19 @@ static const char *ws_close_reason(wslay_event_context_ptr ctx) {
     }
 }
 
+/* Closes s with close code 1007 (a message that is no envelope): at once, also
+ * when the message waited in the inbox, outside any read. */
+static void ws_reject(session *s, const char *why) {
+    ws_queue_close(s, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, why);
+    session_close(s, ws_close_reason(s->ws->ctx), 1);
+}
+
 /* The id and body of a message {"id":n,"body":{..}}: 1 with the body table pushed on L,
  * -1 when the body is no JSON object (answered like a TCP frame's bad JSON), 0 when the
- * message is no envelope (its close, 1007, is queued). */
+ * message is no envelope (s is closed with 1007). */
 static int ws_unwrap(session *s, lua_State *L, const char *text, size_t len, uint16_t *id) {
     if (!decode_object(L, text, len)) {
-        ws_queue_close(s, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "not a JSON object");
+        ws_reject(s, "not a JSON object");
         return 0;
     }
     lua_getfield(L, -1, "id");
@@ -933,7 +940,7 @@ static int ws_unwrap(session *s, lua_State *L, const char *text, size_t len, uin
     lua_pop(L, 1);
     if (!isnum || n < 0 || n > 65535 || n != (lua_Number)(long)n) {
         lua_pop(L, 1);
-        ws_queue_close(s, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "\"id\" must be a msg_id");
+        ws_reject(s, "\"id\" must be a msg_id");
         return 0;
     }
     *id = (uint16_t)n;

@@ -17,6 +17,10 @@ describe("chat WebSocket transport", function()
     local H = {
         messages = {
             [100] = function(session, msg) return { error = 0, echo = msg.x, uid = session.uid } end,
+            [102] = function(session, msg)
+                host.timer.sleep(msg.ms)
+                return { slept = msg.ms }
+            end,
             [104] = function(session, msg)
                 session:bind(msg.uid)
                 return { bound = session.uid }
@@ -145,6 +149,17 @@ describe("chat WebSocket transport", function()
         c:close()
     end)
 
+    it("closes with 1007 at once a bad message that waited behind a running handler", function()
+        local c = connect()
+        assert(c:request(104, { uid = 1008 }))
+        assert(c:send(102, { ms = 200 }))
+        assert(c:send_ws(1, '{"body":{}}')) -- queued while 102 runs
+        assert.same({ slept = 200 }, assert(c:wait_push(103)))
+        assert.equal(1007, c:read_close())
+        assert.equal("websocket invalid message (1007)", close_reason(1008)) -- not the client's close
+        c:close()
+    end)
+
     it("answers 1001 to an envelope whose body is no JSON object, and goes on", function()
         local c = connect()
         assert(c:send_ws(1, '{"id":100,"body":[1]}'))
@@ -212,6 +227,16 @@ describe("chat WebSocket transport", function()
         short:close()
     end)
 
+    it("closes its WebSocket sessions with 1001 when the server shuts down", function()
+        local other = assert(host.chat.serve { address = "127.0.0.1:0", ws_address = "127.0.0.1:0",
+            ws_origins = { "*" }, handlers = function() return H end })
+        local c = assert(ws_client.connect(other.ws_port))
+        assert.equal("up", assert(c:request(100, { x = "up" })).echo)
+        other:close()
+        assert.same({ 1001, "server shutting down" }, { c:read_close() })
+        c:close()
+    end)
+
     it("closes with 1000 and the reason when the script closes the session", function()
         local c = connect()
         assert(c:send(114, { reason = "bye now" }))
@@ -255,7 +280,10 @@ describe("chat over WebSocket and TCP across servers", function()
         local back = assert(cb:request(1017, { fromuid = b.uid, touid = a.uid, thread_id = thread,
             text_array = { { content = "from the browser", unique_id = "{w2}" } } }))
         assert.equal(0, back.error)
-        assert.same(back, ca:wait_push(1019))
+        local pushed, perr = ca:wait_push(1019)
+        -- (seen missing twice under heavy load: the servers' logs say why if it happens again)
+        assert.same(back, pushed, tostring(perr) .. "\nchat2:\n" .. chat2:log():sub(-3000)
+            .. "\nchat1:\n" .. chat1:log():sub(-3000))
         assert.equal(0, cb:request(1023, { fromuid = b.uid }).error)
         ca:close()
         cb:close()

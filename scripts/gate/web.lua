@@ -64,6 +64,7 @@ function M.file(req) return serve(req, req.path:match("^/web/(.*)$")) end
 -- GET /web/settings.json: the client's timings (config section `client`), so a browser
 -- keeps the heartbeat and reconnect pace the terminal client has on this system.
 function M.settings()
+    if not folder() then return not_found() end
     local c = host.config.client
     return { error = 0, heartbeat_ms = c.heartbeat_ms, retry_min_ms = c.retry_min_ms,
         retry_max_ms = c.retry_max_ms, reconnect_attempts = c.reconnect_attempts,

@@ -29,6 +29,8 @@ describe("the web client in a browser", function()
             -- pages of 3: the client's history and thread loads take several pages
             chat = function(s) return { ws_origins = { s.gate_url }, page_size = 3 } end,
             instance = function() return { ws_port = require("helpers.roles").free_port() } end,
+            -- a request without its reply fails soon (the resend test stops a chat server)
+            web_client = { request_timeout_ms = 1500 },
         }
         system.clear_limits()
         b = browser.start()
@@ -279,6 +281,41 @@ describe("the web client in a browser", function()
         pb:click("send-submit")
         pa:wait_text("messages", "reply to the team")
         pa:shot("web-group.png")
+    end)
+
+    it("sends a message whose reply was lost again with its unique_id: stored once", function()
+        local function open_chat(p, uid)
+            p:eval(("document.querySelector('#friends li[data-uid=\"%d\"]').click()"):format(uid))
+            p:wait("document.getElementById('chat-title').textContent !== 'Pick a friend to chat'"
+                .. " && !document.querySelector('#groups li.active')", "the private chat open")
+        end
+        open_chat(pa, bob.uid)
+        open_chat(pb, alice.uid)
+        local text = "sent twice, stored once"
+        local chat = sys.chats[assert(server_of(alice))]
+        assert(chat.proc:kill("STOP"))
+        local ok, err = pcall(function()
+            pa:fill("send-text", text)
+            pa:click("send-submit")
+            -- no reply within request_timeout_ms (or the heartbeat's failure closed the connection)
+            pa:wait("document.getElementById('chat-error').textContent.includes('chat server')", "the send to fail")
+        end)
+        assert(chat.proc:kill("CONT"))
+        assert(ok, err)
+        -- the server goes on: the first send is stored and pushed
+        pb:wait_text("messages", text)
+        pa:wait("document.body.dataset.state === 'online'", "alice online", 20000)
+        assert.equal(text, pa:eval("document.getElementById('send-text').value"))
+        pa:click("send-submit")
+        pa:wait("document.getElementById('send-text').value === ''", "the second send answered")
+        local function copies(p)
+            return p:eval(("[...document.querySelectorAll('#messages li')].filter((li) =>"
+                .. " li.firstChild.textContent === %s).length"):format(host.json.encode(text)))
+        end
+        assert.equal(1, copies(pa))
+        local rows = assert(host.db.query("SELECT COUNT(*) AS n FROM chat_message WHERE content = ?", text))
+        assert.equal(1, tonumber(rows[1].n))
+        assert.equal(1, copies(pb))
     end)
 
     it("chats with a user of the terminal client", function()

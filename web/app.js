@@ -282,10 +282,15 @@ function befriend(f, threadId, items) {
 
 function showChatError(e) { $("chat-error").textContent = e.message; }
 
+// request(id, body) -> the reply; throws a sentence. err.unknown: the request may have been
+// done (no reply came, or 1019: the outcome is unknown).
 async function request(id, body) {
   let r;
-  try { r = await state.conn.request(id, body); } catch (e) { throw new Error(say.network("chat server", e.message)); }
-  if (r.error !== 0) throw new Error(say.of(r.error, r));
+  if (!state.conn) throw Object.assign(new Error(say.network("chat server", "not connected")), { unknown: false });
+  try { r = await state.conn.request(id, body); } catch (e) {
+    throw Object.assign(new Error(say.network("chat server", e.message)), { unknown: true });
+  }
+  if (r.error !== 0) throw Object.assign(new Error(say.of(r.error, r)), { unknown: r.error === 1019 });
   return r;
 }
 
@@ -350,8 +355,25 @@ async function openGroup(tid) {
 }
 
 let uniq = 0;
+// A send whose outcome is unknown (no reply, or 1019) may have been stored: sending the same
+// text to the same chat again reuses its unique_id, so the server stores it once and
+// answers with the first message (docs/protocol.md §6.3: resends are idempotent).
+let unsent = null; // {chat, text, unique_id}
 async function send(text) {
-  const unique_id = `w${Date.now().toString(36)}${(uniq++).toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+  const chat = state.openGroup ? `g${state.openGroup}` : `u${state.open}`;
+  const unique_id = unsent && unsent.chat === chat && unsent.text === text ? unsent.unique_id
+    : `w${Date.now().toString(36)}${(uniq++).toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+  unsent = { chat, text, unique_id };
+  try {
+    await sendItem(text, unique_id);
+    unsent = null;
+  } catch (e) {
+    if (!e.unknown) unsent = null;
+    throw e;
+  }
+}
+
+async function sendItem(text, unique_id) {
   const text_array = [{ content: text, unique_id }];
   if (state.openGroup) {
     const tid = state.openGroup;

@@ -23,9 +23,10 @@ local function start_chat(name, chat_opts, instance_opts)
     end }
 end
 
--- start{chat=opts?, instance=fn?} -> system with .sink, .verify, .status, .gate, .chats =
--- {chat1, chat2}, .gate_url (chat: more of each chat server's section, or fn(system) -> it;
--- instance() -> more of its instance's, called for each start)
+-- start{chat=opts?, instance=fn?, web_client=?} -> system with .sink, .verify, .status,
+-- .gate, .chats = {chat1, chat2}, .gate_url (chat: more of each chat server's section, or
+-- fn(system) -> it; instance() -> more of its instance's, called for each start;
+-- web_client: the gate's `client` section, which it hands the web client)
 function M.start(opts)
     opts = opts or {}
     local self = setmetatable({}, M)
@@ -40,7 +41,8 @@ function M.start(opts)
     self.gate = roles.start { role = "gate", config = function(port)
         -- (the config lives in a temporary folder: the project's web client by full path)
         return { gate = { port = port, admin_port = 0, web_dir = host.root .. "/web" },
-            verify = { port = self.verify.port }, status = { port = self.status.port } }
+            verify = { port = self.verify.port }, status = { port = self.status.port },
+            client = opts.web_client } -- what the gate hands the web client (settings.json)
     end }
     self.gate_url = "http://127.0.0.1:" .. self.gate.port
     local chat = type(opts.chat) == "function" and opts.chat(self) or opts.chat

@@ -109,6 +109,8 @@ return {
         max_connections_per_ip = 256,       -- one address's share (trusted proxies spared)
         first_byte_timeout_ms = 5000,       -- a new connection that sends nothing is closed
         trusted_proxies = {},               -- e.g. { "10.0.0.5" }: whose X-Forwarded-For names the client
+        web_dir = "web",                    -- the web client (GET /), relative to this file; "": none
+        web_max_age_s = 300,                -- how long browsers keep its scripts and styles
         accounts = {                        -- scripts/gate: codes, logins, rate limits
             code_max_tries = 5,             -- wrong codes; the last deletes the code
             code_ip_limit = 20, code_ip_window_s = 3600,

@@ -74,6 +74,7 @@ describe("make run", function()
             .. "frames; files in " .. dir:gsub("%p", "%%%0") .. "/run/files%), signed downloads "
             .. "http://127%.0%.0%.1:" .. ports.reshttp, out)
         assert.matches("to chat, run in two other terminals: +%S+ client %-c %S+config%.lua", out)
+        assert.matches("web client: open http://127%.0%.0%.1:" .. ports.gate .. "/ in a browser", out)
     end)
 
     it("registers and logs in through the gate, with the code from the mail folder", function()

@@ -18,6 +18,7 @@ PKGS=(
                   # sysctl: tests/netns_spec.lua builds a network of namespaces
   openssl         # tests/grpc_auth_spec.lua makes the certificates of its TLS links
   galera-4 rsync  # tools/galera.sh: a local 3-node Galera cluster (rsync state transfers)
+  chromium        # tests/browser_spec.lua drives the web client in headless Chromium
 )
 
 missing=()

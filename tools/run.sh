@@ -229,7 +229,7 @@ done
 for n in "${names[@]}"; do await_role "$n" || exit 1; done
 
 summary() {
-  local lines=() name port rpc admin
+  local lines=() name port rpc admin web_url=""
   for name in "${names[@]}"; do
     case "${role_of[$name]}" in
       chat)
@@ -237,7 +237,9 @@ summary() {
         lines+=("  $name    chat clients on 127.0.0.1:$port, gRPC $rpc, admin http://127.0.0.1:$admin") ;;
       gate)
         read -r port admin <<<"$(ports "$name")"
-        lines+=("  gate     http://127.0.0.1:$port (POST /get_varifycode, /user_register, /reset_pwd, /user_login), admin http://127.0.0.1:$admin") ;;
+        lines+=("  gate     http://127.0.0.1:$port (POST /get_varifycode, /user_register, /reset_pwd, /user_login), admin http://127.0.0.1:$admin")
+        # gate.web_dir "" turns the web client off
+        [ -n "$("$BIN" config gate.web_dir)" ] && web_url="http://127.0.0.1:$port/" ;;
       resource)
         read -r http port admin <<<"$(ports "$name")"
         lines+=("  resource 127.0.0.1:$port (avatars and images, 6-byte frames; files in $CHATHOST_RESOURCE_DIR), signed downloads http://127.0.0.1:$http, admin http://127.0.0.1:$admin") ;;
@@ -256,6 +258,7 @@ summary() {
     [ "$CHATHOST_CONFIG" != "$ROOT/config.lua" ] && cfg=" -c $CHATHOST_CONFIG"
     echo "[run] to chat, run in two other terminals:  $BIN client$cfg"
   fi
+  [ -n "$web_url" ] && echo "[run] web client: open $web_url in a browser"
   echo "[run] tools/run.sh reload: every role reloads; tools/run.sh restart NAME: one role restarts"
   echo "[run] Ctrl-C stops everything."
 }

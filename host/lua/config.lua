@@ -131,6 +131,11 @@ local SCHEMA = {
                                                     -- proxies spared); beyond: 429, 1017; 0: off
         first_byte_timeout_ms = int(5000, 10, 600000), -- a new connection's first request byte
         access_log = bool(true),                    -- one info line per request
+        -- the web client's folder (GET / and /web/<name>), relative to the config file's;
+        -- "": the gate serves no web client
+        web_dir = str("web"),
+        web_max_age_s = int(300, 0, 31536000),      -- Cache-Control max-age of its scripts and
+                                                    -- styles (index.html: no-cache); 0: no-cache
         -- peers (load balancers, reverse proxies) whose X-Forwarded-For names the client:
         -- the client IP of rate limits and logs is then the rightmost address in it that
         -- is not itself a trusted proxy; anyone else's X-Forwarded-For is ignored

@@ -11,12 +11,14 @@ local res_cluster = require "helpers.res_cluster"
 local M = {}
 M.__index = M
 
-local function start_chat(name, chat_opts, res)
+-- instance_opts(): more settings of the instance (a fresh ws_port), or nil
+local function start_chat(name, chat_opts, res, instance_opts)
     return roles.start { role = "chat", name = name, config = function(port)
         -- a killed server stops being chosen within 2 s
         local chat = { report_interval_ms = 200, alive_ttl_s = 2,
             instances = { [name] = { port = port, rpc_port = roles.free_port(),
                 admin_port = 0 } } }
+        for k, v in pairs(instance_opts and instance_opts() or {}) do chat.instances[name][k] = v end
         for k, v in pairs(chat_opts or {}) do chat[k] = v end
         -- 1049's URLs name the resource role's HTTP port
         return { chat = chat, resource = { port = res.port, http_port = res.http_port,
@@ -24,8 +26,10 @@ local function start_chat(name, chat_opts, res)
     end }
 end
 
--- start{chat=opts?} -> system with .sink, .verify, .status, .gate, .resource,
--- .chats = {chat1, chat2}, .gate_url
+-- start{chat=opts?, instance=fn?, web_client=?} -> system with .sink, .verify, .status,
+-- .gate, .resource, .chats = {chat1, chat2}, .gate_url (chat: more of each chat server's
+-- section, or fn(system) -> it; instance() -> more of its instance's, called for each
+-- start; web_client: the gate's `client` section, which it hands the web client)
 function M.start(opts)
     opts = opts or {}
     local self = setmetatable({}, M)
@@ -39,13 +43,16 @@ function M.start(opts)
     end }
     self.resource = res_cluster.start()
     self.gate = roles.start { role = "gate", config = function(port)
-        return { gate = { port = port, admin_port = 0 },
+        -- (the config lives in a temporary folder: the project's web client by full path)
+        return { gate = { port = port, admin_port = 0, web_dir = host.root .. "/web" },
             resource = { port = self.resource.port, public_host = "127.0.0.1" },
-            verify = { port = self.verify.port }, status = { port = self.status.port } }
+            verify = { port = self.verify.port }, status = { port = self.status.port },
+            client = opts.web_client } -- what the gate hands the web client (settings.json)
     end }
-    self.chats = { start_chat("chat1", opts.chat, self.resource),
-        start_chat("chat2", opts.chat, self.resource) }
     self.gate_url = "http://127.0.0.1:" .. self.gate.port
+    local chat = type(opts.chat) == "function" and opts.chat(self) or opts.chat
+    self.chats = { start_chat("chat1", chat, self.resource, opts.instance),
+        start_chat("chat2", chat, self.resource, opts.instance) }
     return self
 end
 

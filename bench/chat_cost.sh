@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # bench/chat_cost.sh [SERVERS=1|2] [PAIRS=100] [RATE=200]: the instructions the chat
-# servers execute per text message (callgrind), the repeatable counterpart of
-# bench/chat_msgs.sh's timed CPU per message (which moves with the machine's other load).
+# servers execute per text message (callgrind) and the Redis commands per message, counted
+# rather than timed. The Redis count is exact but for the servers' own timers (reports,
+# a few commands a second); the instructions still move by +-15% between runs on a loaded
+# machine (how many messages share a loop turn, a group commit or a call follows timing),
+# so compare several runs of each build, alternately.
 # Same set-up as chat_msgs.sh (private Redis and MariaDB, SERVERS chat servers, PAIRS friend
 # pairs, with 2 servers the two users of a pair on different servers), but every chat server
 # runs under callgrind and the texts go at a fixed RATE msgs/s (low enough for servers under

@@ -125,9 +125,10 @@ return {
         push_batch_window_ms = 1,           -- pushes to one peer server gathered this long (and while
                                             -- its previous call is in flight) travel in one call
         push_batch_max = 256,               -- at most this many pushes per call (NotifyBatch)
-        location_cache_ms = 1000,           -- a receiver's server (uip_) read once serves its pushes
-                                            -- this long (a moved user: the push follows; 0: read
-                                            -- uip_ for every push)
+        location_cache_ms = 0,              -- a receiver's server (uip_) read once serves its pushes
+                                            -- this long (a moved user: the push follows); 0: read
+                                            -- uip_ for every push (off until a quiet benchmark shows
+                                            -- the pair faster with it, bench/RESULTS.md)
         instances = {
             chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110 },
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111 },

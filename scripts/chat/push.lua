@@ -17,8 +17,9 @@
 -- answers UNIMPLEMENTED (it only speaks the one-push RPCs: NotifyTextChatMsg,
 -- NotifyAddFriend, NotifyAuthFriend) gets each push by its own RPC instead.
 --
--- Where a receiver is (uip_<uid>) is remembered for chat.location_cache_ms, so a stream of
--- pushes to one user costs one Redis read per that time, not one per push. A stale entry
+-- Where a receiver is (uip_<uid>) may be remembered for chat.location_cache_ms (0, the
+-- default: not at all), so a stream of pushes to one user costs one Redis read per that
+-- time, not one per push. A stale entry
 -- is harmless: the server it names answers 1011 for the push, which then follows the user
 -- once (read from Redis, not from here) and drops the entry; an entry naming a dead server
 -- or this one is read again at once.

@@ -153,6 +153,10 @@ return {
         push_batch_window_ms = 1,           -- pushes to one peer server gathered this long (and while
                                             -- its previous call is in flight) travel in one call
         push_batch_max = 256,               -- at most this many pushes per call (NotifyBatch)
+        location_cache_ms = 0,              -- a receiver's server (uip_) read once serves its pushes
+                                            -- this long (a moved user: the push follows); 0: read
+                                            -- uip_ for every push (off until a quiet benchmark shows
+                                            -- the pair faster with it, bench/RESULTS.md)
         group_max_members = 500,            -- members of one group, owner included
         group_max_per_user = 200,           -- groups one user may be a member of
         group_name_max_bytes = 64,          -- a group's name (UTF-8 bytes)

@@ -9,6 +9,9 @@
 # on its nodes with mysql.policy GALERA_POLICY (default prefer_first).
 # TRANSPORT=ws: every user connects over WebSocket (docs/protocol.md §5.5) instead of the
 # TCP frames.
+# Besides b1's CPU per message, the peak prints the CPU per message of every server-side
+# process together (chat servers, Redis, MariaDB): what the two shared cores pay for a
+# message, the figure that decides whether two servers deliver as much as one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
@@ -25,17 +28,24 @@ if [ "${TRANSPORT:-tcp}" = ws ]; then P1=$W1; P2=$W2; WS=(--ws); fi
 SERVERS="127.0.0.1:$P1"
 if [ "$NSERVERS" = 2 ]; then "$BIN" chat --name b2 & C2=$!; PIDS+=($C2); SERVERS="$SERVERS,127.0.0.1:$P2"; fi
 sleep 1
+# up to 30 s: a loaded machine starts the servers slowly
+for p in "$P1" ${C2:+"$P2"}; do
+  for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.05; done
+done
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-DB=$DB_PID
-T0=$(ticks "$C1"); D0=$(ticks "$DB")
+DB=$DB_PID; RD=$(cat "$TMP/redis/redis.pid")
+all_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
+STORES=("$C1" ${C2:+"$C2"} "$RD" "$DB")
+T0=$(ticks "$C1"); D0=$(ticks "$DB"); A0=$(all_ticks "${STORES[@]}")
 PEAK_OUT=$("$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --window "$WINDOW" --seconds "$SECS")
-T1=$(ticks "$C1"); D1=$(ticks "$DB")
+T1=$(ticks "$C1"); D1=$(ticks "$DB"); A1=$(all_ticks "${STORES[@]}")
 echo "== peak ($NSERVERS chat server(s), $PAIRS pairs, $WINDOW in flight per sender${GALERA_NODES:+, Galera $GALERA_NODES ${GALERA_POLICY:-prefer_first}})"
 echo "$PEAK_OUT"
 PEAK=$(echo "$PEAK_OUT" | awk '/^acked:/ {print $2}')
-awk -v t=$((T1 - T0)) -v d=$((D1 - D0)) -v hz="$(getconf CLK_TCK)" -v r="$PEAK" -v s="$SECS" 'BEGIN {
+awk -v t=$((T1 - T0)) -v d=$((D1 - D0)) -v a=$((A1 - A0)) -v hz="$(getconf CLK_TCK)" -v r="$PEAK" -v s="$SECS" 'BEGIN {
   printf "chat server b1 CPU per message: %.1f us\n", t / hz * 1e6 / (r * s)
-  printf "MariaDB CPU per message: %.1f us\n", d / hz * 1e6 / (r * s) }'
+  printf "MariaDB CPU per message: %.1f us\n", d / hz * 1e6 / (r * s)
+  printf "chat servers + Redis + MariaDB CPU per message: %.1f us\n", a / hz * 1e6 / (r * s) }'
 HALF=$(awk -v p="$PEAK" 'BEGIN { printf "%d", p / 2 }')
 echo "== at half of the peak: $HALF msgs/s"
 "$BIN" exec "$ROOT/bench/chat_tokens.lua" "$TMP/users" # the peak's logins used the tokens up

@@ -3,8 +3,10 @@
 -- at most chat.push_batch_max pushes, each sender's in order; a push the peer answers 1011
 -- for follows its user once; a peer that only speaks NotifyTextChatMsg gets each push by
 -- it, and a chat server still takes NotifyTextChatMsg from such a peer; after a reload the
--- new generation's pushes queue behind the call the old one has in flight. Fake peers are
--- gRPC servers in this process, announced in Redis as chat servers.
+-- new generation's pushes queue behind the call the old one has in flight; a receiver's
+-- server (uip_) is read once per chat.location_cache_ms, and a push after the receiver
+-- moved follows it from the server the cache still names. Fake peers are gRPC servers in
+-- this process, announced in Redis as chat servers.
 local host = require "host"
 local util = require "helpers.util"
 local cluster = require "helpers.chat_cluster"
@@ -12,6 +14,7 @@ local redis = host.redis
 
 local BATCH = { method = "ChatService.NotifyBatch" }
 local CALLS = "chathost_grpc_client_calls_total"
+local READS = "chathost_chat_push_location_reads_total"
 
 local function text(from, to, thread, content)
     return { fromuid = from.uid, touid = to.uid, thread_id = thread,
@@ -20,15 +23,33 @@ end
 
 local fake_peer = cluster.fake_peer
 
+-- a logged in on the server at from_port, b on to_port, friends: -> a, b, thread, ca, cb
+local function pair(from_port, to_port)
+    local a, b = cluster.user(), cluster.user()
+    local thread = cluster.befriend(a, b)
+    return a, b, thread, cluster.login(from_port, a), cluster.login(to_port, b)
+end
+
+-- a's text to b is acked (client ca) and pushed to the client got
+local function said(ca, got, a, b, thread, content)
+    assert.equal(0, assert(ca:request(1017, text(a, b, thread, content))).error)
+    assert.equal(content, assert(got:wait_push(1019, 5000)).chat_datas[1].content)
+end
+
 describe("chat pushes to a peer server", function()
-    local cl, chat1, chat2, chat3
+    local cl, chat1, chat2, chat3, chat4
+    local SHORT_CACHE_MS = 300
 
     setup(function()
-        -- a window far above a request's round trip: what the senders' pushes share
-        cl = cluster.start { chat = { push_batch_window_ms = 20 } }
+        -- a window far above a request's round trip: what the senders' pushes share; a
+        -- location cache far longer than any test
+        cl = cluster.start { chat = { push_batch_window_ms = 20, location_cache_ms = 60000 } }
         chat1, chat2 = cl.chats[1], cl.chats[2]
-        chat3 = cluster.start_chat { chat = { push_batch_window_ms = 20, push_batch_max = 1 } }
+        chat3 = cluster.start_chat { chat = { push_batch_window_ms = 20, push_batch_max = 1,
+            location_cache_ms = 0 } }
         cl.chats[3] = chat3
+        chat4 = cluster.start_chat { chat = { location_cache_ms = SHORT_CACHE_MS } }
+        cl.chats[4] = chat4
     end)
 
     teardown(function() cl:stop() end)
@@ -135,6 +156,71 @@ describe("chat pushes to a peer server", function()
         cb:close()
     end)
 
+    -- a on from sends k texts to b on to, each awaited: -> the uip_ reads of from meanwhile
+    local function reads_for(from, to, k)
+        local a, b, thread, ca, cb = pair(from.port, to.port)
+        local before = cluster.metric(from, READS, 0)
+        for j = 1, k do said(ca, cb, a, b, thread, "r" .. j) end
+        local reads = cluster.metric(from, READS, 0) - before
+        ca:close()
+        cb:close()
+        settled(from)
+        return reads
+    end
+
+    it("reads a receiver's server once within chat.location_cache_ms", function()
+        assert.equal(1, reads_for(chat1, chat2, 4))
+    end)
+
+    it("reads a receiver's server for every push at chat.location_cache_ms = 0", function()
+        assert.equal(4, reads_for(chat3, chat2, 4))
+    end)
+
+    it("reads a receiver's server again once chat.location_cache_ms has passed", function()
+        local a, b, thread, ca, cb = pair(chat4.port, chat2.port)
+        local before = cluster.metric(chat4, READS, 0)
+        local function send(content)
+            said(ca, cb, a, b, thread, content)
+            return host.timer.monotonic()
+        end
+        local first = send("read")
+        send("cached")
+        -- the second was within the cache's time unless the machine stalled: then it read
+        local cached = host.timer.monotonic() - first < SHORT_CACHE_MS
+        assert.equal(cached and 1 or 2, cluster.metric(chat4, READS, 0) - before)
+        local reads = cluster.metric(chat4, READS, 0)
+        host.timer.sleep(SHORT_CACHE_MS + 50)
+        send("expired")
+        assert.equal(reads + 1, cluster.metric(chat4, READS, 0))
+        ca:close()
+        cb:close()
+        settled(chat4)
+    end)
+
+    it("follows a receiver who moved from the server the location cache names", function()
+        local a, b, thread, ca, old = pair(chat1.port, chat2.port)
+        said(ca, old, a, b, thread, "there")
+        -- b moves to chat3 (chat2's session is kicked); chat1's cache still says chat2
+        local new = cluster.login(chat3.port, b)
+        assert.same({ error = 0, uid = b.uid }, old:wait_push(1021))
+        assert.equal(chat3.name, redis.call("GET", "uip_" .. b.uid))
+        local SERVED = "chathost_grpc_server_calls_total"
+        local served = cluster.metric(chat2, SERVED, 0, BATCH)
+        local reads = cluster.metric(chat1, READS, 0)
+        said(ca, new, a, b, thread, "moved")
+        -- it went to chat2 first (answered 1011 there), then after b (one read of uip_)
+        assert.equal(served + 1, cluster.metric(chat2, SERVED, 0, BATCH))
+        assert.equal(reads + 1, cluster.metric(chat1, READS, 0))
+        -- the entry that sent it astray is gone: the next push reads uip_ and goes straight
+        said(ca, new, a, b, thread, "again")
+        assert.equal(served + 1, cluster.metric(chat2, SERVED, 0, BATCH))
+        assert.equal(reads + 2, cluster.metric(chat1, READS, 0))
+        ca:close()
+        old:close()
+        new:close()
+        settled(chat1)
+    end)
+
     it("sends each push by NotifyTextChatMsg to a peer without NotifyBatch", function()
         local got = {}
         local a, d = cluster.user(), cluster.user()
@@ -211,12 +297,8 @@ describe("chat pushes to a peer server across a reload", function()
     end)
 
     it("queues the new generation's pushes behind the call the old one has in flight", function()
-        local a, b = cluster.user(), cluster.user()
-        local thread = cluster.befriend(a, b)
-        local ca = cluster.login(chat1.port, a)
-        local cb = cluster.login(chat2.port, b)
-        assert.equal(0, assert(ca:request(1017, text(a, b, thread, "warm"))).error)
-        assert.equal("warm", assert(cb:wait_push(1019, 5000)).chat_datas[1].content)
+        local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
+        said(ca, cb, a, b, thread, "warm")
         local function queued()
             return cluster.metric(chat1, "chathost_chat_pushes_queued_total", 0)
         end

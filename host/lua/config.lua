@@ -200,6 +200,7 @@ local SCHEMA = {
         push_queue_max = int(2, 1, 1000000),        -- pushes waiting per session and peer server
         push_batch_window_ms = int(1, 0, 1000),     -- pushes to one peer gathered into one call
         push_batch_max = int(256, 1, 100000),       -- pushes per NotifyBatch call
+        location_cache_ms = int(0, 0, 60000),       -- a receiver's uip_ reused by pushes; 0: read each
         apply_list_max = int(100, 0, 100000),       -- applications in the 1006 reply
         friend_list_max = int(1000, 0, 1000000),    -- friends in the 1006 reply (then cut to fit)
         group_max_members = int(500, 2, 100000),    -- members of one group (1061/1063: 1016)

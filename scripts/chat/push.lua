@@ -16,6 +16,13 @@
 -- One queue and one call at a time keep the order per (sender, receiver). A peer that
 -- answers UNIMPLEMENTED (it only speaks the one-push RPCs: NotifyTextChatMsg,
 -- NotifyAddFriend, NotifyAuthFriend) gets each push by its own RPC instead.
+--
+-- Where a receiver is (uip_<uid>) may be remembered for chat.location_cache_ms (0, the
+-- default: not at all), so a stream of pushes to one user costs one Redis read per that
+-- time, not one per push. A stale entry
+-- is harmless: the server it names answers 1011 for the push, which then follows the user
+-- once (read from Redis, not from here) and drops the entry; an entry naming a dead server
+-- or this one is read again at once.
 local host = require "host"
 local keys = require "lib.keys"
 local presence = require "chat.presence"
@@ -68,6 +75,54 @@ function M.call(server, method, req, timeout_ms)
         return nil, err, code
     end
     return rsp
+end
+
+-- The receivers' servers: uid -> name and uid -> when read (host.timer.monotonic()), in two
+-- generations swapped every LOCATION_MS, so what is kept is what was read in the last two
+-- LOCATION_MS (no growth with the users ever pushed to). A module local: a reload starts
+-- empty, which only costs a read per receiver.
+local LOCATION_MS = settings.location_cache_ms
+local loc = { at = -math.huge, cur = {}, cur_at = {}, old = {}, old_at = {} }
+
+local function location_lookup(uid)
+    host.metrics.inc("chathost_chat_push_location_reads_total", 1, nil,
+        "uip_ reads by chat.push: pushes to users on other servers not answered by chat.location_cache_ms")
+    return presence.where(uid)
+end
+
+-- The cached server of uid, if read less than LOCATION_MS ago: -> name | nil
+local function cached(uid, now)
+    local at = loc.cur_at[uid]
+    if at and now - at < LOCATION_MS then return loc.cur[uid] end
+    at = loc.old_at[uid]
+    if at and now - at < LOCATION_MS then return loc.old[uid] end
+    return nil
+end
+
+local function remember(uid, server, now)
+    if LOCATION_MS <= 0 then return end
+    if now - loc.at >= LOCATION_MS then
+        loc.old, loc.old_at, loc.cur, loc.cur_at = loc.cur, loc.cur_at, {}, {}
+        loc.at = now
+    end
+    loc.cur[uid], loc.cur_at[uid] = server, now
+end
+
+-- forget(uid): the next push to uid reads uip_ (its server said it is not there).
+local function forget(uid)
+    loc.cur_at[uid], loc.old_at[uid] = nil, nil
+end
+
+-- where(uid) -> the name of the server uid is on (maybe this one) | nil (offline) | nil, err:
+-- from the cache when it names a live peer, else from uip_ (an offline user is not cached).
+local function where(uid)
+    local now = host.timer.monotonic()
+    local server = LOCATION_MS > 0 and cached(uid, now)
+    if server and server ~= settings.name and M.address(server) then return server end
+    local err
+    server, err = location_lookup(uid)
+    if server then remember(uid, server, now) end
+    return server, err
 end
 
 local function failed(msg_id, uid, err)
@@ -172,6 +227,7 @@ local function follow(server, items)
     local lost, where = 0, {} -- where: uid -> its server (false: none), looked up once
     for _, it in ipairs(items) do
         local fate = "lost"
+        if not it.uids then forget(it.uid) end
         if it.uids then -- a group push (post_many): its members read what they missed
             fate = "lost"
         elseif send_here(it.uid, it.msg_id, it.body) then
@@ -179,7 +235,7 @@ local function follow(server, items)
         elseif not it.followed then
             local now = where[it.uid]
             if now == nil then
-                now = presence.where(it.uid) or false
+                now = location_lookup(it.uid) or false
                 where[it.uid] = now
             end
             if now and now ~= server and now ~= settings.name and M.address(now) then
@@ -276,8 +332,8 @@ end
 
 -- post(session, uid, msg_id, body, method, req): sends a push on behalf of the user of
 -- session without holding up that session's next frames while a peer server answers. A
--- user on this server gets body at once. A user on another server is looked up (uip_),
--- then body goes into that server's queue, to travel with the other pushes for it in one
+-- user on this server gets body at once. A user on another server is looked up (uip_, or
+-- the location cache), then body goes into that server's queue, to travel with the other pushes for it in one
 -- NotifyBatch (method and req: the one-push RPC, for a peer without NotifyBatch). Once
 -- settings.push_queue_max + 1 pushes of this session wait for that server, post waits for
 -- room (back-pressure: a sender cannot run ahead of its pushes without bound), at most
@@ -286,7 +342,7 @@ end
 -- its next page load. An offline user, or one whose server died, gets nothing.
 function M.post(session, uid, msg_id, body, method, req)
     if send_here(uid, msg_id, body) then return end
-    local server, err = presence.where(uid)
+    local server, err = where(uid)
     if err then return failed(msg_id, uid, err) end
     if not server or server == settings.name then return end -- offline
     if not M.address(server) then return end                 -- its server died with it

@@ -31,6 +31,7 @@ local M = {
     push_queue_max = self.push_queue_max,           -- per sending session (chat.push)
     push_batch_window_ms = self.push_batch_window_ms, -- pushes to a peer gathered (chat.push)
     push_batch_max = self.push_batch_max,           -- pushes per NotifyBatch call
+    location_cache_ms = self.location_cache_ms,     -- a receiver's uip_ reused (chat.push)
     apply_list_max = self.apply_list_max,           -- applications read for 1006
     friend_list_max = self.friend_list_max,         -- friends read for 1006 (then cut)
     group_max_members = self.group_max_members,     -- per group, owner included

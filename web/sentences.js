@@ -21,15 +21,15 @@ export const BY_CODE = {
   1017: "Too many attempts; try again in %s seconds",
   1018: "The server is busy; try again",
   1019: "The server had an internal error; try again later",
-  1100: "No such file",
-  1101: "The file is too large",
-  1102: "That type of file is not accepted",
-  1103: "Your storage quota is used up",
-  1104: "A piece of the file was refused; send it again",
+  1100: "No such image (or its upload expired)",
+  1101: "The image is larger than the server takes",
+  1102: "The server does not take files of that type",
+  1103: "Your storage on the server is full, or too many uploads are unfinished",
+  1104: "The server refused a piece of the file; send it again",
   1105: "The server could not store the file; try again later",
-  1106: "That image belongs to another conversation",
-  1107: "The file is not completely uploaded yet",
-  1108: "That file name is taken",
+  1106: "That image is not in a chat of yours",
+  1107: "That image is still being uploaded; try again when it has arrived",
+  1108: "That file name is taken; send the image again",
 };
 
 // What the protocol's field names are to a person (1016 says which field).

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# bench/chat_msgs.sh [SERVERS=1|2] [PAIRS] [SECONDS] [WINDOW]: text messages between friend
+# bench/chat_msgs.sh [SERVERS=1..5] [PAIRS] [SECONDS] [WINDOW]: text messages between friend
 # pairs through real chat servers (private Redis and MariaDB on this machine, durable
 # commits: innodb_flush_log_at_trx_commit=1). First at full speed (WINDOW messages in flight
 # per sender) for the peak, then at half of that rate for latency. A message counts when it
 # is stored, acked (1018) and pushed (1019 at the peer). With SERVERS=2 the two users of a
-# pair are on different chat servers (the push crosses gRPC). GALERA=1: MariaDB is a local
+# pair are on different chat servers (the push crosses gRPC); with 3 to 5, each user is on a
+# server drawn at random (a pair crosses servers with probability 1 - 1/SERVERS). GALERA=1: MariaDB is a local
 # 3-node Galera cluster (tools/galera.sh) instead of one server, the chat servers' pools
 # on its nodes with mysql.policy GALERA_POLICY (default prefer_first).
 # TRANSPORT=ws: every user connects over WebSocket (docs/protocol.md §5.5) instead of the
@@ -20,22 +21,27 @@ PAIRS=${2:-500}
 SECS=${3:-10}
 WINDOW=${4:-4}
 . "$ROOT/bench/stores.sh"
-two_chat_servers
+case "$NSERVERS" in [1-5]) ;; *) echo "SERVERS: 1 to 5" >&2; exit 2;; esac
+chat_servers "$((NSERVERS > 2 ? NSERVERS : 2))"
 "$BIN" exec "$ROOT/bench/chat_setup.lua" "$PAIRS" "$TMP/users" "$NSERVERS"
-"$BIN" chat --name b1 & C1=$!; PIDS+=($C1)
 WS=()
-if [ "${TRANSPORT:-tcp}" = ws ]; then P1=$W1; P2=$W2; WS=(--ws); fi
-SERVERS="127.0.0.1:$P1"
-if [ "$NSERVERS" = 2 ]; then "$BIN" chat --name b2 & C2=$!; PIDS+=($C2); SERVERS="$SERVERS,127.0.0.1:$P2"; fi
+if [ "${TRANSPORT:-tcp}" = ws ]; then WS=(--ws); fi
+SERVERS=""; CHATS=(); PORTS=()
+for i in $(seq 1 "$NSERVERS"); do
+  "$BIN" chat --name "b$i" & CHATS+=($!); PIDS+=($!)
+  port=${CP[$i]}; if [ ${#WS[@]} -gt 0 ]; then port=${CW[$i]}; fi
+  PORTS+=("$port"); SERVERS="$SERVERS${SERVERS:+,}127.0.0.1:$port"
+done
+C1=${CHATS[0]}
 sleep 1
 # up to 30 s: a loaded machine starts the servers slowly
-for p in "$P1" ${C2:+"$P2"}; do
+for p in "${PORTS[@]}"; do
   for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.05; done
 done
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 DB=$DB_PID; RD=$(cat "$TMP/redis/redis.pid")
 all_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
-STORES=("$C1" ${C2:+"$C2"} "$RD" "$DB")
+STORES=("${CHATS[@]}" "$RD" "$DB")
 T0=$(ticks "$C1"); D0=$(ticks "$DB"); A0=$(all_ticks "${STORES[@]}")
 PEAK_OUT=$("$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --window "$WINDOW" --seconds "$SECS")
 T1=$(ticks "$C1"); D1=$(ticks "$DB"); A1=$(all_ticks "${STORES[@]}")

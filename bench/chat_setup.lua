@@ -2,7 +2,7 @@
 -- "cb<n>"), makes each pair friends with their private thread, writes a login token for
 -- every user to Redis, and writes OUT_FILE for bench/chat_load.c: one line per user,
 -- "uid token peer_uid thread_id server_index" (with SERVERS=2 the two users of a pair are
--- on different servers). Run with `chathost exec` against the bench's Redis and MariaDB.
+-- on different servers; with more, each user's server is drawn at random). Run with `chathost exec` against the bench's Redis and MariaDB.
 local host = require "host"
 local pairs_n, out_path, nservers = tonumber((...)), select(2, ...), tonumber(select(3, ...) or "1")
 
@@ -70,8 +70,9 @@ for k = 1, pairs_n do
     for side = 0, 1 do
         local me, peer = uids[2 * k - 1 + side], uids[2 * k - side]
         local token = host.crypto.random_hex(16)
-        lines[#lines + 1] = ("%d %s %d %d %d"):format(me, token, peer, threads[k],
-            nservers > 1 and side or 0)
+        local server = nservers > 2 and host.crypto.random_uniform(nservers)
+            or (nservers > 1 and side or 0)
+        lines[#lines + 1] = ("%d %s %d %d %d"):format(me, token, peer, threads[k], server)
         cmds[#cmds + 1] = { "SET", "utoken_" .. me, token, "EX", 86400 }
         if #cmds == BATCH then
             assert(host.redis.pipeline(cmds))

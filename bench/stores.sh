@@ -34,13 +34,20 @@ if [ "${GALERA:-0}" = 1 ]; then
     sed -n 's/^CHATHOST_MYSQL_NODES=//p')
   DB_PID=$(cat "$TMP/galera/node1/launcher.pid")
 fi
-# two_chat_servers: free ports P1/R1/W1 and P2/R2/W2 (client, gRPC and WebSocket ports of chat
-# servers b1 and b2; any Origin), $TMP/config.lua naming both and the stores above, exported as CHATHOST_CONFIG, and
-# the migrations applied. (A benchmark then starts `chathost chat --name b1` and/or b2.)
-two_chat_servers() {
-  P1=$(free_port $((21000 + RANDOM % 1000))); R1=$(free_port $((P1 + 1)))
-  P2=$(free_port $((R1 + 1))); R2=$(free_port $((P2 + 1)))
-  W1=$(free_port $((R2 + 1))); W2=$(free_port $((W1 + 1)))
+# chat_servers N: free ports CP[i]/CR[i]/CW[i] (client, gRPC and WebSocket ports of chat
+# server b<i>, i = 1..N; any Origin), also as P1/R1/W1 and P2/R2/W2 for the first two,
+# $TMP/config.lua naming them and the stores above, exported as CHATHOST_CONFIG, and the
+# migrations applied. (A benchmark then starts `chathost chat --name b<i>`.)
+chat_servers() {
+  local n=$1 i next=$((21000 + RANDOM % 1000)) instances=""
+  CP=(); CR=(); CW=()
+  for i in $(seq 1 "$n"); do
+    CP[$i]=$(free_port "$next"); CR[$i]=$(free_port $((CP[i] + 1))); CW[$i]=$(free_port $((CR[i] + 1)))
+    next=$((CW[i] + 1))
+    instances="$instances    b$i = { port = ${CP[$i]}, rpc_port = ${CR[$i]}, admin_port = 0, ws_port = ${CW[$i]} },
+"
+  done
+  P1=${CP[1]}; R1=${CR[1]}; W1=${CW[1]}; P2=${CP[2]:-}; R2=${CR[2]:-}; W2=${CW[2]:-}
   cat >"$TMP/config.lua" <<CFG
 return {
   log = { level = "warn" },
@@ -51,10 +58,10 @@ return {
             nodes = { $(echo "$GALERA_NODES" | sed 's/[^,][^,]*/"&"/g') },
             policy = "${GALERA_POLICY:-prefer_first}" },
   chat = { ws_origins = { "*" }, instances = {
-    b1 = { port = $P1, rpc_port = $R1, admin_port = 0, ws_port = $W1 },
-    b2 = { port = $P2, rpc_port = $R2, admin_port = 0, ws_port = $W2 } } },
+$instances  } },
 }
 CFG
   export CHATHOST_CONFIG=$TMP/config.lua
   "$BIN" migrate >/dev/null
 }
+two_chat_servers() { chat_servers 2; }

@@ -158,6 +158,21 @@ end
 
 -- Starts the servers of the role's entry in roles.SERVER_KINDS order (M.grpc, M.http,
 -- M.chat), then its admin listener; nil, err, detail at the first that cannot listen.
+-- Users' traffic (the gate's HTTP with its xor-obfuscated passwords, the chat and resource
+-- channels with their tokens) has no TLS of chathost's own yet: a server of it on an address
+-- other hosts can reach says so at start-up (README "Security").
+local function loopback(address)
+    return address == "localhost" or address == "::1" or address:match("^127%.") ~= nil
+end
+
+local function warn_without_tls(kind, address_host, port)
+    if loopback(address_host) then return end
+    host.log.warn(host.role, ": ", kind, " on ", address_host, ":", port, " is reachable from",
+        " other hosts WITHOUT TLS: passwords (xor-obfuscated only) and tokens cross the network",
+        " in clear; put a TLS-terminating proxy in front or keep it on a private network",
+        " (README, Security)")
+end
+
 local function start_servers(entry, scripts, self)
     for _, kind in ipairs(roles.SERVER_KINDS) do
         local field = entry.servers[kind]
@@ -165,6 +180,10 @@ local function start_servers(entry, scripts, self)
             local server, err, detail = START[kind](scripts, self, self[field], entry)
             if not server then return nil, err, detail end
             M[kind] = server
+            if kind ~= "grpc" then warn_without_tls(kind, self.host, self[field]) end
+            if kind == "chat" and (self.ws_port or 0) > 0 then
+                warn_without_tls("WebSocket", self.host, self.ws_port)
+            end
         end
     end
     local err

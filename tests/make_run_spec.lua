@@ -21,7 +21,7 @@ describe("make run", function()
         dir = assert(host.fs.mkdtemp("makerun"))
         ports = {}
         for _, k in ipairs({ "redis", "mysql", "mail", "gate", "gate_admin", "verify", "status",
-            "c1", "c1rpc", "c2", "c2rpc", "c2admin", "res", "reshttp", "resadmin" }) do ports[k] = roles.free_port() end
+            "c1", "c1rpc", "c2", "c2rpc", "c2admin", "res", "reshttp", "resadmin", "c1ws" }) do ports[k] = roles.free_port() end
         assert(host.fs.write(dir .. "/config.lua", "return " .. roles.serialize {
             scripts = { dir = host.root .. "/scripts" }, migrations = { dir = host.root .. "/sql" },
             redis = { port = ports.redis }, mysql = { port = ports.mysql },
@@ -31,7 +31,7 @@ describe("make run", function()
             status = { port = ports.status, admin_port = 0 },
             resource = { port = ports.res, http_port = ports.reshttp, admin_port = ports.resadmin },
             chat = { instances = {
-                chat1 = { port = ports.c1, rpc_port = ports.c1rpc, admin_port = 0 },
+                chat1 = { port = ports.c1, rpc_port = ports.c1rpc, admin_port = 0, ws_port = ports.c1ws },
                 chat2 = { port = ports.c2, rpc_port = ports.c2rpc, admin_port = ports.c2admin } } },
         }))
         env = { CHATHOST_RUN_DIR = dir .. "/run", CHATHOST_CONFIG = dir .. "/config.lua",
@@ -66,8 +66,9 @@ describe("make run", function()
         local out = proc:output()
         assert.matches("chathost is up:", out)
         assert.matches("gate +http://127%.0%.0%.1:" .. ports.gate, out)
-        assert.matches("chat1 +chat clients on 127%.0%.0%.1:" .. ports.c1, out)
-        assert.matches("chat2 +chat clients on 127%.0%.0%.1:" .. ports.c2, out)
+        assert.matches("chat1 +chat clients on 127%.0%.0%.1:" .. ports.c1
+            .. ", WebSocket ws://127%.0%.0%.1:" .. ports.c1ws .. "/,", out)
+        assert.matches("chat2 +chat clients on 127%.0%.0%.1:" .. ports.c2 .. ", gRPC", out)
         assert.matches("verify +gRPC 127%.0%.0%.1:" .. ports.verify, out)
         assert.matches("status +gRPC 127%.0%.0%.1:" .. ports.status, out)
         assert.matches("resource 127%.0%.0%.1:" .. ports.res .. " %(avatars and images, 6%-byte "

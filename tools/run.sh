@@ -234,7 +234,12 @@ summary() {
     case "${role_of[$name]}" in
       chat)
         read -r port rpc admin <<<"$(ports "$name")"
-        lines+=("  $name    chat clients on 127.0.0.1:$port, gRPC $rpc, admin http://127.0.0.1:$admin") ;;
+        local ws
+        ws=$("$BIN" config "chat.instances.$name.ws_port" 2>/dev/null || true)
+        [ -z "$ws" ] || [ "$ws" = 0 ] && ws=$("$BIN" config chat.ws_port 2>/dev/null || true)
+        local wsl=""
+        [ -n "$ws" ] && [ "$ws" != 0 ] && wsl=", WebSocket ws://127.0.0.1:$ws/"
+        lines+=("  $name    chat clients on 127.0.0.1:$port$wsl, gRPC $rpc, admin http://127.0.0.1:$admin") ;;
       gate)
         read -r port admin <<<"$(ports "$name")"
         lines+=("  gate     http://127.0.0.1:$port (POST /get_varifycode, /user_register, /reset_pwd, /user_login), admin http://127.0.0.1:$admin")

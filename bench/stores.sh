@@ -37,7 +37,8 @@ fi
 # chat_servers N: free ports CP[i]/CR[i]/CW[i] (client, gRPC and WebSocket ports of chat
 # server b<i>, i = 1..N; any Origin), also as P1/R1/W1 and P2/R2/W2 for the first two,
 # $TMP/config.lua naming them and the stores above, exported as CHATHOST_CONFIG, and the
-# migrations applied. (A benchmark then starts `chathost chat --name b<i>`.)
+# migrations applied. (A benchmark then starts `chathost chat --name b<i>`.) CHAT_EXTRA: more
+# fields of the chat section, e.g. CHAT_EXTRA="push_lanes = 2,".
 chat_servers() {
   local n=$1 i next=$((21000 + RANDOM % 1000)) instances=""
   CP=(); CR=(); CW=()
@@ -57,7 +58,7 @@ return {
   mysql = { port = $MYSQL_PORT, password = "benchpw", database = "chathost_bench", pool_size = 8,
             nodes = { $(echo "$GALERA_NODES" | sed 's/[^,][^,]*/"&"/g') },
             policy = "${GALERA_POLICY:-prefer_first}" },
-  chat = { ws_origins = { "*" }, instances = {
+  chat = { ws_origins = { "*" }, ${CHAT_EXTRA:-} instances = {
 $instances  } },
 }
 CFG

@@ -10,6 +10,8 @@ local http = require "helpers.http"
 local redis, db = host.redis, host.db
 
 local M = {}
+
+M.by_port = {} -- the chat servers start_chat started, by their port (for diagnostics)
 M.__index = M
 
 -- Chat settings of the spec clusters: short intervals so expiry is observable quickly.
@@ -52,6 +54,7 @@ function M.start_chat(opts)
             return cfg
         end }
     role.name, role.rpc_port, role.admin_port, role.ws_port = name, rpc_port, admin_port, ws_port
+    M.by_port[role.port] = role
     -- announced (start() reports at once): the status role may choose it
     local call = opts.redis and function(...) return opts.redis:call(...) end or redis.call
     assert(util.wait_until(function() return call("EXISTS", "chatserver_" .. name) == 1 end,
@@ -134,8 +137,11 @@ function M.login(port, user)
     local c, err = chat_client.connect(port)
     if not c then -- (seen under heavy load only: say who holds the port, if anyone)
         local ss = host.proc.run({ "ss", "-ltnpH", "sport = :" .. port })
-        error(("connect to chat port %d: %s; listening there: %s"):format(port, tostring(err),
-            ss and ss.stdout ~= "" and ss.stdout or "nobody"), 2)
+        local role = M.by_port[port]
+        error(("connect to chat port %d: %s; listening there: %s; its server: %s"):format(port,
+            tostring(err), ss and ss.stdout ~= "" and ss.stdout or "nobody",
+            role and ((role.proc.exited and "exited" or ("running (pid " .. role.proc.pid .. ")"))
+                .. ", its log:\n" .. role:log()) or "not started by this helper"), 2)
     end
     local r = assert(c:request(1005, { uid = user.uid, token = user.token }))
     assert(r.error == 0, "login of " .. user.uid .. " answered " .. host.json.encode(r))

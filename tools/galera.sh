@@ -172,9 +172,20 @@ cmd_start() {
   echo "CHATHOST_MYSQL_NODES=$NODES"
 }
 
+# node_pid DIR N: the pid of node N if that process is still node N's mariadbd (a pid in the
+# file may since belong to another process: pids wrap around at kernel.pid_max), else nothing
+node_pid() {
+  local pid cnf
+  pid=$(cat "$1/node$2/launcher.pid" 2>/dev/null || true)
+  [ -n "$pid" ] || return 0
+  cnf=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 's/^--defaults-file=//p' | head -n 1)
+  [ -n "$cnf" ] && [ "$(realpath -m "$cnf")" = "$(realpath -m "$1/node$2/my.cnf")" ] && echo "$pid"
+  return 0
+}
+
 stop_node() {
   local dir=$1 i=$2 pid
-  pid=$(cat "$dir/node$i/launcher.pid" 2>/dev/null || true)
+  pid=$(node_pid "$dir" "$i")
   [ -n "$pid" ] || return 0
   kill "$pid" 2>/dev/null || return 0
   for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
@@ -188,7 +199,8 @@ cmd_stop() {
 
 cmd_kill() {
   local dir=$1 i=$2 pid
-  pid=$(cat "$dir/node$i/launcher.pid")
+  pid=$(node_pid "$dir" "$i")
+  [ -n "$pid" ] || die "node $i is not running"
   kill -9 "$pid"
   while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
 }

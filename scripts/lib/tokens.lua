@@ -19,13 +19,14 @@ function M.issue(uid, ttl_s)
     return token
 end
 
--- Does key hold token? -> true | false (missing, empty, expired or another) | nil, err.
--- Constant-time compare.
-local function holds(key, token)
+-- Does key hold token (the token part of its value, when part(value) says which)? -> true |
+-- false (missing, empty, expired or another) | nil, err. Constant-time compare.
+local function holds(key, token, part)
     if type(token) ~= "string" or token == "" then return false end
     local stored, err = host.redis.call("GET", key)
     if err then return nil, err end
-    return stored ~= nil and host.crypto.constant_time_equal(stored, token)
+    if stored == nil then return false end
+    return host.crypto.constant_time_equal(part and part(stored) or stored, token)
 end
 
 -- valid(uid, token) -> true | false (missing, empty, expired or wrong) | nil, err
@@ -137,10 +138,7 @@ end
 -- session_valid(uid, token) -> true | false (missing, empty, expired, closed or another)
 -- | nil, err. Constant-time compare.
 function M.session_valid(uid, token)
-    if type(token) ~= "string" or token == "" then return false end
-    local value, err = host.redis.call("GET", keys.session_token(uid))
-    if err then return nil, err end
-    return value ~= nil and host.crypto.constant_time_equal((split(value)), token)
+    return holds(keys.session_token(uid), token, function(value) return (split(value)) end)
 end
 
 -- session_close_cmd(uid, token) -> the EVAL command of session_close, for a pipeline

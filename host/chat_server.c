@@ -72,6 +72,8 @@ typedef struct ws_conn {
 
 typedef struct session {
     list_node link;
+    list_node dirty_link;   /* in srv->dirty while frames wait for the end of the loop pass */
+    int dirty;
     chat_server *srv;
     uv_tcp_t tcp;
     uv_timer_t *flush_timer;
@@ -131,9 +133,16 @@ struct chat_server {
     peer_count *per_ip;
     int full;               /* reached max_connections; until it is down to 90% of it */
     list_node sessions;
+    /* Sessions with frames queued during this pass of the loop: written once each, after the
+     * pass's I/O callbacks (flush_check), so the frames of many pushes to one member (a group
+     * commit's fan-out, a NotifyBatch) cost one write. flush_idle keeps poll from sleeping
+     * while any wait (a frame queued after the check runs goes out in the next pass). */
+    list_node dirty;
+    uv_check_t flush_check;
+    uv_idle_t flush_idle;
     char id_prefix[24];
     uint64_t next_id;
-    metric *m_conns, *m_in, *m_out, *m_unknown, *m_slow;
+    metric *m_conns, *m_in, *m_out, *m_writes, *m_unknown, *m_slow;
     struct {
         int used;
         uint16_t id;
@@ -163,7 +172,37 @@ static void ws_free(ws_conn *w);
 
 /* ---- sending ------------------------------------------------------------------------- */
 
-static void start_write(session *s);
+static void write_now(session *s);
+
+/* Marks s to be written at the end of this pass of the loop (see chat_server.dirty). */
+static void schedule_write(session *s) {
+    if (s->dirty || s->state == S_CLOSED) return;
+    chat_server *srv = s->srv;
+    if (srv->obj.closing) { /* the flush handles are closing too */
+        write_now(s);
+        return;
+    }
+    if (list_empty(&srv->dirty)) uv_idle_start(&srv->flush_idle, NULL);
+    s->dirty = 1;
+    list_push_back(&srv->dirty, &s->dirty_link);
+}
+
+static void undirty(session *s) {
+    if (!s->dirty) return;
+    s->dirty = 0;
+    list_remove(&s->dirty_link);
+}
+
+/* The check phase: every session marked this pass writes what it queued, in one write. */
+static void on_flush_check(uv_check_t *h) {
+    chat_server *srv = h->data;
+    while (!list_empty(&srv->dirty)) {
+        session *s = LIST_ENTRY(list_pop_front(&srv->dirty), session, dirty_link);
+        s->dirty = 0;
+        write_now(s); /* may close s: it is off the list already */
+    }
+    uv_idle_stop(&srv->flush_idle);
+}
 
 static void on_written(uv_write_t *w, int status) {
     session *s = w->data;
@@ -175,14 +214,14 @@ static void on_written(uv_write_t *w, int status) {
         return;
     }
     if (s->pending.bytes.len > 0) {
-        start_write(s);
+        write_now(s);
     } else if (s->state == S_DRAINING) {
         session_close(s, s->reason, 0);
     }
 }
 
 /* Sends everything pending: at once if the socket takes it, else with one write request. */
-static void start_write(session *s) {
+static void write_now(session *s) {
     if (s->writing || s->pending.bytes.len == 0 || s->state == S_CLOSED) return;
     out_buf t = s->inflight;
     s->inflight = s->pending;
@@ -190,6 +229,7 @@ static void start_write(session *s) {
     s->pending.bytes.len = 0;
     s->pending.frames = 0;
     uv_buf_t b = uv_buf_init(s->inflight.bytes.data, (unsigned)s->inflight.bytes.len);
+    metric_add(s->srv->m_writes, 1);
     int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
     if (n == (int)s->inflight.bytes.len) {
         s->inflight.bytes.len = 0;
@@ -237,7 +277,7 @@ static int session_send_raw(session *s, uint16_t id, const char *body, size_t le
     }
     q->frames++;
     metric_add(srv->m_out, 1);
-    if (!s->processing && !s->holding) start_write(s); /* else: one write later */
+    if (!s->processing && !s->holding) schedule_write(s); /* else: once the handler is done */
     return 0;
 }
 
@@ -250,7 +290,7 @@ static void release_held(session *s) {
     s->pending.frames += s->held.frames;
     s->held.bytes.len = 0;
     s->held.frames = 0;
-    if (!s->processing) start_write(s);
+    if (!s->processing) schedule_write(s);
 }
 
 /* ---- the Lua session object ---------------------------------------------------------- */
@@ -490,6 +530,7 @@ static void tcp_closed(uv_handle_t *h) {
     int ref = s->ud_ref;
     s->ud_ref = LUA_NOREF;
     luaL_unref(L, LUA_REGISTRYINDEX, ref); /* the Lua object frees s when collected */
+    undirty(s);
     list_remove(&s->link); /* only now: until here the server must outlive s (on_close runs Lua) */
     if (!s->ud_alive) session_free(L, s);
     hostobj_release(&srv->obj);
@@ -515,7 +556,7 @@ static void session_close(session *s, const char *reason, int flush) {
     if (flush && (s->pending.bytes.len > 0 || s->writing)) {
         if (s->state == S_OPEN) {
             s->state = S_DRAINING;
-            start_write(s);
+            write_now(s);
             if (s->state != S_DRAINING) return; /* all written at once: start_write closed it */
             s->flush_timer = xmalloc(sizeof *s->flush_timer);
             uv_timer_init(srv->app->loop, s->flush_timer);
@@ -727,7 +768,7 @@ static void session_process(session *s) {
         }
     } while (s->again);
     s->processing = 0;
-    start_write(s); /* replies of all frames handled above, in one write */
+    schedule_write(s); /* replies of all frames handled above, with the pass's other frames */
     if (s->state == S_OPEN && !s->reading && s->inbox_frames < INBOX_MAX_FRAMES / 2)
         session_read_start(s);
 }
@@ -834,7 +875,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
         if (s->state == S_OPEN) keep_partial(s, data + used, len - used);
     }
     if (s->state != S_OPEN) return;
-    start_write(s);
+    schedule_write(s);
     if (s->inbox_frames >= INBOX_MAX_FRAMES || s->inbox_bytes >= INBOX_MAX_BYTES) {
         uv_read_stop(st); /* the client runs ahead of its handlers: wait */
         s->reading = 0;
@@ -1031,7 +1072,7 @@ static int ws_upgrade(session *s) {
     free(w->hs);
     w->hs = NULL;
     w->last_ping = uv_now(srv->app->loop);
-    start_write(s);
+    write_now(s);
     return 0;
 }
 
@@ -1043,7 +1084,7 @@ static void ws_after_io(session *s) {
         session_close(s, ws_close_reason(s->ws->ctx), 1);
         return;
     }
-    if (!s->processing) start_write(s);
+    if (!s->processing) schedule_write(s);
 }
 
 /* The bytes of a WebSocket session: the handshake, then frames for wslay. */
@@ -1247,6 +1288,9 @@ static void server_close(hostobj *o) {
     chat_server *srv = HOSTOBJ_OF(o, chat_server, obj);
     uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
     uv_close((uv_handle_t *)&srv->sweep, server_handle_closed);
+    on_flush_check(&srv->flush_check); /* what this pass queued goes out now */
+    uv_close((uv_handle_t *)&srv->flush_check, server_handle_closed);
+    uv_close((uv_handle_t *)&srv->flush_idle, server_handle_closed);
     if (srv->ws_port >= 0) uv_close((uv_handle_t *)&srv->ws_listener, server_handle_closed);
     list_node *n = srv->sessions.next;
     while (n != &srv->sessions) {
@@ -1384,9 +1428,17 @@ static int l_serve(lua_State *L) {
     srv->listener.data = srv;
     uv_timer_init(app->loop, &srv->sweep);
     srv->sweep.data = srv;
+    list_init(&srv->dirty);
+    uv_check_init(app->loop, &srv->flush_check);
+    srv->flush_check.data = srv;
+    uv_check_start(&srv->flush_check, on_flush_check);
+    uv_unref((uv_handle_t *)&srv->flush_check); /* sessions keep the loop alive, not these */
+    uv_idle_init(app->loop, &srv->flush_idle);
+    srv->flush_idle.data = srv;
+    uv_unref((uv_handle_t *)&srv->flush_idle);
     hostobj_init(app, &srv->obj, "chat server", server_close, server_free);
-    hostobj_hold(&srv->obj); /* the listener and the sweep timer, until their close callbacks */
-    hostobj_hold(&srv->obj);
+    /* the listener, the sweep timer and the two flush handles, until their close callbacks */
+    for (int i = 0; i < 4; i++) hostobj_hold(&srv->obj);
     srv->ws_port = ws_address ? ws_port : -1;
     if (ws_address) { /* and the WebSocket listener */
         uv_tcp_init(app->loop, &srv->ws_listener);
@@ -1420,6 +1472,8 @@ static int l_serve(lua_State *L) {
     srv->m_conns = metrics_get(METRIC_GAUGE, "chathost_chat_connections", labels, "Open chat connections.");
     srv->m_in = metrics_get(METRIC_COUNTER, "chathost_chat_frames_in_total", labels, "Frames received.");
     srv->m_out = metrics_get(METRIC_COUNTER, "chathost_chat_frames_out_total", labels, "Frames queued to send.");
+    srv->m_writes = metrics_get(METRIC_COUNTER, "chathost_chat_writes_total", labels,
+                                "Writes to client sockets (frames_out / writes: frames per write).");
     srv->m_unknown = metrics_get(METRIC_COUNTER, "chathost_chat_unknown_frames_total", labels,
                                  "Frames with a msg_id no handler takes.");
     srv->m_slow = metrics_get(METRIC_COUNTER, "chathost_chat_slow_readers_total", labels,

@@ -37,6 +37,13 @@ describe("chat server", function()
                 return { ok = ok or false, err = err }
             end,
             [114] = function(session, msg) session:close(msg.reason) end,
+            [120] = function(session, msg) -- n pushes to each of uids, all in this pass
+                for _, uid in ipairs(msg.uids) do
+                    local to = host.sessions.get(uid)
+                    for i = 1, msg.n do to:send(2002, { i = i }) end
+                end
+                return { sent = #msg.uids * msg.n }
+            end,
             [118] = function(session, msg) -- binds after its session closed
                 session:close("spec")
                 bind_after_close = { session:bind(msg.uid) }
@@ -170,6 +177,24 @@ describe("chat server", function()
         a:close()
         b:close()
         assert(util.wait_until(function() return host.sessions.get(777) == nil end, 2000))
+    end)
+
+    it("writes the frames queued to a session in one pass of the loop with one write", function()
+        local function writes()
+            return tonumber(host.metrics.render():match('chathost_chat_writes_total{server="spec"} (%d+)'))
+        end
+        local a, b, c = assert(chat_client.connect(port)), assert(chat_client.connect(port)),
+            assert(chat_client.connect(port))
+        assert(a:request(104, { uid = 881 }))
+        assert(b:request(104, { uid = 882 }))
+        local before = writes()
+        assert.same({ sent = 6 }, assert(c:request(120, { uids = { 881, 882 }, n = 3 })))
+        for _, cl in ipairs { a, b } do
+            for i = 1, 3 do assert.same({ i = i }, assert(cl:wait_push(2002))) end
+        end
+        -- a's three frames in one write, b's in one, c's reply in one (not 3 + 3 + 1)
+        assert.equal(before + 3, writes())
+        a:close() b:close() c:close()
     end)
 
     it("answers a bind on a closed session with nil, \"closed\", as send does, without raising", function()

@@ -922,20 +922,42 @@ static void ws_pump(session *s, out_buf *q) {
     s->wtarget = &s->pending;
 }
 
+/* Our text messages skip wslay's event queue (a malloc and a copy per message): wslay's
+ * frame layer writes each as one unmasked, unfragmented frame straight into the session's
+ * queue, after whatever the event queue holds (a pong queued while reading): ws_pump
+ * empties that queue every time, its send callback never blocks. */
+static wslay_frame_context_ptr ws_framer;
+static out_buf *ws_framer_target;
+
+static ssize_t ws_framer_send(const uint8_t *data, size_t len, int flags, void *ud) {
+    buf_append(&ws_framer_target->bytes, data, len);
+    return (ssize_t)len;
+}
+
 /* Queues {"id":id,"body":<body>} as one text message (body is JSON already). 0, or -1
  * when the session takes no more messages (not upgraded, or its close was sent). */
 static int ws_queue_text(session *s, uint16_t id, const char *body, size_t len) {
-    if (!s->ws->ctx) return -1;
-    char head[32];
-    int n = snprintf(head, sizeof head, "{\"id\":%u,\"body\":", (unsigned)id);
+    if (!s->ws->ctx || wslay_event_get_close_sent(s->ws->ctx)) return -1;
+    if (!ws_framer) {
+        static const struct wslay_frame_callbacks cb = {ws_framer_send, NULL, NULL};
+        if (wslay_frame_context_init(&ws_framer, &cb, NULL) != 0) return -1;
+    }
+    char digits[8], *d = digits + sizeof digits; /* the id without snprintf's cost */
+    unsigned v = id;
+    do *--d = (char)('0' + v % 10); while ((v /= 10) != 0);
     ws_scratch.len = 0;
-    buf_append(&ws_scratch, head, (size_t)n);
+    buf_append(&ws_scratch, "{\"id\":", 6);
+    buf_append(&ws_scratch, d, (size_t)(digits + sizeof digits - d));
+    buf_append(&ws_scratch, ",\"body\":", 8);
     buf_append(&ws_scratch, body, len);
     buf_append(&ws_scratch, "}", 1);
-    struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)ws_scratch.data, ws_scratch.len};
-    if (wslay_event_queue_msg(s->ws->ctx, &m) != 0) return -1;
-    ws_pump(s, s->holding ? &s->held : &s->pending);
-    return 0;
+    struct wslay_frame_iocb io = {.fin = 1, .opcode = WSLAY_TEXT_FRAME,
+        .payload_length = ws_scratch.len, .data = (const uint8_t *)ws_scratch.data,
+        .data_length = ws_scratch.len};
+    ws_framer_target = s->holding ? &s->held : &s->pending;
+    ws_pump(s, ws_framer_target); /* a pong wslay queued while reading goes first */
+    ssize_t sent = wslay_frame_send(ws_framer, &io); /* all of it: the callback takes all */
+    return sent == (ssize_t)ws_scratch.len ? 0 : -1;
 }
 
 /* Queues a close frame with code and reason (at most 123 bytes, the RFC's room). */

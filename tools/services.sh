@@ -39,11 +39,18 @@ redis_start() {
   return 1
 }
 
+# ours PID DIR: the process PID still is the server started in DIR (its working directory:
+# redis runs in --dir, mariadbd in --datadir). Pids wrap at 32768 here and a suite spawns
+# thousands of processes: a stale pid file must never make us signal someone else's.
+ours() {
+  [ -n "$1" ] && [ "$(readlink "/proc/$1/cwd" 2>/dev/null)" = "$(cd "$2" 2>/dev/null && pwd -P)" ]
+}
+
 redis_stop() {
   local dir=$1
   [ -f "$dir/redis.pid" ] || return 0
   local pid; pid=$(cat "$dir/redis.pid" 2>/dev/null || true)
-  if [ -n "$pid" ]; then
+  if ours "$pid" "$dir"; then
     kill -CONT "$pid" 2>/dev/null || true
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
@@ -93,7 +100,7 @@ mariadb_stop() {
   local dir=$1
   [ -f "$dir/mysqld.pid" ] || return 0
   local pid; pid=$(cat "$dir/mysqld.pid" 2>/dev/null || true)
-  if [ -n "$pid" ]; then
+  if ours "$pid" "$dir/data"; then
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
   fi

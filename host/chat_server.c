@@ -1533,6 +1533,56 @@ static int l_sessions_get(lua_State *L) {
     return 1;
 }
 
+/* host.sessions.send(uids, msg_id, body, except?) -> here, away: one push to many users
+ * (a group's members): body (a table is encoded once) goes to the session of each uid of
+ * the array uids bound here, except the uid except; here: how many had a session here (a
+ * session that cannot take it is closed as by session:send), away: the array of the others
+ * in their order, or nil when none. Raises on bad arguments or a body above the frame's
+ * limit (the script's bug, as for session:send of an unencodable value). */
+static int l_sessions_send(lua_State *L) {
+    chat_server *current = app_from(L)->chat;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, id >= 0 && id <= 65535, 2, "must be 0..65535");
+    if (lua_type(L, 3) != LUA_TTABLE && lua_type(L, 3) != LUA_TSTRING)
+        return luaL_argerror(L, 3, "expected a table or a string");
+    int has_except = !lua_isnoneornil(L, 4);
+    lua_Number except = has_except ? luaL_checknumber(L, 4) : 0;
+    lua_settop(L, 4);
+    size_t len;
+    const char *body = encode_body(L, 3, &len); /* a table's JSON stays at index 5 */
+    lua_settop(L, 5);
+    if (current && len > frame_max_body(current->kind))
+        return luaL_error(L, "push %d of %d bytes is above the frame limit %d", (int)id, (int)len,
+                          (int)frame_max_body(current->kind));
+    int n = (int)lua_objlen(L, 1), here = 0, away = 0;
+    if (current) push_by_uid(L, current); else lua_newtable(L); /* index 6 */
+    lua_newtable(L);                                                /* index 7: away */
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        if (lua_type(L, -1) != LUA_TNUMBER) return luaL_error(L, "uids[%d] is not a number", i);
+        lua_Number uid = lua_tonumber(L, -1);
+        if (has_except && uid == except) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_pushvalue(L, -1);
+        lua_rawget(L, 6);
+        session_ud *u = lua_isuserdata(L, -1) ? lua_touserdata(L, -1) : NULL;
+        lua_pop(L, 1);
+        if (u && u->s && u->s->state == S_OPEN) {
+            here++;
+            session_send_raw(u->s, (uint16_t)id, body, len); /* -1: closed, logged there */
+            lua_pop(L, 1);
+        } else {
+            lua_rawseti(L, 7, ++away);
+        }
+    }
+    lua_pushinteger(L, here);
+    if (away) lua_pushvalue(L, 7); else lua_pushnil(L);
+    return 2;
+}
+
 static int l_sessions_count(lua_State *L) {
     chat_server *current = app_from(L)->chat;
     lua_createtable(L, 0, 4);
@@ -1581,7 +1631,8 @@ int chat_open(lua_State *L) {
 
 int sessions_open(lua_State *L) {
     static const luaL_Reg fns[] = {{"get", l_sessions_get}, {"count", l_sessions_count},
-                                   {"list", l_sessions_list}, {NULL, NULL}};
+                                   {"list", l_sessions_list}, {"send", l_sessions_send},
+                                   {NULL, NULL}};
     lua_newtable(L);
     lua_pushvalue(L, -2);
     luaL_setfuncs(L, fns, 1);

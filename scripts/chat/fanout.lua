@@ -33,22 +33,8 @@ end
 -- send(session, uids, msg_id, body, except?) -> the number of users with a session here
 -- and of the servers the body was queued for. except: a uid left out (the sender).
 function M.send(session, uids, msg_id, body, except)
-    local remote, here = {}, 0
-    for _, uid in ipairs(uids) do
-        if uid ~= except then
-            local s = host.sessions.get(uid)
-            if s then
-                local ok, err = s:send(msg_id, body)
-                if not ok then
-                    host.log.info("push ", msg_id, " to uid ", uid, " not sent: ", tostring(err))
-                end
-                here = here + 1
-            else
-                remote[#remote + 1] = uid
-            end
-        end
-    end
-    if #remote == 0 then return here, 0 end
+    local here, remote = host.sessions.send(uids, msg_id, body, except) -- one call, not one a member
+    if not remote then return here, 0 end
     local servers, err = servers_of(remote)
     if not servers then
         host.log.warn("push ", msg_id, " to ", #remote, " users elsewhere: ", tostring(err))

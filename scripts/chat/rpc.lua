@@ -66,7 +66,7 @@ local PUSHES = { [1011] = true, [1015] = true, [1019] = true, [1039] = true,
 -- A group push (touids): each of them here gets the body; those who are not read it from
 -- history, so the item's outcome is 0.
 local function deliver_each(touids, msg_id, body)
-    for _, uid in ipairs(touids) do deliver(uid, msg_id, body) end
+    host.sessions.send(touids, msg_id, body)
     return errors.Success
 end
 

@@ -102,13 +102,14 @@ local function admit(bs, id)
     end
 end
 
--- The WebSocket URL of the chosen chat server (docs/protocol.md §5.5), or nil when it has
--- no WebSocket port: the reply then has exactly the fields the original clients know.
+-- The WebSocket URL of the chosen chat server (docs/protocol.md §5.5; wss:// through the
+-- TLS proxy, §5.6), or nil when it has no WebSocket port: the reply then has exactly the
+-- fields the original clients know.
 local function wsurl(server)
     if not server.ws_port or server.ws_port == "" then return nil end
     local h = server.host
     if h:find(":", 1, true) then h = "[" .. h .. "]" end
-    return ("ws://%s:%s/"):format(h, server.ws_port)
+    return ("%s://%s:%s/"):format(settings.ws_scheme, h, server.ws_port)
 end
 
 local function rate_limited(req, email, retry_after, what)

@@ -10,6 +10,8 @@ local host = require "host"
 local tls = require "helpers.tls_proxy"
 local browser = require "helpers.browser"
 local cluster = require "helpers.chat_cluster"
+local res = require "helpers.res_client"
+local rc = require "helpers.res_cluster"
 local chat_client = require "helpers.chat_client"
 local util = require "helpers.util"
 local password = dofile(host.root .. "/scripts/lib/password.lua")
@@ -75,6 +77,34 @@ describe("the TLS proxy", function()
             thread_id = thread_id, text = "through the proxy" })
         assert.same({ a_login = 0, b_login = 0, a_sent = 0, b_sent = 0,
             b_got = "through the proxy from a", a_got = "through the proxy from b" }, out)
+    end)
+
+    it("hands out https download links that work through the proxy", function()
+        local a, b = tls.user("Img.pw11"), tls.user("Img.pw22")
+        local thread_id = cluster.befriend(a, b)
+        local name = rc.name()
+        local id = rc.image_message(a, b, thread_id, name)
+        local data = res.png(50000)
+        -- uploaded on the resource role's own port (the resource session a chat login opens)
+        assert(redis.call("SET", "restoken_" .. a.uid, a.token, "EX", 600))
+        local c = assert(res.connect(sys.ports.res_plain))
+        assert.equal(0, res.upload_image(c, { uid = a.uid, token = a.token, name = name,
+            data = data, message_id = id, receiver = b.uid }).error)
+        c:close()
+        local r = login(a)
+        local out = sys:client("frames", sys.files.ca, r.host, r.port, host.json.encode {
+            { 1005, { uid = a.uid, token = r.token } }, { 1049, { message_id = id } } })
+        assert.equal(0, out[1].error)
+        assert.equal(0, out[2].error, host.json.encode(out[2]))
+        local prefix = ("https://127.0.0.1:%d/files/%d?"):format(sys.ports.res_http, id)
+        assert.equal(prefix, out[2].url:sub(1, #prefix))
+        local path = assert(host.fs.mkdtemp("tlsimg")) .. "/img.png"
+        assert(host.fs.write(path, data))
+        local got = sys:client("https", sys.files.ca, out[2].url)
+        assert.equal(200, got.status)
+        assert.equal(#data, got.length)
+        assert.equal(assert(host.file.sha256(path)), got.sha256)
+        host.fs.rmtree(path:match("^(.*)/"))
     end)
 
     it("refuses plain HTTP on its https port and plain frames on its TLS ports", function()

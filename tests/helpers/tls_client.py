@@ -3,7 +3,10 @@
 
 Usage (each prints one JSON object on stdout):
   tls_client.py https CA URL [JSON_BODY]    POST JSON_BODY (else GET) over https, the
-                                            certificate checked against CA: {status, body}
+                                            certificate checked against CA: {status, body
+                                            (as text), length, sha256 (of the raw body)}
+  tls_client.py frames CA HOST PORT LIST    chat frames over TLS: each [id, body] of the JSON
+                                            LIST sent and its reply (id + 1) read: [reply]
   tls_client.py plain HOST PORT             plain HTTP to a TLS port: {answer} (what came
                                             back, "" if the connection was closed)
   tls_client.py cert CA HOST PORT           a TLS handshake checked against CA (name =
@@ -24,6 +27,7 @@ makes the connections come from ADDR (another loopback address than the proxy's 
 Deadlines: 10 s per read.
 """
 import base64
+import hashlib
 import json
 import os
 import socket
@@ -165,10 +169,20 @@ def main(argv):
         u = urllib.parse.urlsplit(url)
         conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=TIMEOUT,
                                            context=context(ca), source_address=SOURCE)
-        conn.request("POST" if data else "GET", u.path or "/", body=data,
+        target = (u.path or "/") + ("?" + u.query if u.query else "")
+        conn.request("POST" if data else "GET", target, body=data,
                      headers={"Content-Type": "application/json"})
         rsp = conn.getresponse()
-        return {"status": rsp.status, "body": rsp.read().decode("utf-8", "replace")}
+        raw = rsp.read()
+        return {"status": rsp.status, "body": raw.decode("utf-8", "replace"),
+                "length": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    if cmd == "frames":
+        conn = Frames(argv[2], argv[3], int(argv[4]))
+        out = []
+        for msg_id, body in json.loads(argv[5]):
+            conn.send(msg_id, body)
+            out.append(wait_for(conn, msg_id + 1))
+        return out
     if cmd == "plain":
         sock = socket.create_connection((argv[2], int(argv[3])), timeout=TIMEOUT)
         sock.sendall(b"POST /user_login HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
@@ -189,7 +203,6 @@ def main(argv):
             sock = tls_socket(ca, host, port)
         except (ssl.SSLError, OSError) as e:
             return {"error": str(e)}
-        import hashlib
         der = sock.getpeercert(binary_form=True)
         return {"sha256": hashlib.sha256(der).hexdigest(), "version": sock.version()}
     if cmd == "weak":

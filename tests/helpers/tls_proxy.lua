@@ -6,6 +6,7 @@
 local host = require "host"
 local roles = require "helpers.roles"
 local cluster = require "helpers.chat_cluster"
+local res_cluster = require "helpers.res_cluster"
 local util = require "helpers.util"
 
 local M = {}
@@ -82,16 +83,19 @@ local function start_chat(self, name)
     return role
 end
 
--- start() -> system with .status, .gate, .chats (two, with .inst: port, ws_port,
--- public_port, public_ws_port), .ports (the proxy's: gate, res, res_http), .files (ca,
--- cert, key), .dir (the proxy's folder), .gate_url (https, through the proxy)
-function M.start()
-    local self = setmetatable({ dir = assert(host.fs.mkdtemp("tlsproxy")) }, M)
+-- start() -> system with .status, .gate, .resource, .chats (two, with .inst: port, ws_port,
+-- public_port, public_ws_port), .ports (the proxy's: gate, res, res_http; the resource
+-- role's own: res_plain, res_http_plain), .files (ca, cert, key), .dir, .gate_url (https,
+-- through the proxy)
+-- One try at start(), filling self as it goes (so a failed one can be stopped).
+local function start(self)
     self.files = M.ca(self.dir)
     self.ports = { gate = roles.free_port(), res = roles.free_port(), res_http = roles.free_port(),
         res_plain = roles.free_port(), res_http_plain = roles.free_port() }
     host.redis.call("DEL", "chatservers") -- names other specs announced
     self.status = cluster.start_status()
+    self.resource = res_cluster.start { resource = { port = self.ports.res_plain,
+        http_port = self.ports.res_http_plain } }
     self.gate = roles.start { role = "gate", config = function(port)
         return with(proxy_sections(self), {
             gate = { port = port, admin_port = 0, web_dir = host.root .. "/web" },
@@ -111,7 +115,22 @@ function M.start()
     local r = self:tool("start")
     assert(r.code == 0, "tools/tls_proxy.sh start: " .. r.stderr .. r.stdout)
     self.gate_url = "https://127.0.0.1:" .. self.ports.gate
-    return self
+end
+
+-- The ports are drawn at random like every spec's: one another process took meanwhile (the
+-- proxy's, or the resource role's, fixed before the roles start) means another try.
+local TAKEN = { "Address already in use", "cannot listen", "no free port" }
+
+function M.start()
+    for try = 1, 3 do
+        local self = setmetatable({ dir = assert(host.fs.mkdtemp("tlsproxy")) }, M)
+        local ok, err = pcall(start, self)
+        if ok then return self end
+        self:stop()
+        local taken = false
+        for _, t in ipairs(TAKEN) do taken = taken or tostring(err):find(t, 1, true) ~= nil end
+        if not taken or try == 3 then error(err, 0) end
+    end
 end
 
 -- tool(cmd) -> the result of `tools/tls_proxy.sh cmd` for this system's proxy
@@ -143,10 +162,11 @@ function M.user(clear)
 end
 
 function M:stop()
-    if self.proxy_dir then self:tool("stop") end
+    if self.config_path and self.proxy_dir then self:tool("stop") end
     for _, c in ipairs(self.chats or {}) do c:stop() end
     if self.gate then self.gate:stop() end
     if self.status then self.status:stop() end
+    if self.resource then self.resource:stop() end
     host.fs.rmtree(self.dir)
 end
 

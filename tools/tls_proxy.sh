@@ -13,7 +13,8 @@
 #                                     (same files) or a changed config, no connection dropped
 #   tools/tls_proxy.sh stop [DIR]     stops it (its connections are cut)
 #   tools/tls_proxy.sh cert [DIR]     a self-signed certificate for tls_proxy.public_host in
-#                                     DIR/cert.pem and DIR/key.pem, unless they are there
+#                                     DIR/cert.pem and DIR/key.pem (30 days), unless they
+#                                     are there or the config names its own
 #   tools/tls_proxy.sh urls [DIR]     the addresses clients use through the proxy
 #
 # The certificate is tls_proxy.cert_file and key_file (CHATHOST_TLS_CERT_FILE and
@@ -313,6 +314,9 @@ case "$cmd" in
     rm -f "$DIR/nginx.pid" ;;
   cert)
     [ -f "$CERT" ] && [ -f "$KEY" ] && exit 0
+    if [ -n "${C[tls_proxy.cert_file]:-}" ]; then # never written over an operator's path
+      say "tls_proxy.cert_file or key_file is missing: $CERT, $KEY"; exit 1
+    fi
     if [[ "$PHOST" =~ ^[0-9.]+$ || "$PHOST" == *:* ]]; then san="IP:$PHOST,DNS:localhost"
     else san="DNS:$PHOST"; fi
     umask 077

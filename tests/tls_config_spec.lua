@@ -1,8 +1,8 @@
--- The tls_proxy section and the public ports (docs/protocol.md §5.6): without the proxy,
--- clients are told the listeners' own ports; with tls_proxy.enabled (or CHATHOST_TLS_PROXY=1)
--- the proxy's, each listener's port + port_offset unless its public port is set, with the
--- proxy's origin allowed for WebSockets and a local proxy trusted by a loopback gate. The
--- proxy's ports are checked like every other, and the offset at its bounds.
+-- The tls_proxy section and the public ports (docs/protocol.md §5.6): without the proxy
+-- there are none; with tls_proxy.enabled (or CHATHOST_TLS_PROXY=1) each listener's proxy
+-- port is its port + port_offset unless its public port is set, the proxy's origin is
+-- allowed for WebSockets and a local proxy trusted by a loopback gate. The proxy's ports
+-- are checked like every other, and the offset at its bounds.
 local host = require "host"
 local util = require "helpers.util"
 
@@ -40,14 +40,16 @@ describe("config of the TLS proxy", function()
         assert.matches("^chathost: [^\n]*" .. pattern .. "[^\n]*\n$", r.stderr)
     end
 
-    it("tells clients the listeners' own ports without the proxy", function()
-        local r = config("return { " .. INSTANCES .. " }", { "chat.instances.chat1.public_port",
-            "chat.instances.chat1.public_ws_port", "resource.public_port", "resource.public_http_port",
-            "gate.trusted_proxies" })
-        assert.same({ "8090", "8096", "8093", "8094", "gate.trusted_proxies = {}" }, values(r))
-        r = config("return {}", { "tls_proxy.gate_port" })
-        assert.equal(2, r.code)
-        assert.equal("chathost config: tls_proxy.gate_port: not a value\n", r.stderr)
+    it("has no proxy ports and trusts no proxy without tls_proxy.enabled", function()
+        assert.same({ "gate.trusted_proxies = {}", "chat.ws_origins.1 = http://127.0.0.1:8080",
+            "chat.ws_origins.2 = http://localhost:8080" },
+            values(config("return { " .. INSTANCES .. " }", { "gate.trusted_proxies", "chat.ws_origins" })))
+        for _, key in ipairs({ "tls_proxy.gate_port", "chat.instances.chat1.public_port",
+            "chat.instances.chat1.public_ws_port", "resource.public_port", "resource.public_http_port" }) do
+            local r = config("return { " .. INSTANCES .. " }", { key })
+            assert.equal(2, r.code)
+            assert.equal("chathost config: " .. key .. ": not a value\n", r.stderr)
+        end
     end)
 
     it("tells them the proxy's with tls_proxy.enabled: port + port_offset, or as set", function()

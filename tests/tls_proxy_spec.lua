@@ -67,6 +67,29 @@ describe("the TLS proxy", function()
         assert.equal(tostring(sys.ports.res), r.resport)
     end)
 
+    it("keeps the plain addresses for a login on the gate's own port (Qt and terminal clients)", function()
+        local u = tls.user("Plain.pw1")
+        local body = host.json.encode { email = u.email, passwd = password.xor(u.password) }
+        local gate = "http://127.0.0.1:" .. sys.gate.port .. "/user_login"
+        -- straight from a client; and from one (not the trusted proxy's address) claiming
+        -- an X-Forwarded-Proto of its own
+        for _, env in ipairs({ {}, { TLS_CLIENT_SOURCE = "127.0.0.2" } }) do
+            local r = sys:client("http", gate, body, env.TLS_CLIENT_SOURCE and "X-Forwarded-Proto: https"
+                or "X-Plain: 1", env)
+            assert.equal(200, r.status)
+            local j = assert(host.json.decode(r.body))
+            assert.equal(0, j.error, r.body)
+            local c
+            for _, chat in ipairs(sys.chats) do
+                if tostring(chat.port) == j.port then c = chat end
+            end
+            assert.truthy(c, "a chat server's own port: " .. r.body)
+            assert.equal("127.0.0.1", j.host)
+            assert.equal(("ws://127.0.0.1:%d/"):format(c.inst.ws_port), j.wsurl)
+            assert.equal(tostring(sys.ports.res_plain), j.resport)
+        end
+    end)
+
     it("carries a chat login and messages over TLS TCP and over wss", function()
         local a, b = tls.user("Alice.pw1"), tls.user("Bob.pw22")
         local thread_id = cluster.befriend(a, b)

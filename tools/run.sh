@@ -284,7 +284,7 @@ summary() {
   fi
   [ -n "$web_url" ] && echo "[run] web client: open $web_url in a browser"
   if [ "$TLS" = 1 ]; then
-    echo "[run] through the TLS proxy (clients are told these; the Qt client needs the plain ports):"
+    echo "[run] through the TLS proxy (a login through it is told these; the plain ports above stay for the Qt and terminal clients):"
     "$ROOT/tools/tls_proxy.sh" urls "$RUN/tls" | sed 's/^/  /'
   fi
   echo "[run] tools/run.sh reload: every role reloads; tools/run.sh restart NAME: one role restarts"

@@ -219,8 +219,8 @@ local SCHEMA = {
             host = str(false), public_host = str(false),
             port = int(8090, 1, 65535), rpc_port = int(50055, 1, 65535),
             admin_port = int(0, 0, 65535), ws_port = int(false, 0, 65535), -- default: chat.ws_port
-            -- the ports clients are told to dial (login reply port, wsurl): default port and
-            -- ws_port, or with tls_proxy.enabled the proxy's (port + tls_proxy.port_offset)
+            -- the TLS proxy's ports for this instance's port and ws_port (tls_proxy.enabled
+            -- only; default port + tls_proxy.port_offset): told to clients that came through it
             public_port = port(), public_ws_port = port(),
         } },
     },
@@ -257,8 +257,8 @@ local SCHEMA = {
                                                     -- wildcard)
         port = int(8093, 1, 65535),                 -- the resource channel (resport)
         http_port = int(8094, 1, 65535),            -- GET /files/<id>, /avatars/<name>
-        -- the ports clients are told (resport, the signed URLs' base): default port and
-        -- http_port, or with tls_proxy.enabled the proxy's (port + tls_proxy.port_offset)
+        -- the TLS proxy's ports for port and http_port (tls_proxy.enabled only; default
+        -- port + tls_proxy.port_offset): resport through it, the signed URLs' base (https)
         public_port = port(), public_http_port = port(),
         admin_port = int(9112, 0, 65535),
         url_secret = str(false),                    -- HMAC key of signed URLs (>= 16 chars);
@@ -289,8 +289,8 @@ local SCHEMA = {
     },
     -- nginx in front of every client-facing listener (tools/tls_proxy.sh, docs/protocol.md
     -- §5.6): https to the gate, wss to each chat server's ws_port, TLS over TCP to each chat
-    -- server's port and the resource channel, https to resource.http_port. Enabled, the
-    -- login reply and the signed URLs name the proxy's addresses (wss://, https://)
+    -- server's port and the resource channel, https to resource.http_port. Enabled, a login
+    -- through it is told the proxy's addresses (wss://), and the signed URLs are https://
     tls_proxy = {
         enabled = bool(false),                      -- environment CHATHOST_TLS_PROXY=1
         host = str(false),                          -- where nginx listens; default bind_host
@@ -650,16 +650,17 @@ local function bracket(h)
     return h:find(":", 1, true) and "[" .. h .. "]" or h
 end
 
--- The ports clients are told to dial: the listeners' own, or with tls_proxy.enabled the
--- proxy's (each listener's port + port_offset unless its public_*port says otherwise), and
--- the proxy's host, name and gate port. Behind the proxy, a gate on loopback can only be
+-- The TLS proxy's host and name, and with tls_proxy.enabled its ports: each listener's
+-- port + port_offset unless its public_*port says otherwise. Behind the proxy, a gate on
+-- loopback can only be
 -- reached through a proxy on this host, so that proxy (127.0.0.1) is its trusted proxy
 -- unless gate.trusted_proxies names others: per-IP limits then see the real client.
 local function derive_public(cfg)
     local tp = cfg.tls_proxy
     if tp.host == nil then tp.host = cfg.bind_host end
     if tp.public_host == nil then tp.public_host = WILDCARD[tp.host] and "127.0.0.1" or tp.host end
-    local off = tp.enabled and tp.port_offset or 0
+    if not tp.enabled then return end
+    local off = tp.port_offset
     local function shift(what, p)
         if p + off > 65535 then
             error(("tls_proxy.port_offset: %s %d + %d is beyond 65535 (set its public port)")
@@ -676,7 +677,6 @@ local function derive_public(cfg)
     local res = cfg.resource
     res.public_port = res.public_port or shift("resource.port", res.port)
     res.public_http_port = res.public_http_port or shift("resource.http_port", res.http_port)
-    if not tp.enabled then return end
     tp.gate_port = tp.gate_port or shift("gate.port", cfg.gate.port)
     local g = cfg.gate
     if #g.trusted_proxies == 0 and (g.host == "127.0.0.1" or g.host == "::1") then

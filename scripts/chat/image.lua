@@ -65,7 +65,8 @@ local function http_base()
     local res, proxy = host.config.resource, host.config.tls_proxy
     local h = proxy.enabled and proxy.public_host or res.public_host
     if h:find(":", 1, true) then h = "[" .. h .. "]" end
-    return ("%s://%s:%d"):format(proxy.enabled and "https" or "http", h, res.public_http_port)
+    if not proxy.enabled then return ("http://%s:%d"):format(h, res.http_port) end
+    return ("https://%s:%d"):format(h, res.public_http_port)
 end
 
 -- 1049 {message_id}

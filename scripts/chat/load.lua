@@ -1,7 +1,6 @@
 -- chat.load: what the status role reads to pick a chat server (scripts/status/servers.lua):
 -- the hash field logincount[<name>] = this server's logged-in sessions, the liveness key
--- chatserver_<name> = {host, port, rpc, ws_port?} with alive_ttl_s (host, port and ws_port:
--- where clients dial it, the TLS proxy's with tls_proxy.enabled; rpc: where peers do), and membership of the set
+-- chatserver_<name> = {host, port, rpc, ws_port?} with alive_ttl_s, and membership of the set
 -- chatservers. Written at start and every report_interval_ms; a server that dies stops
 -- refreshing and its liveness key expires, so the status role stops choosing it. A clean
 -- stop removes all three at once. While MySQL does not answer (a server started without
@@ -17,8 +16,8 @@ local M = {}
 -- full: the server is at chat.max_connections (see on_capacity in chat/init.lua); db_down:
 -- MySQL does not answer. The status role sends no logins here while either holds.
 local function liveness(full, db_down)
-    return host.json.encode { host = settings.client_host, port = settings.client_port,
-        rpc = settings.rpc_address, ws_port = settings.client_ws_port, full = full or nil, db_down = db_down or nil }
+    return host.json.encode { host = settings.host, port = settings.port,
+        rpc = settings.rpc_address, ws_port = settings.ws_port, full = full or nil, db_down = db_down or nil }
 end
 
 -- The reason MySQL does not answer, or nil when it does (or is only busy).

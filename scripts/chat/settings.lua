@@ -5,18 +5,12 @@
 local host = require "host"
 
 local self = host.config.self
-local proxy = host.config.tls_proxy
 
 local M = {
     name = self.name,
     host = self.public_host,                        -- what clients and peers dial
     port = self.port,
     ws_port = (self.ws_port or 0) > 0 and self.ws_port or nil, -- WebSocket clients' port
-    -- what the login reply tells clients to dial (docs/protocol.md §5.6): these listeners,
-    -- or the TLS proxy in front of them (tls_proxy.enabled: its public_host, wss)
-    client_host = proxy.enabled and proxy.public_host or self.public_host,
-    client_port = self.public_port,
-    client_ws_port = (self.ws_port or 0) > 0 and self.public_ws_port or nil,
     rpc_port = self.rpc_port,
     page_size = self.page_size,                     -- threads / messages per page
     presence_ttl_s = self.presence_ttl_s,           -- uip_/usession_, refreshed by 1023

@@ -5,6 +5,9 @@ Usage (each prints one JSON object on stdout):
   tls_client.py https CA URL [JSON_BODY]    POST JSON_BODY (else GET) over https, the
                                             certificate checked against CA: {status, body
                                             (as text), length, sha256 (of the raw body)}
+  tls_client.py http URL JSON_BODY [NAME:VALUE...]
+                                            POST over plain HTTP with those headers:
+                                            {status, body}
   tls_client.py frames CA HOST PORT LIST    chat frames over TLS: each [id, body] of the JSON
                                             LIST sent and its reply (id + 1) read: [reply]
   tls_client.py plain HOST PORT             plain HTTP to a TLS port: {answer} (what came
@@ -176,6 +179,17 @@ def main(argv):
         raw = rsp.read()
         return {"status": rsp.status, "body": raw.decode("utf-8", "replace"),
                 "length": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    if cmd == "http":
+        u = urllib.parse.urlsplit(argv[2])
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=TIMEOUT,
+                                          source_address=SOURCE)
+        headers = {"Content-Type": "application/json"}
+        for h in argv[4:]:
+            name, _, value = h.partition(":")
+            headers[name] = value.strip()
+        conn.request("POST", u.path, body=argv[3].encode(), headers=headers)
+        rsp = conn.getresponse()
+        return {"status": rsp.status, "body": rsp.read().decode("utf-8", "replace")}
     if cmd == "frames":
         conn = Frames(argv[2], argv[3], int(argv[4]))
         out = []

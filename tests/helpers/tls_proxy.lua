@@ -72,9 +72,10 @@ local function start_chat(self, name)
     local role = roles.start { role = "chat", name = name, config = function(port)
         inst.port, inst.rpc_port, inst.admin_port = port, roles.free_port(), 0
         inst.ws_port = roles.free_port()
-        local chat = with(cluster.CHAT, { instances = { [name] = inst } })
-        return with(proxy_sections(self), { chat = chat,
-            gate = { port = self.gate.port, admin_port = 0 } })
+        -- the page the proxy serves may open WebSockets (the gate starts after the chats)
+        local chat = with(cluster.CHAT, { instances = { [name] = inst },
+            ws_origins = { "https://127.0.0.1:" .. self.ports.gate } })
+        return with(proxy_sections(self), { chat = chat })
     end }
     role.name, role.inst = name, inst
     cluster.by_port[role.port] = role
@@ -96,16 +97,18 @@ local function start(self)
     self.status = cluster.start_status()
     self.resource = res_cluster.start { resource = { port = self.ports.res_plain,
         http_port = self.ports.res_http_plain } }
+    local tag = host.crypto.random_hex(3)
+    self.chats = { start_chat(self, "tls1" .. tag), start_chat(self, "tls2" .. tag) }
+    local instances = {}
+    for _, c in ipairs(self.chats) do instances[c.name] = c.inst end
+    -- the gate knows the chat servers' proxy ports from its config, as in a shared config
     self.gate = roles.start { role = "gate", config = function(port)
         return with(proxy_sections(self), {
             gate = { port = port, admin_port = 0, web_dir = host.root .. "/web" },
-            status = { port = self.status.port } })
+            status = { port = self.status.port },
+            chat = with(cluster.CHAT, { instances = instances }) })
     end }
-    local tag = host.crypto.random_hex(3)
-    self.chats = { start_chat(self, "tls1" .. tag), start_chat(self, "tls2" .. tag) }
     -- the proxy's config: the same sections, and every listener it fronts
-    local instances = {}
-    for _, c in ipairs(self.chats) do instances[c.name] = c.inst end
     self.config_path = self.dir .. "/proxy-config.lua"
     assert(host.fs.write(self.config_path, "return " .. roles.serialize(with(proxy_sections(self), {
         gate = { port = self.gate.port, admin_port = 0 },

@@ -47,7 +47,7 @@ load_config() {
   while IFS= read -r line; do C[${line%% = *}]=${line#* = }; done <<<"$out"
 }
 load_config
-if [ -z "${C[tls_proxy.enabled]:-}" ] && [ "$cmd" != cert ] && [ "$cmd" != stop ]; then
+if [ "${C[tls_proxy.enabled]:-}" != true ] && [ "$cmd" != cert ] && [ "$cmd" != stop ]; then
   # the roles would announce their own addresses, and the proxy's ports are not derived
   say "tls_proxy.enabled is not set in $CHATHOST_CONFIG (or CHATHOST_TLS_PROXY=1 for every role and this)"
   exit 2

@@ -90,10 +90,11 @@ EOF
 }
 
 # limit ZONE N: at most N connections from one client address (0: no cap)
-limit() { [ "$2" -gt 0 ] && echo "        limit_conn $1 $2;" || true; }
+limit() { if [ "$2" -gt 0 ]; then echo "        limit_conn $1 $2;"; fi; }
 
 write_conf() {
-  local listen=$(bracket "${C[tls_proxy.host]}") n files
+  local listen n files
+  listen=$(bracket "${C[tls_proxy.host]}")
   local gate_up res_up gate_body res_ip gate_ip hb res_idle
   gate_up="$(upstream "${C[gate.host]}"):${C[gate.port]}"
   res_up=$(upstream "${C[resource.host]}")
@@ -103,7 +104,8 @@ write_conf() {
   hb=$(secs "${C[chat.heartbeat_timeout_ms]}" 10) # a live client is never cut by the proxy
   res_idle=${C[resource.channel_idle_timeout_ms]}
   if [ "$res_idle" = 0 ]; then res_idle=604800; else res_idle=$(secs "$res_idle" 10); fi
-  files=$(ulimit -n); [ "$files" = unlimited ] || [ "$files" -gt 65536 ] && files=65536
+  files=$(ulimit -n)
+  if [ "$files" = unlimited ] || [ "$files" -gt 65536 ]; then files=65536; fi
   local module=""
   if ! "$NGINX" -V 2>&1 | grep -q -- '--with-stream \|--with-stream$'; then
     local mods
@@ -297,6 +299,7 @@ case "$cmd" in
       sleep 0.1
     done
     say "nginx did not listen on every port within 10 s: $(tail -n 3 "$DIR/error.log" 2>/dev/null)"
+    pid=$(master_pid) && kill -TERM "$pid" 2>/dev/null # not left half up
     exit 1 ;;
   reload)
     pid=$(master_pid) || { say "not running in $DIR"; exit 1; }

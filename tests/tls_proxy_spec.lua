@@ -187,6 +187,26 @@ describe("the TLS proxy", function()
         end, 10000, "the renewed certificate", 100))
     end)
 
+    it("refuses a config without tls_proxy.enabled, and stops only its own nginx", function()
+        local dir = assert(host.fs.mkdtemp("tlstool"))
+        assert(host.fs.write(dir .. "/config.lua", "return {}\n"))
+        local env = { CHATHOST_CONFIG = dir .. "/config.lua", CHATHOST_BIN = util.bin(),
+            CHATHOST_TLS_PROXY = false }
+        local r = assert(host.proc.run({ host.root .. "/tools/tls_proxy.sh", "conf", dir .. "/p" }, { env = env }))
+        assert.equal(2, r.code)
+        assert.matches("tls_proxy%.enabled is not set", r.stderr)
+        -- a pid file naming another process (a pid reused after a kill -9): left alone
+        local other = assert(host.proc.spawn({ "sleep", "60" }))
+        assert(host.fs.write(dir .. "/p/nginx.pid", other.pid .. "\n"))
+        r = assert(host.proc.run({ host.root .. "/tools/tls_proxy.sh", "stop", dir .. "/p" }, { env = env }))
+        assert.equal(0, r.code, r.stderr)
+        -- (stop waits for what it signalled to end: this one is still there)
+        assert.equal(0, assert(host.proc.run({ "kill", "-0", tostring(other.pid) })).code)
+        other:kill("KILL")
+        other:wait()
+        host.fs.rmtree(dir)
+    end)
+
     describe("in a browser", function()
         local b
         local bok, bwhy = browser.probe()

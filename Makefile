@@ -18,8 +18,9 @@ build: deps
 test: build
 	@tools/test.sh $(ARGS)
 
+# `make run TLS=1`: the TLS proxy (tools/tls_proxy.sh) in front of every client-facing port too
 run: build
-	@tools/run.sh
+	@CHATHOST_RUN_TLS=$(TLS) tools/run.sh
 
 # For a running `make run`: every role reloads its scripts; one role (ROLE=chat2) restarts.
 reload:

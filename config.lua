@@ -170,6 +170,8 @@ return {
         ws_ping_interval_ms = 20000,        -- the server pings each WebSocket this often
         ws_handshake_timeout_ms = 5000,     -- the upgrade request complete by then, else closed
         ws_handshake_max_bytes = 8192,      -- the upgrade request's size: beyond, 431 and close
+        -- behind the TLS proxy an instance may also set public_port / public_ws_port (the
+        -- proxy's ports for port / ws_port; default: + tls_proxy.port_offset)
         instances = {
             chat1 = { port = 8090, rpc_port = 50055, admin_port = 9110, ws_port = 8096 },
             chat2 = { port = 8091, rpc_port = 50056, admin_port = 9111, ws_port = 8097 },
@@ -177,7 +179,8 @@ return {
     },
     resource = {                            -- avatars and chat images (docs/protocol.md §13)
         -- host = "0.0.0.0" accepts clients from elsewhere (default: bind_host);
-        -- public_host = what the gate's login reply tells clients to dial (default: host)
+        -- public_host = what the gate's login reply tells clients to dial (default: host);
+        -- behind the TLS proxy, public_port / public_http_port: its ports for these two
         port = 8093,                        -- the resource channel (the login's resport)
         http_port = 8094,                   -- plain HTTP downloads by signed URL (1049/1050)
         admin_port = 9112,
@@ -200,6 +203,21 @@ return {
         max_connections = 100000,           -- lowered to the open-file limit minus a reserve
         max_connections_per_ip = 256,       -- one address's share (a NAT holds many users)
     },
+    -- TLS for users (README "Security", tools/tls_proxy.sh): a private nginx in front of the
+    -- gate (https), each chat server (TLS frames, wss) and the resource role (TLS channel,
+    -- https downloads). `make run TLS=1` turns it on with a self-signed certificate.
+    tls_proxy = {
+        enabled = false,                    -- CHATHOST_TLS_PROXY=1: a login through the proxy is
+                                            -- told its addresses (wss://), 1049 links are https
+        -- host = "203.0.113.5",            -- where nginx listens (default bind_host) ...
+        -- public_host = "chat.example.com", -- ... and the name clients dial (the certificate's)
+        port_offset = 10000,                -- each proxied port: the listener's + this (8080 ->
+                                            -- 18080) unless its public_*port / gate_port is set
+        -- cert_file = "/etc/chathost/tls/fullchain.pem", key_file = "/etc/chathost/tls/privkey.pem",
+                                            -- or CHATHOST_TLS_CERT_FILE / _KEY_FILE; none: `make
+                                            -- run TLS=1` makes a self-signed one in .run/tls
+    },
+
     -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
 
     -- Roles of your own (README "Adding a role"): each entry runs as `chathost NAME` with

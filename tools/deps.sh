@@ -19,6 +19,8 @@ PKGS=(
   openssl         # tests/grpc_auth_spec.lua makes the certificates of its TLS links
   galera-4 rsync  # tools/galera.sh: a local 3-node Galera cluster (rsync state transfers)
   chromium        # tests/browser_spec.lua drives the web client in headless Chromium
+  nginx libnginx-mod-stream # tools/tls_proxy.sh: TLS in front of the roles (https, wss, and
+                  # TLS over TCP through the stream module); never the system's instance
 )
 
 missing=()
@@ -38,4 +40,16 @@ $SUDO apt-get update -qq
 # chathost runs private Redis and MariaDB instances on ports of its own (tools/services.sh)
 # and never uses the system's, whether the packages start them or not.
 export DEBIAN_FRONTEND=noninteractive
+# Installing nginx (or mariadb-server, redis-server) would start the system's service (nginx
+# on port 80): a policy-rc.d that refuses every start, made only if there is none and removed
+# afterwards, keeps them all stopped. Only tools/tls_proxy.sh's private instances run.
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# tools/deps.sh: no service starts while it installs\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod 755 "$policy"
+  made_policy=1
+  trap '$SUDO rm -f "$policy"' EXIT
+fi
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ "$made_policy" = 1 ]; then $SUDO rm -f "$policy"; trap - EXIT; fi

@@ -7,6 +7,11 @@
 # status is 1. Ctrl-C (SIGINT), SIGTERM or closing its terminal stops the roles, then
 # the sink, Redis and MariaDB.
 #
+# CHATHOST_RUN_TLS=1 (`make run TLS=1`): every role runs with tls_proxy.enabled
+# (CHATHOST_TLS_PROXY=1), so clients are told the proxy's addresses, and once they listen
+# the TLS proxy starts in front of them (tools/tls_proxy.sh, under .run/tls), with a
+# self-signed certificate made there when config.lua names none; it stops first.
+#
 # While it runs, from another terminal (same CHATHOST_RUN_DIR):
 #   tools/run.sh reload        every role reloads its scripts (SIGHUP to run.sh does the same)
 #   tools/run.sh restart NAME  stops one role (chat2, gate...) and starts it again with
@@ -55,7 +60,7 @@ case "${1:-}" in
     echo "run.sh: no answer from the 'make run' in $RUN" >&2
     exit 1 ;;
   -h|--help|help)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 0 ;;
   *)
     echo "usage: tools/run.sh [reload | restart NAME]" >&2
@@ -84,6 +89,11 @@ if ! grep -q '^CHATHOST_RESOURCE_URL_SECRET=' "$RUN/secrets.env"; then
   echo "CHATHOST_RESOURCE_URL_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$RUN/secrets.env"
 fi
 set -a; . "$RUN/secrets.env"; set +a
+TLS=0
+if [ "${CHATHOST_RUN_TLS:-}" = 1 ]; then TLS=1; export CHATHOST_TLS_PROXY=1
+elif [ -n "${CHATHOST_RUN_TLS:-}" ] && [ "${CHATHOST_RUN_TLS}" != 0 ]; then
+  echo "[run] TLS=$CHATHOST_RUN_TLS: expected 1 (or 0)" >&2; exit 2
+fi
 
 settings=$("$BIN" config redis.port mysql.port mysql.user mysql.database mail.url) || exit 2
 read -r REDIS_PORT MYSQL_PORT MYSQL_USER MYSQL_DB MAIL_URL <<<"$(echo $settings)"
@@ -99,6 +109,7 @@ stop_all() {
   set +e
   trap '' INT TERM HUP USR1 PIPE
   echo "[run] stopping..."
+  [ "$TLS" = 1 ] && "$ROOT/tools/tls_proxy.sh" stop "$RUN/tls"
   for n in "${names[@]}"; do kill -TERM "${pid_of[$n]}" 2>/dev/null || true; done
   for n in "${names[@]}"; do wait "${pid_of[$n]}" 2>/dev/null || true; done
   if [ -n "${SINK_PID:-}" ]; then kill "$SINK_PID" 2>/dev/null || true; fi
@@ -227,6 +238,14 @@ for r in "${roles[@]}"; do
   start_role "$name"
 done
 for n in "${names[@]}"; do await_role "$n" || exit 1; done
+if [ "$TLS" = 1 ]; then
+  # a certificate of the config's, else a self-signed one in the run's folder
+  if ! { "$ROOT/tools/tls_proxy.sh" cert "$RUN/tls" && "$ROOT/tools/tls_proxy.sh" start "$RUN/tls"; } 2>&1 |
+    sed -u 's/^/[run] /'; then
+    echo "[run] the TLS proxy did not start" >&2
+    exit 1
+  fi
+fi
 
 summary() {
   local lines=() name port rpc admin web_url=""
@@ -264,6 +283,10 @@ summary() {
     echo "[run] to chat, run in two other terminals:  $BIN client$cfg"
   fi
   [ -n "$web_url" ] && echo "[run] web client: open $web_url in a browser"
+  if [ "$TLS" = 1 ]; then
+    echo "[run] through the TLS proxy (a login through it is told these; the plain ports above stay for the Qt and terminal clients):"
+    "$ROOT/tools/tls_proxy.sh" urls "$RUN/tls" | sed 's/^/  /'
+  fi
   echo "[run] tools/run.sh reload: every role reloads; tools/run.sh restart NAME: one role restarts"
   echo "[run] Ctrl-C stops everything."
 }

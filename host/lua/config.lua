@@ -219,6 +219,9 @@ local SCHEMA = {
             host = str(false), public_host = str(false),
             port = int(8090, 1, 65535), rpc_port = int(50055, 1, 65535),
             admin_port = int(0, 0, 65535), ws_port = int(false, 0, 65535), -- default: chat.ws_port
+            -- the TLS proxy's ports for this instance's port and ws_port (tls_proxy.enabled
+            -- only; default port + tls_proxy.port_offset): told to clients that came through it
+            public_port = port(), public_ws_port = port(),
         } },
     },
     client = {                                      -- `chathost client`
@@ -254,6 +257,9 @@ local SCHEMA = {
                                                     -- wildcard)
         port = int(8093, 1, 65535),                 -- the resource channel (resport)
         http_port = int(8094, 1, 65535),            -- GET /files/<id>, /avatars/<name>
+        -- the TLS proxy's ports for port and http_port (tls_proxy.enabled only; default
+        -- port + tls_proxy.port_offset): resport through it, the signed URLs' base (https)
+        public_port = port(), public_http_port = port(),
         admin_port = int(9112, 0, 65535),
         url_secret = str(false),                    -- HMAC key of signed URLs (>= 16 chars);
                                                     -- environment CHATHOST_RESOURCE_URL_SECRET
@@ -280,6 +286,22 @@ local SCHEMA = {
                                                     -- HTTP each); beyond: closed; 0: no cap
         handler_timeout_ms = int(30000, 100, 3600000), -- one request; then 1019
         send_queue_bytes = int(4194304, 65536, 1073741824), -- per connection; beyond: closed
+    },
+    -- nginx in front of every client-facing listener (tools/tls_proxy.sh, docs/protocol.md
+    -- §5.6): https to the gate, wss to each chat server's ws_port, TLS over TCP to each chat
+    -- server's port and the resource channel, https to resource.http_port. Enabled, a login
+    -- through it is told the proxy's addresses (wss://), and the signed URLs are https://
+    tls_proxy = {
+        enabled = bool(false),                      -- environment CHATHOST_TLS_PROXY=1
+        host = str(false),                          -- where nginx listens; default bind_host
+        public_host = str(false),                   -- the name clients dial (the certificate's);
+                                                    -- default host (loopback for a wildcard)
+        port_offset = int(10000, 0, 60000),         -- a proxied listener's port: the role's port
+                                                    -- plus this, unless its public_*port is set
+        gate_port = int(false, 1, 65535),           -- https to the gate; default gate.port + offset
+        cert_file = str(false),                     -- PEM certificate chain, and its key: environment
+        key_file = str(false),                      -- CHATHOST_TLS_CERT_FILE, CHATHOST_TLS_KEY_FILE
+        nginx = str("nginx"),                       -- the nginx binary (environment CHATHOST_NGINX)
     },
     status = {
         host = str(false), port = int(50052, 1, 65535), admin_port = int(9102, 0, 65535),
@@ -309,6 +331,10 @@ local ENV = {
     CHATHOST_MAIL_URL = { "mail", "url" },
     CHATHOST_MAIL_USER = { "mail", "user" }, CHATHOST_MAIL_PASSWORD = { "mail", "password" },
     CHATHOST_RESOURCE_DIR = { "resource", "dir" },
+    CHATHOST_TLS_PROXY = { "tls_proxy", "enabled" },
+    CHATHOST_TLS_CERT_FILE = { "tls_proxy", "cert_file" },
+    CHATHOST_TLS_KEY_FILE = { "tls_proxy", "key_file" },
+    CHATHOST_NGINX = { "tls_proxy", "nginx" },
 }
 
 -- The image types the resource role tells by their first bytes (scripts/lib/store.lua).
@@ -330,6 +356,10 @@ local function check(path, spec, v)
         if (min and v < min) or (max and v > max) then
             error(("%s: %d is out of range %d..%d"):format(path, v, min, max), 0)
         end
+    elseif kind == "boolean" and type(v) == "string" then -- from the environment
+        if v == "1" or v == "true" then v = true
+        elseif v == "0" or v == "false" then v = false
+        else error(("%s: expected 1, 0, true or false, got %s"):format(path, v), 0) end
     elseif kind == "table" then
         if type(v) ~= "table" then error(("%s: expected a table"):format(path), 0) end
     elseif kind == "tls" then
@@ -563,6 +593,15 @@ local function check_tls(cfg)
     end
 end
 
+-- The proxy's certificate needs its key (the files themselves are tools/tls_proxy.sh's to
+-- read: the roles never do, and may run on hosts without them).
+local function check_tls_proxy(cfg)
+    local t = cfg.tls_proxy
+    if (t.cert_file == nil) ~= (t.key_file == nil) then
+        error("tls_proxy: cert_file and key_file go together", 0)
+    end
+end
+
 -- Sentinel mode needs both the sentinels and the master's name: one alone is a mistake.
 local function check_sentinel(cfg)
     local r = cfg.redis
@@ -606,6 +645,45 @@ end
 
 local WILDCARD = { ["0.0.0.0"] = true, ["::"] = true, [""] = true }
 
+-- "[h]" for an IPv6 address (in a URL or host:port), else h.
+local function bracket(h)
+    return h:find(":", 1, true) and "[" .. h .. "]" or h
+end
+
+-- The TLS proxy's host and name, and with tls_proxy.enabled its ports: each listener's
+-- port + port_offset unless its public_*port says otherwise. Behind the proxy, a gate on
+-- loopback can only be
+-- reached through a proxy on this host, so that proxy (127.0.0.1) is its trusted proxy
+-- unless gate.trusted_proxies names others: per-IP limits then see the real client.
+local function derive_public(cfg)
+    local tp = cfg.tls_proxy
+    if tp.host == nil then tp.host = cfg.bind_host end
+    if tp.public_host == nil then tp.public_host = WILDCARD[tp.host] and "127.0.0.1" or tp.host end
+    if not tp.enabled then return end
+    local off = tp.port_offset
+    local function shift(what, p)
+        if p + off > 65535 then
+            error(("tls_proxy.port_offset: %s %d + %d is beyond 65535 (set its public port)")
+                :format(what, p, off), 0)
+        end
+        return p + off
+    end
+    for name, inst in pairs(cfg.chat.instances) do
+        local what = "chat.instances." .. tostring(name)
+        inst.public_port = inst.public_port or shift(what .. ".port", inst.port)
+        local ws = inst.ws_port or cfg.chat.ws_port
+        if ws > 0 then inst.public_ws_port = inst.public_ws_port or shift(what .. ".ws_port", ws) end
+    end
+    local res = cfg.resource
+    res.public_port = res.public_port or shift("resource.port", res.port)
+    res.public_http_port = res.public_http_port or shift("resource.http_port", res.http_port)
+    tp.gate_port = tp.gate_port or shift("gate.port", cfg.gate.port)
+    local g = cfg.gate
+    if #g.trusted_proxies == 0 and (g.host == "127.0.0.1" or g.host == "::1") then
+        g.trusted_proxies = { g.host }
+    end
+end
+
 -- Defaults that follow other settings: every role's host is bind_host (the resource
 -- server's too, and what it announces is its host, loopback for a wildcard), and the
 -- client's gate is this config's own gate (loopback when the gate binds a wildcard).
@@ -619,12 +697,21 @@ local function derive(cfg)
     if res.public_host == nil then
         res.public_host = WILDCARD[res.host] and "127.0.0.1" or res.host
     end
+    derive_public(cfg)
     if cfg.chat.ws_origins == nil then -- the pages the gate serves, as a browser names them
-        local h, port = cfg.gate.host, cfg.gate.port
-        if WILDCARD[h] then h = "127.0.0.1" end
-        if h:find(":", 1, true) then h = "[" .. h .. "]" end
-        local list = { ("http://%s:%d"):format(h, port) }
-        if h == "127.0.0.1" or h == "[::1]" then list[2] = ("http://localhost:%d"):format(port) end
+        local list = {}
+        local function add(scheme, h, port)
+            if WILDCARD[h] then h = "127.0.0.1" end
+            h = bracket(h)
+            list[#list + 1] = ("%s://%s:%d"):format(scheme, h, port)
+            if h == "127.0.0.1" or h == "[::1]" then
+                list[#list + 1] = ("%s://localhost:%d"):format(scheme, port)
+            end
+        end
+        add("http", cfg.gate.host, cfg.gate.port)
+        if cfg.tls_proxy.enabled then -- and through the proxy
+            add("https", cfg.tls_proxy.public_host, cfg.tls_proxy.gate_port)
+        end
         cfg.chat.ws_origins = list
     end
     if cfg.client.gate_url == nil then
@@ -678,6 +765,17 @@ local function listeners(cfg)
     add("resource.port", cfg.resource.host, cfg.resource.port)
     add("resource.http_port", cfg.resource.host, cfg.resource.http_port)
     add("resource.admin_port", admin, cfg.resource.admin_port)
+    local tp = cfg.tls_proxy
+    if tp.enabled then -- the proxy's listeners
+        add("tls_proxy.gate_port", tp.host, tp.gate_port)
+        for _, n in ipairs(names) do
+            local inst, p = cfg.chat.instances[n], "chat.instances." .. tostring(n) .. "."
+            add(p .. "public_port", tp.host, inst.public_port)
+            if inst.public_ws_port then add(p .. "public_ws_port", tp.host, inst.public_ws_port) end
+        end
+        add("resource.public_port", tp.host, cfg.resource.public_port)
+        add("resource.public_http_port", tp.host, cfg.resource.public_http_port)
+    end
     add("redis.port", cfg.redis.host, cfg.redis.port)
     add("mysql.port", cfg.mysql.host, cfg.mysql.port)
     local scheme, rest = cfg.mail.url:match("^(smtps?)://([^/]*)")
@@ -729,6 +827,7 @@ function M.load(path, role, name)
     check_ports(cfg)
     check_nesting(cfg)
     check_tls(cfg)
+    check_tls_proxy(cfg)
     check_secret(cfg)
     check_sentinel(cfg)
     cfg.self = resolve_self(cfg, role, name)

@@ -59,12 +59,14 @@ end
 
 local URL_FIELDS = { { name = "message_id", kind = "id", required = true } }
 
--- The resource server's HTTP address as clients dial it (IPv6 in brackets).
+-- The resource server's HTTP address as clients dial it (IPv6 in brackets): https through
+-- the TLS proxy (docs/protocol.md §5.6).
 local function http_base()
-    local res = host.config.resource
-    local h = res.public_host
+    local res, proxy = host.config.resource, host.config.tls_proxy
+    local h = proxy.enabled and proxy.public_host or res.public_host
     if h:find(":", 1, true) then h = "[" .. h .. "]" end
-    return ("http://%s:%d"):format(h, res.http_port)
+    if not proxy.enabled then return ("http://%s:%d"):format(h, res.http_port) end
+    return ("https://%s:%d"):format(h, res.public_http_port)
 end
 
 -- 1049 {message_id}

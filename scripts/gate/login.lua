@@ -102,13 +102,31 @@ local function admit(bs, id)
     end
 end
 
--- The WebSocket URL of the chosen chat server (docs/protocol.md §5.5), or nil when it has
--- no WebSocket port: the reply then has exactly the fields the original clients know.
-local function wsurl(server)
-    if not server.ws_port or server.ws_port == "" then return nil end
-    local h = server.host
+-- The WebSocket URL of a chat server's addresses (docs/protocol.md §5.5), or nil when it
+-- has no WebSocket port: the reply then has exactly the fields the original clients know.
+local function wsurl(a)
+    if not a.ws_port or a.ws_port == "" then return nil end
+    local h = a.host
     if h:find(":", 1, true) then h = "[" .. h .. "]" end
-    return ("ws://%s:%s/"):format(h, server.ws_port)
+    return ("%s://%s:%s/"):format(a.scheme, h, a.ws_port)
+end
+
+-- The addresses a login reply names: the chosen chat server's and the resource server's
+-- own, or for a login that came through the TLS proxy the proxy's (docs/protocol.md §5.6:
+-- TLS ports, wss), so a plain client on a plain path keeps its plain addresses.
+local function addresses(req, server)
+    local own = { host = server.host, port = server.port, ws_port = server.ws_port,
+        scheme = "ws", reshost = settings.reshost, resport = settings.resport }
+    local p = settings.proxy
+    if not p or not request.via_tls_proxy(req) then return own end
+    local c = p.chats[server.host .. ":" .. server.port]
+    if not c then -- a server this gate's config does not list: its own address is all there is
+        host.log.warn(ROUTE, ": chat server ", server.host, ":", server.port, " is not in ",
+            "chat.instances here: its plain address goes to a client of the TLS proxy")
+        return own
+    end
+    return { host = p.host, port = c.port, ws_port = c.ws_port, scheme = "wss",
+        reshost = p.host, resport = p.resport }
 end
 
 local function rate_limited(req, email, retry_after, what)
@@ -160,8 +178,9 @@ return function(req)
         return reply.done(ROUTE, req, { error = errors.RPCFailed },
             server and "status answered " .. tostring(server.error) or "status unreachable", email)
     end
+    local a = addresses(req, server)
     return reply.done(ROUTE, req, { error = errors.Success, uid = user.uid, email = user.email,
-        token = server.token, host = server.host, port = server.port,
-        chathost = server.host, chatport = server.port, reshost = settings.reshost,
-        resport = settings.resport, wsurl = wsurl(server) }, "logged in uid=" .. user.uid, email)
+        token = server.token, host = a.host, port = a.port, chathost = a.host, chatport = a.port,
+        reshost = a.reshost, resport = a.resport, wsurl = wsurl(a) }, "logged in uid=" .. user.uid,
+        email)
 end

@@ -70,4 +70,10 @@ function M.peer(req)
     return client
 end
 
+-- Whether req came through the TLS proxy (tools/tls_proxy.sh, docs/protocol.md §5.6): a
+-- trusted proxy that says the client spoke https. Nobody else's X-Forwarded-Proto counts.
+function M.via_tls_proxy(req)
+    return TRUSTED[req.peer] == true and req.headers["x-forwarded-proto"] == "https"
+end
+
 return M

@@ -22,7 +22,9 @@ const profile = mkdtempSync(join(tmpdir(), "chathost-chromium-"));
 const chrome = spawn(process.env.CHROMIUM || "chromium", [
   "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run",
   "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
-  "--disable-dev-shm-usage", `--user-data-dir=${profile}`, "about:blank",
+  "--disable-dev-shm-usage", `--user-data-dir=${profile}`,
+  // more flags from the spec (e.g. --ignore-certificate-errors for the TLS proxy's spec)
+  ...(process.env.CHROMIUM_FLAGS || "").split(" ").filter(Boolean), "about:blank",
 ], { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"] });
 let chromeErr = "";
 chrome.stderr.on("data", (d) => { chromeErr = (chromeErr + d).slice(-4000); });

@@ -36,12 +36,13 @@ function M.artifacts()
     return dir
 end
 
--- start() -> browser
-function M.start()
+-- start({flags = {"--flag", ...}}?) -> browser (flags: more Chromium command-line flags)
+function M.start(opts)
     local dir = assert(host.fs.mkdtemp("browser"))
     local port_file = dir .. "/port"
+    local flags = opts and opts.flags and table.concat(opts.flags, " ") or nil
     local proc = assert(host.proc.spawn({ "node", host.root .. "/tests/browser/driver.mjs", port_file },
-        { stdout = "capture", stderr = "capture" }))
+        { stdout = "capture", stderr = "capture", env = flags and { CHROMIUM_FLAGS = flags } or nil }))
     local line = util.wait_until(function()
         return (host.fs.read(port_file) or ""):match("^%d+ .*\n") or proc.exited
     end, 30000, "Chromium to start")

@@ -324,8 +324,7 @@ static int url_scheme(const char *url) {
 
 static const char *opt_string(lua_State *L, const char *k) {
     lua_getfield(L, 1, k);
-    const char *s = luaL_optstring(L, -1, NULL);
-    return s;
+    return luaL_optstring(L, -1, NULL);
 }
 
 /* request{url=, method="GET", headers=?, body=?, timeout_ms=?, ca_file=?}
@@ -373,6 +372,13 @@ static int l_request(lua_State *L) {
     return lua_yield(L, 0);
 }
 
+/* Field k of the options table (argument 1), cur when absent; raises below min. */
+static long opt_at_least(lua_State *L, const char *k, long cur, long min) {
+    lua_Integer v = vm_opt_int(L, 1, k, cur);
+    if (v < min) luaL_error(L, "host.http.configure_client: %s must be at least %d", k, (int)min);
+    return (long)v;
+}
+
 /* configure_client{timeout_ms=, connect_timeout_ms=, max_response_bytes=, max_redirects=,
  * idle_timeout_s=, max_total_connections=, max_host_connections=, max_waiting=, ca_file=,
  * insecure=} -> true: the config's http_client settings for this process from now on (specs
@@ -381,14 +387,14 @@ static int l_configure(lua_State *L) {
     http_client *cl = client_get(app_from(L));
     luaL_checktype(L, 1, LUA_TTABLE);
     if (!cl) return luaL_error(L, "host.http.configure_client: libcurl cannot make a multi handle");
-    cl->timeout_ms = (long)vm_opt_int(L, 1, "timeout_ms", cl->timeout_ms);
-    cl->connect_timeout_ms = (long)vm_opt_int(L, 1, "connect_timeout_ms", cl->connect_timeout_ms);
-    cl->max_response = (size_t)vm_opt_int(L, 1, "max_response_bytes", (lua_Integer)cl->max_response);
-    cl->max_redirects = (long)vm_opt_int(L, 1, "max_redirects", cl->max_redirects);
-    cl->idle_timeout_s = (long)vm_opt_int(L, 1, "idle_timeout_s", cl->idle_timeout_s);
-    cl->max_total = (long)vm_opt_int(L, 1, "max_total_connections", cl->max_total);
-    cl->max_host = (long)vm_opt_int(L, 1, "max_host_connections", cl->max_host);
-    cl->max_waiting = (long)vm_opt_int(L, 1, "max_waiting", cl->max_waiting);
+    cl->timeout_ms = opt_at_least(L, "timeout_ms", cl->timeout_ms, 1);
+    cl->connect_timeout_ms = opt_at_least(L, "connect_timeout_ms", cl->connect_timeout_ms, 1);
+    cl->max_response = (size_t)opt_at_least(L, "max_response_bytes", (long)cl->max_response, 1);
+    cl->max_redirects = opt_at_least(L, "max_redirects", cl->max_redirects, 0);
+    cl->idle_timeout_s = opt_at_least(L, "idle_timeout_s", cl->idle_timeout_s, 1);
+    cl->max_total = opt_at_least(L, "max_total_connections", cl->max_total, 1);
+    cl->max_host = opt_at_least(L, "max_host_connections", cl->max_host, 1);
+    cl->max_waiting = opt_at_least(L, "max_waiting", cl->max_waiting, 0);
     lua_getfield(L, 1, "ca_file");
     if (!lua_isnil(L, -1)) {
         free(cl->ca_file);

@@ -66,6 +66,13 @@ describe("http client on libcurl", function()
             assert.equal(200, by_name.status)
         end)
 
+        it("resolves host names, and says when one does not resolve", function()
+            local r, err = host.http.request { url = "https://no-such-host.invalid/",
+                timeout_ms = 5000 }
+            assert.is_nil(r)
+            assert.matches("^cannot resolve: .*no%-such%-host%.invalid", err)
+        end)
+
         it("POSTs a body and reads it back", function()
             local body = ("z"):rep(100000)
             local r = assert(get("/echo", { method = "POST", body = body,
@@ -155,6 +162,13 @@ describe("http client on libcurl", function()
             stall.stop()
             assert.is_nil(r)
             assert.equal("connect timeout (200 ms)", err)
+        end)
+
+        it("refuses settings below their least value", function()
+            assert.has_error(function() host.http.configure_client { max_total_connections = 0 } end,
+                "host.http.configure_client: max_total_connections must be at least 1")
+            assert.has_error(function() host.http.configure_client { connect_timeout_ms = 0 } end)
+            assert.has_error(function() host.http.configure_client { max_waiting = -1 } end)
         end)
 
         it("takes a body of max_response_bytes and refuses one byte more", function()

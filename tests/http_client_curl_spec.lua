@@ -4,6 +4,7 @@
 -- the connect timeout, the response size and the redirects.
 local host = require "host"
 local tls = require "helpers.tls"
+local util = require "helpers.util"
 
 -- The config's http_client settings, to put back after each test that changes them.
 local DEFAULTS = host.config_copy().http_client
@@ -117,6 +118,35 @@ describe("http client on libcurl", function()
             host.http.configure_client { insecure = true }
             assert.equal(200, assert(host.http.request { url = base .. "/hello" }).status)
         end)
+    end)
+
+    it("goes through the proxy https_proxy names, except to hosts no_proxy names", function()
+        local proxy = tls.server("proxy")
+        local script = dir .. "/get.lua"
+        assert(host.fs.write(script, [[
+local host = require "host"
+local url, ca_file = ...
+local r, err = host.http.request { url = url, ca_file = ca_file, timeout_ms = 5000 }
+io.stdout:write(r and tostring(r.status) or err)
+]]))
+        local env = { https_proxy = "http://127.0.0.1:" .. proxy.port, no_proxy = false,
+            NO_PROXY = false, HTTPS_PROXY = false, all_proxy = false, ALL_PROXY = false }
+        local function run()
+            return assert(host.proc.run({ util.bin(), "exec", script, base .. "/hello", ca.pem },
+                { env = env, timeout_ms = 10000 }))
+        end
+        local function tunnels()
+            local _, n = proxy.proc:output():gsub("\nCONNECT 127%.0%.0%.1:" .. server.port .. "\n", "")
+            return n
+        end
+        local r = run()
+        assert.equal("200", r.stdout, r.stderr)
+        assert.equal(1, tunnels())
+        env.no_proxy = "127.0.0.1"
+        r = run()
+        proxy.stop()
+        assert.equal("200", r.stdout, r.stderr)
+        assert.equal(1, tunnels())
     end)
 
     describe("keep-alive pool", function()

@@ -54,11 +54,13 @@ local function spawn(script, args)
     end }
 end
 
--- server(cert) -> {port=, stop=}: tls_server.py over https with cert; server("plain") over
--- http; server("stall"): accepts and never answers
+-- server(cert) -> {port=, stop=, proc=}: tls_server.py over https with cert; server("plain")
+-- over http; server("stall"): accepts and never answers; server("proxy"): a CONNECT proxy
+-- printing "CONNECT host:port" for each tunnel (proc:output())
 function M.server(cert)
-    if cert == "plain" then return spawn("tls_server.py", { "--plain" }) end
-    if cert == "stall" then return spawn("tls_server.py", { "--stall" }) end
+    if cert == "plain" or cert == "stall" or cert == "proxy" then
+        return spawn("tls_server.py", { "--" .. cert })
+    end
     return spawn("tls_server.py", { cert.pem, cert.key })
 end
 

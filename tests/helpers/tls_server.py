@@ -4,6 +4,8 @@
 Usage: tls_server.py CERT KEY      https on 127.0.0.1, a free port
        tls_server.py --plain       plain http
        tls_server.py --stall       accepts connections and never says a word
+       tls_server.py --proxy       an HTTP CONNECT proxy (what https_proxy names): prints
+                                   "CONNECT host:port" for each tunnel it opens
 
 Prints the port on its first line. HTTP/1.1 with keep-alive; each connection is served
 (and its TLS handshake made) on a thread of its own. Routes:
@@ -110,9 +112,65 @@ def stall():
         held.append(s.accept()[0])
 
 
+def relay(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def tunnel(conn):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = conn.recv(4096)
+        if not data:
+            conn.close()
+            return
+        head += data
+    parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+    if len(parts) != 3 or parts[0] != "CONNECT":
+        conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+        conn.close()
+        return
+    target_host, target_port = parts[1].rsplit(":", 1)
+    try:
+        up = socket.create_connection((target_host, int(target_port)), 5)
+    except OSError:
+        conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+        conn.close()
+        return
+    up.settimeout(None)
+    print("CONNECT " + parts[1], flush=True)
+    conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    threading.Thread(target=relay, args=(up, conn), daemon=True).start()
+    relay(conn, up)
+
+
+def proxy():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    print(s.getsockname()[1], flush=True)
+    while True:
+        conn = s.accept()[0]
+        threading.Thread(target=tunnel, args=(conn,), daemon=True).start()
+
+
 def main():
     if sys.argv[1:] == ["--stall"]:
         return stall()
+    if sys.argv[1:] == ["--proxy"]:
+        return proxy()
     server = Server(("127.0.0.1", 0), Handler)
     if sys.argv[1:] != ["--plain"]:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -158,6 +158,17 @@ io.stdout:write(r and tostring(r.status) or err)
             srv.stop()
         end)
 
+        it("does not reuse a connection idle longer than idle_timeout_s", function()
+            local srv = tls.server(cert)
+            local url = "https://127.0.0.1:" .. srv.port .. "/hello"
+            host.http.configure_client { idle_timeout_s = 1 }
+            assert(host.http.request { url = url, ca_file = ca.pem })
+            host.timer.sleep(2100) -- libcurl counts whole seconds: idle 2 s is more than 1
+            assert(host.http.request { url = url, ca_file = ca.pem })
+            assert.equal(2, connections(srv))
+            srv.stop()
+        end)
+
         it("opens at most max_host_connections to one host; more requests wait for one", function()
             for _, max in ipairs({ 1, 2 }) do
                 local srv = tls.server(cert)

@@ -9,6 +9,7 @@
 
 #include "alloc.h"
 #include "list.h"
+#include "listen.h"
 #include "log.h"
 
 struct curl_uv {
@@ -116,9 +117,20 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
     return 0;
 }
 
+static int socket_opened(void *ud, curl_socket_t fd, curlsocktype purpose) {
+    set_cloexec(fd);
+    return CURL_SOCKOPT_OK;
+}
+
+void curl_uv_easy_defaults(CURL *easy) {
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_SOCKOPTFUNCTION, socket_opened);
+}
+
 curl_uv *curl_uv_new(uv_loop_t *loop, curl_uv_done_fn done) {
     CURLM *multi = curl_multi_init();
     if (!multi) return NULL;
+    cloexec_inherited(); /* the multi's wakeup socket pair, opened without CLOEXEC */
     curl_uv *cu = xcalloc(1, sizeof *cu);
     cu->multi = multi;
     cu->done = done;

@@ -20,6 +20,10 @@ curl_uv *curl_uv_new(uv_loop_t *loop, curl_uv_done_fn done);
 
 CURLM *curl_uv_multi(curl_uv *cu);
 
+/* What every easy handle on the loop needs: no signals (timeouts by the loop's timer, not
+ * SIGALRM) and sockets children do not inherit (libcurl opens them without CLOEXEC). */
+void curl_uv_easy_defaults(CURL *easy);
+
 /* Starts easy on cu. Returns 0, or -EINVAL when libcurl refuses it (easy is untouched and
  * still the caller's), -ESHUTDOWN after curl_uv_close. */
 int curl_uv_add(curl_uv *cu, CURL *easy);

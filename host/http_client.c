@@ -291,7 +291,7 @@ static void setup_easy(hc_request *r, const char *url, long connect_ms, const ch
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_uv_easy_defaults(e);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "chathost");
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);

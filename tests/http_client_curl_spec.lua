@@ -158,6 +158,15 @@ io.stdout:write(r and tostring(r.status) or err)
             srv.stop()
         end)
 
+        it("keeps its sockets from child processes", function()
+            assert(get("/hello")) -- a pooled connection is open now
+            local r = assert(host.proc.run({ "sh", "-c", "ls /proc/$$/fd" }))
+            local fds = {}
+            for fd in r.stdout:gmatch("%d+") do fds[#fds + 1] = tonumber(fd) end
+            -- 0..2, and the descriptor the shell's ls reads the folder with
+            assert.truthy(#fds <= 4, r.stdout)
+        end)
+
         it("does not reuse a connection idle longer than idle_timeout_s", function()
             local srv = tls.server(cert)
             local url = "https://127.0.0.1:" .. srv.port .. "/hello"

@@ -182,7 +182,8 @@ static void error_text(hc_request *r, CURLcode rc, char *out, size_t size) {
     else if (is_tls_error(rc))
         snprintf(out, size, "tls: %s", curl_words(r, rc));
     else if (rc == CURLE_COULDNT_CONNECT)
-        snprintf(out, size, "%s", os_errno == ECONNREFUSED ? "connection refused" : "cannot connect");
+        snprintf(out, size, "%s",
+                 os_errno == ECONNREFUSED ? "connection refused" : "cannot connect");
     else if (rc == CURLE_OPERATION_TIMEDOUT) /* libcurl's only deadline here is the connect's */
         snprintf(out, size, "connect timeout (%ld ms)", r->cl->connect_timeout_ms);
     else if (rc == CURLE_COULDNT_RESOLVE_HOST)
@@ -436,7 +437,8 @@ int http_client_open(lua_State *L) {
     return 1;
 }
 
-/* host.http.configure_client and host.http.client_stats (modules.c attaches them next to request). */
+/* host.http.configure_client and host.http.client_stats (modules.c attaches them next to
+ * request). */
 int http_client_configure_open(lua_State *L) {
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_configure, 1);

@@ -84,7 +84,8 @@ describe("http client on libcurl", function()
 
         it("refuses a certificate no trusted CA signed, naming the cause", function()
             for _, ca_file in ipairs({ false, other_ca.pem }) do
-                local r, err = host.http.request { url = base .. "/hello", ca_file = ca_file or nil }
+                local r, err = host.http.request { url = base .. "/hello",
+                    ca_file = ca_file or nil }
                 assert.is_nil(r)
                 assert.matches("^tls: certificate problem: ", err)
             end
@@ -136,7 +137,8 @@ io.stdout:write(r and tostring(r.status) or err)
                 { env = env, timeout_ms = 10000 }))
         end
         local function tunnels()
-            local _, n = proxy.proc:output():gsub("\nCONNECT 127%.0%.0%.1:" .. server.port .. "\n", "")
+            local _, n = proxy.proc:output():gsub("\nCONNECT 127%.0%.0%.1:" .. server.port
+                .. "\n", "")
             return n
         end
         local r = run()
@@ -183,7 +185,8 @@ io.stdout:write(r and tostring(r.status) or err)
                 local srv = tls.server(cert)
                 host.http.configure_client { max_host_connections = max }
                 local url = "https://127.0.0.1:" .. srv.port .. "/slow?ms=200"
-                local out = at_once({ { url = url, ca_file = ca.pem }, { url = url, ca_file = ca.pem } })
+                local req = { url = url, ca_file = ca.pem }
+                local out = at_once({ req, req })
                 for _, o in ipairs(out) do assert.equal(200, assert(o.res, o.err).status) end
                 assert.equal(max, connections(srv))
                 srv.stop()
@@ -215,8 +218,9 @@ io.stdout:write(r and tostring(r.status) or err)
         end)
 
         it("refuses settings below their least value", function()
-            assert.has_error(function() host.http.configure_client { max_total_connections = 0 } end,
-                "host.http.configure_client: max_total_connections must be at least 1")
+            assert.has_error(function()
+                host.http.configure_client { max_total_connections = 0 }
+            end, "host.http.configure_client: max_total_connections must be at least 1")
             assert.has_error(function() host.http.configure_client { connect_timeout_ms = 0 } end)
             assert.has_error(function() host.http.configure_client { max_waiting = -1 } end)
         end)

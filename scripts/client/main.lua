@@ -29,8 +29,8 @@ at a time (the latest login wins), so an interactive client signed in as the sam
 signed out ("logged in somewhere else") and goes back to its menu.
 ]]
 
-local OPTIONS = { ["--gate"] = 1, ["--ca-file"] = 1, ["--email"] = 1, ["--password"] = 1, ["--send"] = 2,
-    ["--listen"] = 0, ["--images-dir"] = 1, ["--help"] = 0, ["-h"] = 0 }
+local OPTIONS = { ["--gate"] = 1, ["--ca-file"] = 1, ["--email"] = 1, ["--password"] = 1,
+    ["--send"] = 2, ["--listen"] = 0, ["--images-dir"] = 1, ["--help"] = 0, ["-h"] = 0 }
 
 -- parse(args) -> opts | nil, message
 function M.parse(args)

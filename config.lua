@@ -95,6 +95,19 @@ return {
         timeout_ms = 10000,                 -- per mail (verify: within its caller's deadline)
     },
 
+    http_client = {                         -- host.http.request (the terminal client's gate)
+        timeout_ms = 10000,                 -- a whole request, unless the call says otherwise
+        connect_timeout_ms = 5000,          -- TCP and TLS handshake
+        max_response_bytes = 16777216,      -- a larger body fails the request
+        max_redirects = 5,                  -- https never follows a redirect to http
+        max_total_connections = 64, max_host_connections = 8, -- keep-alive pool bounds
+        max_waiting = 1000,                 -- beyond the pool: then nil, "busy"
+        idle_timeout_s = 30,                -- a pooled idle connection is closed after this
+        -- ca_file = "/etc/chathost/ca.pem", -- private CA for https (default: the system's)
+        -- insecure = true,                 -- development only: no certificate check (warned)
+        -- proxies: the standard http_proxy, https_proxy and no_proxy environment variables
+    },
+
     admin = { host = "127.0.0.1" },         -- /healthz and /metrics of every role (admin_port)
     shutdown = { grace_ms = 3000 },         -- SIGTERM: stop hooks (presence, liveness) get this
 
@@ -218,7 +231,8 @@ return {
                                             -- run TLS=1` makes a self-signed one in .run/tls
     },
 
-    -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port)
+    -- `chathost client` talks to client.gate_url, by default this file's gate (gate.port);
+    -- an https:// gate_url is checked against client.ca_file (--ca-file), else the system's CAs
 
     -- Roles of your own (README "Adding a role"): each entry runs as `chathost NAME` with
     -- scripts/NAME/init.lua, `make run` starts it, and the entry is its host.config.self:

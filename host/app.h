@@ -20,6 +20,7 @@ struct grpc_bridge;
 struct sched;
 struct chat_server;
 struct mail_pool;
+struct http_client;
 struct files;
 
 /* A host resource that a test could leave behind: a coroutine, a repeating timer, a socket,
@@ -60,7 +61,7 @@ struct app {
     struct chat_server *chat;   /* the chat server host.sessions speaks of (chat_server.c) */
     struct mail_pool *mail;     /* host.mail's, made on first use (mail.c) */
     struct files *files;        /* host.file's open-file count, made on first use (file.c) */
-    list_node http_idle;        /* host.http.request's keep-alive connections (http_client.c) */
+    struct http_client *http_client; /* host.http.request's, made on first use (http_client.c) */
     list_node reloaders;        /* every host.scripts loader (scripts.c) */
     unsigned reload_epoch;      /* grows at every generation any loader swaps in: C caches
                                    what it read from a handler table until it changes */

@@ -1,10 +1,9 @@
-/* http_client.c: host.http.request, an HTTP/1.1 client on the loop for scripts (the
- * terminal client talks to the gate with it). Keep-alive connections are pooled per
- * host:port (a few idle ones, closed after an idle time); responses are parsed with
- * http_parser; every request has a deadline covering connect, send and the whole
- * response. A request that finds a pooled connection closed by the server before any
- * byte of the answer is sent once more on a fresh connection. */
-#include <http_parser.h>
+/* http_client.c: host.http.request, the HTTP client of scripts (the terminal client talks
+ * to the gate with it): libcurl on the role's loop (curl_uv.c), so http and https with
+ * certificate verification, keep-alive pools bounded in total and per host, redirects and
+ * the standard proxy variables. Limits come from config `http_client`; this file turns
+ * libcurl's outcomes into the results and error strings scripts know. */
+#include <errno.h>
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,377 +11,235 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "config.h"
+#include "curl_uv.h"
 #include "log.h"
 #include "modules.h"
 #include "sched.h"
 
-#define POOL_IDLE_MAX 8          /* idle keep-alive connections kept per host:port */
-#define POOL_IDLE_MS 30000
-#define DEFAULT_TIMEOUT_MS 10000
-#define MAX_RESPONSE (16u << 20)
-
-typedef struct hc_request hc_request;
-
-typedef struct hc_conn {
-    list_node link;              /* in the idle pool while idle */
+typedef struct http_client {
     struct app *app;
-    char key[96];                /* "host:port" */
-    uv_tcp_t tcp;
-    uv_timer_t timer;            /* idle timeout while pooled */
-    uv_connect_t connect_req;
-    uv_write_t write_req;
-    http_parser parser;
-    hc_request *req;             /* the request on it, if any */
-    int closing, reused, open_handles;
-} hc_conn;
+    curl_uv *cu;
+    long timeout_ms, connect_timeout_ms, max_redirects, idle_timeout_s;
+    long max_total, max_host, max_waiting;
+    size_t max_response;
+    char *ca_file;       /* NULL: the system's CA bundle */
+    int insecure;
+    long in_flight;      /* requests on the multi handle, running or queued by libcurl */
+    list_node requests;  /* hc_request.link */
+} http_client;
 
-struct hc_request {
-    task_t *task;                /* NULL once the caller is gone */
-    hc_conn *conn;
-    uv_timer_t *timer;
-    char *out;                   /* the request bytes */
-    size_t out_len;
-    struct sockaddr_storage addr;
-    char key[96];
-    int status, complete, got_bytes, retried, no_reuse;
-    char *hbuf;                  /* "name\0value\0" pairs */
-    size_t hlen, hcap;
-    int in_value;
-    char *body;
-    size_t blen, bcap;
-};
+typedef struct hc_request {
+    list_node link;
+    http_client *cl;
+    task_t *task;
+    CURL *easy;
+    struct curl_slist *headers;
+    buf_t head;          /* the final response's headers: "name\0value\0" pairs */
+    buf_t body;
+    int too_large;       /* the body passed max_response */
+    int https;
+    char errbuf[CURL_ERROR_SIZE];
+} hc_request;
 
+/* ---- the client (one per process, made on first use) ------------------------------------- */
 
-/* ---- buffers ---------------------------------------------------------------------------- */
-
-static int grow(char **buf, size_t *cap, size_t need) {
-    if (need > MAX_RESPONSE) return -1;
-    *buf = buf_grow(*buf, cap, need);
-    return 0;
+static void client_limits(http_client *cl) {
+    CURLM *m = curl_uv_multi(cl->cu);
+    curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, cl->max_total);
+    curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, cl->max_host);
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, cl->max_total); /* idle ones kept */
 }
 
-/* Keeps hbuf NUL-terminated (grow reserved the byte): push_response's strlen stops at hlen
- * even when the last value was not ended (a chunked response's trailers). */
-static int add_hbuf(hc_request *r, const char *at, size_t len) {
-    if (grow(&r->hbuf, &r->hcap, r->hlen + len + 1) != 0) return -1;
-    memcpy(r->hbuf + r->hlen, at, len);
-    r->hlen += len;
-    r->hbuf[r->hlen] = '\0';
-    return 0;
+static void warn_insecure(http_client *cl) {
+    if (cl->insecure)
+        log_warn("http_client.insecure is on: https certificates and host names are NOT "
+                 "verified (development only; anyone on the path can read and change traffic)");
 }
 
-/* ---- parsing the response --------------------------------------------------------------- */
+static void done(CURL *easy, CURLcode rc);
 
-static hc_request *req_of(http_parser *p) { return ((hc_conn *)p->data)->req; }
-
-static int on_header_field(http_parser *p, const char *at, size_t len) {
-    hc_request *r = req_of(p);
-    if (r->in_value || r->hlen == 0) {
-        if (r->hlen) add_hbuf(r, "", 1); /* end of the previous value */
-        r->in_value = 0;
+static http_client *client_get(struct app *app) {
+    if (app->http_client) return app->http_client;
+    http_client *cl = xcalloc(1, sizeof *cl);
+    cl->app = app;
+    cl->cu = curl_uv_new(app->loop, done);
+    if (!cl->cu) {
+        free(cl);
+        return NULL;
     }
-    for (size_t i = 0; i < len; i++) {
-        char ch = at[i] >= 'A' && at[i] <= 'Z' ? (char)(at[i] + 32) : at[i];
-        if (add_hbuf(r, &ch, 1) != 0) return 1;
+    list_init(&cl->requests);
+    cl->timeout_ms = (long)cfg_int(app, "http_client.timeout_ms", 10000);
+    cl->connect_timeout_ms = (long)cfg_int(app, "http_client.connect_timeout_ms", 5000);
+    cl->max_response = (size_t)cfg_int(app, "http_client.max_response_bytes", 16 << 20);
+    cl->max_redirects = (long)cfg_int(app, "http_client.max_redirects", 5);
+    cl->idle_timeout_s = (long)cfg_int(app, "http_client.idle_timeout_s", 30);
+    cl->max_total = (long)cfg_int(app, "http_client.max_total_connections", 64);
+    cl->max_host = (long)cfg_int(app, "http_client.max_host_connections", 8);
+    cl->max_waiting = (long)cfg_int(app, "http_client.max_waiting", 1000);
+    cl->ca_file = cfg_str(app, "http_client.ca_file", NULL);
+    cl->insecure = cfg_bool(app, "http_client.insecure", 0);
+    client_limits(cl);
+    warn_insecure(cl);
+    app->http_client = cl;
+    return cl;
+}
+
+/* ---- responses ---------------------------------------------------------------------------- */
+
+/* One header line of a response ("Name: value\r\n"; trailers come the same way). A status
+ * line starts another response (after a redirect or a 100): what came before is dropped. */
+static size_t on_header(char *line, size_t size, size_t n, void *ud) {
+    hc_request *r = ud;
+    size_t len = size * n;
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        r->head.len = 0;
+        return len;
     }
-    return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len) {
-    hc_request *r = req_of(p);
-    if (!r->in_value) {
-        if (add_hbuf(r, "", 1) != 0) return 1; /* end of the name */
-        r->in_value = 1;
+    const char *colon = memchr(line, ':', len);
+    if (!colon || colon == line) return len; /* the blank line, or not a header */
+    size_t nl = (size_t)(colon - line), vs = nl + 1, ve = len;
+    while (vs < ve && (line[vs] == ' ' || line[vs] == '\t')) vs++;
+    while (ve > vs && (line[ve - 1] == '\r' || line[ve - 1] == '\n' || line[ve - 1] == ' ' ||
+                       line[ve - 1] == '\t'))
+        ve--;
+    for (size_t i = 0; i < nl; i++) {
+        char ch = line[i] >= 'A' && line[i] <= 'Z' ? (char)(line[i] + 32) : line[i];
+        buf_append(&r->head, &ch, 1);
     }
-    return add_hbuf(r, at, len);
+    buf_append(&r->head, "", 1);
+    buf_append(&r->head, line + vs, ve - vs);
+    buf_append(&r->head, "", 1);
+    return len;
 }
 
-static int on_headers_complete(http_parser *p) {
-    hc_request *r = req_of(p);
-    if (r->hlen) add_hbuf(r, "", 1);
-    r->in_value = 0; /* the value is ended: a trailer's name starts right after it */
-    r->status = p->status_code;
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len) {
-    hc_request *r = req_of(p);
-    if (grow(&r->body, &r->bcap, r->blen + len + 1) != 0) return 1;
-    memcpy(r->body + r->blen, at, len);
-    r->blen += len;
-    return 0;
-}
-
-static int on_message_complete(http_parser *p) {
-    req_of(p)->complete = 1;
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static http_parser_settings settings = {
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
-
-/* ---- connections ------------------------------------------------------------------------ */
-
-static void conn_handle_closed(uv_handle_t *h) {
-    hc_conn *c = h->data;
-    if (--c->open_handles == 0) free(c);
-}
-
-static void conn_close(hc_conn *c) {
-    if (c->closing) return;
-    c->closing = 1;
-    list_remove(&c->link);
-    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-}
-
-static void idle_timeout(uv_timer_t *t) { conn_close(t->data); }
-
-static void pool_put(hc_conn *c) {
-    int n = 0;
-    list_node *idle = &c->app->http_idle;
-    for (list_node *x = idle->next; x != idle; x = x->next)
-        n += strcmp(LIST_ENTRY(x, hc_conn, link)->key, c->key) == 0;
-    if (n >= POOL_IDLE_MAX || c->app->stopping) {
-        conn_close(c);
-        return;
+static size_t on_body(char *data, size_t size, size_t n, void *ud) {
+    hc_request *r = ud;
+    size_t len = size * n;
+    if (r->body.len + len > r->cl->max_response) {
+        r->too_large = 1;
+        return 0; /* libcurl stops the transfer: CURLE_WRITE_ERROR */
     }
-    c->req = NULL;
-    list_push_back(idle, &c->link);
-    uv_timer_start(&c->timer, idle_timeout, POOL_IDLE_MS, 0);
+    buf_append(&r->body, data, len);
+    return len;
 }
 
-static hc_conn *pool_take(struct app *app, const char *key) {
-    list_node *idle = &app->http_idle;
-    for (list_node *x = idle->next; x != idle; x = x->next) {
-        hc_conn *c = LIST_ENTRY(x, hc_conn, link);
-        if (strcmp(c->key, key) != 0) continue;
-        list_remove(&c->link);
-        uv_timer_stop(&c->timer);
-        c->reused = 1;
-        return c;
-    }
-    return NULL;
-}
-
-/* ---- finishing a request ---------------------------------------------------------------- */
-
-static void timer_closed(uv_handle_t *h) { free(h); }
-
-static void req_free(hc_request *r) {
-    if (r->timer) uv_close((uv_handle_t *)r->timer, timer_closed);
-    free(r->out);
-    free(r->hbuf);
-    free(r->body);
-    free(r);
-}
-
-/* Pushes {status=, headers=, body=} onto co. */
+/* Pushes {status=, headers=, body=} onto co (a repeated header: its last value). */
 static void push_response(lua_State *co, hc_request *r) {
-    lua_createtable(co, 0, 4);
-    lua_pushinteger(co, r->status);
+    long status = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    lua_createtable(co, 0, 3);
+    lua_pushinteger(co, status);
     lua_setfield(co, -2, "status");
     lua_newtable(co);
-    for (size_t off = 0; off < r->hlen;) {
-        const char *name = r->hbuf + off;
+    for (size_t off = 0; off < r->head.len;) {
+        const char *name = r->head.data + off;
         size_t nl = strlen(name);
         const char *value = name + nl + 1;
-        if (off + nl + 1 >= r->hlen) break;
         size_t vl = strlen(value);
-        lua_pushstring(co, name);
+        lua_pushlstring(co, name, nl);
         lua_pushlstring(co, value, vl);
         lua_rawset(co, -3);
         off += nl + 1 + vl + 1;
     }
     lua_setfield(co, -2, "headers");
-    lua_pushlstring(co, r->body ? r->body : "", r->blen);
+    lua_pushlstring(co, r->body.data ? r->body.data : "", r->body.len);
     lua_setfield(co, -2, "body");
 }
 
-static void req_finish(hc_request *r, const char *err) {
+/* ---- errors ------------------------------------------------------------------------------- */
+
+static int is_tls_error(CURLcode rc) {
+    switch (rc) {
+    case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM: case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR: case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS: case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ENGINE_INITFAILED: case CURLE_SSL_SHUTDOWN_FAILED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* libcurl's words for rc: its error buffer when it wrote one, without the "SSL: " or
+ * "SSL " that the "tls: " prefix makes redundant. */
+static const char *curl_words(hc_request *r, CURLcode rc) {
+    const char *s = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
+    if (strncmp(s, "SSL: ", 5) == 0) return s + 5;
+    if (strncmp(s, "SSL ", 4) == 0) return s + 4;
+    return s;
+}
+
+/* The error string of a failed transfer: the words scripts matched before libcurl
+ * ("timeout", "cannot connect", "connection refused", "connection closed before the whole
+ * response"), "tls: <cause>" for TLS, and a sentence naming every limit that stopped it. */
+static void error_text(hc_request *r, CURLcode rc, char *out, size_t size) {
+    long os_errno = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
+    if (r->too_large)
+        snprintf(out, size, "response too large (over %zu bytes)", r->cl->max_response);
+    else if (is_tls_error(rc))
+        snprintf(out, size, "tls: %s", curl_words(r, rc));
+    else if (rc == CURLE_COULDNT_CONNECT)
+        snprintf(out, size, "%s",
+                 os_errno == ECONNREFUSED ? "connection refused" : "cannot connect");
+    else if (rc == CURLE_OPERATION_TIMEDOUT) /* libcurl's only deadline here is the connect's */
+        snprintf(out, size, "connect timeout (%ld ms)", r->cl->connect_timeout_ms);
+    else if (rc == CURLE_COULDNT_RESOLVE_HOST)
+        snprintf(out, size, "cannot resolve: %s", curl_words(r, rc));
+    else if (rc == CURLE_TOO_MANY_REDIRECTS)
+        snprintf(out, size, "too many redirects (more than %ld)", r->cl->max_redirects);
+    else if (rc == CURLE_UNSUPPORTED_PROTOCOL) /* the URL's own scheme was checked */
+        snprintf(out, size, "redirect refused: %s", r->https ? "from https only to https"
+                                                               : "only to http or https");
+    else if (rc == CURLE_GOT_NOTHING || rc == CURLE_PARTIAL_FILE)
+        snprintf(out, size, "connection closed before the whole response");
+    else
+        snprintf(out, size, "%s", curl_words(r, rc));
+}
+
+/* ---- requests ----------------------------------------------------------------------------- */
+
+static void req_free(hc_request *r) {
+    list_remove(&r->link);
+    r->cl->in_flight--;
+    curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    buf_free(&r->head);
+    buf_free(&r->body);
+    free(r);
+}
+
+/* A transfer ended (curl_uv_done_fn): its task resumes with the response or nil, err. */
+static void done(CURL *easy, CURLcode rc) {
+    hc_request *r = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
     task_t *t = r->task;
-    hc_conn *c = r->conn;
-    r->conn = NULL;
-    if (c) {
-        c->req = NULL;
-        if (!err && !r->no_reuse && http_should_keep_alive(&c->parser))
-            pool_put(c);
-        else
-            conn_close(c);
+    if (rc == CURLE_OK && !r->too_large) {
+        push_response(t->co, r);
+        req_free(r);
+        sched_resume(t, 1);
+        return;
     }
-    if (t) {
-        if (err) {
-            sched_resume_error(t, err);
-        } else {
-            push_response(t->co, r);
-            sched_resume(t, 1);
-        }
-    }
+    char err[CURL_ERROR_SIZE + 64];
+    error_text(r, rc, err, sizeof err);
+    req_free(r);
+    sched_resume_error(t, err);
+}
+
+/* The task stopped waiting (its timeout_ms passed, or it was cancelled). */
+static void req_cancel(void *op) {
+    hc_request *r = op;
+    curl_uv_remove(r->cl->cu, r->easy);
     req_free(r);
 }
 
-static void req_cancel(void *op) {
-    hc_request *r = op;
-    r->task = NULL;
-    req_finish(r, "cancelled");
-}
-
-static void req_timeout(uv_timer_t *t) { req_finish(t->data, "timeout"); }
-
-/* ---- the exchange ----------------------------------------------------------------------- */
-
-static int start_on(hc_request *r, hc_conn *c);
-static hc_conn *conn_new(struct app *app, const char *key);
-static int conn_connect(hc_conn *c, hc_request *r);
-
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-    hc_conn *c = s->data;
-    hc_request *r = c->req;
-    if (n == 0) {
-        free(b->base);
-        return;
-    }
-    if (!r) { /* not expected: reading stops before a connection is pooled */
-        free(b->base);
-        conn_close(c);
-        return;
-    }
-    if (n < 0) {
-        free(b->base);
-        uv_read_stop(s);
-        if (n == UV_EOF && !r->complete) http_parser_execute(&c->parser, &settings, NULL, 0);
-        if (r->complete) {
-            req_finish(r, NULL);
-        } else if (c->reused && !r->got_bytes && !r->retried) {
-            /* the server had closed the pooled connection: once more on a fresh one */
-            r->retried = 1;
-            c->req = NULL;
-            r->conn = NULL;
-            conn_close(c);
-            if (conn_connect(conn_new(c->app, r->key), r) != 0) req_finish(r, "cannot connect");
-        } else {
-            req_finish(r, n == UV_EOF ? "connection closed before the whole response" : uv_strerror((int)n));
-        }
-        return;
-    }
-    r->got_bytes = 1;
-    size_t used = http_parser_execute(&c->parser, &settings, b->base, (size_t)n);
-    free(b->base);
-    if (r->complete) {
-        uv_read_stop(s);
-        r->no_reuse = used < (size_t)n; /* bytes after the response: not a clean stream */
-        req_finish(r, NULL);
-        return;
-    }
-    if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
-        uv_read_stop(s);
-        req_finish(r, http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
-    }
-}
-
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
-    *b = uv_buf_init(xmalloc(65536), 65536);
-}
-
-static void on_written(uv_write_t *w, int status) {
-    hc_conn *c = w->data;
-    if (status < 0 && c->req) req_finish(c->req, uv_strerror(status));
-}
-
-/* Sends r on c. Returns 0, or a negative errno when the request could not be written (r is
- * not finished then: the caller does it, without resuming a task that has not yielded yet). */
-static int start_on(hc_request *r, hc_conn *c) {
-    r->conn = c;
-    c->req = r;
-    http_parser_init(&c->parser, HTTP_RESPONSE);
-    c->parser.data = c;
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    uv_buf_t b = uv_buf_init(r->out, (unsigned)r->out_len);
-    c->write_req.data = c;
-    return uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
-}
-
-static void on_connect(uv_connect_t *req, int status) {
-    hc_conn *c = req->data;
-    hc_request *r = c->req;
-    if (status == UV_ECANCELED || !r) return;
-    if (status < 0) {
-        req_finish(r, uv_strerror(status));
-        return;
-    }
-    if (start_on(r, c) != 0) req_finish(r, "cannot send the request");
-}
-
-static hc_conn *conn_new(struct app *app, const char *key) {
-    hc_conn *c = xcalloc(1, sizeof *c);
-    c->app = app;
-    snprintf(c->key, sizeof c->key, "%s", key);
-    list_init(&c->link);
-    uv_tcp_init(app->loop, &c->tcp);
-    uv_timer_init(app->loop, &c->timer);
-    c->tcp.data = c->timer.data = c->connect_req.data = c;
-    c->open_handles = 2;
-    return c;
-}
-
-/* Starts connecting c for r. Returns 0, or a negative errno when the connect failed at once
- * (r is not finished then: the caller does it). */
-static int conn_connect(hc_conn *c, hc_request *r) {
-    r->conn = c;
-    c->req = r;
-    uv_tcp_nodelay(&c->tcp, 1);
-    return uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&r->addr, on_connect);
-}
-
-/* ---- Lua -------------------------------------------------------------------------------- */
-
-/* "http://host:port/path" -> host, port, path; 0 or -1. */
-static int parse_url(const char *url, char *host, size_t hl, int *port, const char **path) {
-    struct http_parser_url u;
-    http_parser_url_init(&u);
-    if (http_parser_parse_url(url, strlen(url), 0, &u) != 0) return -1;
-    if (!(u.field_set & (1 << UF_HOST)) || !(u.field_set & (1 << UF_SCHEMA))) return -1;
-    if (u.field_data[UF_SCHEMA].len != 4 || strncmp(url + u.field_data[UF_SCHEMA].off, "http", 4) != 0)
-        return -1;
-    snprintf(host, hl, "%.*s", (int)u.field_data[UF_HOST].len, url + u.field_data[UF_HOST].off);
-    *port = (u.field_set & (1 << UF_PORT)) ? u.port : 80;
-    *path = (u.field_set & (1 << UF_PATH)) ? url + u.field_data[UF_PATH].off : "/";
-    return 0;
-}
-
-static int resolve(const char *host, int port, struct sockaddr_storage *ss) {
-    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0) return 0;
-    return -1;
-}
-
-static void out_add(hc_request *r, size_t *cap, const char *data, size_t n) {
-    r->out = buf_grow(r->out, cap, r->out_len + n);
-    memcpy(r->out + r->out_len, data, n);
-    r->out_len += n;
-}
-
-static void out_str(hc_request *r, size_t *cap, const char *s) { out_add(r, cap, s, strlen(s)); }
-
-/* The request bytes: request line, Host, the caller's headers (lines with CR/LF dropped),
- * Content-Length when there is a body, the body. */
-static void build_request(lua_State *L, hc_request *r, const char *method, const char *host,
-                          int port, const char *path, int opts) {
-    size_t cap = 0, blen = 0;
-    char line[512];
-    out_str(r, &cap, method); /* method and path are not bounded: not through line */
-    out_str(r, &cap, " ");
-    out_str(r, &cap, path);
-    snprintf(line, sizeof line, " HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: chathost\r\n", host,
-             port);
-    out_str(r, &cap, line);
+/* The caller's headers: string names only, none with CR/LF (or ':' in the name), and not
+ * Host or Content-Length, which libcurl writes. "Expect:" turns off libcurl's
+ * 100-continue wait before large bodies. */
+static struct curl_slist *build_headers(lua_State *L, int opts) {
+    struct curl_slist *list = curl_slist_append(NULL, "Expect:");
     lua_getfield(L, opts, "headers");
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
@@ -390,87 +247,206 @@ static void build_request(lua_State *L, hc_request *r, const char *method, const
             /* lua_tostring on a number key would change it and break lua_next */
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
             const char *v = lua_tostring(L, -1);
-            if (k && v && !strpbrk(k, "\r\n:") && !strpbrk(v, "\r\n") &&
+            if (k && v && *k && !strpbrk(k, "\r\n:;") && !strpbrk(v, "\r\n") &&
                 strcasecmp(k, "content-length") != 0 && strcasecmp(k, "host") != 0) {
-                out_str(r, &cap, k);
-                out_str(r, &cap, ": ");
-                out_str(r, &cap, v);
-                out_str(r, &cap, "\r\n");
+                /* "Name;" is libcurl's way to send a header with an empty value */
+                lua_pushfstring(L, *v ? "%s: %s" : "%s;", k, v);
+                list = curl_slist_append(list, lua_tostring(L, -1));
+                lua_pop(L, 1);
             }
             lua_pop(L, 1);
         }
     }
     lua_pop(L, 1);
-    lua_getfield(L, opts, "body");
-    const char *body = lua_isstring(L, -1) ? lua_tolstring(L, -1, &blen) : NULL;
-    if (body) {
-        snprintf(line, sizeof line, "Content-Length: %zu\r\n", blen);
-        out_str(r, &cap, line);
-    }
-    out_str(r, &cap, "\r\n");
-    if (body) out_add(r, &cap, body, blen);
-    lua_pop(L, 1);
+    return list;
 }
 
-/* request{url=, method="GET", headers=?, body=?, timeout_ms=?}
+static void set_method_and_body(lua_State *L, CURL *e, const char *method, int opts) {
+    size_t blen = 0;
+    lua_getfield(L, opts, "body");
+    const char *body = lua_isstring(L, -1) ? lua_tolstring(L, -1, &blen) : NULL;
+    if (body || strcmp(method, "POST") == 0) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+        curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body ? body : "");
+    }
+    lua_pop(L, 1);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "POST") != 0 && (body || strcmp(method, "GET") != 0))
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method); /* POST and GET keep libcurl's
+                                                               redirect rules (303: GET) */
+}
+
+static void set_tls(CURL *e, http_client *cl, const char *ca_file) {
+    if (ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
+    if (cl->insecure) {
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+}
+
+/* The easy handle of one request; redirects stay on https when the URL is https. */
+static void setup_easy(hc_request *r, const char *url, long connect_ms, const char *ca_file) {
+    http_client *cl = r->cl;
+    CURL *e = r->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_uv_easy_defaults(e);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "chathost");
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+    curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, cl->idle_timeout_s);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, cl->max_redirects > 0 ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, cl->max_redirects);
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, r->https ? "https" : "http,https");
+    set_tls(e, cl, ca_file);
+}
+
+/* The URL's scheme: 1 https, 0 http, -1 neither or no host. */
+static int url_scheme(const char *url) {
+    CURLU *u = curl_url();
+    char *scheme = NULL, *hostname = NULL;
+    int https = -1;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &hostname, 0) == CURLUE_OK && *hostname)
+        https = strcmp(scheme, "https") == 0 ? 1 : strcmp(scheme, "http") == 0 ? 0 : -1;
+    curl_free(scheme);
+    curl_free(hostname);
+    curl_url_cleanup(u);
+    return https;
+}
+
+static const char *opt_string(lua_State *L, const char *k) {
+    lua_getfield(L, 1, k);
+    return luaL_optstring(L, -1, NULL);
+}
+
+/* request{url=, method="GET", headers=?, body=?, timeout_ms=?, ca_file=?}
  *   -> {status=, headers=, body=} | nil, err   (yields) */
 static int l_request(lua_State *L) {
     struct app *app = app_from(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "url");
-    const char *url = luaL_checkstring(L, -1);
-    lua_getfield(L, 1, "method");
-    const char *method = luaL_optstring(L, -1, "GET");
-    lua_getfield(L, 1, "timeout_ms");
-    lua_Integer timeout = luaL_optinteger(L, -1, DEFAULT_TIMEOUT_MS);
-    char host[64];
-    int port;
-    const char *path;
-    if (parse_url(url, host, sizeof host, &port, &path) != 0)
-        return luaL_argerror(L, 1, "url must be http://host[:port]/path");
+    const char *url = opt_string(L, "url");
+    const char *method = opt_string(L, "method");
+    const char *ca_file = opt_string(L, "ca_file");
+    if (!url) return luaL_argerror(L, 1, "url must be a string");
+    int https = url_scheme(url);
+    if (https < 0) return luaL_argerror(L, 1, "url must be http(s)://host[:port]/path");
     task_t *t = sched_need(L, "host.http.request");
+    if (app->stopping) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "shutting down");
+        return 2;
+    }
+    http_client *cl = client_get(app);
+    if (!cl) return luaL_error(L, "host.http.request: libcurl cannot make a multi handle");
+    long timeout = (long)vm_opt_int(L, 1, "timeout_ms", cl->timeout_ms);
+    if (cl->in_flight >= cl->max_total + cl->max_waiting) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "busy");
+        return 2;
+    }
     hc_request *r = xcalloc(1, sizeof *r);
-    if (resolve(host, port, &r->addr) != 0) {
-        free(r);
+    r->cl = cl;
+    r->https = https;
+    r->easy = curl_easy_init();
+    r->headers = build_headers(L, 1);
+    list_push_back(&cl->requests, &r->link);
+    cl->in_flight++;
+    setup_easy(r, url, cl->connect_timeout_ms, ca_file ? ca_file : cl->ca_file);
+    set_method_and_body(L, r->easy, method ? method : "GET", 1);
+    if (curl_uv_add(cl->cu, r->easy) != 0) {
+        req_free(r);
         lua_pushnil(L);
-        lua_pushfstring(L, "%s: expected an IP address or localhost", host);
+        lua_pushliteral(L, "cannot start the request");
         return 2;
     }
-    snprintf(r->key, sizeof r->key, "%s:%d", host, port);
-    int top = lua_gettop(L);
-    build_request(L, r, method, host, port, path, 1);
-    lua_settop(L, top);
     r->task = t;
-    r->timer = xmalloc(sizeof *r->timer);
-    uv_timer_init(app->loop, r->timer);
-    r->timer->data = r;
-    uv_timer_start(r->timer, req_timeout, (uint64_t)timeout, 0);
-    hc_conn *c = pool_take(app, r->key);
-    const char *err = NULL;
-    if (c && start_on(r, c) != 0)
-        err = "cannot send the request";
-    else if (!c && conn_connect(conn_new(app, r->key), r) != 0)
-        err = "cannot connect";
-    if (err) { /* failed before the task yielded: answer now, nothing to resume */
-        r->task = NULL;
-        req_finish(r, err);
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    sched_suspend(t, req_cancel, r);
+    sched_suspend_timeout(t, req_cancel, r, timeout);
     return lua_yield(L, 0);
 }
 
-/* Closes the idle pooled connections (shutdown). */
+/* Field k of the options table (argument 1), cur when absent; raises below min. */
+static long opt_at_least(lua_State *L, const char *k, long cur, long min) {
+    lua_Integer v = vm_opt_int(L, 1, k, cur);
+    if (v < min) luaL_error(L, "host.http.configure_client: %s must be at least %d", k, (int)min);
+    return (long)v;
+}
+
+/* configure_client{timeout_ms=, connect_timeout_ms=, max_response_bytes=, max_redirects=,
+ * idle_timeout_s=, max_total_connections=, max_host_connections=, max_waiting=, ca_file=,
+ * insecure=} -> true: the config's http_client settings for this process from now on (specs
+ * cross each limit with it); a key left out keeps its value. */
+static int l_configure(lua_State *L) {
+    http_client *cl = client_get(app_from(L));
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (!cl) return luaL_error(L, "host.http.configure_client: libcurl cannot make a multi handle");
+    cl->timeout_ms = opt_at_least(L, "timeout_ms", cl->timeout_ms, 1);
+    cl->connect_timeout_ms = opt_at_least(L, "connect_timeout_ms", cl->connect_timeout_ms, 1);
+    cl->max_response = (size_t)opt_at_least(L, "max_response_bytes", (long)cl->max_response, 1);
+    cl->max_redirects = opt_at_least(L, "max_redirects", cl->max_redirects, 0);
+    cl->idle_timeout_s = opt_at_least(L, "idle_timeout_s", cl->idle_timeout_s, 1);
+    cl->max_total = opt_at_least(L, "max_total_connections", cl->max_total, 1);
+    cl->max_host = opt_at_least(L, "max_host_connections", cl->max_host, 1);
+    cl->max_waiting = opt_at_least(L, "max_waiting", cl->max_waiting, 0);
+    lua_getfield(L, 1, "ca_file");
+    if (!lua_isnil(L, -1)) {
+        free(cl->ca_file);
+        cl->ca_file = lua_toboolean(L, -1) ? xstrdup(luaL_checkstring(L, -1)) : NULL;
+    }
+    lua_getfield(L, 1, "insecure");
+    if (!lua_isnil(L, -1)) cl->insecure = lua_toboolean(L, -1);
+    client_limits(cl);
+    warn_insecure(cl);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* stats() -> {in_flight=}: requests running or waiting for a connection */
+static int l_stats(lua_State *L) {
+    http_client *cl = app_from(L)->http_client;
+    lua_createtable(L, 0, 1);
+    lua_pushinteger(L, cl ? cl->in_flight : 0);
+    lua_setfield(L, -2, "in_flight");
+    return 1;
+}
+
+/* Closes the pooled connections (shutdown). The tasks were cancelled before (app_stop
+ * closes every tracked coroutine first), so no request is left; any that is, is dropped. */
 void http_client_shutdown(struct app *app) {
-    list_node *idle = &app->http_idle;
-    while (!list_empty(idle)) conn_close(LIST_ENTRY(idle->next, hc_conn, link));
+    http_client *cl = app->http_client;
+    if (!cl) return;
+    while (!list_empty(&cl->requests))
+        req_cancel(LIST_ENTRY(cl->requests.next, hc_request, link));
+    curl_uv_close(cl->cu);
+    free(cl->ca_file);
+    free(cl);
+    app->http_client = NULL;
 }
 
 int http_client_open(lua_State *L) {
-    list_init(&((struct app *)lua_touserdata(L, -1))->http_idle);
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_request, 1);
+    return 1;
+}
+
+/* host.http.configure_client and host.http.client_stats (modules.c attaches them next to
+ * request). */
+int http_client_configure_open(lua_State *L) {
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, l_configure, 1);
+    return 1;
+}
+
+int http_client_stats_open(lua_State *L) {
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, l_stats, 1);
     return 1;
 }

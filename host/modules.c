@@ -13,6 +13,8 @@ const struct host_module host_modules[] = {
     {"crypto", crypto_open, crypto_shutdown, NULL},
     {"mail", mail_open, mail_shutdown, NULL},
     {"http.request", http_client_open, http_client_shutdown, NULL},
+    {"http.configure_client", http_client_configure_open, NULL, NULL},
+    {"http.client_stats", http_client_stats_open, NULL, NULL},
     {"tty", tty_open, tty_shutdown, NULL},
     {"grpc", grpc_open, grpc_bridge_shutdown, NULL},
     {"proc", proc_open, NULL, NULL},

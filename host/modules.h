@@ -13,6 +13,8 @@ int sched_open(lua_State *L);       /* host.spawn      sched.c */
 int timer_open(lua_State *L);       /* host.timer      timer.c */
 int http_server_open(lua_State *L); /* host.http       http_server.c */
 int http_client_open(lua_State *L); /* host.http.request  http_client.c */
+int http_client_configure_open(lua_State *L); /* host.http.configure_client  http_client.c */
+int http_client_stats_open(lua_State *L); /* host.http.client_stats  http_client.c */
 int scripts_open(lua_State *L);     /* host.scripts    scripts.c */
 int redis_open(lua_State *L);       /* host.redis      redis.c */
 int db_open(lua_State *L);          /* host.db         db.c, db_pool.c */

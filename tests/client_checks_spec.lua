@@ -4,6 +4,7 @@
 -- a fake gate served by the spec.
 local host = require "host"
 local system = require "helpers.client_system"
+local tls = require "helpers.tls"
 local util = require "helpers.util"
 
 local password = dofile(host.root .. "/scripts/lib/password.lua")
@@ -269,6 +270,44 @@ describe("client HTTP manager", function()
             "network" }, { err, code })
         host.timer.sleep(350)
         assert.equal(1, #calls)
+    end)
+
+    describe("over https", function()
+        local dir, ca, relay, gate
+
+        setup(function()
+            dir = assert(host.fs.mkdtemp("client_tls"))
+            ca = tls.ca(dir, "ca")
+            relay = tls.relay(tls.cert(dir, ca, "gate"), server.port)
+            gate = "https://127.0.0.1:" .. relay.port
+        end)
+
+        teardown(function()
+            relay.stop()
+            host.fs.rmtree(dir)
+        end)
+
+        it("talks to a gate whose certificate the ca_file's CA signed", function()
+            local c = client { gate = gate, ca_file = ca.pem }
+            answers = { { error = 0, email = "a@example.com" } }
+            assert.same({ email = "a@example.com" }, c:get_code("a@example.com"))
+            assert.equal("/get_varifycode", calls[1].path)
+        end)
+
+        it("reports a certificate it cannot trust at once, without asking again", function()
+            local sleeps = 0
+            local mgr = handlers.http_mgr.new { gate = gate, timeout_ms = 2000, attempts = 3,
+                retry_min_ms = 5, retry_max_ms = 20,
+                sleep = function() sleeps = sleeps + 1 return true end }
+            local r, err, code = mgr:post(mgr.ReqId.LOGIN_USER, mgr.Modules.LOGIN,
+                { email = "a@example.com", passwd = "x" })
+            assert.is_nil(r)
+            assert.equal("network", code)
+            assert.matches("^Cannot reach the gate at https://127%.0%.0%.1:%d+ %(tls: certificate "
+                .. "problem: ", err)
+            assert.equal(0, sleeps)
+            assert.equal(0, #calls)
+        end)
     end)
 end)
 

@@ -10,6 +10,7 @@ local system = require "helpers.client_system"
 local roles = require "helpers.roles"
 local util = require "helpers.util"
 local http = require "helpers.http"
+local tls = require "helpers.tls"
 
 -- The next event of kind (events of other kinds before it are skipped and returned too).
 local function await(c, kind, timeout_ms)
@@ -519,6 +520,60 @@ describe("terminal client", function()
             assert.equal("to the listener", msg.text)
             p:kill("INT")
             assert.equal(0, p:wait(5000))
+        end)
+    end)
+
+    describe("through an https gate", function()
+        local dir, ca, relay, gate, config
+
+        setup(function()
+            dir = assert(host.fs.mkdtemp("client_https"))
+            ca = tls.ca(dir, "ca")
+            -- what a TLS-terminating proxy in front of the gate does
+            relay = tls.relay(tls.cert(dir, ca, "gate"), sys.gate.port)
+            gate = "https://127.0.0.1:" .. relay.port
+            config = dir .. "/config.lua"
+            assert(host.fs.write(config, "return " .. roles.serialize {
+                scripts = { dir = host.root .. "/scripts" },
+                client = { gate_url = gate, retry_min_ms = 10, retry_max_ms = 50 },
+            } .. "\n"))
+        end)
+
+        teardown(function()
+            relay.stop()
+            host.fs.rmtree(dir)
+        end)
+
+        it("logs in over https and chats on the chat server the gate named", function()
+            local b = client(bob)
+            local a = api.new { gate = gate, ca_file = ca.pem }
+            open[#open + 1] = a
+            local me = assert(a:login(alice.email, alice.password))
+            assert.equal(alice.uid, me.uid)
+            assert(a:send(bob.uid, "sent through https"))
+            assert.equal("sent through https", await(b, "message").text)
+        end)
+
+        it("--send takes the gate's CA from --ca-file or client.ca_file, and says why without",
+            function()
+            local r = util.chathost({ "client", "-c", config, "--ca-file", ca.pem, "--email",
+                alice.email, "--password", alice.password, "--send", tostring(bob.uid), "cli" },
+                { timeout_ms = 8000 })
+            assert.equal(0, r.code, r.stderr)
+            assert.equal("sent", host.json.decode(r.stdout).kind)
+            local with_ca = dir .. "/with_ca.lua"
+            assert(host.fs.write(with_ca, "return " .. roles.serialize {
+                scripts = { dir = host.root .. "/scripts" },
+                client = { gate_url = gate, ca_file = ca.pem },
+            } .. "\n"))
+            r = util.chathost({ "client", "-c", with_ca, "--email", alice.email, "--password",
+                alice.password, "--send", tostring(bob.uid), "config" }, { timeout_ms = 8000 })
+            assert.equal(0, r.code, r.stderr)
+            r = util.chathost({ "client", "-c", config, "--email", alice.email, "--password",
+                alice.password, "--send", tostring(bob.uid), "cli" }, { timeout_ms = 8000 })
+            assert.equal(1, r.code)
+            assert.matches("^chathost client: Cannot reach the gate at " .. gate:gsub("%p", "%%%0")
+                .. " %(tls: certificate problem: ", r.stderr)
         end)
     end)
 

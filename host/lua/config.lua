@@ -105,6 +105,24 @@ local SCHEMA = {
         max_concurrent = int(2, 1, 64),
         max_waiting = int(100, 0, 100000),
     },
+    -- host.http.request (the terminal client's way to the gate): libcurl on the loop
+    http_client = {
+        timeout_ms = int(10000, 1, 3600000),        -- a request's whole deadline (the call's
+                                                    -- timeout_ms overrides it): nil, "timeout"
+        connect_timeout_ms = int(5000, 1, 600000),  -- TCP and TLS handshake: "connect timeout"
+        max_response_bytes = int(16777216, 1, 1073741824), -- a body beyond: "response too large"
+        max_redirects = int(5, 0, 50),              -- followed; beyond: "too many redirects";
+                                                    -- 0: a 3xx is the result; https never
+                                                    -- follows to http
+        max_total_connections = int(64, 1, 100000), -- open at once, idle ones included
+        max_host_connections = int(8, 1, 100000),   -- to one host:port at once
+        max_waiting = int(1000, 0, 1000000),        -- requests waiting for a connection beyond
+                                                    -- max_total_connections; more: nil, "busy"
+        idle_timeout_s = int(30, 1, 86400),         -- a pooled connection idle longer is closed
+        ca_file = str(false),                       -- PEM CA bundle for https (default: the
+                                                    -- system's); a call's ca_file overrides it
+        insecure = bool(false),                     -- true: no certificate check (logged)
+    },
     test = { timeout_ms = int(10000, 1, 3600000) },
     verify = {
         host = str(false), port = int(50051, 1, 65535), admin_port = int(9101, 0, 65535),
@@ -228,6 +246,8 @@ local SCHEMA = {
         gate_url = str(false),                      -- default: this config's gate
         heartbeat_ms = int(10000, 100, 600000),     -- 1023 to the chat server
         http_timeout_ms = int(5000, 100, 600000),
+        ca_file = str(false),                       -- PEM CA of an https gate_url's certificate
+                                                    -- (default: http_client.ca_file, system's)
         retry_min_ms = int(200, 10, 600000),        -- network failures: backoff from..to
         retry_max_ms = int(5000, 10, 600000),
         retry_attempts = int(5, 1, 100),            -- tries of one request

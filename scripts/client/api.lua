@@ -38,7 +38,7 @@ for name, fn in pairs(images.methods) do Client[name] = fn end -- send_image, sa
 
 local function invalid(msg) return nil, msg, "invalid" end
 
--- new{gate=url?, on_event=fn(ev)?, heartbeat_ms=?, ...settings overrides} -> client
+-- new{gate=url?, ca_file=?, on_event=fn(ev)?, heartbeat_ms=?, ...settings overrides} -> client
 function M.new(opts)
     opts = opts or {}
     local cfg = {}
@@ -48,7 +48,8 @@ function M.new(opts)
         friend_by_uid = {}, request_by_uid = {}, names = {}, threads = {}, unread = {},
         groups = {}, images = {} }, Client)
     self.events = events.new { on_event = opts.on_event, max = cfg.events_max }
-    self.http = http_mgr.new { gate = opts.gate or cfg.gate_url, timeout_ms = cfg.http_timeout_ms,
+    self.http = http_mgr.new { gate = opts.gate or cfg.gate_url, ca_file = cfg.ca_file,
+        timeout_ms = cfg.http_timeout_ms,
         attempts = cfg.retry_attempts, retry_min_ms = cfg.retry_min_ms,
         retry_max_ms = cfg.retry_max_ms, sleep = function(ms) return self:sleep(ms) end }
     return self

@@ -2,7 +2,8 @@
 -- host.http.request: every request to the gate is tagged with a ReqId and the module
 -- (register, reset, login) that asked, and its reply is interpreted by the handler the
 -- ReqId maps to. Unlike the original it has a deadline, retries network failures with
--- backoff, and reports each gate error code as a sentence (client.sentences).
+-- backoff, and reports each gate error code as a sentence (client.sentences). The gate
+-- may be https:// (its certificate checked against ca_file, else the system's CAs).
 local host = require "host"
 local backoff = require "client.backoff"
 local sentences = require "client.sentences"
@@ -50,9 +51,11 @@ M.handlers = {
     end,
 }
 
--- new{gate=url, timeout_ms=, attempts=, retry_min_ms=, retry_max_ms=, sleep=?} -> mgr
+-- new{gate=url, ca_file=?, timeout_ms=, attempts=, retry_min_ms=, retry_max_ms=, sleep=?}
+--   -> mgr
 function M.new(opts)
-    return setmetatable({ gate = (opts.gate:gsub("/+$", "")), timeout_ms = opts.timeout_ms,
+    return setmetatable({ gate = (opts.gate:gsub("/+$", "")), ca_file = opts.ca_file,
+        timeout_ms = opts.timeout_ms,
         attempts = opts.attempts, min_ms = opts.retry_min_ms, max_ms = opts.retry_max_ms,
         sleep = opts.sleep }, M)
 end
@@ -61,18 +64,22 @@ end
 local function not_sent(err)
     err = tostring(err)
     return err == "cannot connect" or err:find("refused", 1, true) ~= nil
-        or err:find("unreachable", 1, true) ~= nil
+        or err:find("unreachable", 1, true) ~= nil or err:find("^connect timeout") ~= nil
 end
+
+-- A TLS failure (a certificate no trusted CA signed, made out to another name...) does
+-- not go away by sending again: it is reported at once.
+local function tls_failure(err) return tostring(err):find("^tls: ") ~= nil end
 
 -- One try: -> reply table | nil, sentence, code, retryable
 function M:try(req_id, body)
     local route = ROUTES[req_id]
     local res, err = host.http.request { url = self.gate .. route.path, method = "POST",
         headers = { ["Content-Type"] = "application/json" }, body = host.json.encode(body),
-        timeout_ms = self.timeout_ms }
+        timeout_ms = self.timeout_ms, ca_file = self.ca_file }
     if not res then
         return nil, sentences.network("gate at " .. self.gate, err), "network",
-            route.idempotent or not_sent(err)
+            (route.idempotent or not_sent(err)) and not tls_failure(err)
     end
     local reply = host.json.safe.decode(res.body)
     if type(reply) ~= "table" or type(reply.error) ~= "number" then

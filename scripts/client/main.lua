@@ -1,6 +1,6 @@
 -- client.main: the command line of `chathost client`:
---   chathost client [--gate URL] [--email E --password P] [--send UID TEXT] [--listen]
---                   [--images-dir DIR]
+--   chathost client [--gate URL] [--ca-file PEM] [--email E --password P]
+--                   [--send UID TEXT] [--listen] [--images-dir DIR]
 -- Without --send or --listen it is the interactive UI (client.ui), logged in at once when
 -- --email and --password are given. --send logs in, sends one message, prints the
 -- server's acknowledgement as a JSON line and exits 0 (1 with the error sentence on
@@ -13,9 +13,11 @@ local settings = require "client.settings"
 local M = {}
 
 M.USAGE = [[
-usage: chathost client [--gate URL] [--email E --password P] [--send UID TEXT] [--listen]
-                       [--images-dir DIR]
-  --gate URL        the gate (default from config client.gate_url)
+usage: chathost client [--gate URL] [--ca-file PEM] [--email E --password P]
+                       [--send UID TEXT] [--listen] [--images-dir DIR]
+  --gate URL        the gate, http:// or https:// (default from config client.gate_url)
+  --ca-file PEM     the CA that signed an https gate's certificate (default: config
+                    client.ca_file, else http_client.ca_file, else the system's CAs)
   --email E         log in with this e-mail ...
   --password P      ... and this password
   --send UID TEXT   send TEXT to the friend UID, print the acknowledgement, exit
@@ -27,8 +29,8 @@ at a time (the latest login wins), so an interactive client signed in as the sam
 signed out ("logged in somewhere else") and goes back to its menu.
 ]]
 
-local OPTIONS = { ["--gate"] = 1, ["--email"] = 1, ["--password"] = 1, ["--send"] = 2,
-    ["--listen"] = 0, ["--images-dir"] = 1, ["--help"] = 0, ["-h"] = 0 }
+local OPTIONS = { ["--gate"] = 1, ["--ca-file"] = 1, ["--email"] = 1, ["--password"] = 1,
+    ["--send"] = 2, ["--listen"] = 0, ["--images-dir"] = 1, ["--help"] = 0, ["-h"] = 0 }
 
 -- parse(args) -> opts | nil, message
 function M.parse(args)
@@ -54,6 +56,7 @@ function M.parse(args)
         return nil, "--email and --password go together"
     end
     opts.gate = opts.gate or settings.gate_url
+    opts.ca_file = opts["ca-file"] or settings.ca_file
     return opts
 end
 
@@ -68,7 +71,7 @@ local function json_line(t)
 end
 
 function M.send(opts)
-    local c = api.new { gate = opts.gate }
+    local c = api.new { gate = opts.gate, ca_file = opts.ca_file }
     local me, err = c:login(opts.email, opts.password)
     local sent
     if me then sent, err = c:send(opts.send[1], opts.send[2]) end
@@ -81,7 +84,7 @@ end
 
 function M.listen(opts)
     local done = host.promise()
-    local c = api.new { gate = opts.gate, on_event = function(ev)
+    local c = api.new { gate = opts.gate, ca_file = opts.ca_file, on_event = function(ev)
         json_line(ev)
         if ev.kind == "kicked" or ev.kind == "offline" then done:resolve(1, ev.message) end
     end }

@@ -166,10 +166,10 @@ local function on_event(c, ev)
     if ev.kind == "kicked" or ev.kind == "offline" then host.tty.cancel() end
 end
 
--- run{gate=, email=?, password=?} -> exit status
+-- run{gate=, ca_file=?, email=?, password=?} -> exit status
 function M.run(opts)
     local c
-    c = api.new { gate = opts.gate, images_dir = opts["images-dir"],
+    c = api.new { gate = opts.gate, ca_file = opts.ca_file, images_dir = opts["images-dir"],
         on_event = function(ev) on_event(c, ev) end }
     say("chathost client - gate " .. c.http.gate .. ". Ctrl-C cancels a form, Ctrl-D quits.")
     local quit = opts.email and opts.password and M.login(c, opts.email, opts.password) == "quit"

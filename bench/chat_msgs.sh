@@ -55,4 +55,11 @@ awk -v t=$((T1 - T0)) -v d=$((D1 - D0)) -v a=$((A1 - A0)) -v hz="$(getconf CLK_T
 HALF=$(awk -v p="$PEAK" 'BEGIN { printf "%d", p / 2 }')
 echo "== at half of the peak: $HALF msgs/s"
 "$BIN" exec "$ROOT/bench/chat_tokens.lua" "$TMP/users" # the peak's logins used the tokens up
+# METRICS_DIR (with ADMIN_BASE, bench/stores.sh): each server's /metrics before and after the
+# half-rate run, to diff its histograms (e.g. chathost_grpc_client_call_seconds)
+scrape() { [ -n "${METRICS_DIR:-}" ] && [ -n "${ADMIN_BASE:-}" ] || return 0
+  mkdir -p "$METRICS_DIR"; local i
+  for i in $(seq 1 "$NSERVERS"); do curl -s "http://127.0.0.1:$((ADMIN_BASE + i))/metrics" >"$METRICS_DIR/b$i.$1"; done; }
+scrape before
 "$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --rate "$HALF" --seconds "$SECS"
+scrape after

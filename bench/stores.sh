@@ -24,7 +24,10 @@ cc -O2 -o "$TMP/chat_load" "$ROOT/bench/chat_load.c" -luv
 REDIS_PORT=$(free_port $((27000 + RANDOM % 1000)))
 MYSQL_PORT=$(free_port $((24000 + RANDOM % 1000)))
 redis_start "$TMP/redis" "$REDIS_PORT"
-mariadb_start "$TMP/mysql" "$MYSQL_PORT"
+# MARIADB_OPTS: more mariadbd options, for diagnosis only (e.g. to see what the log flush at
+# each commit costs: --innodb-flush-log-at-trx-commit=2; figures taken so are not durable)
+# shellcheck disable=SC2086
+mariadb_start "$TMP/mysql" "$MYSQL_PORT" ${MARIADB_OPTS:-}
 mariadb_setup "$TMP/mysql" chathost_bench chathost benchpw
 DB_PID=$(cat "$TMP/mysql/mysqld.pid")
 GALERA_NODES=
@@ -38,14 +41,16 @@ fi
 # server b<i>, i = 1..N; any Origin), also as P1/R1/W1 and P2/R2/W2 for the first two,
 # $TMP/config.lua naming them and the stores above, exported as CHATHOST_CONFIG, and the
 # migrations applied. (A benchmark then starts `chathost chat --name b<i>`.) CHAT_EXTRA: more
-# fields of the chat section, e.g. CHAT_EXTRA="push_lanes = 2,".
+# fields of the chat section, e.g. CHAT_EXTRA="push_lanes = 2,". ADMIN_BASE=P: server b<i>
+# serves /metrics on port P + i (default: no admin listener), to read its histograms after a run.
 chat_servers() {
   local n=$1 i next=$((21000 + RANDOM % 1000)) instances=""
   CP=(); CR=(); CW=()
   for i in $(seq 1 "$n"); do
     CP[$i]=$(free_port "$next"); CR[$i]=$(free_port $((CP[i] + 1))); CW[$i]=$(free_port $((CR[i] + 1)))
     next=$((CW[i] + 1))
-    instances="$instances    b$i = { port = ${CP[$i]}, rpc_port = ${CR[$i]}, admin_port = 0, ws_port = ${CW[$i]} },
+    local admin=0; [ -n "${ADMIN_BASE:-}" ] && admin=$((ADMIN_BASE + i))
+    instances="$instances    b$i = { port = ${CP[$i]}, rpc_port = ${CR[$i]}, admin_port = $admin, ws_port = ${CW[$i]} },
 "
   done
   P1=${CP[1]}; R1=${CR[1]}; W1=${CW[1]}; P2=${CP[2]:-}; R2=${CR[2]:-}; W2=${CW[2]:-}

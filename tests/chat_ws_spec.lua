@@ -168,6 +168,33 @@ describe("chat WebSocket transport", function()
         c:close()
     end)
 
+    it("reads every spelling of the envelope alike, the compact one and any other JSON", function()
+        local c = connect()
+        for _, text in ipairs {
+            '{"id":100,"body":{"x":"a"}}',
+            '{ "id" : 100 , "body" : { "x" : "a" } }',
+            '{"body":{"x":"a"},"id":100}',
+            '{"id":100,"body":{"x":"b"},"extra":{}}',
+            '{"id":7,"body":{"x":"a"},"id":100}', -- a repeated key: the last one counts
+            '{"id":100.0,"body":{"x":"a"}}',
+        } do
+            assert(c:send_ws(1, text))
+            local r = assert(c:wait_push(101))
+            assert.equal(text:find("\"b\"") and "b" or "a", r.echo)
+        end
+        assert(c:send_ws(1, '{"id":100,"body":{"x":"a"}}}')) -- one brace too many: no JSON
+        assert.equal(1007, c:read_close())
+        c:close()
+        c = connect()
+        assert(c:send_ws(1, '{"id":0100,"body":{"x":"a"}}')) -- no JSON number
+        assert.equal(1007, c:read_close())
+        c:close()
+        c = connect()
+        assert(c:send_ws(1, '{"id":165535,"body":{"x":"a"}}')) -- no msg_id
+        assert.equal(1007, c:read_close())
+        c:close()
+    end)
+
     it("disconnects a client that never reads at the send-queue bound", function()
         local c = connect()
         assert(c:send(104, { uid = 4321 }))

@@ -31,6 +31,9 @@ typedef struct tcp_conn {
     uv_tcp_t handle;
     uv_timer_t timer;       /* the current read's (or connect's) timeout */
     uv_connect_t connect_req;
+    uv_getaddrinfo_t resolve_req; /* a host name, resolved on libuv's thread pool */
+    int resolving;
+    char *name;             /* the host name dialled (for errors), NULL for an IP */
     char *buf;
     size_t len, cap, max_buffer;
     int eof, error;         /* peer closed / last read error (negative errno) */
@@ -69,6 +72,7 @@ static void conn_free(hostobj *o) {
     tcp_conn *c = HOSTOBJ_OF(o, tcp_conn, obj);
     tls_stream_free(c->tls);
     free(c->cipher);
+    free(c->name);
     free(c->buf);
     free(c->delim);
     free(c);
@@ -393,6 +397,7 @@ static void conn_on_close(hostobj *o) {
     if (w) wait_end(c);
     detach_write(c);
     unref_connect(c);
+    if (c->resolving) uv_cancel((uv_req_t *)&c->resolve_req); /* on_resolved lets go */
     if (c->tls && c->ready && !c->error) tls_goodbye(c);
     uv_close((uv_handle_t *)&c->handle, handle_closed);
     uv_close((uv_handle_t *)&c->timer, handle_closed);
@@ -434,6 +439,44 @@ static void on_connect(uv_connect_t *req, int status) {
         connect_done(c, NULL);
 }
 
+/* ---- resolving ------------------------------------------------------------------------- */
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    tcp_conn *c = req->data;
+    c->resolving = 0;
+    if (!c->obj.closing) { /* else cancelled, or too late: the connect is over */
+        int rc = status == 0
+                     ? uv_tcp_connect(&c->connect_req, &c->handle, res->ai_addr, on_connect)
+                     : status;
+        if (rc != 0) {
+            char why[300];
+            if (status)
+                snprintf(why, sizeof why, "cannot resolve %s: %s", c->name, uv_strerror(rc));
+            else
+                snprintf(why, sizeof why, "%s", uv_strerror(rc));
+            c->error = rc;
+            connect_done(c, why);
+        }
+    }
+    uv_freeaddrinfo(res);
+    hostobj_release(&c->obj);
+}
+
+/* Resolves name off the loop, then connects to its first address. 0 or a libuv error. */
+static int resolve_start(tcp_conn *c, const char *name, int port) {
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICSERV };
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    c->name = xstrdup(name);
+    c->resolve_req.data = c;
+    int rc = uv_getaddrinfo(c->app->loop, &c->resolve_req, on_resolved, name, service, &hints);
+    if (rc != 0) return rc;
+    c->resolving = 1;
+    hostobj_hold(&c->obj); /* until on_resolved, which comes even when cancelled */
+    return 0;
+}
+
 /* Binds the connection's source address to opts.bind (an IP; port chosen by the kernel),
  * so one process can speak from several loopback addresses. 0 or a libuv error. */
 static int bind_source(lua_State *L, uv_tcp_t *h) {
@@ -447,6 +490,24 @@ static int bind_source(lua_State *L, uv_tcp_t *h) {
     if (uv_ip4_addr(ip, 0, &a4) == 0) return uv_tcp_bind(h, (const struct sockaddr *)&a4, 0);
     if (uv_ip6_addr(ip, 0, &a6) == 0) return uv_tcp_bind(h, (const struct sockaddr *)&a6, 0);
     return UV_EINVAL;
+}
+
+/* A connection not yet connected (TLS over ts unless NULL), its socket and timer open. */
+static tcp_conn *conn_new(struct app *app, tls_stream *ts) {
+    tcp_conn *c = xcalloc(1, sizeof *c);
+    c->app = app;
+    c->tls = ts;
+    if (ts) c->cipher = xmalloc(TLS_READ_CHUNK);
+    uv_tcp_init(app->loop, &c->handle);
+    uv_timer_init(app->loop, &c->timer);
+    c->handle.data = c->timer.data = c->connect_req.data = c;
+    hostobj_init(app, &c->obj, "socket", conn_on_close, conn_free);
+    c->obj.close_on_collect = 1; /* nobody can read or send on it any more */
+    hostobj_hold(&c->obj);       /* the socket and the timer, until their close callbacks */
+    hostobj_hold(&c->obj);
+    c->connect_ref = LUA_NOREF;
+    uv_tcp_nodelay(&c->handle, 1);
+    return c;
 }
 
 /* The string option k of the options at 3, NULL when absent; raises unless a string. */
@@ -483,7 +544,8 @@ static tls_opts tls_options(lua_State *L, const char *dialled) {
 }
 
 /* connect(host, port, {timeout_ms=, read_timeout_ms=, max_buffer=, bind=, frame=, tls=,
- * ca_file=, server_name=}?) -> conn | nil, err   (yields). frame: "u16u16" (default) |
+ * ca_file=, server_name=}?) -> conn | nil, err   (yields). host: an IP address or a name
+ * (resolved within timeout_ms; its first address is dialled). frame: "u16u16" (default) |
  * "u16u32", the format of read_frame and send_frame. tls: the stream is TLS, its handshake
  * done within timeout_ms, the certificate checked against ca_file (else the system's CAs)
  * and server_name (default: host; an IP address is checked as one). */
@@ -500,13 +562,11 @@ static int l_connect(lua_State *L) {
     if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
-    const struct sockaddr *addr;
+    const struct sockaddr *addr = NULL; /* NULL: a name, resolved first */
     if (uv_ip4_addr(host, port, &a4) == 0)
         addr = (const struct sockaddr *)&a4;
     else if (uv_ip6_addr(host, port, &a6) == 0)
         addr = (const struct sockaddr *)&a6;
-    else
-        return luaL_argerror(L, 1, "expected an IP address or localhost");
     char err[256];
     tls_stream *ts = tls.on ? tls_stream_client(tls.ca_file, tls.server_name, err, sizeof err)
                             : NULL;
@@ -515,25 +575,15 @@ static int l_connect(lua_State *L) {
         lua_pushstring(L, err);
         return 2;
     }
-    tcp_conn *c = xcalloc(1, sizeof *c);
-    c->tls = ts;
-    if (ts) c->cipher = xmalloc(TLS_READ_CHUNK);
-    c->app = app;
+    tcp_conn *c = conn_new(app, ts);
     c->timeout_ms = read_timeout;
     c->max_buffer = max_buffer;
     c->kind = kind;
-    uv_tcp_init(app->loop, &c->handle);
-    uv_timer_init(app->loop, &c->timer);
-    c->handle.data = c->timer.data = c->connect_req.data = c;
-    hostobj_init(app, &c->obj, "socket", conn_on_close, conn_free);
-    c->obj.close_on_collect = 1; /* nobody can read or send on it any more */
-    hostobj_hold(&c->obj);       /* the socket and the timer, until their close callbacks */
-    hostobj_hold(&c->obj);
-    c->connect_ref = LUA_NOREF;
-    uv_tcp_nodelay(&c->handle, 1);
     hostobj_push(L, &c->obj, CONN_MT);
     int rc = bind_source(L, &c->handle);
-    if (rc == 0) rc = uv_tcp_connect(&c->connect_req, &c->handle, addr, on_connect);
+    if (rc == 0)
+        rc = addr ? uv_tcp_connect(&c->connect_req, &c->handle, addr, on_connect)
+                  : resolve_start(c, host, port);
     if (rc != 0) {
         conn_close(c);
         lua_pushnil(L);

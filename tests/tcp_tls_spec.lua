@@ -101,6 +101,23 @@ describe("tcp client over TLS", function()
         other.stop()
     end)
 
+    it("checks the name dialled by default", function()
+        local name = tls.loopback_name()
+        if not name then
+            pending("no name in /etc/hosts maps to 127.0.0.1 besides localhost")
+            return
+        end
+        local named = tls.peer(tls.cert(dir, ca, "dialled", "DNS:" .. name))
+        local c = assert(connect(named.port, { host = name }))
+        assert(c:send("Ex"))
+        assert.equal("x", c:read(1))
+        c:close()
+        local none, err = connect(peer.port, { host = name }) -- localhost's certificate
+        assert.is_nil(none)
+        assert.equal("tls: certificate problem: not made out to " .. name, err)
+        named.stop()
+    end)
+
     it("refuses a certificate made out to another name", function()
         local c, err = connect(peer.port, { server_name = "chat.example.com" })
         assert.is_nil(c)

@@ -70,6 +70,18 @@ function M.relay(cert, port)
     return spawn("tls_relay.py", { cert.pem, cert.key, port })
 end
 
+-- loopback_name() -> a host name other than localhost that /etc/hosts maps to 127.0.0.1
+-- (the machine's own name, usually), or nil: a name to dial and to make a certificate out
+-- to, resolved without DNS
+function M.loopback_name()
+    for line in (host.fs.read("/etc/hosts") or ""):gmatch("[^\n]+") do
+        local ip, names = line:match("^%s*(127%.0%.0%.1)%s+([^#]+)")
+        for name in (ip and names or ""):gmatch("%S+") do
+            if name ~= "localhost" and name:find("^[%w][%w%.%-]*$") then return name end
+        end
+    end
+end
+
 -- peer(cert) -> {port=, stop=, proc=}: tls_peer.py, a TLS stream peer (echo, close with
 -- and without close_notify; proc:output() says how each connection ended); peer("plain"):
 -- one that greets in clear

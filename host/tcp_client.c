@@ -342,7 +342,7 @@ static void tls_handshake_step(tcp_conn *c) {
         connect_done(c, tls_stream_error(c->tls));
     } else if (c->error || c->raw_eof) {
         char why[128];
-        snprintf(why, sizeof why, "tls: the peer %s during the handshake (does it speak TLS?)",
+        snprintf(why, sizeof why, "tls: the peer %s during the handshake; does it speak TLS?",
                  c->raw_eof ? "closed the connection" : uv_strerror(c->error));
         connect_done(c, why);
     }

@@ -349,9 +349,12 @@ static void tls_handshake_step(tcp_conn *c) {
 }
 
 static void tls_on_read(tcp_conn *c, ssize_t n, const uv_buf_t *b) {
-    if (n > 0) tls_stream_feed(c->tls, b->base, (size_t)n);
-    else if (n == UV_EOF) c->raw_eof = 1;
-    else if (n < 0) c->error = (int)n;
+    if (n > 0)
+        tls_stream_feed(c->tls, b->base, (size_t)n);
+    else if (n == UV_EOF)
+        c->raw_eof = 1;
+    else if (n < 0)
+        c->error = (int)n;
     if (n < 0) reading_stop(c);
     if (!c->ready) {
         tls_handshake_step(c);
@@ -445,9 +448,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     tcp_conn *c = req->data;
     c->resolving = 0;
     if (!c->obj.closing) { /* else cancelled, or too late: the connect is over */
-        int rc = status == 0
-                     ? uv_tcp_connect(&c->connect_req, &c->handle, res->ai_addr, on_connect)
-                     : status;
+        int rc = status == 0 ? uv_tcp_connect(&c->connect_req, &c->handle, res->ai_addr, on_connect)
+                             : status;
         if (rc != 0) {
             char why[300];
             if (status)
@@ -464,8 +466,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 /* Resolves name off the loop, then connects to its first address. 0 or a libuv error. */
 static int resolve_start(tcp_conn *c, const char *name, int port) {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_NUMERICSERV };
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     char service[16];
     snprintf(service, sizeof service, "%d", port);
     c->name = xstrdup(name);
@@ -530,7 +532,7 @@ typedef struct tls_opts {
 /* tls=, ca_file=, server_name= of the options at 3 (raises on a wrong type); the name
  * checked defaults to the host dialled. */
 static tls_opts tls_options(lua_State *L, const char *dialled) {
-    tls_opts o = { 0, NULL, NULL };
+    tls_opts o = {0, NULL, NULL};
     if (!lua_istable(L, 3)) return o;
     lua_getfield(L, 3, "tls");
     int type = lua_type(L, -1);
@@ -568,8 +570,8 @@ static int l_connect(lua_State *L) {
     else if (uv_ip6_addr(host, port, &a6) == 0)
         addr = (const struct sockaddr *)&a6;
     char err[256];
-    tls_stream *ts = tls.on ? tls_stream_client(tls.ca_file, tls.server_name, err, sizeof err)
-                            : NULL;
+    tls_stream *ts =
+        tls.on ? tls_stream_client(tls.ca_file, tls.server_name, err, sizeof err) : NULL;
     if (tls.on && !ts) {
         lua_pushnil(L);
         lua_pushstring(L, err);

@@ -15,8 +15,8 @@
 
 struct tls_stream {
     SSL *ssl;
-    BIO *rbio, *wbio;   /* owned by ssl */
-    char *name;         /* what the certificate must name (for the errors) */
+    BIO *rbio, *wbio; /* owned by ssl */
+    char *name;       /* what the certificate must name (for the errors) */
     char err[256];
 };
 
@@ -109,8 +109,9 @@ static void set_error(tls_stream *t, int rc) {
                      X509_verify_cert_error_string(v));
     } else if (e) {
         const char *why = ERR_reason_error_string(e);
-        snprintf(t->err, sizeof t->err, "tls: %s%s", SSL_is_init_finished(t->ssl) ? ""
-                 : "handshake failed: ", why ? why : "unknown error");
+        snprintf(
+            t->err, sizeof t->err, "tls: %s%s",
+            SSL_is_init_finished(t->ssl) ? "" : "handshake failed: ", why ? why : "unknown error");
     } else {
         snprintf(t->err, sizeof t->err, "tls: failed (%d)", SSL_get_error(t->ssl, rc));
     }

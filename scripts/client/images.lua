@@ -51,8 +51,8 @@ function Client:open_resource()
         return nil, self.res_error
     end
     local conn, err = res_conn.open { host = addr.host, port = addr.port, tls = addr.tls,
-        ca_file = self.cfg.ca_file, connect_timeout_ms = self.cfg.connect_timeout_ms, timeout_ms = self.cfg.request_timeout_ms,
-        attempts = self.cfg.retry_attempts }
+        ca_file = self.cfg.ca_file, connect_timeout_ms = self.cfg.connect_timeout_ms,
+        timeout_ms = self.cfg.request_timeout_ms, attempts = self.cfg.retry_attempts }
     if not conn then
         self.res_error = sentences.NO_RESOURCE .. ": " .. sentences.network(res_where(addr), err)
         return nil, self.res_error

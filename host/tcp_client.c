@@ -1,8 +1,11 @@
 /* tcp_client.c: host.tcp.connect, an outgoing TCP stream for scripts and specs (the
  * terminal client, raw-socket tests of the gate and chat servers). Reads are buffered in C
  * up to a bound (reading pauses beyond it) and served by mode: some bytes, exactly n, a
- * line, up to a delimiter, or everything until the peer closes. Every wait has a timeout. */
+ * line, up to a delimiter, or everything until the peer closes. Every wait has a timeout.
+ * With tls = true the stream is TLS (tls_stream.c): the socket's bytes go through it, the
+ * read buffer holds plaintext, and the connect ends once the handshake did. */
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,10 +16,12 @@
 #include "log.h"
 #include "modules.h"
 #include "sched.h"
+#include "tls_stream.h"
 
 #define CONN_MT "chathost.tcp"
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_MAX_BUFFER (16 << 20)
+#define TLS_READ_CHUNK 65536 /* ciphertext per socket read; plaintext per decrypt step */
 
 enum read_mode { READ_SOME, READ_EXACT, READ_UNTIL, READ_ALL, READ_FRAME };
 
@@ -26,10 +31,18 @@ typedef struct tcp_conn {
     uv_tcp_t handle;
     uv_timer_t timer;       /* the current read's (or connect's) timeout */
     uv_connect_t connect_req;
+    uv_getaddrinfo_t resolve_req; /* a host name, resolved on libuv's thread pool */
+    int resolving;
+    char *name;             /* the host name dialled (for errors), NULL for an IP */
     char *buf;
     size_t len, cap, max_buffer;
     int eof, error;         /* peer closed / last read error (negative errno) */
     int connected, reading;
+    int ready;              /* connected, and TLS's handshake done: the script has it */
+    tls_stream *tls;        /* NULL for plain TCP */
+    char *cipher;           /* TLS: the socket's read buffer (TLS_READ_CHUNK) */
+    int raw_eof;            /* TLS: the socket ended; eof once the plaintext is read */
+    int tls_failed;         /* TLS: error is the stream's (tls_stream_error) */
     /* one pending read (or connect) and one pending send, each with its timeout */
     task_t *waiter;
     enum read_mode mode;
@@ -57,6 +70,9 @@ static void detach_write(tcp_conn *c) {
 
 static void conn_free(hostobj *o) {
     tcp_conn *c = HOSTOBJ_OF(o, tcp_conn, obj);
+    tls_stream_free(c->tls);
+    free(c->cipher);
+    free(c->name);
     free(c->buf);
     free(c->delim);
     free(c);
@@ -68,6 +84,11 @@ static void handle_closed(uv_handle_t *h) {
 }
 
 /* ---- waiting --------------------------------------------------------------------------- */
+
+/* Why the connection cannot go on: its socket error or its TLS failure. */
+static const char *conn_error(tcp_conn *c) {
+    return c->tls_failed ? tls_stream_error(c->tls) : uv_strerror(c->error);
+}
 
 static void wait_end(tcp_conn *c) {
     c->waiter = NULL;
@@ -86,9 +107,10 @@ static void conn_close(tcp_conn *c) { hostobj_close(&c->obj); }
 static void wait_timeout(uv_timer_t *t) {
     tcp_conn *c = t->data;
     task_t *w = c->waiter;
+    int handshaking = c->connected && !c->ready;
     wait_end(c);
-    if (!c->connected) conn_close(c); /* a connect that timed out: nobody gets the socket */
-    if (w) sched_resume_error(w, "timeout");
+    if (!c->ready) conn_close(c); /* a connect that timed out: nobody gets the socket */
+    if (w) sched_resume_error(w, handshaking ? "tls: handshake timed out" : "timeout");
 }
 
 static void wait_begin(lua_State *L, tcp_conn *c, task_t *t, int timeout_ms) {
@@ -167,7 +189,7 @@ static int try_read(tcp_conn *c, lua_State *L, enum read_mode mode, size_t want,
     }
     if (c->error || c->eof) {
         lua_pushnil(L);
-        lua_pushstring(L, c->error ? uv_strerror(c->error) : "closed");
+        lua_pushstring(L, c->error ? conn_error(c) : "closed");
         if (c->len > 0) { /* what arrived before the end, for diagnostics */
             lua_pushlstring(L, c->buf, c->len);
             return 3;
@@ -190,34 +212,176 @@ static void wake_reader(tcp_conn *c) {
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
     tcp_conn *c = h->data;
+    if (c->tls) { /* ciphertext, decrypted into buf (tls_pump) before the next read */
+        *b = uv_buf_init(c->cipher, TLS_READ_CHUNK);
+        return;
+    }
     c->buf = buf_grow(c->buf, &c->cap, c->len + 65536);
     *b = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
 }
 
+static void reading_stop(tcp_conn *c) {
+    uv_read_stop((uv_stream_t *)&c->handle);
+    c->reading = 0;
+}
+
+static void tls_on_read(tcp_conn *c, ssize_t n, const uv_buf_t *b);
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     tcp_conn *c = s->data;
+    if (c->tls) {
+        tls_on_read(c, n, b);
+        return;
+    }
     if (n > 0) {
         c->len += (size_t)n;
-        if (c->len >= c->max_buffer) { /* the script is not reading: stop until it does */
-            uv_read_stop(s);
-            c->reading = 0;
-        }
+        if (c->len >= c->max_buffer) reading_stop(c); /* the script is not reading: wait */
     } else if (n == UV_EOF) {
         c->eof = 1;
     } else if (n < 0) {
         c->error = (int)n;
     }
-    if (n < 0) {
-        uv_read_stop(s);
-        c->reading = 0;
-    }
+    if (n < 0) reading_stop(c);
     wake_reader(c);
 }
 
+static void tls_pump(tcp_conn *c);
+
 static void reading_resume(tcp_conn *c) {
-    if (c->reading || c->eof || c->error || c->obj.closing || !c->connected) return;
+    if (c->obj.closing || !c->connected) return;
+    if (c->tls && c->ready) tls_pump(c); /* what the stream holds comes before the socket */
+    if (c->reading || c->eof || c->error || c->raw_eof) return;
     if (c->len >= c->max_buffer) return;
     if (uv_read_start((uv_stream_t *)&c->handle, on_alloc, on_read) == 0) c->reading = 1;
+}
+
+/* ---- writing ------------------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status) {
+    write_req *w = (write_req *)req;
+    tcp_conn *c = w->c;
+    task_t *t = w->task;
+    if (c->pending_write == w) c->pending_write = NULL;
+    free(w);
+    if (t && status == 0) {
+        lua_pushboolean(t->co, 1);
+        sched_resume(t, 1);
+    } else if (t) {
+        sched_resume_error(t, uv_strerror(status));
+    }
+    hostobj_release(&c->obj);
+}
+
+static write_req *write_new(tcp_conn *c, size_t len) {
+    write_req *w = xmalloc(sizeof *w + (len ? len : 1));
+    w->c = c;
+    w->task = NULL;
+    return w;
+}
+
+/* Queues the first len bytes of w on the socket; t (or nobody, when NULL) is resumed once
+ * they are written. 0, or a libuv error (w is then freed). */
+static int write_start(tcp_conn *c, write_req *w, size_t len, task_t *t) {
+    w->task = t;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->handle, &b, 1, on_write);
+    if (rc != 0) {
+        free(w);
+        return rc;
+    }
+    hostobj_hold(&c->obj); /* until on_write, which may come after the close */
+    return 0;
+}
+
+/* ---- TLS ------------------------------------------------------------------------------ */
+
+static void connect_done(tcp_conn *c, const char *err);
+
+/* Sends what the TLS stream has for the peer (handshake flights, alerts), with nobody
+ * waiting for it; a write that fails shows as the socket's error on the next read. */
+static void tls_flush(tcp_conn *c) {
+    size_t n = tls_stream_pending(c->tls);
+    if (n == 0 || c->obj.closing) return;
+    write_req *w = write_new(c, n);
+    n = tls_stream_take(c->tls, w->data, n);
+    write_start(c, w, n, NULL);
+}
+
+/* Decrypts what the stream holds into the read buffer, up to max_buffer (the rest waits in
+ * the stream for the script to read). A socket that ended without the peer's close_notify
+ * counts as closed once everything before is read. */
+static void tls_pump(tcp_conn *c) {
+    while (c->len < c->max_buffer && !c->eof && !c->error) {
+        c->buf = buf_grow(c->buf, &c->cap, c->len + TLS_READ_CHUNK);
+        ssize_t n = tls_stream_read(c->tls, c->buf + c->len, TLS_READ_CHUNK);
+        if (n > 0) {
+            c->len += (size_t)n;
+            continue;
+        }
+        if (n == TLS_STREAM_CLOSED || (n == 0 && c->raw_eof)) c->eof = 1;
+        if (n == -1) {
+            c->error = UV_EPROTO;
+            c->tls_failed = 1;
+        }
+        break;
+    }
+    tls_flush(c); /* reading may answer the peer (a key update) */
+}
+
+/* One step of the handshake, after connecting or reading: the connect ends once it is done
+ * or cannot be. */
+static void tls_handshake_step(tcp_conn *c) {
+    int rc = tls_stream_handshake(c->tls);
+    tls_flush(c);
+    if (rc == 1) {
+        tls_pump(c); /* application data that came with the server's last flight */
+        connect_done(c, NULL);
+    } else if (rc < 0) {
+        c->error = UV_EPROTO;
+        c->tls_failed = 1;
+        connect_done(c, tls_stream_error(c->tls));
+    } else if (c->error || c->raw_eof) {
+        char why[128];
+        snprintf(why, sizeof why, "tls: the peer %s during the handshake; does it speak TLS?",
+                 c->raw_eof ? "closed the connection" : uv_strerror(c->error));
+        connect_done(c, why);
+    }
+}
+
+static void tls_on_read(tcp_conn *c, ssize_t n, const uv_buf_t *b) {
+    if (n > 0)
+        tls_stream_feed(c->tls, b->base, (size_t)n);
+    else if (n == UV_EOF)
+        c->raw_eof = 1;
+    else if (n < 0)
+        c->error = (int)n;
+    if (n < 0) reading_stop(c);
+    if (!c->ready) {
+        tls_handshake_step(c);
+        return;
+    }
+    tls_pump(c);
+    if (c->len >= c->max_buffer && c->reading) reading_stop(c); /* the script is not reading */
+    wake_reader(c);
+}
+
+/* A write of data's *len bytes encrypted (*len becomes the ciphertext's length), or NULL
+ * when the stream refused them. */
+static write_req *tls_encrypt(tcp_conn *c, const char *data, size_t *len) {
+    if (tls_stream_write(c->tls, data, *len) != 0) return NULL;
+    size_t n = tls_stream_pending(c->tls);
+    write_req *w = write_new(c, n);
+    *len = tls_stream_take(c->tls, w->data, n);
+    return w;
+}
+
+/* Our close_notify, if the socket takes it at once: closing does not wait for the peer. */
+static void tls_goodbye(tcp_conn *c) {
+    char bye[256];
+    tls_stream_close_notify(c->tls);
+    size_t n = tls_stream_take(c->tls, bye, sizeof bye);
+    uv_buf_t b = uv_buf_init(bye, (unsigned)n);
+    if (n > 0) uv_try_write((uv_stream_t *)&c->handle, &b, 1);
 }
 
 /* ---- connecting ------------------------------------------------------------------------ */
@@ -236,28 +400,83 @@ static void conn_on_close(hostobj *o) {
     if (w) wait_end(c);
     detach_write(c);
     unref_connect(c);
+    if (c->resolving) uv_cancel((uv_req_t *)&c->resolve_req); /* on_resolved lets go */
+    if (c->tls && c->ready && !c->error) tls_goodbye(c);
     uv_close((uv_handle_t *)&c->handle, handle_closed);
     uv_close((uv_handle_t *)&c->timer, handle_closed);
     if (w) sched_resume_error(w, "closed");
     if (wr) sched_resume_error(wr, "closed");
 }
 
+/* The end of a connect: the script gets the connection, or err and the socket is closed
+ * now (it is useless), not at collection. */
+static void connect_done(tcp_conn *c, const char *err) {
+    task_t *w = c->waiter;
+    if (w) wait_end(c);
+    if (err) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", err); /* err may live in c, which closing may free */
+        conn_close(c);
+        if (w) sched_resume_error(w, why);
+        return;
+    }
+    c->ready = 1;
+    if (w) lua_rawgeti(w->co, LUA_REGISTRYINDEX, c->connect_ref);
+    unref_connect(c);
+    if (w) sched_resume(w, 1);
+}
+
 static void on_connect(uv_connect_t *req, int status) {
     tcp_conn *c = req->data;
-    task_t *w = c->waiter;
     if (status == UV_ECANCELED) return; /* closed while connecting */
-    if (w) wait_end(c);
-    if (status != 0) { /* the connection is useless: close it now, not at collection */
+    if (status != 0) {
         c->error = status;
-        conn_close(c);
-        if (w) sched_resume_error(w, uv_strerror(status));
+        connect_done(c, uv_strerror(status));
         return;
     }
     c->connected = 1;
     reading_resume(c);
-    if (w) lua_rawgeti(w->co, LUA_REGISTRYINDEX, c->connect_ref);
-    unref_connect(c);
-    if (w) sched_resume(w, 1);
+    if (c->tls)
+        tls_handshake_step(c); /* our first flight; the connect waits for the handshake */
+    else
+        connect_done(c, NULL);
+}
+
+/* ---- resolving ------------------------------------------------------------------------- */
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    tcp_conn *c = req->data;
+    c->resolving = 0;
+    if (!c->obj.closing) { /* else cancelled, or too late: the connect is over */
+        int rc = status == 0 ? uv_tcp_connect(&c->connect_req, &c->handle, res->ai_addr, on_connect)
+                             : status;
+        if (rc != 0) {
+            char why[300];
+            if (status)
+                snprintf(why, sizeof why, "cannot resolve %s: %s", c->name, uv_strerror(rc));
+            else
+                snprintf(why, sizeof why, "%s", uv_strerror(rc));
+            c->error = rc;
+            connect_done(c, why);
+        }
+    }
+    uv_freeaddrinfo(res);
+    hostobj_release(&c->obj);
+}
+
+/* Resolves name off the loop, then connects to its first address. 0 or a libuv error. */
+static int resolve_start(tcp_conn *c, const char *name, int port) {
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    c->name = xstrdup(name);
+    c->resolve_req.data = c;
+    int rc = uv_getaddrinfo(c->app->loop, &c->resolve_req, on_resolved, name, service, &hints);
+    if (rc != 0) return rc;
+    c->resolving = 1;
+    hostobj_hold(&c->obj); /* until on_resolved, which comes even when cancelled */
+    return 0;
 }
 
 /* Binds the connection's source address to opts.bind (an IP; port chosen by the kernel),
@@ -275,33 +494,12 @@ static int bind_source(lua_State *L, uv_tcp_t *h) {
     return UV_EINVAL;
 }
 
-/* connect(host, port, {timeout_ms=, read_timeout_ms=, max_buffer=, bind=, frame=}?)
- *   -> conn | nil, err   (yields). frame: "u16u16" (default) | "u16u32", the format of
- * read_frame and send_frame. */
-static int l_connect(lua_State *L) {
-    struct app *app = app_from(L);
-    const char *host = luaL_checkstring(L, 1);
-    int port = (int)luaL_checkinteger(L, 2);
-    int timeout = (int)vm_opt_int(L, 3, "timeout_ms", DEFAULT_TIMEOUT_MS);
-    int read_timeout = (int)vm_opt_int(L, 3, "read_timeout_ms", timeout);
-    size_t max_buffer = (size_t)vm_opt_int(L, 3, "max_buffer", DEFAULT_MAX_BUFFER);
-    enum frame_kind kind = frame_opt_kind(L, 3);
-    task_t *t = sched_need(L, "host.tcp.connect");
-    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
-    struct sockaddr_in a4;
-    struct sockaddr_in6 a6;
-    const struct sockaddr *addr;
-    if (uv_ip4_addr(host, port, &a4) == 0)
-        addr = (const struct sockaddr *)&a4;
-    else if (uv_ip6_addr(host, port, &a6) == 0)
-        addr = (const struct sockaddr *)&a6;
-    else
-        return luaL_argerror(L, 1, "expected an IP address or localhost");
+/* A connection not yet connected (TLS over ts unless NULL), its socket and timer open. */
+static tcp_conn *conn_new(struct app *app, tls_stream *ts) {
     tcp_conn *c = xcalloc(1, sizeof *c);
     c->app = app;
-    c->timeout_ms = read_timeout;
-    c->max_buffer = max_buffer;
-    c->kind = kind;
+    c->tls = ts;
+    if (ts) c->cipher = xmalloc(TLS_READ_CHUNK);
     uv_tcp_init(app->loop, &c->handle);
     uv_timer_init(app->loop, &c->timer);
     c->handle.data = c->timer.data = c->connect_req.data = c;
@@ -311,9 +509,83 @@ static int l_connect(lua_State *L) {
     hostobj_hold(&c->obj);
     c->connect_ref = LUA_NOREF;
     uv_tcp_nodelay(&c->handle, 1);
+    return c;
+}
+
+/* The string option k of the options at 3, NULL when absent; raises unless a string. */
+static const char *opt_string(lua_State *L, const char *k) {
+    if (!lua_istable(L, 3)) return NULL;
+    lua_getfield(L, 3, k);
+    int type = lua_type(L, -1);
+    const char *s = lua_tostring(L, -1); /* the options table keeps the string alive */
+    lua_pop(L, 1);
+    if (type != LUA_TNIL && type != LUA_TSTRING)
+        luaL_argerror(L, 3, lua_pushfstring(L, "%s must be a string", k));
+    return s;
+}
+
+typedef struct tls_opts {
+    int on;
+    const char *ca_file, *server_name;
+} tls_opts;
+
+/* tls=, ca_file=, server_name= of the options at 3 (raises on a wrong type); the name
+ * checked defaults to the host dialled. */
+static tls_opts tls_options(lua_State *L, const char *dialled) {
+    tls_opts o = {0, NULL, NULL};
+    if (!lua_istable(L, 3)) return o;
+    lua_getfield(L, 3, "tls");
+    int type = lua_type(L, -1);
+    o.on = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (type != LUA_TNIL && type != LUA_TBOOLEAN) luaL_argerror(L, 3, "tls must be a boolean");
+    o.ca_file = opt_string(L, "ca_file");
+    o.server_name = opt_string(L, "server_name");
+    if (!o.server_name) o.server_name = dialled;
+    return o;
+}
+
+/* connect(host, port, {timeout_ms=, read_timeout_ms=, max_buffer=, bind=, frame=, tls=,
+ * ca_file=, server_name=}?) -> conn | nil, err   (yields). host: an IP address or a name
+ * (resolved within timeout_ms; its first address is dialled). frame: "u16u16" (default) |
+ * "u16u32", the format of read_frame and send_frame. tls: the stream is TLS, its handshake
+ * done within timeout_ms, the certificate checked against ca_file (else the system's CAs)
+ * and server_name (default: host; an IP address is checked as one). */
+static int l_connect(lua_State *L) {
+    struct app *app = app_from(L);
+    const char *host = luaL_checkstring(L, 1);
+    int port = (int)luaL_checkinteger(L, 2);
+    int timeout = (int)vm_opt_int(L, 3, "timeout_ms", DEFAULT_TIMEOUT_MS);
+    int read_timeout = (int)vm_opt_int(L, 3, "read_timeout_ms", timeout);
+    size_t max_buffer = (size_t)vm_opt_int(L, 3, "max_buffer", DEFAULT_MAX_BUFFER);
+    enum frame_kind kind = frame_opt_kind(L, 3);
+    tls_opts tls = tls_options(L, host);
+    task_t *t = sched_need(L, "host.tcp.connect");
+    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    const struct sockaddr *addr = NULL; /* NULL: a name, resolved first */
+    if (uv_ip4_addr(host, port, &a4) == 0)
+        addr = (const struct sockaddr *)&a4;
+    else if (uv_ip6_addr(host, port, &a6) == 0)
+        addr = (const struct sockaddr *)&a6;
+    char err[256];
+    tls_stream *ts =
+        tls.on ? tls_stream_client(tls.ca_file, tls.server_name, err, sizeof err) : NULL;
+    if (tls.on && !ts) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    tcp_conn *c = conn_new(app, ts);
+    c->timeout_ms = read_timeout;
+    c->max_buffer = max_buffer;
+    c->kind = kind;
     hostobj_push(L, &c->obj, CONN_MT);
     int rc = bind_source(L, &c->handle);
-    if (rc == 0) rc = uv_tcp_connect(&c->connect_req, &c->handle, addr, on_connect);
+    if (rc == 0)
+        rc = addr ? uv_tcp_connect(&c->connect_req, &c->handle, addr, on_connect)
+                  : resolve_start(c, host, port);
     if (rc != 0) {
         conn_close(c);
         lua_pushnil(L);
@@ -334,21 +606,6 @@ static tcp_conn *check_conn(lua_State *L) {
     return c;
 }
 
-static void on_write(uv_write_t *req, int status) {
-    write_req *w = (write_req *)req;
-    tcp_conn *c = w->c;
-    task_t *t = w->task;
-    if (c->pending_write == w) c->pending_write = NULL;
-    free(w);
-    if (t && status == 0) {
-        lua_pushboolean(t->co, 1);
-        sched_resume(t, 1);
-    } else if (t) {
-        sched_resume_error(t, uv_strerror(status));
-    }
-    hostobj_release(&c->obj);
-}
-
 /* conn:send(data) -> true | nil, err: waits until the kernel took the data */
 static int l_send(lua_State *L) {
     tcp_conn *c = check_conn(L);
@@ -357,23 +614,23 @@ static int l_send(lua_State *L) {
     task_t *t = sched_need(L, "conn:send");
     if (c->error || !c->connected) {
         lua_pushnil(L);
-        lua_pushstring(L, c->error ? uv_strerror(c->error) : "not connected");
+        lua_pushstring(L, c->error ? conn_error(c) : "not connected");
         return 2;
     }
     if (c->pending_write) return luaL_error(L, "conn:send: another send is pending");
-    write_req *w = xmalloc(sizeof *w + (len ? len : 1));
-    memcpy(w->data, data, len);
-    w->c = c;
-    w->task = t;
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->handle, &b, 1, on_write);
+    write_req *w = c->tls ? tls_encrypt(c, data, &len) : write_new(c, len);
+    if (!w) {
+        lua_pushnil(L);
+        lua_pushstring(L, tls_stream_error(c->tls));
+        return 2;
+    }
+    if (!c->tls) memcpy(w->data, data, len);
+    int rc = write_start(c, w, len, t);
     if (rc != 0) {
-        free(w);
         lua_pushnil(L);
         lua_pushstring(L, uv_strerror(rc));
         return 2;
     }
-    hostobj_hold(&c->obj); /* until on_write, which may come after the close */
     c->pending_write = w;
     sched_suspend_timeout(t, write_wait_cancel, c, c->timeout_ms); /* a peer that never reads */
     return lua_yield(L, 0);
@@ -385,6 +642,9 @@ static int read_common(lua_State *L, tcp_conn *c, enum read_mode mode, size_t wa
     if (c->waiter) return luaL_error(L, "conn: another read is pending");
     int n = try_read(c, L, mode, want, delim, dlen);
     if (n > 0) return n;
+    reading_resume(c); /* TLS: the stream may hold what a full buffer left there */
+    n = try_read(c, L, mode, want, delim, dlen);
+    if (n > 0) return n;
     task_t *t = sched_need(L, "conn:read");
     c->mode = mode;
     c->want = want;
@@ -394,7 +654,6 @@ static int read_common(lua_State *L, tcp_conn *c, enum read_mode mode, size_t wa
         c->delim = xmalloc(dlen);
         memcpy(c->delim, delim, dlen);
     }
-    reading_resume(c);
     wait_begin(L, c, t, timeout);
     return lua_yield(L, 0);
 }
@@ -448,9 +707,14 @@ static int l_send_frame(lua_State *L) {
     return l_send(L);
 }
 
-/* conn:shutdown() -> true: no more sends (the peer sees EOF); reading goes on */
+/* conn:shutdown() -> true: no more sends (the peer sees EOF: over TLS our close_notify,
+ * then the socket's end); reading goes on */
 static int l_shutdown(lua_State *L) {
     tcp_conn *c = check_conn(L);
+    if (c->tls) {
+        tls_stream_close_notify(c->tls);
+        tls_flush(c);
+    }
     uv_shutdown_t *req = xmalloc(sizeof *req);
     if (uv_shutdown(req, (uv_stream_t *)&c->handle, shutdown_done) != 0) free(req);
     lua_pushboolean(L, 1);

@@ -352,7 +352,8 @@ describe("client chat connection", function()
                     logins = logins + 1
                     return { error = 0, uid = 1234, email = "a@example.com", token = "t",
                         host = "127.0.0.1", port = tostring(chat.port),
-                        chathost = "127.0.0.1", chatport = tostring(chat.port) }
+                        chathost = "127.0.0.1", chatport = tostring(chat.port),
+                        tls = mode == "tls" or nil }
                 end,
             } })
     end)
@@ -409,6 +410,19 @@ describe("client chat connection", function()
         assert.equal("reconnected", ev.kind)
         assert.equal(2, logins)
         assert.equal("seven", assert(c:search("seven")).name)
+    end)
+
+    it("speaks TLS to the chat server when the gate says tls, and does not retry a TLS failure",
+        function()
+        mode = "tls" -- and this chat server speaks no TLS
+        local c = api.new { gate = "http://127.0.0.1:" .. gate.port, retry_min_ms = 5,
+            retry_max_ms = 20, connect_timeout_ms = 2000 }
+        open[#open + 1] = c
+        local me, err, code = c:login("a@example.com", "abc123")
+        assert.is_nil(me)
+        assert.equal("network", code)
+        assert.matches("%(tls: ", err)
+        assert.equal(1, logins)
     end)
 
     it("asks a busy server again", function()

@@ -2,6 +2,7 @@
 -- against a real server (a Python echo/scripted peer).
 local host = require "host"
 local util = require "helpers.util"
+local tls = require "helpers.tls"
 
 -- A peer that sends `greeting`, then echoes what it reads until the client closes.
 local PEER = [[
@@ -96,6 +97,24 @@ describe("tcp client", function()
         assert(c:send("C"))
         assert.equal("bye\r\npartial", c:read_all())
         c:close()
+    end)
+
+    it("dials a host name, resolved off the loop", function()
+        local name = tls.loopback_name()
+        if not name then
+            pending("no name in /etc/hosts maps to 127.0.0.1 besides localhost")
+            return
+        end
+        local c = assert(host.tcp.connect(name, port))
+        assert(c:send("Eby name\n"))
+        assert.equal("by name", c:read_until("\n"))
+        c:close()
+    end)
+
+    it("says which name it could not resolve", function()
+        local c, err = host.tcp.connect("no-such-host.invalid", port)
+        assert.is_nil(c)
+        assert.matches("^cannot resolve no%-such%-host%.invalid: ", err)
     end)
 
     it("fails to connect to a closed port with an error", function()

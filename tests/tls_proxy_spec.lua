@@ -1,7 +1,8 @@
 -- The TLS proxy (tools/tls_proxy.sh, docs/protocol.md §5.6): a private nginx with a
 -- certificate of a CA made here, in front of a gate and two chat servers whose configs say
--- tls_proxy.enabled. A login over https names the proxy's addresses (wss://, TLS ports);
--- users log in and chat over TLS TCP and over wss through it; plain HTTP and plain frames
+-- tls_proxy.enabled. A login over https names the proxy's addresses (wss://, TLS ports,
+-- tls = true); users log in and chat over TLS TCP and over wss through it, the terminal
+-- client too (chat and images over host.tcp's TLS); plain HTTP and plain frames
 -- are refused on its ports; the certificate is ours, TLS 1.2+ with forward secrecy only;
 -- per-IP limits see the client, not the proxy; a renewed certificate is served after a
 -- reload; and a browser page logs in and chats through it. Skipped, saying why, where nginx
@@ -13,6 +14,7 @@ local cluster = require "helpers.chat_cluster"
 local res = require "helpers.res_client"
 local rc = require "helpers.res_cluster"
 local chat_client = require "helpers.chat_client"
+local client_system = require "helpers.client_system"
 local util = require "helpers.util"
 local password = dofile(host.root .. "/scripts/lib/password.lua")
 local redis = host.redis
@@ -65,6 +67,7 @@ describe("the TLS proxy", function()
         assert.equal(("wss://127.0.0.1:%d/"):format(c.inst.public_ws_port), r.wsurl)
         assert.equal("127.0.0.1", r.reshost)
         assert.equal(tostring(sys.ports.res), r.resport)
+        assert.is_true(r.tls)
     end)
 
     it("keeps the plain addresses for a login on the gate's own port (Qt and terminal clients)", function()
@@ -87,6 +90,7 @@ describe("the TLS proxy", function()
             assert.equal("127.0.0.1", j.host)
             assert.equal(("ws://127.0.0.1:%d/"):format(c.inst.ws_port), j.wsurl)
             assert.equal(tostring(sys.ports.res_plain), j.resport)
+            assert.is_nil(j.tls) -- the reply of before: only the fields a plain client knows
         end
     end)
 
@@ -100,6 +104,29 @@ describe("the TLS proxy", function()
             thread_id = thread_id, text = "through the proxy" })
         assert.same({ a_login = 0, b_login = 0, a_sent = 0, b_sent = 0,
             b_got = "through the proxy from a", a_got = "through the proxy from b" }, out)
+    end)
+
+    it("lets the terminal client log in over https, chat and send an image over TLS", function()
+        local a, b = tls.user("Term.pw11"), tls.user("Term.pw22")
+        cluster.befriend(a, b)
+        local bc = cluster.login(sys.chats[1].port, b) -- bob on a chat server's plain port
+        local loader, handlers = client_system.load_client()
+        local c = handlers.api.new { gate = sys.gate_url, ca_file = sys.files.ca }
+        assert(c:login(a.email, a.password))
+        -- the chat connection is the proxy's TLS port, which speaks nothing in clear
+        assert.truthy(chat_by_public_port(c.server:match(":(%d+)$")), c.server)
+        assert(c:send(b.uid, "from the terminal over TLS"))
+        local push = assert(bc:wait_push(1019))
+        assert.equal("from the terminal over TLS", push.chat_datas[1].content)
+        local png = host.root .. "/tests/fixtures/images/noise.png"
+        local sent = assert(c:send_image(b.uid, png)) -- the resource channel, through the proxy
+        local dir = assert(host.fs.mkdtemp("tlsterm"))
+        assert(c:save_image(sent.message_id, dir .. "/back.png"))
+        assert.equal(assert(host.file.sha256(png)), assert(host.file.sha256(dir .. "/back.png")))
+        c:close()
+        loader:close()
+        bc:close()
+        host.fs.rmtree(dir)
     end)
 
     it("hands out https download links that work through the proxy", function()

@@ -140,10 +140,13 @@ function Client:open_session(email, clear)
     local where = ("chat server at %s:%d"):format(gate.host, gate.port)
     local conn, cerr
     conn, cerr = chat_conn.open { host = gate.host, port = gate.port,
-        timeout_ms = self.cfg.connect_timeout_ms,
+        timeout_ms = self.cfg.connect_timeout_ms, tls = gate.tls, ca_file = self.cfg.ca_file,
         on_push = function(id, body) self:on_push(conn, id, body) end,
         on_lost = function(why) self:on_lost(conn, why) end }
-    if not conn then return nil, sentences.network(where, cerr), "network", true end
+    if not conn then -- a TLS failure, unless a slow handshake, does not go away by retrying
+        local again = not tostring(cerr):find("^tls: ") or cerr == "tls: handshake timed out"
+        return nil, sentences.network(where, cerr), "network", again
+    end
     local reply, rerr = conn:request(msgids.LOGIN, { uid = gate.uid, token = gate.token },
         self.cfg.request_timeout_ms)
     if not reply or reply.error ~= 0 then

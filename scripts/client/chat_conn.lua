@@ -13,9 +13,12 @@ M.__index = M
 
 local READ_IDLE_MS = 3600000 -- the reader's wait per frame; a quiet hour is not an error
 
--- open{host=, port=, timeout_ms=, on_push=fn(id, body), on_lost=fn(err)} -> conn | nil, err
+-- open{host=, port=, timeout_ms=, tls=, ca_file=, on_push=fn(id, body), on_lost=fn(err)}
+--   -> conn | nil, err. tls: the connection is TLS, its certificate checked against ca_file
+-- (else the system's CAs) and host.
 function M.open(opts)
-    local sock, err = host.tcp.connect(opts.host, opts.port, { timeout_ms = opts.timeout_ms })
+    local sock, err = host.tcp.connect(opts.host, opts.port, { timeout_ms = opts.timeout_ms,
+        tls = opts.tls, ca_file = opts.ca_file })
     if not sock then return nil, err end
     local self = setmetatable({ sock = sock, waiting = {}, send_queue = {}, sending = false,
         closed = false, on_push = opts.on_push, on_lost = opts.on_lost,

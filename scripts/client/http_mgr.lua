@@ -45,9 +45,11 @@ M.handlers = {
             or type(chat_host) ~= "string" or not port then
             return bad_reply()
         end
-        -- reshost/resport (JSON strings): the resource server, for images (client.images)
+        -- reshost/resport (JSON strings): the resource server, for images (client.images);
+        -- tls: both addresses are the TLS proxy's (docs/protocol.md §5.6)
         return { uid = reply.uid, email = reply.email, token = reply.token, host = chat_host,
-            port = port, reshost = reply.reshost, resport = reply.resport }
+            port = port, reshost = reply.reshost, resport = reply.resport,
+            tls = reply.tls == true }
     end,
 }
 

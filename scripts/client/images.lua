@@ -26,11 +26,12 @@ local READ_STEP = 1048576 -- a file is read this much at a time
 
 -- ---- the resource connection ---------------------------------------------------------
 
--- resource_at(gate_reply): where the resource server is, from the login reply.
+-- resource_at(gate_reply): where the resource server is, from the login reply (over TLS
+-- when the reply says its addresses are the TLS proxy's).
 function Client:resource_at(gate)
     local port = tonumber(gate.resport)
     if type(gate.reshost) == "string" and gate.reshost ~= "" and port then
-        self.res_addr = { host = gate.reshost, port = port }
+        self.res_addr = { host = gate.reshost, port = port, tls = gate.tls }
     else
         self.res_addr = nil
     end
@@ -49,9 +50,9 @@ function Client:open_resource()
         self.res_error = sentences.NO_RESOURCE .. ": the gate named no resource server"
         return nil, self.res_error
     end
-    local conn, err = res_conn.open { host = addr.host, port = addr.port,
-        connect_timeout_ms = self.cfg.connect_timeout_ms, timeout_ms = self.cfg.request_timeout_ms,
-        attempts = self.cfg.retry_attempts }
+    local conn, err = res_conn.open { host = addr.host, port = addr.port, tls = addr.tls,
+        ca_file = self.cfg.ca_file, connect_timeout_ms = self.cfg.connect_timeout_ms,
+        timeout_ms = self.cfg.request_timeout_ms, attempts = self.cfg.retry_attempts }
     if not conn then
         self.res_error = sentences.NO_RESOURCE .. ": " .. sentences.network(res_where(addr), err)
         return nil, self.res_error

@@ -16,7 +16,8 @@ M.USAGE = [[
 usage: chathost client [--gate URL] [--ca-file PEM] [--email E --password P]
                        [--send UID TEXT] [--listen] [--images-dir DIR]
   --gate URL        the gate, http:// or https:// (default from config client.gate_url)
-  --ca-file PEM     the CA that signed an https gate's certificate (default: config
+  --ca-file PEM     the CA that signed an https gate's certificate, and the TLS chat and
+                    resource connections' when the gate names TLS ones (default: config
                     client.ca_file, else http_client.ca_file, else the system's CAs)
   --email E         log in with this e-mail ...
   --password P      ... and this password

@@ -49,9 +49,11 @@ function M.image_body(id, u, seq)
 end
 
 -- open{host=, port=, connect_timeout_ms=, timeout_ms= (a reply), attempts= (connections
--- in a row without progress)} -> conn | nil, err (the TCP connection is made at once)
+-- in a row without progress), tls=, ca_file= (TLS, its certificate checked against ca_file,
+-- else the system's CAs, and host)} -> conn | nil, err (the connection is made at once)
 function M.open(opts)
-    local self = setmetatable({ host = opts.host, port = opts.port,
+    local self = setmetatable({ host = opts.host, port = opts.port, tls = opts.tls,
+        ca_file = opts.ca_file,
         connect_timeout_ms = opts.connect_timeout_ms or 5000,
         timeout_ms = opts.timeout_ms or 10000, attempts = opts.attempts or 3,
         busy = false, turns = {}, drops = 0, resumes = 0 }, M)
@@ -64,7 +66,8 @@ function M:connect()
     if self.sock then self.sock:close() end
     self.sock = nil
     local sock, err = host.tcp.connect(self.host, self.port,
-        { timeout_ms = self.connect_timeout_ms, frame = "u16u32" })
+        { timeout_ms = self.connect_timeout_ms, frame = "u16u32", tls = self.tls,
+          ca_file = self.ca_file })
     if not sock then return nil, err end
     self.sock = sock
     return true

@@ -113,7 +113,8 @@ end
 
 -- The addresses a login reply names: the chosen chat server's and the resource server's
 -- own, or for a login that came through the TLS proxy the proxy's (docs/protocol.md §5.6:
--- TLS ports, wss), so a plain client on a plain path keeps its plain addresses.
+-- TLS ports, wss, and tls = true saying so), so a plain client on a plain path keeps its
+-- plain addresses.
 local function addresses(req, server)
     local own = { host = server.host, port = server.port, ws_port = server.ws_port,
         scheme = "ws", reshost = settings.reshost, resport = settings.resport }
@@ -126,7 +127,7 @@ local function addresses(req, server)
         return own
     end
     return { host = p.host, port = c.port, ws_port = c.ws_port, scheme = "wss",
-        reshost = p.host, resport = p.resport }
+        reshost = p.host, resport = p.resport, tls = true }
 end
 
 local function rate_limited(req, email, retry_after, what)
@@ -181,6 +182,6 @@ return function(req)
     local a = addresses(req, server)
     return reply.done(ROUTE, req, { error = errors.Success, uid = user.uid, email = user.email,
         token = server.token, host = a.host, port = a.port, chathost = a.host, chatport = a.port,
-        reshost = a.reshost, resport = a.resport, wsurl = wsurl(a) }, "logged in uid=" .. user.uid,
-        email)
+        reshost = a.reshost, resport = a.resport, wsurl = wsurl(a), tls = a.tls },
+        "logged in uid=" .. user.uid, email)
 end

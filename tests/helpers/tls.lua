@@ -1,5 +1,6 @@
 -- helpers.tls: test certificates made with the openssl command line, and the Python TLS
--- servers of tests/helpers (tls_server.py, tls_relay.py) started on free loopback ports.
+-- servers of tests/helpers (tls_server.py, tls_relay.py, tls_peer.py) started on free
+-- loopback ports.
 local host = require "host"
 local util = require "helpers.util"
 
@@ -67,6 +68,26 @@ end
 -- relay(cert, port) -> {port=, stop=}: https on its port, relayed in clear to port
 function M.relay(cert, port)
     return spawn("tls_relay.py", { cert.pem, cert.key, port })
+end
+
+-- loopback_name() -> a host name other than localhost that /etc/hosts maps to 127.0.0.1
+-- (the machine's own name, usually), or nil: a name to dial and to make a certificate out
+-- to, resolved without DNS
+function M.loopback_name()
+    for line in (host.fs.read("/etc/hosts") or ""):gmatch("[^\n]+") do
+        local ip, names = line:match("^%s*(127%.0%.0%.1)%s+([^#]+)")
+        for name in (ip and names or ""):gmatch("%S+") do
+            if name ~= "localhost" and name:find("^[%w][%w%.%-]*$") then return name end
+        end
+    end
+end
+
+-- peer(cert) -> {port=, stop=, proc=}: tls_peer.py, a TLS stream peer (echo, close with
+-- and without close_notify; proc:output() says how each connection ended); peer("plain"):
+-- one that greets in clear
+function M.peer(cert)
+    if cert == "plain" then return spawn("tls_peer.py", { "--plain" }) end
+    return spawn("tls_peer.py", { cert.pem, cert.key })
 end
 
 return M

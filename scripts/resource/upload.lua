@@ -152,7 +152,10 @@ end
 local function complete(session, row)
     local mine, cerr = uploads.claim(row)
     if mine == nil then return nil, failure.code(cerr) end
-    drop(session) -- the partial is linked as the object next: no descriptor may write to it
+    local u = session.data.upload
+    if u and u.row.upload_id == row.upload_id then
+        drop(session) -- the partial is linked as the object next: no descriptor may write to it
+    end
     if not mine then return true end
     local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types)
     if not obj then
@@ -219,9 +222,80 @@ local function write(session, u, c)
     return ok, err
 end
 
+-- Chunks in flight (docs/protocol.md §13.4): a chunk of the upload a connection keeps, its
+-- file open, is written and marked by a task of its own (host.spawn), so that the
+-- connection's next chunk is read, checked and written while this one's write and mark
+-- are still under way (the client keeps 5 in flight). Each task waits for the one before
+-- it (the chain) before it completes the upload or sends its reply: the replies leave in
+-- the order of the requests, and a completion comes after every earlier chunk of the
+-- connection is written. A chunk's bit is still set only once its bytes are written.
+-- session.data.chain is the newest task; session.data.in_flight counts them (at most
+-- resource.max_chunks_in_flight: the next chunk waits for them all first).
+
+-- settle(session): every chunk task of the connection has sent its reply
+local function settle(session)
+    local newest = session.data.chain
+    if newest and not newest:done() then newest:wait() end
+end
+
+-- After the write of chunk c of upload u (ok, err): its mark, the wait for the earlier
+-- chunks (prev: the task before), the completion when every chunk is marked -> reply
+local function finish(session, u, c, reply, ok, err, prev)
+    local row = u.row
+    local have, merr
+    if ok then have, merr = uploads.mark(row.upload_id, c.seq, settings.upload_ttl_s) end
+    if prev then prev:wait() end
+    if not ok then
+        host.log.warn("upload ", row.upload_id, " chunk ", c.seq, ": ", tostring(err))
+        return wire.fail(reply, errors.StorageFailed)
+    end
+    if not have then return trouble(reply, "chunk bitmap of upload " .. row.upload_id, merr) end
+    if have < c.max_seq then return reply end
+    if u.token and not uploads.valid(u.kind, u.name, u.token) then
+        -- completed meanwhile by an earlier chunk (this one was resent): nothing to do
+        local now, ferr = uploads.find(u.kind, u.name)
+        if ferr then return trouble(reply, "upload " .. row.upload_id, ferr) end
+        if now and now.state == uploads.COMPLETE then return reply end
+    end
+    local done, dcode = complete(session, row)
+    if not done then return wire.fail(reply, dcode) end
+    return reply
+end
+
+-- The task of one chunk in flight: its write (submitted in the task's first slice, while
+-- the handler that spawned it still runs, so the kept file is open), then finish; the
+-- reply is sent whatever happens (the client's window counts on it).
+local function in_flight(session, id, u, c, reply, prev)
+    local data = session.data
+    local wrote, ok, err = pcall(u.f.write, u.f, c.offset, c.data)
+    if not wrote then ok, err = nil, ok end
+    if not ok and data.upload == u then drop(session) end
+    local fine, res = pcall(finish, session, u, c, reply, ok, err, prev)
+    if not fine then
+        host.log.error("upload ", u.row.upload_id, " chunk ", c.seq, ": ", tostring(res))
+        res = wire.fail(reply, errors.Internal)
+    end
+    data.in_flight = data.in_flight - 1
+    session:send(id + 1, res)
+end
+
+-- The chunk through the kept upload u by a task of its own, when u is still the session's
+-- with its file open -> true (the task answers) | false (the handler goes on)
+local function defer(session, id, u, c, reply)
+    local data = session.data
+    if data.upload ~= u or not u.f or not uploads.valid(u.kind, u.name, u.token) then return false end
+    if (data.in_flight or 0) >= settings.max_chunks_in_flight then
+        settle(session) -- (it yields: the kept upload is checked again)
+        if data.upload ~= u or not u.f or not uploads.valid(u.kind, u.name, u.token) then return false end
+    end
+    data.in_flight = (data.in_flight or 0) + 1
+    data.chain = host.spawn(in_flight, session, id, u, c, reply, data.chain)
+    return true
+end
+
 -- handle(id, kind, may_create) -> the handler of one upload message
 local function handler(id, kind, may_create)
-    return function(session, body)
+    local function serve(session, body)
         local reply = wire.echo(body, ECHO[id])
         local uid, code, field = identity.who(session, body)
         if not uid then
@@ -240,22 +314,20 @@ local function handler(id, kind, may_create)
                 may_create and (id ~= 1031 or c.seq == 1))
             if not u then return wire.fail(reply, code, field) end
             if u.row.state == uploads.COMPLETE then return reply end -- a resent chunk: already whole
+            if defer(session, id, u, c, reply) then return nil end
+            settle(session) -- this chunk is written here, after the ones in flight
             local ok, err, why = write(session, u, c)
-            if ok then break end
-            if why ~= "changed" then
-                host.log.warn("upload ", u.row.upload_id, " chunk ", c.seq, ": ", tostring(err))
-                return wire.fail(reply, errors.StorageFailed)
+            if ok then
+                return finish(session, u, c, reply, true)
             end
-            u = nil
+            if why ~= "changed" then return finish(session, u, c, reply, false, err) end
         end
-        if not u then return wire.fail(reply, errors.Internal) end
-        local row = u.row
-        local have, merr = uploads.mark(row.upload_id, c.seq, settings.upload_ttl_s)
-        if not have then return trouble(reply, "chunk bitmap of upload " .. row.upload_id, merr) end
-        if have >= c.max_seq then
-            local done, dcode = complete(session, row)
-            if not done then return wire.fail(reply, dcode) end
-        end
+        return wire.fail(reply, errors.Internal)
+    end
+    return function(session, body)
+        local reply = serve(session, body)
+        -- a reply given here follows the replies of the chunks still in flight
+        if reply then settle(session) end
         return reply
     end
 end

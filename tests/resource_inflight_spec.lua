@@ -1,6 +1,6 @@
 -- The resource role's chunks in flight (docs/protocol.md §13.4): a connection's next chunk
--- is written while the chunk before it still waits for its mark in Redis, the replies keep
--- the order of the requests, at most resource.max_chunks_in_flight are in flight, and a
+-- is written while the chunk before it still waits for its mark in Redis, the chunks
+-- written meanwhile are marked together, the replies keep the order of the requests, at most resource.max_chunks_in_flight are in flight, and a
 -- chunk resent while the upload completes is answered 0. Redis writes are held back with
 -- CLIENT PAUSE WRITE (the chunk's mark is an EVAL: a write), which lifts itself after 5 s
 -- if a test fails before its UNPAUSE.
@@ -48,6 +48,12 @@ end
 local function pause() assert(host.redis.call("CLIENT", "PAUSE", 5000, "WRITE")) end
 local function unpause() assert(host.redis.call("CLIENT", "UNPAUSE")) end
 
+-- EVAL commands Redis has run so far (the marks; nothing else here sends one)
+local function evals()
+    local info = assert(host.redis.call("INFO", "commandstats"))
+    return tonumber(info:match("cmdstat_eval:calls=(%d+)") or 0)
+end
+
 -- An upload of chunks (32 KiB each) begun on a new connection to role, then Redis writes
 -- held back and chunks 2 and 3 sent -> c, u, the partial file's path
 local function two_sent(role, chunks)
@@ -79,6 +85,25 @@ describe("resource chunks in flight", function()
         local row = rc.upload_row(u.name)
         assert.equal(1, row.state)
         assert.equal(u.data, host.fs.read(role.files .. "/objects/" .. row.sha:sub(1, 2) .. "/" .. row.sha))
+        c:close()
+    end)
+
+    it("marks the chunks written while an earlier chunk's mark waits with one command", function()
+        local c, u, path = two_sent(role, 5)
+        assert(c:send(1037, res.image_body(1037, u, 4)))
+        -- chunk 2's mark is held back; 3 and 4 are written meanwhile, and wait for their turn
+        local written34 = written(path, u.data, 3) and written(path, u.data, 4)
+        local before = evals()
+        unpause()
+        assert.is_true(written34)
+        for seq = 2, 4 do
+            local id, r = next_frame(c)
+            assert.same({ 1038, seq, 0 }, { id, r.seq, r.error })
+        end
+        -- chunk 2's own mark (held back, counted when Redis runs it) and one for 3 and 4
+        assert.equal(2, evals() - before)
+        local upload_id = rc.upload_row(u.name).upload_id
+        assert.equal(4, host.redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
         c:close()
     end)
 

@@ -226,11 +226,15 @@ end
 -- file open, is written and marked by a task of its own (host.spawn), so that the
 -- connection's next chunk is read, checked and written while this one's write and mark
 -- are still under way (the client keeps 5 in flight). Each task waits for the one before
--- it (the chain) before it completes the upload or sends its reply: the replies leave in
--- the order of the requests, and a completion comes after every earlier chunk of the
--- connection is written. A chunk's bit is still set only once its bytes are written.
--- session.data.chain is the newest task; session.data.in_flight counts them (at most
--- resource.max_chunks_in_flight: the next chunk waits for them all first).
+-- it (the chain) before it marks its chunk, completes the upload or sends its reply: the
+-- replies leave in the order of the requests, and a completion comes after every earlier
+-- chunk of the connection is written. Marks are grouped: a written chunk joins its
+-- upload's open batch (session.data.marks[upload_id]), and the first task of the batch to
+-- reach its turn marks the whole batch with one command (the chunks whose writes ended
+-- meanwhile); the others find it done. A chunk's bit is set only once its bytes are
+-- written, and its reply is sent only once its bit is set. session.data.chain is the
+-- newest task; session.data.in_flight counts them (at most resource.max_chunks_in_flight:
+-- the next chunk waits for them all first).
 
 -- settle(session): every chunk task of the connection has sent its reply
 local function settle(session)
@@ -238,19 +242,46 @@ local function settle(session)
     if newest and not newest:done() then newest:wait() end
 end
 
--- After the write of chunk c of upload u (ok, err): its mark, the wait for the earlier
--- chunks (prev: the task before), the completion when every chunk is marked -> reply
-local function finish(session, u, c, reply, ok, err, prev)
+-- join(session, upload_id, seq) -> the open batch of marks of that upload, seq added
+local function join(session, upload_id, seq)
+    local marks = session.data.marks
+    if not marks then
+        marks = {}
+        session.data.marks = marks
+    end
+    local b = marks[upload_id]
+    if not b then
+        b = { seqs = {} }
+        marks[upload_id] = b
+    end
+    b.seqs[#b.seqs + 1] = seq
+    return b
+end
+
+-- mark(session, upload_id, b) -> true (b marked now) | false (an earlier task did): b.have
+-- (chunks marked after it) or b.err
+local function mark(session, upload_id, b)
+    if b.taken then return false end
+    b.taken = true
+    local marks = session.data.marks
+    if marks and marks[upload_id] == b then marks[upload_id] = nil end -- later writes: a new one
+    b.have, b.err = uploads.mark(upload_id, b.seqs, settings.upload_ttl_s)
+    return true
+end
+
+-- After the write of chunk c of upload u (ok, err; b: the batch it joined): the wait for
+-- the earlier chunks (prev: the task before), the batch's mark, the completion when it
+-- leaves every chunk marked -> reply
+local function finish(session, u, c, reply, ok, err, prev, b)
     local row = u.row
-    local have, merr
-    if ok then have, merr = uploads.mark(row.upload_id, c.seq, settings.upload_ttl_s) end
     if prev then prev:wait() end
     if not ok then
         host.log.warn("upload ", row.upload_id, " chunk ", c.seq, ": ", tostring(err))
         return wire.fail(reply, errors.StorageFailed)
     end
-    if not have then return trouble(reply, "chunk bitmap of upload " .. row.upload_id, merr) end
-    if have < c.max_seq then return reply end
+    local mine = mark(session, row.upload_id, b)
+    if not b.have then return trouble(reply, "chunk bitmap of upload " .. row.upload_id, b.err) end
+    if not mine or b.have < c.max_seq then return reply end
     if u.token and not uploads.valid(u.kind, u.name, u.token) then
         -- completed meanwhile by an earlier chunk (this one was resent): nothing to do
         local now, ferr = uploads.find(u.kind, u.name)
@@ -270,7 +301,8 @@ local function in_flight(session, id, u, c, reply, prev)
     local wrote, ok, err = pcall(u.f.write, u.f, c.offset, c.data)
     if not wrote then ok, err = nil, ok end
     if not ok and data.upload == u then drop(session) end
-    local fine, res = pcall(finish, session, u, c, reply, ok, err, prev)
+    local b = ok and join(session, u.row.upload_id, c.seq)
+    local fine, res = pcall(finish, session, u, c, reply, ok, err, prev, b)
     if not fine then
         host.log.error("upload ", u.row.upload_id, " chunk ", c.seq, ": ", tostring(res))
         res = wire.fail(reply, errors.Internal)
@@ -318,7 +350,7 @@ local function handler(id, kind, may_create)
             settle(session) -- this chunk is written here, after the ones in flight
             local ok, err, why = write(session, u, c)
             if ok then
-                return finish(session, u, c, reply, true)
+                return finish(session, u, c, reply, true, nil, nil, { seqs = { c.seq } })
             end
             if why ~= "changed" then return finish(session, u, c, reply, false, err) end
         end

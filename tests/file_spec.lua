@@ -29,6 +29,22 @@ describe("host.file", function()
         assert.equal("hello\0\0\0\0\0world", host.fs.read(dir .. "/a"))
     end)
 
+    it("writes base64 decoded at an offset, and nothing of text that is not base64 (EINVAL)", function()
+        local f = assert(file.open(dir .. "/b64", "wx"))
+        local bytes = "\0\1\2\255 resource chunk"
+        assert.is_true(f:write_base64(3, host.crypto.base64_encode(bytes)))
+        assert.equal(3 + #bytes, f:size())
+        for _, bad in ipairs({ "QUJD!", "QUJ", "QUJDRA=x", "QQ==QUJD" }) do
+            local ok, err, code = f:write_base64(100, bad)
+            assert.is_nil(ok)
+            assert.equal("EINVAL", code)
+            assert.truthy(err:find("not base64", 1, true))
+        end
+        assert.equal(3 + #bytes, f:size())
+        assert(f:close())
+        assert.equal("\0\0\0" .. bytes, host.fs.read(dir .. "/b64"))
+    end)
+
     it("opens \"w\" without truncating, \"wx\" only new files, \"r\" only existing ones", function()
         host.fs.write(dir .. "/b", "0123456789")
         local f = assert(file.open(dir .. "/b", "w"))

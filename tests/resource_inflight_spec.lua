@@ -48,6 +48,11 @@ end
 local function pause() assert(host.redis.call("CLIENT", "PAUSE", 5000, "WRITE")) end
 local function unpause() assert(host.redis.call("CLIENT", "UNPAUSE")) end
 
+-- bit seq - 1 of an upload's chunk bitmap
+local function redis_bit(upload_id, seq)
+    return host.redis.call("GETBIT", "upload_chunks_" .. upload_id, seq - 1)
+end
+
 -- EVAL commands Redis has run so far (the marks; nothing else here sends one)
 local function evals()
     local info = assert(host.redis.call("INFO", "commandstats"))
@@ -104,6 +109,28 @@ describe("resource chunks in flight", function()
         assert.equal(2, evals() - before)
         local upload_id = rc.upload_row(u.name).upload_id
         assert.equal(4, host.redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
+        c:close()
+    end)
+
+    it("answers 1104 data to a chunk in flight that is not base64, and writes nothing of it", function()
+        local u = upload_of(4 * CHUNK)
+        local c = assert(res.connect(role.port))
+        local path = started(role, c, u)
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
+        local body = res.image_body(1037, u, 3)
+        body.data = "!" .. body.data:sub(2) -- the right length, one character off the alphabet
+        assert(c:send(1037, body))
+        assert(c:send(1037, res.image_body(1037, u, 4)))
+        local _, bad = next_frame(c)
+        local _, good = next_frame(c)
+        assert.same({ 3, 1104, "data" }, { bad.seq, bad.error, bad.field })
+        assert.same({ 4, 0 }, { good.seq, good.error })
+        local upload_id = rc.upload_row(u.name).upload_id
+        assert.equal(3, host.redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
+        assert.equal(0, redis_bit(upload_id, 3))
+        assert.equal(("\0"):rep(CHUNK), host.fs.read(path):sub(2 * CHUNK + 1, 3 * CHUNK))
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 3))).error)
+        assert.equal(1, rc.upload_row(u.name).state)
         c:close()
     end)
 

@@ -298,11 +298,23 @@ end
 -- reply is sent whatever happens (the client's window counts on it).
 local function in_flight(session, id, u, c, reply, prev)
     local data = session.data
-    local wrote, ok, err = pcall(u.f.write, u.f, c.offset, c.data)
+    local f = u.f
+    local wrote, ok, err, code
+    if c.b64 then
+        wrote, ok, err, code = pcall(f.write_base64, f, c.offset, c.b64)
+    else
+        wrote, ok, err, code = pcall(f.write, f, c.offset, c.data)
+    end
     if not wrote then ok, err = nil, ok end
-    if not ok and data.upload == u then drop(session) end
-    local b = ok and join(session, u.row.upload_id, c.seq)
-    local fine, res = pcall(finish, session, u, c, reply, ok, err, prev, b)
+    local fine, res
+    if not ok and code == "EINVAL" then -- not base64: nothing written, the file is fine
+        fine, res = pcall(finish, session, u, c, reply, false, err, prev)
+        res = fine and wire.fail(reply, errors.BadChunk, "data") or res
+    else
+        if not ok and data.upload == u then drop(session) end
+        local b = ok and join(session, u.row.upload_id, c.seq)
+        fine, res = pcall(finish, session, u, c, reply, ok, err, prev, b)
+    end
     if not fine then
         host.log.error("upload ", u.row.upload_id, " chunk ", c.seq, ": ", tostring(res))
         res = wire.fail(reply, errors.Internal)
@@ -334,8 +346,13 @@ local function handler(id, kind, may_create)
             drop(session)
             return wire.fail(reply, code, field)
         end
+        -- a chunk likely to go in flight (the next one of the kept upload) is decoded as it
+        -- is written, on the pool thread; any other here, before anything else is looked at
+        local k = session.data.upload
+        local undecoded = k ~= nil and k.f ~= nil and k.kind == kind and k.uid == uid
+            and k.name == body.name and wire.positive(body.seq) ~= 1 -- (chunk 1: its type)
         local c
-        c, code, field = wire.chunk(body, settings.max_file_bytes)
+        c, code, field = wire.chunk(body, settings.max_file_bytes, undecoded)
         if not c then return wire.fail(reply, code, field) end
         if c.seq == 1 and not store_lib.sniff(c.data, settings.image_types) then
             return wire.fail(reply, errors.FileTypeRefused, "data")
@@ -348,6 +365,11 @@ local function handler(id, kind, may_create)
             if u.row.state == uploads.COMPLETE then return reply end -- a resent chunk: already whole
             if defer(session, id, u, c, reply) then return nil end
             settle(session) -- this chunk is written here, after the ones in flight
+            if not c.data then
+                c.data = host.crypto.base64_decode(c.b64)
+                if not c.data then return wire.fail(reply, errors.BadChunk, "data") end
+                c.b64 = nil
+            end
             local ok, err, why = write(session, u, c)
             if ok then
                 return finish(session, u, c, reply, true, nil, nil, { seqs = { c.seq } })

@@ -260,6 +260,9 @@ static ssize_t b64_decode(unsigned char *out, const unsigned char *in, size_t le
     return o - out;
 }
 
+/* The encoder above for other modules (file.c's f:read_base64), on any thread. */
+void crypto_b64_encode(char *out, const unsigned char *in, size_t len) { b64_encode(out, in, len); }
+
 /* The strict decoder above for other modules (file.c's f:write_base64), on any thread. */
 ssize_t crypto_b64_decode(unsigned char *out, const unsigned char *in, size_t len) {
     b64_init();

@@ -362,19 +362,38 @@ static int read_push(fjob *j, lua_State *co) {
     return 1;
 }
 
-/* f:read(offset, n) -> up to n bytes ("" at the end of the file) | nil, err, code */
-static int l_read(lua_State *L) {
+/* What a read job read, replaced by its base64 (on the pool thread, as it read it). */
+static void read_base64_run(fjob *j) {
+    read_run(j);
+    if (j->err) return;
+    char *text = xmalloc((j->len + 2) / 3 * 4 + 1);
+    crypto_b64_encode(text, (const unsigned char *)j->buf, j->len);
+    free(j->buf);
+    j->buf = text;
+    j->len = (j->len + 2) / 3 * 4;
+}
+
+/* A read job of n (argument 3) bytes at offset (argument 2) -> the results of f:read */
+static int submit_read(lua_State *L, void (*run)(fjob *), const char *fname) {
     file_t *f = check_file(L);
     int64_t off = check_offset(L, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
     luaL_argcheck(L, n >= 0 && n <= READ_MAX, 3, "must be 0..16777216");
-    fjob *j = job_new(f->app, read_run, read_push, "cannot read");
+    fjob *j = job_new(f->app, run, read_push, "cannot read");
     j->file = f;
     j->offset = off;
     j->len = (size_t)n;
     j->buf = xmalloc(n ? (size_t)n : 1);
-    return job_submit(L, j, "file:read");
+    return job_submit(L, j, fname);
 }
+
+/* f:read(offset, n) -> up to n bytes ("" at the end of the file) | nil, err, code */
+static int l_read(lua_State *L) { return submit_read(L, read_run, "file:read"); }
+
+/* f:read_base64(offset, n) -> the base64 (original alphabet, padded) of what f:read would
+ * give, encoded on the pool thread as it is read | nil, err, code. The resource role's
+ * download chunks: no encoding on the loop. */
+static int l_read_base64(lua_State *L) { return submit_read(L, read_base64_run, "file:read_base64"); }
 
 static void sync_run(fjob *j) {
     if (fsync(j->file->fd) != 0) j->err = errno;
@@ -621,7 +640,8 @@ static int l_stats(lua_State *L) {
 /* host.file = {open=, mkdirs=, rename=, link=, unlink=, stat=, sha256=, configure=, stats=} */
 int file_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"write", l_write}, {"write_base64", l_write_base64},
-                                       {"read", l_read}, {"sync", l_sync},
+                                       {"read", l_read}, {"read_base64", l_read_base64},
+                                       {"sync", l_sync},
                                        {"size", l_size},   {"close", l_file_close},
                                        {NULL, NULL}};
     static const luaL_Reg fns[] = {

@@ -45,6 +45,17 @@ describe("host.file", function()
         assert.equal("\0\0\0" .. bytes, host.fs.read(dir .. "/b64"))
     end)
 
+    it("reads as base64 what read gives, \"\" at the end", function()
+        local bytes = "\0\1\2\255" .. ("x"):rep(100)
+        host.fs.write(dir .. "/r64", bytes)
+        local f = assert(file.open(dir .. "/r64", "r"))
+        for _, at in ipairs({ { 0, 104 }, { 0, 1 }, { 1, 2 }, { 2, 3 }, { 100, 10 }, { 104, 5 }, { 500, 5 } }) do
+            assert.equal(host.crypto.base64_encode(f:read(at[1], at[2])), f:read_base64(at[1], at[2]))
+        end
+        assert.equal("", f:read_base64(104, 5))
+        assert(f:close())
+    end)
+
     it("opens \"w\" without truncating, \"wx\" only new files, \"r\" only existing ones", function()
         host.fs.write(dir .. "/b", "0123456789")
         local f = assert(file.open(dir .. "/b", "w"))

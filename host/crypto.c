@@ -3,6 +3,7 @@
  * at once (each takes crypto.argon2_memlimit_kib of memory), at most crypto.max_waiting
  * wait for a turn, none longer than crypto.wait_timeout_ms; beyond: nil, "busy". */
 #include <lauxlib.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -194,7 +195,9 @@ static const char B64_ALPHABET[] =
  * (B64_BAD for anything outside the alphabet, '=' included) */
 static uint32_t b64_d[4][256];
 
-static void b64_init(void) {
+static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
+
+static void b64_init_table(void) {
     for (int k = 0; k < 4; k++)
         for (int c = 0; c < 256; c++) b64_d[k][c] = B64_BAD;
     for (uint32_t v = 0; v < 64; v++) {
@@ -202,6 +205,9 @@ static void b64_init(void) {
         for (int k = 0; k < 4; k++) b64_d[k][c] = v << (18 - 6 * k);
     }
 }
+
+/* Fills the table once, whichever thread asks first (file.c decodes on pool threads). */
+static void b64_init(void) { pthread_once(&b64_once, b64_init_table); }
 
 /* b64_encode(out, in, len): 4 * ceil(len / 3) characters with padding, no terminator */
 static void b64_encode(char *out, const unsigned char *in, size_t len) {
@@ -252,6 +258,15 @@ static ssize_t b64_decode(unsigned char *out, const unsigned char *in, size_t le
         if (pad == 1) *o++ = (unsigned char)(v >> 8);
     }
     return o - out;
+}
+
+/* The encoder above for other modules (file.c's f:read_base64), on any thread. */
+void crypto_b64_encode(char *out, const unsigned char *in, size_t len) { b64_encode(out, in, len); }
+
+/* The strict decoder above for other modules (file.c's f:write_base64), on any thread. */
+ssize_t crypto_b64_decode(unsigned char *out, const unsigned char *in, size_t len) {
+    b64_init();
+    return b64_decode(out, in, len);
 }
 
 /* base64_encode(s) -> the original base64 alphabet, with padding (RFC 4648 §4); for

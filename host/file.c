@@ -300,21 +300,47 @@ static void write_run(fjob *j) {
     }
 }
 
-/* f:write(offset, data) -> true | nil, err, code: all of data at offset */
-static int l_write(lua_State *L) {
-    file_t *f = check_file(L);
+/* The base64 of a write_base64 job decoded into a buffer of its own (the Lua string stays
+ * as it came), then written as any write; text that is not base64 is written nowhere. */
+static void write_base64_run(fjob *j) {
+    unsigned char *bin = xmalloc(j->len / 4 * 3 + 1);
+    ssize_t n = crypto_b64_decode(bin, (const unsigned char *)j->data, j->len);
+    if (n < 0) {
+        free(bin);
+        j->what = "not base64, nothing written to";
+        j->err = EINVAL;
+        return;
+    }
+    j->buf = (char *)bin; /* freed with the job */
+    j->data = j->buf;
+    j->len = (size_t)n;
+    write_run(j);
+}
+
+/* A write job of the Lua string at idx 3 (anchored until job_done) -> f:write's results */
+static int submit_write(lua_State *L, file_t *f, void (*run)(fjob *), const char *fname) {
     int64_t off = check_offset(L, 2);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
-    fjob *j = job_new(f->app, write_run, push_true, "cannot write");
+    fjob *j = job_new(f->app, run, push_true, "cannot write");
     j->file = f;
     j->offset = off;
     j->data = data;
     j->len = len;
     lua_pushvalue(L, 3);
     j->data_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the bytes stay put until job_done */
-    return job_submit(L, j, "file:write");
+    return job_submit(L, j, fname);
 }
+
+/* f:write_base64(offset, text) -> true | nil, err, code: text decoded (strict base64, as
+ * host.crypto.base64_decode) on the pool thread and written at offset; "EINVAL" when it is
+ * not base64 (nothing written). The resource role's chunks: no decoded copy on the loop. */
+static int l_write_base64(lua_State *L) {
+    return submit_write(L, check_file(L), write_base64_run, "file:write_base64");
+}
+
+/* f:write(offset, data) -> true | nil, err, code: all of data at offset */
+static int l_write(lua_State *L) { return submit_write(L, check_file(L), write_run, "file:write"); }
 
 static void read_run(fjob *j) {
     size_t done = 0;
@@ -336,19 +362,38 @@ static int read_push(fjob *j, lua_State *co) {
     return 1;
 }
 
-/* f:read(offset, n) -> up to n bytes ("" at the end of the file) | nil, err, code */
-static int l_read(lua_State *L) {
+/* What a read job read, replaced by its base64 (on the pool thread, as it read it). */
+static void read_base64_run(fjob *j) {
+    read_run(j);
+    if (j->err) return;
+    char *text = xmalloc((j->len + 2) / 3 * 4 + 1);
+    crypto_b64_encode(text, (const unsigned char *)j->buf, j->len);
+    free(j->buf);
+    j->buf = text;
+    j->len = (j->len + 2) / 3 * 4;
+}
+
+/* A read job of n (argument 3) bytes at offset (argument 2) -> the results of f:read */
+static int submit_read(lua_State *L, void (*run)(fjob *), const char *fname) {
     file_t *f = check_file(L);
     int64_t off = check_offset(L, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
     luaL_argcheck(L, n >= 0 && n <= READ_MAX, 3, "must be 0..16777216");
-    fjob *j = job_new(f->app, read_run, read_push, "cannot read");
+    fjob *j = job_new(f->app, run, read_push, "cannot read");
     j->file = f;
     j->offset = off;
     j->len = (size_t)n;
     j->buf = xmalloc(n ? (size_t)n : 1);
-    return job_submit(L, j, "file:read");
+    return job_submit(L, j, fname);
 }
+
+/* f:read(offset, n) -> up to n bytes ("" at the end of the file) | nil, err, code */
+static int l_read(lua_State *L) { return submit_read(L, read_run, "file:read"); }
+
+/* f:read_base64(offset, n) -> the base64 (original alphabet, padded) of what f:read would
+ * give, encoded on the pool thread as it is read | nil, err, code. The resource role's
+ * download chunks: no encoding on the loop. */
+static int l_read_base64(lua_State *L) { return submit_read(L, read_base64_run, "file:read_base64"); }
 
 static void sync_run(fjob *j) {
     if (fsync(j->file->fd) != 0) j->err = errno;
@@ -594,7 +639,9 @@ static int l_stats(lua_State *L) {
 
 /* host.file = {open=, mkdirs=, rename=, link=, unlink=, stat=, sha256=, configure=, stats=} */
 int file_open(lua_State *L) {
-    static const luaL_Reg methods[] = {{"write", l_write}, {"read", l_read}, {"sync", l_sync},
+    static const luaL_Reg methods[] = {{"write", l_write}, {"write_base64", l_write_base64},
+                                       {"read", l_read}, {"read_base64", l_read_base64},
+                                       {"sync", l_sync},
                                        {"size", l_size},   {"close", l_file_close},
                                        {NULL, NULL}};
     static const luaL_Reg fns[] = {

@@ -6,6 +6,7 @@
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,12 +51,34 @@ static int is_marked_array(lua_State *L, int idx) {
     return same;
 }
 
+/* Whether any of the 8 bytes in x needs escaping (below 0x20, '"' or '\\'): the
+ * bit tricks of "determine if a word has a byte less than n" and "... equal to n". */
+static int word_needs_escape(uint64_t x) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+    uint64_t low = (x - ones * 0x20) & ~x;
+    uint64_t quote = (q - ones) & ~q, back = (bs - ones) & ~bs;
+    return ((low | quote | back) & highs) != 0;
+}
+
+/* The length of s's first run of bytes that need no escaping, 8 at a time (a large
+ * string, e.g. a resource chunk's base64, is mostly one such run). */
+static size_t plain_prefix(const char *s, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if (word_needs_escape(x)) break;
+    }
+    return i;
+}
+
 static void encode_string(jbuf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
     jb_reserve(b, n + 2);
     b->data[b->len++] = '"';
     size_t run = 0; /* bytes copied in bulk until the next one that needs escaping */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = plain_prefix(s, n); i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         jb_add(b, s + run, i - run);

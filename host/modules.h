@@ -19,6 +19,12 @@ int scripts_open(lua_State *L);     /* host.scripts    scripts.c */
 int redis_open(lua_State *L);       /* host.redis      redis.c */
 int db_open(lua_State *L);          /* host.db         db.c, db_pool.c */
 int crypto_open(lua_State *L);      /* host.crypto     crypto.c */
+/* Strict base64 (the original alphabet, padding required) into out (len / 4 * 3 bytes),
+ * on any thread -> bytes written | -1 when in is not such base64. Non-secret data only. */
+ssize_t crypto_b64_decode(unsigned char *out, const unsigned char *in, size_t len);
+/* Base64 of in (the original alphabet, padded) into out: 4 * ceil(len / 3) characters, no
+ * terminator; on any thread. Non-secret data only. */
+void crypto_b64_encode(char *out, const unsigned char *in, size_t len);
 int mail_open(lua_State *L);        /* host.mail       mail.c */
 int tty_open(lua_State *L);         /* host.tty        tty.c */
 int grpc_open(lua_State *L);        /* host.grpc       grpc_bridge.c */

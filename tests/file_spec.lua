@@ -29,6 +29,33 @@ describe("host.file", function()
         assert.equal("hello\0\0\0\0\0world", host.fs.read(dir .. "/a"))
     end)
 
+    it("writes base64 decoded at an offset, and nothing of text that is not base64 (EINVAL)", function()
+        local f = assert(file.open(dir .. "/b64", "wx"))
+        local bytes = "\0\1\2\255 resource chunk"
+        assert.is_true(f:write_base64(3, host.crypto.base64_encode(bytes)))
+        assert.equal(3 + #bytes, f:size())
+        for _, bad in ipairs({ "QUJD!", "QUJ", "QUJDRA=x", "QQ==QUJD" }) do
+            local ok, err, code = f:write_base64(100, bad)
+            assert.is_nil(ok)
+            assert.equal("EINVAL", code)
+            assert.truthy(err:find("not base64", 1, true))
+        end
+        assert.equal(3 + #bytes, f:size())
+        assert(f:close())
+        assert.equal("\0\0\0" .. bytes, host.fs.read(dir .. "/b64"))
+    end)
+
+    it("reads as base64 what read gives, \"\" at the end", function()
+        local bytes = "\0\1\2\255" .. ("x"):rep(100)
+        host.fs.write(dir .. "/r64", bytes)
+        local f = assert(file.open(dir .. "/r64", "r"))
+        for _, at in ipairs({ { 0, 104 }, { 0, 1 }, { 1, 2 }, { 2, 3 }, { 100, 10 }, { 104, 5 }, { 500, 5 } }) do
+            assert.equal(host.crypto.base64_encode(f:read(at[1], at[2])), f:read_base64(at[1], at[2]))
+        end
+        assert.equal("", f:read_base64(104, 5))
+        assert(f:close())
+    end)
+
     it("opens \"w\" without truncating, \"wx\" only new files, \"r\" only existing ones", function()
         host.fs.write(dir .. "/b", "0123456789")
         local f = assert(file.open(dir .. "/b", "w"))

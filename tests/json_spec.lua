@@ -72,6 +72,21 @@ describe("json", function()
         assert.equal("{}", json.encode(json.decode("{}")))
     end)
 
+    it("escapes every byte that needs it wherever it stands in a long string (the scan 8 bytes at a time)", function()
+        local plain = ("ABCDEFGHabcdefgh0123456789+/="):rep(3)
+        for _, special in ipairs({ '"', "\\", "\n", "\0", "\31", "\127", "\200" }) do
+            for at = 1, 20 do
+                local s = plain:sub(1, at - 1) .. special .. plain:sub(at)
+                local enc = json.encode({ s = s })
+                assert.equal(s, json.decode(enc).s)
+                local escaped = special == '"' and '\\"' or special == "\\" and "\\\\"
+                    or special == "\n" and "\\n" or special == "\0" and "\\u0000"
+                    or special == "\31" and "\\u001f" or special
+                assert.equal('{"s":"' .. plain:sub(1, at - 1) .. escaped .. plain:sub(at) .. '"}', enc)
+            end
+        end
+    end)
+
     it("refuses to nest deeper than 128 levels", function()
         local t = {}
         local cur = t

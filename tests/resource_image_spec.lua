@@ -469,6 +469,26 @@ describe("resource image download", function()
         cb:close()
     end)
 
+    it("serves the exact chunk asked for in any order, whichever chunk was read ahead", function()
+        local _, b, msg = uploaded(4 * 32768 + 5)
+        local c = assert(res.connect(role.port))
+        -- after seq n the role reads n + 1 ahead: asked for next, again, out of order, past the end
+        for _, seq in ipairs({ 1, 2, 2, 4, 1, 3, 5, 4, 6, 5, 3 }) do
+            local r = assert(c:request(1047, { name = msg.name, seq = seq, uid = b.uid,
+                token = b.token, message_id = msg.message_id, sender_id = msg.sender_id,
+                receiver_id = b.uid, trans_size = "0", total_size = "0" }))
+            if seq == 6 then
+                assert.equal(1104, r.error)
+            else
+                assert.equal(0, r.error)
+                assert.equal(msg.data:sub((seq - 1) * 32768 + 1, seq * 32768),
+                    host.crypto.base64_decode(r.data))
+                assert.equal(seq == 5, r.is_last)
+            end
+        end
+        c:close()
+    end)
+
     it("does not serve an upload that is not complete (1107)", function()
         local a, b = session_user(), session_user()
         local thread = cluster.befriend(a, b)

@@ -109,7 +109,7 @@ end
 
 -- commit(upload_id, size, allowed) -> {sha256=, size=, mime=} | nil, err, kind
 -- The partial must be exactly size bytes and an allowed image by its first bytes; it is
--- synced, hashed (streamed, off the loop) and linked under its content's name (already
+-- synced and hashed (streamed, off the loop; the two at once) and linked under its content's name (already
 -- there: the same content is kept once), then the partial is removed. Only after this
 -- returns may the upload be called complete.
 function M:commit(upload_id, size, allowed)
@@ -135,10 +135,13 @@ function M:commit(upload_id, size, allowed)
         f:close()
         return nil, "not an image of the allowed types", "type"
     end
-    local synced, yerr = f:sync()
+    -- the sync (the disk) and the hash (the CPU, reading the page cache) at once: neither
+    -- changes the bytes, and both must succeed before the object is named
+    local syncing = host.spawn(function() return f:sync() end)
+    local sha, herr = host.file.sha256(path)
+    local _, synced, yerr = syncing:wait()
     f:close()
     if not synced then return nil, yerr, "storage" end
-    local sha, herr = host.file.sha256(path)
     if not sha then return nil, herr, "storage" end
     local obj = self:object_path(sha)
     local ok, merr = host.file.mkdirs(self.root .. "/objects/" .. sha:sub(1, 2))

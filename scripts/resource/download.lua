@@ -38,7 +38,8 @@ end
 
 -- The file a session is downloading, kept in session.data (the host's: it outlives a
 -- reload) between its chunks so that a chunk costs no database query and no open/close:
--- {key=, msg= (images), row=, f=} (f: the object file, open for reading). key names the
+-- {key=, msg= (images), row=, f=, ahead=} (f: the object file, open for reading; ahead:
+-- the next chunk being read). key names the
 -- session's uid and what was asked for: the checks made for that uid hold as long as the
 -- file is complete, and a complete upload and its object never change. One per session.
 
@@ -66,6 +67,28 @@ local function kept(session, key)
     return nil
 end
 
+-- Read-ahead: while chunk seq of a kept download is sent, the next one is read (a task of
+-- its own on the open file: d.ahead = {seq=, h=}), since the client asks for it as soon
+-- as it has this one (stop-and-wait); a complete file never changes, so those bytes are
+-- what a read then would give. A request for another seq reads as before. Chunks are read
+-- as base64 (f:read_base64: encoded on the pool thread that reads them), the reply's data.
+
+-- ahead(d, seq, offset, n): chunk seq (n bytes at offset) of the kept file is read now
+local function ahead(d, seq, offset, n)
+    local f = d.f
+    d.ahead = { seq = seq, h = host.spawn(function() return f:read_base64(offset, n) end) }
+end
+
+-- The read-ahead of chunk seq, if that is the one made -> base64 | nil, err | false (none)
+local function read_ahead(d, seq)
+    local a = d.ahead
+    d.ahead = nil
+    if not a or a.seq ~= seq then return false end
+    local ok, data, err = a.h:wait()
+    if not ok then return nil, data end
+    return data, err
+end
+
 -- Fills reply with chunk seq of the kept download d (its file opened at its first chunk)
 -- -> reply
 local function chunk(session, reply, d, seq)
@@ -74,23 +97,30 @@ local function chunk(session, reply, d, seq)
     local size = row.total_size
     if offset >= size then return wire.fail(reply, errors.BadChunk, "seq") end
     local n = math.min(wire.CHUNK, size - offset)
-    local data, err
+    local text, err = read_ahead(d, seq)
     local f = d.f
-    if not f then
-        f, err = upload.store:open_object(row.sha256)
-        if f and session.data.download == d then d.f = f end -- kept: open for the next chunks
+    if text == false then
+        text = nil
+        if not f then
+            f, err = upload.store:open_object(row.sha256)
+            if f and session.data.download == d then d.f = f end -- kept: open for the next chunks
+        end
+        if f then
+            text, err = f:read_base64(offset, n)
+            if f ~= d.f then f:close() end
+        end
     end
-    if f then
-        data, err = f:read(offset, n)
-        if f ~= d.f then f:close() end
+    local whole = text and wire.decoded_length(text) == n
+    if whole and d.f and session.data.download == d and offset + n < size then
+        ahead(d, seq + 1, offset + n, math.min(wire.CHUNK, size - offset - n))
     end
-    if not data or #data ~= n then
+    if not whole then
         host.log.warn("reading ", row.name, " (", row.sha256, "): ", tostring(err or "short"))
         drop(session)
         return wire.fail(reply, errors.StorageFailed)
     end
     reply.seq = seq
-    reply.data = host.crypto.base64_encode(data)
+    reply.data = text
     reply.total_size = tostring(size)
     reply.current_size = tostring(offset + n)
     reply.is_last = offset + n >= size

@@ -29,6 +29,7 @@ local M = {
     sweep_interval_ms = self.sweep_interval_ms,
     sweep_batch = self.sweep_batch,             -- uploads expired per tick at most
     session_recheck_ms = self.session_recheck_ms, -- a bound connection's session checked again
+    max_chunks_in_flight = self.max_chunks_in_flight, -- a connection's chunks written at once
 }
 
 return M

@@ -152,7 +152,10 @@ end
 local function complete(session, row)
     local mine, cerr = uploads.claim(row)
     if mine == nil then return nil, failure.code(cerr) end
-    drop(session) -- the partial is linked as the object next: no descriptor may write to it
+    local u = session.data.upload
+    if u and u.row.upload_id == row.upload_id then
+        drop(session) -- the partial is linked as the object next: no descriptor may write to it
+    end
     if not mine then return true end
     local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types)
     if not obj then
@@ -219,17 +222,137 @@ local function write(session, u, c)
     return ok, err
 end
 
+-- Chunks in flight (docs/protocol.md §13.4): a chunk of the upload a connection keeps, its
+-- file open, is written and marked by a task of its own (host.spawn), so that the
+-- connection's next chunk is read, checked and written while this one's write and mark
+-- are still under way (the client keeps 5 in flight). Each task waits for the one before
+-- it (the chain) before it marks its chunk, completes the upload or sends its reply: the
+-- replies leave in the order of the requests, and a completion comes after every earlier
+-- chunk of the connection is written. Marks are grouped: a written chunk joins its
+-- upload's open batch (session.data.marks[upload_id]), and the first task of the batch to
+-- reach its turn marks the whole batch with one command (the chunks whose writes ended
+-- meanwhile); the others find it done. A chunk's bit is set only once its bytes are
+-- written, and its reply is sent only once its bit is set. session.data.chain is the
+-- newest task; session.data.in_flight counts them (at most resource.max_chunks_in_flight:
+-- the next chunk waits for them all first).
+
+-- settle(session): every chunk task of the connection has sent its reply
+local function settle(session)
+    local newest = session.data.chain
+    if newest and not newest:done() then newest:wait() end
+end
+
+-- join(session, upload_id, seq) -> the open batch of marks of that upload, seq added
+local function join(session, upload_id, seq)
+    local marks = session.data.marks
+    if not marks then
+        marks = {}
+        session.data.marks = marks
+    end
+    local b = marks[upload_id]
+    if not b then
+        b = { seqs = {} }
+        marks[upload_id] = b
+    end
+    b.seqs[#b.seqs + 1] = seq
+    return b
+end
+
+-- mark(session, upload_id, b) -> true (b marked now) | false (an earlier task did): b.have
+-- (chunks marked after it) or b.err
+local function mark(session, upload_id, b)
+    if b.taken then return false end
+    b.taken = true
+    local marks = session.data.marks
+    if marks and marks[upload_id] == b then marks[upload_id] = nil end -- later writes: a new one
+    b.have, b.err = uploads.mark(upload_id, b.seqs, settings.upload_ttl_s)
+    return true
+end
+
+-- After the write of chunk c of upload u (ok, err; b: the batch it joined): the wait for
+-- the earlier chunks (prev: the task before), the batch's mark, the completion when it
+-- leaves every chunk marked -> reply
+local function finish(session, u, c, reply, ok, err, prev, b)
+    local row = u.row
+    if prev then prev:wait() end
+    if not ok then
+        host.log.warn("upload ", row.upload_id, " chunk ", c.seq, ": ", tostring(err))
+        return wire.fail(reply, errors.StorageFailed)
+    end
+    local mine = mark(session, row.upload_id, b)
+    if not b.have then return trouble(reply, "chunk bitmap of upload " .. row.upload_id, b.err) end
+    if not mine or b.have < c.max_seq then return reply end
+    if u.token and not uploads.valid(u.kind, u.name, u.token) then
+        -- completed meanwhile by an earlier chunk (this one was resent): nothing to do
+        local now, ferr = uploads.find(u.kind, u.name)
+        if ferr then return trouble(reply, "upload " .. row.upload_id, ferr) end
+        if now and now.state == uploads.COMPLETE then return reply end
+    end
+    local done, dcode = complete(session, row)
+    if not done then return wire.fail(reply, dcode) end
+    return reply
+end
+
+-- The task of one chunk in flight: its write (submitted in the task's first slice, while
+-- the handler that spawned it still runs, so the kept file is open), then finish; the
+-- reply is sent whatever happens (the client's window counts on it).
+local function in_flight(session, id, u, c, reply, prev)
+    local data = session.data
+    local f = u.f
+    local wrote, ok, err, code
+    if c.b64 then
+        wrote, ok, err, code = pcall(f.write_base64, f, c.offset, c.b64)
+    else
+        wrote, ok, err, code = pcall(f.write, f, c.offset, c.data)
+    end
+    if not wrote then ok, err = nil, ok end
+    local fine, res
+    if not ok and code == "EINVAL" then -- not base64: nothing written, the file is fine
+        fine, res = pcall(finish, session, u, c, reply, false, err, prev)
+        res = fine and wire.fail(reply, errors.BadChunk, "data") or res
+    else
+        if not ok and data.upload == u then drop(session) end
+        local b = ok and join(session, u.row.upload_id, c.seq)
+        fine, res = pcall(finish, session, u, c, reply, ok, err, prev, b)
+    end
+    if not fine then
+        host.log.error("upload ", u.row.upload_id, " chunk ", c.seq, ": ", tostring(res))
+        res = wire.fail(reply, errors.Internal)
+    end
+    data.in_flight = data.in_flight - 1
+    session:send(id + 1, res)
+end
+
+-- The chunk through the kept upload u by a task of its own, when u is still the session's
+-- with its file open -> true (the task answers) | false (the handler goes on)
+local function defer(session, id, u, c, reply)
+    local data = session.data
+    if data.upload ~= u or not u.f or not uploads.valid(u.kind, u.name, u.token) then return false end
+    if (data.in_flight or 0) >= settings.max_chunks_in_flight then
+        settle(session) -- (it yields: the kept upload is checked again)
+        if data.upload ~= u or not u.f or not uploads.valid(u.kind, u.name, u.token) then return false end
+    end
+    data.in_flight = (data.in_flight or 0) + 1
+    data.chain = host.spawn(in_flight, session, id, u, c, reply, data.chain)
+    return true
+end
+
 -- handle(id, kind, may_create) -> the handler of one upload message
 local function handler(id, kind, may_create)
-    return function(session, body)
+    local function serve(session, body)
         local reply = wire.echo(body, ECHO[id])
         local uid, code, field = identity.who(session, body)
         if not uid then
             drop(session)
             return wire.fail(reply, code, field)
         end
+        -- a chunk likely to go in flight (the next one of the kept upload) is decoded as it
+        -- is written, on the pool thread; any other here, before anything else is looked at
+        local k = session.data.upload
+        local undecoded = k ~= nil and k.f ~= nil and k.kind == kind and k.uid == uid
+            and k.name == body.name and wire.positive(body.seq) ~= 1 -- (chunk 1: its type)
         local c
-        c, code, field = wire.chunk(body, settings.max_file_bytes)
+        c, code, field = wire.chunk(body, settings.max_file_bytes, undecoded)
         if not c then return wire.fail(reply, code, field) end
         if c.seq == 1 and not store_lib.sniff(c.data, settings.image_types) then
             return wire.fail(reply, errors.FileTypeRefused, "data")
@@ -240,22 +363,25 @@ local function handler(id, kind, may_create)
                 may_create and (id ~= 1031 or c.seq == 1))
             if not u then return wire.fail(reply, code, field) end
             if u.row.state == uploads.COMPLETE then return reply end -- a resent chunk: already whole
-            local ok, err, why = write(session, u, c)
-            if ok then break end
-            if why ~= "changed" then
-                host.log.warn("upload ", u.row.upload_id, " chunk ", c.seq, ": ", tostring(err))
-                return wire.fail(reply, errors.StorageFailed)
+            if defer(session, id, u, c, reply) then return nil end
+            settle(session) -- this chunk is written here, after the ones in flight
+            if not c.data then
+                c.data = host.crypto.base64_decode(c.b64)
+                if not c.data then return wire.fail(reply, errors.BadChunk, "data") end
+                c.b64 = nil
             end
-            u = nil
+            local ok, err, why = write(session, u, c)
+            if ok then
+                return finish(session, u, c, reply, true, nil, nil, { seqs = { c.seq } })
+            end
+            if why ~= "changed" then return finish(session, u, c, reply, false, err) end
         end
-        if not u then return wire.fail(reply, errors.Internal) end
-        local row = u.row
-        local have, merr = uploads.mark(row.upload_id, c.seq, settings.upload_ttl_s)
-        if not have then return trouble(reply, "chunk bitmap of upload " .. row.upload_id, merr) end
-        if have >= c.max_seq then
-            local done, dcode = complete(session, row)
-            if not done then return wire.fail(reply, dcode) end
-        end
+        return wire.fail(reply, errors.Internal)
+    end
+    return function(session, body)
+        local reply = serve(session, body)
+        -- a reply given here follows the replies of the chunks still in flight
+        if reply then settle(session) end
         return reply
     end
 end

@@ -96,17 +96,20 @@ function M.restart(row, total_size, md5)
     return true
 end
 
--- KEYS: upload_chunks_<id>; ARGV: bit, ttl_s. Marks the chunk, refreshes the TTL and
--- answers how many chunks are marked.
+-- KEYS: upload_chunks_<id>; ARGV: ttl_s, bit, bit... Marks the chunks, refreshes the TTL
+-- and answers how many chunks are marked.
 local MARK = [[
-redis.call('SETBIT', KEYS[1], ARGV[1], 1)
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+for i = 2, #ARGV do redis.call('SETBIT', KEYS[1], ARGV[i], 1) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 return redis.call('BITCOUNT', KEYS[1])
 ]]
 
--- mark(upload_id, seq, ttl_s) -> chunks received so far | nil, err
-function M.mark(upload_id, seq, ttl_s)
-    return host.redis.call("EVAL", MARK, 1, keys.upload_chunks(upload_id), seq - 1, ttl_s)
+-- mark(upload_id, seqs, ttl_s) -> chunks received so far | nil, err: the chunks seqs (a
+-- list: those written since the last mark, one command for them all) are in
+function M.mark(upload_id, seqs, ttl_s)
+    local args = { "EVAL", MARK, 1, keys.upload_chunks(upload_id), ttl_s }
+    for i, seq in ipairs(seqs) do args[5 + i] = seq - 1 end
+    return host.redis.call(unpack(args))
 end
 
 -- claim(row) -> true (this request completes it) | false (another one is) | nil, err

@@ -56,12 +56,24 @@ function M.max_seq(total)
     return math.ceil(total / M.CHUNK)
 end
 
--- chunk(body, max_file_bytes) -> c | nil, code, field
+-- decoded_length(text) -> the bytes text decodes to if it is base64 (4-character groups,
+-- at most two '=' at the end) | nil; whether every character is of the alphabet is for
+-- the decoder to find.
+function M.decoded_length(text)
+    local n = #text
+    if n % 4 ~= 0 then return nil end
+    local pad = text:sub(-2) == "==" and 2 or text:sub(-1) == "=" and 1 or 0
+    return n / 4 * 3 - pad
+end
+
+-- chunk(body, max_file_bytes, undecoded) -> c | nil, code, field
 -- c = {name, seq, total, trans, data (raw bytes), md5, offset, max_seq}. Checks, in this
 -- order: name (a file name, never a path), seq, total_size, trans_size (1016), the size
 -- limit (1101), seq within the file, the data's base64 and its length for that seq, and
--- trans_size = the bytes through this chunk (1104).
-function M.chunk(body, max_file_bytes)
+-- trans_size = the bytes through this chunk (1104). undecoded: data is not decoded here
+-- (c.b64 is the text, c.data nil): its length is told from the text's, and whether it is
+-- base64 at all is for the one who decodes it (f:write_base64 as it writes it).
+function M.chunk(body, max_file_bytes, undecoded)
     local name = body.name
     if not images.valid_name(name) then return nil, errors.InvalidParams, "name" end
     local seq = M.positive(body.seq)
@@ -79,14 +91,21 @@ function M.chunk(body, max_file_bytes)
     local max_seq = M.max_seq(total)
     if seq > max_seq then return nil, errors.BadChunk, "seq" end
     if type(body.data) ~= "string" then return nil, errors.BadChunk, "data" end
-    local data = host.crypto.base64_decode(body.data)
-    if not data then return nil, errors.BadChunk, "data" end
+    local data, n
+    if undecoded then
+        n = M.decoded_length(body.data)
+    else
+        data = host.crypto.base64_decode(body.data)
+        n = data and #data
+    end
+    if not n then return nil, errors.BadChunk, "data" end
     local offset = (seq - 1) * M.CHUNK
     local want = math.min(M.CHUNK, total - offset)
-    if #data ~= want then return nil, errors.BadChunk, "data" end
-    if trans ~= offset + #data then return nil, errors.BadChunk, "trans_size" end
+    if n ~= want then return nil, errors.BadChunk, "data" end
+    if trans ~= offset + n then return nil, errors.BadChunk, "trans_size" end
     return { name = name, seq = seq, total = total, trans = trans, data = data,
-        md5 = md5:lower(), offset = offset, max_seq = max_seq }
+        b64 = undecoded and body.data or nil, md5 = md5:lower(), offset = offset,
+        max_seq = max_seq }
 end
 
 return M

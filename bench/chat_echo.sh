@@ -37,7 +37,8 @@ return {
   log = { level = "warn" },
   scripts = { dir = "$TMP/scripts", watch = false },
   redis = { port = $REDIS_PORT },
-  chat = { ws_origins = { "*" },
+  -- echo connections never log in: no login deadline (10 s by default, a run's length)
+  chat = { ws_origins = { "*" }, login_timeout_ms = 0,
     instances = { bench = { port = $CHAT_PORT, rpc_port = $RPC_PORT, admin_port = 0, ws_port = $WS_PORT } } },
 }
 CFG

@@ -49,6 +49,59 @@ function M.at(root)
     return setmetatable({ root = root }, M)
 end
 
+-- Writes to partials under way in this process (one resource process per storage root,
+-- README): upload_id -> {n = writes under way, sealed = true while a commit names it,
+-- idle = the commit's promise}. A commit seals its partial and waits for the writes under
+-- way before it hashes; a write to a sealed partial is skipped (every chunk of it is
+-- written and marked already, so it is a resend, and its bytes must not change the file
+-- being named by its hash: the object would no longer be its name, and dedupe would hand
+-- the changed bytes to whoever uploads the real ones).
+local writers = host.keep("lib.store.writers.v1")
+local SEAL_WAIT_MS = 30000 -- writes under way at a commit: they end within their I/O, or storage fails
+
+-- write_guarded(upload_id, fn, ...) -> fn's results, or true when the partial is sealed
+-- (the write skipped). fn does the write (host.file I/O on the partial).
+function M.write_guarded(upload_id, fn, ...)
+    local w = writers[upload_id]
+    if w and w.sealed then return true end
+    if not w then
+        w = { n = 0 }
+        writers[upload_id] = w
+    end
+    w.n = w.n + 1
+    local res = { pcall(fn, ...) }
+    w.n = w.n - 1
+    if w.n == 0 then
+        if w.idle then w.idle:resolve() end
+        if not w.sealed then writers[upload_id] = nil end
+    end
+    if not res[1] then error(res[2], 0) end
+    return unpack(res, 2, table.maxn(res))
+end
+
+-- seal(upload_id) -> true | nil, err: no write to the partial starts from now on, and none
+-- is under way any more; unseal(upload_id) lets writes in again (a commit that failed).
+local function seal(upload_id)
+    local w = writers[upload_id]
+    if not w then
+        w = { n = 0 }
+        writers[upload_id] = w
+    end
+    w.sealed = true
+    while w.n > 0 do
+        w.idle = host.promise()
+        local ok = w.idle:wait(SEAL_WAIT_MS)
+        w.idle = nil
+        if not ok and w.n > 0 then return nil, "writes to the partial did not end" end
+    end
+    return true
+end
+
+local function unseal(upload_id)
+    local w = writers[upload_id]
+    if w and w.n == 0 then writers[upload_id] = nil elseif w then w.sealed = nil end
+end
+
 function M:partial_path(upload_id)
     return self.root .. "/partial/" .. tostring(upload_id)
 end
@@ -99,12 +152,14 @@ end
 
 -- write_part(upload_id, offset, data) -> true | nil, err, "storage"
 function M:write_part(upload_id, offset, data)
-    local f, err = self:open_part(upload_id)
-    if not f then return nil, err, "storage" end
-    local ok, werr = f:write(offset, data)
-    f:close()
-    if not ok then return nil, werr, "storage" end
-    return true
+    return M.write_guarded(upload_id, function()
+        local f, err = self:open_part(upload_id)
+        if not f then return nil, err, "storage" end
+        local ok, werr = f:write(offset, data)
+        f:close()
+        if not ok then return nil, werr, "storage" end
+        return true
+    end)
 end
 
 -- commit(upload_id, size, allowed) -> {sha256=, size=, mime=} | nil, err, kind
@@ -113,6 +168,19 @@ end
 -- there: the same content is kept once), then the partial is removed. Only after this
 -- returns may the upload be called complete.
 function M:commit(upload_id, size, allowed)
+    local sealed, serr = seal(upload_id)
+    if not sealed then
+        unseal(upload_id)
+        return nil, serr, "storage"
+    end
+    local res = { pcall(self.commit_sealed, self, upload_id, size, allowed) }
+    unseal(upload_id) -- done (the partial is gone) or failed (a later chunk may try again)
+    if not res[1] then error(res[2], 0) end
+    return unpack(res, 2, 4)
+end
+
+-- commit's work once no write to the partial can start or is under way
+function M:commit_sealed(upload_id, size, allowed)
     local path = self:partial_path(upload_id)
     local f, err = host.file.open(path, "r")
     if not f then return nil, err, "storage" end

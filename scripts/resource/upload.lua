@@ -217,7 +217,7 @@ local function write(session, u, c)
         end
         u.f = f
     end
-    local ok, err = u.f:write(c.offset, c.data)
+    local ok, err = store.write_guarded(u.row.upload_id, u.f.write, u.f, c.offset, c.data)
     if not ok then drop(session) end
     return ok, err
 end
@@ -300,10 +300,11 @@ local function in_flight(session, id, u, c, reply, prev)
     local data = session.data
     local f = u.f
     local wrote, ok, err, code
+    local id_ = u.row.upload_id -- (writes counted: a commit waits for them, lib.store)
     if c.b64 then
-        wrote, ok, err, code = pcall(f.write_base64, f, c.offset, c.b64)
+        wrote, ok, err, code = pcall(store.write_guarded, id_, f.write_base64, f, c.offset, c.b64)
     else
-        wrote, ok, err, code = pcall(f.write, f, c.offset, c.data)
+        wrote, ok, err, code = pcall(store.write_guarded, id_, f.write, f, c.offset, c.data)
     end
     if not wrote then ok, err = nil, ok end
     local fine, res

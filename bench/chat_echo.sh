@@ -37,8 +37,8 @@ return {
   log = { level = "warn" },
   scripts = { dir = "$TMP/scripts", watch = false },
   redis = { port = $REDIS_PORT },
-  -- echo connections never log in: no login deadline (10 s by default, a run's length)
-  chat = { ws_origins = { "*" }, login_timeout_ms = 0,
+  -- echo connections never log in: the login deadline (10 s by default, a run's length) at its most
+  chat = { ws_origins = { "*" }, login_timeout_ms = 600000,
     instances = { bench = { port = $CHAT_PORT, rpc_port = $RPC_PORT, admin_port = 0, ws_port = $WS_PORT } } },
 }
 CFG

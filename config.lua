@@ -163,8 +163,10 @@ return {
         handler_timeout_ms = 30000,         -- a message handler running longer: cancelled, 1019
         push_timeout_ms = 2000,             -- a push through a peer chat server gives up
         push_queue_max = 2,                 -- a session's pushes waiting for one peer: then it waits too
-        push_batch_window_ms = 1,           -- pushes to one peer server gathered this long (and while
-                                            -- its previous call is in flight) travel in one call
+        push_batch_window_ms = 0,           -- the first push to an idle peer server waits this long
+                                            -- for company; those queued while a call is in flight
+                                            -- travel in the next (0: the call goes at once; 1 ms
+                                            -- cost ~1 ms of push p50 for no throughput, RESULTS.md)
         push_batch_max = 256,               -- at most this many pushes per call (NotifyBatch)
         location_cache_ms = 0,              -- a receiver's server (uip_) read once serves its pushes
                                             -- this long (a moved user: the push follows); 0: read

@@ -30,6 +30,17 @@ per_delivery() { # label ticks1 ticks2 deliveries/s
     printf "%s: chat servers CPU per delivery: %.2f us (b1 %.2f, b2 %.2f)\n", l,
       (t1 + t2) / hz * 1e6 / (r * s), t1 / hz * 1e6 / (r * s), t2 / hz * 1e6 / (r * s) }'
 }
+# the group messages stored so far (the server-side count that "acked == stored" checks)
+stored() { mariadb --socket="$TMP/mysql/mysqld.sock" -uroot -N -e \
+  "SELECT COUNT(*) FROM chathost_bench.chat_message" 2>/dev/null || echo "?"; }
+# check LABEL STORED_BEFORE OUTPUT: stored rows against acked, deliveries against acked x (SIZE - 1)
+check() {
+  local s1 acked pushed; s1=$(stored)
+  acked=$(echo "$3" | awk '/^totals:/ {gsub(",", ""); print $3}')
+  pushed=$(echo "$3" | awk '/^totals:/ {gsub(",", ""); print $5}')
+  echo "$1: stored $((s1 - $2)), acked $acked (stored - acked <= the $((NGROUPS * SENDERS * WINDOW)) in flight at the end); deliveries $pushed of acked x $((SIZE - 1)) = $((acked * (SIZE - 1)))"
+}
+S0=$(stored)
 A0=$(ticks "$C1"); B0=$(ticks "$C2")
 PEAK_OUT=$("$TMP/chat_load" group "$TMP/users" "$SERVERS" --window "$WINDOW" --seconds "$SECS")
 A1=$(ticks "$C1"); B1=$(ticks "$C2")
@@ -38,11 +49,16 @@ echo "$PEAK_OUT"
 PEAK=$(echo "$PEAK_OUT" | awk '/^acked:/ {print $2}')
 DELIV=$(echo "$PEAK_OUT" | awk '/^acked:/ {print $5}')
 per_delivery "peak" $((A1 - A0)) $((B1 - B0)) "$DELIV"
+sleep 1 # the messages in flight at the end are stored meanwhile
+check "peak" "$S0" "$PEAK_OUT"
 HALF=$(awk -v p="$PEAK" 'BEGIN { printf "%d", p / 2 }')
 echo "== at half of the peak: $HALF group messages/s"
 "$BIN" exec "$ROOT/bench/chat_tokens.lua" "$TMP/users" # the peak's logins used the tokens up
+S0=$(stored)
 A0=$(ticks "$C1"); B0=$(ticks "$C2")
 HALF_OUT=$("$TMP/chat_load" group "$TMP/users" "$SERVERS" --rate "$HALF" --seconds "$SECS")
 A1=$(ticks "$C1"); B1=$(ticks "$C2")
 echo "$HALF_OUT"
 per_delivery "half" $((A1 - A0)) $((B1 - B0)) "$(echo "$HALF_OUT" | awk '/^acked:/ {print $5}')"
+sleep 1
+check "half" "$S0" "$HALF_OUT"

@@ -418,6 +418,7 @@ static void report(void) {
         printf("users %d, senders %d\n", nusers, nsenders);
     printf("acked: %.0f msgs/s; pushed: %.0f msgs/s over %.1f s; refused %lu\n", (double)acks / secs,
            (double)pushes / secs, secs, errors_seen);
+    printf("totals: acked %lu, pushed %lu\n", acks, pushes);
     printf("ack latency ms:  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", pct(ack_lat, nack_lat, 0.5),
            pct(ack_lat, nack_lat, 0.9), pct(ack_lat, nack_lat, 0.99), pct(ack_lat, nack_lat, 1));
     printf("push latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", pct(push_lat, npush_lat, 0.5),

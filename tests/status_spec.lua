@@ -200,7 +200,8 @@ describe("status role's probes of the chat servers", function()
     -- chat servers in Redis. up: something accepts on its port (its gRPC address, which is
     -- what is probed); down: nothing listens there, and it has fewer users, so it is the
     -- policy's choice. -> status, pick() (the port chosen), listener (up's)
-    local function with_up_and_down(copy_scripts)
+    local function with_up_and_down(copy_scripts, where)
+        where = where or "127.0.0.1"
         local status = roles.start { role = "status", copy_scripts = copy_scripts,
             config = function(port)
                 return { status = { port = port, admin_port = 0, servers_refresh_ms = 0,
@@ -213,9 +214,9 @@ describe("status role's probes of the chat servers", function()
         redis.call("DEL", "chatservers", "logincount")
         local listener = assert(host.http.serve { address = "127.0.0.1:0", routes = {} })
         assert(redis.call("SET", "chatserver_up", host.json.encode({ host = "127.0.0.1",
-            port = 7001, rpc = "127.0.0.1:" .. listener.port }), "EX", 30))
+            port = 7001, rpc = where .. ":" .. listener.port }), "EX", 30))
         assert(redis.call("SET", "chatserver_down", host.json.encode({ host = "127.0.0.1",
-            port = 7002, rpc = "127.0.0.1:" .. roles.free_port() }), "EX", 30))
+            port = 7002, rpc = where .. ":" .. roles.free_port() }), "EX", 30))
         assert(redis.call("SADD", "chatservers", "up", "down"))
         redis.call("HSET", "logincount", "up", 10, "down", 0)
         return status, pick, listener
@@ -236,6 +237,14 @@ describe("status role's probes of the chat servers", function()
         -- both fail now: the probes are what is wrong, so the policy chooses as without them
         listener:close()
         assert(util.wait_until(function() return pick() == "7002" end, 5000, "the fallback"))
+        clean_up(status)
+    end)
+
+    it("probes a server announced by a host name as one announced by an address", function()
+        local status, pick, listener = with_up_and_down(false, "localhost")
+        assert(util.wait_until(function() return pick() == "7001" end, 5000, "the probe of down"))
+        assert.matches("chat server down does not accept connections", status:log())
+        listener:close()
         clean_up(status)
     end)
 

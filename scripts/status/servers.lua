@@ -123,12 +123,12 @@ probes.failures = probes.failures or {}
 probes.unreachable = probes.unreachable or {}
 
 -- Where to probe server s: its gRPC address when announced (how peers reach it), else the
--- client port. -> ip, port | nil (a host name: not probed)
+-- client port. -> host (an address or a name: host.tcp resolves names), port | nil
 local function probe_target(s)
     local h, p = (s.rpc or ""):match("^(.+):(%d+)$")
     if not h then h, p = s.host, s.port end
     h = type(h) == "string" and h:match("^%[(.+)%]$") or h
-    if not host.ip(h) then return nil end
+    if type(h) ~= "string" or h == "" or not tonumber(p) then return nil end
     return h, tonumber(p)
 end
 

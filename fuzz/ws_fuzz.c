@@ -51,8 +51,17 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
                    void *ud) {
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
         assert(arg->msg_length <= MAX_MESSAGE);
-    if (arg->opcode == WSLAY_TEXT_FRAME && !ws_utf8_valid(arg->msg, arg->msg_length))
+    if (arg->opcode == WSLAY_TEXT_FRAME && !ws_utf8_valid(arg->msg, arg->msg_length)) {
         wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, NULL, 0);
+    } else if (arg->opcode == WSLAY_TEXT_FRAME) { /* the envelope's fast path stays inside */
+        const char *t = (const char *)arg->msg, *body;
+        size_t blen;
+        uint16_t id;
+        if (ws_envelope_plain(t, arg->msg_length, &id, &body, &blen)) {
+            assert(body > t && body + blen < t + arg->msg_length && blen >= 1 && body[0] == '{');
+            assert(t[arg->msg_length - 1] == '}');
+        }
+    }
     else if (arg->opcode == WSLAY_BINARY_FRAME)
         wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, NULL, 0);
 }

@@ -992,22 +992,6 @@ static void ws_reject(session *s, const char *why) {
 /* The id and body of a message {"id":n,"body":{..}}: 1 with the body table pushed on L,
  * -1 when the body is no JSON object (answered like a TCP frame's bad JSON), 0 when the
  * message is no envelope (s is closed with 1007). */
-/* The envelope as our clients write it, {"id":<digits>,"body":{...}} with no spaces: the id,
- * and the body's bytes (decoded alone, as a TCP frame's body is). 0: another spelling. */
-static int ws_envelope_plain(const char *t, size_t len, uint16_t *id, const char **body,
-                             size_t *blen) {
-    if (len < 6 + 1 + 8 + 2 + 1 || memcmp(t, "{\"id\":", 6) != 0 || t[len - 1] != '}') return 0;
-    size_t i = 6;
-    unsigned long v = 0;
-    while (i < len && i < 6 + 5 && t[i] >= '0' && t[i] <= '9') v = v * 10 + (unsigned long)(t[i++] - '0');
-    if (i == 6 || (t[6] == '0' && i > 7) || v > 65535) return 0;
-    if (len - i < 8 + 2 + 1 || memcmp(t + i, ",\"body\":", 8) != 0 || t[i + 8] != '{') return 0;
-    *id = (uint16_t)v;
-    *body = t + i + 8;
-    *blen = len - 1 - (i + 8);
-    return 1;
-}
-
 static int ws_unwrap(session *s, lua_State *L, const char *text, size_t len, uint16_t *id) {
     const char *body;
     size_t blen;

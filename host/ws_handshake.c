@@ -112,3 +112,16 @@ int ws_utf8_valid(const uint8_t *p, size_t n) {
     }
     return 1;
 }
+
+int ws_envelope_plain(const char *t, size_t len, uint16_t *id, const char **body, size_t *blen) {
+    if (len < 6 + 1 + 8 + 2 + 1 || memcmp(t, "{\"id\":", 6) != 0 || t[len - 1] != '}') return 0;
+    size_t i = 6;
+    unsigned long v = 0;
+    while (i < len && i < 6 + 5 && t[i] >= '0' && t[i] <= '9') v = v * 10 + (unsigned long)(t[i++] - '0');
+    if (i == 6 || (t[6] == '0' && i > 7) || v > 65535) return 0;
+    if (len - i < 8 + 2 + 1 || memcmp(t + i, ",\"body\":", 8) != 0 || t[i + 8] != '{') return 0;
+    *id = (uint16_t)v;
+    *body = t + i + 8;
+    *blen = len - 1 - (i + 8);
+    return 1;
+}

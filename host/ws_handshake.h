@@ -30,4 +30,10 @@ int ws_origin_allowed(const char *origin, size_t len, const char *const *origins
  * U+10FFFF), else 0. */
 int ws_utf8_valid(const uint8_t *p, size_t n);
 
+/* The envelope as our clients write it, {"id":<digits>,"body":{...}} with no spaces
+ * (docs/protocol.md §5.5): 1 with the id (0..65535) in *id and the body's bytes (from
+ * its '{' to before the envelope's last '}', inside t) in *body, *blen; 0 for any other
+ * spelling, which the caller decodes as JSON. The body is not checked here. */
+int ws_envelope_plain(const char *t, size_t len, uint16_t *id, const char **body, size_t *blen);
+
 #endif

@@ -350,9 +350,12 @@ describe("client chat connection", function()
             access_log = false, routes = {
                 ["POST /user_login"] = function()
                     logins = logins + 1
+                    -- tls: the "chat server" is this HTTP server, which answers a TLS
+                    -- hello in plain at once (the chat frames would wait for more bytes
+                    -- or not, by the hello's random bytes: a handshake timeout, retried)
+                    local port = tostring(mode == "tls" and gate.port or chat.port)
                     return { error = 0, uid = 1234, email = "a@example.com", token = "t",
-                        host = "127.0.0.1", port = tostring(chat.port),
-                        chathost = "127.0.0.1", chatport = tostring(chat.port),
+                        host = "127.0.0.1", port = port, chathost = "127.0.0.1", chatport = port,
                         tls = mode == "tls" or nil }
                 end,
             } })
@@ -414,7 +417,7 @@ describe("client chat connection", function()
 
     it("speaks TLS to the chat server when the gate says tls, and does not retry a TLS failure",
         function()
-        mode = "tls" -- and this chat server speaks no TLS
+        mode = "tls" -- and the server it names speaks no TLS
         local c = api.new { gate = "http://127.0.0.1:" .. gate.port, retry_min_ms = 5,
             retry_max_ms = 20, connect_timeout_ms = 2000 }
         open[#open + 1] = c

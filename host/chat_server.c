@@ -174,6 +174,10 @@ static void ws_free(ws_conn *w);
 
 static void write_now(session *s);
 
+/* Only there to be active: an active idle handle keeps poll from sleeping (libuv refuses
+ * to start one without a callback). */
+static void flush_idle_cb(uv_idle_t *h) { (void)h; }
+
 /* Marks s to be written at the end of this pass of the loop (see chat_server.dirty). */
 static void schedule_write(session *s) {
     if (s->dirty || s->state == S_CLOSED) return;
@@ -182,7 +186,7 @@ static void schedule_write(session *s) {
         write_now(s);
         return;
     }
-    if (list_empty(&srv->dirty)) uv_idle_start(&srv->flush_idle, NULL);
+    if (list_empty(&srv->dirty)) uv_idle_start(&srv->flush_idle, flush_idle_cb);
     s->dirty = 1;
     list_push_back(&srv->dirty, &s->dirty_link);
 }
@@ -1555,8 +1559,11 @@ static int l_sessions_send(lua_State *L) {
     lua_Number except = has_except ? luaL_checknumber(L, 4) : 0;
     lua_settop(L, 4);
     size_t len;
-    const char *body = encode_body(L, 3, &len); /* a table's JSON stays at index 5 */
-    lua_settop(L, 5);
+    const char *body = encode_body(L, 3, &len);
+    /* a table's JSON is the encoder's buffer, which a member closed on the way (its
+     * on_capacity runs Lua) could reuse: our own copy, at index 5 */
+    if (lua_type(L, 3) == LUA_TTABLE) lua_pushlstring(L, body, len); else lua_pushvalue(L, 3);
+    body = lua_tolstring(L, 5, &len);
     if (current && len > frame_max_body(current->kind))
         return luaL_error(L, "push %d of %d bytes is above the frame limit %d", (int)id, (int)len,
                           (int)frame_max_body(current->kind));

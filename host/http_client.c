@@ -348,6 +348,8 @@ static int l_request(lua_State *L) {
     http_client *cl = client_get(app);
     if (!cl) return luaL_error(L, "host.http.request: libcurl cannot make a multi handle");
     long timeout = (long)vm_opt_int(L, 1, "timeout_ms", cl->timeout_ms);
+    luaL_argcheck(L, timeout >= 1, 1, "timeout_ms must be at least 1 (a request without a deadline "
+                                      "could hold its connection for good)");
     if (cl->in_flight >= cl->max_total + cl->max_waiting) {
         lua_pushnil(L);
         lua_pushliteral(L, "busy");

@@ -97,9 +97,15 @@ static void wait_end(tcp_conn *c) {
     c->delim = NULL;
 }
 
+static void conn_close(tcp_conn *c);
+
+/* The waiting task was cancelled. During the connect nobody else will ever get the
+ * socket (a TLS peer that never answers the hello would hold it, its SSL and its anchor
+ * for good): it is closed now. */
 static void wait_cancel(void *op) {
     tcp_conn *c = op;
     wait_end(c);
+    if (!c->ready) conn_close(c);
 }
 
 static void conn_close(tcp_conn *c) { hostobj_close(&c->obj); }

@@ -223,6 +223,9 @@ io.stdout:write(r and tostring(r.status) or err)
             end, "host.http.configure_client: max_total_connections must be at least 1")
             assert.has_error(function() host.http.configure_client { connect_timeout_ms = 0 } end)
             assert.has_error(function() host.http.configure_client { max_waiting = -1 } end)
+            for _, t in ipairs { 0, -1 } do -- a request's own deadline too
+                assert.has_error(function() host.http.request { url = "http://127.0.0.1:1/", timeout_ms = t } end)
+            end
         end)
 
         it("takes a body of max_response_bytes and refuses one byte more", function()

@@ -140,6 +140,31 @@ describe("tcp client over TLS", function()
         plain.stop()
     end)
 
+    it("closes the socket of a handshake whose task was cancelled (a handler timed out)", function()
+        local stall = tls.server("stall")
+        local before = fds()
+        local started = host.promise()
+        local srv = assert(host.chat.serve { address = "127.0.0.1:0", name = "tlscancel",
+            handler_timeout_ms = 200, handlers = function() return { messages = {
+                [1] = function()
+                    started:resolve(true)
+                    return { c = connect(stall.port, { timeout_ms = 600000 }) ~= nil }
+                end,
+            } } end })
+        local chat_client = require "helpers.chat_client"
+        local cl = assert(chat_client.connect(srv.port))
+        assert(cl:send(1, {}))
+        assert(started:wait(5000))
+        local r, rerr = cl:wait_push(2, 5000)
+        assert.same({ error = 1019 }, r, tostring(rerr)) -- the handler was cut off
+        cl:close()
+        srv:close()
+        -- the chat server's sockets and the handshake's: all gone, not waiting for 600 s
+        assert(util.wait_until(function() return fds() == before end, 3000,
+            "the descriptor count to return to " .. before))
+        stall.stop()
+    end)
+
     it("times a handshake that never completes out within the connect's timeout", function()
         local stall = tls.server("stall")
         assert.equal("tls: handshake timed out", connect_fails(stall.port, { timeout_ms = 200 }))

@@ -231,6 +231,8 @@ $(limit res_ip "$res_ip")
 }
 EOF
   } >"$DIR/nginx.conf.tmp"
+  # reload: the running nginx's file changes only once the new one passed nginx -t
+  [ "${1:-}" = checked ] && { "$NGINX" -p "$DIR" -e "$DIR/error.log" -c "$DIR/nginx.conf.tmp" -t -q || return 1; }
   mv "$DIR/nginx.conf.tmp" "$DIR/nginx.conf"
 }
 
@@ -244,7 +246,7 @@ master_pid() {
   local pid
   pid=$(cat "$DIR/nginx.pid" 2>/dev/null) || return 1
   tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "nginx: master process" &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$DIR/nginx.conf" && echo "$pid"
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- " -c $DIR/nginx.conf " && echo "$pid"
 }
 
 # ports: every port the proxy listens on
@@ -304,8 +306,7 @@ case "$cmd" in
   reload)
     pid=$(master_pid) || { say "not running in $DIR"; exit 1; }
     check_files
-    write_conf
-    nginx_cmd -t -q || exit 1
+    write_conf checked || { say "the new configuration fails nginx -t; the running one is unchanged"; exit 1; }
     kill -HUP "$pid"
     echo "tls_proxy: reloading (pid $pid)" ;;
   stop)

@@ -58,6 +58,24 @@ end
 -- the changed bytes to whoever uploads the real ones).
 local writers = host.keep("lib.store.writers.v1")
 local SEAL_WAIT_MS = 30000 -- writes under way at a commit: they end within their I/O, or storage fails
+-- A committed partial stays sealed this long: a descriptor another connection opened on it
+-- before the commit now writes into the object (the same file, linked), so its late
+-- writes are skipped. (Kept uploads are dropped when their row changes; this is the net.)
+local SEALED_KEEP_MS = 600000
+local committed = host.keep("lib.store.committed.v1") -- {head=, tail=, [i] = {id=, at=}}
+committed.head, committed.tail = committed.head or 1, committed.tail or 0
+
+-- Forgets the seals of commits older than SEALED_KEEP_MS (the oldest first).
+local function forget_old(now)
+    while committed.head <= committed.tail do
+        local e = committed[committed.head]
+        if now - e.at < SEALED_KEEP_MS then break end
+        committed[committed.head] = nil
+        committed.head = committed.head + 1
+        local w = writers[e.id]
+        if w and w.done and w.n == 0 then writers[e.id] = nil end
+    end
+end
 
 -- write_guarded(upload_id, fn, ...) -> fn's results, or true when the partial is sealed
 -- (the write skipped). fn does the write (host.file I/O on the partial).
@@ -73,7 +91,7 @@ function M.write_guarded(upload_id, fn, ...)
     w.n = w.n - 1
     if w.n == 0 then
         if w.idle then w.idle:resolve() end
-        if not w.sealed then writers[upload_id] = nil end
+        if not w.sealed and not w.done then writers[upload_id] = nil end
     end
     if not res[1] then error(res[2], 0) end
     return unpack(res, 2, table.maxn(res))
@@ -174,7 +192,15 @@ function M:commit(upload_id, size, allowed)
         return nil, serr, "storage"
     end
     local res = { pcall(self.commit_sealed, self, upload_id, size, allowed) }
-    unseal(upload_id) -- done (the partial is gone) or failed (a later chunk may try again)
+    if res[1] and res[2] then -- named: it stays sealed a while (SEALED_KEEP_MS)
+        local now = host.timer.monotonic()
+        writers[upload_id].done = true
+        committed.tail = committed.tail + 1
+        committed[committed.tail] = { id = upload_id, at = now }
+        forget_old(now)
+    else
+        unseal(upload_id) -- failed: a later chunk may try again
+    end
     if not res[1] then error(res[2], 0) end
     return unpack(res, 2, 4)
 end

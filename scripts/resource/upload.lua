@@ -217,6 +217,10 @@ local function write(session, u, c)
         end
         u.f = f
     end
+    if not uploads.valid(u.kind, u.name, u.token) then -- its row changed (completed?) meanwhile
+        drop(session)
+        return nil, "upload changed", "changed"
+    end
     local ok, err = store.write_guarded(u.row.upload_id, u.f.write, u.f, c.offset, c.data)
     if not ok then drop(session) end
     return ok, err

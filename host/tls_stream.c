@@ -4,10 +4,12 @@
  * OpenSSL's error queue is per thread and libcurl shares it: each call starts with it clear
  * and leaves it clear. */
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -48,6 +50,60 @@ static SSL_CTX *client_ctx(const char *ca_file, char *err, size_t errsz) {
     return ctx;
 }
 
+/* Contexts by CA file: loading a CA bundle is blocking file I/O (and parsing) on the loop,
+ * so it happens once per file and version (its inode, size, mtime and ctime), not at
+ * every connect.
+ * Only the loop's thread calls this. A context in use by a connection outlives its
+ * eviction (SSL_new took a reference). */
+#define CTX_CACHE 8
+static struct {
+    char *path;   /* NULL: the system's CAs */
+    int used;
+    struct timespec mtime, ctime;
+    off_t size;
+    ino_t ino;
+    SSL_CTX *ctx;
+} ctx_cache[CTX_CACHE];
+static unsigned ctx_clock;
+
+static SSL_CTX *cached_ctx(const char *ca_file, char *err, size_t errsz) {
+    struct stat st = {0};
+    if (ca_file && stat(ca_file, &st) != 0) return client_ctx(ca_file, err, errsz); /* its error */
+    int victim = 0;
+    for (int i = 0; i < CTX_CACHE; i++) {
+        if (!ctx_cache[i].ctx) {
+            victim = i;
+            break;
+        }
+        int same = ca_file ? (ctx_cache[i].path && strcmp(ctx_cache[i].path, ca_file) == 0 &&
+                              ctx_cache[i].mtime.tv_sec == st.st_mtim.tv_sec &&
+                              ctx_cache[i].mtime.tv_nsec == st.st_mtim.tv_nsec &&
+                              ctx_cache[i].ctime.tv_sec == st.st_ctim.tv_sec &&
+                              ctx_cache[i].ctime.tv_nsec == st.st_ctim.tv_nsec &&
+                              ctx_cache[i].size == st.st_size && ctx_cache[i].ino == st.st_ino)
+                           : ctx_cache[i].path == NULL;
+        if (same) {
+            ctx_cache[i].used = (int)++ctx_clock;
+            SSL_CTX_up_ref(ctx_cache[i].ctx);
+            return ctx_cache[i].ctx;
+        }
+        if (ctx_cache[i].used < ctx_cache[victim].used) victim = i;
+    }
+    SSL_CTX *ctx = client_ctx(ca_file, err, errsz);
+    if (!ctx) return NULL;
+    if (ctx_cache[victim].ctx) SSL_CTX_free(ctx_cache[victim].ctx);
+    free(ctx_cache[victim].path);
+    ctx_cache[victim].path = ca_file ? xstrdup(ca_file) : NULL;
+    ctx_cache[victim].mtime = st.st_mtim;
+    ctx_cache[victim].ctime = st.st_ctim;
+    ctx_cache[victim].size = st.st_size;
+    ctx_cache[victim].ino = st.st_ino;
+    ctx_cache[victim].used = (int)++ctx_clock;
+    ctx_cache[victim].ctx = ctx;
+    SSL_CTX_up_ref(ctx); /* the cache's reference and the caller's */
+    return ctx;
+}
+
 /* The name check (and SNI for a DNS name) of t's certificate. 0 or -1. */
 static int set_peer_name(tls_stream *t) {
     if (is_ip(t->name))
@@ -59,7 +115,7 @@ static int set_peer_name(tls_stream *t) {
 tls_stream *tls_stream_client(const char *ca_file, const char *server_name, char *err,
                               size_t errsz) {
     ERR_clear_error();
-    SSL_CTX *ctx = client_ctx(ca_file, err, errsz);
+    SSL_CTX *ctx = cached_ctx(ca_file, err, errsz);
     if (!ctx) {
         ERR_clear_error();
         return NULL;

@@ -134,6 +134,23 @@ describe("tcp client over TLS", function()
         assert.matches("^tls: certificate problem: ", err)
     end)
 
+    it("reads a CA file again once it changed (contexts are kept per file and version)", function()
+        local path = dir .. "/rotating.pem"
+        local other = tls.ca(dir, "other2")
+        assert(host.fs.write(path, assert(host.fs.read(ca.pem))))
+        local c = assert(connect(peer.port, { ca_file = path }))
+        c:close()
+        c = assert(connect(peer.port, { ca_file = path })) -- (the kept context)
+        c:close()
+        assert(host.fs.write(path, assert(host.fs.read(other.pem)))) -- rotated to another CA
+        local c2, err = connect(peer.port, { ca_file = path })
+        assert.is_nil(c2)
+        assert.matches("^tls: certificate problem: unable to get local issuer certificate", err)
+        assert(host.fs.write(path, assert(host.fs.read(ca.pem))))
+        c = assert(connect(peer.port, { ca_file = path }))
+        c:close()
+    end)
+
     it("fails cleanly against a peer that speaks no TLS", function()
         local plain = tls.peer("plain")
         assert.matches("^tls: handshake failed: ", connect_fails(plain.port))

@@ -53,6 +53,7 @@ awk -v t=$((T1 - T0)) -v d=$((D1 - D0)) -v a=$((A1 - A0)) -v hz="$(getconf CLK_T
   printf "MariaDB CPU per message: %.1f us\n", d / hz * 1e6 / (r * s)
   printf "chat servers + Redis + MariaDB CPU per message: %.1f us\n", a / hz * 1e6 / (r * s) }'
 HALF=$(awk -v p="$PEAK" 'BEGIN { printf "%d", p / 2 }')
+HALF=${HALF_RATE:-$HALF} # HALF_RATE=N: the second run at N msgs/s instead (latency against load)
 echo "== at half of the peak: $HALF msgs/s"
 "$BIN" exec "$ROOT/bench/chat_tokens.lua" "$TMP/users" # the peak's logins used the tokens up
 # METRICS_DIR (with ADMIN_BASE, bench/stores.sh): each server's /metrics before and after the

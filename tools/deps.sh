@@ -43,6 +43,11 @@ export DEBIAN_FRONTEND=noninteractive
 # Installing nginx (or mariadb-server, redis-server) would start the system's service (nginx
 # on port 80): a policy-rc.d that refuses every start, made only if there is none and removed
 # afterwards, keeps them all stopped. Only tools/tls_proxy.sh's private instances run.
+# One install at a time (a `make run` and a `make test` on a fresh machine): a second waits
+# here, so it never mistakes the first one's policy-rc.d for the machine's own and then
+# installs after the first removed it.
+exec 9>"${TMPDIR:-/tmp}/chathost-deps.lock"
+flock 9
 policy=/usr/sbin/policy-rc.d
 made_policy=0
 if [ ! -e "$policy" ]; then

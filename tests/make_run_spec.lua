@@ -8,6 +8,7 @@ local host = require "host"
 local roles = require "helpers.roles"
 local http = require "helpers.http"
 local util = require "helpers.util"
+local make_run = require "helpers.make_run"
 local client_tmux = require "helpers.client_tmux"
 local password = dofile(host.root .. "/scripts/lib/password.lua")
 
@@ -34,31 +35,12 @@ describe("make run", function()
                 chat1 = { port = ports.c1, rpc_port = ports.c1rpc, admin_port = 0, ws_port = ports.c1ws },
                 chat2 = { port = ports.c2, rpc_port = ports.c2rpc, admin_port = ports.c2admin } } },
         }))
-        env = { CHATHOST_RUN_DIR = dir .. "/run", CHATHOST_CONFIG = dir .. "/config.lua",
-            CHATHOST_BIN = util.bin(), CHATHOST_LOG_LEVEL = "info",
-            -- a caller's mysql/redis client settings must not steer tools/services.sh
-            MYSQL_HOST = "127.0.0.1", MYSQL_TCP_PORT = "1", MYSQL_UNIX_PORT = "/nonexistent",
-            MYSQL_PWD = "wrong", REDISCLI_AUTH = "wrong" }
-        -- the addresses `make test` exports are for its own stores, not this system's
-        for _, k in ipairs({ "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "MYSQL_HOST", "MYSQL_PORT",
-            "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE" }) do env["CHATHOST_" .. k] = false end
-        proc = assert(host.proc.spawn({ host.root .. "/tools/run.sh" },
-            { env = env, stdout = "capture", stderr = "capture" }))
-        assert(util.wait_until(function()
-            return proc:output():find("Ctrl-C stops everything", 1, true) or proc.exited
-        end, 60000, "the system to come up"))
+        env = make_run.env(dir)
+        proc = make_run.start(env)
     end)
 
     teardown(function()
-        -- Ctrl-C first: run.sh's trap stops Redis, MariaDB and the sink (a SIGKILL would
-        -- skip it and leave them running); SIGKILL only if it does not end in time
-        if not proc.exited then
-            proc:kill("INT")
-            if not proc:wait(8000) then
-                proc:kill("KILL")
-                proc:wait()
-            end
-        end
+        make_run.stop(proc)
         host.fs.rmtree(dir)
     end)
 

@@ -5,7 +5,7 @@
 -- where nginx (with its stream module) is missing.
 local host = require "host"
 local roles = require "helpers.roles"
-local util = require "helpers.util"
+local make_run = require "helpers.make_run"
 local tls = require "helpers.tls_proxy"
 
 local ok, why = tls.probe()
@@ -39,27 +39,11 @@ describe("make run TLS=1", function()
                 ws_port = ports.c1ws, public_port = ports.pc1, public_ws_port = ports.pc1ws } } },
             tls_proxy = { gate_port = ports.pgate },
         }))
-        local env = { CHATHOST_RUN_DIR = dir .. "/run", CHATHOST_CONFIG = dir .. "/config.lua",
-            CHATHOST_BIN = util.bin(), CHATHOST_RUN_TLS = "1",
-            MYSQL_HOST = "127.0.0.1", MYSQL_TCP_PORT = "1", MYSQL_UNIX_PORT = "/nonexistent",
-            MYSQL_PWD = "wrong", REDISCLI_AUTH = "wrong" }
-        for _, k in ipairs({ "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "MYSQL_HOST", "MYSQL_PORT",
-            "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE" }) do env["CHATHOST_" .. k] = false end
-        proc = assert(host.proc.spawn({ host.root .. "/tools/run.sh" },
-            { env = env, stdout = "capture", stderr = "capture" }))
-        assert(util.wait_until(function()
-            return proc:output():find("Ctrl-C stops everything", 1, true) or proc.exited
-        end, 60000, "the system to come up"))
+        proc = make_run.start(make_run.env(dir, { CHATHOST_RUN_TLS = "1" }))
     end)
 
     teardown(function()
-        if not proc.exited then
-            proc:kill("INT")
-            if not proc:wait(8000) then
-                proc:kill("KILL")
-                proc:wait()
-            end
-        end
+        make_run.stop(proc)
         host.fs.rmtree(dir)
     end)
 

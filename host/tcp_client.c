@@ -97,7 +97,7 @@ static void wait_end(tcp_conn *c) {
     c->delim = NULL;
 }
 
-static void conn_close(tcp_conn *c);
+static void conn_close(tcp_conn *c) { hostobj_close(&c->obj); }
 
 /* The waiting task was cancelled. During the connect nobody else will ever get the
  * socket (a TLS peer that never answers the hello would hold it, its SSL and its anchor
@@ -107,8 +107,6 @@ static void wait_cancel(void *op) {
     wait_end(c);
     if (!c->ready) conn_close(c);
 }
-
-static void conn_close(tcp_conn *c) { hostobj_close(&c->obj); }
 
 static void wait_timeout(uv_timer_t *t) {
     tcp_conn *c = t->data;

@@ -27,8 +27,8 @@ describe("lib.store: commit and writes under way", function()
             f:close()
             return unpack(res)
         end)
+        -- (spawn runs the commit to its first wait: sealed, waiting for the write)
         local committing = host.spawn(function() return store:commit(1, 32, { "png" }) end)
-        host.timer.sleep(20)
         local called = false
         assert.is_true(store.write_guarded(1, function() called = true end)) -- sealed: skipped
         assert.is_false(called)

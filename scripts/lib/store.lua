@@ -50,7 +50,7 @@ function M.at(root)
 end
 
 -- Writes to partials under way in this process (one resource process per storage root,
--- README): upload_id -> {n = writes under way, sealed = true while a commit names it,
+-- README): upload_id -> {n = writes under way, sealed = true from a commit on (after one that named it: SEALED_KEEP_MS),
 -- idle = the commit's promise}. A commit seals its partial and waits for the writes under
 -- way before it hashes; a write to a sealed partial is skipped (every chunk of it is
 -- written and marked already, so it is a resend, and its bytes must not change the file
@@ -72,8 +72,7 @@ local function forget_old(now)
         if now - e.at < SEALED_KEEP_MS then break end
         committed[committed.head] = nil
         committed.head = committed.head + 1
-        local w = writers[e.id]
-        if w and w.done and w.n == 0 then writers[e.id] = nil end
+        writers[e.id] = nil -- (sealed since its commit: no write was under way)
     end
 end
 
@@ -91,7 +90,7 @@ function M.write_guarded(upload_id, fn, ...)
     w.n = w.n - 1
     if w.n == 0 then
         if w.idle then w.idle:resolve() end
-        if not w.sealed and not w.done then writers[upload_id] = nil end
+        if not w.sealed then writers[upload_id] = nil end
     end
     if not res[1] then error(res[2], 0) end
     return unpack(res, 2, table.maxn(res))
@@ -194,7 +193,6 @@ function M:commit(upload_id, size, allowed)
     local res = { pcall(self.commit_sealed, self, upload_id, size, allowed) }
     if res[1] and res[2] then -- named: it stays sealed a while (SEALED_KEEP_MS)
         local now = host.timer.monotonic()
-        writers[upload_id].done = true
         committed.tail = committed.tail + 1
         committed[committed.tail] = { id = upload_id, at = now }
         forget_old(now)

@@ -50,8 +50,8 @@ function M.at(root)
 end
 
 -- Writes to partials under way in this process (one resource process per storage root,
--- README): upload_id -> {n = writes under way, sealed = true from a commit on (after one that named it: SEALED_KEEP_MS),
--- idle = the commit's promise}. A commit seals its partial and waits for the writes under
+-- README): upload_id -> {n = writes under way, sealed = true from a commit on (after one
+-- that named the file, for SEALED_KEEP_MS), idle = the commit's promise}. A commit seals its partial and waits for the writes under
 -- way before it hashes; a write to a sealed partial is skipped (every chunk of it is
 -- written and marked already, so it is a resend, and its bytes must not change the file
 -- being named by its hash: the object would no longer be its name, and dedupe would hand

@@ -26,6 +26,10 @@
  *       C connections keep W frames {"n":k} of msg_id ID in flight; the server answers
  *       ID+1. Reports frames/s.
  *
+ * --warmup MS (msg, group): the load runs MS ms before anything counts, then S seconds are
+ *       measured (a run's first moments, caches and connections warming, are not its steady state).
+ * --trace FILE (msg): every latency sample "SENT_NS MS KIND" (KIND 0 ack, 1 push) written to FILE
+ *       at the end, to tell stalls (slow samples bunched in time) from queueing (spread).
  * --ws: every connection is a WebSocket (docs/protocol.md §5.5; SERVERS name the ws_ports):
  *       the upgrade first, then each frame as a masked text message {"id":..,"body":..}.
  * SERVERS: host:port[,host:port]; a user goes to servers[server_index].
@@ -70,6 +74,7 @@ static int logged_in, connected, login_failed, conn_failed;
 static uint64_t t_start, t_end;
 static int measuring, done;
 static unsigned long acks, pushes, errors_seen, sent;
+static unsigned long acks_all; /* acks of the whole run, warm-up included (CPU per message) */
 static double *ack_lat, *push_lat;
 static size_t nack_lat, npush_lat, lat_cap = 4u << 20;
 static uv_timer_t tick, stopper, beat;
@@ -86,6 +91,8 @@ typedef struct sample {
     char push;
 } sample;
 static const char *split_path;
+static const char *trace_path; /* --trace: every sample written there at the end */
+static int warmup_ms;          /* --warmup: load runs this long before anything is counted */
 static sample *samples;
 static size_t nsamples, samples_cap;
 static unsigned long closed_early, odd_frames;
@@ -183,7 +190,7 @@ static void record(double **arr, size_t *n, double v) {
 }
 
 static void split_record(int push, uint64_t sent_at, uint64_t now) {
-    if (!split_path || !measuring) return;
+    if ((!split_path && !trace_path) || !measuring) return;
     if (nsamples == samples_cap) {
         samples_cap = samples_cap ? samples_cap * 2 : 1u << 20;
         samples = realloc(samples, samples_cap * sizeof *samples);
@@ -215,8 +222,9 @@ static void on_frame(user *u, uint16_t id, const char *body, size_t len) {
         }
         if (refused) {
             if (errors_seen++ < 5) fprintf(stderr, "text refused: %.*s\n", (int)len, body);
-        } else if (measuring) {
-            acks++;
+        } else {
+            acks_all++;
+            if (measuring) acks++;
         }
         if (!done && rate == 0) { /* window mode: keep it full */
             if (strcmp(mode, "echo") == 0) send_echo(u); else send_text(u);
@@ -403,7 +411,21 @@ static double pct(double *v, size_t n, double p) {
     return v[i];
 }
 
+/* --trace FILE: one line per latency sample, "SENT_NS MS KIND" (KIND 0 ack, 1 push), for
+ * finding out when the slow ones were sent (stalls against steady queueing). */
+static void write_trace(void) {
+    FILE *f = fopen(trace_path, "w");
+    if (!f) {
+        perror(trace_path);
+        return;
+    }
+    for (size_t i = 0; i < nsamples; i++)
+        fprintf(f, "%llu %.3f %d\n", (unsigned long long)samples[i].sent, samples[i].ms, samples[i].push);
+    fclose(f);
+}
+
 static void report(void) {
+    if (trace_path) write_trace();
     double secs = (double)(t_end - t_start) / 1e9;
     qsort(ack_lat, nack_lat, sizeof *ack_lat, cmp_double);
     qsort(push_lat, npush_lat, sizeof *push_lat, cmp_double);
@@ -419,6 +441,7 @@ static void report(void) {
     printf("acked: %.0f msgs/s; pushed: %.0f msgs/s over %.1f s; refused %lu\n", (double)acks / secs,
            (double)pushes / secs, secs, errors_seen);
     printf("totals: acked %lu, pushed %lu\n", acks, pushes);
+    if (warmup_ms > 0) printf("acked with the %d ms of warm-up: %lu\n", warmup_ms, acks_all);
     printf("ack latency ms:  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", pct(ack_lat, nack_lat, 0.5),
            pct(ack_lat, nack_lat, 0.9), pct(ack_lat, nack_lat, 0.99), pct(ack_lat, nack_lat, 1));
     printf("push latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", pct(push_lat, npush_lat, 0.5),
@@ -536,11 +559,22 @@ static void heartbeat(uv_timer_t *t) {
         }
 }
 
-static void start_load(void) {
+/* The end of --warmup: from now on acks, pushes and latencies count. */
+static void start_measuring(uv_timer_t *t) {
     t_start = now_ns();
     measuring = 1;
+}
+
+static void start_load(void) {
+    static uv_timer_t warm;
+    t_start = now_ns();
+    measuring = warmup_ms == 0;
+    if (warmup_ms > 0) {
+        uv_timer_init(loop, &warm);
+        uv_timer_start(&warm, start_measuring, (uint64_t)warmup_ms, 0);
+    }
     uv_timer_init(loop, &stopper);
-    uv_timer_start(&stopper, stop_all, (uint64_t)seconds * 1000, 0);
+    uv_timer_start(&stopper, stop_all, (uint64_t)seconds * 1000 + (uint64_t)warmup_ms, 0);
     if (strcmp(mode, "idle") == 0) {
         printf("idle: %d connections logged in; holding for %d s\n", logged_in, seconds);
         fflush(stdout);
@@ -630,9 +664,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--conns") && i + 1 < argc) conns = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--id") && i + 1 < argc) echo_id = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--split") && i + 1 < argc) split_path = argv[++i];
+        else if (!strcmp(argv[i], "--trace") && i + 1 < argc) trace_path = argv[++i];
+        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup_ms = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ws")) ws_mode = 1;
         else if (!strcmp(argv[i], "--sources") && i + 1 < argc)
             parse_addrs(argv[++i], sources, &nsources, MAX_SOURCES, 0);
+    }
+    if (warmup_ms < 0 || (warmup_ms > 0 && split_path)) {
+        fprintf(stderr, "--warmup: milliseconds >= 0, not with --split\n");
+        return 2;
     }
     if (split_path && (rate <= 0 || strcmp(mode, "msg") != 0)) {
         fprintf(stderr, "--split needs msg mode and --rate\n");

@@ -20,6 +20,10 @@ NSERVERS=${1:-1}
 PAIRS=${2:-500}
 SECS=${3:-10}
 WINDOW=${4:-4}
+# Each run loads WARMUP_MS (default 1000) before it counts: the first moments after the logins
+# (caches, connections, the store's first pages) are not the steady state being measured.
+# TRACE_FILE: the half-rate run's every latency sample (send time, ms, ack or push) goes there.
+WARMUP_MS=${WARMUP_MS:-1000}
 . "$ROOT/bench/stores.sh"
 case "$NSERVERS" in [1-5]) ;; *) echo "SERVERS: 1 to 5" >&2; exit 2;; esac
 chat_servers "$((NSERVERS > 2 ? NSERVERS : 2))"
@@ -43,15 +47,17 @@ DB=$DB_PID; RD=$(cat "$TMP/redis/redis.pid")
 all_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
 STORES=("${CHATS[@]}" "$RD" "$DB")
 T0=$(ticks "$C1"); D0=$(ticks "$DB"); A0=$(all_ticks "${STORES[@]}")
-PEAK_OUT=$("$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --window "$WINDOW" --seconds "$SECS")
+PEAK_OUT=$("$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --window "$WINDOW" --seconds "$SECS" --warmup "$WARMUP_MS")
 T1=$(ticks "$C1"); D1=$(ticks "$DB"); A1=$(all_ticks "${STORES[@]}")
 echo "== peak ($NSERVERS chat server(s), $PAIRS pairs, $WINDOW in flight per sender${GALERA_NODES:+, Galera $GALERA_NODES ${GALERA_POLICY:-prefer_first}})"
 echo "$PEAK_OUT"
 PEAK=$(echo "$PEAK_OUT" | awk '/^acked:/ {print $2}')
-awk -v t=$((T1 - T0)) -v d=$((D1 - D0)) -v a=$((A1 - A0)) -v hz="$(getconf CLK_TCK)" -v r="$PEAK" -v s="$SECS" 'BEGIN {
-  printf "chat server b1 CPU per message: %.1f us\n", t / hz * 1e6 / (r * s)
-  printf "MariaDB CPU per message: %.1f us\n", d / hz * 1e6 / (r * s)
-  printf "chat servers + Redis + MariaDB CPU per message: %.1f us\n", a / hz * 1e6 / (r * s) }'
+# the CPU ticks span the warm-up too: divided by every message acked meanwhile
+ALL=$(echo "$PEAK_OUT" | awk -v r="$PEAK" -v s="$SECS" '/^acked with the/ {n = $NF} END {print n ? n : r * s}')
+awk -v t=$((T1 - T0)) -v d=$((D1 - D0)) -v a=$((A1 - A0)) -v hz="$(getconf CLK_TCK)" -v n="$ALL" 'BEGIN {
+  printf "chat server b1 CPU per message: %.1f us\n", t / hz * 1e6 / n
+  printf "MariaDB CPU per message: %.1f us\n", d / hz * 1e6 / n
+  printf "chat servers + Redis + MariaDB CPU per message: %.1f us\n", a / hz * 1e6 / n }'
 HALF=$(awk -v p="$PEAK" 'BEGIN { printf "%d", p / 2 }')
 HALF=${HALF_RATE:-$HALF} # HALF_RATE=N: the second run at N msgs/s instead (latency against load)
 echo "== at half of the peak: $HALF msgs/s"
@@ -62,5 +68,6 @@ scrape() { [ -n "${METRICS_DIR:-}" ] && [ -n "${ADMIN_BASE:-}" ] || return 0
   mkdir -p "$METRICS_DIR"; local i
   for i in $(seq 1 "$NSERVERS"); do curl -s "http://127.0.0.1:$((ADMIN_BASE + i))/metrics" >"$METRICS_DIR/b$i.$1"; done; }
 scrape before
-"$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --rate "$HALF" --seconds "$SECS"
+TRACE=(); if [ -n "${TRACE_FILE:-}" ]; then TRACE=(--trace "$TRACE_FILE"); fi
+"$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --rate "$HALF" --seconds "$SECS" --warmup "$WARMUP_MS" "${TRACE[@]}"
 scrape after

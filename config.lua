@@ -153,7 +153,9 @@ return {
         page_size = 50,                     -- 1025/1029 paging
         presence_ttl_s = 120,               -- uip_/usession_ keys, refreshed by heartbeats
         alive_ttl_s = 15, report_interval_ms = 5000, -- liveness and load seen by status
-        batch_window_ms = 2, batch_max = 64, -- group commit of chat messages
+        batch_window_ms = 1, batch_max = 64, -- group commit of chat messages (a message waits up to
+                                            -- the window for company; 2 ms cost ~1 ms of p99 for
+                                            -- no throughput, bench/RESULTS.md)
         dedupe_window_s = 86400,            -- a 1017 item resent within this long (same fromuid and
                                             -- unique_id) answers the first message_id, stored once
         login_concurrency = 32,             -- logins in progress at once: a storm of logins is
@@ -168,10 +170,10 @@ return {
                                             -- travel in the next (0: the call goes at once; 1 ms
                                             -- cost ~1 ms of push p50 for no throughput, RESULTS.md)
         push_batch_max = 256,               -- at most this many pushes per call (NotifyBatch)
-        location_cache_ms = 0,              -- a receiver's server (uip_) read once serves its pushes
+        location_cache_ms = 1000,           -- a receiver's server (uip_) read once serves its pushes
                                             -- this long (a moved user: the push follows); 0: read
-                                            -- uip_ for every push (off until a quiet benchmark shows
-                                            -- the pair faster with it, bench/RESULTS.md)
+                                            -- uip_ for every push (a Redis round trip in front of
+                                            -- each push: its p99 +3-5 ms at half load, RESULTS.md)
         group_max_members = 500,            -- members of one group, owner included
         group_max_per_user = 200,           -- groups one user may be a member of
         group_name_max_bytes = 64,          -- a group's name (UTF-8 bytes)

@@ -1,6 +1,7 @@
 -- helpers.smtp_sink: a real SMTP server for specs (python3-aiosmtpd with its Mailbox
 -- handler) that stores each received mail as a file the spec can read.
 local host = require "host"
+local roles = require "helpers.roles"
 
 local M = {}
 M.__index = M
@@ -9,7 +10,7 @@ M.__index = M
 function M.start()
     local dir = assert(host.fs.mkdtemp("smtpsink"))
     for _ = 1, 5 do
-        local port = 20000 + host.crypto.random_uniform(12000)
+        local port = roles.free_port()
         local p = assert(host.proc.spawn({ "/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l",
             "127.0.0.1:" .. port, "-c", "aiosmtpd.handlers.Mailbox", dir .. "/box" },
             { stdout = "null", stderr = "capture" }))
@@ -95,7 +96,7 @@ while True:
 
 function M.start_stalled()
     for _ = 1, 5 do
-        local port = 20000 + host.crypto.random_uniform(12000)
+        local port = roles.free_port()
         local p = assert(host.proc.spawn({ "/usr/bin/python3", "-c", STALLED, tostring(port) },
             { stdout = "capture", stderr = "capture" }))
         local deadline = host.timer.monotonic() + 5000

@@ -12,7 +12,8 @@
 # each counted from its start to the end of its drain (every message acked and pushed);
 # per message = (instructions of the long run - of the short) / (messages of the long run -
 # of the short): the logins and set-up of each run cancel out. The Redis commands per
-# message are counted the same way (INFO commandstats). Needs valgrind.
+# message are counted the same way (INFO commandstats). Needs valgrind. CG_DIR=DIR keeps each
+# server's profile of the long run there, for callgrind_annotate.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
@@ -73,6 +74,11 @@ run() {
 }
 read -r I1 M1 C1 < <(run 2)
 read -r I2 M2 C2 < <(run 8)
+# CG_DIR: each server's callgrind profile of the long run kept there (callgrind_annotate)
+if [ -n "${CG_DIR:-}" ]; then
+  mkdir -p "$CG_DIR"
+  for p in "${CHATS[@]}"; do cp "$(ls -t "$TMP"/cg.b*."$p".* | head -1)" "$CG_DIR/"; done
+fi
 echo "== $NSERVERS chat server(s), $PAIRS pairs, $RATE msgs/s"
 awk -v i1="$I1" -v m1="$M1" -v i2="$I2" -v m2="$M2" -v c1="$C1" -v c2="$C2" 'BEGIN {
   printf "runs: %d messages in %.0f instructions and %d Redis commands, %d in %.0f and %d\n",

@@ -135,6 +135,16 @@ local function drop(session)
     if u.f then u.f:close() end
 end
 
+-- detach(session) -> its kept file | nil: the kept upload forgotten, its file handed over
+local function detach(session)
+    local u = session.data.upload
+    if not u then return nil end
+    session.data.upload = nil
+    local f = u.f
+    u.f = nil
+    return f
+end
+
 -- kept(session, kind, uid, name) -> the kept upload if still good for this chunk | nil
 local function kept(session, kind, uid, name)
     local u = session.data.upload
@@ -153,11 +163,14 @@ local function complete(session, row)
     local mine, cerr = uploads.claim(row)
     if mine == nil then return nil, failure.code(cerr) end
     local u = session.data.upload
-    if u and u.row.upload_id == row.upload_id then
-        drop(session) -- the partial is linked as the object next: no descriptor may write to it
+    local hashed -- the partial is linked as the object next: no descriptor may write to it;
+    -- the kept one goes to the commit (its running hash may name the file), closed there
+    if u and u.row.upload_id == row.upload_id then hashed = detach(session) end
+    if not mine then
+        if hashed then hashed:close() end
+        return true
     end
-    if not mine then return true end
-    local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types)
+    local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types, hashed)
     if not obj then
         uploads.release(row.upload_id, false)
         host.log.warn("upload ", row.upload_id, " (", row.name, ") not complete: ", tostring(err))
@@ -215,6 +228,9 @@ local function write(session, u, c)
             f:close() -- the row changed while the file was opened: not this file any more
             return nil, "upload changed", "changed"
         end
+        -- a running sha256 of the chunks as they are written (the commit's, lib.store);
+        -- chunks finish out of order within the ones in flight: so many may wait their turn
+        f:hash_start(settings.max_chunks_in_flight)
         u.f = f
     end
     if not uploads.valid(u.kind, u.name, u.token) then -- its row changed (completed?) meanwhile

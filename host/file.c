@@ -25,6 +25,7 @@
 #define READ_MAX (16 << 20)     /* f:read(offset, n): n at most this (a script's mistake) */
 #define HASH_CHUNK (64 * 1024)  /* sha256 reads the file this much at a time */
 #define HELD_MAX 1024           /* f:hash_start(max_held): at most this (a script's mistake) */
+#define WRITEBACK_STEP (1 << 20) /* a hashed prefix starts its writeback this much at a time */
 
 typedef struct runhash runhash;
 
@@ -191,6 +192,7 @@ struct runhash {
     int64_t end;      /* [0, end) hashed */
     int nheld, max_held;
     held *held;
+    int64_t written_back; /* [0, written_back) of the prefix: writeback started */
 };
 
 /* Gives the hash up for good (mu held). */
@@ -254,9 +256,12 @@ static void rh_hold(runhash *rh, int64_t off, const void *data, size_t len) {
     rh->nheld++;
 }
 
-/* On the pool thread, after a write job of f: ok when all len bytes were written. */
+/* On the pool thread, after a write job of f: ok when all len bytes were written. Each
+ * whole WRITEBACK_STEP the prefix passes has its writeback started (not waited for), so that
+ * the commit's fsync finds little left to write. */
 static void rh_wrote(file_t *f, int64_t off, const void *data, size_t len, int ok) {
     runhash *rh = f->rh;
+    int64_t from = 0, to = 0;
     uv_mutex_lock(&rh->mu);
     if (!rh->valid || len == 0) {
         /* nothing to do (a write of nothing changes no byte) */
@@ -264,10 +269,16 @@ static void rh_wrote(file_t *f, int64_t off, const void *data, size_t len, int o
         rh_invalidate(rh);
     } else if (off == rh->end) {
         rh_extend(rh, data, len);
+        from = rh->written_back;
+        to = rh->end / WRITEBACK_STEP * WRITEBACK_STEP;
+        if (to > from) rh->written_back = to;
     } else {
         rh_hold(rh, off, data, len);
     }
     uv_mutex_unlock(&rh->mu);
+    /* a hint (its failure is the commit's fsync's to report), outside the mutex: the
+     * request queue may be full and make it wait */
+    if (to > from) sync_file_range(f->fd, from, to - from, SYNC_FILE_RANGE_WRITE);
 }
 
 static int same_file(const file_t *a, const file_t *b) {

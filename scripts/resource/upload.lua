@@ -159,6 +159,7 @@ end
 
 -- complete(session, row) -> true | nil, code: the last chunk is in. One request completes
 -- an upload; a concurrent one (the same upload on two connections) just acks its chunk.
+-- The announcement (announce) runs after the rows are written, in a task of its own.
 local function complete(session, row)
     local mine, cerr = uploads.claim(row)
     if mine == nil then return nil, failure.code(cerr) end
@@ -189,7 +190,9 @@ local function complete(session, row)
     store:remove_partial(row.upload_id)
     host.log.info("upload ", row.upload_id, " complete: ", row.name, ", ", row.total_size,
         " bytes, sha256 ", obj.sha256)
-    announce(row)
+    -- the rows are committed: the sender's reply need not wait for the icon's UPDATE or the
+    -- 1039 (a few database round trips), they follow in a task of their own
+    host.spawn(announce, row)
     return true
 end
 

@@ -189,14 +189,16 @@ struct runhash {
     uv_mutex_t mu;
     EVP_MD_CTX *ctx;
     int valid;        /* 0: given up for good */
+    const char *why;  /* why it was given up (the first cause) */
     int64_t end;      /* [0, end) hashed */
     int nheld, max_held;
     held *held;
     int64_t written_back; /* [0, written_back) of the prefix: writeback started */
 };
 
-/* Gives the hash up for good (mu held). */
-static void rh_invalidate(runhash *rh) {
+/* Gives the hash up for good, for the reason why (mu held). */
+static void rh_invalidate(runhash *rh, const char *why) {
+    if (rh->valid) rh->why = why;
     rh->valid = 0;
     while (rh->held) {
         held *h = rh->held;
@@ -209,7 +211,7 @@ static void rh_invalidate(runhash *rh) {
 static void rh_free(file_t *f) {
     runhash *rh = f->rh;
     if (!rh) return;
-    rh_invalidate(rh);
+    rh_invalidate(rh, "freed");
     EVP_MD_CTX_free(rh->ctx);
     uv_mutex_destroy(&rh->mu);
     free(rh);
@@ -242,7 +244,7 @@ static void rh_extend(runhash *rh, const void *data, size_t len) {
 /* A copy of a write past the prefix, in offset order (mu held; no overlap). */
 static void rh_hold(runhash *rh, int64_t off, const void *data, size_t len) {
     if (rh->nheld >= rh->max_held) {
-        rh_invalidate(rh);
+        rh_invalidate(rh, "more writes before their turn than it may hold");
         return;
     }
     held *h = xmalloc(sizeof *h + len);
@@ -265,8 +267,10 @@ static void rh_wrote(file_t *f, int64_t off, const void *data, size_t len, int o
     uv_mutex_lock(&rh->mu);
     if (!rh->valid || len == 0) {
         /* nothing to do (a write of nothing changes no byte) */
-    } else if (!ok || rh_overlaps(rh, off, len)) {
-        rh_invalidate(rh);
+    } else if (!ok) {
+        rh_invalidate(rh, "a write failed");
+    } else if (rh_overlaps(rh, off, len)) {
+        rh_invalidate(rh, "bytes hashed or held were written again");
     } else if (off == rh->end) {
         rh_extend(rh, data, len);
         from = rh->written_back;
@@ -293,7 +297,7 @@ static void rh_foreign_write(file_t *f) {
     for (file_t *h = fs->all; h; h = h->next) {
         if (h == f || !h->rh || (f->known && !same_file(f, h))) continue;
         uv_mutex_lock(&h->rh->mu);
-        rh_invalidate(h->rh);
+        rh_invalidate(h->rh, "another handle of the file wrote to it");
         uv_mutex_unlock(&h->rh->mu);
     }
 }
@@ -617,7 +621,9 @@ static int l_hash_start(lua_State *L) {
         if (!rh->ctx || EVP_DigestInit_ex(rh->ctx, EVP_sha256(), NULL) != 1) abort(); /* ENOMEM */
         uv_mutex_init(&rh->mu);
         rh->max_held = (int)max_held;
-        rh->valid = f->known && !others_busy(f);
+        rh->valid = 1;
+        if (!f->known) rh_invalidate(rh, "the file's identity is not known");
+        else if (others_busy(f)) rh_invalidate(rh, "another handle of the file was busy at its start");
         f->rh = rh;
         f->app->files->hashing++;
     }
@@ -641,7 +647,7 @@ static int l_digest(lua_State *L) {
     unsigned char out[crypto_hash_sha256_BYTES];
     if (!why) {
         uv_mutex_lock(&rh->mu);
-        if (!rh->valid) why = "given up (a rewrite, a failed write, another writer or too many held)";
+        if (!rh->valid) why = rh->why;
         else if (rh->end != size || rh->nheld > 0) why = "the hashed bytes are not the size";
         else {
             EVP_MD_CTX *c = EVP_MD_CTX_new();
@@ -653,7 +659,7 @@ static int l_digest(lua_State *L) {
     }
     if (why) {
         lua_pushnil(L);
-        lua_pushfstring(L, "no running hash of %s: %s", f->path, why);
+        lua_pushfstring(L, "no running hash of %s: %s%s", f->path, rh && !rh->valid ? "given up: " : "", why);
         return 2;
     }
     char hex[crypto_hash_sha256_BYTES * 2 + 1];

@@ -127,14 +127,6 @@ end
 -- read again; and for resource.session_recheck_ms from when it was read (at), so that a
 -- change made elsewhere (another process, by hand) is seen within that time.
 
--- drop(session): the kept upload is forgotten and its file closed
-local function drop(session)
-    local u = session.data.upload
-    if not u then return end
-    session.data.upload = nil
-    if u.f then u.f:close() end
-end
-
 -- detach(session) -> its kept file | nil: the kept upload forgotten, its file handed over
 local function detach(session)
     local u = session.data.upload
@@ -143,6 +135,12 @@ local function detach(session)
     local f = u.f
     u.f = nil
     return f
+end
+
+-- drop(session): the kept upload is forgotten and its file closed
+local function drop(session)
+    local f = detach(session)
+    if f then f:close() end
 end
 
 -- kept(session, kind, uid, name) -> the kept upload if still good for this chunk | nil

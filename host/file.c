@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "alloc.h"
 #include "file.h"
@@ -23,11 +24,17 @@
 #define FILE_MT "chathost.file"
 #define READ_MAX (16 << 20)     /* f:read(offset, n): n at most this (a script's mistake) */
 #define HASH_CHUNK (64 * 1024)  /* sha256 reads the file this much at a time */
+#define HELD_MAX 1024           /* f:hash_start(max_held): at most this (a script's mistake) */
+#define WRITEBACK_STEP (1 << 20) /* a hashed prefix starts its writeback this much at a time */
+
+typedef struct runhash runhash;
 
 /* The process's open files (app->files). */
 struct files {
     int open, max_open;
     unsigned long refused;
+    file_t *all;     /* every file_t not freed yet (a write looks for running hashes in it) */
+    int hashing;     /* how many of them have a running hash (none: a write looks at none) */
 };
 
 /* An open file. Jobs in flight hold it: the descriptor is closed only once the handle
@@ -38,6 +45,12 @@ struct file_t {
     int jobs;        /* jobs in flight on fd */
     int closing;     /* close() or collected: no new job */
     int ud_alive;    /* the Lua handle exists */
+    int known;       /* dev and ino are the file's (fstat at open worked) */
+    dev_t dev;
+    ino_t ino;
+    runhash *rh;     /* f:hash_start's running hash, or NULL */
+    file_t *prev, *next; /* in files.all, while listed */
+    int listed;
     char path[];     /* for error messages */
 };
 
@@ -64,6 +77,7 @@ struct fjob {
     int data_ref;
     char *buf;                          /* read: what was read (len bytes) */
     struct stat st;
+    int stat_ok;                        /* open: st is the opened file's */
     char hex[crypto_hash_sha256_BYTES * 2 + 1];
 };
 
@@ -79,8 +93,29 @@ static struct files *files_get(struct app *app) {
 
 /* Frees the count after the loop has ended: handles collected later close at once. */
 void file_release_all(struct app *app) {
-    free(app->files);
+    struct files *fs = app->files;
+    if (!fs) return;
+    for (file_t *f = fs->all; f; f = f->next) f->listed = 0;
+    free(fs);
     app->files = NULL;
+}
+
+static void files_list(file_t *f) {
+    struct files *fs = files_get(f->app);
+    f->prev = NULL;
+    f->next = fs->all;
+    if (fs->all) fs->all->prev = f;
+    fs->all = f;
+    f->listed = 1;
+}
+
+static void files_unlist(file_t *f) {
+    if (!f->listed) return;
+    struct files *fs = f->app->files;
+    if (f->prev) f->prev->next = f->next;
+    else fs->all = f->next;
+    if (f->next) f->next->prev = f->prev;
+    f->listed = 0;
 }
 
 static void closer_run(uv_work_t *w) {
@@ -112,6 +147,8 @@ static void close_off_loop(struct app *app, int fd) {
     }
 }
 
+static void rh_free(file_t *f);
+
 /* Frees f once its handle is gone and no job holds it, closing its descriptor first. */
 static void file_maybe_free(file_t *f) {
     if (f->jobs > 0) return;
@@ -119,7 +156,150 @@ static void file_maybe_free(file_t *f) {
         close_off_loop(f->app, f->fd);
         f->fd = -1;
     }
-    if (!f->ud_alive) free(f);
+    if (!f->ud_alive) {
+        rh_free(f);
+        files_unlist(f);
+        free(f);
+    }
+}
+
+/* ---- running hashes ------------------------------------------------------------------------
+ * f:hash_start() keeps a sha256 of the contiguous prefix [0, end) of what is written through
+ * f, so that a completed upload need not be read again to be named (lib.store commit). Its
+ * writes run on several pool threads at once and may finish out of order: each, after its
+ * pwrite, extends the prefix when it starts at its end (and then the held writes that now
+ * follow), is held (a copy; at most max_held) when it starts past it, and ends the hash
+ * for good when it lands on bytes already hashed or held (a resend: which of two writes of
+ * the same bytes reached the file last is not known here), fails, or when one more would
+ * have to be held. A write through any other host.file handle of the same file (same
+ * device and inode: another connection, write_part's own descriptor) ends it too, when it
+ * is submitted: so a valid digest of n bytes is the sha256 of the file's first n bytes as
+ * long as no one outside host.file wrote them (host.fs, another process: the resource role
+ * is one process per storage root). Hashing is on the pool threads, under the hash's mutex. */
+
+/* A write past the hashed prefix, held until the prefix reaches it */
+typedef struct held {
+    struct held *next; /* by offset */
+    int64_t off;
+    size_t len;
+    unsigned char data[];
+} held;
+
+struct runhash {
+    uv_mutex_t mu;
+    EVP_MD_CTX *ctx;
+    int valid;        /* 0: given up for good */
+    const char *why;  /* why it was given up (the first cause) */
+    int64_t end;      /* [0, end) hashed */
+    int nheld, max_held;
+    held *held;
+    int64_t written_back; /* [0, written_back) of the prefix: writeback started */
+};
+
+/* Gives the hash up for good, for the reason why (mu held). */
+static void rh_invalidate(runhash *rh, const char *why) {
+    if (rh->valid) rh->why = why;
+    rh->valid = 0;
+    while (rh->held) {
+        held *h = rh->held;
+        rh->held = h->next;
+        free(h);
+    }
+    rh->nheld = 0;
+}
+
+static void rh_free(file_t *f) {
+    runhash *rh = f->rh;
+    if (!rh) return;
+    rh_invalidate(rh, "freed");
+    EVP_MD_CTX_free(rh->ctx);
+    uv_mutex_destroy(&rh->mu);
+    free(rh);
+    f->rh = NULL;
+    if (f->listed) f->app->files->hashing--;
+}
+
+/* off, len overlaps what is hashed or held (mu held) */
+static int rh_overlaps(const runhash *rh, int64_t off, size_t len) {
+    if (off < rh->end) return 1;
+    for (const held *h = rh->held; h; h = h->next)
+        if (off < h->off + (int64_t)h->len && h->off < off + (int64_t)len) return 1;
+    return 0;
+}
+
+/* The prefix extended by data, then by the held writes that follow it now (mu held). */
+static void rh_extend(runhash *rh, const void *data, size_t len) {
+    EVP_DigestUpdate(rh->ctx, data, len);
+    rh->end += (int64_t)len;
+    while (rh->held && rh->held->off == rh->end) {
+        held *h = rh->held;
+        rh->held = h->next;
+        rh->nheld--;
+        EVP_DigestUpdate(rh->ctx, h->data, h->len);
+        rh->end += (int64_t)h->len;
+        free(h);
+    }
+}
+
+/* A copy of a write past the prefix, in offset order (mu held; no overlap). */
+static void rh_hold(runhash *rh, int64_t off, const void *data, size_t len) {
+    if (rh->nheld >= rh->max_held) {
+        rh_invalidate(rh, "more writes before their turn than it may hold");
+        return;
+    }
+    held *h = xmalloc(sizeof *h + len);
+    h->off = off;
+    h->len = len;
+    memcpy(h->data, data, len);
+    held **at = &rh->held;
+    while (*at && (*at)->off < off) at = &(*at)->next;
+    h->next = *at;
+    *at = h;
+    rh->nheld++;
+}
+
+/* On the pool thread, after a write job of f: ok when all len bytes were written. Each
+ * whole WRITEBACK_STEP the prefix passes has its writeback started (not waited for), so that
+ * the commit's fsync finds little left to write. */
+static void rh_wrote(file_t *f, int64_t off, const void *data, size_t len, int ok) {
+    runhash *rh = f->rh;
+    int64_t from = 0, to = 0;
+    uv_mutex_lock(&rh->mu);
+    if (!rh->valid || len == 0) {
+        /* nothing to do (a write of nothing changes no byte) */
+    } else if (!ok) {
+        rh_invalidate(rh, "a write failed");
+    } else if (rh_overlaps(rh, off, len)) {
+        rh_invalidate(rh, "bytes hashed or held were written again");
+    } else if (off == rh->end) {
+        rh_extend(rh, data, len);
+        from = rh->written_back;
+        to = rh->end / WRITEBACK_STEP * WRITEBACK_STEP;
+        if (to > from) rh->written_back = to;
+    } else {
+        rh_hold(rh, off, data, len);
+    }
+    uv_mutex_unlock(&rh->mu);
+    /* a hint (its failure is the commit's fsync's to report), outside the mutex: the
+     * request queue may be full and make it wait */
+    if (to > from) sync_file_range(f->fd, from, to - from, SYNC_FILE_RANGE_WRITE);
+}
+
+static int same_file(const file_t *a, const file_t *b) {
+    return a->known && b->known && a->dev == b->dev && a->ino == b->ino;
+}
+
+/* On the loop, before a write through f is queued: the running hashes of other handles of
+ * the same file (or of any file, when f's identity is unknown) end. */
+static void rh_foreign_write(file_t *f) {
+    struct files *fs = f->app->files;
+    if (!fs || fs->hashing == 0) return;
+    for (file_t *h = fs->all; h; h = h->next) {
+        if (h == f || !h->rh || (f->known && !same_file(f, h))) continue;
+        uv_mutex_lock(&h->rh->mu);
+        rh_invalidate(h->rh, "another handle of the file wrote to it");
+        uv_mutex_unlock(&h->rh->mu);
+    }
 }
 
 /* ---- jobs -------------------------------------------------------------------------------- */
@@ -211,6 +391,7 @@ static int push_true(fjob *j, lua_State *co) {
 static void open_run(fjob *j) {
     j->fd = open(j->path, j->flags | O_CLOEXEC, 0600);
     if (j->fd < 0) j->err = errno;
+    else j->stat_ok = fstat(j->fd, &j->st) == 0; /* its identity, for running hashes */
 }
 
 /* The reservation in the open count is given back when the open failed; an open nobody
@@ -233,6 +414,11 @@ static int open_push(fjob *j, lua_State *co) {
     f->fd = j->fd;
     f->jobs = f->closing = 0;
     f->ud_alive = 1;
+    f->known = j->stat_ok;
+    f->dev = j->st.st_dev;
+    f->ino = j->st.st_ino;
+    f->rh = NULL;
+    files_list(f);
     file_ud *u = lua_newuserdata(co, sizeof *u);
     u->f = f;
     luaL_getmetatable(co, FILE_MT);
@@ -294,10 +480,11 @@ static void write_run(fjob *j) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             j->err = errno;
-            return;
+            break;
         }
         done += (size_t)n;
     }
+    if (j->file->rh) rh_wrote(j->file, j->offset, j->data, j->len, j->err == 0);
 }
 
 /* The base64 of a write_base64 job decoded into a buffer of its own (the Lua string stays
@@ -322,6 +509,7 @@ static int submit_write(lua_State *L, file_t *f, void (*run)(fjob *), const char
     int64_t off = check_offset(L, 2);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
+    rh_foreign_write(f);
     fjob *j = job_new(f->app, run, push_true, "cannot write");
     j->file = f;
     j->offset = off;
@@ -405,6 +593,79 @@ static int l_sync(lua_State *L) {
     fjob *j = job_new(f->app, sync_run, push_true, "cannot sync");
     j->file = f;
     return job_submit(L, j, "file:sync");
+}
+
+/* Another handle of f's file with a job in flight (a write of it may be under way). */
+static int others_busy(file_t *f) {
+    for (file_t *h = f->app->files->all; h; h = h->next)
+        if (h != f && h->jobs > 0 && (!f->known || !h->known || same_file(f, h))) return 1;
+    return 0;
+}
+
+/* f:hash_start(max_held) -> true | nil, err: a running sha256 of what is written through f
+ * from now on (see "running hashes" above), holding at most max_held writes that come
+ * before their turn; nil while a job of f is in flight. A second call does nothing. It
+ * starts given up when another handle of the file has a job in flight. */
+static int l_hash_start(lua_State *L) {
+    file_t *f = check_file(L);
+    lua_Integer max_held = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, max_held >= 0 && max_held <= HELD_MAX, 2, "must be 0..1024");
+    if (f->jobs > 0) { /* (a pool thread could read f->rh as it is set) */
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot hash %s: jobs are under way", f->path);
+        return 2;
+    }
+    if (!f->rh) {
+        runhash *rh = xcalloc(1, sizeof *rh);
+        rh->ctx = EVP_MD_CTX_new();
+        if (!rh->ctx || EVP_DigestInit_ex(rh->ctx, EVP_sha256(), NULL) != 1) abort(); /* ENOMEM */
+        uv_mutex_init(&rh->mu);
+        rh->max_held = (int)max_held;
+        rh->valid = 1;
+        if (!f->known) rh_invalidate(rh, "the file's identity is not known");
+        else if (others_busy(f)) rh_invalidate(rh, "another handle of the file was busy at its start");
+        f->rh = rh;
+        f->app->files->hashing++;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* f:digest(size[, g]) -> 64 hex digits | nil, why: the sha256 of the first size bytes of
+ * f's file, from its running hash, when that is still valid, covers exactly size bytes,
+ * no job of f is in flight and g (a handle, e.g. the one about to be linked) is of the
+ * same file. Only the hash's last block is computed here, on the loop. */
+static int l_digest(lua_State *L) {
+    file_t *f = check_file(L);
+    int64_t size = check_offset(L, 2);
+    file_ud *g = lua_isnoneornil(L, 3) ? NULL : luaL_checkudata(L, 3, FILE_MT);
+    const char *why = NULL;
+    runhash *rh = f->rh;
+    if (!rh) why = "no running hash (f:hash_start)";
+    else if (f->jobs > 0) why = "jobs are under way";
+    else if (g && (!g->f || !same_file(f, g->f))) why = "not the same file";
+    unsigned char out[crypto_hash_sha256_BYTES];
+    if (!why) {
+        uv_mutex_lock(&rh->mu);
+        if (!rh->valid) why = rh->why;
+        else if (rh->end != size || rh->nheld > 0) why = "the hashed bytes are not the size";
+        else {
+            EVP_MD_CTX *c = EVP_MD_CTX_new();
+            if (!c || EVP_MD_CTX_copy_ex(c, rh->ctx) != 1 || EVP_DigestFinal_ex(c, out, NULL) != 1)
+                why = "out of memory";
+            EVP_MD_CTX_free(c);
+        }
+        uv_mutex_unlock(&rh->mu);
+    }
+    if (why) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "no running hash of %s: %s%s", f->path, rh && !rh->valid ? "given up: " : "", why);
+        return 2;
+    }
+    char hex[crypto_hash_sha256_BYTES * 2 + 1];
+    sodium_bin2hex(hex, sizeof hex, out, sizeof out);
+    lua_pushstring(L, hex);
+    return 1;
 }
 
 static void fstat_run(fjob *j) {
@@ -641,7 +902,8 @@ static int l_stats(lua_State *L) {
 int file_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"write", l_write}, {"write_base64", l_write_base64},
                                        {"read", l_read}, {"read_base64", l_read_base64},
-                                       {"sync", l_sync},
+                                       {"sync", l_sync}, {"hash_start", l_hash_start},
+                                       {"digest", l_digest},
                                        {"size", l_size},   {"close", l_file_close},
                                        {NULL, NULL}};
     static const luaL_Reg fns[] = {

@@ -117,6 +117,135 @@ describe("host.file", function()
         assert.matches("^cannot hash ", err)
     end)
 
+    describe("a running hash (f:hash_start, f:digest)", function()
+        local CHUNK = 32768
+        local function chunk(i, fill) return (fill or string.char(64 + i)):rep(CHUNK - 1) .. "\n" end
+
+        -- f with a running hash (max_held), chunks i of the list written in that order,
+        -- each awaited (order = the order their hashing sees them)
+        local function written(name, order, max_held)
+            local f = assert(file.open(dir .. "/" .. name, "wx"))
+            assert.is_true(f:hash_start(max_held or 8))
+            for _, i in ipairs(order) do assert.is_true(f:write((i - 1) * CHUNK, chunk(i))) end
+            return f
+        end
+
+        it("is the file's sha256 for chunks in order, and none for another size", function()
+            local f = written("in", { 1, 2, 3, 4 })
+            assert.equal(file.sha256(dir .. "/in"), f:digest(4 * CHUNK))
+            assert.equal(file.sha256(dir .. "/in"), f:digest(4 * CHUNK)) -- again: the same
+            local none, why = f:digest(3 * CHUNK)
+            assert.is_nil(none)
+            assert.matches("not the size", why)
+            assert(f:close())
+        end)
+
+        it("is the file's sha256 for chunks finished out of order, held until their turn", function()
+            local f = written("out", { 3, 2, 5, 1, 4 }, 3) -- at most 3 held: 3, 2, 5
+            assert.equal(file.sha256(dir .. "/out"), f:digest(5 * CHUNK))
+            assert(f:close())
+            -- and written at once by the pool's threads, finishing in any order
+            local g = assert(file.open(dir .. "/pool", "wx"))
+            assert.is_true(g:hash_start(8))
+            local tasks = {}
+            for i = 1, 8 do
+                tasks[i] = host.spawn(function() return assert(g:write((i - 1) * CHUNK, chunk(i))) end)
+            end
+            for _, t in ipairs(tasks) do assert.is_true(t:wait(5000)) end
+            assert.equal(file.sha256(dir .. "/pool"), g:digest(8 * CHUNK))
+            assert(g:close())
+        end)
+
+        it("is the hash of what was written base64-decoded", function()
+            local f = assert(file.open(dir .. "/b64", "wx"))
+            assert.is_true(f:hash_start(8))
+            assert.is_true(f:write_base64(CHUNK, host.crypto.base64_encode(chunk(2))))
+            assert.is_nil(f:write_base64(0, "not base64!")) -- nothing written: nothing changes
+            assert.is_true(f:write_base64(0, host.crypto.base64_encode(chunk(1))))
+            assert.equal(file.sha256(dir .. "/b64"), f:digest(2 * CHUNK))
+            assert(f:close())
+        end)
+
+        it("is given up for good by a resend, the same bytes or others, hashed or held", function()
+            for _, case in ipairs({
+                { 1, 2, 2 },        -- the same bytes again, into the hashed prefix
+                { 1, 3, 3, 2 },     -- onto a held chunk
+            }) do
+                local f = written("re", case)
+                local none, why = f:digest(#case == 3 and 2 * CHUNK or 3 * CHUNK)
+                assert.is_nil(none)
+                assert.matches("given up: bytes hashed or held were written again", why)
+                assert(f:close())
+                assert(file.unlink(dir .. "/re"))
+            end
+            -- other bytes: the file is not what was hashed first
+            local f = written("other", { 1, 2 })
+            assert.is_true(f:write(100, "other bytes"))
+            assert.is_nil(f:digest(2 * CHUNK))
+            assert.is_true(f:write(2 * CHUNK, chunk(3))) -- and stays given up
+            assert.is_nil(f:digest(3 * CHUNK))
+            assert(f:close())
+        end)
+
+        it("is given up when more would wait their turn than it may hold, or a write fails", function()
+            local f = written("many", { 2, 3, 4 }, 2)
+            assert.is_true(f:write(0, chunk(1)))
+            assert.matches("given up: more writes before their turn", select(2, f:digest(4 * CHUNK)))
+            assert(f:close())
+            host.fs.write(dir .. "/ro", "")
+            local r = assert(file.open(dir .. "/ro", "r"))
+            assert.is_true(r:hash_start(8))
+            assert.equal(SHA_EMPTY, r:digest(0))
+            assert.is_nil(r:write(0, "abc")) -- EBADF: failed
+            local none, why = r:digest(0)
+            assert.is_nil(none)
+            assert.matches("given up: a write failed", why)
+            assert(r:close())
+        end)
+
+        it("is given up by a write through another handle of the file, not of another file", function()
+            local f = written("two", { 1, 2 })
+            local elsewhere = assert(file.open(dir .. "/elsewhere", "wx"))
+            assert.is_true(elsewhere:write(0, "x")) -- another file: no matter
+            assert(elsewhere:close())
+            assert.equal(file.sha256(dir .. "/two"), f:digest(2 * CHUNK))
+            local g = assert(file.open(dir .. "/two", "w"))
+            assert.is_true(g:write(0, chunk(1))) -- the same bytes even
+            assert.matches("given up: another handle of the file wrote", select(2, f:digest(2 * CHUNK)))
+            assert(g:close())
+            assert(f:close())
+            -- a write through another handle under way when the hash starts: given up too
+            local h = assert(file.open(dir .. "/busy", "wx"))
+            local k = assert(file.open(dir .. "/busy", "w"))
+            local writing = host.spawn(function() return k:write(0, chunk(1)) end) -- (submitted)
+            assert.is_true(h:hash_start(8))
+            assert.is_true(select(2, writing:wait(5000)))
+            assert.matches("busy at its start", select(2, h:digest(CHUNK)))
+            -- and none starts while a job of its own handle is under way
+            local own = host.spawn(function() return k:write(0, chunk(1)) end)
+            local started, err = k:hash_start(8)
+            assert.is_nil(started)
+            assert.matches("jobs are under way", err)
+            own:wait(5000)
+            assert(h:close())
+            assert(k:close())
+        end)
+
+        it("names only the file of the handle it is asked about", function()
+            local f = written("this", { 1 })
+            local same = assert(file.open(dir .. "/this", "r"))
+            host.fs.write(dir .. "/that", chunk(1))
+            local other = assert(file.open(dir .. "/that", "r"))
+            assert.equal(file.sha256(dir .. "/this"), f:digest(CHUNK, same))
+            local none, why = f:digest(CHUNK, other)
+            assert.is_nil(none)
+            assert.matches("not the same file", why)
+            local plain = assert(file.open(dir .. "/that", "r"))
+            assert.matches("f:hash_start", select(2, plain:digest(CHUNK)))
+            for _, h in ipairs({ f, same, other, plain }) do assert(h:close()) end
+        end)
+    end)
+
     it("makes directories, renames, links, removes and stats", function()
         assert.is_true(file.mkdirs(dir .. "/o/ab/cd"))
         assert.is_true(file.mkdirs(dir .. "/o/ab/cd")) -- exists: fine

@@ -5,6 +5,7 @@
 local host = require "host"
 local res = require "helpers.res_client"
 local rc = require "helpers.res_cluster"
+local util = require "helpers.util"
 
 local session_user = rc.session_user
 
@@ -37,7 +38,10 @@ describe("resource avatars", function()
         assert.equal(0, last.error)
         assert.equal(#data, last.trans_size)
         assert.equal(1, rc.upload_row(name, 1).state)
-        assert.equal(name, host.db.query("SELECT icon FROM user WHERE uid = ?", a.uid)[1].icon)
+        -- the icon follows the reply (the announcement is a task of its own)
+        assert(util.wait_until(function()
+            return host.db.query("SELECT icon FROM user WHERE uid = ?", a.uid)[1].icon == name
+        end, 5000, "the icon"))
         local cb = assert(res.connect(role.port))
         local got, r = res.download_avatar(cb, b, name)
         assert.equal(data, got)

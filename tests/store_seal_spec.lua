@@ -57,4 +57,81 @@ describe("lib.store: commit and writes under way", function()
         assert.equal(PNG, f:read(0, 8))
         f:close()
     end)
+
+    describe("the running hash of the partial's writer", function()
+        local CHUNK = 4096
+        local function chunk(i, fill) return (i == 1 and PNG or "") .. (fill or "a"):rep(CHUNK - (i == 1 and 8 or 0)) end
+
+        -- the sha256 of bytes (through a file: host.file.sha256)
+        local function sha_of(bytes)
+            host.fs.write(dir .. "/expected", bytes)
+            return assert(host.file.sha256(dir .. "/expected"))
+        end
+
+        -- the partial of upload id opened by its writer, hashing, with the chunks of the
+        -- list {i, fill} written through it in that order
+        local function writer(id, list)
+            local f = assert(store:open_part(id))
+            assert.is_true(f:hash_start(8))
+            for _, c in ipairs(list) do
+                assert.is_true(store.write_guarded(id, f.write, f, (c[1] - 1) * CHUNK, chunk(c[1], c[2])))
+            end
+            return f
+        end
+
+        -- commit with host.file.sha256 counted: -> obj, err, kind, times the file was read
+        local function commit(id, size, f)
+            local real, reads = host.file.sha256, 0
+            host.file.sha256 = function(...)
+                reads = reads + 1
+                return real(...)
+            end
+            local res = { pcall(store.commit, store, id, size, { "png" }, f) }
+            host.file.sha256 = real
+            assert(res[1], res[2])
+            return res[2], res[3], res[4], reads
+        end
+
+        it("names the file without reading it again, for chunks in order or not, and closes the writer", function()
+            for n, order in ipairs({ { { 1 }, { 2 }, { 3 } }, { { 3 }, { 1 }, { 2 } } }) do
+                local id = 20 + n -- (ids of their own: a committed one stays sealed)
+                local f = writer(id, order)
+                local obj, err, _, reads = commit(id, 3 * CHUNK, f)
+                assert(obj, err)
+                assert.equal(0, reads)
+                assert.equal(sha_of(chunk(1) .. chunk(2) .. chunk(3)), obj.sha256)
+                assert.equal(obj.sha256, host.file.sha256(store:object_path(obj.sha256)))
+                assert.matches("%(closed%)", tostring(f))
+            end
+        end)
+
+        it("names the file by its real bytes once a chunk was written again with other bytes", function()
+            local f = writer(23, { { 1 }, { 2 }, { 1, "b" } })
+            local obj, err, _, reads = commit(23, 2 * CHUNK, f)
+            assert(obj, err)
+            assert.equal(1, reads)
+            local bytes = chunk(1, "b") .. chunk(2)
+            -- (the hash of the first bytes written, chunk(1) .. chunk(2), would name other bytes)
+            assert.equal(sha_of(bytes), obj.sha256)
+            assert.equal(bytes, host.fs.read(store:object_path(obj.sha256)))
+        end)
+
+        it("names the file by its real bytes when another writer wrote the partial too", function()
+            local f = writer(24, { { 1 }, { 2 } })
+            assert(store:write_part(24, CHUNK, chunk(2, "c"))) -- another connection's resend
+            local obj, err, _, reads = commit(24, 2 * CHUNK, f)
+            assert(obj, err)
+            assert.equal(1, reads)
+            assert.equal(sha_of(chunk(1) .. chunk(2, "c")), obj.sha256)
+        end)
+
+        it("reads the file when the writer did not write all of it", function()
+            assert(store:write_part(25, 0, chunk(1))) -- before the writer: not in its hash
+            local f = writer(25, { { 2 } })
+            local obj, err, _, reads = commit(25, 2 * CHUNK, f)
+            assert(obj, err)
+            assert.equal(1, reads)
+            assert.equal(sha_of(chunk(1) .. chunk(2)), obj.sha256)
+        end)
+    end)
 end)

@@ -179,18 +179,25 @@ function M:write_part(upload_id, offset, data)
     end)
 end
 
--- commit(upload_id, size, allowed) -> {sha256=, size=, mime=} | nil, err, kind
+-- commit(upload_id, size, allowed[, hashed]) -> {sha256=, size=, mime=} | nil, err, kind
 -- The partial must be exactly size bytes and an allowed image by its first bytes; it is
--- synced and hashed (streamed, off the loop; the two at once) and linked under its content's name (already
--- there: the same content is kept once), then the partial is removed. Only after this
--- returns may the upload be called complete.
-function M:commit(upload_id, size, allowed)
+-- synced and hashed (streamed, off the loop; the two at once) and linked under its
+-- content's name (already there: the same content is kept once), then the partial is
+-- removed. Only after this returns may the upload be called complete. hashed: the
+-- partial's writer (open_part, f:hash_start before its first write), closed here: its
+-- running hash names the file instead of reading it again when it is still valid for
+-- exactly these size bytes of this very file (host.file ends a running hash at any
+-- rewrite of hashed bytes, failed write, or write through another handle of the file, so
+-- it is the hash of the file's bytes; lib.store's writers are host.file handles only).
+function M:commit(upload_id, size, allowed, hashed)
     local sealed, serr = seal(upload_id)
     if not sealed then
         unseal(upload_id)
+        if hashed then hashed:close() end
         return nil, serr, "storage"
     end
-    local res = { pcall(self.commit_sealed, self, upload_id, size, allowed) }
+    local res = { pcall(self.commit_sealed, self, upload_id, size, allowed, hashed) }
+    if hashed then hashed:close() end
     if res[1] and res[2] then -- named: it stays sealed a while (SEALED_KEEP_MS)
         local now = host.timer.monotonic()
         committed.tail = committed.tail + 1
@@ -204,7 +211,7 @@ function M:commit(upload_id, size, allowed)
 end
 
 -- commit's work once no write to the partial can start or is under way
-function M:commit_sealed(upload_id, size, allowed)
+function M:commit_sealed(upload_id, size, allowed, hashed)
     local path = self:partial_path(upload_id)
     local f, err = host.file.open(path, "r")
     if not f then return nil, err, "storage" end
@@ -227,11 +234,18 @@ function M:commit_sealed(upload_id, size, allowed)
         f:close()
         return nil, "not an image of the allowed types", "type"
     end
-    -- the sync (the disk) and the hash (the CPU, reading the page cache) at once: neither
-    -- changes the bytes, and both must succeed before the object is named
-    local syncing = host.spawn(function() return f:sync() end)
-    local sha, herr = host.file.sha256(path)
-    local _, synced, yerr = syncing:wait()
+    -- the running hash of the file's writer when valid for these bytes (the seal: none is
+    -- being written); else the sync (the disk) and the hash (the CPU, reading the page
+    -- cache) at once: neither changes the bytes, both must succeed before the object is named
+    local sha, herr, synced, yerr, _
+    sha = hashed and hashed:digest(size, f)
+    if sha then
+        synced, yerr = f:sync()
+    else
+        local syncing = host.spawn(function() return f:sync() end)
+        sha, herr = host.file.sha256(path)
+        _, synced, yerr = syncing:wait()
+    end
     f:close()
     if not synced then return nil, yerr, "storage" end
     if not sha then return nil, herr, "storage" end

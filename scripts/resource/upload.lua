@@ -127,12 +127,20 @@ end
 -- read again; and for resource.session_recheck_ms from when it was read (at), so that a
 -- change made elsewhere (another process, by hand) is seen within that time.
 
+-- detach(session) -> its kept file | nil: the kept upload forgotten, its file handed over
+local function detach(session)
+    local u = session.data.upload
+    if not u then return nil end
+    session.data.upload = nil
+    local f = u.f
+    u.f = nil
+    return f
+end
+
 -- drop(session): the kept upload is forgotten and its file closed
 local function drop(session)
-    local u = session.data.upload
-    if not u then return end
-    session.data.upload = nil
-    if u.f then u.f:close() end
+    local f = detach(session)
+    if f then f:close() end
 end
 
 -- kept(session, kind, uid, name) -> the kept upload if still good for this chunk | nil
@@ -149,15 +157,19 @@ end
 
 -- complete(session, row) -> true | nil, code: the last chunk is in. One request completes
 -- an upload; a concurrent one (the same upload on two connections) just acks its chunk.
+-- The announcement (announce) runs after the rows are written, in a task of its own.
 local function complete(session, row)
     local mine, cerr = uploads.claim(row)
     if mine == nil then return nil, failure.code(cerr) end
     local u = session.data.upload
-    if u and u.row.upload_id == row.upload_id then
-        drop(session) -- the partial is linked as the object next: no descriptor may write to it
+    local hashed -- the partial is linked as the object next: no descriptor may write to it;
+    -- the kept one goes to the commit (its running hash may name the file), closed there
+    if u and u.row.upload_id == row.upload_id then hashed = detach(session) end
+    if not mine then
+        if hashed then hashed:close() end
+        return true
     end
-    if not mine then return true end
-    local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types)
+    local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types, hashed)
     if not obj then
         uploads.release(row.upload_id, false)
         host.log.warn("upload ", row.upload_id, " (", row.name, ") not complete: ", tostring(err))
@@ -176,7 +188,9 @@ local function complete(session, row)
     store:remove_partial(row.upload_id)
     host.log.info("upload ", row.upload_id, " complete: ", row.name, ", ", row.total_size,
         " bytes, sha256 ", obj.sha256)
-    announce(row)
+    -- the rows are committed: the sender's reply need not wait for the icon's UPDATE or the
+    -- 1039 (a few database round trips), they follow in a task of their own
+    host.spawn(announce, row)
     return true
 end
 
@@ -215,6 +229,9 @@ local function write(session, u, c)
             f:close() -- the row changed while the file was opened: not this file any more
             return nil, "upload changed", "changed"
         end
+        -- a running sha256 of the chunks as they are written (the commit's, lib.store);
+        -- chunks finish out of order within the ones in flight: so many may wait their turn
+        f:hash_start(settings.max_chunks_in_flight)
         u.f = f
     end
     if not uploads.valid(u.kind, u.name, u.token) then -- its row changed (completed?) meanwhile

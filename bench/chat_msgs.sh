@@ -4,7 +4,9 @@
 # commits: innodb_flush_log_at_trx_commit=1). First at full speed (WINDOW messages in flight
 # per sender) for the peak, then at half of that rate for latency. A message counts when it
 # is stored, acked (1018) and pushed (1019 at the peer). With SERVERS=2 the two users of a
-# pair are on different chat servers (the push crosses gRPC); with 3 to 5, each user is on a
+# pair are on different chat servers (the push crosses gRPC), each server holding the sender of
+# every other pair (LAYOUT=senders: every sender on b1, every receiver on b2, the layout of the
+# runs before 2026-12-07 12:00, where b1 stores all and b2 only delivers); with 3 to 5, each user is on a
 # server drawn at random (a pair crosses servers with probability 1 - 1/SERVERS). GALERA=1: MariaDB is a local
 # 3-node Galera cluster (tools/galera.sh) instead of one server, the chat servers' pools
 # on its nodes with mysql.policy GALERA_POLICY (default prefer_first).
@@ -27,7 +29,7 @@ WARMUP_MS=${WARMUP_MS:-1000}
 . "$ROOT/bench/stores.sh"
 case "$NSERVERS" in [1-5]) ;; *) echo "SERVERS: 1 to 5" >&2; exit 2;; esac
 chat_servers "$((NSERVERS > 2 ? NSERVERS : 2))"
-"$BIN" exec "$ROOT/bench/chat_setup.lua" "$PAIRS" "$TMP/users" "$NSERVERS"
+"$BIN" exec "$ROOT/bench/chat_setup.lua" "$PAIRS" "$TMP/users" "$NSERVERS" "${LAYOUT:-balanced}"
 WS=()
 if [ "${TRANSPORT:-tcp}" = ws ]; then WS=(--ws); fi
 SERVERS=""; CHATS=(); PORTS=()

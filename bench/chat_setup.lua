@@ -1,10 +1,17 @@
--- bench/chat_setup.lua PAIRS OUT_FILE [SERVERS]: creates 2*PAIRS users (bench users
+-- bench/chat_setup.lua PAIRS OUT_FILE [SERVERS] [LAYOUT]: creates 2*PAIRS users (bench users
 -- "cb<n>"), makes each pair friends with their private thread, writes a login token for
 -- every user to Redis, and writes OUT_FILE for bench/chat_load.c: one line per user,
--- "uid token peer_uid thread_id server_index" (with SERVERS=2 the two users of a pair are
--- on different servers; with more, each user's server is drawn at random). Run with `chathost exec` against the bench's Redis and MariaDB.
+-- "uid token peer_uid thread_id server_index" (the first user of a pair is the one
+-- chat_load's msg mode sends from). With SERVERS=2 the two users of a pair are on different
+-- servers, and LAYOUT says which: "balanced" (the default) puts the sender of every other
+-- pair on each server, so each server sends half the messages and receives the other half,
+-- as users spread by status do; "senders" puts every sender on server 0 and every receiver
+-- on server 1 (one server stores everything, the other only delivers: the layout of the
+-- runs before 2026-12-07 12:00). With more servers each user's server is drawn at random. Run with `chathost exec` against the bench's Redis and MariaDB.
 local host = require "host"
 local pairs_n, out_path, nservers = tonumber((...)), select(2, ...), tonumber(select(3, ...) or "1")
+local layout = select(4, ...) or "balanced"
+assert(layout == "balanced" or layout == "senders", "LAYOUT: balanced or senders")
 
 local BATCH = 500
 local HASH = "$argon2id$v=19$m=19456,t=2,p=1$YmVuY2hzYWx0YmVuY2g$bench" -- never used: token login
@@ -71,7 +78,7 @@ for k = 1, pairs_n do
         local me, peer = uids[2 * k - 1 + side], uids[2 * k - side]
         local token = host.crypto.random_hex(16)
         local server = nservers > 2 and host.crypto.random_uniform(nservers)
-            or (nservers > 1 and side or 0)
+            or (nservers > 1 and (layout == "senders" and side or (side + k) % 2) or 0)
         lines[#lines + 1] = ("%d %s %d %d %d"):format(me, token, peer, threads[k], server)
         cmds[#cmds + 1] = { "SET", "utoken_" .. me, token, "EX", 86400 }
         if #cmds == BATCH then

@@ -201,6 +201,26 @@ typedef struct conv {
     char path[256];
 } conv;
 
+/* The error path "Msg.field[3].sub": kept up to date as the conversion descends (so a
+ * failure can name where), by hand: snprintf per field cost more than the field itself. */
+static void path_put(conv *c, size_t at, const char *sep, const char *s) {
+    size_t room = sizeof c->path - 1;
+    while (*sep && at < room) c->path[at++] = *sep++;
+    while (*s && at < room) c->path[at++] = *s++;
+    c->path[at] = '\0';
+}
+
+static void path_index(conv *c, size_t at, size_t i) {
+    char num[24], *p = num + sizeof num;
+    *--p = '\0';
+    *--p = ']';
+    do {
+        *--p = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    path_put(c, at, "[", p);
+}
+
 static int conv_fail(conv *c, const char *fmt, ...) {
     char msg[256];
     va_list ap;
@@ -412,7 +432,7 @@ static int set_repeated(conv *c, const ProtobufCFieldDescriptor *f, char *base, 
     *(size_t *)(base + f->quantifier_offset) = n;
     size_t plen = strlen(c->path);
     for (size_t i = 0; i < n; i++) {
-        snprintf(c->path + plen, sizeof c->path - plen, "[%zu]", i + 1);
+        path_index(c, plen, i + 1);
         lua_rawgeti(L, idx, (int)i + 1);
         int rc = set_value(c, f, arr + i * sz, lua_gettop(L));
         lua_pop(L, 1);
@@ -454,7 +474,7 @@ static ProtobufCMessage *build(conv *c, int idx, const ProtobufCMessageDescripto
         }
         const char *key = lua_tostring(L, -2);
         const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, key);
-        snprintf(c->path + plen, sizeof c->path - plen, "%s%s", plen ? "." : "", key);
+        path_put(c, plen, plen ? "." : "", key);
         if (!f) {
             conv_fail(c, "no such field in %s", d->name);
             lua_pop(L, 2);

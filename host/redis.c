@@ -174,10 +174,19 @@ static void wire_append(wire_buf *w, const char *s, size_t n) {
     buf_append(&w->bytes, s, n);
 }
 
+/* "<mark><n>\r\n", written by hand: every argument of every command has one, and snprintf
+ * cost ~600 instructions each (a tenth of a chat server's Redis client per message). */
 static void wire_header(wire_buf *w, char mark, size_t n) {
     char tmp[32];
-    int k = snprintf(tmp, sizeof tmp, "%c%zu\r\n", mark, n);
-    wire_append(w, tmp, (size_t)k);
+    char *end = tmp + sizeof tmp, *p = end;
+    *--p = '\n';
+    *--p = '\r';
+    do {
+        *--p = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    *--p = mark;
+    wire_append(w, p, (size_t)(end - p));
 }
 
 static void wire_bulk(wire_buf *w, const char *s, size_t n) {

@@ -28,7 +28,7 @@ redis_start "$TMP/redis" "$REDIS_PORT"
 # (tools/services.sh: a 16 MiB redo log, a 64 MiB buffer pool, the page cleaner's defaults for
 # spinning disks): with those, a chat benchmark's inserts filled the log within seconds and the
 # page cleaner flushed in bursts about once a second, each holding every commit for 10-30 ms
-# (bench/RESULTS.md, "The half-rate tail"). BENCH_INNODB replaces these settings; MARIADB_OPTS
+# (bench/RESULTS.md, "The half-rate tail of the pair"). BENCH_INNODB replaces these settings; MARIADB_OPTS
 # adds options, for diagnosis (e.g. --innodb-flush-log-at-trx-commit=2: not durable).
 BENCH_INNODB=${BENCH_INNODB---innodb-log-file-size=512M --innodb-buffer-pool-size=512M --innodb-flush-neighbors=0 --innodb-io-capacity=400 --innodb-max-dirty-pages-pct-lwm=10}
 # shellcheck disable=SC2086

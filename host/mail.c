@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "curl_uv.h"
 #include "log.h"
 #include "modules.h"
 #include "workq.h"
@@ -91,6 +92,7 @@ static void job_run(workq_job *base) {
     }
     CURL *c = curl_easy_init();
     struct curl_slist *rcpt = curl_slist_append(NULL, j->to);
+    curl_uv_easy_defaults(c); /* no signals; its sockets CLOEXEC (a spawn meanwhile) */
     curl_easy_setopt(c, CURLOPT_URL, p->url);
     curl_easy_setopt(c, CURLOPT_MAIL_FROM, p->from_addr);
     curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt);
@@ -98,7 +100,6 @@ static void job_run(workq_job *base) {
     curl_easy_setopt(c, CURLOPT_READDATA, j);
     curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, left_ms);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, j->errbuf);
     if (strcmp(p->tls, "starttls") == 0) curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
     if (strcmp(p->tls, "try") == 0) curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY);

@@ -419,28 +419,34 @@ static int l_unbind(lua_State *L) {
     return 0;
 }
 
+/* session.<field> or session:<method>. The fields are looked at first: scripts read
+ * session.data and session.uid many times per message, and a method lookup first (the
+ * metatable's methods table) cost more than the field itself. No method has a field's
+ * name. A freed session's fields are nil (none pushed); its methods are still found. */
 static int l_session_index(lua_State *L) {
     session *s = check_session(L, 1);
     const char *k = luaL_checkstring(L, 2);
-    vm_method(L);
-    if (!lua_isnil(L, -1)) return 1;
-    if (!s) return 0;
-    if (strcmp(k, "uid") == 0) {
-        if (s->uid > 0) lua_pushnumber(L, s->uid); else lua_pushnil(L);
-    } else if (strcmp(k, "id") == 0) {
-        lua_pushstring(L, s->id);
-    } else if (strcmp(k, "peer") == 0) {
-        lua_pushstring(L, s->peer);
-    } else if (strcmp(k, "closed") == 0) {
-        lua_pushboolean(L, s->state != S_OPEN);
-    } else if (strcmp(k, "data") == 0) {
+    if (strcmp(k, "data") == 0) {
+        if (!s) return 0;
         if (s->data_ref == LUA_NOREF) {
             lua_newtable(L);
             s->data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         }
         lua_rawgeti(L, LUA_REGISTRYINDEX, s->data_ref);
+    } else if (strcmp(k, "uid") == 0) {
+        if (!s) return 0;
+        if (s->uid > 0) lua_pushnumber(L, s->uid); else lua_pushnil(L);
+    } else if (strcmp(k, "id") == 0) {
+        if (!s) return 0;
+        lua_pushstring(L, s->id);
+    } else if (strcmp(k, "peer") == 0) {
+        if (!s) return 0;
+        lua_pushstring(L, s->peer);
+    } else if (strcmp(k, "closed") == 0) {
+        if (!s) return 0;
+        lua_pushboolean(L, s->state != S_OPEN);
     } else {
-        lua_pushnil(L);
+        vm_method(L); /* the method, or nil */
     }
     return 1;
 }

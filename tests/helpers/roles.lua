@@ -25,26 +25,25 @@ local function serialize(v, indent)
     return table.concat(out)
 end
 M.serialize = serialize
+-- Not JIT-compiled: Debian 12's LuaJIT (2.1.0-beta3+git20220320) has LuaJIT issue #827,
+-- a nested pairs() loop whose trace is blacklisted can end early. Compiled, this recursive
+-- serializer (hot after a suite's many role starts) wrote a chat server's instance as {}
+-- now and then (its ports gone: the server took 8090 and the spec could not connect),
+-- in about half the runs of chat_server, chat_text and chat_frames specs in that order;
+-- with the JIT off for it, 8 of 8 clean.
+require("jit").off(serialize, true)
 
 -- free_port() -> a port of 20000-31999 (below Linux's ephemeral range) that this process
--- has not handed out before and nothing listens on now. A spec that takes a dozen ports at
--- once (make_run_spec: 16) drew two equal ones about once in a hundred runs when the draw
--- was the whole check; a port another process listens on is skipped too (probed where a
--- task may wait; the probe cannot see a port that is only about to be taken).
+-- has not handed out before. A spec that takes a dozen ports at once (make_run_spec: 16)
+-- drew two equal ones about once in a hundred runs when the draw was the whole check. A
+-- port another process listens on is found by the role that cannot bind it (roles.start
+-- tries another).
 local given = {}
-local function listening(port)
-    local ok, conn = pcall(host.tcp.connect, "127.0.0.1", port, { timeout_ms = 200 })
-    if ok and conn then
-        conn:close()
-        return true
-    end
-    return false
-end
 
 function M.free_port()
     for _ = 1, 1000 do
         local port = 20000 + host.crypto.random_uniform(12000)
-        if not given[port] and not listening(port) then
+        if not given[port] then
             given[port] = true
             return port
         end

@@ -74,7 +74,6 @@ run() {
 }
 read -r I1 M1 C1 < <(run 2)
 read -r I2 M2 C2 < <(run 8)
-# CG_DIR: each server's callgrind profile of the long run kept there (callgrind_annotate)
 if [ -n "${CG_DIR:-}" ]; then
   mkdir -p "$CG_DIR"
   for p in "${CHATS[@]}"; do cp "$(ls -t "$TMP"/cg.b*."$p".* | head -1)" "$CG_DIR/"; done

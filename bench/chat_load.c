@@ -84,7 +84,7 @@ static int ws_mode;      /* --ws */
 static int group_mode;   /* mode "group": 1065/1066/1067, senders marked in the users file */
 static int *senders;     /* indexes of the users who send */
 static int nsenders;
-/* --split: every latency sample with its send time, and what counts as a failure */
+/* --split and --trace: every latency sample with its send time; --split: what counts as a failure */
 typedef struct sample {
     uint64_t sent;
     float ms;

@@ -140,6 +140,22 @@ describe("host.file", function()
             assert(f:close())
         end)
 
+        it("holds 0 to 1024 writes before their turn, as asked; more is a script's mistake", function()
+            local f = assert(file.open(dir .. "/held", "wx"))
+            for _, bad in ipairs({ -1, 1025 }) do
+                local ok, err = pcall(f.hash_start, f, bad)
+                assert.is_false(ok)
+                assert.matches("must be 0..1024", err)
+            end
+            assert.is_true(f:hash_start(1024))
+            assert(f:close())
+            local g = written("held0", { 2, 1 }, 0) -- none may wait: chunk 2 first gives it up
+            local none, why = g:digest(2 * CHUNK)
+            assert.is_nil(none)
+            assert.matches("more writes before their turn", why)
+            assert(g:close())
+        end)
+
         it("is the file's sha256 for chunks finished out of order, held until their turn", function()
             local f = written("out", { 3, 2, 5, 1, 4 }, 3) -- at most 3 held: 3, 2, 5
             assert.equal(file.sha256(dir .. "/out"), f:digest(5 * CHUNK))

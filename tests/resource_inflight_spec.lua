@@ -59,6 +59,17 @@ local function evals()
     return tonumber(info:match("cmdstat_eval:calls=(%d+)") or 0)
 end
 
+-- Waits until a client's write (a chunk's mark) is held back by the pause -> true | false
+local function mark_held()
+    local deadline = host.timer.monotonic() + 4000
+    while host.timer.monotonic() < deadline do
+        local info = assert(host.redis.call("INFO", "clients"))
+        if tonumber(info:match("blocked_clients:(%d+)") or 0) > 0 then return true end
+        host.timer.sleep(5)
+    end
+    return false
+end
+
 -- An upload of chunks (32 KiB each) begun on a new connection to role, then Redis writes
 -- held back and chunks 2 and 3 sent -> c, u, the partial file's path
 local function two_sent(role, chunks)
@@ -94,9 +105,17 @@ describe("resource chunks in flight", function()
     end)
 
     it("marks the chunks written while an earlier chunk's mark waits with one command", function()
-        local c, u, path = two_sent(role, 5)
+        local u = upload_of(5 * CHUNK)
+        local c = assert(res.connect(role.port))
+        local path = started(role, c, u)
+        pause()
+        assert(c:send(1037, res.image_body(1037, u, 2)))
+        -- chunk 2's mark is held back by Redis before 3 and 4 are sent (were they written
+        -- before chunk 2's task took its batch, all three would share one mark); 3 and 4
+        -- are written meanwhile, and wait for their turn
+        assert.is_true(mark_held())
+        assert(c:send(1037, res.image_body(1037, u, 3)))
         assert(c:send(1037, res.image_body(1037, u, 4)))
-        -- chunk 2's mark is held back; 3 and 4 are written meanwhile, and wait for their turn
         local written34 = written(path, u.data, 3) and written(path, u.data, 4)
         local before = evals()
         unpause()

@@ -169,7 +169,10 @@ return {
                                             -- for company; those queued while a call is in flight
                                             -- travel in the next (0: the call goes at once; 1 ms
                                             -- cost ~1 ms of push p50 for no throughput, RESULTS.md)
-        push_batch_max = 256,               -- at most this many pushes per call (NotifyBatch)
+        push_batch_max = 256,               -- at most this many pushes per call (NotifyBatch) or link frame
+        push_link = true,                   -- pushes to peers over one TCP link each to their client
+                                            -- port (needs grpc.secret; not with grpc.tls): docs/protocol.md §6.7
+        push_link_window = 8,               -- batches on a link not yet answered, at most
         location_cache_ms = 1000,           -- a receiver's server (uip_) read once serves its pushes
                                             -- this long (a moved user: the push follows); 0: read
                                             -- uip_ for every push (a Redis round trip in front of

@@ -80,6 +80,7 @@ typedef struct session {
     char id[48];
     double uid;
     int bound;
+    int kept_open;          /* session:keep_open(): no login deadline (a peer server's link) */
     char peer[48];
     char ip[48];            /* the peer without its port: the per-address count's key */
     int counted;            /* counted in srv->per_ip */
@@ -407,6 +408,15 @@ static int l_bind(lua_State *L) {
     lua_pushboolean(L, 1);
     lua_insert(L, -2);
     return 2;
+}
+
+/* session:keep_open(): the session is not a client that must log in (a peer chat server's
+ * push link, once it proved it knows grpc.secret): chat.login_timeout_ms no longer applies.
+ * The idle limit still does (the link pings). */
+static int l_keep_open(lua_State *L) {
+    session *s = check_session(L, 1);
+    if (s) s->kept_open = 1;
+    return 0;
 }
 
 /* session:unbind(): the session loses its identity (and its place in the index) */
@@ -1281,8 +1291,8 @@ static void on_sweep(uv_timer_t *t) {
             session_close(s, "websocket handshake timed out", 0);
         } else if (s->state == S_OPEN && !s->busy && srv->idle_ms && now - s->last_recv > srv->idle_ms) {
             session_close(s, "idle", 0); /* (a session waiting for its handler is not idle) */
-        } else if (s->state == S_OPEN && !s->busy && s->uid == 0 && srv->login_ms &&
-                   now - s->accepted_at > srv->login_ms) {
+        } else if (s->state == S_OPEN && !s->busy && s->uid == 0 && !s->kept_open &&
+                   srv->login_ms && now - s->accepted_at > srv->login_ms) {
             session_close(s, "no login in time", 0); /* it held a descriptor for nothing */
         } else if (s->task && now - s->busy_since > srv->handler_ms) {
             log_warn("chat: handler of %u for uid %.0f ran %llu ms (chat.handler_timeout_ms): "
@@ -1632,7 +1642,8 @@ static int l_sessions_list(lua_State *L) {
 /* host.chat = {serve=}, host.sessions = {get=, count=, list=} */
 int chat_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"send", l_send}, {"close", l_close}, {"bind", l_bind},
-                                       {"unbind", l_unbind}, {NULL, NULL}};
+                                       {"unbind", l_unbind}, {"keep_open", l_keep_open},
+                                       {NULL, NULL}};
     static const luaL_Reg server_methods[] = {{"close", hostobj_l_close}, {NULL, NULL}};
     vm_class(L, SESSION_MT, methods, l_session_index, l_session_gc);
     luaL_getmetatable(L, SESSION_MT);

@@ -49,8 +49,10 @@ describe("chat with a stopped peer server", function()
         -- outlives the test: the stopped server still counts as alive. No batch window: a
         -- push to an idle peer is sent at once, alone, so the specs know which push is in
         -- flight and which wait.
+        -- (push_link = false: NotifyBatch's calls; chat_push_link_spec has the link's case)
         cl = cluster.start { chat = { push_timeout_ms = 2000, kick_timeout_ms = 300,
-            alive_ttl_s = 60, push_queue_max = PUSH_QUEUE_MAX, push_batch_window_ms = 0 },
+            alive_ttl_s = 60, push_queue_max = PUSH_QUEUE_MAX, push_batch_window_ms = 0,
+            push_link = false },
             config = { grpc = { deadline_ms = 60000 } } }
         chat1, chat2 = cl.chats[1], cl.chats[2]
     end)

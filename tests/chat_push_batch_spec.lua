@@ -43,12 +43,14 @@ describe("chat pushes to a peer server", function()
     setup(function()
         -- a window far above a request's round trip: what the senders' pushes share; a
         -- location cache far longer than any test
-        cl = cluster.start { chat = { push_batch_window_ms = 20, location_cache_ms = 60000 } }
+        -- (push_link = false: these are NotifyBatch's specs; chat_push_link_spec has the link's)
+        cl = cluster.start { chat = { push_batch_window_ms = 20, location_cache_ms = 60000,
+            push_link = false } }
         chat1, chat2 = cl.chats[1], cl.chats[2]
         chat3 = cluster.start_chat { chat = { push_batch_window_ms = 20, push_batch_max = 1,
-            location_cache_ms = 0 } }
+            location_cache_ms = 0, push_link = false } }
         cl.chats[3] = chat3
-        chat4 = cluster.start_chat { chat = { location_cache_ms = SHORT_CACHE_MS } }
+        chat4 = cluster.start_chat { chat = { location_cache_ms = SHORT_CACHE_MS, push_link = false } }
         cl.chats[4] = chat4
     end)
 
@@ -287,7 +289,7 @@ describe("chat pushes to a peer server across a reload", function()
         -- no window: a push to an idle peer leaves at once, alone; a deadline far longer
         -- than the test, so the call to the stopped server waits for it
         cl = cluster.start { chat = { push_batch_window_ms = 0, push_timeout_ms = 15000,
-            alive_ttl_s = 60 }, config = { grpc = { deadline_ms = 60000 } } }
+            alive_ttl_s = 60, push_link = false }, config = { grpc = { deadline_ms = 60000 } } }
         chat1, chat2 = cl.chats[1], cl.chats[2]
     end)
 

@@ -217,7 +217,10 @@ local SCHEMA = {
         push_timeout_ms = int(2000, 10, 600000),    -- pushes through a peer chat server
         push_queue_max = int(2, 1, 1000000),        -- pushes waiting per session and peer server
         push_batch_window_ms = int(0, 0, 1000),     -- pushes to one peer gathered into one call
-        push_batch_max = int(256, 1, 100000),       -- pushes per NotifyBatch call
+        push_batch_max = int(256, 1, 100000),       -- pushes per NotifyBatch call (or link frame)
+        push_link = bool(true),                     -- pushes to peers over a long-lived TCP
+                                                    -- link to their client port (not with grpc.tls)
+        push_link_window = int(8, 1, 10000),        -- its batches sent and not yet answered
         location_cache_ms = int(1000, 0, 60000),       -- a receiver's uip_ reused by pushes; 0: read each
         apply_list_max = int(100, 0, 100000),       -- applications in the 1006 reply
         friend_list_max = int(1000, 0, 1000000),    -- friends in the 1006 reply (then cut to fit)

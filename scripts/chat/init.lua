@@ -17,6 +17,7 @@ local text = require "chat.text"
 local image = require "chat.image"
 local threads = require "chat.threads"
 local rpc = require "chat.rpc"
+local link = require "chat.link"
 local settings = require "chat.settings"
 local groups = require "chat.groups"
 local members = require "chat.members"
@@ -64,6 +65,11 @@ end
 
 M.messages = {
     [msgids.LOGIN] = login,
+    -- a peer chat server's push link (chat.link): no user's session
+    [msgids.LINK_HELLO] = link.hello,
+    [msgids.LINK_AUTH] = link.auth,
+    [msgids.LINK_PUSHES] = rpc.link_pushes,
+    [msgids.LINK_PING] = link.ping,
     [msgids.SEARCH_USER] = logged_in(search),
     [msgids.ADD_FRIEND] = logged_in(friends.apply),
     [msgids.AUTH_FRIEND] = logged_in(friends.accept),
@@ -192,6 +198,9 @@ function M.stop()
     if not closed then host.log.warn("resource session tokens at stop: ", tostring(cerr)) end
 end
 
-for name, fn in pairs(rpc) do M[name] = fn end
+-- the ChatService handlers ("Service.Method"), not the module's other fields
+for name, fn in pairs(rpc) do
+    if name:find(".", 1, true) then M[name] = fn end
+end
 
 return M

@@ -28,6 +28,7 @@ local keys = require "lib.keys"
 local presence = require "chat.presence"
 local settings = require "chat.settings"
 local queue = require "lib.fifo"
+local link = require "chat.link"
 
 local M = {}
 
@@ -43,24 +44,32 @@ local function configured(name)
 end
 
 -- The address a live server announces: its rpc field, else (an announcement without
--- one) the config's. No liveness key: the server is dead, nil.
+-- one) the config's; and its client port's host and port (the push link, chat.link). No
+-- liveness key: the server is dead, nil.
 local function lookup(name)
     local info, err = host.redis.call("GET", keys.chat_server(name))
     if err then return configured(name) end -- Redis trouble: the config is the best guess
     if not info then return nil end
     local d = host.json.safe.decode(info)
-    if type(d) == "table" and type(d.rpc) == "string" then return d.rpc end
-    return configured(name)
+    if type(d) ~= "table" then return configured(name) end
+    local h, port = type(d.host) == "string" and d.host or nil, tonumber(d.port)
+    if type(d.rpc) == "string" then return d.rpc, h, port end
+    return configured(name), h, port
+end
+
+local function known(name)
+    local now = host.timer.monotonic()
+    local hit = addresses[name]
+    if hit and now - hit.at < ADDRESS_TTL_MS then return hit end
+    local address, h, port = lookup(name)
+    hit = { address = address, host = h, port = port, at = now }
+    addresses[name] = hit
+    return hit
 end
 
 -- address(name) -> "host:port" of chat server name's gRPC | nil (dead or unknown)
 function M.address(name)
-    local now = host.timer.monotonic()
-    local hit = addresses[name]
-    if hit and now - hit.at < ADDRESS_TTL_MS then return hit.address end
-    local address = lookup(name)
-    addresses[name] = { address = address, at = now }
-    return address
+    return known(name).address
 end
 
 -- call(server, method, req, timeout_ms?) -> rsp | nil, err, code (gRPC status, if any)
@@ -306,16 +315,61 @@ local function next_items(q)
     return items
 end
 
+-- A batch the push link carried is answered: missed = the indexes of the items the peer
+-- delivered to nobody, which follow their users; nil when the link failed first (why),
+-- and then every item follows, as after a failed call.
+local function settle_link(server, items, missed, why)
+    local away = items
+    if missed then
+        local miss = {}
+        for _, i in ipairs(missed) do miss[i] = true end
+        away = {}
+        for i, it in ipairs(items) do
+            if miss[i] then away[#away + 1] = it else finish(it) end
+        end
+        if #away == 0 then return end
+    end
+    local lost = follow(server, away)
+    if lost > 0 and not missed then
+        host.metrics.inc("chathost_chat_pushes_failed_total", lost, nil,
+            "pushes given up: the call to the peer chat server failed, the user was nowhere else")
+        host.log.warn("pushes to ", server, " given up: ", lost, " (push link: ", tostring(why),
+            "; the messages are stored)")
+    end
+end
+
+-- The next batch by the push link to server, if there is one: -> true (sent, or handed to
+-- NotifyBatch) | false (no link: the caller calls)
+local function send_linked(server, peer)
+    local info = known(server)
+    local l = link.get(server, info.host, info.port)
+    if not l then return false end
+    local items, body = link.take(peer.queue, settings.push_batch_max)
+    if not body then link.drain(l) end -- one push too big for a frame: after the batches ahead
+    if not body or not link.send(l, items, body, settle_link) then
+        -- too big, or the link went down before it took them: by a call
+        send_batch(server, peer, items)
+    end
+    return true
+end
+
 -- The peer's task: what was queued within the window, then whatever queued while the
--- call before was in flight, until nothing is left.
+-- batch before was on its way (answered, for a call), until nothing is left.
 send = function(server, peer)
     if settings.push_batch_window_ms > 0 then host.timer.sleep(settings.push_batch_window_ms) end
     while not empty(peer.queue) do
-        local items = next_items(peer.queue)
-        local ok, err = pcall(send_batch, server, peer, items)
-        if not ok then
-            host.log.error("pushes to ", server, ": ", tostring(err))
-            for _, it in ipairs(items) do pcall(finish, it) end
+        local items
+        local linked, lerr = pcall(send_linked, server, peer)
+        if not linked then host.log.error("pushes to ", server, " (push link): ", tostring(lerr)) end
+        if linked and lerr then
+            items = nil
+        else
+            items = next_items(peer.queue)
+            local ok, err = pcall(send_batch, server, peer, items)
+            if not ok then
+                host.log.error("pushes to ", server, ": ", tostring(err))
+                for _, it in ipairs(items) do pcall(finish, it) end
+            end
         end
     end
     peer.task = nil

@@ -13,7 +13,7 @@ local images = require "lib.images"
 
 local M = {}
 
--- deliver(uid, msg_id, body) -> error code
+-- deliver(uid, msg_id, body) -> error code (also the push link's, chat.link)
 local function deliver(uid, msg_id, body)
     local session = host.sessions.get(uid)
     if not session then return errors.UidInvalid end
@@ -73,6 +73,9 @@ end
 -- Pushes from one peer server, in its order: each item's body goes to its touid's session
 -- here (to each of touids when it has them); errors[i] says what became of item i (0, 1011
 -- not connected here, 1016 not a push).
+-- The push link's 1205 (chat.link): the same delivery as NotifyBatch's.
+M.link_pushes = require("chat.link").pushes(deliver, deliver_each, function(id) return PUSHES[id] == true end)
+
 M["ChatService.NotifyBatch"] = function(req)
     local outcome = {}
     for i, it in ipairs(req.items) do

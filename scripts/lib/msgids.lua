@@ -38,6 +38,13 @@ M.MY_GROUPS = 1083              -- -> 1084
 M.MARK_READ = 1085              -- -> 1086
 M.NOTIFY_READ = 1087            -- push: the other user of a private thread read up to
 
+-- The push link between chat servers (chat.link; docs/protocol.md §6.7): 1201-1208, never
+-- sent by or to a client.
+M.LINK_HELLO = 1201             -- -> 1202 {error, name, nonce}
+M.LINK_AUTH = 1203              -- -> 1204 {error}
+M.LINK_PUSHES = 1205            -- -> 1206 {error, missed}
+M.LINK_PING = 1207              -- -> 1208
+
 -- The msg_id of the reply to request id.
 function M.reply(id) return id + 1 end
 

@@ -1,0 +1,345 @@
+-- The push link between chat servers (chat.link, docs/protocol.md §6.7): pushes for a
+-- peer's users go over one TCP connection to the peer's client port, opened only with the
+-- proof of grpc.secret; each sender's pushes keep their order; at most
+-- chat.push_link_window batches are unanswered; a peer that stops answering costs the
+-- pushes in flight (given up after chat.push_timeout_ms, counted) and a new link is
+-- opened; a peer whose client port does not answer gets NotifyBatch; an idle link is kept
+-- alive by pings; a reload dials a new link. Real chat servers, status, Redis, MariaDB.
+local host = require "host"
+local util = require "helpers.util"
+local chat_client = require "helpers.chat_client"
+local cluster = require "helpers.chat_cluster"
+local redis = host.redis
+
+local BATCH = { method = "ChatService.NotifyBatch" }
+local CALLS = "chathost_grpc_client_calls_total"
+local OPENED = "chathost_chat_push_link_opened_total"
+local BATCHES = "chathost_chat_push_link_batches_total"
+local ITEMS = "chathost_chat_push_link_items_total"
+local FAILURES = "chathost_chat_push_link_failures_total"
+
+local function text(from, to, thread, content)
+    return { fromuid = from.uid, touid = to.uid, thread_id = thread,
+        text_array = { { content = content, unique_id = "{" .. content .. "}" } } }
+end
+
+-- a logged in on from_port, b on to_port, friends: -> a, b, thread, ca, cb
+local function pair(from_port, to_port)
+    local a, b = cluster.user(), cluster.user()
+    local thread = cluster.befriend(a, b)
+    return a, b, thread, cluster.login(from_port, a), cluster.login(to_port, b)
+end
+
+local function said(ca, got, a, b, thread, content)
+    assert.equal(0, assert(ca:request(1017, text(a, b, thread, content))).error)
+    assert.equal(content, assert(got:wait_push(1019, 5000)).chat_datas[1].content)
+end
+
+local function mac(nonce, dialler, peer)
+    return host.crypto.hmac_sha256(host.config.grpc.secret,
+        "chathost push link|" .. nonce .. "|" .. dialler .. "|" .. peer)
+end
+
+-- Every push of role has ended (answered, or given up).
+local function settled(role)
+    assert(util.wait_until(function()
+        return cluster.metric(role, "chathost_chat_pushes_queue_done_total", 0)
+            == cluster.metric(role, "chathost_chat_pushes_queued_total", 0)
+    end, 8000, role.name .. "'s pushes to end"))
+end
+
+describe("chat push link", function()
+    local cl, chat1, chat2
+    local stopped = false
+    timeout(30000)
+    local WINDOW, PUSH_TIMEOUT_MS, LOGIN_TIMEOUT_MS = 2, 1500, 1000
+
+    setup(function()
+        -- no batch window: a push to an idle peer leaves at once, alone; every gRPC deadline
+        -- far longer than chat.push_timeout_ms
+        cl = cluster.start { chat = { push_batch_window_ms = 0, push_link_window = WINDOW,
+            push_timeout_ms = PUSH_TIMEOUT_MS, login_timeout_ms = LOGIN_TIMEOUT_MS,
+            alive_ttl_s = 60 }, config = { grpc = { deadline_ms = 60000 } } }
+        chat1, chat2 = cl.chats[1], cl.chats[2]
+    end)
+
+    local function resume()
+        if stopped then
+            assert(chat2.proc:kill("CONT"))
+            stopped = false
+        end
+    end
+
+    after_each(resume)
+
+    teardown(function()
+        resume()
+        cl:stop()
+    end)
+
+    it("carries the pushes of many senders over one link, each sender's in order, no call", function()
+        local n, k = 6, 8
+        local ca, cb, a, b, th = {}, {}, {}, {}, {}
+        for i = 1, n do a[i], b[i], th[i], ca[i], cb[i] = pair(chat1.port, chat2.port) end
+        said(ca[1], cb[1], a[1], b[1], th[1], "warm") -- (by NotifyBatch while the link opens)
+        assert(util.wait_until(function() return cluster.metric(chat1, OPENED, 0) == 1 end, 5000,
+            "the link to open"))
+        settled(chat1)
+        local items, calls = cluster.metric(chat1, ITEMS, 0), cluster.metric(chat1, CALLS, 0, BATCH)
+        for j = 1, k do
+            for i = 1, n do assert(ca[i]:send(1017, text(a[i], b[i], th[i], i .. "." .. j))) end
+        end
+        for i = 1, n do
+            for _ = 1, k do assert.equal(0, assert(ca[i]:wait_push(1018, 5000)).error) end
+            for j = 1, k do
+                assert.equal(i .. "." .. j, assert(cb[i]:wait_push(1019, 5000)).chat_datas[1].content)
+            end
+        end
+        settled(chat1)
+        assert.equal(n * k, cluster.metric(chat1, ITEMS, 0) - items)
+        assert.equal(calls, cluster.metric(chat1, CALLS, 0, BATCH))
+        assert.equal(1, cluster.metric(chat1, OPENED, 0))
+        for i = 1, n do
+            ca[i]:close()
+            cb[i]:close()
+        end
+    end)
+
+    it("opens a link only with the proof of grpc.secret", function()
+        -- a wrong proof: 1015, closed
+        local c = assert(chat_client.connect(chat2.port))
+        local hello = assert(c:request(1201, { name = "intruder" }))
+        assert.equal(0, hello.error)
+        assert.equal(chat2.name, hello.name)
+        assert.matches("^%x+$", hello.nonce)
+        assert.equal(32, #hello.nonce)
+        assert.same({ error = 1015 }, c:request(1203, { mac = mac(hello.nonce, "other", chat2.name) }))
+        assert(util.wait_until(function() return c:closed() or not c:read_frame(100) end, 3000,
+            "the connection to close"))
+        -- no opening: the link's messages are refused
+        local d = assert(chat_client.connect(chat2.port))
+        assert.same({ error = 1016, field = "msg_id" }, d:request(1203, { mac = "00" }))
+        assert.same({ error = 1015 }, d:request(1205, { items = {} }))
+        assert.same({ error = 1015 }, d:request(1207, {}))
+        -- a replayed proof (another opening's nonce) is worth nothing
+        local old = hello.nonce
+        local e = assert(chat_client.connect(chat2.port))
+        assert.equal(0, assert(e:request(1201, { name = "replay" })).error)
+        assert.same({ error = 1015 }, e:request(1203, { mac = mac(old, "replay", chat2.name) }))
+        e:close()
+        -- the right proof: the session takes pushes, answers which reached nobody
+        local b = cluster.user()
+        local cb = cluster.login(chat2.port, b)
+        local l = assert(chat_client.connect(chat2.port))
+        hello = assert(l:request(1201, { name = "spec" }))
+        assert.same({ error = 0 }, l:request(1203, { mac = mac(hello.nonce, "spec", chat2.name) }))
+        local body = host.json.encode { fromuid = 1, touid = b.uid, chat_datas = { { content = "linked" } } }
+        local r = assert(l:request(1205, { items = {
+            { u = b.uid, m = 1019, b = body },
+            { u = 999999999, m = 1019, b = body }, -- nobody here
+            { u = b.uid, m = 1017, b = body },     -- not a push
+        } }))
+        assert.equal(0, r.error)
+        assert.same({ 2, 3 }, r.missed)
+        assert.equal("linked", assert(cb:wait_push(1019, 3000)).chat_datas[1].content)
+        assert.truthy(cb:no_push(1017, 200))
+        -- past chat.login_timeout_ms the link stays, an opening that gave no proof does not
+        local idle = assert(chat_client.connect(chat2.port))
+        assert.equal(0, assert(idle:request(1201, { name = "slow" })).error)
+        host.timer.sleep(LOGIN_TIMEOUT_MS + 1500)
+        assert.same({ error = 0 }, l:request(1207, {}))
+        assert(util.wait_until(function() return idle:closed() or not idle:read_frame(100) end,
+            3000, "the unproven opening to close"))
+        c:close()
+        idle:close()
+        d:close()
+        l:close()
+        cb:close()
+    end)
+
+    it("is not opened by a logged-in user's session", function()
+        local a = cluster.user()
+        local ca = cluster.login(chat2.port, a)
+        assert.same({ error = 1016, field = "msg_id" }, ca:request(1201, { name = "me" }))
+        ca:close()
+    end)
+
+    it("sends at most chat.push_link_window batches unanswered", function()
+        local n = WINDOW + 2
+        local ca, cb, a, b, th = {}, {}, {}, {}, {}
+        for i = 1, n do a[i], b[i], th[i], ca[i], cb[i] = pair(chat1.port, chat2.port) end
+        said(ca[1], cb[1], a[1], b[1], th[1], "warm")
+        settled(chat1)
+        local batches = cluster.metric(chat1, BATCHES, 0)
+        assert(chat2.proc:kill("STOP"))
+        stopped = true
+        -- one push at a time, each acked (its batch sent alone) before the next
+        for i = 1, n do
+            assert.equal(0, assert(ca[i]:request(1017, text(a[i], b[i], th[i], "w" .. i))).error)
+        end
+        assert(util.wait_until(function()
+            return cluster.metric(chat1, BATCHES, 0) - batches == WINDOW
+        end, 3000, "the window's batches to be sent"))
+        host.timer.sleep(300)
+        assert.equal(WINDOW, cluster.metric(chat1, BATCHES, 0) - batches)
+        resume() -- well before chat.push_timeout_ms
+        for i = 1, n do
+            assert.equal("w" .. i, assert(cb[i]:wait_push(1019, 5000)).chat_datas[1].content)
+        end
+        settled(chat1)
+        assert.equal(0, cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0))
+        for i = 1, n do
+            ca[i]:close()
+            cb[i]:close()
+        end
+    end)
+
+    it("gives up the pushes a stopped peer leaves unanswered and opens a new link", function()
+        local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
+        said(ca, cb, a, b, thread, "warm")
+        settled(chat1)
+        local opened, failures = cluster.metric(chat1, OPENED, 0), cluster.metric(chat1, FAILURES, 0)
+        local lost = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
+        assert(chat2.proc:kill("STOP"))
+        stopped = true
+        local t0 = host.timer.monotonic()
+        assert.equal(0, assert(ca:request(1017, text(a, b, thread, "lost"))).error)
+        -- the sender is served meanwhile
+        assert.same({ error = 0 }, ca:request(1023, { fromuid = a.uid }))
+        assert(util.wait_until(function()
+            return cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0) > lost
+        end, 3 * PUSH_TIMEOUT_MS + 2000, "the push to be given up"))
+        assert.truthy(host.timer.monotonic() - t0 >= PUSH_TIMEOUT_MS)
+        assert.equal(failures + 1, cluster.metric(chat1, FAILURES, 0))
+        assert.matches("push link to " .. chat2.name .. " down: no answer in " .. PUSH_TIMEOUT_MS,
+            chat1:log())
+        assert.matches("pushes to " .. chat2.name .. " given up: 1 %(push link", chat1:log())
+        resume()
+        -- "lost" may still reach b (it was in chat2's socket); the next goes by a new link
+        assert.equal(0, assert(ca:request(1017, text(a, b, thread, "after"))).error)
+        local got
+        repeat
+            got = assert(cb:wait_push(1019, 5000)).chat_datas[1].content
+        until got ~= "lost"
+        assert.equal("after", got)
+        assert(util.wait_until(function() return cluster.metric(chat1, OPENED, 0) == opened + 1 end,
+            5000, "a new link"))
+        ca:close()
+        cb:close()
+    end)
+
+    it("sends NotifyBatch to a peer whose client port does not answer the link", function()
+        local got = {}
+        local name = "nolink" .. host.crypto.random_hex(3) -- announced with port 1: refused
+        local fake = cluster.fake_peer(name, {
+            ["ChatService.NotifyBatch"] = function(req)
+                local errors = {}
+                for i, it in ipairs(req.items) do
+                    got[#got + 1] = it.touid
+                    errors[i] = 0
+                end
+                return { error = 0, errors = errors }
+            end })
+        local a, c = cluster.user(), cluster.user()
+        local thread = cluster.befriend(a, c)
+        local ca = cluster.login(chat1.port, a)
+        assert(redis.call("SET", "uip_" .. c.uid, name, "EX", 600))
+        assert.equal(0, assert(ca:request(1017, text(a, c, thread, "by call"))).error)
+        assert(util.wait_until(function() return #got == 1 end, 5000, "the NotifyBatch call"))
+        assert.same({ c.uid }, got)
+        assert.matches("push link to " .. name .. " %([^)]*%) not opened", chat1:log())
+        fake:close()
+        redis.call("DEL", "chatserver_" .. name)
+        ca:close()
+    end)
+
+    it("holds no push while a peer from before the link leaves its opening unanswered", function()
+        -- a chat port whose server takes no link message (ignored, as an older chathost
+        -- does), announced with a gRPC peer that takes NotifyBatch
+        local old = assert(host.chat.serve { address = "127.0.0.1:0", name = "old",
+            handlers = function() return { messages = {} } end })
+        local got = {}
+        local grpc = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = {
+            ["ChatService.NotifyBatch"] = function(req)
+                for _, it in ipairs(req.items) do got[#got + 1] = it.touid end
+                return { error = 0, errors = { 0 } }
+            end } })
+        local name = "old" .. host.crypto.random_hex(3)
+        assert(redis.call("SET", "chatserver_" .. name, host.json.encode { host = "127.0.0.1",
+            port = old.port, rpc = "127.0.0.1:" .. grpc.port }, "EX", 600))
+        local a, c = cluster.user(), cluster.user()
+        local thread = cluster.befriend(a, c)
+        local ca = cluster.login(chat1.port, a)
+        assert(redis.call("SET", "uip_" .. c.uid, name, "EX", 600))
+        local refused = "push link to " .. name .. " %([^)]*%) not opened: timeout; pushes go by NotifyBatch for "
+        for i = 1, 3 do
+            assert.equal(0, assert(ca:request(1017, text(a, c, thread, "o" .. i))).error)
+            assert(util.wait_until(function() return #got == i end, 5000, "push " .. i))
+        end
+        -- all three went by calls while the opening still waited for its answer
+        assert.is_nil(chat1:log():match(refused))
+        assert(util.wait_until(function() return chat1:log():match(refused .. "2000 ms") end,
+            2 * PUSH_TIMEOUT_MS + 2000, "the opening to fail"))
+        -- 2 s on, the next push dials again; that failure keeps the link off twice as long
+        host.timer.sleep(2100)
+        assert.equal(0, assert(ca:request(1017, text(a, c, thread, "o4"))).error)
+        assert(util.wait_until(function() return chat1:log():match(refused .. "4000 ms") end,
+            2 * PUSH_TIMEOUT_MS + 2000, "the second opening to fail"))
+        assert.same({ c.uid, c.uid, c.uid, c.uid }, got)
+        ca:close()
+        redis.call("DEL", "chatserver_" .. name)
+        old:close()
+        grpc:close()
+    end)
+
+    it("dials a new link after a reload, and delivers across it", function()
+        local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
+        said(ca, cb, a, b, thread, "before")
+        settled(chat1)
+        local opened = cluster.metric(chat1, OPENED, 0)
+        local generation = cluster.metric(chat1, "chathost_script_generation")
+        assert(chat1.proc:kill("HUP"))
+        assert(util.wait_until(function()
+            return cluster.metric(chat1, "chathost_script_generation") > generation
+        end, 5000, "chat1 to reload"))
+        for i = 1, 3 do said(ca, cb, a, b, thread, "after" .. i) end
+        assert(util.wait_until(function() return cluster.metric(chat1, OPENED, 0) == opened + 1 end,
+            5000, "a new link"))
+        local items = cluster.metric(chat1, ITEMS, 0)
+        said(ca, cb, a, b, thread, "linked")
+        assert.equal(items + 1, cluster.metric(chat1, ITEMS, 0))
+        ca:close()
+        cb:close()
+    end)
+end)
+
+describe("chat push link while idle", function()
+    local cl, chat1, chat2
+    local HEARTBEAT_MS = 1200
+    timeout(20000)
+
+    setup(function()
+        -- the peer closes a connection silent for HEARTBEAT_MS (users' too: they log in anew)
+        cl = cluster.start { chat = { heartbeat_timeout_ms = HEARTBEAT_MS } }
+        chat1, chat2 = cl.chats[1], cl.chats[2]
+    end)
+
+    teardown(function() cl:stop() end)
+
+    it("keeps an idle link open with pings", function()
+        local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
+        said(ca, cb, a, b, thread, "one")
+        ca:close()
+        cb:close()
+        assert(util.wait_until(function() return cluster.metric(chat1, OPENED, 0) == 1 end, 5000,
+            "the link to open"))
+        local opened, failures = cluster.metric(chat1, OPENED, 0), cluster.metric(chat1, FAILURES, 0)
+        host.timer.sleep(3 * HEARTBEAT_MS)
+        ca, cb = cluster.login(chat1.port, a), cluster.login(chat2.port, b)
+        said(ca, cb, a, b, thread, "two")
+        assert.equal(opened, cluster.metric(chat1, OPENED, 0))
+        assert.equal(failures, cluster.metric(chat1, FAILURES, 0))
+        ca:close()
+        cb:close()
+    end)
+end)

@@ -81,6 +81,7 @@ typedef struct session {
     double uid;
     int bound;
     int kept_open;          /* session:keep_open(): no login deadline (a peer server's link) */
+    size_t max_body;        /* its frames' limit: the server's, or what keep_open raised it to */
     char peer[48];
     char ip[48];            /* the peer without its port: the per-address count's key */
     int counted;            /* counted in srv->per_ip */
@@ -410,13 +411,19 @@ static int l_bind(lua_State *L) {
     return 2;
 }
 
-/* session:keep_open(): the session is not a client that must log in (a peer chat server's
- * push link, once it proved it knows grpc.secret): chat.login_timeout_ms no longer applies.
- * The idle limit still does (the link pings). */
+/* session:keep_open(max_body?) -> the session's frame limit: the session is not a client
+ * that must log in (a peer chat server's push link, once it proved it knows grpc.secret):
+ * chat.login_timeout_ms no longer applies; the idle limit still does (the link pings).
+ * max_body raises its frames' limit above max_body_bytes, up to what the format carries. */
 static int l_keep_open(lua_State *L) {
     session *s = check_session(L, 1);
-    if (s) s->kept_open = 1;
-    return 0;
+    lua_Integer want = luaL_optinteger(L, 2, 0);
+    if (!s) return 0;
+    s->kept_open = 1;
+    size_t cap = frame_max_body(s->srv->kind);
+    if (want > 0 && (size_t)want > s->max_body) s->max_body = (size_t)want > cap ? cap : (size_t)want;
+    lua_pushinteger(L, (lua_Integer)s->max_body);
+    return 1;
 }
 
 /* session:unbind(): the session loses its identity (and its place in the index) */
@@ -829,11 +836,11 @@ static size_t take_frames(session *s, const uint8_t *data, size_t len) {
         frame f;
         size_t used;
         enum frame_status st =
-            frame_parse(s->srv->kind, data + off, len - off, s->srv->max_body, &f, &used);
+            frame_parse(s->srv->kind, data + off, len - off, s->max_body, &f, &used);
         if (st == FRAME_MORE) return off;
         if (st == FRAME_TOO_BIG) {
             log_warn("chat: %s announced a %u-byte body (limit %zu): closing", s->peer, f.len,
-                     s->srv->max_body);
+                     s->max_body);
             reply_error(s, f.id, ERR_InvalidParams, "body_len");
             session_close(s, "frame too large", 1);
             return len;
@@ -864,7 +871,7 @@ static size_t part_missing(session *s, const uint8_t *data, size_t len) {
     memcpy(head + have, data, hl - have);
     frame f;
     size_t used;
-    size_t body = frame_parse(k, head, hl, s->srv->max_body, &f, &used) == FRAME_TOO_BIG ? 0 : f.len;
+    size_t body = frame_parse(k, head, hl, s->max_body, &f, &used) == FRAME_TOO_BIG ? 0 : f.len;
     size_t total = hl + body;
     size_t need = total - s->part_len;
     return need < len ? need : len;
@@ -1261,6 +1268,7 @@ static void accept_session(uv_stream_t *l, int status, int ws) {
     if (ws) s->ws = ws_new(srv);
     s->wtarget = &s->pending;
     s->last_recv = s->accepted_at = uv_now(srv->app->loop);
+    s->max_body = srv->max_body;
     session_ud *u = lua_newuserdata(L, sizeof *u);
     u->s = s;
     s->ud_alive = 1;

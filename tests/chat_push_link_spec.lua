@@ -132,7 +132,9 @@ describe("chat push link", function()
         local cb = cluster.login(chat2.port, b)
         local l = assert(chat_client.connect(chat2.port))
         hello = assert(l:request(1201, { name = "spec" }))
-        assert.same({ error = 0 }, l:request(1203, { mac = mac(hello.nonce, "spec", chat2.name) }))
+        -- its frames may be as big as the format carries (chat.max_body_bytes: 8 KiB)
+        assert.same({ error = 0, max_body = 65535 },
+            l:request(1203, { mac = mac(hello.nonce, "spec", chat2.name) }))
         local body = host.json.encode { fromuid = 1, touid = b.uid, chat_datas = { { content = "linked" } } }
         local r = assert(l:request(1205, { items = {
             { u = b.uid, m = 1019, b = body },
@@ -143,6 +145,11 @@ describe("chat push link", function()
         assert.same({ 2, 3 }, r.missed)
         assert.equal("linked", assert(cb:wait_push(1019, 3000)).chat_datas[1].content)
         assert.truthy(cb:no_push(1017, 200))
+        local big = string.rep("x", 30000)
+        r = assert(l:request(1205, { items = { { u = b.uid, m = 1019, b = host.json.encode {
+            fromuid = 1, touid = b.uid, chat_datas = { { content = big } } } } } }))
+        assert.same({ error = 0, missed = {} }, r)
+        assert.equal(big, assert(cb:wait_push(1019, 3000)).chat_datas[1].content)
         -- past chat.login_timeout_ms the link stays, an opening that gave no proof does not
         local idle = assert(chat_client.connect(chat2.port))
         assert.equal(0, assert(idle:request(1201, { name = "slow" })).error)

@@ -33,6 +33,9 @@ M.HELLO, M.AUTH, M.PUSHES, M.PING = 1201, 1203, 1205, 1207
 
 local RETRY_MS, RETRY_MAX_MS = 2000, 60000
 local HEADROOM = 64 -- bytes of a batch's frame besides its items: '{"items":[...]}'
+-- A link's frames may be this big (the frame format's limit), whatever chat.max_body_bytes
+-- allows a client: fewer, bigger batches when the pushes queue up.
+local LINK_MAX_BODY = 65535
 
 local fifo, put, take, empty = queue.new, queue.put, queue.take, queue.empty
 local encode, decode = host.json.encode, host.json.safe.decode
@@ -190,8 +193,11 @@ local function dial(name, h, port)
         sock:close()
         return nil, err
     end
+    -- the frames it takes (a peer's answer: at least chat.max_body_bytes, at most the format's)
+    local max_body = math.max(settings.max_body_bytes,
+        math.min(LINK_MAX_BODY, math.floor(tonumber(r.max_body) or 0)))
     return { name = name, sock = sock, open = true, pending = fifo(), npending = 0,
-        turn = fifo(), sending = false, last_send = host.timer.monotonic() }
+        turn = fifo(), sending = false, last_send = host.timer.monotonic(), max_body = max_body }
 end
 
 -- Dials name and, once the link is open, makes it the one pushes take (in a task of its
@@ -257,11 +263,11 @@ local function item_json(it)
         .. encode(it.body) .. "}"
 end
 
--- M.take(q, max_items) -> items, body | item, nil: the oldest pushes of q that fit one frame
--- (chat.max_body_bytes, the peers' limit too: the chat section is shared), at most
--- max_items; or, when the oldest alone does not fit, that one (for NotifyBatch).
-function M.take(q, max_items)
-    local limit = settings.max_body_bytes - HEADROOM
+-- M.take(l, q, max_items) -> items, body | item, nil: the oldest pushes of q that fit one
+-- frame of link l (the limit its peer gave, 1204's max_body), at most max_items; or, when
+-- the oldest alone does not fit, that one (for NotifyBatch).
+function M.take(l, q, max_items)
+    local limit = l.max_body - HEADROOM
     local parts, items, bytes = {}, {}, 0
     while #items < max_items do
         local it = q[q.head]
@@ -332,9 +338,9 @@ function M.auth(session, body)
         return nil
     end
     session.data.link_peer = h.name
-    session:keep_open()
+    local max_body = session:keep_open(LINK_MAX_BODY)
     host.log.info("push link from ", h.name, " (", session.peer, ") open")
-    return { error = errors.Success }
+    return { error = errors.Success, max_body = max_body }
 end
 
 local function linked(session)

@@ -344,7 +344,7 @@ local function send_linked(server, peer)
     local info = known(server)
     local l = link.get(server, info.host, info.port)
     if not l then return false end
-    local items, body = link.take(peer.queue, settings.push_batch_max)
+    local items, body = link.take(l, peer.queue, settings.push_batch_max)
     if not body then link.drain(l) end -- one push too big for a frame: after the batches ahead
     if not body or not link.send(l, items, body, settle_link) then
         -- too big, or the link went down before it took them: by a call

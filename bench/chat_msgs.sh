@@ -48,11 +48,23 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 DB=$DB_PID; RD=$(cat "$TMP/redis/redis.pid")
 all_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
 STORES=("${CHATS[@]}" "$RD" "$DB")
+# stored == acked: chat_message rows before and after each run, next to the acks counted
+# (warm-up included); a message still in flight when the run stops is stored but never
+# acked, so stored - acked is at most the messages in flight (senders x WINDOW at the peak)
+stored() { "$BIN" exec "$ROOT/bench/chat_stored.lua"; }
+stored_line() { # ROWS_BEFORE RUN_OUTPUT
+  local now acked; now=$(stored)
+  acked=$(echo "$2" | awk '/^acked with the/ {n = $NF} /^totals:/ {t = $3; sub(",", "", t)} END {print n ? n : t}')
+  echo "stored: $((now - $1)) messages, acked $acked (stored - acked: $((now - $1 - acked)), in flight when the run stopped)"
+  S_NOW=$now; }
+S0=$(stored)
 T0=$(ticks "$C1"); D0=$(ticks "$DB"); A0=$(all_ticks "${STORES[@]}")
 PEAK_OUT=$("$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --window "$WINDOW" --seconds "$SECS" --warmup "$WARMUP_MS")
 T1=$(ticks "$C1"); D1=$(ticks "$DB"); A1=$(all_ticks "${STORES[@]}")
 echo "== peak ($NSERVERS chat server(s), $PAIRS pairs, $WINDOW in flight per sender${GALERA_NODES:+, Galera $GALERA_NODES ${GALERA_POLICY:-prefer_first}})"
 echo "$PEAK_OUT"
+sleep 1 # what was in flight is stored meanwhile
+stored_line "$S0" "$PEAK_OUT"; S1=$S_NOW
 PEAK=$(echo "$PEAK_OUT" | awk '/^acked:/ {print $2}')
 # the CPU ticks span the warm-up too: divided by every message acked meanwhile
 ALL=$(echo "$PEAK_OUT" | awk -v r="$PEAK" -v s="$SECS" '/^acked with the/ {n = $NF} END {print n ? n : r * s}')
@@ -71,5 +83,8 @@ scrape() { [ -n "${METRICS_DIR:-}" ] && [ -n "${ADMIN_BASE:-}" ] || return 0
   for i in $(seq 1 "$NSERVERS"); do curl -s "http://127.0.0.1:$((ADMIN_BASE + i))/metrics" >"$METRICS_DIR/b$i.$1"; done; }
 scrape before
 TRACE=(); if [ -n "${TRACE_FILE:-}" ]; then TRACE=(--trace "$TRACE_FILE"); fi
-"$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --rate "$HALF" --seconds "$SECS" --warmup "$WARMUP_MS" "${TRACE[@]}"
+HALF_OUT=$("$TMP/chat_load" msg "$TMP/users" "$SERVERS" "${WS[@]}" --rate "$HALF" --seconds "$SECS" --warmup "$WARMUP_MS" "${TRACE[@]}")
+echo "$HALF_OUT"
 scrape after
+sleep 1
+stored_line "$S1" "$HALF_OUT"

@@ -14,8 +14,8 @@
 -- while idle (the peer closes a connection silent for chat.heartbeat_timeout_ms).
 --
 -- The dialling side keeps one link per peer server (host.keep: a reload does not drop it;
--- a new generation retires the links it finds and dials new ones, an old link closes once
--- its batches are answered). A link is dialled by a task of its own; until it is open the
+-- a new generation retires the links it finds, waits for their batches to be answered,
+-- then dials new ones; a link an old generation's dial opens after the reload is adopted). A link is dialled by a task of its own; until it is open the
 -- pushes go by NotifyBatch. One that cannot be opened (refused, no answer, a peer that does
 -- not speak it, a wrong secret) is not dialled again for RETRY_MS, twice as long after each
 -- further failure up to RETRY_MAX_MS. A link that fails (closed, a write error, a batch not answered
@@ -57,7 +57,9 @@ local links = host.keep("chat.link.links.v1")
 for _, l in pairs(links) do l.retired = true end -- this generation dials its own
 local failed = {} -- name -> { at, wait }: its link could not be opened at, not dialled
 -- again for wait ms (module locals: after a reload the first push tries again)
-local dialling = {} -- name -> true while a task dials it
+-- name -> since when a task dials it; kept by the host, so that a new generation does not
+-- dial a second link while the old one's dial is under way (it adopts that link instead)
+local dialling = host.keep("chat.link.dialling.v1")
 
 -- M.enabled() -> whether pushes may go by links at all
 function M.enabled()
@@ -135,7 +137,7 @@ end
 local function ping_ms() return math.max(50, math.floor(settings.heartbeat_timeout_ms / 3)) end
 
 -- The link's reader: answers in order, a ping while idle, the deadline of the oldest batch.
-local function read_loop(l)
+local function read_frames(l)
     local wait = math.min(settings.rpc_timeout_ms, ping_ms())
     while l.open do
         local id, body = l.sock:read_frame(wait)
@@ -160,6 +162,16 @@ local function read_loop(l)
             local ok, err = send(l, M.PING, "{}")
             if not ok then down(l, err) end
         end
+    end
+end
+
+-- The reader's task: an error in it takes the link down (its batches settled), never
+-- leaves a link open that nobody reads.
+local function read_loop(l)
+    local ok, err = pcall(read_frames, l)
+    if not ok then
+        host.log.error("push link to ", l.name, ": reader: ", tostring(err))
+        down(l, "reader: " .. tostring(err))
     end
 end
 
@@ -222,9 +234,12 @@ local function open(name, h, port)
     failed[name] = nil
     local old = links[name]
     links[name] = l
-    if old and old.open and old.npending == 0 and not old.sending then
-        old.open = false
-        old.sock:close()
+    if old and old.open then
+        old.retired = true -- its reader closes it once its batches are answered
+        if old.npending == 0 and not old.sending then
+            old.open = false
+            old.sock:close()
+        end
     end
     inc("chathost_chat_push_link_opened_total", 1, nil, "push links opened to peer chat servers")
     host.log.info("push link to ", name, " (", h, ":", port, ") open")
@@ -236,21 +251,40 @@ end
 function M.get(name, h, port)
     local l = links[name]
     if l and l.open and not l.retired then return l end
-    if not M.enabled() or not h or not port or dialling[name] then return nil end
+    if l and l.open and l.npending > 0 then
+        -- a retired link's batches are answered before anything else goes to that peer
+        M.drain(l)
+        l = links[name]
+        if l and l.open and not l.retired then return l end
+    end
+    if not M.enabled() or not h or not port then return nil end
+    local since = dialling[name] -- (a dial ends within its three waits; one that did not was lost)
+    if since and host.timer.monotonic() - since < 3 * settings.rpc_timeout_ms + 1000 then
+        return nil
+    end
     local f = failed[name]
     if f and host.timer.monotonic() - f.at < f.wait then return nil end
-    dialling[name] = true
+    dialling[name] = host.timer.monotonic()
     host.spawn(open, name, h, port)
     return nil
 end
 
--- M.drain(l): waits until every batch l carries is answered (or l is down): what goes by
--- NotifyBatch next cannot overtake them
-function M.drain(l)
-    while l.open and l.npending > 0 do
-        if not l.room then l.room = host.promise() end
-        l.room:wait()
+-- Waits for the next answer on l (or l down), at most chat.push_timeout_ms at a time; an
+-- oldest batch unanswered for longer takes the link down here too (the reader checks the
+-- same, this bounds the wait even without it).
+local function await_answer(l)
+    if not l.room then l.room = host.promise() end
+    if l.room:wait(settings.rpc_timeout_ms) then return end
+    local oldest = l.pending[l.pending.head]
+    if oldest and host.timer.monotonic() - oldest.at > settings.rpc_timeout_ms then
+        down(l, "no answer in " .. settings.rpc_timeout_ms .. " ms (chat.push_timeout_ms)")
     end
+end
+
+-- M.drain(l): waits until every batch l carries is answered (or l is down): what goes by
+-- NotifyBatch or another link next cannot overtake them
+function M.drain(l)
+    while l.open and l.npending > 0 do await_answer(l) end
 end
 
 -- The JSON of one queued push (it: {uid, msg_id, body, uids?}).
@@ -289,18 +323,17 @@ end
 -- missed | nil, why) runs once it is answered, or failed) | nil (the link was down: the
 -- caller keeps the items). Waits while chat.push_link_window batches are unanswered.
 function M.send(l, items, body, settle)
-    while l.open and l.npending >= settings.push_link_window do
-        if not l.room then l.room = host.promise() end
-        l.room:wait()
-    end
+    while l.open and l.npending >= settings.push_link_window do await_answer(l) end
     if not l.open then return nil end
     put(l.pending, { items = items, settle = settle, at = host.timer.monotonic() })
     l.npending = l.npending + 1
+    -- from here the batch is the link's: whatever happens, down() or an answer settles it
+    local fine, ok, err = pcall(send, l, M.PUSHES, body)
+    if not fine then ok, err = nil, ok end
+    if not ok then down(l, "write: " .. tostring(err)) end
     inc("chathost_chat_push_link_batches_total", 1, nil, "batches of pushes sent over push links")
     inc("chathost_chat_push_link_items_total", #items, nil,
         "pushes carried over push links (divided by the batches: pushes per batch)")
-    local ok, err = send(l, M.PUSHES, body)
-    if not ok then down(l, "write: " .. tostring(err)) end -- (settles this batch too)
     return true
 end
 

@@ -132,9 +132,16 @@ describe("chat push link", function()
         local cb = cluster.login(chat2.port, b)
         local l = assert(chat_client.connect(chat2.port))
         hello = assert(l:request(1201, { name = "spec" }))
-        -- its frames may be as big as the format carries (chat.max_body_bytes: 8 KiB)
-        assert.same({ error = 0, max_body = 65535 },
+        -- without its own nonce the dialler gets no proof back: refused
+        assert.same({ error = 1016, field = "nonce" },
             l:request(1203, { mac = mac(hello.nonce, "spec", chat2.name) }))
+        hello = assert(l:request(1201, { name = "spec" }))
+        -- its frames may be as big as the format carries (chat.max_body_bytes: 8 KiB), and
+        -- the answer proves chat2 knows the secret too, over both nonces
+        local dnonce = host.crypto.random_hex(16)
+        local ok = assert(l:request(1203, { mac = mac(hello.nonce, "spec", chat2.name), nonce = dnonce }))
+        assert.same({ error = 0, max_body = 65535, mac = host.crypto.hmac_sha256(host.config.grpc.secret,
+            "chathost push link answer|" .. dnonce .. "|" .. hello.nonce .. "|" .. chat2.name .. "|spec") }, ok)
         local body = host.json.encode { fromuid = 1, touid = b.uid, chat_datas = { { content = "linked" } } }
         local r = assert(l:request(1205, { items = {
             { u = b.uid, m = 1019, b = body },
@@ -296,6 +303,39 @@ describe("chat push link", function()
         ca:close()
         redis.call("DEL", "chatserver_" .. name)
         old:close()
+        grpc:close()
+    end)
+
+    it("sends no push over a link to a server that cannot prove grpc.secret", function()
+        -- a chat port that answers the opening like a peer but with a wrong proof
+        local name = "fake" .. host.crypto.random_hex(3)
+        local fake = assert(host.chat.serve { address = "127.0.0.1:0", name = "fakelink",
+            handlers = function() return { messages = {
+                [1201] = function() return { error = 0, name = name, nonce = string.rep("a", 32) } end,
+                [1203] = function() return { error = 0, max_body = 65535, mac = string.rep("0", 64) } end,
+                [1205] = function() error("a push reached the impostor") end,
+            } } end })
+        local got = {}
+        local grpc = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = {
+            ["ChatService.NotifyBatch"] = function(req)
+                for _, it in ipairs(req.items) do got[#got + 1] = it.touid end
+                return { error = 0, errors = { 0 } }
+            end } })
+        assert(redis.call("SET", "chatserver_" .. name, host.json.encode { host = "127.0.0.1",
+            port = fake.port, rpc = "127.0.0.1:" .. grpc.port }, "EX", 600))
+        local a, c = cluster.user(), cluster.user()
+        local thread = cluster.befriend(a, c)
+        local ca = cluster.login(chat1.port, a)
+        assert(redis.call("SET", "uip_" .. c.uid, name, "EX", 600))
+        assert.equal(0, assert(ca:request(1017, text(a, c, thread, "x1"))).error)
+        assert(util.wait_until(function()
+            return chat1:log():match("push link to " .. name .. " %([^)]*%) not opened: wrong proof")
+        end, 5000, "the opening to be refused"))
+        assert.equal(0, assert(ca:request(1017, text(a, c, thread, "x2"))).error)
+        assert(util.wait_until(function() return #got == 2 end, 5000, "both pushes by calls"))
+        ca:close()
+        redis.call("DEL", "chatserver_" .. name)
+        fake:close()
         grpc:close()
     end)
 

@@ -5,10 +5,13 @@
 -- (at most chat.push_link_window unanswered), and nothing passes through gRPC's threads on
 -- either side. The peer answers each batch in order with the items it could not deliver.
 --
--- Opening (the dialling side): 1201 {name} -> 1202 {error, name, nonce}; then 1203 {mac}
--- -> 1204 {error}, mac = HMAC-SHA-256(grpc.secret, "chathost push link|" .. nonce .. "|"
--- .. dialler's name .. "|" .. peer's name) in hex: the secret never travels, a recorded
--- opening is worth nothing (a new nonce each time). Without grpc.secret there are no links
+-- Opening (the dialling side): 1201 {name} -> 1202 {error, name, nonce}; then 1203 {mac,
+-- nonce = the dialler's} -> 1204 {error, max_body, mac}: each side proves it knows
+-- grpc.secret by an HMAC-SHA-256 in hex, the dialler's of "chathost push link|" .. nonce
+-- .. "|" .. dialler's name .. "|" .. peer's name, the peer's of "chathost push link
+-- answer|" .. dialler's nonce .. "|" .. nonce .. "|" .. peer's name .. "|" .. dialler's
+-- name: the secret never travels, a recorded opening is worth nothing (new nonces each
+-- time), and pushes go only to a server that knows the secret. Without grpc.secret there are no links
 -- (the client port is public: anyone could push), the pushes go by NotifyBatch. Then 1205
 -- {items = [{u, m, b} | {us, m, b}]} -> 1206 {error, missed = [index, ...]} and 1207 -> 1208
 -- while idle (the peer closes a connection silent for chat.heartbeat_timeout_ms).
@@ -46,6 +49,12 @@ local function secret() return host.config.grpc.secret or nil end
 local function mac_of(nonce, dialler, peer)
     return host.crypto.hmac_sha256(secret(), "chathost push link|" .. nonce .. "|" .. dialler
         .. "|" .. peer)
+end
+
+-- The answering side's proof (1204), over the dialler's nonce and its own.
+local function answer_mac_of(dnonce, nonce, peer, dialler)
+    return host.crypto.hmac_sha256(secret(), "chathost push link answer|" .. dnonce .. "|"
+        .. nonce .. "|" .. peer .. "|" .. dialler)
 end
 
 -- ---- the dialling side ------------------------------------------------------------------
@@ -196,10 +205,16 @@ local function dial(name, h, port)
     if r and r.name ~= name then r, err = nil, "the server there is " .. tostring(r.name) end
     if r and type(r.nonce) ~= "string" then r, err = nil, "no nonce" end
     if r then
-        local mac = mac_of(r.nonce, settings.name, name)
-        ok, err = sock:send_frame(M.AUTH, encode { mac = mac })
+        local nonce, dnonce = r.nonce, host.crypto.random_hex(16)
+        ok, err = sock:send_frame(M.AUTH, encode { mac = mac_of(nonce, settings.name, name),
+            nonce = dnonce })
         r = nil
         if ok then r, err = opening_answer(sock, M.AUTH + 1) end
+        -- and the peer's proof: pushes go only to a server that knows the secret too
+        if r and (type(r.mac) ~= "string" or not host.crypto.constant_time_equal(r.mac,
+                answer_mac_of(dnonce, nonce, name, settings.name))) then
+            r, err = nil, "wrong proof of grpc.secret in its 1204"
+        end
     end
     if not r then
         sock:close()
@@ -370,10 +385,15 @@ function M.auth(session, body)
         session:close("push link not authenticated")
         return nil
     end
+    local dnonce = body.nonce
+    if type(dnonce) ~= "string" or #dnonce < 16 or #dnonce > 128 then
+        return { error = errors.InvalidParams, field = "nonce" }
+    end
     session.data.link_peer = h.name
     local max_body = session:keep_open(LINK_MAX_BODY)
     host.log.info("push link from ", h.name, " (", session.peer, ") open")
-    return { error = errors.Success, max_body = max_body }
+    return { error = errors.Success, max_body = max_body,
+        mac = answer_mac_of(dnonce, h.nonce, settings.name, h.name) }
 end
 
 local function linked(session)

@@ -208,6 +208,34 @@ describe("chat push link", function()
         end
     end)
 
+    it("holds a sender back once chat.push_queue_max pushes wait behind a full window", function()
+        -- chat.push_queue_max 2 (the default): a sender may have 3 pushes to a peer queued or
+        -- unanswered; the window (2 batches) holds q1 and q2, q3 waits in the queue
+        local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
+        said(ca, cb, a, b, thread, "warm")
+        settled(chat1)
+        local lost = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
+        assert(chat2.proc:kill("STOP"))
+        stopped = true
+        for i = 1, 3 do
+            assert.equal(0, assert(ca:request(1017, text(a, b, thread, "q" .. i))).error)
+        end
+        -- q4 is stored and acked, then its handler waits for room: the next request waits too
+        assert.equal(0, assert(ca:request(1017, text(a, b, thread, "q4"))).error)
+        assert(ca:send(1023, { fromuid = a.uid }))
+        assert.is_nil(ca:wait_push(1024, 300))
+        resume() -- before chat.push_timeout_ms
+        assert.same({ error = 0 }, ca:wait_push(1024, 5000))
+        for i = 1, 4 do
+            assert.equal("q" .. i, assert(cb:wait_push(1019, 5000)).chat_datas[1].content)
+        end
+        settled(chat1)
+        assert.equal(lost, cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0))
+        assert.equal(0, cluster.metric(chat1, "chathost_chat_pushes_dropped_total", 0))
+        ca:close()
+        cb:close()
+    end)
+
     it("gives up the pushes a stopped peer leaves unanswered and opens a new link", function()
         local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
         said(ca, cb, a, b, thread, "warm")

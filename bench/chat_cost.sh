@@ -13,7 +13,8 @@
 # per message = (instructions of the long run - of the short) / (messages of the long run -
 # of the short): the logins and set-up of each run cancel out. The Redis commands per
 # message are counted the same way (INFO commandstats). Needs valgrind. CG_DIR=DIR keeps each
-# server's profile of the long run there, for callgrind_annotate.
+# server's profile of the long run there, for callgrind_annotate. CHAT_EXTRA: more fields of
+# the chat section, e.g. CHAT_EXTRA="push_link = false," (as in bench/stores.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
@@ -30,7 +31,7 @@ return {
   migrations = { dir = "$ROOT/sql" },
   redis = { port = $REDIS_PORT, pool_size = 4 },
   mysql = { port = $MYSQL_PORT, password = "benchpw", database = "chathost_bench", pool_size = 8 },
-  chat = { instances = {
+  chat = { ${CHAT_EXTRA:-} instances = {
     b1 = { port = $P1, rpc_port = $R1, admin_port = 0 },
     b2 = { port = $P2, rpc_port = $R2, admin_port = 0 } } },
 }

@@ -104,7 +104,10 @@ local function down(l, why)
     l.open = false
     if links[l.name] == l then links[l.name] = nil end
     l.sock:close()
-    if not l.retired or l.npending > 0 then
+    if l.npending == 0 and (l.retired or why == "closed") then
+        -- nothing lost: a retired link, or a peer that closed an idle link (it stopped)
+        host.log.info("push link to ", l.name, " closed (", tostring(why), ")")
+    else
         host.log.warn("push link to ", l.name, " down: ", tostring(why), "; ", l.npending,
             " batch(es) unanswered follow their users")
         inc("chathost_chat_push_link_failures_total", 1, nil,

@@ -16,25 +16,8 @@ local BATCH = { method = "ChatService.NotifyBatch" }
 local CALLS = "chathost_grpc_client_calls_total"
 local READS = "chathost_chat_push_location_reads_total"
 
-local function text(from, to, thread, content)
-    return { fromuid = from.uid, touid = to.uid, thread_id = thread,
-        text_array = { { content = content, unique_id = "{" .. content .. "}" } } }
-end
-
+local text, pair, said = cluster.text, cluster.pair, cluster.said
 local fake_peer = cluster.fake_peer
-
--- a logged in on the server at from_port, b on to_port, friends: -> a, b, thread, ca, cb
-local function pair(from_port, to_port)
-    local a, b = cluster.user(), cluster.user()
-    local thread = cluster.befriend(a, b)
-    return a, b, thread, cluster.login(from_port, a), cluster.login(to_port, b)
-end
-
--- a's text to b is acked (client ca) and pushed to the client got
-local function said(ca, got, a, b, thread, content)
-    assert.equal(0, assert(ca:request(1017, text(a, b, thread, content))).error)
-    assert.equal(content, assert(got:wait_push(1019, 5000)).chat_datas[1].content)
-end
 
 describe("chat pushes to a peer server", function()
     local cl, chat1, chat2, chat3, chat4
@@ -69,12 +52,7 @@ describe("chat pushes to a peer server", function()
     end
 
     -- Every push of role has ended (its answer is in, so is the call's count).
-    local function settled(role)
-        assert(util.wait_until(function()
-            return cluster.metric(role, "chathost_chat_pushes_queue_done_total", 0)
-                == cluster.metric(role, "chathost_chat_pushes_queued_total", 0)
-        end, 5000, role.name .. "'s pushes to end"))
-    end
+    local function settled(role) cluster.settled(role, 5000) end
 
     -- Every a_i sends k texts without waiting for the acks; each b_i gets them in order.
     local function exchange(from, to, n, k)

@@ -18,22 +18,7 @@ local BATCHES = "chathost_chat_push_link_batches_total"
 local ITEMS = "chathost_chat_push_link_items_total"
 local FAILURES = "chathost_chat_push_link_failures_total"
 
-local function text(from, to, thread, content)
-    return { fromuid = from.uid, touid = to.uid, thread_id = thread,
-        text_array = { { content = content, unique_id = "{" .. content .. "}" } } }
-end
-
--- a logged in on from_port, b on to_port, friends: -> a, b, thread, ca, cb
-local function pair(from_port, to_port)
-    local a, b = cluster.user(), cluster.user()
-    local thread = cluster.befriend(a, b)
-    return a, b, thread, cluster.login(from_port, a), cluster.login(to_port, b)
-end
-
-local function said(ca, got, a, b, thread, content)
-    assert.equal(0, assert(ca:request(1017, text(a, b, thread, content))).error)
-    assert.equal(content, assert(got:wait_push(1019, 5000)).chat_datas[1].content)
-end
+local text, pair, said = cluster.text, cluster.pair, cluster.said
 
 local function mac(nonce, dialler, peer)
     return host.crypto.hmac_sha256(host.config.grpc.secret,
@@ -41,11 +26,38 @@ local function mac(nonce, dialler, peer)
 end
 
 -- Every push of role has ended (answered, or given up).
-local function settled(role)
-    assert(util.wait_until(function()
-        return cluster.metric(role, "chathost_chat_pushes_queue_done_total", 0)
-            == cluster.metric(role, "chathost_chat_pushes_queued_total", 0)
-    end, 8000, role.name .. "'s pushes to end"))
+local function settled(role) cluster.settled(role, 8000) end
+
+-- A peer server announced as name with its client port at port (what a push link dials)
+-- and its gRPC a server in this process that takes every NotifyBatch item and records its
+-- touid in got: -> got, close() (the announcement and the server gone)
+local function announced(name, port)
+    local got = {}
+    local grpc = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = {
+        ["ChatService.NotifyBatch"] = function(req)
+            local errors = {}
+            for i, it in ipairs(req.items) do
+                got[#got + 1] = it.touid
+                errors[i] = 0
+            end
+            return { error = 0, errors = errors }
+        end } })
+    assert(redis.call("SET", "chatserver_" .. name, host.json.encode { host = "127.0.0.1",
+        port = port, rpc = "127.0.0.1:" .. grpc.port }, "EX", 600))
+    return got, function()
+        redis.call("DEL", "chatserver_" .. name)
+        grpc:close()
+    end
+end
+
+-- a logged in on the chat server at port and c, friends, Redis placing c on server name:
+-- -> a, c, thread, a's client
+local function sender_to(port, name)
+    local a, c = cluster.user(), cluster.user()
+    local thread = cluster.befriend(a, c)
+    local ca = cluster.login(port, a)
+    assert(redis.call("SET", "uip_" .. c.uid, name, "EX", 600))
+    return a, c, thread, ca
 end
 
 describe("chat push link", function()
@@ -271,27 +283,14 @@ describe("chat push link", function()
     end)
 
     it("sends NotifyBatch to a peer whose client port does not answer the link", function()
-        local got = {}
-        local name = "nolink" .. host.crypto.random_hex(3) -- announced with port 1: refused
-        local fake = cluster.fake_peer(name, {
-            ["ChatService.NotifyBatch"] = function(req)
-                local errors = {}
-                for i, it in ipairs(req.items) do
-                    got[#got + 1] = it.touid
-                    errors[i] = 0
-                end
-                return { error = 0, errors = errors }
-            end })
-        local a, c = cluster.user(), cluster.user()
-        local thread = cluster.befriend(a, c)
-        local ca = cluster.login(chat1.port, a)
-        assert(redis.call("SET", "uip_" .. c.uid, name, "EX", 600))
+        local name = "nolink" .. host.crypto.random_hex(3)
+        local got, close = announced(name, 1) -- port 1: refused
+        local a, c, thread, ca = sender_to(chat1.port, name)
         assert.equal(0, assert(ca:request(1017, text(a, c, thread, "by call"))).error)
         assert(util.wait_until(function() return #got == 1 end, 5000, "the NotifyBatch call"))
         assert.same({ c.uid }, got)
         assert.matches("push link to " .. name .. " %([^)]*%) not opened", chat1:log())
-        fake:close()
-        redis.call("DEL", "chatserver_" .. name)
+        close()
         ca:close()
     end)
 
@@ -300,19 +299,9 @@ describe("chat push link", function()
         -- does), announced with a gRPC peer that takes NotifyBatch
         local old = assert(host.chat.serve { address = "127.0.0.1:0", name = "old",
             handlers = function() return { messages = {} } end })
-        local got = {}
-        local grpc = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = {
-            ["ChatService.NotifyBatch"] = function(req)
-                for _, it in ipairs(req.items) do got[#got + 1] = it.touid end
-                return { error = 0, errors = { 0 } }
-            end } })
         local name = "old" .. host.crypto.random_hex(3)
-        assert(redis.call("SET", "chatserver_" .. name, host.json.encode { host = "127.0.0.1",
-            port = old.port, rpc = "127.0.0.1:" .. grpc.port }, "EX", 600))
-        local a, c = cluster.user(), cluster.user()
-        local thread = cluster.befriend(a, c)
-        local ca = cluster.login(chat1.port, a)
-        assert(redis.call("SET", "uip_" .. c.uid, name, "EX", 600))
+        local got, close = announced(name, old.port)
+        local a, c, thread, ca = sender_to(chat1.port, name)
         local refused = "push link to " .. name .. " %([^)]*%) not opened: timeout; pushes go by NotifyBatch for "
         for i = 1, 3 do
             assert.equal(0, assert(ca:request(1017, text(a, c, thread, "o" .. i))).error)
@@ -329,9 +318,8 @@ describe("chat push link", function()
             2 * PUSH_TIMEOUT_MS + 2000, "the second opening to fail"))
         assert.same({ c.uid, c.uid, c.uid, c.uid }, got)
         ca:close()
-        redis.call("DEL", "chatserver_" .. name)
+        close()
         old:close()
-        grpc:close()
     end)
 
     it("sends no push over a link to a server that cannot prove grpc.secret", function()
@@ -343,18 +331,8 @@ describe("chat push link", function()
                 [1203] = function() return { error = 0, max_body = 65535, mac = string.rep("0", 64) } end,
                 [1205] = function() error("a push reached the impostor") end,
             } } end })
-        local got = {}
-        local grpc = assert(host.grpc.serve { address = "127.0.0.1:0", handlers = {
-            ["ChatService.NotifyBatch"] = function(req)
-                for _, it in ipairs(req.items) do got[#got + 1] = it.touid end
-                return { error = 0, errors = { 0 } }
-            end } })
-        assert(redis.call("SET", "chatserver_" .. name, host.json.encode { host = "127.0.0.1",
-            port = fake.port, rpc = "127.0.0.1:" .. grpc.port }, "EX", 600))
-        local a, c = cluster.user(), cluster.user()
-        local thread = cluster.befriend(a, c)
-        local ca = cluster.login(chat1.port, a)
-        assert(redis.call("SET", "uip_" .. c.uid, name, "EX", 600))
+        local got, close = announced(name, fake.port)
+        local a, c, thread, ca = sender_to(chat1.port, name)
         assert.equal(0, assert(ca:request(1017, text(a, c, thread, "x1"))).error)
         assert(util.wait_until(function()
             return chat1:log():match("push link to " .. name .. " %([^)]*%) not opened: wrong proof")
@@ -362,9 +340,8 @@ describe("chat push link", function()
         assert.equal(0, assert(ca:request(1017, text(a, c, thread, "x2"))).error)
         assert(util.wait_until(function() return #got == 2 end, 5000, "both pushes by calls"))
         ca:close()
-        redis.call("DEL", "chatserver_" .. name)
+        close()
         fake:close()
-        grpc:close()
     end)
 
     it("dials a new link after a reload, and delivers across it", function()

@@ -148,6 +148,16 @@ end
 
 local function ping_ms() return math.max(50, math.floor(settings.heartbeat_timeout_ms / 3)) end
 
+-- The oldest batch of l has had no answer for chat.push_timeout_ms: l goes down. -> true then
+local function overdue(l)
+    local oldest = l.pending[l.pending.head]
+    if not (oldest and host.timer.monotonic() - oldest.at > settings.rpc_timeout_ms) then
+        return false
+    end
+    down(l, "no answer in " .. settings.rpc_timeout_ms .. " ms (chat.push_timeout_ms)")
+    return true
+end
+
 -- The link's reader: answers in order, a ping while idle, the deadline of the oldest batch.
 local function read_frames(l)
     local wait = math.min(settings.rpc_timeout_ms, ping_ms())
@@ -162,15 +172,10 @@ local function read_frames(l)
         elseif body ~= "timeout" then
             down(l, body)
         end
-        local now = host.timer.monotonic()
-        local oldest = l.open and l.pending[l.pending.head]
-        if oldest and now - oldest.at > settings.rpc_timeout_ms then
-            down(l, "no answer in " .. settings.rpc_timeout_ms .. " ms (chat.push_timeout_ms)")
-        elseif l.open and l.retired and l.npending == 0 and not l.sending then
-            l.open = false
-            if links[l.name] == l then links[l.name] = nil end
-            l.sock:close()
-        elseif l.open and not oldest and not l.sending and now - l.last_send >= ping_ms() then
+        if not l.open or overdue(l) or l.sending then -- (nothing more to do this turn)
+        elseif l.retired and l.npending == 0 then
+            down(l, "retired") -- (an info line: nothing lost)
+        elseif l.npending == 0 and host.timer.monotonic() - l.last_send >= ping_ms() then
             local ok, err = send(l, M.PING, "{}")
             if not ok then down(l, err) end
         end
@@ -254,10 +259,7 @@ local function open(name, h, port)
     links[name] = l
     if old and old.open then
         old.retired = true -- its reader closes it once its batches are answered
-        if old.npending == 0 and not old.sending then
-            old.open = false
-            old.sock:close()
-        end
+        if old.npending == 0 and not old.sending then down(old, "replaced") end
     end
     inc("chathost_chat_push_link_opened_total", 1, nil, "push links opened to peer chat servers")
     host.log.info("push link to ", name, " (", h, ":", port, ") open")
@@ -292,11 +294,7 @@ end
 -- same, this bounds the wait even without it).
 local function await_answer(l)
     if not l.room then l.room = host.promise() end
-    if l.room:wait(settings.rpc_timeout_ms) then return end
-    local oldest = l.pending[l.pending.head]
-    if oldest and host.timer.monotonic() - oldest.at > settings.rpc_timeout_ms then
-        down(l, "no answer in " .. settings.rpc_timeout_ms .. " ms (chat.push_timeout_ms)")
-    end
+    if not l.room:wait(settings.rpc_timeout_ms) then overdue(l) end
 end
 
 -- M.drain(l): waits until every batch l carries is answered (or l is down): what goes by

@@ -266,6 +266,25 @@ local function send_one_by_one(server, items)
     end
 end
 
+-- The end of a batch sent to server, by a call or the push link: delivered(i) says whether
+-- item i reached its user there (those are done); the others follow their users. delivered
+-- nil: the call or the link failed (why) before any answer, and what cannot follow is
+-- given up, counted and logged.
+local function conclude(server, items, delivered, why)
+    local missed = {}
+    for i, it in ipairs(items) do
+        if delivered and delivered(i) then finish(it) else missed[#missed + 1] = it end
+    end
+    if #missed == 0 then return end
+    local lost = follow(server, missed)
+    if lost > 0 and not delivered then
+        host.metrics.inc("chathost_chat_pushes_failed_total", lost, nil,
+            "pushes given up: the call to the peer chat server failed, the user was nowhere else")
+        host.log.warn("pushes to ", server, " given up: ", lost, " (", why,
+            "; the messages are stored)")
+    end
+end
+
 -- One call with items; -> nothing (every item is finished or queued elsewhere)
 local function send_batch(server, peer, items)
     local now = host.timer.monotonic()
@@ -285,22 +304,8 @@ local function send_batch(server, peer, items)
         peer.legacy_at = host.timer.monotonic()
         return send_one_by_one(server, items)
     end
-    local missed = {}
-    for i, it in ipairs(items) do
-        if rsp and rsp.error == 0 and rsp.errors[i] == 0 then
-            finish(it)
-        else
-            missed[#missed + 1] = it
-        end
-    end
-    if #missed == 0 then return end
-    local lost = follow(server, missed)
-    if lost > 0 and not rsp then
-        host.metrics.inc("chathost_chat_pushes_failed_total", lost, nil,
-            "pushes given up: the call to the peer chat server failed, the user was nowhere else")
-        host.log.warn("pushes to ", server, " given up: ", lost, " (", tostring(err),
-            "; the messages are stored)")
-    end
+    conclude(server, items, rsp and function(i) return rsp.error == 0 and rsp.errors[i] == 0 end,
+        tostring(err))
 end
 
 -- The next call's items: the oldest, up to chat.push_batch_max and BATCH_BYTES of bodies.
@@ -316,26 +321,12 @@ local function next_items(q)
 end
 
 -- A batch the push link carried is answered: missed = the indexes of the items the peer
--- delivered to nobody, which follow their users; nil when the link failed first (why),
--- and then every item follows, as after a failed call.
+-- delivered to nobody; nil when the link failed first (why).
 local function settle_link(server, items, missed, why)
-    local away = items
-    if missed then
-        local miss = {}
-        for _, i in ipairs(missed) do miss[i] = true end
-        away = {}
-        for i, it in ipairs(items) do
-            if miss[i] then away[#away + 1] = it else finish(it) end
-        end
-        if #away == 0 then return end
-    end
-    local lost = follow(server, away)
-    if lost > 0 and not missed then
-        host.metrics.inc("chathost_chat_pushes_failed_total", lost, nil,
-            "pushes given up: the call to the peer chat server failed, the user was nowhere else")
-        host.log.warn("pushes to ", server, " given up: ", lost, " (push link: ", tostring(why),
-            "; the messages are stored)")
-    end
+    local miss = {}
+    for _, i in ipairs(missed or {}) do miss[i] = true end
+    conclude(server, items, missed and function(i) return not miss[i] end,
+        "push link: " .. tostring(why))
 end
 
 -- The next batch by the push link to server, if there is one: -> true (sent, or handed to
@@ -358,13 +349,10 @@ end
 send = function(server, peer)
     if settings.push_batch_window_ms > 0 then host.timer.sleep(settings.push_batch_window_ms) end
     while not empty(peer.queue) do
-        local items
-        local linked, lerr = pcall(send_linked, server, peer)
-        if not linked then host.log.error("pushes to ", server, " (push link): ", tostring(lerr)) end
-        if linked and lerr then
-            items = nil
-        else
-            items = next_items(peer.queue)
+        local linked, sent = pcall(send_linked, server, peer)
+        if not linked then host.log.error("pushes to ", server, " (push link): ", tostring(sent)) end
+        if not (linked and sent) then
+            local items = next_items(peer.queue)
             local ok, err = pcall(send_batch, server, peer, items)
             if not ok then
                 host.log.error("pushes to ", server, ": ", tostring(err))

@@ -161,6 +161,39 @@ function M.befriend(a, b, opts)
     return t.insert_id
 end
 
+-- text(from, to, thread, content) -> a 1017 body: one text from user from to user to
+function M.text(from, to, thread, content)
+    return { fromuid = from.uid, touid = to.uid, thread_id = thread,
+        text_array = { { content = content, unique_id = "{" .. content .. "}" } } }
+end
+
+-- pair(from_port, to_port) -> a, b, thread, ca, cb: friends a logged in on from_port (client
+-- ca) and b on to_port (client cb)
+function M.pair(from_port, to_port)
+    local a, b = M.user(), M.user()
+    local thread = M.befriend(a, b)
+    return a, b, thread, M.login(from_port, a), M.login(to_port, b)
+end
+
+-- said(ca, got, a, b, thread, content): a's text to b is acked (client ca) and pushed to the
+-- client got
+function M.said(ca, got, a, b, thread, content)
+    local ack = assert(ca:request(1017, M.text(a, b, thread, content)))
+    assert(ack.error == 0, "text " .. content .. " answered " .. host.json.encode(ack))
+    local push = assert(got:wait_push(1019, 5000))
+    assert(push.chat_datas[1].content == content,
+        "expected the push of " .. content .. ", got " .. host.json.encode(push))
+end
+
+-- settled(role, timeout_ms): every push role queued for a peer has ended (answered, or
+-- given up: its counts are in)
+function M.settled(role, timeout_ms)
+    assert(util.wait_until(function()
+        return M.metric(role, "chathost_chat_pushes_queue_done_total", 0)
+            == M.metric(role, "chathost_chat_pushes_queued_total", 0)
+    end, timeout_ms, role.name .. "'s pushes to end"))
+end
+
 -- metric(role, name, absent?, labels?) -> the value of a series without labels in the
 -- role's /metrics; with labels ({method = "...", ...}), the sum of the series of name whose
 -- labels include those (each label="value" as written). A missing series raises (fails the

@@ -25,6 +25,12 @@ local function mac(nonce, dialler, peer)
         "chathost push link|" .. nonce .. "|" .. dialler .. "|" .. peer)
 end
 
+-- the answering server's proof in 1204
+local function answer_mac(dnonce, nonce, peer, dialler)
+    return host.crypto.hmac_sha256(host.config.grpc.secret,
+        "chathost push link answer|" .. dnonce .. "|" .. nonce .. "|" .. peer .. "|" .. dialler)
+end
+
 -- Every push of role has ended (answered, or given up).
 local function settled(role) cluster.settled(role, 8000) end
 
@@ -152,8 +158,8 @@ describe("chat push link", function()
         -- the answer proves chat2 knows the secret too, over both nonces
         local dnonce = host.crypto.random_hex(16)
         local ok = assert(l:request(1203, { mac = mac(hello.nonce, "spec", chat2.name), nonce = dnonce }))
-        assert.same({ error = 0, max_body = 65535, mac = host.crypto.hmac_sha256(host.config.grpc.secret,
-            "chathost push link answer|" .. dnonce .. "|" .. hello.nonce .. "|" .. chat2.name .. "|spec") }, ok)
+        assert.same({ error = 0, max_body = 65535,
+            mac = answer_mac(dnonce, hello.nonce, chat2.name, "spec") }, ok)
         local body = host.json.encode { fromuid = 1, touid = b.uid, chat_datas = { { content = "linked" } } }
         local r = assert(l:request(1205, { items = {
             { u = b.uid, m = 1019, b = body },
@@ -320,6 +326,45 @@ describe("chat push link", function()
         ca:close()
         close()
         old:close()
+    end)
+
+    it("takes a link down whose peer sends a frame that answers nothing", function()
+        -- a peer that opens the link properly, then sends a 1019 on it before its answer
+        local name = "odd" .. host.crypto.random_hex(3)
+        local NONCE = string.rep("b", 32)
+        local odd = assert(host.chat.serve { address = "127.0.0.1:0", name = "oddlink",
+            handlers = function() return { messages = {
+                [1201] = function() return { error = 0, name = name, nonce = NONCE } end,
+                [1203] = function(_, body)
+                    return { error = 0, max_body = 65535,
+                        mac = answer_mac(body.nonce, NONCE, name, chat1.name) }
+                end,
+                [1205] = function(session)
+                    session:send(1019, {})
+                    return { error = 0, missed = {} }
+                end,
+            } } end })
+        local got, close = announced(name, odd.port)
+        local a, c, thread, ca = sender_to(chat1.port, name)
+        local opened, failures = cluster.metric(chat1, OPENED, 0), cluster.metric(chat1, FAILURES, 0)
+        local lost = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
+        -- the first push goes by a call while the link opens
+        assert.equal(0, assert(ca:request(1017, text(a, c, thread, "y1"))).error)
+        assert(util.wait_until(function() return cluster.metric(chat1, OPENED, 0) == opened + 1 end,
+            5000, "the link to open"))
+        assert.equal(0, assert(ca:request(1017, text(a, c, thread, "y2"))).error)
+        assert(util.wait_until(function() return cluster.metric(chat1, FAILURES, 0) == failures + 1 end,
+            5000, "the link to go down"))
+        assert.matches("push link to " .. name .. " down: unexpected frame 1019; 1 batch%(es%) unanswered",
+            chat1:log())
+        -- y2's batch is handed back: c is still placed there, so it is given up and counted
+        assert(util.wait_until(function()
+            return cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0) == lost + 1
+        end, 5000, "y2 to be given up"))
+        assert.same({ c.uid }, got) -- y1, by the call
+        ca:close()
+        close()
+        odd:close()
     end)
 
     it("sends no push over a link to a server that cannot prove grpc.secret", function()

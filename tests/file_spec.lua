@@ -56,6 +56,28 @@ describe("host.file", function()
         assert(f:close())
     end)
 
+    it("reads what the page cache holds whole on the loop, the rest on the pool, the same bytes", function()
+        local bytes = {}
+        for i = 1, 300 * 1024 / 64 do bytes[i] = ("%063d\n"):format(i) end
+        bytes = table.concat(bytes)
+        host.fs.write(dir .. "/cached", bytes) -- just written: in the page cache
+        local f = assert(file.open(dir .. "/cached", "r"))
+        local s0 = file.stats()
+        assert.equal(bytes:sub(1001, 33768), f:read(1000, 32768))
+        assert.equal(host.crypto.base64_encode(bytes:sub(1, 32768)), f:read_base64(0, 32768))
+        local s1 = file.stats()
+        assert.equal(s0.reads_cached + 2, s1.reads_cached)
+        assert.equal(s0.reads_pool, s1.reads_pool)
+        -- past the end (a short read) and over 256 KiB: the pool's, as before
+        assert.equal(bytes:sub(#bytes - 9), f:read(#bytes - 10, 100))
+        assert.equal(bytes:sub(1, 262145), f:read(0, 262145))
+        assert.equal(host.crypto.base64_encode(bytes:sub(#bytes - 2)), f:read_base64(#bytes - 3, 10))
+        local s2 = file.stats()
+        assert.equal(s1.reads_cached, s2.reads_cached)
+        assert.equal(s1.reads_pool + 3, s2.reads_pool)
+        assert(f:close())
+    end)
+
     it("opens \"w\" without truncating, \"wx\" only new files, \"r\" only existing ones", function()
         host.fs.write(dir .. "/b", "0123456789")
         local f = assert(file.open(dir .. "/b", "w"))

@@ -73,10 +73,19 @@ end
 -- what a read then would give. A request for another seq reads as before. Chunks are read
 -- as base64 (f:read_base64: encoded on the pool thread that reads them), the reply's data.
 
--- ahead(d, seq, offset, n): chunk seq (n bytes at offset) of the kept file is read now
+-- A chunk the page cache holds is read and encoded on the loop (host.file's read_cached),
+-- so the read-ahead starts once this chunk's reply is on its way: its task sleeps 0 ms
+-- first (the replies are written at the end of the loop's turn, the timer fires in the
+-- next one), and the client's turn to ask for the next chunk overlaps the read.
+-- ahead(d, seq, offset, n): chunk seq (n bytes at offset) of the kept file is read next
 local function ahead(d, seq, offset, n)
     local f = d.f
-    d.ahead = { seq = seq, h = host.spawn(function() return f:read_base64(offset, n) end) }
+    d.ahead = { seq = seq, h = host.spawn(function()
+        host.timer.sleep(0)
+        local ok, text, err = pcall(f.read_base64, f, offset, n) -- (closed meanwhile: dropped)
+        if not ok then return nil, text end
+        return text, err
+    end) }
 end
 
 -- The read-ahead of chunk seq, if that is the one made -> base64 | nil, err | false (none)

@@ -26,6 +26,7 @@
 #define FILE_MT "chathost.file"
 #define READ_MAX (16 << 20)     /* f:read(offset, n): n at most this (a script's mistake) */
 #define HASH_CHUNK (64 * 1024)  /* sha256 reads the file this much at a time */
+#define TALLY_MAX (1 << 20)     /* f:write's tally region: at most this many bytes */
 #define HELD_MAX 1024           /* f:hash_start(max_held): at most this (a script's mistake) */
 #define WRITEBACK_STEP (1 << 20) /* a hashed prefix starts its writeback this much at a time */
 #define INLINE_READ_MAX (256 * 1024) /* a read the page cache answers whole, up to this, is
@@ -82,6 +83,8 @@ struct fjob {
     size_t len;
     int data_ref;
     char *buf;                          /* read: what was read (len bytes) */
+    int64_t tally_at, tally_from;       /* write with a tally: its byte, its region (-1: none) */
+    size_t tally_n, tallied;            /* the region's length; its nonzero bytes after */
     struct stat st;
     int stat_ok;                        /* open: st is the opened file's */
     char hex[crypto_hash_sha256_BYTES * 2 + 1];
@@ -364,6 +367,7 @@ static fjob *job_new(struct app *app, void (*run)(fjob *), int (*push)(fjob *, l
     j->what = what;
     j->data_ref = LUA_NOREF;
     j->fd = -1;
+    j->tally_at = -1;
     j->work.data = j;
     return j;
 }
@@ -480,6 +484,37 @@ static int64_t check_offset(lua_State *L, int idx) {
     return (int64_t)off;
 }
 
+/* After a write with a tally: its byte set (outside any running hash: the tally is not the
+ * file's content) and the region read back, its nonzero bytes counted. */
+static void tally_run(fjob *j) {
+    static const char one = 1;
+    ssize_t n;
+    if (j->tally_at >= j->offset && j->tally_at < j->offset + (int64_t)j->len) {
+        j->what = "a tally byte among the bytes written to"; /* (base64: known once decoded) */
+        j->err = EINVAL;
+        return;
+    }
+    do n = pwrite(j->file->fd, &one, 1, (off_t)j->tally_at);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) {
+        j->err = n < 0 ? errno : EIO;
+        return;
+    }
+    unsigned char *r = xmalloc(j->tally_n);
+    size_t got = 0;
+    while (got < j->tally_n) {
+        n = pread(j->file->fd, r + got, j->tally_n - got, (off_t)j->tally_from + (off_t)got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break; /* the end of the file: the rest is not set */
+        got += (size_t)n;
+    }
+    if (n < 0) j->err = errno;
+    size_t c = 0;
+    for (size_t i = 0; i < got; i++) c += r[i] != 0;
+    free(r);
+    j->tallied = c;
+}
+
 static void write_run(fjob *j) {
     size_t done = 0;
     while (done < j->len) {
@@ -492,6 +527,7 @@ static void write_run(fjob *j) {
         done += (size_t)n;
     }
     if (j->file->rh) rh_wrote(j->file, j->offset, j->data, j->len, j->err == 0);
+    if (!j->err && j->tally_at >= 0) tally_run(j);
 }
 
 /* The base64 of a write_base64 job decoded into a buffer of its own (the Lua string stays
@@ -511,17 +547,43 @@ static void write_base64_run(fjob *j) {
     write_run(j);
 }
 
-/* A write job of the Lua string at idx 3 (anchored until job_done) -> f:write's results */
+static int push_tallied(fjob *j, lua_State *co) {
+    lua_pushboolean(co, 1);
+    lua_pushinteger(co, (lua_Integer)j->tallied);
+    return 2;
+}
+
+/* A write job of the Lua string at idx 3 (anchored until job_done), with the tally at idx 4
+ * if any -> f:write's results */
 static int submit_write(lua_State *L, file_t *f, void (*run)(fjob *), const char *fname) {
     int64_t off = check_offset(L, 2);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
     rh_foreign_write(f);
-    fjob *j = job_new(f->app, run, push_true, "cannot write");
+    int64_t at = -1, from = 0;
+    lua_Integer tn = 0;
+    if (!lua_isnoneornil(L, 4)) { /* the tally: {at=, from=, n=} */
+        luaL_checktype(L, 4, LUA_TTABLE);
+        lua_getfield(L, 4, "at");
+        lua_getfield(L, 4, "from");
+        lua_getfield(L, 4, "n");
+        at = check_offset(L, -3);
+        from = check_offset(L, -2);
+        tn = luaL_checkinteger(L, -1);
+        lua_pop(L, 3);
+        luaL_argcheck(L, tn >= 1 && tn <= TALLY_MAX && at >= from && at < from + tn, 4,
+                      "tally: n must be 1..1048576 and at within from..from+n-1");
+        luaL_argcheck(L, run != write_run || at >= off + (int64_t)len || at < off, 4,
+                      "tally: its byte must lie outside the bytes written");
+    }
+    fjob *j = job_new(f->app, run, at >= 0 ? push_tallied : push_true, "cannot write");
     j->file = f;
     j->offset = off;
     j->data = data;
     j->len = len;
+    j->tally_at = at;
+    j->tally_from = from;
+    j->tally_n = (size_t)tn;
     lua_pushvalue(L, 3);
     j->data_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the bytes stay put until job_done */
     return job_submit(L, j, fname);
@@ -631,6 +693,31 @@ static int l_sync(lua_State *L) {
     fjob *j = job_new(f->app, sync_run, push_true, "cannot sync");
     j->file = f;
     return job_submit(L, j, "file:sync");
+}
+
+static void truncate_run(fjob *j) {
+    if (ftruncate(j->file->fd, (off_t)j->offset) != 0) j->err = errno;
+}
+
+/* f:truncate(size) -> true | nil, err, code: the file is size bytes (cut, or extended with
+ * zeros). A running hash of the file (any handle) that covers or holds bytes past size is
+ * given up. */
+static int l_truncate(lua_State *L) {
+    file_t *f = check_file(L);
+    int64_t size = check_offset(L, 2);
+    struct files *fs = f->app->files;
+    for (file_t *h = fs->hashing ? fs->all : NULL; h; h = h->next) {
+        if (!h->rh || (h != f && (!f->known || !same_file(f, h)))) continue;
+        uv_mutex_lock(&h->rh->mu);
+        int cut = h->rh->end > size;
+        for (held *x = h->rh->held; x && !cut; x = x->next) cut = x->off + (int64_t)x->len > size;
+        if (cut) rh_invalidate(h->rh, "the file was truncated");
+        uv_mutex_unlock(&h->rh->mu);
+    }
+    fjob *j = job_new(f->app, truncate_run, push_true, "cannot truncate");
+    j->file = f;
+    j->offset = size;
+    return job_submit(L, j, "file:truncate");
 }
 
 /* Another handle of f's file with a job in flight (a write of it may be under way). */
@@ -946,7 +1033,8 @@ int file_open(lua_State *L) {
                                        {"read", l_read}, {"read_base64", l_read_base64},
                                        {"sync", l_sync}, {"hash_start", l_hash_start},
                                        {"digest", l_digest},
-                                       {"size", l_size},   {"close", l_file_close},
+                                       {"size", l_size},   {"truncate", l_truncate},
+                                       {"close", l_file_close},
                                        {NULL, NULL}};
     static const luaL_Reg fns[] = {
         {"open", l_open},     {"mkdirs", l_mkdirs}, {"rename", l_rename},

@@ -78,6 +78,44 @@ describe("host.file", function()
         assert(f:close())
     end)
 
+    it("sets a write's tally byte once the bytes are written and counts the tally's set bytes", function()
+        local f = assert(file.open(dir .. "/tally", "wx"))
+        local T = function(piece) return { at = 12 + piece - 1, from = 12, n = 3 } end
+        assert.same({ true, 1 }, { f:write(4, "efgh", T(2)) })
+        assert.same({ true, 2 }, { f:write_base64(8, host.crypto.base64_encode("ijkl"), T(3)) })
+        assert.same({ true, 2 }, { f:write(4, "EFGH", T(2)) }) -- again: still two
+        assert.same({ true, 3 }, { f:write(0, "abcd", T(1)) })
+        assert.equal("abcdEFGHijkl\1\1\1", host.fs.read(dir .. "/tally"))
+        -- a tally byte among the bytes written: a script's mistake, or (base64, known once
+        -- decoded) EINVAL with nothing tallied
+        local ok, err = pcall(f.write, f, 10, "xyz", { at = 11, from = 11, n = 1 })
+        assert.is_false(ok)
+        assert.matches("outside the bytes written", err)
+        for _, bad in ipairs({ { at = 5, from = 6, n = 2 }, { at = 1, from = 0, n = 0 } }) do
+            assert.is_false((pcall(f.write, f, 100, "x", bad)))
+        end
+        local none, why, code = f:write_base64(20, host.crypto.base64_encode("xyz"), { at = 21, from = 21, n = 1 })
+        assert.is_nil(none)
+        assert.equal("EINVAL", code)
+        assert.matches("a tally byte among the bytes written", why)
+        assert(f:close())
+    end)
+
+    it("truncates, and a running hash that covered the bytes cut is given up", function()
+        local f = assert(file.open(dir .. "/cut", "wx"))
+        assert.is_true(f:hash_start(8))
+        assert.is_true(f:write(0, "0123456789"))
+        assert.is_true(f:truncate(10)) -- nothing hashed is cut: still valid
+        assert.equal(file.sha256(dir .. "/cut"), f:digest(10))
+        assert.is_true(f:truncate(4))
+        assert.equal(4, f:size())
+        assert.equal("0123", host.fs.read(dir .. "/cut"))
+        local none, why = f:digest(4)
+        assert.is_nil(none)
+        assert.matches("truncated", why)
+        assert(f:close())
+    end)
+
     it("opens \"w\" without truncating, \"wx\" only new files, \"r\" only existing ones", function()
         host.fs.write(dir .. "/b", "0123456789")
         local f = assert(file.open(dir .. "/b", "w"))

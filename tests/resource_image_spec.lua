@@ -184,7 +184,6 @@ describe("resource image upload", function()
         local id = rc.upload_row(u.name).upload_id
         -- what the sweeper does to an upload past upload_ttl_s, from another connection's view
         assert(db.exec("UPDATE upload SET state = 2 WHERE upload_id = ?", id))
-        assert(redis.call("DEL", "upload_chunks_" .. id))
         -- this connection's kept row is not told; a first chunk on another one starts it again
         local c2 = assert(res.connect(role.port))
         assert.equal(0, assert(c2:request(1041, res.image_body(1041, u, 1))).error)
@@ -219,8 +218,8 @@ describe("resource image upload", function()
         local body = res.image_body(1043, u, 2)
         body.token = "0123456789abcdef0123456789abcdef"
         assert.equal(1010, assert(bad_token:request(1043, body)).error)
-        -- none of them wrote: only chunk 1 is marked
-        assert.equal(1, redis.call("BITCOUNT", "upload_chunks_" .. rc.upload_row(u.name).upload_id))
+        -- none of them wrote: only chunk 1 is tallied
+        assert.equal(1, (rc.tallied(role, u.name)))
         for _, x in ipairs({ c, intruder, s, bad_token }) do x:close() end
     end)
 
@@ -551,22 +550,22 @@ describe("resource session recheck", function()
         assert(redis.call("DEL", "restoken_" .. a.uid)) -- the chat session ended
         local r = assert(c:request(1037, res.image_body(1037, u, 2)))
         c:close()
-        return r, rc.upload_row(name).upload_id
+        return r, name
     end
 
     it("refuses the next request of a connection whose chat session ended (session_recheck_ms 0)", function()
         local role = rc.start { resource = { session_recheck_ms = 0 } }
-        local r, upload_id = after_logout(role)
+        local r, name = after_logout(role)
         assert.equal(1010, r.error)
-        assert.equal(1, redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
+        assert.equal(1, (rc.tallied(role, name)))
         role:stop()
     end)
 
     it("keeps a bound connection for session_recheck_ms without asking Redis again", function()
         local role = rc.start { resource = { session_recheck_ms = 3600000 } }
-        local r, upload_id = after_logout(role)
+        local r, name = after_logout(role)
         assert.equal(0, r.error)
-        assert.equal(2, redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
+        assert.equal(2, (rc.tallied(role, name)))
         role:stop()
     end)
 end)

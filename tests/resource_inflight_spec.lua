@@ -1,9 +1,10 @@
--- The resource role's chunks in flight (docs/protocol.md §13.4): a connection's next chunk
--- is written while the chunk before it still waits for its mark in Redis, the chunks
--- written meanwhile are marked together, the replies keep the order of the requests, at most resource.max_chunks_in_flight are in flight, and a
--- chunk resent while the upload completes is answered 0. Redis writes are held back with
--- CLIENT PAUSE WRITE (the chunk's mark is an EVAL: a write), which lifts itself after 5 s
--- if a test fails before its UNPAUSE.
+-- The resource role's chunks in flight (docs/protocol.md §13.4): a chunk costs no Redis
+-- command (its tally is in its partial file), a connection's next chunk is written while
+-- the chunk before it still waits (here: the last chunk's completion, held back in Redis),
+-- the replies keep the order of the requests, at most resource.max_chunks_in_flight are in
+-- flight, and a chunk resent while the upload completes is answered 0. Redis writes are
+-- held back with CLIENT PAUSE WRITE (the completion's claim is a SET: a write), which lifts
+-- itself after 5 s if a test fails before its UNPAUSE.
 local host = require "host"
 local cluster = require "helpers.chat_cluster"
 local res = require "helpers.res_client"
@@ -40,27 +41,16 @@ local function written(path, data, seq)
     return false
 end
 
--- The next frame on c -> id, body
-local function next_frame(c)
-    return assert(c:read_frame(5000))
+-- The next frame on c (within ms, 5000 unless given) -> id, body
+local function next_frame(c, ms)
+    return assert(c:read_frame(ms or 5000))
 end
 
 local function pause() assert(host.redis.call("CLIENT", "PAUSE", 5000, "WRITE")) end
 local function unpause() assert(host.redis.call("CLIENT", "UNPAUSE")) end
 
--- bit seq - 1 of an upload's chunk bitmap
-local function redis_bit(upload_id, seq)
-    return host.redis.call("GETBIT", "upload_chunks_" .. upload_id, seq - 1)
-end
-
--- EVAL commands Redis has run so far (the marks; nothing else here sends one)
-local function evals()
-    local info = assert(host.redis.call("INFO", "commandstats"))
-    return tonumber(info:match("cmdstat_eval:calls=(%d+)") or 0)
-end
-
--- Waits until a client's write (a chunk's mark) is held back by the pause -> true | false
-local function mark_held()
+-- Waits until a client's write (a completion's claim) is held back by the pause -> true | false
+local function write_held()
     local deadline = host.timer.monotonic() + 4000
     while host.timer.monotonic() < deadline do
         local info = assert(host.redis.call("INFO", "clients"))
@@ -70,16 +60,24 @@ local function mark_held()
     return false
 end
 
--- An upload of chunks (32 KiB each) begun on a new connection to role, then Redis writes
--- held back and chunks 2 and 3 sent -> c, u, the partial file's path
-local function two_sent(role, chunks)
-    local u = upload_of(chunks * CHUNK)
+-- An upload of 3 chunks begun on a new connection to role, chunk 2 answered, Redis writes
+-- held back and the last chunk sent: its completion waits (for the claim) -> c, u, the
+-- partial file's path
+local function last_held(role)
+    local u = upload_of(3 * CHUNK)
     local c = assert(res.connect(role.port))
     local path = started(role, c, u)
+    assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
     pause()
-    assert(c:send(1037, res.image_body(1037, u, 2)))
     assert(c:send(1037, res.image_body(1037, u, 3)))
+    assert.is_true(write_held())
     return c, u, path
+end
+
+-- u's data with chunk seq replaced by other bytes of its length
+local function other(u, seq)
+    local from, to = (seq - 1) * CHUNK + 1, math.min(seq * CHUNK, #u.data)
+    return u.data:sub(1, from - 1) .. ("z"):rep(to - from + 1) .. u.data:sub(to + 1)
 end
 
 describe("resource chunks in flight", function()
@@ -89,45 +87,39 @@ describe("resource chunks in flight", function()
     setup(function() role = rc.start() end)
     teardown(function() role:stop() end)
 
-    it("writes a connection's next chunk while the one before waits for its mark, and answers both in order", function()
-        local c, u, path = two_sent(role, 3)
-        local both = written(path, u.data, 3) -- chunk 2's mark is held back meanwhile
+    it("costs no Redis command per chunk: chunks are answered and tallied while Redis takes no write", function()
+        local u = upload_of(5 * CHUNK)
+        local c = assert(res.connect(role.port))
+        started(role, c, u)
+        pause()
+        for seq = 2, 4 do assert(c:send(1037, res.image_body(1037, u, seq))) end
+        for seq = 2, 4 do -- (well within the pause's 5 s)
+            local id, r = next_frame(c, 2000)
+            assert.same({ 1038, seq, 0 }, { id, r.seq, r.error })
+        end
         unpause()
-        assert.is_true(both)
-        local id2, r2 = next_frame(c)
-        local id3, r3 = next_frame(c)
-        assert.same({ 1038, 2, 0 }, { id2, r2.seq, r2.error })
-        assert.same({ 1038, 3, 0 }, { id3, r3.seq, r3.error })
-        local row = rc.upload_row(u.name)
-        assert.equal(1, row.state)
-        assert.equal(u.data, host.fs.read(role.files .. "/objects/" .. row.sha:sub(1, 2) .. "/" .. row.sha))
+        local n, set = rc.tallied(role, u.name)
+        assert.equal(4, n)
+        assert.is_nil(set[5])
         c:close()
     end)
 
-    it("marks the chunks written while an earlier chunk's mark waits with one command", function()
-        local u = upload_of(5 * CHUNK)
-        local c = assert(res.connect(role.port))
-        local path = started(role, c, u)
-        pause()
-        assert(c:send(1037, res.image_body(1037, u, 2)))
-        -- chunk 2's mark is held back by Redis before 3 and 4 are sent (were they written
-        -- before chunk 2's task took its batch, all three would share one mark); 3 and 4
-        -- are written meanwhile, and wait for their turn
-        assert.is_true(mark_held())
-        assert(c:send(1037, res.image_body(1037, u, 3)))
-        assert(c:send(1037, res.image_body(1037, u, 4)))
-        local written34 = written(path, u.data, 3) and written(path, u.data, 4)
-        local before = evals()
+    it("writes a connection's next chunk while the one before waits for its completion, and answers both in order", function()
+        local c, u, path = last_held(role)
+        -- chunk 2 again, other bytes: written while chunk 3 waits (its reply comes after)
+        local changed = other(u, 2)
+        assert(c:send(1037, res.image_body(1037, { uid = u.uid, token = u.token, name = u.name,
+            receiver = u.receiver, message_id = u.message_id, data = changed }, 2)))
+        local meanwhile = written(path, changed, 2)
         unpause()
-        assert.is_true(written34)
-        for seq = 2, 4 do
-            local id, r = next_frame(c)
-            assert.same({ 1038, seq, 0 }, { id, r.seq, r.error })
-        end
-        -- chunk 2's own mark (held back, counted when Redis runs it) and one for 3 and 4
-        assert.equal(2, evals() - before)
-        local upload_id = rc.upload_row(u.name).upload_id
-        assert.equal(4, host.redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
+        assert.is_true(meanwhile)
+        local id3, r3 = next_frame(c)
+        local id2, r2 = next_frame(c)
+        assert.same({ 1038, 3, 0 }, { id3, r3.seq, r3.error })
+        assert.same({ 1038, 2, 0 }, { id2, r2.seq, r2.error })
+        local row = rc.upload_row(u.name)
+        assert.equal(1, row.state) -- named by the bytes it has (lib.store)
+        assert.equal(changed, host.fs.read(role.files .. "/objects/" .. row.sha:sub(1, 2) .. "/" .. row.sha))
         c:close()
     end)
 
@@ -144,9 +136,9 @@ describe("resource chunks in flight", function()
         local _, good = next_frame(c)
         assert.same({ 3, 1104, "data" }, { bad.seq, bad.error, bad.field })
         assert.same({ 4, 0 }, { good.seq, good.error })
-        local upload_id = rc.upload_row(u.name).upload_id
-        assert.equal(3, host.redis.call("BITCOUNT", "upload_chunks_" .. upload_id))
-        assert.equal(0, redis_bit(upload_id, 3))
+        local n, set = rc.tallied(role, u.name)
+        assert.equal(3, n)
+        assert.is_nil(set[3])
         assert.equal(("\0"):rep(CHUNK), host.fs.read(path):sub(2 * CHUNK + 1, 3 * CHUNK))
         assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 3))).error)
         assert.equal(1, rc.upload_row(u.name).state)
@@ -171,19 +163,21 @@ describe("resource chunks in flight", function()
     end)
 end)
 
--- max_chunks_in_flight n: chunks 2 and 3 sent while marks are held back, then a 1045 (an
--- image nobody has: 1046 error 1100 without a Redis write) -> the ids of the frames in the
--- order they arrive (the 1045's reply awaited during the pause when it may come then)
+-- max_chunks_in_flight n: the last chunk held in its completion (Redis writes held back),
+-- chunk 2 resent, then a 1045 (an image nobody has: 1046 error 1100 without a Redis write)
+-- -> the ids of the frames in the order they arrive (the 1045's reply awaited during the
+-- pause when it may come then)
 local function replies_with_bound(n)
     local role = rc.start { resource = { max_chunks_in_flight = n } }
-    local c, u, path = two_sent(role, 4)
+    local c, u = last_held(role)
+    assert(c:send(1037, res.image_body(1037, u, 2)))
     assert(c:send(1045, { message_id = 999999999 }))
     local order = {}
     if n >= 2 then -- both chunks in flight: the 1045 is handled at once
         local id, r = next_frame(c)
         order[1] = id .. ":" .. tostring(r.error)
-    else -- chunk 3 waits for chunk 2, and the 1045 for chunk 3's handler
-        assert.is_true(written(path, u.data, 2))
+    else -- the resent chunk waits for chunk 3, and the 1045 for its handler
+        host.timer.sleep(100)
     end
     unpause()
     while #order < 3 do

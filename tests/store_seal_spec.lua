@@ -79,14 +79,15 @@ describe("lib.store: commit and writes under way", function()
             return f
         end
 
-        -- commit with host.file.sha256 counted: -> obj, err, kind, times the file was read
-        local function commit(id, size, f)
+        -- commit (tally_n: the partial's tally) with host.file.sha256 counted: -> obj, err,
+        -- kind, times the file was read
+        local function commit(id, size, f, tally_n)
             local real, reads = host.file.sha256, 0
             host.file.sha256 = function(...)
                 reads = reads + 1
                 return real(...)
             end
-            local res = { pcall(store.commit, store, id, size, { "png" }, f) }
+            local res = { pcall(store.commit, store, id, size, { "png" }, f, tally_n) }
             host.file.sha256 = real
             assert(res[1], res[2])
             return res[2], res[3], res[4], reads
@@ -123,6 +124,31 @@ describe("lib.store: commit and writes under way", function()
             assert(obj, err)
             assert.equal(1, reads)
             assert.equal(sha_of(chunk(1) .. chunk(2, "c")), obj.sha256)
+        end)
+
+        it("cuts the tally off before naming the file, and puts it back when the commit fails", function()
+            local f = assert(store:open_part(26))
+            assert.is_true(f:hash_start(8))
+            for i = 1, 2 do
+                local ok, n = store.write_guarded(26, f.write, f, (i - 1) * CHUNK, chunk(i),
+                    store_lib.tally(2 * CHUNK, i, 2))
+                assert.same({ true, i }, { ok, n })
+            end
+            local obj, err, _, reads = commit(26, 2 * CHUNK, f, 2)
+            assert(obj, err)
+            assert.equal(0, reads) -- (the running hash named it: the tally is not in it)
+            assert.equal(chunk(1) .. chunk(2), host.fs.read(store:object_path(obj.sha256)))
+            -- the disk refusing the object's folder: the commit fails, the tally is back
+            assert(store:write_part(27, 0, chunk(1), store_lib.tally(CHUNK, 1, 1)))
+            host.fs.write(dir .. "/objects/" .. sha_of(chunk(1)):sub(1, 2), "a file, not a folder")
+            local none, ferr, kind = commit(27, CHUNK, nil, 1)
+            assert.is_nil(none)
+            assert.equal("storage", kind, ferr)
+            assert.equal(chunk(1) .. "\1", host.fs.read(store:partial_path(27)))
+            -- and without its tally (one piece short) the size is wrong
+            assert(store:write_part(28, 0, chunk(1)))
+            local _, serr, skind = commit(28, CHUNK, nil, 1)
+            assert.equal("size", skind, serr)
         end)
 
         it("reads the file when the writer did not write all of it", function()

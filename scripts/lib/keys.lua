@@ -16,7 +16,6 @@ M.LOGIN_COUNT = "logincount"                                       -- hash: serv
 M.CHAT_SERVERS = "chatservers"                                     -- set of chat server names
 function M.chat_server(name) return "chatserver_" .. name end      -- liveness: {host,port,rpc}
 function M.group_version(thread_id) return "gver_" .. thread_id end -- member list version
-function M.upload_chunks(id) return "upload_chunks_" .. id end    -- bitmap: chunks received
 function M.upload_commit(id) return "upload_commit_" .. id end    -- one completion at a time
 function M.rate(kind, id) return "rate:" .. kind .. ":" .. id end  -- rate-limit counters
 function M.email_ip(email, ip) return email .. "|" .. ip end       -- id of a pair's counter

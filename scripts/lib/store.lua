@@ -167,20 +167,34 @@ function M:open_part(upload_id)
     return f
 end
 
--- write_part(upload_id, offset, data) -> true | nil, err, "storage"
-function M:write_part(upload_id, offset, data)
+-- The tally of a partial file (docs/protocol.md §13.6): an upload of size bytes in n pieces
+-- keeps one byte per piece after its data, at size + piece - 1, set (by the pool job that
+-- wrote the piece, host.file's f:write(offset, data, tally)) once the piece's bytes are
+-- written; the job reads the n bytes back and answers how many are set, so the writer
+-- that completes the set knows it without asking anyone (several connections, or
+-- processes of this host, writing one upload share the file and so its tally). The
+-- tally lives and goes with the partial's data (a restart of the process keeps it, the
+-- page cache does; removing the partial forgets it), and commit cuts it off.
+-- tally(size, piece, n) -> the tally argument of f:write for piece (1..n)
+function M.tally(size, piece, n)
+    return { at = size + piece - 1, from = size, n = n }
+end
+
+-- write_part(upload_id, offset, data[, tally]) -> true[, tallied] | nil, err, "storage"
+function M:write_part(upload_id, offset, data, tally)
     return M.write_guarded(upload_id, function()
         local f, err = self:open_part(upload_id)
         if not f then return nil, err, "storage" end
-        local ok, werr = f:write(offset, data)
+        local ok, werr = f:write(offset, data, tally)
         f:close()
         if not ok then return nil, werr, "storage" end
-        return true
+        return true, werr
     end)
 end
 
--- commit(upload_id, size, allowed[, hashed]) -> {sha256=, size=, mime=} | nil, err, kind
--- The partial must be exactly size bytes and an allowed image by its first bytes; it is
+-- commit(upload_id, size, allowed[, hashed[, tally_n]]) -> {sha256=, size=, mime=} | nil, err, kind
+-- The partial must be exactly size bytes (with a tally of tally_n pieces: size + tally_n,
+-- the tally cut off first) and an allowed image by its first bytes; it is
 -- synced and hashed (streamed, off the loop; the two at once) and linked under its
 -- content's name (already there: the same content is kept once), then the partial is
 -- removed. Only after this returns may the upload be called complete. hashed: the
@@ -189,14 +203,14 @@ end
 -- exactly these size bytes of this very file (host.file ends a running hash at any
 -- rewrite of hashed bytes, failed write, or write through another handle of the file, so
 -- it is the hash of the file's bytes; lib.store's writers are host.file handles only).
-function M:commit(upload_id, size, allowed, hashed)
+function M:commit(upload_id, size, allowed, hashed, tally_n)
     local sealed, serr = seal(upload_id)
     if not sealed then
         unseal(upload_id)
         if hashed then hashed:close() end
         return nil, serr, "storage"
     end
-    local res = { pcall(self.commit_sealed, self, upload_id, size, allowed, hashed) }
+    local res = { pcall(self.commit_sealed, self, upload_id, size, allowed, hashed, tally_n) }
     if hashed then hashed:close() end
     if res[1] and res[2] then -- named: it stays sealed a while (SEALED_KEEP_MS)
         local now = host.timer.monotonic()
@@ -211,7 +225,7 @@ function M:commit(upload_id, size, allowed, hashed)
 end
 
 -- commit's work once no write to the partial can start or is under way
-function M:commit_sealed(upload_id, size, allowed, hashed)
+function M:commit_sealed(upload_id, size, allowed, hashed, tally_n)
     local path = self:partial_path(upload_id)
     local f, err = host.file.open(path, "r")
     if not f then return nil, err, "storage" end
@@ -220,9 +234,10 @@ function M:commit_sealed(upload_id, size, allowed, hashed)
         f:close()
         return nil, serr, "storage"
     end
-    if actual ~= size then
+    local whole = size + (tally_n or 0)
+    if actual ~= whole then
         f:close()
-        return nil, ("%s is %d bytes, not %d"):format(path, actual, size), "size"
+        return nil, ("%s is %d bytes, not %d"):format(path, actual, whole), "size"
     end
     local head, rerr = f:read(0, 16)
     if not head then
@@ -234,6 +249,25 @@ function M:commit_sealed(upload_id, size, allowed, hashed)
         f:close()
         return nil, "not an image of the allowed types", "type"
     end
+    if whole == size then return self:commit_whole(path, f, size, mime, hashed) end
+    -- the tally cut off: the file is its data alone from now on; put back (every piece was
+    -- tallied) when the commit fails after all, so that a resent piece can complete it then
+    local w, werr = host.file.open(path, "w")
+    local cut, terr = w and w:truncate(size)
+    if not cut then
+        if w then w:close() end
+        f:close()
+        return nil, werr or terr, "storage"
+    end
+    local res = { pcall(self.commit_whole, self, path, f, size, mime, hashed) }
+    if not (res[1] and res[2]) then w:write(size, ("\1"):rep(tally_n)) end
+    w:close()
+    if not res[1] then error(res[2], 0) end
+    return unpack(res, 2, 4)
+end
+
+-- commit_sealed's end once the partial f (open "r") is its data alone, size bytes, mime
+function M:commit_whole(path, f, size, mime, hashed)
     -- the running hash of the file's writer when valid for these bytes (the seal: none is
     -- being written); else the sync (the disk) and the hash (the CPU, reading the page
     -- cache) at once: neither changes the bytes, both must succeed before the object is named

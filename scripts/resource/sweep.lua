@@ -1,7 +1,7 @@
 -- resource.sweep: incomplete uploads expire (docs/protocol.md §13.6). Each tick takes at
 -- most resource.sweep_batch unfinished uploads whose row was not touched for
--- resource.upload_ttl_s: one whose chunk bitmap still lives (a chunk came within the TTL)
--- is touched and kept; the others are marked failed (state 2) and their partial file is
+-- resource.upload_ttl_s: one whose partial file was written within the TTL (a chunk came:
+-- its mtime) is touched and kept; the others are marked failed (state 2) and their partial file is
 -- removed. A later first chunk under the same name by the same owner starts it again.
 local host = require "host"
 local settings = require "resource.settings"
@@ -17,9 +17,8 @@ function M.tick()
     local expired = 0
     for _, row in ipairs(rows) do
         local id = row.upload_id
-        local active, aerr = uploads.active(id)
-        if active == nil then return nil, aerr end
-        if active then
+        local st = host.file.stat(upload.store:partial_path(id)) -- (none: nothing written)
+        if st and os.time() - st.mtime < settings.upload_ttl_s then
             uploads.touch(id)
         else
             local failed, ferr = uploads.fail(row)

@@ -1,8 +1,9 @@
 -- resource.upload: the upload requests (docs/protocol.md §13.4): 1031 avatar chunks,
 -- 1041 an image's first chunk, 1037 its next chunks, 1043 a resumed chunk. Every chunk is
 -- answered exactly once (the client's window of 5 counts on it) with its fields echoed and
--- a true error code. A chunk is written at its offset (seq-1)*32768 and marked in the
--- upload's Redis bitmap; the upload is complete when every chunk is marked (not when
+-- a true error code. A chunk is written at its offset (seq-1)*32768 and tallied (lib.store:
+-- a byte per chunk after the data in the partial file, set by the same pool job once the
+-- bytes are written); the upload is complete when every chunk is tallied (not when
 -- `last` arrives), the file is the declared size and an allowed image by its first bytes:
 -- then it is linked under its content's hash (lib.store), its rows are written, and the
 -- avatar is the user's icon or the image message is ready (status 2, 1039 to the receiver).
@@ -169,9 +170,10 @@ local function complete(session, row)
         if hashed then hashed:close() end
         return true
     end
-    local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types, hashed)
+    local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types, hashed,
+        wire.max_seq(row.total_size))
     if not obj then
-        uploads.release(row.upload_id, false)
+        uploads.release(row.upload_id)
         host.log.warn("upload ", row.upload_id, " (", row.name, ") not complete: ", tostring(err))
         if kind == "storage" then return nil, errors.StorageFailed end
         uploads.fail(row) -- wrong size or type: given up, its data removed
@@ -180,11 +182,11 @@ local function complete(session, row)
     end
     local ok, derr = uploads.complete(row.upload_id, obj)
     if not ok then
-        uploads.release(row.upload_id, false)
+        uploads.release(row.upload_id)
         host.log.warn("upload ", row.upload_id, " rows: ", tostring(derr))
         return nil, failure.code(derr)
     end
-    uploads.release(row.upload_id, true)
+    uploads.release(row.upload_id)
     store:remove_partial(row.upload_id)
     host.log.info("upload ", row.upload_id, " complete: ", row.name, ", ", row.total_size,
         " bytes, sha256 ", obj.sha256)
@@ -215,10 +217,19 @@ local function upload_for(session, kind, uid, c, body, may_create)
     return u
 end
 
--- write(session, u, c) -> true | nil, err: the chunk at its offset, through the kept file
--- (opened at the kept upload's first chunk) or, for an upload not kept, opened and closed
+-- The tally of chunk c of the upload row (lib.store: where its byte is, and the region)
+local function tally(row, c)
+    return store_lib.tally(row.total_size, c.seq, c.max_seq)
+end
+
+-- write(session, u, c) -> true, tallied | nil, err[, "changed"]: the chunk at its offset
+-- and its tally byte, through the kept file (opened at the kept upload's first chunk) or,
+-- for an upload not kept, opened and closed; tallied: the chunks tallied after it (nil:
+-- the partial is sealed, the upload being completed: this chunk's bytes are there already)
 local function write(session, u, c)
-    if session.data.upload ~= u then return store:write_part(u.row.upload_id, c.offset, c.data) end
+    if session.data.upload ~= u then
+        return store:write_part(u.row.upload_id, c.offset, c.data, tally(u.row, c))
+    end
     if not u.f then
         local f, err = store:open_part(u.row.upload_id)
         if not f then
@@ -238,22 +249,19 @@ local function write(session, u, c)
         drop(session)
         return nil, "upload changed", "changed"
     end
-    local ok, err = store.write_guarded(u.row.upload_id, u.f.write, u.f, c.offset, c.data)
+    local ok, res = store.write_guarded(u.row.upload_id, u.f.write, u.f, c.offset, c.data, tally(u.row, c))
     if not ok then drop(session) end
-    return ok, err
+    return ok, res
 end
 
 -- Chunks in flight (docs/protocol.md §13.4): a chunk of the upload a connection keeps, its
--- file open, is written and marked by a task of its own (host.spawn), so that the
--- connection's next chunk is read, checked and written while this one's write and mark
--- are still under way (the client keeps 5 in flight). Each task waits for the one before
--- it (the chain) before it marks its chunk, completes the upload or sends its reply: the
--- replies leave in the order of the requests, and a completion comes after every earlier
--- chunk of the connection is written. Marks are grouped: a written chunk joins its
--- upload's open batch (session.data.marks[upload_id]), and the first task of the batch to
--- reach its turn marks the whole batch with one command (the chunks whose writes ended
--- meanwhile); the others find it done. A chunk's bit is set only once its bytes are
--- written, and its reply is sent only once its bit is set. session.data.chain is the
+-- file open, is written and tallied by a task of its own (host.spawn), so that the
+-- connection's next chunk is read, checked and written while this one's write is still
+-- under way (the client keeps 5 in flight). Each task waits for the one before it (the
+-- chain) before it completes the upload or sends its reply: the replies leave in the
+-- order of the requests, and a completion comes after every earlier chunk of the
+-- connection is written. A chunk's tally byte is set (by its own pool job) only once its
+-- bytes are written, and its reply is sent only once both are. session.data.chain is the
 -- newest task; session.data.in_flight counts them (at most resource.max_chunks_in_flight:
 -- the next chunk waits for them all first).
 
@@ -263,46 +271,17 @@ local function settle(session)
     if newest and not newest:done() then newest:wait() end
 end
 
--- join(session, upload_id, seq) -> the open batch of marks of that upload, seq added
-local function join(session, upload_id, seq)
-    local marks = session.data.marks
-    if not marks then
-        marks = {}
-        session.data.marks = marks
-    end
-    local b = marks[upload_id]
-    if not b then
-        b = { seqs = {} }
-        marks[upload_id] = b
-    end
-    b.seqs[#b.seqs + 1] = seq
-    return b
-end
-
--- mark(session, upload_id, b) -> true (b marked now) | false (an earlier task did): b.have
--- (chunks marked after it) or b.err
-local function mark(session, upload_id, b)
-    if b.taken then return false end
-    b.taken = true
-    local marks = session.data.marks
-    if marks and marks[upload_id] == b then marks[upload_id] = nil end -- later writes: a new one
-    b.have, b.err = uploads.mark(upload_id, b.seqs, settings.upload_ttl_s)
-    return true
-end
-
--- After the write of chunk c of upload u (ok, err; b: the batch it joined): the wait for
--- the earlier chunks (prev: the task before), the batch's mark, the completion when it
--- leaves every chunk marked -> reply
-local function finish(session, u, c, reply, ok, err, prev, b)
+-- After the write of chunk c of upload u (ok, err; tallied: the chunks tallied after it):
+-- the wait for the earlier chunks (prev: the task before), the completion when every chunk
+-- is tallied -> reply
+local function finish(session, u, c, reply, ok, err, prev, tallied)
     local row = u.row
     if prev then prev:wait() end
     if not ok then
         host.log.warn("upload ", row.upload_id, " chunk ", c.seq, ": ", tostring(err))
         return wire.fail(reply, errors.StorageFailed)
     end
-    local mine = mark(session, row.upload_id, b)
-    if not b.have then return trouble(reply, "chunk bitmap of upload " .. row.upload_id, b.err) end
-    if not mine or b.have < c.max_seq then return reply end
+    if not tallied or tallied < c.max_seq then return reply end
     if u.token and not uploads.valid(u.kind, u.name, u.token) then
         -- completed meanwhile by an earlier chunk (this one was resent): nothing to do
         local now, ferr = uploads.find(u.kind, u.name)
@@ -322,10 +301,11 @@ local function in_flight(session, id, u, c, reply, prev)
     local f = u.f
     local wrote, ok, err, code
     local id_ = u.row.upload_id -- (writes counted: a commit waits for them, lib.store)
+    local t = tally(u.row, c)
     if c.b64 then
-        wrote, ok, err, code = pcall(store.write_guarded, id_, f.write_base64, f, c.offset, c.b64)
+        wrote, ok, err, code = pcall(store.write_guarded, id_, f.write_base64, f, c.offset, c.b64, t)
     else
-        wrote, ok, err, code = pcall(store.write_guarded, id_, f.write, f, c.offset, c.data)
+        wrote, ok, err, code = pcall(store.write_guarded, id_, f.write, f, c.offset, c.data, t)
     end
     if not wrote then ok, err = nil, ok end
     local fine, res
@@ -334,8 +314,8 @@ local function in_flight(session, id, u, c, reply, prev)
         res = fine and wire.fail(reply, errors.BadChunk, "data") or res
     else
         if not ok and data.upload == u then drop(session) end
-        local b = ok and join(session, u.row.upload_id, c.seq)
-        fine, res = pcall(finish, session, u, c, reply, ok, err, prev, b)
+        local tallied = ok and err or nil -- (the write's second result)
+        fine, res = pcall(finish, session, u, c, reply, ok, not ok and err or nil, prev, tallied)
     end
     if not fine then
         host.log.error("upload ", u.row.upload_id, " chunk ", c.seq, ": ", tostring(res))
@@ -393,9 +373,7 @@ local function handler(id, kind, may_create)
                 c.b64 = nil
             end
             local ok, err, why = write(session, u, c)
-            if ok then
-                return finish(session, u, c, reply, true, nil, nil, { seqs = { c.seq } })
-            end
+            if ok then return finish(session, u, c, reply, true, nil, nil, err) end
             if why ~= "changed" then return finish(session, u, c, reply, false, err) end
         end
         return wire.fail(reply, errors.Internal)

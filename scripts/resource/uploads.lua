@@ -1,7 +1,7 @@
 -- resource.uploads: the `upload` and `file_object` tables (sql/004_files.sql) and the
--- Redis keys of uploads in progress, the one owner of both: upload_chunks_<id> (a bitmap,
--- bit seq-1 per chunk received, TTL resource.upload_ttl_s refreshed by each chunk) and
--- upload_commit_<id> (held while one request completes the upload).
+-- Redis key of uploads in progress, the one owner of both: upload_commit_<id> (held while
+-- one request completes the upload). Which chunks were received is the partial file's
+-- tally (lib.store), not a record of its own.
 local host = require "host"
 local keys = require "lib.keys"
 local sql = require "lib.sql"
@@ -84,32 +84,14 @@ function M.create(u)
 end
 
 -- restart(row, total_size, md5) -> true | nil, err: an expired or failed upload of the same
--- owner begins again (its chunks are forgotten).
+-- owner begins again (its chunks are forgotten with its partial file, by the caller).
 function M.restart(row, total_size, md5)
     M.changed(row.kind, row.name)
-    local ok, err = host.redis.call("DEL", keys.upload_chunks(row.upload_id))
-    if not ok and err then return nil, err end
     local res, derr = host.db.exec("UPDATE upload SET state = 0, total_size = ?, md5 = ?, "
         .. "received_bytes = 0 WHERE upload_id = ? AND state = 2", total_size, md5, row.upload_id)
     if not res then return nil, derr end
     row.state, row.total_size, row.md5 = M.UPLOADING, total_size, md5
     return true
-end
-
--- KEYS: upload_chunks_<id>; ARGV: ttl_s, bit, bit... Marks the chunks, refreshes the TTL
--- and answers how many chunks are marked.
-local MARK = [[
-for i = 2, #ARGV do redis.call('SETBIT', KEYS[1], ARGV[i], 1) end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return redis.call('BITCOUNT', KEYS[1])
-]]
-
--- mark(upload_id, seqs, ttl_s) -> chunks received so far | nil, err: the chunks seqs (a
--- list: those written since the last mark, one command for them all) are in
-function M.mark(upload_id, seqs, ttl_s)
-    local args = { "EVAL", MARK, 1, keys.upload_chunks(upload_id), ttl_s }
-    for i, seq in ipairs(seqs) do args[5 + i] = seq - 1 end
-    return host.redis.call(unpack(args))
 end
 
 -- claim(row) -> true (this request completes it) | false (another one is) | nil, err
@@ -121,10 +103,8 @@ function M.claim(row)
     return mine
 end
 
--- release(upload_id): the completion is over (done or failed); the bitmap goes with it
--- when done.
-function M.release(upload_id, done)
-    if done then host.redis.call("DEL", keys.upload_chunks(upload_id)) end
+-- release(upload_id): the completion is over (done or failed)
+function M.release(upload_id)
     host.redis.call("DEL", keys.upload_commit(upload_id))
 end
 
@@ -150,7 +130,6 @@ function M.fail(row)
     local res, err = host.db.exec("UPDATE upload SET state = 2 WHERE upload_id = ? AND state = 0",
         upload_id)
     if not res then return nil, err end
-    host.redis.call("DEL", keys.upload_chunks(upload_id))
     return res.affected > 0
 end
 
@@ -159,13 +138,6 @@ end
 function M.stale(ttl_s, limit)
     return host.db.query("SELECT upload_id, kind, name FROM upload WHERE state = 0 AND "
         .. "updated_at < NOW() - INTERVAL ? SECOND ORDER BY updated_at LIMIT ?", ttl_s, limit)
-end
-
--- active(upload_id) -> true when a chunk arrived within the TTL (its bitmap lives) | nil, err
-function M.active(upload_id)
-    local n, err = host.redis.call("EXISTS", keys.upload_chunks(upload_id))
-    if n == nil then return nil, err end
-    return n == 1
 end
 
 -- touch(upload_id): the row's updated_at is now (an upload still receiving chunks)

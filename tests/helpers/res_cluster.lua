@@ -56,4 +56,20 @@ function M.upload_row(name, kind)
     return row
 end
 
+-- The tally of an unfinished upload (lib.store: a byte per chunk after its data in the
+-- partial file) -> chunks tallied, {seq = true} of those | 0, {} (no partial file)
+function M.tallied(role, name, kind)
+    local row = assert(M.upload_row(name, kind))
+    local bytes = host.fs.read(role.files .. "/partial/" .. row.upload_id) or ""
+    local n, set = 0, {}
+    for seq = 1, math.ceil(row.total_size / 32768) do
+        local b = bytes:byte(row.total_size + seq)
+        if b and b ~= 0 then
+            n = n + 1
+            set[seq] = true
+        end
+    end
+    return n, set
+end
+
 return M

@@ -196,6 +196,7 @@ static const char B64_ALPHABET[] =
 static uint32_t b64_d[4][256];
 
 static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
+static int b64_avx2; /* the CPU has AVX2: b64_decode_avx2 takes the bulk */
 
 static void b64_init_table(void) {
     for (int k = 0; k < 4; k++)
@@ -204,7 +205,56 @@ static void b64_init_table(void) {
         unsigned char c = (unsigned char)B64_ALPHABET[v];
         for (int k = 0; k < 4; k++) b64_d[k][c] = v << (18 - 6 * k);
     }
+#if defined(__x86_64__) && defined(__GNUC__)
+    b64_avx2 = getenv("CHATHOST_NO_AVX2") == NULL && __builtin_cpu_supports("avx2");
+#endif
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* 32 characters at a time, as aklomp/base64's AVX2 decoder (Muła and Lemire, "Faster
+ * Base64 Encoding and Decoding using AVX2 Instructions"): each character is checked by
+ * the classes of its two nibbles (anything outside the alphabet, '=' included, shares a
+ * class bit between them), turned into its 6 bits by an offset chosen by its high nibble
+ * ('/' apart), and the 32 sextets packed into 24 bytes. Decodes n characters (a multiple of
+ * 32) from in into out, which must have 8 bytes of room past the n / 4 * 3 written ->
+ * 0 | -1 (a character outside the alphabet). */
+__attribute__((target("avx2"))) static int b64_decode_avx2(unsigned char *out,
+                                                           const unsigned char *in, size_t n) {
+    const __m256i lut_lo = _mm256_setr_epi8(
+        0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1A, 0x1B, 0x1B, 0x1B,
+        0x1A, 0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1A, 0x1B, 0x1B,
+        0x1B, 0x1A);
+    const __m256i lut_hi = _mm256_setr_epi8(
+        0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
+        0x10, 0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
+        0x10, 0x10);
+    const __m256i lut_roll = _mm256_setr_epi8(0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0, 0, 0,
+                                              0, 0, 0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0,
+                                              0, 0, 0, 0, 0);
+    const __m256i mask_2f = _mm256_set1_epi8(0x2F);
+    const __m256i pack = _mm256_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1,
+                                          2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7);
+    for (size_t i = 0; i < n; i += 32, out += 24) {
+        __m256i str = _mm256_loadu_si256((const __m256i *)(in + i));
+        __m256i hi_nib = _mm256_and_si256(_mm256_srli_epi32(str, 4), mask_2f);
+        __m256i lo_nib = _mm256_and_si256(str, mask_2f);
+        __m256i hi = _mm256_shuffle_epi8(lut_hi, hi_nib);
+        __m256i lo = _mm256_shuffle_epi8(lut_lo, lo_nib);
+        if (!_mm256_testz_si256(lo, hi)) return -1;
+        __m256i eq_2f = _mm256_cmpeq_epi8(str, mask_2f);
+        __m256i roll = _mm256_shuffle_epi8(lut_roll, _mm256_add_epi8(eq_2f, hi_nib));
+        str = _mm256_add_epi8(str, roll);
+        __m256i ab_bc = _mm256_maddubs_epi16(str, _mm256_set1_epi32(0x01400140));
+        __m256i abc = _mm256_madd_epi16(ab_bc, _mm256_set1_epi32(0x00011000));
+        abc = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(abc, pack), lanes);
+        _mm256_storeu_si256((__m256i *)out, abc);
+    }
+    return 0;
+}
+#endif
 
 /* Fills the table once, whichever thread asks first (file.c decodes on pool threads). */
 static void b64_init(void) { pthread_once(&b64_once, b64_init_table); }
@@ -239,7 +289,16 @@ static ssize_t b64_decode(unsigned char *out, const unsigned char *in, size_t le
     size_t full = len - (pad ? 4 : 0); /* groups without padding */
     uint32_t bad = 0;
     unsigned char *o = out;
-    for (size_t i = 0; i < full; i += 4) {
+    size_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (b64_avx2 && full >= 44) { /* 32 at a time while 12 more follow (its 8 bytes of room) */
+        size_t bulk = (full - 12) / 32 * 32;
+        if (b64_decode_avx2(o, in, bulk) != 0) return -1;
+        i = bulk;
+        o += bulk / 4 * 3;
+    }
+#endif
+    for (; i < full; i += 4) {
         uint32_t v = b64_d[0][in[i]] | b64_d[1][in[i + 1]] | b64_d[2][in[i + 2]] |
                      b64_d[3][in[i + 3]];
         bad |= v;

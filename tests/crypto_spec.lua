@@ -151,6 +151,27 @@ describe("base64", function()
         assert.equal("fo", crypto.base64_decode("Zm8="))
     end)
 
+    it("refuses every byte outside the alphabet at every position (32 at a time where the CPU has AVX2)", function()
+        local A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        local good = (A .. A):sub(1, 96) -- the first 64 decoded 32 at a time, the rest one group at a time
+        local plain = assert(crypto.base64_decode(good))
+        assert.equal(72, #plain)
+        assert.equal(good, crypto.base64_encode(plain))
+        local outside = {}
+        for b = 0, 255 do
+            if not A:find(string.char(b), 1, true) then outside[#outside + 1] = string.char(b) end
+        end
+        assert.equal(192, #outside)
+        for at = 1, #good do
+            for _, c in ipairs(outside) do
+                local bad = good:sub(1, at - 1) .. c .. good:sub(at + 1)
+                if crypto.base64_decode(bad) ~= nil then
+                    error(("decoded with byte %d at %d"):format(c:byte(), at))
+                end
+            end
+        end
+    end)
+
     it("matches a reference decoder on random data of every length up to 300", function()
         local A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
         local function ref(s) -- a plain Lua encoder, RFC 4648 §4

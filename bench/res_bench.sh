@@ -24,6 +24,8 @@
 #                          servers come out on the machine as it is: the noise band)
 #   RES_EXTRA=""           Lua fields added to the config's resource section (the script
 #                          sets max_file_bytes to the largest size and quota_bytes to 1 TiB)
+#   FLOOR_CFLAGS=""        added to the floor's cc: -DRES_FLOOR_AVX2 gives it the role's
+#                          base64 decoder (AVX2) instead of the plain one
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}
@@ -54,7 +56,7 @@ else
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fi
 cc -O2 -o "$TMP/res_load" "$ROOT/bench/res_load.c" -luv -lm
-cc -O2 -o "$TMP/res_floor" "$ROOT/bench/res_floor.c" -luv
+cc -O2 ${FLOOR_CFLAGS:-} -o "$TMP/res_floor" "$ROOT/bench/res_floor.c" -luv
 
 mkdir -p "$TMP/floor"
 FLOOR_PORT=$(free_port $((25000 + RANDOM % 1000)))

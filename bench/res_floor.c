@@ -121,7 +121,7 @@ static void on_chunk(conn *c, out *o, uint16_t id, const char *body, size_t len)
         error = 1104;
     } else {
         uint8_t buf[RES_CHUNK + 3];
-        long n = res_b64_decode(data, ndata, buf);
+        long n = res_b64_decode_chunk(data, ndata, buf);
         int fd = file_for(c, name, nname, 1);
         if (n < 0) error = 1104;
         else if (fd < 0) error = 1105;

@@ -26,7 +26,9 @@
 #define FILE_MT "chathost.file"
 #define READ_MAX (16 << 20)     /* f:read(offset, n): n at most this (a script's mistake) */
 #define HASH_CHUNK (64 * 1024)  /* sha256 reads the file this much at a time */
-#define TALLY_MAX (1 << 20)     /* f:write's tally region: at most this many bytes */
+#define TALLY_MAX (1 << 25)     /* f:write's tally region: at most this many bytes (32 Mi
+                                   pieces: 1 TiB in 32 KiB chunks, resource.max_file_bytes) */
+#define TALLY_READ 65536        /* the tally is read back this much at a time */
 #define HELD_MAX 1024           /* f:hash_start(max_held): at most this (a script's mistake) */
 #define WRITEBACK_STEP (1 << 20) /* a hashed prefix starts its writeback this much at a time */
 #define INLINE_READ_MAX (256 * 1024) /* a read the page cache answers whole, up to this, is
@@ -56,6 +58,10 @@ struct file_t {
     ino_t ino;
     runhash *rh;     /* f:hash_start's running hash, or NULL */
     int no_nowait;   /* preadv2(RWF_NOWAIT) is not supported here: reads go to the pool */
+    int64_t tally_from;  /* the first tally region counted through this handle (-1: none), */
+    int64_t tally_known; /* and how many of its first bytes were all set then (they stay
+                            set): its next counts read from there on (atomics: jobs run at
+                            once; a handle writes one partial, so one region) */
     file_t *prev, *next; /* in files.all, while listed */
     int listed;
     char path[];     /* for error messages */
@@ -429,6 +435,8 @@ static int open_push(fjob *j, lua_State *co) {
     f->ino = j->st.st_ino;
     f->rh = NULL;
     f->no_nowait = 0;
+    f->tally_from = -1;
+    f->tally_known = 0;
     files_list(f);
     file_ud *u = lua_newuserdata(co, sizeof *u);
     u->f = f;
@@ -500,18 +508,45 @@ static void tally_run(fjob *j) {
         j->err = n < 0 ? errno : EIO;
         return;
     }
-    unsigned char *r = xmalloc(j->tally_n);
-    size_t got = 0;
-    while (got < j->tally_n) {
-        n = pread(j->file->fd, r + got, j->tally_n - got, (off_t)j->tally_from + (off_t)got);
+    /* the region's first bytes known to be set (a prefix, through this handle) are not
+     * read again: a count costs the bytes after the contiguous prefix (a few, for pieces
+     * written mostly in order), not the whole region */
+    file_t *f = j->file;
+    int64_t region = -1, known = 0;
+    int cached = __atomic_compare_exchange_n(&f->tally_from, &region, j->tally_from, 0,
+                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) ||
+                 region == j->tally_from;
+    if (cached) known = __atomic_load_n(&f->tally_known, __ATOMIC_ACQUIRE);
+    if (known < 0 || (size_t)known > j->tally_n) known = 0;
+    unsigned char r[TALLY_READ];
+    size_t c = (size_t)known, pos = (size_t)known, prefix = (size_t)known;
+    int gap = 0;
+    while (pos < j->tally_n) {
+        size_t want = j->tally_n - pos < sizeof r ? j->tally_n - pos : sizeof r;
+        n = pread(f->fd, r, want, (off_t)j->tally_from + (off_t)pos);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break; /* the end of the file: the rest is not set */
-        got += (size_t)n;
+        if (n < 0) {
+            j->err = errno;
+            return;
+        }
+        if (n == 0) break; /* the end of the file: the rest is not set */
+        for (ssize_t i = 0; i < n; i++) {
+            if (r[i]) {
+                c++;
+                if (!gap) prefix++;
+            } else {
+                gap = 1;
+            }
+        }
+        pos += (size_t)n;
     }
-    if (n < 0) j->err = errno;
-    size_t c = 0;
-    for (size_t i = 0; i < got; i++) c += r[i] != 0;
-    free(r);
+    if (cached) { /* the prefix only grows */
+        int64_t cur = __atomic_load_n(&f->tally_known, __ATOMIC_ACQUIRE);
+        while (cur < (int64_t)prefix &&
+               !__atomic_compare_exchange_n(&f->tally_known, &cur, (int64_t)prefix, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        }
+    }
     j->tallied = c;
 }
 
@@ -572,7 +607,7 @@ static int submit_write(lua_State *L, file_t *f, void (*run)(fjob *), const char
         tn = luaL_checkinteger(L, -1);
         lua_pop(L, 3);
         luaL_argcheck(L, tn >= 1 && tn <= TALLY_MAX && at >= from && at < from + tn, 4,
-                      "tally: n must be 1..1048576 and at within from..from+n-1");
+                      "tally: n must be 1..33554432 and at within from..from+n-1");
         luaL_argcheck(L, run != write_run || at >= off + (int64_t)len || at < off, 4,
                       "tally: its byte must lie outside the bytes written");
     }

@@ -99,6 +99,23 @@ describe("host.file", function()
         assert.equal("EINVAL", code)
         assert.matches("a tally byte among the bytes written", why)
         assert(f:close())
+        -- two handles of one file: each counts the other's pieces too (a handle rereads only
+        -- past the prefix it last saw all set)
+        local a = assert(file.open(dir .. "/tally2", "wx"))
+        local b = assert(file.open(dir .. "/tally2", "w"))
+        local P = function(piece) return { at = 4 + piece - 1, from = 4, n = 4 } end
+        assert.same({ true, 1 }, { a:write(0, "a", P(1)) })
+        assert.same({ true, 2 }, { b:write(2, "c", P(3)) })
+        assert.same({ true, 3 }, { a:write(1, "b", P(2)) })
+        assert.same({ true, 4 }, { b:write(3, "d", P(4)) })
+        assert.same({ true, 4 }, { a:write(3, "d", P(4)) })
+        assert(a:close())
+        assert(b:close())
+        local c = assert(file.open(dir .. "/tally3", "wx")) -- a gap first: nothing skipped
+        assert.same({ true, 1 }, { c:write(2, "c", P(3)) })
+        assert.same({ true, 2 }, { c:write(3, "d", P(4)) })
+        assert.same({ true, 3 }, { c:write(0, "a", P(1)) })
+        assert(c:close())
     end)
 
     it("truncates, and a running hash that covered the bytes cut is given up", function()

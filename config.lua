@@ -217,7 +217,7 @@ return {
         session_recheck_ms = 10000,         -- a connection's chat session is checked again after
                                             -- this: a logged-out user's connection is refused (1010);
                                             -- the upload row a connection keeps is read again too
-        max_chunks_in_flight = 8,           -- a connection's chunks being written and marked at
+        max_chunks_in_flight = 8,           -- a connection's chunks being written and tallied at
                                             -- once (the S2 client keeps 5 in flight); beyond, the
                                             -- next chunk waits until they are all answered
         max_body_bytes = 65536,             -- one frame (a 32 KiB chunk in base64 is ~44 KB)

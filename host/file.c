@@ -405,7 +405,12 @@ static int push_true(fjob *j, lua_State *co) {
 /* ---- host.file.open ---------------------------------------------------------------------- */
 
 static void open_run(fjob *j) {
-    j->fd = open(j->path, j->flags | O_CLOEXEC, 0600);
+    j->fd = -1;
+    if ((j->flags & O_ACCMODE) == O_RDONLY) /* no atime update: a cached read on the loop
+                                               (read_cached) never touches the journal */
+        j->fd = open(j->path, j->flags | O_CLOEXEC | O_NOATIME, 0600);
+    if (j->fd < 0) /* (O_NOATIME: only the owner's files, else EPERM) */
+        j->fd = open(j->path, j->flags | O_CLOEXEC, 0600);
     if (j->fd < 0) j->err = errno;
     else j->stat_ok = fstat(j->fd, &j->st) == 0; /* its identity, for running hashes */
 }
@@ -497,11 +502,6 @@ static int64_t check_offset(lua_State *L, int idx) {
 static void tally_run(fjob *j) {
     static const char one = 1;
     ssize_t n;
-    if (j->tally_at >= j->offset && j->tally_at < j->offset + (int64_t)j->len) {
-        j->what = "a tally byte among the bytes written to"; /* (base64: known once decoded) */
-        j->err = EINVAL;
-        return;
-    }
     do n = pwrite(j->file->fd, &one, 1, (off_t)j->tally_at);
     while (n < 0 && errno == EINTR);
     if (n != 1) {
@@ -552,6 +552,12 @@ static void tally_run(fjob *j) {
 
 static void write_run(fjob *j) {
     size_t done = 0;
+    if (j->tally_at >= j->offset && j->tally_at < j->offset + (int64_t)j->len) {
+        j->what = "a tally byte among the bytes to write, nothing written to"; /* (base64:
+                                                                                  known once decoded) */
+        j->err = EINVAL;
+        return;
+    }
     while (done < j->len) {
         ssize_t n = pwrite(j->file->fd, j->data + done, j->len - done, j->offset + (off_t)done);
         if (n < 0 && errno == EINTR) continue;
@@ -624,14 +630,17 @@ static int submit_write(lua_State *L, file_t *f, void (*run)(fjob *), const char
     return job_submit(L, j, fname);
 }
 
-/* f:write_base64(offset, text) -> true | nil, err, code: text decoded (strict base64, as
- * host.crypto.base64_decode) on the pool thread and written at offset; "EINVAL" when it is
- * not base64 (nothing written). The resource role's chunks: no decoded copy on the loop. */
+/* f:write_base64(offset, text[, tally]) -> true[, tallied] | nil, err, code: text decoded
+ * (strict base64, as host.crypto.base64_decode) on the pool thread and written at offset;
+ * "EINVAL" when it is not base64 (nothing written); the tally as f:write's. The resource
+ * role's chunks: no decoded copy on the loop. */
 static int l_write_base64(lua_State *L) {
     return submit_write(L, check_file(L), write_base64_run, "file:write_base64");
 }
 
-/* f:write(offset, data) -> true | nil, err, code: all of data at offset */
+/* f:write(offset, data[, tally]) -> true[, tallied] | nil, err, code: all of data at
+ * offset; with tally = {at=, from=, n=}, then byte at set to 1 and the set bytes of the n
+ * at from counted (tally_run) */
 static int l_write(lua_State *L) { return submit_write(L, check_file(L), write_run, "file:write"); }
 
 static void read_run(fjob *j) {
@@ -700,6 +709,7 @@ static int submit_read(lua_State *L, void (*run)(fjob *), const char *fname) {
     int64_t off = check_offset(L, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
     luaL_argcheck(L, n >= 0 && n <= READ_MAX, 3, "must be 0..16777216");
+    sched_need(L, fname); /* (as every call, cached or not) */
     if (read_cached(L, f, off, (size_t)n, run == read_base64_run)) return 1;
     f->app->files->reads_pool++;
     fjob *j = job_new(f->app, run, read_push, "cannot read");
@@ -714,8 +724,8 @@ static int submit_read(lua_State *L, void (*run)(fjob *), const char *fname) {
 static int l_read(lua_State *L) { return submit_read(L, read_run, "file:read"); }
 
 /* f:read_base64(offset, n) -> the base64 (original alphabet, padded) of what f:read would
- * give, encoded on the pool thread as it is read | nil, err, code. The resource role's
- * download chunks: no encoding on the loop. */
+ * give, encoded where it is read (on the loop when the page cache holds it, read_cached;
+ * else on the pool thread) | nil, err, code. The resource role's download chunks. */
 static int l_read_base64(lua_State *L) { return submit_read(L, read_base64_run, "file:read_base64"); }
 
 static void sync_run(fjob *j) {
@@ -736,11 +746,15 @@ static void truncate_run(fjob *j) {
 
 /* f:truncate(size) -> true | nil, err, code: the file is size bytes (cut, or extended with
  * zeros). A running hash of the file (any handle) that covers or holds bytes past size is
- * given up. */
+ * given up; every handle of the file counts its tally anew. */
 static int l_truncate(lua_State *L) {
     file_t *f = check_file(L);
     int64_t size = check_offset(L, 2);
     struct files *fs = f->app->files;
+    for (file_t *h = fs->all; h; h = h->next) { /* a tally's bytes may be cut: counted anew */
+        if (h != f && (!f->known || !same_file(f, h))) continue;
+        __atomic_store_n(&h->tally_known, 0, __ATOMIC_RELEASE);
+    }
     for (file_t *h = fs->hashing ? fs->all : NULL; h; h = h->next) {
         if (!h->rh || (h != f && (!f->known || !same_file(f, h)))) continue;
         uv_mutex_lock(&h->rh->mu);
@@ -970,13 +984,17 @@ static void sha256_run(fjob *j) {
         return;
     }
     unsigned char *buf = xmalloc(HASH_CHUNK);
-    for (;;) {
-        ssize_t n = read(fd, buf, HASH_CHUNK);
+    int64_t left = j->offset; /* -1: to the end */
+    while (left != 0) {
+        size_t want = left > 0 && left < HASH_CHUNK ? (size_t)left : HASH_CHUNK;
+        ssize_t n = read(fd, buf, want);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) j->err = errno;
         if (n <= 0) break;
         EVP_DigestUpdate(ctx, buf, (size_t)n);
+        if (left > 0) left -= n;
     }
+    if (!j->err && left > 0) j->err = ERANGE; /* shorter than asked */
     close(fd);
     free(buf);
     unsigned char out[crypto_hash_sha256_BYTES];
@@ -1028,10 +1046,15 @@ static int l_stat(lua_State *L) {
     return path_job(L, stat_run, stat_push, "cannot stat", 0, "host.file.stat");
 }
 
-/* sha256(path) -> 64 hex digits | nil, err, code: the file read 64 KiB at a time in one
- * pool job */
+/* sha256(path[, n]) -> 64 hex digits | nil, err, code: the file (its first n bytes: shorter
+ * is "ERANGE") read 64 KiB at a time in one pool job */
 static int l_sha256(lua_State *L) {
-    return path_job(L, sha256_run, hex_push, "cannot hash", 0, "host.file.sha256");
+    luaL_checkstring(L, 1);
+    int64_t n = lua_isnoneornil(L, 2) ? -1 : check_offset(L, 2);
+    fjob *j = job_new(app_from(L), sha256_run, hex_push, "cannot hash");
+    j->path = xstrdup(lua_tostring(L, 1));
+    j->offset = n;
+    return job_submit(L, j, "host.file.sha256");
 }
 
 /* configure{max_open=} -> true: the bound on open files (default: config file.max_open) */

@@ -511,11 +511,8 @@ describe("resource server restart", function()
     it("resumes an upload begun before the resource server restarted", function()
         local role = rc.start()
         local dir = role.files
-        local a, b = session_user(), session_user()
-        local thread = cluster.befriend(a, b)
-        local name = rc.name()
-        local u = { uid = a.uid, token = a.token, name = name, receiver = b.uid,
-            message_id = rc.image_message(a, b, thread, name), data = res.png(9 * 32768 + 9) }
+        local _, _, u = rc.image_upload(9 * 32768 + 9, true)
+        local name = u.name
         local c = assert(res.connect(role.port))
         local paused = res.upload_image(c, u, { stop_after = 4 })
         assert.equal(0, paused.error)
@@ -536,15 +533,50 @@ describe("resource server restart", function()
     end)
 end)
 
+describe("resource uploads from before the tally", function()
+    timeout(30000)
+
+    it("moves an upload's Redis bitmap (the progress until 2026-12-07) into its partial's tally at start, and a resume completes it", function()
+        local role = rc.start()
+        local dir = role.files
+        local _, _, u = rc.image_upload(4 * 32768 + 5, true)
+        local name = u.name
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
+        assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 4))).error)
+        c:close()
+        role:stop()
+        -- as the code before the tally left it: the data alone, chunks 1, 2 and 4 in the bitmap
+        local id = rc.upload_row(name).upload_id
+        local partial = dir .. "/partial/" .. id
+        assert(host.proc.run({ "truncate", "-s", tostring(#u.data), partial }))
+        assert(redis.call("SETBIT", "upload_chunks_" .. id, 0, 1))
+        assert(redis.call("SETBIT", "upload_chunks_" .. id, 1, 1))
+        assert(redis.call("SETBIT", "upload_chunks_" .. id, 3, 1))
+        role = rc.start { dir = dir }
+        u.always_token = true
+        local c2 = assert(res.connect(role.port)) -- chunks 3 and 5 complete it
+        for _, seq in ipairs({ 3, 5 }) do
+            assert.equal(0, assert(c2:request(1043, res.image_body(1043, u, seq))).error)
+        end
+        local row = rc.upload_row(name)
+        assert.equal(1, row.state)
+        assert.equal(u.data, file_of(role, row.sha))
+        assert.equal(0, redis.call("EXISTS", "upload_chunks_" .. id))
+        assert.truthy(role:log():find("bitmap moved to the partial's tally", 1, true))
+        c2:close()
+        role:stop()
+    end)
+end)
+
 describe("resource session recheck", function()
     timeout(30000)
 
     -- a bound connection whose chat session then ends -> the reply to its next chunk
     local function after_logout(role)
-        local a, b = session_user(), session_user()
-        local name = rc.name()
-        local u = { uid = a.uid, token = a.token, name = name, receiver = b.uid,
-            message_id = rc.image_message(a, b, 1, name), data = res.png(3 * 32768) }
+        local a, _, u = rc.image_upload(3 * 32768)
+        local name = u.name
         local c = assert(res.connect(role.port))
         assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
         assert(redis.call("DEL", "restoken_" .. a.uid)) -- the chat session ended

@@ -6,7 +6,6 @@
 -- held back with CLIENT PAUSE WRITE (the completion's claim is a SET: a write), which lifts
 -- itself after 5 s if a test fails before its UNPAUSE.
 local host = require "host"
-local cluster = require "helpers.chat_cluster"
 local res = require "helpers.res_client"
 local rc = require "helpers.res_cluster"
 
@@ -15,11 +14,8 @@ local CHUNK = res.CHUNK
 -- Two friends, an image message from the first to the second, and its upload's fields
 -- (helpers.res_client) for data of n bytes
 local function upload_of(n)
-    local a, b = rc.session_user(), rc.session_user()
-    local thread = cluster.befriend(a, b)
-    local name = rc.name()
-    return { uid = a.uid, token = a.token, name = name, receiver = b.uid,
-        message_id = rc.image_message(a, b, thread, name), data = res.png(n) }
+    local _, _, u = rc.image_upload(n, true)
+    return u
 end
 
 -- Chunk 1 sent and answered: the upload exists, the connection keeps it -> its partial file
@@ -87,17 +83,22 @@ describe("resource chunks in flight", function()
     setup(function() role = rc.start() end)
     teardown(function() role:stop() end)
 
-    it("costs no Redis command per chunk: chunks are answered and tallied while Redis takes no write", function()
+    it("costs no Redis command per chunk: chunks are answered and tallied while Redis takes no command at all", function()
         local u = upload_of(5 * CHUNK)
         local c = assert(res.connect(role.port))
         started(role, c, u)
-        pause()
+        -- every client's commands held back, reads too, for 1.5 s (this one's as well: the
+        -- pause is left to end by itself)
+        assert(host.redis.call("CLIENT", "PAUSE", 1500, "ALL"))
+        local paused_at = host.timer.monotonic()
         for seq = 2, 4 do assert(c:send(1037, res.image_body(1037, u, seq))) end
-        for seq = 2, 4 do -- (well within the pause's 5 s)
-            local id, r = next_frame(c, 2000)
+        for seq = 2, 4 do
+            local id, r = next_frame(c, 1000)
             assert.same({ 1038, seq, 0 }, { id, r.seq, r.error })
         end
-        unpause()
+        assert.is_true(host.timer.monotonic() - paused_at < 1500) -- (answered during the pause)
+        host.timer.sleep(math.max(0, paused_at + 1600 - host.timer.monotonic())) -- (the pause over)
+        assert.equal("PONG", host.redis.call("PING"))
         local n, set = rc.tallied(role, u.name)
         assert.equal(4, n)
         assert.is_nil(set[5])

@@ -91,10 +91,8 @@ describe("resource expiry", function()
 
     it("marks an upload without chunks for upload_ttl_s failed, removes its partial file, and a new first chunk starts it again", function()
         local role = rc.start { resource = { upload_ttl_s = 1, sweep_interval_ms = 50 } }
-        local a, b = session_user(), session_user()
-        local name = rc.name()
-        local u = { uid = a.uid, token = a.token, name = name, receiver = b.uid,
-            message_id = rc.image_message(a, b, 1, name), data = res.png(3 * 32768) }
+        local _, _, u = rc.image_upload(3 * 32768)
+        local name = u.name
         local c = assert(res.connect(role.port))
         assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
         local row = rc.upload_row(name)
@@ -109,6 +107,40 @@ describe("resource expiry", function()
         assert.equal(0, res.upload_image(c, u).error)
         assert.equal(1, rc.upload_row(name).state)
         c:close()
+        role:stop()
+    end)
+end)
+
+describe("resource expiry by the partial's writes", function()
+    timeout(30000)
+
+    it("keeps an upload whose row is older than upload_ttl_s while its partial was written within it, then expires it", function()
+        local role = rc.start { resource = { upload_ttl_s = 60, sweep_interval_ms = 50 } }
+        local _, _, u = rc.image_upload(3 * 32768)
+        local name = u.name
+        local c = assert(res.connect(role.port))
+        assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+        c:close()
+        local id = rc.upload_row(name).upload_id
+        local partial = role.files .. "/partial/" .. id
+        local function age_row()
+            assert(host.db.exec("UPDATE upload SET updated_at = NOW() - INTERVAL 120 SECOND WHERE upload_id = ?", id))
+        end
+        local function row_age()
+            return assert(host.db.query("SELECT TIMESTAMPDIFF(SECOND, updated_at, NOW()) AS age "
+                .. "FROM upload WHERE upload_id = ?", id))[1].age
+        end
+        age_row() -- the partial was written just now: the sweeper touches the row, keeps it
+        assert(util.wait_until(function() return row_age() < 60 end, 5000, "the row touched"))
+        assert.equal(0, rc.upload_row(name).state)
+        assert.equal("file", host.fs.kind(partial))
+        -- its last write two minutes ago: expired, the partial removed
+        assert(host.proc.run({ "touch", "-d", "-2 minutes", partial }))
+        age_row()
+        assert(util.wait_until(function() return rc.upload_row(name).state == 2 end, 5000,
+            "the upload to expire"))
+        assert(util.wait_until(function() return host.fs.kind(partial) == nil end, 2000,
+            "the partial file to go"))
         role:stop()
     end)
 end)

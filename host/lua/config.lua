@@ -300,7 +300,7 @@ local SCHEMA = {
         session_recheck_ms = int(10000, 0, 3600000),-- a bound connection's chat session (and
                                                     -- its kept upload row) is checked again
                                                     -- after this (0: every request)
-        max_chunks_in_flight = int(8, 1, 1024),     -- a connection's chunks written and marked
+        max_chunks_in_flight = int(8, 1, 1024),     -- a connection's chunks written and tallied
                                                     -- at once; the next waits for them all
         max_body_bytes = int(65536, 1024, 16777216),-- one frame (a 32 KiB chunk is ~44 KB)
         channel_idle_timeout_ms = int(43200000, 0, 604800000), -- a silent connection: closed;

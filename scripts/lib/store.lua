@@ -53,7 +53,7 @@ end
 -- README): upload_id -> {n = writes under way, sealed = true from a commit on (after one
 -- that named the file, for SEALED_KEEP_MS), idle = the commit's promise}. A commit seals its partial and waits for the writes under
 -- way before it hashes; a write to a sealed partial is skipped (every chunk of it is
--- written and marked already, so it is a resend, and its bytes must not change the file
+-- written and tallied already, so it is a resend, and its bytes must not change the file
 -- being named by its hash: the object would no longer be its name, and dedupe would hand
 -- the changed bytes to whoever uploads the real ones).
 local writers = host.keep("lib.store.writers.v1")
@@ -229,65 +229,72 @@ function M:commit_sealed(upload_id, size, allowed, hashed, tally_n)
     local path = self:partial_path(upload_id)
     local f, err = host.file.open(path, "r")
     if not f then return nil, err, "storage" end
-    local actual, serr = f:size()
-    if not actual then
-        f:close()
-        return nil, serr, "storage"
-    end
-    local whole = size + (tally_n or 0)
-    if actual ~= whole then
-        f:close()
-        return nil, ("%s is %d bytes, not %d"):format(path, actual, whole), "size"
-    end
-    local head, rerr = f:read(0, 16)
-    if not head then
-        f:close()
-        return nil, rerr, "storage"
-    end
-    local kind, mime = M.sniff(head, allowed)
-    if not kind then
-        f:close()
-        return nil, "not an image of the allowed types", "type"
-    end
-    if whole == size then return self:commit_whole(path, f, size, mime, hashed) end
-    -- the tally cut off: the file is its data alone from now on; put back (every piece was
-    -- tallied) when the commit fails after all, so that a resent piece can complete it then
-    local w, werr = host.file.open(path, "w")
-    local cut, terr = w and w:truncate(size)
-    if not cut then
-        if w then w:close() end
-        f:close()
-        return nil, werr or terr, "storage"
-    end
-    local res = { pcall(self.commit_whole, self, path, f, size, mime, hashed) }
-    if not (res[1] and res[2]) then w:write(size, ("\1"):rep(tally_n)) end
-    w:close()
+    local res = { pcall(self.commit_open, self, path, f, size, allowed, hashed, tally_n or 0) }
+    f:close()
     if not res[1] then error(res[2], 0) end
     return unpack(res, 2, 4)
 end
 
--- commit_sealed's end once the partial f (open "r") is its data alone, size bytes, mime
-function M:commit_whole(path, f, size, mime, hashed)
+-- commit_sealed with the partial open (f, "r"): checked, hashed and synced with its tally
+-- still in place (only its first size bytes are the content), the tally cut off just
+-- before the link and put back if the link fails, so that an interrupted commit leaves a
+-- partial that a resend completes
+function M:commit_open(path, f, size, allowed, hashed, tally_n)
+    local actual, serr = f:size()
+    if not actual then return nil, serr, "storage" end
+    if actual ~= size + tally_n then
+        return nil, ("%s is %d bytes, not %d"):format(path, actual, size + tally_n), "size"
+    end
+    local head, rerr = f:read(0, 16)
+    if not head then return nil, rerr, "storage" end
+    local kind, mime = M.sniff(head, allowed)
+    if not kind then return nil, "not an image of the allowed types", "type" end
+    if tally_n > 0 then
+        local tally, terr = f:read(size, tally_n)
+        if not tally then return nil, terr, "storage" end
+        if tally:find("\0", 1, true) or #tally ~= tally_n then
+            return nil, path .. ": a piece is not tallied", "storage"
+        end
+    end
     -- the running hash of the file's writer when valid for these bytes (the seal: none is
-    -- being written); else the sync (the disk) and the hash (the CPU, reading the page
-    -- cache) at once: neither changes the bytes, both must succeed before the object is named
+    -- being written); else the sync (the disk) and the hash of the first size bytes (the
+    -- CPU, reading the page cache) at once: neither changes the bytes, both must succeed
+    -- before the object is named
     local sha, herr, synced, yerr, _
     sha = hashed and hashed:digest(size, f)
     if sha then
         synced, yerr = f:sync()
     else
         local syncing = host.spawn(function() return f:sync() end)
-        sha, herr = host.file.sha256(path)
+        sha, herr = host.file.sha256(path, size)
         _, synced, yerr = syncing:wait()
     end
-    f:close()
     if not synced then return nil, yerr, "storage" end
     if not sha then return nil, herr, "storage" end
     local obj = self:object_path(sha)
     local ok, merr = host.file.mkdirs(self.root .. "/objects/" .. sha:sub(1, 2))
     if not ok then return nil, merr, "storage" end
+    local w
+    if tally_n > 0 then -- the file is its content alone from now on
+        local werr, cut, cerr
+        w, werr = host.file.open(path, "w")
+        if not w then return nil, werr, "storage" end
+        cut, cerr = w:truncate(size)
+        if not cut then
+            w:close()
+            return nil, cerr, "storage"
+        end
+    end
     local linked, lerr, lcode = host.file.link(path, obj)
-    if not linked and lcode ~= "EEXIST" then return nil, lerr, "storage" end
+    if not linked and lcode ~= "EEXIST" then
+        if w then -- every piece was tallied (checked above): the tally back as it was
+            local back, berr = w:write(size, ("\1"):rep(tally_n))
+            if not back then host.log.error("the tally of ", path, " not put back: ", tostring(berr)) end
+            w:close()
+        end
+        return nil, lerr, "storage"
+    end
+    if w then w:close() end
     host.file.unlink(path)
     return { sha256 = sha, size = size, mime = mime }
 end

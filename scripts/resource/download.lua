@@ -71,7 +71,7 @@ end
 -- its own on the open file: d.ahead = {seq=, h=}), since the client asks for it as soon
 -- as it has this one (stop-and-wait); a complete file never changes, so those bytes are
 -- what a read then would give. A request for another seq reads as before. Chunks are read
--- as base64 (f:read_base64: encoded on the pool thread that reads them), the reply's data.
+-- as base64 (f:read_base64: encoded where they are read), the reply's data.
 
 -- A chunk the page cache holds is read and encoded on the loop (host.file's read_cached),
 -- so the read-ahead starts once this chunk's reply is on its way: its task sleeps 0 ms

@@ -10,6 +10,7 @@ local download = require "resource.download"
 local settings = require "resource.settings"
 local sweep = require "resource.sweep"
 local http = require "resource.http"
+local migrate = require "resource.migrate"
 
 local M = {}
 
@@ -49,6 +50,7 @@ function M.start()
         host.log.error("storage folder ", settings.dir, ": ", tostring(err),
             " (uploads will fail with 1105 until it is writable)")
     end
+    host.spawn(migrate.bitmaps) -- (uploads from before the tally; once, in the background)
     host.timer.every(settings.sweep_interval_ms, current("sweep"))
     host.log.info("resource storage in ", settings.dir)
 end

@@ -17,7 +17,8 @@ function M.tick()
     local expired = 0
     for _, row in ipairs(rows) do
         local id = row.upload_id
-        local st = host.file.stat(upload.store:partial_path(id)) -- (none: nothing written)
+        local st, serr, code = host.file.stat(upload.store:partial_path(id))
+        if not st and code ~= "ENOENT" then return nil, serr end -- (ENOENT: nothing written)
         if st and os.time() - st.mtime < settings.upload_ttl_s then
             uploads.touch(id)
         else

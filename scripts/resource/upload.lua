@@ -13,6 +13,7 @@ local failure = require "lib.failure"
 local images = require "lib.images"
 local store_lib = require "lib.store"
 local identity = require "resource.identity"
+local migrate = require "resource.migrate"
 local settings = require "resource.settings"
 local uploads = require "resource.uploads"
 local wire = require "resource.wire"
@@ -342,6 +343,7 @@ end
 -- handle(id, kind, may_create) -> the handler of one upload message
 local function handler(id, kind, may_create)
     local function serve(session, body)
+        migrate.wait() -- (the first moments after a start: uploads from before the tally)
         local reply = wire.echo(body, ECHO[id])
         local uid, code, field = identity.who(session, body)
         if not uid then

@@ -42,6 +42,18 @@ function M.image_message(sender, receiver, thread_id, name)
     return res.insert_id
 end
 
+-- image_upload(size[, friends]) -> a, b, u: two users whose resource sessions are open, an
+-- image message from a to b (in their friends' thread when friends, else thread 1) and
+-- the upload's fields for helpers.res_client: {uid, token, name, receiver, message_id,
+-- data (a PNG of size bytes)}
+function M.image_upload(size, friends)
+    local a, b = M.session_user(), M.session_user()
+    local thread = friends and cluster.befriend(a, b) or 1
+    local name = M.name()
+    return a, b, { uid = a.uid, token = a.token, name = name, receiver = b.uid,
+        message_id = M.image_message(a, b, thread, name), data = require("helpers.res_client").png(size) }
+end
+
 -- A fresh image name as the client makes them ("<uuid>.<suffix>")
 function M.name(ext)
     return host.crypto.random_hex(16) .. "." .. (ext or "png")

@@ -25,7 +25,7 @@
 #   RES_EXTRA=""           Lua fields added to the config's resource section (the script
 #                          sets max_file_bytes to the largest size and quota_bytes to 1 TiB)
 #   FLOOR_CFLAGS=""        added to the floor's cc: -DRES_FLOOR_AVX2 gives it the role's
-#                          base64 decoder (AVX2) instead of the plain one
+#                          base64 coders (AVX2) instead of the plain ones
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}

@@ -171,7 +171,7 @@ static void on_download(conn *c, out *o, const char *body, size_t len) {
     uint8_t *p = out_room(o, RES_HEADER + blen);
     res_put_header(p, 1048, (uint32_t)blen);
     memcpy(p + RES_HEADER, head, (size_t)hn);
-    size_t dn = error ? 0 : res_b64_encode(c->out_chunk, (size_t)got, (char *)p + RES_HEADER + hn);
+    size_t dn = error ? 0 : res_b64_encode_chunk(c->out_chunk, (size_t)got, (char *)p + RES_HEADER + hn);
     memcpy(p + RES_HEADER + hn + dn, "\"}", 2);
     o->len += RES_HEADER + blen;
 }

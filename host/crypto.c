@@ -196,7 +196,7 @@ static const char B64_ALPHABET[] =
 static uint32_t b64_d[4][256];
 
 static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
-static int b64_avx2; /* the CPU has AVX2: b64_decode_avx2 takes the bulk */
+static int b64_avx2; /* the CPU has AVX2: b64_decode_avx2 and b64_encode_avx2 take the bulk */
 
 static void b64_init_table(void) {
     for (int k = 0; k < 4; k++)
@@ -254,6 +254,36 @@ __attribute__((target("avx2"))) static int b64_decode_avx2(unsigned char *out,
     }
     return 0;
 }
+
+/* The encoder's bulk, as aklomp/base64's AVX2 encoder: rounds blocks of 24 bytes into 32
+ * characters each. Every load is 32 bytes: the first at in, the next ones 4 bytes before
+ * their block (each lane then holds its 12 bytes at offset 4), so in must have
+ * 24 * rounds + 8 bytes, which (len - 4) / 24 rounds of len >= 32 bytes guarantees. */
+__attribute__((target("avx2"))) static void b64_encode_avx2(char *out, const unsigned char *in,
+                                                            size_t rounds) {
+    const __m256i spread = _mm256_set_epi8(10, 11, 9, 10, 7, 8, 6, 7, 4, 5, 3, 4, 1, 2, 0, 1, 14,
+                                           15, 13, 14, 11, 12, 10, 11, 8, 9, 7, 8, 5, 6, 4, 5);
+    const __m256i lut = _mm256_setr_epi8(65, 71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4, -19, -16,
+                                         0, 0, 65, 71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4,
+                                         -19, -16, 0, 0);
+    for (size_t r = 0; r < rounds; r++, out += 32) {
+        __m256i src;
+        if (r == 0) /* shifted by 4 bytes, as the later loads are */
+            src = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)in),
+                                              _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6));
+        else
+            src = _mm256_loadu_si256((const __m256i *)(in + r * 24 - 4));
+        __m256i x = _mm256_shuffle_epi8(src, spread);
+        __m256i t0 = _mm256_and_si256(x, _mm256_set1_epi32(0x0FC0FC00));
+        __m256i t1 = _mm256_mulhi_epu16(t0, _mm256_set1_epi32(0x04000040));
+        __m256i t2 = _mm256_and_si256(x, _mm256_set1_epi32(0x003F03F0));
+        __m256i t3 = _mm256_mullo_epi16(t2, _mm256_set1_epi32(0x01000010));
+        __m256i six = _mm256_or_si256(t1, t3); /* 32 sextets */
+        __m256i idx = _mm256_subs_epu8(six, _mm256_set1_epi8(51));
+        idx = _mm256_sub_epi8(idx, _mm256_cmpgt_epi8(six, _mm256_set1_epi8(25)));
+        _mm256_storeu_si256((__m256i *)out, _mm256_add_epi8(six, _mm256_shuffle_epi8(lut, idx)));
+    }
+}
 #endif
 
 /* Fills the table once, whichever thread asks first (file.c decodes on pool threads). */
@@ -262,6 +292,14 @@ static void b64_init(void) { pthread_once(&b64_once, b64_init_table); }
 /* b64_encode(out, in, len): 4 * ceil(len / 3) characters with padding, no terminator */
 static void b64_encode(char *out, const unsigned char *in, size_t len) {
     size_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (b64_avx2 && len >= 32) {
+        size_t rounds = (len - 4) / 24;
+        b64_encode_avx2(out, in, rounds);
+        i = rounds * 24;
+        out += rounds * 32;
+    }
+#endif
     for (; i + 3 <= len; i += 3) {
         uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
         *out++ = B64_ALPHABET[v >> 18];
@@ -320,7 +358,10 @@ static ssize_t b64_decode(unsigned char *out, const unsigned char *in, size_t le
 }
 
 /* The encoder above for other modules (file.c's f:read_base64), on any thread. */
-void crypto_b64_encode(char *out, const unsigned char *in, size_t len) { b64_encode(out, in, len); }
+void crypto_b64_encode(char *out, const unsigned char *in, size_t len) {
+    b64_init();
+    b64_encode(out, in, len);
+}
 
 /* The strict decoder above for other modules (file.c's f:write_base64), on any thread. */
 ssize_t crypto_b64_decode(unsigned char *out, const unsigned char *in, size_t len) {
@@ -334,6 +375,7 @@ static int l_base64_encode(lua_State *L) {
     size_t len;
     const char *bin = luaL_checklstring(L, 1, &len);
     size_t n = (len + 2) / 3 * 4;
+    b64_init();
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     if (n <= LUAL_BUFFERSIZE) {

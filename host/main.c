@@ -267,6 +267,27 @@ static int wants_help(int argc, char **argv) {
     return 0;
 }
 
+static void pool_noop(uv_work_t *w) { (void)w; }
+static void pool_started(uv_work_t *w, int status) { (void)w, (void)status; }
+
+/* libuv's pool (file I/O, hashing, SMTP) gets as many threads as the role's section says
+ * (self.pool_threads: resource.pool_threads), else 8 (blocking work shares it with fs
+ * work: room); UV_THREADPOOL_SIZE in the environment wins. libuv reads that variable when
+ * its pool starts, at the first job: one is queued now, and the variable is then put back
+ * as it was, so that the processes this one starts (the spec harness's roles) do not take
+ * this role's size for the user's. */
+static void start_pool(struct app *app) {
+    static uv_work_t first;
+    const char *user = getenv("UV_THREADPOOL_SIZE");
+    if (!user) {
+        char n[24];
+        snprintf(n, sizeof n, "%lld", cfg_int(app, "self.pool_threads", 8));
+        setenv("UV_THREADPOOL_SIZE", n, 1);
+    }
+    uv_queue_work(app->loop, &first, pool_noop, pool_started);
+    if (!user) unsetenv("UV_THREADPOOL_SIZE");
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || wants_help(argc, argv)) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
@@ -274,8 +295,6 @@ int main(int argc, char **argv) {
     }
     signal(SIGPIPE, SIG_IGN);
     cloexec_inherited(); /* what the parent left open is not for our children */
-    /* Blocking work (hashing, SMTP) shares libuv's pool with fs work: give it room. */
-    setenv("UV_THREADPOOL_SIZE", "8", 0);
     curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread exists */
     struct options o = {0};
     static struct app app;
@@ -313,6 +332,7 @@ int main(int argc, char **argv) {
         if (admin > 0) cfg_set_int(&app, "self.admin_port", admin + index);
         uv_loop_fork(app.loop);
     }
+    start_pool(&app);
     watch_signals(&app);
     if (start_main(&app, &o) != 0) app_stop(&app, 1);
     uv_run(app.loop, UV_RUN_DEFAULT);

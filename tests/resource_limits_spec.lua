@@ -111,6 +111,51 @@ describe("resource expiry", function()
     end)
 end)
 
+describe("resource pool_threads", function()
+    timeout(30000)
+
+    -- the threads of a role's process after an upload (its pool started)
+    local function threads_after_upload(pool_threads)
+        local role = rc.start { resource = { pool_threads = pool_threads } }
+        local _, _, u = rc.image_upload(3 * 32768, true)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, res.upload_image(c, u).error)
+        c:close()
+        local n = #assert(host.fs.list("/proc/" .. role.proc.pid .. "/task"))
+        role:stop()
+        return n
+    end
+
+    it("gives the process's pool that many threads (not the spec harness's own size)", function()
+        assert.equal(3, threads_after_upload(4) - threads_after_upload(1))
+    end)
+
+    it("uploads and downloads with one pool thread (the boundary), several connections at once", function()
+        local role = rc.start { resource = { pool_threads = 1 } }
+        local tasks, uploads = {}, {}
+        for i = 1, 3 do
+            local a, b, u = rc.image_upload(5 * 32768 + i, true)
+            uploads[i] = { a = a, b = b, u = u }
+            tasks[i] = host.spawn(function()
+                local c = assert(res.connect(role.port))
+                local r = res.upload_image(c, u)
+                c:close()
+                return r.error
+            end)
+        end
+        for i = 1, 3 do assert.same({ true, 0 }, { tasks[i]:wait(20000) }) end
+        for i = 1, 3 do
+            local x = uploads[i]
+            local c = assert(res.connect(role.port))
+            local got = assert(res.download_image(c, x.b, { name = x.u.name, message_id = x.u.message_id,
+                sender_id = x.a.uid, receiver_id = x.b.uid }))
+            assert.equal(x.u.data, got)
+            c:close()
+        end
+        role:stop()
+    end)
+end)
+
 describe("resource expiry by the partial's writes", function()
     timeout(30000)
 

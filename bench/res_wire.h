@@ -89,7 +89,7 @@ static inline long res_b64_decode(const char *in, size_t n, uint8_t *out) {
 #ifdef RES_FLOOR_AVX2
 #include <immintrin.h>
 /* The floor with the resource role's base64 coders (host/crypto.c: 32 characters at a
- * time with AVX2, aklomp/base64's), for `FLOOR_CFLAGS=-DRES_FLOOR_AVX2`: how much of the
+ * time with AVX2, aklomp/base64's: BSD 2-Clause, notice in THIRD_PARTY.md), for `FLOOR_CFLAGS=-DRES_FLOOR_AVX2`: how much of the
  * role's lead over the plain floor is the coders. Same results as the plain ones. */
 __attribute__((target("avx2"))) static inline long res_b64_decode_simd(const char *in, size_t n, uint8_t *out) {
     const __m256i lut_lo = _mm256_setr_epi8(

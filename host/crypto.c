@@ -213,7 +213,10 @@ static void b64_init_table(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-/* 32 characters at a time, as aklomp/base64's AVX2 decoder (Muła and Lemire, "Faster
+/* The AVX2 codec below follows aklomp/base64's (BSD 2-Clause, Copyright (c) 2005-2007 Nick
+ * Galbreath, 2015-2017 Wojciech Mula, 2016-2017 Matthieu Darbois, 2013-2022 Alfred Klomp;
+ * the whole notice in THIRD_PARTY.md).
+ * 32 characters at a time, as aklomp/base64's AVX2 decoder (Muła and Lemire, "Faster
  * Base64 Encoding and Decoding using AVX2 Instructions"): each character is checked by
  * the classes of its two nibbles (anything outside the alphabet, '=' included, shares a
  * class bit between them), turned into its 6 bits by an offset chosen by its high nibble

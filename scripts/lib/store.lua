@@ -261,7 +261,9 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n)
     -- CPU, reading the page cache) at once: neither changes the bytes, both must succeed
     -- before the object is named
     local sha, herr, synced, yerr, _
-    sha = hashed and hashed:digest(size, f)
+    local why
+    if hashed then sha, why = hashed:digest(size, f) end
+    if why then host.log.info(path, ": read again to be hashed (", why, ")") end
     if sha then
         synced, yerr = f:sync()
     else

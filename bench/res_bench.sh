@@ -25,7 +25,9 @@
 #   RES_EXTRA=""           Lua fields added to the config's resource section (the script
 #                          sets max_file_bytes to the largest size and quota_bytes to 1 TiB)
 #   FLOOR_CFLAGS=""        added to the floor's cc: -DRES_FLOOR_AVX2 gives it the role's
-#                          base64 coders (AVX2) instead of the plain ones
+#                          base64 coders (AVX2) instead of the plain ones; -DRES_FLOOR_POOL
+#                          makes it write chunks with uv_fs_write (libuv's pool, default 4
+#                          threads) instead of pwrite on its loop, replies still in order
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CHATHOST_BIN:-$ROOT/build/chathost}

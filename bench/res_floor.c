@@ -21,8 +21,13 @@
 
 #define MAX_BODY (1u << 20) /* a frame above this is a broken client: closed */
 
+typedef struct pend pend;
+
 typedef struct conn {
     uv_tcp_t tcp;
+    pend *head, *tail; /* RES_FLOOR_POOL: replies in request order, each sent once done */
+    int pending;       /* writes in flight (the conn is freed after the last, when closed) */
+    int closed;
     uint8_t *in;
     size_t len, cap;
     char name[128]; /* the file fd belongs to ("" none) */
@@ -38,11 +43,16 @@ typedef struct out {
 
 static const char *dir;
 
-static void on_closed(uv_handle_t *h) {
-    conn *c = h->data;
+static void conn_free(conn *c) {
     if (c->fd >= 0) close(c->fd);
     free(c->in);
     free(c);
+}
+
+static void on_closed(uv_handle_t *h) {
+    conn *c = h->data;
+    c->closed = 1;
+    if (c->pending == 0) conn_free(c);
 }
 
 static void on_written(uv_write_t *w, int status) { free(w); }
@@ -67,6 +77,93 @@ static void out_frame(out *o, uint16_t id, const char *body, size_t blen) {
     memcpy(p + RES_HEADER, body, blen);
     o->len += RES_HEADER + blen;
 }
+
+#ifdef RES_FLOOR_POOL
+/* `FLOOR_CFLAGS=-DRES_FLOOR_POOL`: the floor writes each chunk with uv_fs_write (libuv's
+ * pool) instead of pwrite on its loop, as a server that may not block its loop must, and
+ * sends the replies in request order as their writes end: what that rule costs a plain
+ * server, next to the resource role that follows it. */
+struct pend {
+    pend *next;
+    conn *c;
+    uv_fs_t req;
+    int done, error;
+    size_t n;           /* the chunk's bytes (its write must take them all) */
+    uint8_t *frame;     /* a reply ready to send (no write), or NULL */
+    size_t flen;
+    char rest[1024];    /* a chunk's reply after its error code */
+    int rlen;
+    uint16_t id;
+    uint8_t buf[RES_CHUNK + 3];
+};
+
+static void pend_add(conn *c, pend *p) {
+    p->c = c;
+    if (c->tail) c->tail->next = p; else c->head = p;
+    c->tail = p;
+}
+
+/* Sends the replies at the head of the queue that are done. */
+static void pend_flush(conn *c) {
+    out o = {0};
+    while (c->head && c->head->done) {
+        pend *p = c->head;
+        c->head = p->next;
+        if (!c->head) c->tail = NULL;
+        if (p->frame) {
+            uint8_t *q = out_room(&o, p->flen);
+            memcpy(q, p->frame, p->flen);
+            o.len += p->flen;
+            free(p->frame);
+        } else {
+            char reply[1100];
+            int rn = snprintf(reply, sizeof reply, "{\"error\":%d,%.*s", p->error, p->rlen, p->rest);
+            out_frame(&o, (uint16_t)(p->id + 1), reply, (size_t)rn);
+        }
+        free(p);
+    }
+    if (o.len > 0 && !c->closed) {
+        uv_write_t *w = (uv_write_t *)o.p;
+        uv_buf_t ob = uv_buf_init((char *)o.p + sizeof(uv_write_t), (unsigned)o.len);
+        if (uv_write(w, (uv_stream_t *)&c->tcp, &ob, 1, on_written) != 0) free(o.p);
+    } else {
+        free(o.p);
+    }
+}
+
+static void on_fs_written(uv_fs_t *r) {
+    pend *p = r->data;
+    conn *c = p->c;
+    if (r->result != (ssize_t)p->n) p->error = 1105;
+    uv_fs_req_cleanup(r);
+    p->done = 1;
+    c->pending--;
+    pend_flush(c);
+    if (c->closed && c->pending == 0) {
+        while (c->head) { /* nobody to answer */
+            pend *q = c->head;
+            c->head = q->next;
+            free(q->frame);
+            free(q);
+        }
+        conn_free(c);
+    }
+}
+
+/* A reply built in o (a download's, an unknown id's) queued behind the chunks in flight. */
+static void pend_frames(conn *c, out *o) {
+    if (o->len == 0) return;
+    pend *p = calloc(1, sizeof *p);
+    if (!p) abort();
+    p->frame = malloc(o->len);
+    if (!p->frame) abort();
+    memcpy(p->frame, o->p + sizeof(uv_write_t), o->len);
+    p->flen = o->len;
+    p->done = 1;
+    o->len = 0;
+    pend_add(c, p);
+}
+#endif
 
 /* A name is a file in DIR, never a path. */
 static int name_ok(const char *s, size_t n) {
@@ -120,12 +217,42 @@ static void on_chunk(conn *c, out *o, uint16_t id, const char *body, size_t len)
                res_json_str(body, len, "data", &data, &ndata) != 0 || ndata > RES_B64_CHUNK) {
         error = 1104;
     } else {
+#ifdef RES_FLOOR_POOL
+        pend *p = calloc(1, sizeof *p);
+        if (!p) abort();
+        long n = res_b64_decode_chunk(data, ndata, p->buf);
+        int fd = file_for(c, name, nname, 1);
+        if (n < 0 || fd < 0) {
+            free(p);
+            error = n < 0 ? 1104 : 1105;
+        } else {
+            pend_frames(c, o); /* replies before this one go first */
+            p->id = id;
+            p->n = (size_t)n;
+            p->rlen = snprintf(p->rest, sizeof p->rest,
+                               "\"seq\":%lld,\"name\":\"%.*s\",\"sender\":%.*s,\"receiver\":%.*s,"
+                               "\"total_size\":%.*s,\"trans_size\":%.*s,\"md5\":%.*s,\"uid\":%.*s,\"last\":%.*s}",
+                               seq, (int)nname, name, (int)n_sender, v_sender, (int)n_recv, v_recv, (int)n_total,
+                               v_total, (int)n_trans, v_trans, (int)n_md5, v_md5, (int)n_uid, v_uid, (int)n_last, v_last);
+            pend_add(c, p);
+            p->req.data = p;
+            uv_buf_t b = uv_buf_init((char *)p->buf, (unsigned)n);
+            c->pending++;
+            if (uv_fs_write(c->tcp.loop, &p->req, fd, &b, 1, (seq - 1) * (int64_t)RES_CHUNK, on_fs_written) != 0) {
+                c->pending--;
+                p->done = 1;
+                p->error = 1105;
+            }
+            return;
+        }
+#else
         uint8_t buf[RES_CHUNK + 3];
         long n = res_b64_decode_chunk(data, ndata, buf);
         int fd = file_for(c, name, nname, 1);
         if (n < 0) error = 1104;
         else if (fd < 0) error = 1105;
         else if (pwrite(fd, buf, (size_t)n, (off_t)(seq - 1) * RES_CHUNK) != n) error = 1105;
+#endif
     }
     char reply[1024];
     int rn = snprintf(reply, sizeof reply,
@@ -211,6 +338,14 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
         else out_frame(&o, (uint16_t)(id + 1), "{\"error\":1001}", 14);
         off += RES_HEADER + blen;
     }
+#ifdef RES_FLOOR_POOL
+    if (c->head) { /* replies wait for the writes before them */
+        pend_frames(c, &o);
+        free(o.p);
+        o.p = NULL;
+        pend_flush(c);
+    }
+#endif
     memmove(c->in, c->in + off, c->len - off);
     c->len -= off;
     if (c->cap > (1u << 21) && c->len < 65536) { /* a big frame passed: give the memory back */

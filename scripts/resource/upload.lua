@@ -161,6 +161,7 @@ end
 -- an upload; a concurrent one (the same upload on two connections) just acks its chunk.
 -- The announcement (announce) runs after the rows are written, in a task of its own.
 local function complete(session, row)
+    local t0 = host.timer.monotonic()
     local mine, cerr = uploads.claim(row)
     if mine == nil then return nil, failure.code(cerr) end
     local u = session.data.upload
@@ -171,8 +172,10 @@ local function complete(session, row)
         if hashed then hashed:close() end
         return true
     end
+    local t1 = host.timer.monotonic()
     local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types, hashed,
         wire.max_seq(row.total_size))
+    local t2 = host.timer.monotonic()
     if not obj then
         uploads.release(row.upload_id)
         host.log.warn("upload ", row.upload_id, " (", row.name, ") not complete: ", tostring(err))
@@ -190,7 +193,8 @@ local function complete(session, row)
     uploads.release(row.upload_id)
     store:remove_partial(row.upload_id)
     host.log.info("upload ", row.upload_id, " complete: ", row.name, ", ", row.total_size,
-        " bytes, sha256 ", obj.sha256)
+        " bytes, sha256 ", obj.sha256, (" (claim %.1f ms, file %.1f ms, rows %.1f ms)"):format(
+            t1 - t0, t2 - t1, host.timer.monotonic() - t2))
     -- the rows are committed: the sender's reply need not wait for the icon's UPDATE or the
     -- 1039 (a few database round trips), they follow in a task of their own
     host.spawn(announce, row)

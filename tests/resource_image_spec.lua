@@ -554,6 +554,7 @@ describe("resource uploads from before the tally", function()
         assert(redis.call("SETBIT", "upload_chunks_" .. id, 0, 1))
         assert(redis.call("SETBIT", "upload_chunks_" .. id, 1, 1))
         assert(redis.call("SETBIT", "upload_chunks_" .. id, 3, 1))
+        assert(redis.call("DEL", "resource_tally_migrated")) -- (set by the starts before)
         role = rc.start { dir = dir }
         u.always_token = true
         local c2 = assert(res.connect(role.port)) -- chunks 3 and 5 complete it
@@ -565,6 +566,7 @@ describe("resource uploads from before the tally", function()
         assert.equal(u.data, file_of(role, row.sha))
         assert.equal(0, redis.call("EXISTS", "upload_chunks_" .. id))
         assert.truthy(role:log():find("bitmap moved to the partial's tally", 1, true))
+        assert.equal("1", redis.call("GET", "resource_tally_migrated")) -- later starts: skipped
         c2:close()
         role:stop()
     end)

@@ -54,8 +54,14 @@ function M.wait()
     if pending then pending:wait(WAIT_MS) end
 end
 
+-- Set once every upload in progress has been looked at without a failure: later starts
+-- skip the move (one GET, instead of a query and a GET per upload in progress).
+local DONE_KEY = "resource_tally_migrated"
+
 -- bitmaps(): every upload in state 0 with a bitmap left gets its tally (logged)
 function M.bitmaps()
+    local done = host.redis.call("GET", DONE_KEY)
+    if done and done ~= host.null then return end
     pending = host.promise()
     local ok, err = pcall(M.move_all)
     if not ok then host.log.warn("uploads from before the tally: ", tostring(err)) end
@@ -70,15 +76,17 @@ function M.move_all()
         host.log.warn("uploads from before the tally: ", tostring(err))
         return
     end
-    local moved = 0
+    local moved, failed = 0, 0
     for _, row in ipairs(rows) do
         local ok, merr = move(row)
         if ok == nil then
+            failed = failed + 1
             host.log.warn("upload ", row.upload_id, ": its bitmap not moved to a tally: ", tostring(merr))
         elseif ok then
             moved = moved + 1
         end
     end
+    if failed == 0 then host.redis.call("SET", DONE_KEY, "1") end
     if moved > 0 then host.log.info(moved, " upload(s) from before the tally: bitmap moved to the partial's tally") end
 end
 

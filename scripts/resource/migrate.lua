@@ -60,10 +60,12 @@ local DONE_KEY = "resource_tally_migrated"
 
 -- bitmaps(): every upload in state 0 with a bitmap left gets its tally (logged)
 function M.bitmaps()
-    local done = host.redis.call("GET", DONE_KEY)
-    if done and done ~= host.null then return end
-    pending = host.promise()
-    local ok, err = pcall(M.move_all)
+    pending = host.promise() -- (before anything yields: requests from now on wait)
+    local ok, err = pcall(function()
+        local done = host.redis.call("GET", DONE_KEY)
+        if done and done ~= host.null then return end
+        M.move_all()
+    end)
     if not ok then host.log.warn("uploads from before the tally: ", tostring(err)) end
     local p = pending
     pending = nil

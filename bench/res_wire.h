@@ -87,76 +87,24 @@ static inline long res_b64_decode(const char *in, size_t n, uint8_t *out) {
 }
 
 #ifdef RES_FLOOR_AVX2
-#include <immintrin.h>
-/* The floor with the resource role's base64 coders (host/crypto.c: 32 characters at a
- * time with AVX2, aklomp/base64's: BSD 2-Clause, notice in THIRD_PARTY.md), for `FLOOR_CFLAGS=-DRES_FLOOR_AVX2`: how much of the
- * role's lead over the plain floor is the coders. Same results as the plain ones. */
-__attribute__((target("avx2"))) static inline long res_b64_decode_simd(const char *in, size_t n, uint8_t *out) {
-    const __m256i lut_lo = _mm256_setr_epi8(
-        0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1A, 0x1B, 0x1B, 0x1B,
-        0x1A, 0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1A, 0x1B, 0x1B,
-        0x1B, 0x1A);
-    const __m256i lut_hi = _mm256_setr_epi8(
-        0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
-        0x10, 0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
-        0x10, 0x10);
-    const __m256i lut_roll = _mm256_setr_epi8(0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0, 0, 0,
-                                              0, 0, 0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0,
-                                              0, 0, 0, 0, 0);
-    const __m256i mask_2f = _mm256_set1_epi8(0x2F);
-    const __m256i pack = _mm256_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1,
-                                          2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1);
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7);
+#include "../host/b64_avx2.h"
+/* The floor with the resource role's base64 coders (host/b64_avx2.h: AVX2, aklomp/base64's,
+ * BSD 2-Clause, notice in THIRD_PARTY.md), for `FLOOR_CFLAGS=-DRES_FLOOR_AVX2`: how much of
+ * the role's lead over the plain floor is the coders. Same results as the plain ones. */
+static inline long res_b64_decode_simd(const char *in, size_t n, uint8_t *out) {
     size_t bulk = n >= 48 ? (n - 16) / 32 * 32 : 0; /* the padded group and 8 bytes of room after */
-    uint8_t *o = out;
-    for (size_t i = 0; i < bulk; i += 32, o += 24) {
-        __m256i str = _mm256_loadu_si256((const __m256i *)(in + i));
-        __m256i hi_nib = _mm256_and_si256(_mm256_srli_epi32(str, 4), mask_2f);
-        __m256i lo_nib = _mm256_and_si256(str, mask_2f);
-        __m256i hi = _mm256_shuffle_epi8(lut_hi, hi_nib);
-        __m256i lo = _mm256_shuffle_epi8(lut_lo, lo_nib);
-        if (!_mm256_testz_si256(lo, hi)) return -1;
-        __m256i eq_2f = _mm256_cmpeq_epi8(str, mask_2f);
-        __m256i roll = _mm256_shuffle_epi8(lut_roll, _mm256_add_epi8(eq_2f, hi_nib));
-        str = _mm256_add_epi8(str, roll);
-        __m256i ab_bc = _mm256_maddubs_epi16(str, _mm256_set1_epi32(0x01400140));
-        __m256i abc = _mm256_madd_epi16(ab_bc, _mm256_set1_epi32(0x00011000));
-        abc = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(abc, pack), lanes);
-        _mm256_storeu_si256((__m256i *)o, abc);
-    }
+    if (b64_avx2_decode(out, (const unsigned char *)in, bulk) != 0) return -1;
+    uint8_t *o = out + bulk / 4 * 3;
     long rest = res_b64_decode(in + bulk, n - bulk, o);
     return rest < 0 ? -1 : (long)(o - out) + rest;
 }
 #define res_b64_decode_chunk res_b64_decode_simd
 
-/* And its encoder (host/crypto.c's b64_encode_avx2): 24 bytes into 32 characters at a time
- * while 8 more bytes can be read, the rest by res_b64_encode. */
-__attribute__((target("avx2"))) static inline size_t res_b64_encode_simd(const uint8_t *in, size_t n, char *out) {
-    const __m256i spread = _mm256_set_epi8(10, 11, 9, 10, 7, 8, 6, 7, 4, 5, 3, 4, 1, 2, 0, 1, 14,
-                                           15, 13, 14, 11, 12, 10, 11, 8, 9, 7, 8, 5, 6, 4, 5);
-    const __m256i lut = _mm256_setr_epi8(65, 71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4, -19, -16,
-                                         0, 0, 65, 71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4,
-                                         -19, -16, 0, 0);
-    size_t rounds = n >= 32 ? (n - 4) / 24 : 0;
-    char *o = out;
-    for (size_t r = 0; r < rounds; r++, o += 32) {
-        __m256i src;
-        if (r == 0)
-            src = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)in),
-                                              _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6));
-        else
-            src = _mm256_loadu_si256((const __m256i *)(in + r * 24 - 4));
-        __m256i x = _mm256_shuffle_epi8(src, spread);
-        __m256i t1 = _mm256_mulhi_epu16(_mm256_and_si256(x, _mm256_set1_epi32(0x0FC0FC00)),
-                                        _mm256_set1_epi32(0x04000040));
-        __m256i t3 = _mm256_mullo_epi16(_mm256_and_si256(x, _mm256_set1_epi32(0x003F03F0)),
-                                        _mm256_set1_epi32(0x01000010));
-        __m256i six = _mm256_or_si256(t1, t3);
-        __m256i idx = _mm256_subs_epu8(six, _mm256_set1_epi8(51));
-        idx = _mm256_sub_epi8(idx, _mm256_cmpgt_epi8(six, _mm256_set1_epi8(25)));
-        _mm256_storeu_si256((__m256i *)o, _mm256_add_epi8(six, _mm256_shuffle_epi8(lut, idx)));
-    }
-    return (size_t)(o - out) + res_b64_encode(in + rounds * 24, n - rounds * 24, o);
+/* And the encoder: 24 bytes into 32 characters at a time, the rest by res_b64_encode. */
+static inline size_t res_b64_encode_simd(const uint8_t *in, size_t n, char *out) {
+    size_t rounds = b64_avx2_rounds(n);
+    b64_avx2_encode(out, in, rounds);
+    return rounds * 32 + res_b64_encode(in + rounds * 24, n - rounds * 24, out + rounds * 32);
 }
 #define res_b64_encode_chunk res_b64_encode_simd
 #else

@@ -1,8 +1,8 @@
 /* file.c: host.file, asynchronous file I/O for scripts (the resource role's uploads and
  * downloads). Every call is one job on libuv's thread pool: the calling task yields until
  * it is done and the loop never blocks on a disk; but a read the page cache holds whole is
- * made on the loop with RWF_NOWAIT, which cannot wait for the disk (read_cached). Failures are nil, a sentence naming the
- * path and the cause, and the errno name ("ENOENT", "ENOSPC", ...) for scripts to branch
+ * made on the loop with RWF_NOWAIT, which cannot wait for the disk (read_cached).
+ * Failures are nil, a sentence naming the path and the cause, and the errno name ("ENOENT", "ENOSPC", ...) for scripts to branch
  * on. Open files are bounded per process (file.max_open); a file handle that is collected
  * unclosed is closed off the loop. host.fs (fs.c) is the blocking kind, for tools. */
 #include <errno.h>
@@ -517,7 +517,7 @@ static void tally_run(fjob *j) {
                                              __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) ||
                  region == j->tally_from;
     if (cached) known = __atomic_load_n(&f->tally_known, __ATOMIC_ACQUIRE);
-    if (known < 0 || (size_t)known > j->tally_n) known = 0;
+    if ((size_t)known > j->tally_n) known = 0;
     unsigned char r[TALLY_READ];
     size_t c = (size_t)known, pos = (size_t)known, prefix = (size_t)known;
     int gap = 0;
@@ -553,8 +553,8 @@ static void tally_run(fjob *j) {
 static void write_run(fjob *j) {
     size_t done = 0;
     if (j->tally_at >= j->offset && j->tally_at < j->offset + (int64_t)j->len) {
-        j->what = "a tally byte among the bytes to write, nothing written to"; /* (base64:
-                                                                                  known once decoded) */
+        /* (for base64, known once decoded) */
+        j->what = "a tally byte among the bytes to write, nothing written to";
         j->err = EINVAL;
         return;
     }
@@ -681,26 +681,19 @@ static void read_base64_run(fjob *j) {
  * not supported: the caller makes a pool job of it). */
 static int read_cached(lua_State *L, file_t *f, int64_t off, size_t n, int base64) {
     if (f->no_nowait || n == 0 || n > INLINE_READ_MAX) return 0;
-    char *buf = xmalloc(n);
+    size_t tlen = base64 ? (n + 2) / 3 * 4 : 0;
+    char *buf = xmalloc(n + tlen); /* the bytes, then their base64 */
     struct iovec v = {buf, n};
     ssize_t got = preadv2(f->fd, &v, 1, (off_t)off, RWF_NOWAIT);
     if (got < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS)) f->no_nowait = 1;
-    if (got != (ssize_t)n) { /* the pool reads it (and tells the errors apart) */
-        free(buf);
-        return 0;
-    }
-    f->app->files->reads_cached++;
-    if (!base64) {
-        lua_pushlstring(L, buf, n);
-    } else {
-        size_t tlen = (n + 2) / 3 * 4;
-        char *text = xmalloc(tlen + 1);
-        crypto_b64_encode(text, (const unsigned char *)buf, n);
-        lua_pushlstring(L, text, tlen);
-        free(text);
+    int whole = got == (ssize_t)n; /* else the pool reads it (and tells the errors apart) */
+    if (whole) {
+        f->app->files->reads_cached++;
+        if (base64) crypto_b64_encode(buf + n, (const unsigned char *)buf, n);
+        lua_pushlstring(L, buf + (base64 ? n : 0), base64 ? tlen : n);
     }
     free(buf);
-    return 1;
+    return whole;
 }
 
 /* A read job of n (argument 3) bytes at offset (argument 2) -> the results of f:read */
@@ -750,13 +743,10 @@ static void truncate_run(fjob *j) {
 static int l_truncate(lua_State *L) {
     file_t *f = check_file(L);
     int64_t size = check_offset(L, 2);
-    struct files *fs = f->app->files;
-    for (file_t *h = fs->all; h; h = h->next) { /* a tally's bytes may be cut: counted anew */
+    for (file_t *h = f->app->files->all; h; h = h->next) {
         if (h != f && (!f->known || !same_file(f, h))) continue;
-        __atomic_store_n(&h->tally_known, 0, __ATOMIC_RELEASE);
-    }
-    for (file_t *h = fs->hashing ? fs->all : NULL; h; h = h->next) {
-        if (!h->rh || (h != f && (!f->known || !same_file(f, h)))) continue;
+        __atomic_store_n(&h->tally_known, 0, __ATOMIC_RELEASE); /* its bytes may be cut */
+        if (!h->rh) continue;
         uv_mutex_lock(&h->rh->mu);
         int cut = h->rh->end > size;
         for (held *x = h->rh->held; x && !cut; x = x->next) cut = x->off + (int64_t)x->len > size;
@@ -1068,7 +1058,7 @@ static int l_configure(lua_State *L) {
     return 1;
 }
 
-/* stats() -> {open=, max_open=, refused=} */
+/* stats() -> {open=, max_open=, refused=, reads_cached=, reads_pool=} */
 static int l_stats(lua_State *L) {
     struct files *fs = files_get(app_from(L));
     lua_createtable(L, 0, 5);

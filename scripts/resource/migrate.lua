@@ -33,7 +33,8 @@ local function move(row)
     local path = store:partial_path(row.upload_id)
     local st, serr, code = host.file.stat(path)
     if not st and code ~= "ENOENT" then return nil, serr end
-    if st and st.size <= row.total_size then -- the data alone: no tally yet
+    local bare = st ~= nil and st.size <= row.total_size -- the data alone: no tally yet
+    if bare then
         local f, oerr = host.file.open(path, "w")
         if not f then return nil, oerr end
         local ok, werr = f:write(row.total_size, tally_of(bits, wire.max_seq(row.total_size)))
@@ -41,7 +42,7 @@ local function move(row)
         if not ok then return nil, werr end
     end
     host.redis.call("DEL", key(row.upload_id))
-    return st ~= nil and st.size <= row.total_size
+    return bare
 end
 
 -- Upload requests wait for the move (resource.upload: M.wait) so that no chunk is counted

@@ -81,11 +81,26 @@ describe("chat push link", function()
         chat1, chat2 = cl.chats[1], cl.chats[2]
     end)
 
+    -- chat2 stopped (SIGSTOP) until resume(), after each test at the latest
+    local function stop()
+        assert(chat2.proc:kill("STOP"))
+        stopped = true
+    end
+
     local function resume()
         if stopped then
             assert(chat2.proc:kill("CONT"))
             stopped = false
         end
+    end
+
+    -- A pair across the servers whose first text (first) went through and was answered:
+    -- the link is up and idle -> a, b, thread, ca, cb
+    local function linked_pair(first)
+        local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
+        said(ca, cb, a, b, thread, first)
+        settled(chat1)
+        return a, b, thread, ca, cb
     end
 
     after_each(resume)
@@ -203,8 +218,7 @@ describe("chat push link", function()
         said(ca[1], cb[1], a[1], b[1], th[1], "warm")
         settled(chat1)
         local batches = cluster.metric(chat1, BATCHES, 0)
-        assert(chat2.proc:kill("STOP"))
-        stopped = true
+        stop()
         -- one push at a time, each acked (its batch sent alone) before the next
         for i = 1, n do
             assert.equal(0, assert(ca[i]:request(1017, text(a[i], b[i], th[i], "w" .. i))).error)
@@ -229,12 +243,9 @@ describe("chat push link", function()
     it("holds a sender back once chat.push_queue_max pushes wait behind a full window", function()
         -- chat.push_queue_max 2 (the default): a sender may have 3 pushes to a peer queued or
         -- unanswered; the window (2 batches) holds q1 and q2, q3 waits in the queue
-        local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
-        said(ca, cb, a, b, thread, "warm")
-        settled(chat1)
+        local a, b, thread, ca, cb = linked_pair("warm")
         local lost = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
-        assert(chat2.proc:kill("STOP"))
-        stopped = true
+        stop()
         for i = 1, 3 do
             assert.equal(0, assert(ca:request(1017, text(a, b, thread, "q" .. i))).error)
         end
@@ -255,13 +266,10 @@ describe("chat push link", function()
     end)
 
     it("gives up the pushes a stopped peer leaves unanswered and opens a new link", function()
-        local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
-        said(ca, cb, a, b, thread, "warm")
-        settled(chat1)
+        local a, b, thread, ca, cb = linked_pair("warm")
         local opened, failures = cluster.metric(chat1, OPENED, 0), cluster.metric(chat1, FAILURES, 0)
         local lost = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
-        assert(chat2.proc:kill("STOP"))
-        stopped = true
+        stop()
         local t0 = host.timer.monotonic()
         assert.equal(0, assert(ca:request(1017, text(a, b, thread, "lost"))).error)
         -- the sender is served meanwhile
@@ -390,9 +398,7 @@ describe("chat push link", function()
     end)
 
     it("dials a new link after a reload, and delivers across it", function()
-        local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
-        said(ca, cb, a, b, thread, "before")
-        settled(chat1)
+        local a, b, thread, ca, cb = linked_pair("before")
         local opened = cluster.metric(chat1, OPENED, 0)
         local generation = cluster.metric(chat1, "chathost_script_generation")
         assert(chat1.proc:kill("HUP"))
@@ -410,14 +416,11 @@ describe("chat push link", function()
     end)
 
     it("loses and reorders nothing when a reload retires a link with a batch unanswered", function()
-        local a, b, thread, ca, cb = pair(chat1.port, chat2.port)
-        said(ca, cb, a, b, thread, "warm")
-        settled(chat1)
+        local a, b, thread, ca, cb = linked_pair("warm")
         local generation = cluster.metric(chat1, "chathost_script_generation")
         local batches = cluster.metric(chat1, BATCHES, 0)
         local lost = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
-        assert(chat2.proc:kill("STOP"))
-        stopped = true
+        stop()
         assert.equal(0, assert(ca:request(1017, text(a, b, thread, "p1"))).error)
         assert(util.wait_until(function() return cluster.metric(chat1, BATCHES, 0) == batches + 1 end,
             3000, "p1 on the link"))

@@ -171,8 +171,8 @@ end
 -- keeps one byte per piece after its data, at size + piece - 1, set (by the pool job that
 -- wrote the piece, host.file's f:write(offset, data, tally)) once the piece's bytes are
 -- written; the job reads the n bytes back and answers how many are set, so the writer
--- that completes the set knows it without asking anyone (several connections, or
--- processes of this host, writing one upload share the file and so its tally). The
+-- that completes the set knows it without asking anyone (several connections writing one
+-- upload share the file and so its tally; one process per storage root, as the seal). The
 -- tally lives and goes with the partial's data (a restart of the process keeps it, the
 -- page cache does; removing the partial forgets it), and commit cuts it off.
 -- tally(size, piece, n) -> the tally argument of f:write for piece (1..n)
@@ -194,7 +194,8 @@ end
 
 -- commit(upload_id, size, allowed[, hashed[, tally_n]]) -> {sha256=, size=, mime=} | nil, err, kind
 -- The partial must be exactly size bytes (with a tally of tally_n pieces: size + tally_n,
--- the tally cut off first) and an allowed image by its first bytes; it is
+-- every piece tallied, the tally cut off just before the link) and an allowed image by
+-- its first bytes; it is
 -- synced and hashed (streamed, off the loop; the two at once) and linked under its
 -- content's name (already there: the same content is kept once), then the partial is
 -- removed. Only after this returns may the upload be called complete. hashed: the
@@ -291,7 +292,9 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n)
     if not linked and lcode ~= "EEXIST" then
         if w then -- every piece was tallied (checked above): the tally back as it was
             local back, berr = w:write(size, ("\1"):rep(tally_n))
-            if not back then host.log.error("the tally of ", path, " not put back: ", tostring(berr)) end
+            if not back then
+                host.log.error("the tally of ", path, " not put back: ", tostring(berr))
+            end
             w:close()
         end
         return nil, lerr, "storage"

@@ -84,13 +84,16 @@ function M.move_all()
         local ok, merr = move(row)
         if ok == nil then
             failed = failed + 1
-            host.log.warn("upload ", row.upload_id, ": its bitmap not moved to a tally: ", tostring(merr))
+            host.log.warn("upload ", row.upload_id, ": its bitmap not moved to a tally: ",
+                tostring(merr))
         elseif ok then
             moved = moved + 1
         end
     end
     if failed == 0 then host.redis.call("SET", DONE_KEY, "1") end
-    if moved > 0 then host.log.info(moved, " upload(s) from before the tally: bitmap moved to the partial's tally") end
+    if moved > 0 then
+        host.log.info(moved, " upload(s) from before the tally: bitmap moved to the partial's tally")
+    end
 end
 
 return M

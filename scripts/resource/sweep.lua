@@ -1,8 +1,8 @@
 -- resource.sweep: incomplete uploads expire (docs/protocol.md §13.6). Each tick takes at
 -- most resource.sweep_batch unfinished uploads whose row was not touched for
 -- resource.upload_ttl_s: one whose partial file was written within the TTL (a chunk came:
--- its mtime) is touched and kept; the others are marked failed (state 2) and their partial file is
--- removed. A later first chunk under the same name by the same owner starts it again.
+-- its mtime) is touched and kept; the others are marked failed (state 2) and their partial
+-- file is removed. A later first chunk under the same name by the same owner starts it again.
 local host = require "host"
 local settings = require "resource.settings"
 local uploads = require "resource.uploads"

@@ -81,6 +81,10 @@ describe("host.file", function()
         local s2 = file.stats()
         assert.equal(s1.reads_cached, s2.reads_cached)
         assert.equal(s1.reads_pool + 3, s2.reads_pool)
+        assert.equal(bytes:sub(1, 262144), f:read(0, 262144)) -- exactly 256 KiB: the loop's
+        if s1.reads_cached > s0.reads_cached then -- (where RWF_NOWAIT reads are supported)
+            assert.equal(s2.reads_cached + 1, file.stats().reads_cached)
+        end
         assert(f:close())
     end)
 
@@ -97,7 +101,8 @@ describe("host.file", function()
         local ok, err = pcall(f.write, f, 10, "xyz", { at = 11, from = 11, n = 1 })
         assert.is_false(ok)
         assert.matches("outside the bytes written", err)
-        for _, bad in ipairs({ { at = 5, from = 6, n = 2 }, { at = 1, from = 0, n = 0 } }) do
+        for _, bad in ipairs({ { at = 5, from = 6, n = 2 }, { at = 1, from = 0, n = 0 },
+            { at = 200, from = 200, n = 33554433 } }) do
             assert.is_false((pcall(f.write, f, 100, "x", bad)))
         end
         local none, why, code = f:write_base64(20, host.crypto.base64_encode("xyz"), { at = 21, from = 21, n = 1 })
@@ -118,6 +123,10 @@ describe("host.file", function()
         assert.same({ true, 4 }, { a:write(3, "d", P(4)) })
         assert(a:close())
         assert(b:close())
+        -- a tally of 32 Mi pieces (1 TiB in 32 KiB chunks), the most there may be
+        local big = assert(file.open(dir .. "/tally4", "wx"))
+        assert.same({ true, 1 }, { big:write(0, "x", { at = 100, from = 100, n = 33554432 }) })
+        assert(big:close())
         local c = assert(file.open(dir .. "/tally3", "wx")) -- a gap first: nothing skipped
         assert.same({ true, 1 }, { c:write(2, "c", P(3)) })
         assert.same({ true, 2 }, { c:write(3, "d", P(4)) })

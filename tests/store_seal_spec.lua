@@ -159,6 +159,17 @@ describe("lib.store: commit and writes under way", function()
             assert.equal("size", skind, serr)
         end)
 
+        it("does not name a partial whose size is right but one piece untallied", function()
+            -- piece 2's bytes and tally byte, piece 1's bytes without theirs
+            assert(store:write_part(29, 0, chunk(1)))
+            assert(store:write_part(29, CHUNK, chunk(2), store_lib.tally(2 * CHUNK, 2, 2)))
+            local none, err, kind = commit(29, 2 * CHUNK, nil, 2)
+            assert.is_nil(none)
+            assert.equal("storage", kind)
+            assert.matches("a piece is not tallied", err)
+            assert.equal(2 * CHUNK + 2, #host.fs.read(store:partial_path(29))) -- left as it was
+        end)
+
         it("reads the file when the writer did not write all of it", function()
             assert(store:write_part(25, 0, chunk(1))) -- before the writer: not in its hash
             local f = writer(25, { { 2 } })

@@ -27,19 +27,7 @@ describe("chat with a stopped peer server", function()
     local cl, chat1, chat2
     -- the tests wait out push deadlines (2 s each, some in a row)
     timeout(30000)
-    local stopped = false
-
-    local function stop_chat2()
-        assert(chat2.proc:kill("STOP"))
-        stopped = true
-    end
-
-    local function resume_chat2()
-        if stopped then
-            assert(chat2.proc:kill("CONT"))
-            stopped = false
-        end
-    end
+    local peer -- chat2's stopper (helpers.chat_cluster)
 
     setup(function()
         -- short push and kick deadlines; every other gRPC deadline far longer, so only
@@ -55,12 +43,13 @@ describe("chat with a stopped peer server", function()
             push_link = false },
             config = { grpc = { deadline_ms = 60000 } } }
         chat1, chat2 = cl.chats[1], cl.chats[2]
+        peer = cluster.stopper(chat2)
     end)
 
-    after_each(resume_chat2)
+    after_each(function() if peer then peer.resume() end end)
 
     teardown(function()
-        resume_chat2()
+        if peer then peer.resume() end
         cl:stop()
     end)
 
@@ -91,7 +80,7 @@ describe("chat with a stopped peer server", function()
     it("acknowledges a text to a peer there and gives up the push after push_timeout_ms",
     function()
         local a, b, thread, ca, cb = pair_across()
-        stop_chat2()
+        peer.stop()
         local failed_before = failures()
         local lost_before = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
         local ack = assert(ca:request(1017, text(a, b, thread, "while-stopped")))
@@ -127,7 +116,7 @@ describe("chat with a stopped peer server", function()
     it("holds a sender back once chat.push_queue_max pushes wait, and keeps their order",
     function()
         local a, b, thread, ca, cb = pair_across()
-        stop_chat2()
+        peer.stop()
         local failed_before = failures()
         -- q1's push is in flight to the stopped server, q2..q4 wait behind it: all
         -- acknowledged before that push's deadline (2 s) ends
@@ -144,7 +133,7 @@ describe("chat with a stopped peer server", function()
         assert.truthy(host.timer.monotonic() - t0 >= 2000) -- a lower bound: q1's deadline
         assert(util.wait_until(function() return failures() > failed_before end, 5000,
             "q1's push to fail"))
-        resume_chat2() -- well before the deadline of q2's push, now in flight
+        peer.resume() -- well before the deadline of q2's push, now in flight
         local got = {}
         while true do
             local push = cb:wait_push(1019, 1000)
@@ -164,7 +153,7 @@ describe("chat with a stopped peer server", function()
         local c = cluster.user()
         local ac = cluster.befriend(a, c)
         local cc = cluster.login(chat1.port, c)
-        stop_chat2()
+        peer.stop()
         local failed_before = failures()
         -- the queue to chat2 full: one push in flight, PUSH_QUEUE_MAX waiting
         for i = 1, PUSH_QUEUE_MAX + 1 do
@@ -181,7 +170,7 @@ describe("chat with a stopped peer server", function()
     it("delivers the pushes that waited for the stopped server to the user's new login",
     function()
         local a, b, thread, ca, cb = pair_across()
-        stop_chat2()
+        peer.stop()
         for i = 1, 2 do
             assert.equal(0, assert(ca:request(1017, text(a, b, thread, "moved" .. i))).error)
         end
@@ -207,7 +196,7 @@ describe("chat with a stopped peer server", function()
         hop:close()
         hop2:close()
         assert.equal(chat2.name, redis.call("GET", "uip_" .. u.uid))
-        stop_chat2()
+        peer.stop()
         -- cluster.login waits 5 s for the 1006: the kick must end at kick_timeout_ms
         local new = cluster.login(chat1.port, u)
         assert.equal(chat1.name, redis.call("GET", "uip_" .. u.uid))

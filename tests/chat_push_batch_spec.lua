@@ -260,7 +260,7 @@ end)
 
 describe("chat pushes to a peer server across a reload", function()
     local cl, chat1, chat2
-    local stopped = false
+    local peer -- chat2's stopper (helpers.chat_cluster)
     timeout(20000)
 
     setup(function()
@@ -269,10 +269,11 @@ describe("chat pushes to a peer server across a reload", function()
         cl = cluster.start { chat = { push_batch_window_ms = 0, push_timeout_ms = 15000,
             alive_ttl_s = 60, push_link = false }, config = { grpc = { deadline_ms = 60000 } } }
         chat1, chat2 = cl.chats[1], cl.chats[2]
+        peer = cluster.stopper(chat2)
     end)
 
     teardown(function()
-        if stopped then chat2.proc:kill("CONT") end
+        if peer then peer.resume() end
         cl:stop()
     end)
 
@@ -288,8 +289,7 @@ describe("chat pushes to a peer server across a reload", function()
         assert(util.wait_until(function() return done() == queued() end, 5000, "warm to end"))
         local calls = cluster.metric(chat1, CALLS, 0, BATCH)
         local before = queued()
-        assert(chat2.proc:kill("STOP"))
-        stopped = true
+        peer.stop()
         assert.equal(0, assert(ca:request(1017, text(a, b, thread, "r1"))).error)
         assert(util.wait_until(function() return queued() == before + 1 end, 5000, "r1 queued"))
         local generation = cluster.metric(chat1, "chathost_script_generation")
@@ -301,8 +301,7 @@ describe("chat pushes to a peer server across a reload", function()
             assert.equal(0, assert(ca:request(1017, text(a, b, thread, "r" .. i))).error)
         end
         assert(util.wait_until(function() return queued() == before + 3 end, 5000, "r2, r3 queued"))
-        assert(chat2.proc:kill("CONT"))
-        stopped = false
+        peer.resume()
         for i = 1, 3 do
             assert.equal("r" .. i, assert(cb:wait_push(1019, 5000)).chat_datas[1].content)
         end

@@ -68,7 +68,7 @@ end
 
 describe("chat push link", function()
     local cl, chat1, chat2
-    local stopped = false
+    local peer -- chat2's stopper (helpers.chat_cluster)
     timeout(30000)
     local WINDOW, PUSH_TIMEOUT_MS, LOGIN_TIMEOUT_MS = 2, 1500, 1000
 
@@ -79,20 +79,8 @@ describe("chat push link", function()
             push_timeout_ms = PUSH_TIMEOUT_MS, login_timeout_ms = LOGIN_TIMEOUT_MS,
             alive_ttl_s = 60 }, config = { grpc = { deadline_ms = 60000 } } }
         chat1, chat2 = cl.chats[1], cl.chats[2]
+        peer = cluster.stopper(chat2)
     end)
-
-    -- chat2 stopped (SIGSTOP) until resume(), after each test at the latest
-    local function stop()
-        assert(chat2.proc:kill("STOP"))
-        stopped = true
-    end
-
-    local function resume()
-        if stopped then
-            assert(chat2.proc:kill("CONT"))
-            stopped = false
-        end
-    end
 
     -- A pair across the servers whose first text (first) went through and was answered:
     -- the link is up and idle -> a, b, thread, ca, cb
@@ -103,10 +91,10 @@ describe("chat push link", function()
         return a, b, thread, ca, cb
     end
 
-    after_each(resume)
+    after_each(function() if peer then peer.resume() end end)
 
     teardown(function()
-        resume()
+        if peer then peer.resume() end
         cl:stop()
     end)
 
@@ -218,7 +206,7 @@ describe("chat push link", function()
         said(ca[1], cb[1], a[1], b[1], th[1], "warm")
         settled(chat1)
         local batches = cluster.metric(chat1, BATCHES, 0)
-        stop()
+        peer.stop()
         -- one push at a time, each acked (its batch sent alone) before the next
         for i = 1, n do
             assert.equal(0, assert(ca[i]:request(1017, text(a[i], b[i], th[i], "w" .. i))).error)
@@ -228,7 +216,7 @@ describe("chat push link", function()
         end, 3000, "the window's batches to be sent"))
         host.timer.sleep(300)
         assert.equal(WINDOW, cluster.metric(chat1, BATCHES, 0) - batches)
-        resume() -- well before chat.push_timeout_ms
+        peer.resume() -- well before chat.push_timeout_ms
         for i = 1, n do
             assert.equal("w" .. i, assert(cb[i]:wait_push(1019, 5000)).chat_datas[1].content)
         end
@@ -245,7 +233,7 @@ describe("chat push link", function()
         -- unanswered; the window (2 batches) holds q1 and q2, q3 waits in the queue
         local a, b, thread, ca, cb = linked_pair("warm")
         local lost = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
-        stop()
+        peer.stop()
         for i = 1, 3 do
             assert.equal(0, assert(ca:request(1017, text(a, b, thread, "q" .. i))).error)
         end
@@ -253,7 +241,7 @@ describe("chat push link", function()
         assert.equal(0, assert(ca:request(1017, text(a, b, thread, "q4"))).error)
         assert(ca:send(1023, { fromuid = a.uid }))
         assert.is_nil(ca:wait_push(1024, 300))
-        resume() -- before chat.push_timeout_ms
+        peer.resume() -- before chat.push_timeout_ms
         assert.same({ error = 0 }, ca:wait_push(1024, 5000))
         for i = 1, 4 do
             assert.equal("q" .. i, assert(cb:wait_push(1019, 5000)).chat_datas[1].content)
@@ -269,7 +257,7 @@ describe("chat push link", function()
         local a, b, thread, ca, cb = linked_pair("warm")
         local opened, failures = cluster.metric(chat1, OPENED, 0), cluster.metric(chat1, FAILURES, 0)
         local lost = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
-        stop()
+        peer.stop()
         local t0 = host.timer.monotonic()
         assert.equal(0, assert(ca:request(1017, text(a, b, thread, "lost"))).error)
         -- the sender is served meanwhile
@@ -282,7 +270,7 @@ describe("chat push link", function()
         assert.matches("push link to " .. chat2.name .. " down: no answer in " .. PUSH_TIMEOUT_MS,
             chat1:log())
         assert.matches("pushes to " .. chat2.name .. " given up: 1 %(push link", chat1:log())
-        resume()
+        peer.resume()
         -- "lost" may still reach b (it was in chat2's socket); the next goes by a new link
         assert.equal(0, assert(ca:request(1017, text(a, b, thread, "after"))).error)
         local got
@@ -420,7 +408,7 @@ describe("chat push link", function()
         local generation = cluster.metric(chat1, "chathost_script_generation")
         local batches = cluster.metric(chat1, BATCHES, 0)
         local lost = cluster.metric(chat1, "chathost_chat_pushes_failed_total", 0)
-        stop()
+        peer.stop()
         assert.equal(0, assert(ca:request(1017, text(a, b, thread, "p1"))).error)
         assert(util.wait_until(function() return cluster.metric(chat1, BATCHES, 0) == batches + 1 end,
             3000, "p1 on the link"))
@@ -429,7 +417,7 @@ describe("chat push link", function()
             return cluster.metric(chat1, "chathost_script_generation") > generation
         end, 5000, "chat1 to reload"))
         assert.equal(0, assert(ca:request(1017, text(a, b, thread, "p2"))).error)
-        resume() -- before chat.push_timeout_ms: p1 is answered (p2 waited for it, link.get)
+        peer.resume() -- before chat.push_timeout_ms: p1 is answered (p2 waited for it, link.get)
         assert.equal("p1", assert(cb:wait_push(1019, 5000)).chat_datas[1].content)
         assert.equal("p2", assert(cb:wait_push(1019, 5000)).chat_datas[1].content)
         settled(chat1)

@@ -185,6 +185,23 @@ function M.said(ca, got, a, b, thread, content)
         "expected the push of " .. content .. ", got " .. host.json.encode(push))
 end
 
+-- stopper(role) -> s: s.stop() stops the role's process (SIGSTOP), s.resume() lets it go
+-- on (SIGCONT) when it was stopped and does nothing otherwise (for after_each, teardown)
+function M.stopper(role)
+    local s = { stopped = false }
+    function s.stop()
+        assert(role.proc:kill("STOP"))
+        s.stopped = true
+    end
+    function s.resume()
+        if s.stopped then
+            assert(role.proc:kill("CONT"))
+            s.stopped = false
+        end
+    end
+    return s
+end
+
 -- settled(role, timeout_ms): every push role queued for a peer has ended (answered, or
 -- given up: its counts are in)
 function M.settled(role, timeout_ms)

@@ -221,10 +221,13 @@ return {
                                             -- once (the S2 client keeps 5 in flight); beyond, the
                                             -- next chunk waits until they are all answered
         max_body_bytes = 65536,             -- one frame (a 32 KiB chunk in base64 is ~44 KB)
-        pool_threads = 2,                   -- threads writing, reading, syncing files (libuv's
-                                            -- pool): 2 writes a file's chunks with the least
-                                            -- contention (bench/RESULTS.md); more when the
-                                            -- disk's fsync is slow (a completion syncs)
+        pool_threads = 2,                   -- threads opening, syncing, reading files (libuv's
+                                            -- pool); more when the disk's fsync is slow (a
+                                            -- completion syncs) or reads miss the page cache
+        write_threads = 1,                  -- threads writing the chunks: one file's writes run
+                                            -- one at a time, in order, on one of them; one
+                                            -- thread (always the same) is the fastest on two
+                                            -- cores (bench/RESULTS.md); more on more cores
         channel_idle_timeout_ms = 43200000, -- 12 h: the S2 client keeps the connection silent
                                             -- between transfers and logs out if it closes
         max_connections = 100000,           -- lowered to the open-file limit minus a reserve

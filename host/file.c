@@ -1,7 +1,8 @@
 /* file.c: host.file, asynchronous file I/O for scripts (the resource role's uploads and
  * downloads). Every call is one job on libuv's thread pool: the calling task yields until
- * it is done and the loop never blocks on a disk; but a read the page cache holds whole is
- * made on the loop with RWF_NOWAIT, which cannot wait for the disk (read_cached).
+ * it is done and the loop never blocks on a disk; a file's writes run one at a time, in
+ * order, on its strand (see "strands"); a read the page cache holds whole is made on the
+ * loop with RWF_NOWAIT, which cannot wait for the disk (read_cached).
  * Failures are nil, a sentence naming the path and the cause, and the errno name ("ENOENT", "ENOSPC", ...) for scripts to branch
  * on. Open files are bounded per process (file.max_open); a file handle that is collected
  * unclosed is closed off the loop. host.fs (fs.c) is the blocking kind, for tools. */
@@ -35,6 +36,11 @@
                                        made on the loop (read_cached) */
 
 typedef struct runhash runhash;
+typedef struct fjob fjob;
+struct writers;
+typedef struct fjob_list {
+    fjob *head, *tail;
+} fjob_list;
 
 /* The process's open files (app->files). */
 struct files {
@@ -43,6 +49,7 @@ struct files {
     unsigned long reads_cached, reads_pool; /* reads made on the loop (read_cached), on the pool */
     file_t *all;     /* every file_t not freed yet (a write looks for running hashes in it) */
     int hashing;     /* how many of them have a running hash (none: a write looks at none) */
+    struct writers *writers; /* the threads that write (see "strands"), from the first write */
 };
 
 /* An open file. Jobs in flight hold it: the descriptor is closed only once the handle
@@ -62,6 +69,9 @@ struct file_t {
     int64_t tally_known; /* and how many of its first bytes were all set then (they stay
                             set): its next counts read from there on (atomics: jobs run at
                             once; a handle writes one partial, so one region) */
+    fjob_list strand;     /* its writes waiting (see "strands"; the writers' mutex) */
+    int strand_busy;      /* in the ready list or with a writer */
+    file_t *ready_next;   /* in the ready list */
     file_t *prev, *next; /* in files.all, while listed */
     int listed;
     char path[];     /* for error messages */
@@ -71,9 +81,9 @@ typedef struct file_ud {
     file_t *f;
 } file_ud;
 
-typedef struct fjob fjob;
 struct fjob {
     uv_work_t work;
+    fjob *next;                         /* in a strand's queue or the done list */
     struct app *app;
     task_t *task;                       /* NULL once the waiting task was cancelled */
     file_t *file;                       /* the file it works on (held), or NULL */
@@ -106,11 +116,14 @@ static struct files *files_get(struct app *app) {
     return fs;
 }
 
+static void writers_free(struct writers *w);
+
 /* Frees the count after the loop has ended: handles collected later close at once. */
 void file_release_all(struct app *app) {
     struct files *fs = app->files;
     if (!fs) return;
     for (file_t *f = fs->all; f; f = f->next) f->listed = 0;
+    writers_free(fs->writers);
     free(fs);
     app->files = NULL;
 }
@@ -181,8 +194,8 @@ static void file_maybe_free(file_t *f) {
 /* ---- running hashes ------------------------------------------------------------------------
  * f:hash_start() keeps a sha256 of the contiguous prefix [0, end) of what is written through
  * f, so that a completed upload need not be read again to be named (lib.store commit). Its
- * writes run on several pool threads at once and may finish out of order: each, after its
- * pwrite, extends the prefix when it starts at its end (and then the held writes that now
+ * writes run in the order they were submitted (its strand) but need not be submitted in
+ * the file's order (a resumed upload's chunks): each, after its pwrite, extends the prefix when it starts at its end (and then the held writes that now
  * follow), is held (a copy; at most max_held) when it starts past it, and ends the hash
  * for good when it lands on bytes already hashed or held (a resend: which of two writes of
  * the same bytes reached the file last is not known here), fails, or when one more would
@@ -346,8 +359,9 @@ static void job_work(uv_work_t *w) {
     j->run(j);
 }
 
-static void job_done(uv_work_t *w, int status) {
-    fjob *j = w->data;
+/* On the loop, a job is over (status: libuv's, UV_ECANCELED when it never ran): its
+ * waiting task resumed with its results. */
+static void job_finish(fjob *j, int status) {
     if (status == UV_ECANCELED) j->err = ECANCELED;
     if (j->after) j->after(j);
     task_t *t = j->task;
@@ -363,6 +377,8 @@ static void job_done(uv_work_t *w, int status) {
     job_free(j);
     if (t) sched_resume(t, n);
 }
+
+static void job_done(uv_work_t *w, int status) { job_finish(w->data, status); }
 
 static fjob *job_new(struct app *app, void (*run)(fjob *), int (*push)(fjob *, lua_State *),
                      const char *what) {
@@ -393,6 +409,160 @@ static int job_submit(lua_State *L, fjob *j, const char *fname) {
         return n;
     }
     j->task = t;
+    sched_suspend(t, job_cancel, j);
+    return lua_yield(L, 0);
+}
+
+/* ---- strands -------------------------------------------------------------------------------
+ * A file's writes run one at a time, in the order they were submitted, on threads of
+ * their own (writers: self.write_threads, resource.write_threads, default 1; not libuv's
+ * pool, whose threads keep the fsyncs, opens, reads and hashes). A file with writes
+ * waiting is in the ready list once; a writer takes it, runs up to STRAND_BATCH of its
+ * writes and puts it back at the end of the list if more are waiting. So two threads never
+ * write one file at once (they would contend for its inode lock), a running hash gets the
+ * chunks in order (none held), a connection's chunks in flight wake a writer only when it
+ * had run out of work, and with one writer the same thread always takes them (with two
+ * pool threads woken in turn, one upload at a time ran at 0.5-0.6 of the rate of one:
+ * bench/RESULTS.md). Each write, once done, goes to the loop at once (done list,
+ * done_async). Other jobs on a file are pool jobs (job_submit): the scripts order them
+ * after its writes. One mutex (fs->wmu) keeps the files' queues, the ready list and the
+ * done list: the loop and the writers hold it for a few pointer moves. */
+
+#define STRAND_BATCH 16 /* writes a writer takes from one file before the next file */
+
+struct writers {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    file_t *ready_head, *ready_tail; /* files with writes waiting and no writer */
+    fjob_list done;                  /* writes done, for the loop */
+    uv_async_t *async;               /* wakes the loop for them (ref'd while writes are out) */
+    int out;                         /* writes submitted and not yet finished on the loop */
+    int idle, stop, n;
+    uv_thread_t *threads;
+};
+
+static void list_push(fjob_list *l, fjob *j) {
+    j->next = NULL;
+    if (l->tail) l->tail->next = j;
+    else l->head = j;
+    l->tail = j;
+}
+
+static fjob *list_pop(fjob_list *l) {
+    fjob *j = l->head;
+    if (j) {
+        l->head = j->next;
+        if (!l->head) l->tail = NULL;
+        j->next = NULL;
+    }
+    return j;
+}
+
+static void ready_push(struct writers *w, file_t *f) {
+    f->ready_next = NULL;
+    if (w->ready_tail) w->ready_tail->ready_next = f;
+    else w->ready_head = f;
+    w->ready_tail = f;
+}
+
+/* A writer thread: the ready files' writes, STRAND_BATCH at a time per file. A file is
+ * looked at only with the mutex held from before its last write went to the done list:
+ * the loop may free it once that write is finished. */
+static void writer_main(void *arg) {
+    struct writers *w = arg;
+    uv_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->ready_head && !w->stop) {
+            w->idle++;
+            uv_cond_wait(&w->cv, &w->mu);
+            w->idle--;
+        }
+        if (!w->ready_head) break; /* stopping, nothing left */
+        file_t *f = w->ready_head;
+        w->ready_head = f->ready_next;
+        if (!w->ready_head) w->ready_tail = NULL;
+        for (int n = 0; n < STRAND_BATCH; n++) {
+            fjob *j = list_pop(&f->strand);
+            if (!j) break;
+            uv_mutex_unlock(&w->mu);
+            j->run(j);
+            uv_mutex_lock(&w->mu);
+            list_push(&w->done, j);
+            uv_async_send(w->async);
+        }
+        if (f->strand.head) ready_push(w, f); /* more: behind the other files */
+        else f->strand_busy = 0;
+    }
+    uv_mutex_unlock(&w->mu);
+}
+
+/* On the loop: the writes the writers have finished, their tasks resumed, in order. */
+static void writers_drain(uv_async_t *a) {
+    struct writers *w = a->data;
+    uv_mutex_lock(&w->mu);
+    fjob *j = w->done.head;
+    w->done.head = w->done.tail = NULL;
+    uv_mutex_unlock(&w->mu);
+    while (j) {
+        fjob *next = j->next;
+        if (--w->out == 0) uv_unref((uv_handle_t *)w->async);
+        job_finish(j, 0);
+        j = next;
+    }
+}
+
+static struct writers *writers_get(struct app *app, struct files *fs) {
+    if (fs->writers) return fs->writers;
+    struct writers *w = xcalloc(1, sizeof *w);
+    uv_mutex_init(&w->mu);
+    uv_cond_init(&w->cv);
+    w->async = xmalloc(sizeof *w->async);
+    uv_async_init(app->loop, w->async, writers_drain);
+    w->async->data = w;
+    uv_unref((uv_handle_t *)w->async); /* (ref'd while writes are out) */
+    w->n = (int)cfg_int(app, "self.write_threads", 1);
+    if (w->n < 1) w->n = 1;
+    w->threads = xcalloc((size_t)w->n, sizeof *w->threads);
+    for (int i = 0; i < w->n; i++)
+        if (uv_thread_create(&w->threads[i], writer_main, w) != 0) abort(); /* (EAGAIN) */
+    fs->writers = w;
+    return w;
+}
+
+static void handle_free(uv_handle_t *h) { free(h); }
+
+/* After the loop has ended (no write is out): the writers stop. */
+static void writers_free(struct writers *w) {
+    if (!w) return;
+    uv_mutex_lock(&w->mu);
+    w->stop = 1;
+    uv_cond_broadcast(&w->cv);
+    uv_mutex_unlock(&w->mu);
+    for (int i = 0; i < w->n; i++) uv_thread_join(&w->threads[i]);
+    if (!uv_is_closing((uv_handle_t *)w->async)) /* (a shutdown past its deadline closed it) */
+        uv_close((uv_handle_t *)w->async, handle_free);
+    uv_cond_destroy(&w->cv);
+    uv_mutex_destroy(&w->mu);
+    free(w->threads);
+    free(w);
+}
+
+/* job_submit for a write: j joins its file's strand. */
+static int strand_submit(lua_State *L, fjob *j, const char *fname) {
+    task_t *t = sched_need(L, fname);
+    file_t *f = j->file;
+    struct writers *w = writers_get(j->app, files_get(j->app));
+    f->jobs++;
+    j->task = t;
+    if (w->out++ == 0) uv_ref((uv_handle_t *)w->async);
+    uv_mutex_lock(&w->mu);
+    list_push(&f->strand, j);
+    if (!f->strand_busy) {
+        f->strand_busy = 1;
+        ready_push(w, f);
+        if (w->idle > 0) uv_cond_signal(&w->cv);
+    }
+    uv_mutex_unlock(&w->mu);
     sched_suspend(t, job_cancel, j);
     return lua_yield(L, 0);
 }
@@ -442,6 +612,8 @@ static int open_push(fjob *j, lua_State *co) {
     f->no_nowait = 0;
     f->tally_from = -1;
     f->tally_known = 0;
+    f->strand.head = f->strand.tail = NULL;
+    f->strand_busy = 0;
     files_list(f);
     file_ud *u = lua_newuserdata(co, sizeof *u);
     u->f = f;
@@ -627,7 +799,7 @@ static int submit_write(lua_State *L, file_t *f, void (*run)(fjob *), const char
     j->tally_n = (size_t)tn;
     lua_pushvalue(L, 3);
     j->data_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the bytes stay put until job_done */
-    return job_submit(L, j, fname);
+    return strand_submit(L, j, fname);
 }
 
 /* f:write_base64(offset, text[, tally]) -> true[, tallied] | nil, err, code: text decoded

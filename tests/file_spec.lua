@@ -270,7 +270,7 @@ describe("host.file", function()
             local f = written("out", { 3, 2, 5, 1, 4 }, 3) -- at most 3 held: 3, 2, 5
             assert.equal(file.sha256(dir .. "/out"), f:digest(5 * CHUNK))
             assert(f:close())
-            -- and written at once by the pool's threads, finishing in any order
+            -- and submitted at once (a file's writes run in the order submitted)
             local g = assert(file.open(dir .. "/pool", "wx"))
             assert.is_true(g:hash_start(8))
             local tasks = {}
@@ -280,6 +280,29 @@ describe("host.file", function()
             for _, t in ipairs(tasks) do assert.is_true(t:wait(5000)) end
             assert.equal(file.sha256(dir .. "/pool"), g:digest(8 * CHUNK))
             assert(g:close())
+        end)
+
+        it("sees a file's writes one at a time, in the order they were submitted", function()
+            -- 64 chunks submitted at once, none to be held: one finished before its turn
+            -- would give the hash up
+            local g = assert(file.open(dir .. "/strand", "wx"))
+            assert.is_true(g:hash_start(0))
+            local tasks = {}
+            for i = 1, 64 do
+                tasks[i] = host.spawn(function() return assert(g:write_base64((i - 1) * CHUNK,
+                    host.crypto.base64_encode(chunk(i)))) end)
+            end
+            for _, t in ipairs(tasks) do assert.is_true(t:wait(5000)) end
+            assert.equal(file.sha256(dir .. "/strand"), g:digest(64 * CHUNK))
+            assert(g:close())
+            -- writes of the same bytes submitted at once: the last one submitted stays
+            local h = assert(file.open(dir .. "/last", "wx"))
+            for i = 1, 64 do
+                tasks[i] = host.spawn(function() return assert(h:write(0, chunk(i % 26 + 1))) end)
+            end
+            for _, t in ipairs(tasks) do assert.is_true(t:wait(5000)) end
+            assert.equal(chunk(64 % 26 + 1), h:read(0, CHUNK))
+            assert(h:close())
         end)
 
         it("is the hash of what was written base64-decoded", function()

@@ -111,12 +111,13 @@ describe("resource expiry", function()
     end)
 end)
 
-describe("resource pool_threads", function()
+describe("resource pool_threads and write_threads", function()
     timeout(30000)
 
-    -- the threads of a role's process after an upload (its pool started)
-    local function threads_after_upload(pool_threads)
-        local role = rc.start { resource = { pool_threads = pool_threads } }
+    -- the threads of a role's process after an upload (its pool and writers started),
+    -- with these resource settings
+    local function threads_after_upload(settings)
+        local role = rc.start { resource = settings }
         local _, _, u = rc.image_upload(3 * 32768, true)
         local c = assert(res.connect(role.port))
         assert.equal(0, res.upload_image(c, u).error)
@@ -127,11 +128,15 @@ describe("resource pool_threads", function()
     end
 
     it("gives the process's pool that many threads (not the spec harness's own size)", function()
-        assert.equal(3, threads_after_upload(4) - threads_after_upload(1))
+        assert.equal(3, threads_after_upload { pool_threads = 4 } - threads_after_upload { pool_threads = 1 })
     end)
 
-    it("uploads and downloads with one pool thread (the boundary), several connections at once", function()
-        local role = rc.start { resource = { pool_threads = 1 } }
+    it("gives the process that many writer threads, apart from the pool", function()
+        assert.equal(2, threads_after_upload { write_threads = 3 } - threads_after_upload { write_threads = 1 })
+    end)
+
+    it("uploads and downloads with one pool thread and one writer (the boundary), several connections at once", function()
+        local role = rc.start { resource = { pool_threads = 1, write_threads = 1 } }
         local tasks, uploads = {}, {}
         for i = 1, 3 do
             local a, b, u = rc.image_upload(5 * 32768 + i, true)

@@ -302,9 +302,11 @@ local SCHEMA = {
                                                     -- after this (0: every request)
         max_chunks_in_flight = int(8, 1, 1024),     -- a connection's chunks written and tallied
                                                     -- at once; the next waits for them all
-        pool_threads = int(2, 1, 128),              -- libuv's pool: the chunks' writes (a
-                                                    -- file's chunks on fewer threads contend
-                                                    -- less); more on a disk whose fsync is slow
+        pool_threads = int(2, 1, 128),              -- libuv's pool: opens, fsyncs, reads the
+                                                    -- page cache does not hold, hashes; more on
+                                                    -- a disk whose fsync is slow
+        write_threads = int(1, 1, 64),              -- the threads that write the chunks (a
+                                                    -- file's writes one at a time, in order)
         max_body_bytes = int(65536, 1024, 16777216),-- one frame (a 32 KiB chunk is ~44 KB)
         channel_idle_timeout_ms = int(43200000, 0, 604800000), -- a silent connection: closed;
                                                     -- 0: never (the S2 client sends nothing

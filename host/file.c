@@ -575,10 +575,8 @@ static int push_true(fjob *j, lua_State *co) {
 /* ---- host.file.open ---------------------------------------------------------------------- */
 
 static void open_run(fjob *j) {
-    j->fd = -1;
-    if ((j->flags & O_ACCMODE) == O_RDONLY) /* no atime update: a cached read on the loop
-                                               (read_cached) never touches the journal */
-        j->fd = open(j->path, j->flags | O_CLOEXEC | O_NOATIME, 0600);
+    /* no atime update: a cached read on the loop (read_cached) never touches the journal */
+    j->fd = open(j->path, j->flags | O_CLOEXEC | O_NOATIME, 0600);
     if (j->fd < 0) /* (O_NOATIME: only the owner's files, else EPERM) */
         j->fd = open(j->path, j->flags | O_CLOEXEC, 0600);
     if (j->fd < 0) j->err = errno;

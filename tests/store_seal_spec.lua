@@ -93,6 +93,17 @@ describe("lib.store: commit and writes under way", function()
             return res[2], res[3], res[4], reads
         end
 
+        -- The object folder of bytes made a link to another file system (a link into it is
+        -- refused: EXDEV) -> a function that takes it away again
+        local function refusing_folder(bytes)
+            local shm = "/dev/shm/storespec-" .. host.crypto.random_hex(8)
+            local folder = dir .. "/objects/" .. sha_of(bytes):sub(1, 2)
+            assert(host.proc.run({ "sh", "-c", 'mkdir "$1" && ln -s "$1" "$2"', "sh", shm, folder }))
+            return function()
+                assert(host.proc.run({ "sh", "-c", 'rm -f "$2" && rm -rf "$1"', "sh", shm, folder }))
+            end
+        end
+
         it("names the file without reading it again, for chunks in order or not, and closes the writer", function()
             for n, order in ipairs({ { { 1 }, { 2 }, { 3 } }, { { 3 }, { 1 }, { 2 } } }) do
                 local id = 20 + n -- (ids of their own: a committed one stays sealed)
@@ -141,15 +152,13 @@ describe("lib.store: commit and writes under way", function()
             -- the link refused after the tally was cut (the object's folder on another file
             -- system: EXDEV): the commit fails, the tally is back, a later commit succeeds
             assert(store:write_part(27, 0, chunk(1, "x"), store_lib.tally(CHUNK, 1, 1)))
-            local shm = "/dev/shm/storespec-" .. host.crypto.random_hex(8)
-            local folder = dir .. "/objects/" .. sha_of(chunk(1, "x")):sub(1, 2)
-            assert(host.proc.run({ "sh", "-c", 'mkdir "$1" && ln -s "$1" "$2"', "sh", shm, folder }))
+            local restore = refusing_folder(chunk(1, "x"))
             local none, ferr, kind = commit(27, CHUNK, nil, 1)
             assert.is_nil(none)
             assert.equal("storage", kind, ferr)
             assert.matches("cross%-device", ferr)
             assert.equal(chunk(1, "x") .. "\1", host.fs.read(store:partial_path(27)))
-            assert(host.proc.run({ "sh", "-c", 'rm -f "$2" && rm -rf "$1"', "sh", shm, folder }))
+            restore()
             local obj2, err2 = commit(27, CHUNK, nil, 1)
             assert(obj2, err2)
             assert.equal(chunk(1, "x"), host.fs.read(store:object_path(obj2.sha256)))
@@ -157,6 +166,35 @@ describe("lib.store: commit and writes under way", function()
             assert(store:write_part(28, 0, chunk(1)))
             local _, serr, skind = commit(28, CHUNK, nil, 1)
             assert.equal("size", skind, serr)
+        end)
+
+        it("puts the tally back through the writer when the link is refused, and names the file later", function()
+            local f = assert(store:open_part(32))
+            assert.is_true(f:hash_start(8))
+            assert(store.write_guarded(32, f.write, f, 0, chunk(1, "w"), store_lib.tally(CHUNK, 1, 1)))
+            local restore = refusing_folder(chunk(1, "w"))
+            local none, ferr, kind = commit(32, CHUNK, f, 1)
+            assert.is_nil(none)
+            assert.equal("storage", kind, ferr)
+            assert.matches("%(closed%)", tostring(f))
+            assert.equal(chunk(1, "w") .. "\1", host.fs.read(store:partial_path(32)))
+            restore()
+            local obj, err, _, reads = commit(32, CHUNK, nil, 1)
+            assert(obj, err)
+            assert.equal(1, reads)
+            assert.equal(chunk(1, "w"), host.fs.read(store:object_path(obj.sha256)))
+        end)
+
+        it("makes an object's folder again when it went away after this store made it", function()
+            assert(store:write_part(30, 0, chunk(1, "m")))
+            local obj = assert(commit(30, CHUNK))
+            host.fs.rmtree(dir .. "/objects/" .. obj.sha256:sub(1, 2))
+            assert(store:write_part(31, 0, chunk(1, "m")))
+            local again, err = commit(31, CHUNK)
+            assert(again, err)
+            assert.equal(obj.sha256, again.sha256)
+            assert.equal(chunk(1, "m"), host.fs.read(store:object_path(obj.sha256)))
+            assert.is_nil(host.fs.kind(store:partial_path(31))) -- (the partial removed)
         end)
 
         it("does not name a partial whose size is right but one piece untallied", function()

@@ -46,7 +46,9 @@ end
 
 -- at(root) -> store: the store under the folder root (an absolute path).
 function M.at(root)
-    return setmetatable({ root = root }, M)
+    -- made: the objects' folders made by this store (a cache: a commit makes its folder
+    -- only the first time, and again when a link finds it gone)
+    return setmetatable({ root = root, made = {} }, M)
 end
 
 -- Writes to partials under way in this process (one resource process per storage root,
@@ -225,21 +227,34 @@ function M:commit(upload_id, size, allowed, hashed, tally_n)
     return unpack(res, 2, 4)
 end
 
--- commit's work once no write to the partial can start or is under way
+-- commit's work once no write to the partial can start or is under way: through the
+-- partial's writer (hashed) when there is one, else a handle of its own
 function M:commit_sealed(upload_id, size, allowed, hashed, tally_n)
     local path = self:partial_path(upload_id)
-    local f, err = host.file.open(path, "r")
+    if hashed then return self:commit_open(path, hashed, size, allowed, hashed, tally_n or 0) end
+    local f, err = host.file.open(path, "w")
     if not f then return nil, err, "storage" end
-    local res = { pcall(self.commit_open, self, path, f, size, allowed, hashed, tally_n or 0) }
+    local res = { pcall(self.commit_open, self, path, f, size, allowed, nil, tally_n or 0) }
     f:close()
     if not res[1] then error(res[2], 0) end
     return unpack(res, 2, 4)
 end
 
--- commit_sealed with the partial open (f, "r"): checked, hashed and synced with its tally
--- still in place (only its first size bytes are the content), the tally cut off just
--- before the link and put back if the link fails, so that an interrupted commit leaves a
--- partial that a resend completes
+-- made_dir(dir[, again]) -> true | nil, err: an objects' folder, made unless this store made
+-- it already (again: made whatever the cache says)
+function M:made_dir(dir, again)
+    if self.made[dir] and not again then return true end
+    local ok, err = host.file.mkdirs(dir)
+    if not ok then return nil, err end
+    self.made[dir] = true
+    return true
+end
+
+-- commit_sealed with the partial open (f, "w"; host.file opens it O_NOATIME, so its reads
+-- on the loop never touch the inode): checked, hashed and synced with its tally still in
+-- place (only its first size bytes are the content), the tally cut off just before the
+-- link and put back if the link fails, so that an interrupted commit leaves a partial that
+-- a resend completes
 function M:commit_open(path, f, size, allowed, hashed, tally_n)
     local actual, serr = f:size()
     if not actual then return nil, serr, "storage" end
@@ -275,32 +290,28 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n)
     if not synced then return nil, yerr, "storage" end
     if not sha then return nil, herr, "storage" end
     local obj = self:object_path(sha)
-    local ok, merr = host.file.mkdirs(self.root .. "/objects/" .. sha:sub(1, 2))
+    local dir = self.root .. "/objects/" .. sha:sub(1, 2)
+    local ok, merr = self:made_dir(dir)
     if not ok then return nil, merr, "storage" end
-    local w
     if tally_n > 0 then -- the file is its content alone from now on
-        local werr, cut, cerr
-        w, werr = host.file.open(path, "w")
-        if not w then return nil, werr, "storage" end
-        cut, cerr = w:truncate(size)
-        if not cut then
-            w:close()
-            return nil, cerr, "storage"
-        end
+        local cut, cerr = f:truncate(size)
+        if not cut then return nil, cerr, "storage" end
     end
     local linked, lerr, lcode = host.file.link(path, obj)
+    if not linked and lcode == "ENOENT" and self:made_dir(dir, true) then -- (gone meanwhile)
+        linked, lerr, lcode = host.file.link(path, obj)
+    end
     if not linked and lcode ~= "EEXIST" then
-        if w then -- every piece was tallied (checked above): the tally back as it was
-            local back, berr = w:write(size, ("\1"):rep(tally_n))
+        if tally_n > 0 then -- every piece was tallied (checked above): the tally back as it was
+            local back, berr = f:write(size, ("\1"):rep(tally_n))
             if not back then
                 host.log.error("the tally of ", path, " not put back: ", tostring(berr))
             end
-            w:close()
         end
         return nil, lerr, "storage"
     end
-    if w then w:close() end
-    host.file.unlink(path)
+    local gone, uerr, ucode = host.file.unlink(path)
+    if not gone and ucode ~= "ENOENT" then host.log.warn("partial ", path, " left: ", tostring(uerr)) end
     return { sha256 = sha, size = size, mime = mime }
 end
 

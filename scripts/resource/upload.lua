@@ -62,10 +62,38 @@ local function room(uid, total)
     return true
 end
 
+-- waited(task) -> what the task returned; its error raised again
+local function waited(task)
+    local res = { task:wait() }
+    if not res[1] then error(res[2], 0) end
+    return unpack(res, 2, 4)
+end
+
+-- The checks a new upload must pass (its image message, the user's room), each a database
+-- round trip, started at once (with the lookup of the upload, by the caller) -> a function
+-- that waits for them -> true, message_id | nil, code, field
+local function checks_of(kind, uid, c, body)
+    local msg = kind == uploads.IMAGE and host.spawn(image_message, uid, body.message_id, c.name)
+    local space = host.spawn(room, uid, c.total)
+    return function()
+        local message_id
+        if msg then
+            local m, code, field = waited(msg)
+            if not m then return nil, code, field end
+            message_id = m.message_id
+        end
+        local ok, code, field = waited(space)
+        if not ok then return nil, code, field end
+        return true, message_id
+    end
+end
+
 -- The upload this chunk belongs to, created by a transfer's first request (1031 seq 1,
 -- 1041) -> row | nil, code, field
 local function upload_of(kind, uid, c, body, may_create)
-    for _ = 1, 2 do
+    for round = 1, 2 do
+        -- a transfer's first chunk most often starts a new upload: its checks start now
+        local checks = round == 1 and may_create and c.seq == 1 and checks_of(kind, uid, c, body)
         local row, err = uploads.find(kind, c.name)
         if err then return nil, failure.code(err) end
         if row then
@@ -82,14 +110,9 @@ local function upload_of(kind, uid, c, body, may_create)
             return row
         end
         if not may_create then return nil, errors.FileNotFound, "name" end
-        local message_id
-        if kind == uploads.IMAGE then
-            local msg, code, field = image_message(uid, body.message_id, c.name)
-            if not msg then return nil, code, field end
-            message_id = msg.message_id
-        end
-        local ok, code, field = room(uid, c.total)
+        local ok, code, field = (checks or checks_of(kind, uid, c, body))()
         if not ok then return nil, code, field end
+        local message_id = code
         local created, cerr = uploads.create { kind = kind, name = c.name, owner_uid = uid,
             message_id = message_id, total_size = c.total, md5 = c.md5 }
         if created then return created end
@@ -190,14 +213,18 @@ local function complete(session, row)
         host.log.warn("upload ", row.upload_id, " rows: ", tostring(derr))
         return nil, failure.code(derr)
     end
-    uploads.release(row.upload_id)
-    store:remove_partial(row.upload_id)
     host.log.info("upload ", row.upload_id, " complete: ", row.name, ", ", row.total_size,
         " bytes, sha256 ", obj.sha256, (" (claim %.1f ms, file %.1f ms, rows %.1f ms)"):format(
             t1 - t0, t2 - t1, host.timer.monotonic() - t2))
-    -- the rows are committed: the sender's reply need not wait for the icon's UPDATE or the
-    -- 1039 (a few database round trips), they follow in a task of their own
-    host.spawn(announce, row)
+    -- the rows are committed: the sender's reply need not wait for the claim's release (the
+    -- row's state answers a late chunk now), the partial's name (the commit removed it;
+    -- this is its second try), the icon's UPDATE or the 1039; they follow in a task of
+    -- their own
+    host.spawn(function()
+        uploads.release(row.upload_id)
+        store:remove_partial(row.upload_id)
+        announce(row)
+    end)
     return true
 end
 

@@ -80,7 +80,8 @@ function M.create(u)
         if errno == sql.ER_DUP_ENTRY then return nil, "exists" end
         return nil, err
     end
-    return M.find(u.kind, u.name)
+    return { upload_id = res.insert_id, kind = u.kind, name = u.name, owner_uid = u.owner_uid,
+        message_id = u.message_id, total_size = u.total_size, md5 = u.md5, state = M.UPLOADING }
 end
 
 -- restart(row, total_size, md5) -> true | nil, err: an expired or failed upload of the same

@@ -689,3 +689,42 @@ describe("resource rows kept between chunks", function()
         assert(util.wait_until(function() return not object_open() end, 5000, "closed with its connection"))
     end)
 end)
+
+describe("resource.uploads complete with the file's name promised", function()
+    local uploads = require "helpers.scripts_lib" "resource.uploads"
+
+    -- a new upload row of a user -> its row
+    local function new_upload()
+        local a = cluster.user()
+        return assert(uploads.create { kind = uploads.AVATAR, name = rc.name(), owner_uid = a.uid,
+            total_size = 10, md5 = "" })
+    end
+
+    it("writes the rows while the file is named and commits them once it is, or rolls them back", function()
+        for _, named_ok in ipairs({ true, false }) do
+            local row = new_upload()
+            local sha = host.crypto.random_hex(32)
+            local named = host.promise()
+            local done = host.spawn(uploads.complete, row.upload_id, { sha256 = sha, size = 10,
+                mime = "image/png" }, named)
+            -- its statements ran; until the promise, nothing is committed (another connection
+            -- reads the row as it was)
+            host.timer.sleep(100)
+            assert.is_false(done:done())
+            assert.equal(0, rc.upload_row(row.name, uploads.AVATAR).state)
+            named:resolve(named_ok)
+            local _, ok, err = done:wait(5000)
+            local now = rc.upload_row(row.name, uploads.AVATAR)
+            local objects = assert(host.db.query("SELECT COUNT(*) AS n FROM file_object WHERE sha256 = UNHEX(?)", sha))[1].n
+            if named_ok then
+                assert(ok, err)
+                assert.same({ 1, sha, 1 }, { now.state, now.sha, tonumber(objects) })
+            else
+                assert.is_nil(ok)
+                assert.matches("not named", err)
+                assert.same({ 0, 0 }, { now.state, tonumber(objects) })
+                assert.is_nil(now.sha)
+            end
+        end
+    end)
+end)

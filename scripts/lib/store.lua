@@ -194,7 +194,10 @@ function M:write_part(upload_id, offset, data, tally)
     end)
 end
 
--- commit(upload_id, size, allowed[, hashed[, tally_n]]) -> {sha256=, size=, mime=} | nil, err, kind
+-- commit(upload_id, size, allowed[, hashed[, tally_n[, on_named]]]) -> {sha256=, size=, mime=} |
+-- nil, err, kind. on_named(obj): called with what the result will be as soon as the running
+-- hash names the file, before its sync and link (not called when the file is read to be
+-- hashed): the caller may prepare its rows then, committing them only after this returns obj
 -- The partial must be exactly size bytes (with a tally of tally_n pieces: size + tally_n,
 -- every piece tallied, the tally cut off just before the link) and an allowed image by
 -- its first bytes; it is
@@ -206,14 +209,14 @@ end
 -- exactly these size bytes of this very file (host.file ends a running hash at any
 -- rewrite of hashed bytes, failed write, or write through another handle of the file, so
 -- it is the hash of the file's bytes; lib.store's writers are host.file handles only).
-function M:commit(upload_id, size, allowed, hashed, tally_n)
+function M:commit(upload_id, size, allowed, hashed, tally_n, on_named)
     local sealed, serr = seal(upload_id)
     if not sealed then
         unseal(upload_id)
         if hashed then hashed:close() end
         return nil, serr, "storage"
     end
-    local res = { pcall(self.commit_sealed, self, upload_id, size, allowed, hashed, tally_n) }
+    local res = { pcall(self.commit_sealed, self, upload_id, size, allowed, hashed, tally_n, on_named) }
     if hashed then hashed:close() end
     if res[1] and res[2] then -- named: it stays sealed a while (SEALED_KEEP_MS)
         local now = host.timer.monotonic()
@@ -229,12 +232,12 @@ end
 
 -- commit's work once no write to the partial can start or is under way: through the
 -- partial's writer (hashed) when there is one, else a handle of its own
-function M:commit_sealed(upload_id, size, allowed, hashed, tally_n)
+function M:commit_sealed(upload_id, size, allowed, hashed, tally_n, on_named)
     local path = self:partial_path(upload_id)
-    if hashed then return self:commit_open(path, hashed, size, allowed, hashed, tally_n or 0) end
+    if hashed then return self:commit_open(path, hashed, size, allowed, hashed, tally_n or 0, on_named) end
     local f, err = host.file.open(path, "w")
     if not f then return nil, err, "storage" end
-    local res = { pcall(self.commit_open, self, path, f, size, allowed, nil, tally_n or 0) }
+    local res = { pcall(self.commit_open, self, path, f, size, allowed, nil, tally_n or 0, on_named) }
     f:close()
     if not res[1] then error(res[2], 0) end
     return unpack(res, 2, 4)
@@ -255,7 +258,7 @@ end
 -- place (only its first size bytes are the content), the tally cut off just before the
 -- link and put back if the link fails, so that an interrupted commit leaves a partial that
 -- a resend completes
-function M:commit_open(path, f, size, allowed, hashed, tally_n)
+function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
     local actual, serr = f:size()
     if not actual then return nil, serr, "storage" end
     if actual ~= size + tally_n then
@@ -281,6 +284,8 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n)
     if hashed then sha, why = hashed:digest(size, f) end
     if why then host.log.info(path, ": read again to be hashed (", why, ")") end
     if sha then
+        -- named before the sync: the caller's rows may be written meanwhile (not committed)
+        if on_named then on_named({ sha256 = sha, size = size, mime = mime }) end
         synced, yerr = f:sync()
     else
         local syncing = host.spawn(function() return f:sync() end)

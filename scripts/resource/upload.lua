@@ -196,9 +196,25 @@ local function complete(session, row)
         return true
     end
     local t1 = host.timer.monotonic()
-    local obj, err, kind = store:commit(row.upload_id, row.total_size, settings.image_types, hashed,
-        wire.max_seq(row.total_size))
+    -- the rows' statements run while the file is synced and linked (when its running hash
+    -- names it first), committed only once it is linked
+    local named, rows = nil, nil
+    local function on_named(o)
+        named = host.promise()
+        rows = host.spawn(uploads.complete, row.upload_id, o, named)
+    end
+    local res = { pcall(store.commit, store, row.upload_id, row.total_size, settings.image_types,
+        hashed, wire.max_seq(row.total_size), on_named) }
     local t2 = host.timer.monotonic()
+    if named then named:resolve(res[1] and res[2] ~= nil) end -- (else its rows roll back)
+    local ok, derr
+    if rows then
+        local ran
+        ran, ok, derr = rows:wait()
+        if not ran then ok, derr = nil, ok end
+    end
+    if not res[1] then error(res[2], 0) end
+    local obj, err, kind = res[2], res[3], res[4]
     if not obj then
         uploads.release(row.upload_id)
         host.log.warn("upload ", row.upload_id, " (", row.name, ") not complete: ", tostring(err))
@@ -207,7 +223,7 @@ local function complete(session, row)
         store:remove_partial(row.upload_id)
         return nil, kind == "type" and errors.FileTypeRefused or errors.BadChunk
     end
-    local ok, derr = uploads.complete(row.upload_id, obj)
+    if not rows then ok, derr = uploads.complete(row.upload_id, obj) end
     if not ok then
         uploads.release(row.upload_id)
         host.log.warn("upload ", row.upload_id, " rows: ", tostring(derr))

@@ -109,14 +109,19 @@ function M.release(upload_id)
     host.redis.call("DEL", keys.upload_commit(upload_id))
 end
 
--- complete(upload_id, obj) -> true | nil, err, errno: the content's row (kept once) and the
--- upload's state, in one transaction; obj = {sha256=, size=, mime=} from lib.store.
-function M.complete(upload_id, obj)
+-- complete(upload_id, obj[, named]) -> true | nil, err, errno: the content's row (kept once)
+-- and the upload's state, in one transaction; obj = {sha256=, size=, mime=} from lib.store.
+-- named: a promise the transaction waits for after its statements, before its COMMIT (they
+-- run while the file is synced and linked, lib.store's on_named): resolved true it commits;
+-- false, or not within NAMED_WAIT_MS, it rolls back.
+local NAMED_WAIT_MS = 30000
+function M.complete(upload_id, obj, named)
     local ok, err, errno = sql.tx(function(q)
         sql.must(q.exec("INSERT IGNORE INTO file_object (sha256, size, mime) VALUES (UNHEX(?), ?, ?)",
             obj.sha256, obj.size, obj.mime))
         sql.must(q.exec("UPDATE upload SET state = 1, sha256 = UNHEX(?), received_bytes = total_size "
             .. "WHERE upload_id = ? AND state = 0", obj.sha256, upload_id))
+        if named and named:wait(NAMED_WAIT_MS) ~= true then sql.fail("the file was not named") end
         return true
     end)
     if not ok then return nil, err, errno end

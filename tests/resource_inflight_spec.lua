@@ -162,6 +162,29 @@ describe("resource chunks in flight", function()
         assert.equal(u.data, host.fs.read(role.files .. "/objects/" .. row.sha:sub(1, 2) .. "/" .. row.sha))
         c:close()
     end)
+
+    it("completes an upload whose handler was abandoned at its deadline in the middle of its completion", function()
+        -- one chunk: written and completed in the 1041 handler, whose claim (a Redis write)
+        -- is held back past resource.handler_timeout_ms
+        local role = rc.start { resource = { handler_timeout_ms = 200 } }
+        local u = upload_of(CHUNK - 100)
+        local c = assert(res.connect(role.port))
+        pause()
+        assert(c:send(1041, res.image_body(1041, u, 1)))
+        assert.is_true(write_held())
+        local id, body = next_frame(c)
+        assert.same({ 1042, 1019 }, { id, body.error }) -- the handler abandoned
+        unpause()
+        -- its completion went on: complete without another chunk (the claim it took would
+        -- otherwise hold every resend off for 300 s)
+        local deadline = host.timer.monotonic() + 4000
+        while rc.upload_row(u.name).state ~= 1 and host.timer.monotonic() < deadline do
+            host.timer.sleep(10)
+        end
+        assert.equal(1, rc.upload_row(u.name).state)
+        c:close()
+        role:stop()
+    end)
 end)
 
 -- max_chunks_in_flight n: the last chunk held in its completion (Redis writes held back),

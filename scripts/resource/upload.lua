@@ -336,7 +336,9 @@ local function finish(session, u, c, reply, ok, err, prev, tallied)
         if ferr then return trouble(reply, "upload " .. row.upload_id, ferr) end
         if now and now.state == uploads.COMPLETE then return reply end
     end
-    local done, dcode = complete(session, row)
+    -- in a task of its own: a handler past resource.handler_timeout_ms is abandoned (1019),
+    -- the completion it began is not (it ends as if the handler had waited)
+    local done, dcode = waited(host.spawn(complete, session, row))
     if not done then return wire.fail(reply, dcode) end
     return reply
 end

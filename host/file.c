@@ -425,7 +425,7 @@ static int job_submit(lua_State *L, fjob *j, const char *fname) {
  * pool threads woken in turn, one upload at a time ran at 0.5-0.6 of the rate of one:
  * bench/RESULTS.md). Each write, once done, goes to the loop at once (done list,
  * done_async). Other jobs on a file are pool jobs (job_submit): the scripts order them
- * after its writes. One mutex (fs->wmu) keeps the files' queues, the ready list and the
+ * after its writes. One mutex (writers.mu) keeps the files' queues, the ready list and the
  * done list: the loop and the writers hold it for a few pointer moves. */
 
 #define STRAND_BATCH 16 /* writes a writer takes from one file before the next file */
@@ -477,7 +477,7 @@ static void writer_main(void *arg) {
             uv_cond_wait(&w->cv, &w->mu);
             w->idle--;
         }
-        if (!w->ready_head) break; /* stopping, nothing left */
+        if (w->stop) break; /* (after the loop's end: nothing waits for what is queued) */
         file_t *f = w->ready_head;
         w->ready_head = f->ready_next;
         if (!w->ready_head) w->ready_tail = NULL;
@@ -539,7 +539,9 @@ static void writers_free(struct writers *w) {
     uv_cond_broadcast(&w->cv);
     uv_mutex_unlock(&w->mu);
     for (int i = 0; i < w->n; i++) uv_thread_join(&w->threads[i]);
-    if (!uv_is_closing((uv_handle_t *)w->async)) /* (a shutdown past its deadline closed it) */
+    if (uv_is_closing((uv_handle_t *)w->async)) /* a shutdown past its deadline closed it */
+        free(w->async);
+    else
         uv_close((uv_handle_t *)w->async, handle_free);
     uv_cond_destroy(&w->cv);
     uv_mutex_destroy(&w->mu);
@@ -623,12 +625,13 @@ static int open_push(fjob *j, lua_State *co) {
 static int open_flags(lua_State *L, const char *mode) {
     if (strcmp(mode, "r") == 0) return O_RDONLY;
     if (strcmp(mode, "w") == 0) return O_RDWR | O_CREAT;
+    if (strcmp(mode, "rw") == 0) return O_RDWR;
     if (strcmp(mode, "wx") == 0) return O_RDWR | O_CREAT | O_EXCL;
-    return luaL_argerror(L, 2, "mode must be \"r\", \"w\" or \"wx\"");
+    return luaL_argerror(L, 2, "mode must be \"r\", \"rw\", \"w\" or \"wx\"");
 }
 
-/* open(path, mode) -> f | nil, err, code. "w" creates (0600) without truncating, "wx"
- * only creates; beyond file.max_open open files: nil, err, "EMFILE" */
+/* open(path, mode) -> f | nil, err, code. "rw" reads and writes an existing file, "w"
+ * creates (0600) without truncating, "wx" only creates; beyond file.max_open open files: nil, err, "EMFILE" */
 static int l_open(lua_State *L) {
     struct app *app = app_from(L);
     const char *path = luaL_checkstring(L, 1);

@@ -166,7 +166,7 @@ describe("host.file", function()
         assert.equal("ERANGE", code)
     end)
 
-    it("opens \"w\" without truncating, \"wx\" only new files, \"r\" only existing ones", function()
+    it("opens \"w\" without truncating, \"wx\" only new files, \"r\" and \"rw\" only existing ones", function()
         host.fs.write(dir .. "/b", "0123456789")
         local f = assert(file.open(dir .. "/b", "w"))
         assert(f:write(2, "ab"))
@@ -189,6 +189,14 @@ describe("host.file", function()
         assert.equal("EBADF", code)
         assert.matches("^cannot write .*/b: ", err)
         assert(r:close())
+        local rw = assert(file.open(dir .. "/b", "rw")) -- read and written, not truncated
+        assert(rw:write(0, "xy"))
+        assert.equal("xy", rw:read(0, 2))
+        assert(rw:close())
+        assert.equal("xyab456789", host.fs.read(dir .. "/b"))
+        none, err, code = file.open(dir .. "/missing", "rw") -- not created
+        assert.equal("ENOENT", code)
+        assert.is_nil(host.fs.kind(dir .. "/missing"))
         assert.has_error(function() file.open(dir .. "/b", "a") end)
     end)
 

@@ -6,6 +6,7 @@
 -- held back with CLIENT PAUSE WRITE (the completion's claim is a SET: a write), which lifts
 -- itself after 5 s if a test fails before its UNPAUSE.
 local host = require "host"
+local util = require "helpers.util"
 local res = require "helpers.res_client"
 local rc = require "helpers.res_cluster"
 
@@ -161,6 +162,47 @@ describe("resource chunks in flight", function()
         assert.equal(1, row.state)
         assert.equal(u.data, host.fs.read(role.files .. "/objects/" .. row.sha:sub(1, 2) .. "/" .. row.sha))
         c:close()
+    end)
+
+    it("writes an upload's rows after its link when the transaction prepared during the link fails", function()
+        -- the upload's row locked here: the completion's prepared transaction waits for it
+        -- and its statement is killed (KILL QUERY); the rows are then written again after
+        -- the link, by a transaction of their own, which gets the lock once it is let go
+        local db = host.db
+        local role = rc.start()
+        local u = upload_of(2 * CHUNK)
+        local c = assert(res.connect(role.port))
+        started(role, c, u)
+        local id = rc.upload_row(u.name).upload_id
+        local release, locked = host.promise(), host.promise()
+        local holder = host.spawn(function()
+            return db.tx(function(tx)
+                assert(tx:query("SELECT upload_id FROM upload WHERE upload_id = ? FOR UPDATE", id))
+                locked:resolve(true)
+                release:wait(10000)
+                return true
+            end)
+        end)
+        assert.is_true(locked:wait(5000))
+        assert(c:send(1037, res.image_body(1037, u, 2)))
+        -- the rows' UPDATE waiting for the lock (our own user's threads: no privilege needed)
+        local function waiting()
+            return assert(db.query("SELECT ID AS id FROM information_schema.PROCESSLIST "
+                .. "WHERE INFO LIKE 'UPDATE upload SET state = 1%'"))[1]
+        end
+        local killed = util.wait_until(function()
+            local w = waiting()
+            return w and assert(db.exec("KILL QUERY " .. tonumber(w.id))) and true
+        end, 8000, "the prepared rows waiting for the lock")
+        host.timer.sleep(200) -- (the rows again, waiting for the lock in turn)
+        release:resolve()
+        assert(holder:wait(5000))
+        assert.is_true(killed)
+        local idr, body = next_frame(c)
+        assert.same({ 1038, 0 }, { idr, body.error })
+        assert.equal(1, rc.upload_row(u.name).state)
+        c:close()
+        role:stop()
     end)
 
     it("completes an upload whose handler was abandoned at its deadline in the middle of its completion", function()

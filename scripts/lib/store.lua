@@ -235,7 +235,7 @@ end
 function M:commit_sealed(upload_id, size, allowed, hashed, tally_n, on_named)
     local path = self:partial_path(upload_id)
     if hashed then return self:commit_open(path, hashed, size, allowed, hashed, tally_n or 0, on_named) end
-    local f, err = host.file.open(path, "w")
+    local f, err = host.file.open(path, "rw")
     if not f then return nil, err, "storage" end
     local res = { pcall(self.commit_open, self, path, f, size, allowed, nil, tally_n or 0, on_named) }
     f:close()
@@ -253,7 +253,7 @@ function M:made_dir(dir, again)
     return true
 end
 
--- commit_sealed with the partial open (f, "w"; host.file opens it O_NOATIME, so its reads
+-- commit_sealed with the partial open (f, "rw" or its writer's "w"; host.file opens it O_NOATIME, so its reads
 -- on the loop never touch the inode): checked, hashed and synced with its tally still in
 -- place (only its first size bytes are the content), the tally cut off just before the
 -- link and put back if the link fails, so that an interrupted commit leaves a partial that

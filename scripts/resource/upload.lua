@@ -22,6 +22,9 @@ local M = {}
 
 local store = store_lib.at(settings.dir)
 M.store = store
+-- completions whose rows are prepared while their file is linked (complete): {n = ...}
+local prepared = host.keep("resource.upload.prepared.v1")
+prepared.n = prepared.n or 0
 
 -- The fields each reply echoes (s2-client.md §4, §6: the client takes its next chunk's
 -- fields from them).
@@ -197,11 +200,20 @@ local function complete(session, row)
     end
     local t1 = host.timer.monotonic()
     -- the rows' statements run while the file is synced and linked (when its running hash
-    -- names it first), committed only once it is linked
+    -- names it first), committed only once it is linked; such a transaction holds a
+    -- database connection meanwhile, so at most mysql.pool_size - 2 at once (beyond: the
+    -- rows after the link, as when the file is read to be hashed)
     local named, rows = nil, nil
     local function on_named(o)
+        if prepared.n >= host.config.mysql.pool_size - 2 then return end
+        prepared.n = prepared.n + 1
         named = host.promise()
-        rows = host.spawn(uploads.complete, row.upload_id, o, named)
+        rows = host.spawn(function()
+            local res = { pcall(uploads.complete, row.upload_id, o, named) }
+            prepared.n = prepared.n - 1
+            if not res[1] then error(res[2], 0) end
+            return unpack(res, 2, 4)
+        end)
     end
     local res = { pcall(store.commit, store, row.upload_id, row.total_size, settings.image_types,
         hashed, wire.max_seq(row.total_size), on_named) }
@@ -213,7 +225,10 @@ local function complete(session, row)
         ran, ok, derr = rows:wait()
         if not ran then ok, derr = nil, ok end
     end
-    if not res[1] then error(res[2], 0) end
+    if not res[1] then
+        uploads.release(row.upload_id)
+        error(res[2], 0)
+    end
     local obj, err, kind = res[2], res[3], res[4]
     if not obj then
         uploads.release(row.upload_id)
@@ -223,7 +238,10 @@ local function complete(session, row)
         store:remove_partial(row.upload_id)
         return nil, kind == "type" and errors.FileTypeRefused or errors.BadChunk
     end
-    if not rows then ok, derr = uploads.complete(row.upload_id, obj) end
+    if not ok then -- (not prepared, or its transaction failed: the object is linked now)
+        if rows then host.log.warn("upload ", row.upload_id, " rows prepared: ", tostring(derr), "; again") end
+        ok, derr = uploads.complete(row.upload_id, obj)
+    end
     if not ok then
         uploads.release(row.upload_id)
         host.log.warn("upload ", row.upload_id, " rows: ", tostring(derr))
@@ -423,7 +441,9 @@ local function handler(id, kind, may_create)
                 if not c.data then return wire.fail(reply, errors.BadChunk, "data") end
                 c.b64 = nil
             end
-            local ok, err, why = write(session, u, c)
+            -- (in a task of its own, as a completion: a handler abandoned at its deadline
+            -- would leave the partial's count of writes under way raised, lib.store)
+            local ok, err, why = waited(host.spawn(write, session, u, c))
             if ok then return finish(session, u, c, reply, true, nil, nil, err) end
             if why ~= "changed" then return finish(session, u, c, reply, false, err) end
         end

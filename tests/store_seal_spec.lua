@@ -117,22 +117,21 @@ describe("lib.store: commit and writes under way", function()
             end
         end)
 
-        it("tells on_named the name before the sync and link, only when the running hash names the file", function()
-            local f = writer(33, { { 1 }, { 2 } })
-            local told = {}
-            local obj = assert(store:commit(33, 2 * CHUNK, { "png" }, f, nil, function(o)
-                told[#told + 1] = o
-                -- (before the link: the object is not there yet)
-                told.linked = host.fs.kind(store:object_path(o.sha256)) ~= nil
-            end))
-            assert.equal(1, #told)
-            assert.same(obj, told[1])
-            assert.is_false(told.linked)
-            -- read to be hashed (no writer): not told
-            assert(store:write_part(34, 0, chunk(1, "n")))
-            local called = false
-            assert(store:commit(34, CHUNK, { "png" }, nil, nil, function() called = true end))
-            assert.is_false(called)
+        it("tells on_named the name before the link, whether the running hash or a read named the file", function()
+            -- (before the link: the object is not there yet)
+            local function commit_told(id, size, f)
+                local told = {}
+                local obj = assert(store:commit(id, size, { "png" }, f, nil, function(o)
+                    told[#told + 1] = o
+                    told.linked = host.fs.kind(store:object_path(o.sha256)) ~= nil
+                end))
+                assert.equal(1, #told)
+                assert.same(obj, told[1])
+                assert.is_false(told.linked)
+            end
+            commit_told(33, 2 * CHUNK, writer(33, { { 1 }, { 2 } }))
+            assert(store:write_part(34, 0, chunk(1, "n"))) -- no writer: read to be hashed
+            commit_told(34, CHUNK)
         end)
 
         it("names the file by its real bytes once a chunk was written again with other bytes", function()

@@ -195,15 +195,14 @@ function M:write_part(upload_id, offset, data, tally)
 end
 
 -- commit(upload_id, size, allowed[, hashed[, tally_n[, on_named]]]) -> {sha256=, size=, mime=} |
--- nil, err, kind. on_named(obj): called with what the result will be as soon as the running
--- hash names the file, before its sync and link (not called when the file is read to be
--- hashed): the caller may prepare its rows then, committing them only after this returns obj
+-- nil, err, kind. on_named(obj): called with what the result will be as soon as the file is
+-- named (its running hash, or its bytes read), before its link and sync: the caller may
+-- prepare its rows then, committing them only after this returns obj
 -- The partial must be exactly size bytes (with a tally of tally_n pieces: size + tally_n,
 -- every piece tallied, the tally cut off just before the link) and an allowed image by
--- its first bytes; it is
--- synced and hashed (streamed, off the loop; the two at once) and linked under its
--- content's name (already there: the same content is kept once), then the partial is
--- removed. Only after this returns may the upload be called complete. hashed: the
+-- its first bytes; it is hashed (its running hash, or streamed off the loop), linked under
+-- its content's name (already there: the same content is kept once) and synced with that
+-- name, then the partial's name is removed. Only after this returns may the upload be called complete. hashed: the
 -- partial's writer (open_part, f:hash_start before its first write), closed here: its
 -- running hash names the file instead of reading it again when it is still valid for
 -- exactly these size bytes of this very file (host.file ends a running hash at any
@@ -253,11 +252,11 @@ function M:made_dir(dir, again)
     return true
 end
 
--- commit_sealed with the partial open (f, "rw" or its writer's "w"; host.file opens it O_NOATIME, so its reads
--- on the loop never touch the inode): checked, hashed and synced with its tally still in
--- place (only its first size bytes are the content), the tally cut off just before the
--- link and put back if the link fails, so that an interrupted commit leaves a partial that
--- a resend completes
+-- commit_sealed with the partial open (f, "rw" or its writer's "w"; host.file opens it
+-- O_NOATIME, so its reads on the loop never touch the inode): checked and hashed with its
+-- tally in place (only its first size bytes are the content), the tally cut off just
+-- before the link and put back if the link or the sync after it fails, so that a failed
+-- commit leaves a partial that a resend completes
 function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
     local actual, serr = f:size()
     if not actual then return nil, serr, "storage" end
@@ -276,29 +275,31 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
         end
     end
     -- the running hash of the file's writer when valid for these bytes (the seal: none is
-    -- being written); else the sync (the disk) and the hash of the first size bytes (the
-    -- CPU, reading the page cache) at once: neither changes the bytes, both must succeed
-    -- before the object is named
-    local sha, herr, synced, yerr, _
-    local why
+    -- being written); else its first size bytes are read to be hashed
+    local sha, herr, why
     if hashed then sha, why = hashed:digest(size, f) end
     if why then host.log.info(path, ": read again to be hashed (", why, ")") end
-    if sha then
-        -- named before the sync: the caller's rows may be written meanwhile (not committed)
-        if on_named then on_named({ sha256 = sha, size = size, mime = mime }) end
-        synced, yerr = f:sync()
-    else
-        local syncing = host.spawn(function() return f:sync() end)
+    if not sha then
         sha, herr = host.file.sha256(path, size)
-        _, synced, yerr = syncing:wait()
+        if not sha then return nil, herr, "storage" end
     end
-    if not synced then return nil, yerr, "storage" end
-    if not sha then return nil, herr, "storage" end
+    -- named: the caller's rows may be written meanwhile (committed only after this returns)
+    if on_named then on_named({ sha256 = sha, size = size, mime = mime }) end
     local obj = self:object_path(sha)
     local dir = self.root .. "/objects/" .. sha:sub(1, 2)
     local ok, merr = self:made_dir(dir)
     if not ok then return nil, merr, "storage" end
-    if tally_n > 0 then -- the file is its content alone from now on
+    -- the file becomes its content alone and takes its name, and then one sync makes its
+    -- bytes, its size and its name durable together (an fsync commits the journal
+    -- transaction of the file's link: ext4, XFS), so that a complete upload's object
+    -- cannot lose its name to a power cut; until the link, a failure puts the tally back,
+    -- so that a resend completes it then
+    local function put_back()
+        if tally_n == 0 then return end -- (every piece was tallied: checked above)
+        local back, berr = f:write(size, ("\1"):rep(tally_n))
+        if not back then host.log.error("the tally of ", path, " not put back: ", tostring(berr)) end
+    end
+    if tally_n > 0 then
         local cut, cerr = f:truncate(size)
         if not cut then return nil, cerr, "storage" end
     end
@@ -307,13 +308,16 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
         linked, lerr, lcode = host.file.link(path, obj)
     end
     if not linked and lcode ~= "EEXIST" then
-        if tally_n > 0 then -- every piece was tallied (checked above): the tally back as it was
-            local back, berr = f:write(size, ("\1"):rep(tally_n))
-            if not back then
-                host.log.error("the tally of ", path, " not put back: ", tostring(berr))
-            end
-        end
+        put_back()
         return nil, lerr, "storage"
+    end
+    if linked then -- (EEXIST: the same content is there already, synced by its own commit)
+        local synced, yerr = f:sync()
+        if not synced then -- no object named by bytes that may not be on the disk
+            host.file.unlink(obj)
+            put_back()
+            return nil, yerr, "storage"
+        end
     end
     local gone, uerr, ucode = host.file.unlink(path)
     if not gone and ucode ~= "ENOENT" then host.log.warn("partial ", path, " left: ", tostring(uerr)) end

@@ -199,10 +199,9 @@ local function complete(session, row)
         return true
     end
     local t1 = host.timer.monotonic()
-    -- the rows' statements run while the file is synced and linked (when its running hash
-    -- names it first), committed only once it is linked; such a transaction holds a
-    -- database connection meanwhile, so at most mysql.pool_size - 2 at once (beyond: the
-    -- rows after the link, as when the file is read to be hashed)
+    -- the rows' statements run while the file is linked and synced (from when it is
+    -- named), committed only once it is; such a transaction holds a database connection
+    -- meanwhile, so at most mysql.pool_size - 2 at once (beyond: the rows after the link)
     local named, rows = nil, nil
     local function on_named(o)
         if prepared.n >= host.config.mysql.pool_size - 2 then return end

@@ -112,7 +112,7 @@ end
 -- complete(upload_id, obj[, named]) -> true | nil, err, errno: the content's row (kept once)
 -- and the upload's state, in one transaction; obj = {sha256=, size=, mime=} from lib.store.
 -- named: a promise the transaction waits for after its statements, before its COMMIT (they
--- run while the file is synced and linked, lib.store's on_named): resolved true it commits;
+-- run while the file is linked and synced, lib.store's on_named): resolved true it commits;
 -- false, or not within NAMED_WAIT_MS, it rolls back.
 local NAMED_WAIT_MS = 30000
 function M.complete(upload_id, obj, named)

@@ -423,8 +423,8 @@ static int job_submit(lua_State *L, fjob *j, const char *fname) {
  * chunks in order (none held), a connection's chunks in flight wake a writer only when it
  * had run out of work, and with one writer the same thread always takes them (with two
  * pool threads woken in turn, one upload at a time ran at 0.5-0.6 of the rate of one:
- * bench/RESULTS.md). Each write, once done, goes to the loop at once (done list,
- * done_async). Other jobs on a file are pool jobs (job_submit): the scripts order them
+ * bench/RESULTS.md). Each write, once done, goes to the loop at once (the done list and
+ * one async handle). Other jobs on a file are pool jobs (job_submit): the scripts order them
  * after its writes. One mutex (writers.mu) keeps the files' queues, the ready list and the
  * done list: the loop and the writers hold it for a few pointer moves. */
 

@@ -179,9 +179,13 @@ describe("lib.store: commit and writes under way", function()
             local obj2, err2 = commit(27, CHUNK, nil, 1)
             assert(obj2, err2)
             assert.equal(chunk(1, "x"), host.fs.read(store:object_path(obj2.sha256)))
-            -- and without its tally (one piece short) the size is wrong
+            -- and without its tally (one piece short) the size is wrong, as with a byte more
             assert(store:write_part(28, 0, chunk(1)))
             local _, serr, skind = commit(28, CHUNK, nil, 1)
+            assert.equal("size", skind, serr)
+            assert(store:write_part(35, 0, chunk(1), store_lib.tally(CHUNK, 1, 1)))
+            assert(store:write_part(35, CHUNK + 1, "x"))
+            _, serr, skind = commit(35, CHUNK, nil, 1)
             assert.equal("size", skind, serr)
         end)
 

@@ -258,22 +258,24 @@ end
 -- before the link and put back if the link or the sync after it fails, so that a failed
 -- commit leaves a partial that a resend completes
 function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
-    local actual, serr = f:size()
-    if not actual then return nil, serr, "storage" end
-    if actual ~= size + tally_n then
-        return nil, ("%s is %d bytes, not %d"):format(path, actual, size + tally_n), "size"
+    -- its size: with a tally, told by reading the tally and one byte more (no stat: a pool
+    -- job less); the tally all set
+    if tally_n > 0 then
+        local tally, terr = f:read(size, tally_n + 1)
+        if not tally then return nil, terr, "storage" end
+        if #tally ~= tally_n then
+            return nil, ("%s is not %d bytes"):format(path, size + tally_n), "size"
+        end
+        if tally:find("\0", 1, true) then return nil, path .. ": a piece is not tallied", "storage" end
+    else
+        local actual, serr = f:size()
+        if not actual then return nil, serr, "storage" end
+        if actual ~= size then return nil, ("%s is %d bytes, not %d"):format(path, actual, size), "size" end
     end
     local head, rerr = f:read(0, 16)
     if not head then return nil, rerr, "storage" end
     local kind, mime = M.sniff(head, allowed)
     if not kind then return nil, "not an image of the allowed types", "type" end
-    if tally_n > 0 then
-        local tally, terr = f:read(size, tally_n)
-        if not tally then return nil, terr, "storage" end
-        if tally:find("\0", 1, true) or #tally ~= tally_n then
-            return nil, path .. ": a piece is not tallied", "storage"
-        end
-    end
     -- the running hash of the file's writer when valid for these bytes (the seal: none is
     -- being written); else its first size bytes are read to be hashed
     local sha, herr, why

@@ -1,8 +1,9 @@
 /* file.c: host.file, asynchronous file I/O for scripts (the resource role's uploads and
- * downloads). Every call is one job on libuv's thread pool: the calling task yields until
- * it is done and the loop never blocks on a disk; a file's writes run one at a time, in
- * order, on its strand (see "strands"); a read the page cache holds whole is made on the
- * loop with RWF_NOWAIT, which cannot wait for the disk (read_cached).
+ * downloads). Every call is one job off the loop: the calling task yields until it is done
+ * and the loop never blocks on a disk. Writes run on writer threads of their own, one
+ * file's one at a time in order (see "strands"), the other jobs on libuv's thread pool;
+ * a read the page cache holds whole is made on the loop with RWF_NOWAIT, which cannot
+ * wait for the disk (read_cached).
  * Failures are nil, a sentence naming the path and the cause, and the errno name ("ENOENT", "ENOSPC", ...) for scripts to branch
  * on. Open files are bounded per process (file.max_open); a file handle that is collected
  * unclosed is closed off the loop. host.fs (fs.c) is the blocking kind, for tools. */

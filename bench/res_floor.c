@@ -117,7 +117,8 @@ static void pend_flush(conn *c) {
             free(p->frame);
         } else {
             char reply[1100];
-            int rn = snprintf(reply, sizeof reply, "{\"error\":%d,%.*s", p->error, p->rlen, p->rest);
+            int rn =
+                snprintf(reply, sizeof reply, "{\"error\":%d,%.*s", p->error, p->rlen, p->rest);
             out_frame(&o, (uint16_t)(p->id + 1), reply, (size_t)rn);
         }
         free(p);
@@ -202,6 +203,7 @@ static void on_chunk(conn *c, out *o, uint16_t id, const char *body, size_t len)
     size_t nname, ndata, n_sender, n_recv, n_total, n_trans, n_md5, n_uid, n_last;
     long long seq = 0;
     int error = 0;
+    data = NULL, ndata = 0; /* (set when error stays 0) */
     RAW("sender", v_sender, n_sender);
     RAW("receiver", v_recv, n_recv);
     RAW("total_size", v_total, n_total);
@@ -216,7 +218,16 @@ static void on_chunk(conn *c, out *o, uint16_t id, const char *body, size_t len)
     } else if (res_json_int(body, len, "seq", &seq) != 0 || seq < 1 ||
                res_json_str(body, len, "data", &data, &ndata) != 0 || ndata > RES_B64_CHUNK) {
         error = 1104;
-    } else {
+    }
+    char rest[1024]; /* the reply's fields after its error code */
+    int rlen = snprintf(rest, sizeof rest,
+                        "\"seq\":%lld,\"name\":\"%.*s\",\"sender\":%.*s,\"receiver\":%.*s,"
+                        "\"total_size\":%.*s,\"trans_size\":%.*s,\"md5\":%.*s,\"uid\":%.*s,"
+                        "\"last\":%.*s}",
+                        seq, (int)nname, name, (int)n_sender, v_sender, (int)n_recv, v_recv,
+                        (int)n_total, v_total, (int)n_trans, v_trans, (int)n_md5, v_md5,
+                        (int)n_uid, v_uid, (int)n_last, v_last);
+    if (!error) {
 #ifdef RES_FLOOR_POOL
         pend *p = calloc(1, sizeof *p);
         if (!p) abort();
@@ -229,16 +240,14 @@ static void on_chunk(conn *c, out *o, uint16_t id, const char *body, size_t len)
             pend_frames(c, o); /* replies before this one go first */
             p->id = id;
             p->n = (size_t)n;
-            p->rlen = snprintf(p->rest, sizeof p->rest,
-                               "\"seq\":%lld,\"name\":\"%.*s\",\"sender\":%.*s,\"receiver\":%.*s,"
-                               "\"total_size\":%.*s,\"trans_size\":%.*s,\"md5\":%.*s,\"uid\":%.*s,\"last\":%.*s}",
-                               seq, (int)nname, name, (int)n_sender, v_sender, (int)n_recv, v_recv, (int)n_total,
-                               v_total, (int)n_trans, v_trans, (int)n_md5, v_md5, (int)n_uid, v_uid, (int)n_last, v_last);
+            memcpy(p->rest, rest, (size_t)rlen);
+            p->rlen = rlen;
             pend_add(c, p);
             p->req.data = p;
             uv_buf_t b = uv_buf_init((char *)p->buf, (unsigned)n);
             c->pending++;
-            if (uv_fs_write(c->tcp.loop, &p->req, fd, &b, 1, (seq - 1) * (int64_t)RES_CHUNK, on_fs_written) != 0) {
+            int64_t at = (seq - 1) * (int64_t)RES_CHUNK;
+            if (uv_fs_write(c->tcp.loop, &p->req, fd, &b, 1, at, on_fs_written) != 0) {
                 c->pending--;
                 p->done = 1;
                 p->error = 1105;
@@ -254,12 +263,8 @@ static void on_chunk(conn *c, out *o, uint16_t id, const char *body, size_t len)
         else if (pwrite(fd, buf, (size_t)n, (off_t)(seq - 1) * RES_CHUNK) != n) error = 1105;
 #endif
     }
-    char reply[1024];
-    int rn = snprintf(reply, sizeof reply,
-                      "{\"error\":%d,\"seq\":%lld,\"name\":\"%.*s\",\"sender\":%.*s,\"receiver\":%.*s,"
-                      "\"total_size\":%.*s,\"trans_size\":%.*s,\"md5\":%.*s,\"uid\":%.*s,\"last\":%.*s}",
-                      error, seq, (int)nname, name, (int)n_sender, v_sender, (int)n_recv, v_recv, (int)n_total,
-                      v_total, (int)n_trans, v_trans, (int)n_md5, v_md5, (int)n_uid, v_uid, (int)n_last, v_last);
+    char reply[1100];
+    int rn = snprintf(reply, sizeof reply, "{\"error\":%d,%.*s", error, rlen, rest);
     out_frame(o, (uint16_t)(id + 1), reply, (size_t)rn);
 }
 
@@ -298,7 +303,8 @@ static void on_download(conn *c, out *o, const char *body, size_t len) {
     uint8_t *p = out_room(o, RES_HEADER + blen);
     res_put_header(p, 1048, (uint32_t)blen);
     memcpy(p + RES_HEADER, head, (size_t)hn);
-    size_t dn = error ? 0 : res_b64_encode_chunk(c->out_chunk, (size_t)got, (char *)p + RES_HEADER + hn);
+    char *text = (char *)p + RES_HEADER + hn;
+    size_t dn = error ? 0 : res_b64_encode_chunk(c->out_chunk, (size_t)got, text);
     memcpy(p + RES_HEADER + hn + dn, "\"}", 2);
     o->len += RES_HEADER + blen;
 }

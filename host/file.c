@@ -3,10 +3,10 @@
  * and the loop never blocks on a disk. Writes run on writer threads of their own, one
  * file's one at a time in order (see "strands"), the other jobs on libuv's thread pool;
  * a read the page cache holds whole is made on the loop with RWF_NOWAIT, which cannot
- * wait for the disk (read_cached).
- * Failures are nil, a sentence naming the path and the cause, and the errno name ("ENOENT", "ENOSPC", ...) for scripts to branch
- * on. Open files are bounded per process (file.max_open); a file handle that is collected
- * unclosed is closed off the loop. host.fs (fs.c) is the blocking kind, for tools. */
+ * wait for the disk (read_cached). Failures are nil, a sentence naming the path and the
+ * cause, and the errno name ("ENOENT", "ENOSPC", ...) for scripts to branch on. Open files
+ * are bounded per process (file.max_open); a file handle that is collected unclosed is
+ * closed off the loop. host.fs (fs.c) is the blocking kind, for tools. */
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
@@ -68,8 +68,9 @@ struct file_t {
     int no_nowait;   /* preadv2(RWF_NOWAIT) is not supported here: reads go to the pool */
     int64_t tally_from;  /* the first tally region counted through this handle (-1: none), */
     int64_t tally_known; /* and how many of its first bytes were all set then (they stay
-                            set): its next counts read from there on (atomics: jobs run at
-                            once; a handle writes one partial, so one region) */
+                            set): its next counts read from there on (atomics: a truncate
+                            on the loop resets it while a writer counts; a handle writes
+                            one partial, so one region) */
     fjob_list strand;     /* its writes waiting (see "strands"; the writers' mutex) */
     int strand_busy;      /* in the ready list or with a writer */
     file_t *ready_next;   /* in the ready list */
@@ -88,7 +89,7 @@ struct fjob {
     struct app *app;
     task_t *task;                       /* NULL once the waiting task was cancelled */
     file_t *file;                       /* the file it works on (held), or NULL */
-    void (*run)(fjob *j);               /* on a pool thread: sets err or the results */
+    void (*run)(fjob *j);               /* on a pool or writer thread: sets err or results */
     int (*push)(fjob *j, lua_State *co); /* on the loop, on success: pushes the results */
     void (*after)(fjob *j);             /* on the loop, first, whether anyone waits or not */
     int err;                            /* errno of the failure; 0: success */
@@ -196,15 +197,16 @@ static void file_maybe_free(file_t *f) {
  * f:hash_start() keeps a sha256 of the contiguous prefix [0, end) of what is written through
  * f, so that a completed upload need not be read again to be named (lib.store commit). Its
  * writes run in the order they were submitted (its strand) but need not be submitted in
- * the file's order (a resumed upload's chunks): each, after its pwrite, extends the prefix when it starts at its end (and then the held writes that now
- * follow), is held (a copy; at most max_held) when it starts past it, and ends the hash
- * for good when it lands on bytes already hashed or held (a resend: which of two writes of
- * the same bytes reached the file last is not known here), fails, or when one more would
- * have to be held. A write through any other host.file handle of the same file (same
- * device and inode: another connection, write_part's own descriptor) ends it too, when it
- * is submitted: so a valid digest of n bytes is the sha256 of the file's first n bytes as
- * long as no one outside host.file wrote them (host.fs, another process: the resource role
- * is one process per storage root). Hashing is on the pool threads, under the hash's mutex. */
+ * the file's order (a resumed upload's chunks): each, after its pwrite, extends the prefix
+ * when it starts at its end (and then the held writes that now follow), is held (a copy;
+ * at most max_held) when it starts past it, and ends the hash for good when it lands on
+ * bytes already hashed or held (a resend: which of two writes of the same bytes reached
+ * the file last is not known here), fails, or when one more would have to be held. A
+ * write through any other host.file handle of the same file (same device and inode:
+ * another connection, write_part's own descriptor) ends it too, when it is submitted: so
+ * a valid digest of n bytes is the sha256 of the file's first n bytes as long as no one
+ * outside host.file wrote them (host.fs, another process: the resource role is one
+ * process per storage root). Hashing is on the writer threads, under the hash's mutex. */
 
 /* A write past the hashed prefix, held until the prefix reaches it */
 typedef struct held {
@@ -287,7 +289,7 @@ static void rh_hold(runhash *rh, int64_t off, const void *data, size_t len) {
     rh->nheld++;
 }
 
-/* On the pool thread, after a write job of f: ok when all len bytes were written. Each
+/* On the writer thread, after a write job of f: ok when all len bytes were written. Each
  * whole WRITEBACK_STEP the prefix passes has its writeback started (not waited for), so that
  * the commit's fsync finds little left to write. */
 static void rh_wrote(file_t *f, int64_t off, const void *data, size_t len, int ok) {
@@ -632,7 +634,8 @@ static int open_flags(lua_State *L, const char *mode) {
 }
 
 /* open(path, mode) -> f | nil, err, code. "rw" reads and writes an existing file, "w"
- * creates (0600) without truncating, "wx" only creates; beyond file.max_open open files: nil, err, "EMFILE" */
+ * creates (0600) without truncating, "wx" only creates; beyond file.max_open open files:
+ * nil, err, "EMFILE" */
 static int l_open(lua_State *L) {
     struct app *app = app_from(L);
     const char *path = luaL_checkstring(L, 1);
@@ -768,7 +771,7 @@ static int push_tallied(fjob *j, lua_State *co) {
     return 2;
 }
 
-/* A write job of the Lua string at idx 3 (anchored until job_done), with the tally at idx 4
+/* A write job of the Lua string at idx 3 (anchored until job_finish), with the tally at idx 4
  * if any -> f:write's results */
 static int submit_write(lua_State *L, file_t *f, void (*run)(fjob *), const char *fname) {
     int64_t off = check_offset(L, 2);
@@ -800,12 +803,12 @@ static int submit_write(lua_State *L, file_t *f, void (*run)(fjob *), const char
     j->tally_from = from;
     j->tally_n = (size_t)tn;
     lua_pushvalue(L, 3);
-    j->data_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the bytes stay put until job_done */
+    j->data_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the bytes stay put until job_finish */
     return strand_submit(L, j, fname);
 }
 
 /* f:write_base64(offset, text[, tally]) -> true[, tallied] | nil, err, code: text decoded
- * (strict base64, as host.crypto.base64_decode) on the pool thread and written at offset;
+ * (strict base64, as host.crypto.base64_decode) on the writer thread and written at offset;
  * "EINVAL" when it is not base64 (nothing written); the tally as f:write's. The resource
  * role's chunks: no decoded copy on the loop. */
 static int l_write_base64(lua_State *L) {
@@ -948,7 +951,7 @@ static int l_hash_start(lua_State *L) {
     file_t *f = check_file(L);
     lua_Integer max_held = luaL_checkinteger(L, 2);
     luaL_argcheck(L, max_held >= 0 && max_held <= HELD_MAX, 2, "must be 0..1024");
-    if (f->jobs > 0) { /* (a pool thread could read f->rh as it is set) */
+    if (f->jobs > 0) { /* (a writer thread could read f->rh as it is set) */
         lua_pushnil(L);
         lua_pushfstring(L, "cannot hash %s: jobs are under way", f->path);
         return 2;

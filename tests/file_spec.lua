@@ -225,6 +225,30 @@ describe("host.file", function()
         assert.equal(res.stdout:match("^(%x+)"), file.sha256(dir .. "/c"))
     end)
 
+    it("lets another file's write in after 16 of a busy file's (one writer thread)", function()
+        -- 24 writes of 2 MiB queued on one file (slower than they are queued), then one on
+        -- another: the second file waits for at most one batch of the first (not for 24)
+        local a = assert(file.open(dir .. "/busy", "wx"))
+        local b = assert(file.open(dir .. "/other", "wx"))
+        local big, done, tasks = ("b"):rep(2 * 1024 * 1024), {}, {}
+        for i = 1, 24 do
+            tasks[i] = host.spawn(function()
+                assert(a:write((i - 1) * #big, big))
+                done[#done + 1] = "a"
+            end)
+        end
+        tasks[25] = host.spawn(function()
+            assert(b:write(0, "x"))
+            done[#done + 1] = "b"
+        end)
+        for _, t in ipairs(tasks) do assert.is_true(t:wait(10000)) end
+        local at
+        for i, who in ipairs(done) do if who == "b" then at = i end end
+        assert.is_true(at <= 17, "the other file's write finished " .. at .. "th")
+        assert(a:close())
+        assert(b:close())
+    end)
+
     it("hashes files with sha256", function()
         host.fs.write(dir .. "/abc", "abc")
         host.fs.write(dir .. "/empty", "")

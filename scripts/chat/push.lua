@@ -350,7 +350,9 @@ send = function(server, peer)
     if settings.push_batch_window_ms > 0 then host.timer.sleep(settings.push_batch_window_ms) end
     while not empty(peer.queue) do
         local linked, sent = pcall(send_linked, server, peer)
-        if not linked then host.log.error("pushes to ", server, " (push link): ", tostring(sent)) end
+        if not linked then
+            host.log.error("pushes to ", server, " (push link): ", tostring(sent))
+        end
         if not (linked and sent) then
             local items = next_items(peer.queue)
             local ok, err = pcall(send_batch, server, peer, items)

@@ -170,8 +170,8 @@ function M:open_part(upload_id)
 end
 
 -- The tally of a partial file (docs/protocol.md §13.6): an upload of size bytes in n pieces
--- keeps one byte per piece after its data, at size + piece - 1, set (by the pool job that
--- wrote the piece, host.file's f:write(offset, data, tally)) once the piece's bytes are
+-- keeps one byte per piece after its data, at size + piece - 1, set (by the job that wrote
+-- the piece, host.file's f:write(offset, data, tally)) once the piece's bytes are
 -- written; the job reads the n bytes back and answers how many are set, so the writer
 -- that completes the set knows it without asking anyone (several connections writing one
 -- upload share the file and so its tally; one process per storage root, as the seal). The
@@ -194,20 +194,20 @@ function M:write_part(upload_id, offset, data, tally)
     end)
 end
 
--- commit(upload_id, size, allowed[, hashed[, tally_n[, on_named]]]) -> {sha256=, size=, mime=} |
--- nil, err, kind. on_named(obj): called with what the result will be as soon as the file is
--- named (its running hash, or its bytes read), before its link and sync: the caller may
--- prepare its rows then, committing them only after this returns obj
--- The partial must be exactly size bytes (with a tally of tally_n pieces: size + tally_n,
--- every piece tallied, the tally cut off just before the link) and an allowed image by
--- its first bytes; it is hashed (its running hash, or streamed off the loop), linked under
--- its content's name (already there: the same content is kept once) and synced with that
--- name, then the partial's name is removed. Only after this returns may the upload be called complete. hashed: the
--- partial's writer (open_part, f:hash_start before its first write), closed here: its
--- running hash names the file instead of reading it again when it is still valid for
--- exactly these size bytes of this very file (host.file ends a running hash at any
--- rewrite of hashed bytes, failed write, or write through another handle of the file, so
--- it is the hash of the file's bytes; lib.store's writers are host.file handles only).
+-- commit(upload_id, size, allowed[, hashed[, tally_n[, on_named]]]) -> {sha256=, size=,
+-- mime=} | nil, err, kind. The partial must be exactly size bytes (with a tally of tally_n
+-- pieces: size + tally_n, every piece tallied, the tally cut off just before the link) and
+-- an allowed image by its first bytes; it is hashed (its running hash, or streamed off the
+-- loop), linked under its content's name (already there: the same content is kept once)
+-- and synced with that name, then the partial's name is removed. Only after this returns
+-- may the upload be called complete. hashed: the partial's writer (open_part,
+-- f:hash_start before its first write), closed here: its running hash names the file
+-- instead of reading it again when it is still valid for exactly these size bytes of this
+-- very file (host.file ends a running hash at any rewrite of hashed bytes, failed write,
+-- or write through another handle of the file, so it is the hash of the file's bytes;
+-- lib.store's writers are host.file handles only). on_named(obj): called with what the
+-- result will be as soon as the file is named, before its link and sync: the caller may
+-- prepare its rows then, committing them only after this returns obj.
 function M:commit(upload_id, size, allowed, hashed, tally_n, on_named)
     local sealed, serr = seal(upload_id)
     if not sealed then
@@ -215,7 +215,8 @@ function M:commit(upload_id, size, allowed, hashed, tally_n, on_named)
         if hashed then hashed:close() end
         return nil, serr, "storage"
     end
-    local res = { pcall(self.commit_sealed, self, upload_id, size, allowed, hashed, tally_n, on_named) }
+    local res = { pcall(self.commit_sealed, self, upload_id, size, allowed, hashed, tally_n,
+        on_named) }
     if hashed then hashed:close() end
     if res[1] and res[2] then -- named: it stays sealed a while (SEALED_KEEP_MS)
         local now = host.timer.monotonic()
@@ -233,10 +234,13 @@ end
 -- partial's writer (hashed) when there is one, else a handle of its own
 function M:commit_sealed(upload_id, size, allowed, hashed, tally_n, on_named)
     local path = self:partial_path(upload_id)
-    if hashed then return self:commit_open(path, hashed, size, allowed, hashed, tally_n or 0, on_named) end
+    if hashed then
+        return self:commit_open(path, hashed, size, allowed, hashed, tally_n or 0, on_named)
+    end
     local f, err = host.file.open(path, "rw")
     if not f then return nil, err, "storage" end
-    local res = { pcall(self.commit_open, self, path, f, size, allowed, nil, tally_n or 0, on_named) }
+    local res = { pcall(self.commit_open, self, path, f, size, allowed, nil, tally_n or 0,
+        on_named) }
     f:close()
     if not res[1] then error(res[2], 0) end
     return unpack(res, 2, 4)
@@ -266,11 +270,15 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
         if #tally ~= tally_n then
             return nil, ("%s is not %d bytes"):format(path, size + tally_n), "size"
         end
-        if tally:find("\0", 1, true) then return nil, path .. ": a piece is not tallied", "storage" end
+        if tally:find("\0", 1, true) then
+            return nil, path .. ": a piece is not tallied", "storage"
+        end
     else
         local actual, serr = f:size()
         if not actual then return nil, serr, "storage" end
-        if actual ~= size then return nil, ("%s is %d bytes, not %d"):format(path, actual, size), "size" end
+        if actual ~= size then
+            return nil, ("%s is %d bytes, not %d"):format(path, actual, size), "size"
+        end
     end
     local head, rerr = f:read(0, 16)
     if not head then return nil, rerr, "storage" end
@@ -299,7 +307,9 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
     local function put_back()
         if tally_n == 0 then return end -- (every piece was tallied: checked above)
         local back, berr = f:write(size, ("\1"):rep(tally_n))
-        if not back then host.log.error("the tally of ", path, " not put back: ", tostring(berr)) end
+        if not back then
+            host.log.error("the tally of ", path, " not put back: ", tostring(berr))
+        end
     end
     if tally_n > 0 then
         local cut, cerr = f:truncate(size)
@@ -322,7 +332,9 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
         end
     end
     local gone, uerr, ucode = host.file.unlink(path)
-    if not gone and ucode ~= "ENOENT" then host.log.warn("partial ", path, " left: ", tostring(uerr)) end
+    if not gone and ucode ~= "ENOENT" then
+        host.log.warn("partial ", path, " left: ", tostring(uerr))
+    end
     return { sha256 = sha, size = size, mime = mime }
 end
 

@@ -92,7 +92,8 @@ function M.move_all()
     end
     if failed == 0 then host.redis.call("SET", DONE_KEY, "1") end
     if moved > 0 then
-        host.log.info(moved, " upload(s) from before the tally: bitmap moved to the partial's tally")
+        host.log.info(moved, " upload(s) from before the tally: bitmap moved to the partial's",
+            " tally")
     end
 end
 

@@ -183,6 +183,35 @@ local function kept(session, kind, uid, name)
     return nil
 end
 
+-- The rows of row's completion prepared while its file is linked and synced (lib.store's
+-- on_named), a transaction that holds a database connection meanwhile: so at most
+-- mysql.pool_size - 2 at once (beyond: the rows after the link) -> on_named, settle(linked)
+-- -> true | nil, err (that transaction's end: committed when linked, else rolled back) |
+-- nil (none was prepared)
+local function prepared_rows(row)
+    local named, rows
+    local function on_named(obj)
+        if prepared.n >= host.config.mysql.pool_size - 2 then return end
+        prepared.n = prepared.n + 1
+        named = host.promise()
+        rows = host.spawn(function()
+            local res = { pcall(uploads.complete, row.upload_id, obj, named) }
+            prepared.n = prepared.n - 1
+            if not res[1] then error(res[2], 0) end
+            return unpack(res, 2, 4)
+        end)
+    end
+    local function settle(linked)
+        if not named then return nil end
+        named:resolve(linked)
+        local ran, ok, err = rows:wait()
+        if not ran then return nil, tostring(ok) end
+        if ok then return true end
+        return nil, tostring(err)
+    end
+    return on_named, settle
+end
+
 -- complete(session, row) -> true | nil, code: the last chunk is in. One request completes
 -- an upload; a concurrent one (the same upload on two connections) just acks its chunk.
 -- The announcement (announce) runs after the rows are written, in a task of its own.
@@ -199,31 +228,11 @@ local function complete(session, row)
         return true
     end
     local t1 = host.timer.monotonic()
-    -- the rows' statements run while the file is linked and synced (from when it is
-    -- named), committed only once it is; such a transaction holds a database connection
-    -- meanwhile, so at most mysql.pool_size - 2 at once (beyond: the rows after the link)
-    local named, rows = nil, nil
-    local function on_named(o)
-        if prepared.n >= host.config.mysql.pool_size - 2 then return end
-        prepared.n = prepared.n + 1
-        named = host.promise()
-        rows = host.spawn(function()
-            local res = { pcall(uploads.complete, row.upload_id, o, named) }
-            prepared.n = prepared.n - 1
-            if not res[1] then error(res[2], 0) end
-            return unpack(res, 2, 4)
-        end)
-    end
+    local on_named, settle = prepared_rows(row)
     local res = { pcall(store.commit, store, row.upload_id, row.total_size, settings.image_types,
         hashed, wire.max_seq(row.total_size), on_named) }
     local t2 = host.timer.monotonic()
-    if named then named:resolve(res[1] and res[2] ~= nil) end -- (else its rows roll back)
-    local ok, derr
-    if rows then
-        local ran
-        ran, ok, derr = rows:wait()
-        if not ran then ok, derr = nil, ok end
-    end
+    local ok, derr = settle(res[1] and res[2] ~= nil) -- (not linked: its rows roll back)
     if not res[1] then
         uploads.release(row.upload_id)
         error(res[2], 0)
@@ -238,7 +247,9 @@ local function complete(session, row)
         return nil, kind == "type" and errors.FileTypeRefused or errors.BadChunk
     end
     if not ok then -- (not prepared, or its transaction failed: the object is linked now)
-        if rows then host.log.warn("upload ", row.upload_id, " rows prepared: ", tostring(derr), "; again") end
+        if derr then
+            host.log.warn("upload ", row.upload_id, " rows prepared: ", derr, "; again")
+        end
         ok, derr = uploads.complete(row.upload_id, obj)
     end
     if not ok then
@@ -314,7 +325,8 @@ local function write(session, u, c)
         drop(session)
         return nil, "upload changed", "changed"
     end
-    local ok, res = store.write_guarded(u.row.upload_id, u.f.write, u.f, c.offset, c.data, tally(u.row, c))
+    local ok, res = store.write_guarded(u.row.upload_id, u.f.write, u.f, c.offset, c.data,
+        tally(u.row, c))
     if not ok then drop(session) end
     return ok, res
 end
@@ -366,14 +378,11 @@ end
 local function in_flight(session, id, u, c, reply, prev)
     local data = session.data
     local f = u.f
-    local wrote, ok, err, code
-    local id_ = u.row.upload_id -- (writes counted: a commit waits for them, lib.store)
-    local t = tally(u.row, c)
-    if c.b64 then
-        wrote, ok, err, code = pcall(store.write_guarded, id_, f.write_base64, f, c.offset, c.b64, t)
-    else
-        wrote, ok, err, code = pcall(store.write_guarded, id_, f.write, f, c.offset, c.data, t)
-    end
+    local fn, bytes = f.write, c.data
+    if c.b64 then fn, bytes = f.write_base64, c.b64 end
+    -- (writes counted: a commit waits for them, lib.store)
+    local wrote, ok, err, code = pcall(store.write_guarded, u.row.upload_id, fn, f, c.offset,
+        bytes, tally(u.row, c))
     if not wrote then ok, err = nil, ok end
     local fine, res
     if not ok and code == "EINVAL" then -- not base64: nothing written, the file is fine

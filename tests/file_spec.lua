@@ -226,14 +226,15 @@ describe("host.file", function()
     end)
 
     it("lets another file's write in after 16 of a busy file's (one writer thread)", function()
-        -- 24 writes of 2 MiB queued on one file (slower than they are queued), then one on
-        -- another: the second file waits for at most one batch of the first (not for 24)
+        -- a first write of 64 MiB keeps the writer busy while 23 more of that file and then
+        -- one of another file are queued: the other file waits for the rest of that
+        -- batch of 16, not for all 24
         local a = assert(file.open(dir .. "/busy", "wx"))
         local b = assert(file.open(dir .. "/other", "wx"))
-        local big, done, tasks = ("b"):rep(2 * 1024 * 1024), {}, {}
+        local first, done, tasks = ("b"):rep(64 * 1024 * 1024), {}, {}
         for i = 1, 24 do
             tasks[i] = host.spawn(function()
-                assert(a:write((i - 1) * #big, big))
+                assert(a:write(i == 1 and 0 or #first + i, i == 1 and first or "a"))
                 done[#done + 1] = "a"
             end)
         end
@@ -241,7 +242,7 @@ describe("host.file", function()
             assert(b:write(0, "x"))
             done[#done + 1] = "b"
         end)
-        for _, t in ipairs(tasks) do assert.is_true(t:wait(10000)) end
+        for _, t in ipairs(tasks) do assert.is_true(t:wait(20000)) end
         local at
         for i, who in ipairs(done) do if who == "b" then at = i end end
         assert.is_true(at <= 17, "the other file's write finished " .. at .. "th")

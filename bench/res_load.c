@@ -226,12 +226,17 @@ static unsigned long odd_frames;
 
 static uint64_t now_ns(void) { return uv_hrtime(); }
 
-static void record_rtt(uint64_t sent) {
+/* uploads: the round trips of first chunks, the window after them, last chunks (the
+ * completion) and the others, summed apart (where a transfer's time goes) */
+static double first_sum, win_sum, last_sum, mid_sum;
+static unsigned long first_n, win_n, last_n, mid_n;
+
+static double record_rtt(uint64_t sent) {
     if (nrtt == rtt_cap) {
         rtt_cap = rtt_cap ? rtt_cap * 2 : 65536;
         rtt = realloc(rtt, rtt_cap * sizeof *rtt);
     }
-    rtt[nrtt++] = (double)(now_ns() - sent) / 1e6;
+    return rtt[nrtt++] = (double)(now_ns() - sent) / 1e6;
 }
 
 static void on_write(uv_write_t *w, int status) { free(w); }
@@ -343,7 +348,14 @@ static void on_upload_ack(conn *c, uint16_t id, const char *body, size_t len) {
         return;
     }
     c->acked[seq] = 1;
-    record_rtt(c->sent_at[seq]);
+    double ms = record_rtt(c->sent_at[seq]);
+    if (seq == 1) first_sum += ms, first_n++;
+    else if (seq <= 1 + WINDOW && seq < max_seq) win_sum += ms, win_n++;
+    else if (seq == max_seq) last_sum += ms, last_n++;
+    else {
+        mid_sum += ms, mid_n++;
+        if (getenv("RES_LOAD_MID")) fprintf(stderr, "mid %lld %.3f\n", seq, ms);
+    }
     payload += chunk_len((int)seq);
     while (c->confirmed < max_seq && c->acked[c->confirmed + 1]) c->confirmed++;
     if (c->confirmed == max_seq) {
@@ -665,6 +677,11 @@ static void report_and_exit(void) {
            "chunk round trip ms p50 %.2f p99 %.2f max %.2f\n",
            mode, nconns, nxfers, (unsigned long long)fsize, mbps, secs, done_count, failed_count, pct(0.5), pct(0.99),
            pct(1));
+    if (upload_mode)
+        printf("upload chunk round trip ms, mean: first %.3f, the window after it %.3f, last %.3f, "
+               "the others %.3f\n", first_n ? first_sum / (double)first_n : 0,
+               win_n ? win_sum / (double)win_n : 0, last_n ? last_sum / (double)last_n : 0,
+               mid_n ? mid_sum / (double)mid_n : 0);
     printf("RESULT %s conns=%d transfers=%d size=%llu done=%d failed=%d mbps=%.1f p50=%.2f p99=%.2f secs=%.2f\n", mode,
            nconns, nxfers, (unsigned long long)fsize, done_count, failed_count, mbps, pct(0.5), pct(0.99), secs);
     if (upload_mode && manifest_path) write_manifest();

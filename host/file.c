@@ -74,6 +74,14 @@ struct file_t {
     fjob_list strand;     /* its writes waiting (see "strands"; the writers' mutex) */
     int strand_busy;      /* in the ready list or with a writer */
     file_t *ready_next;   /* in the ready list */
+    int hashes_out;       /* writes answered whose running hash is still to take them in
+                             (see "strands"): they stay in jobs until it has */
+    fjob *hash_head, *hash_tail; /* those writes, in the order written (the writers' mutex) */
+    int hash_queued, hash_busy;  /* in the writers' hash list; a writer hashes them */
+    file_t *hash_next;           /* in the writers' hash list */
+    task_t *hash_waiter;  /* f:digest waiting for them, or NULL */
+    int64_t wait_size;    /* its size, */
+    int wait_gref;        /* and its second handle (a registry ref, LUA_NOREF: none) */
     file_t *prev, *next; /* in files.all, while listed */
     int listed;
     char path[];     /* for error messages */
@@ -86,6 +94,10 @@ typedef struct file_ud {
 struct fjob {
     uv_work_t work;
     fjob *next;                         /* in a strand's queue or the done list */
+    fjob *enext;                        /* in the answered list (see "strands") */
+    fjob *hnext;                        /* in its file's hash backlog */
+    int strand;                         /* a write run by a writer thread */
+    int hash_later, hash_ok;            /* its running hash takes it in after its answer */
     struct app *app;
     task_t *task;                       /* NULL once the waiting task was cancelled */
     file_t *file;                       /* the file it works on (held), or NULL */
@@ -337,6 +349,8 @@ static void rh_foreign_write(file_t *f) {
 
 static void job_cancel(void *op) { ((fjob *)op)->task = NULL; }
 
+static void digest_wake(file_t *f);
+
 static void job_free(fjob *j) {
     if (j->data_ref != LUA_NOREF) luaL_unref(j->app->L, LUA_REGISTRYINDEX, j->data_ref);
     free(j->path);
@@ -374,14 +388,32 @@ static void job_finish(fjob *j, int status) {
         n = j->err ? push_failure(t->co, j->what, path, j->path2, j->err) : j->push(j, t->co);
     }
     if (j->file) {
-        j->file->jobs--;
-        file_maybe_free(j->file);
+        file_t *f = j->file;
+        f->jobs--;
+        if (j->hash_later && --f->hashes_out == 0 && f->hash_waiter) digest_wake(f);
+        file_maybe_free(f);
     }
     job_free(j);
     if (t) sched_resume(t, n);
 }
 
 static void job_done(uv_work_t *w, int status) { job_finish(w->data, status); }
+
+/* On the loop, a write answered before its running hash takes it in (see "strands"): its
+ * task resumed with its results now; the job holds its file until job_finish. */
+static void job_answer(fjob *j) {
+    task_t *t = j->task;
+    j->file->hashes_out++;
+    if (j->data_ref != LUA_NOREF) { /* (decoded: only j->buf is hashed) */
+        luaL_unref(j->app->L, LUA_REGISTRYINDEX, j->data_ref);
+        j->data_ref = LUA_NOREF;
+    }
+    if (!t) return;
+    j->task = NULL;
+    int n = j->err ? push_failure(t->co, j->what, j->file->path, j->path2, j->err)
+                   : j->push(j, t->co);
+    sched_resume(t, n);
+}
 
 static fjob *job_new(struct app *app, void (*run)(fjob *), int (*push)(fjob *, lua_State *),
                      const char *what) {
@@ -427,17 +459,28 @@ static int job_submit(lua_State *L, fjob *j, const char *fname) {
  * had run out of work, and with one writer the same thread always takes them (with two
  * pool threads woken in turn, one upload at a time ran at 0.5-0.6 of the rate of one:
  * bench/RESULTS.md). Each write, once done, goes to the loop at once (the done list and
- * one async handle). Other jobs on a file are pool jobs (job_submit): the scripts order them
- * after its writes. One mutex (writers.mu) keeps the files' queues, the ready list and the
- * done list: the loop and the writers hold it for a few pointer moves. */
+ * one async handle). A write of decoded bytes (write_base64) through a handle with a
+ * running hash is answered as soon as it is written (the answered list: its task resumes)
+ * and hashed later, when no write waits or first once HASH_BACKLOG wait to be hashed; it is
+ * done (its job finished, its file let go) after that, and f:digest waits for it: so a
+ * chunk's answer never waits for the hashing of the chunks before it (one upload at a time
+ * ran 0.63 -> 0.74 of the plain receiver, bench/RESULTS.md). Other jobs on a file are pool
+ * jobs (job_submit): the scripts order them after its writes. One mutex (writers.mu) keeps
+ * the files' queues, the ready list, the answered, hash and done lists: the loop and the
+ * writers hold it for a few pointer moves. */
 
 #define STRAND_BATCH 16 /* writes a writer takes from one file before the next file */
+#define HASH_BACKLOG 16 /* writes answered and not yet hashed, at most (their bytes held) */
 
 struct writers {
     uv_mutex_t mu;
     uv_cond_t cv;
     file_t *ready_head, *ready_tail; /* files with writes waiting and no writer */
+    fjob_list answered;              /* writes whose running hash is still to come: their
+                                        results, for the loop (linked by enext) */
     fjob_list done;                  /* writes done, for the loop */
+    file_t *hash_head, *hash_tail;   /* files with writes to hash and no writer hashing them */
+    int backlog, backlog_max;        /* writes answered and not yet hashed; the most so far */
     uv_async_t *async;               /* wakes the loop for them (ref'd while writes are out) */
     int out;                         /* writes submitted and not yet finished on the loop */
     int idle, stop, n;
@@ -468,28 +511,91 @@ static void ready_push(struct writers *w, file_t *f) {
     w->ready_tail = f;
 }
 
-/* A writer thread: the ready files' writes, STRAND_BATCH at a time per file. A file is
- * looked at only with the mutex held from before its last write went to the done list:
- * the loop may free it once that write is finished. */
+/* A write answered before its hash: to its file's hash backlog (mu held). */
+static void backlog_push(struct writers *w, file_t *f, fjob *j) {
+    j->enext = NULL; /* answered: for the loop's job_answer first */
+    if (w->answered.tail) w->answered.tail->enext = j;
+    else w->answered.head = j;
+    w->answered.tail = j;
+    j->hnext = NULL;
+    if (f->hash_tail) f->hash_tail->hnext = j;
+    else f->hash_head = j;
+    f->hash_tail = j;
+    if (++w->backlog > w->backlog_max) w->backlog_max = w->backlog;
+    if (!f->hash_queued && !f->hash_busy) {
+        f->hash_next = NULL;
+        if (w->hash_tail) w->hash_tail->hash_next = f;
+        else w->hash_head = f;
+        w->hash_tail = f;
+        f->hash_queued = 1;
+    }
+}
+
+/* The oldest write of the first file in the hash list taken into its running hash, then
+ * done (mu held, released meanwhile). */
+static void backlog_hash_one(struct writers *w) {
+    file_t *f = w->hash_head;
+    w->hash_head = f->hash_next;
+    if (!w->hash_head) w->hash_tail = NULL;
+    f->hash_queued = 0;
+    fjob *j = f->hash_head;
+    f->hash_head = j->hnext;
+    if (!f->hash_head) f->hash_tail = NULL;
+    w->backlog--;
+    f->hash_busy = 1;
+    uv_mutex_unlock(&w->mu);
+    rh_wrote(f, j->offset, j->data, j->len, j->hash_ok); /* (j still holds f) */
+    uv_mutex_lock(&w->mu);
+    f->hash_busy = 0;
+    if (f->hash_head) { /* more of it: behind the other files */
+        f->hash_next = NULL;
+        if (w->hash_tail) w->hash_tail->hash_next = f;
+        else w->hash_head = f;
+        w->hash_tail = f;
+        f->hash_queued = 1;
+    }
+    list_push(&w->done, j); /* last: the loop may free f once j is finished */
+    /* (its answer woke the loop already: the done ones wait for the backlog's last, or for
+     * the next answer, whichever comes first) */
+    if (w->backlog == 0) uv_async_send(w->async);
+}
+
+/* A writer thread: the ready files' writes, STRAND_BATCH at a time per file, before any
+ * hashing; a write through a handle with a running hash is answered as soon as it is
+ * written (the loop resumes its task: job_answer) and taken into the hash when no write
+ * waits, or first when HASH_BACKLOG writes wait to be hashed; only then is it done. A
+ * file's writes are hashed in the order they were written, by one writer at a time. A file
+ * is looked at only with the mutex held from before its last write went to the done list,
+ * or while one of its writes is not done: the loop may free it once the last is finished. */
 static void writer_main(void *arg) {
     struct writers *w = arg;
     uv_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->ready_head && !w->stop) {
+        while (!w->ready_head && !w->hash_head && !w->stop) {
             w->idle++;
             uv_cond_wait(&w->cv, &w->mu);
             w->idle--;
         }
         if (w->stop) break; /* (after the loop's end: nothing waits for what is queued) */
+        if (w->hash_head && (!w->ready_head || w->backlog >= HASH_BACKLOG)) {
+            backlog_hash_one(w);
+            continue;
+        }
         file_t *f = w->ready_head;
         w->ready_head = f->ready_next;
         if (!w->ready_head) w->ready_tail = NULL;
-        for (int n = 0; n < STRAND_BATCH; n++) {
+        /* (one write at least: the files to hash may all be another writer's now) */
+        for (int n = 0; n < STRAND_BATCH && (n == 0 || w->backlog < HASH_BACKLOG); n++) {
             fjob *j = list_pop(&f->strand);
             if (!j) break;
             uv_mutex_unlock(&w->mu);
             j->run(j);
             uv_mutex_lock(&w->mu);
+            if (j->hash_later) {
+                backlog_push(w, f, j);
+                uv_async_send(w->async);
+                continue;
+            }
             list_push(&w->done, j);
             uv_async_send(w->async);
         }
@@ -503,9 +609,16 @@ static void writer_main(void *arg) {
 static void writers_drain(uv_async_t *a) {
     struct writers *w = a->data;
     uv_mutex_lock(&w->mu);
+    fjob *e = w->answered.head;
+    w->answered.head = w->answered.tail = NULL;
     fjob *j = w->done.head;
     w->done.head = w->done.tail = NULL;
     uv_mutex_unlock(&w->mu);
+    while (e) { /* (before the done ones: a job may be in both) */
+        fjob *next = e->enext;
+        job_answer(e);
+        e = next;
+    }
     while (j) {
         fjob *next = j->next;
         if (--w->out == 0) uv_unref((uv_handle_t *)w->async);
@@ -559,6 +672,7 @@ static int strand_submit(lua_State *L, fjob *j, const char *fname) {
     struct writers *w = writers_get(j->app, files_get(j->app));
     f->jobs++;
     j->task = t;
+    j->strand = 1;
     if (w->out++ == 0) uv_ref((uv_handle_t *)w->async);
     uv_mutex_lock(&w->mu);
     list_push(&f->strand, j);
@@ -615,6 +729,11 @@ static int open_push(fjob *j, lua_State *co) {
     f->no_nowait = 0;
     f->tally_from = -1;
     f->tally_known = 0;
+    f->hashes_out = 0;
+    f->hash_head = f->hash_tail = NULL;
+    f->hash_queued = f->hash_busy = 0;
+    f->hash_waiter = NULL;
+    f->wait_gref = LUA_NOREF;
     f->strand.head = f->strand.tail = NULL;
     f->strand_busy = 0;
     files_list(f);
@@ -744,7 +863,12 @@ static void write_run(fjob *j) {
         }
         done += (size_t)n;
     }
-    if (j->file->rh) rh_wrote(j->file, j->offset, j->data, j->len, j->err == 0);
+    if (j->file->rh && j->buf && j->strand) { /* the bytes are the job's: hashed after */
+        j->hash_later = 1;
+        j->hash_ok = j->err == 0;
+    } else if (j->file->rh) {
+        rh_wrote(j->file, j->offset, j->data, j->len, j->err == 0);
+    }
     if (!j->err && j->tally_at >= 0) tally_run(j);
 }
 
@@ -951,40 +1075,37 @@ static int l_hash_start(lua_State *L) {
     file_t *f = check_file(L);
     lua_Integer max_held = luaL_checkinteger(L, 2);
     luaL_argcheck(L, max_held >= 0 && max_held <= HELD_MAX, 2, "must be 0..1024");
+    if (f->rh) { /* a second call */
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     if (f->jobs > 0) { /* (a writer thread could read f->rh as it is set) */
         lua_pushnil(L);
         lua_pushfstring(L, "cannot hash %s: jobs are under way", f->path);
         return 2;
     }
-    if (!f->rh) {
-        runhash *rh = xcalloc(1, sizeof *rh);
-        rh->ctx = EVP_MD_CTX_new();
-        if (!rh->ctx || EVP_DigestInit_ex(rh->ctx, EVP_sha256(), NULL) != 1) abort(); /* ENOMEM */
-        uv_mutex_init(&rh->mu);
-        rh->max_held = (int)max_held;
-        rh->valid = 1;
-        if (!f->known) rh_invalidate(rh, "the file's identity is not known");
-        else if (others_busy(f)) rh_invalidate(rh, "another handle of the file was busy at its start");
-        f->rh = rh;
-        f->app->files->hashing++;
-    }
+    runhash *rh = xcalloc(1, sizeof *rh);
+    rh->ctx = EVP_MD_CTX_new();
+    if (!rh->ctx || EVP_DigestInit_ex(rh->ctx, EVP_sha256(), NULL) != 1) abort(); /* ENOMEM */
+    uv_mutex_init(&rh->mu);
+    rh->max_held = (int)max_held;
+    rh->valid = 1;
+    if (!f->known) rh_invalidate(rh, "the file's identity is not known");
+    else if (others_busy(f)) rh_invalidate(rh, "another handle of the file was busy at its start");
+    f->rh = rh;
+    f->app->files->hashing++;
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* f:digest(size[, g]) -> 64 hex digits | nil, why: the sha256 of the first size bytes of
- * f's file, from its running hash, when that is still valid, covers exactly size bytes,
- * no job of f is in flight and g (a handle, e.g. the one about to be linked) is of the
- * same file. Only the hash's last block is computed here, on the loop. */
-static int l_digest(lua_State *L) {
-    file_t *f = check_file(L);
-    int64_t size = check_offset(L, 2);
-    file_ud *g = lua_isnoneornil(L, 3) ? NULL : luaL_checkudata(L, 3, FILE_MT);
+/* The results of f:digest(size, g) (g: NULL or the second handle) on L. */
+static int digest_push(lua_State *L, file_t *f, int64_t size, file_ud *g) {
     const char *why = NULL;
     runhash *rh = f->rh;
     if (!rh) why = "no running hash (f:hash_start)";
+    else if (f->closing) why = "the file was closed";
     else if (f->jobs > 0) why = "jobs are under way";
-    else if (g && (!g->f || !same_file(f, g->f))) why = "not the same file";
+    else if (g && (!g->f || g->f->closing || !same_file(f, g->f))) why = "not the same file";
     unsigned char out[crypto_hash_sha256_BYTES];
     if (!why) {
         uv_mutex_lock(&rh->mu);
@@ -1000,13 +1121,63 @@ static int l_digest(lua_State *L) {
     }
     if (why) {
         lua_pushnil(L);
-        lua_pushfstring(L, "no running hash of %s: %s%s", f->path, rh && !rh->valid ? "given up: " : "", why);
+        lua_pushfstring(L, "no running hash of %s: %s%s", f->path,
+                        rh && !rh->valid ? "given up: " : "", why);
         return 2;
     }
     char hex[crypto_hash_sha256_BYTES * 2 + 1];
     sodium_bin2hex(hex, sizeof hex, out, sizeof out);
     lua_pushstring(L, hex);
     return 1;
+}
+
+/* f:digest's wait given up (its task cancelled) */
+static void digest_cancel(void *op) {
+    file_t *f = op;
+    f->hash_waiter = NULL;
+    luaL_unref(f->app->L, LUA_REGISTRYINDEX, f->wait_gref);
+    f->wait_gref = LUA_NOREF;
+}
+
+/* On the loop, the last write answered before its hash is taken in: f:digest's wait ends. */
+static void digest_wake(file_t *f) {
+    task_t *t = f->hash_waiter;
+    f->hash_waiter = NULL;
+    int gref = f->wait_gref;
+    f->wait_gref = LUA_NOREF;
+    file_ud *g = NULL;
+    if (gref != LUA_NOREF) {
+        lua_rawgeti(t->co, LUA_REGISTRYINDEX, gref);
+        g = lua_touserdata(t->co, -1);
+        lua_pop(t->co, 1);
+    }
+    int n = digest_push(t->co, f, f->wait_size, g); /* (g's ref held until it has looked) */
+    luaL_unref(t->co, LUA_REGISTRYINDEX, gref);
+    sched_resume(t, n);
+}
+
+/* f:digest(size[, g]) -> 64 hex digits | nil, why: the sha256 of the first size bytes of
+ * f's file, from its running hash, when that is still valid, covers exactly size bytes,
+ * no job of f is in flight and g (a handle, e.g. the one about to be linked) is of the
+ * same file. Writes already answered whose bytes the hash has still to take in (see
+ * "strands") are waited for. Only the hash's last block is computed here, on the loop. */
+static int l_digest(lua_State *L) {
+    file_t *f = check_file(L);
+    int64_t size = check_offset(L, 2);
+    file_ud *g = lua_isnoneornil(L, 3) ? NULL : luaL_checkudata(L, 3, FILE_MT);
+    if (f->hashes_out > 0 && f->jobs == f->hashes_out && !f->hash_waiter) {
+        task_t *t = sched_need(L, "f:digest");
+        f->wait_size = size;
+        f->wait_gref = LUA_NOREF;
+        if (g) {
+            lua_pushvalue(L, 3);
+            f->wait_gref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+        f->hash_waiter = t;
+        sched_suspend(t, digest_cancel, f);
+        return lua_yield(L, 0);
+    }
+    return digest_push(L, f, size, g);
 }
 
 static void fstat_run(fjob *j) {
@@ -1235,10 +1406,10 @@ static int l_configure(lua_State *L) {
     return 1;
 }
 
-/* stats() -> {open=, max_open=, refused=, reads_cached=, reads_pool=} */
+/* stats() -> {open=, max_open=, refused=, reads_cached=, reads_pool=, hash_backlog_max=} */
 static int l_stats(lua_State *L) {
     struct files *fs = files_get(app_from(L));
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushnumber(L, (lua_Number)fs->reads_cached);
     lua_setfield(L, -2, "reads_cached");
     lua_pushnumber(L, (lua_Number)fs->reads_pool);
@@ -1249,6 +1420,14 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "max_open");
     lua_pushnumber(L, (lua_Number)fs->refused);
     lua_setfield(L, -2, "refused");
+    int most = 0;
+    if (fs->writers) {
+        uv_mutex_lock(&fs->writers->mu);
+        most = fs->writers->backlog_max;
+        uv_mutex_unlock(&fs->writers->mu);
+    }
+    lua_pushinteger(L, most);
+    lua_setfield(L, -2, "hash_backlog_max");
     return 1;
 }
 

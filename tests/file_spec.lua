@@ -348,6 +348,50 @@ describe("host.file", function()
             assert(f:close())
         end)
 
+        -- a base64 write is answered once its bytes are written, before the hash takes them
+        -- in (on the writer, after): a digest asked for meanwhile waits for them
+        it("waits for writes answered before the hash has taken them in", function()
+            local big = ("0123456789abcdef"):rep(3 * 1024 * 1024) -- 48 MiB: ~30 ms to hash
+            local b64 = host.crypto.base64_encode(big)
+            local f = assert(file.open(dir .. "/later", "wx"))
+            assert.is_true(f:hash_start(8))
+            assert.is_true(f:write_base64(0, b64))
+            assert.equal(file.sha256(dir .. "/later"), f:digest(#big, f))
+            assert.equal(file.sha256(dir .. "/later"), f:digest(#big)) -- nothing waits now
+            assert(f:close())
+            -- the handle closed while a digest waits: that digest says so
+            local g = assert(file.open(dir .. "/closed", "wx"))
+            assert.is_true(g:hash_start(8))
+            assert.is_true(g:write_base64(0, b64))
+            local asked = host.spawn(function() return g:digest(#big) end)
+            assert(g:close())
+            local ran, none, why = asked:wait(5000)
+            assert.is_true(ran)
+            assert.is_nil(none)
+            assert.matches("the file was closed", why)
+        end)
+
+        it("answers at most 16 writes before hashing them, whatever waits (one writer)", function()
+            -- a first write of 48 MiB keeps the writer busy while 63 more are queued: it
+            -- answers writes ahead of their hashing until 16 wait to be hashed, then hashes
+            -- first; the hash is the file's all the same
+            local big = ("0123456789abcdef"):rep(3 * 1024 * 1024)
+            local f = assert(file.open(dir .. "/backlog", "wx"))
+            assert.is_true(f:hash_start(8))
+            local tasks = {}
+            for i = 1, 64 do
+                local data = i == 1 and big or chunk(i)
+                tasks[i] = host.spawn(function()
+                    return assert(f:write_base64(i == 1 and 0 or #big + (i - 2) * CHUNK,
+                        host.crypto.base64_encode(data)))
+                end)
+            end
+            for _, t in ipairs(tasks) do assert.is_true(t:wait(20000)) end
+            assert.equal(file.sha256(dir .. "/backlog"), f:digest(#big + 63 * CHUNK))
+            assert.equal(16, file.stats().hash_backlog_max)
+            assert(f:close())
+        end)
+
         it("is given up for good by a resend, the same bytes or others, hashed or held", function()
             for _, case in ipairs({
                 { 1, 2, 2 },        -- the same bytes again, into the hashed prefix

@@ -563,12 +563,14 @@ static void backlog_hash_one(struct writers *w) {
 /* A writer thread: the ready files' writes, STRAND_BATCH at a time per file, before any
  * hashing; a write through a handle with a running hash is answered as soon as it is
  * written (the loop resumes its task: job_answer) and taken into the hash when no write
- * waits, or first when HASH_BACKLOG writes wait to be hashed; only then is it done. A
+ * waits, or first once HASH_BACKLOG writes wait to be hashed (then down to half of them,
+ * so that writes keep running in batches); only then is it done. A
  * file's writes are hashed in the order they were written, by one writer at a time. A file
  * is looked at only with the mutex held from before its last write went to the done list,
  * or while one of its writes is not done: the loop may free it once the last is finished. */
 static void writer_main(void *arg) {
     struct writers *w = arg;
+    int draining = 0; /* the backlog reached HASH_BACKLOG: hashing down to half of it */
     uv_mutex_lock(&w->mu);
     for (;;) {
         while (!w->ready_head && !w->hash_head && !w->stop) {
@@ -577,7 +579,9 @@ static void writer_main(void *arg) {
             w->idle--;
         }
         if (w->stop) break; /* (after the loop's end: nothing waits for what is queued) */
-        if (w->hash_head && (!w->ready_head || w->backlog >= HASH_BACKLOG)) {
+        if (w->backlog >= HASH_BACKLOG) draining = 1;
+        else if (w->backlog <= HASH_BACKLOG / 2) draining = 0;
+        if (w->hash_head && (!w->ready_head || draining)) {
             backlog_hash_one(w);
             continue;
         }

@@ -701,12 +701,21 @@ describe("resource.uploads complete with the file's name promised", function()
     end
 
     it("writes the rows while the file is named and commits them once it is, or rolls them back", function()
+        -- with the completion's other statements (the avatar as the user's icon) in the same
+        -- transaction: committed, or rolled back, together
+        local function icon(uid)
+            return assert(host.db.query("SELECT icon FROM user WHERE uid = ?", uid))[1].icon
+        end
         for _, named_ok in ipairs({ true, false }) do
             local row = new_upload()
+            local icon_before = icon(row.owner_uid)
             local sha = host.crypto.random_hex(32)
             local named = host.promise()
             local done = host.spawn(uploads.complete, row.upload_id, { sha256 = sha, size = 10,
-                mime = "image/png" }, named)
+                mime = "image/png" }, named, function(q)
+                    assert(q.exec("UPDATE user SET icon = ? WHERE uid = ?", row.name, row.owner_uid))
+                    return "also's value"
+                end)
             -- its statements ran; until the promise, nothing is committed (another connection
             -- reads the row as it was)
             host.timer.sleep(100)
@@ -715,9 +724,11 @@ describe("resource.uploads complete with the file's name promised", function()
             named:resolve(named_ok)
             local _, ok, err = done:wait(5000)
             local now = rc.upload_row(row.name, uploads.AVATAR)
+            assert.equal(named_ok and row.name or icon_before, icon(row.owner_uid))
             local objects = assert(host.db.query("SELECT COUNT(*) AS n FROM file_object WHERE sha256 = UNHEX(?)", sha))[1].n
             if named_ok then
                 assert(ok, err)
+                assert.equal("also's value", err) -- (complete's second value)
                 assert.same({ 1, sha, 1 }, { now.state, now.sha, tonumber(objects) })
             else
                 assert.is_nil(ok)

@@ -11,6 +11,7 @@ local host = require "host"
 local errors = require "lib.errors"
 local failure = require "lib.failure"
 local images = require "lib.images"
+local sql = require "lib.sql"
 local store_lib = require "lib.store"
 local identity = require "resource.identity"
 local migrate = require "resource.migrate"
@@ -125,24 +126,29 @@ local function upload_of(kind, uid, c, body, may_create)
     return nil, errors.Internal
 end
 
--- What completion does for each kind once the file and its rows are in place.
-local function announce(row)
-    if row.kind == uploads.AVATAR then
-        local res, err = host.db.exec("UPDATE user SET icon = ? WHERE uid = ?", row.name, row.owner_uid)
-        if not res then host.log.warn("icon of uid ", row.owner_uid, ": ", tostring(err)) end
-        return
+-- What completion does for each kind, in the transaction of its rows (uploads.complete's
+-- also: one COMMIT for all, no statement after the reply): the avatar becomes the user's
+-- icon; the image message becomes ready -> that message, to announce | nil (it was not
+-- uploading any more, or is gone).
+local function completes(row)
+    return function(q)
+        if row.kind == uploads.AVATAR then
+            sql.must(q.exec("UPDATE user SET icon = ? WHERE uid = ?", row.name, row.owner_uid))
+            return nil
+        end
+        if not sql.must(images.mark_complete(row.message_id, q)) then
+            host.log.warn("image message ", row.message_id, " was not uploading any more")
+            return nil
+        end
+        local msg, err = images.get(row.message_id, q)
+        if err then sql.fail(err) end
+        return msg
     end
-    local ok, err = images.mark_complete(row.message_id)
-    if not ok then
-        host.log.warn("image message ", row.message_id, " complete: ", tostring(err))
-        return
-    end
-    local msg, gerr = images.get(row.message_id)
-    if not msg then
-        host.log.warn("image message ", row.message_id, ": ", tostring(gerr or "gone"))
-        return
-    end
-    images.notify_ready(msg, row.total_size)
+end
+
+-- After the reply: the receiver hears of a ready image (msg: completes' value).
+local function announce(row, msg)
+    if msg then images.notify_ready(msg, row.total_size) end
 end
 
 -- The upload a session is writing, kept in session.data (the host's: it outlives a
@@ -186,8 +192,8 @@ end
 -- The rows of row's completion prepared while its file is linked and synced (lib.store's
 -- on_named), a transaction that holds a database connection meanwhile: so at most
 -- mysql.pool_size - 2 at once (beyond: the rows after the link) -> on_named, settle(linked)
--- -> true | nil, err (that transaction's end: committed when linked, else rolled back) |
--- nil (none was prepared)
+-- -> true, completes' value | nil, err (that transaction's end: committed when linked,
+-- else rolled back) | nil (none was prepared)
 local function prepared_rows(row)
     local named, rows
     local function on_named(obj)
@@ -195,7 +201,7 @@ local function prepared_rows(row)
         prepared.n = prepared.n + 1
         named = host.promise()
         rows = host.spawn(function()
-            local res = { pcall(uploads.complete, row.upload_id, obj, named) }
+            local res = { pcall(uploads.complete, row.upload_id, obj, named, completes(row)) }
             prepared.n = prepared.n - 1
             if not res[1] then error(res[2], 0) end
             return unpack(res, 2, 4)
@@ -204,17 +210,18 @@ local function prepared_rows(row)
     local function settle(linked)
         if not named then return nil end
         named:resolve(linked)
-        local ran, ok, err = rows:wait()
+        local ran, ok, res = rows:wait()
         if not ran then return nil, tostring(ok) end
-        if ok then return true end
-        return nil, tostring(err)
+        if ok then return true, res end
+        return nil, tostring(res)
     end
     return on_named, settle
 end
 
 -- complete(session, row) -> true | nil, code: the last chunk is in. One request completes
 -- an upload; a concurrent one (the same upload on two connections) just acks its chunk.
--- The announcement (announce) runs after the rows are written, in a task of its own.
+-- The announcement (announce: the 1039) runs after the rows are committed, in a task of
+-- its own.
 local function complete(session, row)
     local t0 = host.timer.monotonic()
     local mine, cerr = uploads.claim(row)
@@ -232,7 +239,8 @@ local function complete(session, row)
     local res = { pcall(store.commit, store, row.upload_id, row.total_size, settings.image_types,
         hashed, wire.max_seq(row.total_size), on_named) }
     local t2 = host.timer.monotonic()
-    local ok, derr = settle(res[1] and res[2] ~= nil) -- (not linked: its rows roll back)
+    -- (not linked: its rows roll back; derr: completes' value when committed)
+    local ok, derr = settle(res[1] and res[2] ~= nil)
     if not res[1] then
         uploads.release(row.upload_id)
         error(res[2], 0)
@@ -250,7 +258,7 @@ local function complete(session, row)
         if derr then
             host.log.warn("upload ", row.upload_id, " rows prepared: ", derr, "; again")
         end
-        ok, derr = uploads.complete(row.upload_id, obj)
+        ok, derr = uploads.complete(row.upload_id, obj, nil, completes(row))
     end
     if not ok then
         uploads.release(row.upload_id)
@@ -260,14 +268,15 @@ local function complete(session, row)
     host.log.info("upload ", row.upload_id, " complete: ", row.name, ", ", row.total_size,
         " bytes, sha256 ", obj.sha256, (" (claim %.1f ms, file %.1f ms, rows %.1f ms)"):format(
             t1 - t0, t2 - t1, host.timer.monotonic() - t2))
-    -- the rows are committed: the sender's reply need not wait for the claim's release (the
-    -- row's state answers a late chunk now), the partial's name (the commit removed it;
-    -- this is its second try), the icon's UPDATE or the 1039; they follow in a task of
-    -- their own
+    -- the rows are committed (the icon or the image message's state with them): the
+    -- sender's reply need not wait for the claim's release (the row's state answers a late
+    -- chunk now), the partial's name (the commit removed it; this is its second try) or
+    -- the 1039; they follow in a task of their own
+    local msg = derr
     host.spawn(function()
         uploads.release(row.upload_id)
         store:remove_partial(row.upload_id)
-        announce(row)
+        announce(row, msg)
     end)
     return true
 end

@@ -700,6 +700,36 @@ describe("resource.uploads complete with the file's name promised", function()
             total_size = 10, md5 = "" })
     end
 
+    it("begins the rows' transaction before the file is named, rolled back if it never is", function()
+        for _, name_it in ipairs({ true, false }) do
+            local row = new_upload()
+            local sha = host.crypto.random_hex(32)
+            local named, ran_first = host.promise(), false
+            local done = host.spawn(uploads.complete, row.upload_id, function()
+                return (named:wait(5000))
+            end, nil, function(q)
+                ran_first = true -- (before the object is known)
+                assert(q.exec("UPDATE user SET icon = ? WHERE uid = ?", row.name, row.owner_uid))
+            end)
+            host.timer.sleep(50)
+            assert.is_true(ran_first)
+            assert.is_false(done:done())
+            named:resolve(name_it and { sha256 = sha, size = 10, mime = "image/png" } or false)
+            local _, ok, err = done:wait(5000)
+            local icon = assert(host.db.query("SELECT icon FROM user WHERE uid = ?", row.owner_uid))[1].icon
+            if name_it then
+                assert(ok, err)
+                assert.same({ 1, sha, row.name }, { rc.upload_row(row.name, uploads.AVATAR).state,
+                    rc.upload_row(row.name, uploads.AVATAR).sha, icon })
+            else
+                assert.is_nil(ok)
+                assert.matches("not named", err)
+                assert.equal(0, rc.upload_row(row.name, uploads.AVATAR).state)
+                assert.are_not.equal(row.name, icon)
+            end
+        end
+    end)
+
     it("writes the rows while the file is named and commits them once it is, or rolls them back", function()
         -- with the completion's other statements (the avatar as the user's icon) in the same
         -- transaction: committed, or rolled back, together

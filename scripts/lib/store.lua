@@ -284,21 +284,6 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
     if not head then return nil, rerr, "storage" end
     local kind, mime = M.sniff(head, allowed)
     if not kind then return nil, "not an image of the allowed types", "type" end
-    -- the running hash of the file's writer when valid for these bytes (the seal: none is
-    -- being written); else its first size bytes are read to be hashed
-    local sha, herr, why
-    if hashed then sha, why = hashed:digest(size, f) end
-    if why then host.log.info(path, ": read again to be hashed (", why, ")") end
-    if not sha then
-        sha, herr = host.file.sha256(path, size)
-        if not sha then return nil, herr, "storage" end
-    end
-    -- named: the caller's rows may be written meanwhile (committed only after this returns)
-    if on_named then on_named({ sha256 = sha, size = size, mime = mime }) end
-    local obj = self:object_path(sha)
-    local dir = self.root .. "/objects/" .. sha:sub(1, 2)
-    local ok, merr = self:made_dir(dir)
-    if not ok then return nil, merr, "storage" end
     -- the file becomes its content alone and takes its name, and then one sync makes its
     -- bytes, its size and its name durable together (an fsync commits the journal
     -- transaction of the file's link: ext4, XFS), so that a complete upload's object
@@ -311,9 +296,32 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
             host.log.error("the tally of ", path, " not put back: ", tostring(berr))
         end
     end
+    -- the cut first (a journal update, ~0.3 ms): meanwhile the writer's running hash takes
+    -- in the last chunks (host.file hashes a chunk after its answer)
     if tally_n > 0 then
         local cut, cerr = f:truncate(size)
         if not cut then return nil, cerr, "storage" end
+    end
+    -- the running hash of the file's writer when valid for these bytes (the seal: none is
+    -- being written); else its first size bytes are read to be hashed
+    local sha, herr, why
+    if hashed then sha, why = hashed:digest(size, f) end
+    if why then host.log.info(path, ": read again to be hashed (", why, ")") end
+    if not sha then
+        sha, herr = host.file.sha256(path, size)
+        if not sha then
+            put_back()
+            return nil, herr, "storage"
+        end
+    end
+    -- named: the caller's rows may be written meanwhile (committed only after this returns)
+    if on_named then on_named({ sha256 = sha, size = size, mime = mime }) end
+    local obj = self:object_path(sha)
+    local dir = self.root .. "/objects/" .. sha:sub(1, 2)
+    local ok, merr = self:made_dir(dir)
+    if not ok then
+        put_back()
+        return nil, merr, "storage"
     end
     local linked, lerr, lcode = host.file.link(path, obj)
     if not linked and lcode == "ENOENT" and self:made_dir(dir, true) then -- (gone meanwhile)

@@ -189,30 +189,34 @@ local function kept(session, kind, uid, name)
     return nil
 end
 
--- The rows of row's completion prepared while its file is linked and synced (lib.store's
--- on_named), a transaction that holds a database connection meanwhile: so at most
--- mysql.pool_size - 2 at once (beyond: the rows after the link) -> on_named, settle(linked)
--- -> true, completes' value | nil, err (that transaction's end: committed when linked,
--- else rolled back) | nil (none was prepared)
+-- The rows of row's completion prepared while its file is committed, a transaction begun
+-- at once (completes' statements while the claim is taken and the file checked, the
+-- upload's once the file is named, lib.store's on_named, while it is linked and synced)
+-- that holds a database connection meanwhile: so at most mysql.pool_size - 2 at once
+-- (beyond: the rows after the link) -> on_named, settle(linked) -> true, completes' value
+-- | nil, err (that transaction's end: committed when linked, else rolled back) | nil (none
+-- was prepared). settle must follow, whatever happens (until then the transaction waits).
 local function prepared_rows(row)
-    local named, rows
-    local function on_named(obj)
-        if prepared.n >= host.config.mysql.pool_size - 2 then return end
-        prepared.n = prepared.n + 1
-        named = host.promise()
-        rows = host.spawn(function()
-            local res = { pcall(uploads.complete, row.upload_id, obj, named, completes(row)) }
-            prepared.n = prepared.n - 1
-            if not res[1] then error(res[2], 0) end
-            return unpack(res, 2, 4)
-        end)
+    if prepared.n >= host.config.mysql.pool_size - 2 then
+        return function() end, function() return nil end
     end
-    local function settle(linked)
-        if not named then return nil end
-        named:resolve(linked)
-        local ran, ok, res = rows:wait()
-        if not ran then return nil, tostring(ok) end
-        if ok then return true, res end
+    prepared.n = prepared.n + 1
+    local named, linked = host.promise(), host.promise()
+    local rows = host.spawn(function()
+        local res = { pcall(uploads.complete, row.upload_id, function()
+            return (named:wait(uploads.NAMED_WAIT_MS))
+        end, linked, completes(row)) }
+        prepared.n = prepared.n - 1
+        if not res[1] then error(res[2], 0) end
+        return unpack(res, 2, 4)
+    end)
+    local function on_named(obj) named:resolve(obj) end
+    local function settle(ok)
+        named:resolve(false) -- (never named: rolled back)
+        linked:resolve(ok)
+        local ran, done, res = rows:wait()
+        if not ran then return nil, tostring(done) end
+        if done then return true, res end
         return nil, tostring(res)
     end
     return on_named, settle
@@ -224,18 +228,22 @@ end
 -- its own.
 local function complete(session, row)
     local t0 = host.timer.monotonic()
+    local on_named, settle = prepared_rows(row)
     local mine, cerr = uploads.claim(row)
-    if mine == nil then return nil, failure.code(cerr) end
+    if mine == nil then
+        settle(false)
+        return nil, failure.code(cerr)
+    end
     local u = session.data.upload
     local hashed -- the partial is linked as the object next: no descriptor may write to it;
     -- the kept one goes to the commit (its running hash may name the file), closed there
     if u and u.row.upload_id == row.upload_id then hashed = detach(session) end
     if not mine then
+        settle(false)
         if hashed then hashed:close() end
         return true
     end
     local t1 = host.timer.monotonic()
-    local on_named, settle = prepared_rows(row)
     local res = { pcall(store.commit, store, row.upload_id, row.total_size, settings.image_types,
         hashed, wire.max_seq(row.total_size), on_named) }
     local t2 = host.timer.monotonic()

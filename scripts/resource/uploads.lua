@@ -109,22 +109,26 @@ function M.release(upload_id)
     host.redis.call("DEL", keys.upload_commit(upload_id))
 end
 
--- complete(upload_id, obj[, named[, also]]) -> true, also's value | nil, err, errno: the
--- content's row (kept once) and the upload's state, in one transaction; obj = {sha256=,
--- size=, mime=} from lib.store. named: a promise the transaction waits for after its
--- statements, before its COMMIT (they run while the file is linked and synced, lib.store's
--- on_named): resolved true it commits; false, or not within NAMED_WAIT_MS, it rolls back.
--- also(q): the completion's other statements, in the same transaction (q: lib.sql's
--- runner; sql.fail rolls back all of it); its value is returned once committed.
-local NAMED_WAIT_MS = 30000
-function M.complete(upload_id, obj, named, also)
+-- complete(upload_id, obj[, linked[, also]]) -> true, also's value | nil, err, errno: the
+-- content's row (kept once) and the upload's state, in one transaction. also(q): the
+-- completion's other statements, run first (q: lib.sql's runner; sql.fail rolls back all
+-- of it); its value is returned once committed. obj = {sha256=, size=, mime=} from
+-- lib.store, or a function that waits for it (nil: not named, rolled back): so that the
+-- transaction can begin before the file is named. linked: a promise the transaction waits
+-- for after its statements, before its COMMIT (they run while the file is linked and
+-- synced): resolved true it commits; false, or not within NAMED_WAIT_MS, it rolls back.
+M.NAMED_WAIT_MS = 30000
+function M.complete(upload_id, obj, linked, also)
     local res, err, errno = sql.tx(function(q)
-        sql.must(q.exec("INSERT IGNORE INTO file_object (sha256, size, mime) VALUES (UNHEX(?), ?, ?)",
-            obj.sha256, obj.size, obj.mime))
-        sql.must(q.exec("UPDATE upload SET state = 1, sha256 = UNHEX(?), received_bytes = total_size "
-            .. "WHERE upload_id = ? AND state = 0", obj.sha256, upload_id))
         local value = also and also(q)
-        if named and named:wait(NAMED_WAIT_MS) ~= true then sql.fail("the file was not named") end
+        local o = obj
+        if type(obj) == "function" then o = obj() end
+        if type(o) ~= "table" then sql.fail("the file was not named") end
+        sql.must(q.exec("INSERT IGNORE INTO file_object (sha256, size, mime) VALUES (UNHEX(?), ?, ?)",
+            o.sha256, o.size, o.mime))
+        sql.must(q.exec("UPDATE upload SET state = 1, sha256 = UNHEX(?), received_bytes = total_size "
+            .. "WHERE upload_id = ? AND state = 0", o.sha256, upload_id))
+        if linked and linked:wait(M.NAMED_WAIT_MS) ~= true then sql.fail("the file was not named") end
         return { value = value }
     end)
     if not res then return nil, err, errno end

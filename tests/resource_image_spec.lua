@@ -531,6 +531,67 @@ describe("resource server restart", function()
         c2:close()
         role:stop()
     end)
+
+    -- a process that ends between a completion's cut of the tally and its rows leaves a
+    -- partial of exactly the image's size, with no tally, and the cut's second name
+    it("finishes at its next start a completion cut short after the tally's cut", function()
+        local role = rc.start()
+        local dir = role.files
+        local cases = {}
+        for i, how in ipairs({ "cut", "linked", "put back", "no name" }) do
+            local _, _, u = rc.image_upload(3 * 32768 + 100 + i, true)
+            local c = assert(res.connect(role.port))
+            assert.equal(0, assert(c:request(1041, res.image_body(1041, u, 1))).error)
+            assert.equal(0, assert(c:request(1037, res.image_body(1037, u, 2))).error)
+            c:close()
+            cases[how] = u
+        end
+        role:stop()
+        for how, u in pairs(cases) do
+            local id = rc.upload_row(u.name).upload_id
+            local partial = dir .. "/partial/" .. id
+            if how == "put back" then -- (its tally back: two of four pieces)
+                assert(host.proc.run({ "ln", partial, partial .. ".cut" }))
+            else -- every piece was in, then the tally was cut
+                host.fs.write(partial, u.data)
+                if how ~= "no name" then assert(host.proc.run({ "ln", partial, partial .. ".cut" })) end
+                if how == "linked" then -- linked, synced, its partial's name removed
+                    local sha = assert(host.file.sha256(partial))
+                    assert(host.file.mkdirs(dir .. "/objects/" .. sha:sub(1, 2)))
+                    assert(host.file.link(partial, dir .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha))
+                    assert(host.file.unlink(partial))
+                end
+            end
+        end
+        role = rc.start { dir = dir }
+        for how, u in pairs(cases) do
+            local row = rc.upload_row(u.name)
+            local partial = dir .. "/partial/" .. row.upload_id
+            assert(util.wait_until(function() return not host.fs.kind(partial .. ".cut") end, 5000,
+                how .. ": the cut's name gone"))
+            if how == "cut" or how == "linked" then
+                assert.equal(1, rc.upload_row(u.name).state, how)
+                assert.equal(u.data, file_of(role, rc.upload_row(u.name).sha), how)
+                assert.equal(2, message_row(u.message_id).status, how)
+                assert(util.wait_until(function() return not host.fs.kind(partial) end, 5000, how))
+            else -- not finished here: still in progress, its partial as it was
+                assert.equal(0, row.state, how)
+                assert.equal(3, message_row(u.message_id).status, how)
+                assert.truthy(host.fs.kind(partial), how)
+            end
+        end
+        -- a completion as usual leaves no cut's name behind
+        local _, _, u = rc.image_upload(2 * 32768 + 7, true)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, res.upload_image(c, u).error)
+        c:close()
+        local id = rc.upload_row(u.name).upload_id
+        assert(util.wait_until(function()
+            return not host.fs.kind(dir .. "/partial/" .. id .. ".cut")
+                and not host.fs.kind(dir .. "/partial/" .. id)
+        end, 5000, "the partial's names gone"))
+        role:stop()
+    end)
 end)
 
 describe("resource uploads from before the tally", function()

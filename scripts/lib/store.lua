@@ -125,6 +125,14 @@ function M:partial_path(upload_id)
     return self.root .. "/partial/" .. tostring(upload_id)
 end
 
+-- cut_path(upload_id): the partial's second name while a commit has its tally cut (from
+-- just before the cut until remove_partial, after the caller's rows): a process that ends
+-- meanwhile leaves a partial of exactly its size without a tally, which only this name
+-- tells apart from one still missing pieces (the caller finishes it at its next start)
+function M:cut_path(upload_id)
+    return self:partial_path(upload_id) .. ".cut"
+end
+
 -- object_path(sha256_hex) -> the path of a complete file
 function M:object_path(sha)
     return self.root .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha
@@ -199,8 +207,9 @@ end
 -- pieces: size + tally_n, every piece tallied, the tally cut off just before the link) and
 -- an allowed image by its first bytes; it is hashed (its running hash, or streamed off the
 -- loop), linked under its content's name (already there: the same content is kept once)
--- and synced with that name, then the partial's name is removed. Only after this returns
--- may the upload be called complete. hashed: the partial's writer (open_part,
+-- and synced with that name, then the partial's name is removed (its cut_path name stays:
+-- the caller removes it, remove_partial, once its rows are committed). Only after this
+-- returns may the upload be called complete. hashed: the partial's writer (open_part,
 -- f:hash_start before its first write), closed here: its running hash names the file
 -- instead of reading it again when it is still valid for exactly these size bytes of this
 -- very file (host.file ends a running hash at any rewrite of hashed bytes, failed write,
@@ -289,18 +298,31 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
     -- transaction of the file's link: ext4, XFS), so that a complete upload's object
     -- cannot lose its name to a power cut; until the link, a failure puts the tally back,
     -- so that a resend completes it then
+    local cut_name = path .. ".cut" -- (cut_path)
     local function put_back()
         if tally_n == 0 then return end -- (every piece was tallied: checked above)
         local back, berr = f:write(size, ("\1"):rep(tally_n))
-        if not back then
+        if not back then -- (the cut's name stays: the next start finishes it)
             host.log.error("the tally of ", path, " not put back: ", tostring(berr))
+            return
         end
+        host.file.unlink(cut_name)
     end
     -- the cut first (a journal update, ~0.3 ms): meanwhile the writer's running hash takes
-    -- in the last chunks (host.file hashes a chunk after its answer)
+    -- in the last chunks (host.file hashes a chunk after its answer); before it, the
+    -- partial's second name that says so
     if tally_n > 0 then
+        local marked, merr, mcode = host.file.link(path, cut_name)
+        if not marked and mcode == "EEXIST" then -- (left by an earlier partial of the id)
+            host.file.unlink(cut_name)
+            marked, merr = host.file.link(path, cut_name)
+        end
+        if not marked then return nil, merr, "storage" end
         local cut, cerr = f:truncate(size)
-        if not cut then return nil, cerr, "storage" end
+        if not cut then
+            host.file.unlink(cut_name)
+            return nil, cerr, "storage"
+        end
     end
     -- the running hash of the file's writer when valid for these bytes (the seal: none is
     -- being written); else its first size bytes are read to be hashed
@@ -331,7 +353,10 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
         put_back()
         return nil, lerr, "storage"
     end
-    if linked then -- (EEXIST: the same content is there already, synced by its own commit)
+    -- (EEXIST: the same content is there already, synced by its own commit; but a commit
+    -- without a tally, the next start's for one cut short, may find this very file linked
+    -- by it before its sync)
+    if linked or tally_n == 0 then
         local synced, yerr = f:sync()
         if not synced then -- no object named by bytes that may not be on the disk
             host.file.unlink(obj)
@@ -366,6 +391,7 @@ end
 
 -- remove_partial(upload_id) -> true (gone, or was not there) | nil, err, "storage"
 function M:remove_partial(upload_id)
+    host.file.unlink(self:cut_path(upload_id)) -- (a name of the same file, or none)
     local ok, err, code = host.file.unlink(self:partial_path(upload_id))
     if ok or code == "ENOENT" then return true end
     return nil, err, "storage"

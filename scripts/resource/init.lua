@@ -50,7 +50,9 @@ function M.start()
         host.log.error("storage folder ", settings.dir, ": ", tostring(err),
             " (uploads will fail with 1105 until it is writable)")
     end
-    host.spawn(migrate.bitmaps) -- (uploads from before the tally; once, in the background)
+    -- (uploads from before the tally, completions cut short: once, in the background;
+    -- requests wait for it)
+    host.spawn(migrate.bitmaps, upload.recover)
     host.timer.every(settings.sweep_interval_ms, current("sweep"))
     host.log.info("resource storage in ", settings.dir)
 end

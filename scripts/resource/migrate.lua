@@ -59,8 +59,9 @@ end
 -- skip the move (one GET, instead of a query and a GET per upload in progress).
 local DONE_KEY = "resource_tally_migrated"
 
--- bitmaps(): every upload in state 0 with a bitmap left gets its tally (logged)
-function M.bitmaps()
+-- bitmaps([after]): every upload in state 0 with a bitmap left gets its tally (logged);
+-- then after() (resource.upload's recover), requests waiting for both
+function M.bitmaps(after)
     pending = host.promise() -- (before anything yields: requests from now on wait)
     local ok, err = pcall(function()
         local done = host.redis.call("GET", DONE_KEY)
@@ -68,6 +69,10 @@ function M.bitmaps()
         M.move_all()
     end)
     if not ok then host.log.warn("uploads from before the tally: ", tostring(err)) end
+    if after then
+        local aok, aerr = pcall(after)
+        if not aok then host.log.warn("after the uploads from before the tally: ", tostring(aerr)) end
+    end
     local p = pending
     pending = nil
     p:resolve()

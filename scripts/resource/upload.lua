@@ -226,7 +226,7 @@ end
 -- an upload; a concurrent one (the same upload on two connections) just acks its chunk.
 -- The announcement (announce: the 1039) runs after the rows are committed, in a task of
 -- its own.
-local function complete(session, row)
+local function complete(session, row, cut)
     local t0 = host.timer.monotonic()
     local on_named, settle = prepared_rows(row)
     local mine, cerr = uploads.claim(row)
@@ -245,7 +245,7 @@ local function complete(session, row)
     end
     local t1 = host.timer.monotonic()
     local res = { pcall(store.commit, store, row.upload_id, row.total_size, settings.image_types,
-        hashed, wire.max_seq(row.total_size), on_named) }
+        hashed, not cut and wire.max_seq(row.total_size) or 0, on_named) }
     local t2 = host.timer.monotonic()
     -- (not linked: its rows roll back; derr: completes' value when committed)
     local ok, derr = settle(res[1] and res[2] ~= nil)
@@ -484,6 +484,40 @@ end
 
 -- on_close(session): a kept partial file is closed with its connection
 M.on_close = drop
+
+-- recover(): at the role's start, the completions the process's end cut short between the
+-- cut of their tally and their rows (docs/protocol.md §13.6) are finished: an upload in
+-- progress whose partial has the cut's name (lib.store's cut_path) and is exactly its size
+-- is completed as its last chunk would have (its claim, the ended process's, released
+-- first: one process per storage root); a cut's name beside a partial with its tally back
+-- goes. Without this, the resent chunks would each tally one piece again and the upload
+-- would never complete.
+function M.recover()
+    local rows, err = uploads.in_progress()
+    if not rows then
+        host.log.warn("completions cut short: ", tostring(err))
+        return
+    end
+    for _, row in ipairs(rows) do
+        local cut_name, partial = store:cut_path(row.upload_id), store:partial_path(row.upload_id)
+        local cut = host.file.stat(cut_name)
+        if cut then
+            local st = host.file.stat(partial)
+            if not st and cut.size == row.total_size then -- (linked and its name removed)
+                st = host.file.link(cut_name, partial) and cut
+            end
+            if st and st.size == row.total_size then
+                uploads.release(row.upload_id)
+                local ok, done, code = pcall(complete, { data = {} }, row, true)
+                host.log.warn("upload ", row.upload_id, " (", row.name, "): its completion, ",
+                    "cut short by the process's end, ",
+                    ok and done and "finished" or ("failed: " .. tostring(ok and code or done)))
+            else
+                host.file.unlink(cut_name)
+            end
+        end
+    end
+end
 
 M.avatar = handler(1031, uploads.AVATAR, true)      -- -> 1032
 M.first = handler(1041, uploads.IMAGE, true)        -- -> 1042

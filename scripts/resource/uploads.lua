@@ -61,6 +61,18 @@ function M.find(kind, name)
     return row
 end
 
+-- in_progress() -> the rows (as find's) of every upload in state 0 | nil, err
+function M.in_progress()
+    local rows, err = host.db.query("SELECT " .. COLUMNS .. " FROM upload u LEFT JOIN "
+        .. "file_object f ON f.sha256 = u.sha256 WHERE u.state = 0")
+    if not rows then return nil, err end
+    for _, row in ipairs(rows) do
+        if row.message_id == host.null then row.message_id = nil end
+        row.sha256, row.mime = nil, nil -- (none yet)
+    end
+    return rows
+end
+
 -- usage(uid) -> bytes of the user's uploads kept or in progress, unfinished uploads | nil, err
 function M.usage(uid)
     local rows, err = host.db.query("SELECT COALESCE(SUM(total_size), 0) AS bytes, "

@@ -77,7 +77,8 @@ struct file_t {
     int hashes_out;       /* writes answered whose running hash is still to take them in
                              (see "strands"): they stay in jobs until it has */
     fjob *hash_head, *hash_tail; /* those writes, in the order written (the writers' mutex) */
-    int hash_queued, hash_busy;  /* in the writers' hash list; a writer hashes them */
+    int hash_queued, hash_busy;  /* in the writers' hash list; a writer hashes them, */
+    fjob *hashing;               /* this one (the writers' mutex) */
     file_t *hash_next;           /* in the writers' hash list */
     task_t *hash_waiter;  /* f:digest waiting for them, or NULL */
     int64_t wait_size;    /* its size, */
@@ -349,7 +350,7 @@ static void rh_foreign_write(file_t *f) {
 
 static void job_cancel(void *op) { ((fjob *)op)->task = NULL; }
 
-static void digest_wake(file_t *f);
+static task_t *digest_ready(file_t *f, int *n);
 
 static void job_free(fjob *j) {
     if (j->data_ref != LUA_NOREF) luaL_unref(j->app->L, LUA_REGISTRYINDEX, j->data_ref);
@@ -387,14 +388,17 @@ static void job_finish(fjob *j, int status) {
         const char *path = j->file ? j->file->path : j->path;
         n = j->err ? push_failure(t->co, j->what, path, j->path2, j->err) : j->push(j, t->co);
     }
+    task_t *waiter = NULL; /* f:digest's, when this was the last write it waited for */
+    int wn = 0;
     if (j->file) {
         file_t *f = j->file;
         f->jobs--;
-        if (j->hash_later && --f->hashes_out == 0 && f->hash_waiter) digest_wake(f);
-        file_maybe_free(f);
+        if (j->hash_later && --f->hashes_out == 0 && f->hash_waiter) waiter = digest_ready(f, &wn);
+        file_maybe_free(f); /* (not freed while a digest waited: its task holds the handle) */
     }
     job_free(j);
     if (t) sched_resume(t, n);
+    if (waiter) sched_resume(waiter, wn); /* last: the task may let go of f */
 }
 
 static void job_done(uv_work_t *w, int status) { job_finish(w->data, status); }
@@ -455,11 +459,13 @@ static int job_submit(lua_State *L, fjob *j, const char *fname) {
  * waiting is in the ready list once; a writer takes it, runs up to STRAND_BATCH of its
  * writes and puts it back at the end of the list if more are waiting. So two threads never
  * write one file at once (they would contend for its inode lock), a running hash gets the
- * chunks in order (none held), a connection's chunks in flight wake a writer only when it
+ * chunks in order (none held; a plain f:write is hashed as it is written, so after its
+ * file's backlog only when it comes before its turn: a resend), a connection's chunks in flight wake a writer only when it
  * had run out of work, and with one writer the same thread always takes them (with two
  * pool threads woken in turn, one upload at a time ran at 0.5-0.6 of the rate of one:
  * bench/RESULTS.md). Each write, once done, goes to the loop at once (the done list and
- * one async handle). A write of decoded bytes (write_base64) through a handle with a
+ * one async handle; a hashed write, answered already, waits for the next answer or the
+ * backlog's end). A write of decoded bytes (write_base64) through a handle with a
  * running hash is answered as soon as it is written (the answered list: its task resumes)
  * and hashed later, when no write waits or first once HASH_BACKLOG wait to be hashed; it is
  * done (its job finished, its file let go) after that, and f:digest waits for it: so a
@@ -470,7 +476,9 @@ static int job_submit(lua_State *L, fjob *j, const char *fname) {
  * writers hold it for a few pointer moves. */
 
 #define STRAND_BATCH 16 /* writes a writer takes from one file before the next file */
-#define HASH_BACKLOG 16 /* writes answered and not yet hashed, at most (their bytes held) */
+#define HASH_BACKLOG 16 /* writes answered and not yet hashed (their bytes held), at most
+                          * this and one per other writer thread (one write a pass is run
+                          * when the files to hash are all being hashed) */
 
 struct writers {
     uv_mutex_t mu;
@@ -481,6 +489,7 @@ struct writers {
     fjob_list done;                  /* writes done, for the loop */
     file_t *hash_head, *hash_tail;   /* files with writes to hash and no writer hashing them */
     int backlog, backlog_max;        /* writes answered and not yet hashed; the most so far */
+    int urgent;                      /* f:digest calls waiting for a backlog: hashes first */
     uv_async_t *async;               /* wakes the loop for them (ref'd while writes are out) */
     int out;                         /* writes submitted and not yet finished on the loop */
     int idle, stop, n;
@@ -543,10 +552,12 @@ static void backlog_hash_one(struct writers *w) {
     if (!f->hash_head) f->hash_tail = NULL;
     w->backlog--;
     f->hash_busy = 1;
+    f->hashing = j;
     uv_mutex_unlock(&w->mu);
     rh_wrote(f, j->offset, j->data, j->len, j->hash_ok); /* (j still holds f) */
     uv_mutex_lock(&w->mu);
     f->hash_busy = 0;
+    f->hashing = NULL;
     if (f->hash_head) { /* more of it: behind the other files */
         f->hash_next = NULL;
         if (w->hash_tail) w->hash_tail->hash_next = f;
@@ -564,7 +575,8 @@ static void backlog_hash_one(struct writers *w) {
  * hashing; a write through a handle with a running hash is answered as soon as it is
  * written (the loop resumes its task: job_answer) and taken into the hash when no write
  * waits, or first once HASH_BACKLOG writes wait to be hashed (then down to half of them,
- * so that writes keep running in batches); only then is it done. A
+ * so that writes keep running in batches) or an f:digest waits for a backlog (its file's
+ * hashes must not wait for other files' writes); only then is it done. A
  * file's writes are hashed in the order they were written, by one writer at a time. A file
  * is looked at only with the mutex held from before its last write went to the done list,
  * or while one of its writes is not done: the loop may free it once the last is finished. */
@@ -581,7 +593,7 @@ static void writer_main(void *arg) {
         if (w->stop) break; /* (after the loop's end: nothing waits for what is queued) */
         if (w->backlog >= HASH_BACKLOG) draining = 1;
         else if (w->backlog <= HASH_BACKLOG / 2) draining = 0;
-        if (w->hash_head && (!w->ready_head || draining)) {
+        if (w->hash_head && (!w->ready_head || draining || w->urgent > 0)) {
             backlog_hash_one(w);
             continue;
         }
@@ -618,7 +630,8 @@ static void writers_drain(uv_async_t *a) {
     fjob *j = w->done.head;
     w->done.head = w->done.tail = NULL;
     uv_mutex_unlock(&w->mu);
-    while (e) { /* (before the done ones: a job may be in both) */
+    while (e) { /* (before the done ones: a job may be in both; answered jobs are resumed
+                 * ahead of earlier writes still being hashed) */
         fjob *next = e->enext;
         job_answer(e);
         e = next;
@@ -736,6 +749,7 @@ static int open_push(fjob *j, lua_State *co) {
     f->hashes_out = 0;
     f->hash_head = f->hash_tail = NULL;
     f->hash_queued = f->hash_busy = 0;
+    f->hashing = NULL;
     f->hash_waiter = NULL;
     f->wait_gref = LUA_NOREF;
     f->strand.head = f->strand.tail = NULL;
@@ -899,7 +913,8 @@ static int push_tallied(fjob *j, lua_State *co) {
     return 2;
 }
 
-/* A write job of the Lua string at idx 3 (anchored until job_finish), with the tally at idx 4
+/* A write job of the Lua string at idx 3 (anchored until job_finish, or job_answer for a
+ * decoded write), with the tally at idx 4
  * if any -> f:write's results */
 static int submit_write(lua_State *L, file_t *f, void (*run)(fjob *), const char *fname) {
     int64_t off = check_offset(L, 2);
@@ -931,7 +946,7 @@ static int submit_write(lua_State *L, file_t *f, void (*run)(fjob *), const char
     j->tally_from = from;
     j->tally_n = (size_t)tn;
     lua_pushvalue(L, 3);
-    j->data_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the bytes stay put until job_finish */
+    j->data_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the bytes stay put until then */
     return strand_submit(L, j, fname);
 }
 
@@ -1048,12 +1063,22 @@ static void truncate_run(fjob *j) {
 static int l_truncate(lua_State *L) {
     file_t *f = check_file(L);
     int64_t size = check_offset(L, 2);
+    struct writers *w = f->app->files->writers;
     for (file_t *h = f->app->files->all; h; h = h->next) {
         if (h != f && (!f->known || !same_file(f, h))) continue;
         __atomic_store_n(&h->tally_known, 0, __ATOMIC_RELEASE); /* its bytes may be cut */
         if (!h->rh) continue;
+        int cut = 0; /* writes answered and still to be hashed count as hashed */
+        if (w) {
+            uv_mutex_lock(&w->mu);
+            const fjob *now = h->hashing;
+            cut = now && now->offset + (int64_t)now->len > size;
+            for (const fjob *x = h->hash_head; x && !cut; x = x->hnext)
+                cut = x->offset + (int64_t)x->len > size;
+            uv_mutex_unlock(&w->mu);
+        }
         uv_mutex_lock(&h->rh->mu);
-        int cut = h->rh->end > size;
+        cut = cut || h->rh->end > size;
         for (held *x = h->rh->held; x && !cut; x = x->next) cut = x->off + (int64_t)x->len > size;
         if (cut) rh_invalidate(h->rh, "the file was truncated");
         uv_mutex_unlock(&h->rh->mu);
@@ -1135,18 +1160,31 @@ static int digest_push(lua_State *L, file_t *f, int64_t size, file_ud *g) {
     return 1;
 }
 
+/* f:digest's waiter, hashed or not, no longer counted as urgent by the writers */
+static void digest_unurgent(file_t *f) {
+    struct writers *w = f->app->files ? f->app->files->writers : NULL;
+    if (!w) return;
+    uv_mutex_lock(&w->mu);
+    w->urgent--;
+    uv_mutex_unlock(&w->mu);
+}
+
 /* f:digest's wait given up (its task cancelled) */
 static void digest_cancel(void *op) {
     file_t *f = op;
     f->hash_waiter = NULL;
+    digest_unurgent(f);
     luaL_unref(f->app->L, LUA_REGISTRYINDEX, f->wait_gref);
     f->wait_gref = LUA_NOREF;
 }
 
-/* On the loop, the last write answered before its hash is taken in: f:digest's wait ends. */
-static void digest_wake(file_t *f) {
+/* On the loop, the last write answered before its hash is taken in: f:digest's results
+ * pushed onto its waiting task -> that task (resumed by the caller, with *n results), its
+ * wait over. */
+static task_t *digest_ready(file_t *f, int *n) {
     task_t *t = f->hash_waiter;
     f->hash_waiter = NULL;
+    digest_unurgent(f);
     int gref = f->wait_gref;
     f->wait_gref = LUA_NOREF;
     file_ud *g = NULL;
@@ -1155,9 +1193,9 @@ static void digest_wake(file_t *f) {
         g = lua_touserdata(t->co, -1);
         lua_pop(t->co, 1);
     }
-    int n = digest_push(t->co, f, f->wait_size, g); /* (g's ref held until it has looked) */
+    *n = digest_push(t->co, f, f->wait_size, g); /* (g's ref held until it has looked) */
     luaL_unref(t->co, LUA_REGISTRYINDEX, gref);
-    sched_resume(t, n);
+    return t;
 }
 
 /* f:digest(size[, g]) -> 64 hex digits | nil, why: the sha256 of the first size bytes of
@@ -1178,6 +1216,10 @@ static int l_digest(lua_State *L) {
             f->wait_gref = luaL_ref(L, LUA_REGISTRYINDEX);
         }
         f->hash_waiter = t;
+        struct writers *w = f->app->files->writers; /* (writes were answered: it exists) */
+        uv_mutex_lock(&w->mu);
+        w->urgent++; /* its file's backlog is hashed before further writes */
+        uv_mutex_unlock(&w->mu);
         sched_suspend(t, digest_cancel, f);
         return lua_yield(L, 0);
     }

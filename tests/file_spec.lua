@@ -371,6 +371,46 @@ describe("host.file", function()
             assert.matches("the file was closed", why)
         end)
 
+        it("hashes a waiting digest's writes before other files' writes (one writer)", function()
+            -- this file's write, then 200 of another file's, queued at once: once it is
+            -- answered, its digest does not wait for the rest of the other's writes (below
+            -- 16 waiting to be hashed, writes go first)
+            local big = ("0123456789abcdef"):rep(512 * 1024) -- 8 MiB
+            local b64 = host.crypto.base64_encode(big)
+            local f = assert(file.open(dir .. "/urgent", "wx"))
+            assert.is_true(f:hash_start(8))
+            local other = assert(file.open(dir .. "/other_many", "wx"))
+            local piece, done = ("p"):rep(256 * 1024), 0
+            local written = host.spawn(function() return f:write_base64(0, b64) end)
+            local tasks = {}
+            for i = 1, 200 do
+                tasks[i] = host.spawn(function()
+                    assert(other:write((i - 1) * #piece, piece))
+                    done = done + 1
+                end)
+            end
+            assert.same({ true, true }, { written:wait(20000) })
+            local sha = f:digest(#big)
+            local at = done
+            for _, t in ipairs(tasks) do assert.is_true(t:wait(20000)) end
+            assert(f:close())
+            assert(other:close())
+            assert.equal(file.sha256(dir .. "/urgent"), sha)
+            assert.is_true(at < 100, "the digest came after " .. at .. " of the other file's 200 writes")
+        end)
+
+        it("is given up by a truncate below writes answered and not hashed yet", function()
+            local big = ("0123456789abcdef"):rep(3 * 1024 * 1024) -- 48 MiB: ~30 ms to hash
+            local f = assert(file.open(dir .. "/cut_backlog", "wx"))
+            assert.is_true(f:hash_start(8))
+            assert.is_true(f:write_base64(0, host.crypto.base64_encode(big)))
+            assert.is_true(f:truncate(1000)) -- (its hash still to come)
+            local none, why = f:digest(#big)
+            assert.is_nil(none)
+            assert.matches("given up: the file was truncated", why)
+            assert(f:close())
+        end)
+
         it("answers at most 16 writes before hashing them, whatever waits (one writer)", function()
             -- a first write of 48 MiB keeps the writer busy while 63 more are queued: it
             -- answers writes ahead of their hashing until 16 wait to be hashed, then hashes

@@ -580,6 +580,21 @@ describe("resource server restart", function()
                 assert.truthy(host.fs.kind(partial), how)
             end
         end
+        -- one the start did not finish: the sweeper finishes it instead of expiring it
+        local _, _, late = rc.image_upload(3 * 32768 + 99, true)
+        local lc = assert(res.connect(role.port))
+        assert.equal(0, assert(lc:request(1041, res.image_body(1041, late, 1))).error)
+        lc:close()
+        local late_id = rc.upload_row(late.name).upload_id
+        local late_partial = dir .. "/partial/" .. late_id
+        assert(util.wait_until(function() return host.fs.kind(late_partial) end, 5000, "written"))
+        host.fs.write(late_partial, late.data)
+        assert(host.proc.run({ "ln", late_partial, late_partial .. ".cut" }))
+        assert(db.exec("UPDATE upload SET updated_at = NOW() - INTERVAL 2 HOUR WHERE upload_id = ?", late_id))
+        assert(util.wait_until(function() return rc.upload_row(late.name).state ~= 0 end, 5000,
+            "the sweeper's tick"))
+        assert.equal(1, rc.upload_row(late.name).state)
+        assert.equal(late.data, file_of(role, rc.upload_row(late.name).sha))
         -- a completion as usual leaves no cut's name behind
         local _, _, u = rc.image_upload(2 * 32768 + 7, true)
         local c = assert(res.connect(role.port))

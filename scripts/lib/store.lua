@@ -204,7 +204,7 @@ end
 
 -- commit(upload_id, size, allowed[, hashed[, tally_n[, on_named]]]) -> {sha256=, size=,
 -- mime=} | nil, err, kind. The partial must be exactly size bytes (with a tally of tally_n
--- pieces: size + tally_n, every piece tallied, the tally cut off just before the link) and
+-- pieces: size + tally_n, every piece tallied, the tally cut off before the hash and the link) and
 -- an allowed image by its first bytes; it is hashed (its running hash, or streamed off the
 -- loop), linked under its content's name (already there: the same content is kept once)
 -- and synced with that name, then the partial's name is removed (its cut_path name stays:
@@ -302,7 +302,7 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
     local function put_back()
         if tally_n == 0 then return end -- (every piece was tallied: checked above)
         local back, berr = f:write(size, ("\1"):rep(tally_n))
-        if not back then -- (the cut's name stays: the next start finishes it)
+        if not back then -- (the cut's name stays: the next start or the sweeper finishes it)
             host.log.error("the tally of ", path, " not put back: ", tostring(berr))
             return
         end
@@ -359,7 +359,7 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
     if linked or tally_n == 0 then
         local synced, yerr = f:sync()
         if not synced then -- no object named by bytes that may not be on the disk
-            host.file.unlink(obj)
+            if linked then host.file.unlink(obj) end -- (EEXIST: not this commit's name)
             put_back()
             return nil, yerr, "storage"
         end

@@ -23,7 +23,8 @@ local M = {}
 
 local store = store_lib.at(settings.dir)
 M.store = store
--- completions whose rows are prepared while their file is linked (complete): {n = ...}
+-- completions whose rows' transaction is open while their file is committed (complete):
+-- {n = ...}
 local prepared = host.keep("resource.upload.prepared.v1")
 prepared.n = prepared.n or 0
 
@@ -190,8 +191,8 @@ local function kept(session, kind, uid, name)
 end
 
 -- The rows of row's completion prepared while its file is committed, a transaction begun
--- at once (completes' statements while the claim is taken and the file checked, the
--- upload's once the file is named, lib.store's on_named, while it is linked and synced)
+-- once the completion is this request's (completes' statements while the file is checked,
+-- the upload's once it is named, lib.store's on_named, while it is linked and synced)
 -- that holds a database connection meanwhile: so at most mysql.pool_size - 2 at once
 -- (beyond: the rows after the link) -> on_named, settle(linked) -> true, completes' value
 -- | nil, err (that transaction's end: committed when linked, else rolled back) | nil (none
@@ -228,22 +229,19 @@ end
 -- its own.
 local function complete(session, row, cut)
     local t0 = host.timer.monotonic()
-    local on_named, settle = prepared_rows(row)
     local mine, cerr = uploads.claim(row)
-    if mine == nil then
-        settle(false)
-        return nil, failure.code(cerr)
-    end
+    if mine == nil then return nil, failure.code(cerr) end
     local u = session.data.upload
     local hashed -- the partial is linked as the object next: no descriptor may write to it;
     -- the kept one goes to the commit (its running hash may name the file), closed there
     if u and u.row.upload_id == row.upload_id then hashed = detach(session) end
     if not mine then
-        settle(false)
         if hashed then hashed:close() end
         return true
     end
     local t1 = host.timer.monotonic()
+    local on_named, settle = prepared_rows(row) -- (not before: a request that is not the
+    -- completing one would lock the image message's row for nothing)
     local res = { pcall(store.commit, store, row.upload_id, row.total_size, settings.image_types,
         hashed, not cut and wire.max_seq(row.total_size) or 0, on_named) }
     local t2 = host.timer.monotonic()
@@ -282,8 +280,9 @@ local function complete(session, row, cut)
     -- the 1039; they follow in a task of their own
     local msg = derr
     host.spawn(function()
+        store:remove_partial(row.upload_id) -- (first: its cut name, left by an end of the
+        -- process from here on, would stay, the upload being complete)
         uploads.release(row.upload_id)
-        store:remove_partial(row.upload_id)
         announce(row, msg)
     end)
     return true
@@ -485,38 +484,49 @@ end
 -- on_close(session): a kept partial file is closed with its connection
 M.on_close = drop
 
--- recover(): at the role's start, the completions the process's end cut short between the
--- cut of their tally and their rows (docs/protocol.md §13.6) are finished: an upload in
--- progress whose partial has the cut's name (lib.store's cut_path) and is exactly its size
--- is completed as its last chunk would have (its claim, the ended process's, released
--- first: one process per storage root); a cut's name beside a partial with its tally back
--- goes. Without this, the resent chunks would each tally one piece again and the upload
--- would never complete.
+-- finish_cut(row[, at_start]) -> true (the upload in progress row had a cut's name: it is
+-- finished, tried, or the name dropped) | false (none): an upload whose completion was
+-- cut short by the process's end between the cut of its tally and its rows (docs/protocol.md
+-- §13.6) is finished when its partial (made again from the cut's name if the commit had
+-- removed its own) is exactly its size, as its last chunk would have; a cut's name beside
+-- a partial with its tally back goes. at_start: the claim left is the ended process's
+-- (one process per storage root), released first; else (the sweeper) a live claim wins.
+-- Without this, resent chunks would each tally one piece again and the upload would never
+-- complete.
+local function finish_cut(row, at_start)
+    local cut_name, partial = store:cut_path(row.upload_id), store:partial_path(row.upload_id)
+    local cut = host.file.stat(cut_name)
+    if not cut then return false end
+    local st = host.file.stat(partial)
+    local relinked, lerr = true, nil
+    if not st and cut.size == row.total_size then -- (linked and its name removed)
+        relinked, lerr = host.file.link(cut_name, partial)
+        st = relinked and cut
+    end
+    if not relinked then -- (its only name now: kept for the next try)
+        host.log.warn("upload ", row.upload_id, ": its cut partial not named again: ",
+            tostring(lerr))
+    elseif st and st.size == row.total_size then
+        if at_start then uploads.release(row.upload_id) end
+        local ok, done, code = pcall(complete, { data = {} }, row, true)
+        host.log.warn("upload ", row.upload_id, " (", row.name, "): its completion, cut ",
+            "short by the process's end, ",
+            ok and done and "finished" or ("failed: " .. tostring(ok and code or done)))
+    else
+        host.file.unlink(cut_name)
+    end
+    return true
+end
+M.finish_cut = finish_cut
+
+-- recover(): at the role's start, finish_cut for every upload in progress.
 function M.recover()
     local rows, err = uploads.in_progress()
     if not rows then
         host.log.warn("completions cut short: ", tostring(err))
         return
     end
-    for _, row in ipairs(rows) do
-        local cut_name, partial = store:cut_path(row.upload_id), store:partial_path(row.upload_id)
-        local cut = host.file.stat(cut_name)
-        if cut then
-            local st = host.file.stat(partial)
-            if not st and cut.size == row.total_size then -- (linked and its name removed)
-                st = host.file.link(cut_name, partial) and cut
-            end
-            if st and st.size == row.total_size then
-                uploads.release(row.upload_id)
-                local ok, done, code = pcall(complete, { data = {} }, row, true)
-                host.log.warn("upload ", row.upload_id, " (", row.name, "): its completion, ",
-                    "cut short by the process's end, ",
-                    ok and done and "finished" or ("failed: " .. tostring(ok and code or done)))
-            else
-                host.file.unlink(cut_name)
-            end
-        end
-    end
+    for _, row in ipairs(rows) do finish_cut(row, true) end
 end
 
 M.avatar = handler(1031, uploads.AVATAR, true)      -- -> 1032

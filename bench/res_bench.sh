@@ -16,7 +16,8 @@
 #   MIN_BYTES=209715200    each level moves at least this much: a connection uploads
 #                          ceil(MIN_BYTES / (level * SIZE)) images one after the other
 #   ROUNDS=3               each level is run this many times, the order of floor and
-#                          resource role alternating; the table gives medians (min-max)
+#                          resource role alternating; the table gives medians (min-max),
+#                          the ratio of the medians and the median of each round's ratio
 #   RSS_CONNS=100 RSS_SIZES="1048576 10485760"   the RSS runs (uploads only)
 #   SYSTEM=auto            1: the resource role too; 0: the floor alone; auto: the role if
 #                          this checkout has it (scripts/resource/init.lua); aa: a second
@@ -172,9 +173,15 @@ for level in $LEVELS; do
   done
   for dir in upload download; do
     f=$TMP/r.$level.$dir.floor s=$TMP/r.$level.$dir.system
-    ratio=-
+    ratio=- paired=-
     [ -s "$s" ] && ratio=$(awk -v a="$(median "$s" mbps)" -v b="$(median "$f" mbps)" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-    ROWS+=("| $level (x$repeat) | $dir | $(stat "$f" mbps) | $(stat "$s" mbps) | $ratio | $(median "$f" p50)/$(median "$f" p99) |\
+    # each round's ratio (its floor and role runs back to back): less moved by the
+    # machine's speed changing between rounds than the ratio of the two medians
+    [ -s "$s" ] && paired=$(paste <(grep -o 'mbps=[0-9.]*' "$f" | cut -d= -f2) \
+      <(grep -o 'mbps=[0-9.]*' "$s" | cut -d= -f2) | awk '$1 > 0 { print $2 / $1 }' | sort -g |
+      awk '{ v[NR] = $1 } END { if (NR == 0) { printf "-"; exit } m = v[int((NR + 1) / 2)];
+        if (NR > 1) printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]; else printf "%.2f", m }')
+    ROWS+=("| $level (x$repeat) | $dir | $(stat "$f" mbps) | $(stat "$s" mbps) | $ratio | $paired | $(median "$f" p50)/$(median "$f" p99) |\
  $(median "$s" p50)/$(median "$s" p99) | $(median "$f" cpu) | $(median "$s" cpu) | $(total "$f" failed)/$(total "$s" failed) |")
   done
 done
@@ -204,8 +211,8 @@ echo
 echo "Resource transfers: images of $SIZE bytes; MB/s = 10^6 payload bytes/s; chunk round trip ms"
 echo "(chunk sent -> its ack; 1047 -> 1048); CPU = server utime+stime seconds per GB of payload."
 echo
-echo "| at once (images each) | direction | floor MB/s | resource MB/s | ratio | floor p50/p99 ms | resource p50/p99 ms | floor CPU s/GB | resource CPU s/GB | failed floor/resource |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| at once (images each) | direction | floor MB/s | resource MB/s | ratio | ratio of each round | floor p50/p99 ms | resource p50/p99 ms | floor CPU s/GB | resource CPU s/GB | failed floor/resource |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "Server RSS during the uploads, MB: before / peak of VmRSS sampled every 100 ms / VmHWM"

@@ -177,10 +177,11 @@ for level in $LEVELS; do
     [ -s "$s" ] && ratio=$(awk -v a="$(median "$s" mbps)" -v b="$(median "$f" mbps)" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
     # each round's ratio (its floor and role runs back to back): less moved by the
     # machine's speed changing between rounds than the ratio of the two medians
-    [ -s "$s" ] && paired=$(paste <(grep -o 'mbps=[0-9.]*' "$f" | cut -d= -f2) \
-      <(grep -o 'mbps=[0-9.]*' "$s" | cut -d= -f2) | awk '$1 > 0 { print $2 / $1 }' | sort -g |
-      awk '{ v[NR] = $1 } END { if (NR == 0) { printf "-"; exit } m = v[int((NR + 1) / 2)];
-        if (NR > 1) printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]; else printf "%.2f", m }')
+    if [ -s "$s" ]; then
+      paste <(grep -o 'mbps=[0-9.]*' "$f" | cut -d= -f2) <(grep -o 'mbps=[0-9.]*' "$s" | cut -d= -f2) |
+        awk '$1 > 0 { printf "ratio=%.2f\n", $2 / $1 }' >"$TMP/r.$level.$dir.pairs"
+      paired=$(stat "$TMP/r.$level.$dir.pairs" ratio)
+    fi
     ROWS+=("| $level (x$repeat) | $dir | $(stat "$f" mbps) | $(stat "$s" mbps) | $ratio | $paired | $(median "$f" p50)/$(median "$f" p99) |\
  $(median "$s" p50)/$(median "$s" p99) | $(median "$f" cpu) | $(median "$s" cpu) | $(total "$f" failed)/$(total "$s" failed) |")
   done

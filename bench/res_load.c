@@ -228,8 +228,11 @@ static uint64_t now_ns(void) { return uv_hrtime(); }
 
 /* uploads: the round trips of first chunks, the window after them, last chunks (the
  * completion) and the others, summed apart (where a transfer's time goes) */
-static double first_sum, win_sum, last_sum, mid_sum;
-static unsigned long first_n, win_n, last_n, mid_n;
+enum { RTT_FIRST, RTT_WINDOW, RTT_LAST, RTT_OTHER, RTT_KINDS };
+static double rtt_sum[RTT_KINDS];
+static unsigned long rtt_n[RTT_KINDS];
+
+static double rtt_mean(int k) { return rtt_n[k] ? rtt_sum[k] / (double)rtt_n[k] : 0; }
 
 static double record_rtt(uint64_t sent) {
     if (nrtt == rtt_cap) {
@@ -349,13 +352,12 @@ static void on_upload_ack(conn *c, uint16_t id, const char *body, size_t len) {
     }
     c->acked[seq] = 1;
     double ms = record_rtt(c->sent_at[seq]);
-    if (seq == 1) first_sum += ms, first_n++;
-    else if (seq <= 1 + WINDOW && seq < max_seq) win_sum += ms, win_n++;
-    else if (seq == max_seq) last_sum += ms, last_n++;
-    else {
-        mid_sum += ms, mid_n++;
-        if (getenv("RES_LOAD_MID")) fprintf(stderr, "mid %lld %.3f\n", seq, ms);
-    }
+    int kind = seq == 1                              ? RTT_FIRST
+               : seq <= 1 + WINDOW && seq < max_seq ? RTT_WINDOW
+               : seq == max_seq                      ? RTT_LAST
+                                                     : RTT_OTHER;
+    rtt_sum[kind] += ms;
+    rtt_n[kind]++;
     payload += chunk_len((int)seq);
     while (c->confirmed < max_seq && c->acked[c->confirmed + 1]) c->confirmed++;
     if (c->confirmed == max_seq) {
@@ -679,9 +681,8 @@ static void report_and_exit(void) {
            pct(1));
     if (upload_mode)
         printf("upload chunk round trip ms, mean: first %.3f, the window after it %.3f, last %.3f, "
-               "the others %.3f\n", first_n ? first_sum / (double)first_n : 0,
-               win_n ? win_sum / (double)win_n : 0, last_n ? last_sum / (double)last_n : 0,
-               mid_n ? mid_sum / (double)mid_n : 0);
+               "the others %.3f\n", rtt_mean(RTT_FIRST), rtt_mean(RTT_WINDOW),
+               rtt_mean(RTT_LAST), rtt_mean(RTT_OTHER));
     printf("RESULT %s conns=%d transfers=%d size=%llu done=%d failed=%d mbps=%.1f p50=%.2f p99=%.2f secs=%.2f\n", mode,
            nconns, nxfers, (unsigned long long)fsize, done_count, failed_count, mbps, pct(0.5), pct(0.99), secs);
     if (upload_mode && manifest_path) write_manifest();

@@ -97,7 +97,6 @@ struct fjob {
     fjob *next;                         /* in a strand's queue or the done list */
     fjob *enext;                        /* in the answered list (see "strands") */
     fjob *hnext;                        /* in its file's hash backlog */
-    int strand;                         /* a write run by a writer thread */
     int hash_later, hash_ok;            /* its running hash takes it in after its answer */
     struct app *app;
     task_t *task;                       /* NULL once the waiting task was cancelled */
@@ -520,6 +519,15 @@ static void ready_push(struct writers *w, file_t *f) {
     w->ready_tail = f;
 }
 
+/* f at the end of the files to hash (mu held; it has writes to hash, no writer on them). */
+static void hash_list_push(struct writers *w, file_t *f) {
+    f->hash_next = NULL;
+    if (w->hash_tail) w->hash_tail->hash_next = f;
+    else w->hash_head = f;
+    w->hash_tail = f;
+    f->hash_queued = 1;
+}
+
 /* A write answered before its hash: to its file's hash backlog (mu held). */
 static void backlog_push(struct writers *w, file_t *f, fjob *j) {
     j->enext = NULL; /* answered: for the loop's job_answer first */
@@ -531,13 +539,7 @@ static void backlog_push(struct writers *w, file_t *f, fjob *j) {
     else f->hash_head = j;
     f->hash_tail = j;
     if (++w->backlog > w->backlog_max) w->backlog_max = w->backlog;
-    if (!f->hash_queued && !f->hash_busy) {
-        f->hash_next = NULL;
-        if (w->hash_tail) w->hash_tail->hash_next = f;
-        else w->hash_head = f;
-        w->hash_tail = f;
-        f->hash_queued = 1;
-    }
+    if (!f->hash_queued && !f->hash_busy) hash_list_push(w, f);
 }
 
 /* The oldest write of the first file in the hash list taken into its running hash, then
@@ -558,13 +560,7 @@ static void backlog_hash_one(struct writers *w) {
     uv_mutex_lock(&w->mu);
     f->hash_busy = 0;
     f->hashing = NULL;
-    if (f->hash_head) { /* more of it: behind the other files */
-        f->hash_next = NULL;
-        if (w->hash_tail) w->hash_tail->hash_next = f;
-        else w->hash_head = f;
-        w->hash_tail = f;
-        f->hash_queued = 1;
-    }
+    if (f->hash_head) hash_list_push(w, f); /* more of it: behind the other files */
     list_push(&w->done, j); /* last: the loop may free f once j is finished */
     /* (its answer woke the loop already: the done ones wait for the backlog's last, or for
      * the next answer, whichever comes first) */
@@ -689,7 +685,6 @@ static int strand_submit(lua_State *L, fjob *j, const char *fname) {
     struct writers *w = writers_get(j->app, files_get(j->app));
     f->jobs++;
     j->task = t;
-    j->strand = 1;
     if (w->out++ == 0) uv_ref((uv_handle_t *)w->async);
     uv_mutex_lock(&w->mu);
     list_push(&f->strand, j);
@@ -881,7 +876,7 @@ static void write_run(fjob *j) {
         }
         done += (size_t)n;
     }
-    if (j->file->rh && j->buf && j->strand) { /* the bytes are the job's: hashed after */
+    if (j->file->rh && j->buf) { /* the bytes are the job's (decoded): hashed after */
         j->hash_later = 1;
         j->hash_ok = j->err == 0;
     } else if (j->file->rh) {

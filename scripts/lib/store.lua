@@ -129,8 +129,9 @@ end
 -- just before the cut until remove_partial, after the caller's rows): a process that ends
 -- meanwhile leaves a partial of exactly its size without a tally, which only this name
 -- tells apart from one still missing pieces (the caller finishes it at its next start)
+local function cut_of(partial) return partial .. ".cut" end
 function M:cut_path(upload_id)
-    return self:partial_path(upload_id) .. ".cut"
+    return cut_of(self:partial_path(upload_id))
 end
 
 -- object_path(sha256_hex) -> the path of a complete file
@@ -266,10 +267,10 @@ function M:made_dir(dir, again)
 end
 
 -- commit_sealed with the partial open (f, "rw" or its writer's "w"; host.file opens it
--- O_NOATIME, so its reads on the loop never touch the inode): checked and hashed with its
--- tally in place (only its first size bytes are the content), the tally cut off just
--- before the link and put back if the link or the sync after it fails, so that a failed
--- commit leaves a partial that a resend completes
+-- O_NOATIME, so its reads on the loop never touch the inode): checked with its tally in
+-- place (only its first size bytes are the content), the tally cut off before the hash is
+-- asked for and put back if anything fails before the object's name is kept, so that a
+-- failed commit leaves a partial that a resend completes
 function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
     -- its size: with a tally, told by reading the tally and one byte more (no stat: a pool
     -- job less); the tally all set
@@ -298,7 +299,7 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
     -- transaction of the file's link: ext4, XFS), so that a complete upload's object
     -- cannot lose its name to a power cut; until the link, a failure puts the tally back,
     -- so that a resend completes it then
-    local cut_name = path .. ".cut" -- (cut_path)
+    local cut_name = cut_of(path)
     local function put_back()
         if tally_n == 0 then return end -- (every piece was tallied: checked above)
         local back, berr = f:write(size, ("\1"):rep(tally_n))

@@ -484,11 +484,10 @@ end
 -- on_close(session): a kept partial file is closed with its connection
 M.on_close = drop
 
--- finish_cut(row[, at_start]) -> true (the upload in progress row had a cut's name: it is
--- finished, tried, or the name dropped) | false (none): an upload whose completion was
--- cut short by the process's end between the cut of its tally and its rows (docs/protocol.md
--- §13.6) is finished when its partial (made again from the cut's name if the commit had
--- removed its own) is exactly its size, as its last chunk would have; a cut's name beside
+-- finish_cut(row[, at_start]): an upload in progress whose completion was cut short by
+-- the process's end between the cut of its tally and its rows (docs/protocol.md §13.6) is
+-- finished when its partial (made again from the cut's name if the commit had removed its
+-- own) is exactly its size, as its last chunk would have; a cut's name beside
 -- a partial with its tally back goes. at_start: the claim left is the ended process's
 -- (one process per storage root), released first; else (the sweeper) a live claim wins.
 -- Without this, resent chunks would each tally one piece again and the upload would never
@@ -496,7 +495,7 @@ M.on_close = drop
 local function finish_cut(row, at_start)
     local cut_name, partial = store:cut_path(row.upload_id), store:partial_path(row.upload_id)
     local cut = host.file.stat(cut_name)
-    if not cut then return false end
+    if not cut then return end
     local st = host.file.stat(partial)
     local relinked, lerr = true, nil
     if not st and cut.size == row.total_size then -- (linked and its name removed)
@@ -515,7 +514,6 @@ local function finish_cut(row, at_start)
     else
         host.file.unlink(cut_name)
     end
-    return true
 end
 M.finish_cut = finish_cut
 

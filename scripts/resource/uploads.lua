@@ -44,33 +44,31 @@ end
 M.AVATAR, M.IMAGE = 1, 2                        -- upload.kind
 M.UPLOADING, M.COMPLETE, M.FAILED = 0, 1, 2     -- upload.state
 
-local COLUMNS = "u.upload_id, u.kind, u.name, u.owner_uid, u.message_id, u.total_size, u.md5, "
-    .. "u.state, LOWER(HEX(u.sha256)) AS sha256, f.mime"
+-- rows(where, ...) -> the upload rows matching where (find's fields, NULLs as nil) | nil, err
+local function rows(where, ...)
+    local res, err = host.db.query("SELECT u.upload_id, u.kind, u.name, u.owner_uid, "
+        .. "u.message_id, u.total_size, u.md5, u.state, LOWER(HEX(u.sha256)) AS sha256, f.mime "
+        .. "FROM upload u LEFT JOIN file_object f ON f.sha256 = u.sha256 WHERE " .. where, ...)
+    if not res then return nil, err end
+    for _, row in ipairs(res) do
+        for _, k in ipairs({ "sha256", "message_id", "mime" }) do
+            if row[k] == host.null then row[k] = nil end
+        end
+    end
+    return res
+end
 
 -- find(kind, name) -> row {upload_id, kind, name, owner_uid, message_id?, total_size, md5,
 -- state, sha256? (hex, once complete), mime? (once complete)} | nil (none) | nil, err
 function M.find(kind, name)
-    local rows, err = host.db.query("SELECT " .. COLUMNS .. " FROM upload u LEFT JOIN "
-        .. "file_object f ON f.sha256 = u.sha256 WHERE u.kind = ? AND u.name = ?", kind, name)
-    if not rows then return nil, err end
-    local row = rows[1]
-    if not row then return nil end
-    for _, k in ipairs({ "sha256", "message_id", "mime" }) do
-        if row[k] == host.null then row[k] = nil end
-    end
-    return row
+    local found, err = rows("u.kind = ? AND u.name = ?", kind, name)
+    if not found then return nil, err end
+    return found[1]
 end
 
 -- in_progress() -> the rows (as find's) of every upload in state 0 | nil, err
 function M.in_progress()
-    local rows, err = host.db.query("SELECT " .. COLUMNS .. " FROM upload u LEFT JOIN "
-        .. "file_object f ON f.sha256 = u.sha256 WHERE u.state = 0")
-    if not rows then return nil, err end
-    for _, row in ipairs(rows) do
-        if row.message_id == host.null then row.message_id = nil end
-        row.sha256, row.mime = nil, nil -- (none yet)
-    end
-    return rows
+    return rows("u.state = 0")
 end
 
 -- usage(uid) -> bytes of the user's uploads kept or in progress, unfinished uploads | nil, err

@@ -226,7 +226,18 @@ describe("lib.store: commit and writes under way", function()
             assert(again, err)
             assert.equal(obj.sha256, again.sha256)
             assert.equal(chunk(1, "m"), host.fs.read(store:object_path(obj.sha256)))
-            assert.is_nil(host.fs.kind(store:partial_path(31))) -- (the partial removed)
+            -- the partial's name is the caller's to remove (while it commits its rows)
+            assert.equal("file", host.fs.kind(store:partial_path(31)))
+            store:unname_partial(31)
+            assert.is_nil(host.fs.kind(store:partial_path(31)))
+        end)
+
+        it("makes the 256 objects' folders at once, so that a completion finds its own", function()
+            assert.is_true(store:prepare_objects())
+            for _, d in ipairs({ "00", "7f", "a5", "ff" }) do
+                assert.equal("directory", host.fs.kind(dir .. "/objects/" .. d))
+                assert.is_true(store.made[dir .. "/objects/" .. d])
+            end
         end)
 
         it("does not name a partial whose size is right but one piece untallied", function()
@@ -238,6 +249,8 @@ describe("lib.store: commit and writes under way", function()
             assert.equal("storage", kind)
             assert.matches("a piece is not tallied", err)
             assert.equal(2 * CHUNK + 2, #host.fs.read(store:partial_path(29))) -- left as it was
+            -- (its cut name, made while it was checked, gone with the failed check)
+            assert.is_nil(host.fs.kind(store:cut_path(29)))
         end)
 
         it("reads the file when the writer did not write all of it", function()

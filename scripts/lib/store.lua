@@ -148,6 +148,17 @@ function M:prepare()
     return true
 end
 
+-- prepare_objects() -> true | nil, err: the 256 objects' folders made now (at start, in
+-- the background), so that a completion finds its folder made instead of making it; one
+-- still missing is made by the commit that needs it.
+function M:prepare_objects()
+    for i = 0, 255 do
+        local ok, err = self:made_dir(("%s/objects/%02x"):format(self.root, i))
+        if not ok then return nil, err end
+    end
+    return true
+end
+
 -- check() -> "ok" | "failing: why": a file can be created, written and removed under
 -- partial/ (the folder made first if missing), for /healthz.
 function M:check()
@@ -208,9 +219,9 @@ end
 -- pieces: size + tally_n, every piece tallied, the tally cut off before the hash and the link) and
 -- an allowed image by its first bytes; it is hashed (its running hash, or streamed off the
 -- loop), linked under its content's name (already there: the same content is kept once)
--- and synced with that name, then the partial's name is removed (its cut_path name stays:
--- the caller removes it, remove_partial, once its rows are committed). Only after this
--- returns may the upload be called complete. hashed: the partial's writer (open_part,
+-- and synced with that name; its partial's names stay: the caller removes its own
+-- (unname_partial) while it commits its rows, and its cut_path name (remove_partial) once
+-- they are committed. Only after this returns may the upload be called complete. hashed: the partial's writer (open_part,
 -- f:hash_start before its first write), closed here: its running hash names the file
 -- instead of reading it again when it is still valid for exactly these size bytes of this
 -- very file (host.file ends a running hash at any rewrite of hashed bytes, failed write,
@@ -266,40 +277,48 @@ function M:made_dir(dir, again)
     return true
 end
 
+-- mark_cut(path) -> true | nil, err: the partial's cut name (cut_of) made, one left by
+-- an earlier partial of the id replaced
+local function mark_cut(path)
+    local cut_name = cut_of(path)
+    local marked, merr, mcode = host.file.link(path, cut_name)
+    if not marked and mcode == "EEXIST" then
+        host.file.unlink(cut_name)
+        marked, merr = host.file.link(path, cut_name)
+    end
+    return marked, merr
+end
+
 -- commit_sealed with the partial open (f, "rw" or its writer's "w"; host.file opens it
 -- O_NOATIME, so its reads on the loop never touch the inode): checked with its tally in
 -- place (only its first size bytes are the content), the tally cut off before the hash is
 -- asked for and put back if anything fails before the object's name is kept, so that a
 -- failed commit leaves a partial that a resend completes
 function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
-    -- its size: with a tally, told by reading the tally and one byte more (no stat: a pool
-    -- job less); the tally all set
-    if tally_n > 0 then
-        local tally, terr = f:read(size, tally_n + 1)
-        if not tally then return nil, terr, "storage" end
-        if #tally ~= tally_n then
-            return nil, ("%s is not %d bytes"):format(path, size + tally_n), "size"
-        end
-        if tally:find("\0", 1, true) then
-            return nil, path .. ": a piece is not tallied", "storage"
-        end
-    else
-        local actual, serr = f:size()
-        if not actual then return nil, serr, "storage" end
-        if actual ~= size then
-            return nil, ("%s is %d bytes, not %d"):format(path, actual, size), "size"
-        end
+    -- with a tally, the partial's second name that says its tally is cut (cut_of) is made
+    -- while it is checked (a pool job), so that the cut can follow the checks at once; the
+    -- name goes again if they fail (a cut name beside a partial with its tally is one a
+    -- process's end left too early: the next start removes it)
+    local cut_name = cut_of(path)
+    local marking = tally_n > 0 and host.spawn(mark_cut, path)
+    local function unmark()
+        if not marking then return end
+        local ran, marked = marking:wait()
+        marking = nil
+        if ran and marked then host.file.unlink(cut_name) end
     end
-    local head, rerr = f:read(0, 16)
-    if not head then return nil, rerr, "storage" end
-    local kind, mime = M.sniff(head, allowed)
-    if not kind then return nil, "not an image of the allowed types", "type" end
+    local res = { pcall(self.check_open, self, path, f, size, allowed, tally_n) }
+    if not (res[1] and res[2]) then
+        unmark()
+        if not res[1] then error(res[2], 0) end
+        return unpack(res, 2, 4)
+    end
+    local mime = res[3]
     -- the file becomes its content alone and takes its name, and then one sync makes its
     -- bytes, its size and its name durable together (an fsync commits the journal
     -- transaction of the file's link: ext4, XFS), so that a complete upload's object
     -- cannot lose its name to a power cut; until the link, a failure puts the tally back,
     -- so that a resend completes it then
-    local cut_name = cut_of(path)
     local function put_back()
         if tally_n == 0 then return end -- (every piece was tallied: checked above)
         local back, berr = f:write(size, ("\1"):rep(tally_n))
@@ -309,15 +328,13 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
         end
         host.file.unlink(cut_name)
     end
-    -- the cut first (a journal update, ~0.3 ms): meanwhile the writer's running hash takes
-    -- in the last chunks (host.file hashes a chunk after its answer); before it, the
-    -- partial's second name that says so
-    if tally_n > 0 then
-        local marked, merr, mcode = host.file.link(path, cut_name)
-        if not marked and mcode == "EEXIST" then -- (left by an earlier partial of the id)
-            host.file.unlink(cut_name)
-            marked, merr = host.file.link(path, cut_name)
-        end
+    -- the cut (a journal update, ~0.3 ms) once the cut's name is there: meanwhile the
+    -- writer's running hash takes in the last chunks (host.file hashes a chunk after its
+    -- answer)
+    if marking then
+        local ran, marked, merr = marking:wait()
+        marking = nil
+        if not ran then error(marked, 0) end
         if not marked then return nil, merr, "storage" end
         local cut, cerr = f:truncate(size)
         if not cut then
@@ -365,11 +382,46 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
             return nil, yerr, "storage"
         end
     end
+    return { sha256 = sha, size = size, mime = mime }
+end
+
+-- check_open(path, f, size, allowed, tally_n) -> true, mime | nil, err, kind: the partial
+-- is size bytes and every one of its tally_n pieces is tallied (none: its size is size),
+-- and it is an allowed image by its first bytes
+function M:check_open(path, f, size, allowed, tally_n)
+    -- its size: with a tally, told by reading the tally and one byte more (no stat: a pool
+    -- job less); the tally all set
+    if tally_n > 0 then
+        local tally, terr = f:read(size, tally_n + 1)
+        if not tally then return nil, terr, "storage" end
+        if #tally ~= tally_n then
+            return nil, ("%s is not %d bytes"):format(path, size + tally_n), "size"
+        end
+        if tally:find("\0", 1, true) then
+            return nil, path .. ": a piece is not tallied", "storage"
+        end
+    else
+        local actual, serr = f:size()
+        if not actual then return nil, serr, "storage" end
+        if actual ~= size then
+            return nil, ("%s is %d bytes, not %d"):format(path, actual, size), "size"
+        end
+    end
+    local head, rerr = f:read(0, 16)
+    if not head then return nil, rerr, "storage" end
+    local kind, mime = M.sniff(head, allowed)
+    if not kind then return nil, "not an image of the allowed types", "type" end
+    return true, mime
+end
+
+-- unname_partial(upload_id): the partial's own name removed once its commit named it (its
+-- cut name stays until the caller's rows are committed: remove_partial)
+function M:unname_partial(upload_id)
+    local path = self:partial_path(upload_id)
     local gone, uerr, ucode = host.file.unlink(path)
     if not gone and ucode ~= "ENOENT" then
         host.log.warn("partial ", path, " left: ", tostring(uerr))
     end
-    return { sha256 = sha, size = size, mime = mime }
 end
 
 -- open_object(sha256_hex) -> f | nil, err, "storage": a complete file opened for reading

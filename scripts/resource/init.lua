@@ -53,6 +53,12 @@ function M.start()
     -- (uploads from before the tally, completions cut short: once, in the background;
     -- requests wait for it)
     host.spawn(migrate.bitmaps, upload.recover)
+    if ok then
+        host.spawn(function() -- (a folder not made now is made by the completion needing it)
+            local made, merr = upload.store:prepare_objects()
+            if not made then host.log.warn("objects' folders: ", tostring(merr)) end
+        end)
+    end
     host.timer.every(settings.sweep_interval_ms, current("sweep"))
     host.log.info("resource storage in ", settings.dir)
 end

@@ -245,8 +245,12 @@ local function complete(session, row, cut)
     local res = { pcall(store.commit, store, row.upload_id, row.total_size, settings.image_types,
         hashed, not cut and wire.max_seq(row.total_size) or 0, on_named) }
     local t2 = host.timer.monotonic()
-    -- (not linked: its rows roll back; derr: completes' value when committed)
-    local ok, derr = settle(res[1] and res[2] ~= nil)
+    -- (not linked: its rows roll back; derr: completes' value when committed); the
+    -- partial's own name goes meanwhile (its cut name stays until the rows are committed)
+    local named = res[1] and res[2] ~= nil
+    local unnamed = named and host.spawn(store.unname_partial, store, row.upload_id)
+    local ok, derr = settle(named)
+    if unnamed then unnamed:wait() end
     if not res[1] then
         uploads.release(row.upload_id)
         error(res[2], 0)
@@ -276,12 +280,12 @@ local function complete(session, row, cut)
             t1 - t0, t2 - t1, host.timer.monotonic() - t2))
     -- the rows are committed (the icon or the image message's state with them): the
     -- sender's reply need not wait for the claim's release (the row's state answers a late
-    -- chunk now), the partial's name (the commit removed it; this is its second try) or
-    -- the 1039; they follow in a task of their own
+    -- chunk now), the partial's cut name or the 1039; they follow in a task of their own
     local msg = derr
     host.spawn(function()
         store:remove_partial(row.upload_id) -- (first: its cut name, left by an end of the
-        -- process from here on, would stay, the upload being complete)
+        -- process from here on, would stay, the upload being complete; and the partial's
+        -- own name if its first removal failed)
         uploads.release(row.upload_id)
         announce(row, msg)
     end)

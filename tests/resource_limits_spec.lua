@@ -59,10 +59,14 @@ describe("resource limits", function()
         assert.equal(0, (upload(role, a, b, res.png(65536))).error)
         assert.equal(0, (upload(role, a, b, res.png(65536))).error)
         local rest = 150000 - 2 * 65536
-        local over = upload(role, a, b, res.png(rest + 1))
+        local over, name = upload(role, a, b, res.png(rest + 1))
         assert.equal(1103, over.error)
         assert.equal("total_size", over.field)
-        assert.equal(0, (upload(role, a, b, res.png(rest))).error)
+        -- nothing of the refused first chunk stays, its row's INSERT (made while the quota
+        -- was checked) included: its name is taken at once
+        assert.is_nil(rc.upload_row(name))
+        assert.equal(0, (upload(role, a, b, res.png(rest), name)).error)
+        assert.equal(1, rc.upload_row(name).state)
         -- others are not counted against a
         assert.equal(0, (upload(role, b, a, res.png(1000))).error)
     end)
@@ -83,6 +87,31 @@ describe("resource limits", function()
             end
         end
         c:close()
+    end)
+end)
+
+describe("resource database connections held open", function()
+    timeout(30000)
+
+    -- A new upload's row is inserted in a transaction while its checks run (their own
+    -- queries), a completion's rows while its file is committed: at most mysql.pool_size -
+    -- 2 such transactions at once, so that what they wait for finds a connection.
+    it("answers every first chunk when more arrive at once than the pool has connections", function()
+        local role = rc.start { mysql = { pool_size = 3 } }
+        local conns, ups = {}, {}
+        for i = 1, 6 do
+            local _, _, u = rc.image_upload(40000)
+            ups[i], conns[i] = u, assert(res.connect(role.port))
+        end
+        for i = 1, 6 do assert(conns[i]:send(1041, res.image_body(1041, ups[i], 1))) end
+        for i = 1, 6 do
+            local id, r = conns[i]:read_frame(10000)
+            assert.equal(1042, id, r)
+            assert.equal(0, r.error)
+            assert.equal(0, rc.upload_row(ups[i].name).state)
+            conns[i]:close()
+        end
+        role:stop()
     end)
 end)
 

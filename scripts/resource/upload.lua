@@ -23,10 +23,20 @@ local M = {}
 
 local store = store_lib.at(settings.dir)
 M.store = store
--- completions whose rows' transaction is open while their file is committed (complete):
--- {n = ...}
-local prepared = host.keep("resource.upload.prepared.v1")
-prepared.n = prepared.n or 0
+-- transactions this module holds open while it waits for something else: completions'
+-- rows while their file is committed (prepared_rows), new uploads' rows while their checks
+-- run (hold_creation): {n = ...}, at most mysql.pool_size - 2 (the pool's other
+-- connections are for the statements they wait for, and everyone else's)
+local holding = host.keep("resource.upload.prepared.v1")
+holding.n = holding.n or 0
+
+-- held() -> true: one more transaction is held open (then release it with letgo) | false
+local function held()
+    if holding.n >= host.config.mysql.pool_size - 2 then return false end
+    holding.n = holding.n + 1
+    return true
+end
+local function letgo() holding.n = holding.n - 1 end
 
 -- The fields each reply echoes (s2-client.md §4, §6: the client takes its next chunk's
 -- fields from them).
@@ -94,12 +104,21 @@ local function checks_of(kind, uid, c, body)
 end
 
 -- The upload this chunk belongs to, created by a transfer's first request (1031 seq 1,
--- 1041) -> row | nil, code, field
+-- 1041) -> row | nil, code, field. A row created here is not committed yet: its
+-- creation (row.creation, resource.uploads) is told to commit, and the caller waits for it
+-- (created) before its reply.
 local function upload_of(kind, uid, c, body, may_create)
     for round = 1, 2 do
-        -- a transfer's first chunk most often starts a new upload: its checks start now
-        local checks = round == 1 and may_create and c.seq == 1 and checks_of(kind, uid, c, body)
+        -- a transfer's first chunk most often starts a new upload: its checks and its row's
+        -- INSERT start now, with the lookup
+        local first = round == 1 and may_create and c.seq == 1
+        local checks = first and checks_of(kind, uid, c, body)
+        local u = { kind = kind, name = c.name, owner_uid = uid, total_size = c.total,
+            md5 = c.md5, message_id = kind == uploads.IMAGE and wire.positive(body.message_id)
+            or nil }
+        local creation = first and held() and uploads.begin_create(u, letgo)
         local row, err = uploads.find(kind, c.name)
+        if (err or row) and creation then creation:cancel() end
         if err then return nil, failure.code(err) end
         if row then
             if row.owner_uid ~= uid then return nil, errors.NameTaken, "name" end
@@ -116,10 +135,20 @@ local function upload_of(kind, uid, c, body, may_create)
         end
         if not may_create then return nil, errors.FileNotFound, "name" end
         local ok, code, field = (checks or checks_of(kind, uid, c, body))()
-        if not ok then return nil, code, field end
-        local message_id = code
-        local created, cerr = uploads.create { kind = kind, name = c.name, owner_uid = uid,
-            message_id = message_id, total_size = c.total, md5 = c.md5 }
+        if not ok then
+            if creation then creation:cancel() end
+            return nil, code, field
+        end
+        local created, cerr
+        if creation then
+            created, cerr = creation:row()
+            if created then
+                creation:commit() -- (while the caller writes the chunk)
+                created.creation = creation
+            end
+        else -- (none could be held open: created now)
+            created, cerr = uploads.create(u)
+        end
         if created then return created end
         if cerr ~= "exists" then return nil, failure.code(cerr) end
         -- another request created it meanwhile: found on the second round
@@ -193,21 +222,18 @@ end
 -- The rows of row's completion prepared while its file is committed, a transaction begun
 -- once the completion is this request's (completes' statements while the file is checked,
 -- the upload's once it is named, lib.store's on_named, while it is linked and synced)
--- that holds a database connection meanwhile: so at most mysql.pool_size - 2 at once
--- (beyond: the rows after the link) -> on_named, settle(linked) -> true, completes' value
+-- that holds a database connection meanwhile (held: at most mysql.pool_size - 2 at once
+-- with the new uploads' rows; beyond, the rows after the link) -> on_named, settle(linked) -> true, completes' value
 -- | nil, err (that transaction's end: committed when linked, else rolled back) | nil (none
 -- was prepared). settle must follow, whatever happens (until then the transaction waits).
 local function prepared_rows(row)
-    if prepared.n >= host.config.mysql.pool_size - 2 then
-        return function() end, function() return nil end
-    end
-    prepared.n = prepared.n + 1
+    if not held() then return function() end, function() return nil end end
     local named, linked = host.promise(), host.promise()
     local rows = host.spawn(function()
         local res = { pcall(uploads.complete, row.upload_id, function()
             return (named:wait(uploads.NAMED_WAIT_MS))
         end, linked, completes(row)) }
-        prepared.n = prepared.n - 1
+        letgo()
         if not res[1] then error(res[2], 0) end
         return unpack(res, 2, 4)
     end)
@@ -290,6 +316,21 @@ local function complete(session, row, cut)
         announce(row, msg)
     end)
     return true
+end
+
+-- created(session, u) -> true | nil, code: the row of an upload this request created
+-- (upload_of) is committed; if it is not, the chunk written for it goes with its partial
+local function created(session, u)
+    local creation = u.row.creation
+    if not creation then return true end
+    u.row.creation = nil
+    local ok, err = creation:wait()
+    if ok then return true end
+    host.log.warn("upload ", u.row.upload_id, " (", u.name, ") not created: ", tostring(err))
+    drop(session)
+    uploads.changed(u.kind, u.name)
+    store:remove_partial(u.row.upload_id)
+    return nil, failure.code(err)
 end
 
 -- The upload of a chunk, kept or read (and then kept when it is still uploading and no
@@ -472,6 +513,8 @@ local function handler(id, kind, may_create)
             -- (in a task of its own, as a completion: a handler abandoned at its deadline
             -- would leave the partial's count of writes under way raised, lib.store)
             local ok, err, why = waited(host.spawn(write, session, u, c))
+            local made, mcode = created(session, u)
+            if not made then return wire.fail(reply, mcode) end
             if ok then return finish(session, u, c, reply, true, nil, nil, err) end
             if why ~= "changed" then return finish(session, u, c, reply, false, err) end
         end

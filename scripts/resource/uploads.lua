@@ -80,8 +80,59 @@ function M.usage(uid)
     return tonumber(rows[1].bytes), tonumber(rows[1].running)
 end
 
--- create{kind=, name=, owner_uid=, message_id=?, total_size=, md5=} -> row | nil, "exists" |
--- nil, err
+-- begin_create{kind=, name=, owner_uid=, message_id=?, total_size=, md5=} -> creation: the
+-- upload's row INSERTed at once in a transaction of its own, committed or rolled back when
+-- told, so that it is inserted while the checks a new upload must pass are still under way
+-- and committed while its first chunk is written (uncommitted, no other request sees it;
+-- one creating the same name waits for its end, then finds it or creates it). Untold
+-- within CREATE_WAIT_MS, it rolls back. It holds a database connection until then
+-- (the caller bounds how many at once); on_end() is called when it has let it go.
+--   creation:row() -> row | nil, "exists" (the name is taken, or a conflict was lost:
+--     look again) | nil, err
+--   creation:commit() (at once); creation:wait() -> true | nil, err, errno: committed
+--   creation:cancel() (at once): rolled back
+M.CREATE_WAIT_MS = 30000
+
+-- The row of a new upload u (begin_create's argument) whose INSERT gave it upload_id
+local function row_of(u, upload_id)
+    return { upload_id = upload_id, kind = u.kind, name = u.name, owner_uid = u.owner_uid,
+        message_id = u.message_id, total_size = u.total_size, md5 = u.md5, state = M.UPLOADING }
+end
+local Creation = {}
+Creation.__index = Creation
+
+function M.begin_create(u, on_end)
+    local c = { inserted = host.promise(), told = host.promise(), u = u }
+    c.task = host.spawn(function()
+        local ok, err, errno = host.db.tx(function(tx)
+            local res, ierr, ierrno = tx:exec("INSERT INTO upload (kind, name, owner_uid, "
+                .. "message_id, total_size, md5) VALUES (?, ?, ?, ?, ?, ?)", u.kind, u.name,
+                u.owner_uid, u.message_id or host.null, u.total_size, u.md5)
+            if not res then sql.fail(ierr, ierrno) end
+            c.inserted:resolve(res.insert_id)
+            if c.told:wait(M.CREATE_WAIT_MS) ~= true then sql.fail("the upload was not created") end
+        end)
+        -- (a failed BEGIN or INSERT: told to row(); else the COMMIT's end, to wait())
+        local taken = errno == sql.ER_DUP_ENTRY or errno == sql.ER_LOCK_DEADLOCK
+        c.inserted:resolve(nil, taken and "exists" or err)
+        if on_end then on_end() end
+        return ok, err, errno
+    end)
+    return setmetatable(c, Creation)
+end
+
+function Creation:row()
+    local id, err = self.inserted:wait()
+    if not id then return nil, err end
+    return row_of(self.u, id)
+end
+
+function Creation:commit() self.told:resolve(true) end
+
+function Creation:cancel() self.told:resolve(false) end
+
+-- create{...} (as begin_create's) -> row | nil, "exists" | nil, err: created at once
+-- (one autocommit INSERT)
 function M.create(u)
     local res, err, errno = host.db.exec("INSERT INTO upload (kind, name, owner_uid, message_id, "
         .. "total_size, md5) VALUES (?, ?, ?, ?, ?, ?)",
@@ -90,8 +141,14 @@ function M.create(u)
         if errno == sql.ER_DUP_ENTRY then return nil, "exists" end
         return nil, err
     end
-    return { upload_id = res.insert_id, kind = u.kind, name = u.name, owner_uid = u.owner_uid,
-        message_id = u.message_id, total_size = u.total_size, md5 = u.md5, state = M.UPLOADING }
+    return row_of(u, res.insert_id)
+end
+
+function Creation:wait()
+    local ran, ok, err, errno = self.task:wait()
+    if not ran then return nil, tostring(ok) end
+    if not ok then return nil, err, errno end
+    return true
 end
 
 -- restart(row, total_size, md5) -> true | nil, err: an expired or failed upload of the same

@@ -7,8 +7,9 @@ local cluster = require "helpers.chat_cluster"
 
 local M = {}
 
--- start{dir=?, resource=? (settings over the spec defaults), copy_scripts=?, edit=?, env=?}
--- -> role with .port (the resource channel), .http_port, .dir (the storage root)
+-- start{dir=?, resource=? (settings over the spec defaults), mysql=? (settings over the
+-- defaults: its address comes from the environment), copy_scripts=?, edit=?, env=?} ->
+-- role with .port (the resource channel), .http_port, .dir (the storage root)
 function M.start(opts)
     opts = opts or {}
     local dir = opts.dir or (assert(host.fs.mkdtemp("resfiles")) .. "/files")
@@ -19,7 +20,7 @@ function M.start(opts)
             local r = { port = port, http_port = http_port, admin_port = 0, dir = dir,
                 sweep_interval_ms = 100 }
             for k, v in pairs(opts.resource or {}) do r[k] = v end
-            return { resource = r }
+            return { resource = r, mysql = opts.mysql }
         end }
     role.http_port, role.files = http_port, dir
     return role

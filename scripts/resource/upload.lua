@@ -108,17 +108,29 @@ end
 -- creation (row.creation, resource.uploads) is told to commit, and the caller waits for it
 -- (created) before its reply.
 local function upload_of(kind, uid, c, body, may_create)
+    local u = { kind = kind, name = c.name, owner_uid = uid, total_size = c.total, md5 = c.md5,
+        message_id = kind == uploads.IMAGE and wire.positive(body.message_id) or nil }
     for round = 1, 2 do
         -- a transfer's first chunk most often starts a new upload: its checks and its row's
-        -- INSERT start now, with the lookup
+        -- INSERT start at once, and the row is looked up only when its name is taken
         local first = round == 1 and may_create and c.seq == 1
         local checks = first and checks_of(kind, uid, c, body)
-        local u = { kind = kind, name = c.name, owner_uid = uid, total_size = c.total,
-            md5 = c.md5, message_id = kind == uploads.IMAGE and wire.positive(body.message_id)
-            or nil }
         local creation = first and held() and uploads.begin_create(u, letgo)
+        if creation then
+            local created, cerr = creation:row()
+            if created then
+                local ok, code, field = checks()
+                if not ok then
+                    creation:cancel()
+                    return nil, code, field
+                end
+                creation:commit() -- (while the caller writes the chunk)
+                created.creation = creation
+                return created
+            end
+            if cerr ~= "exists" then return nil, failure.code(cerr) end
+        end
         local row, err = uploads.find(kind, c.name)
-        if (err or row) and creation then creation:cancel() end
         if err then return nil, failure.code(err) end
         if row then
             if row.owner_uid ~= uid then return nil, errors.NameTaken, "name" end
@@ -135,20 +147,8 @@ local function upload_of(kind, uid, c, body, may_create)
         end
         if not may_create then return nil, errors.FileNotFound, "name" end
         local ok, code, field = (checks or checks_of(kind, uid, c, body))()
-        if not ok then
-            if creation then creation:cancel() end
-            return nil, code, field
-        end
-        local created, cerr
-        if creation then
-            created, cerr = creation:row()
-            if created then
-                creation:commit() -- (while the caller writes the chunk)
-                created.creation = creation
-            end
-        else -- (none could be held open: created now)
-            created, cerr = uploads.create(u)
-        end
+        if not ok then return nil, code, field end
+        local created, cerr = uploads.create(u) -- (no transaction held open: created now)
         if created then return created end
         if cerr ~= "exists" then return nil, failure.code(cerr) end
         -- another request created it meanwhile: found on the second round

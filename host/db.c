@@ -504,7 +504,7 @@ static int l_tx_query(lua_State *L) { return tx_statement(L, DB_JOB_QUERY, "tx:q
 static int l_tx_exec(lua_State *L) { return tx_statement(L, DB_JOB_EXEC, "tx:exec"); }
 
 /* finish(tx, commit) -> true | nil, err, errno   (yields): COMMIT or ROLLBACK, then
- * autocommit on again and the worker back to the pool, whatever happened. */
+ * the worker back to the pool (autocommit on again before its next job), whatever happened. */
 static int l_tx_finish(lua_State *L) {
     db_tx_handle *h = luaL_checkudata(L, 1, TX_MT);
     if (!h->tx || h->tx->ended) return push_error(L, "the transaction has ended", 0);

@@ -123,6 +123,7 @@ typedef struct db_worker {
     int node;              /* the node conn is connected to; -1 when none */
     uint64_t connected_at; /* ms (uv_hrtime) */
     int broken;            /* the connection was lost: reconnect before the next job */
+    int autocommit_off;    /* a transaction ended: autocommit goes back on after its job */
     int ever_connected;
     uint64_t last_used_ms;
     list_node stmts; /* prepared statement cache, least recently used first */

@@ -570,7 +570,9 @@ static void run_statement(db_worker *w, db_job *j) {
 /* ---- transactions -------------------------------------------------------------------- */
 
 /* Pooled connections always go back with autocommit on; one where that cannot be ensured
- * is dropped (a new connection starts with autocommit on). */
+ * is dropped (a new connection starts with autocommit on). After a COMMIT or ROLLBACK it
+ * goes back on once the job is handed back (worker_main: a round trip off the caller's
+ * path; the connection's next job waits for it, the worker taking one job at a time). */
 static void restore_autocommit(db_worker *w) {
     if (w->conn && !w->broken && mysql_autocommit(w->conn, 1) != 0) w->broken = 1;
 }
@@ -591,7 +593,7 @@ static void run_finish(db_worker *w, db_job *j) {
         fail_conn(w, j);
         if (commit && !w->broken) mysql_rollback(w->conn);
     }
-    restore_autocommit(w);
+    w->autocommit_off = 1;
 }
 
 /* ---- the thread ---------------------------------------------------------------------- */
@@ -640,6 +642,10 @@ static void worker_main(void *arg) {
     while ((j = take_job(w)) != NULL) {
         run_job(w, j);
         complete(w, j);
+        if (w->autocommit_off) {
+            w->autocommit_off = 0;
+            restore_autocommit(w);
+        }
     }
     worker_disconnect(w);
     mysql_thread_end();

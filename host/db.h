@@ -123,7 +123,10 @@ typedef struct db_worker {
     int node;              /* the node conn is connected to; -1 when none */
     uint64_t connected_at; /* ms (uv_hrtime) */
     int broken;            /* the connection was lost: reconnect before the next job */
-    int autocommit_off;    /* a transaction ended: autocommit goes back on after its job */
+    int tx_over;           /* the server ended the transaction under way (a statement's
+                              failure: a deadlock victim, say): its error, for what follows */
+    unsigned tx_over_errno;
+    char tx_over_err[512];
     int ever_connected;
     uint64_t last_used_ms;
     list_node stmts; /* prepared statement cache, least recently used first */

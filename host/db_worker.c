@@ -342,6 +342,10 @@ static int worker_ready(db_worker *w, db_job *j) {
 /* Inside a transaction a lost connection must not be replaced silently: the statements
  * would run outside the transaction. */
 static int worker_in_tx(db_worker *w, db_job *j) {
+    if (w->tx_over) { /* (the server ended it: run_begin's comment) */
+        job_fail(j, w->tx_over_errno, "", w->tx_over_err);
+        return -1;
+    }
     if (w->conn && !w->broken) return 0;
     job_fail(j, CR_SERVER_LOST, "", "connection lost during the transaction");
     return -1;
@@ -569,31 +573,49 @@ static void run_statement(db_worker *w, db_job *j) {
 
 /* ---- transactions -------------------------------------------------------------------- */
 
-/* Pooled connections always go back with autocommit on; one where that cannot be ensured
- * is dropped (a new connection starts with autocommit on). After a COMMIT or ROLLBACK it
- * goes back on once the job is handed back (worker_main: a round trip off the caller's
- * path; the connection's next job waits for it, the worker taking one job at a time). */
-static void restore_autocommit(db_worker *w) {
-    if (w->conn && !w->broken && mysql_autocommit(w->conn, 1) != 0) w->broken = 1;
-}
-
+/* A transaction is START TRANSACTION on a connection that stays in autocommit mode (one
+ * round trip: no SET autocommit before and after), so that a statement after the server
+ * ended the transaction on its own (a deadlock victim's, rolled back whole; Galera's
+ * certification) would run, and commit, alone: after any failed statement of a
+ * transaction the worker asks whether it is still open (@@in_transaction; only on that
+ * path), and when it is not, every later statement and the COMMIT fail with the error
+ * that ended it (tx_over), and a ROLLBACK has nothing left to do. */
 static void run_begin(db_worker *w, db_job *j) {
     if (worker_ready(w, j) != 0) return;
-    if (mysql_autocommit(w->conn, 0) != 0 ||
-        mysql_real_query(w->conn, "START TRANSACTION", 17) != 0) {
-        fail_conn(w, j);
-        restore_autocommit(w);
-    }
+    w->tx_over = 0;
+    if (mysql_real_query(w->conn, "START TRANSACTION", 17) != 0) fail_conn(w, j);
+}
+
+/* After statement j of the transaction failed: is the transaction still open? */
+static void check_tx_open(db_worker *w, db_job *j) {
+    static const char q[] = "SELECT @@in_transaction";
+    if (!w->conn || w->broken) return; /* (the server rolls back with the connection) */
+    MYSQL_RES *res = NULL;
+    MYSQL_ROW row = NULL;
+    if (mysql_real_query(w->conn, q, sizeof q - 1) == 0 && (res = mysql_store_result(w->conn)))
+        row = mysql_fetch_row(res);
+    int open = row && row[0] && strcmp(row[0], "0") != 0;
+    int known = row && row[0];
+    if (res) mysql_free_result(res);
+    if (!known) w->broken = 1; /* no answer: the connection goes, and the transaction with it */
+    if (open) return;
+    w->tx_over = 1;
+    w->tx_over_errno = j->err_no;
+    snprintf(w->tx_over_err, sizeof w->tx_over_err, "%s", j->err);
 }
 
 static void run_finish(db_worker *w, db_job *j) {
-    int commit = j->kind == DB_JOB_COMMIT;
+    int commit = j->kind == DB_JOB_COMMIT, over = w->tx_over;
+    w->tx_over = 0;
+    if (over) { /* the server ended it: nothing to undo, nothing to commit */
+        if (commit) job_fail(j, w->tx_over_errno, "", w->tx_over_err);
+        return;
+    }
     if (worker_in_tx(w, j) != 0) return; /* the server rolled back when the connection went */
     if ((commit ? mysql_commit(w->conn) : mysql_rollback(w->conn)) != 0) {
         fail_conn(w, j);
         if (commit && !w->broken) mysql_rollback(w->conn);
     }
-    w->autocommit_off = 1;
 }
 
 /* ---- the thread ---------------------------------------------------------------------- */
@@ -609,7 +631,10 @@ static void run_job(db_worker *w, db_job *j) {
         break;
     case DB_JOB_QUERY:
     case DB_JOB_EXEC:
-        if ((j->tx ? worker_in_tx(w, j) : worker_ready(w, j)) == 0) run_statement(w, j);
+        if ((j->tx ? worker_in_tx(w, j) : worker_ready(w, j)) == 0) {
+            run_statement(w, j);
+            if (j->tx && j->failed) check_tx_open(w, j);
+        }
         break;
     }
     w->last_used_ms = now_ms();
@@ -642,10 +667,6 @@ static void worker_main(void *arg) {
     while ((j = take_job(w)) != NULL) {
         run_job(w, j);
         complete(w, j);
-        if (w->autocommit_off) {
-            w->autocommit_off = 0;
-            restore_autocommit(w);
-        }
     }
     worker_disconnect(w);
     mysql_thread_end();

@@ -212,6 +212,41 @@ describe("host.db", function()
             one:close()
             other:close()
         end)
+
+        it("commits nothing of a transaction the server rolled back, not even what its function did after", function()
+            local d1 = assert(db.exec("INSERT INTO t_dbspec_a (name) VALUES ('d1')")).insert_id
+            local d2 = assert(db.exec("INSERT INTO t_dbspec_a (name) VALUES ('d2')")).insert_id
+            -- two transactions lock the two rows in opposite order: InnoDB rolls one back
+            -- whole (1213); each goes on as if nothing happened, and inserts a row
+            local locked = {}
+            local function worker(name, first, second, other)
+                return host.spawn(function()
+                    return db.tx(function(tx)
+                        assert(tx:exec("UPDATE t_dbspec_a SET big = 1 WHERE id = ?", first))
+                        locked[name] = true
+                        wait_until(function() return locked[other] end)
+                        local _, _, errno = tx:exec("UPDATE t_dbspec_a SET big = 2 WHERE id = ?",
+                            second)
+                        local _, _, after = tx:exec("INSERT INTO t_dbspec_a (name) VALUES (?)",
+                            "after " .. name)
+                        return { errno = errno, after = after }
+                    end)
+                end)
+            end
+            local a, b = worker("a", d1, d2, "b"), worker("b", d2, d1, "a")
+            local ra = { a:wait() }
+            local rb = { b:wait() }
+            assert(ra[1] and rb[1])
+            local won, lost = ra, rb
+            if ra[2] == nil then won, lost = rb, ra end
+            -- the winner committed; the victim's statement after the failure was refused
+            -- with the failure's error, and so was its COMMIT
+            assert.is_nil(won[2].errno)
+            assert.is_nil(won[2].after)
+            assert.is_nil(lost[2])
+            assert.equal(1213, lost[4])
+            assert.equal(1, count_rows(nil, "SELECT COUNT(*) AS n FROM t_dbspec_a WHERE name LIKE 'after %'"))
+        end)
     end)
 
     describe("pool", function()

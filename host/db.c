@@ -165,7 +165,7 @@ static int push_fail(lua_State *L, const char *err) {
     return 2;
 }
 
-static void push_tx_handle(lua_State *co, db_tx *tx) {
+void db_push_tx(lua_State *co, db_tx *tx) {
     db_tx_handle *h = lua_newuserdata(co, sizeof *h);
     h->tx = tx;
     tx->handle = h;
@@ -186,7 +186,7 @@ int db_push_result(lua_State *co, db_job *j) {
         push_exec_result(co, j);
         break;
     case DB_JOB_BEGIN:
-        push_tx_handle(co, j->tx);
+        db_push_tx(co, j->tx);
         break;
     default:
         lua_pushboolean(co, 1);
@@ -504,7 +504,7 @@ static int l_tx_query(lua_State *L) { return tx_statement(L, DB_JOB_QUERY, "tx:q
 static int l_tx_exec(lua_State *L) { return tx_statement(L, DB_JOB_EXEC, "tx:exec"); }
 
 /* finish(tx, commit) -> true | nil, err, errno   (yields): COMMIT or ROLLBACK, then
- * the worker back to the pool (autocommit on again before its next job), whatever happened. */
+ * the worker back to the pool, whatever happened. */
 static int l_tx_finish(lua_State *L) {
     db_tx_handle *h = luaL_checkudata(L, 1, TX_MT);
     if (!h->tx || h->tx->ended) return push_error(L, "the transaction has ended", 0);

@@ -86,6 +86,7 @@ typedef struct db_job {
     struct db_pool *pool;
     struct db_worker *worker;
     struct db_tx *tx; /* the transaction the job belongs to, or NULL */
+    int start_tx;     /* the transaction's first job: START TRANSACTION before it */
     task_t *task;     /* resumed with the result; NULL once the task is cancelled */
     int queued;       /* in pool->waiters */
     uint64_t queued_at;
@@ -176,6 +177,7 @@ typedef struct db_tx {
     struct db_tx_handle *handle;
     int ended;     /* no statement may run any more */
     int finishing; /* COMMIT or ROLLBACK is posted */
+    int unstarted; /* leased at once (db_tx_begin): its first job starts it on the server */
 } db_tx;
 
 typedef struct db_tx_handle {
@@ -232,6 +234,7 @@ int db_nodes_parse(const char *spec, db_node **out);
 /* Pushes what a finished job's task gets (rows, {affected, insert_id}, a tx handle, true,
  * or nil, err, errno) onto co; returns the number of values. */
 int db_push_result(lua_State *co, db_job *j);
+void db_push_tx(lua_State *L, db_tx *tx);
 
 /* ---- db_worker.c --------------------------------------------------------------------- */
 

@@ -38,6 +38,8 @@ static void tx_free(db_tx *tx) {
 static void post_on_lease(db_tx *tx, db_job *j) {
     j->pool = tx->pool;
     j->tx = tx;
+    j->start_tx = tx->unstarted;
+    tx->unstarted = 0;
     j->worker = tx->worker;
     tx->worker->running = 1;
     db_worker_post(tx->worker, j);
@@ -87,14 +89,16 @@ static void tx_job_done(db_tx *tx, db_job *j) {
 
 /* Starts j on w, which is not idle any more (the caller took it from the idle list or from
  * a completed job). */
+static void lease(db_pool *p, db_tx *tx, db_worker *w) {
+    w->lease = tx;
+    tx->worker = w;
+    track_add(p->app, &tx->track, "mysql transaction", tx_track_close);
+}
+
 static void dispatch(db_pool *p, db_job *j, db_worker *w) {
     j->worker = w;
     w->running = 1;
-    if (j->kind == DB_JOB_BEGIN) {
-        w->lease = j->tx;
-        j->tx->worker = w;
-        track_add(p->app, &j->tx->track, "mysql transaction", tx_track_close);
-    }
+    if (j->kind == DB_JOB_BEGIN) lease(p, j->tx, w);
     db_worker_post(w, j);
 }
 
@@ -435,10 +439,22 @@ void db_pool_drop_handle(db_pool *p) {
 
 /* ---- transactions, Lua side ---------------------------------------------------------- */
 
+/* With an idle worker the transaction is leased at once, without a job: its first job
+ * (a statement, or COMMIT/ROLLBACK, then nothing to do) sends START TRANSACTION before
+ * itself, so that a transaction costs no round trip of its own to the worker and the
+ * server. Else a BEGIN job waits for a worker and starts it there. */
 int db_tx_begin(lua_State *L, db_pool *p, task_t *t) {
     db_tx *tx = xcalloc(1, sizeof *tx);
     tx->pool = p;
     list_init(&tx->track.link);
+    if (!p->closed_reason && !list_empty(&p->idle)) {
+        db_worker *w = LIST_ENTRY(list_pop_front(&p->idle), db_worker, idle_link);
+        p->nidle--;
+        lease(p, tx, w);
+        tx->unstarted = 1;
+        db_push_tx(L, tx);
+        return 1;
+    }
     db_job *j = db_job_new(DB_JOB_BEGIN);
     j->tx = tx;
     return db_pool_submit(L, p, j, t);

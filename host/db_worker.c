@@ -586,6 +586,19 @@ static void run_begin(db_worker *w, db_job *j) {
     if (mysql_real_query(w->conn, "START TRANSACTION", 17) != 0) fail_conn(w, j);
 }
 
+/* The first job of a transaction leased without a BEGIN job (db_tx_begin): started here
+ * -> 0 | -1 (j failed; so will the rest of the transaction) */
+static int start_tx(db_worker *w, db_job *j) {
+    run_begin(w, j);
+    if (!j->failed) return 0;
+    if (!w->broken) { /* (a lost connection fails what follows by itself) */
+        w->tx_over = 1;
+        w->tx_over_errno = j->err_no;
+        snprintf(w->tx_over_err, sizeof w->tx_over_err, "%s", j->err);
+    }
+    return -1;
+}
+
 /* After statement j of the transaction failed: is the transaction still open? */
 static void check_tx_open(db_worker *w, db_job *j) {
     static const char q[] = "SELECT @@in_transaction";
@@ -605,6 +618,10 @@ static void check_tx_open(db_worker *w, db_job *j) {
 }
 
 static void run_finish(db_worker *w, db_job *j) {
+    if (j->start_tx) { /* (never started: nothing to commit or undo) */
+        w->tx_over = 0;
+        return;
+    }
     int commit = j->kind == DB_JOB_COMMIT, over = w->tx_over;
     w->tx_over = 0;
     if (over) { /* the server ended it: nothing to undo, nothing to commit */
@@ -631,6 +648,7 @@ static void run_job(db_worker *w, db_job *j) {
         break;
     case DB_JOB_QUERY:
     case DB_JOB_EXEC:
+        if (j->start_tx && start_tx(w, j) != 0) break;
         if ((j->tx ? worker_in_tx(w, j) : worker_ready(w, j)) == 0) {
             run_statement(w, j);
             if (j->tx && j->failed) check_tx_open(w, j);

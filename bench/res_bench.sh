@@ -25,6 +25,8 @@
 #                          servers come out on the machine as it is: the noise band)
 #   RES_EXTRA=""           Lua fields added to the config's resource section (the script
 #                          sets max_file_bytes to the largest size and quota_bytes to 1 TiB)
+#   RES_LOG=warn           the resource role's log level (info: each completion's file and
+#                          rows ms in its log line, on stderr)
 #   FLOOR_CFLAGS=""        added to the floor's cc: -DRES_FLOOR_AVX2 gives it the role's
 #                          base64 coders (AVX2) instead of the plain ones; -DRES_FLOOR_POOL
 #                          makes it write chunks with uv_fs_write (libuv's pool, default 4
@@ -40,6 +42,7 @@ RSS_SIZES=${RSS_SIZES:-"1048576 10485760"}
 ROUNDS=${ROUNDS:-3}
 SYSTEM=${SYSTEM:-auto}
 RES_EXTRA=${RES_EXTRA:-}
+RES_LOG=${RES_LOG:-warn}
 if [ "$SYSTEM" = auto ]; then
   if [ -f "$ROOT/scripts/resource/init.lua" ]; then SYSTEM=1; else SYSTEM=0; fi
 fi
@@ -84,7 +87,7 @@ if [ "$SYSTEM" = 1 ]; then
   RES_MAX=$SIZE; for s in $RSS_SIZES; do [ "$s" -gt "$RES_MAX" ] && RES_MAX=$s; done
   cat >"$TMP/config.lua" <<CFG
 return {
-  log = { level = "warn" },
+  log = { level = "$RES_LOG" },
   scripts = { dir = "$ROOT/scripts", watch = false },
   migrations = { dir = "$ROOT/sql" },
   redis = { port = $REDIS_PORT, pool_size = 4 },

@@ -214,8 +214,8 @@ function M:write_part(upload_id, offset, data, tally)
     end)
 end
 
--- commit(upload_id, size, allowed[, hashed[, tally_n[, on_named]]]) -> {sha256=, size=,
--- mime=} | nil, err, kind. The partial must be exactly size bytes (with a tally of tally_n
+-- commit(upload_id, size, allowed[, hashed[, tally_n[, on_named[, ready]]]]) -> {sha256=,
+-- size=, mime=} | nil, err, kind. The partial must be exactly size bytes (with a tally of tally_n
 -- pieces: size + tally_n, every piece tallied, the tally cut off before the hash and the link) and
 -- an allowed image by its first bytes; it is hashed (its running hash, or streamed off the
 -- loop), linked under its content's name (already there: the same content is kept once)
@@ -228,8 +228,11 @@ end
 -- or write through another handle of the file, so it is the hash of the file's bytes;
 -- lib.store's writers are host.file handles only). on_named(obj): called with what the
 -- result will be as soon as the file is named, before its link and sync: the caller may
--- prepare its rows then, committing them only after this returns obj.
-function M:commit(upload_id, size, allowed, hashed, tally_n, on_named)
+-- prepare its rows then, committing them only after this returns obj. ready() -> true |
+-- false | nil, err: asked once the partial is checked, before anything of it changes (the
+-- caller's claim on the upload, known by then); not true, the commit ends there (kind
+-- "taken" for false, "unready" for nil).
+function M:commit(upload_id, size, allowed, hashed, tally_n, on_named, ready)
     local sealed, serr = seal(upload_id)
     if not sealed then
         unseal(upload_id)
@@ -237,7 +240,7 @@ function M:commit(upload_id, size, allowed, hashed, tally_n, on_named)
         return nil, serr, "storage"
     end
     local res = { pcall(self.commit_sealed, self, upload_id, size, allowed, hashed, tally_n,
-        on_named) }
+        on_named, ready) }
     if hashed then hashed:close() end
     if res[1] and res[2] then -- named: it stays sealed a while (SEALED_KEEP_MS)
         local now = host.timer.monotonic()
@@ -253,15 +256,16 @@ end
 
 -- commit's work once no write to the partial can start or is under way: through the
 -- partial's writer (hashed) when there is one, else a handle of its own
-function M:commit_sealed(upload_id, size, allowed, hashed, tally_n, on_named)
+function M:commit_sealed(upload_id, size, allowed, hashed, tally_n, on_named, ready)
     local path = self:partial_path(upload_id)
     if hashed then
-        return self:commit_open(path, hashed, size, allowed, hashed, tally_n or 0, on_named)
+        return self:commit_open(path, hashed, size, allowed, hashed, tally_n or 0, on_named,
+            ready)
     end
     local f, err = host.file.open(path, "rw")
     if not f then return nil, err, "storage" end
     local res = { pcall(self.commit_open, self, path, f, size, allowed, nil, tally_n or 0,
-        on_named) }
+        on_named, ready) }
     f:close()
     if not res[1] then error(res[2], 0) end
     return unpack(res, 2, 4)
@@ -294,7 +298,7 @@ end
 -- place (only its first size bytes are the content), the tally cut off before the hash is
 -- asked for and put back if anything fails before the object's name is kept, so that a
 -- failed commit leaves a partial that a resend completes
-function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
+function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named, ready)
     -- with a tally, the partial's second name that says its tally is cut (cut_of) is made
     -- while it is checked (a pool job), so that the cut can follow the checks at once; the
     -- name goes again if they fail (a cut name beside a partial with its tally is one a
@@ -314,6 +318,14 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named)
         return unpack(res, 2, 4)
     end
     local mime = res[3]
+    if ready then
+        local go, rerr = ready()
+        if not go then
+            unmark()
+            return nil, rerr or "completed by another request", go == false and "taken"
+                or "unready"
+        end
+    end
     -- the file becomes its content alone and takes its name, and then one sync makes its
     -- bytes, its size and its name durable together (an fsync commits the journal
     -- transaction of the file's link: ext4, XFS), so that a complete upload's object
@@ -440,6 +452,11 @@ function M:read(sha, offset, n)
     f:close()
     if not data then return nil, rerr, "storage" end
     return data
+end
+
+-- remove_cut(upload_id): the partial's cut name removed (its commit's rows committed)
+function M:remove_cut(upload_id)
+    host.file.unlink(self:cut_path(upload_id))
 end
 
 -- remove_partial(upload_id) -> true (gone, or was not there) | nil, err, "storage"

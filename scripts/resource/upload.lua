@@ -183,7 +183,8 @@ end
 
 -- The upload a session is writing, kept in session.data (the host's: it outlives a
 -- reload) between its chunks so that a chunk costs no database query and no open/close:
--- {kind=, name=, uid=, row=, token=, at=, f=} (f: its partial file, open for writing). One
+-- {kind=, name=, uid=, row=, token=, at=, f=, completing=} (f: its partial file, open for
+-- writing, handed to the completion when it begins: completing then, until it ends). One
 -- per session (the client sends one file at a time per connection), so open partials are
 -- bounded by the connections and, process-wide, by file.max_open. Used only while the
 -- token from resource.uploads is valid: any state change of the row in this process
@@ -249,73 +250,102 @@ local function prepared_rows(row)
     return on_named, settle
 end
 
--- complete(session, row) -> true | nil, code: the last chunk is in. One request completes
--- an upload; a concurrent one (the same upload on two connections) just acks its chunk.
--- The announcement (announce: the 1039) runs after the rows are committed, in a task of
--- its own.
-local function complete(session, row, cut)
-    local t0 = host.timer.monotonic()
-    local mine, cerr = uploads.claim(row)
-    if mine == nil then return nil, failure.code(cerr) end
-    local u = session.data.upload
-    local hashed -- the partial is linked as the object next: no descriptor may write to it;
-    -- the kept one goes to the commit (its running hash may name the file), closed there
-    if u and u.row.upload_id == row.upload_id then hashed = detach(session) end
-    if not mine then
-        if hashed then hashed:close() end
-        return true
+-- Uploads a request of this process is completing: upload_id -> true (in the host: a
+-- reload keeps it). A second request completing one (the same upload on two connections)
+-- just acks its chunk.
+local completing = host.keep("resource.upload.completing.v1")
+
+-- complete_mine(row, cut, hashed) -> true | nil, code: complete's work, the only one of
+-- this process for row. The upload's claim (uploads.claim: against a request of another
+-- process) is asked for at once and waited for only before the partial is changed (the
+-- commit's ready): meanwhile the partial is sealed and checked, and the rows' transaction
+-- begun.
+local function complete_mine(row, cut, hashed)
+    local id = row.upload_id
+    local claiming = host.spawn(uploads.claim, row)
+    -- -> true (this request completes the upload) | false (another one does) | nil, err
+    local function claimed()
+        local ran, mine, cerr = claiming:wait()
+        if not ran then error(mine, 0) end
+        return mine, cerr
     end
     local t1 = host.timer.monotonic()
-    local on_named, settle = prepared_rows(row) -- (not before: a request that is not the
-    -- completing one would lock the image message's row for nothing)
-    local res = { pcall(store.commit, store, row.upload_id, row.total_size, settings.image_types,
-        hashed, not cut and wire.max_seq(row.total_size) or 0, on_named) }
+    local on_named, settle = prepared_rows(row)
+    local res = { pcall(store.commit, store, id, row.total_size, settings.image_types, hashed,
+        not cut and wire.max_seq(row.total_size) or 0, on_named, claimed) }
     local t2 = host.timer.monotonic()
     -- (not linked: its rows roll back; derr: completes' value when committed); the
     -- partial's own name goes meanwhile (its cut name stays until the rows are committed)
     local named = res[1] and res[2] ~= nil
-    local unnamed = named and host.spawn(store.unname_partial, store, row.upload_id)
+    local unnamed = named and host.spawn(store.unname_partial, store, id)
     local ok, derr = settle(named)
     if unnamed then unnamed:wait() end
+    local mine, cerr = claimed() -- (a commit that failed before asking: known now)
+    if mine == nil then return nil, failure.code(cerr) end
+    if not mine then return true end
     if not res[1] then
-        uploads.release(row.upload_id)
+        uploads.release(id)
         error(res[2], 0)
     end
     local obj, err, kind = res[2], res[3], res[4]
     if not obj then
-        uploads.release(row.upload_id)
-        host.log.warn("upload ", row.upload_id, " (", row.name, ") not complete: ", tostring(err))
+        uploads.release(id)
+        host.log.warn("upload ", id, " (", row.name, ") not complete: ", tostring(err))
         if kind == "storage" then return nil, errors.StorageFailed end
         uploads.fail(row) -- wrong size or type: given up, its data removed
-        store:remove_partial(row.upload_id)
+        store:remove_partial(id)
         return nil, kind == "type" and errors.FileTypeRefused or errors.BadChunk
     end
     if not ok then -- (not prepared, or its transaction failed: the object is linked now)
-        if derr then
-            host.log.warn("upload ", row.upload_id, " rows prepared: ", derr, "; again")
-        end
-        ok, derr = uploads.complete(row.upload_id, obj, nil, completes(row))
+        if derr then host.log.warn("upload ", id, " rows prepared: ", derr, "; again") end
+        ok, derr = uploads.complete(id, obj, nil, completes(row))
     end
     if not ok then
-        uploads.release(row.upload_id)
-        host.log.warn("upload ", row.upload_id, " rows: ", tostring(derr))
+        uploads.release(id)
+        host.log.warn("upload ", id, " rows: ", tostring(derr))
         return nil, failure.code(derr)
     end
-    host.log.info("upload ", row.upload_id, " complete: ", row.name, ", ", row.total_size,
-        " bytes, sha256 ", obj.sha256, (" (claim %.1f ms, file %.1f ms, rows %.1f ms)"):format(
-            t1 - t0, t2 - t1, host.timer.monotonic() - t2))
+    host.log.info("upload ", id, " complete: ", row.name, ", ", row.total_size, " bytes, sha256 ",
+        obj.sha256, (" (file %.1f ms, rows %.1f ms)"):format(t2 - t1, host.timer.monotonic() - t2))
     -- the rows are committed (the icon or the image message's state with them): the
     -- sender's reply need not wait for the claim's release (the row's state answers a late
     -- chunk now), the partial's cut name or the 1039; they follow in a task of their own
     local msg = derr
     host.spawn(function()
-        store:remove_partial(row.upload_id) -- (first: its cut name, left by an end of the
-        -- process from here on, would stay, the upload being complete; and the partial's
-        -- own name if its first removal failed)
-        uploads.release(row.upload_id)
+        store:remove_cut(id) -- (first: left by an end of the process from here on, it would
+        -- stay, the upload being complete)
+        uploads.release(id)
         announce(row, msg)
     end)
     return true
+end
+
+-- complete(session, row) -> true | nil, code: the last chunk is in. One request completes
+-- an upload; a concurrent one (the same upload on two connections) just acks its chunk.
+-- The announcement (announce: the 1039) runs after the rows are committed, in a task of
+-- its own.
+local function complete(session, row, cut)
+    local u = session.data.upload
+    local hashed -- the partial is linked as the object next: no descriptor may write to it;
+    -- the kept one goes to the commit (its running hash may name the file), closed there;
+    -- the kept upload stays (completing) while its token does, so that a resend of this
+    -- connection goes in flight meanwhile, answered after the completion (in_flight)
+    if u and u.row.upload_id == row.upload_id then
+        hashed, u.f, u.completing = u.f, nil, true
+    else
+        u = nil
+    end
+    if completing[row.upload_id] then
+        if hashed then hashed:close() end
+        if u and session.data.upload == u then session.data.upload = nil end
+        return true
+    end
+    completing[row.upload_id] = true
+    local res = { pcall(complete_mine, row, cut, hashed) }
+    completing[row.upload_id] = nil
+    if u and session.data.upload == u then session.data.upload = nil end -- (its file is gone)
+    if not res[1] then error(res[2], 0) end
+    return res[2], res[3]
 end
 
 -- created(session, u) -> true | nil, code: the row of an upload this request created
@@ -439,11 +469,17 @@ end
 local function in_flight(session, id, u, c, reply, prev)
     local data = session.data
     local f = u.f
-    local fn, bytes = f.write, c.data
-    if c.b64 then fn, bytes = f.write_base64, c.b64 end
-    -- (writes counted: a commit waits for them, lib.store)
-    local wrote, ok, err, code = pcall(store.write_guarded, u.row.upload_id, fn, f, c.offset,
-        bytes, tally(u.row, c))
+    local wrote, ok, err, code
+    if not f then -- (being completed: every chunk is written and tallied, this one is a
+        -- resend, answered after the completion as a write to its sealed partial would be)
+        wrote, ok = true, true
+    else
+        local fn, bytes = f.write, c.data
+        if c.b64 then fn, bytes = f.write_base64, c.b64 end
+        -- (writes counted: a commit waits for them, lib.store)
+        wrote, ok, err, code = pcall(store.write_guarded, u.row.upload_id, fn, f, c.offset,
+            bytes, tally(u.row, c))
+    end
     if not wrote then ok, err = nil, ok end
     local fine, res
     if not ok and code == "EINVAL" then -- not base64: nothing written, the file is fine
@@ -464,12 +500,16 @@ end
 
 -- The chunk through the kept upload u by a task of its own, when u is still the session's
 -- with its file open -> true (the task answers) | false (the handler goes on)
+local function deferrable(data, u)
+    return data.upload == u and (u.f or u.completing) and uploads.valid(u.kind, u.name, u.token)
+end
+
 local function defer(session, id, u, c, reply)
     local data = session.data
-    if data.upload ~= u or not u.f or not uploads.valid(u.kind, u.name, u.token) then return false end
+    if not deferrable(data, u) then return false end
     if (data.in_flight or 0) >= settings.max_chunks_in_flight then
         settle(session) -- (it yields: the kept upload is checked again)
-        if data.upload ~= u or not u.f or not uploads.valid(u.kind, u.name, u.token) then return false end
+        if not deferrable(data, u) then return false end
     end
     data.in_flight = (data.in_flight or 0) + 1
     data.chain = host.spawn(in_flight, session, id, u, c, reply, data.chain)

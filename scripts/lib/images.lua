@@ -21,11 +21,10 @@ function M.valid_name(name)
     return stem ~= nil and #stem <= 64 and #ext <= 8
 end
 
--- get(message_id[, q]) -> row {message_id, thread_id, sender_id, recv_id, content (the
--- name), status, msg_type, created_at} | nil (no such image message) | nil, err. q: a
--- transaction's runner (lib.sql.tx) to read it in, else host.db.
-function M.get(message_id, q)
-    local rows, err = (q or host.db).query([[
+-- get(message_id) -> row {message_id, thread_id, sender_id, recv_id, content (the name),
+-- status, msg_type, created_at} | nil (no such image message) | nil, err
+function M.get(message_id)
+    local rows, err = host.db.query([[
 SELECT message_id, thread_id, sender_id, recv_id, content, status, msg_type, created_at
 FROM chat_message WHERE message_id = ? AND msg_type = ?]], message_id, M.MSG_TYPE)
     if not rows then return nil, err end
@@ -43,7 +42,8 @@ function M.complete(row)
 end
 
 -- mark_complete(message_id[, q]) -> true (it was uploading, now ready) | false (no such
--- image message, or it was ready already) | nil, err. q: as get's.
+-- image message, or it was ready already) | nil, err. q: a transaction's runner
+-- (lib.sql.tx) to write it in, else host.db.
 function M.mark_complete(message_id, q)
     local res, err = (q or host.db).exec("UPDATE chat_message SET status = ? WHERE message_id = ?"
         .. " AND msg_type = ? AND status = ?", M.STATUS_READY, message_id, M.MSG_TYPE,

@@ -157,9 +157,9 @@ local function upload_of(kind, uid, c, body, may_create)
 end
 
 -- What completion does for each kind, in the transaction of its rows (uploads.complete's
--- also: one COMMIT for all, no statement after the reply): the avatar becomes the user's
--- icon; the image message becomes ready -> that message, to announce | nil (it was not
--- uploading any more, or is gone).
+-- also: one COMMIT for all): the avatar becomes the user's icon; the image message becomes
+-- ready -> true: an image message to announce | nil (none, or it was not uploading any
+-- more, or is gone).
 local function completes(row)
     return function(q)
         if row.kind == uploads.AVATAR then
@@ -170,15 +170,21 @@ local function completes(row)
             host.log.warn("image message ", row.message_id, " was not uploading any more")
             return nil
         end
-        local msg, err = images.get(row.message_id, q)
-        if err then sql.fail(err) end
-        return msg
+        return true
     end
 end
 
--- After the reply: the receiver hears of a ready image (msg: completes' value).
-local function announce(row, msg)
-    if msg then images.notify_ready(msg, row.total_size) end
+-- After the reply: the receiver hears of a ready image (ready: completes' value; the
+-- message is read for the 1039 now, not in the rows' transaction, whose COMMIT the reply
+-- waits for).
+local function announce(row, ready)
+    if not ready then return end
+    local msg, err = images.get(row.message_id)
+    if msg then
+        images.notify_ready(msg, row.total_size)
+    else
+        host.log.warn("1039 of message ", row.message_id, " not sent: ", tostring(err or "gone"))
+    end
 end
 
 -- The upload a session is writing, kept in session.data (the host's: it outlives a
@@ -310,12 +316,12 @@ local function complete_mine(row, cut, hashed)
     -- the rows are committed (the icon or the image message's state with them): the
     -- sender's reply need not wait for the claim's release (the row's state answers a late
     -- chunk now), the partial's cut name or the 1039; they follow in a task of their own
-    local msg = derr
+    local ready = derr
     host.spawn(function()
         store:remove_cut(id) -- (first: left by an end of the process from here on, it would
         -- stay, the upload being complete)
         uploads.release(id)
-        announce(row, msg)
+        announce(row, ready)
     end)
     return true
 end

@@ -209,15 +209,16 @@ void db_pool_drop_handle(db_pool *p);
  * When p refuses the work (closed, busy), frees j and returns nil, why pushed on L. */
 int db_pool_submit(lua_State *L, db_pool *p, db_job *j, task_t *t);
 
-/* A transaction on p: BEGIN through db_pool_submit. t gets a tx handle, or nil, err, errno. */
+/* A transaction on p: with an idle worker, leased at once (its first job starts it on the
+ * server) and a tx handle pushed without yielding (returns 1); else a BEGIN job through
+ * db_pool_submit, t gets a tx handle or nil, err, errno. */
 int db_tx_begin(lua_State *L, db_pool *p, task_t *t);
 
 /* Runs statement j on tx's worker (which must be free) for t, or pushes nil, why when the
  * pool is closing. Returns like db_pool_submit. */
 int db_tx_submit(lua_State *L, db_tx *tx, db_job *j, task_t *t);
 
-/* COMMIT (or ROLLBACK), then autocommit on and the worker back to the pool. t gets true or
- * nil, err, errno. */
+/* COMMIT (or ROLLBACK), then the worker back to the pool. t gets true or nil, err, errno. */
 int db_tx_finish(lua_State *L, db_tx *tx, int commit, task_t *t);
 
 /* The task holding tx is gone: no statement may run any more; the worker rolls back as

@@ -87,14 +87,15 @@ static void tx_job_done(db_tx *tx, db_job *j) {
 
 /* ---- acquisition --------------------------------------------------------------------- */
 
-/* Starts j on w, which is not idle any more (the caller took it from the idle list or from
- * a completed job). */
+/* tx holds w until its COMMIT or ROLLBACK (a tracked resource meanwhile). */
 static void lease(db_pool *p, db_tx *tx, db_worker *w) {
     w->lease = tx;
     tx->worker = w;
     track_add(p->app, &tx->track, "mysql transaction", tx_track_close);
 }
 
+/* Starts j on w, which is not idle any more (the caller took it from the idle list or from
+ * a completed job). */
 static void dispatch(db_pool *p, db_job *j, db_worker *w) {
     j->worker = w;
     w->running = 1;

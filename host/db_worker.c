@@ -610,7 +610,8 @@ static void check_tx_open(db_worker *w, db_job *j) {
     int open = row && row[0] && strcmp(row[0], "0") != 0;
     int known = row && row[0];
     if (res) mysql_free_result(res);
-    if (!known) w->broken = 1; /* no answer: the connection goes, and the transaction with it */
+    if (!known) worker_disconnect(w); /* no answer: the connection goes now, and the
+                                       * transaction with it (the server rolls it back) */
     if (open) return;
     w->tx_over = 1;
     w->tx_over_errno = j->err_no;

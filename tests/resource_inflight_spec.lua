@@ -77,6 +77,32 @@ local function other(u, seq)
     return u.data:sub(1, from - 1) .. ("z"):rep(to - from + 1) .. u.data:sub(to + 1)
 end
 
+-- row_locked(upload_id) -> unlock(): the upload's row locked by a transaction of the spec's
+-- (FOR UPDATE) until unlock() ends it
+local function row_locked(id)
+    local release, locked = host.promise(), host.promise()
+    local holder = host.spawn(function()
+        return host.db.tx(function(tx)
+            assert(tx:query("SELECT upload_id FROM upload WHERE upload_id = ? FOR UPDATE", id))
+            locked:resolve(true)
+            release:wait(10000)
+            return true
+        end)
+    end)
+    assert.is_true(locked:wait(5000))
+    return function()
+        release:resolve()
+        assert(holder:wait(5000))
+    end
+end
+
+-- rows_waiting() -> {id} of a completion's rows' UPDATE waiting in MariaDB | nil (our own
+-- user's threads: no privilege needed)
+local function rows_waiting()
+    return assert(host.db.query("SELECT ID AS id FROM information_schema.PROCESSLIST "
+        .. "WHERE INFO LIKE 'UPDATE upload SET state = 1%'"))[1]
+end
+
 describe("resource chunks in flight", function()
     timeout(30000)
     local role
@@ -178,33 +204,71 @@ describe("resource chunks in flight", function()
         local c = assert(res.connect(role.port))
         started(role, c, u)
         local id = rc.upload_row(u.name).upload_id
-        local release, locked = host.promise(), host.promise()
-        local holder = host.spawn(function()
-            return db.tx(function(tx)
-                assert(tx:query("SELECT upload_id FROM upload WHERE upload_id = ? FOR UPDATE", id))
-                locked:resolve(true)
-                release:wait(10000)
-                return true
-            end)
-        end)
-        assert.is_true(locked:wait(5000))
+        local unlock = row_locked(id)
         assert(c:send(1037, res.image_body(1037, u, 2)))
-        -- the rows' UPDATE waiting for the lock (our own user's threads: no privilege needed)
-        local function waiting()
-            return assert(db.query("SELECT ID AS id FROM information_schema.PROCESSLIST "
-                .. "WHERE INFO LIKE 'UPDATE upload SET state = 1%'"))[1]
-        end
         local killed = util.wait_until(function()
-            local w = waiting()
+            local w = rows_waiting()
             return w and assert(db.exec("KILL QUERY " .. tonumber(w.id))) and true
         end, 8000, "the prepared rows waiting for the lock")
         host.timer.sleep(200) -- (the rows again, waiting for the lock in turn)
-        release:resolve()
-        assert(holder:wait(5000))
+        unlock()
         assert.is_true(killed)
         local idr, body = next_frame(c)
         assert.same({ 1038, 0 }, { idr, body.error })
         assert.equal(1, rc.upload_row(u.name).state)
+        c:close()
+        role:stop()
+    end)
+
+    it("answers a chunk resent after the completion's claim without making its partial again", function()
+        -- the upload's row locked here: the completion's rows wait for it after its file is
+        -- named, linked and synced (the partial's own name gone); a chunk resent on the same
+        -- connection meanwhile goes in flight, is not written, and is answered after it
+        local role = rc.start()
+        local u = upload_of(2 * CHUNK)
+        local c = assert(res.connect(role.port))
+        local path = started(role, c, u)
+        local id = rc.upload_row(u.name).upload_id
+        local unlock = row_locked(id)
+        assert(c:send(1037, res.image_body(1037, u, 2)))
+        assert(util.wait_until(function() return rows_waiting() ~= nil end, 8000,
+            "the completion's rows waiting for the lock"))
+        assert(util.wait_until(function() return host.fs.kind(path) == nil end, 4000,
+            "the partial's own name removed"))
+        assert(c:send(1037, res.image_body(1037, u, 1))) -- (resent)
+        local early = c:read_frame(200)
+        local remade = host.fs.kind(path)
+        unlock()
+        assert.is_nil(early)
+        assert.is_nil(remade)
+        local id2, last = next_frame(c)
+        local id1, again = next_frame(c)
+        assert.same({ 1038, 2, 0 }, { id2, last.seq, last.error })
+        assert.same({ 1038, 1, 0 }, { id1, again.seq, again.error })
+        assert.equal(1, rc.upload_row(u.name).state)
+        assert.is_nil(host.fs.kind(path))
+        c:close()
+        role:stop()
+    end)
+
+    it("creates an upload whose first chunk's handler was abandoned at its deadline during its checks", function()
+        -- the upload table locked here: the new row's INSERT and the quota's query wait past
+        -- resource.handler_timeout_ms (1019); once the lock goes, the row's transaction
+        -- finishes on its own (its checks pass: committed), so a resent first chunk finds
+        -- the upload at once instead of waiting on an uncommitted row
+        local role = rc.start { resource = { handler_timeout_ms = 300 } }
+        local u = upload_of(3 * CHUNK)
+        local locker = assert(host.db.new { pool_size = 1 })
+        assert(locker:exec("LOCK TABLES upload WRITE"))
+        local c = assert(res.connect(role.port))
+        assert(c:send(1041, res.image_body(1041, u, 1)))
+        local id, body = next_frame(c)
+        assert(locker:exec("UNLOCK TABLES"))
+        locker:close()
+        assert.same({ 1042, 1019 }, { id, body.error })
+        local again = assert(c:request(1041, res.image_body(1041, u, 1), 2000))
+        assert.equal(0, again.error)
+        assert.equal(0, rc.upload_row(u.name).state)
         c:close()
         role:stop()
     end)

@@ -6,7 +6,8 @@ local M = {}
 
 -- Adds api.tx(fn) (the default pool) and pool_methods.tx(pool, fn).
 -- begin(pool | nil) -> tx | nil, err, errno and finish(tx, commit) -> true | nil, err, errno
--- both yield; finish restores autocommit and returns the connection to the pool.
+-- (begin may return at once, with an idle connection leased; finish yields and returns the
+-- connection to the pool).
 function M.install(api, pool_methods, begin, finish)
     local in_tx = setmetatable({}, { __mode = "k" }) -- coroutine -> true while it holds a tx
 

@@ -116,6 +116,12 @@ local function seal(upload_id)
     return true
 end
 
+-- sealed(upload_id) -> true while a commit has the partial sealed (writes to it are skipped)
+function M.sealed(upload_id)
+    local w = writers[upload_id]
+    return w ~= nil and w.sealed == true
+end
+
 local function unseal(upload_id)
     local w = writers[upload_id]
     if w and w.n == 0 then writers[upload_id] = nil elseif w then w.sealed = nil end
@@ -126,7 +132,7 @@ function M:partial_path(upload_id)
 end
 
 -- cut_path(upload_id): the partial's second name while a commit has its tally cut (from
--- just before the cut until remove_partial, after the caller's rows): a process that ends
+-- just before the cut until remove_cut, after the caller's rows): a process that ends
 -- meanwhile leaves a partial of exactly its size without a tally, which only this name
 -- tells apart from one still missing pieces (the caller finishes it at its next start)
 local function cut_of(partial) return partial .. ".cut" end
@@ -220,8 +226,9 @@ end
 -- an allowed image by its first bytes; it is hashed (its running hash, or streamed off the
 -- loop), linked under its content's name (already there: the same content is kept once)
 -- and synced with that name; its partial's names stay: the caller removes its own
--- (unname_partial) while it commits its rows, and its cut_path name (remove_partial) once
--- they are committed. Only after this returns may the upload be called complete. hashed: the partial's writer (open_part,
+-- (unname_partial) while it commits its rows, and its cut_path name (remove_cut) once
+-- they are committed. Only after this returns may the upload be called complete. hashed:
+-- the partial's writer (open_part,
 -- f:hash_start before its first write), closed here: its running hash names the file
 -- instead of reading it again when it is still valid for exactly these size bytes of this
 -- very file (host.file ends a running hash at any rewrite of hashed bytes, failed write,
@@ -319,7 +326,11 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named, ready)
     end
     local mime = res[3]
     if ready then
-        local go, rerr = ready()
+        local asked, go, rerr = pcall(ready)
+        if not asked then
+            unmark()
+            error(go, 0)
+        end
         if not go then
             unmark()
             return nil, rerr or "completed by another request", go == false and "taken"
@@ -426,14 +437,17 @@ function M:check_open(path, f, size, allowed, tally_n)
     return true, mime
 end
 
--- unname_partial(upload_id): the partial's own name removed once its commit named it (its
--- cut name stays until the caller's rows are committed: remove_partial)
+-- unname_partial(upload_id) -> true | nil: the partial's own name removed once its commit
+-- named it (its cut name stays until the caller's rows are committed: remove_cut); nil: it
+-- is still there (logged; remove_partial tries again)
 function M:unname_partial(upload_id)
     local path = self:partial_path(upload_id)
     local gone, uerr, ucode = host.file.unlink(path)
     if not gone and ucode ~= "ENOENT" then
         host.log.warn("partial ", path, " left: ", tostring(uerr))
+        return nil
     end
+    return true
 end
 
 -- open_object(sha256_hex) -> f | nil, err, "storage": a complete file opened for reading

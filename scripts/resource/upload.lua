@@ -25,7 +25,7 @@ local store = store_lib.at(settings.dir)
 M.store = store
 -- transactions this module holds open while it waits for something else: completions'
 -- rows while their file is committed (prepared_rows), new uploads' rows while their checks
--- run (hold_creation): {n = ...}, at most mysql.pool_size - 2 (the pool's other
+-- run (upload_of's creation): {n = ...}, at most mysql.pool_size - 2 (the pool's other
 -- connections are for the statements they wait for, and everyone else's)
 local holding = host.keep("resource.upload.prepared.v1")
 holding.n = holding.n or 0
@@ -104,8 +104,8 @@ local function checks_of(kind, uid, c, body)
 end
 
 -- The upload this chunk belongs to, created by a transfer's first request (1031 seq 1,
--- 1041) -> row | nil, code, field. A row created here is not committed yet: its
--- creation (row.creation, resource.uploads) is told to commit, and the caller waits for it
+-- 1041) -> row | nil, code, field. A row created here may not be committed yet: its
+-- creation (row.creation, resource.uploads) commits it, and the caller waits for that
 -- (created) before its reply.
 local function upload_of(kind, uid, c, body, may_create)
     local u = { kind = kind, name = c.name, owner_uid = uid, total_size = c.total, md5 = c.md5,
@@ -115,16 +115,13 @@ local function upload_of(kind, uid, c, body, may_create)
         -- INSERT start at once, and the row is looked up only when its name is taken
         local first = round == 1 and may_create and c.seq == 1
         local checks = first and checks_of(kind, uid, c, body)
-        local creation = first and held() and uploads.begin_create(u, letgo)
+        local creation = first and held() and uploads.begin_create(u, checks, letgo)
         if creation then
             local created, cerr = creation:row()
             if created then
-                local ok, code, field = checks()
-                if not ok then
-                    creation:cancel()
-                    return nil, code, field
-                end
-                creation:commit() -- (while the caller writes the chunk)
+                local ok, code, field = creation:checked() -- (committed while the caller
+                -- writes the chunk; rolled back when refused)
+                if not ok then return nil, code, field end
                 created.creation = creation
                 return created
             end
@@ -215,11 +212,14 @@ local function drop(session)
 end
 
 -- kept(session, kind, uid, name) -> the kept upload if still good for this chunk | nil
+-- (while it completes, whatever its token says: the completion's claim drops the token, and
+-- a resend then goes in flight, answered after it, in_flight)
 local function kept(session, kind, uid, name)
     local u = session.data.upload
     if not u then return nil end
-    if u.kind == kind and u.name == name and u.uid == uid and uploads.valid(kind, name, u.token)
-        and host.timer.monotonic() - u.at < settings.session_recheck_ms then
+    if u.kind == kind and u.name == name and u.uid == uid and (u.completing
+        or uploads.valid(kind, name, u.token)
+        and host.timer.monotonic() - u.at < settings.session_recheck_ms) then
         return u
     end
     drop(session)
@@ -227,12 +227,14 @@ local function kept(session, kind, uid, name)
 end
 
 -- The rows of row's completion prepared while its file is committed, a transaction begun
--- once the completion is this request's (completes' statements while the file is checked,
--- the upload's once it is named, lib.store's on_named, while it is linked and synced)
--- that holds a database connection meanwhile (held: at most mysql.pool_size - 2 at once
--- with the new uploads' rows; beyond, the rows after the link) -> on_named, settle(linked) -> true, completes' value
--- | nil, err (that transaction's end: committed when linked, else rolled back) | nil (none
--- was prepared). settle must follow, whatever happens (until then the transaction waits).
+-- with the completion (completes' statements while the file is checked and the claim
+-- asked for: a request of another process that wins the claim leaves this one's rolled
+-- back, the image message's row locked meanwhile; the upload's once it is named,
+-- lib.store's on_named, while it is linked and synced) that holds a database connection
+-- meanwhile (held: at most mysql.pool_size - 2 at once with the new uploads' rows; beyond,
+-- the rows after the link) -> on_named, settle(linked) -> true, completes' value | nil,
+-- err (that transaction's end: committed when linked, else rolled back) | nil (none was
+-- prepared). settle must follow, whatever happens (until then the transaction waits).
 local function prepared_rows(row)
     if not held() then return function() end, function() return nil end end
     local named, linked = host.promise(), host.promise()
@@ -285,7 +287,11 @@ local function complete_mine(row, cut, hashed)
     local named = res[1] and res[2] ~= nil
     local unnamed = named and host.spawn(store.unname_partial, store, id)
     local ok, derr = settle(named)
-    if unnamed then unnamed:wait() end
+    local unnamed_ok = true
+    if unnamed then
+        local ran, gone = unnamed:wait()
+        unnamed_ok = ran and gone
+    end
     local mine, cerr = claimed() -- (a commit that failed before asking: known now)
     if mine == nil then return nil, failure.code(cerr) end
     if not mine then return true end
@@ -318,8 +324,9 @@ local function complete_mine(row, cut, hashed)
     -- chunk now), the partial's cut name or the 1039; they follow in a task of their own
     local ready = derr
     host.spawn(function()
-        store:remove_cut(id) -- (first: left by an end of the process from here on, it would
-        -- stay, the upload being complete)
+        -- (first: left by an end of the process from here on, the cut's name would stay,
+        -- the upload being complete; and the partial's own, if its removal failed)
+        if unnamed_ok then store:remove_cut(id) else store:remove_partial(id) end
         uploads.release(id)
         announce(row, ready)
     end)
@@ -373,6 +380,10 @@ end
 -- state changed while it was read) -> u ({row=} at least) | nil, code, field
 local function upload_for(session, kind, uid, c, body, may_create)
     local u = kept(session, kind, uid, c.name)
+    if u and u.row.creation then -- (its first chunk's handler ended before it waited)
+        local made, code = created(session, u)
+        if not made then return nil, code end
+    end
     if u then
         if u.row.total_size ~= c.total then return nil, errors.BadChunk, "total_size" end
         return u
@@ -400,7 +411,9 @@ end
 -- for an upload not kept, opened and closed; tallied: the chunks tallied after it (nil:
 -- the partial is sealed, the upload being completed: this chunk's bytes are there already)
 local function write(session, u, c)
-    if session.data.upload ~= u then
+    -- (a sealed partial, being completed: write_part skips the chunk, a resend, and opens
+    -- nothing; a kept file would be made again after the commit removed its name)
+    if session.data.upload ~= u or store_lib.sealed(u.row.upload_id) then
         return store:write_part(u.row.upload_id, c.offset, c.data, tally(u.row, c))
     end
     if not u.f then
@@ -507,7 +520,7 @@ end
 -- The chunk through the kept upload u by a task of its own, when u is still the session's
 -- with its file open -> true (the task answers) | false (the handler goes on)
 local function deferrable(data, u)
-    return data.upload == u and (u.f or u.completing) and uploads.valid(u.kind, u.name, u.token)
+    return data.upload == u and (u.completing or u.f and uploads.valid(u.kind, u.name, u.token))
 end
 
 local function defer(session, id, u, c, reply)
@@ -586,6 +599,7 @@ M.on_close = drop
 -- Without this, resent chunks would each tally one piece again and the upload would never
 -- complete.
 local function finish_cut(row, at_start)
+    if completing[row.upload_id] then return end -- (a live completion's cut: its own)
     local cut_name, partial = store:cut_path(row.upload_id), store:partial_path(row.upload_id)
     local cut = host.file.stat(cut_name)
     if not cut then return end

@@ -4,6 +4,7 @@
 -- tally (lib.store), not a record of its own.
 local host = require "host"
 local keys = require "lib.keys"
+local errors = require "lib.errors"
 local sql = require "lib.sql"
 
 local M = {}
@@ -80,29 +81,30 @@ function M.usage(uid)
     return tonumber(rows[1].bytes), tonumber(rows[1].running)
 end
 
--- begin_create{kind=, name=, owner_uid=, message_id=?, total_size=, md5=} -> creation: the
--- upload's row INSERTed at once in a transaction of its own, committed or rolled back when
--- told, so that it is inserted while the checks a new upload must pass are still under way
--- and committed while its first chunk is written (uncommitted, no other request sees it;
--- one creating the same name waits for its end, then finds it or creates it). Untold
--- within CREATE_WAIT_MS, it rolls back. It holds a database connection until then
--- (the caller bounds how many at once); on_end() is called when it has let it go.
+-- begin_create({kind=, name=, owner_uid=, message_id=?, total_size=, md5=}, checks[,
+-- on_end]) -> creation: the upload's row INSERTed at once in a transaction of its own, in
+-- a task of its own, which then waits for checks() -> true | nil, code, field (the
+-- caller's, started before: the checks a new upload must pass) and commits when they
+-- pass, else rolls back; so the row is inserted while the checks run, and committed while
+-- the caller writes the first chunk, whatever becomes of the caller meanwhile
+-- (uncommitted, no other request sees it; one creating the same name waits for its end,
+-- then finds it or creates it). It holds a database connection until then (the caller
+-- bounds how many at once); on_end() is called when it has let it go.
 --   creation:row() -> row | nil, "exists" (the name is taken, or a conflict was lost:
 --     look again) | nil, err
---   creation:commit() (at once); creation:wait() -> true | nil, err, errno: committed
---   creation:cancel() (at once): rolled back
-M.CREATE_WAIT_MS = 30000
+--   creation:checked() -> checks' values (a raised error: nil, lib.errors.Internal)
+--   creation:wait() -> true | nil, err, errno: committed
+local Creation = {}
+Creation.__index = Creation
 
 -- The row of a new upload u (begin_create's argument) whose INSERT gave it upload_id
 local function row_of(u, upload_id)
     return { upload_id = upload_id, kind = u.kind, name = u.name, owner_uid = u.owner_uid,
         message_id = u.message_id, total_size = u.total_size, md5 = u.md5, state = M.UPLOADING }
 end
-local Creation = {}
-Creation.__index = Creation
 
-function M.begin_create(u, on_end)
-    local c = { inserted = host.promise(), told = host.promise(), u = u }
+function M.begin_create(u, checks, on_end)
+    local c = { inserted = host.promise(), checked_p = host.promise(), u = u }
     c.task = host.spawn(function()
         local ok, err, errno = host.db.tx(function(tx)
             local res, ierr, ierrno = tx:exec("INSERT INTO upload (kind, name, owner_uid, "
@@ -110,7 +112,13 @@ function M.begin_create(u, on_end)
                 u.owner_uid, u.message_id or host.null, u.total_size, u.md5)
             if not res then sql.fail(ierr, ierrno) end
             c.inserted:resolve(res.insert_id)
-            if c.told:wait(M.CREATE_WAIT_MS) ~= true then sql.fail("the upload was not created") end
+            local ran, passed, code, field = pcall(checks)
+            if not ran then
+                host.log.warn("upload ", u.name, ": its checks failed: ", tostring(passed))
+                passed, code = nil, errors.Internal
+            end
+            c.checked_p:resolve(passed, code, field)
+            if not passed then sql.fail("the upload was refused") end
         end)
         -- (a failed BEGIN or INSERT: told to row(); else the COMMIT's end, to wait())
         local taken = errno == sql.ER_DUP_ENTRY or errno == sql.ER_LOCK_DEADLOCK
@@ -127,9 +135,7 @@ function Creation:row()
     return row_of(self.u, id)
 end
 
-function Creation:commit() self.told:resolve(true) end
-
-function Creation:cancel() self.told:resolve(false) end
+function Creation:checked() return self.checked_p:wait() end
 
 -- create{...} (as begin_create's) -> row | nil, "exists" | nil, err: created at once
 -- (one autocommit INSERT)

@@ -991,9 +991,11 @@ static void read_base64_run(fjob *j) {
 
 /* A read the page cache can answer whole, made on the loop: preadv2 with RWF_NOWAIT never
  * waits for the disk (EAGAIN, or fewer bytes, when a page is not cached), so it costs the
- * copy and not the pool's two thread hand-offs (a download chunk's). Pushes what f:read
- * (or, base64, f:read_base64) gives -> 1 | 0 (not all cached, at the end of the file, or
- * not supported: the caller makes a pool job of it). */
+ * copy and not the pool's two thread hand-offs (a download chunk's). A read that the end
+ * of the file cuts short is whole too (an fstat tells it from a page not cached: a file's
+ * last chunk, a tally read with one byte more). Pushes what f:read (or, base64,
+ * f:read_base64) gives -> 1 | 0 (not all cached, or not supported: the caller makes a
+ * pool job of it). */
 static int read_cached(lua_State *L, file_t *f, int64_t off, size_t n, int base64) {
     if (f->no_nowait || n == 0 || n > INLINE_READ_MAX) return 0;
     size_t tlen = base64 ? (n + 2) / 3 * 4 : 0;
@@ -1002,6 +1004,12 @@ static int read_cached(lua_State *L, file_t *f, int64_t off, size_t n, int base6
     ssize_t got = preadv2(f->fd, &v, 1, (off_t)off, RWF_NOWAIT);
     if (got < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS)) f->no_nowait = 1;
     int whole = got == (ssize_t)n; /* else the pool reads it (and tells the errors apart) */
+    struct stat st; /* short: the end of the file (not a page the cache lacks) is as good */
+    if (!whole && got >= 0 && fstat(f->fd, &st) == 0 && off + got >= st.st_size) {
+        whole = 1;
+        n = (size_t)got;
+        if (base64) tlen = (n + 2) / 3 * 4;
+    }
     if (whole) {
         f->app->files->reads_cached++;
         if (base64) crypto_b64_encode(buf + n, (const unsigned char *)buf, n);

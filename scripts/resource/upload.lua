@@ -341,8 +341,8 @@ local function complete(session, row, cut)
     local u = session.data.upload
     local hashed -- the partial is linked as the object next: no descriptor may write to it;
     -- the kept one goes to the commit (its running hash may name the file), closed there;
-    -- the kept upload stays (completing) while its token does, so that a resend of this
-    -- connection goes in flight meanwhile, answered after the completion (in_flight)
+    -- the kept upload stays (completing) until the completion ends, so that a resend of
+    -- this connection goes in flight meanwhile, answered after the completion (in_flight)
     if u and u.row.upload_id == row.upload_id then
         hashed, u.f, u.completing = u.f, nil, true
     else

@@ -94,6 +94,15 @@ describe("resource HTTP downloads", function()
         h:close()
     end)
 
+    it("times each completion's file and rows in /metrics", function()
+        local m = assert(http.get(admin_port, "/metrics"))
+        for _, phase in ipairs({ "file", "rows" }) do
+            local n = m.body:match('chathost_resource_completion_seconds_count{phase="' .. phase
+                .. '"} (%d+)')
+            assert.truthy(tonumber(n) and tonumber(n) >= 1, phase)
+        end
+    end)
+
     it("counts /files/<id> downloads under the one route GET /files/* in /metrics", function()
         local h = http.connect(role.http_port)
         assert.equal(200, assert(h:request("GET", (assert(signed_url.sign("/files/" .. id, 300))))).status)

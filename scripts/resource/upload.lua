@@ -268,6 +268,8 @@ local completing = host.keep("resource.upload.completing.v1")
 -- process) is asked for at once and waited for only before the partial is changed (the
 -- commit's ready): meanwhile the partial is sealed and checked, and the rows' transaction
 -- begun.
+local COMPLETION_HELP = "Completed uploads: the file's commit (checked, cut, named, linked, "
+    .. "synced), then the wait for the rows' COMMIT after it (docs/protocol.md §13.6)."
 local function complete_mine(row, cut, hashed)
     local id = row.upload_id
     local claiming = host.spawn(uploads.claim, row)
@@ -317,8 +319,13 @@ local function complete_mine(row, cut, hashed)
         host.log.warn("upload ", id, " rows: ", tostring(derr))
         return nil, failure.code(derr)
     end
+    local t3 = host.timer.monotonic()
     host.log.info("upload ", id, " complete: ", row.name, ", ", row.total_size, " bytes, sha256 ",
-        obj.sha256, (" (file %.1f ms, rows %.1f ms)"):format(t2 - t1, host.timer.monotonic() - t2))
+        obj.sha256, (" (file %.1f ms, rows %.1f ms)"):format(t2 - t1, t3 - t2))
+    host.metrics.observe("chathost_resource_completion_seconds", (t2 - t1) / 1000,
+        { phase = "file" }, COMPLETION_HELP)
+    host.metrics.observe("chathost_resource_completion_seconds", (t3 - t2) / 1000,
+        { phase = "rows" }, COMPLETION_HELP)
     -- the rows are committed (the icon or the image message's state with them): the
     -- sender's reply need not wait for the claim's release (the row's state answers a late
     -- chunk now), the partial's cut name or the 1039; they follow in a task of their own

@@ -87,6 +87,12 @@ static void tx_job_done(db_tx *tx, db_job *j) {
 
 /* ---- acquisition --------------------------------------------------------------------- */
 
+/* An idle worker taken off the idle list (there is one). */
+static db_worker *idle_pop(db_pool *p) {
+    p->nidle--;
+    return LIST_ENTRY(list_pop_front(&p->idle), db_worker, idle_link);
+}
+
 /* tx holds w until its COMMIT or ROLLBACK (a tracked resource meanwhile). */
 static void lease(db_pool *p, db_tx *tx, db_worker *w) {
     w->lease = tx;
@@ -206,9 +212,7 @@ int db_pool_submit(lua_State *L, db_pool *p, db_job *j, task_t *t) {
     j->pool = p;
     j->task = t;
     if (!list_empty(&p->idle)) {
-        db_worker *w = LIST_ENTRY(list_pop_front(&p->idle), db_worker, idle_link);
-        p->nidle--;
-        dispatch(p, j, w);
+        dispatch(p, j, idle_pop(p));
     } else {
         j->queued = 1;
         j->queued_at = uv_now(p->app->loop);
@@ -449,8 +453,7 @@ int db_tx_begin(lua_State *L, db_pool *p, task_t *t) {
     tx->pool = p;
     list_init(&tx->track.link);
     if (!p->closed_reason && !list_empty(&p->idle)) {
-        db_worker *w = LIST_ENTRY(list_pop_front(&p->idle), db_worker, idle_link);
-        p->nidle--;
+        db_worker *w = idle_pop(p);
         lease(p, tx, w);
         tx->unstarted = 1;
         db_push_tx(L, tx);

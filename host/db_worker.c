@@ -586,16 +586,19 @@ static void run_begin(db_worker *w, db_job *j) {
     if (mysql_real_query(w->conn, "START TRANSACTION", 17) != 0) fail_conn(w, j);
 }
 
+/* The transaction is over on the server: what follows fails with j's error. */
+static void tx_ended(db_worker *w, const db_job *j) {
+    w->tx_over = 1;
+    w->tx_over_errno = j->err_no;
+    snprintf(w->tx_over_err, sizeof w->tx_over_err, "%s", j->err);
+}
+
 /* The first job of a transaction leased without a BEGIN job (db_tx_begin): started here
  * -> 0 | -1 (j failed; so will the rest of the transaction) */
 static int start_tx(db_worker *w, db_job *j) {
     run_begin(w, j);
     if (!j->failed) return 0;
-    if (!w->broken) { /* (a lost connection fails what follows by itself) */
-        w->tx_over = 1;
-        w->tx_over_errno = j->err_no;
-        snprintf(w->tx_over_err, sizeof w->tx_over_err, "%s", j->err);
-    }
+    if (!w->broken) tx_ended(w, j); /* (a lost connection fails what follows by itself) */
     return -1;
 }
 
@@ -607,15 +610,11 @@ static void check_tx_open(db_worker *w, db_job *j) {
     MYSQL_ROW row = NULL;
     if (mysql_real_query(w->conn, q, sizeof q - 1) == 0 && (res = mysql_store_result(w->conn)))
         row = mysql_fetch_row(res);
-    int open = row && row[0] && strcmp(row[0], "0") != 0;
-    int known = row && row[0];
+    int known = row && row[0], in_tx = known && strcmp(row[0], "0") != 0;
     if (res) mysql_free_result(res);
     if (!known) worker_disconnect(w); /* no answer: the connection goes now, and the
                                        * transaction with it (the server rolls it back) */
-    if (open) return;
-    w->tx_over = 1;
-    w->tx_over_errno = j->err_no;
-    snprintf(w->tx_over_err, sizeof w->tx_over_err, "%s", j->err);
+    if (!in_tx) tx_ended(w, j);
 }
 
 static void run_finish(db_worker *w, db_job *j) {

@@ -93,9 +93,9 @@ end)
 describe("resource database connections held open", function()
     timeout(30000)
 
-    -- A new upload's row is inserted in a transaction while its checks run (their own
-    -- queries), a completion's rows while its file is committed: at most mysql.pool_size -
-    -- 2 such transactions at once, so that what they wait for finds a connection.
+    -- A new upload's row is inserted in a transaction that waits for its checks (their own
+    -- queries, submitted before it: a transaction begun first could hold every connection
+    -- the checks need; at most mysql.pool_size - 2 such transactions are held at once).
     it("answers every first chunk when more arrive at once than the pool has connections", function()
         local role = rc.start { mysql = { pool_size = 3 } }
         local conns, ups = {}, {}

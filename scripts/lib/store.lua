@@ -475,7 +475,7 @@ end
 
 -- remove_partial(upload_id) -> true (gone, or was not there) | nil, err, "storage"
 function M:remove_partial(upload_id)
-    host.file.unlink(self:cut_path(upload_id)) -- (a name of the same file, or none)
+    self:remove_cut(upload_id) -- (a name of the same file, or none)
     local ok, err, code = host.file.unlink(self:partial_path(upload_id))
     if ok or code == "ENOENT" then return true end
     return nil, err, "storage"

@@ -85,21 +85,17 @@ local function waited(task)
 end
 
 -- The checks a new upload must pass (its image message, the user's room), each a database
--- round trip, started at once (with the lookup of the upload, by the caller) -> a function
--- that waits for them -> true, message_id | nil, code, field
+-- round trip, started at once (with the row's INSERT, by the caller) -> a function that
+-- waits for them -> true | nil, code, field (the first failing one, in that order)
 local function checks_of(kind, uid, c, body)
     local msg = kind == uploads.IMAGE and host.spawn(image_message, uid, body.message_id, c.name)
     local space = host.spawn(room, uid, c.total)
     return function()
-        local message_id
         if msg then
             local m, code, field = waited(msg)
             if not m then return nil, code, field end
-            message_id = m.message_id
         end
-        local ok, code, field = waited(space)
-        if not ok then return nil, code, field end
-        return true, message_id
+        return waited(space)
     end
 end
 
@@ -355,14 +351,14 @@ local function complete(session, row, cut)
     else
         u = nil
     end
+    local res = { true, true } -- (another request of this process completes it: acked)
     if completing[row.upload_id] then
         if hashed then hashed:close() end
-        if u and session.data.upload == u then session.data.upload = nil end
-        return true
+    else
+        completing[row.upload_id] = true
+        res = { pcall(complete_mine, row, cut, hashed) }
+        completing[row.upload_id] = nil
     end
-    completing[row.upload_id] = true
-    local res = { pcall(complete_mine, row, cut, hashed) }
-    completing[row.upload_id] = nil
     if u and session.data.upload == u then session.data.upload = nil end -- (its file is gone)
     if not res[1] then error(res[2], 0) end
     return res[2], res[3]

@@ -97,6 +97,15 @@ end
 local Creation = {}
 Creation.__index = Creation
 
+-- insert(tx, u) -> exec's results: u's row INSERTed in the transaction tx, or (nil) alone
+local INSERT = "INSERT INTO upload (kind, name, owner_uid, message_id, total_size, md5) "
+    .. "VALUES (?, ?, ?, ?, ?, ?)"
+local function insert(tx, u)
+    local mid = u.message_id or host.null
+    if tx then return tx:exec(INSERT, u.kind, u.name, u.owner_uid, mid, u.total_size, u.md5) end
+    return host.db.exec(INSERT, u.kind, u.name, u.owner_uid, mid, u.total_size, u.md5)
+end
+
 -- The row of a new upload u (begin_create's argument) whose INSERT gave it upload_id
 local function row_of(u, upload_id)
     return { upload_id = upload_id, kind = u.kind, name = u.name, owner_uid = u.owner_uid,
@@ -107,9 +116,7 @@ function M.begin_create(u, checks, on_end)
     local c = { inserted = host.promise(), checked_p = host.promise(), u = u }
     c.task = host.spawn(function()
         local ok, err, errno = host.db.tx(function(tx)
-            local res, ierr, ierrno = tx:exec("INSERT INTO upload (kind, name, owner_uid, "
-                .. "message_id, total_size, md5) VALUES (?, ?, ?, ?, ?, ?)", u.kind, u.name,
-                u.owner_uid, u.message_id or host.null, u.total_size, u.md5)
+            local res, ierr, ierrno = insert(tx, u)
             if not res then sql.fail(ierr, ierrno) end
             c.inserted:resolve(res.insert_id)
             local ran, passed, code, field = pcall(checks)
@@ -137,24 +144,22 @@ end
 
 function Creation:checked() return self.checked_p:wait() end
 
--- create{...} (as begin_create's) -> row | nil, "exists" | nil, err: created at once
--- (one autocommit INSERT)
-function M.create(u)
-    local res, err, errno = host.db.exec("INSERT INTO upload (kind, name, owner_uid, message_id, "
-        .. "total_size, md5) VALUES (?, ?, ?, ?, ?, ?)",
-        u.kind, u.name, u.owner_uid, u.message_id or host.null, u.total_size, u.md5)
-    if not res then
-        if errno == sql.ER_DUP_ENTRY then return nil, "exists" end
-        return nil, err
-    end
-    return row_of(u, res.insert_id)
-end
-
 function Creation:wait()
     local ran, ok, err, errno = self.task:wait()
     if not ran then return nil, tostring(ok) end
     if not ok then return nil, err, errno end
     return true
+end
+
+-- create{...} (as begin_create's) -> row | nil, "exists" | nil, err: created at once
+-- (one autocommit INSERT)
+function M.create(u)
+    local res, err, errno = insert(nil, u)
+    if not res then
+        if errno == sql.ER_DUP_ENTRY then return nil, "exists" end
+        return nil, err
+    end
+    return row_of(u, res.insert_id)
 end
 
 -- restart(row, total_size, md5) -> true | nil, err: an expired or failed upload of the same

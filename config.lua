@@ -214,6 +214,8 @@ return {
         max_uploads = 8,                    -- unfinished uploads per user at once; beyond: 1103
         upload_ttl_s = 3600,                -- an upload without a chunk this long expires
         sweep_interval_ms = 10000, sweep_batch = 100, -- the expiry sweeper: tick, uploads per tick
+        rename_grace_ms = 60000,            -- a file stored before BLAKE3 named files (sql/006)
+                                            -- keeps its old name this long after it is renamed
         session_recheck_ms = 10000,         -- a connection's chat session is checked again after
                                             -- this: a logged-out user's connection is refused (1010);
                                             -- the upload row a connection keeps is read again too

@@ -4,8 +4,26 @@ local host = require "host"
 local util = require "helpers.util"
 local file = host.file
 
-local SHA_EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-local SHA_ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+-- BLAKE3-256 of "" and "abc", and of the reference implementation's test inputs (its
+-- test_vectors.json: input_len bytes of i % 251) at the lengths where its tree changes shape
+-- (one chunk of 1024 bytes, two, many: the SIMD paths that hash several chunks at once)
+local B3_EMPTY = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+local B3_ABC = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+local B3_VECTORS = {
+    [1] = "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213",
+    [1023] = "10108970eeda3eb932baac1428c7a2163b0e924c9a9e25b35bba72b28f70bd11",
+    [1024] = "42214739f095a406f3fc83deb889744ac00df831c10daa55189b5d121c855af7",
+    [1025] = "d00278ae47eb27b34faecf67b4fe263f82d5412916c1ffd97c8cb7fb814b8444",
+    [2048] = "e776b6028c7cd22a4d0ba182a8bf62205d2ef576467e838ed6f2529b85fba24a",
+    [8192] = "aae792484c8efe4f19e2ca7d371d8c467ffb10748d8a5a1ae579948f718a2a63",
+    [31744] = "62b6960e1a44bcc1eb1a611a8d6235b6b4b78f32e7abc4fb4c6cdcce94895c47",
+    [102400] = "bc3e3d41a1146b069abffad3c0d44860cf664390afce4d9661f7902e7943e085",
+}
+local function vector_input(n)
+    local t = {}
+    for i = 0, n - 1 do t[i + 1] = string.char(i % 251) end
+    return table.concat(t)
+end
 
 describe("host.file", function()
     local dir
@@ -146,7 +164,7 @@ describe("host.file", function()
         assert.is_true(f:hash_start(8))
         assert.is_true(f:write(0, "0123456789"))
         assert.is_true(f:truncate(10)) -- nothing hashed is cut: still valid
-        assert.equal(file.sha256(dir .. "/cut"), f:digest(10))
+        assert.equal(file.blake3(dir .. "/cut"), f:digest(10))
         assert.is_true(f:truncate(4))
         assert.equal(4, f:size())
         assert.equal("0123", host.fs.read(dir .. "/cut"))
@@ -164,11 +182,11 @@ describe("host.file", function()
         assert.same({ true, 1 }, { a:write(1, "b", P(2)) })
         assert(a:close())
         assert(b:close())
-        -- and the sha256 of a file's first n bytes
+        -- and the BLAKE3 of a file's first n bytes
         host.fs.write(dir .. "/abc6", "abcdef")
-        assert.equal(SHA_ABC, file.sha256(dir .. "/abc6", 3))
-        assert.equal(SHA_EMPTY, file.sha256(dir .. "/abc6", 0))
-        local short, _, code = file.sha256(dir .. "/abc6", 7)
+        assert.equal(B3_ABC, file.blake3(dir .. "/abc6", 3))
+        assert.equal(B3_EMPTY, file.blake3(dir .. "/abc6", 0))
+        local short, _, code = file.blake3(dir .. "/abc6", 7)
         assert.is_nil(short)
         assert.equal("ERANGE", code)
     end)
@@ -228,8 +246,8 @@ describe("host.file", function()
         assert(f:close())
         local whole = table.concat(expected)
         assert.equal(whole, host.fs.read(dir .. "/c"))
-        local res = assert(host.proc.run({ "sha256sum", dir .. "/c" }))
-        assert.equal(res.stdout:match("^(%x+)"), file.sha256(dir .. "/c"))
+        assert(host.fs.write(dir .. "/ref", whole)) -- (hashed whole, in one write)
+        assert.equal(file.blake3(dir .. "/ref"), file.blake3(dir .. "/c"))
     end)
 
     it("lets another file's write in after 16 of a busy file's (one writer thread)", function()
@@ -257,12 +275,16 @@ describe("host.file", function()
         assert(b:close())
     end)
 
-    it("hashes files with sha256", function()
+    it("hashes files with BLAKE3", function()
         host.fs.write(dir .. "/abc", "abc")
         host.fs.write(dir .. "/empty", "")
-        assert.equal(SHA_ABC, file.sha256(dir .. "/abc"))
-        assert.equal(SHA_EMPTY, file.sha256(dir .. "/empty"))
-        local _, err, code = file.sha256(dir .. "/none")
+        assert.equal(B3_ABC, file.blake3(dir .. "/abc"))
+        assert.equal(B3_EMPTY, file.blake3(dir .. "/empty"))
+        for n, want in pairs(B3_VECTORS) do
+            host.fs.write(dir .. "/v" .. n, vector_input(n))
+            assert.equal(want, file.blake3(dir .. "/v" .. n), n .. " bytes")
+        end
+        local _, err, code = file.blake3(dir .. "/none")
         assert.equal("ENOENT", code)
         assert.matches("^cannot hash ", err)
     end)
@@ -280,13 +302,30 @@ describe("host.file", function()
             return f
         end
 
-        it("is the file's sha256 for chunks in order, and none for another size", function()
+        it("is the file's BLAKE3 for chunks in order, and none for another size", function()
             local f = written("in", { 1, 2, 3, 4 })
-            assert.equal(file.sha256(dir .. "/in"), f:digest(4 * CHUNK))
-            assert.equal(file.sha256(dir .. "/in"), f:digest(4 * CHUNK)) -- again: the same
+            assert.equal(file.blake3(dir .. "/in"), f:digest(4 * CHUNK))
+            assert.equal(file.blake3(dir .. "/in"), f:digest(4 * CHUNK)) -- again: the same
             local none, why = f:digest(3 * CHUNK)
             assert.is_nil(none)
             assert.matches("not the size", why)
+            assert(f:close())
+        end)
+
+        it("is the reference BLAKE3 of writes of uneven sizes, the last written first", function()
+            local bytes = vector_input(102400)
+            local f = assert(file.open(dir .. "/vec", "wx"))
+            assert.is_true(f:hash_start(8))
+            local cuts = { 0, 1000, 1025, 33792, 65536, 102400 } -- (not on 1024-byte chunks)
+            local tasks = {}
+            for i = #cuts - 1, 1, -1 do
+                local from, to = cuts[i], cuts[i + 1]
+                tasks[#tasks + 1] = host.spawn(function()
+                    return assert(f:write(from, bytes:sub(from + 1, to)))
+                end)
+            end
+            for _, t in ipairs(tasks) do assert.is_true(t:wait(5000)) end
+            assert.equal(B3_VECTORS[102400], f:digest(#bytes))
             assert(f:close())
         end)
 
@@ -306,9 +345,9 @@ describe("host.file", function()
             assert(g:close())
         end)
 
-        it("is the file's sha256 for chunks finished out of order, held until their turn", function()
+        it("is the file's BLAKE3 for chunks finished out of order, held until their turn", function()
             local f = written("out", { 3, 2, 5, 1, 4 }, 3) -- at most 3 held: 3, 2, 5
-            assert.equal(file.sha256(dir .. "/out"), f:digest(5 * CHUNK))
+            assert.equal(file.blake3(dir .. "/out"), f:digest(5 * CHUNK))
             assert(f:close())
             -- and submitted at once (a file's writes run in the order submitted)
             local g = assert(file.open(dir .. "/pool", "wx"))
@@ -318,7 +357,7 @@ describe("host.file", function()
                 tasks[i] = host.spawn(function() return assert(g:write((i - 1) * CHUNK, chunk(i))) end)
             end
             for _, t in ipairs(tasks) do assert.is_true(t:wait(5000)) end
-            assert.equal(file.sha256(dir .. "/pool"), g:digest(8 * CHUNK))
+            assert.equal(file.blake3(dir .. "/pool"), g:digest(8 * CHUNK))
             assert(g:close())
         end)
 
@@ -333,7 +372,7 @@ describe("host.file", function()
                     host.crypto.base64_encode(chunk(i)))) end)
             end
             for _, t in ipairs(tasks) do assert.is_true(t:wait(5000)) end
-            assert.equal(file.sha256(dir .. "/strand"), g:digest(64 * CHUNK))
+            assert.equal(file.blake3(dir .. "/strand"), g:digest(64 * CHUNK))
             assert(g:close())
             -- writes of the same bytes submitted at once: the last one submitted stays
             local h = assert(file.open(dir .. "/last", "wx"))
@@ -351,7 +390,7 @@ describe("host.file", function()
             assert.is_true(f:write_base64(CHUNK, host.crypto.base64_encode(chunk(2))))
             assert.is_nil(f:write_base64(0, "not base64!")) -- nothing written: nothing changes
             assert.is_true(f:write_base64(0, host.crypto.base64_encode(chunk(1))))
-            assert.equal(file.sha256(dir .. "/b64"), f:digest(2 * CHUNK))
+            assert.equal(file.blake3(dir .. "/b64"), f:digest(2 * CHUNK))
             assert(f:close())
         end)
 
@@ -363,8 +402,8 @@ describe("host.file", function()
             local f = assert(file.open(dir .. "/later", "wx"))
             assert.is_true(f:hash_start(8))
             assert.is_true(f:write_base64(0, b64))
-            assert.equal(file.sha256(dir .. "/later"), f:digest(#big, f))
-            assert.equal(file.sha256(dir .. "/later"), f:digest(#big)) -- nothing waits now
+            assert.equal(file.blake3(dir .. "/later"), f:digest(#big, f))
+            assert.equal(file.blake3(dir .. "/later"), f:digest(#big)) -- nothing waits now
             assert(f:close())
             -- the handle closed while a digest waits: that digest says so
             local g = assert(file.open(dir .. "/closed", "wx"))
@@ -397,12 +436,12 @@ describe("host.file", function()
                 end)
             end
             assert.same({ true, true }, { written:wait(20000) })
-            local sha = f:digest(#big)
+            local digest = f:digest(#big)
             local at = done
             for _, t in ipairs(tasks) do assert.is_true(t:wait(20000)) end
             assert(f:close())
             assert(other:close())
-            assert.equal(file.sha256(dir .. "/urgent"), sha)
+            assert.equal(file.blake3(dir .. "/urgent"), digest)
             assert.is_true(at < 100, "the digest came after " .. at .. " of the other file's 200 writes")
         end)
 
@@ -434,7 +473,7 @@ describe("host.file", function()
                 end)
             end
             for _, t in ipairs(tasks) do assert.is_true(t:wait(20000)) end
-            assert.equal(file.sha256(dir .. "/backlog"), f:digest(#big + 63 * CHUNK))
+            assert.equal(file.blake3(dir .. "/backlog"), f:digest(#big + 63 * CHUNK))
             assert.equal(16, file.stats().hash_backlog_max)
             assert(f:close())
         end)
@@ -468,7 +507,7 @@ describe("host.file", function()
             host.fs.write(dir .. "/ro", "")
             local r = assert(file.open(dir .. "/ro", "r"))
             assert.is_true(r:hash_start(8))
-            assert.equal(SHA_EMPTY, r:digest(0))
+            assert.equal(B3_EMPTY, r:digest(0))
             assert.is_nil(r:write(0, "abc")) -- EBADF: failed
             local none, why = r:digest(0)
             assert.is_nil(none)
@@ -481,7 +520,7 @@ describe("host.file", function()
             local elsewhere = assert(file.open(dir .. "/elsewhere", "wx"))
             assert.is_true(elsewhere:write(0, "x")) -- another file: no matter
             assert(elsewhere:close())
-            assert.equal(file.sha256(dir .. "/two"), f:digest(2 * CHUNK))
+            assert.equal(file.blake3(dir .. "/two"), f:digest(2 * CHUNK))
             local g = assert(file.open(dir .. "/two", "w"))
             assert.is_true(g:write(0, chunk(1))) -- the same bytes even
             assert.matches("given up: another handle of the file wrote", select(2, f:digest(2 * CHUNK)))
@@ -509,7 +548,7 @@ describe("host.file", function()
             local same = assert(file.open(dir .. "/this", "r"))
             host.fs.write(dir .. "/that", chunk(1))
             local other = assert(file.open(dir .. "/that", "r"))
-            assert.equal(file.sha256(dir .. "/this"), f:digest(CHUNK, same))
+            assert.equal(file.blake3(dir .. "/this"), f:digest(CHUNK, same))
             local none, why = f:digest(CHUNK, other)
             assert.is_nil(none)
             assert.matches("not the same file", why)

@@ -70,7 +70,7 @@ describe("resource images across two chat servers", function()
         assert.equal(2, message_row(id).status)
         local row = rc.upload_row(name)
         assert.equal(1, row.state)
-        assert.equal(data, file_of(role, row.sha))
+        assert.equal(data, file_of(role, row.hash))
         local rb = assert(res.connect(role.port))
         local got = assert(res.download_image(rb, b, { name = name, message_id = id,
             sender_id = a.uid, receiver_id = b.uid, total_size = push.total_size }))
@@ -137,7 +137,7 @@ describe("resource image upload", function()
         assert.equal(0, last.error)
         local row = rc.upload_row(u.name)
         assert.equal(1, row.state)
-        assert.equal(u.data, file_of(role, row.sha))
+        assert.equal(u.data, file_of(role, row.hash))
         c2:close()
     end)
 
@@ -166,12 +166,12 @@ describe("resource image upload", function()
         assert.is_false(partial_open(id))
         local row = rc.upload_row(u.name)
         assert.equal(1, row.state)
-        assert.equal(u.data, file_of(role, row.sha))
+        assert.equal(u.data, file_of(role, row.hash))
         -- a chunk resent after completion is acked and leaves the stored object as it was
         local again = res.image_body(1037, u, 2)
         again.data = host.crypto.base64_encode(("x"):rep(32768))
         assert.equal(0, assert(c2:request(1037, again)).error)
-        assert.equal(u.data, file_of(role, row.sha))
+        assert.equal(u.data, file_of(role, row.hash))
         c2:close()
     end)
 
@@ -191,7 +191,7 @@ describe("resource image upload", function()
         for seq = 2, 3 do assert.equal(0, assert(c:request(1037, res.image_body(1037, u, seq))).error) end
         local row = rc.upload_row(u.name)
         assert.equal(1, row.state)
-        assert.equal(u.data, file_of(role, row.sha))
+        assert.equal(u.data, file_of(role, row.hash))
         c:close()
     end)
 
@@ -322,7 +322,7 @@ describe("resource image upload", function()
         ok(6, good)
         local row = rc.upload_row(u.name)
         assert.equal(1, row.state)
-        assert.equal(u.data, file_of(role, row.sha))
+        assert.equal(u.data, file_of(role, row.hash))
         c:close()
     end)
 
@@ -361,9 +361,9 @@ describe("resource image upload", function()
         end
         local r1, r2 = rc.upload_row(users[1].name), rc.upload_row(users[2].name)
         assert.equal(1, r1.state)
-        assert.equal(r1.sha, r2.sha)
-        assert.equal(data, file_of(role, r1.sha))
-        assert.equal(1, cluster.count("SELECT COUNT(*) AS n FROM file_object WHERE sha256 = UNHEX(?)", r1.sha))
+        assert.equal(r1.hash, r2.hash)
+        assert.equal(data, file_of(role, r1.hash))
+        assert.equal(1, cluster.count("SELECT COUNT(*) AS n FROM file_object WHERE content_hash = UNHEX(?)", r1.hash))
         assert.equal(before + 1, objects()) -- one object for the two uploads
         for _, r in ipairs({ r1, r2 }) do -- both partials gone
             assert.is_nil(host.fs.kind(role.files .. "/partial/" .. r.upload_id))
@@ -527,7 +527,7 @@ describe("resource server restart", function()
         assert.equal(0, res.upload_image(c2, u, { resume_from = confirmed + 1 }).error)
         local row = rc.upload_row(name)
         assert.equal(1, row.state)
-        assert.equal(u.data, file_of(role, row.sha))
+        assert.equal(u.data, file_of(role, row.hash))
         c2:close()
         role:stop()
     end)
@@ -556,7 +556,7 @@ describe("resource server restart", function()
                 host.fs.write(partial, u.data)
                 if how ~= "no name" then assert(host.proc.run({ "ln", partial, partial .. ".cut" })) end
                 if how == "linked" then -- linked, synced, its partial's name removed
-                    local sha = assert(host.file.sha256(partial))
+                    local sha = assert(host.file.blake3(partial))
                     assert(host.file.mkdirs(dir .. "/objects/" .. sha:sub(1, 2)))
                     assert(host.file.link(partial, dir .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha))
                     assert(host.file.unlink(partial))
@@ -571,7 +571,7 @@ describe("resource server restart", function()
                 how .. ": the cut's name gone"))
             if how == "cut" or how == "linked" then
                 assert.equal(1, rc.upload_row(u.name).state, how)
-                assert.equal(u.data, file_of(role, rc.upload_row(u.name).sha), how)
+                assert.equal(u.data, file_of(role, rc.upload_row(u.name).hash), how)
                 assert.equal(2, message_row(u.message_id).status, how)
                 assert(util.wait_until(function() return not host.fs.kind(partial) end, 5000, how))
             else -- not finished here: still in progress, its partial as it was
@@ -594,7 +594,7 @@ describe("resource server restart", function()
         assert(util.wait_until(function() return rc.upload_row(late.name).state ~= 0 end, 5000,
             "the sweeper's tick"))
         assert.equal(1, rc.upload_row(late.name).state)
-        assert.equal(late.data, file_of(role, rc.upload_row(late.name).sha))
+        assert.equal(late.data, file_of(role, rc.upload_row(late.name).hash))
         -- a completion as usual leaves no cut's name behind
         local _, _, u = rc.image_upload(2 * 32768 + 7, true)
         local c = assert(res.connect(role.port))
@@ -639,11 +639,111 @@ describe("resource uploads from before the tally", function()
         end
         local row = rc.upload_row(name)
         assert.equal(1, row.state)
-        assert.equal(u.data, file_of(role, row.sha))
+        assert.equal(u.data, file_of(role, row.hash))
         assert.equal(0, redis.call("EXISTS", "upload_chunks_" .. id))
         assert.truthy(role:log():find("bitmap moved to the partial's tally", 1, true))
         assert.equal("1", redis.call("GET", "resource_tally_migrated")) -- later starts: skipped
         c2:close()
+        role:stop()
+    end)
+end)
+
+describe("resource objects stored before BLAKE3", function()
+    timeout(30000)
+
+    -- the SHA-256 of a file (coreutils: what named objects until sql/006_blake3.sql)
+    local function sha256_of(path)
+        return assert(host.proc.run({ "sha256sum", path })).stdout:match("^(%x+)")
+    end
+
+    -- complete image uploads of the same a and b, the two last of the same bytes -> the uploads
+    local function complete_uploads(role)
+        local a, b = session_user(), session_user()
+        local thread = cluster.befriend(a, b)
+        local out = {}
+        local same = res.png(3 * 32768 + 11)
+        for i, data in ipairs({ res.png(2 * 32768 + 5), same, same }) do
+            local name = rc.name()
+            local u = { uid = a.uid, token = a.token, name = name, receiver = b.uid, data = data,
+                message_id = rc.image_message(a, b, thread, name) }
+            local c = assert(res.connect(role.port))
+            assert.equal(0, res.upload_image(c, u).error, "upload " .. i)
+            c:close()
+            out[i] = u
+        end
+        return a, b, out
+    end
+
+    -- the object of upload u made one from before: named by its SHA-256, its rows saying so;
+    -- copy: a file of its own (the last of two uploads of the same bytes, stored twice then)
+    local function make_old(dir, u, copy)
+        local new = rc.upload_row(u.name).hash
+        local path = dir .. "/objects/" .. new:sub(1, 2) .. "/" .. new
+        local old = sha256_of(path)
+        local old_path = dir .. "/objects/" .. old:sub(1, 2) .. "/" .. old
+        assert(host.file.mkdirs(dir .. "/objects/" .. old:sub(1, 2)))
+        if copy then
+            assert(host.proc.run({ "cp", path, old_path }))
+        else
+            assert(host.file.link(path, old_path))
+            assert(host.file.unlink(path))
+        end
+        if not copy then
+            assert(db.exec("UPDATE file_object SET content_hash = UNHEX(?), algo = 0 "
+                .. "WHERE content_hash = UNHEX(?)", old, new))
+        else
+            assert(db.exec("INSERT INTO file_object (content_hash, algo, size, mime) "
+                .. "VALUES (UNHEX(?), 0, ?, 'image/png')", old, #u.data))
+        end
+        assert(db.exec("UPDATE upload SET content_hash = UNHEX(?) WHERE name = ?", old, u.name))
+        return old, old_path
+    end
+
+    it("renames them to their BLAKE3 at start, the old name kept for the grace, downloads going on", function()
+        local role = rc.start()
+        local dir = role.files
+        local a, b, ups = complete_uploads(role)
+        role:stop()
+        local old1, old_path1 = make_old(dir, ups[1])
+        local old3, old_path3 = make_old(dir, ups[3], true)
+        -- a row whose file is gone and that no upload names (left by an end mid-rename)
+        local dangling = host.crypto.random_hex(32)
+        assert(db.exec("INSERT INTO file_object (content_hash, algo, size, mime) "
+            .. "VALUES (UNHEX(?), 0, 1, 'image/png')", dangling))
+        assert(redis.call("DEL", "resource_blake3_renamed")) -- (set by the starts before)
+        local function left(hash)
+            return tonumber(assert(db.query("SELECT COUNT(*) AS n FROM file_object "
+                .. "WHERE content_hash = UNHEX(?)", hash))[1].n)
+        end
+        role = rc.start { dir = dir, resource = { rename_grace_ms = 1500 } }
+        -- renamed: the rows name the BLAKE3 name at once, the old name still there
+        assert(util.wait_until(function() return rc.upload_row(ups[1].name).hash ~= old1 end,
+            5000, "the upload's row renamed"))
+        local new1 = rc.upload_row(ups[1].name).hash
+        assert.equal(assert(host.file.blake3(old_path1)), new1)
+        assert.equal(ups[1].data, file_of(role, new1))
+        assert.truthy(host.fs.kind(old_path1), "the old name kept during the grace")
+        -- a download meanwhile: the rows' name, the content's mime
+        local c = assert(res.connect(role.port))
+        local msg = { name = ups[1].name, message_id = ups[1].message_id, sender_id = a.uid,
+            receiver_id = b.uid }
+        assert.equal(ups[1].data, (res.download_image(c, b, msg)))
+        -- after the grace: the old names and rows gone; the copy of content stored again
+        -- since (under its BLAKE3 name) is the same file as that one's
+        assert(util.wait_until(function() return redis.call("GET", "resource_blake3_renamed") == "1" end,
+            10000, "every object renamed"))
+        assert.is_nil(host.fs.kind(old_path1))
+        assert.is_nil(host.fs.kind(old_path3))
+        assert.same({ 0, 0, 0 }, { left(old1), left(old3), left(dangling) })
+        assert.equal(rc.upload_row(ups[2].name).hash, rc.upload_row(ups[3].name).hash)
+        assert.same({ 1, 1 }, { left(new1), left(rc.upload_row(ups[3].name).hash) })
+        assert.equal(1, tonumber(assert(db.query("SELECT algo FROM file_object WHERE "
+            .. "content_hash = UNHEX(?)", new1))[1].algo))
+        msg = { name = ups[3].name, message_id = ups[3].message_id, sender_id = a.uid,
+            receiver_id = b.uid }
+        assert.equal(ups[3].data, (res.download_image(c, b, msg)))
+        assert.truthy(role:log():find("2 object(s) stored before BLAKE3 renamed", 1, true))
+        c:close()
         role:stop()
     end)
 end)
@@ -731,7 +831,7 @@ describe("resource rows kept between chunks", function()
 
     it("keeps the object open and queries nothing between a downloader's chunks; another file or a stranger is checked anew", function()
         local a, b, msg = uploaded(6 * 32768)
-        local sha = rc.upload_row(msg.name).sha
+        local sha = rc.upload_row(msg.name).hash
         local function object_open()
             local r = assert(host.proc.run({ "ls", "-l", "/proc/" .. role.proc.pid .. "/fd" }))
             return r.stdout:find("/objects/" .. sha:sub(1, 2) .. "/" .. sha .. "\n", 1, true) ~= nil
@@ -790,13 +890,13 @@ describe("resource.uploads complete with the file's name promised", function()
             host.timer.sleep(50)
             assert.is_true(ran_first)
             assert.is_false(done:done())
-            named:resolve(name_it and { sha256 = sha, size = 10, mime = "image/png" } or false)
+            named:resolve(name_it and { hash = sha, size = 10, mime = "image/png" } or false)
             local _, ok, err = done:wait(5000)
             local icon = assert(host.db.query("SELECT icon FROM user WHERE uid = ?", row.owner_uid))[1].icon
             if name_it then
                 assert(ok, err)
                 assert.same({ 1, sha, row.name }, { rc.upload_row(row.name, uploads.AVATAR).state,
-                    rc.upload_row(row.name, uploads.AVATAR).sha, icon })
+                    rc.upload_row(row.name, uploads.AVATAR).hash, icon })
             else
                 assert.is_nil(ok)
                 assert.matches("not named", err)
@@ -817,7 +917,7 @@ describe("resource.uploads complete with the file's name promised", function()
             local icon_before = icon(row.owner_uid)
             local sha = host.crypto.random_hex(32)
             local named = host.promise()
-            local done = host.spawn(uploads.complete, row.upload_id, { sha256 = sha, size = 10,
+            local done = host.spawn(uploads.complete, row.upload_id, { hash = sha, size = 10,
                 mime = "image/png" }, named, function(q)
                     assert(q.exec("UPDATE user SET icon = ? WHERE uid = ?", row.name, row.owner_uid))
                     return "also's value"
@@ -831,16 +931,16 @@ describe("resource.uploads complete with the file's name promised", function()
             local _, ok, err = done:wait(5000)
             local now = rc.upload_row(row.name, uploads.AVATAR)
             assert.equal(named_ok and row.name or icon_before, icon(row.owner_uid))
-            local objects = assert(host.db.query("SELECT COUNT(*) AS n FROM file_object WHERE sha256 = UNHEX(?)", sha))[1].n
+            local objects = assert(host.db.query("SELECT COUNT(*) AS n FROM file_object WHERE content_hash = UNHEX(?)", sha))[1].n
             if named_ok then
                 assert(ok, err)
                 assert.equal("also's value", err) -- (complete's second value)
-                assert.same({ 1, sha, 1 }, { now.state, now.sha, tonumber(objects) })
+                assert.same({ 1, sha, 1 }, { now.state, now.hash, tonumber(objects) })
             else
                 assert.is_nil(ok)
                 assert.matches("not named", err)
                 assert.same({ 0, 0 }, { now.state, tonumber(objects) })
-                assert.is_nil(now.sha)
+                assert.is_nil(now.hash)
             end
         end
     end)

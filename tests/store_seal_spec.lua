@@ -37,8 +37,8 @@ describe("lib.store: commit and writes under way", function()
         assert.is_true(wrote)
         local _, obj, err = committing:wait()
         assert(obj, err)
-        assert.equal(obj.sha256, assert(host.file.sha256(store:object_path(obj.sha256))))
-        local f = assert(host.file.open(store:object_path(obj.sha256), "r"))
+        assert.equal(obj.hash, assert(host.file.blake3(store:object_path(obj.hash))))
+        local f = assert(host.file.open(store:object_path(obj.hash), "r"))
         assert.equal(PNG .. ("b"):rep(24), f:read(0, 64))
         f:close()
         -- named: a late write through a file opened before (it would write into the
@@ -62,10 +62,10 @@ describe("lib.store: commit and writes under way", function()
         local CHUNK = 4096
         local function chunk(i, fill) return (i == 1 and PNG or "") .. (fill or "a"):rep(CHUNK - (i == 1 and 8 or 0)) end
 
-        -- the sha256 of bytes (through a file: host.file.sha256)
-        local function sha_of(bytes)
+        -- the BLAKE3 of bytes (through a file: host.file.blake3)
+        local function hash_of(bytes)
             host.fs.write(dir .. "/expected", bytes)
-            return assert(host.file.sha256(dir .. "/expected"))
+            return assert(host.file.blake3(dir .. "/expected"))
         end
 
         -- the partial of upload id opened by its writer, hashing, with the chunks of the
@@ -79,16 +79,16 @@ describe("lib.store: commit and writes under way", function()
             return f
         end
 
-        -- commit (tally_n: the partial's tally) with host.file.sha256 counted: -> obj, err,
+        -- commit (tally_n: the partial's tally) with host.file.blake3 counted: -> obj, err,
         -- kind, times the file was read
         local function commit(id, size, f, tally_n)
-            local real, reads = host.file.sha256, 0
-            host.file.sha256 = function(...)
+            local real, reads = host.file.blake3, 0
+            host.file.blake3 = function(...)
                 reads = reads + 1
                 return real(...)
             end
             local res = { pcall(store.commit, store, id, size, { "png" }, f, tally_n) }
-            host.file.sha256 = real
+            host.file.blake3 = real
             assert(res[1], res[2])
             return res[2], res[3], res[4], reads
         end
@@ -97,7 +97,7 @@ describe("lib.store: commit and writes under way", function()
         -- refused: EXDEV) -> a function that takes it away again
         local function refusing_folder(bytes)
             local shm = "/dev/shm/storespec-" .. host.crypto.random_hex(8)
-            local folder = dir .. "/objects/" .. sha_of(bytes):sub(1, 2)
+            local folder = dir .. "/objects/" .. hash_of(bytes):sub(1, 2)
             assert(host.proc.run({ "sh", "-c", 'mkdir "$1" && ln -s "$1" "$2"', "sh", shm, folder }))
             return function()
                 assert(host.proc.run({ "sh", "-c", 'rm -f "$2" && rm -rf "$1"', "sh", shm, folder }))
@@ -111,8 +111,8 @@ describe("lib.store: commit and writes under way", function()
                 local obj, err, _, reads = commit(id, 3 * CHUNK, f)
                 assert(obj, err)
                 assert.equal(0, reads)
-                assert.equal(sha_of(chunk(1) .. chunk(2) .. chunk(3)), obj.sha256)
-                assert.equal(obj.sha256, host.file.sha256(store:object_path(obj.sha256)))
+                assert.equal(hash_of(chunk(1) .. chunk(2) .. chunk(3)), obj.hash)
+                assert.equal(obj.hash, host.file.blake3(store:object_path(obj.hash)))
                 assert.matches("%(closed%)", tostring(f))
             end
         end)
@@ -123,7 +123,7 @@ describe("lib.store: commit and writes under way", function()
                 local told = {}
                 local obj = assert(store:commit(id, size, { "png" }, f, nil, function(o)
                     told[#told + 1] = o
-                    told.linked = host.fs.kind(store:object_path(o.sha256)) ~= nil
+                    told.linked = host.fs.kind(store:object_path(o.hash)) ~= nil
                 end))
                 assert.equal(1, #told)
                 assert.same(obj, told[1])
@@ -141,8 +141,8 @@ describe("lib.store: commit and writes under way", function()
             assert.equal(1, reads)
             local bytes = chunk(1, "b") .. chunk(2)
             -- (the hash of the first bytes written, chunk(1) .. chunk(2), would name other bytes)
-            assert.equal(sha_of(bytes), obj.sha256)
-            assert.equal(bytes, host.fs.read(store:object_path(obj.sha256)))
+            assert.equal(hash_of(bytes), obj.hash)
+            assert.equal(bytes, host.fs.read(store:object_path(obj.hash)))
         end)
 
         it("names the file by its real bytes when another writer wrote the partial too", function()
@@ -151,7 +151,7 @@ describe("lib.store: commit and writes under way", function()
             local obj, err, _, reads = commit(24, 2 * CHUNK, f)
             assert(obj, err)
             assert.equal(1, reads)
-            assert.equal(sha_of(chunk(1) .. chunk(2, "c")), obj.sha256)
+            assert.equal(hash_of(chunk(1) .. chunk(2, "c")), obj.hash)
         end)
 
         it("cuts the tally off before naming the file, and puts it back when the commit fails", function()
@@ -165,7 +165,7 @@ describe("lib.store: commit and writes under way", function()
             local obj, err, _, reads = commit(26, 2 * CHUNK, f, 2)
             assert(obj, err)
             assert.equal(0, reads) -- (the running hash named it: the tally is not in it)
-            assert.equal(chunk(1) .. chunk(2), host.fs.read(store:object_path(obj.sha256)))
+            assert.equal(chunk(1) .. chunk(2), host.fs.read(store:object_path(obj.hash)))
             -- the link refused after the tally was cut (the object's folder on another file
             -- system: EXDEV): the commit fails, the tally is back, a later commit succeeds
             assert(store:write_part(27, 0, chunk(1, "x"), store_lib.tally(CHUNK, 1, 1)))
@@ -178,10 +178,10 @@ describe("lib.store: commit and writes under way", function()
             restore()
             local obj2, err2 = commit(27, CHUNK, nil, 1)
             assert(obj2, err2)
-            assert.equal(chunk(1, "x"), host.fs.read(store:object_path(obj2.sha256)))
+            assert.equal(chunk(1, "x"), host.fs.read(store:object_path(obj2.hash)))
             -- the objects' folder not made (a file in its place): failed, the tally back
             assert(store:write_part(36, 0, chunk(1, "y"), store_lib.tally(CHUNK, 1, 1)))
-            local folder = dir .. "/objects/" .. sha_of(chunk(1, "y")):sub(1, 2)
+            local folder = dir .. "/objects/" .. hash_of(chunk(1, "y")):sub(1, 2)
             host.fs.rmtree(folder)
             host.fs.write(folder, "not a folder")
             local none3, ferr3, kind3 = commit(36, CHUNK, nil, 1)
@@ -214,18 +214,18 @@ describe("lib.store: commit and writes under way", function()
             local obj, err, _, reads = commit(32, CHUNK, nil, 1)
             assert(obj, err)
             assert.equal(1, reads)
-            assert.equal(chunk(1, "w"), host.fs.read(store:object_path(obj.sha256)))
+            assert.equal(chunk(1, "w"), host.fs.read(store:object_path(obj.hash)))
         end)
 
         it("makes an object's folder again when it went away after this store made it", function()
             assert(store:write_part(30, 0, chunk(1, "m")))
             local obj = assert(commit(30, CHUNK))
-            host.fs.rmtree(dir .. "/objects/" .. obj.sha256:sub(1, 2))
+            host.fs.rmtree(dir .. "/objects/" .. obj.hash:sub(1, 2))
             assert(store:write_part(31, 0, chunk(1, "m")))
             local again, err = commit(31, CHUNK)
             assert(again, err)
-            assert.equal(obj.sha256, again.sha256)
-            assert.equal(chunk(1, "m"), host.fs.read(store:object_path(obj.sha256)))
+            assert.equal(obj.hash, again.hash)
+            assert.equal(chunk(1, "m"), host.fs.read(store:object_path(obj.hash)))
             -- the partial's name is the caller's to remove (while it commits its rows)
             assert.equal("file", host.fs.kind(store:partial_path(31)))
             store:unname_partial(31)
@@ -259,7 +259,7 @@ describe("lib.store: commit and writes under way", function()
             local obj, err, _, reads = commit(25, 2 * CHUNK, f)
             assert(obj, err)
             assert.equal(1, reads)
-            assert.equal(sha_of(chunk(1) .. chunk(2)), obj.sha256)
+            assert.equal(hash_of(chunk(1) .. chunk(2)), obj.hash)
         end)
     end)
 end)

@@ -297,6 +297,9 @@ local SCHEMA = {
         upload_ttl_s = int(3600, 1, 2592000),       -- an upload with no chunk this long expires
         sweep_interval_ms = int(10000, 10, 3600000),-- the expiry sweeper's tick
         sweep_batch = int(100, 1, 100000),          -- uploads expired per tick at most
+        rename_grace_ms = int(60000, 0, 3600000),   -- an object stored before BLAKE3 keeps
+                                                    -- its old name this long after its rows
+                                                    -- take the new one (readers under way)
         session_recheck_ms = int(10000, 0, 3600000),-- a bound connection's chat session (and
                                                     -- its kept upload row) is checked again
                                                     -- after this (0: every request)

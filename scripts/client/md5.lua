@@ -1,7 +1,7 @@
 -- client.md5: MD5 (RFC 1321) of a string, in Lua on LuaJIT's bit operations. The chat
 -- role's 1035 requires an md5 of the image (32 hex digits) as the Season 2 client sends
 -- it; the host's libsodium has no MD5 and the servers never rely on it (the resource role
--- checks the complete file by sha256), so a slow-ish Lua digest of a file of a few MB is
+-- names the complete file by its BLAKE3), so a slow-ish Lua digest of a file of a few MB is
 -- enough here.
 local bit = require "bit"
 local band, bor, bxor, bnot, rol, tobit = bit.band, bit.bor, bit.bxor, bit.bnot, bit.rol, bit.tobit

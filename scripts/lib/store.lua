@@ -2,7 +2,7 @@
 -- (docs/protocol.md §13.6). Local disk under one root:
 --   <root>/partial/<upload_id>              an upload in progress, chunks written at their
 --                                           offset (a resent chunk rewrites the same bytes)
---   <root>/objects/<2 hex>/<64 hex sha256>  a complete file, named by its content: the same
+--   <root>/objects/<2 hex>/<64 hex BLAKE3>  a complete file, named by its content: the same
 --                                           picture uploaded twice is stored once
 -- Every call is host.file I/O on libuv's threadpool (the loop never blocks, no whole-file
 -- buffer). Errors: nil, a sentence, and a kind: "storage" (the disk: full, permission,
@@ -140,9 +140,9 @@ function M:cut_path(upload_id)
     return cut_of(self:partial_path(upload_id))
 end
 
--- object_path(sha256_hex) -> the path of a complete file
-function M:object_path(sha)
-    return self.root .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha
+-- object_path(hash_hex) -> the path of a complete file (hash: its content's BLAKE3-256)
+function M:object_path(hash)
+    return self.root .. "/objects/" .. hash:sub(1, 2) .. "/" .. hash
 end
 
 -- prepare() -> true | nil, err, "storage": creates the root's folders (at start).
@@ -220,7 +220,7 @@ function M:write_part(upload_id, offset, data, tally)
     end)
 end
 
--- commit(upload_id, size, allowed[, hashed[, tally_n[, on_named[, ready]]]]) -> {sha256=,
+-- commit(upload_id, size, allowed[, hashed[, tally_n[, on_named[, ready]]]]) -> {hash=,
 -- size=, mime=} | nil, err, kind. The partial must be exactly size bytes (with a tally of tally_n
 -- pieces: size + tally_n, every piece tallied, the tally cut off before the hash and the link) and
 -- an allowed image by its first bytes; it is hashed (its running hash, or streamed off the
@@ -367,20 +367,20 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named, ready)
     end
     -- the running hash of the file's writer when valid for these bytes (the seal: none is
     -- being written); else its first size bytes are read to be hashed
-    local sha, herr, why
-    if hashed then sha, why = hashed:digest(size, f) end
+    local hash, herr, why
+    if hashed then hash, why = hashed:digest(size, f) end
     if why then host.log.info(path, ": read again to be hashed (", why, ")") end
-    if not sha then
-        sha, herr = host.file.sha256(path, size)
-        if not sha then
+    if not hash then
+        hash, herr = host.file.blake3(path, size)
+        if not hash then
             put_back()
             return nil, herr, "storage"
         end
     end
     -- named: the caller's rows may be written meanwhile (committed only after this returns)
-    if on_named then on_named({ sha256 = sha, size = size, mime = mime }) end
-    local obj = self:object_path(sha)
-    local dir = self.root .. "/objects/" .. sha:sub(1, 2)
+    if on_named then on_named({ hash = hash, size = size, mime = mime }) end
+    local obj = self:object_path(hash)
+    local dir = self.root .. "/objects/" .. hash:sub(1, 2)
     local ok, merr = self:made_dir(dir)
     if not ok then
         put_back()
@@ -405,7 +405,7 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named, ready)
             return nil, yerr, "storage"
         end
     end
-    return { sha256 = sha, size = size, mime = mime }
+    return { hash = hash, size = size, mime = mime }
 end
 
 -- check_open(path, f, size, allowed, tally_n) -> true, mime | nil, err, kind: the partial
@@ -450,17 +450,17 @@ function M:unname_partial(upload_id)
     return true
 end
 
--- open_object(sha256_hex) -> f | nil, err, "storage": a complete file opened for reading
+-- open_object(hash_hex) -> f | nil, err, "storage": a complete file opened for reading
 -- (f:read(offset, n), f:close()), for a reader that keeps it open across chunks
-function M:open_object(sha)
-    local f, err = host.file.open(self:object_path(sha), "r")
+function M:open_object(hash)
+    local f, err = host.file.open(self:object_path(hash), "r")
     if not f then return nil, err, "storage" end
     return f
 end
 
--- read(sha256_hex, offset, n) -> data ("" past the end) | nil, err, "storage"
-function M:read(sha, offset, n)
-    local f, err = self:open_object(sha)
+-- read(hash_hex, offset, n) -> data ("" past the end) | nil, err, "storage"
+function M:read(hash, offset, n)
+    local f, err = self:open_object(hash)
     if not f then return nil, err, "storage" end
     local data, rerr = f:read(offset, n)
     f:close()

@@ -111,7 +111,7 @@ local function chunk(session, reply, d, seq)
     if text == false then
         text = nil
         if not f then
-            f, err = upload.store:open_object(row.sha256)
+            f, err = upload.store:open_object(row.hash)
             if f and session.data.download == d then d.f = f end -- kept: open for the next chunks
         end
         if f then
@@ -124,7 +124,7 @@ local function chunk(session, reply, d, seq)
         ahead(d, seq + 1, offset + n, math.min(wire.CHUNK, size - offset - n))
     end
     if not whole then
-        host.log.warn("reading ", row.name, " (", row.sha256, "): ", tostring(err or "short"))
+        host.log.warn("reading ", row.name, " (", row.hash, "): ", tostring(err or "short"))
         drop(session)
         return wire.fail(reply, errors.StorageFailed)
     end

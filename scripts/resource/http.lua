@@ -34,7 +34,7 @@ local function send(req, row, code)
         if code == errors.ServerBusy or code == errors.Internal then return refuse(503, code, "busy") end
         return refuse(404, code, code == errors.UploadIncomplete and "incomplete" or "not found")
     end
-    local res, err, ecode = req:send_file(upload.store:object_path(row.sha256), {
+    local res, err, ecode = req:send_file(upload.store:object_path(row.hash), {
         range = req.headers.range, content_type = row.mime or "application/octet-stream",
         headers = { ["cache-control"] = "private, max-age=300" } })
     if res then return res end

@@ -57,6 +57,9 @@ function M.start()
         host.spawn(function() -- (a folder not made now is made by the completion needing it)
             local made, merr = upload.store:prepare_objects()
             if not made then host.log.warn("objects' folders: ", tostring(merr)) end
+            -- (files stored before BLAKE3 named them: renamed, downloads going on)
+            local renamed, rerr = pcall(migrate.rename_old_objects)
+            if not renamed then host.log.warn("objects stored before BLAKE3: ", tostring(rerr)) end
         end)
     end
     host.timer.every(settings.sweep_interval_ms, current("sweep"))

@@ -3,11 +3,13 @@
 -- per chunk written) and their partial file held the data alone; at the role's start the
 -- bitmap of each upload still in state 0 becomes its partial's tally and is deleted, so
 -- that a resume completes it. Uploads that already have a tally (the partial longer than
--- its data) only lose the leftover key.
+-- its data) only lose the leftover key. And the objects stored before BLAKE3 named them
+-- (2026-12-08) take their BLAKE3 names (rename_old_objects, below).
 local host = require "host"
 local settings = require "resource.settings"
 local store = require("lib.store").at(settings.dir)
 local wire = require "resource.wire"
+local sql = require "lib.sql"
 
 local M = {}
 
@@ -100,6 +102,121 @@ function M.move_all()
         host.log.info(moved, " upload(s) from before the tally: bitmap moved to the partial's",
             " tally")
     end
+end
+
+-- ---- objects stored before BLAKE3 (sql/006_blake3.sql, 2026-12-08) ----------------------
+-- Until then a complete file was named by its SHA-256; file_object.algo 0 marks those rows.
+-- Each such object is hashed again (host.file.blake3, a pool job), linked under its BLAKE3
+-- name, and its rows take that name in one transaction (its file_object row again, with
+-- algo 1, and every upload that refers to it); its old name and its old row go only
+-- rename_grace_ms later, so that a download that read its row just before still opens the
+-- file (it keeps its descriptor from then on). In batches of RENAME_BATCH, in the
+-- background, at the role's start; an end of the process anywhere leaves a state that the
+-- next start takes up again (the old row is removed last: a rename is done again, each of
+-- its steps finding its work done). Until an object is renamed, the same content uploaded
+-- anew is stored once more under its BLAKE3 name: the rename finds that name taken, which
+-- is the same file's content, and drops its own copy.
+local RENAME_BATCH = 100
+local RENAMED_KEY = "resource_blake3_renamed" -- set once no row of algo 0 is left
+
+-- The rows of algo 0 after the hash after (hex, in the key's order) -> {hash (hex), size,
+-- mime} (at most RENAME_BATCH) | nil, err
+local function old_objects(after)
+    return host.db.query("SELECT LOWER(HEX(content_hash)) AS hash, size, mime FROM file_object "
+        .. "WHERE algo = 0 AND content_hash > UNHEX(?) ORDER BY content_hash LIMIT ?", after,
+        RENAME_BATCH)
+end
+
+-- rename(row) -> the new name (true: the row was dropped, nothing refers to its missing
+-- file) | nil, err. The old name stays (forget() removes it after the grace).
+local function rename(row)
+    local old = row.hash
+    local path = store:object_path(old)
+    local new, err, code = host.file.blake3(path)
+    if not new and code == "ENOENT" then -- (its uploads took the new name before an end)
+        local refs, rerr = host.db.query("SELECT COUNT(*) AS n FROM upload "
+            .. "WHERE content_hash = UNHEX(?)", old)
+        if not refs then return nil, rerr end
+        if tonumber(refs[1].n) > 0 then return nil, path .. " is missing" end
+        local gone, gerr = host.db.exec("DELETE FROM file_object WHERE content_hash = UNHEX(?) "
+            .. "AND algo = 0", old)
+        if not gone then return nil, gerr end
+        return true
+    end
+    if not new then return nil, err end
+    if new ~= old then
+        local ok, merr = store:made_dir(store.root .. "/objects/" .. new:sub(1, 2))
+        if not ok then return nil, merr end
+        local linked, lerr, lcode = host.file.link(path, store:object_path(new))
+        if not linked and lcode ~= "EEXIST" then return nil, lerr end
+        if linked then -- (the new name durable before any row says it: as a completion's)
+            local f, oerr = host.file.open(path, "r")
+            if not f then return nil, oerr end
+            local synced, yerr = f:sync()
+            f:close()
+            if not synced then return nil, yerr end
+        end
+    end
+    local done, terr = sql.tx(function(q)
+        if new == old then -- (a row of algo 0 named by its BLAKE3 already)
+            sql.must(q.exec("UPDATE file_object SET algo = 1 WHERE content_hash = UNHEX(?)", old))
+            return true
+        end
+        sql.must(q.exec("INSERT IGNORE INTO file_object (content_hash, algo, size, mime) "
+            .. "VALUES (UNHEX(?), 1, ?, ?)", new, row.size, row.mime))
+        sql.must(q.exec("UPDATE upload SET content_hash = UNHEX(?) WHERE content_hash = UNHEX(?)",
+            new, old))
+        return true
+    end)
+    if not done then return nil, terr end
+    return new
+end
+
+-- forget(old): a renamed object's old name and row, after the grace
+local function forget(old)
+    local gone, err, code = host.file.unlink(store:object_path(old))
+    if not gone and code ~= "ENOENT" then return nil, err end
+    return host.db.exec("DELETE FROM file_object WHERE content_hash = UNHEX(?) AND algo = 0", old)
+end
+
+-- rename_old_objects(): every object stored before BLAKE3 renamed (logged); once none is
+-- left, later starts only GET RENAMED_KEY
+function M.rename_old_objects()
+    local done = host.redis.call("GET", RENAMED_KEY)
+    if done and done ~= host.null then return end
+    local renamed, failed, after = 0, 0, ""
+    while true do
+        local rows, err = old_objects(after)
+        if not rows then
+            host.log.warn("objects stored before BLAKE3: ", tostring(err))
+            return
+        end
+        local batch = {}
+        for _, row in ipairs(rows) do
+            local new, rerr = rename(row)
+            if not new then -- (tried again at the next start)
+                failed = failed + 1
+                host.log.warn("object ", row.hash, " stored before BLAKE3 not renamed: ",
+                    tostring(rerr))
+            elseif new ~= true and new ~= row.hash then
+                batch[#batch + 1] = row.hash
+            end
+        end
+        if #batch > 0 then host.timer.sleep(settings.rename_grace_ms) end
+        for _, old in ipairs(batch) do
+            local ok, ferr = forget(old)
+            if ok then
+                renamed = renamed + 1
+            else
+                failed = failed + 1
+                host.log.warn("object ", old, ": its name from before BLAKE3 left: ", tostring(ferr))
+            end
+        end
+        if #rows < RENAME_BATCH then break end
+        after = rows[#rows].hash
+    end
+    if renamed > 0 then host.log.info(renamed, " object(s) stored before BLAKE3 renamed") end
+    if failed == 0 then host.redis.call("SET", RENAMED_KEY, "1") end
 end
 
 return M

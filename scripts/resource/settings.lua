@@ -28,6 +28,7 @@ local M = {
     upload_ttl_s = self.upload_ttl_s,           -- no chunk this long: expired by the sweeper
     sweep_interval_ms = self.sweep_interval_ms,
     sweep_batch = self.sweep_batch,             -- uploads expired per tick at most
+    rename_grace_ms = self.rename_grace_ms,     -- a renamed old object's old name kept
     session_recheck_ms = self.session_recheck_ms, -- a bound connection's session checked again
     max_chunks_in_flight = self.max_chunks_in_flight, -- a connection's chunks written at once
 }

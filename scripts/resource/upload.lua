@@ -316,8 +316,8 @@ local function complete_mine(row, cut, hashed)
         return nil, failure.code(derr)
     end
     local t3 = host.timer.monotonic()
-    host.log.info("upload ", id, " complete: ", row.name, ", ", row.total_size, " bytes, sha256 ",
-        obj.sha256, (" (file %.1f ms, rows %.1f ms)"):format(t2 - t1, t3 - t2))
+    host.log.info("upload ", id, " complete: ", row.name, ", ", row.total_size, " bytes, blake3 ",
+        obj.hash, (" (file %.1f ms, rows %.1f ms)"):format(t2 - t1, t3 - t2))
     host.metrics.observe("chathost_resource_completion_seconds", (t2 - t1) / 1000,
         { phase = "file" }, COMPLETION_HELP)
     host.metrics.observe("chathost_resource_completion_seconds", (t3 - t2) / 1000,
@@ -429,7 +429,7 @@ local function write(session, u, c)
             f:close() -- the row changed while the file was opened: not this file any more
             return nil, "upload changed", "changed"
         end
-        -- a running sha256 of the chunks as they are written (the commit's, lib.store);
+        -- a running BLAKE3 of the chunks as they are written (the commit's, lib.store);
         -- chunks finish out of order within the ones in flight: so many may wait their turn
         f:hash_start(settings.max_chunks_in_flight)
         u.f = f

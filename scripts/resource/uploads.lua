@@ -48,11 +48,11 @@ M.UPLOADING, M.COMPLETE, M.FAILED = 0, 1, 2     -- upload.state
 -- rows(where, ...) -> the upload rows matching where (find's fields, NULLs as nil) | nil, err
 local function rows(where, ...)
     local res, err = host.db.query("SELECT u.upload_id, u.kind, u.name, u.owner_uid, "
-        .. "u.message_id, u.total_size, u.md5, u.state, LOWER(HEX(u.sha256)) AS sha256, f.mime "
-        .. "FROM upload u LEFT JOIN file_object f ON f.sha256 = u.sha256 WHERE " .. where, ...)
+        .. "u.message_id, u.total_size, u.md5, u.state, LOWER(HEX(u.content_hash)) AS hash, "
+        .. "f.mime FROM upload u LEFT JOIN file_object f ON f.content_hash = u.content_hash WHERE " .. where, ...)
     if not res then return nil, err end
     for _, row in ipairs(res) do
-        for _, k in ipairs({ "sha256", "message_id", "mime" }) do
+        for _, k in ipairs({ "hash", "message_id", "mime" }) do
             if row[k] == host.null then row[k] = nil end
         end
     end
@@ -60,7 +60,7 @@ local function rows(where, ...)
 end
 
 -- find(kind, name) -> row {upload_id, kind, name, owner_uid, message_id?, total_size, md5,
--- state, sha256? (hex, once complete), mime? (once complete)} | nil (none) | nil, err
+-- state, hash? (hex BLAKE3, once complete), mime? (once complete)} | nil (none) | nil, err
 function M.find(kind, name)
     local found, err = rows("u.kind = ? AND u.name = ?", kind, name)
     if not found then return nil, err end
@@ -190,7 +190,7 @@ end
 -- complete(upload_id, obj[, linked[, also]]) -> true, also's value | nil, err, errno: the
 -- content's row (kept once) and the upload's state, in one transaction. also(q): the
 -- completion's other statements, run first (q: lib.sql's runner; sql.fail rolls back all
--- of it); its value is returned once committed. obj = {sha256=, size=, mime=} from
+-- of it); its value is returned once committed. obj = {hash=, size=, mime=} from
 -- lib.store, or a function that waits for it (nil: not named, rolled back): so that the
 -- transaction can begin before the file is named. linked: a promise the transaction waits
 -- for after its statements, before its COMMIT (they run while the file is linked and
@@ -202,10 +202,10 @@ function M.complete(upload_id, obj, linked, also)
         local o = obj
         if type(obj) == "function" then o = obj() end
         if type(o) ~= "table" then sql.fail("the file was not named") end
-        sql.must(q.exec("INSERT IGNORE INTO file_object (sha256, size, mime) VALUES (UNHEX(?), ?, ?)",
-            o.sha256, o.size, o.mime))
-        sql.must(q.exec("UPDATE upload SET state = 1, sha256 = UNHEX(?), received_bytes = total_size "
-            .. "WHERE upload_id = ? AND state = 0", o.sha256, upload_id))
+        sql.must(q.exec("INSERT IGNORE INTO file_object (content_hash, algo, size, mime) "
+            .. "VALUES (UNHEX(?), 1, ?, ?)", o.hash, o.size, o.mime))
+        sql.must(q.exec("UPDATE upload SET state = 1, content_hash = UNHEX(?), "
+            .. "received_bytes = total_size WHERE upload_id = ? AND state = 0", o.hash, upload_id))
         if linked and linked:wait(M.NAMED_WAIT_MS) ~= true then sql.fail("the file was not named") end
         return { value = value }
     end)

@@ -61,11 +61,11 @@ function M.name(ext)
 end
 
 -- The upload row of name (kind 2 unless given): {upload_id, state, owner_uid, total_size,
--- sha (nil until complete)} | nil
+-- hash (nil until complete)} | nil
 function M.upload_row(name, kind)
     local row = assert(host.db.query("SELECT upload_id, state, owner_uid, total_size, "
-        .. "LOWER(HEX(sha256)) AS sha FROM upload WHERE kind = ? AND name = ?", kind or 2, name))[1]
-    if row and row.sha == host.null then row.sha = nil end
+        .. "LOWER(HEX(content_hash)) AS hash FROM upload WHERE kind = ? AND name = ?", kind or 2, name))[1]
+    if row and row.hash == host.null then row.hash = nil end
     return row
 end
 

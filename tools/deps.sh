@@ -8,7 +8,7 @@ PKGS=(
   libluajit-5.1-dev luajit libuv1-dev lua-cjson-dev libhiredis-dev libmariadb-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libhttp-parser-dev libsodium-dev
   libcurl4-openssl-dev
-  libwslay-dev libssl-dev # WebSocket framing; libcrypto: SHA-1 of its handshake, host.file.sha256
+  libwslay-dev libssl-dev # WebSocket framing; libcrypto: SHA-1 of its handshake, TLS
   mariadb-server redis-server
   redis-sentinel  # tools/sentinel.sh and tests/redis_sentinel_spec.lua: a master, a replica
                   # and three sentinels on private ports

@@ -876,6 +876,20 @@ describe("resource.uploads complete with the file's name promised", function()
             total_size = 10, md5 = "" })
     end
 
+    it("sums a user's uploads for the quota from an index alone, whatever their number", function()
+        local a = cluster.user()
+        for i = 1, 30 do
+            assert(db.exec("INSERT INTO upload (kind, name, owner_uid, total_size, state) "
+                .. "VALUES (2, ?, ?, ?, ?)", rc.name(), a.uid, 1000 + i, i % 3))
+        end
+        assert.same({ 20310, 10 },
+            { uploads.usage(a.uid) }) -- (the 20 of states 0 and 1: 10 of them running)
+        local plan = assert(db.query("EXPLAIN " .. uploads.USAGE_SQL, a.uid))
+        assert.equal(1, #plan)
+        assert.equal("idx_owner_usage", plan[1].key)
+        assert.truthy(tostring(plan[1].Extra):find("Using index", 1, true), host.json.encode(plan))
+    end)
+
     it("begins the rows' transaction before the file is named, rolled back if it never is", function()
         for _, name_it in ipairs({ true, false }) do
             local row = new_upload()

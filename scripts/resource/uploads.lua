@@ -73,10 +73,11 @@ function M.in_progress()
 end
 
 -- usage(uid) -> bytes of the user's uploads kept or in progress, unfinished uploads | nil, err
+-- (idx_owner_usage, sql/007: read from the index alone)
+M.USAGE_SQL = "SELECT COALESCE(SUM(total_size), 0) AS bytes, COALESCE(SUM(state = 0), 0) AS "
+    .. "running FROM upload WHERE owner_uid = ? AND state IN (0, 1)"
 function M.usage(uid)
-    local rows, err = host.db.query("SELECT COALESCE(SUM(total_size), 0) AS bytes, "
-        .. "COALESCE(SUM(state = 0), 0) AS running FROM upload WHERE owner_uid = ? AND state IN (0, 1)",
-        uid)
+    local rows, err = host.db.query(M.USAGE_SQL, uid)
     if not rows then return nil, err end
     return tonumber(rows[1].bytes), tonumber(rows[1].running)
 end

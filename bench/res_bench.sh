@@ -27,6 +27,10 @@
 #                          sets max_file_bytes to the largest size and quota_bytes to 1 TiB)
 #   RES_LOG=warn           the resource role's log level (info: each completion's file and
 #                          rows ms in its log line, on stderr)
+#   THREADS=0              1: after each run, the server's threads that ran (the loop first,
+#                          then by time), their CPU time and their time runnable but waiting
+#                          for a CPU, in ms per GB of payload (/proc/PID/task/*/schedstat), on
+#                          stderr
 #   FLOOR_CFLAGS=""        added to the floor's cc: -DRES_FLOOR_AVX2 gives it the role's
 #                          base64 coders (AVX2) instead of the plain ones; -DRES_FLOOR_POOL
 #                          makes it write chunks with uv_fs_write (libuv's pool, default 4
@@ -43,6 +47,7 @@ ROUNDS=${ROUNDS:-3}
 SYSTEM=${SYSTEM:-auto}
 RES_EXTRA=${RES_EXTRA:-}
 RES_LOG=${RES_LOG:-warn}
+THREADS=${THREADS:-0}
 if [ "$SYSTEM" = auto ]; then
   if [ -f "$ROOT/scripts/resource/init.lua" ]; then SYSTEM=1; else SYSTEM=0; fi
 fi
@@ -110,6 +115,8 @@ fi
 HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
+# schedstat PID: "tid run_ns wait_ns" of each of its threads
+schedstat() { for t in /proc/"$1"/task/*; do echo "${t##*/} $(cut -d' ' -f1,2 "$t/schedstat" 2>/dev/null)"; done; }
 
 # load TARGET MODE ARGS...: one res_load run against the floor or the system; echoes its
 # RESULT line with the server's CPU seconds per GB of payload appended (cpu=...).
@@ -127,12 +134,22 @@ load() {
   # Every run starts without dirty pages: the previous run's writes (gigabytes at 100 at
   # once) would otherwise be written back during this one, against whoever runs second.
   sync
-  local t0 out t1
+  local t0 out t1 s0=""
   t0=$(ticks "$pid")
+  [ "$THREADS" = 1 ] && s0=$(schedstat "$pid")
   out=$("$TMP/res_load" "$mode" "$users" "$chat" "$addr" "$@")
   echo "$out" >&2 # (not tee /dev/stderr: that reopens a redirected stderr file, truncating it)
   out=$(grep '^RESULT' <<<"$out")
   t1=$(ticks "$pid")
+  if [ "$THREADS" = 1 ]; then
+    local gb; gb=$(awk -v o="$out" 'BEGIN { n = split(o, f, " "); for (i = 1; i <= n; i++) {
+      split(f[i], kv, "="); v[kv[1]] = kv[2] }; print v["size"] * v["done"] / 1e9 }')
+    join <(sort <<<"$s0") <(schedstat "$pid" | sort) | awk -v pid="$pid" -v gb="$gb" '
+      gb > 0 { r = ($4 - $2) / 1e6 / gb; w = ($5 - $3) / 1e6 / gb
+        if (r >= 1) printf "%d %s %.0f/%.0f\n", ($1 == pid ? 1e9 : r), ($1 == pid ? "loop" : $1), r, w }' |
+      sort -rn | awk -v t="$target $mode" '{ s = s "  " $2 " " $3 } END { print "threads (" t \
+        ", ms per GB run/waiting):" s }' >&2
+  fi
   awk -v o="$out" -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN {
     n = split(o, f, " "); for (i = 1; i <= n; i++) { split(f[i], kv, "="); v[kv[1]] = kv[2] }
     bytes = v["size"] * v["done"]

@@ -656,13 +656,15 @@ describe("resource objects stored before BLAKE3", function()
         return assert(host.proc.run({ "sha256sum", path })).stdout:match("^(%x+)")
     end
 
-    -- complete image uploads of the same a and b, the two last of the same bytes -> the uploads
+    -- five complete image uploads of the same a and b, the 2nd and 3rd of the same bytes
+    -- -> a, b, the uploads
     local function complete_uploads(role)
         local a, b = session_user(), session_user()
         local thread = cluster.befriend(a, b)
         local out = {}
         local same = res.png(3 * 32768 + 11)
-        for i, data in ipairs({ res.png(2 * 32768 + 5), same, same }) do
+        for i, data in ipairs({ res.png(2 * 32768 + 5), same, same, res.png(32768 + 3),
+            res.png(32768 + 4) }) do
             local name = rc.name()
             local u = { uid = a.uid, token = a.token, name = name, receiver = b.uid, data = data,
                 message_id = rc.image_message(a, b, thread, name) }
@@ -696,7 +698,7 @@ describe("resource objects stored before BLAKE3", function()
                 .. "VALUES (UNHEX(?), 0, ?, 'image/png')", old, #u.data))
         end
         assert(db.exec("UPDATE upload SET content_hash = UNHEX(?) WHERE name = ?", old, u.name))
-        return old, old_path
+        return old, old_path, new
     end
 
     it("renames them to their BLAKE3 at start, the old name kept for the grace, downloads going on", function()
@@ -706,6 +708,15 @@ describe("resource objects stored before BLAKE3", function()
         role:stop()
         local old1, old_path1 = make_old(dir, ups[1])
         local old3, old_path3 = make_old(dir, ups[3], true)
+        -- what an end of the process leaves mid-rename: the new name linked, the rows not
+        -- moved (4); the rows moved, the old name and row still there (5)
+        local old4, old_path4, new4 = make_old(dir, ups[4])
+        assert(host.file.link(old_path4, dir .. "/objects/" .. new4:sub(1, 2) .. "/" .. new4))
+        local old5, old_path5, new5 = make_old(dir, ups[5])
+        assert(host.file.link(old_path5, dir .. "/objects/" .. new5:sub(1, 2) .. "/" .. new5))
+        assert(db.exec("INSERT INTO file_object (content_hash, algo, size, mime) "
+            .. "VALUES (UNHEX(?), 1, ?, 'image/png')", new5, #ups[5].data))
+        assert(db.exec("UPDATE upload SET content_hash = UNHEX(?) WHERE name = ?", new5, ups[5].name))
         -- a row whose file is gone and that no upload names (left by an end mid-rename)
         local dangling = host.crypto.random_hex(32)
         assert(db.exec("INSERT INTO file_object (content_hash, algo, size, mime) "
@@ -715,7 +726,7 @@ describe("resource objects stored before BLAKE3", function()
             return tonumber(assert(db.query("SELECT COUNT(*) AS n FROM file_object "
                 .. "WHERE content_hash = UNHEX(?)", hash))[1].n)
         end
-        role = rc.start { dir = dir, resource = { rename_grace_ms = 1500 } }
+        role = rc.start { dir = dir, resource = { rename_grace_ms = 3000 } }
         -- renamed: the rows name the BLAKE3 name at once, the old name still there
         assert(util.wait_until(function() return rc.upload_row(ups[1].name).hash ~= old1 end,
             5000, "the upload's row renamed"))
@@ -728,13 +739,25 @@ describe("resource objects stored before BLAKE3", function()
         local msg = { name = ups[1].name, message_id = ups[1].message_id, sender_id = a.uid,
             receiver_id = b.uid }
         assert.equal(ups[1].data, (res.download_image(c, b, msg)))
+        -- a completion of the same content whose sync failed removes the name it linked,
+        -- the one this rename found: linked again from the old name before that one goes
+        local new_path1 = dir .. "/objects/" .. new1:sub(1, 2) .. "/" .. new1
+        assert(host.file.unlink(new_path1))
         -- after the grace: the old names and rows gone; the copy of content stored again
         -- since (under its BLAKE3 name) is the same file as that one's
         assert(util.wait_until(function() return redis.call("GET", "resource_blake3_renamed") == "1" end,
             10000, "every object renamed"))
-        assert.is_nil(host.fs.kind(old_path1))
-        assert.is_nil(host.fs.kind(old_path3))
-        assert.same({ 0, 0, 0 }, { left(old1), left(old3), left(dangling) })
+        assert.equal(ups[1].data, host.fs.read(new_path1))
+        for _, path in ipairs({ old_path1, old_path3, old_path4, old_path5 }) do
+            assert.is_nil(host.fs.kind(path), path)
+        end
+        assert.same({ 0, 0, 0, 0, 0 }, { left(old1), left(old3), left(old4), left(old5), left(dangling) })
+        for i = 4, 5 do
+            local row = rc.upload_row(ups[i].name)
+            assert.equal(({ [4] = new4, [5] = new5 })[i], row.hash)
+            assert.equal(ups[i].data, file_of(role, row.hash))
+            assert.equal(1, left(row.hash))
+        end
         assert.equal(rc.upload_row(ups[2].name).hash, rc.upload_row(ups[3].name).hash)
         assert.same({ 1, 1 }, { left(new1), left(rc.upload_row(ups[3].name).hash) })
         assert.equal(1, tonumber(assert(db.query("SELECT algo FROM file_object WHERE "
@@ -742,8 +765,40 @@ describe("resource objects stored before BLAKE3", function()
         msg = { name = ups[3].name, message_id = ups[3].message_id, sender_id = a.uid,
             receiver_id = b.uid }
         assert.equal(ups[3].data, (res.download_image(c, b, msg)))
-        assert.truthy(role:log():find("2 object(s) stored before BLAKE3 renamed", 1, true))
+        assert.truthy(role:log():find("4 object(s) stored before BLAKE3 renamed", 1, true))
         c:close()
+        role:stop()
+    end)
+end)
+
+describe("resource kept downloads", function()
+    timeout(30000)
+
+    it("reads a kept row again when its object cannot be opened (renamed since)", function()
+        local role = rc.start()
+        local a, b, u = pair()
+        u.data = res.png(2 * 32768 + 9)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, res.upload_image(c, u).error)
+        c:close()
+        local d = assert(res.connect(role.port))
+        local msg = { name = u.name, message_id = u.message_id, sender_id = a.uid,
+            receiver_id = b.uid }
+        -- the size asked for: the session keeps the row (and opens the file at chunk 1)
+        assert.equal(0, assert(d:request(1045, { message_id = u.message_id, uid = b.uid,
+            token = b.token })).error)
+        -- meanwhile the object takes another name, as resource.migrate renames one
+        local dir, old = role.files, rc.upload_row(u.name).hash
+        local new = host.crypto.random_hex(32)
+        assert(host.file.mkdirs(dir .. "/objects/" .. new:sub(1, 2)))
+        assert(host.file.link(dir .. "/objects/" .. old:sub(1, 2) .. "/" .. old,
+            dir .. "/objects/" .. new:sub(1, 2) .. "/" .. new))
+        assert(db.exec("INSERT INTO file_object (content_hash, algo, size, mime) "
+            .. "VALUES (UNHEX(?), 1, ?, 'image/png')", new, #u.data))
+        assert(db.exec("UPDATE upload SET content_hash = UNHEX(?) WHERE name = ?", new, u.name))
+        assert(host.file.unlink(dir .. "/objects/" .. old:sub(1, 2) .. "/" .. old))
+        assert.equal(u.data, (res.download_image(d, b, msg)))
+        d:close()
         role:stop()
     end)
 end)

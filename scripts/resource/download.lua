@@ -41,7 +41,9 @@ end
 -- {key=, msg= (images), row=, f=, ahead=} (f: the object file, open for reading; ahead:
 -- the next chunk being read). key names the
 -- session's uid and what was asked for: the checks made for that uid hold as long as the
--- file is complete, and a complete upload and its object never change. One per session.
+-- file is complete, and a complete upload's content never changes (its object's name
+-- does once: an object stored before BLAKE3 is renamed at a start, resource.migrate; a
+-- kept row whose object is not found is read again once, reopen). One per session.
 
 -- drop(session): the kept download is forgotten and its file closed
 local function drop(session)
@@ -98,6 +100,22 @@ local function read_ahead(d, seq)
     return data, err
 end
 
+-- reopen(d) -> the kept download's object opened | nil, err: when it cannot be opened,
+-- its row is read again once (kept since before its object was renamed, resource.migrate,
+-- it names the old name) and, naming another object now, d.row takes it
+local function reopen(d)
+    local row = d.row
+    local f, err = upload.store:open_object(row.hash)
+    if f then return f end
+    local now = uploads.find(row.kind, row.name)
+    if not now or now.state ~= uploads.COMPLETE or now.upload_id ~= row.upload_id
+        or now.hash == row.hash then
+        return nil, err
+    end
+    d.row = now
+    return upload.store:open_object(now.hash)
+end
+
 -- Fills reply with chunk seq of the kept download d (its file opened at its first chunk)
 -- -> reply
 local function chunk(session, reply, d, seq)
@@ -111,7 +129,8 @@ local function chunk(session, reply, d, seq)
     if text == false then
         text = nil
         if not f then
-            f, err = upload.store:open_object(row.hash)
+            f, err = reopen(d)
+            row = d.row
             if f and session.data.download == d then d.f = f end -- kept: open for the next chunks
         end
         if f then

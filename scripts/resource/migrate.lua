@@ -107,15 +107,17 @@ end
 -- ---- objects stored before BLAKE3 (sql/006_blake3.sql, 2026-12-08) ----------------------
 -- Until then a complete file was named by its SHA-256; file_object.algo 0 marks those rows.
 -- Each such object is hashed again (host.file.blake3, a pool job), linked under its BLAKE3
--- name, and its rows take that name in one transaction (its file_object row again, with
--- algo 1, and every upload that refers to it); its old name and its old row go only
--- rename_grace_ms later, so that a download that read its row just before still opens the
--- file (it keeps its descriptor from then on). In batches of RENAME_BATCH, in the
--- background, at the role's start; an end of the process anywhere leaves a state that the
--- next start takes up again (the old row is removed last: a rename is done again, each of
--- its steps finding its work done). Until an object is renamed, the same content uploaded
--- anew is stored once more under its BLAKE3 name: the rename finds that name taken, which
--- is the same file's content, and drops its own copy.
+-- name and synced, and its rows take that name in one transaction (its file_object row
+-- again, with algo 1, and every upload that refers to it); its old name and its old row go
+-- only rename_grace_ms later (a task per batch: the renames go on meanwhile), so that a
+-- request that read its row just before still opens the file (a kept download reads its row
+-- again when its object cannot be opened, resource.download). In batches of RENAME_BATCH,
+-- in the background, at the role's start; an end of the process anywhere leaves a state
+-- that the next start takes up again (the old row is removed last: a rename is done again,
+-- each of its steps finding its work done). Until an object is renamed, the same content
+-- uploaded anew is stored once more under its BLAKE3 name: the rename finds that name
+-- taken, which is the same file's content, syncs it (its link may not be synced yet) and
+-- drops its own copy.
 local RENAME_BATCH = 100
 local RENAMED_KEY = "resource_blake3_renamed" -- set once no row of algo 0 is left
 
@@ -125,6 +127,16 @@ local function old_objects(after)
     return host.db.query("SELECT LOWER(HEX(content_hash)) AS hash, size, mime FROM file_object "
         .. "WHERE algo = 0 AND content_hash > UNHEX(?) ORDER BY content_hash LIMIT ?", after,
         RENAME_BATCH)
+end
+
+-- sync(path) -> true | nil, err: the file and its name durable (an fsync: ext4 and XFS
+-- commit the journal transaction of its link with it)
+local function sync(path)
+    local f, err = host.file.open(path, "r")
+    if not f then return nil, err end
+    local ok, serr = f:sync()
+    f:close()
+    return ok, serr
 end
 
 -- rename(row) -> the new name (true: the row was dropped, nothing refers to its missing
@@ -147,14 +159,16 @@ local function rename(row)
     if new ~= old then
         local ok, merr = store:made_dir(store.root .. "/objects/" .. new:sub(1, 2))
         if not ok then return nil, merr end
-        local linked, lerr, lcode = host.file.link(path, store:object_path(new))
+        local target = store:object_path(new)
+        local linked, lerr, lcode = host.file.link(path, target)
         if not linked and lcode ~= "EEXIST" then return nil, lerr end
-        if linked then -- (the new name durable before any row says it: as a completion's)
-            local f, oerr = host.file.open(path, "r")
-            if not f then return nil, oerr end
-            local synced, yerr = f:sync()
-            f:close()
-            if not synced then return nil, yerr end
+        -- the new name durable before any row says it (as a completion's), whether this
+        -- link made it or found it (a completion's, or this rename's before an end: not
+        -- synced yet, perhaps); a name this link made goes again if the sync fails
+        local synced, yerr = sync(target)
+        if not synced then
+            if linked then host.file.unlink(target) end
+            return nil, yerr
         end
     end
     local done, terr = sql.tx(function(q)
@@ -172,11 +186,42 @@ local function rename(row)
     return new
 end
 
--- forget(old): a renamed object's old name and row, after the grace
-local function forget(old)
+-- forget(old, new) -> true | nil, err: a renamed object's old name and row, after the
+-- grace. Its new name is looked at first: a completion of the same content whose sync
+-- failed removes the name it linked (lib.store), which may be the one this rename found
+-- and its rows now say; then it is linked again from the old name first.
+local function forget(old, new)
+    local target = store:object_path(new)
+    local there, serr, scode = host.file.stat(target)
+    if not there and scode ~= "ENOENT" then return nil, serr end
+    if not there then
+        local linked, lerr, lcode = host.file.link(store:object_path(old), target)
+        if not linked and lcode ~= "EEXIST" then return nil, lerr end
+        local synced, yerr = sync(target)
+        if not synced then return nil, yerr end
+    end
     local gone, err, code = host.file.unlink(store:object_path(old))
     if not gone and code ~= "ENOENT" then return nil, err end
     return host.db.exec("DELETE FROM file_object WHERE content_hash = UNHEX(?) AND algo = 0", old)
+end
+
+-- forget_later(batch) -> a task: after the grace, forget() for each {old=, new=} of batch
+-- -> the count forgotten, the count failed
+local function forget_later(batch)
+    return host.spawn(function()
+        host.timer.sleep(settings.rename_grace_ms)
+        local forgotten, failed = 0, 0
+        for _, b in ipairs(batch) do
+            local ok, err = forget(b.old, b.new)
+            if ok then
+                forgotten = forgotten + 1
+            else
+                failed = failed + 1
+                host.log.warn("object ", b.old, ": its name from before BLAKE3 left: ", tostring(err))
+            end
+        end
+        return forgotten, failed
+    end)
 end
 
 -- rename_old_objects(): every object stored before BLAKE3 renamed (logged); once none is
@@ -184,12 +229,13 @@ end
 function M.rename_old_objects()
     local done = host.redis.call("GET", RENAMED_KEY)
     if done and done ~= host.null then return end
-    local renamed, failed, after = 0, 0, ""
+    local renamed, failed, after, later = 0, 0, "", {}
     while true do
         local rows, err = old_objects(after)
         if not rows then
             host.log.warn("objects stored before BLAKE3: ", tostring(err))
-            return
+            failed = failed + 1
+            break
         end
         local batch = {}
         for _, row in ipairs(rows) do
@@ -199,21 +245,21 @@ function M.rename_old_objects()
                 host.log.warn("object ", row.hash, " stored before BLAKE3 not renamed: ",
                     tostring(rerr))
             elseif new ~= true and new ~= row.hash then
-                batch[#batch + 1] = row.hash
+                batch[#batch + 1] = { old = row.hash, new = new }
             end
         end
-        if #batch > 0 then host.timer.sleep(settings.rename_grace_ms) end
-        for _, old in ipairs(batch) do
-            local ok, ferr = forget(old)
-            if ok then
-                renamed = renamed + 1
-            else
-                failed = failed + 1
-                host.log.warn("object ", old, ": its name from before BLAKE3 left: ", tostring(ferr))
-            end
-        end
+        if #batch > 0 then later[#later + 1] = forget_later(batch) end
         if #rows < RENAME_BATCH then break end
         after = rows[#rows].hash
+    end
+    for _, t in ipairs(later) do
+        local ran, forgotten, bad = t:wait()
+        if ran then
+            renamed, failed = renamed + forgotten, failed + bad
+        else
+            failed = failed + 1
+            host.log.warn("objects stored before BLAKE3: ", tostring(forgotten))
+        end
     end
     if renamed > 0 then host.log.info(renamed, " object(s) stored before BLAKE3 renamed") end
     if failed == 0 then host.redis.call("SET", RENAMED_KEY, "1") end

@@ -226,6 +226,8 @@ return {
         pool_threads = 2,                   -- threads opening, syncing, reading files (libuv's
                                             -- pool); more when the disk's fsync is slow (a
                                             -- completion syncs) or reads miss the page cache
+        write_spin_us = 100,                -- a writer out of work spins this long before it
+                                            -- sleeps (the next chunk finds it awake); 0: none
         write_threads = 1,                  -- threads writing the chunks: one file's writes run
                                             -- one at a time, in order, on one of them; one
                                             -- thread (always the same) is the fastest on two

@@ -471,7 +471,12 @@ static int job_submit(lua_State *L, fjob *j, const char *fname) {
  * ran 0.63 -> 0.74 of the plain receiver, bench/RESULTS.md). Other jobs on a file are pool
  * jobs (job_submit): the scripts order them after its writes. One mutex (writers.mu) keeps
  * the files' queues, the ready list, the answered, hash and done lists: the loop and the
- * writers hold it for a few pointer moves. */
+ * writers hold it for a few pointer moves. A writer out of work spins up to
+ * self.write_spin_us (resource.write_spin_us, 100; other roles 0) before it sleeps: a
+ * connection's next chunk, ~50 us later one upload at a time, then finds it awake (no
+ * futex wake on the loop's side, no wake-up latency of a sleeping CPU on the writer's: a
+ * chunk's wait for its writer 45 -> 6-24 us, its write 31 -> 14-27 us on this 2-core VM;
+ * bench/RESULTS.md); with work queued it never spins. */
 
 #define STRAND_BATCH 16 /* writes a writer takes from one file before the next file */
 #define HASH_BACKLOG 16 /* writes answered and not yet hashed (their bytes held), at most
@@ -491,6 +496,9 @@ struct writers {
     uv_async_t *async;               /* wakes the loop for them (ref'd while writes are out) */
     int out;                         /* writes submitted and not yet finished on the loop */
     int idle, stop, n;
+    int work;                        /* 1 while the ready list is not empty (read by
+                                        spinning writers without the mutex: atomic) */
+    uint64_t spin_ns;                /* how long a writer out of work spins (0: none) */
     uv_thread_t *threads;
 };
 
@@ -516,6 +524,31 @@ static void ready_push(struct writers *w, file_t *f) {
     if (w->ready_tail) w->ready_tail->ready_next = f;
     else w->ready_head = f;
     w->ready_tail = f;
+    __atomic_store_n(&w->work, 1, __ATOMIC_RELEASE);
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* A writer out of work (mu held; released meanwhile): spins up to w->spin_ns for a write
+ * to arrive, then, still with none, sleeps until one is submitted or the writers stop. */
+static void writer_wait(struct writers *w) {
+    if (w->spin_ns > 0) {
+        uv_mutex_unlock(&w->mu);
+        uint64_t t0 = uv_hrtime();
+        while (!__atomic_load_n(&w->work, __ATOMIC_ACQUIRE) && uv_hrtime() - t0 < w->spin_ns)
+            cpu_relax();
+        uv_mutex_lock(&w->mu);
+        if (w->ready_head || w->hash_head || w->stop) return;
+    }
+    w->idle++;
+    uv_cond_wait(&w->cv, &w->mu);
+    w->idle--;
 }
 
 /* f at the end of the files to hash (mu held; it has writes to hash, no writer on them). */
@@ -580,11 +613,7 @@ static void writer_main(void *arg) {
     int draining = 0; /* the backlog reached HASH_BACKLOG: hashing down to half of it */
     uv_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->ready_head && !w->hash_head && !w->stop) {
-            w->idle++;
-            uv_cond_wait(&w->cv, &w->mu);
-            w->idle--;
-        }
+        while (!w->ready_head && !w->hash_head && !w->stop) writer_wait(w);
         if (w->stop) break; /* (after the loop's end: nothing waits for what is queued) */
         if (w->backlog >= HASH_BACKLOG) draining = 1;
         else if (w->backlog <= HASH_BACKLOG / 2) draining = 0;
@@ -594,7 +623,10 @@ static void writer_main(void *arg) {
         }
         file_t *f = w->ready_head;
         w->ready_head = f->ready_next;
-        if (!w->ready_head) w->ready_tail = NULL;
+        if (!w->ready_head) {
+            w->ready_tail = NULL;
+            __atomic_store_n(&w->work, 0, __ATOMIC_RELAXED);
+        }
         /* (one write at least: the files to hash may all be another writer's now) */
         for (int n = 0; n < STRAND_BATCH && (n == 0 || w->backlog < HASH_BACKLOG); n++) {
             fjob *j = list_pop(&f->strand);
@@ -649,6 +681,8 @@ static struct writers *writers_get(struct app *app, struct files *fs) {
     w->async->data = w;
     uv_unref((uv_handle_t *)w->async); /* (ref'd while writes are out) */
     w->n = (int)cfg_int(app, "self.write_threads", 1);
+    int64_t spin_us = cfg_int(app, "self.write_spin_us", 0);
+    w->spin_ns = spin_us > 0 ? (uint64_t)spin_us * 1000 : 0;
     if (w->n < 1) w->n = 1;
     w->threads = xcalloc((size_t)w->n, sizeof *w->threads);
     for (int i = 0; i < w->n; i++)

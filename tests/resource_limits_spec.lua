@@ -164,6 +164,29 @@ describe("resource pool_threads and write_threads", function()
         assert.equal(2, threads_after_upload { write_threads = 3 } - threads_after_upload { write_threads = 1 })
     end)
 
+    it("lets a writer out of work spin write_spin_us at most, then sleep", function()
+        -- the CPU time of all the process's threads (schedstat: ns) -> ms
+        local function run_ms(pid)
+            local ns = 0
+            for _, tid in ipairs(assert(host.fs.list("/proc/" .. pid .. "/task"))) do
+                local st = host.fs.read("/proc/" .. pid .. "/task/" .. tid .. "/schedstat")
+                ns = ns + (tonumber(st and st:match("^(%d+)")) or 0)
+            end
+            return ns / 1e6
+        end
+        local role = rc.start { resource = { write_spin_us = 10000, sweep_interval_ms = 60000 } }
+        local _, _, u = rc.image_upload(3 * 32768, true)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, res.upload_image(c, u).error)
+        c:close()
+        host.timer.sleep(100) -- (its last jobs done, the writer's 10 ms of spinning over)
+        local before = run_ms(role.proc.pid)
+        host.timer.sleep(400)
+        local idle = run_ms(role.proc.pid) - before
+        role:stop()
+        assert.is_true(idle < 100, ("the process ran %.1f ms of 400 idle"):format(idle))
+    end)
+
     it("uploads and downloads with one pool thread and one writer (the boundary), several connections at once", function()
         local role = rc.start { resource = { pool_threads = 1, write_threads = 1 } }
         local tasks, uploads = {}, {}

@@ -310,6 +310,8 @@ local SCHEMA = {
                                                     -- a disk whose fsync is slow
         write_threads = int(1, 1, 64),              -- the threads that write the chunks (a
                                                     -- file's writes one at a time, in order)
+        write_spin_us = int(100, 0, 10000),         -- a writer out of work spins this long
+                                                    -- before it sleeps (0: sleeps at once)
         max_body_bytes = int(65536, 1024, 16777216),-- one frame (a 32 KiB chunk is ~44 KB)
         channel_idle_timeout_ms = int(43200000, 0, 604800000), -- a silent connection: closed;
                                                     -- 0: never (the S2 client sends nothing

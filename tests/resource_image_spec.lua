@@ -12,8 +12,13 @@ local db, redis = host.db, host.redis
 
 local session_user = rc.session_user
 
-local function file_of(role, sha)
-    return host.fs.read(role.files .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha)
+-- The path of the object named hash under the storage folder dir (docs/protocol.md §13.6)
+local function object_path(dir, hash)
+    return dir .. "/objects/" .. hash:sub(1, 2) .. "/" .. hash
+end
+
+local function file_of(role, hash)
+    return host.fs.read(object_path(role.files, hash))
 end
 
 -- Two friends, a and b, and a's image message to b -> a, b, u (the upload's fields for
@@ -558,7 +563,7 @@ describe("resource server restart", function()
                 if how == "linked" then -- linked, synced, its partial's name removed
                     local sha = assert(host.file.blake3(partial))
                     assert(host.file.mkdirs(dir .. "/objects/" .. sha:sub(1, 2)))
-                    assert(host.file.link(partial, dir .. "/objects/" .. sha:sub(1, 2) .. "/" .. sha))
+                    assert(host.file.link(partial, object_path(dir, sha)))
                     assert(host.file.unlink(partial))
                 end
             end
@@ -680,22 +685,19 @@ describe("resource objects stored before BLAKE3", function()
     -- copy: a file of its own (the last of two uploads of the same bytes, stored twice then)
     local function make_old(dir, u, copy)
         local new = rc.upload_row(u.name).hash
-        local path = dir .. "/objects/" .. new:sub(1, 2) .. "/" .. new
+        local path = object_path(dir, new)
         local old = sha256_of(path)
-        local old_path = dir .. "/objects/" .. old:sub(1, 2) .. "/" .. old
+        local old_path = object_path(dir, old)
         assert(host.file.mkdirs(dir .. "/objects/" .. old:sub(1, 2)))
         if copy then
             assert(host.proc.run({ "cp", path, old_path }))
+            assert(db.exec("INSERT INTO file_object (content_hash, algo, size, mime) "
+                .. "VALUES (UNHEX(?), 0, ?, 'image/png')", old, #u.data))
         else
             assert(host.file.link(path, old_path))
             assert(host.file.unlink(path))
-        end
-        if not copy then
             assert(db.exec("UPDATE file_object SET content_hash = UNHEX(?), algo = 0 "
                 .. "WHERE content_hash = UNHEX(?)", old, new))
-        else
-            assert(db.exec("INSERT INTO file_object (content_hash, algo, size, mime) "
-                .. "VALUES (UNHEX(?), 0, ?, 'image/png')", old, #u.data))
         end
         assert(db.exec("UPDATE upload SET content_hash = UNHEX(?) WHERE name = ?", old, u.name))
         return old, old_path, new
@@ -711,9 +713,9 @@ describe("resource objects stored before BLAKE3", function()
         -- what an end of the process leaves mid-rename: the new name linked, the rows not
         -- moved (4); the rows moved, the old name and row still there (5)
         local old4, old_path4, new4 = make_old(dir, ups[4])
-        assert(host.file.link(old_path4, dir .. "/objects/" .. new4:sub(1, 2) .. "/" .. new4))
+        assert(host.file.link(old_path4, object_path(dir, new4)))
         local old5, old_path5, new5 = make_old(dir, ups[5])
-        assert(host.file.link(old_path5, dir .. "/objects/" .. new5:sub(1, 2) .. "/" .. new5))
+        assert(host.file.link(old_path5, object_path(dir, new5)))
         assert(db.exec("INSERT INTO file_object (content_hash, algo, size, mime) "
             .. "VALUES (UNHEX(?), 1, ?, 'image/png')", new5, #ups[5].data))
         assert(db.exec("UPDATE upload SET content_hash = UNHEX(?) WHERE name = ?", new5, ups[5].name))
@@ -741,7 +743,7 @@ describe("resource objects stored before BLAKE3", function()
         assert.equal(ups[1].data, (res.download_image(c, b, msg)))
         -- a completion of the same content whose sync failed removes the name it linked,
         -- the one this rename found: linked again from the old name before that one goes
-        local new_path1 = dir .. "/objects/" .. new1:sub(1, 2) .. "/" .. new1
+        local new_path1 = object_path(dir, new1)
         assert(host.file.unlink(new_path1))
         -- after the grace: the old names and rows gone; the copy of content stored again
         -- since (under its BLAKE3 name) is the same file as that one's
@@ -769,6 +771,30 @@ describe("resource objects stored before BLAKE3", function()
         c:close()
         role:stop()
     end)
+
+    it("leaves an object from before whose file is missing while uploads name it, and tries again later", function()
+        local role = rc.start()
+        local dir = role.files
+        local _, _, u = pair()
+        u.data = res.png(32768 + 21)
+        local c = assert(res.connect(role.port))
+        assert.equal(0, res.upload_image(c, u).error)
+        c:close()
+        role:stop()
+        local old, old_path = make_old(dir, u)
+        assert(host.file.unlink(old_path))
+        assert(redis.call("DEL", "resource_blake3_renamed"))
+        role = rc.start { dir = dir, resource = { rename_grace_ms = 0 } }
+        assert(util.wait_until(function()
+            return role:log():find("object " .. old .. " stored before BLAKE3 not renamed: "
+                .. old_path .. " is missing", 1, true) ~= nil
+        end, 10000, "the missing file logged"))
+        assert.equal(old, rc.upload_row(u.name).hash)
+        assert.equal(0, tonumber(assert(db.query("SELECT algo FROM file_object WHERE "
+            .. "content_hash = UNHEX(?)", old))[1].algo))
+        assert.is_nil(redis.call("GET", "resource_blake3_renamed")) -- (not done: the next start again)
+        role:stop()
+    end)
 end)
 
 describe("resource kept downloads", function()
@@ -791,12 +817,11 @@ describe("resource kept downloads", function()
         local dir, old = role.files, rc.upload_row(u.name).hash
         local new = host.crypto.random_hex(32)
         assert(host.file.mkdirs(dir .. "/objects/" .. new:sub(1, 2)))
-        assert(host.file.link(dir .. "/objects/" .. old:sub(1, 2) .. "/" .. old,
-            dir .. "/objects/" .. new:sub(1, 2) .. "/" .. new))
+        assert(host.file.link(object_path(dir, old), object_path(dir, new)))
         assert(db.exec("INSERT INTO file_object (content_hash, algo, size, mime) "
             .. "VALUES (UNHEX(?), 1, ?, 'image/png')", new, #u.data))
         assert(db.exec("UPDATE upload SET content_hash = UNHEX(?) WHERE name = ?", new, u.name))
-        assert(host.file.unlink(dir .. "/objects/" .. old:sub(1, 2) .. "/" .. old))
+        assert(host.file.unlink(object_path(dir, old)))
         assert.equal(u.data, (res.download_image(d, b, msg)))
         d:close()
         role:stop()

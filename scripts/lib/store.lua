@@ -140,9 +140,13 @@ function M:cut_path(upload_id)
     return cut_of(self:partial_path(upload_id))
 end
 
--- object_path(hash_hex) -> the path of a complete file (hash: its content's BLAKE3-256)
+-- object_dir(hash_hex) -> the folder of a complete file; object_path(hash_hex) -> its path
+-- (hash: its content's BLAKE3-256)
+function M:object_dir(hash)
+    return self.root .. "/objects/" .. hash:sub(1, 2)
+end
 function M:object_path(hash)
-    return self.root .. "/objects/" .. hash:sub(1, 2) .. "/" .. hash
+    return self:object_dir(hash) .. "/" .. hash
 end
 
 -- prepare() -> true | nil, err, "storage": creates the root's folders (at start).
@@ -380,7 +384,7 @@ function M:commit_open(path, f, size, allowed, hashed, tally_n, on_named, ready)
     -- named: the caller's rows may be written meanwhile (committed only after this returns)
     if on_named then on_named({ hash = hash, size = size, mime = mime }) end
     local obj = self:object_path(hash)
-    local dir = self.root .. "/objects/" .. hash:sub(1, 2)
+    local dir = self:object_dir(hash)
     local ok, merr = self:made_dir(dir)
     if not ok then
         put_back()

@@ -129,14 +129,22 @@ local function old_objects(after)
         RENAME_BATCH)
 end
 
--- sync(path) -> true | nil, err: the file and its name durable (an fsync: ext4 and XFS
--- commit the journal transaction of its link with it)
-local function sync(path)
-    local f, err = host.file.open(path, "r")
-    if not f then return nil, err end
-    local ok, serr = f:sync()
-    f:close()
-    return ok, serr
+-- link_durable(from, to) -> true | nil, err: to names from's file (made, or there already)
+-- and is durable, synced (an fsync: ext4 and XFS commit the journal transaction of its link
+-- with it) whoever made it (a completion's link, or this pass's before an end, may not be
+-- synced yet); a name made here goes again if its sync fails
+local function link_durable(from, to)
+    local linked, lerr, lcode = host.file.link(from, to)
+    if not linked and lcode ~= "EEXIST" then return nil, lerr end
+    local f, err = host.file.open(to, "r")
+    local synced
+    if f then
+        synced, err = f:sync()
+        f:close()
+    end
+    if synced then return true end
+    if linked then host.file.unlink(to) end
+    return nil, err
 end
 
 -- rename(row) -> the new name (true: the row was dropped, nothing refers to its missing
@@ -157,19 +165,11 @@ local function rename(row)
     end
     if not new then return nil, err end
     if new ~= old then
-        local ok, merr = store:made_dir(store.root .. "/objects/" .. new:sub(1, 2))
+        local ok, merr = store:made_dir(store:object_dir(new))
         if not ok then return nil, merr end
-        local target = store:object_path(new)
-        local linked, lerr, lcode = host.file.link(path, target)
-        if not linked and lcode ~= "EEXIST" then return nil, lerr end
-        -- the new name durable before any row says it (as a completion's), whether this
-        -- link made it or found it (a completion's, or this rename's before an end: not
-        -- synced yet, perhaps); a name this link made goes again if the sync fails
-        local synced, yerr = sync(target)
-        if not synced then
-            if linked then host.file.unlink(target) end
-            return nil, yerr
-        end
+        -- (the new name durable before any row says it, as a completion's)
+        local linked, lerr = link_durable(path, store:object_path(new))
+        if not linked then return nil, lerr end
     end
     local done, terr = sql.tx(function(q)
         if new == old then -- (a row of algo 0 named by its BLAKE3 already)
@@ -195,10 +195,8 @@ local function forget(old, new)
     local there, serr, scode = host.file.stat(target)
     if not there and scode ~= "ENOENT" then return nil, serr end
     if not there then
-        local linked, lerr, lcode = host.file.link(store:object_path(old), target)
-        if not linked and lcode ~= "EEXIST" then return nil, lerr end
-        local synced, yerr = sync(target)
-        if not synced then return nil, yerr end
+        local linked, lerr = link_durable(store:object_path(old), target)
+        if not linked then return nil, lerr end
     end
     local gone, err, code = host.file.unlink(store:object_path(old))
     if not gone and code ~= "ENOENT" then return nil, err end

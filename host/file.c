@@ -575,12 +575,14 @@ static void ready_push(struct writers *w, file_t *f) {
 }
 
 /* A writer out of work (mu held; released meanwhile): spins up to w->spin_ns for a write
- * to arrive, then, still with none, sleeps until one is submitted or the writers stop. */
+ * to arrive or the writers to stop, then, still with neither, sleeps until one is
+ * submitted or the writers stop. */
 static void writer_wait(struct writers *w) {
     if (w->spin_ns > 0) {
         uv_mutex_unlock(&w->mu);
         uint64_t t0 = uv_hrtime();
-        while (!__atomic_load_n(&w->work, __ATOMIC_ACQUIRE) && uv_hrtime() - t0 < w->spin_ns)
+        while (!__atomic_load_n(&w->work, __ATOMIC_ACQUIRE) &&
+               !__atomic_load_n(&w->stop, __ATOMIC_RELAXED) && uv_hrtime() - t0 < w->spin_ns)
             sched_yield(); /* (a thread waiting for this CPU runs first: the spin only
                             * takes the time it would have been idle) */
         uv_mutex_lock(&w->mu);
@@ -737,7 +739,7 @@ static void handle_free(uv_handle_t *h) { free(h); }
 static void writers_free(struct writers *w) {
     if (!w) return;
     uv_mutex_lock(&w->mu);
-    w->stop = 1;
+    __atomic_store_n(&w->stop, 1, __ATOMIC_RELAXED); /* (read by spinning writers too) */
     uv_cond_broadcast(&w->cv);
     uv_mutex_unlock(&w->mu);
     for (int i = 0; i < w->n; i++) uv_thread_join(&w->threads[i]);

@@ -354,9 +354,9 @@ static void rh_foreign_write(file_t *f) {
  * buffer went back to glibc's arena of the writer, which gave the heap's top back to the
  * kernel (madvise, from the loop's thread) and took it again for the next chunk, its pages
  * faulted in and zeroed again: one upload at a time ~17,000 page faults a second, 600 with
- * the buffers kept. So the buffers of a chunk's size (DECODED_SIZE: a 64 KiB frame's base64, the
- * default resource.max_body_bytes) are kept, DECODED_KEEP at most (1.5 MiB) when unused,
- * for the next; larger ones are malloc'd and freed as before. */
+ * the buffers kept. So the buffers of a chunk's size (DECODED_SIZE: a 64 KiB frame's
+ * base64, the default resource.max_body_bytes) are kept, DECODED_KEEP at most (1.5 MiB)
+ * when unused, for the next; larger ones are malloc'd and freed as before. */
 #define DECODED_SIZE 49152
 #define DECODED_KEEP 32
 
@@ -1526,13 +1526,15 @@ static int l_configure(lua_State *L) {
  * decoded_made=, decoded_kept=} */
 static int l_stats(lua_State *L) {
     struct files *fs = files_get(app_from(L));
-    lua_createtable(L, 0, 8);
-    pthread_mutex_lock(&decoded_mu);
-    lua_pushnumber(L, (lua_Number)decoded_made);
-    lua_setfield(L, -2, "decoded_made");
-    lua_pushinteger(L, decoded_n);
-    lua_setfield(L, -2, "decoded_kept");
+    pthread_mutex_lock(&decoded_mu); /* (read, then pushed: Lua may raise, not with it held) */
+    unsigned long made = decoded_made;
+    int kept = decoded_n;
     pthread_mutex_unlock(&decoded_mu);
+    lua_createtable(L, 0, 8);
+    lua_pushnumber(L, (lua_Number)made);
+    lua_setfield(L, -2, "decoded_made");
+    lua_pushinteger(L, kept);
+    lua_setfield(L, -2, "decoded_kept");
     lua_pushnumber(L, (lua_Number)fs->reads_cached);
     lua_setfield(L, -2, "reads_cached");
     lua_pushnumber(L, (lua_Number)fs->reads_pool);

@@ -508,6 +508,29 @@ describe("host.file", function()
             assert.is_true(file.stats().decoded_kept >= 1)
         end)
 
+        it("keeps 32 decoding buffers at most, however many were in use at once", function()
+            -- 40 files' chunks decoded while the loop is busy (none given back meanwhile):
+            -- 40 buffers in use at once; given back, 32 are kept and the rest freed
+            local fs, tasks = {}, {}
+            for i = 1, 40 do fs[i] = assert(file.open(dir .. "/many" .. i, "wx")) end
+            local before = file.stats()
+            for i = 1, 40 do -- (each write submitted in its task's first slice: no yield between)
+                local f, b64 = fs[i], host.crypto.base64_encode(chunk(i))
+                tasks[i] = host.spawn(function()
+                    local ok = assert(f:write_base64(0, b64))
+                    assert(f:close())
+                    return ok
+                end)
+            end
+            local t0 = host.timer.monotonic()
+            while host.timer.monotonic() - t0 < 500 do end -- (the writer decodes them all)
+            for _, t in ipairs(tasks) do assert.is_true(t:wait(5000)) end
+            local after = file.stats()
+            assert.is_true(after.decoded_made - before.decoded_made >= 40 - before.decoded_kept,
+                "40 in use at once")
+            assert.equal(32, after.decoded_kept)
+        end)
+
         it("is given up for good by a resend, the same bytes or others, hashed or held", function()
             for _, case in ipairs({
                 { 1, 2, 2 },        -- the same bytes again, into the hashed prefix

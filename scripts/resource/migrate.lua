@@ -215,7 +215,8 @@ local function forget_later(batch)
                 forgotten = forgotten + 1
             else
                 failed = failed + 1
-                host.log.warn("object ", b.old, ": its name from before BLAKE3 left: ", tostring(err))
+                host.log.warn("object ", b.old, ": its name from before BLAKE3 left: ",
+                    tostring(err))
             end
         end
         return forgotten, failed

@@ -49,7 +49,8 @@ M.UPLOADING, M.COMPLETE, M.FAILED = 0, 1, 2     -- upload.state
 local function rows(where, ...)
     local res, err = host.db.query("SELECT u.upload_id, u.kind, u.name, u.owner_uid, "
         .. "u.message_id, u.total_size, u.md5, u.state, LOWER(HEX(u.content_hash)) AS hash, "
-        .. "f.mime FROM upload u LEFT JOIN file_object f ON f.content_hash = u.content_hash WHERE " .. where, ...)
+        .. "f.mime FROM upload u LEFT JOIN file_object f ON f.content_hash = u.content_hash "
+        .. "WHERE " .. where, ...)
     if not res then return nil, err end
     for _, row in ipairs(res) do
         for _, k in ipairs({ "hash", "message_id", "mime" }) do
